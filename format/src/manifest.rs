@@ -1,0 +1,120 @@
+//! An element's `control/manifest`: every data file of the element with its size and hashes.
+
+use serde::{Deserialize, Deserializer, Serialize};
+use uuid::Uuid;
+
+use crate::limits::{
+    CHUNK_BYTES, MAX_CHUNKS_PER_FILE, MAX_DATA_FILE_BYTES, MAX_MANIFEST_FILES, MAX_SEGMENT_BYTES,
+};
+use crate::meta::{bounded_vec, check_len, Metadata, MetadataKind};
+
+/// A BLAKE3 hash.
+pub type Hash = [u8; 32];
+
+/// What a data file holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub enum FileKind {
+    /// A whole atom file (header and body), named by atom id.
+    Atom,
+    /// A byte range of a journal segment, named by segment number.
+    Journal,
+}
+
+/// One data file of an element.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FileEntry {
+    /// What it holds.
+    pub kind: FileKind,
+    /// Atom id or journal segment number: the file's name is derived from (kind, id), never stored.
+    pub id: u64,
+    /// Byte offset in the source file where this copy starts: 0 for atoms; for a journal slice, the offset in the
+    /// source segment of its first byte (a record boundary, or 0 when the slice starts with the segment header).
+    pub offset: u64,
+    /// Size in bytes.
+    pub size: u64,
+    /// BLAKE3 of the whole file.
+    pub hash: Hash,
+    /// BLAKE3 of each `CHUNK_BYTES` slice, in order; the last may be shorter. Empty for an empty file.
+    #[serde(deserialize_with = "chunk_hashes")]
+    pub chunk_hashes: Vec<Hash>,
+}
+
+/// The manifest of one element.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Manifest {
+    /// The element this manifest describes.
+    pub element_id: Uuid,
+    /// Data files, sorted by (kind, id), each (kind, id) once.
+    #[serde(deserialize_with = "files")]
+    pub files: Vec<FileEntry>,
+}
+
+fn chunk_hashes<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<Hash>, D::Error> {
+    bounded_vec(d, MAX_CHUNKS_PER_FILE as usize, "chunk hashes")
+}
+fn files<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<FileEntry>, D::Error> {
+    bounded_vec(d, MAX_MANIFEST_FILES, "manifest files")
+}
+
+/// Number of chunk hashes a file of `size` bytes has: `ceil(size / CHUNK_BYTES)`.
+pub const fn chunk_count(size: u64) -> u64 {
+    size.div_ceil(CHUNK_BYTES)
+}
+
+impl FileEntry {
+    fn check(&self) -> Result<(), String> {
+        let what = format!("{:?} file {}", self.kind, self.id);
+        if self.size > MAX_DATA_FILE_BYTES {
+            return Err(format!(
+                "{what} is {} bytes, more than the limit of {MAX_DATA_FILE_BYTES}",
+                self.size
+            ));
+        }
+        let expected = chunk_count(self.size);
+        if self.chunk_hashes.len() as u64 != expected {
+            return Err(format!(
+                "{what} of {} bytes lists {} chunk hashes, expected {expected}",
+                self.size,
+                self.chunk_hashes.len()
+            ));
+        }
+        match self.kind {
+            FileKind::Atom if self.offset != 0 => Err(format!(
+                "{what} has offset {}, atoms are whole",
+                self.offset
+            )),
+            FileKind::Journal
+                if self
+                    .offset
+                    .checked_add(self.size)
+                    .is_none_or(|end| end > MAX_SEGMENT_BYTES) =>
+            {
+                Err(format!(
+                    "{what} covers bytes {}+{} beyond the segment limit of {MAX_SEGMENT_BYTES}",
+                    self.offset, self.size
+                ))
+            }
+            _ => Ok(()),
+        }
+    }
+}
+
+impl Metadata for Manifest {
+    const KIND: MetadataKind = MetadataKind::Manifest;
+
+    fn validate(&self) -> Result<(), String> {
+        check_len(self.files.len(), MAX_MANIFEST_FILES, "manifest files")?;
+        for (i, f) in self.files.iter().enumerate() {
+            f.check()?;
+            if let Some(prev) = i.checked_sub(1).map(|p| &self.files[p]) {
+                if (prev.kind, prev.id) >= (f.kind, f.id) {
+                    return Err(format!(
+                        "files must be sorted by (kind, id) without repeats: {:?} {} follows {:?} {}",
+                        f.kind, f.id, prev.kind, prev.id
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+}
