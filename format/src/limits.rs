@@ -29,7 +29,7 @@ pub const MAX_STORAGE_GROUPS: usize = 4096;
 /// minute for about two years. One decoded element entry takes 96 bytes, so at most 96 MiB.
 pub const MAX_ELEMENTS: usize = 1 << 20;
 
-/// Most files one element's manifest may list: 4 Mi. One decoded entry takes 80 bytes plus its chunk hashes,
+/// Most files one element's manifest may list: 4 Mi. One decoded entry takes 88 bytes plus its chunk hashes,
 /// which `MAX_METADATA_BODY_BYTES` bounds in total.
 pub const MAX_MANIFEST_FILES: usize = 1 << 22;
 
