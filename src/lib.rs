@@ -1,7 +1,7 @@
 //! Backset: hot copies of a running database into backup sets, restore to any transaction, offline validation.
 //!
 //! This facade re-exports the workspace's library crates:
-//! - [`format`]: the on-disk format (journal segments, atom files, backup-set metadata).
+//! - [`format`](mod@format): the on-disk format (journal segments, atom files, backup-set metadata).
 //! - [`copier`]: the io_uring copy engine and the per-SM rate limiter.
 //! - [`engine`]: the `Archive` trait, the reference store, hot copies, restore and check.
 
