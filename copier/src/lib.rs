@@ -1,3 +1,5 @@
 //! `backset-copier`: the io_uring copy engine with BLAKE3 on the fly and a per-SM rate limit.
 //!
-//! Skeleton: the engine arrives with its own issue (see DESIGN.md, "The copier").
+//! See DESIGN.md, "The copier" and "Rate limit".
+
+pub mod limit;

@@ -1,0 +1,1 @@
+//! Per-SM and per-job rate limiting (being written).
