@@ -1,5 +1,168 @@
-//! `backset-copier`: the io_uring copy engine with BLAKE3 on the fly and a per-SM rate limit.
+//! `backset-copier`: the copy engine with BLAKE3 on the fly and a per-SM rate limit.
+//!
+//! A [`Copier`] owns a pool of page-aligned buffers (one anonymous mapping, [`limits::POOL_BYTES_DEFAULT`]) and an
+//! io_uring ring with those buffers registered; it copies a job's files (whole, or byte ranges) with O_DIRECT where
+//! the file system allows, hashes every byte from the buffer it was read into, fsyncs targets and their
+//! directories, and reports each file's size, BLAKE3 and 1 MiB chunk hashes: exactly what `backset-format`'s
+//! manifests store. When the ring cannot be set up (ENOSYS, EPERM from a seccomp filter, ENOMEM) or when
+//! `BACKSET_IO=portable`, a portable pread/pwrite backend gives the same output.
+//!
+//! A job runs on the calling thread (io_uring) or a few scoped threads (portable); one job at a time per `Copier`.
+//! Watch and cancel it through its [`JobControl`]; rate-limit it with a [`Throttle`] (see [`limit`]).
 //!
 //! See DESIGN.md, "The copier" and "Rate limit".
 
+mod error;
+mod file;
+mod job;
 pub mod limit;
+pub mod limits;
+mod pool;
+mod portable;
+mod uring;
+
+use std::sync::Mutex;
+use std::time::Instant;
+
+pub use error::CopyError;
+pub use job::{Backend, CopyRequest, FileReport, JobControl, JobReport, Progress, Throttle};
+
+use file::Created;
+use pool::BufferPool;
+
+/// Which backend to use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum BackendChoice {
+    /// io_uring, or portable when the ring cannot be set up or `BACKSET_IO=portable` is set.
+    #[default]
+    Auto,
+    /// io_uring or an error.
+    Uring,
+    /// pread/pwrite.
+    Portable,
+}
+
+/// How a [`Copier`] works.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// Backend.
+    pub backend: BackendChoice,
+    /// Size of the buffer pool, a multiple of [`limits::BUFFER_BYTES`] within
+    /// [`limits::POOL_BYTES_MIN`]..=[`limits::POOL_BYTES_MAX`].
+    pub pool_bytes: usize,
+    /// Hash every byte (BLAKE3, whole file and chunks). Off only for benchmarks.
+    pub hash: bool,
+    /// Use O_DIRECT where the file system allows.
+    pub direct: bool,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Self { backend: BackendChoice::Auto, pool_bytes: limits::POOL_BYTES_DEFAULT, hash: true, direct: true }
+    }
+}
+
+/// The copy engine: a buffer pool and, for io_uring, a ring with the pool registered.
+#[derive(Debug)]
+pub struct Copier {
+    // Field order matters: the ring is dropped (and its buffers unregistered) before the pool is unmapped.
+    uring: Option<uring::Uring>,
+    pool: BufferPool,
+    opts: Options,
+    note: Option<String>,
+}
+
+impl Copier {
+    /// Sets up the pool and the backend.
+    pub fn new(opts: Options) -> Result<Self, CopyError> {
+        let ok_size = (limits::POOL_BYTES_MIN..=limits::POOL_BYTES_MAX).contains(&opts.pool_bytes)
+            && opts.pool_bytes % limits::BUFFER_BYTES == 0;
+        if !ok_size {
+            return Err(CopyError::Setup {
+                backend: "copier",
+                reason: format!(
+                    "pool size {} must be a multiple of {} between {} and {}",
+                    opts.pool_bytes,
+                    limits::BUFFER_BYTES,
+                    limits::POOL_BYTES_MIN,
+                    limits::POOL_BYTES_MAX
+                ),
+            });
+        }
+        let pool = BufferPool::new(opts.pool_bytes / limits::BUFFER_BYTES)
+            .map_err(|e| CopyError::Setup { backend: "copier", reason: format!("mmap of the buffer pool: {e}") })?;
+        let env_portable = std::env::var("BACKSET_IO").is_ok_and(|v| v == "portable");
+        let (uring, note) = match opts.backend {
+            BackendChoice::Portable => (None, None),
+            BackendChoice::Auto if env_portable => (None, Some("BACKSET_IO=portable".to_string())),
+            BackendChoice::Auto => match uring::Uring::new(&pool) {
+                Ok(u) => (Some(u), None),
+                Err(e) => (None, Some(format!("io_uring unavailable ({e}), using the portable backend"))),
+            },
+            BackendChoice::Uring => match uring::Uring::new(&pool) {
+                Ok(u) => (Some(u), None),
+                Err(e) => {
+                    return Err(CopyError::Setup {
+                        backend: "uring",
+                        reason: format!("{e} (io_uring needs Linux 5.11+ and no seccomp filter blocking it)"),
+                    })
+                }
+            },
+        };
+        Ok(Self { uring, pool, opts, note })
+    }
+
+    /// The backend jobs run on.
+    pub fn backend(&self) -> Backend {
+        if self.uring.is_some() {
+            Backend::Uring
+        } else {
+            Backend::Portable
+        }
+    }
+
+    /// Why the backend is portable, when it was not asked for.
+    pub fn backend_note(&self) -> Option<&str> {
+        self.note.as_deref()
+    }
+
+    /// Copies `requests`. Blocks until done, failed or cancelled (through `ctl`). On failure or cancellation every
+    /// target the job created is removed. On success every target and its directory is durable.
+    pub fn copy(
+        &mut self,
+        requests: &[CopyRequest],
+        ctl: &JobControl,
+        throttle: Option<&dyn Throttle>,
+    ) -> Result<JobReport, CopyError> {
+        let started = ctl.start();
+        ctl.files_total.fetch_add(requests.len() as u64, std::sync::atomic::Ordering::Relaxed);
+        let known: u64 = requests.iter().filter_map(|r| r.len).sum();
+        ctl.bytes_total.fetch_add(known, std::sync::atomic::Ordering::Relaxed);
+        let created = Mutex::new(Created::default());
+        let result = match self.uring.as_mut() {
+            Some(u) => uring::run(u, &self.pool, requests, ctl, throttle, &self.opts, &mut created.lock().unwrap()),
+            None => portable::run(&self.pool, requests, ctl, throttle, &self.opts, &created),
+        };
+        let mut created = created.into_inner().unwrap();
+        let files = match result.and_then(|files| created.sync_dirs().map(|()| files)) {
+            Ok(files) => files,
+            Err(e) => {
+                created.remove_all();
+                return Err(e);
+            }
+        };
+        let count = |f: fn(&FileReport) -> bool| files.iter().filter(|r| f(r)).count() as u64;
+        Ok(JobReport {
+            bytes: files.iter().map(|f| f.bytes).sum(),
+            elapsed: Instant::now() - started,
+            waited: ctl.progress().waited,
+            backend: self.backend(),
+            backend_note: self.note.clone(),
+            registered_buffers: self.uring.as_ref().map_or(0, uring::Uring::registered),
+            direct_sources: count(|f| f.direct_source),
+            direct_targets: count(|f| f.direct_target),
+            direct_fallbacks: if self.opts.direct { count(|f| !f.direct_target) } else { 0 },
+            files,
+        })
+    }
+}

@@ -1,0 +1,195 @@
+//! What a copy job is asked, what it reports, and how it is watched and cancelled while it runs.
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+use std::sync::{Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+/// One unit of copying: a whole file, or a byte range of one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CopyRequest {
+    /// File to read.
+    pub source: PathBuf,
+    /// File to create (must not exist; missing parent directories are created).
+    pub target: PathBuf,
+    /// First byte of the source to copy.
+    pub offset: u64,
+    /// Bytes to copy; `None` copies to the source's end as it is when opened.
+    pub len: Option<u64>,
+}
+
+impl CopyRequest {
+    /// Copy a whole file.
+    pub fn file(source: impl Into<PathBuf>, target: impl Into<PathBuf>) -> Self {
+        Self { source: source.into(), target: target.into(), offset: 0, len: None }
+    }
+
+    /// Copy `len` bytes from `offset` (journal segments are copied up to a durable offset).
+    pub fn range(source: impl Into<PathBuf>, target: impl Into<PathBuf>, offset: u64, len: u64) -> Self {
+        Self { source: source.into(), target: target.into(), offset, len: Some(len) }
+    }
+}
+
+/// What was copied for one request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FileReport {
+    /// Index of the request in the job.
+    pub request: usize,
+    /// Bytes copied (the target's size).
+    pub bytes: u64,
+    /// BLAKE3 of the target's bytes (zero when hashing is off).
+    pub hash: [u8; 32],
+    /// BLAKE3 of each 1 MiB chunk (empty when hashing is off).
+    pub chunk_hashes: Vec<[u8; 32]>,
+    /// The source was read with O_DIRECT.
+    pub direct_source: bool,
+    /// The target was written with O_DIRECT.
+    pub direct_target: bool,
+}
+
+/// Which I/O backend ran a job.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    /// io_uring on one thread.
+    Uring,
+    /// pread/pwrite on a small thread pool.
+    Portable,
+}
+
+impl Backend {
+    /// `uring` or `portable`.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Self::Uring => "uring",
+            Self::Portable => "portable",
+        }
+    }
+}
+
+/// What a finished job did.
+#[derive(Debug, Clone)]
+pub struct JobReport {
+    /// One report per request, in request order.
+    pub files: Vec<FileReport>,
+    /// Bytes copied in all.
+    pub bytes: u64,
+    /// Wall time of the job.
+    pub elapsed: Duration,
+    /// Time spent waiting on the rate limiter.
+    pub waited: Duration,
+    /// The backend that ran it.
+    pub backend: Backend,
+    /// Why the backend is not io_uring, when it is not by request.
+    pub backend_note: Option<String>,
+    /// Pool buffers registered with the ring (the rest use unregistered I/O).
+    pub registered_buffers: usize,
+    /// Files read with O_DIRECT.
+    pub direct_sources: u64,
+    /// Files written with O_DIRECT.
+    pub direct_targets: u64,
+    /// Files for which the file system refused O_DIRECT, so buffered I/O was used.
+    pub direct_fallbacks: u64,
+}
+
+/// A snapshot of a running job.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Progress {
+    /// Bytes copied so far.
+    pub bytes_done: u64,
+    /// Bytes to copy in all (grows as files are opened when requests have no length).
+    pub bytes_total: u64,
+    /// Files finished (written and fsynced).
+    pub files_done: u64,
+    /// Files in the job.
+    pub files_total: u64,
+    /// Time waited on the rate limiter so far.
+    pub waited: Duration,
+    /// Time since the job started.
+    pub elapsed: Duration,
+    /// Rate over roughly the last second, bytes per second.
+    pub rate_bytes_per_sec: f64,
+}
+
+/// Shared between a running job and whoever watches it: progress counters and the cancel flag.
+#[derive(Debug, Default)]
+pub struct JobControl {
+    cancel: AtomicBool,
+    pub(crate) bytes_done: AtomicU64,
+    pub(crate) bytes_total: AtomicU64,
+    pub(crate) files_done: AtomicU64,
+    pub(crate) files_total: AtomicU64,
+    pub(crate) waited_ns: AtomicU64,
+    started: OnceLock<Instant>,
+    last_sample: Mutex<Option<(Instant, u64, f64)>>,
+}
+
+/// Shortest interval between two samples of the current rate.
+const RATE_SAMPLE_MIN: Duration = Duration::from_millis(250);
+
+impl JobControl {
+    /// A control for a job not started yet.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Asks the job to stop. It stops within `CANCEL_POLL_MS` plus the time the operations in flight take, removes
+    /// its targets and returns `CopyError::Cancelled`.
+    pub fn cancel(&self) {
+        self.cancel.store(true, Relaxed);
+    }
+
+    /// Whether cancellation was asked.
+    pub fn is_cancelled(&self) -> bool {
+        self.cancel.load(Relaxed)
+    }
+
+    /// The cancel flag, for a rate limiter's blocking wait.
+    pub fn cancel_flag(&self) -> &AtomicBool {
+        &self.cancel
+    }
+
+    pub(crate) fn start(&self) -> Instant {
+        *self.started.get_or_init(Instant::now)
+    }
+
+    pub(crate) fn add_waited(&self, d: Duration) {
+        self.waited_ns.fetch_add(d.as_nanos() as u64, Relaxed);
+    }
+
+    /// A snapshot, readable at any moment from any thread.
+    pub fn progress(&self) -> Progress {
+        let now = Instant::now();
+        let elapsed = self.started.get().map_or(Duration::ZERO, |s| now - *s);
+        let bytes_done = self.bytes_done.load(Relaxed);
+        let mut last = self.last_sample.lock().unwrap();
+        let rate = match *last {
+            Some((t, _, r)) if now - t < RATE_SAMPLE_MIN => r,
+            Some((t, b, _)) => {
+                let r = (bytes_done - b) as f64 / (now - t).as_secs_f64();
+                *last = Some((now, bytes_done, r));
+                r
+            }
+            None => {
+                let r = if elapsed.is_zero() { 0.0 } else { bytes_done as f64 / elapsed.as_secs_f64() };
+                *last = Some((now, bytes_done, r));
+                r
+            }
+        };
+        Progress {
+            bytes_done,
+            bytes_total: self.bytes_total.load(Relaxed),
+            files_done: self.files_done.load(Relaxed),
+            files_total: self.files_total.load(Relaxed),
+            waited: Duration::from_nanos(self.waited_ns.load(Relaxed)),
+            elapsed,
+            rate_bytes_per_sec: rate,
+        }
+    }
+}
+
+/// A rate limit the copy loop asks before each read. `try_acquire` admits `bytes` now, or says how long to wait
+/// before asking again. `backset_copier::limit::JobLimiter` implements it.
+pub trait Throttle: Send + Sync {
+    /// Admit `bytes` of reading now, or return the time to wait before asking again.
+    fn try_acquire(&self, bytes: u64) -> Result<(), Duration>;
+}

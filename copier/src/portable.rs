@@ -1,0 +1,129 @@
+//! The portable backend: pread/pwrite on a few threads, with the same output as the io_uring backend.
+
+use std::os::unix::fs::FileExt;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::Relaxed};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use crate::error::CopyError;
+use crate::file::{create_target, io_len, open_source, truncate_target, Created, FileHasher};
+use crate::job::{CopyRequest, FileReport, JobControl, Throttle};
+use crate::limits::{BUFFER_BYTES, CANCEL_POLL_MS, PORTABLE_THREADS};
+use crate::pool::{Buf, BufferPool};
+use crate::Options;
+
+pub(crate) fn run(
+    pool: &BufferPool,
+    reqs: &[CopyRequest],
+    ctl: &JobControl,
+    throttle: Option<&dyn Throttle>,
+    opts: &Options,
+    created: &Mutex<Created>,
+) -> Result<Vec<FileReport>, CopyError> {
+    let next = AtomicUsize::new(0);
+    let stop = AtomicBool::new(false);
+    let reports = Mutex::new(vec![None; reqs.len()]);
+    let first_error = Mutex::new(None);
+    let threads = PORTABLE_THREADS.min(pool.count()).min(reqs.len()).max(1);
+    std::thread::scope(|s| {
+        for _ in 0..threads {
+            s.spawn(|| {
+                let mut buf = pool.take().expect("one buffer per thread");
+                while !stop.load(Relaxed) {
+                    let i = next.fetch_add(1, Relaxed);
+                    let Some(req) = reqs.get(i) else { break };
+                    match copy_one(pool, &mut buf, i, req, ctl, throttle, opts, created) {
+                        Ok(r) => reports.lock().unwrap()[i] = Some(r),
+                        Err(e) => {
+                            stop.store(true, Relaxed);
+                            first_error.lock().unwrap().get_or_insert(e);
+                        }
+                    }
+                }
+                pool.give_back(buf);
+            });
+        }
+    });
+    if let Some(e) = first_error.into_inner().unwrap() {
+        return Err(e);
+    }
+    Ok(reports.into_inner().unwrap().into_iter().map(|r| r.expect("every request copied")).collect())
+}
+
+/// Blocks until the throttle admits `bytes`, checking for cancellation at least every `CANCEL_POLL_MS`.
+pub(crate) fn acquire(throttle: Option<&dyn Throttle>, bytes: u64, ctl: &JobControl) -> Result<(), CopyError> {
+    let Some(t) = throttle else { return Ok(()) };
+    loop {
+        if ctl.is_cancelled() {
+            return Err(CopyError::Cancelled);
+        }
+        match t.try_acquire(bytes) {
+            Ok(()) => return Ok(()),
+            Err(wait) => {
+                let wait = wait.min(Duration::from_millis(CANCEL_POLL_MS));
+                std::thread::sleep(wait);
+                ctl.add_waited(wait);
+            }
+        }
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn copy_one(
+    pool: &BufferPool,
+    buf: &mut Buf,
+    index: usize,
+    req: &CopyRequest,
+    ctl: &JobControl,
+    throttle: Option<&dyn Throttle>,
+    opts: &Options,
+    created: &Mutex<Created>,
+) -> Result<FileReport, CopyError> {
+    let src = open_source(req, opts.direct)?;
+    ctl.bytes_total.fetch_add(if req.len.is_none() { src.len } else { 0 }, Relaxed);
+    let dst = create_target(&req.target, opts.direct, &mut created.lock().unwrap())?;
+    let mut hasher = FileHasher::new(opts.hash);
+    let mut done = 0u64;
+    while done < src.len {
+        if ctl.is_cancelled() {
+            return Err(CopyError::Cancelled);
+        }
+        let want = (src.len - done).min(BUFFER_BYTES as u64) as usize;
+        acquire(throttle, want as u64, ctl)?;
+        let bytes = pool.slice_mut(buf);
+        let mut filled = 0;
+        while filled < want {
+            let ask = io_len(want, src.direct) - filled;
+            let n = src
+                .file
+                .read_at(&mut bytes[filled..filled + ask], src.offset + done + filled as u64)
+                .map_err(|e| CopyError::io("read", &req.source, e))?;
+            if n == 0 {
+                return Err(CopyError::SourceShort {
+                    path: req.source.clone(),
+                    expected: src.offset + src.len,
+                    found: src.offset + done + filled as u64,
+                });
+            }
+            filled = (filled + n).min(want);
+        }
+        hasher.chunk(&bytes[..want]);
+        let write_len = io_len(want, dst.direct);
+        bytes[want..write_len].fill(0);
+        dst.file.write_all_at(&bytes[..write_len], done).map_err(|e| CopyError::io("write", &req.target, e))?;
+        done += want as u64;
+        ctl.bytes_done.fetch_add(want as u64, Relaxed);
+    }
+    truncate_target(&dst, src.len, &req.target)?;
+    dst.file.sync_all().map_err(|e| CopyError::io("fsync", &req.target, e))?;
+    ctl.files_done.fetch_add(1, Relaxed);
+    let (hash, chunk_hashes) = hasher.finish();
+    Ok(FileReport {
+        request: index,
+        bytes: src.len,
+        hash,
+        chunk_hashes,
+        direct_source: src.direct,
+        direct_target: dst.direct,
+    })
+}

@@ -1,0 +1,296 @@
+//! The copier on a real disk, on both backends: bytes, hashes, direct I/O, ranges, errors, cancellation.
+//!
+//! Every test runs once per backend (`backends()`); io_uring is skipped, saying so, where the kernel refuses it.
+//! Expected hashes come from the `blake3` crate over the source bytes, not from the copier.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::time::{Duration, Instant};
+
+use backset_copier::*;
+
+const MIB: usize = 1 << 20;
+
+fn scratch() -> tempfile::TempDir {
+    // On the target directory's disk (ext4 here), not a tmpfs: O_DIRECT matters.
+    tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap()
+}
+
+fn backends() -> Vec<Copier> {
+    let mut out = vec![];
+    for backend in [BackendChoice::Uring, BackendChoice::Portable] {
+        match Copier::new(Options { backend, ..Options::default() }) {
+            Ok(c) => out.push(c),
+            Err(e) => eprintln!("skipping {backend:?}: {e}"),
+        }
+    }
+    assert!(out.iter().any(|c| c.backend() == Backend::Portable));
+    out
+}
+
+/// Deterministic, incompressible-looking bytes.
+fn pattern(len: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}
+
+fn expected_chunks(bytes: &[u8]) -> Vec<[u8; 32]> {
+    bytes.chunks(MIB).map(|c| *blake3::hash(c).as_bytes()).collect()
+}
+
+fn check_copy(report: &FileReport, target: &Path, expected: &[u8]) {
+    let got = std::fs::read(target).unwrap();
+    assert!(got == expected, "{}: {} bytes, expected {}", target.display(), got.len(), expected.len());
+    assert_eq!(report.bytes, expected.len() as u64);
+    assert_eq!(report.hash, *blake3::hash(expected).as_bytes(), "{}", target.display());
+    assert_eq!(report.chunk_hashes, expected_chunks(expected), "{}", target.display());
+}
+
+#[test]
+fn sizes_around_every_boundary_copy_exactly() {
+    let sizes = [0, 1, 4095, 4096, 4097, MIB - 1, MIB, MIB + 1, 3 * MIB + 17, 100 * MIB];
+    for mut copier in backends() {
+        let dir = scratch();
+        let mut reqs = vec![];
+        let mut contents = vec![];
+        for (i, &size) in sizes.iter().enumerate() {
+            let src = dir.path().join(format!("src/{i}"));
+            std::fs::create_dir_all(src.parent().unwrap()).unwrap();
+            let bytes = pattern(size, i as u64);
+            std::fs::write(&src, &bytes).unwrap();
+            reqs.push(CopyRequest::file(&src, dir.path().join(format!("dst/sub/{i}"))));
+            contents.push(bytes);
+        }
+        let ctl = JobControl::new();
+        let report = copier.copy(&reqs, &ctl, None).unwrap();
+        assert_eq!(report.backend, copier.backend());
+        for ((r, req), bytes) in report.files.iter().zip(&reqs).zip(&contents) {
+            check_copy(r, &req.target, bytes);
+        }
+        let p = ctl.progress();
+        assert_eq!((p.files_done, p.files_total), (sizes.len() as u64, sizes.len() as u64));
+        assert_eq!(p.bytes_done, sizes.iter().sum::<usize>() as u64);
+        assert_eq!(p.bytes_done, p.bytes_total);
+    }
+}
+
+#[test]
+fn direct_io_is_used_on_the_real_disk_with_unaligned_sizes() {
+    for mut copier in backends() {
+        let dir = scratch();
+        let bytes = pattern(5 * MIB + 333, 9);
+        let src = dir.path().join("src");
+        std::fs::write(&src, &bytes).unwrap();
+        let report = copier.copy(&[CopyRequest::file(&src, dir.path().join("dst"))], &JobControl::new(), None).unwrap();
+        check_copy(&report.files[0], &dir.path().join("dst"), &bytes);
+        // ext4 supports O_DIRECT: both sides must have used it, and the padded tail must be cut off again.
+        assert!(report.files[0].direct_source && report.files[0].direct_target, "{:?}", copier.backend());
+        assert_eq!((report.direct_sources, report.direct_targets, report.direct_fallbacks), (1, 1, 0));
+        assert_eq!(std::fs::metadata(dir.path().join("dst")).unwrap().len(), bytes.len() as u64);
+    }
+}
+
+#[test]
+fn sparse_file_copies_its_bytes() {
+    for mut copier in backends() {
+        let dir = scratch();
+        let src = dir.path().join("sparse");
+        let f = std::fs::File::create(&src).unwrap();
+        f.set_len(8 * MIB as u64 + 5).unwrap();
+        use std::os::unix::fs::FileExt;
+        f.write_all_at(b"island", 3 * MIB as u64 + 100).unwrap();
+        drop(f);
+        let expected = std::fs::read(&src).unwrap();
+        let report = copier.copy(&[CopyRequest::file(&src, dir.path().join("dst"))], &JobControl::new(), None).unwrap();
+        check_copy(&report.files[0], &dir.path().join("dst"), &expected);
+    }
+}
+
+#[test]
+fn byte_ranges_copy_exactly_aligned_or_not() {
+    for mut copier in backends() {
+        let dir = scratch();
+        let bytes = pattern(3 * MIB, 4);
+        let src = dir.path().join("segment");
+        std::fs::write(&src, &bytes).unwrap();
+        let ranges = [(0usize, 64usize), (64, 1000), (4096, 2 * MIB), (777, MIB + 1), (3 * MIB - 10, 10), (5, 0)];
+        let reqs: Vec<_> = ranges
+            .iter()
+            .enumerate()
+            .map(|(i, &(o, l))| CopyRequest::range(&src, dir.path().join(format!("r{i}")), o as u64, l as u64))
+            .collect();
+        let report = copier.copy(&reqs, &JobControl::new(), None).unwrap();
+        for ((r, req), &(o, l)) in report.files.iter().zip(&reqs).zip(&ranges) {
+            check_copy(r, &req.target, &bytes[o..o + l]);
+        }
+        // An unaligned start is read through the page cache; an aligned one directly.
+        assert!(!report.files[1].direct_source && report.files[2].direct_source);
+    }
+}
+
+#[test]
+fn a_range_past_the_end_is_refused_and_leaves_nothing() {
+    for mut copier in backends() {
+        let dir = scratch();
+        std::fs::write(dir.path().join("src"), pattern(1000, 1)).unwrap();
+        let req = CopyRequest::range(dir.path().join("src"), dir.path().join("out/dst"), 500, 501);
+        let err = copier.copy(&[req], &JobControl::new(), None).unwrap_err();
+        assert!(matches!(err, CopyError::SourceShort { expected: 1001, found: 1000, .. }), "{err}");
+        assert!(!dir.path().join("out").exists(), "no target or directory is left behind");
+    }
+}
+
+#[test]
+fn a_missing_source_names_the_file_and_removes_earlier_targets() {
+    for mut copier in backends() {
+        let dir = scratch();
+        std::fs::write(dir.path().join("a"), pattern(2 * MIB, 1)).unwrap();
+        let missing = dir.path().join("no-such-file");
+        let reqs = [CopyRequest::file(dir.path().join("a"), dir.path().join("t/a")), CopyRequest::file(&missing, dir.path().join("t/b"))];
+        let err = copier.copy(&reqs, &JobControl::new(), None).unwrap_err();
+        assert_eq!(err.to_string(), format!("open {}: No such file or directory (os error 2)", missing.display()));
+        assert!(!dir.path().join("t").exists(), "{:?}: the first target must be removed too", copier.backend());
+    }
+}
+
+#[test]
+fn an_existing_target_is_never_overwritten() {
+    for mut copier in backends() {
+        let dir = scratch();
+        std::fs::write(dir.path().join("src"), b"new").unwrap();
+        std::fs::write(dir.path().join("dst"), b"precious").unwrap();
+        let err = copier.copy(&[CopyRequest::file(dir.path().join("src"), dir.path().join("dst"))], &JobControl::new(), None).unwrap_err();
+        assert!(matches!(err, CopyError::TargetExists { .. }), "{err}");
+        assert_eq!(std::fs::read(dir.path().join("dst")).unwrap(), b"precious");
+    }
+}
+
+/// A throttle admitting `rate` bytes per second, measured on the real clock (a stand-in for the SM limiter, which
+/// has its own tests).
+struct SlowThrottle {
+    start: Instant,
+    admitted: AtomicU64,
+    rate: u64,
+}
+
+impl Throttle for SlowThrottle {
+    fn try_acquire(&self, bytes: u64) -> Result<(), Duration> {
+        let allowed = (self.start.elapsed().as_secs_f64() * self.rate as f64) as u64 + bytes;
+        let admitted = self.admitted.load(Relaxed);
+        if admitted + bytes <= allowed {
+            self.admitted.fetch_add(bytes, Relaxed);
+            Ok(())
+        } else {
+            Err(Duration::from_secs_f64((admitted + bytes - allowed) as f64 / self.rate as f64))
+        }
+    }
+}
+
+#[test]
+fn cancellation_stops_within_100ms_and_removes_targets() {
+    for mut copier in backends() {
+        let dir = scratch();
+        let src = dir.path().join("src");
+        std::fs::write(&src, pattern(64 * MIB, 2)).unwrap();
+        let ctl = JobControl::new();
+        let throttle = SlowThrottle { start: Instant::now(), admitted: AtomicU64::new(0), rate: 8 * MIB as u64 };
+        let target = dir.path().join("dst");
+        let latency = std::thread::scope(|s| {
+            let job = s.spawn(|| copier.copy(&[CopyRequest::file(&src, &target)], &ctl, Some(&throttle)));
+            while ctl.progress().bytes_done < 2 * MIB as u64 {
+                std::thread::yield_now();
+            }
+            let asked = Instant::now();
+            ctl.cancel();
+            let result = job.join().unwrap();
+            assert!(matches!(result, Err(CopyError::Cancelled)), "{result:?}");
+            asked.elapsed()
+        });
+        assert!(latency < Duration::from_millis(100), "cancellation took {latency:?}");
+        assert!(!target.exists(), "the partial target is removed");
+        let p = ctl.progress();
+        assert!(p.bytes_done < p.bytes_total && p.waited > Duration::ZERO, "{p:?}");
+    }
+}
+
+#[test]
+fn a_source_renamed_over_during_the_copy_is_copied_as_one_whole_version() {
+    for mut copier in backends() {
+        let dir = scratch();
+        let src = dir.path().join("atom");
+        let old = pattern(16 * MIB, 5);
+        std::fs::write(&src, &old).unwrap();
+        let ctl = JobControl::new();
+        let throttle = SlowThrottle { start: Instant::now(), admitted: AtomicU64::new(0), rate: 32 * MIB as u64 };
+        let target = dir.path().join("copy");
+        let report = std::thread::scope(|s| {
+            let job = s.spawn(|| copier.copy(&[CopyRequest::file(&src, &target)], &ctl, Some(&throttle)));
+            while ctl.progress().bytes_done == 0 {
+                std::thread::yield_now();
+            }
+            // A checkpointer writes a new version and renames it over the atom while the copy runs.
+            let new = dir.path().join("atom.new");
+            std::fs::write(&new, pattern(3 * MIB, 6)).unwrap();
+            std::fs::rename(&new, &src).unwrap();
+            job.join().unwrap().unwrap()
+        });
+        check_copy(&report.files[0], &target, &old);
+    }
+}
+
+#[test]
+fn many_small_files_copy_exactly() {
+    for mut copier in backends() {
+        let dir = scratch();
+        let reqs: Vec<_> = (0..500)
+            .map(|i| {
+                let src = dir.path().join(format!("s/{i:04}"));
+                std::fs::create_dir_all(src.parent().unwrap()).unwrap();
+                std::fs::write(&src, pattern(i * 37 % 20_000, i as u64)).unwrap();
+                CopyRequest::file(src, dir.path().join(format!("d/{}/{i:04}", i % 7)))
+            })
+            .collect();
+        let report = copier.copy(&reqs, &JobControl::new(), None).unwrap();
+        for (r, req) in report.files.iter().zip(&reqs) {
+            check_copy(r, &req.target, &std::fs::read(&req.source).unwrap());
+        }
+    }
+}
+
+#[test]
+fn full_target_file_system_fails_cleanly() {
+    let dir = scratch();
+    let mnt = dir.path().join("small");
+    std::fs::create_dir(&mnt).unwrap();
+    let mounted = std::process::Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=2m", "tmpfs"])
+        .arg(&mnt)
+        .status()
+        .is_ok_and(|s| s.success());
+    if !mounted {
+        eprintln!("skipping: cannot mount a 2 MiB tmpfs here (needs root); the full-disk case is untested on this machine");
+        return;
+    }
+    struct Unmount(PathBuf);
+    impl Drop for Unmount {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("umount").arg(&self.0).status();
+        }
+    }
+    let _guard = Unmount(mnt.clone());
+    std::fs::write(dir.path().join("big"), pattern(6 * MIB, 3)).unwrap();
+    for mut copier in backends() {
+        let target = mnt.join("set/big");
+        let err = copier.copy(&[CopyRequest::file(dir.path().join("big"), &target)], &JobControl::new(), None).unwrap_err();
+        let msg = err.to_string();
+        assert!(msg.contains("No space left on device") && msg.contains(&target.display().to_string()), "{msg}");
+        assert!(!mnt.join("set").exists(), "no partial target is left");
+    }
+}
