@@ -35,7 +35,13 @@ fn dio_align(file: &File) -> Option<u32> {
     // SAFETY: statx on an open descriptor with AT_EMPTY_PATH and an empty C string writes at most one `statx`
     // into the buffer, which is sized for it; the result is checked before the buffer is read.
     let rc = unsafe {
-        libc::statx(file.as_raw_fd(), c"".as_ptr(), libc::AT_EMPTY_PATH, libc::STATX_DIOALIGN, stx.as_mut_ptr())
+        libc::statx(
+            file.as_raw_fd(),
+            c"".as_ptr(),
+            libc::AT_EMPTY_PATH,
+            libc::STATX_DIOALIGN,
+            stx.as_mut_ptr(),
+        )
     };
     if rc != 0 {
         return Some(0);
@@ -65,9 +71,14 @@ fn try_direct(file: &File) -> bool {
 
 pub(crate) fn open_source(req: &CopyRequest, want_direct: bool) -> Result<Source, CopyError> {
     let file = File::open(&req.source).map_err(|e| CopyError::io("open", &req.source, e))?;
-    let md = file.metadata().map_err(|e| CopyError::io("stat", &req.source, e))?;
+    let md = file
+        .metadata()
+        .map_err(|e| CopyError::io("stat", &req.source, e))?;
     if !md.is_file() {
-        return Err(CopyError::BadRequest { path: req.source.clone(), reason: "not a regular file".into() });
+        return Err(CopyError::BadRequest {
+            path: req.source.clone(),
+            reason: "not a regular file".into(),
+        });
     }
     let size = md.len();
     let len = match req.len {
@@ -83,10 +94,19 @@ pub(crate) fn open_source(req: &CopyRequest, want_direct: bool) -> Result<Source
     };
     // Unaligned ranges (journal slices start at record boundaries) are read through the page cache.
     let direct = want_direct && req.offset % DIRECT_ALIGN as u64 == 0 && try_direct(&file);
-    Ok(Source { file, direct, offset: req.offset, len })
+    Ok(Source {
+        file,
+        direct,
+        offset: req.offset,
+        len,
+    })
 }
 
-pub(crate) fn create_target(path: &Path, want_direct: bool, created: &mut Created) -> Result<Target, CopyError> {
+pub(crate) fn create_target(
+    path: &Path,
+    want_direct: bool,
+    created: &mut Created,
+) -> Result<Target, CopyError> {
     if let Some(parent) = path.parent() {
         created.create_dirs(parent)?;
     }
@@ -97,7 +117,9 @@ pub(crate) fn create_target(path: &Path, want_direct: bool, created: &mut Create
         .custom_flags(libc::O_NOFOLLOW)
         .open(path)
         .map_err(|e| match e.kind() {
-            std::io::ErrorKind::AlreadyExists => CopyError::TargetExists { path: path.to_path_buf() },
+            std::io::ErrorKind::AlreadyExists => CopyError::TargetExists {
+                path: path.to_path_buf(),
+            },
             _ => CopyError::io("create", path, e),
         })?;
     created.files.push(path.to_path_buf());
@@ -124,7 +146,11 @@ pub(crate) struct FileHasher {
 
 impl FileHasher {
     pub(crate) fn new(enabled: bool) -> Self {
-        Self { enabled, whole: blake3::Hasher::new(), chunks: Vec::new() }
+        Self {
+            enabled,
+            whole: blake3::Hasher::new(),
+            chunks: Vec::new(),
+        }
     }
 
     /// Hashes the next chunk (a full `BUFFER_BYTES`, or the file's last, shorter one).
@@ -147,7 +173,10 @@ impl FileHasher {
 /// Cuts a direct-I/O target back to its size after a padded last write.
 pub(crate) fn truncate_target(target: &Target, len: u64, path: &Path) -> Result<(), CopyError> {
     if target.direct && len % DIRECT_ALIGN as u64 != 0 {
-        target.file.set_len(len).map_err(|e| CopyError::io("truncate", path, e))?;
+        target
+            .file
+            .set_len(len)
+            .map_err(|e| CopyError::io("truncate", path, e))?;
     }
     Ok(())
 }
@@ -191,9 +220,16 @@ impl Created {
 
     /// Fsyncs every directory that holds a target or a new directory, so the new names are durable.
     pub(crate) fn sync_dirs(&self) -> Result<(), CopyError> {
-        let dirs: BTreeSet<&Path> = self.files.iter().chain(&self.dirs).filter_map(|f| f.parent()).collect();
+        let dirs: BTreeSet<&Path> = self
+            .files
+            .iter()
+            .chain(&self.dirs)
+            .filter_map(|f| f.parent())
+            .collect();
         for d in dirs {
-            File::open(d).and_then(|f| f.sync_all()).map_err(|e| CopyError::io("fsync directory", d, e))?;
+            File::open(d)
+                .and_then(|f| f.sync_all())
+                .map_err(|e| CopyError::io("fsync directory", d, e))?;
         }
         Ok(())
     }

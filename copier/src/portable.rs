@@ -47,11 +47,20 @@ pub(crate) fn run(
     if let Some(e) = first_error.into_inner().unwrap() {
         return Err(e);
     }
-    Ok(reports.into_inner().unwrap().into_iter().map(|r| r.expect("every request copied")).collect())
+    Ok(reports
+        .into_inner()
+        .unwrap()
+        .into_iter()
+        .map(|r| r.expect("every request copied"))
+        .collect())
 }
 
 /// Blocks until the throttle admits `bytes`, checking for cancellation at least every `CANCEL_POLL_MS`.
-pub(crate) fn acquire(throttle: Option<&dyn Throttle>, bytes: u64, ctl: &JobControl) -> Result<(), CopyError> {
+pub(crate) fn acquire(
+    throttle: Option<&dyn Throttle>,
+    bytes: u64,
+    ctl: &JobControl,
+) -> Result<(), CopyError> {
     let Some(t) = throttle else { return Ok(()) };
     loop {
         if ctl.is_cancelled() {
@@ -80,7 +89,8 @@ fn copy_one(
     created: &Mutex<Created>,
 ) -> Result<FileReport, CopyError> {
     let src = open_source(req, opts.direct)?;
-    ctl.bytes_total.fetch_add(if req.len.is_none() { src.len } else { 0 }, Relaxed);
+    ctl.bytes_total
+        .fetch_add(if req.len.is_none() { src.len } else { 0 }, Relaxed);
     let dst = create_target(&req.target, opts.direct, &mut created.lock().unwrap())?;
     let mut hasher = FileHasher::new(opts.hash);
     let mut done = 0u64;
@@ -96,7 +106,10 @@ fn copy_one(
             let ask = io_len(want, src.direct) - filled;
             let n = src
                 .file
-                .read_at(&mut bytes[filled..filled + ask], src.offset + done + filled as u64)
+                .read_at(
+                    &mut bytes[filled..filled + ask],
+                    src.offset + done + filled as u64,
+                )
                 .map_err(|e| CopyError::io("read", &req.source, e))?;
             if n == 0 {
                 return Err(CopyError::SourceShort {
@@ -110,12 +123,16 @@ fn copy_one(
         hasher.chunk(&bytes[..want]);
         let write_len = io_len(want, dst.direct);
         bytes[want..write_len].fill(0);
-        dst.file.write_all_at(&bytes[..write_len], done).map_err(|e| CopyError::io("write", &req.target, e))?;
+        dst.file
+            .write_all_at(&bytes[..write_len], done)
+            .map_err(|e| CopyError::io("write", &req.target, e))?;
         done += want as u64;
         ctl.bytes_done.fetch_add(want as u64, Relaxed);
     }
     truncate_target(&dst, src.len, &req.target)?;
-    dst.file.sync_all().map_err(|e| CopyError::io("fsync", &req.target, e))?;
+    dst.file
+        .sync_all()
+        .map_err(|e| CopyError::io("fsync", &req.target, e))?;
     ctl.files_done.fetch_add(1, Relaxed);
     let (hash, chunk_hashes) = hasher.finish();
     Ok(FileReport {

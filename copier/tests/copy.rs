@@ -13,13 +13,19 @@ const MIB: usize = 1 << 20;
 
 fn scratch() -> tempfile::TempDir {
     // On the target directory's disk (ext4 here), not a tmpfs: O_DIRECT matters.
-    tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap()
+    // BACKSET_TEST_DIR lets the suite run as a user who cannot write to the target directory (see .ci/run).
+    let base = std::env::var_os("BACKSET_TEST_DIR")
+        .map_or_else(|| PathBuf::from(env!("CARGO_TARGET_TMPDIR")), PathBuf::from);
+    tempfile::tempdir_in(base).unwrap()
 }
 
 fn backends() -> Vec<Copier> {
     let mut out = vec![];
     for backend in [BackendChoice::Uring, BackendChoice::Portable] {
-        match Copier::new(Options { backend, ..Options::default() }) {
+        match Copier::new(Options {
+            backend,
+            ..Options::default()
+        }) {
             Ok(c) => out.push(c),
             Err(e) => eprintln!("skipping {backend:?}: {e}"),
         }
@@ -42,20 +48,50 @@ fn pattern(len: usize, seed: u64) -> Vec<u8> {
 }
 
 fn expected_chunks(bytes: &[u8]) -> Vec<[u8; 32]> {
-    bytes.chunks(MIB).map(|c| *blake3::hash(c).as_bytes()).collect()
+    bytes
+        .chunks(MIB)
+        .map(|c| *blake3::hash(c).as_bytes())
+        .collect()
 }
 
 fn check_copy(report: &FileReport, target: &Path, expected: &[u8]) {
     let got = std::fs::read(target).unwrap();
-    assert!(got == expected, "{}: {} bytes, expected {}", target.display(), got.len(), expected.len());
+    assert!(
+        got == expected,
+        "{}: {} bytes, expected {}",
+        target.display(),
+        got.len(),
+        expected.len()
+    );
     assert_eq!(report.bytes, expected.len() as u64);
-    assert_eq!(report.hash, *blake3::hash(expected).as_bytes(), "{}", target.display());
-    assert_eq!(report.chunk_hashes, expected_chunks(expected), "{}", target.display());
+    assert_eq!(
+        report.hash,
+        *blake3::hash(expected).as_bytes(),
+        "{}",
+        target.display()
+    );
+    assert_eq!(
+        report.chunk_hashes,
+        expected_chunks(expected),
+        "{}",
+        target.display()
+    );
 }
 
 #[test]
 fn sizes_around_every_boundary_copy_exactly() {
-    let sizes = [0, 1, 4095, 4096, 4097, MIB - 1, MIB, MIB + 1, 3 * MIB + 17, 100 * MIB];
+    let sizes = [
+        0,
+        1,
+        4095,
+        4096,
+        4097,
+        MIB - 1,
+        MIB,
+        MIB + 1,
+        3 * MIB + 17,
+        100 * MIB,
+    ];
     for mut copier in backends() {
         let dir = scratch();
         let mut reqs = vec![];
@@ -65,7 +101,10 @@ fn sizes_around_every_boundary_copy_exactly() {
             std::fs::create_dir_all(src.parent().unwrap()).unwrap();
             let bytes = pattern(size, i as u64);
             std::fs::write(&src, &bytes).unwrap();
-            reqs.push(CopyRequest::file(&src, dir.path().join(format!("dst/sub/{i}"))));
+            reqs.push(CopyRequest::file(
+                &src,
+                dir.path().join(format!("dst/sub/{i}")),
+            ));
             contents.push(bytes);
         }
         let ctl = JobControl::new();
@@ -75,7 +114,10 @@ fn sizes_around_every_boundary_copy_exactly() {
             check_copy(r, &req.target, bytes);
         }
         let p = ctl.progress();
-        assert_eq!((p.files_done, p.files_total), (sizes.len() as u64, sizes.len() as u64));
+        assert_eq!(
+            (p.files_done, p.files_total),
+            (sizes.len() as u64, sizes.len() as u64)
+        );
         assert_eq!(p.bytes_done, sizes.iter().sum::<usize>() as u64);
         assert_eq!(p.bytes_done, p.bytes_total);
     }
@@ -88,12 +130,32 @@ fn direct_io_is_used_on_the_real_disk_with_unaligned_sizes() {
         let bytes = pattern(5 * MIB + 333, 9);
         let src = dir.path().join("src");
         std::fs::write(&src, &bytes).unwrap();
-        let report = copier.copy(&[CopyRequest::file(&src, dir.path().join("dst"))], &JobControl::new(), None).unwrap();
+        let report = copier
+            .copy(
+                &[CopyRequest::file(&src, dir.path().join("dst"))],
+                &JobControl::new(),
+                None,
+            )
+            .unwrap();
         check_copy(&report.files[0], &dir.path().join("dst"), &bytes);
         // ext4 supports O_DIRECT: both sides must have used it, and the padded tail must be cut off again.
-        assert!(report.files[0].direct_source && report.files[0].direct_target, "{:?}", copier.backend());
-        assert_eq!((report.direct_sources, report.direct_targets, report.direct_fallbacks), (1, 1, 0));
-        assert_eq!(std::fs::metadata(dir.path().join("dst")).unwrap().len(), bytes.len() as u64);
+        assert!(
+            report.files[0].direct_source && report.files[0].direct_target,
+            "{:?}",
+            copier.backend()
+        );
+        assert_eq!(
+            (
+                report.direct_sources,
+                report.direct_targets,
+                report.direct_fallbacks
+            ),
+            (1, 1, 0)
+        );
+        assert_eq!(
+            std::fs::metadata(dir.path().join("dst")).unwrap().len(),
+            bytes.len() as u64
+        );
     }
 }
 
@@ -108,7 +170,13 @@ fn sparse_file_copies_its_bytes() {
         f.write_all_at(b"island", 3 * MIB as u64 + 100).unwrap();
         drop(f);
         let expected = std::fs::read(&src).unwrap();
-        let report = copier.copy(&[CopyRequest::file(&src, dir.path().join("dst"))], &JobControl::new(), None).unwrap();
+        let report = copier
+            .copy(
+                &[CopyRequest::file(&src, dir.path().join("dst"))],
+                &JobControl::new(),
+                None,
+            )
+            .unwrap();
         check_copy(&report.files[0], &dir.path().join("dst"), &expected);
     }
 }
@@ -120,11 +188,20 @@ fn byte_ranges_copy_exactly_aligned_or_not() {
         let bytes = pattern(3 * MIB, 4);
         let src = dir.path().join("segment");
         std::fs::write(&src, &bytes).unwrap();
-        let ranges = [(0usize, 64usize), (64, 1000), (4096, 2 * MIB), (777, MIB + 1), (3 * MIB - 10, 10), (5, 0)];
+        let ranges = [
+            (0usize, 64usize),
+            (64, 1000),
+            (4096, 2 * MIB),
+            (777, MIB + 1),
+            (3 * MIB - 10, 10),
+            (5, 0),
+        ];
         let reqs: Vec<_> = ranges
             .iter()
             .enumerate()
-            .map(|(i, &(o, l))| CopyRequest::range(&src, dir.path().join(format!("r{i}")), o as u64, l as u64))
+            .map(|(i, &(o, l))| {
+                CopyRequest::range(&src, dir.path().join(format!("r{i}")), o as u64, l as u64)
+            })
             .collect();
         let report = copier.copy(&reqs, &JobControl::new(), None).unwrap();
         for ((r, req), &(o, l)) in report.files.iter().zip(&reqs).zip(&ranges) {
@@ -142,8 +219,21 @@ fn a_range_past_the_end_is_refused_and_leaves_nothing() {
         std::fs::write(dir.path().join("src"), pattern(1000, 1)).unwrap();
         let req = CopyRequest::range(dir.path().join("src"), dir.path().join("out/dst"), 500, 501);
         let err = copier.copy(&[req], &JobControl::new(), None).unwrap_err();
-        assert!(matches!(err, CopyError::SourceShort { expected: 1001, found: 1000, .. }), "{err}");
-        assert!(!dir.path().join("out").exists(), "no target or directory is left behind");
+        assert!(
+            matches!(
+                err,
+                CopyError::SourceShort {
+                    expected: 1001,
+                    found: 1000,
+                    ..
+                }
+            ),
+            "{err}"
+        );
+        assert!(
+            !dir.path().join("out").exists(),
+            "no target or directory is left behind"
+        );
     }
 }
 
@@ -153,10 +243,23 @@ fn a_missing_source_names_the_file_and_removes_earlier_targets() {
         let dir = scratch();
         std::fs::write(dir.path().join("a"), pattern(2 * MIB, 1)).unwrap();
         let missing = dir.path().join("no-such-file");
-        let reqs = [CopyRequest::file(dir.path().join("a"), dir.path().join("t/a")), CopyRequest::file(&missing, dir.path().join("t/b"))];
+        let reqs = [
+            CopyRequest::file(dir.path().join("a"), dir.path().join("t/a")),
+            CopyRequest::file(&missing, dir.path().join("t/b")),
+        ];
         let err = copier.copy(&reqs, &JobControl::new(), None).unwrap_err();
-        assert_eq!(err.to_string(), format!("open {}: No such file or directory (os error 2)", missing.display()));
-        assert!(!dir.path().join("t").exists(), "{:?}: the first target must be removed too", copier.backend());
+        assert_eq!(
+            err.to_string(),
+            format!(
+                "open {}: No such file or directory (os error 2)",
+                missing.display()
+            )
+        );
+        assert!(
+            !dir.path().join("t").exists(),
+            "{:?}: the first target must be removed too",
+            copier.backend()
+        );
     }
 }
 
@@ -166,7 +269,16 @@ fn an_existing_target_is_never_overwritten() {
         let dir = scratch();
         std::fs::write(dir.path().join("src"), b"new").unwrap();
         std::fs::write(dir.path().join("dst"), b"precious").unwrap();
-        let err = copier.copy(&[CopyRequest::file(dir.path().join("src"), dir.path().join("dst"))], &JobControl::new(), None).unwrap_err();
+        let err = copier
+            .copy(
+                &[CopyRequest::file(
+                    dir.path().join("src"),
+                    dir.path().join("dst"),
+                )],
+                &JobControl::new(),
+                None,
+            )
+            .unwrap_err();
         assert!(matches!(err, CopyError::TargetExists { .. }), "{err}");
         assert_eq!(std::fs::read(dir.path().join("dst")).unwrap(), b"precious");
     }
@@ -188,7 +300,9 @@ impl Throttle for SlowThrottle {
             self.admitted.fetch_add(bytes, Relaxed);
             Ok(())
         } else {
-            Err(Duration::from_secs_f64((admitted + bytes - allowed) as f64 / self.rate as f64))
+            Err(Duration::from_secs_f64(
+                (admitted + bytes - allowed) as f64 / self.rate as f64,
+            ))
         }
     }
 }
@@ -200,10 +314,15 @@ fn cancellation_stops_within_100ms_and_removes_targets() {
         let src = dir.path().join("src");
         std::fs::write(&src, pattern(64 * MIB, 2)).unwrap();
         let ctl = JobControl::new();
-        let throttle = SlowThrottle { start: Instant::now(), admitted: AtomicU64::new(0), rate: 8 * MIB as u64 };
+        let throttle = SlowThrottle {
+            start: Instant::now(),
+            admitted: AtomicU64::new(0),
+            rate: 8 * MIB as u64,
+        };
         let target = dir.path().join("dst");
         let latency = std::thread::scope(|s| {
-            let job = s.spawn(|| copier.copy(&[CopyRequest::file(&src, &target)], &ctl, Some(&throttle)));
+            let job =
+                s.spawn(|| copier.copy(&[CopyRequest::file(&src, &target)], &ctl, Some(&throttle)));
             while ctl.progress().bytes_done < 2 * MIB as u64 {
                 std::thread::yield_now();
             }
@@ -213,10 +332,16 @@ fn cancellation_stops_within_100ms_and_removes_targets() {
             assert!(matches!(result, Err(CopyError::Cancelled)), "{result:?}");
             asked.elapsed()
         });
-        assert!(latency < Duration::from_millis(100), "cancellation took {latency:?}");
+        assert!(
+            latency < Duration::from_millis(100),
+            "cancellation took {latency:?}"
+        );
         assert!(!target.exists(), "the partial target is removed");
         let p = ctl.progress();
-        assert!(p.bytes_done < p.bytes_total && p.waited > Duration::ZERO, "{p:?}");
+        assert!(
+            p.bytes_done < p.bytes_total && p.waited > Duration::ZERO,
+            "{p:?}"
+        );
     }
 }
 
@@ -228,10 +353,15 @@ fn a_source_renamed_over_during_the_copy_is_copied_as_one_whole_version() {
         let old = pattern(16 * MIB, 5);
         std::fs::write(&src, &old).unwrap();
         let ctl = JobControl::new();
-        let throttle = SlowThrottle { start: Instant::now(), admitted: AtomicU64::new(0), rate: 32 * MIB as u64 };
+        let throttle = SlowThrottle {
+            start: Instant::now(),
+            admitted: AtomicU64::new(0),
+            rate: 32 * MIB as u64,
+        };
         let target = dir.path().join("copy");
         let report = std::thread::scope(|s| {
-            let job = s.spawn(|| copier.copy(&[CopyRequest::file(&src, &target)], &ctl, Some(&throttle)));
+            let job =
+                s.spawn(|| copier.copy(&[CopyRequest::file(&src, &target)], &ctl, Some(&throttle)));
             while ctl.progress().bytes_done == 0 {
                 std::thread::yield_now();
             }
@@ -288,9 +418,90 @@ fn full_target_file_system_fails_cleanly() {
     std::fs::write(dir.path().join("big"), pattern(6 * MIB, 3)).unwrap();
     for mut copier in backends() {
         let target = mnt.join("set/big");
-        let err = copier.copy(&[CopyRequest::file(dir.path().join("big"), &target)], &JobControl::new(), None).unwrap_err();
+        let err = copier
+            .copy(
+                &[CopyRequest::file(dir.path().join("big"), &target)],
+                &JobControl::new(),
+                None,
+            )
+            .unwrap_err();
         let msg = err.to_string();
-        assert!(msg.contains("No space left on device") && msg.contains(&target.display().to_string()), "{msg}");
+        assert!(
+            msg.contains("No space left on device") && msg.contains(&target.display().to_string()),
+            "{msg}"
+        );
         assert!(!mnt.join("set").exists(), "no partial target is left");
+    }
+}
+
+#[test]
+fn buffers_are_registered_as_far_as_the_memlock_limit_allows() {
+    let copier = match Copier::new(Options {
+        backend: BackendChoice::Uring,
+        ..Options::default()
+    }) {
+        Ok(c) => c,
+        Err(e) => return eprintln!("skipping: io_uring unavailable: {e}"),
+    };
+    let mut copier = copier;
+    let dir = scratch();
+    std::fs::write(dir.path().join("s"), pattern(3 * MIB, 8)).unwrap();
+    let report = copier
+        .copy(
+            &[CopyRequest::file(
+                dir.path().join("s"),
+                dir.path().join("d"),
+            )],
+            &JobControl::new(),
+            None,
+        )
+        .unwrap();
+    let pool = limits::POOL_BYTES_DEFAULT / limits::BUFFER_BYTES;
+    // As root (CAP_IPC_LOCK) the whole pool registers; as a normal user (8 MiB memlock here) a part of it does, and
+    // the copy still works with the rest unregistered.
+    if is_root() {
+        assert_eq!(report.registered_buffers, pool);
+    } else {
+        assert!(
+            report.registered_buffers < pool,
+            "{}",
+            report.registered_buffers
+        );
+    }
+    check_copy(
+        &report.files[0],
+        &dir.path().join("d"),
+        &pattern(3 * MIB, 8),
+    );
+}
+
+fn is_root() -> bool {
+    let uid = std::process::Command::new("id").arg("-u").output().unwrap();
+    String::from_utf8_lossy(&uid.stdout).trim() == "0"
+}
+
+#[test]
+fn a_permission_error_names_the_file_and_the_operation() {
+    if is_root() {
+        return eprintln!("skipping: root reads any file; .ci/run runs this suite as `nobody` too");
+    }
+    for mut copier in backends() {
+        let dir = scratch();
+        let src = dir.path().join("secret");
+        std::fs::write(&src, b"x").unwrap();
+        std::fs::set_permissions(&src, std::os::unix::fs::PermissionsExt::from_mode(0o000))
+            .unwrap();
+        let err = copier
+            .copy(
+                &[CopyRequest::file(&src, dir.path().join("d"))],
+                &JobControl::new(),
+                None,
+            )
+            .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            format!("open {}: Permission denied (os error 13)", src.display())
+        );
+        assert!(!dir.path().join("d").exists());
     }
 }
