@@ -1,5 +1,6 @@
 //! The `backset` binary: command line, admin server and offline tools.
 
+mod bench;
 mod demo;
 
 use std::process::ExitCode;
@@ -21,12 +22,16 @@ enum Command {
     ///
     /// Example: `backset demo --dir /tmp/backset-demo`
     Demo(demo::Args),
+    /// Measure the copier on this machine's disks.
+    #[command(subcommand)]
+    Bench(bench::Command),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Demo(args) => demo::run(&args),
+        Command::Bench(cmd) => bench::run(&cmd),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

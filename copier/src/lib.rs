@@ -113,17 +113,17 @@ impl Copier {
                     )),
                 ),
             },
-            BackendChoice::Uring => {
-                match uring::Uring::new(&pool) {
-                    Ok(u) => (Some(u), None),
-                    Err(e) => return Err(CopyError::Setup {
+            BackendChoice::Uring => match uring::Uring::new(&pool) {
+                Ok(u) => (Some(u), None),
+                Err(e) => {
+                    return Err(CopyError::Setup {
                         backend: "uring",
                         reason: format!(
                             "{e} (io_uring needs Linux 5.11+ and no seccomp filter blocking it)"
                         ),
-                    }),
+                    })
                 }
-            }
+            },
         };
         Ok(Self {
             uring,
