@@ -36,8 +36,21 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("backset: error: {e:#}");
+            eprintln!("backset: error: {}", chain(&e));
             ExitCode::from(1)
         }
     }
+}
+
+/// The whole error chain on one line, leaving out a cause whose text its parent already includes (library errors
+/// carry their OS error in their own message).
+fn chain(e: &anyhow::Error) -> String {
+    let mut msg = e.to_string();
+    for cause in e.chain().skip(1) {
+        let text = cause.to_string();
+        if !msg.contains(&text) {
+            msg = format!("{msg}: {text}");
+        }
+    }
+    msg
 }

@@ -225,6 +225,14 @@ impl Created {
             .iter()
             .chain(&self.dirs)
             .filter_map(|f| f.parent())
+            // A relative path's parent may be empty: that is the current directory.
+            .map(|p| {
+                if p.as_os_str().is_empty() {
+                    Path::new(".")
+                } else {
+                    p
+                }
+            })
             .collect();
         for d in dirs {
             File::open(d)

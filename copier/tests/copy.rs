@@ -505,3 +505,22 @@ fn a_permission_error_names_the_file_and_the_operation() {
         assert!(!dir.path().join("d").exists());
     }
 }
+
+/// Regression: a relative target whose parent is the current directory made the directory fsync fail on "".
+#[test]
+fn relative_target_paths_work() {
+    let dir = scratch();
+    std::fs::write(dir.path().join("src"), b"abc").unwrap();
+    std::env::set_current_dir(dir.path()).unwrap();
+    for (i, mut copier) in backends().into_iter().enumerate() {
+        let target = format!("out{i}");
+        let report = copier
+            .copy(
+                &[CopyRequest::file("src", &target)],
+                &JobControl::new(),
+                None,
+            )
+            .unwrap();
+        check_copy(&report.files[0], Path::new(&target), b"abc");
+    }
+}
