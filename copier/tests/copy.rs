@@ -524,3 +524,58 @@ fn relative_target_paths_work() {
         check_copy(&report.files[0], Path::new(&target), b"abc");
     }
 }
+
+/// Three jobs of one SM, each on its own copier, share the SM budget: together they cannot read faster than it.
+/// Only the lower bound on time is asserted (a slow machine cannot break it); the limiter's exactness is proven on a
+/// simulated clock in `tests/limit.rs`.
+#[test]
+fn three_jobs_sharing_one_sm_limiter_never_exceed_its_budget() {
+    use backset_copier::limit::{JobLimiter, SmLimiter};
+    for backend in [BackendChoice::Uring, BackendChoice::Portable] {
+        let Ok(_) = Copier::new(Options {
+            backend,
+            ..Options::default()
+        }) else {
+            continue;
+        };
+        let dir = scratch();
+        let rate = 40_000_000u64;
+        let sm = SmLimiter::new(Some(rate));
+        let per_job = 8 * MIB;
+        let started = Instant::now();
+        std::thread::scope(|s| {
+            for j in 0..3 {
+                let (dir, sm) = (dir.path(), &sm);
+                s.spawn(move || {
+                    let src = dir.join(format!("src{j}"));
+                    std::fs::write(&src, pattern(per_job, j)).unwrap();
+                    let mut copier = Copier::new(Options {
+                        backend,
+                        ..Options::default()
+                    })
+                    .unwrap();
+                    let job = JobLimiter::new(sm, None);
+                    let report = copier
+                        .copy(
+                            &[CopyRequest::file(&src, dir.join(format!("dst{j}")))],
+                            &JobControl::new(),
+                            Some(&job),
+                        )
+                        .unwrap();
+                    check_copy(
+                        &report.files[0],
+                        &dir.join(format!("dst{j}")),
+                        &pattern(per_job, j),
+                    );
+                });
+            }
+        });
+        // The budget starts empty, so 24 MiB take at least 24 MiB / 40 MB/s = 0.63 s whatever the scheduling.
+        let floor = Duration::from_secs_f64((3 * per_job) as f64 / rate as f64);
+        assert!(
+            started.elapsed() >= floor,
+            "{backend:?}: 3 jobs read 24 MiB in {:?}, faster than the budget allows",
+            started.elapsed()
+        );
+    }
+}
