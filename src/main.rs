@@ -17,8 +17,8 @@ struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Command {
-    /// Run the whole cycle on the embedded default. Today: writes and re-reads an archive and a backup set's
-    /// metadata in the on-disk format, and verifies every checksum.
+    /// Run the whole cycle on the embedded default. Today: writes an archive, copies it with the copier into a
+    /// backup set's full element, and verifies every checksum.
     ///
     /// Example: `backset demo --dir /tmp/backset-demo`
     Demo(demo::Args),
