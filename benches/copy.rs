@@ -33,9 +33,7 @@ fn dataset(name: &str, count: usize, size: usize) -> PathBuf {
     let done = data_root().join(format!("{name}.done"));
     if !done.exists() {
         let _ = std::fs::remove_dir_all(&dir);
-        let block: Vec<u8> = (0..size.min(4 * MIB))
-            .map(|i| (i * 31 % 251) as u8)
-            .collect();
+        let block: Vec<u8> = (0..size.min(4 * MIB)).map(|i| (i * 31 % 251) as u8).collect();
         for i in 0..count {
             let path = dir.join(format!("{:03}/{i:06}", i % 500));
             std::fs::create_dir_all(path.parent().unwrap()).unwrap();
@@ -72,12 +70,7 @@ fn fresh_target(name: &str) -> PathBuf {
     t
 }
 
-fn time_copier(
-    copier: &mut Copier,
-    source: &Path,
-    name: &str,
-    throttle: Option<&dyn Throttle>,
-) -> Duration {
+fn time_copier(copier: &mut Copier, source: &Path, name: &str, throttle: Option<&dyn Throttle>) -> Duration {
     let target = fresh_target(name);
     let reqs = requests(source, &target);
     let start = Instant::now();
@@ -90,13 +83,7 @@ fn time_copier(
 fn time_cp(source: &Path, name: &str) -> Duration {
     let target = fresh_target(name);
     let start = Instant::now();
-    assert!(Command::new("cp")
-        .arg("-a")
-        .arg(source)
-        .arg(&target)
-        .status()
-        .unwrap()
-        .success());
+    assert!(Command::new("cp").arg("-a").arg(source).arg(&target).status().unwrap().success());
     assert!(Command::new("sync").status().unwrap().success());
     let t = start.elapsed();
     std::fs::remove_dir_all(&target).unwrap();
@@ -104,34 +91,18 @@ fn time_cp(source: &Path, name: &str) -> Duration {
 }
 
 fn copier(backend: BackendChoice, hash: bool) -> Copier {
-    Copier::new(Options {
-        backend,
-        hash,
-        ..Options::default()
-    })
-    .unwrap()
+    Copier::new(Options { backend, hash, ..Options::default() }).unwrap()
 }
 
 fn three_way(c: &mut Criterion, group: &str, source: &Path, bytes: u64) {
     let mut g = c.benchmark_group(group);
     g.sample_size(10).throughput(Throughput::Bytes(bytes));
     g.warm_up_time(Duration::from_millis(1));
-    for (name, backend) in [
-        ("uring", BackendChoice::Uring),
-        ("portable", BackendChoice::Portable),
-    ] {
+    for (name, backend) in [("uring", BackendChoice::Uring), ("portable", BackendChoice::Portable)] {
         let mut cp = copier(backend, true);
-        g.bench_function(name, |b| {
-            b.iter_custom(|n| {
-                (0..n)
-                    .map(|_| time_copier(&mut cp, source, group, None))
-                    .sum()
-            })
-        });
+        g.bench_function(name, |b| b.iter_custom(|n| (0..n).map(|_| time_copier(&mut cp, source, group, None)).sum()));
     }
-    g.bench_function("cp -a", |b| {
-        b.iter_custom(|n| (0..n).map(|_| time_cp(source, group)).sum())
-    });
+    g.bench_function("cp -a", |b| b.iter_custom(|n| (0..n).map(|_| time_cp(source, group)).sum()));
     g.finish();
 }
 
@@ -148,16 +119,11 @@ fn small(c: &mut Criterion) {
 fn hash_overhead(c: &mut Criterion) {
     let source = dataset("large", 8, 256 * MIB);
     let mut g = c.benchmark_group("copy/hash-overhead");
-    g.sample_size(10)
-        .throughput(Throughput::Bytes(8 * 256 * MIB as u64));
+    g.sample_size(10).throughput(Throughput::Bytes(8 * 256 * MIB as u64));
     for (name, hash) in [("blake3", true), ("no-hash", false)] {
         let mut cp = copier(BackendChoice::Uring, hash);
         g.bench_function(name, |b| {
-            b.iter_custom(|n| {
-                (0..n)
-                    .map(|_| time_copier(&mut cp, &source, "hash", None))
-                    .sum()
-            })
+            b.iter_custom(|n| (0..n).map(|_| time_copier(&mut cp, &source, "hash", None)).sum())
         });
     }
     g.finish();
@@ -169,15 +135,9 @@ fn throttle(c: &mut Criterion) {
     for mb in [10u64, 50, 200] {
         // Two seconds of traffic per sample.
         let files = (2 * mb as usize).div_ceil(64).max(1);
-        let source = dataset(
-            &format!("throttle-{mb}"),
-            files,
-            (2 * mb as usize * 1_000_000) / files,
-        );
-        let bytes: u64 = requests(&source, Path::new("/"))
-            .iter()
-            .map(|r| std::fs::metadata(&r.source).unwrap().len())
-            .sum();
+        let source = dataset(&format!("throttle-{mb}"), files, (2 * mb as usize * 1_000_000) / files);
+        let bytes: u64 =
+            requests(&source, Path::new("/")).iter().map(|r| std::fs::metadata(&r.source).unwrap().len()).sum();
         g.throughput(Throughput::Bytes(bytes));
         let mut cp = copier(BackendChoice::Uring, true);
         g.bench_function(format!("{mb}MB/s"), |b| {

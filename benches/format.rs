@@ -11,12 +11,7 @@ use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughpu
 use uuid::Uuid;
 
 fn segment(records: u64, payload: usize) -> Vec<u8> {
-    let header = SegmentHeader {
-        database_id: Uuid::nil(),
-        archive_id: 0,
-        segment: 1,
-        first_txn: 1,
-    };
+    let header = SegmentHeader { database_id: Uuid::nil(), archive_id: 0, segment: 1, first_txn: 1 };
     let mut w = SegmentWriter::create(Vec::new(), header).unwrap();
     let body = vec![0xa5u8; payload];
     for txn in 1..=records {
@@ -36,9 +31,7 @@ fn journal(c: &mut Criterion) {
                 reader.map(|r| r.unwrap().payload.len()).sum::<usize>()
             })
         });
-        g.bench_function(format!("blake3-baseline-{payload}B"), |b| {
-            b.iter(|| blake3::hash(&bytes))
-        });
+        g.bench_function(format!("blake3-baseline-{payload}B"), |b| b.iter(|| blake3::hash(&bytes)));
     }
     g.finish();
 }
@@ -47,29 +40,15 @@ fn catalog(c: &mut Criterion) {
     let catalog = Catalog {
         element_id: Uuid::nil(),
         atoms: (0..1_000_000u64)
-            .map(|i| CatalogEntry {
-                atom_id: i,
-                lsn: i * 3,
-                state: AtomState::Present {
-                    hash: [i as u8; 32],
-                },
-            })
+            .map(|i| CatalogEntry { atom_id: i, lsn: i * 3, state: AtomState::Present { hash: [i as u8; 32] } })
             .collect(),
     };
     let bytes = meta::encode(&catalog).unwrap();
     let mut g = c.benchmark_group("metadata/catalog-1M");
     g.sample_size(10);
     g.throughput(Throughput::Bytes(bytes.len() as u64));
-    g.bench_function("decode", |b| {
-        b.iter(|| meta::decode::<Catalog>(&bytes).unwrap().atoms.len())
-    });
-    g.bench_function("encode", |b| {
-        b.iter_batched(
-            || &catalog,
-            |c| meta::encode(c).unwrap(),
-            BatchSize::SmallInput,
-        )
-    });
+    g.bench_function("decode", |b| b.iter(|| meta::decode::<Catalog>(&bytes).unwrap().atoms.len()));
+    g.bench_function("encode", |b| b.iter_batched(|| &catalog, |c| meta::encode(c).unwrap(), BatchSize::SmallInput));
     g.bench_function("blake3-baseline", |b| b.iter(|| blake3::hash(&bytes)));
     g.finish();
 }

@@ -5,9 +5,7 @@ use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 use backset_copier::limit::{JobLimiter, SmLimiter};
-use backset_copier::{
-    BackendChoice, Copier, CopyRequest, JobControl, JobReport, Options, Throttle,
-};
+use backset_copier::{BackendChoice, Copier, CopyRequest, JobControl, JobReport, Options, Throttle};
 
 /// `backset bench ...`
 #[derive(clap::Subcommand, Debug)]
@@ -43,9 +41,7 @@ pub struct CopyArgs {
 fn parse_rate(s: &str) -> Result<u64, String> {
     match s.parse::<u64>() {
         Ok(0) | Err(_) => Err(format!("{s:?} is not a positive whole number of MB/s")),
-        Ok(mb) => mb
-            .checked_mul(1_000_000)
-            .ok_or_else(|| format!("{s} MB/s is too large")),
+        Ok(mb) => mb.checked_mul(1_000_000).ok_or_else(|| format!("{s} MB/s is too large")),
     }
 }
 
@@ -61,9 +57,7 @@ fn walk(root: &Path) -> Result<Vec<PathBuf>> {
     let mut stack = vec![PathBuf::new()];
     while let Some(rel) = stack.pop() {
         let dir = root.join(&rel);
-        for entry in
-            std::fs::read_dir(&dir).with_context(|| format!("read directory {}", dir.display()))?
-        {
+        for entry in std::fs::read_dir(&dir).with_context(|| format!("read directory {}", dir.display()))? {
             let entry = entry.with_context(|| format!("read directory {}", dir.display()))?;
             let ty = entry.file_type()?;
             let path = rel.join(entry.file_name());
@@ -80,37 +74,21 @@ fn walk(root: &Path) -> Result<Vec<PathBuf>> {
 
 fn copy(args: &CopyArgs) -> Result<()> {
     if args.target.exists() {
-        bail!(
-            "{} exists; bench copy creates its target, give a new path",
-            args.target.display()
-        );
+        bail!("{} exists; bench copy creates its target, give a new path", args.target.display());
     }
     let files = walk(&args.source)?;
-    let requests: Vec<_> = files
-        .iter()
-        .map(|f| CopyRequest::file(args.source.join(f), args.target.join(f)))
-        .collect();
+    let requests: Vec<_> = files.iter().map(|f| CopyRequest::file(args.source.join(f), args.target.join(f))).collect();
     let backend = match args.io.as_deref() {
         Some("uring") => BackendChoice::Uring,
         Some("portable") => BackendChoice::Portable,
         _ => BackendChoice::Auto,
     };
-    let mut copier = Copier::new(Options {
-        backend,
-        hash: !args.no_hash,
-        ..Options::default()
-    })?;
+    let mut copier = Copier::new(Options { backend, hash: !args.no_hash, ..Options::default() })?;
     // The SM budget is the bench's whole budget; the job has no cap of its own.
-    let limiter = args
-        .max_rate
-        .map(|rate| JobLimiter::new(&SmLimiter::new(Some(rate)), None));
+    let limiter = args.max_rate.map(|rate| JobLimiter::new(&SmLimiter::new(Some(rate)), None));
     let ctl = JobControl::new();
     let started = Instant::now();
-    let report = copier.copy(
-        &requests,
-        &ctl,
-        limiter.as_ref().map(|l| l as &dyn Throttle),
-    )?;
+    let report = copier.copy(&requests, &ctl, limiter.as_ref().map(|l| l as &dyn Throttle))?;
     let seconds = started.elapsed().as_secs_f64();
     print_report(args, &files, &report, seconds);
     Ok(())
@@ -130,11 +108,7 @@ fn manifest_hash(files: &[PathBuf], report: &JobReport) -> String {
 
 fn print_report(args: &CopyArgs, files: &[PathBuf], report: &JobReport, seconds: f64) {
     let mb_per_sec = report.bytes as f64 / 1e6 / seconds;
-    let manifest = if args.no_hash {
-        "-".to_string()
-    } else {
-        manifest_hash(files, report)
-    };
+    let manifest = if args.no_hash { "-".to_string() } else { manifest_hash(files, report) };
     if args.json {
         println!(
             "{{\"files\": {}, \"bytes\": {}, \"seconds\": {seconds:.6}, \"mb_per_sec\": {mb_per_sec:.3}, \"backend\": \"{}\", \"registered_buffers\": {}, \"direct_sources\": {}, \"direct_targets\": {}, \"direct_fallbacks\": {}, \"waited_seconds\": {:.6}, \"max_rate_mb\": {}, \"manifest_blake3\": \"{manifest}\"}}",
@@ -156,11 +130,7 @@ fn print_report(args: &CopyArgs, files: &[PathBuf], report: &JobReport, seconds:
         println!(
             "backend          {}{}",
             report.backend.name(),
-            report
-                .backend_note
-                .as_deref()
-                .map(|n| format!(" ({n})"))
-                .unwrap_or_default()
+            report.backend_note.as_deref().map(|n| format!(" ({n})")).unwrap_or_default()
         );
         println!("registered bufs  {}", report.registered_buffers);
         println!(

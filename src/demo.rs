@@ -13,8 +13,8 @@ use anyhow::{ensure, Context, Result};
 use backset_copier::{Copier, CopyRequest, JobControl, Options};
 use backset_format::{self as format, fsio, layout};
 use format::{
-    AtomState, Catalog, CatalogEntry, ElementEntry, ElementInfo, ElementKind, ElementStatus,
-    FileEntry, FileKind, Manifest, Participant, SegmentHeader, SegmentWriter, State, TxnRange,
+    AtomState, Catalog, CatalogEntry, ElementEntry, ElementInfo, ElementKind, ElementStatus, FileEntry, FileKind,
+    Manifest, Participant, SegmentHeader, SegmentWriter, State, TxnRange,
 };
 use uuid::Uuid;
 
@@ -34,11 +34,7 @@ pub fn run(args: &Args) -> Result<()> {
     let root = match &args.dir {
         Some(d) => {
             fs::create_dir_all(d).with_context(|| format!("create {}", d.display()))?;
-            ensure!(
-                fs::read_dir(d)?.next().is_none(),
-                "{} is not empty; give an empty or new directory",
-                d.display()
-            );
+            ensure!(fs::read_dir(d)?.next().is_none(), "{} is not empty; give an empty or new directory", d.display());
             d.clone()
         }
         None => {
@@ -54,63 +50,32 @@ pub fn run(args: &Args) -> Result<()> {
     fs::create_dir_all(archive.join(layout::JOURNAL_DIR))?;
     fs::create_dir_all(archive.join(layout::ATOMS_DIR))?;
     let seg_path = archive.join(layout::data_file_path(FileKind::Journal, 1));
-    let header = SegmentHeader {
-        database_id,
-        archive_id: 0,
-        segment: 1,
-        first_txn: 1,
-    };
-    let mut w = SegmentWriter::create(
-        std::io::BufWriter::new(fs::File::create(&seg_path)?),
-        header,
-    )?;
+    let header = SegmentHeader { database_id, archive_id: 0, segment: 1, first_txn: 1 };
+    let mut w = SegmentWriter::create(std::io::BufWriter::new(fs::File::create(&seg_path)?), header)?;
     for txn in 1..=args.commits {
-        w.append(
-            txn,
-            now + txn,
-            format!("put key{:05} = value {txn}", txn % 1000).as_bytes(),
-        )?;
+        w.append(txn, now + txn, format!("put key{:05} = value {txn}", txn % 1000).as_bytes())?;
     }
     w.into_inner().into_inner()?.sync_all()?;
     let mut catalog = Vec::new();
     for atom_id in 1..=args.commits.div_ceil(100) {
         let lsn = (atom_id * 100).min(args.commits);
-        let bytes = format::encode_atom(
-            atom_id,
-            lsn,
-            format!("atom {atom_id} as of {lsn}").repeat(50).as_bytes(),
-        )?;
-        fs::write(
-            archive.join(layout::data_file_path(FileKind::Atom, atom_id)),
-            &bytes,
-        )?;
+        let bytes = format::encode_atom(atom_id, lsn, format!("atom {atom_id} as of {lsn}").repeat(50).as_bytes())?;
+        fs::write(archive.join(layout::data_file_path(FileKind::Atom, atom_id)), &bytes)?;
         catalog.push(CatalogEntry {
             atom_id,
             lsn,
-            state: AtomState::Present {
-                hash: *blake3::hash(&bytes).as_bytes(),
-            },
+            state: AtomState::Present { hash: *blake3::hash(&bytes).as_bytes() },
         });
     }
-    println!(
-        "archive   {}: {} commits in journal segment 1, {} atoms",
-        archive.display(),
-        args.commits,
-        catalog.len()
-    );
+    println!("archive   {}: {} commits in journal segment 1, {} atoms", archive.display(), args.commits, catalog.len());
 
     // Re-read the archive: every record and every atom checks.
     let seg = fs::read(&seg_path)?;
     let (_, mut records) = format::read_segment(&seg)?;
     let count = records.by_ref().try_fold(0u64, |n, r| r.map(|_| n + 1))?;
-    ensure!(
-        count == args.commits && records.tail() == Some(format::Tail::Clean),
-        "journal re-read mismatch"
-    );
+    ensure!(count == args.commits && records.tail() == Some(format::Tail::Clean), "journal re-read mismatch");
     for e in &catalog {
-        format::decode_atom(&fs::read(
-            archive.join(layout::data_file_path(FileKind::Atom, e.atom_id)),
-        )?)?;
+        format::decode_atom(&fs::read(archive.join(layout::data_file_path(FileKind::Atom, e.atom_id)))?)?;
     }
 
     // A full element built as the format's ordering invariants say: data copied into tmp/<element id>/ by the
@@ -120,23 +85,14 @@ pub fn run(args: &Args) -> Result<()> {
     let building = set.join(layout::TMP_DIR).join(element_id.to_string());
     let control = building.join(layout::CONTROL_DIR);
     fs::create_dir_all(&control)?;
-    let txn_range = TxnRange {
-        first: 1,
-        last: args.commits,
-    };
-    let mut sources: Vec<(FileKind, u64)> = catalog
-        .iter()
-        .map(|e| (FileKind::Atom, e.atom_id))
-        .collect();
+    let txn_range = TxnRange { first: 1, last: args.commits };
+    let mut sources: Vec<(FileKind, u64)> = catalog.iter().map(|e| (FileKind::Atom, e.atom_id)).collect();
     sources.push((FileKind::Journal, 1));
     let requests: Vec<_> = sources
         .iter()
         .map(|&(kind, id)| {
             let rel = layout::data_file_path(kind, id);
-            CopyRequest::file(
-                archive.join(&rel),
-                building.join(layout::DATA_DIR).join(&rel),
-            )
+            CopyRequest::file(archive.join(&rel), building.join(layout::DATA_DIR).join(&rel))
         })
         .collect();
     let mut copier = Copier::new(Options::default())?;
@@ -161,29 +117,15 @@ pub fn run(args: &Args) -> Result<()> {
         report.backend.name(),
         report.direct_targets
     );
-    fsio::write_metadata(
-        &control,
-        layout::MANIFEST_FILE,
-        &Manifest { element_id, files },
-    )?;
-    fsio::write_metadata(
-        &control,
-        layout::CATALOG_FILE,
-        &Catalog {
-            element_id,
-            atoms: catalog,
-        },
-    )?;
+    fsio::write_metadata(&control, layout::MANIFEST_FILE, &Manifest { element_id, files })?;
+    fsio::write_metadata(&control, layout::CATALOG_FILE, &Catalog { element_id, atoms: catalog })?;
     let info = ElementInfo {
         element_id,
         kind: ElementKind::Full,
         sequence: 0,
         hot_copy_id: Uuid::new_v4(),
         coordinator_start_id: 1,
-        participants: vec![Participant {
-            start_id: 1,
-            archive_id: 0,
-        }],
+        participants: vec![Participant { start_id: 1, archive_id: 0 }],
         txn_range,
         begin_micros: now,
         end_micros: now,
@@ -217,15 +159,9 @@ pub fn run(args: &Args) -> Result<()> {
     let manifest: Manifest = fsio::read_metadata(&control.join(layout::MANIFEST_FILE))?;
     // Every data file re-read and checked against the manifest, as a restore would.
     for f in &manifest.files {
-        let path = full
-            .join(layout::DATA_DIR)
-            .join(layout::data_file_path(f.kind, f.id));
+        let path = full.join(layout::DATA_DIR).join(layout::data_file_path(f.kind, f.id));
         let bytes = fs::read(&path)?;
-        ensure!(
-            blake3::hash(&bytes).as_bytes() == &f.hash,
-            "{} does not match its manifest hash",
-            path.display()
-        );
+        ensure!(blake3::hash(&bytes).as_bytes() == &f.hash, "{} does not match its manifest hash", path.display());
     }
     let _: Catalog = fsio::read_metadata(&control.join(layout::CATALOG_FILE))?;
     let _: ElementInfo = fsio::read_metadata(&control.join(layout::ELEMENT_INFO_FILE))?;

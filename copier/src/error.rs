@@ -55,10 +55,6 @@ pub enum CopyError {
 
 impl CopyError {
     pub(crate) fn io(op: &'static str, path: &std::path::Path, source: std::io::Error) -> Self {
-        Self::Io {
-            op,
-            path: path.to_path_buf(),
-            source,
-        }
+        Self::Io { op, path: path.to_path_buf(), source }
     }
 }

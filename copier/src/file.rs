@@ -35,13 +35,7 @@ fn dio_align(file: &File) -> Option<u32> {
     // SAFETY: statx on an open descriptor with AT_EMPTY_PATH and an empty C string writes at most one `statx`
     // into the buffer, which is sized for it; the result is checked before the buffer is read.
     let rc = unsafe {
-        libc::statx(
-            file.as_raw_fd(),
-            c"".as_ptr(),
-            libc::AT_EMPTY_PATH,
-            libc::STATX_DIOALIGN,
-            stx.as_mut_ptr(),
-        )
+        libc::statx(file.as_raw_fd(), c"".as_ptr(), libc::AT_EMPTY_PATH, libc::STATX_DIOALIGN, stx.as_mut_ptr())
     };
     if rc != 0 {
         return Some(0);
@@ -71,14 +65,9 @@ fn try_direct(file: &File) -> bool {
 
 pub(crate) fn open_source(req: &CopyRequest, want_direct: bool) -> Result<Source, CopyError> {
     let file = File::open(&req.source).map_err(|e| CopyError::io("open", &req.source, e))?;
-    let md = file
-        .metadata()
-        .map_err(|e| CopyError::io("stat", &req.source, e))?;
+    let md = file.metadata().map_err(|e| CopyError::io("stat", &req.source, e))?;
     if !md.is_file() {
-        return Err(CopyError::BadRequest {
-            path: req.source.clone(),
-            reason: "not a regular file".into(),
-        });
+        return Err(CopyError::BadRequest { path: req.source.clone(), reason: "not a regular file".into() });
     }
     let size = md.len();
     let len = match req.len {
@@ -94,34 +83,20 @@ pub(crate) fn open_source(req: &CopyRequest, want_direct: bool) -> Result<Source
     };
     // Unaligned ranges (journal slices start at record boundaries) are read through the page cache.
     let direct = want_direct && req.offset % DIRECT_ALIGN as u64 == 0 && try_direct(&file);
-    Ok(Source {
-        file,
-        direct,
-        offset: req.offset,
-        len,
-    })
+    Ok(Source { file, direct, offset: req.offset, len })
 }
 
-pub(crate) fn create_target(
-    path: &Path,
-    want_direct: bool,
-    created: &mut Created,
-) -> Result<Target, CopyError> {
+pub(crate) fn create_target(path: &Path, want_direct: bool, created: &mut Created) -> Result<Target, CopyError> {
     if let Some(parent) = path.parent() {
         created.create_dirs(parent)?;
     }
-    let file = OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o644)
-        .custom_flags(libc::O_NOFOLLOW)
-        .open(path)
-        .map_err(|e| match e.kind() {
-            std::io::ErrorKind::AlreadyExists => CopyError::TargetExists {
-                path: path.to_path_buf(),
+    let file =
+        OpenOptions::new().write(true).create_new(true).mode(0o644).custom_flags(libc::O_NOFOLLOW).open(path).map_err(
+            |e| match e.kind() {
+                std::io::ErrorKind::AlreadyExists => CopyError::TargetExists { path: path.to_path_buf() },
+                _ => CopyError::io("create", path, e),
             },
-            _ => CopyError::io("create", path, e),
-        })?;
+        )?;
     created.files.push(path.to_path_buf());
     let direct = want_direct && try_direct(&file);
     Ok(Target { file, direct })
@@ -146,11 +121,7 @@ pub(crate) struct FileHasher {
 
 impl FileHasher {
     pub(crate) fn new(enabled: bool) -> Self {
-        Self {
-            enabled,
-            whole: blake3::Hasher::new(),
-            chunks: Vec::new(),
-        }
+        Self { enabled, whole: blake3::Hasher::new(), chunks: Vec::new() }
     }
 
     /// Hashes the next chunk (a full `BUFFER_BYTES`, or the file's last, shorter one).
@@ -173,10 +144,7 @@ impl FileHasher {
 /// Cuts a direct-I/O target back to its size after a padded last write.
 pub(crate) fn truncate_target(target: &Target, len: u64, path: &Path) -> Result<(), CopyError> {
     if target.direct && len % DIRECT_ALIGN as u64 != 0 {
-        target
-            .file
-            .set_len(len)
-            .map_err(|e| CopyError::io("truncate", path, e))?;
+        target.file.set_len(len).map_err(|e| CopyError::io("truncate", path, e))?;
     }
     Ok(())
 }
@@ -226,18 +194,10 @@ impl Created {
             .chain(&self.dirs)
             .filter_map(|f| f.parent())
             // A relative path's parent may be empty: that is the current directory.
-            .map(|p| {
-                if p.as_os_str().is_empty() {
-                    Path::new(".")
-                } else {
-                    p
-                }
-            })
+            .map(|p| if p.as_os_str().is_empty() { Path::new(".") } else { p })
             .collect();
         for d in dirs {
-            File::open(d)
-                .and_then(|f| f.sync_all())
-                .map_err(|e| CopyError::io("fsync directory", d, e))?;
+            File::open(d).and_then(|f| f.sync_all()).map_err(|e| CopyError::io("fsync directory", d, e))?;
         }
         Ok(())
     }

@@ -21,27 +21,12 @@ pub struct CopyRequest {
 impl CopyRequest {
     /// Copy a whole file.
     pub fn file(source: impl Into<PathBuf>, target: impl Into<PathBuf>) -> Self {
-        Self {
-            source: source.into(),
-            target: target.into(),
-            offset: 0,
-            len: None,
-        }
+        Self { source: source.into(), target: target.into(), offset: 0, len: None }
     }
 
     /// Copy `len` bytes from `offset` (journal segments are copied up to a durable offset).
-    pub fn range(
-        source: impl Into<PathBuf>,
-        target: impl Into<PathBuf>,
-        offset: u64,
-        len: u64,
-    ) -> Self {
-        Self {
-            source: source.into(),
-            target: target.into(),
-            offset,
-            len: Some(len),
-        }
+    pub fn range(source: impl Into<PathBuf>, target: impl Into<PathBuf>, offset: u64, len: u64) -> Self {
+        Self { source: source.into(), target: target.into(), offset, len: Some(len) }
     }
 }
 
@@ -185,11 +170,7 @@ impl JobControl {
                 r
             }
             None => {
-                let r = if elapsed.is_zero() {
-                    0.0
-                } else {
-                    bytes_done as f64 / elapsed.as_secs_f64()
-                };
+                let r = if elapsed.is_zero() { 0.0 } else { bytes_done as f64 / elapsed.as_secs_f64() };
                 *last = Some((now, bytes_done, r));
                 r
             }

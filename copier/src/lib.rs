@@ -58,12 +58,7 @@ pub struct Options {
 
 impl Default for Options {
     fn default() -> Self {
-        Self {
-            backend: BackendChoice::Auto,
-            pool_bytes: limits::POOL_BYTES_DEFAULT,
-            hash: true,
-            direct: true,
-        }
+        Self { backend: BackendChoice::Auto, pool_bytes: limits::POOL_BYTES_DEFAULT, hash: true, direct: true }
     }
 }
 
@@ -94,43 +89,27 @@ impl Copier {
                 ),
             });
         }
-        let pool = BufferPool::new(opts.pool_bytes / limits::BUFFER_BYTES).map_err(|e| {
-            CopyError::Setup {
-                backend: "copier",
-                reason: format!("mmap of the buffer pool: {e}"),
-            }
-        })?;
+        let pool = BufferPool::new(opts.pool_bytes / limits::BUFFER_BYTES)
+            .map_err(|e| CopyError::Setup { backend: "copier", reason: format!("mmap of the buffer pool: {e}") })?;
         let env_portable = std::env::var("BACKSET_IO").is_ok_and(|v| v == "portable");
         let (uring, note) = match opts.backend {
             BackendChoice::Portable => (None, None),
             BackendChoice::Auto if env_portable => (None, Some("BACKSET_IO=portable".to_string())),
             BackendChoice::Auto => match uring::Uring::new(&pool) {
                 Ok(u) => (Some(u), None),
-                Err(e) => (
-                    None,
-                    Some(format!(
-                        "io_uring unavailable ({e}), using the portable backend"
-                    )),
-                ),
+                Err(e) => (None, Some(format!("io_uring unavailable ({e}), using the portable backend"))),
             },
             BackendChoice::Uring => match uring::Uring::new(&pool) {
                 Ok(u) => (Some(u), None),
                 Err(e) => {
                     return Err(CopyError::Setup {
                         backend: "uring",
-                        reason: format!(
-                            "{e} (io_uring needs Linux 5.11+ and no seccomp filter blocking it)"
-                        ),
+                        reason: format!("{e} (io_uring needs Linux 5.11+ and no seccomp filter blocking it)"),
                     })
                 }
             },
         };
-        Ok(Self {
-            uring,
-            pool,
-            opts,
-            note,
-        })
+        Ok(Self { uring, pool, opts, note })
     }
 
     /// The backend jobs run on.
@@ -156,22 +135,12 @@ impl Copier {
         throttle: Option<&dyn Throttle>,
     ) -> Result<JobReport, CopyError> {
         let started = ctl.start();
-        ctl.files_total
-            .fetch_add(requests.len() as u64, std::sync::atomic::Ordering::Relaxed);
+        ctl.files_total.fetch_add(requests.len() as u64, std::sync::atomic::Ordering::Relaxed);
         let known: u64 = requests.iter().filter_map(|r| r.len).sum();
-        ctl.bytes_total
-            .fetch_add(known, std::sync::atomic::Ordering::Relaxed);
+        ctl.bytes_total.fetch_add(known, std::sync::atomic::Ordering::Relaxed);
         let created = Mutex::new(Created::default());
         let result = match self.uring.as_mut() {
-            Some(u) => uring::run(
-                u,
-                &self.pool,
-                requests,
-                ctl,
-                throttle,
-                &self.opts,
-                &mut created.lock().unwrap(),
-            ),
+            Some(u) => uring::run(u, &self.pool, requests, ctl, throttle, &self.opts, &mut created.lock().unwrap()),
             None => portable::run(&self.pool, requests, ctl, throttle, &self.opts, &created),
         };
         let mut created = created.into_inner().unwrap();
@@ -192,11 +161,7 @@ impl Copier {
             registered_buffers: self.uring.as_ref().map_or(0, uring::Uring::registered),
             direct_sources: count(|f| f.direct_source),
             direct_targets: count(|f| f.direct_target),
-            direct_fallbacks: if self.opts.direct {
-                count(|f| !f.direct_target)
-            } else {
-                0
-            },
+            direct_fallbacks: if self.opts.direct { count(|f| !f.direct_target) } else { 0 },
             files,
         })
     }

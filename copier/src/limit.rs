@@ -147,8 +147,7 @@ impl CellPlan {
         // At most 1024 * 10^9 (rate 1 B/s): fits u64.
         let period_ns = (u128::from(CELL_BYTES_MIN) * NANOBYTES_PER_BYTE).div_ceil(rate) as u64;
         let cell_nanobytes = u128::from(period_ns) * rate;
-        let burst_nanobytes = (rate * BURST_DURATION.as_nanos())
-            .max(u128::from(BURST_BYTES_MIN) * NANOBYTES_PER_BYTE);
+        let burst_nanobytes = (rate * BURST_DURATION.as_nanos()).max(u128::from(BURST_BYTES_MIN) * NANOBYTES_PER_BYTE);
         // A cell is worth at least CELL_BYTES_MIN and at least rate * 1 ns, so this is at most
         // max(BURST_BYTES_MIN / CELL_BYTES_MIN, BURST_DURATION in ns) + 1 (checked at compile time above).
         let burst_cells = burst_nanobytes.div_ceil(cell_nanobytes);
@@ -167,8 +166,7 @@ impl CellPlan {
 
     /// Worth of a full burst in bytes, rounded down.
     pub fn burst_bytes(&self) -> u64 {
-        u64::try_from(u128::from(self.burst_cells) * self.cell_nanobytes / NANOBYTES_PER_BYTE)
-            .unwrap_or(u64::MAX)
+        u64::try_from(u128::from(self.burst_cells) * self.cell_nanobytes / NANOBYTES_PER_BYTE).unwrap_or(u64::MAX)
     }
 }
 
@@ -205,10 +203,7 @@ impl<C: Clock + Clone> Level<C> {
         let gcra = RateLimiter::direct_with_clock(quota, clock.clone());
         // A fresh limiter is full; take it all so that no burst goes through at the start or at a rate change.
         let emptied = gcra.check_n(burst);
-        debug_assert!(
-            matches!(emptied, Ok(Ok(()))),
-            "a fresh limiter holds its burst"
-        );
+        debug_assert!(matches!(emptied, Ok(Ok(()))), "a fresh limiter holds its burst");
         Level::Limited { plan, gcra }
     }
 }
@@ -231,13 +226,7 @@ impl<C: Clock> Level<C> {
     fn pay(&self, credit: &mut u128, need: u128, now: C::Instant) -> Result<(), Duration> {
         let (plan, gcra) = match self {
             Level::Unlimited => return Ok(()),
-            Level::Paused => {
-                return if *credit >= need {
-                    Ok(())
-                } else {
-                    Err(SLEEP_SLICE_MAX)
-                }
-            }
+            Level::Paused => return if *credit >= need { Ok(()) } else { Err(SLEEP_SLICE_MAX) },
             Level::Limited { plan, gcra } => (plan, gcra),
         };
         while *credit < need {
@@ -246,9 +235,7 @@ impl<C: Clock> Level<C> {
             let n = NonZeroU32::new(cells).expect("owing at least one cell");
             match gcra.check_n(n) {
                 Ok(Ok(())) => *credit += u128::from(cells) * plan.cell_nanobytes,
-                Ok(Err(not_until)) => {
-                    return Err(not_until.wait_time_from(now).max(Duration::from_nanos(1)))
-                }
+                Ok(Err(not_until)) => return Err(not_until.wait_time_from(now).max(Duration::from_nanos(1))),
                 Err(_) => {
                     debug_assert!(false, "asked for {cells} cells, more than the burst");
                     return Err(SLEEP_SLICE_MAX);
@@ -327,9 +314,7 @@ pub struct SmLimiter<C: Clock = DefaultClock> {
 
 impl<C: Clock> Clone for SmLimiter<C> {
     fn clone(&self) -> Self {
-        Self {
-            shared: Arc::clone(&self.shared),
-        }
+        Self { shared: Arc::clone(&self.shared) }
     }
 }
 
@@ -359,11 +344,7 @@ impl<C: Clock + Clone> SmLimiter<C> {
         Self {
             shared: Arc::new(SmShared {
                 clock,
-                state: Mutex::new(SmState {
-                    level,
-                    queue: VecDeque::new(),
-                    next_ticket: 0,
-                }),
+                state: Mutex::new(SmState { level, queue: VecDeque::new(), next_ticket: 0 }),
             }),
         }
     }
@@ -466,9 +447,7 @@ impl<C: Clock> JobLimiter<C> {
     /// limiter's clock measures it (a wait still going on counts up to its last refusal).
     pub fn waited(&self) -> Duration {
         let state = lock(&self.state);
-        let open = state.blocked.map_or(Duration::ZERO, |(since, last)| {
-            last.duration_since(since).into()
-        });
+        let open = state.blocked.map_or(Duration::ZERO, |(since, last)| last.duration_since(since).into());
         state.waited + open
     }
 
@@ -552,11 +531,7 @@ impl<C: Clock> JobLimiter<C> {
                     let ticket = sm.next_ticket;
                     sm.next_ticket += 1;
                     job.ticket = Some(ticket);
-                    sm.queue.push_back(Waiter {
-                        ticket,
-                        owed_nanobytes: 0,
-                        retry_at: now,
-                    });
+                    sm.queue.push_back(Waiter { ticket, owed_nanobytes: 0, retry_at: now });
                     sm.queue.len() - 1
                 }
             };

@@ -40,10 +40,7 @@ unsafe impl Sync for BufferPool {}
 impl BufferPool {
     /// Maps `count` buffers. Fails with the OS error when the mapping is refused.
     pub(crate) fn new(count: usize) -> std::io::Result<Self> {
-        assert!(
-            count > 0 && count <= u16::MAX as usize,
-            "pool of {count} buffers"
-        );
+        assert!(count > 0 && count <= u16::MAX as usize, "pool of {count} buffers");
         let len = count * BUFFER_BYTES;
         // SAFETY: an anonymous private mapping with no address hint has no preconditions; the result is checked.
         let ptr = unsafe {
@@ -60,11 +57,7 @@ impl BufferPool {
             return Err(std::io::Error::last_os_error());
         }
         let base = NonNull::new(ptr.cast::<u8>()).expect("mmap does not return null on success");
-        Ok(Self {
-            base,
-            count,
-            free: Mutex::new((0..count as u16).rev().collect()),
-        })
+        Ok(Self { base, count, free: Mutex::new((0..count as u16).rev().collect()) })
     }
 
     /// Number of buffers.
@@ -75,19 +68,12 @@ impl BufferPool {
     /// A free buffer, if any.
     pub(crate) fn take(&self) -> Option<Buf> {
         let index = self.free.lock().unwrap().pop()?;
-        Some(Buf {
-            index,
-            pool_id: self.base.as_ptr() as usize,
-        })
+        Some(Buf { index, pool_id: self.base.as_ptr() as usize })
     }
 
     /// Returns a buffer to the pool.
     pub(crate) fn give_back(&self, buf: Buf) {
-        assert_eq!(
-            buf.pool_id,
-            self.base.as_ptr() as usize,
-            "buffer returned to another pool"
-        );
+        assert_eq!(buf.pool_id, self.base.as_ptr() as usize, "buffer returned to another pool");
         self.free.lock().unwrap().push(buf.index);
     }
 
@@ -110,10 +96,7 @@ impl BufferPool {
     /// An iovec per buffer, for registration with a ring.
     pub(crate) fn iovecs(&self, count: usize) -> Vec<libc::iovec> {
         (0..count.min(self.count) as u16)
-            .map(|i| libc::iovec {
-                iov_base: self.ptr(i).cast(),
-                iov_len: BUFFER_BYTES,
-            })
+            .map(|i| libc::iovec { iov_base: self.ptr(i).cast(), iov_len: BUFFER_BYTES })
             .collect()
     }
 }

@@ -32,7 +32,7 @@ pub(crate) fn run(
                 while !stop.load(Relaxed) {
                     let i = next.fetch_add(1, Relaxed);
                     let Some(req) = reqs.get(i) else { break };
-                    match copy_one(pool, &mut buf, i, req, ctl, throttle, opts, created) {
+                    match copy_one(pool, &mut buf, i, req, ctl, throttle, opts, created, &stop) {
                         Ok(r) => reports.lock().unwrap()[i] = Some(r),
                         Err(e) => {
                             stop.store(true, Relaxed);
@@ -47,20 +47,11 @@ pub(crate) fn run(
     if let Some(e) = first_error.into_inner().unwrap() {
         return Err(e);
     }
-    Ok(reports
-        .into_inner()
-        .unwrap()
-        .into_iter()
-        .map(|r| r.expect("every request copied"))
-        .collect())
+    Ok(reports.into_inner().unwrap().into_iter().map(|r| r.expect("every request copied")).collect())
 }
 
 /// Blocks until the throttle admits `bytes`, checking for cancellation at least every `CANCEL_POLL_MS`.
-pub(crate) fn acquire(
-    throttle: Option<&dyn Throttle>,
-    bytes: u64,
-    ctl: &JobControl,
-) -> Result<(), CopyError> {
+pub(crate) fn acquire(throttle: Option<&dyn Throttle>, bytes: u64, ctl: &JobControl) -> Result<(), CopyError> {
     let Some(t) = throttle else { return Ok(()) };
     loop {
         if ctl.is_cancelled() {
@@ -87,15 +78,16 @@ fn copy_one(
     throttle: Option<&dyn Throttle>,
     opts: &Options,
     created: &Mutex<Created>,
+    stop: &AtomicBool,
 ) -> Result<FileReport, CopyError> {
     let src = open_source(req, opts.direct)?;
-    ctl.bytes_total
-        .fetch_add(if req.len.is_none() { src.len } else { 0 }, Relaxed);
+    ctl.bytes_total.fetch_add(if req.len.is_none() { src.len } else { 0 }, Relaxed);
     let dst = create_target(&req.target, opts.direct, &mut created.lock().unwrap())?;
     let mut hasher = FileHasher::new(opts.hash);
     let mut done = 0u64;
     while done < src.len {
-        if ctl.is_cancelled() {
+        // Another thread's failure stops this file too (the job reports that first error, not this one).
+        if ctl.is_cancelled() || stop.load(Relaxed) {
             return Err(CopyError::Cancelled);
         }
         let want = (src.len - done).min(BUFFER_BYTES as u64) as usize;
@@ -106,10 +98,7 @@ fn copy_one(
             let ask = io_len(want, src.direct) - filled;
             let n = src
                 .file
-                .read_at(
-                    &mut bytes[filled..filled + ask],
-                    src.offset + done + filled as u64,
-                )
+                .read_at(&mut bytes[filled..filled + ask], src.offset + done + filled as u64)
                 .map_err(|e| CopyError::io("read", &req.source, e))?;
             if n == 0 {
                 return Err(CopyError::SourceShort {
@@ -123,16 +112,12 @@ fn copy_one(
         hasher.chunk(&bytes[..want]);
         let write_len = io_len(want, dst.direct);
         bytes[want..write_len].fill(0);
-        dst.file
-            .write_all_at(&bytes[..write_len], done)
-            .map_err(|e| CopyError::io("write", &req.target, e))?;
+        dst.file.write_all_at(&bytes[..write_len], done).map_err(|e| CopyError::io("write", &req.target, e))?;
         done += want as u64;
         ctl.bytes_done.fetch_add(want as u64, Relaxed);
     }
     truncate_target(&dst, src.len, &req.target)?;
-    dst.file
-        .sync_all()
-        .map_err(|e| CopyError::io("fsync", &req.target, e))?;
+    dst.file.sync_all().map_err(|e| CopyError::io("fsync", &req.target, e))?;
     ctl.files_done.fetch_add(1, Relaxed);
     let (hash, chunk_hashes) = hasher.finish();
     Ok(FileReport {

@@ -14,9 +14,7 @@ use std::time::{Duration, Instant};
 use io_uring::{opcode, squeue, types, IoUring};
 
 use crate::error::CopyError;
-use crate::file::{
-    create_target, io_len, open_source, truncate_target, Created, FileHasher, Source, Target,
-};
+use crate::file::{create_target, io_len, open_source, truncate_target, Created, FileHasher, Source, Target};
 use crate::job::{CopyRequest, FileReport, JobControl, Throttle};
 use crate::limits::{BUFFER_BYTES, CANCEL_POLL_MS, MAX_OPEN_FILES, MAX_RING_ENTRIES};
 use crate::pool::{Buf, BufferPool};
@@ -30,9 +28,7 @@ pub(crate) struct Uring {
 
 impl std::fmt::Debug for Uring {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Uring")
-            .field("registered", &self.registered)
-            .finish()
+        f.debug_struct("Uring").field("registered", &self.registered).finish()
     }
 }
 
@@ -53,9 +49,7 @@ impl Uring {
             // closes), and buffers are only used by operations through their unique tokens.
             match unsafe { ring.submitter().register_buffers(&iovecs[..n]) } {
                 Ok(()) => break n,
-                Err(e) if matches!(e.raw_os_error(), Some(libc::ENOMEM) | Some(libc::EPERM)) => {
-                    n /= 2
-                }
+                Err(e) if matches!(e.raw_os_error(), Some(libc::ENOMEM) | Some(libc::EPERM)) => n /= 2,
                 Err(e) => return Err(e),
             }
         };
@@ -75,10 +69,7 @@ pub(crate) fn ring_entries(buffers: usize) -> u32 {
 }
 
 fn raise_memlock() {
-    let mut lim = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
+    let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
     // SAFETY: getrlimit/setrlimit read and write one rlimit struct that we own; failures are harmless here.
     unsafe {
         if libc::getrlimit(libc::RLIMIT_MEMLOCK, &mut lim) == 0 && lim.rlim_cur < lim.rlim_max {
@@ -105,24 +96,9 @@ struct OpenFile {
 }
 
 enum Op {
-    Read {
-        file: usize,
-        buf: Buf,
-        rel: u64,
-        want: usize,
-        filled: usize,
-    },
-    Write {
-        file: usize,
-        buf: Buf,
-        rel: u64,
-        len: usize,
-        data: usize,
-        filled: usize,
-    },
-    Fsync {
-        file: usize,
-    },
+    Read { file: usize, buf: Buf, rel: u64, want: usize, filled: usize },
+    Write { file: usize, buf: Buf, rel: u64, len: usize, data: usize, filled: usize },
+    Fsync { file: usize },
 }
 
 struct Run<'a> {
@@ -171,11 +147,7 @@ pub(crate) fn run(
     // Whatever happened, no operation may still use a buffer or a descriptor when we return.
     run.drain();
     result?;
-    Ok(run
-        .reports
-        .into_iter()
-        .map(|r| r.expect("every request copied"))
-        .collect())
+    Ok(run.reports.into_iter().map(|r| r.expect("every request copied")).collect())
 }
 
 impl Run<'_> {
@@ -200,9 +172,7 @@ impl Run<'_> {
                 // left means a bug in this loop: fail rather than spin.
                 return Err(CopyError::Setup {
                     backend: "uring",
-                    reason:
-                        "copy loop stalled with files open and nothing in flight (a Backset bug)"
-                            .into(),
+                    reason: "copy loop stalled with files open and nothing in flight (a Backset bug)".into(),
                 });
             }
             let timeout = throttle_wait.unwrap_or(Duration::from_millis(CANCEL_POLL_MS));
@@ -225,14 +195,10 @@ impl Run<'_> {
                 self.ctl.bytes_total.fetch_add(src.len, Relaxed);
             }
             let dst = create_target(&req.target, self.opts.direct, self.created)?;
-            let slot = self
-                .files
-                .iter()
-                .position(Option::is_none)
-                .unwrap_or_else(|| {
-                    self.files.push(None);
-                    self.files.len() - 1
-                });
+            let slot = self.files.iter().position(Option::is_none).unwrap_or_else(|| {
+                self.files.push(None);
+                self.files.len() - 1
+            });
             self.files[slot] = Some(OpenFile {
                 request: i,
                 src,
@@ -255,9 +221,7 @@ impl Run<'_> {
     /// Queues reads into free buffers, file by file in request order. Returns how long the throttle asks to wait,
     /// if it refused.
     fn submit_reads(&mut self, throttle: Option<&dyn Throttle>) -> Option<Duration> {
-        let mut order: Vec<usize> = (0..self.files.len())
-            .filter(|&s| self.files[s].is_some())
-            .collect();
+        let mut order: Vec<usize> = (0..self.files.len()).filter(|&s| self.files[s].is_some()).collect();
         order.sort_by_key(|&s| self.files[s].as_ref().map(|f| f.request));
         for slot in order {
             loop {
@@ -276,13 +240,7 @@ impl Run<'_> {
                 let rel = f.next_read;
                 f.next_read += want as u64;
                 f.reads_in_flight += 1;
-                self.push(Op::Read {
-                    file: slot,
-                    buf,
-                    rel,
-                    want,
-                    filled: 0,
-                });
+                self.push(Op::Read { file: slot, buf, rel, want, filled: 0 });
             }
         }
         None
@@ -302,57 +260,31 @@ impl Run<'_> {
         // descriptors belong to an `OpenFile` that is only dropped after all its operations completed. The queue has
         // room: the ring has an entry for every buffer and every open file's fsync (`ring_entries`), and no operation
         // exists without one of those.
-        unsafe {
-            self.ring
-                .submission()
-                .push(&entry)
-                .expect("submission queue has room")
-        };
+        unsafe { self.ring.submission().push(&entry).expect("submission queue has room") };
     }
 
     fn entry(&self, op: &Op) -> squeue::Entry {
         match op {
-            Op::Read {
-                file,
-                buf,
-                rel,
-                want,
-                filled,
-            } => {
+            Op::Read { file, buf, rel, want, filled } => {
                 let f = self.files[*file].as_ref().expect("open");
                 let ptr = self.pool.ptr(buf.index()).wrapping_add(*filled);
                 let len = (io_len(*want, f.src.direct) - filled) as u32;
                 let offset = f.src.offset + rel + *filled as u64;
                 let fd = types::Fd(f.src.file.as_raw_fd());
                 if (buf.index() as usize) < self.registered {
-                    opcode::ReadFixed::new(fd, ptr, len, buf.index())
-                        .offset(offset)
-                        .build()
+                    opcode::ReadFixed::new(fd, ptr, len, buf.index()).offset(offset).build()
                 } else {
                     opcode::Read::new(fd, ptr, len).offset(offset).build()
                 }
             }
-            Op::Write {
-                file,
-                buf,
-                rel,
-                len,
-                filled,
-                ..
-            } => {
+            Op::Write { file, buf, rel, len, filled, .. } => {
                 let f = self.files[*file].as_ref().expect("open");
-                let ptr = self
-                    .pool
-                    .ptr(buf.index())
-                    .wrapping_add(*filled)
-                    .cast_const();
+                let ptr = self.pool.ptr(buf.index()).wrapping_add(*filled).cast_const();
                 let n = (len - filled) as u32;
                 let offset = rel + *filled as u64;
                 let fd = types::Fd(f.dst.file.as_raw_fd());
                 if (buf.index() as usize) < self.registered {
-                    opcode::WriteFixed::new(fd, ptr, n, buf.index())
-                        .offset(offset)
-                        .build()
+                    opcode::WriteFixed::new(fd, ptr, n, buf.index()).offset(offset).build()
                 } else {
                     opcode::Write::new(fd, ptr, n).offset(offset).build()
                 }
@@ -365,39 +297,21 @@ impl Run<'_> {
     }
 
     fn submit_and_wait(&mut self, timeout: Duration) -> Result<(), CopyError> {
-        let ts = types::Timespec::new()
-            .sec(timeout.as_secs())
-            .nsec(timeout.subsec_nanos());
+        let ts = types::Timespec::new().sec(timeout.as_secs()).nsec(timeout.subsec_nanos());
         let args = types::SubmitArgs::new().timespec(&ts);
         match self.ring.submitter().submit_with_args(1, &args) {
             Ok(_) => Ok(()),
-            Err(e)
-                if matches!(
-                    e.raw_os_error(),
-                    Some(libc::ETIME) | Some(libc::EINTR) | Some(libc::EBUSY)
-                ) =>
-            {
-                Ok(())
-            }
-            Err(e) => Err(CopyError::Setup {
-                backend: "uring",
-                reason: format!("io_uring_enter: {e}"),
-            }),
+            Err(e) if matches!(e.raw_os_error(), Some(libc::ETIME) | Some(libc::EINTR) | Some(libc::EBUSY)) => Ok(()),
+            Err(e) => Err(CopyError::Setup { backend: "uring", reason: format!("io_uring_enter: {e}") }),
         }
     }
 
     /// Handles every completion available.
     fn complete(&mut self) -> Result<(), CopyError> {
-        let done: Vec<(u64, i32)> = self
-            .ring
-            .completion()
-            .map(|c| (c.user_data(), c.result()))
-            .collect();
+        let done: Vec<(u64, i32)> = self.ring.completion().map(|c| (c.user_data(), c.result())).collect();
         let mut first_err = None;
         for (id, res) in done {
-            let op = self.ops[id as usize]
-                .take()
-                .expect("completion for a queued operation");
+            let op = self.ops[id as usize].take().expect("completion for a queued operation");
             self.free_ops.push(id as usize);
             self.in_flight -= 1;
             if let Err(e) = self.handle(op, res) {
@@ -409,26 +323,15 @@ impl Run<'_> {
 
     fn handle(&mut self, op: Op, res: i32) -> Result<(), CopyError> {
         match op {
-            Op::Read {
-                file,
-                buf,
-                rel,
-                want,
-                filled,
-            } => {
+            Op::Read { file, buf, rel, want, filled } => {
                 let f = self.files[file].as_mut().expect("open");
                 if res < 0 {
                     self.pool.give_back(buf);
-                    return Err(CopyError::io(
-                        "read",
-                        &self.reqs[f.request].source,
-                        errno(res),
-                    ));
+                    return Err(CopyError::io("read", &self.reqs[f.request].source, errno(res)));
                 }
                 let filled = (filled + res as usize).min(want);
                 if filled < want {
-                    let short =
-                        res == 0 || (f.src.direct && filled % crate::limits::DIRECT_ALIGN != 0);
+                    let short = res == 0 || (f.src.direct && filled % crate::limits::DIRECT_ALIGN != 0);
                     if short {
                         self.pool.give_back(buf);
                         return Err(CopyError::SourceShort {
@@ -437,13 +340,7 @@ impl Run<'_> {
                             found: f.src.offset + rel + filled as u64,
                         });
                     }
-                    self.push(Op::Read {
-                        file,
-                        buf,
-                        rel,
-                        want,
-                        filled,
-                    });
+                    self.push(Op::Read { file, buf, rel, want, filled });
                     return Ok(());
                 }
                 f.reads_in_flight -= 1;
@@ -451,41 +348,20 @@ impl Run<'_> {
                 self.hash_and_write(file);
                 Ok(())
             }
-            Op::Write {
-                file,
-                buf,
-                rel,
-                len,
-                data,
-                filled,
-            } => {
+            Op::Write { file, buf, rel, len, data, filled } => {
                 let f = self.files[file].as_mut().expect("open");
                 if res < 0 {
                     self.pool.give_back(buf);
-                    return Err(CopyError::io(
-                        "write",
-                        &self.reqs[f.request].target,
-                        errno(res),
-                    ));
+                    return Err(CopyError::io("write", &self.reqs[f.request].target, errno(res)));
                 }
                 let filled = filled + res as usize;
                 if res == 0 {
                     self.pool.give_back(buf);
-                    let e = std::io::Error::new(
-                        std::io::ErrorKind::WriteZero,
-                        "the device accepted no bytes",
-                    );
+                    let e = std::io::Error::new(std::io::ErrorKind::WriteZero, "the device accepted no bytes");
                     return Err(CopyError::io("write", &self.reqs[f.request].target, e));
                 }
                 if filled < len {
-                    self.push(Op::Write {
-                        file,
-                        buf,
-                        rel,
-                        len,
-                        data,
-                        filled,
-                    });
+                    self.push(Op::Write { file, buf, rel, len, data, filled });
                     return Ok(());
                 }
                 f.writes_in_flight -= 1;
@@ -497,11 +373,7 @@ impl Run<'_> {
                 let f = self.files[file].take().expect("open");
                 self.open -= 1;
                 if res < 0 {
-                    return Err(CopyError::io(
-                        "fsync",
-                        &self.reqs[f.request].target,
-                        errno(res),
-                    ));
+                    return Err(CopyError::io("fsync", &self.reqs[f.request].target, errno(res)));
                 }
                 self.ctl.files_done.fetch_add(1, Relaxed);
                 let (hash, chunk_hashes) = f.hasher.finish();
@@ -532,14 +404,7 @@ impl Run<'_> {
             bytes[data..len].fill(0);
             f.hashed += data as u64;
             f.writes_in_flight += 1;
-            self.push(Op::Write {
-                file,
-                buf,
-                rel,
-                len,
-                data,
-                filled: 0,
-            });
+            self.push(Op::Write { file, buf, rel, len, data, filled: 0 });
         }
     }
 

@@ -14,18 +14,15 @@ const MIB: usize = 1 << 20;
 fn scratch() -> tempfile::TempDir {
     // On the target directory's disk (ext4 here), not a tmpfs: O_DIRECT matters.
     // BACKSET_TEST_DIR lets the suite run as a user who cannot write to the target directory (see .ci/run).
-    let base = std::env::var_os("BACKSET_TEST_DIR")
-        .map_or_else(|| PathBuf::from(env!("CARGO_TARGET_TMPDIR")), PathBuf::from);
+    let base =
+        std::env::var_os("BACKSET_TEST_DIR").map_or_else(|| PathBuf::from(env!("CARGO_TARGET_TMPDIR")), PathBuf::from);
     tempfile::tempdir_in(base).unwrap()
 }
 
 fn backends() -> Vec<Copier> {
     let mut out = vec![];
     for backend in [BackendChoice::Uring, BackendChoice::Portable] {
-        match Copier::new(Options {
-            backend,
-            ..Options::default()
-        }) {
+        match Copier::new(Options { backend, ..Options::default() }) {
             Ok(c) => out.push(c),
             Err(e) => eprintln!("skipping {backend:?}: {e}"),
         }
@@ -48,50 +45,20 @@ fn pattern(len: usize, seed: u64) -> Vec<u8> {
 }
 
 fn expected_chunks(bytes: &[u8]) -> Vec<[u8; 32]> {
-    bytes
-        .chunks(MIB)
-        .map(|c| *blake3::hash(c).as_bytes())
-        .collect()
+    bytes.chunks(MIB).map(|c| *blake3::hash(c).as_bytes()).collect()
 }
 
 fn check_copy(report: &FileReport, target: &Path, expected: &[u8]) {
     let got = std::fs::read(target).unwrap();
-    assert!(
-        got == expected,
-        "{}: {} bytes, expected {}",
-        target.display(),
-        got.len(),
-        expected.len()
-    );
+    assert!(got == expected, "{}: {} bytes, expected {}", target.display(), got.len(), expected.len());
     assert_eq!(report.bytes, expected.len() as u64);
-    assert_eq!(
-        report.hash,
-        *blake3::hash(expected).as_bytes(),
-        "{}",
-        target.display()
-    );
-    assert_eq!(
-        report.chunk_hashes,
-        expected_chunks(expected),
-        "{}",
-        target.display()
-    );
+    assert_eq!(report.hash, *blake3::hash(expected).as_bytes(), "{}", target.display());
+    assert_eq!(report.chunk_hashes, expected_chunks(expected), "{}", target.display());
 }
 
 #[test]
 fn sizes_around_every_boundary_copy_exactly() {
-    let sizes = [
-        0,
-        1,
-        4095,
-        4096,
-        4097,
-        MIB - 1,
-        MIB,
-        MIB + 1,
-        3 * MIB + 17,
-        100 * MIB,
-    ];
+    let sizes = [0, 1, 4095, 4096, 4097, MIB - 1, MIB, MIB + 1, 3 * MIB + 17, 100 * MIB];
     for mut copier in backends() {
         let dir = scratch();
         let mut reqs = vec![];
@@ -101,10 +68,7 @@ fn sizes_around_every_boundary_copy_exactly() {
             std::fs::create_dir_all(src.parent().unwrap()).unwrap();
             let bytes = pattern(size, i as u64);
             std::fs::write(&src, &bytes).unwrap();
-            reqs.push(CopyRequest::file(
-                &src,
-                dir.path().join(format!("dst/sub/{i}")),
-            ));
+            reqs.push(CopyRequest::file(&src, dir.path().join(format!("dst/sub/{i}"))));
             contents.push(bytes);
         }
         let ctl = JobControl::new();
@@ -114,10 +78,7 @@ fn sizes_around_every_boundary_copy_exactly() {
             check_copy(r, &req.target, bytes);
         }
         let p = ctl.progress();
-        assert_eq!(
-            (p.files_done, p.files_total),
-            (sizes.len() as u64, sizes.len() as u64)
-        );
+        assert_eq!((p.files_done, p.files_total), (sizes.len() as u64, sizes.len() as u64));
         assert_eq!(p.bytes_done, sizes.iter().sum::<usize>() as u64);
         assert_eq!(p.bytes_done, p.bytes_total);
     }
@@ -130,32 +91,12 @@ fn direct_io_is_used_on_the_real_disk_with_unaligned_sizes() {
         let bytes = pattern(5 * MIB + 333, 9);
         let src = dir.path().join("src");
         std::fs::write(&src, &bytes).unwrap();
-        let report = copier
-            .copy(
-                &[CopyRequest::file(&src, dir.path().join("dst"))],
-                &JobControl::new(),
-                None,
-            )
-            .unwrap();
+        let report = copier.copy(&[CopyRequest::file(&src, dir.path().join("dst"))], &JobControl::new(), None).unwrap();
         check_copy(&report.files[0], &dir.path().join("dst"), &bytes);
         // ext4 supports O_DIRECT: both sides must have used it, and the padded tail must be cut off again.
-        assert!(
-            report.files[0].direct_source && report.files[0].direct_target,
-            "{:?}",
-            copier.backend()
-        );
-        assert_eq!(
-            (
-                report.direct_sources,
-                report.direct_targets,
-                report.direct_fallbacks
-            ),
-            (1, 1, 0)
-        );
-        assert_eq!(
-            std::fs::metadata(dir.path().join("dst")).unwrap().len(),
-            bytes.len() as u64
-        );
+        assert!(report.files[0].direct_source && report.files[0].direct_target, "{:?}", copier.backend());
+        assert_eq!((report.direct_sources, report.direct_targets, report.direct_fallbacks), (1, 1, 0));
+        assert_eq!(std::fs::metadata(dir.path().join("dst")).unwrap().len(), bytes.len() as u64);
     }
 }
 
@@ -170,13 +111,7 @@ fn sparse_file_copies_its_bytes() {
         f.write_all_at(b"island", 3 * MIB as u64 + 100).unwrap();
         drop(f);
         let expected = std::fs::read(&src).unwrap();
-        let report = copier
-            .copy(
-                &[CopyRequest::file(&src, dir.path().join("dst"))],
-                &JobControl::new(),
-                None,
-            )
-            .unwrap();
+        let report = copier.copy(&[CopyRequest::file(&src, dir.path().join("dst"))], &JobControl::new(), None).unwrap();
         check_copy(&report.files[0], &dir.path().join("dst"), &expected);
     }
 }
@@ -188,20 +123,11 @@ fn byte_ranges_copy_exactly_aligned_or_not() {
         let bytes = pattern(3 * MIB, 4);
         let src = dir.path().join("segment");
         std::fs::write(&src, &bytes).unwrap();
-        let ranges = [
-            (0usize, 64usize),
-            (64, 1000),
-            (4096, 2 * MIB),
-            (777, MIB + 1),
-            (3 * MIB - 10, 10),
-            (5, 0),
-        ];
+        let ranges = [(0usize, 64usize), (64, 1000), (4096, 2 * MIB), (777, MIB + 1), (3 * MIB - 10, 10), (5, 0)];
         let reqs: Vec<_> = ranges
             .iter()
             .enumerate()
-            .map(|(i, &(o, l))| {
-                CopyRequest::range(&src, dir.path().join(format!("r{i}")), o as u64, l as u64)
-            })
+            .map(|(i, &(o, l))| CopyRequest::range(&src, dir.path().join(format!("r{i}")), o as u64, l as u64))
             .collect();
         let report = copier.copy(&reqs, &JobControl::new(), None).unwrap();
         for ((r, req), &(o, l)) in report.files.iter().zip(&reqs).zip(&ranges) {
@@ -219,21 +145,8 @@ fn a_range_past_the_end_is_refused_and_leaves_nothing() {
         std::fs::write(dir.path().join("src"), pattern(1000, 1)).unwrap();
         let req = CopyRequest::range(dir.path().join("src"), dir.path().join("out/dst"), 500, 501);
         let err = copier.copy(&[req], &JobControl::new(), None).unwrap_err();
-        assert!(
-            matches!(
-                err,
-                CopyError::SourceShort {
-                    expected: 1001,
-                    found: 1000,
-                    ..
-                }
-            ),
-            "{err}"
-        );
-        assert!(
-            !dir.path().join("out").exists(),
-            "no target or directory is left behind"
-        );
+        assert!(matches!(err, CopyError::SourceShort { expected: 1001, found: 1000, .. }), "{err}");
+        assert!(!dir.path().join("out").exists(), "no target or directory is left behind");
     }
 }
 
@@ -248,18 +161,8 @@ fn a_missing_source_names_the_file_and_removes_earlier_targets() {
             CopyRequest::file(&missing, dir.path().join("t/b")),
         ];
         let err = copier.copy(&reqs, &JobControl::new(), None).unwrap_err();
-        assert_eq!(
-            err.to_string(),
-            format!(
-                "open {}: No such file or directory (os error 2)",
-                missing.display()
-            )
-        );
-        assert!(
-            !dir.path().join("t").exists(),
-            "{:?}: the first target must be removed too",
-            copier.backend()
-        );
+        assert_eq!(err.to_string(), format!("open {}: No such file or directory (os error 2)", missing.display()));
+        assert!(!dir.path().join("t").exists(), "{:?}: the first target must be removed too", copier.backend());
     }
 }
 
@@ -270,14 +173,7 @@ fn an_existing_target_is_never_overwritten() {
         std::fs::write(dir.path().join("src"), b"new").unwrap();
         std::fs::write(dir.path().join("dst"), b"precious").unwrap();
         let err = copier
-            .copy(
-                &[CopyRequest::file(
-                    dir.path().join("src"),
-                    dir.path().join("dst"),
-                )],
-                &JobControl::new(),
-                None,
-            )
+            .copy(&[CopyRequest::file(dir.path().join("src"), dir.path().join("dst"))], &JobControl::new(), None)
             .unwrap_err();
         assert!(matches!(err, CopyError::TargetExists { .. }), "{err}");
         assert_eq!(std::fs::read(dir.path().join("dst")).unwrap(), b"precious");
@@ -300,9 +196,7 @@ impl Throttle for SlowThrottle {
             self.admitted.fetch_add(bytes, Relaxed);
             Ok(())
         } else {
-            Err(Duration::from_secs_f64(
-                (admitted + bytes - allowed) as f64 / self.rate as f64,
-            ))
+            Err(Duration::from_secs_f64((admitted + bytes - allowed) as f64 / self.rate as f64))
         }
     }
 }
@@ -314,15 +208,10 @@ fn cancellation_stops_within_100ms_and_removes_targets() {
         let src = dir.path().join("src");
         std::fs::write(&src, pattern(64 * MIB, 2)).unwrap();
         let ctl = JobControl::new();
-        let throttle = SlowThrottle {
-            start: Instant::now(),
-            admitted: AtomicU64::new(0),
-            rate: 8 * MIB as u64,
-        };
+        let throttle = SlowThrottle { start: Instant::now(), admitted: AtomicU64::new(0), rate: 8 * MIB as u64 };
         let target = dir.path().join("dst");
         let latency = std::thread::scope(|s| {
-            let job =
-                s.spawn(|| copier.copy(&[CopyRequest::file(&src, &target)], &ctl, Some(&throttle)));
+            let job = s.spawn(|| copier.copy(&[CopyRequest::file(&src, &target)], &ctl, Some(&throttle)));
             while ctl.progress().bytes_done < 2 * MIB as u64 {
                 std::thread::yield_now();
             }
@@ -332,16 +221,10 @@ fn cancellation_stops_within_100ms_and_removes_targets() {
             assert!(matches!(result, Err(CopyError::Cancelled)), "{result:?}");
             asked.elapsed()
         });
-        assert!(
-            latency < Duration::from_millis(100),
-            "cancellation took {latency:?}"
-        );
+        assert!(latency < Duration::from_millis(100), "cancellation took {latency:?}");
         assert!(!target.exists(), "the partial target is removed");
         let p = ctl.progress();
-        assert!(
-            p.bytes_done < p.bytes_total && p.waited > Duration::ZERO,
-            "{p:?}"
-        );
+        assert!(p.bytes_done < p.bytes_total && p.waited > Duration::ZERO, "{p:?}");
     }
 }
 
@@ -353,15 +236,10 @@ fn a_source_renamed_over_during_the_copy_is_copied_as_one_whole_version() {
         let old = pattern(16 * MIB, 5);
         std::fs::write(&src, &old).unwrap();
         let ctl = JobControl::new();
-        let throttle = SlowThrottle {
-            start: Instant::now(),
-            admitted: AtomicU64::new(0),
-            rate: 32 * MIB as u64,
-        };
+        let throttle = SlowThrottle { start: Instant::now(), admitted: AtomicU64::new(0), rate: 32 * MIB as u64 };
         let target = dir.path().join("copy");
         let report = std::thread::scope(|s| {
-            let job =
-                s.spawn(|| copier.copy(&[CopyRequest::file(&src, &target)], &ctl, Some(&throttle)));
+            let job = s.spawn(|| copier.copy(&[CopyRequest::file(&src, &target)], &ctl, Some(&throttle)));
             while ctl.progress().bytes_done == 0 {
                 std::thread::yield_now();
             }
@@ -405,7 +283,9 @@ fn full_target_file_system_fails_cleanly() {
         .status()
         .is_ok_and(|s| s.success());
     if !mounted {
-        eprintln!("skipping: cannot mount a 2 MiB tmpfs here (needs root); the full-disk case is untested on this machine");
+        eprintln!(
+            "skipping: cannot mount a 2 MiB tmpfs here (needs root); the full-disk case is untested on this machine"
+        );
         return;
     }
     struct Unmount(PathBuf);
@@ -418,28 +298,17 @@ fn full_target_file_system_fails_cleanly() {
     std::fs::write(dir.path().join("big"), pattern(6 * MIB, 3)).unwrap();
     for mut copier in backends() {
         let target = mnt.join("set/big");
-        let err = copier
-            .copy(
-                &[CopyRequest::file(dir.path().join("big"), &target)],
-                &JobControl::new(),
-                None,
-            )
-            .unwrap_err();
+        let err =
+            copier.copy(&[CopyRequest::file(dir.path().join("big"), &target)], &JobControl::new(), None).unwrap_err();
         let msg = err.to_string();
-        assert!(
-            msg.contains("No space left on device") && msg.contains(&target.display().to_string()),
-            "{msg}"
-        );
+        assert!(msg.contains("No space left on device") && msg.contains(&target.display().to_string()), "{msg}");
         assert!(!mnt.join("set").exists(), "no partial target is left");
     }
 }
 
 #[test]
 fn buffers_are_registered_as_far_as_the_memlock_limit_allows() {
-    let copier = match Copier::new(Options {
-        backend: BackendChoice::Uring,
-        ..Options::default()
-    }) {
+    let copier = match Copier::new(Options { backend: BackendChoice::Uring, ..Options::default() }) {
         Ok(c) => c,
         Err(e) => return eprintln!("skipping: io_uring unavailable: {e}"),
     };
@@ -447,14 +316,7 @@ fn buffers_are_registered_as_far_as_the_memlock_limit_allows() {
     let dir = scratch();
     std::fs::write(dir.path().join("s"), pattern(3 * MIB, 8)).unwrap();
     let report = copier
-        .copy(
-            &[CopyRequest::file(
-                dir.path().join("s"),
-                dir.path().join("d"),
-            )],
-            &JobControl::new(),
-            None,
-        )
+        .copy(&[CopyRequest::file(dir.path().join("s"), dir.path().join("d"))], &JobControl::new(), None)
         .unwrap();
     let pool = limits::POOL_BYTES_DEFAULT / limits::BUFFER_BYTES;
     // As root (CAP_IPC_LOCK) the whole pool registers; as a normal user (8 MiB memlock here) a part of it does, and
@@ -462,17 +324,9 @@ fn buffers_are_registered_as_far_as_the_memlock_limit_allows() {
     if is_root() {
         assert_eq!(report.registered_buffers, pool);
     } else {
-        assert!(
-            report.registered_buffers < pool,
-            "{}",
-            report.registered_buffers
-        );
+        assert!(report.registered_buffers < pool, "{}", report.registered_buffers);
     }
-    check_copy(
-        &report.files[0],
-        &dir.path().join("d"),
-        &pattern(3 * MIB, 8),
-    );
+    check_copy(&report.files[0], &dir.path().join("d"), &pattern(3 * MIB, 8));
 }
 
 fn is_root() -> bool {
@@ -489,19 +343,9 @@ fn a_permission_error_names_the_file_and_the_operation() {
         let dir = scratch();
         let src = dir.path().join("secret");
         std::fs::write(&src, b"x").unwrap();
-        std::fs::set_permissions(&src, std::os::unix::fs::PermissionsExt::from_mode(0o000))
-            .unwrap();
-        let err = copier
-            .copy(
-                &[CopyRequest::file(&src, dir.path().join("d"))],
-                &JobControl::new(),
-                None,
-            )
-            .unwrap_err();
-        assert_eq!(
-            err.to_string(),
-            format!("open {}: Permission denied (os error 13)", src.display())
-        );
+        std::fs::set_permissions(&src, std::os::unix::fs::PermissionsExt::from_mode(0o000)).unwrap();
+        let err = copier.copy(&[CopyRequest::file(&src, dir.path().join("d"))], &JobControl::new(), None).unwrap_err();
+        assert_eq!(err.to_string(), format!("open {}: Permission denied (os error 13)", src.display()));
         assert!(!dir.path().join("d").exists());
     }
 }
@@ -514,13 +358,7 @@ fn relative_target_paths_work() {
     std::env::set_current_dir(dir.path()).unwrap();
     for (i, mut copier) in backends().into_iter().enumerate() {
         let target = format!("out{i}");
-        let report = copier
-            .copy(
-                &[CopyRequest::file("src", &target)],
-                &JobControl::new(),
-                None,
-            )
-            .unwrap();
+        let report = copier.copy(&[CopyRequest::file("src", &target)], &JobControl::new(), None).unwrap();
         check_copy(&report.files[0], Path::new(&target), b"abc");
     }
 }
@@ -532,10 +370,7 @@ fn relative_target_paths_work() {
 fn three_jobs_sharing_one_sm_limiter_never_exceed_its_budget() {
     use backset_copier::limit::{JobLimiter, SmLimiter};
     for backend in [BackendChoice::Uring, BackendChoice::Portable] {
-        let Ok(_) = Copier::new(Options {
-            backend,
-            ..Options::default()
-        }) else {
+        let Ok(_) = Copier::new(Options { backend, ..Options::default() }) else {
             continue;
         };
         let dir = scratch();
@@ -549,24 +384,12 @@ fn three_jobs_sharing_one_sm_limiter_never_exceed_its_budget() {
                 s.spawn(move || {
                     let src = dir.join(format!("src{j}"));
                     std::fs::write(&src, pattern(per_job, j)).unwrap();
-                    let mut copier = Copier::new(Options {
-                        backend,
-                        ..Options::default()
-                    })
-                    .unwrap();
+                    let mut copier = Copier::new(Options { backend, ..Options::default() }).unwrap();
                     let job = JobLimiter::new(sm, None);
                     let report = copier
-                        .copy(
-                            &[CopyRequest::file(&src, dir.join(format!("dst{j}")))],
-                            &JobControl::new(),
-                            Some(&job),
-                        )
+                        .copy(&[CopyRequest::file(&src, dir.join(format!("dst{j}")))], &JobControl::new(), Some(&job))
                         .unwrap();
-                    check_copy(
-                        &report.files[0],
-                        &dir.join(format!("dst{j}")),
-                        &pattern(per_job, j),
-                    );
+                    check_copy(&report.files[0], &dir.join(format!("dst{j}")), &pattern(per_job, j));
                 });
             }
         });

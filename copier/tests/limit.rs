@@ -13,8 +13,8 @@ use std::sync::atomic::AtomicBool;
 use std::time::{Duration, Instant};
 
 use backset_copier::limit::{
-    mb_per_sec, CellPlan, JobLimiter, SmLimiter, BURST_BYTES_MIN, BURST_DURATION, CELL_BYTES_MIN,
-    SLEEP_SLICE_MAX, TICKET_GRACE,
+    mb_per_sec, CellPlan, JobLimiter, SmLimiter, BURST_BYTES_MIN, BURST_DURATION, CELL_BYTES_MIN, SLEEP_SLICE_MAX,
+    TICKET_GRACE,
 };
 use backset_copier::Throttle;
 use governor::clock::{Clock, FakeRelativeClock};
@@ -63,10 +63,7 @@ fn drive(
     until_ns: u64,
     slice: Option<Duration>,
 ) -> Run {
-    let mut run = Run {
-        log: vec![],
-        refused_after_full_wait: 0,
-    };
+    let mut run = Run { log: vec![], refused_after_full_wait: 0 };
     let mut want = size();
     let mut waited_full = false;
     loop {
@@ -81,10 +78,7 @@ fn drive(
                 waited_full = false;
             }
             Err(wait) => {
-                assert!(
-                    wait > Duration::ZERO,
-                    "a refusal must ask for a positive wait"
-                );
+                assert!(wait > Duration::ZERO, "a refusal must ask for a positive wait");
                 run.refused_after_full_wait += u64::from(waited_full);
                 let step = slice.map_or(wait, |s| wait.min(s));
                 waited_full = step == wait;
@@ -132,10 +126,7 @@ fn check_cumulative(
 
 /// Bytes admitted in `(from_ns, to_ns]`.
 fn bytes_in(log: &[(u64, u64)], from_ns: u64, to_ns: u64) -> u64 {
-    log.iter()
-        .filter(|&&(t, _)| t > from_ns && t <= to_ns)
-        .map(|&(_, b)| b)
-        .sum()
+    log.iter().filter(|&&(t, _)| t > from_ns && t <= to_ns).map(|&(_, b)| b).sum()
 }
 
 #[test]
@@ -157,47 +148,22 @@ fn per_byte_cells_would_overshoot_as_the_design_says() {
 
 #[test]
 fn cell_plans_have_whole_periods_and_kib_cells() {
-    let rates = [
-        1,
-        MB,
-        5 * MIB,
-        50 * MIB,
-        100 * MIB,
-        200 * MB,
-        500 * MB,
-        GB,
-        10 * GB,
-        1024 * GB,
-        u64::MAX,
-    ];
+    let rates = [1, MB, 5 * MIB, 50 * MIB, 100 * MIB, 200 * MB, 500 * MB, GB, 10 * GB, 1024 * GB, u64::MAX];
     for rate in rates {
         let p = plan(rate);
         assert!(p.period_ns >= 1);
         // The quota keeps the period as given: governor truncates nothing.
         let quota = governor::Quota::with_period(Duration::from_nanos(p.period_ns)).unwrap();
-        assert_eq!(
-            quota.replenish_interval().as_nanos(),
-            u128::from(p.period_ns)
-        );
+        assert_eq!(quota.replenish_interval().as_nanos(), u128::from(p.period_ns));
         // One cell per period is exactly `rate`: the cell's worth is exact.
         assert_eq!(p.cell_nanobytes, u128::from(p.period_ns) * u128::from(rate));
         // A cell is at least a KiB, and less than a KiB plus one period's worth of the rate's nanosecond.
-        assert!(
-            p.cell_nanobytes >= u128::from(CELL_BYTES_MIN) * NB,
-            "rate {rate}"
-        );
-        assert!(
-            p.cell_nanobytes < u128::from(CELL_BYTES_MIN) * NB + u128::from(rate),
-            "rate {rate}"
-        );
+        assert!(p.cell_nanobytes >= u128::from(CELL_BYTES_MIN) * NB, "rate {rate}");
+        assert!(p.cell_nanobytes < u128::from(CELL_BYTES_MIN) * NB + u128::from(rate), "rate {rate}");
         // The burst: about 100 ms of traffic, at least one largest read, within one cell.
         let burst_nb = u128::from(p.burst_cells) * p.cell_nanobytes;
-        let target_nb =
-            (u128::from(rate) * BURST_DURATION.as_nanos()).max(u128::from(BURST_BYTES_MIN) * NB);
-        assert!(
-            burst_nb >= target_nb && burst_nb < target_nb + p.cell_nanobytes,
-            "rate {rate}"
-        );
+        let target_nb = (u128::from(rate) * BURST_DURATION.as_nanos()).max(u128::from(BURST_BYTES_MIN) * NB);
+        assert!(burst_nb >= target_nb && burst_nb < target_nb + p.cell_nanobytes, "rate {rate}");
         assert!(p.burst_bytes() >= BURST_BYTES_MIN);
     }
     assert_eq!(CellPlan::for_rate(0), None);
@@ -215,15 +181,7 @@ fn cell_plans_have_whole_periods_and_kib_cells() {
 #[test]
 fn one_job_follows_the_rate_exactly_on_a_fake_clock() {
     const T_NS: u64 = 10 * SEC_NS;
-    let rates = [
-        5 * MIB,
-        50 * MIB,
-        100 * MIB,
-        200 * MB,
-        500 * MB,
-        GB,
-        10 * GB,
-    ];
+    let rates = [5 * MIB, 50 * MIB, 100 * MIB, 200 * MB, 500 * MB, GB, 10 * GB];
     for rate in rates {
         for req in [64 * KIB, MIB] {
             let clock = FakeRelativeClock::default();
@@ -250,10 +208,7 @@ fn one_job_follows_the_rate_exactly_on_a_fake_clock() {
             for k in 0..10 {
                 let got = bytes_in(&run.log, k * SEC_NS, (k + 1) * SEC_NS);
                 let err = (got as f64 - rate as f64).abs();
-                assert!(
-                    err <= (req + p.cell_bytes_ceil()) as f64,
-                    "{what}: window {k}: {got}"
-                );
+                assert!(err <= (req + p.cell_bytes_ceil()) as f64, "{what}: window {k}: {got}");
                 worst_window = worst_window.max(err / rate as f64);
             }
             let bound_window = (req + p.cell_bytes_ceil()) as f64 / rate as f64;
@@ -267,10 +222,7 @@ fn one_job_follows_the_rate_exactly_on_a_fake_clock() {
                 worst_window * 100.0,
                 bound_window * 100.0
             );
-            assert!(
-                job.waited() <= Duration::from_nanos(now_ns(&clock)),
-                "{what}"
-            );
+            assert!(job.waited() <= Duration::from_nanos(now_ns(&clock)), "{what}");
         }
     }
 }
@@ -312,12 +264,7 @@ struct SimJob {
 
 impl SimJob {
     fn new(sm: &SmLimiter<FakeRelativeClock>, cap: Option<u64>, size: u64) -> Self {
-        SimJob {
-            lim: JobLimiter::new(sm, cap),
-            size,
-            next_ns: 0,
-            log: vec![],
-        }
+        SimJob { lim: JobLimiter::new(sm, cap), size, next_ns: 0, log: vec![] }
     }
 }
 
@@ -325,12 +272,7 @@ impl SimJob {
 /// at once; refused, it waits what it is told, at most `SLEEP_SLICE_MAX`, as the copy loops do.
 fn simulate(clock: &FakeRelativeClock, jobs: &mut [SimJob], until_ns: u64) {
     loop {
-        let (i, t) = jobs
-            .iter()
-            .enumerate()
-            .map(|(i, j)| (i, j.next_ns))
-            .min_by_key(|&(i, t)| (t, i))
-            .unwrap();
+        let (i, t) = jobs.iter().enumerate().map(|(i, j)| (i, j.next_ns)).min_by_key(|&(i, t)| (t, i)).unwrap();
         if t > until_ns {
             return;
         }
@@ -379,26 +321,15 @@ fn three_jobs_share_the_sm_budget_keep_their_caps_and_the_small_one_gets_its_tur
     let a = total - b - c;
     // FIFO turns: in every round each waiting job gets one request, so B gets at least 64 KiB per
     // (1 MiB + 64 KiB + 256 KiB) of the budget, whatever A asks; that is more than a third of its demand.
-    let fifo_share =
-        sm_rate as f64 * 10.0 * (64 * KIB) as f64 / (MIB + 64 * KIB + 256 * KIB) as f64;
-    assert!(
-        b as f64 >= fifo_share - (MIB + 64 * KIB) as f64,
-        "B got {b}"
-    );
+    let fifo_share = sm_rate as f64 * 10.0 * (64 * KIB) as f64 / (MIB + 64 * KIB + 256 * KIB) as f64;
+    assert!(b as f64 >= fifo_share - (MIB + 64 * KIB) as f64, "B got {b}");
     assert!(b as f64 >= cap_b as f64 * 10.0 / 3.0, "B got {b}");
-    assert!(
-        c as f64 >= 4.0 * fifo_share - (MIB + 256 * KIB) as f64,
-        "C got {c}"
-    );
+    assert!(c as f64 >= 4.0 * fifo_share - (MIB + 256 * KIB) as f64, "C got {c}");
     // B is never left waiting longer than one round of the others' requests plus polling.
     let round_ns = (MIB + 256 * KIB + 64 * KIB) * SEC_NS / sm_rate;
     let slice_ns = u64::try_from(SLEEP_SLICE_MAX.as_nanos()).unwrap();
     for w in jobs[1].log.windows(2) {
-        assert!(
-            w[1].0 - w[0].0 <= round_ns + 2 * slice_ns,
-            "B waited {} ns",
-            w[1].0 - w[0].0
-        );
+        assert!(w[1].0 - w[0].0 <= round_ns + 2 * slice_ns, "B waited {} ns", w[1].0 - w[0].0);
     }
     eprintln!(
         "A {:.2} MB/s, B {:.2} MB/s, C {:.2} MB/s, total {:.2} MB/s of {} MB/s",
@@ -419,30 +350,17 @@ fn a_small_request_job_is_not_starved_by_a_large_request_job() {
         let sm = SmLimiter::with_clock(Some(sm_rate), clock.clone());
         // Both greedy and uncapped; `first` decides who wins the ties of the simulation.
         let mut jobs = if first == 0 {
-            [
-                SimJob::new(&sm, None, MIB),
-                SimJob::new(&sm, None, 64 * KIB),
-            ]
+            [SimJob::new(&sm, None, MIB), SimJob::new(&sm, None, 64 * KIB)]
         } else {
-            [
-                SimJob::new(&sm, None, 64 * KIB),
-                SimJob::new(&sm, None, MIB),
-            ]
+            [SimJob::new(&sm, None, 64 * KIB), SimJob::new(&sm, None, MIB)]
         };
         simulate(&clock, &mut jobs, T_NS);
-        let (atom, journal) = if first == 0 {
-            (&jobs[0], &jobs[1])
-        } else {
-            (&jobs[1], &jobs[0])
-        };
+        let (atom, journal) = if first == 0 { (&jobs[0], &jobs[1]) } else { (&jobs[1], &jobs[0]) };
         let j: u64 = journal.log.iter().map(|&(_, b)| b).sum();
         let a: u64 = atom.log.iter().map(|&(_, b)| b).sum();
         // One request each per turn: the journal's share is 64 KiB / (1 MiB + 64 KiB) of the budget.
         let share = sm_rate as f64 * 10.0 * (64 * KIB) as f64 / (MIB + 64 * KIB) as f64;
-        assert!(
-            j as f64 >= share - (MIB + 64 * KIB) as f64,
-            "journal got {j}"
-        );
+        assert!(j as f64 >= share - (MIB + 64 * KIB) as f64, "journal got {j}");
         assert!(a + j <= sm_rate * 10);
         eprintln!(
             "journal {:.3} MB/s (FIFO share {:.3}), atoms {:.3} MB/s",
@@ -457,16 +375,9 @@ fn a_small_request_job_is_not_starved_by_a_large_request_job() {
 fn sm_set_rate_takes_effect_at_the_switch_without_a_burst() {
     let clock = FakeRelativeClock::default();
     let sm = SmLimiter::with_clock(Some(100 * MIB), clock.clone());
-    let mut jobs = [
-        SimJob::new(&sm, None, MIB),
-        SimJob::new(&sm, None, 64 * KIB),
-    ];
+    let mut jobs = [SimJob::new(&sm, None, MIB), SimJob::new(&sm, None, 64 * KIB)];
     let mut old = plan(100 * MIB);
-    for (switch_ns, rate) in [
-        (2 * SEC_NS, 10 * MB),
-        (4 * SEC_NS, GB),
-        (6 * SEC_NS, 5 * MIB),
-    ] {
+    for (switch_ns, rate) in [(2 * SEC_NS, 10 * MB), (4 * SEC_NS, GB), (6 * SEC_NS, 5 * MIB)] {
         simulate(&clock, &mut jobs, switch_ns);
         advance_to(&clock, switch_ns);
         sm.set_rate(Some(rate));
@@ -481,18 +392,9 @@ fn sm_set_rate_takes_effect_at_the_switch_without_a_burst() {
         // than one old cell each); never behind by more than a request each, a cell each and one polling slice.
         let new = plan(rate);
         let ahead_nb = 2 * old.cell_nanobytes;
-        let behind_nb = u128::from(MIB + 64 * KIB) * NB
-            + 2 * new.cell_nanobytes
-            + u128::from(rate) * SLEEP_SLICE_MAX.as_nanos();
-        check_cumulative(
-            &all,
-            rate,
-            switch_ns,
-            until,
-            behind_nb,
-            ahead_nb,
-            &format!("after the switch to {rate} B/s"),
-        );
+        let behind_nb =
+            u128::from(MIB + 64 * KIB) * NB + 2 * new.cell_nanobytes + u128::from(rate) * SLEEP_SLICE_MAX.as_nanos();
+        check_cumulative(&all, rate, switch_ns, until, behind_nb, ahead_nb, &format!("after the switch to {rate} B/s"));
         old = new;
     }
 }
@@ -538,11 +440,7 @@ fn job_set_rate_takes_effect_at_the_switch_without_a_burst() {
     let job = JobLimiter::new(&sm, Some(100 * MB));
     let mut from = 0;
     let mut carried_nb = 0;
-    for (until, next) in [
-        (2 * SEC_NS, Some(10 * MB)),
-        (4 * SEC_NS, Some(500 * MB)),
-        (6 * SEC_NS, None),
-    ] {
+    for (until, next) in [(2 * SEC_NS, Some(10 * MB)), (4 * SEC_NS, Some(500 * MB)), (6 * SEC_NS, None)] {
         let rate = job.rate().unwrap();
         let p = plan(rate);
         let run = drive(&job, &clock, || MIB, until, None);
@@ -596,10 +494,7 @@ fn unlimited_never_waits() {
     assert_eq!(waited, Ok(Duration::ZERO));
     assert_eq!(now_ns(&clock), 0);
     assert_eq!(jobs[0].waited(), Duration::ZERO);
-    assert_eq!(
-        (sm.rate(), jobs[0].rate(), sm.queued_jobs()),
-        (None, None, 0)
-    );
+    assert_eq!((sm.rate(), jobs[0].rate(), sm.queued_jobs()), (None, None, 0));
     // The real-clock constructor too.
     let sm = SmLimiter::new(None);
     let job = JobLimiter::new(&sm, None);
@@ -626,18 +521,10 @@ fn zero_bytes_are_always_admitted() {
 fn a_request_larger_than_the_burst_is_paid_in_installments() {
     let rate = 10 * MB;
     let p = plan(rate);
-    assert_eq!(
-        p.burst_bytes(),
-        MIB,
-        "the burst is one largest read at this rate"
-    );
+    assert_eq!(p.burst_bytes(), MIB, "the burst is one largest read at this rate");
     for on_job_cap in [false, true] {
         let clock = FakeRelativeClock::default();
-        let (sm_rate, cap) = if on_job_cap {
-            (None, Some(rate))
-        } else {
-            (Some(rate), None)
-        };
+        let (sm_rate, cap) = if on_job_cap { (None, Some(rate)) } else { (Some(rate), None) };
         let sm = SmLimiter::with_clock(sm_rate, clock.clone());
         let job = JobLimiter::new(&sm, cap);
         let run = drive(&job, &clock, || 8 * MIB, 5 * SEC_NS, None);
@@ -781,15 +668,10 @@ fn acquire_sleeps_in_short_slices_and_reports_the_wait() {
     let p = plan(rate);
     assert_eq!(p.period_ns, 976_563);
     let expected = Duration::from_nanos(1024 * p.period_ns);
-    assert_eq!(
-        (waited, slept, job.waited()),
-        (expected, expected, expected)
-    );
+    assert_eq!((waited, slept, job.waited()), (expected, expected, expected));
     // The credit left (1024 cells are worth 1024 x 0.0005 bytes more than 1 MiB) carries over: a second MiB
     // takes 1024 cells again, so the clock-measured wait is exact again.
-    let waited2 = job
-        .acquire_with_sleep(MIB, &never, |d| clock.advance(d))
-        .unwrap();
+    let waited2 = job.acquire_with_sleep(MIB, &never, |d| clock.advance(d)).unwrap();
     assert_eq!(waited2, expected);
     assert_eq!(job.waited(), 2 * expected);
 }
@@ -841,11 +723,7 @@ fn a_dropped_job_gives_up_its_turn() {
     let p = plan(rate);
     let due = 64 * p.period_ns;
     let slice_ns = u64::try_from(SLEEP_SLICE_MAX.as_nanos()).unwrap();
-    assert!(
-        run.log[0].0 >= due && run.log[0].0 <= due + slice_ns,
-        "{:?}",
-        run.log[0]
-    );
+    assert!(run.log[0].0 >= due && run.log[0].0 <= due + slice_ns, "{:?}", run.log[0]);
 }
 
 #[test]
@@ -908,10 +786,7 @@ fn the_sum_of_jobs_holds_with_many_threads_on_the_real_limiter_state() {
     let elapsed = u128::from(now_ns(&clock));
     let total = u128::from(admitted.load(std::sync::atomic::Ordering::Relaxed));
     // Never ahead of the SM budget (which started empty), whatever the interleaving.
-    assert!(
-        total * NB <= u128::from(rate) * elapsed,
-        "{total} bytes in {elapsed} ns"
-    );
+    assert!(total * NB <= u128::from(rate) * elapsed, "{total} bytes in {elapsed} ns");
 }
 
 #[test]

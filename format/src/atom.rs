@@ -48,12 +48,7 @@ pub struct AtomHeader {
 impl AtomHeader {
     /// The header for `body`.
     pub fn for_body(atom_id: u64, lsn: u64, body: &[u8]) -> Self {
-        Self {
-            atom_id,
-            lsn,
-            body_len: body.len() as u64,
-            body_hash: *blake3::hash(body).as_bytes(),
-        }
+        Self { atom_id, lsn, body_len: body.len() as u64, body_hash: *blake3::hash(body).as_bytes() }
     }
 
     /// The header's bytes.
@@ -74,10 +69,7 @@ impl AtomHeader {
     pub fn parse(bytes: &[u8]) -> Result<Self, AtomError> {
         let bad = |reason: String| AtomError::BadHeader { reason };
         let Some(b) = bytes.get(..ATOM_HEADER_BYTES) else {
-            return Err(bad(format!(
-                "{} bytes, a header needs {ATOM_HEADER_BYTES}",
-                bytes.len()
-            )));
+            return Err(bad(format!("{} bytes, a header needs {ATOM_HEADER_BYTES}", bytes.len())));
         };
         let magic: [u8; 8] = array(b, ATOM_MAGIC_OFFSET);
         if magic != ATOM_MAGIC {
@@ -88,21 +80,14 @@ impl AtomHeader {
         }
         let version = u16_at(b, ATOM_VERSION_OFFSET);
         if version != FORMAT_VERSION {
-            return Err(bad(format!(
-                "format version {version}, this build reads {FORMAT_VERSION}"
-            )));
+            return Err(bad(format!("format version {version}, this build reads {FORMAT_VERSION}")));
         }
-        if b[ATOM_RESERVED_OFFSET..ATOM_ID_OFFSET]
-            .iter()
-            .any(|&x| x != 0)
-        {
+        if b[ATOM_RESERVED_OFFSET..ATOM_ID_OFFSET].iter().any(|&x| x != 0) {
             return Err(bad("reserved bytes are not zero".into()));
         }
         let body_len = u64_at(b, ATOM_BODY_LEN_OFFSET);
         if body_len > MAX_ATOM_BODY_BYTES {
-            return Err(bad(format!(
-                "body length {body_len} exceeds the limit of {MAX_ATOM_BODY_BYTES}"
-            )));
+            return Err(bad(format!("body length {body_len} exceeds the limit of {MAX_ATOM_BODY_BYTES}")));
         }
         Ok(Self {
             atom_id: u64_at(b, ATOM_ID_OFFSET),
@@ -122,9 +107,7 @@ impl AtomHeader {
             });
         }
         if blake3::hash(body).as_bytes() != &self.body_hash {
-            return Err(AtomError::ChecksumMismatch {
-                atom_id: self.atom_id,
-            });
+            return Err(AtomError::ChecksumMismatch { atom_id: self.atom_id });
         }
         Ok(())
     }
@@ -134,10 +117,7 @@ impl AtomHeader {
 pub fn encode_atom(atom_id: u64, lsn: u64, body: &[u8]) -> Result<Vec<u8>, AtomError> {
     if body.len() as u64 > MAX_ATOM_BODY_BYTES {
         return Err(AtomError::BadHeader {
-            reason: format!(
-                "body of {} bytes exceeds the limit of {MAX_ATOM_BODY_BYTES}",
-                body.len()
-            ),
+            reason: format!("body of {} bytes exceeds the limit of {MAX_ATOM_BODY_BYTES}", body.len()),
         });
     }
     let mut out = Vec::with_capacity(ATOM_HEADER_BYTES + body.len());

@@ -51,10 +51,7 @@ fn entries<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<CatalogEntry>, D::Erro
 impl Catalog {
     /// The entry of `atom_id`, by binary search.
     pub fn get(&self, atom_id: u64) -> Option<&CatalogEntry> {
-        self.atoms
-            .binary_search_by_key(&atom_id, |e| e.atom_id)
-            .ok()
-            .map(|i| &self.atoms[i])
+        self.atoms.binary_search_by_key(&atom_id, |e| e.atom_id).ok().map(|i| &self.atoms[i])
     }
 }
 

@@ -66,30 +66,20 @@ impl Metadata for ElementInfo {
                 ));
             }
         }
-        if !self
-            .participants
-            .iter()
-            .any(|p| p.start_id == self.coordinator_start_id)
-        {
+        if !self.participants.iter().any(|p| p.start_id == self.coordinator_start_id) {
             return Err(format!(
                 "{what}: coordinator start id {} is not among the participants",
                 self.coordinator_start_id
             ));
         }
         if self.end_micros < self.begin_micros {
-            return Err(format!(
-                "{what} ends ({}) before it begins ({})",
-                self.end_micros, self.begin_micros
-            ));
+            return Err(format!("{what} ends ({}) before it begins ({})", self.end_micros, self.begin_micros));
         }
         match (self.kind, self.parent) {
-            (ElementKind::Full, Some(p)) => {
-                Err(format!("{what}: a full element has no parent, found {p}"))
+            (ElementKind::Full, Some(p)) => Err(format!("{what}: a full element has no parent, found {p}")),
+            (ElementKind::Incremental | ElementKind::Journal, None) => {
+                Err(format!("{what}: a {} element needs a parent", self.kind.name()))
             }
-            (ElementKind::Incremental | ElementKind::Journal, None) => Err(format!(
-                "{what}: a {} element needs a parent",
-                self.kind.name()
-            )),
             (_, Some(p)) if p == self.element_id => Err(format!("{what} names itself as parent")),
             _ => Ok(()),
         }

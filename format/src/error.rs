@@ -23,7 +23,9 @@ pub enum MetadataError {
         found: [u8; 8],
     },
     /// A format version this build does not read.
-    #[error("metadata format version {found} is not supported (this build reads version {supported}); use a newer backset")]
+    #[error(
+        "metadata format version {found} is not supported (this build reads version {supported}); use a newer backset"
+    )]
     UnsupportedVersion {
         /// Version in the file.
         found: u16,
@@ -53,7 +55,9 @@ pub enum MetadataError {
         max: u64,
     },
     /// The body is not as long as the header says.
-    #[error("metadata body is {actual} bytes but the header declares {declared}; the file is truncated or has extra bytes")]
+    #[error(
+        "metadata body is {actual} bytes but the header declares {declared}; the file is truncated or has extra bytes"
+    )]
     LengthMismatch {
         /// Length from the header.
         declared: u64,

@@ -19,15 +19,9 @@ pub const TMP_FILE_PREFIX: &str = ".tmp-";
 
 /// Writes `bytes` to `dir/name` atomically and durably (see the module docs). `name` must be a plain file name.
 pub fn write_file_atomic(dir: &Path, name: &str, bytes: &[u8]) -> Result<(), WriteError> {
-    assert!(
-        !name.is_empty() && !name.contains('/'),
-        "write_file_atomic takes a file name, got {name:?}"
-    );
+    assert!(!name.is_empty() && !name.contains('/'), "write_file_atomic takes a file name, got {name:?}");
     let target = dir.join(name);
-    let tmp = dir.join(format!(
-        "{TMP_FILE_PREFIX}{name}-{}",
-        uuid::Uuid::new_v4().simple()
-    ));
+    let tmp = dir.join(format!("{TMP_FILE_PREFIX}{name}-{}", uuid::Uuid::new_v4().simple()));
     let result = (|| {
         let io = |op, path: &Path| {
             let path = path.to_path_buf();
@@ -53,68 +47,41 @@ pub fn write_file_atomic(dir: &Path, name: &str, bytes: &[u8]) -> Result<(), Wri
 
 /// Fsyncs a directory, so that the names created, renamed or removed in it are durable.
 pub fn sync_dir(dir: &Path) -> Result<(), WriteError> {
-    File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(|source| WriteError::Io {
-            op: "fsync directory",
-            path: dir.to_path_buf(),
-            source,
-        })
+    File::open(dir).and_then(|d| d.sync_all()).map_err(|source| WriteError::Io {
+        op: "fsync directory",
+        path: dir.to_path_buf(),
+        source,
+    })
 }
 
 /// Encodes `value` and writes it to `dir/name` atomically.
 pub fn write_metadata<T: Metadata>(dir: &Path, name: &str, value: &T) -> Result<(), WriteError> {
-    let bytes = meta::encode(value).map_err(|source| WriteError::Metadata {
-        path: dir.join(name),
-        source,
-    })?;
+    let bytes = meta::encode(value).map_err(|source| WriteError::Metadata { path: dir.join(name), source })?;
     write_file_atomic(dir, name, &bytes)
 }
 
 /// Reads and decodes the metadata file at `path`. Refuses a symlink or a non-regular file, and a file longer than
 /// a header plus `MAX_METADATA_BODY_BYTES`, before reading it.
 pub fn read_metadata<T: Metadata>(path: &Path) -> Result<T, ReadError> {
-    let io = |op| {
-        move |source| ReadError::Io {
-            op,
-            path: path.to_path_buf(),
-            source,
-        }
-    };
-    let mut f = OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
-        .open(path)
-        .map_err(|source| {
+    let io = |op| move |source| ReadError::Io { op, path: path.to_path_buf(), source };
+    let mut f = OpenOptions::new().read(true).custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK).open(path).map_err(
+        |source| {
             if source.raw_os_error() == Some(libc::ELOOP) {
-                ReadError::NotRegular {
-                    path: path.to_path_buf(),
-                }
+                ReadError::NotRegular { path: path.to_path_buf() }
             } else {
-                ReadError::Io {
-                    op: "open",
-                    path: path.to_path_buf(),
-                    source,
-                }
+                ReadError::Io { op: "open", path: path.to_path_buf(), source }
             }
-        })?;
+        },
+    )?;
     let md = f.metadata().map_err(io("stat"))?;
     if !md.is_file() {
-        return Err(ReadError::NotRegular {
-            path: path.to_path_buf(),
-        });
+        return Err(ReadError::NotRegular { path: path.to_path_buf() });
     }
     let max = METADATA_HEADER_BYTES as u64 + MAX_METADATA_BODY_BYTES;
     let mut bytes = Vec::with_capacity(md.len().min(max) as usize);
     // Read one byte past the limit so that a file that grew after the stat is still caught.
-    (&mut f)
-        .take(max + 1)
-        .read_to_end(&mut bytes)
-        .map_err(io("read"))?;
-    let to_err = |source| ReadError::Metadata {
-        path: path.to_path_buf(),
-        source,
-    };
+    (&mut f).take(max + 1).read_to_end(&mut bytes).map_err(io("read"))?;
+    let to_err = |source| ReadError::Metadata { path: path.to_path_buf(), source };
     if bytes.len() as u64 > max {
         return Err(to_err(crate::error::MetadataError::BodyTooLarge {
             declared: bytes.len() as u64 - METADATA_HEADER_BYTES as u64,

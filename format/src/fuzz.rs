@@ -10,14 +10,7 @@ use crate::meta::{self, Metadata};
 use crate::{Catalog, ElementInfo, Manifest, State};
 
 /// Names of the fuzz targets, as in `fuzz/Cargo.toml` and `fuzz/corpus/<name>/`.
-pub const TARGETS: [&str; 6] = [
-    "journal_segment",
-    "atom_header",
-    "state",
-    "manifest",
-    "catalog",
-    "element_info",
-];
+pub const TARGETS: [&str; 6] = ["journal_segment", "atom_header", "state", "manifest", "catalog", "element_info"];
 
 /// Runs the target called `name` on `data`. Panics on an unknown name.
 pub fn run(name: &str, data: &[u8]) {
@@ -34,15 +27,9 @@ pub fn run(name: &str, data: &[u8]) {
 
 /// A metadata file both whole (header checks, hash) and as a bare body (the decoder itself, without forging hashes).
 pub fn metadata<T: Metadata + PartialEq + std::fmt::Debug>(data: &[u8]) {
-    for value in [meta::decode::<T>(data), meta::decode_body::<T>(data)]
-        .into_iter()
-        .flatten()
-    {
+    for value in [meta::decode::<T>(data), meta::decode_body::<T>(data)].into_iter().flatten() {
         let again = meta::encode(&value).expect("a decoded value re-encodes");
-        assert_eq!(
-            meta::decode::<T>(&again).expect("a re-encoded value decodes"),
-            value
-        );
+        assert_eq!(meta::decode::<T>(&again).expect("a re-encoded value decodes"), value);
     }
 }
 
@@ -60,18 +47,12 @@ fn check_records(mut reader: RecordReader<'_>, end: u64) {
     let mut last_txn = reader.last_txn();
     for item in reader.by_ref() {
         let Ok(record) = item else { return };
-        assert!(
-            next_offset.is_none_or(|o| o == record.offset),
-            "records are contiguous"
-        );
+        assert!(next_offset.is_none_or(|o| o == record.offset), "records are contiguous");
         assert!(record.txn_id > last_txn, "transaction ids increase");
         last_txn = record.txn_id;
         next_offset = Some(record.offset + record.encoded_len());
     }
-    match reader
-        .tail()
-        .expect("a reader that stopped without error has a tail")
-    {
+    match reader.tail().expect("a reader that stopped without error has a tail") {
         Tail::Clean => assert_eq!(reader.valid_end(), end),
         Tail::Torn { offset, len } => assert_eq!((offset, offset + len), (reader.valid_end(), end)),
     }
@@ -83,9 +64,6 @@ pub fn atom_header(data: &[u8]) {
         assert_eq!(&header.encode()[..], &data[..ATOM_HEADER_BYTES]);
     }
     if let Ok((header, body)) = decode_atom(data) {
-        assert_eq!(
-            encode_atom(header.atom_id, header.lsn, body).expect("a decoded atom re-encodes"),
-            data
-        );
+        assert_eq!(encode_atom(header.atom_id, header.lsn, body).expect("a decoded atom re-encodes"), data);
     }
 }

@@ -75,11 +75,7 @@ impl SegmentHeader {
         put(&mut b, SEG_MAGIC_OFFSET, &SEGMENT_MAGIC);
         put(&mut b, SEG_VERSION_OFFSET, &FORMAT_VERSION.to_le_bytes());
         put(&mut b, SEG_DATABASE_ID_OFFSET, self.database_id.as_bytes());
-        put(
-            &mut b,
-            SEG_ARCHIVE_ID_OFFSET,
-            &self.archive_id.to_le_bytes(),
-        );
+        put(&mut b, SEG_ARCHIVE_ID_OFFSET, &self.archive_id.to_le_bytes());
         put(&mut b, SEG_NUMBER_OFFSET, &self.segment.to_le_bytes());
         put(&mut b, SEG_FIRST_TXN_OFFSET, &self.first_txn.to_le_bytes());
         let check = check64(&[&b[..SEG_CHECK_OFFSET]]);
@@ -91,10 +87,7 @@ impl SegmentHeader {
     pub fn parse(bytes: &[u8]) -> Result<Self, JournalError> {
         let bad = |reason: String| JournalError::BadHeader { reason };
         let Some(b) = bytes.get(..SEGMENT_HEADER_BYTES) else {
-            return Err(bad(format!(
-                "{} bytes, a header needs {SEGMENT_HEADER_BYTES}",
-                bytes.len()
-            )));
+            return Err(bad(format!("{} bytes, a header needs {SEGMENT_HEADER_BYTES}", bytes.len())));
         };
         let magic: [u8; 8] = array(b, SEG_MAGIC_OFFSET);
         if magic != SEGMENT_MAGIC {
@@ -106,14 +99,9 @@ impl SegmentHeader {
         }
         let version = u16_at(b, SEG_VERSION_OFFSET);
         if version != FORMAT_VERSION {
-            return Err(bad(format!(
-                "format version {version}, this build reads {FORMAT_VERSION}"
-            )));
+            return Err(bad(format!("format version {version}, this build reads {FORMAT_VERSION}")));
         }
-        if b[SEG_RESERVED_OFFSET..SEG_DATABASE_ID_OFFSET]
-            .iter()
-            .any(|&x| x != 0)
-        {
+        if b[SEG_RESERVED_OFFSET..SEG_DATABASE_ID_OFFSET].iter().any(|&x| x != 0) {
             return Err(bad("reserved bytes are not zero".into()));
         }
         let first_txn = u64_at(b, SEG_FIRST_TXN_OFFSET);
@@ -157,26 +145,19 @@ pub fn encode_record(
     payload: &[u8],
 ) -> Result<(), JournalError> {
     if txn_id == 0 {
-        return Err(JournalError::BadRecord {
-            reason: "transaction id 0 (ids start at 1)".into(),
-        });
+        return Err(JournalError::BadRecord { reason: "transaction id 0 (ids start at 1)".into() });
     }
-    let len = u32::try_from(payload.len())
-        .ok()
-        .filter(|&l| l <= MAX_RECORD_PAYLOAD_BYTES)
-        .ok_or_else(|| JournalError::BadRecord {
+    let len = u32::try_from(payload.len()).ok().filter(|&l| l <= MAX_RECORD_PAYLOAD_BYTES).ok_or_else(|| {
+        JournalError::BadRecord {
             reason: format!(
                 "payload of {} bytes exceeds the limit of {MAX_RECORD_PAYLOAD_BYTES} (transaction {txn_id})",
                 payload.len()
             ),
-        })?;
+        }
+    })?;
     let mut h = [0u8; RECORD_HEADER_BYTES];
     put(&mut h, REC_TXN_OFFSET, &txn_id.to_le_bytes());
-    put(
-        &mut h,
-        REC_TIMESTAMP_OFFSET,
-        &timestamp_micros.to_le_bytes(),
-    );
+    put(&mut h, REC_TIMESTAMP_OFFSET, &timestamp_micros.to_le_bytes());
     put(&mut h, REC_LEN_OFFSET, &len.to_le_bytes());
     let check = check64(&[&h[..REC_CHECK_OFFSET], payload]);
     put(&mut h, REC_CHECK_OFFSET, &check.to_le_bytes());
@@ -219,10 +200,7 @@ pub struct RecordReader<'a> {
 /// Parses a whole segment: checks its header and returns it with a reader over its records.
 pub fn read_segment(bytes: &[u8]) -> Result<(SegmentHeader, RecordReader<'_>), JournalError> {
     if bytes.len() as u64 > MAX_SEGMENT_BYTES {
-        return Err(JournalError::TooLarge {
-            len: bytes.len() as u64,
-            max: MAX_SEGMENT_BYTES,
-        });
+        return Err(JournalError::TooLarge { len: bytes.len() as u64, max: MAX_SEGMENT_BYTES });
     }
     let header = SegmentHeader::parse(bytes)?;
     let reader = RecordReader::new(
@@ -238,15 +216,7 @@ impl<'a> RecordReader<'a> {
     /// A reader over `bytes`, which start at byte `base_offset` of segment `segment` on a record boundary. Every
     /// record must have a transaction id greater than `after_txn` and than the record before it.
     pub fn new(segment: u64, base_offset: u64, bytes: &'a [u8], after_txn: u64) -> Self {
-        Self {
-            bytes,
-            base_offset,
-            pos: 0,
-            segment,
-            last_txn: after_txn,
-            tail: None,
-            failed: false,
-        }
+        Self { bytes, base_offset, pos: 0, segment, last_txn: after_txn, tail: None, failed: false }
     }
 
     /// How the records ended: `None` until the iterator has returned `None` without an error.
@@ -268,10 +238,7 @@ impl<'a> RecordReader<'a> {
     fn record_at(&self, pos: usize) -> Result<(Record<'a>, usize), String> {
         let rest = &self.bytes[pos..];
         if rest.len() < RECORD_HEADER_BYTES {
-            return Err(format!(
-                "{} bytes left, a record header needs {RECORD_HEADER_BYTES}",
-                rest.len()
-            ));
+            return Err(format!("{} bytes left, a record header needs {RECORD_HEADER_BYTES}", rest.len()));
         }
         let txn_id = u64_at(rest, REC_TXN_OFFSET);
         if txn_id == 0 {
@@ -282,16 +249,11 @@ impl<'a> RecordReader<'a> {
         }
         let len = u32_at(rest, REC_LEN_OFFSET);
         if len > MAX_RECORD_PAYLOAD_BYTES {
-            return Err(format!(
-                "payload length {len} exceeds the limit of {MAX_RECORD_PAYLOAD_BYTES}"
-            ));
+            return Err(format!("payload length {len} exceeds the limit of {MAX_RECORD_PAYLOAD_BYTES}"));
         }
         let total = RECORD_HEADER_BYTES + len as usize;
         if rest.len() < total {
-            return Err(format!(
-                "payload length {len} runs past the end ({} bytes left)",
-                rest.len()
-            ));
+            return Err(format!("payload length {len} runs past the end ({} bytes left)", rest.len()));
         }
         let payload = &rest[RECORD_HEADER_BYTES..total];
         if u64_at(rest, REC_CHECK_OFFSET) != check64(&[&rest[..REC_CHECK_OFFSET], payload]) {
@@ -326,11 +288,7 @@ impl<'a> Iterator for RecordReader<'a> {
             return None;
         }
         let offset = self.base_offset + self.pos as u64;
-        let corrupt = |reason| JournalError::Corrupt {
-            segment: self.segment,
-            offset,
-            reason,
-        };
+        let corrupt = |reason| JournalError::Corrupt { segment: self.segment, offset, reason };
         match self.record_at(self.pos) {
             Ok((record, _)) if record.txn_id <= self.last_txn => {
                 self.failed = true;
@@ -349,10 +307,7 @@ impl<'a> Iterator for RecordReader<'a> {
                 Some(Err(corrupt(reason)))
             }
             Err(_) => {
-                self.tail = Some(Tail::Torn {
-                    offset,
-                    len: (self.bytes.len() - self.pos) as u64,
-                });
+                self.tail = Some(Tail::Torn { offset, len: (self.bytes.len() - self.pos) as u64 });
                 None
             }
         }
@@ -374,28 +329,15 @@ impl<W: Write> SegmentWriter<W> {
     /// Writes `header` to a new, empty segment.
     pub fn create(mut inner: W, header: SegmentHeader) -> std::io::Result<Self> {
         if header.first_txn == 0 {
-            return Err(invalid(JournalError::BadRecord {
-                reason: "first transaction id 0".into(),
-            }));
+            return Err(invalid(JournalError::BadRecord { reason: "first transaction id 0".into() }));
         }
         inner.write_all(&header.encode())?;
-        Ok(Self {
-            inner,
-            header,
-            last_txn: header.first_txn - 1,
-            len: SEGMENT_HEADER_BYTES as u64,
-            buf: Vec::new(),
-        })
+        Ok(Self { inner, header, last_txn: header.first_txn - 1, len: SEGMENT_HEADER_BYTES as u64, buf: Vec::new() })
     }
 
     /// Appends one record and returns its offset. Refuses a transaction id not above the last one, an id below the
     /// header's first, a payload over `MAX_RECORD_PAYLOAD_BYTES`, or growth past `MAX_SEGMENT_BYTES`.
-    pub fn append(
-        &mut self,
-        txn_id: u64,
-        timestamp_micros: u64,
-        payload: &[u8],
-    ) -> std::io::Result<u64> {
+    pub fn append(&mut self, txn_id: u64, timestamp_micros: u64, payload: &[u8]) -> std::io::Result<u64> {
         if txn_id <= self.last_txn {
             return Err(invalid(JournalError::BadRecord {
                 reason: format!("transaction id {txn_id} does not follow {}", self.last_txn),
@@ -405,10 +347,7 @@ impl<W: Write> SegmentWriter<W> {
         encode_record(&mut self.buf, txn_id, timestamp_micros, payload).map_err(invalid)?;
         if self.len + self.buf.len() as u64 > MAX_SEGMENT_BYTES {
             return Err(invalid(JournalError::BadRecord {
-                reason: format!(
-                    "segment {} would pass {MAX_SEGMENT_BYTES} bytes",
-                    self.header.segment
-                ),
+                reason: format!("segment {} would pass {MAX_SEGMENT_BYTES} bytes", self.header.segment),
             }));
         }
         self.inner.write_all(&self.buf)?;

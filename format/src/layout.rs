@@ -58,16 +58,12 @@ impl FromStr for ElementName {
     /// Strict: `N` is decimal, 1..=`MAX_ELEMENT_SEQUENCE`, without sign or leading zero, so each element has
     /// exactly one name.
     fn from_str(s: &str) -> Result<Self, NameError> {
-        let err = || NameError {
-            name: s.to_string(),
-            max: MAX_ELEMENT_SEQUENCE,
-        };
+        let err = || NameError { name: s.to_string(), max: MAX_ELEMENT_SEQUENCE };
         if s == ELEMENT_NAME_FULL {
             return Ok(Self::Full);
         }
         let (num, kind) = s.split_once('.').ok_or_else(err)?;
-        let digits_ok =
-            !num.is_empty() && num.len() <= 8 && num.bytes().all(|b| b.is_ascii_digit());
+        let digits_ok = !num.is_empty() && num.len() <= 8 && num.bytes().all(|b| b.is_ascii_digit());
         if !digits_ok || num.starts_with('0') {
             return Err(err());
         }

@@ -3,9 +3,7 @@
 use serde::{Deserialize, Deserializer, Serialize};
 use uuid::Uuid;
 
-use crate::limits::{
-    CHUNK_BYTES, MAX_CHUNKS_PER_FILE, MAX_DATA_FILE_BYTES, MAX_MANIFEST_FILES, MAX_SEGMENT_BYTES,
-};
+use crate::limits::{CHUNK_BYTES, MAX_CHUNKS_PER_FILE, MAX_DATA_FILE_BYTES, MAX_MANIFEST_FILES, MAX_SEGMENT_BYTES};
 use crate::meta::{bounded_vec, check_len, Metadata, MetadataKind};
 
 /// A BLAKE3 hash.
@@ -65,10 +63,7 @@ impl FileEntry {
     fn check(&self) -> Result<(), String> {
         let what = format!("{:?} file {}", self.kind, self.id);
         if self.size > MAX_DATA_FILE_BYTES {
-            return Err(format!(
-                "{what} is {} bytes, more than the limit of {MAX_DATA_FILE_BYTES}",
-                self.size
-            ));
+            return Err(format!("{what} is {} bytes, more than the limit of {MAX_DATA_FILE_BYTES}", self.size));
         }
         let expected = chunk_count(self.size);
         if self.chunk_hashes.len() as u64 != expected {
@@ -79,16 +74,8 @@ impl FileEntry {
             ));
         }
         match self.kind {
-            FileKind::Atom if self.offset != 0 => Err(format!(
-                "{what} has offset {}, atoms are whole",
-                self.offset
-            )),
-            FileKind::Journal
-                if self
-                    .offset
-                    .checked_add(self.size)
-                    .is_none_or(|end| end > MAX_SEGMENT_BYTES) =>
-            {
+            FileKind::Atom if self.offset != 0 => Err(format!("{what} has offset {}, atoms are whole", self.offset)),
+            FileKind::Journal if self.offset.checked_add(self.size).is_none_or(|end| end > MAX_SEGMENT_BYTES) => {
                 Err(format!(
                     "{what} covers bytes {}+{} beyond the segment limit of {MAX_SEGMENT_BYTES}",
                     self.offset, self.size

@@ -92,21 +92,12 @@ pub trait Metadata: Serialize + DeserializeOwned {
 /// writer can produce a file that readers reject.
 pub fn encode<T: Metadata>(value: &T) -> Result<Vec<u8>, MetadataError> {
     let kind = T::KIND.name();
-    value
-        .validate()
-        .map_err(|reason| MetadataError::Invalid { kind, reason })?;
-    let mut out = postcard::to_extend(value, vec![0u8; METADATA_HEADER_BYTES]).map_err(|e| {
-        MetadataError::Decode {
-            kind,
-            reason: format!("cannot encode: {e}"),
-        }
-    })?;
+    value.validate().map_err(|reason| MetadataError::Invalid { kind, reason })?;
+    let mut out = postcard::to_extend(value, vec![0u8; METADATA_HEADER_BYTES])
+        .map_err(|e| MetadataError::Decode { kind, reason: format!("cannot encode: {e}") })?;
     let body_len = (out.len() - METADATA_HEADER_BYTES) as u64;
     if body_len > MAX_METADATA_BODY_BYTES {
-        return Err(MetadataError::BodyTooLarge {
-            declared: body_len,
-            max: MAX_METADATA_BODY_BYTES,
-        });
+        return Err(MetadataError::BodyTooLarge { declared: body_len, max: MAX_METADATA_BODY_BYTES });
     }
     let hash = blake3::hash(&out[METADATA_HEADER_BYTES..]);
     out[META_MAGIC_OFFSET..META_VERSION_OFFSET].copy_from_slice(&METADATA_MAGIC);
@@ -132,10 +123,7 @@ pub struct MetadataHeader {
 /// Parses and checks a metadata header from the first `METADATA_HEADER_BYTES` of `bytes`.
 pub fn parse_header(bytes: &[u8]) -> Result<MetadataHeader, MetadataError> {
     let Some(header) = bytes.get(..METADATA_HEADER_BYTES) else {
-        return Err(MetadataError::Truncated {
-            len: bytes.len() as u64,
-            needed: METADATA_HEADER_BYTES as u64,
-        });
+        return Err(MetadataError::Truncated { len: bytes.len() as u64, needed: METADATA_HEADER_BYTES as u64 });
     };
     let magic: [u8; 8] = array(header, META_MAGIC_OFFSET);
     if magic != METADATA_MAGIC {
@@ -143,10 +131,7 @@ pub fn parse_header(bytes: &[u8]) -> Result<MetadataHeader, MetadataError> {
     }
     let version = u16::from_le_bytes(array(header, META_VERSION_OFFSET));
     if version != FORMAT_VERSION {
-        return Err(MetadataError::UnsupportedVersion {
-            found: version,
-            supported: FORMAT_VERSION,
-        });
+        return Err(MetadataError::UnsupportedVersion { found: version, supported: FORMAT_VERSION });
     }
     let reserved = u32::from_le_bytes(array(header, META_RESERVED_OFFSET));
     if reserved != 0 {
@@ -154,10 +139,7 @@ pub fn parse_header(bytes: &[u8]) -> Result<MetadataHeader, MetadataError> {
     }
     let body_len = u64::from_le_bytes(array(header, META_BODY_LEN_OFFSET));
     if body_len > MAX_METADATA_BODY_BYTES {
-        return Err(MetadataError::BodyTooLarge {
-            declared: body_len,
-            max: MAX_METADATA_BODY_BYTES,
-        });
+        return Err(MetadataError::BodyTooLarge { declared: body_len, max: MAX_METADATA_BODY_BYTES });
     }
     Ok(MetadataHeader {
         kind_code: u16::from_le_bytes(array(header, META_KIND_OFFSET)),
@@ -172,21 +154,13 @@ pub fn decode<T: Metadata>(bytes: &[u8]) -> Result<T, MetadataError> {
     let kind = T::KIND.name();
     let header = parse_header(bytes)?;
     if header.kind_code != T::KIND as u16 {
-        let found = MetadataKind::from_code(header.kind_code).map_or_else(
-            || format!("unknown code {}", header.kind_code),
-            |k| k.name().to_string(),
-        );
-        return Err(MetadataError::WrongKind {
-            expected: kind,
-            found,
-        });
+        let found = MetadataKind::from_code(header.kind_code)
+            .map_or_else(|| format!("unknown code {}", header.kind_code), |k| k.name().to_string());
+        return Err(MetadataError::WrongKind { expected: kind, found });
     }
     let body = &bytes[METADATA_HEADER_BYTES..];
     if body.len() as u64 != header.body_len {
-        return Err(MetadataError::LengthMismatch {
-            declared: header.body_len,
-            actual: body.len() as u64,
-        });
+        return Err(MetadataError::LengthMismatch { declared: header.body_len, actual: body.len() as u64 });
     }
     let found = blake3::hash(body);
     if found.as_bytes() != &header.body_hash {
@@ -204,20 +178,13 @@ pub fn decode_body<T: Metadata>(body: &[u8]) -> Result<T, MetadataError> {
     let kind = T::KIND.name();
     LIMIT_VIOLATION.with(|v| v.borrow_mut().take());
     let (value, rest) = postcard::take_from_bytes::<T>(body).map_err(|e| {
-        let reason = LIMIT_VIOLATION
-            .with(|v| v.borrow_mut().take())
-            .unwrap_or_else(|| e.to_string());
+        let reason = LIMIT_VIOLATION.with(|v| v.borrow_mut().take()).unwrap_or_else(|| e.to_string());
         MetadataError::Decode { kind, reason }
     })?;
     if !rest.is_empty() {
-        return Err(MetadataError::TrailingBytes {
-            kind,
-            extra: rest.len() as u64,
-        });
+        return Err(MetadataError::TrailingBytes { kind, extra: rest.len() as u64 });
     }
-    value
-        .validate()
-        .map_err(|reason| MetadataError::Invalid { kind, reason })?;
+    value.validate().map_err(|reason| MetadataError::Invalid { kind, reason })?;
     Ok(value)
 }
 
@@ -253,18 +220,12 @@ impl<'de, T: Deserialize<'de>> Visitor<'de> for BoundedSeq<T> {
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Vec<T>, A::Error> {
         let claimed = seq.size_hint().unwrap_or(0);
         if claimed > self.max {
-            return Err(limit_error(format!(
-                "{claimed} {} exceeds the limit of {}",
-                self.what, self.max
-            )));
+            return Err(limit_error(format!("{claimed} {} exceeds the limit of {}", self.what, self.max)));
         }
         let mut out = Vec::with_capacity(claimed.min(PREALLOCATE_MAX));
         while let Some(item) = seq.next_element()? {
             if out.len() == self.max {
-                return Err(limit_error(format!(
-                    "more {} than the limit of {}",
-                    self.what, self.max
-                )));
+                return Err(limit_error(format!("more {} than the limit of {}", self.what, self.max)));
             }
             out.push(item);
         }
@@ -273,20 +234,12 @@ impl<'de, T: Deserialize<'de>> Visitor<'de> for BoundedSeq<T> {
 }
 
 /// Deserializes a `Vec<T>` of at most `max` entries, failing before it allocates more.
-pub(crate) fn bounded_vec<'de, D, T>(
-    d: D,
-    max: usize,
-    what: &'static str,
-) -> Result<Vec<T>, D::Error>
+pub(crate) fn bounded_vec<'de, D, T>(d: D, max: usize, what: &'static str) -> Result<Vec<T>, D::Error>
 where
     D: Deserializer<'de>,
     T: Deserialize<'de>,
 {
-    d.deserialize_seq(BoundedSeq {
-        max,
-        what,
-        marker: PhantomData,
-    })
+    d.deserialize_seq(BoundedSeq { max, what, marker: PhantomData })
 }
 
 struct BoundedStr {
@@ -303,12 +256,7 @@ impl Visitor<'_> for BoundedStr {
 
     fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<String, E> {
         if v.len() > self.max {
-            return Err(limit_error(format!(
-                "{} of {} bytes exceeds the limit of {}",
-                self.what,
-                v.len(),
-                self.max
-            )));
+            return Err(limit_error(format!("{} of {} bytes exceeds the limit of {}", self.what, v.len(), self.max)));
         }
         Ok(v.to_owned())
     }

@@ -22,10 +22,7 @@ impl TxnRange {
     /// Fails unless `first <= last`.
     pub fn check(&self, what: &str) -> Result<(), String> {
         if self.first > self.last {
-            Err(format!(
-                "{what} has transaction range [{}, {}] with first > last",
-                self.first, self.last
-            ))
+            Err(format!("{what} has transaction range [{}, {}] with first > last", self.first, self.last))
         } else {
             Ok(())
         }
@@ -146,9 +143,7 @@ fn elements<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<ElementEntry>, D::Err
 pub(crate) fn check_sequence(kind: ElementKind, sequence: u32, what: &str) -> Result<(), String> {
     let ok = match kind {
         ElementKind::Full => sequence == 0,
-        ElementKind::Incremental | ElementKind::Journal => {
-            (1..=MAX_ELEMENT_SEQUENCE).contains(&sequence)
-        }
+        ElementKind::Incremental | ElementKind::Journal => (1..=MAX_ELEMENT_SEQUENCE).contains(&sequence),
     };
     if ok {
         Ok(())
@@ -165,11 +160,7 @@ impl Metadata for State {
 
     fn validate(&self) -> Result<(), String> {
         check_name(&self.database_name, "database name")?;
-        check_len(
-            self.storage_groups.len(),
-            MAX_STORAGE_GROUPS,
-            "storage groups",
-        )?;
+        check_len(self.storage_groups.len(), MAX_STORAGE_GROUPS, "storage groups")?;
         check_len(self.elements.len(), MAX_ELEMENTS, "elements")?;
         for (i, sg) in self.storage_groups.iter().enumerate() {
             check_name(&sg.name, "storage group name")?;
@@ -189,25 +180,17 @@ impl Metadata for State {
             check_sequence(e.kind, e.sequence, &what)?;
             e.txn_range.check(&what)?;
             if e.kind == ElementKind::Full && i != 0 {
-                return Err(format!(
-                    "{what}: the full element must be the first element"
-                ));
+                return Err(format!("{what}: the full element must be the first element"));
             }
             let slot = &mut last_seq[e.kind as usize];
             if let Some(prev) = *slot {
                 if prev >= e.sequence {
-                    return Err(format!(
-                        "{what}: sequence numbers must increase, {} follows {prev}",
-                        e.sequence
-                    ));
+                    return Err(format!("{what}: sequence numbers must increase, {} follows {prev}", e.sequence));
                 }
             }
             *slot = Some(e.sequence);
             if e.status == ElementStatus::Completed && e.end_micros < e.begin_micros {
-                return Err(format!(
-                    "{what}: ends ({}) before it begins ({})",
-                    e.end_micros, e.begin_micros
-                ));
+                return Err(format!("{what}: ends ({}) before it begins ({})", e.end_micros, e.begin_micros));
             }
             if !ids.insert(e.element_id) {
                 return Err(format!("{what}: element id {} appears twice", e.element_id));

@@ -17,10 +17,7 @@ fn scratch() -> tempfile::TempDir {
 fn write_then_read_back() {
     let dir = scratch();
     write_metadata(dir.path(), "state", &common::sample_state()).unwrap();
-    assert_eq!(
-        read_metadata::<State>(&dir.path().join("state")).unwrap(),
-        common::sample_state()
-    );
+    assert_eq!(read_metadata::<State>(&dir.path().join("state")).unwrap(), common::sample_state());
 }
 
 #[test]
@@ -29,10 +26,7 @@ fn atomic_write_replaces_whole_and_leaves_no_temporary() {
     write_file_atomic(dir.path(), "f", b"old contents").unwrap();
     write_file_atomic(dir.path(), "f", b"new").unwrap();
     assert_eq!(std::fs::read(dir.path().join("f")).unwrap(), b"new");
-    let names: Vec<_> = std::fs::read_dir(dir.path())
-        .unwrap()
-        .map(|e| e.unwrap().file_name())
-        .collect();
+    let names: Vec<_> = std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
     assert_eq!(names, ["f"]);
 }
 
@@ -45,12 +39,9 @@ fn failed_atomic_write_keeps_the_old_file() {
     std::fs::write(dir.path().join("d/x"), b"").unwrap();
     assert!(write_file_atomic(dir.path(), "d", b"new").is_err());
     assert_eq!(std::fs::read(dir.path().join("f")).unwrap(), b"old");
-    let stray = std::fs::read_dir(dir.path()).unwrap().any(|e| {
-        e.unwrap()
-            .file_name()
-            .to_string_lossy()
-            .starts_with(TMP_FILE_PREFIX)
-    });
+    let stray = std::fs::read_dir(dir.path())
+        .unwrap()
+        .any(|e| e.unwrap().file_name().to_string_lossy().starts_with(TMP_FILE_PREFIX));
     assert!(!stray, "a failed write leaves no temporary file");
 }
 
@@ -60,10 +51,7 @@ fn invalid_value_is_not_written() {
     let mut s = common::sample_state();
     s.database_name = "a/b".into();
     let err = write_metadata(dir.path(), "state", &s).unwrap_err();
-    assert!(
-        err.to_string().contains("state") && err.to_string().contains("'/'"),
-        "{err}"
-    );
+    assert!(err.to_string().contains("state") && err.to_string().contains("'/'"), "{err}");
     assert!(!dir.path().join("state").exists());
 }
 
@@ -75,10 +63,7 @@ fn symlinks_and_directories_are_refused() {
     let err = read_metadata::<Catalog>(&dir.path().join("link")).unwrap_err();
     assert!(matches!(err, ReadError::NotRegular { .. }), "{err}");
     std::fs::create_dir(dir.path().join("sub")).unwrap();
-    assert!(matches!(
-        read_metadata::<Catalog>(&dir.path().join("sub")),
-        Err(ReadError::NotRegular { .. })
-    ));
+    assert!(matches!(read_metadata::<Catalog>(&dir.path().join("sub")), Err(ReadError::NotRegular { .. })));
 }
 
 #[test]
@@ -86,21 +71,10 @@ fn errors_name_the_file() {
     let dir = scratch();
     let path = dir.path().join("state");
     let err = read_metadata::<State>(&path).unwrap_err();
-    assert!(
-        err.to_string()
-            .starts_with(&format!("open {}", path.display())),
-        "{err}"
-    );
-    std::fs::write(
-        &path,
-        b"not metadata at all, but long enough to hold a whole header, surely",
-    )
-    .unwrap();
+    assert!(err.to_string().starts_with(&format!("open {}", path.display())), "{err}");
+    std::fs::write(&path, b"not metadata at all, but long enough to hold a whole header, surely").unwrap();
     let err = read_metadata::<State>(&path).unwrap_err();
-    assert!(
-        err.to_string().contains(&path.display().to_string()) && err.to_string().contains("magic"),
-        "{err}"
-    );
+    assert!(err.to_string().contains(&path.display().to_string()) && err.to_string().contains("magic"), "{err}");
 }
 
 #[test]
@@ -111,14 +85,5 @@ fn a_file_larger_than_the_limit_is_refused_without_reading_it_whole() {
     // Sparse: no disk space used.
     f.set_len(56 + limits::MAX_METADATA_BODY_BYTES + 1).unwrap();
     let err = read_metadata::<State>(&path).unwrap_err();
-    assert!(
-        matches!(
-            err,
-            ReadError::Metadata {
-                source: MetadataError::BodyTooLarge { .. },
-                ..
-            }
-        ),
-        "{err}"
-    );
+    assert!(matches!(err, ReadError::Metadata { source: MetadataError::BodyTooLarge { .. }, .. }), "{err}");
 }

@@ -18,11 +18,7 @@ fn every_corpus_and_crash_file_parses_without_panic() {
                 let path = entry.unwrap().path();
                 let data = std::fs::read(&path).unwrap();
                 let outcome = std::panic::catch_unwind(|| run(target, &data));
-                assert!(
-                    outcome.is_ok(),
-                    "fuzz target {target} panics on {}",
-                    path.display()
-                );
+                assert!(outcome.is_ok(), "fuzz target {target} panics on {}", path.display());
                 files += 1;
             }
         }

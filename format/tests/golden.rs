@@ -12,14 +12,15 @@ use std::path::PathBuf;
 use backset_format::*;
 
 fn golden(name: &str, fresh: &[u8]) -> Vec<u8> {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/golden")
-        .join(name);
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/golden").join(name);
     if std::env::var_os("BACKSET_BLESS").is_some() {
         std::fs::write(&path, fresh).unwrap();
     }
     let committed = std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    assert!(committed == fresh, "{name}: the encoder's output differs from the committed golden file; a format change needs a version bump");
+    assert!(
+        committed == fresh,
+        "{name}: the encoder's output differs from the committed golden file; a format change needs a version bump"
+    );
     committed
 }
 
@@ -58,17 +59,11 @@ fn check_damage_detected<T: Metadata + std::fmt::Debug>(bytes: &[u8]) {
         }
     }
     for len in 0..bytes.len() {
-        assert!(
-            meta::decode::<T>(&bytes[..len]).is_err(),
-            "truncation to {len} bytes decoded silently"
-        );
+        assert!(meta::decode::<T>(&bytes[..len]).is_err(), "truncation to {len} bytes decoded silently");
     }
     let mut longer = bytes.to_vec();
     longer.push(0);
-    assert!(matches!(
-        meta::decode::<T>(&longer),
-        Err(MetadataError::LengthMismatch { .. })
-    ));
+    assert!(matches!(meta::decode::<T>(&longer), Err(MetadataError::LengthMismatch { .. })));
 }
 
 fn metadata_golden<T: Metadata + PartialEq + std::fmt::Debug>(name: &str, value: T, kind: u16) {
@@ -102,13 +97,7 @@ fn element_info_golden() {
 fn a_metadata_file_of_another_kind_is_refused() {
     let bytes = meta::encode(&common::sample_catalog()).unwrap();
     let err = meta::decode::<Manifest>(&bytes).unwrap_err();
-    assert_eq!(
-        err,
-        MetadataError::WrongKind {
-            expected: "manifest",
-            found: "catalog".into()
-        }
-    );
+    assert_eq!(err, MetadataError::WrongKind { expected: "manifest", found: "catalog".into() });
     assert!(err.to_string().contains("swapped"), "{err}");
 }
 
@@ -119,37 +108,19 @@ fn segment_golden() {
     assert_eq!(le16(&bytes, 8), 1);
     assert_eq!(&bytes[10..16], &[0u8; 6]);
     assert_eq!(&bytes[16..32], common::DB_ID.as_bytes());
-    assert_eq!(
-        (le64(&bytes, 32), le64(&bytes, 40), le64(&bytes, 48)),
-        (0, 3, 4480)
-    );
-    assert_eq!(
-        le64(&bytes, 56),
-        le64(blake3::hash(&bytes[..56]).as_bytes(), 0)
-    );
+    assert_eq!((le64(&bytes, 32), le64(&bytes, 40), le64(&bytes, 48)), (0, 3, 4480));
+    assert_eq!(le64(&bytes, 56), le64(blake3::hash(&bytes[..56]).as_bytes(), 0));
     // First record at 64: txn, timestamp, length, reserved, check over bytes 0..24 + payload.
     let r = &bytes[64..];
-    assert_eq!(
-        (le64(r, 0), le64(r, 8), le32(r, 16), le32(r, 20)),
-        (4480, common::T0, 0, 0)
-    );
+    assert_eq!((le64(r, 0), le64(r, 8), le32(r, 16), le32(r, 20)), (4480, common::T0, 0, 0));
     assert_eq!(le64(r, 24), le64(blake3::hash(&r[..24]).as_bytes(), 0));
 
     let (header, mut reader) = read_segment(&bytes).unwrap();
     assert_eq!(header, common::sample_segment_header());
     let records: Vec<_> = reader.by_ref().collect::<Result<_, _>>().unwrap();
-    assert_eq!(
-        records.iter().map(|r| r.txn_id).collect::<Vec<_>>(),
-        [4480, 4481, 4482, 4483, 4484]
-    );
-    assert_eq!(
-        records.iter().map(|r| r.payload.len()).collect::<Vec<_>>(),
-        [0, 1, 10, 100, 1000]
-    );
-    assert_eq!(
-        records.iter().map(|r| r.offset).collect::<Vec<_>>(),
-        [64, 96, 129, 171, 303]
-    );
+    assert_eq!(records.iter().map(|r| r.txn_id).collect::<Vec<_>>(), [4480, 4481, 4482, 4483, 4484]);
+    assert_eq!(records.iter().map(|r| r.payload.len()).collect::<Vec<_>>(), [0, 1, 10, 100, 1000]);
+    assert_eq!(records.iter().map(|r| r.offset).collect::<Vec<_>>(), [64, 96, 129, 171, 303]);
     assert_eq!(reader.tail(), Some(Tail::Clean));
 }
 
@@ -161,18 +132,12 @@ fn segment_header_damage_is_detected() {
             if v != bytes[i] {
                 let mut d = bytes.clone();
                 d[i] = v;
-                assert!(
-                    read_segment(&d).is_err(),
-                    "header byte {i} set to {v:#x} went unnoticed"
-                );
+                assert!(read_segment(&d).is_err(), "header byte {i} set to {v:#x} went unnoticed");
             }
         }
     }
     for len in 0..64 {
-        assert!(matches!(
-            read_segment(&bytes[..len]),
-            Err(JournalError::BadHeader { .. })
-        ));
+        assert!(matches!(read_segment(&bytes[..len]), Err(JournalError::BadHeader { .. })));
     }
 }
 
@@ -182,36 +147,21 @@ fn atom_golden() {
     assert_eq!(&bytes[0..8], b"\x89BKA\r\n\x1a\n");
     assert_eq!(le16(&bytes, 8), 1);
     assert_eq!(&bytes[10..16], &[0u8; 6]);
-    assert_eq!(
-        (le64(&bytes, 16), le64(&bytes, 24), le64(&bytes, 32)),
-        (42, 4484, bytes.len() as u64 - 80)
-    );
+    assert_eq!((le64(&bytes, 16), le64(&bytes, 24), le64(&bytes, 32)), (42, 4484, bytes.len() as u64 - 80));
     assert_eq!(&bytes[40..72], blake3::hash(&bytes[80..]).as_bytes());
-    assert_eq!(
-        le64(&bytes, 72),
-        le64(blake3::hash(&bytes[..72]).as_bytes(), 0)
-    );
+    assert_eq!(le64(&bytes, 72), le64(blake3::hash(&bytes[..72]).as_bytes(), 0));
     let (h, body) = decode_atom(&bytes).unwrap();
-    assert_eq!(
-        (h.atom_id, h.lsn, body),
-        (42, 4484, &b"the body of atom 42, opaque to Backset"[..])
-    );
+    assert_eq!((h.atom_id, h.lsn, body), (42, 4484, &b"the body of atom 42, opaque to Backset"[..]));
     for i in 0..bytes.len() {
         for v in 0..=255u8 {
             if v != bytes[i] {
                 let mut d = bytes.clone();
                 d[i] = v;
-                assert!(
-                    decode_atom(&d).is_err(),
-                    "atom byte {i} set to {v:#x} went unnoticed"
-                );
+                assert!(decode_atom(&d).is_err(), "atom byte {i} set to {v:#x} went unnoticed");
             }
         }
     }
     for len in 0..bytes.len() {
-        assert!(
-            decode_atom(&bytes[..len]).is_err(),
-            "atom truncated to {len} bytes went unnoticed"
-        );
+        assert!(decode_atom(&bytes[..len]).is_err(), "atom truncated to {len} bytes went unnoticed");
     }
 }

@@ -8,10 +8,7 @@ use proptest::prelude::*;
 
 fn roundtrip<T: Metadata + PartialEq + std::fmt::Debug>(value: &T) {
     let bytes = meta::encode(value).expect("valid values encode");
-    assert_eq!(
-        &meta::decode::<T>(&bytes).expect("encoded values decode"),
-        value
-    );
+    assert_eq!(&meta::decode::<T>(&bytes).expect("encoded values decode"), value);
 }
 
 proptest! {
@@ -97,10 +94,7 @@ fn element_names_are_strict() {
         "4294967296.inc",
         "1.tmp",
     ] {
-        assert!(
-            bad.parse::<ElementName>().is_err(),
-            "{bad:?} must be refused"
-        );
+        assert!(bad.parse::<ElementName>().is_err(), "{bad:?} must be refused");
     }
 }
 
@@ -108,48 +102,27 @@ fn element_names_are_strict() {
 fn writers_refuse_what_readers_would_reject() {
     let mut s = common::sample_state();
     s.elements[1].sequence = 0;
-    assert!(matches!(
-        meta::encode(&s),
-        Err(MetadataError::Invalid { .. })
-    ));
+    assert!(matches!(meta::encode(&s), Err(MetadataError::Invalid { .. })));
     let mut m = common::sample_manifest();
     m.files.swap(0, 1);
-    assert!(matches!(
-        meta::encode(&m),
-        Err(MetadataError::Invalid { .. })
-    ));
+    assert!(matches!(meta::encode(&m), Err(MetadataError::Invalid { .. })));
     let mut m = common::sample_manifest();
     m.files[1].chunk_hashes.pop();
-    assert!(matches!(
-        meta::encode(&m),
-        Err(MetadataError::Invalid { .. })
-    ));
+    assert!(matches!(meta::encode(&m), Err(MetadataError::Invalid { .. })));
     let mut c = common::sample_catalog();
     c.atoms[1].atom_id = 1;
-    assert!(matches!(
-        meta::encode(&c),
-        Err(MetadataError::Invalid { .. })
-    ));
+    assert!(matches!(meta::encode(&c), Err(MetadataError::Invalid { .. })));
     let mut i = common::sample_element_info();
     i.parent = None;
-    assert!(matches!(
-        meta::encode(&i),
-        Err(MetadataError::Invalid { .. })
-    ));
+    assert!(matches!(meta::encode(&i), Err(MetadataError::Invalid { .. })));
     let mut i = common::sample_element_info();
     i.coordinator_start_id = 99;
-    assert!(matches!(
-        meta::encode(&i),
-        Err(MetadataError::Invalid { .. })
-    ));
+    assert!(matches!(meta::encode(&i), Err(MetadataError::Invalid { .. })));
     let mut w = SegmentWriter::create(Vec::new(), common::sample_segment_header()).unwrap();
     assert!(w.append(4479, 0, b"").is_err(), "below first_txn");
     w.append(4480, 0, b"").unwrap();
     assert!(w.append(4480, 0, b"").is_err(), "repeated txn id");
     let too_big = vec![0u8; limits::MAX_RECORD_PAYLOAD_BYTES as usize + 1];
-    assert!(
-        w.append(4481, 0, &too_big).is_err(),
-        "payload over the limit"
-    );
+    assert!(w.append(4481, 0, &too_big).is_err(), "payload over the limit");
     w.append(4481, 0, &too_big[1..]).unwrap();
 }

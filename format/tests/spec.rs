@@ -10,26 +10,15 @@ fn spec() -> String {
 /// The `offset N bytes: field` lines of the fenced block after `<!-- layout: NAME -->`.
 fn layout(spec: &str, name: &str) -> Vec<(usize, usize, String)> {
     let marker = format!("<!-- layout: {name} -->");
-    let start = spec
-        .find(&marker)
-        .unwrap_or_else(|| panic!("FORMAT.md has no {marker}"));
-    let block = spec[start..]
-        .split("```")
-        .nth(1)
-        .expect("a fenced block follows the marker");
+    let start = spec.find(&marker).unwrap_or_else(|| panic!("FORMAT.md has no {marker}"));
+    let block = spec[start..].split("```").nth(1).expect("a fenced block follows the marker");
     block
         .lines()
         .filter(|l| !l.trim().is_empty())
         .map(|l| {
-            let (head, field) = l
-                .split_once(" bytes: ")
-                .unwrap_or_else(|| panic!("bad layout line {l:?}"));
+            let (head, field) = l.split_once(" bytes: ").unwrap_or_else(|| panic!("bad layout line {l:?}"));
             let mut nums = head.split_whitespace().map(|n| n.parse::<usize>().unwrap());
-            (
-                nums.next().unwrap(),
-                nums.next().unwrap(),
-                field.trim().to_string(),
-            )
+            (nums.next().unwrap(), nums.next().unwrap(), field.trim().to_string())
         })
         .collect()
 }
@@ -40,21 +29,12 @@ fn check(name: &str, size: usize, fields: &[(&str, usize)]) {
     let lines = layout(&spec, name);
     let mut offset = 0;
     for (at, len, field) in &lines {
-        assert_eq!(
-            *at, offset,
-            "{name}: field {field:?} at {at}, but the fields before end at {offset}"
-        );
+        assert_eq!(*at, offset, "{name}: field {field:?} at {at}, but the fields before end at {offset}");
         offset += len;
     }
-    assert_eq!(
-        offset, size,
-        "{name}: FORMAT.md adds up to {offset} bytes, the code's header is {size}"
-    );
+    assert_eq!(offset, size, "{name}: FORMAT.md adds up to {offset} bytes, the code's header is {size}");
     for (field, code_offset) in fields {
-        let line = lines
-            .iter()
-            .find(|l| l.2 == *field)
-            .unwrap_or_else(|| panic!("{name}: no field {field:?}"));
+        let line = lines.iter().find(|l| l.2 == *field).unwrap_or_else(|| panic!("{name}: no field {field:?}"));
         assert_eq!(line.0, *code_offset, "{name}: field {field:?}");
     }
 }
@@ -129,27 +109,17 @@ fn atom_header_matches() {
 #[test]
 fn magics_match() {
     let spec = spec();
-    for (family, magic) in [
-        ("BKM", meta::METADATA_MAGIC),
-        ("BKJ", journal::SEGMENT_MAGIC),
-        ("BKA", atom::ATOM_MAGIC),
-    ] {
+    for (family, magic) in [("BKM", meta::METADATA_MAGIC), ("BKJ", journal::SEGMENT_MAGIC), ("BKA", atom::ATOM_MAGIC)] {
         let f = family.as_bytes();
         assert_eq!(magic, [0x89, f[0], f[1], f[2], b'\r', b'\n', 0x1a, b'\n']);
-        assert!(
-            spec.contains(&format!("`\\x89{family}\\r\\n\\x1a\\n`")),
-            "FORMAT.md gives the {family} magic"
-        );
+        assert!(spec.contains(&format!("`\\x89{family}\\r\\n\\x1a\\n`")), "FORMAT.md gives the {family} magic");
     }
 }
 
 #[test]
 fn limits_table_matches() {
     let spec = spec();
-    let table = spec
-        .split("<!-- limits -->")
-        .nth(1)
-        .expect("FORMAT.md has a limits table");
+    let table = spec.split("<!-- limits -->").nth(1).expect("FORMAT.md has a limits table");
     let rows: Vec<(String, u64)> = table
         .lines()
         .skip_while(|l| !l.starts_with('|'))
@@ -171,30 +141,14 @@ fn limits_table_matches() {
         ("MAX_MANIFEST_FILES", limits::MAX_MANIFEST_FILES as u64),
         ("MAX_CATALOG_ENTRIES", limits::MAX_CATALOG_ENTRIES as u64),
         ("MAX_PARTICIPANTS", limits::MAX_PARTICIPANTS as u64),
-        (
-            "MAX_RECORD_PAYLOAD_BYTES",
-            limits::MAX_RECORD_PAYLOAD_BYTES as u64,
-        ),
+        ("MAX_RECORD_PAYLOAD_BYTES", limits::MAX_RECORD_PAYLOAD_BYTES as u64),
         ("MAX_SEGMENT_BYTES", limits::MAX_SEGMENT_BYTES),
         ("MAX_ATOM_BODY_BYTES", limits::MAX_ATOM_BODY_BYTES),
         ("MAX_ELEMENT_SEQUENCE", limits::MAX_ELEMENT_SEQUENCE as u64),
     ];
-    assert_eq!(
-        rows.len(),
-        code.len(),
-        "FORMAT.md lists {} limits, limits.rs {}",
-        rows.len(),
-        code.len()
-    );
+    assert_eq!(rows.len(), code.len(), "FORMAT.md lists {} limits, limits.rs {}", rows.len(), code.len());
     for (name, value) in code {
-        let row = rows
-            .iter()
-            .find(|r| r.0 == name)
-            .unwrap_or_else(|| panic!("FORMAT.md does not list {name}"));
-        assert_eq!(
-            row.1, value,
-            "{name}: FORMAT.md says {}, limits.rs {value}",
-            row.1
-        );
+        let row = rows.iter().find(|r| r.0 == name).unwrap_or_else(|| panic!("FORMAT.md does not list {name}"));
+        assert_eq!(row.1, value, "{name}: FORMAT.md says {}, limits.rs {value}", row.1);
     }
 }

@@ -26,26 +26,14 @@ pub fn sample_state() -> State {
         database_name: "demo".into(),
         database_id: DB_ID,
         archive_id: 0,
-        storage_groups: vec![
-            StorageGroup {
-                id: 1,
-                name: "SG1".into(),
-            },
-            StorageGroup {
-                id: 2,
-                name: "SG2".into(),
-            },
-        ],
+        storage_groups: vec![StorageGroup { id: 1, name: "SG1".into() }, StorageGroup { id: 2, name: "SG2".into() }],
         elements: vec![
             ElementEntry {
                 kind: ElementKind::Full,
                 sequence: 0,
                 element_id: FULL_ID,
                 status: ElementStatus::Completed,
-                txn_range: TxnRange {
-                    first: 1,
-                    last: 4484,
-                },
+                txn_range: TxnRange { first: 1, last: 4484 },
                 begin_micros: T0,
                 end_micros: T0 + 35_000_000,
             },
@@ -54,10 +42,7 @@ pub fn sample_state() -> State {
                 sequence: 1,
                 element_id: JNL_ID,
                 status: ElementStatus::Completed,
-                txn_range: TxnRange {
-                    first: 4485,
-                    last: 5000,
-                },
+                txn_range: TxnRange { first: 4485, last: 5000 },
                 begin_micros: T0 + 36_000_000,
                 end_micros: T0 + 36_500_000,
             },
@@ -66,10 +51,7 @@ pub fn sample_state() -> State {
                 sequence: 1,
                 element_id: INC_ID,
                 status: ElementStatus::InProgress,
-                txn_range: TxnRange {
-                    first: 4900,
-                    last: 4900,
-                },
+                txn_range: TxnRange { first: 4900, last: 4900 },
                 begin_micros: T0 + 40_000_000,
                 end_micros: 0,
             },
@@ -81,14 +63,7 @@ pub fn sample_manifest() -> Manifest {
     Manifest {
         element_id: FULL_ID,
         files: vec![
-            FileEntry {
-                kind: FileKind::Atom,
-                id: 1,
-                offset: 0,
-                size: 0,
-                hash: hash_of(""),
-                chunk_hashes: vec![],
-            },
+            FileEntry { kind: FileKind::Atom, id: 1, offset: 0, size: 0, hash: hash_of(""), chunk_hashes: vec![] },
             FileEntry {
                 kind: FileKind::Atom,
                 id: 42,
@@ -113,25 +88,9 @@ pub fn sample_catalog() -> Catalog {
     Catalog {
         element_id: INC_ID,
         atoms: vec![
-            CatalogEntry {
-                atom_id: 1,
-                lsn: 17,
-                state: AtomState::Present {
-                    hash: hash_of("atom 1"),
-                },
-            },
-            CatalogEntry {
-                atom_id: 2,
-                lsn: 4484,
-                state: AtomState::Dropped,
-            },
-            CatalogEntry {
-                atom_id: u64::MAX,
-                lsn: u64::MAX,
-                state: AtomState::Present {
-                    hash: hash_of("last"),
-                },
-            },
+            CatalogEntry { atom_id: 1, lsn: 17, state: AtomState::Present { hash: hash_of("atom 1") } },
+            CatalogEntry { atom_id: 2, lsn: 4484, state: AtomState::Dropped },
+            CatalogEntry { atom_id: u64::MAX, lsn: u64::MAX, state: AtomState::Present { hash: hash_of("last") } },
         ],
     }
 }
@@ -143,20 +102,8 @@ pub fn sample_element_info() -> ElementInfo {
         sequence: 1,
         hot_copy_id: JOB_ID,
         coordinator_start_id: 2,
-        participants: vec![
-            Participant {
-                start_id: 2,
-                archive_id: 0,
-            },
-            Participant {
-                start_id: 3,
-                archive_id: 1,
-            },
-        ],
-        txn_range: TxnRange {
-            first: 4300,
-            last: 4900,
-        },
+        participants: vec![Participant { start_id: 2, archive_id: 0 }, Participant { start_id: 3, archive_id: 1 }],
+        txn_range: TxnRange { first: 4300, last: 4900 },
         begin_micros: T0 + 40_000_000,
         end_micros: T0 + 41_000_000,
         parent: Some(FULL_ID),
@@ -164,12 +111,7 @@ pub fn sample_element_info() -> ElementInfo {
 }
 
 pub fn sample_segment_header() -> SegmentHeader {
-    SegmentHeader {
-        database_id: DB_ID,
-        archive_id: 0,
-        segment: 3,
-        first_txn: 4480,
-    }
+    SegmentHeader { database_id: DB_ID, archive_id: 0, segment: 3, first_txn: 4480 }
 }
 
 /// A segment of 5 records: txn 4480..=4484, payloads of 0, 1, 10, 100 and 1000 bytes.
@@ -177,8 +119,7 @@ pub fn sample_segment() -> Vec<u8> {
     let mut w = SegmentWriter::create(Vec::new(), sample_segment_header()).unwrap();
     for (i, len) in [0usize, 1, 10, 100, 1000].into_iter().enumerate() {
         let payload: Vec<u8> = (0..len).map(|b| (b * 7 + i) as u8).collect();
-        w.append(4480 + i as u64, T0 + i as u64 * 1000, &payload)
-            .unwrap();
+        w.append(4480 + i as u64, T0 + i as u64 * 1000, &payload).unwrap();
     }
     w.into_inner()
 }
@@ -198,10 +139,7 @@ pub fn name() -> impl Strategy<Value = String> {
 }
 
 pub fn txn_range() -> impl Strategy<Value = TxnRange> {
-    (any::<u64>(), any::<u64>()).prop_map(|(a, b)| TxnRange {
-        first: a.min(b),
-        last: a.max(b),
-    })
+    (any::<u64>(), any::<u64>()).prop_map(|(a, b)| TxnRange { first: a.min(b), last: a.max(b) })
 }
 
 fn times() -> impl Strategy<Value = (u64, u64)> {
@@ -209,19 +147,10 @@ fn times() -> impl Strategy<Value = (u64, u64)> {
 }
 
 pub fn state() -> impl Strategy<Value = State> {
-    let sgs = proptest::collection::btree_map(any::<u32>(), name(), 0..8).prop_map(|m| {
-        m.into_iter()
-            .map(|(id, name)| StorageGroup { id, name })
-            .collect::<Vec<_>>()
-    });
-    let elems = (
-        any::<bool>(),
-        vec(
-            (any::<bool>(), uuid(), any::<bool>(), txn_range(), times()),
-            0..20,
-        ),
-    )
-        .prop_map(|(with_full, items)| {
+    let sgs = proptest::collection::btree_map(any::<u32>(), name(), 0..8)
+        .prop_map(|m| m.into_iter().map(|(id, name)| StorageGroup { id, name }).collect::<Vec<_>>());
+    let elems = (any::<bool>(), vec((any::<bool>(), uuid(), any::<bool>(), txn_range(), times()), 0..20)).prop_map(
+        |(with_full, items)| {
             let mut seq = [0u32; 2];
             let mut out = Vec::new();
             if with_full {
@@ -239,25 +168,18 @@ pub fn state() -> impl Strategy<Value = State> {
                 let s = &mut seq[usize::from(inc)];
                 *s += 1;
                 out.push(ElementEntry {
-                    kind: if inc {
-                        ElementKind::Incremental
-                    } else {
-                        ElementKind::Journal
-                    },
+                    kind: if inc { ElementKind::Incremental } else { ElementKind::Journal },
                     sequence: *s,
                     element_id: Uuid::from_u128(i as u128 + 1),
-                    status: if done {
-                        ElementStatus::Completed
-                    } else {
-                        ElementStatus::InProgress
-                    },
+                    status: if done { ElementStatus::Completed } else { ElementStatus::InProgress },
                     txn_range,
                     begin_micros: b,
                     end_micros: if done { e } else { 0 },
                 });
             }
             out
-        });
+        },
+    );
     (uuid(), name(), uuid(), any::<u64>(), sgs, elems).prop_map(
         |(set_id, database_name, database_id, archive_id, storage_groups, elements)| State {
             set_id,
@@ -271,27 +193,16 @@ pub fn state() -> impl Strategy<Value = State> {
 }
 
 pub fn file_entry() -> impl Strategy<Value = FileEntry> {
-    (
-        any::<bool>(),
-        any::<u64>(),
-        0u64..(1 << 31),
-        0u64..(5 << 20),
-        any::<[u8; 32]>(),
-    )
-        .prop_map(|(atom, id, offset, size, hash)| FileEntry {
-            kind: if atom {
-                FileKind::Atom
-            } else {
-                FileKind::Journal
-            },
+    (any::<bool>(), any::<u64>(), 0u64..(1 << 31), 0u64..(5 << 20), any::<[u8; 32]>()).prop_map(
+        |(atom, id, offset, size, hash)| FileEntry {
+            kind: if atom { FileKind::Atom } else { FileKind::Journal },
             id,
             offset: if atom { 0 } else { offset },
             size,
             hash,
-            chunk_hashes: (0..manifest::chunk_count(size))
-                .map(|i| hash_of(&format!("{id} {i}")))
-                .collect(),
-        })
+            chunk_hashes: (0..manifest::chunk_count(size)).map(|i| hash_of(&format!("{id} {i}"))).collect(),
+        },
+    )
 }
 
 pub fn manifest() -> impl Strategy<Value = Manifest> {
@@ -303,16 +214,9 @@ pub fn manifest() -> impl Strategy<Value = Manifest> {
 }
 
 pub fn catalog() -> impl Strategy<Value = Catalog> {
-    let entry = (
-        any::<u64>(),
-        any::<u64>(),
-        proptest::option::of(any::<[u8; 32]>()),
-    )
-        .prop_map(|(atom_id, lsn, h)| CatalogEntry {
-            atom_id,
-            lsn,
-            state: h.map_or(AtomState::Dropped, |hash| AtomState::Present { hash }),
-        });
+    let entry = (any::<u64>(), any::<u64>(), proptest::option::of(any::<[u8; 32]>())).prop_map(|(atom_id, lsn, h)| {
+        CatalogEntry { atom_id, lsn, state: h.map_or(AtomState::Dropped, |hash| AtomState::Present { hash }) }
+    });
     (uuid(), vec(entry, 0..50)).prop_map(|(element_id, mut atoms)| {
         atoms.sort_by_key(|e| e.atom_id);
         atoms.dedup_by_key(|e| e.atom_id);
@@ -321,49 +225,25 @@ pub fn catalog() -> impl Strategy<Value = Catalog> {
 }
 
 pub fn element_info() -> impl Strategy<Value = ElementInfo> {
-    let parts = proptest::collection::btree_map(any::<u64>(), any::<u64>(), 1..10).prop_map(|m| {
-        m.into_iter()
-            .map(|(archive_id, start_id)| Participant {
-                start_id,
-                archive_id,
-            })
-            .collect()
-    });
-    (
-        uuid(),
-        0u8..3,
-        1u32..1000,
-        uuid(),
-        parts,
-        any::<prop::sample::Index>(),
-        txn_range(),
-        times(),
-        uuid(),
-    )
-        .prop_map(
-            |(element_id, k, seq, hot_copy_id, participants, coord, txn_range, (b, e), parent)| {
-                let participants: Vec<Participant> = participants;
-                let kind = [
-                    ElementKind::Full,
-                    ElementKind::Incremental,
-                    ElementKind::Journal,
-                ][k as usize];
-                let full = kind == ElementKind::Full;
-                ElementInfo {
-                    element_id,
-                    kind,
-                    sequence: if full { 0 } else { seq },
-                    hot_copy_id,
-                    coordinator_start_id: coord.get(&participants).start_id,
-                    participants,
-                    txn_range,
-                    begin_micros: b,
-                    end_micros: e,
-                    parent: if full { None } else { Some(parent) },
-                }
-            },
-        )
-        .prop_filter("an element is not its own parent", |i| {
-            i.parent != Some(i.element_id)
+    let parts = proptest::collection::btree_map(any::<u64>(), any::<u64>(), 1..10)
+        .prop_map(|m| m.into_iter().map(|(archive_id, start_id)| Participant { start_id, archive_id }).collect());
+    (uuid(), 0u8..3, 1u32..1000, uuid(), parts, any::<prop::sample::Index>(), txn_range(), times(), uuid())
+        .prop_map(|(element_id, k, seq, hot_copy_id, participants, coord, txn_range, (b, e), parent)| {
+            let participants: Vec<Participant> = participants;
+            let kind = [ElementKind::Full, ElementKind::Incremental, ElementKind::Journal][k as usize];
+            let full = kind == ElementKind::Full;
+            ElementInfo {
+                element_id,
+                kind,
+                sequence: if full { 0 } else { seq },
+                hot_copy_id,
+                coordinator_start_id: coord.get(&participants).start_id,
+                participants,
+                txn_range,
+                begin_micros: b,
+                end_micros: e,
+                parent: if full { None } else { Some(parent) },
+            }
         })
+        .prop_filter("an element is not its own parent", |i| i.parent != Some(i.element_id))
 }
