@@ -425,10 +425,14 @@ impl Run<'_> {
     fn drain(&mut self) {
         while self.in_flight > 0 {
             if let Err(e) = self.ring.submit_and_wait(1) {
-                if e.raw_os_error() != Some(libc::EINTR) {
-                    // The ring is unusable; the kernel still owns the buffers of what is in flight, so leak the
-                    // pool rather than free memory the kernel may write to.
-                    panic!("io_uring_enter failed while draining: {e}");
+                if !matches!(e.raw_os_error(), Some(libc::EINTR) | Some(libc::EAGAIN) | Some(libc::EBUSY)) {
+                    // The ring is unusable while the kernel still owns the buffers of what is in flight: unwinding
+                    // would unmap memory the kernel may still write to, so stop the process instead.
+                    eprintln!(
+                        "backset-copier: io_uring_enter failed with {} operations in flight: {e}",
+                        self.in_flight
+                    );
+                    std::process::abort();
                 }
             }
             let done: Vec<u64> = self.ring.completion().map(|c| c.user_data()).collect();
