@@ -5,13 +5,14 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
-/// One unit of copying: a whole file, or a byte range of one.
+/// One unit of copying: a whole file, or a byte range of one; or, without a target, of reading and hashing.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CopyRequest {
     /// File to read.
     pub source: PathBuf,
-    /// File to create (must not exist; missing parent directories are created).
-    pub target: PathBuf,
+    /// File to create (must not exist; missing parent directories are created). `None`: read and hash only (what
+    /// a check of a backup set does).
+    pub target: Option<PathBuf>,
     /// First byte of the source to copy.
     pub offset: u64,
     /// Bytes to copy; `None` copies to the source's end as it is when opened.
@@ -21,12 +22,17 @@ pub struct CopyRequest {
 impl CopyRequest {
     /// Copy a whole file.
     pub fn file(source: impl Into<PathBuf>, target: impl Into<PathBuf>) -> Self {
-        Self { source: source.into(), target: target.into(), offset: 0, len: None }
+        Self { source: source.into(), target: Some(target.into()), offset: 0, len: None }
+    }
+
+    /// Read and hash a whole file without writing anything.
+    pub fn read(source: impl Into<PathBuf>) -> Self {
+        Self { source: source.into(), target: None, offset: 0, len: None }
     }
 
     /// Copy `len` bytes from `offset` (journal segments are copied up to a durable offset).
     pub fn range(source: impl Into<PathBuf>, target: impl Into<PathBuf>, offset: u64, len: u64) -> Self {
-        Self { source: source.into(), target: target.into(), offset, len: Some(len) }
+        Self { source: source.into(), target: Some(target.into()), offset, len: Some(len) }
     }
 }
 
@@ -35,7 +41,7 @@ impl CopyRequest {
 pub struct FileReport {
     /// Index of the request in the job.
     pub request: usize,
-    /// Bytes copied (the target's size).
+    /// Bytes copied (the target's size) or read.
     pub bytes: u64,
     /// BLAKE3 of the target's bytes (zero when hashing is off).
     pub hash: [u8; 32],
@@ -43,7 +49,7 @@ pub struct FileReport {
     pub chunk_hashes: Vec<[u8; 32]>,
     /// The source was read with O_DIRECT.
     pub direct_source: bool,
-    /// The target was written with O_DIRECT.
+    /// The target was written with O_DIRECT (false without a target).
     pub direct_target: bool,
 }
 

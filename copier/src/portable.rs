@@ -82,7 +82,10 @@ fn copy_one(
 ) -> Result<FileReport, CopyError> {
     let src = open_source(req, opts.direct)?;
     ctl.bytes_total.fetch_add(if req.len.is_none() { src.len } else { 0 }, Relaxed);
-    let dst = create_target(&req.target, opts.direct, &mut created.lock().unwrap())?;
+    let dst = match &req.target {
+        Some(t) => Some((create_target(t, opts.direct, &mut created.lock().unwrap())?, t)),
+        None => None,
+    };
     let mut hasher = FileHasher::new(opts.hash);
     let mut done = 0u64;
     while done < src.len {
@@ -110,14 +113,18 @@ fn copy_one(
             filled = (filled + n).min(want);
         }
         hasher.chunk(&bytes[..want]);
-        let write_len = io_len(want, dst.direct);
-        bytes[want..write_len].fill(0);
-        dst.file.write_all_at(&bytes[..write_len], done).map_err(|e| CopyError::io("write", &req.target, e))?;
+        if let Some((dst, path)) = &dst {
+            let write_len = io_len(want, dst.direct);
+            bytes[want..write_len].fill(0);
+            dst.file.write_all_at(&bytes[..write_len], done).map_err(|e| CopyError::io("write", path, e))?;
+        }
         done += want as u64;
         ctl.bytes_done.fetch_add(want as u64, Relaxed);
     }
-    truncate_target(&dst, src.len, &req.target)?;
-    dst.file.sync_all().map_err(|e| CopyError::io("fsync", &req.target, e))?;
+    if let Some((dst, path)) = &dst {
+        truncate_target(dst, src.len, path)?;
+        dst.file.sync_all().map_err(|e| CopyError::io("fsync", path, e))?;
+    }
     ctl.files_done.fetch_add(1, Relaxed);
     let (hash, chunk_hashes) = hasher.finish();
     Ok(FileReport {
@@ -126,6 +133,6 @@ fn copy_one(
         hash,
         chunk_hashes,
         direct_source: src.direct,
-        direct_target: dst.direct,
+        direct_target: dst.is_some_and(|(d, _)| d.direct),
     })
 }

@@ -82,7 +82,8 @@ fn raise_memlock() {
 struct OpenFile {
     request: usize,
     src: Source,
-    dst: Target,
+    /// `None` when the request only reads and hashes.
+    dst: Option<Target>,
     hasher: FileHasher,
     /// Next byte (relative to the copy's start) to read.
     next_read: u64,
@@ -194,7 +195,10 @@ impl Run<'_> {
             if req.len.is_none() {
                 self.ctl.bytes_total.fetch_add(src.len, Relaxed);
             }
-            let dst = create_target(&req.target, self.opts.direct, self.created)?;
+            let dst = match &req.target {
+                Some(t) => Some(create_target(t, self.opts.direct, self.created)?),
+                None => None,
+            };
             let slot = self.files.iter().position(Option::is_none).unwrap_or_else(|| {
                 self.files.push(None);
                 self.files.len() - 1
@@ -282,7 +286,7 @@ impl Run<'_> {
                 let ptr = self.pool.ptr(buf.index()).wrapping_add(*filled).cast_const();
                 let n = (len - filled) as u32;
                 let offset = rel + *filled as u64;
-                let fd = types::Fd(f.dst.file.as_raw_fd());
+                let fd = types::Fd(f.dst.as_ref().expect("writes only with a target").file.as_raw_fd());
                 if (buf.index() as usize) < self.registered {
                     opcode::WriteFixed::new(fd, ptr, n, buf.index()).offset(offset).build()
                 } else {
@@ -291,7 +295,8 @@ impl Run<'_> {
             }
             Op::Fsync { file } => {
                 let f = self.files[*file].as_ref().expect("open");
-                opcode::Fsync::new(types::Fd(f.dst.file.as_raw_fd())).build()
+                opcode::Fsync::new(types::Fd(f.dst.as_ref().expect("fsync only with a target").file.as_raw_fd()))
+                    .build()
             }
         }
     }
@@ -345,20 +350,19 @@ impl Run<'_> {
                 }
                 f.reads_in_flight -= 1;
                 f.ready.insert(rel, (buf, want));
-                self.hash_and_write(file);
-                Ok(())
+                self.hash_and_write(file)
             }
             Op::Write { file, buf, rel, len, data, filled } => {
                 let f = self.files[file].as_mut().expect("open");
                 if res < 0 {
                     self.pool.give_back(buf);
-                    return Err(CopyError::io("write", &self.reqs[f.request].target, errno(res)));
+                    return Err(CopyError::io("write", target_path(&self.reqs[f.request]), errno(res)));
                 }
                 let filled = filled + res as usize;
                 if res == 0 {
                     self.pool.give_back(buf);
                     let e = std::io::Error::new(std::io::ErrorKind::WriteZero, "the device accepted no bytes");
-                    return Err(CopyError::io("write", &self.reqs[f.request].target, e));
+                    return Err(CopyError::io("write", target_path(&self.reqs[f.request]), e));
                 }
                 if filled < len {
                     self.push(Op::Write { file, buf, rel, len, data, filled });
@@ -370,42 +374,54 @@ impl Run<'_> {
                 self.maybe_finish(file)
             }
             Op::Fsync { file } => {
-                let f = self.files[file].take().expect("open");
-                self.open -= 1;
                 if res < 0 {
-                    return Err(CopyError::io("fsync", &self.reqs[f.request].target, errno(res)));
+                    let request = &self.reqs[self.files[file].as_ref().expect("open").request];
+                    return Err(CopyError::io("fsync", target_path(request), errno(res)));
                 }
-                self.ctl.files_done.fetch_add(1, Relaxed);
-                let (hash, chunk_hashes) = f.hasher.finish();
-                self.reports[f.request] = Some(FileReport {
-                    request: f.request,
-                    bytes: f.src.len,
-                    hash,
-                    chunk_hashes,
-                    direct_source: f.src.direct,
-                    direct_target: f.dst.direct,
-                });
+                self.report(file);
                 Ok(())
             }
         }
     }
 
-    /// Hashes the reads that are next in file order and queues their writes.
-    fn hash_and_write(&mut self, file: usize) {
+    /// Closes a finished file and records its report.
+    fn report(&mut self, file: usize) {
+        let f = self.files[file].take().expect("open");
+        self.open -= 1;
+        self.ctl.files_done.fetch_add(1, Relaxed);
+        let (hash, chunk_hashes) = f.hasher.finish();
+        self.reports[f.request] = Some(FileReport {
+            request: f.request,
+            bytes: f.src.len,
+            hash,
+            chunk_hashes,
+            direct_source: f.src.direct,
+            direct_target: f.dst.as_ref().is_some_and(|d| d.direct),
+        });
+    }
+
+    /// Hashes the reads that are next in file order and queues their writes (or, reading only, frees them).
+    fn hash_and_write(&mut self, file: usize) -> Result<(), CopyError> {
         loop {
             let f = self.files[file].as_mut().expect("open");
             let Some((mut buf, data)) = f.ready.remove(&f.hashed) else {
                 break;
             };
             let rel = f.hashed;
-            let len = io_len(data, f.dst.direct);
             let bytes = self.pool.slice_mut(&mut buf);
             f.hasher.chunk(&bytes[..data]);
-            bytes[data..len].fill(0);
             f.hashed += data as u64;
+            let Some(dst) = &f.dst else {
+                self.pool.give_back(buf);
+                self.ctl.bytes_done.fetch_add(data as u64, Relaxed);
+                continue;
+            };
+            let len = io_len(data, dst.direct);
+            bytes[data..len].fill(0);
             f.writes_in_flight += 1;
             self.push(Op::Write { file, buf, rel, len, data, filled: 0 });
         }
+        self.maybe_finish(file)
     }
 
     /// Once every byte of a file is written: truncate a padded direct target, then fsync it through the ring.
@@ -415,7 +431,11 @@ impl Run<'_> {
         if !complete || f.fsync_submitted {
             return Ok(());
         }
-        truncate_target(&f.dst, f.src.len, &self.reqs[f.request].target)?;
+        let Some(dst) = &f.dst else {
+            self.report(file);
+            return Ok(());
+        };
+        truncate_target(dst, f.src.len, target_path(&self.reqs[f.request]))?;
         f.fsync_submitted = true;
         self.push(Op::Fsync { file });
         Ok(())
@@ -451,6 +471,10 @@ impl Run<'_> {
             }
         }
     }
+}
+
+fn target_path(req: &CopyRequest) -> &std::path::Path {
+    req.target.as_deref().expect("only requests with a target write")
 }
 
 fn errno(res: i32) -> std::io::Error {

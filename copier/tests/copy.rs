@@ -75,7 +75,7 @@ fn sizes_around_every_boundary_copy_exactly() {
         let report = copier.copy(&reqs, &ctl, None).unwrap();
         assert_eq!(report.backend, copier.backend());
         for ((r, req), bytes) in report.files.iter().zip(&reqs).zip(&contents) {
-            check_copy(r, &req.target, bytes);
+            check_copy(r, req.target.as_deref().unwrap(), bytes);
         }
         let p = ctl.progress();
         assert_eq!((p.files_done, p.files_total), (sizes.len() as u64, sizes.len() as u64));
@@ -131,7 +131,7 @@ fn byte_ranges_copy_exactly_aligned_or_not() {
             .collect();
         let report = copier.copy(&reqs, &JobControl::new(), None).unwrap();
         for ((r, req), &(o, l)) in report.files.iter().zip(&reqs).zip(&ranges) {
-            check_copy(r, &req.target, &bytes[o..o + l]);
+            check_copy(r, req.target.as_deref().unwrap(), &bytes[o..o + l]);
         }
         // An unaligned start is read through the page cache; an aligned one directly.
         assert!(!report.files[1].direct_source && report.files[2].direct_source);
@@ -267,7 +267,7 @@ fn many_small_files_copy_exactly() {
             .collect();
         let report = copier.copy(&reqs, &JobControl::new(), None).unwrap();
         for (r, req) in report.files.iter().zip(&reqs) {
-            check_copy(r, &req.target, &std::fs::read(&req.source).unwrap());
+            check_copy(r, req.target.as_deref().unwrap(), &std::fs::read(&req.source).unwrap());
         }
     }
 }
@@ -400,5 +400,33 @@ fn three_jobs_sharing_one_sm_limiter_never_exceed_its_budget() {
             "{backend:?}: 3 jobs read 24 MiB in {:?}, faster than the budget allows",
             started.elapsed()
         );
+    }
+}
+
+#[test]
+fn read_only_requests_hash_without_writing() {
+    for mut copier in backends() {
+        let dir = scratch();
+        let sizes = [0, 1, 4097, MIB, 5 * MIB + 3];
+        let mut reqs = vec![];
+        for (i, &size) in sizes.iter().enumerate() {
+            let src = dir.path().join(format!("f{i}"));
+            std::fs::write(&src, pattern(size, i as u64 + 20)).unwrap();
+            reqs.push(CopyRequest::read(&src));
+        }
+        // A copy in the same job works beside the reads.
+        reqs.push(CopyRequest::file(dir.path().join("f4"), dir.path().join("copy")));
+        let ctl = JobControl::new();
+        let report = copier.copy(&reqs, &ctl, None).unwrap();
+        for (i, &size) in sizes.iter().enumerate() {
+            let expected = pattern(size, i as u64 + 20);
+            assert_eq!(report.files[i].hash, *blake3::hash(&expected).as_bytes(), "{:?} file {i}", copier.backend());
+            assert_eq!(report.files[i].chunk_hashes, expected_chunks(&expected));
+            assert!(!report.files[i].direct_target);
+        }
+        check_copy(&report.files[5], &dir.path().join("copy"), &pattern(5 * MIB + 3, 24));
+        let names: Vec<_> = std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
+        assert_eq!(names.len(), sizes.len() + 1, "only the one copy was written: {names:?}");
+        assert_eq!(ctl.progress().bytes_done, sizes.iter().sum::<usize>() as u64 + (5 * MIB + 3) as u64);
     }
 }
