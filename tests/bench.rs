@@ -1,0 +1,81 @@
+//! End to end: `backset bench copy` and `backset bench disk` as the real binary on the real disk.
+
+use std::process::Command;
+
+fn backset(args: &[&std::ffi::OsStr]) -> (bool, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_backset")).args(args).output().unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn field<'a>(json: &'a str, name: &str) -> &'a str {
+    let start = json.find(&format!("\"{name}\": ")).unwrap_or_else(|| panic!("no {name} in {json}")) + name.len() + 4;
+    json[start..].split([',', '}']).next().unwrap().trim()
+}
+
+#[test]
+fn bench_copy_copies_a_tree_and_equal_trees_give_equal_manifests() {
+    let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    let src = dir.path().join("src");
+    std::fs::create_dir_all(src.join("a/b")).unwrap();
+    std::fs::write(src.join("one"), vec![1u8; 3 << 20]).unwrap();
+    std::fs::write(src.join("a/b/two"), b"two").unwrap();
+    std::fs::write(src.join("a/empty"), b"").unwrap();
+    let (ok, first, err) = backset(&[
+        "bench".as_ref(),
+        "copy".as_ref(),
+        src.as_os_str(),
+        dir.path().join("c1").as_os_str(),
+        "--json".as_ref(),
+    ]);
+    assert!(ok, "{err}");
+    assert_eq!(field(&first, "files"), "3");
+    assert_eq!(field(&first, "bytes"), ((3 << 20) + 3).to_string());
+    assert_eq!(std::fs::read(dir.path().join("c1/a/b/two")).unwrap(), b"two");
+    assert_eq!(std::fs::read(dir.path().join("c1/one")).unwrap(), vec![1u8; 3 << 20]);
+    // Copying the copy gives the same manifest hash.
+    let (ok, second, err) = backset(&[
+        "bench".as_ref(),
+        "copy".as_ref(),
+        dir.path().join("c1").as_os_str(),
+        dir.path().join("c2").as_os_str(),
+        "--json".as_ref(),
+        "--io".as_ref(),
+        "portable".as_ref(),
+    ]);
+    assert!(ok, "{err}");
+    assert_eq!(field(&second, "backend"), "\"portable\"");
+    assert_eq!(field(&first, "manifest_blake3"), field(&second, "manifest_blake3"));
+    // An existing target is refused, and a zero rate is a usage error.
+    let (ok, _, err) =
+        backset(&["bench".as_ref(), "copy".as_ref(), src.as_os_str(), dir.path().join("c1").as_os_str()]);
+    assert!(!ok && err.contains("exists"), "{err}");
+    let out = Command::new(env!("CARGO_BIN_EXE_backset"))
+        .args(["bench", "copy", "x", "y", "--max-rate", "0"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+}
+
+#[test]
+fn bench_disk_measures_and_cleans_up() {
+    let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    let (ok, out, err) = backset(&[
+        "bench".as_ref(),
+        "disk".as_ref(),
+        dir.path().as_os_str(),
+        "--size-mib".as_ref(),
+        "8".as_ref(),
+        "--json".as_ref(),
+    ]);
+    assert!(ok, "{err}");
+    assert_eq!(field(&out, "bytes"), (8u64 << 20).to_string());
+    for f in ["write_mb_per_sec", "read_mb_per_sec", "copy_mb_per_sec"] {
+        assert!(field(&out, f).parse::<f64>().unwrap() > 0.0, "{f} in {out}");
+    }
+    assert!(field(&out, "suggested_max_rate_mb").parse::<u64>().unwrap() >= 1);
+    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0, "the scratch directory is removed");
+}
