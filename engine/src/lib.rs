@@ -1,3 +1,18 @@
-//! `backset-engine`: the `Archive` trait, the reference store, hot copy jobs, restore and check.
+//! `backset-engine`: the [`Archive`] trait, the reference store, and (to come) hot copy jobs, restore and check.
 //!
-//! Skeleton: the engine arrives with its own issue (see DESIGN.md, "Hot copy: the consistency rule").
+//! - [`archive`]: the [`Archive`] trait an SM implements to be hot-copied, with the guarantees a hot copy relies on
+//!   (see DESIGN.md, "Hot copy: the consistency rule"). `examples/embed.rs` is a minimal SM implementing it.
+//! - [`store`]: the reference store, a small real key/value SM (group commit, checkpointer, recovery, storage
+//!   groups, journal-hot-copy retention), the embedded default of the server, the tests and the benchmarks.
+//! - [`workload`]: a seeded workload generator that records every acknowledged transaction (a replay oracle).
+//! - [`bulk`]: a bulk loader that writes gigabytes of atoms directly, for benchmarks.
+//! - [`limits`]: every bound the engine puts on sizes, counts and durations.
+
+pub mod archive;
+pub mod bulk;
+pub mod limits;
+pub mod store;
+pub mod workload;
+
+pub use archive::{Archive, ArchiveError, ArchiveIdentity, AtomFile, JournalPin, JournalSlice};
+pub use store::{Committed, Config, Database, StorageGroup, Txn};

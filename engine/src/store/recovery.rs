@@ -1,0 +1,262 @@
+//! Recovery of one archive directory: atom headers, then the journal replayed over them.
+//!
+//! 1. Every `atoms/<16 hex>` file's header is read (its LSN); bodies are loaded lazily, when an atom is first used.
+//!    Leftover `atoms/.tmp-*` files of an interrupted checkpoint are removed.
+//! 2. Every `journal/<16 hex>` segment is read in number order, one at a time. Each must start with a valid segment
+//!    header of this database; numbering may start above 1 and have gaps (a restored or recycled journal), and the
+//!    first record need not be the header's `first_txn` (a restore may put a header in front of a mid-segment
+//!    slice). Transaction ids must increase across all segments.
+//! 3. Each record's operations are applied to the atoms whose LSN is below the record's txn id (the atom file
+//!    already holds the others), so replay is idempotent: recovering twice gives the same state.
+//! 4. A torn tail (FORMAT.md: an incomplete last record with nothing valid after it) is allowed only in the last
+//!    segment; recovery truncates it. A last segment whose header itself is torn (a crash while creating it; nothing
+//!    in it was acknowledged) is removed. Anything else that does not parse is an error naming the file and offset.
+//!
+//! Read-only recovery ([`read_archive`]) does the same without changing any file.
+
+use std::collections::BTreeMap;
+use std::fs::{self, OpenOptions};
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+use backset_format::journal::SEGMENT_HEADER_BYTES;
+use backset_format::layout::{parse_id_name, ATOMS_DIR, JOURNAL_DIR};
+use backset_format::limits::MAX_SEGMENT_BYTES;
+use backset_format::{read_segment, RecordReader, Tail};
+use uuid::Uuid;
+
+use crate::store::codec::decode_payload;
+use crate::store::data::{read_atom_header, AtomSlot, Data};
+use crate::store::error::StoreError;
+use crate::store::journal::Segment;
+use crate::store::sync_dir;
+
+/// What recovery found.
+#[derive(Debug)]
+pub(crate) struct Recovered {
+    /// Atoms (headers read, replayed ones loaded and dirty).
+    pub data: Data,
+    /// Segments and their record index.
+    pub segments: BTreeMap<u64, Segment>,
+    /// Highest txn id seen: last record, or highest atom LSN.
+    pub last_txn: u64,
+    /// Highest commit timestamp seen in the journal.
+    pub last_timestamp_micros: u64,
+    /// Database id of the segments, if there are any.
+    pub database_id: Option<Uuid>,
+    /// Records that changed at least one atom.
+    pub records_replayed: u64,
+    /// Torn tails found (and truncated when recovering live): `(segment, offset, len)`.
+    pub torn: Vec<(u64, u64, u64)>,
+}
+
+fn list_ids(dir: &Path) -> Result<Vec<(u64, PathBuf)>, StoreError> {
+    let mut out = Vec::new();
+    for entry in fs::read_dir(dir).map_err(StoreError::io("read directory", dir))? {
+        let entry = entry.map_err(StoreError::io("read directory", dir))?;
+        if let Some(id) = entry.file_name().to_str().and_then(parse_id_name) {
+            out.push((id, entry.path()));
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
+/// Recovers the archive in `dir`. `live`: create missing directories, remove leftovers, truncate a torn tail;
+/// otherwise change nothing. `expect_db`: refuse segments of another database.
+pub(crate) fn recover(dir: &Path, expect_db: Option<Uuid>, live: bool) -> Result<Recovered, StoreError> {
+    let atoms_dir = dir.join(ATOMS_DIR);
+    let journal_dir = dir.join(JOURNAL_DIR);
+    if live {
+        for d in [&atoms_dir, &journal_dir] {
+            if !d.is_dir() {
+                fs::create_dir_all(d).map_err(StoreError::io("create directory", d))?;
+                sync_dir(dir)?;
+            }
+        }
+        for entry in fs::read_dir(&atoms_dir).map_err(StoreError::io("read directory", &atoms_dir))? {
+            let entry = entry.map_err(StoreError::io("read directory", &atoms_dir))?;
+            if entry.file_name().to_string_lossy().starts_with(backset_format::fsio::TMP_FILE_PREFIX) {
+                let p = entry.path();
+                fs::remove_file(&p).map_err(StoreError::io("remove", &p))?;
+            }
+        }
+    } else if !atoms_dir.is_dir() && !journal_dir.is_dir() {
+        return Err(StoreError::Damaged {
+            path: dir.to_path_buf(),
+            reason: "not an archive: it has neither atoms/ nor journal/".into(),
+        });
+    }
+
+    let mut data = Data::new(atoms_dir.clone());
+    let mut max_lsn = 0;
+    if atoms_dir.is_dir() {
+        for (atom_id, path) in list_ids(&atoms_dir)? {
+            let Some(h) = read_atom_header(&path)? else { continue };
+            if h.atom_id != atom_id {
+                return Err(StoreError::Damaged {
+                    path,
+                    reason: format!(
+                        "the file holds atom {:#x} but is named for atom {atom_id:#x}; it was renamed, restore it from a \
+                         copy",
+                        h.atom_id
+                    ),
+                });
+            }
+            max_lsn = max_lsn.max(h.lsn);
+            data.atoms.insert(atom_id, AtomSlot::unloaded(h.lsn, h.body_len));
+        }
+    }
+
+    let mut rec = Recovered {
+        data,
+        segments: BTreeMap::new(),
+        last_txn: 0,
+        last_timestamp_micros: 0,
+        database_id: expect_db,
+        records_replayed: 0,
+        torn: Vec::new(),
+    };
+    let segment_files = if journal_dir.is_dir() { list_ids(&journal_dir)? } else { Vec::new() };
+    let count = segment_files.len();
+    let mut prev_txn = 0u64;
+    for (i, (number, path)) in segment_files.into_iter().enumerate() {
+        let is_last = i + 1 == count;
+        let bytes = read_file_bounded(&path)?;
+        let (header, mut reader) = match read_segment(&bytes) {
+            Ok(x) => x,
+            Err(e) if is_last && holds_no_record(number, &bytes, prev_txn) => {
+                // A crash while the segment was being created: its header never became durable, so nothing in it
+                // was acknowledged.
+                tracing::warn!(path = %path.display(), error = %e, "removing a last journal segment with a torn header");
+                if live {
+                    fs::remove_file(&path).map_err(StoreError::io("remove", &path))?;
+                    sync_dir(&journal_dir)?;
+                }
+                continue;
+            }
+            Err(source) => return Err(StoreError::Journal { path, source }),
+        };
+        if header.segment != number {
+            return Err(StoreError::Damaged {
+                path,
+                reason: format!(
+                    "the file is named for segment {number} but its header says {}; it was renamed, restore it",
+                    header.segment
+                ),
+            });
+        }
+        match rec.database_id {
+            Some(id) if id != header.database_id => {
+                return Err(StoreError::WrongDatabase { path, expected: id, found: header.database_id })
+            }
+            _ => rec.database_id = Some(header.database_id),
+        }
+        let mut records = Vec::new();
+        for r in &mut reader {
+            let r = r.map_err(|source| StoreError::Journal { path: path.clone(), source })?;
+            if r.txn_id <= prev_txn {
+                return Err(StoreError::Damaged {
+                    path,
+                    reason: format!(
+                        "record at offset {} has transaction id {} but an earlier segment ends at {prev_txn}; \
+                         transaction ids must increase across segments, the journal is damaged",
+                        r.offset, r.txn_id
+                    ),
+                });
+            }
+            let ops = decode_payload(r.payload).map_err(|reason| StoreError::Damaged {
+                path: path.clone(),
+                reason: format!(
+                    "record of transaction {} at offset {} does not decode: {reason}; it was not written by the \
+                     reference store",
+                    r.txn_id, r.offset
+                ),
+            })?;
+            if rec.data.apply(r.txn_id, &ops)? > 0 {
+                rec.records_replayed += 1;
+            }
+            records.push((r.txn_id, r.offset));
+            prev_txn = r.txn_id;
+            rec.last_timestamp_micros = rec.last_timestamp_micros.max(r.timestamp_micros);
+        }
+        let valid_end = reader.valid_end();
+        if let Some(Tail::Torn { offset, len }) = reader.tail() {
+            if !is_last {
+                return Err(StoreError::Damaged {
+                    path,
+                    reason: format!(
+                        "{len} bytes at offset {offset} are an incomplete record, but this is not the last segment \
+                         (only the last one can be cut short by a crash); the journal is damaged"
+                    ),
+                });
+            }
+            tracing::warn!(path = %path.display(), offset, len, "truncating the torn tail of the journal");
+            if live {
+                let f = OpenOptions::new().write(true).open(&path).map_err(StoreError::io("open", &path))?;
+                f.set_len(offset).map_err(StoreError::io("truncate", &path))?;
+                f.sync_all().map_err(StoreError::io("fsync", &path))?;
+            }
+            rec.torn.push((number, offset, len));
+        }
+        rec.segments
+            .insert(number, Segment { number, path, header_first_txn: header.first_txn, records, len: valid_end });
+    }
+    rec.last_txn = prev_txn.max(max_lsn);
+    rec.data.applied_upto = rec.last_txn;
+    Ok(rec)
+}
+
+/// Whether a segment whose header does not parse holds no valid record either (so it is a torn creation).
+fn holds_no_record(number: u64, bytes: &[u8], prev_txn: u64) -> bool {
+    let rest = bytes.get(SEGMENT_HEADER_BYTES..).unwrap_or(&[]);
+    RecordReader::new(number, SEGMENT_HEADER_BYTES as u64, rest, prev_txn).next().is_none()
+}
+
+fn read_file_bounded(path: &Path) -> Result<Vec<u8>, StoreError> {
+    let f = fs::File::open(path).map_err(StoreError::io("open", path))?;
+    let mut bytes = Vec::new();
+    f.take(MAX_SEGMENT_BYTES + 1).read_to_end(&mut bytes).map_err(StoreError::io("read", path))?;
+    Ok(bytes)
+}
+
+/// The content of one archive directory, as [`read_archive`] rebuilds it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ArchiveData {
+    /// Every key/value pair, sorted by key.
+    pub entries: BTreeMap<Vec<u8>, Vec<u8>>,
+    /// Highest transaction id in the archive (last journal record or highest atom LSN).
+    pub last_txn: u64,
+    /// Atom files and atoms rebuilt from the journal that hold at least one key.
+    pub atoms: usize,
+    /// Journal records that changed at least one atom.
+    pub records_replayed: u64,
+    /// Database id from the journal segment headers, if there is a segment.
+    pub database_id: Option<Uuid>,
+    /// Whether the last segment ends with a torn tail (left in place: nothing is changed).
+    pub torn_tail: bool,
+}
+
+/// Reads one archive directory (`atoms/` and `journal/`, such as a restore produces) on its own, without changing
+/// any file: loads every atom and replays the journal over it, exactly as recovery does. For restore verification
+/// and `archive dump`. Holds the whole archive's data in memory.
+pub fn read_archive(dir: &Path) -> Result<ArchiveData, StoreError> {
+    let mut rec = recover(dir, None, false)?;
+    let ids: Vec<u64> = rec.data.atoms.keys().copied().collect();
+    let mut entries = BTreeMap::new();
+    let mut atoms = 0;
+    for id in ids {
+        let pairs = rec.data.pairs(id)?;
+        atoms += usize::from(!pairs.is_empty());
+        entries.extend(pairs);
+    }
+    rec.data.atoms.clear();
+    Ok(ArchiveData {
+        entries,
+        last_txn: rec.last_txn,
+        atoms,
+        records_replayed: rec.records_replayed,
+        database_id: rec.database_id,
+        torn_tail: !rec.torn.is_empty(),
+    })
+}
