@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 
 use crate::error::CopyError;
 use crate::job::CopyRequest;
-use crate::limits::DIRECT_ALIGN;
+use crate::limits::{BUFFER_BYTES, DIRECT_ALIGN};
 
 /// An open source file and the bytes to copy from it.
 #[derive(Debug)]
@@ -28,48 +28,70 @@ pub(crate) struct Target {
     pub(crate) direct: bool,
 }
 
-/// Direct-I/O alignment the file system asks for, from `statx` `STATX_DIOALIGN` (Linux 6.1+): `None` when the file
-/// does not support direct I/O, `Some(0)` when the kernel does not say.
-fn dio_align(file: &File) -> Option<u32> {
+/// Flags every source is opened with. O_NONBLOCK keeps the open of a FIFO or device from hanging; it is cleared
+/// again once `statx` shows a regular file ([`set_flags`]).
+pub(crate) const SOURCE_OPEN_FLAGS: i32 = libc::O_RDONLY | libc::O_CLOEXEC | libc::O_NOCTTY | libc::O_NONBLOCK;
+/// Flags every target is created with: never an existing file, never through a symlink.
+pub(crate) const TARGET_OPEN_FLAGS: i32 =
+    libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL | libc::O_NOFOLLOW | libc::O_CLOEXEC | libc::O_NOCTTY;
+/// Mode of a new target (before the umask).
+pub(crate) const TARGET_MODE: u32 = 0o644;
+/// What `statx` is asked about a source or target.
+pub(crate) const STATX_MASK: u32 = libc::STATX_TYPE | libc::STATX_SIZE | libc::STATX_DIOALIGN;
+
+/// `statx` of an open file (the portable backend; the ring does the same through `IORING_OP_STATX`).
+pub(crate) fn statx_fd(file: &File) -> std::io::Result<libc::statx> {
     let mut stx = std::mem::MaybeUninit::<libc::statx>::zeroed();
     // SAFETY: statx on an open descriptor with AT_EMPTY_PATH and an empty C string writes at most one `statx`
     // into the buffer, which is sized for it; the result is checked before the buffer is read.
-    let rc = unsafe {
-        libc::statx(file.as_raw_fd(), c"".as_ptr(), libc::AT_EMPTY_PATH, libc::STATX_DIOALIGN, stx.as_mut_ptr())
-    };
+    let rc = unsafe { libc::statx(file.as_raw_fd(), c"".as_ptr(), libc::AT_EMPTY_PATH, STATX_MASK, stx.as_mut_ptr()) };
     if rc != 0 {
-        return Some(0);
+        return Err(std::io::Error::last_os_error());
     }
     // SAFETY: statx returned 0, so it filled the structure (which was zeroed before anyway).
-    let stx = unsafe { stx.assume_init() };
-    if stx.stx_mask & libc::STATX_DIOALIGN == 0 {
-        return Some(0);
-    }
-    (stx.stx_dio_offset_align != 0).then(|| stx.stx_dio_offset_align.max(stx.stx_dio_mem_align))
+    Ok(unsafe { stx.assume_init() })
 }
 
-/// Turns O_DIRECT on for an open file when the file system supports it at an alignment the copier meets.
-fn try_direct(file: &File) -> bool {
-    match dio_align(file) {
-        None => return false,
-        Some(a) if a as usize > DIRECT_ALIGN => return false,
-        Some(_) => {}
+/// Whether direct I/O at [`DIRECT_ALIGN`] may work, from `statx` `STATX_DIOALIGN` (Linux 6.1+): false when the file
+/// system says it does not support direct I/O or asks for more alignment; true when it agrees or does not say (the
+/// `fcntl` in [`set_flags`] then decides).
+fn direct_possible(stx: &libc::statx) -> bool {
+    if stx.stx_mask & libc::STATX_DIOALIGN == 0 {
+        return true;
     }
+    stx.stx_dio_offset_align != 0 && stx.stx_dio_offset_align.max(stx.stx_dio_mem_align) as usize <= DIRECT_ALIGN
+}
+
+/// Clears O_NONBLOCK and, when `direct`, sets O_DIRECT. Returns whether O_DIRECT is on: a file system that refuses
+/// it gets buffered I/O for this file.
+pub(crate) fn set_flags(file: &File, direct: bool) -> bool {
     let fd = file.as_raw_fd();
     // SAFETY: F_GETFL/F_SETFL on a descriptor we own change only its status flags; results are checked.
     unsafe {
         let flags = libc::fcntl(fd, libc::F_GETFL);
-        flags >= 0 && libc::fcntl(fd, libc::F_SETFL, flags | libc::O_DIRECT) == 0
+        if flags < 0 {
+            return false;
+        }
+        let flags = flags & !libc::O_NONBLOCK;
+        if direct && libc::fcntl(fd, libc::F_SETFL, flags | libc::O_DIRECT) == 0 {
+            return true;
+        }
+        libc::fcntl(fd, libc::F_SETFL, flags);
     }
+    false
 }
 
-pub(crate) fn open_source(req: &CopyRequest, want_direct: bool) -> Result<Source, CopyError> {
-    let file = File::open(&req.source).map_err(|e| CopyError::io("open", &req.source, e))?;
-    let md = file.metadata().map_err(|e| CopyError::io("stat", &req.source, e))?;
-    if !md.is_file() {
+/// Checks an opened source against its request and sets it up for reading.
+pub(crate) fn source_from_stat(
+    req: &CopyRequest,
+    file: File,
+    stx: &libc::statx,
+    want_direct: bool,
+) -> Result<Source, CopyError> {
+    if u32::from(stx.stx_mode) & libc::S_IFMT != libc::S_IFREG {
         return Err(CopyError::BadRequest { path: req.source.clone(), reason: "not a regular file".into() });
     }
-    let size = md.len();
+    let size = stx.stx_size;
     let len = match req.len {
         None if req.offset <= size => size - req.offset,
         Some(len) if req.offset.checked_add(len).is_some_and(|end| end <= size) => len,
@@ -82,24 +104,97 @@ pub(crate) fn open_source(req: &CopyRequest, want_direct: bool) -> Result<Source
         }
     };
     // Unaligned ranges (journal slices start at record boundaries) are read through the page cache.
-    let direct = want_direct && req.offset % DIRECT_ALIGN as u64 == 0 && try_direct(&file);
+    let want_direct = want_direct && req.offset % DIRECT_ALIGN as u64 == 0 && direct_possible(stx);
+    let direct = set_flags(&file, want_direct);
     Ok(Source { file, direct, offset: req.offset, len })
 }
 
-pub(crate) fn create_target(path: &Path, want_direct: bool, created: &mut Created) -> Result<Target, CopyError> {
+/// Sets up a newly created target for writing; `stx` is its `statx`, needed only when direct I/O is wanted.
+pub(crate) fn target_from_stat(file: File, stx: Option<&libc::statx>, want_direct: bool) -> Target {
+    let direct = set_flags(&file, want_direct && stx.is_some_and(direct_possible));
+    Target { file, direct }
+}
+
+pub(crate) fn open_source(req: &CopyRequest, want_direct: bool) -> Result<Source, CopyError> {
+    let file = OpenOptions::new()
+        .read(true)
+        .custom_flags(SOURCE_OPEN_FLAGS & !libc::O_RDONLY)
+        .open(&req.source)
+        .map_err(|e| CopyError::io("open", &req.source, e))?;
+    let stx = statx_fd(&file).map_err(|e| CopyError::io("stat", &req.source, e))?;
+    source_from_stat(req, file, &stx, want_direct)
+}
+
+/// The error for a failed target creation.
+pub(crate) fn create_error(path: &Path, e: std::io::Error) -> CopyError {
+    match e.kind() {
+        std::io::ErrorKind::AlreadyExists => CopyError::TargetExists { path: path.to_path_buf() },
+        _ => CopyError::io("create", path, e),
+    }
+}
+
+/// Creates a new target for `len` bytes and allocates its blocks up front (the size rounded up to the direct-I/O
+/// alignment when direct): see [`allocation_len`].
+pub(crate) fn create_target(
+    path: &Path,
+    len: u64,
+    want_direct: bool,
+    created: &mut Created,
+) -> Result<Target, CopyError> {
     if let Some(parent) = path.parent() {
         created.create_dirs(parent)?;
     }
-    let file =
-        OpenOptions::new().write(true).create_new(true).mode(0o644).custom_flags(libc::O_NOFOLLOW).open(path).map_err(
-            |e| match e.kind() {
-                std::io::ErrorKind::AlreadyExists => CopyError::TargetExists { path: path.to_path_buf() },
-                _ => CopyError::io("create", path, e),
-            },
-        )?;
-    created.files.push(path.to_path_buf());
-    let direct = want_direct && try_direct(&file);
-    Ok(Target { file, direct })
+    let file = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(TARGET_MODE)
+        .custom_flags(TARGET_OPEN_FLAGS & !(libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL))
+        .open(path)
+        .map_err(|e| create_error(path, e))?;
+    created.record_file(path);
+    let stx = if want_direct { Some(statx_fd(&file).map_err(|e| CopyError::io("stat", path, e))?) } else { None };
+    let target = target_from_stat(file, stx.as_ref(), want_direct);
+    preallocate(&target.file, allocation_len(len, target.direct)).map_err(|e| CopyError::io("allocate", path, e))?;
+    Ok(target)
+}
+
+/// Bytes to allocate up front for a target of `len` bytes: none for a file of one buffer or less (one write, nothing
+/// to run in parallel, and an allocation would cost small files an extra operation). Larger files get their blocks
+/// in one piece; writes then overwrite allocated blocks inside the file's size, which ext4 and xfs accept under a
+/// shared inode lock (writes that extend a file may be serialised); and a full file system fails before any byte is
+/// copied. Rounded up to the direct-I/O alignment when direct (the padded last write stays inside).
+pub(crate) fn allocation_len(len: u64, direct: bool) -> u64 {
+    if len <= BUFFER_BYTES as u64 {
+        0
+    } else if direct {
+        len.next_multiple_of(DIRECT_ALIGN as u64)
+    } else {
+        len
+    }
+}
+
+/// `fallocate(2)` of `len` bytes from offset 0, growing the file's size to `len`. File systems without it
+/// (EOPNOTSUPP) simply get the writes unallocated.
+fn preallocate(file: &File, len: u64) -> std::io::Result<()> {
+    if len == 0 {
+        return Ok(());
+    }
+    let len = i64::try_from(len).map_err(|_| std::io::Error::from_raw_os_error(libc::EFBIG))?;
+    // SAFETY: fallocate on a descriptor we own, with mode 0 (allocate and extend); it touches no user memory.
+    let rc = unsafe { libc::fallocate(file.as_raw_fd(), 0, 0, len) };
+    if rc == 0 {
+        return Ok(());
+    }
+    let e = std::io::Error::last_os_error();
+    if e.raw_os_error().is_some_and(allocation_unsupported) {
+        return Ok(());
+    }
+    Err(e)
+}
+
+/// Whether a failed `fallocate` only means the file system cannot allocate ahead (the copy goes on without).
+pub(crate) fn allocation_unsupported(errno: i32) -> bool {
+    errno == libc::EOPNOTSUPP
 }
 
 /// Length to ask of a read or write of `len` bytes: rounded up to the direct-I/O alignment when direct.
@@ -157,8 +252,13 @@ pub(crate) struct Created {
 }
 
 impl Created {
+    /// Remembers a target the job created.
+    pub(crate) fn record_file(&mut self, path: &Path) {
+        self.files.push(path.to_path_buf());
+    }
+
     /// Creates `dir` and its missing ancestors, remembering which ones were new.
-    fn create_dirs(&mut self, dir: &Path) -> Result<(), CopyError> {
+    pub(crate) fn create_dirs(&mut self, dir: &Path) -> Result<(), CopyError> {
         let mut missing = Vec::new();
         let mut d = Some(dir);
         while let Some(p) = d.filter(|p| !p.as_os_str().is_empty() && !p.exists()) {

@@ -83,7 +83,7 @@ fn copy_one(
     let src = open_source(req, opts.direct)?;
     ctl.bytes_total.fetch_add(if req.len.is_none() { src.len } else { 0 }, Relaxed);
     let dst = match &req.target {
-        Some(t) => Some((create_target(t, opts.direct, &mut created.lock().unwrap())?, t)),
+        Some(t) => Some((create_target(t, src.len, opts.direct, &mut created.lock().unwrap())?, t)),
         None => None,
     };
     let mut hasher = FileHasher::new(opts.hash);

@@ -1,20 +1,31 @@
 //! The io_uring backend: one thread, one ring, the pool's buffers registered with it.
 //!
+//! Every step of a file goes through the ring, for up to `MAX_OPEN_FILES` files at once: open the source and create
+//! the target, `statx` both, allocate the target (`fallocate`), read, write, fsync, close both. Only flag changes
+//! (`fcntl`), directory creation and the truncation after a padded direct write are plain system calls.
+//!
 //! For each file the loop keeps reads in flight into free buffers; a read that completes waits in its buffer until
 //! the reads before it in the file are hashed (BLAKE3 needs the bytes in order), is hashed straight from the
 //! buffer, then written from the same buffer. When a file's last write completes it is truncated (after a padded
 //! direct write) and fsynced through the ring. Short reads and writes are resubmitted for their remainder; nothing
 //! relies on linked operations.
 
+use std::cell::UnsafeCell;
 use std::collections::BTreeMap;
-use std::os::fd::AsRawFd;
+use std::ffi::CString;
+use std::fs::File;
+use std::os::fd::{AsRawFd, FromRawFd, IntoRawFd};
+use std::os::unix::ffi::OsStrExt;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::{Duration, Instant};
 
 use io_uring::{opcode, squeue, types, IoUring};
 
 use crate::error::CopyError;
-use crate::file::{create_target, io_len, open_source, truncate_target, Created, FileHasher, Source, Target};
+use crate::file::{
+    allocation_len, allocation_unsupported, create_error, io_len, source_from_stat, target_from_stat, truncate_target,
+    Created, FileHasher, Source, Target, SOURCE_OPEN_FLAGS, STATX_MASK, TARGET_MODE, TARGET_OPEN_FLAGS,
+};
 use crate::job::{CopyRequest, FileReport, JobControl, Throttle};
 use crate::limits::{BUFFER_BYTES, CANCEL_POLL_MS, MAX_OPEN_FILES, MAX_RING_ENTRIES};
 use crate::pool::{Buf, BufferPool};
@@ -62,10 +73,11 @@ impl Uring {
     }
 }
 
-/// Ring size for a pool of `buffers`: every buffer can be in one read or write and every open file in one fsync,
-/// so operations in flight never exceed the ring, whatever order completions come in.
+/// Ring size for a pool of `buffers`: every buffer can be in one read or write and every open file in at most two
+/// other operations (open, statx or close of source and target; fallocate; fsync), so operations in flight never
+/// exceed the ring, whatever order completions come in.
 pub(crate) fn ring_entries(buffers: usize) -> u32 {
-    ((buffers + MAX_OPEN_FILES).next_power_of_two() as u32).min(MAX_RING_ENTRIES)
+    ((buffers + 2 * MAX_OPEN_FILES).next_power_of_two() as u32).min(MAX_RING_ENTRIES)
 }
 
 fn raise_memlock() {
@@ -79,9 +91,41 @@ fn raise_memlock() {
     }
 }
 
+/// Where a file is in its life; `setup` counts the operations of the stage still in flight.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Stage {
+    /// Source being opened, target being created.
+    Opening,
+    /// `statx` of both.
+    Stating,
+    /// `fallocate` of the target.
+    Allocating,
+    /// Reads and writes.
+    Copying,
+    /// Fsync of the target.
+    Syncing,
+    /// Closing both; the report is ready.
+    Closing,
+}
+
+/// Which side of a file an operation is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Side {
+    Source,
+    Target,
+}
+
 struct OpenFile {
     request: usize,
-    src: Source,
+    stage: Stage,
+    /// Operations of the current setup or closing stage in flight.
+    setup: usize,
+    /// Opened descriptors, until `statx` made them a `Source` / `Target`.
+    src_file: Option<File>,
+    dst_file: Option<File>,
+    src_stat: Option<Box<libc::statx>>,
+    dst_stat: Option<Box<libc::statx>>,
+    src: Option<Source>,
     /// `None` when the request only reads and hashes.
     dst: Option<Target>,
     hasher: FileHasher,
@@ -93,13 +137,56 @@ struct OpenFile {
     ready: BTreeMap<u64, (Buf, usize)>,
     reads_in_flight: usize,
     writes_in_flight: usize,
-    fsync_submitted: bool,
+    /// Set once the target is durable (or, reading only, the last byte hashed), while the descriptors close.
+    report: Option<FileReport>,
+}
+
+impl OpenFile {
+    fn src(&self) -> &Source {
+        self.src.as_ref().expect("source set up before copying")
+    }
 }
 
 enum Op {
-    Read { file: usize, buf: Buf, rel: u64, want: usize, filled: usize },
-    Write { file: usize, buf: Buf, rel: u64, len: usize, data: usize, filled: usize },
-    Fsync { file: usize },
+    /// Open the source or create the target; the path must live until the operation completes.
+    Open {
+        file: usize,
+        side: Side,
+        path: CString,
+    },
+    /// `statx` into a buffer that lives until the operation completes.
+    Statx {
+        file: usize,
+        side: Side,
+        buf: Box<UnsafeCell<libc::statx>>,
+    },
+    Fallocate {
+        file: usize,
+    },
+    Read {
+        file: usize,
+        buf: Buf,
+        rel: u64,
+        want: usize,
+        filled: usize,
+    },
+    Write {
+        file: usize,
+        buf: Buf,
+        rel: u64,
+        len: usize,
+        data: usize,
+        filled: usize,
+    },
+    Fsync {
+        file: usize,
+    },
+    /// Close a descriptor taken out of its `File`.
+    Close {
+        file: usize,
+        side: Side,
+        fd: i32,
+    },
 }
 
 struct Run<'a> {
@@ -186,17 +273,21 @@ impl Run<'_> {
         }
     }
 
+    /// Starts new files while fewer than `MAX_OPEN_FILES` are open: queues the source's open and the target's
+    /// creation (its missing directories are made first, synchronously).
     fn open_files(&mut self) -> Result<(), CopyError> {
         while self.open < MAX_OPEN_FILES && self.next_request < self.reqs.len() {
             let i = self.next_request;
             let req = &self.reqs[i];
             self.next_request += 1;
-            let src = open_source(req, self.opts.direct)?;
-            if req.len.is_none() {
-                self.ctl.bytes_total.fetch_add(src.len, Relaxed);
-            }
-            let dst = match &req.target {
-                Some(t) => Some(create_target(t, self.opts.direct, self.created)?),
+            let src_path = c_path(&req.source)?;
+            let dst_path = match &req.target {
+                Some(t) => {
+                    if let Some(parent) = t.parent() {
+                        self.created.create_dirs(parent)?;
+                    }
+                    Some(c_path(t)?)
+                }
                 None => None,
             };
             let slot = self.files.iter().position(Option::is_none).unwrap_or_else(|| {
@@ -205,35 +296,118 @@ impl Run<'_> {
             });
             self.files[slot] = Some(OpenFile {
                 request: i,
-                src,
-                dst,
+                stage: Stage::Opening,
+                setup: 0,
+                src_file: None,
+                dst_file: None,
+                src_stat: None,
+                dst_stat: None,
+                src: None,
+                dst: None,
                 hasher: FileHasher::new(self.opts.hash),
                 next_read: 0,
                 hashed: 0,
                 ready: BTreeMap::new(),
                 reads_in_flight: 0,
                 writes_in_flight: 0,
-                fsync_submitted: false,
+                report: None,
             });
             self.open += 1;
-            // An empty file has nothing to read: finish it straight away.
-            self.maybe_finish(slot)?;
+            self.push_setup(Op::Open { file: slot, side: Side::Source, path: src_path });
+            if let Some(path) = dst_path {
+                self.push_setup(Op::Open { file: slot, side: Side::Target, path });
+            }
         }
         Ok(())
+    }
+
+    /// Queues an operation of a file's setup or closing stage.
+    fn push_setup(&mut self, op: Op) {
+        let (Op::Open { file, .. } | Op::Statx { file, .. } | Op::Fallocate { file } | Op::Close { file, .. }) = op
+        else {
+            unreachable!("only setup and closing operations")
+        };
+        self.files[file].as_mut().expect("open").setup += 1;
+        self.push(op);
+    }
+
+    /// A setup or closing operation of `file` completed: when it was the stage's last, moves to the next stage.
+    fn setup_done(&mut self, file: usize) -> Result<(), CopyError> {
+        let f = self.files[file].as_mut().expect("open");
+        f.setup -= 1;
+        if f.setup > 0 {
+            return Ok(());
+        }
+        match f.stage {
+            Stage::Opening => {
+                f.stage = Stage::Stating;
+                let want_dst_stat = f.dst_file.is_some() && self.opts.direct;
+                self.push_setup(Op::Statx { file, side: Side::Source, buf: Box::new(UnsafeCell::new(zeroed_statx())) });
+                if want_dst_stat {
+                    self.push_setup(Op::Statx {
+                        file,
+                        side: Side::Target,
+                        buf: Box::new(UnsafeCell::new(zeroed_statx())),
+                    });
+                }
+                Ok(())
+            }
+            Stage::Stating => self.set_up(file),
+            Stage::Allocating => {
+                f.stage = Stage::Copying;
+                Ok(())
+            }
+            Stage::Closing => {
+                let f = self.files[file].take().expect("open");
+                self.open -= 1;
+                self.ctl.files_done.fetch_add(1, Relaxed);
+                self.reports[f.request] = Some(f.report.expect("report made before closing"));
+                Ok(())
+            }
+            Stage::Copying | Stage::Syncing => unreachable!("no setup operations while copying or syncing"),
+        }
+    }
+
+    /// Both sides are open and stated: check the source against its request, set flags, allocate the target.
+    fn set_up(&mut self, file: usize) -> Result<(), CopyError> {
+        let f = self.files[file].as_mut().expect("open");
+        let req = &self.reqs[f.request];
+        let src_file = f.src_file.take().expect("source opened");
+        let stat = f.src_stat.take().expect("source stated");
+        let src = source_from_stat(req, src_file, &stat, self.opts.direct)?;
+        if req.len.is_none() {
+            self.ctl.bytes_total.fetch_add(src.len, Relaxed);
+        }
+        if let Some(dst_file) = f.dst_file.take() {
+            f.dst = Some(target_from_stat(dst_file, f.dst_stat.as_deref(), self.opts.direct));
+        }
+        let len = src.len;
+        f.src = Some(src);
+        if f.dst.as_ref().is_some_and(|d| allocation_len(len, d.direct) > 0) {
+            f.stage = Stage::Allocating;
+            self.push_setup(Op::Fallocate { file });
+            return Ok(());
+        }
+        f.stage = Stage::Copying;
+        // An empty file has nothing to read: finish it straight away.
+        self.maybe_finish(file)
     }
 
     /// Queues reads into free buffers, file by file in request order. Returns how long the throttle asks to wait,
     /// if it refused.
     fn submit_reads(&mut self, throttle: Option<&dyn Throttle>) -> Option<Duration> {
-        let mut order: Vec<usize> = (0..self.files.len()).filter(|&s| self.files[s].is_some()).collect();
+        let mut order: Vec<usize> = (0..self.files.len())
+            .filter(|&s| self.files[s].as_ref().is_some_and(|f| f.stage == Stage::Copying))
+            .collect();
         order.sort_by_key(|&s| self.files[s].as_ref().map(|f| f.request));
         for slot in order {
             loop {
                 let f = self.files[slot].as_ref().expect("open");
-                if f.next_read >= f.src.len {
+                let src = f.src();
+                if f.next_read >= src.len {
                     break;
                 }
-                let want = (f.src.len - f.next_read).min(BUFFER_BYTES as u64) as usize;
+                let want = (src.len - f.next_read).min(BUFFER_BYTES as u64) as usize;
                 // Take the buffer before asking the throttle, so no admitted byte goes unread.
                 let buf = self.pool.take()?;
                 if let Some(Err(wait)) = throttle.map(|t| t.try_acquire(want as u64)) {
@@ -259,22 +433,47 @@ impl Run<'_> {
         let entry = self.entry(&op).user_data(id as u64);
         self.ops[id] = Some(op);
         self.in_flight += 1;
-        // SAFETY: the entry points into a pool buffer whose token now sits in `self.ops[id]` until the completion
-        // for `id` is handled (or `drain` waits it out), so the buffer stays valid and untouched by user code; the
-        // descriptors belong to an `OpenFile` that is only dropped after all its operations completed. The queue has
-        // room: the ring has an entry for every buffer and every open file's fsync (`ring_entries`), and no operation
+        // SAFETY: the entry points into a pool buffer, a path or a statx buffer, all owned by the operation, which
+        // sits in `self.ops[id]` until the completion for `id` is handled (or `drain` waits it out): the pool buffer
+        // stays valid and untouched by user code (its token is in the operation), and the path and statx buffer are
+        // heap allocations that do not move when the operation does. The descriptors belong to an `OpenFile` that is
+        // only dropped after all its operations completed (a `Close` owns its raw descriptor). The queue has room:
+        // the ring has an entry for every buffer and two for every open file (`ring_entries`), and no operation
         // exists without one of those.
         unsafe { self.ring.submission().push(&entry).expect("submission queue has room") };
     }
 
     fn entry(&self, op: &Op) -> squeue::Entry {
         match op {
-            Op::Read { file, buf, rel, want, filled } => {
+            Op::Open { side: Side::Source, path, .. } => {
+                opcode::OpenAt::new(types::Fd(libc::AT_FDCWD), path.as_ptr()).flags(SOURCE_OPEN_FLAGS).build()
+            }
+            Op::Open { side: Side::Target, path, .. } => opcode::OpenAt::new(types::Fd(libc::AT_FDCWD), path.as_ptr())
+                .flags(TARGET_OPEN_FLAGS)
+                .mode(TARGET_MODE)
+                .build(),
+            Op::Statx { file, side, buf } => {
                 let f = self.files[*file].as_ref().expect("open");
+                let fd = match side {
+                    Side::Source => f.src_file.as_ref(),
+                    Side::Target => f.dst_file.as_ref(),
+                }
+                .expect("stated after opening")
+                .as_raw_fd();
+                let ptr = buf.get().cast::<types::statx>();
+                opcode::Statx::new(types::Fd(fd), c"".as_ptr(), ptr).flags(libc::AT_EMPTY_PATH).mask(STATX_MASK).build()
+            }
+            Op::Fallocate { file } => {
+                let f = self.files[*file].as_ref().expect("open");
+                let dst = f.dst.as_ref().expect("allocating a target");
+                opcode::Fallocate::new(types::Fd(dst.file.as_raw_fd()), allocation_len(f.src().len, dst.direct)).build()
+            }
+            Op::Read { file, buf, rel, want, filled } => {
+                let src = self.files[*file].as_ref().expect("open").src();
                 let ptr = self.pool.ptr(buf.index()).wrapping_add(*filled);
-                let len = (io_len(*want, f.src.direct) - filled) as u32;
-                let offset = f.src.offset + rel + *filled as u64;
-                let fd = types::Fd(f.src.file.as_raw_fd());
+                let len = (io_len(*want, src.direct) - filled) as u32;
+                let offset = src.offset + rel + *filled as u64;
+                let fd = types::Fd(src.file.as_raw_fd());
                 if (buf.index() as usize) < self.registered {
                     opcode::ReadFixed::new(fd, ptr, len, buf.index()).offset(offset).build()
                 } else {
@@ -298,6 +497,7 @@ impl Run<'_> {
                 opcode::Fsync::new(types::Fd(f.dst.as_ref().expect("fsync only with a target").file.as_raw_fd()))
                     .build()
             }
+            Op::Close { fd, .. } => opcode::Close::new(types::Fd(*fd)).build(),
         }
     }
 
@@ -328,21 +528,61 @@ impl Run<'_> {
 
     fn handle(&mut self, op: Op, res: i32) -> Result<(), CopyError> {
         match op {
+            Op::Open { file, side, .. } => {
+                let request = &self.reqs[self.files[file].as_ref().expect("open").request];
+                let opened = self.opened(side, request, res)?;
+                let f = self.files[file].as_mut().expect("open");
+                match side {
+                    Side::Source => f.src_file = Some(opened),
+                    Side::Target => f.dst_file = Some(opened),
+                }
+                self.setup_done(file)
+            }
+            Op::Statx { file, side, buf } => {
+                let f = self.files[file].as_mut().expect("open");
+                let request = &self.reqs[f.request];
+                if res < 0 {
+                    let path = if side == Side::Source { &request.source } else { target_path(request) };
+                    return Err(CopyError::io("stat", path, errno(res)));
+                }
+                let stat = Box::new(buf.into_inner());
+                match side {
+                    Side::Source => f.src_stat = Some(stat),
+                    Side::Target => f.dst_stat = Some(stat),
+                }
+                self.setup_done(file)
+            }
+            Op::Fallocate { file } => {
+                if res < 0 && !allocation_unsupported(-res) {
+                    let request = &self.reqs[self.files[file].as_ref().expect("open").request];
+                    return Err(CopyError::io("allocate", target_path(request), errno(res)));
+                }
+                self.setup_done(file)
+            }
+            Op::Close { file, side, .. } => {
+                if res < 0 {
+                    let request = &self.reqs[self.files[file].as_ref().expect("open").request];
+                    let path = if side == Side::Source { &request.source } else { target_path(request) };
+                    return Err(CopyError::io("close", path, errno(res)));
+                }
+                self.setup_done(file)
+            }
             Op::Read { file, buf, rel, want, filled } => {
                 let f = self.files[file].as_mut().expect("open");
+                let src = f.src.as_ref().expect("reading a set-up source");
                 if res < 0 {
                     self.pool.give_back(buf);
                     return Err(CopyError::io("read", &self.reqs[f.request].source, errno(res)));
                 }
                 let filled = (filled + res as usize).min(want);
                 if filled < want {
-                    let short = res == 0 || (f.src.direct && filled % crate::limits::DIRECT_ALIGN != 0);
+                    let short = res == 0 || (src.direct && filled % crate::limits::DIRECT_ALIGN != 0);
                     if short {
                         self.pool.give_back(buf);
                         return Err(CopyError::SourceShort {
                             path: self.reqs[f.request].source.clone(),
-                            expected: f.src.offset + f.src.len,
-                            found: f.src.offset + rel + filled as u64,
+                            expected: src.offset + src.len,
+                            found: src.offset + rel + filled as u64,
                         });
                     }
                     self.push(Op::Read { file, buf, rel, want, filled });
@@ -378,26 +618,47 @@ impl Run<'_> {
                     let request = &self.reqs[self.files[file].as_ref().expect("open").request];
                     return Err(CopyError::io("fsync", target_path(request), errno(res)));
                 }
-                self.report(file);
+                self.close(file);
                 Ok(())
             }
         }
     }
 
-    /// Closes a finished file and records its report.
-    fn report(&mut self, file: usize) {
-        let f = self.files[file].take().expect("open");
-        self.open -= 1;
-        self.ctl.files_done.fetch_add(1, Relaxed);
-        let (hash, chunk_hashes) = f.hasher.finish();
-        self.reports[f.request] = Some(FileReport {
+    /// Turns an open's result into a `File`; a created target is remembered for removal if the job fails.
+    fn opened(&mut self, side: Side, request: &CopyRequest, res: i32) -> Result<File, CopyError> {
+        if res < 0 {
+            return Err(match side {
+                Side::Source => CopyError::io("open", &request.source, errno(res)),
+                Side::Target => create_error(target_path(request), errno(res)),
+            });
+        }
+        if side == Side::Target {
+            self.created.record_file(target_path(request));
+        }
+        // SAFETY: a successful open returned a new descriptor that nothing else owns.
+        Ok(unsafe { File::from_raw_fd(res) })
+    }
+
+    /// The file is done (its target durable): makes its report and closes both descriptors through the ring.
+    fn close(&mut self, file: usize) {
+        let f = self.files[file].as_mut().expect("open");
+        let hasher = std::mem::replace(&mut f.hasher, FileHasher::new(false));
+        let (hash, chunk_hashes) = hasher.finish();
+        let src = f.src.take().expect("copied from a source");
+        let dst = f.dst.take();
+        f.report = Some(FileReport {
             request: f.request,
-            bytes: f.src.len,
+            bytes: src.len,
             hash,
             chunk_hashes,
-            direct_source: f.src.direct,
-            direct_target: f.dst.as_ref().is_some_and(|d| d.direct),
+            direct_source: src.direct,
+            direct_target: dst.as_ref().is_some_and(|d| d.direct),
         });
+        f.stage = Stage::Closing;
+        self.push_setup(Op::Close { file, side: Side::Source, fd: src.file.into_raw_fd() });
+        if let Some(dst) = dst {
+            self.push_setup(Op::Close { file, side: Side::Target, fd: dst.file.into_raw_fd() });
+        }
     }
 
     /// Hashes the reads that are next in file order and queues their writes (or, reading only, frees them).
@@ -427,16 +688,17 @@ impl Run<'_> {
     /// Once every byte of a file is written: truncate a padded direct target, then fsync it through the ring.
     fn maybe_finish(&mut self, file: usize) -> Result<(), CopyError> {
         let f = self.files[file].as_mut().expect("open");
-        let complete = f.hashed == f.src.len && f.writes_in_flight == 0 && f.reads_in_flight == 0;
-        if !complete || f.fsync_submitted {
+        let len = f.src().len;
+        let complete = f.hashed == len && f.writes_in_flight == 0 && f.reads_in_flight == 0;
+        if !complete || f.stage != Stage::Copying {
             return Ok(());
         }
         let Some(dst) = &f.dst else {
-            self.report(file);
+            self.close(file);
             return Ok(());
         };
-        truncate_target(dst, f.src.len, target_path(&self.reqs[f.request]))?;
-        f.fsync_submitted = true;
+        truncate_target(dst, len, target_path(&self.reqs[f.request]))?;
+        f.stage = Stage::Syncing;
         self.push(Op::Fsync { file });
         Ok(())
     }
@@ -455,11 +717,19 @@ impl Run<'_> {
                     std::process::abort();
                 }
             }
-            let done: Vec<u64> = self.ring.completion().map(|c| c.user_data()).collect();
-            for id in done {
+            let done: Vec<(u64, i32)> = self.ring.completion().map(|c| (c.user_data(), c.result())).collect();
+            for (id, res) in done {
                 match self.ops[id as usize].take() {
                     Some(Op::Read { buf, .. } | Op::Write { buf, .. }) => self.pool.give_back(buf),
-                    Some(Op::Fsync { .. }) | None => {}
+                    // A descriptor opened after the job failed: remember a new target (so it is removed), close.
+                    Some(Op::Open { file, side, .. }) if res >= 0 => {
+                        let request = &self.reqs[self.files[file].as_ref().expect("open").request];
+                        drop(self.opened(side, request, res));
+                    }
+                    Some(
+                        Op::Open { .. } | Op::Statx { .. } | Op::Fallocate { .. } | Op::Fsync { .. } | Op::Close { .. },
+                    )
+                    | None => {}
                 }
                 self.free_ops.push(id as usize);
                 self.in_flight -= 1;
@@ -471,6 +741,17 @@ impl Run<'_> {
             }
         }
     }
+}
+
+fn zeroed_statx() -> libc::statx {
+    // SAFETY: `statx` is a plain C struct of integers, for which all-zero bytes are a valid value.
+    unsafe { std::mem::zeroed() }
+}
+
+/// A path as the C string `openat` takes.
+fn c_path(path: &std::path::Path) -> Result<CString, CopyError> {
+    CString::new(path.as_os_str().as_bytes())
+        .map_err(|_| CopyError::BadRequest { path: path.to_path_buf(), reason: "the path contains a NUL byte".into() })
 }
 
 fn target_path(req: &CopyRequest) -> &std::path::Path {

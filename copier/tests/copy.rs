@@ -295,14 +295,42 @@ fn full_target_file_system_fails_cleanly() {
         }
     }
     let _guard = Unmount(mnt.clone());
+    // A file over one buffer is allocated up front, so the allocation fails; files of one buffer or less are not,
+    // so their writes fail.
     std::fs::write(dir.path().join("big"), pattern(6 * MIB, 3)).unwrap();
+    let small: Vec<PathBuf> = (0..4).map(|i| dir.path().join(format!("small{i}"))).collect();
+    for (i, p) in small.iter().enumerate() {
+        std::fs::write(p, pattern(900 << 10, i as u64)).unwrap();
+    }
     for mut copier in backends() {
         let target = mnt.join("set/big");
         let err =
             copier.copy(&[CopyRequest::file(dir.path().join("big"), &target)], &JobControl::new(), None).unwrap_err();
         let msg = err.to_string();
-        assert!(msg.contains("No space left on device") && msg.contains(&target.display().to_string()), "{msg}");
+        assert!(msg.starts_with(&format!("allocate {}: No space left on device", target.display())), "{msg}");
         assert!(!mnt.join("set").exists(), "no partial target is left");
+
+        let reqs: Vec<_> =
+            small.iter().enumerate().map(|(i, p)| CopyRequest::file(p, mnt.join(format!("set/{i}")))).collect();
+        let err = copier.copy(&reqs, &JobControl::new(), None).unwrap_err();
+        let msg = err.to_string();
+        let named = reqs.iter().any(|r| msg.starts_with(&format!("write {}: ", r.target.as_ref().unwrap().display())));
+        assert!(named && msg.contains("No space left on device"), "{msg}");
+        assert!(!mnt.join("set").exists(), "no partial target is left");
+    }
+}
+
+#[test]
+fn a_fifo_source_is_refused_without_hanging() {
+    for mut copier in backends() {
+        let dir = scratch();
+        let fifo = dir.path().join("fifo");
+        assert!(std::process::Command::new("mkfifo").arg(&fifo).status().unwrap().success());
+        let err =
+            copier.copy(&[CopyRequest::file(&fifo, dir.path().join("t/x"))], &JobControl::new(), None).unwrap_err();
+        assert!(matches!(err, CopyError::BadRequest { .. }), "{err}");
+        assert!(err.to_string().contains("not a regular file") && err.to_string().contains("fifo"), "{err}");
+        assert!(!dir.path().join("t").exists(), "{:?}: no target is left", copier.backend());
     }
 }
 
