@@ -138,10 +138,18 @@ impl Data {
     /// Applies the operations of transaction `txn` to every atom whose LSN is below `txn` (so replaying a record
     /// twice changes nothing). Returns how many operations were applied.
     pub fn apply(&mut self, txn: u64, ops: &[Op]) -> Result<usize, StoreError> {
-        let mut applied = 0;
+        // Decide per atom before changing any: a transaction may hold several operations on one atom, and the first
+        // one applied raises the atom's LSN to `txn`.
+        let mut stale: Vec<u64> = Vec::new();
         for op in ops {
             let slot = self.atoms.entry(op.atom_id).or_insert_with(AtomSlot::empty);
             if txn <= slot.lsn {
+                stale.push(op.atom_id);
+            }
+        }
+        let mut applied = 0;
+        for op in ops {
+            if stale.contains(&op.atom_id) {
                 continue;
             }
             let slot = self.load(op.atom_id)?;

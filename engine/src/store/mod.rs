@@ -53,10 +53,11 @@ use backset_format::limits::MAX_RECORD_PAYLOAD_BYTES;
 use uuid::Uuid;
 
 pub use codec::Op;
+pub(crate) use codec::{encode_body as codec_encode_body, entry_len};
 pub use config::{archive_dir, Config, DbMeta, StorageGroup, DB_META_FILE};
 pub use error::{CommitError, StoreError};
 pub use recovery::{read_archive, ArchiveData};
-pub use sm::{CheckpointStats, SegmentInfo, SmArchive};
+pub use sm::{CheckpointStats, RecoveryReport, SegmentInfo, SmArchive};
 
 use crate::archive::{Archive, ArchiveIdentity};
 use crate::limits::{MAX_KEY_BYTES, MAX_OPS_PER_TXN, MAX_STORE_ATOM_BODY_BYTES, MAX_VALUE_BYTES};
@@ -119,16 +120,16 @@ pub struct Committed {
 
 /// Where keys go: storage group and atom.
 #[derive(Debug)]
-struct Routing {
+pub(crate) struct Routing {
     buckets: u32,
     /// `(group id, archive ids serving it)`, by id; `[(0, all)]` without storage groups.
-    groups: Vec<(u32, Vec<usize>)>,
+    pub(crate) groups: Vec<(u32, Vec<usize>)>,
     has_groups: bool,
 }
 
 impl Routing {
     /// `(index into groups, atom id)` of `key`.
-    fn route(&self, key: &[u8]) -> (usize, u64) {
+    pub(crate) fn route(&self, key: &[u8]) -> (usize, u64) {
         let h = blake3::hash(key);
         let b = h.as_bytes();
         let bucket = u64::from_le_bytes(b[..8].try_into().expect("8 bytes")) % u64::from(self.buckets);
@@ -219,6 +220,13 @@ impl Database {
             seg.sync(true)?;
             sync_dir(&journal_dir)?;
             let r = rec.data.recovery_start();
+            let recovery = RecoveryReport {
+                atom_files: rec.atom_files,
+                segments: segments.len(),
+                records_replayed: rec.records_replayed,
+                torn_tails: rec.torn.clone(),
+                last_txn: rec.last_txn,
+            };
             let oldest = segments.values().next().map_or(u64::MAX, |s| s.header_first_txn);
             segments.insert(number, seg.segment());
             let groups: Vec<u32> = routing.groups.iter().filter(|(_, s)| s.contains(&a)).map(|(id, _)| *id).collect();
@@ -227,6 +235,7 @@ impl Database {
                 Some(gs) => gs.iter().filter(|g| groups.contains(&g.id)).map(|g| (g.id, g.name.clone())).collect(),
             };
             let sm = SmArchive::new(SmParts {
+                recovery,
                 identity: ArchiveIdentity {
                     database_name: meta.name.clone(),
                     database_id: meta.database_id,
@@ -300,46 +309,9 @@ impl Database {
         if let Some((k, v)) = txn.puts.iter().find(|(_, v)| v.len() > MAX_VALUE_BYTES) {
             return Err(CommitError::ValueTooLarge { key: show_key(k), len: v.len(), max: MAX_VALUE_BYTES });
         }
-        // Route every operation; group each SM's operations.
-        let routed: Vec<(usize, Op)> = txn
-            .puts
-            .iter()
-            .map(|(k, v)| (k, Some(v)))
-            .chain(txn.deletes.iter().map(|k| (k, None)))
-            .map(|(k, v)| {
-                let (g, atom_id) = inner.routing.route(k);
-                (g, Op { atom_id, key: k.clone(), value: v.cloned() })
-            })
-            .collect();
-        let mut per_sm: Vec<(usize, Arc<Vec<Op>>)> = Vec::new();
-        if inner.routing.has_groups {
-            let mut involved = vec![Vec::new(); inner.sms.len()];
-            for (g, op) in &routed {
-                for &a in &inner.routing.groups[*g].1 {
-                    involved[a].push(op.clone());
-                }
-            }
-            per_sm.extend(
-                involved.into_iter().enumerate().filter(|(_, ops)| !ops.is_empty()).map(|(a, o)| (a, Arc::new(o))),
-            );
-        } else {
-            let ops = Arc::new(routed.into_iter().map(|(_, op)| op).collect::<Vec<_>>());
-            per_sm.extend((0..inner.sms.len()).map(|a| (a, Arc::clone(&ops))));
-        }
-        let mut records = Vec::with_capacity(per_sm.len());
-        let mut last_payload: Option<(Arc<Vec<Op>>, Arc<Vec<u8>>)> = None;
-        for (a, ops) in per_sm {
-            let len = codec::payload_len(&ops);
-            if len > u64::from(MAX_RECORD_PAYLOAD_BYTES) {
-                return Err(CommitError::PayloadTooLarge { archive_id: a as u64, len, max: MAX_RECORD_PAYLOAD_BYTES });
-            }
-            check_atom_sizes(&inner.sms[a], &ops)?;
-            let payload = match &last_payload {
-                Some((prev, payload)) if Arc::ptr_eq(prev, &ops) => Arc::clone(payload),
-                _ => Arc::new(codec::encode_payload(&ops)),
-            };
-            last_payload = Some((Arc::clone(&ops), Arc::clone(&payload)));
-            records.push((a, ops, payload));
+        let records = self.plan(txn)?;
+        for (a, ops, _) in &records {
+            check_atom_sizes(&inner.sms[*a], ops)?;
         }
         // Assign the id and queue the records under one lock, so every journal receives its records in id order.
         let committed = {
@@ -377,6 +349,60 @@ impl Database {
             inner.sms[*a].wait_done(committed.txn_id, &inner.meta.name)?;
         }
         Ok(committed)
+    }
+
+    /// The bytes of the largest journal record payload `txn` would need (over the SMs it involves); a commit is
+    /// refused when this exceeds `backset_format::limits::MAX_RECORD_PAYLOAD_BYTES`.
+    pub fn record_payload_len(&self, txn: &Txn) -> u64 {
+        self.route(txn).iter().map(|(_, ops)| codec::payload_len(ops)).max().unwrap_or(0)
+    }
+
+    /// Routes every operation of `txn`; returns the operations of each involved SM, in transaction order.
+    fn route(&self, txn: &Txn) -> Vec<(usize, Arc<Vec<Op>>)> {
+        let inner = &*self.inner;
+        let routed: Vec<(usize, Op)> = txn
+            .puts
+            .iter()
+            .map(|(k, v)| (k, Some(v)))
+            .chain(txn.deletes.iter().map(|k| (k, None)))
+            .map(|(k, v)| {
+                let (g, atom_id) = inner.routing.route(k);
+                (g, Op { atom_id, key: k.clone(), value: v.cloned() })
+            })
+            .collect();
+        if inner.routing.has_groups {
+            let mut involved = vec![Vec::new(); inner.sms.len()];
+            for (g, op) in &routed {
+                for &a in &inner.routing.groups[*g].1 {
+                    involved[a].push(op.clone());
+                }
+            }
+            involved.into_iter().enumerate().filter(|(_, ops)| !ops.is_empty()).map(|(a, o)| (a, Arc::new(o))).collect()
+        } else {
+            let ops = Arc::new(routed.into_iter().map(|(_, op)| op).collect::<Vec<_>>());
+            (0..inner.sms.len()).map(|a| (a, Arc::clone(&ops))).collect()
+        }
+    }
+
+    /// The record (archive, operations, payload) of each involved SM; refuses a payload over the format's limit.
+    #[allow(clippy::type_complexity)]
+    fn plan(&self, txn: &Txn) -> Result<Vec<(usize, Arc<Vec<Op>>, Arc<Vec<u8>>)>, CommitError> {
+        let per_sm = self.route(txn);
+        let mut records = Vec::with_capacity(per_sm.len());
+        let mut last_payload: Option<(Arc<Vec<Op>>, Arc<Vec<u8>>)> = None;
+        for (a, ops) in per_sm {
+            let len = codec::payload_len(&ops);
+            if len > u64::from(MAX_RECORD_PAYLOAD_BYTES) {
+                return Err(CommitError::PayloadTooLarge { archive_id: a as u64, len, max: MAX_RECORD_PAYLOAD_BYTES });
+            }
+            let payload = match &last_payload {
+                Some((prev, payload)) if Arc::ptr_eq(prev, &ops) => Arc::clone(payload),
+                _ => Arc::new(codec::encode_payload(&ops)),
+            };
+            last_payload = Some((Arc::clone(&ops), Arc::clone(&payload)));
+            records.push((a, ops, payload));
+        }
+        Ok(records)
     }
 
     /// The value of `key`, or `None`. Reads from the first SM that serves the key's storage group; loads the key's
@@ -538,7 +564,7 @@ fn checkpointer_loop(inner: &Inner, interval: std::time::Duration) {
     }
 }
 
-fn routing_of(meta: &DbMeta) -> Routing {
+pub(crate) fn routing_of(meta: &DbMeta) -> Routing {
     match &meta.storage_groups {
         None => Routing {
             buckets: meta.atom_buckets,

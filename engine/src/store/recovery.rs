@@ -46,6 +46,8 @@ pub(crate) struct Recovered {
     pub database_id: Option<Uuid>,
     /// Records that changed at least one atom.
     pub records_replayed: u64,
+    /// Atom files found.
+    pub atom_files: usize,
     /// Torn tails found (and truncated when recovering live): `(segment, offset, len)`.
     pub torn: Vec<(u64, u64, u64)>,
 }
@@ -108,6 +110,7 @@ pub(crate) fn recover(dir: &Path, expect_db: Option<Uuid>, live: bool) -> Result
         }
     }
 
+    let atom_files = data.atoms.len();
     let mut rec = Recovered {
         data,
         segments: BTreeMap::new(),
@@ -115,6 +118,7 @@ pub(crate) fn recover(dir: &Path, expect_db: Option<Uuid>, live: bool) -> Result
         last_timestamp_micros: 0,
         database_id: expect_db,
         records_replayed: 0,
+        atom_files,
         torn: Vec::new(),
     };
     let segment_files = if journal_dir.is_dir() { list_ids(&journal_dir)? } else { Vec::new() };

@@ -126,6 +126,7 @@ pub struct SmArchive {
     journal_hot_copy: bool,
     pub(crate) segment_bytes: u64,
     checkpoint_lock: Mutex<()>,
+    recovery: RecoveryReport,
 }
 
 impl std::fmt::Debug for SmArchive {
@@ -134,7 +135,23 @@ impl std::fmt::Debug for SmArchive {
     }
 }
 
+/// What recovery did when the SM opened.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RecoveryReport {
+    /// Atom files found.
+    pub atom_files: usize,
+    /// Journal segments found.
+    pub segments: usize,
+    /// Journal records replayed (records that changed at least one atom: their txn id was above its LSN).
+    pub records_replayed: u64,
+    /// Torn tails truncated: `(segment, offset, bytes)`.
+    pub torn_tails: Vec<(u64, u64, u64)>,
+    /// Highest transaction id found (last record or highest atom LSN).
+    pub last_txn: u64,
+}
+
 pub(crate) struct SmParts {
+    pub recovery: RecoveryReport,
     pub identity: ArchiveIdentity,
     pub dir: PathBuf,
     pub groups: Vec<u32>,
@@ -170,12 +187,18 @@ impl SmArchive {
             journal_hot_copy: p.journal_hot_copy,
             segment_bytes: p.segment_bytes,
             checkpoint_lock: Mutex::new(()),
+            recovery: p.recovery,
         }
     }
 
     /// Ids of the storage groups this SM serves (`[0]` when the database has no storage groups).
     pub fn group_ids(&self) -> &[u32] {
         &self.groups
+    }
+
+    /// What recovery did when the SM opened.
+    pub fn recovery_report(&self) -> &RecoveryReport {
+        &self.recovery
     }
 
     /// Archive id.
@@ -189,6 +212,11 @@ impl SmArchive {
 
     pub(crate) fn journal_dir(&self) -> &Path {
         &self.journal_dir
+    }
+
+    /// `(atom id, LSN)` of every atom file on disk, from the file headers (as [`Archive::atoms`] lists them).
+    pub fn atoms_lsns(&self) -> Vec<(u64, u64)> {
+        self.atoms().map(|v| v.into_iter().map(|a| (a.atom_id, a.lsn)).collect()).unwrap_or_default()
     }
 
     /// The current recovery start R: the oldest transaction whose changes are not all in atom files.
@@ -394,7 +422,10 @@ impl SmArchive {
             if q.done_upto >= txn {
                 return Ok(());
             }
-            if q.stop == Stop::Abort {
+            // On a stop, a record still queued is never written; one in the batch being written is finished by
+            // the writer (done or failed), so its committer keeps waiting: an acknowledgement then means durable,
+            // and an error means not written.
+            if q.stop == Stop::Abort && q.pending.iter().any(|p| p.txn == txn) {
                 return Err(StoreError::Closed { name: name.to_string() });
             }
             if let Some(reason) = &q.failed {

@@ -37,3 +37,51 @@ pub fn file_names(dir: &Path) -> Vec<String> {
     v.sort();
     v
 }
+
+/// The segment files of an archive's journal, in number order.
+pub fn segment_files(archive: &Path) -> Vec<std::path::PathBuf> {
+    let dir = archive.join("journal");
+    file_names(&dir).into_iter().filter(|n| n.len() == 16).map(|n| dir.join(n)).collect()
+}
+
+/// Every record of an archive's journal: `(segment, txn id, timestamp)`, read with the format's reader.
+pub fn journal_records(archive: &Path) -> Vec<(u64, u64, u64)> {
+    let mut out = Vec::new();
+    for path in segment_files(archive) {
+        let bytes = std::fs::read(&path).unwrap();
+        let (h, reader) = backset_format::read_segment(&bytes).unwrap();
+        for r in reader {
+            let r = r.unwrap();
+            out.push((h.segment, r.txn_id, r.timestamp_micros));
+        }
+    }
+    out
+}
+
+/// Asserts two key/value maps are equal, reporting the first few differences rather than both maps.
+pub fn assert_entries_eq(
+    actual: &std::collections::BTreeMap<Vec<u8>, Vec<u8>>,
+    expected: &std::collections::BTreeMap<Vec<u8>, Vec<u8>>,
+    what: &str,
+) {
+    if actual == expected {
+        return;
+    }
+    let show = |k: &[u8]| String::from_utf8_lossy(k).into_owned();
+    let mut diffs = Vec::new();
+    for (k, v) in expected {
+        match actual.get(k) {
+            None => diffs.push(format!("missing {}", show(k))),
+            Some(a) if a != v => diffs.push(format!("{}: {} bytes, expected {} bytes", show(k), a.len(), v.len())),
+            _ => {}
+        }
+    }
+    diffs.extend(actual.keys().filter(|k| !expected.contains_key(*k)).map(|k| format!("unexpected {}", show(k))));
+    panic!(
+        "{what}: {} keys, expected {}; {} differences, first: {:?}",
+        actual.len(),
+        expected.len(),
+        diffs.len(),
+        &diffs[..diffs.len().min(8)]
+    );
+}
