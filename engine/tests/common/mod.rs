@@ -85,3 +85,51 @@ pub fn assert_entries_eq(
         &diffs[..diffs.len().min(8)]
     );
 }
+
+/// Reads the bytes of a journal slice and parses its records with the format's reader: a slice at offset 0 as a
+/// whole segment, any other from its record boundary. Checks that it ends cleanly. Returns the txn ids.
+pub fn slice_txns(slice: &backset_engine::archive::JournalSlice) -> Vec<u64> {
+    use std::io::{Read, Seek, SeekFrom};
+    let mut f = std::fs::File::open(&slice.path).unwrap();
+    f.seek(SeekFrom::Start(slice.offset)).unwrap();
+    let mut bytes = vec![0u8; slice.len as usize];
+    f.read_exact(&mut bytes).unwrap();
+    let mut reader = if slice.offset == 0 {
+        let (h, r) = backset_format::read_segment(&bytes).unwrap();
+        assert_eq!(h.segment, slice.segment);
+        r
+    } else {
+        backset_format::RecordReader::new(slice.segment, slice.offset, &bytes, slice.first_txn - 1)
+    };
+    let txns: Vec<u64> = reader.by_ref().map(|r| r.unwrap().txn_id).collect();
+    assert_eq!(reader.tail(), Some(backset_format::Tail::Clean), "slice {slice:?} ends on a record boundary");
+    assert_eq!((txns.first().copied(), txns.last().copied()), (Some(slice.first_txn), Some(slice.last_txn)));
+    txns
+}
+
+/// Lays a hot copy's journal slices down as restorable segments in `target/journal`: a slice at offset 0 as is, a
+/// mid-segment slice behind a segment header whose first txn is the slice's first.
+pub fn write_slices(
+    slices: &[backset_engine::archive::JournalSlice],
+    database_id: uuid::Uuid,
+    archive_id: u64,
+    target: &Path,
+) {
+    use std::io::{Read, Seek, SeekFrom};
+    let dir = target.join("journal");
+    std::fs::create_dir_all(&dir).unwrap();
+    for s in slices {
+        let mut f = std::fs::File::open(&s.path).unwrap();
+        f.seek(SeekFrom::Start(s.offset)).unwrap();
+        let mut bytes = vec![0u8; s.len as usize];
+        f.read_exact(&mut bytes).unwrap();
+        let mut out = Vec::new();
+        if s.offset != 0 {
+            let h =
+                backset_format::SegmentHeader { database_id, archive_id, segment: s.segment, first_txn: s.first_txn };
+            out.extend_from_slice(&h.encode());
+        }
+        out.extend_from_slice(&bytes);
+        std::fs::write(dir.join(format!("{:016x}", s.segment)), out).unwrap();
+    }
+}
