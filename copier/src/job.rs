@@ -198,4 +198,11 @@ impl JobControl {
 pub trait Throttle: Send + Sync {
     /// Admit `bytes` of reading now, or return the time to wait before asking again.
     fn try_acquire(&self, bytes: u64) -> Result<(), Duration>;
+
+    /// Largest read to ask for at once: the copier reads a chunk in pieces of at most this many bytes (a multiple of
+    /// [`crate::limits::DIRECT_ALIGN`], or more than a buffer for no preference), so that what a slow throttle lets
+    /// through in any window follows its rate closely. Default: no preference.
+    fn grain(&self) -> u64 {
+        u64::MAX
+    }
 }

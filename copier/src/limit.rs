@@ -43,6 +43,10 @@
 //! are not yet available; the credit is below one cell), and any window of length `w` admits `r * w` within
 //! `q + cell`. After a rate change the jobs' credits carried over (under one old cell each) come on top.
 //!
+//! The copier keeps `q` small next to the rate: it asks for at most [`JobLimiter::grain`] bytes at a time
+//! ([`THROTTLE_GRAIN`] of the rate, 10 ms), so a one-second window is within about 1% of the rate plus a cell, at
+//! 5 MB/s as at 500 MB/s, where 1 MiB requests would make it 21% at 5 MB/s.
+//!
 //! The burst (the most a limiter holds after an idle spell) is `max(rate * BURST_DURATION, BURST_BYTES_MIN)`
 //! rounded up to whole cells: about 100 ms of traffic and at least one largest read (1 MiB). A request bigger
 //! than the burst is paid in installments of at most one burst each, over several calls; it is admitted once
@@ -81,7 +85,7 @@ use governor::state::{InMemoryState, NotKeyed};
 use governor::{Quota, RateLimiter};
 
 use crate::job::Throttle;
-use crate::limits::{BUFFER_BYTES, CANCEL_POLL_MS};
+use crate::limits::{BUFFER_BYTES, CANCEL_POLL_MS, DIRECT_ALIGN, THROTTLE_GRAIN};
 
 /// Smallest worth of one governor cell, bytes. Counting KiB rather than bytes keeps the replenish period of a cell
 /// at 1 ns or more up to 1.024 TB/s (governor cannot express less), and bounds the cells of one 1 MiB read to
@@ -443,6 +447,19 @@ impl<C: Clock> JobLimiter<C> {
         lock(&self.state).cap.rate()
     }
 
+    /// Largest read this job should ask for at once: [`THROTTLE_GRAIN`] of the slower of its cap and its SM's
+    /// budget, rounded down to [`DIRECT_ALIGN`] and at least that; `u64::MAX` when neither limits it.
+    pub fn grain(&self) -> u64 {
+        let rate = match (self.rate(), lock(&self.sm.state).level.rate()) {
+            (Some(a), Some(b)) => a.min(b),
+            (Some(r), None) | (None, Some(r)) => r,
+            (None, None) => return u64::MAX,
+        };
+        let bytes = u128::from(rate) * THROTTLE_GRAIN.as_nanos() / 1_000_000_000;
+        let align = DIRECT_ALIGN as u128;
+        u64::try_from((bytes / align * align).max(align)).unwrap_or(u64::MAX)
+    }
+
     /// Total time this job's requests waited on the limiter: from each first refusal to the admission, as the
     /// limiter's clock measures it (a wait still going on counts up to its last refusal).
     pub fn waited(&self) -> Duration {
@@ -580,5 +597,9 @@ where
 {
     fn try_acquire(&self, bytes: u64) -> Result<(), Duration> {
         JobLimiter::try_acquire(self, bytes)
+    }
+
+    fn grain(&self) -> u64 {
+        JobLimiter::grain(self)
     }
 }

@@ -31,6 +31,11 @@ pub const DIRECT_ALIGN: usize = 4096;
 /// time the operations in flight take to finish.
 pub const CANCEL_POLL_MS: u64 = 10;
 
+/// A throttled job reads in pieces of about this much of its rate (rounded down to [`DIRECT_ALIGN`], at least
+/// that, at most a buffer), so that any window of a second passes its rate within about 1%: at 5 MB/s a piece is
+/// 48 KiB instead of a 1 MiB chunk (21% of a second's budget); from 100 MiB/s on pieces are whole chunks.
+pub const THROTTLE_GRAIN: std::time::Duration = std::time::Duration::from_millis(10);
+
 /// Threads of the portable backend.
 pub const PORTABLE_THREADS: usize = 4;
 

@@ -87,6 +87,7 @@ fn copy_one(
         None => None,
     };
     let mut hasher = FileHasher::new(opts.hash);
+    let grain = throttle.map_or(BUFFER_BYTES, |t| t.grain().min(BUFFER_BYTES as u64) as usize);
     let mut done = 0u64;
     while done < src.len {
         // Another thread's failure stops this file too (the job reports that first error, not this one).
@@ -94,24 +95,29 @@ fn copy_one(
             return Err(CopyError::Cancelled);
         }
         let want = (src.len - done).min(BUFFER_BYTES as u64) as usize;
-        acquire(throttle, want as u64, ctl)?;
-        let bytes = pool.slice_mut(buf);
         let mut filled = 0;
         while filled < want {
-            let ask = io_len(want, src.direct) - filled;
-            let n = src
-                .file
-                .read_at(&mut bytes[filled..filled + ask], src.offset + done + filled as u64)
-                .map_err(|e| CopyError::io("read", &req.source, e))?;
-            if n == 0 {
-                return Err(CopyError::SourceShort {
-                    path: req.source.clone(),
-                    expected: src.offset + src.len,
-                    found: src.offset + done + filled as u64,
-                });
+            // A throttled job reads the chunk in pieces (see `Throttle::grain`); only the last one is padded.
+            let end = filled + (want - filled).min(grain);
+            acquire(throttle, (end - filled) as u64, ctl)?;
+            let bytes = pool.slice_mut(buf);
+            while filled < end {
+                let ask = if end == want { io_len(want, src.direct) - filled } else { end - filled };
+                let n = src
+                    .file
+                    .read_at(&mut bytes[filled..filled + ask], src.offset + done + filled as u64)
+                    .map_err(|e| CopyError::io("read", &req.source, e))?;
+                if n == 0 {
+                    return Err(CopyError::SourceShort {
+                        path: req.source.clone(),
+                        expected: src.offset + src.len,
+                        found: src.offset + done + filled as u64,
+                    });
+                }
+                filled = (filled + n).min(end);
             }
-            filled = (filled + n).min(want);
         }
+        let bytes = pool.slice_mut(buf);
         hasher.chunk(&bytes[..want]);
         if let Some((dst, path)) = &dst {
             let write_len = io_len(want, dst.direct);

@@ -135,7 +135,12 @@ struct OpenFile {
     hashed: u64,
     /// Reads complete but not yet hashed, by relative offset: (buffer, data length).
     ready: BTreeMap<u64, (Buf, usize)>,
+    /// Chunks being read (in flight, or waiting for their next piece).
     reads_in_flight: usize,
+    /// A chunk read in throttled pieces, waiting for its next piece: (buffer, rel, want, filled).
+    partial: Option<(Buf, u64, usize, usize)>,
+    /// A piece that is not a chunk's last is in flight: no other chunk of the file starts meanwhile.
+    piece_in_flight: bool,
     writes_in_flight: usize,
     /// Set once the target is durable (or, reading only, the last byte hashed), while the descriptors close.
     report: Option<FileReport>,
@@ -163,12 +168,15 @@ enum Op {
     Fallocate {
         file: usize,
     },
+    /// Read into `buf` the chunk at `rel` (`want` bytes), of which `filled` are in; this operation reads up to `end`
+    /// (`want`, or less when a throttled job reads the chunk in pieces).
     Read {
         file: usize,
         buf: Buf,
         rel: u64,
         want: usize,
         filled: usize,
+        end: usize,
     },
     Write {
         file: usize,
@@ -309,6 +317,8 @@ impl Run<'_> {
                 hashed: 0,
                 ready: BTreeMap::new(),
                 reads_in_flight: 0,
+                partial: None,
+                piece_in_flight: false,
                 writes_in_flight: 0,
                 report: None,
             });
@@ -394,23 +404,36 @@ impl Run<'_> {
     }
 
     /// Queues reads into free buffers, file by file in request order. Returns how long the throttle asks to wait,
-    /// if it refused.
+    /// if it refused. A throttled job reads in pieces of at most `Throttle::grain` bytes, one chunk at a time per file.
     fn submit_reads(&mut self, throttle: Option<&dyn Throttle>) -> Option<Duration> {
+        let grain = throttle.map_or(BUFFER_BYTES, |t| t.grain().min(BUFFER_BYTES as u64) as usize);
         let mut order: Vec<usize> = (0..self.files.len())
             .filter(|&s| self.files[s].as_ref().is_some_and(|f| f.stage == Stage::Copying))
             .collect();
         order.sort_by_key(|&s| self.files[s].as_ref().map(|f| f.request));
         for slot in order {
+            let f = self.files[slot].as_mut().expect("open");
+            if let Some((buf, rel, want, filled)) = f.partial.take() {
+                let end = filled + (want - filled).min(grain);
+                if let Some(Err(wait)) = throttle.map(|t| t.try_acquire((end - filled) as u64)) {
+                    f.partial = Some((buf, rel, want, filled));
+                    return Some(wait);
+                }
+                f.piece_in_flight = end < want;
+                self.push(Op::Read { file: slot, buf, rel, want, filled, end });
+                continue;
+            }
             loop {
                 let f = self.files[slot].as_ref().expect("open");
                 let src = f.src();
-                if f.next_read >= src.len {
+                if f.next_read >= src.len || f.piece_in_flight {
                     break;
                 }
                 let want = (src.len - f.next_read).min(BUFFER_BYTES as u64) as usize;
+                let end = want.min(grain);
                 // Take the buffer before asking the throttle, so no admitted byte goes unread.
                 let buf = self.pool.take()?;
-                if let Some(Err(wait)) = throttle.map(|t| t.try_acquire(want as u64)) {
+                if let Some(Err(wait)) = throttle.map(|t| t.try_acquire(end as u64)) {
                     self.pool.give_back(buf);
                     return Some(wait);
                 }
@@ -418,7 +441,8 @@ impl Run<'_> {
                 let rel = f.next_read;
                 f.next_read += want as u64;
                 f.reads_in_flight += 1;
-                self.push(Op::Read { file: slot, buf, rel, want, filled: 0 });
+                f.piece_in_flight = end < want;
+                self.push(Op::Read { file: slot, buf, rel, want, filled: 0, end });
             }
         }
         None
@@ -468,10 +492,11 @@ impl Run<'_> {
                 let dst = f.dst.as_ref().expect("allocating a target");
                 opcode::Fallocate::new(types::Fd(dst.file.as_raw_fd()), allocation_len(f.src().len, dst.direct)).build()
             }
-            Op::Read { file, buf, rel, want, filled } => {
+            Op::Read { file, buf, rel, want, filled, end } => {
                 let src = self.files[*file].as_ref().expect("open").src();
                 let ptr = self.pool.ptr(buf.index()).wrapping_add(*filled);
-                let len = (io_len(*want, src.direct) - filled) as u32;
+                // Only a chunk's last piece is padded (pieces before it are multiples of the alignment).
+                let len = if end == want { io_len(*want, src.direct) - filled } else { end - filled } as u32;
                 let offset = src.offset + rel + *filled as u64;
                 let fd = types::Fd(src.file.as_raw_fd());
                 if (buf.index() as usize) < self.registered {
@@ -567,15 +592,15 @@ impl Run<'_> {
                 }
                 self.setup_done(file)
             }
-            Op::Read { file, buf, rel, want, filled } => {
+            Op::Read { file, buf, rel, want, filled, end } => {
                 let f = self.files[file].as_mut().expect("open");
                 let src = f.src.as_ref().expect("reading a set-up source");
                 if res < 0 {
                     self.pool.give_back(buf);
                     return Err(CopyError::io("read", &self.reqs[f.request].source, errno(res)));
                 }
-                let filled = (filled + res as usize).min(want);
-                if filled < want {
+                let filled = (filled + res as usize).min(end);
+                if filled < end {
                     let short = res == 0 || (src.direct && filled % crate::limits::DIRECT_ALIGN != 0);
                     if short {
                         self.pool.give_back(buf);
@@ -585,7 +610,13 @@ impl Run<'_> {
                             found: src.offset + rel + filled as u64,
                         });
                     }
-                    self.push(Op::Read { file, buf, rel, want, filled });
+                    self.push(Op::Read { file, buf, rel, want, filled, end });
+                    return Ok(());
+                }
+                if end < want {
+                    // A throttled piece: the chunk waits for the throttle to admit its next one.
+                    f.piece_in_flight = false;
+                    f.partial = Some((buf, rel, want, filled));
                     return Ok(());
                 }
                 f.reads_in_flight -= 1;
@@ -737,6 +768,9 @@ impl Run<'_> {
         }
         for f in self.files.iter_mut().filter_map(Option::take) {
             for (_, (buf, _)) in f.ready {
+                self.pool.give_back(buf);
+            }
+            if let Some((buf, ..)) = f.partial {
                 self.pool.give_back(buf);
             }
         }

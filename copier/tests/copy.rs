@@ -431,6 +431,58 @@ fn three_jobs_sharing_one_sm_limiter_never_exceed_its_budget() {
     }
 }
 
+/// A throttle that admits everything at once, asks for pieces of `grain` bytes and records what it was asked.
+struct Recorder {
+    grain: u64,
+    asked: std::sync::Mutex<Vec<u64>>,
+}
+
+impl Throttle for Recorder {
+    fn try_acquire(&self, bytes: u64) -> Result<(), Duration> {
+        self.asked.lock().unwrap().push(bytes);
+        Ok(())
+    }
+
+    fn grain(&self) -> u64 {
+        self.grain
+    }
+}
+
+#[test]
+fn a_throttle_with_a_small_grain_gets_reads_in_pieces_that_reassemble_exactly() {
+    // Sizes around chunk and page boundaries, and an unaligned range, with pieces of 3 pages: a 1 MiB chunk is read
+    // in 22 pieces, the last padded for direct I/O.
+    for mut copier in backends() {
+        let dir = scratch();
+        let sizes = [1, 4096, 12289, MIB - 1, MIB, 2 * MIB + 5000];
+        let mut reqs = vec![];
+        let mut contents = vec![];
+        for (i, &size) in sizes.iter().enumerate() {
+            let src = dir.path().join(format!("s{i}"));
+            let bytes = pattern(size, 40 + i as u64);
+            std::fs::write(&src, &bytes).unwrap();
+            reqs.push(CopyRequest::file(&src, dir.path().join(format!("t/{i}"))));
+            contents.push(bytes);
+        }
+        let whole = pattern(3 * MIB, 99);
+        std::fs::write(dir.path().join("r"), &whole).unwrap();
+        reqs.push(CopyRequest::range(dir.path().join("r"), dir.path().join("t/r"), 777, 2 * MIB as u64));
+        contents.push(whole[777..777 + 2 * MIB].to_vec());
+        let grain = 3 * 4096;
+        let recorder = Recorder { grain, asked: Default::default() };
+        let report = copier.copy(&reqs, &JobControl::new(), Some(&recorder)).unwrap();
+        for ((r, req), bytes) in report.files.iter().zip(&reqs).zip(&contents) {
+            check_copy(r, req.target.as_deref().unwrap(), bytes);
+        }
+        let asked = recorder.asked.into_inner().unwrap();
+        assert!(asked.iter().all(|&b| b > 0 && b <= grain), "{:?}: a request above the grain", copier.backend());
+        let total: usize = contents.iter().map(Vec::len).sum();
+        assert_eq!(asked.iter().sum::<u64>(), total as u64, "every byte is admitted exactly once");
+        let pieces_per_chunk = MIB.div_ceil(grain as usize);
+        assert!(asked.len() >= 4 * pieces_per_chunk, "{} requests", asked.len());
+    }
+}
+
 #[test]
 fn read_only_requests_hash_without_writing() {
     for mut copier in backends() {

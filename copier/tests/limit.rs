@@ -138,6 +138,25 @@ fn mb_per_sec_counts_si_megabytes() {
 }
 
 #[test]
+fn the_grain_is_ten_ms_of_the_slower_level_in_whole_pages() {
+    let clock = FakeRelativeClock::default();
+    let unlimited = SmLimiter::with_clock(None, clock.clone());
+    assert_eq!(JobLimiter::new(&unlimited, None).grain(), u64::MAX, "nothing limits: no preference");
+    // 5 MB/s: 50,000 bytes in 10 ms, rounded down to 12 pages of 4 KiB.
+    assert_eq!(JobLimiter::new(&unlimited, Some(5 * MB)).grain(), 12 * 4096);
+    let sm = SmLimiter::with_clock(Some(5 * MB), clock.clone());
+    assert_eq!(JobLimiter::new(&sm, None).grain(), 12 * 4096, "the SM budget alone");
+    assert_eq!(JobLimiter::new(&sm, Some(500 * MB)).grain(), 12 * 4096, "the slower level wins");
+    assert_eq!(JobLimiter::new(&sm, Some(MB)).grain(), 2 * 4096, "1 MB/s: 10,000 bytes -> 2 pages");
+    assert_eq!(JobLimiter::new(&sm, Some(1)).grain(), 4096, "never below one page");
+    let fast = SmLimiter::with_clock(Some(500 * MB), clock);
+    assert_eq!(JobLimiter::new(&fast, None).grain(), 1220 * 4096, "500 MB/s: above a buffer, so whole chunks");
+    let job = JobLimiter::new(&fast, None);
+    job.set_rate(Some(10 * MB));
+    assert_eq!(job.grain(), 24 * 4096, "follows a rate change");
+}
+
+#[test]
 fn per_byte_cells_would_overshoot_as_the_design_says() {
     // What governor would do with one cell per byte: the period truncated to whole nanoseconds.
     let overshoot = |rate: u64| (SEC_NS as f64 / rate as f64) / (SEC_NS / rate).max(1) as f64 - 1.0;
