@@ -26,7 +26,9 @@ fn acknowledged_commits_survive_a_crash_under_concurrent_writers_and_checkpoints
     wait_until("200 acknowledged commits", Duration::from_secs(30), || wl.acked_count() >= 200);
     db.crash();
     let report = wl.stop();
-    assert_eq!(report.errors.len(), 4, "every thread stops on the crash: {:?}", report.errors);
+    // A thread whose commit was queued gets "closed"; one whose commit was being written is acknowledged and then
+    // stops on the stop flag.
+    assert!(report.errors.len() <= 4, "{:?}", report.errors);
     assert!(report.errors.iter().all(|e| e.contains("closed")), "{:?}", report.errors);
     let last_acked = report.acked.last().unwrap().txn_id;
     drop(db);
