@@ -431,6 +431,55 @@ fn three_jobs_sharing_one_sm_limiter_never_exceed_its_budget() {
     }
 }
 
+/// Bytes of `path` in the page cache, from util-linux's `fincore`.
+fn cached_bytes(path: &Path) -> u64 {
+    let out = std::process::Command::new("fincore").args(["-b", "-n", "-r", "-o", "RES"]).arg(path).output().unwrap();
+    assert!(out.status.success(), "fincore {}: {}", path.display(), String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout).unwrap().trim().parse().unwrap()
+}
+
+#[test]
+fn a_copy_leaves_the_page_cache_as_it_found_it() {
+    // The running database's pages must stay in the page cache: a direct-I/O copy neither evicts the source's cached
+    // pages nor caches any page of its own (which, under memory pressure, would push the database's out).
+    for mut copier in backends() {
+        let dir = scratch();
+        let (hot, cold) = (dir.path().join("hot"), dir.path().join("cold"));
+        let (hot_bytes, cold_bytes) = (pattern(8 * MIB + 4097, 5), pattern(8 * MIB + 4097, 6));
+        std::fs::write(&hot, &hot_bytes).unwrap();
+        std::fs::write(&cold, &cold_bytes).unwrap();
+        std::fs::File::open(&cold).unwrap().sync_all().unwrap();
+        let dropped = std::process::Command::new("dd")
+            .arg(format!("if={}", cold.display()))
+            .args(["iflag=nocache", "count=0", "status=none"])
+            .status()
+            .unwrap();
+        assert!(dropped.success());
+        assert_eq!(cached_bytes(&cold), 0, "the cold source starts out of the cache");
+        // The database has read all of `hot` (it was just written, so it is cached anyway; read it to be sure).
+        assert!(std::fs::read(&hot).unwrap() == hot_bytes);
+        let hot_cached = cached_bytes(&hot);
+        assert_eq!(hot_cached, (8 * MIB + 4097).next_multiple_of(4096) as u64, "the hot source is all cached");
+
+        let reqs = [
+            CopyRequest::file(&hot, dir.path().join("set/hot")),
+            CopyRequest::file(&cold, dir.path().join("set/cold")),
+        ];
+        let report = copier.copy(&reqs, &JobControl::new(), None).unwrap();
+        for r in &report.files {
+            assert!(r.direct_source && r.direct_target, "{:?}: direct I/O on the real disk", copier.backend());
+        }
+        for req in &reqs {
+            let t = req.target.as_deref().unwrap();
+            assert_eq!(cached_bytes(t), 0, "{:?}: the copy cached none of {}", copier.backend(), t.display());
+        }
+        assert_eq!(cached_bytes(&cold), 0, "{:?}: reading the cold source cached nothing", copier.backend());
+        assert_eq!(cached_bytes(&hot), hot_cached, "{:?}: the hot source is still all cached", copier.backend());
+        check_copy(&report.files[0], &dir.path().join("set/hot"), &hot_bytes);
+        check_copy(&report.files[1], &dir.path().join("set/cold"), &cold_bytes);
+    }
+}
+
 /// A throttle that admits everything at once, asks for pieces of `grain` bytes and records what it was asked.
 struct Recorder {
     grain: u64,
