@@ -14,6 +14,9 @@ use backset_format::{decode_atom, AtomHeader};
 use crate::store::codec::{self, varint_len, Op};
 use crate::store::error::StoreError;
 
+/// An atom's key/value pairs, sorted by key.
+pub(crate) type Pairs = BTreeMap<Vec<u8>, Vec<u8>>;
+
 /// One atom in memory.
 #[derive(Debug)]
 pub(crate) struct AtomSlot {
@@ -124,13 +127,13 @@ impl Data {
 
     /// The pairs of atom `atom_id`, read from its file without caching them when it is not loaded (so a scan of a
     /// large archive holds one atom at a time).
-    pub fn pairs(&self, atom_id: u64) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StoreError> {
+    pub fn pairs(&self, atom_id: u64) -> Result<Pairs, StoreError> {
         match self.atoms.get(&atom_id) {
-            None => Ok(Vec::new()),
-            Some(AtomSlot { map: Some(m), .. }) => Ok(m.iter().map(|(k, v)| (k.clone(), v.clone())).collect()),
+            None => Ok(Pairs::new()),
+            Some(AtomSlot { map: Some(m), .. }) => Ok(m.clone()),
             Some(_) => {
                 let (_, map) = read_atom_file(&self.atoms_dir.join(atom_file_name(atom_id)), atom_id)?;
-                Ok(map.into_iter().collect())
+                Ok(map)
             }
         }
     }
@@ -192,10 +195,7 @@ pub(crate) fn read_atom_header(path: &Path) -> Result<Option<AtomHeader>, StoreE
 }
 
 /// Reads, verifies and decodes a whole atom file; checks that it is atom `atom_id`.
-pub(crate) fn read_atom_file(
-    path: &Path,
-    atom_id: u64,
-) -> Result<(AtomHeader, BTreeMap<Vec<u8>, Vec<u8>>), StoreError> {
+pub(crate) fn read_atom_file(path: &Path, atom_id: u64) -> Result<(AtomHeader, Pairs), StoreError> {
     let f = File::open(path).map_err(StoreError::io("open", path))?;
     let mut bytes = Vec::new();
     // The header parser refuses a body over the limit; reading one byte past the largest valid file catches a

@@ -1,5 +1,5 @@
 //! The reference store: a small real key/value database of N storage managers (SMs), each keeping an archive in
-//! exactly FORMAT.md's layout, each implementing [`Archive`](crate::archive::Archive). It is the embedded default
+//! exactly FORMAT.md's layout, each implementing [`Archive`]. It is the embedded default
 //! that the server, the tests and the benchmarks use.
 //!
 //! # Layout
