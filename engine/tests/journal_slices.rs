@@ -94,4 +94,18 @@ fn a_hot_copy_by_the_archive_contract_restores_the_state_at_its_end_point() {
     let restored = read_archive(target.path()).unwrap();
     assert_entries_eq(&restored.entries, &replay_upto(&report.acked, e), &format!("restore at E = {e} (R = {r})"));
     assert!(restored.last_txn <= e);
+
+    // The restored directory opens as a database of its own: segments may start above 1 and mid-segment (a header
+    // in front of the slice), and the transaction sequence continues after E.
+    let first_segment = slices.first().map(|s| (s.segment, s.offset));
+    eprintln!("restored journal starts at segment and offset {first_segment:?}");
+    let root = tempdir();
+    std::fs::rename(target.path(), root.path().join("0")).unwrap();
+    let mut cfg = config("contract");
+    cfg.database_id = Some(id.database_id);
+    let reopened = Database::open(root.path(), cfg).unwrap();
+    assert_entries_eq(&reopened.entries().unwrap(), &replay_upto(&report.acked, e), "restored database");
+    assert_eq!(restored.last_txn, e);
+    assert_eq!(reopened.commit(&Txn::new().put("after", "restore")).unwrap().txn_id, e + 1);
+    reopened.close().unwrap();
 }

@@ -31,6 +31,16 @@
 //! [`JournalPin`](crate::archive::JournalPin) or journal-hot-copy retention holds them. [`Database::open`] recovers
 //! every archive (see `recovery`): atom headers, journal replay above each atom's LSN, torn tail truncated; it then
 //! starts a new segment in every journal and continues the transaction sequence.
+//!
+//! # Known limits
+//! - A crash while a transaction is being written to several journals can leave it durable in some of them and
+//!   not in others. It was never acknowledged, but recovery does not reconcile the SMs: the archives that hold it
+//!   replay it, the others do not (no two-phase commit). Single-SM databases and clean shutdowns are not affected.
+//! - Recovery reads one whole segment into memory at a time (at most `limits::MAX_CONFIG_SEGMENT_BYTES` for
+//!   segments this store wrote, the format's 4 GiB for restored ones); the record index costs 16 bytes per record
+//!   of the segments on disk.
+//! - The commit-time atom size check does not count transactions still in flight to the same atom (see
+//!   `check_atom_sizes`); the checkpointer then refuses to write an oversize atom and reports it.
 
 mod codec;
 mod config;
