@@ -1,11 +1,14 @@
 //! `backset bench`: measure the copier on this machine's disks.
 
 use std::path::{Path, PathBuf};
-use std::time::Instant;
+use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
+use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use backset_copier::limit::{JobLimiter, SmLimiter};
-use backset_copier::{BackendChoice, Copier, CopyRequest, JobControl, JobReport, Options, Throttle};
+use backset_copier::{
+    BackendChoice, Copier, CopyError, CopyRequest, FileReport, JobControl, JobReport, Options, Throttle,
+};
 
 /// `backset bench ...`
 #[derive(clap::Subcommand, Debug)]
@@ -51,10 +54,19 @@ pub struct CopyArgs {
     /// Do not hash (to measure what hashing costs).
     #[arg(long)]
     no_hash: bool,
+    /// Concurrent jobs (files dealt out in turn), each with its own copier, sharing one SM budget of --max-rate.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=MAX_BENCH_JOBS as i64))]
+    jobs: u16,
     /// Print one JSON object instead of text.
     #[arg(long)]
     json: bool,
 }
+
+/// Most concurrent jobs of `bench copy --jobs` (each has its own 64 MiB buffer pool).
+const MAX_BENCH_JOBS: u16 = 16;
+
+/// Length of the windows in which `bench copy` measures the rate.
+const WINDOW: Duration = Duration::from_secs(1);
 
 fn parse_rate(s: &str) -> Result<u64, String> {
     match s.parse::<u64>() {
@@ -91,6 +103,17 @@ fn walk(root: &Path) -> Result<Vec<PathBuf>> {
     Ok(out)
 }
 
+/// What `bench copy` measured.
+struct Measured {
+    /// Per file, in `walk` order.
+    reports: Vec<FileReport>,
+    /// The first job's report (backend, buffers), with bytes, waits and direct-I/O counts summed over all jobs.
+    job: JobReport,
+    seconds: f64,
+    /// Rate of each whole window (bytes read from the sources per second).
+    windows: Vec<f64>,
+}
+
 fn copy(args: &CopyArgs) -> Result<()> {
     if args.target.exists() {
         bail!("{} exists; bench copy creates its target, give a new path", args.target.display());
@@ -102,21 +125,88 @@ fn copy(args: &CopyArgs) -> Result<()> {
         Some("portable") => BackendChoice::Portable,
         _ => BackendChoice::Auto,
     };
-    let mut copier = Copier::new(Options { backend, hash: !args.no_hash, ..Options::default() })?;
-    // The SM budget is the bench's whole budget; the job has no cap of its own.
-    let limiter = args.max_rate.map(|rate| JobLimiter::new(&SmLimiter::new(Some(rate)), None));
-    let ctl = JobControl::new();
-    let started = Instant::now();
-    let report = copier.copy(&requests, &ctl, limiter.as_ref().map(|l| l as &dyn Throttle))?;
-    let seconds = started.elapsed().as_secs_f64();
-    print_report(args, &files, &report, seconds);
+    let opts = Options { backend, hash: !args.no_hash, ..Options::default() };
+    let jobs = usize::from(args.jobs);
+    let measured = run_jobs(&requests, jobs, &opts, args.max_rate)?;
+    print_report(args, &files, &measured);
     Ok(())
 }
 
+/// Runs `requests` as `jobs` concurrent jobs (request i in job i % jobs) sharing one SM budget of `max_rate`, and
+/// samples the bytes copied at every window boundary.
+fn run_jobs(requests: &[CopyRequest], jobs: usize, opts: &Options, max_rate: Option<u64>) -> Result<Measured> {
+    let sm = SmLimiter::new(max_rate);
+    let ctls: Vec<JobControl> = (0..jobs).map(|_| JobControl::new()).collect();
+    let running = AtomicUsize::new(jobs);
+    let started = Instant::now();
+    let (results, windows) = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..jobs)
+            .map(|j| {
+                let (sm, ctls, running) = (&sm, &ctls, &running);
+                s.spawn(move || {
+                    let mine: Vec<CopyRequest> = requests.iter().skip(j).step_by(jobs).cloned().collect();
+                    let result = Copier::new(opts.clone()).and_then(|mut copier| {
+                        // The SM budget is the bench's whole budget; jobs have no cap of their own.
+                        let limiter = max_rate.map(|_| JobLimiter::new(sm, None));
+                        copier.copy(&mine, &ctls[j], limiter.as_ref().map(|l| l as &dyn Throttle))
+                    });
+                    if result.is_err() {
+                        // One failed job stops the others.
+                        ctls.iter().for_each(JobControl::cancel);
+                    }
+                    running.fetch_sub(1, Relaxed);
+                    result
+                })
+            })
+            .collect();
+        let mut windows = Vec::new();
+        let (mut last_t, mut last_bytes) = (started, 0u64);
+        let mut boundary = started + WINDOW;
+        while running.load(Relaxed) > 0 {
+            std::thread::sleep(boundary.saturating_duration_since(Instant::now()).min(Duration::from_millis(50)));
+            let now = Instant::now();
+            if now < boundary {
+                continue;
+            }
+            // The rate limit counts bytes read from the sources, so the windows do too.
+            let bytes: u64 = ctls.iter().map(|c| c.progress().bytes_read).sum();
+            if running.load(Relaxed) > 0 {
+                windows.push((bytes - last_bytes) as f64 / (now - last_t).as_secs_f64());
+            }
+            (last_t, last_bytes) = (now, bytes);
+            boundary += WINDOW;
+        }
+        let results: Vec<_> = handles.into_iter().map(|h| h.join().expect("copy thread")).collect();
+        (results, windows)
+    });
+    let seconds = started.elapsed().as_secs_f64();
+    // Report the error that stopped the bench, not the cancellations it caused in the other jobs.
+    if let Some(e) = results.iter().filter_map(|r| r.as_ref().err()).find(|e| !matches!(e, CopyError::Cancelled)) {
+        bail!("{e}");
+    }
+    let mut job_reports = Vec::with_capacity(jobs);
+    for r in results {
+        job_reports.push(r?);
+    }
+    let mut per_job: Vec<_> = job_reports.iter().map(|r| r.files.iter()).collect();
+    let reports =
+        (0..requests.len()).map(|i| per_job[i % jobs].next().expect("a report per request").clone()).collect();
+    let mut job = job_reports.swap_remove(0);
+    for other in &job_reports {
+        job.bytes += other.bytes;
+        job.waited += other.waited;
+        job.direct_sources += other.direct_sources;
+        job.direct_targets += other.direct_targets;
+        job.direct_fallbacks += other.direct_fallbacks;
+    }
+    job.files.clear();
+    Ok(Measured { reports, job, seconds, windows })
+}
+
 /// BLAKE3 over the sorted (path, size, hash) list: equal trees give equal manifests.
-fn manifest_hash(files: &[PathBuf], report: &JobReport) -> String {
+fn manifest_hash(files: &[PathBuf], reports: &[FileReport]) -> String {
     let mut h = blake3::Hasher::new();
-    for (path, f) in files.iter().zip(&report.files) {
+    for (path, f) in files.iter().zip(reports) {
         h.update(path.as_os_str().as_encoded_bytes());
         h.update(&[0]);
         h.update(&f.bytes.to_le_bytes());
@@ -125,14 +215,33 @@ fn manifest_hash(files: &[PathBuf], report: &JobReport) -> String {
     h.finalize().to_hex().to_string()
 }
 
-fn print_report(args: &CopyArgs, files: &[PathBuf], report: &JobReport, seconds: f64) {
+/// The slowest and fastest window in MB/s, and the window furthest from `max_rate` in percent of it.
+fn window_stats(windows: &[f64], max_rate: Option<u64>) -> Option<(f64, f64, Option<f64>)> {
+    let min = windows.iter().copied().reduce(f64::min)?;
+    let max = windows.iter().copied().reduce(f64::max)?;
+    let worst = max_rate.map(|r| {
+        let err = |w: f64| (w / r as f64 - 1.0) * 100.0;
+        if err(min).abs() > err(max).abs() {
+            err(min)
+        } else {
+            err(max)
+        }
+    });
+    Some((min / 1e6, max / 1e6, worst))
+}
+
+fn print_report(args: &CopyArgs, files: &[PathBuf], m: &Measured) {
+    let (report, seconds) = (&m.job, m.seconds);
     let mb_per_sec = report.bytes as f64 / 1e6 / seconds;
-    let manifest = if args.no_hash { "-".to_string() } else { manifest_hash(files, report) };
+    let manifest = if args.no_hash { "-".to_string() } else { manifest_hash(files, &m.reports) };
+    let windows = window_stats(&m.windows, args.max_rate);
     if args.json {
+        let num = |v: Option<f64>| v.map_or("null".to_string(), |v| format!("{v:.3}"));
         println!(
-            "{{\"files\": {}, \"bytes\": {}, \"seconds\": {seconds:.6}, \"mb_per_sec\": {mb_per_sec:.3}, \"backend\": \"{}\", \"registered_buffers\": {}, \"direct_sources\": {}, \"direct_targets\": {}, \"direct_fallbacks\": {}, \"waited_seconds\": {:.6}, \"max_rate_mb\": {}, \"manifest_blake3\": \"{manifest}\"}}",
+            "{{\"files\": {}, \"bytes\": {}, \"seconds\": {seconds:.6}, \"mb_per_sec\": {mb_per_sec:.3}, \"jobs\": {}, \"backend\": \"{}\", \"registered_buffers\": {}, \"direct_sources\": {}, \"direct_targets\": {}, \"direct_fallbacks\": {}, \"waited_seconds\": {:.6}, \"max_rate_mb\": {}, \"windows\": {}, \"window_min_mb_per_sec\": {}, \"window_max_mb_per_sec\": {}, \"window_worst_error_pct\": {}, \"manifest_blake3\": \"{manifest}\"}}",
             files.len(),
             report.bytes,
+            args.jobs,
             report.backend.name(),
             report.registered_buffers,
             report.direct_sources,
@@ -140,12 +249,24 @@ fn print_report(args: &CopyArgs, files: &[PathBuf], report: &JobReport, seconds:
             report.direct_fallbacks,
             report.waited.as_secs_f64(),
             args.max_rate.map_or("null".to_string(), |r| (r / 1_000_000).to_string()),
+            m.windows.len(),
+            num(windows.map(|w| w.0)),
+            num(windows.map(|w| w.1)),
+            num(windows.and_then(|w| w.2)),
         );
     } else {
         println!("files            {}", files.len());
         println!("bytes            {}", report.bytes);
         println!("seconds          {seconds:.3}");
         println!("MB/s             {mb_per_sec:.1}");
+        if let Some(rate) = args.max_rate {
+            println!("vs --max-rate    {:+.2}%", (mb_per_sec * 1e6 / rate as f64 - 1.0) * 100.0);
+        }
+        if let Some((min, max, worst)) = windows {
+            let worst = worst.map(|w| format!(", worst {w:+.2}% of --max-rate")).unwrap_or_default();
+            println!("1 s windows      {}: {min:.1} to {max:.1} MB/s{worst}", m.windows.len());
+        }
+        println!("jobs             {}", args.jobs);
         println!(
             "backend          {}{}",
             report.backend.name(),

@@ -61,6 +61,42 @@ fn bench_copy_copies_a_tree_and_equal_trees_give_equal_manifests() {
 }
 
 #[test]
+fn bench_copy_with_several_jobs_on_one_budget_copies_every_file_once() {
+    let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    let src = dir.path().join("src");
+    std::fs::create_dir_all(&src).unwrap();
+    for i in 0..7u8 {
+        std::fs::write(src.join(format!("f{i}")), vec![i; 300_000 + usize::from(i)]).unwrap();
+    }
+    let run = |target: &str, extra: &[&str]| {
+        let mut args: Vec<&std::ffi::OsStr> =
+            vec!["bench".as_ref(), "copy".as_ref(), src.as_os_str(), "--json".as_ref()];
+        let target = dir.path().join(target);
+        args.push(target.as_os_str());
+        args.extend(extra.iter().map(|a| std::ffi::OsStr::new(a)));
+        let (ok, out, err) = backset(&args);
+        assert!(ok, "{err}");
+        out
+    };
+    let one = run("one", &[]);
+    // 2.1 MB at 1 MB/s: two whole one-second windows at least, read by three jobs sharing the budget.
+    let three = run("three", &["--jobs", "3", "--max-rate", "1"]);
+    assert_eq!(field(&three, "jobs"), "3");
+    assert_eq!(field(&three, "files"), "7");
+    assert_eq!(field(&one, "manifest_blake3"), field(&three, "manifest_blake3"), "same files, same hashes");
+    for i in 0..7u8 {
+        assert_eq!(std::fs::read(dir.path().join(format!("three/f{i}"))).unwrap(), vec![i; 300_000 + usize::from(i)]);
+    }
+    assert!(field(&three, "windows").parse::<u32>().unwrap() >= 2, "{three}");
+    assert!(field(&three, "seconds").parse::<f64>().unwrap() >= 2.0, "the budget is shared: {three}");
+    assert_eq!(field(&one, "window_worst_error_pct"), "null", "no rate, no error: {one}");
+    assert_eq!(
+        backset(&["bench".as_ref(), "copy".as_ref(), "a".as_ref(), "b".as_ref(), "--jobs".as_ref(), "0".as_ref()]).0,
+        false
+    );
+}
+
+#[test]
 fn bench_disk_measures_and_cleans_up() {
     let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
     let (ok, out, err) = backset(&[

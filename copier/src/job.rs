@@ -100,8 +100,11 @@ pub struct JobReport {
 /// A snapshot of a running job.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Progress {
-    /// Bytes copied so far.
+    /// Bytes copied so far (written and, for read-only requests, hashed).
     pub bytes_done: u64,
+    /// Bytes read from the sources so far: what the rate limit counts. Ahead of `bytes_done` by what is in the
+    /// buffers.
+    pub bytes_read: u64,
     /// Bytes to copy in all (grows as files are opened when requests have no length).
     pub bytes_total: u64,
     /// Files finished (written and fsynced).
@@ -121,6 +124,7 @@ pub struct Progress {
 pub struct JobControl {
     cancel: AtomicBool,
     pub(crate) bytes_done: AtomicU64,
+    pub(crate) bytes_read: AtomicU64,
     pub(crate) bytes_total: AtomicU64,
     pub(crate) files_done: AtomicU64,
     pub(crate) files_total: AtomicU64,
@@ -183,6 +187,7 @@ impl JobControl {
         };
         Progress {
             bytes_done,
+            bytes_read: self.bytes_read.load(Relaxed),
             bytes_total: self.bytes_total.load(Relaxed),
             files_done: self.files_done.load(Relaxed),
             files_total: self.files_total.load(Relaxed),

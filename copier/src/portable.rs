@@ -114,7 +114,9 @@ fn copy_one(
                         found: src.offset + done + filled as u64,
                     });
                 }
-                filled = (filled + n).min(end);
+                let new_filled = (filled + n).min(end);
+                ctl.bytes_read.fetch_add((new_filled - filled) as u64, Relaxed);
+                filled = new_filled;
             }
         }
         let bytes = pool.slice_mut(buf);

@@ -599,7 +599,9 @@ impl Run<'_> {
                     self.pool.give_back(buf);
                     return Err(CopyError::io("read", &self.reqs[f.request].source, errno(res)));
                 }
-                let filled = (filled + res as usize).min(end);
+                let new_filled = (filled + res as usize).min(end);
+                self.ctl.bytes_read.fetch_add((new_filled - filled) as u64, Relaxed);
+                let filled = new_filled;
                 if filled < end {
                     let short = res == 0 || (src.direct && filled % crate::limits::DIRECT_ALIGN != 0);
                     if short {

@@ -81,6 +81,7 @@ fn sizes_around_every_boundary_copy_exactly() {
         assert_eq!((p.files_done, p.files_total), (sizes.len() as u64, sizes.len() as u64));
         assert_eq!(p.bytes_done, sizes.iter().sum::<usize>() as u64);
         assert_eq!(p.bytes_done, p.bytes_total);
+        assert_eq!(p.bytes_read, p.bytes_total, "padding read past a file's end is not counted");
     }
 }
 
