@@ -73,7 +73,7 @@ fn bench_copy_with_several_jobs_on_one_budget_copies_every_file_once() {
             vec!["bench".as_ref(), "copy".as_ref(), src.as_os_str(), "--json".as_ref()];
         let target = dir.path().join(target);
         args.push(target.as_os_str());
-        args.extend(extra.iter().map(|a| std::ffi::OsStr::new(a)));
+        args.extend(extra.iter().map(std::ffi::OsStr::new));
         let (ok, out, err) = backset(&args);
         assert!(ok, "{err}");
         out
@@ -90,10 +90,9 @@ fn bench_copy_with_several_jobs_on_one_budget_copies_every_file_once() {
     assert!(field(&three, "windows").parse::<u32>().unwrap() >= 2, "{three}");
     assert!(field(&three, "seconds").parse::<f64>().unwrap() >= 2.0, "the budget is shared: {three}");
     assert_eq!(field(&one, "window_worst_error_pct"), "null", "no rate, no error: {one}");
-    assert_eq!(
-        backset(&["bench".as_ref(), "copy".as_ref(), "a".as_ref(), "b".as_ref(), "--jobs".as_ref(), "0".as_ref()]).0,
-        false
-    );
+    let zero_jobs =
+        Command::new(env!("CARGO_BIN_EXE_backset")).args(["bench", "copy", "a", "b", "--jobs", "0"]).output();
+    assert_eq!(zero_jobs.unwrap().status.code(), Some(2), "zero jobs is a usage error");
 }
 
 #[test]
