@@ -10,7 +10,9 @@
 
 pub mod archive;
 pub mod bulk;
+pub mod check;
 pub mod limits;
+pub mod restore;
 pub mod store;
 pub mod workload;
 

@@ -70,3 +70,17 @@ const _: () =
     assert!(MAX_CONFIG_SEGMENT_BYTES + MAX_BATCH_BYTES + 2 * MAX_RECORD_PAYLOAD_BYTES as u64 + 64 <= MAX_SEGMENT_BYTES);
 const _: () = assert!((MAX_VALUE_BYTES + MAX_KEY_BYTES + 64) < MAX_RECORD_PAYLOAD_BYTES as usize);
 const _: () = assert!(DEFAULT_ATOM_BUCKETS <= MAX_ATOM_BUCKETS);
+
+// ---- restore and check (engine/src/restore/, engine/src/check/) ----
+
+/// Size at which a restore closes a journal segment of the archive it writes and starts the next one: 64 MiB, as the
+/// store's default rollover. A segment may pass it by one record (at most the format's record limit).
+pub const RESTORE_SEGMENT_BYTES: u64 = DEFAULT_SEGMENT_BYTES;
+
+/// Most files one copier job of a restore or a check takes: 4096. A job's report holds every file's chunk hashes,
+/// so this bounds the report of one job (4096 files of up to `MAX_ATOM_BODY_BYTES` each: at most 32 MiB of hashes)
+/// and lets a cancel or an error name its batch quickly.
+pub const COPY_BATCH_FILES: usize = 4096;
+
+const _: () = assert!(RESTORE_SEGMENT_BYTES + MAX_RECORD_PAYLOAD_BYTES as u64 + 64 <= MAX_SEGMENT_BYTES);
+const _: () = assert!(COPY_BATCH_FILES > 0);

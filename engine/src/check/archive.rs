@@ -1,0 +1,245 @@
+//! `archive check`: an archive directory's atom files (header, name, body hash) and journal segments (header,
+//! numbering, record framing, increasing transaction ids, torn tail).
+
+use std::fs;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+use backset_format::atom::ATOM_HEADER_BYTES;
+use backset_format::fsio::TMP_FILE_PREFIX;
+use backset_format::layout::{parse_id_name, ATOMS_DIR, JOURNAL_DIR};
+use backset_format::limits::{CHUNK_BYTES, MAX_SEGMENT_BYTES};
+use backset_format::{read_segment, AtomHeader, Tail};
+use uuid::Uuid;
+
+use super::{CheckError, Defect, DefectKind};
+use crate::restore::{open_data_file, SliceError};
+
+/// A torn tail at the end of the last segment: normal after a crash (the SM truncates it when it opens).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TornTail {
+    /// Segment number.
+    pub segment: u64,
+    /// Offset of the first torn byte.
+    pub offset: u64,
+    /// Torn bytes.
+    pub len: u64,
+}
+
+/// What [`check_archive`] found.
+#[derive(Debug, Clone)]
+pub struct ArchiveCheckReport {
+    /// The archive directory.
+    pub dir: PathBuf,
+    /// Every defect found.
+    pub defects: Vec<Defect>,
+    /// Atom files checked.
+    pub atoms: u64,
+    /// Journal segments checked.
+    pub segments: u64,
+    /// Journal records read.
+    pub records: u64,
+    /// Highest transaction id: of the last record, or of the highest atom LSN.
+    pub last_txn: u64,
+    /// Database id of the segments (the first segment's).
+    pub database_id: Option<Uuid>,
+    /// A torn tail at the end of the last segment (not a defect: a crash leaves one, and opening the archive
+    /// truncates it). A torn tail in any other segment is a defect.
+    pub torn_tail: Option<TornTail>,
+}
+
+impl ArchiveCheckReport {
+    /// No defect found.
+    pub fn is_ok(&self) -> bool {
+        self.defects.is_empty()
+    }
+
+    fn defect(&mut self, file: PathBuf, kind: DefectKind, what: String) {
+        self.defects.push(Defect { element: None, file: Some(file), kind, what });
+    }
+}
+
+/// Checks the archive directory `dir` (`atoms/` and `journal/`, FORMAT.md's archive layout): every atom file's
+/// header, that it is named for its atom, its length and its body's BLAKE3; every journal segment's header (its
+/// number matches its name, one database throughout), every record's framing and check, transaction ids increasing
+/// within and across segments; a torn tail is reported as such. Holds one segment in memory at a time (at most the
+/// format's `MAX_SEGMENT_BYTES`) and one 1 MiB buffer for atoms. The archive must not be in use by an SM.
+pub fn check_archive(dir: impl AsRef<Path>) -> Result<ArchiveCheckReport, CheckError> {
+    let dir = dir.as_ref().to_path_buf();
+    let atoms_dir = dir.join(ATOMS_DIR);
+    let journal_dir = dir.join(JOURNAL_DIR);
+    if !atoms_dir.is_dir() && !journal_dir.is_dir() {
+        return Err(CheckError::NotADirectory { path: dir, reason: "it has neither atoms/ nor journal/".into() });
+    }
+    let mut r = ArchiveCheckReport {
+        dir,
+        defects: Vec::new(),
+        atoms: 0,
+        segments: 0,
+        records: 0,
+        last_txn: 0,
+        database_id: None,
+        torn_tail: None,
+    };
+    for (id, path) in list(&atoms_dir, &mut r) {
+        r.atoms += 1;
+        match check_atom(&path, id) {
+            Ok(lsn) => r.last_txn = r.last_txn.max(lsn),
+            Err((kind, what)) => r.defect(path, kind, what),
+        }
+    }
+    let segments = list(&journal_dir, &mut r);
+    let count = segments.len();
+    let mut prev_txn = 0u64;
+    for (i, (number, path)) in segments.into_iter().enumerate() {
+        r.segments += 1;
+        let bytes = match read_bounded(&path) {
+            Ok(b) => b,
+            Err((kind, what)) => {
+                r.defect(path, kind, what);
+                continue;
+            }
+        };
+        let (header, mut reader) = match read_segment(&bytes) {
+            Ok(x) => x,
+            Err(e) => {
+                r.defect(path, DefectKind::Journal, format!("{e}"));
+                continue;
+            }
+        };
+        if header.segment != number {
+            r.defect(
+                path.clone(),
+                DefectKind::Journal,
+                format!(
+                    "the file is named for segment {number} but its header says {}; it was renamed",
+                    header.segment
+                ),
+            );
+        }
+        match r.database_id {
+            Some(db) if db != header.database_id => r.defect(
+                path.clone(),
+                DefectKind::Journal,
+                format!("the segment belongs to database {}, earlier segments to {db}", header.database_id),
+            ),
+            Some(_) => {}
+            None => r.database_id = Some(header.database_id),
+        }
+        let mut first_in_segment = true;
+        for rec in &mut reader {
+            match rec {
+                Ok(rec) => {
+                    if first_in_segment && rec.txn_id <= prev_txn {
+                        r.defect(
+                            path.clone(),
+                            DefectKind::Journal,
+                            format!(
+                                "the record at byte {} has transaction id {}, but an earlier segment ends at {prev_txn}; \
+                                 transaction ids must increase across segments",
+                                rec.offset, rec.txn_id
+                            ),
+                        );
+                    }
+                    first_in_segment = false;
+                    r.records += 1;
+                    prev_txn = prev_txn.max(rec.txn_id);
+                }
+                Err(e) => {
+                    r.defect(path.clone(), DefectKind::Journal, format!("{e}"));
+                    break;
+                }
+            }
+        }
+        if let Some(Tail::Torn { offset, len }) = reader.tail() {
+            if i + 1 == count {
+                r.torn_tail = Some(TornTail { segment: number, offset, len });
+            } else {
+                r.defect(
+                    path.clone(),
+                    DefectKind::Journal,
+                    format!(
+                        "{len} bytes at offset {offset} are an incomplete record (a torn tail), but this is not the \
+                         last segment: only the last one can be cut short by a crash, the journal is damaged"
+                    ),
+                );
+            }
+        }
+    }
+    r.last_txn = r.last_txn.max(prev_txn);
+    Ok(r)
+}
+
+/// The `<16 hex>` files of `dir`, sorted by id; any other entry (except `.tmp-` leftovers) is a defect.
+fn list(dir: &Path, r: &mut ArchiveCheckReport) -> Vec<(u64, PathBuf)> {
+    let mut out = Vec::new();
+    let Ok(rd) = fs::read_dir(dir) else { return out };
+    for entry in rd.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if name.starts_with(TMP_FILE_PREFIX) {
+            continue;
+        }
+        match parse_id_name(&name) {
+            Some(id) => out.push((id, entry.path())),
+            None => r.defect(
+                entry.path(),
+                DefectKind::ExtraFile,
+                format!("unexpected file in {} (names are 16 lower-case hex digits)", dir.display()),
+            ),
+        }
+    }
+    out.sort();
+    out
+}
+
+fn slice_defect(e: SliceError) -> (DefectKind, String) {
+    let kind = match e {
+        SliceError::NotRegular { .. } => DefectKind::NotRegular,
+        SliceError::Missing { .. } => DefectKind::MissingFile,
+        _ => DefectKind::Io,
+    };
+    (kind, e.to_string())
+}
+
+/// Checks one atom file; returns its LSN.
+fn check_atom(path: &Path, id: u64) -> Result<u64, (DefectKind, String)> {
+    let (mut f, len) = open_data_file(path).map_err(slice_defect)?;
+    let mut head = [0u8; ATOM_HEADER_BYTES];
+    f.read_exact(&mut head).map_err(|e| (DefectKind::Atom, format!("cannot read the atom header: {e}")))?;
+    let h = AtomHeader::parse(&head).map_err(|e| (DefectKind::Atom, e.to_string()))?;
+    if h.atom_id != id {
+        return Err((DefectKind::Atom, format!("the file holds atom {:#x} but is named for atom {id:#x}", h.atom_id)));
+    }
+    if h.body_len + ATOM_HEADER_BYTES as u64 != len {
+        return Err((
+            DefectKind::Size,
+            format!("the header declares a {}-byte body, the file is {len} bytes (truncated or extended)", h.body_len),
+        ));
+    }
+    let mut hasher = blake3::Hasher::new();
+    let mut buf = vec![0u8; CHUNK_BYTES.min(h.body_len.max(1)) as usize];
+    let mut left = h.body_len;
+    while left > 0 {
+        let n = left.min(buf.len() as u64) as usize;
+        f.read_exact(&mut buf[..n]).map_err(|e| (DefectKind::Io, format!("reading the body: {e}")))?;
+        hasher.update(&buf[..n]);
+        left -= n as u64;
+    }
+    if hasher.finalize().as_bytes() != &h.body_hash {
+        return Err((
+            DefectKind::Hash,
+            format!("atom {id:#x}: the body does not match the BLAKE3 in its header (damaged)"),
+        ));
+    }
+    Ok(h.lsn)
+}
+
+fn read_bounded(path: &Path) -> Result<Vec<u8>, (DefectKind, String)> {
+    let (f, len) = open_data_file(path).map_err(slice_defect)?;
+    if len > MAX_SEGMENT_BYTES {
+        return Err((DefectKind::Size, format!("{len} bytes, more than a segment may hold ({MAX_SEGMENT_BYTES})")));
+    }
+    let mut bytes = Vec::with_capacity(len as usize);
+    f.take(MAX_SEGMENT_BYTES + 1).read_to_end(&mut bytes).map_err(|e| (DefectKind::Io, format!("read: {e}")))?;
+    Ok(bytes)
+}

@@ -1,0 +1,767 @@
+//! Validate a backup set offline ([`check_set`]), or an archive directory ([`check_archive`]).
+//!
+//! A check never stops at the first defect: it reports every one it finds, each with its element and file, and
+//! the transactions that can still be restored. What [`check_set`] verifies:
+//! - the `state` and every completed element's `control/element`, `control/manifest` and `control/catalog` decode
+//!   (envelope, hash, limits, format rules) and agree: ids, types, sequence numbers, transaction ranges;
+//! - the chain: one full first; each incremental's parent is the previous full or incremental and its end point is
+//!   not before it; each journal element's parent is the previous journal element (or the full) and the journal
+//!   chain is contiguous from the full's recovery start; every element the state lists as completed is there;
+//! - catalogs: each copied atom's catalog entry is present with the manifest's hash; each present atom is held by
+//!   the element or an earlier full or incremental with that hash; catalogs are cumulative (every atom present in
+//!   the previous catalog is listed, present or dropped) and drop only atoms that were present; no LSN beyond the
+//!   element's end point; journal elements hold journal slices only and an empty catalog;
+//! - the top of the set and each element directory hold only what the format defines (`tmp/` contents and
+//!   elements still in progress are notes, not defects);
+//! - unless `metadata_only`: every element's `data/` is there, holds exactly the manifest's files (missing, extra,
+//!   links and special files are defects), each of the manifest's size, BLAKE3 and 1 MiB chunk hashes (read through
+//!   the copier's read-only requests); every atom file's header parses, names its atom, has the catalog's LSN (at
+//!   most the element's end point) and the file's length; every journal slice's framing: a segment header naming
+//!   its segment, the set's database and archive when the slice starts the segment, records that parse, with
+//!   increasing transaction ids within the element's range, and no torn tail.
+//!
+//! The metadata-only mode reads the state and `control/` only (never `data/`): it answers which transactions can
+//! be restored, in a time bounded by the size of the control files.
+
+mod archive;
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::fmt;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use backset_copier::{Copier, CopyError, CopyRequest, JobControl};
+use backset_format::atom::ATOM_HEADER_BYTES;
+use backset_format::fsio::TMP_FILE_PREFIX;
+use backset_format::layout::{
+    parse_id_name, ATOMS_DIR, CATALOG_FILE, CONTROL_DIR, DATA_DIR, ELEMENT_INFO_FILE, JOURNAL_DIR, MANIFEST_FILE,
+    STATE_FILE, TMP_DIR,
+};
+use backset_format::{AtomState, ElementName, ElementStatus, FileEntry, FileKind, TxnRange};
+
+pub use archive::{check_archive, ArchiveCheckReport, TornTail};
+
+use crate::limits::COPY_BATCH_FILES;
+use crate::restore::set::hex;
+use crate::restore::{for_each_record, mismatch, read_atom_header, BackupSet, SetError, SliceError};
+
+/// How to check.
+#[derive(Debug, Clone, Default)]
+pub struct CheckOptions {
+    /// Read the state and `control/` only, never `data/`.
+    pub metadata_only: bool,
+    /// Progress and cancel of the data reads (the copier's read-only jobs). `None`: a private control.
+    pub control: Option<Arc<JobControl>>,
+    /// The copier's options (backend, pool size, direct I/O). Hashing is always on.
+    pub copier: backset_copier::Options,
+}
+
+/// What kind of defect.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum DefectKind {
+    /// A metadata file (state or control file) is missing, unreadable or does not decode.
+    Metadata,
+    /// The state lists a completed element whose directory is missing or not a directory.
+    MissingElement,
+    /// Control files disagree with the state or with each other.
+    Inconsistent,
+    /// The element chain is broken (parents, end points, journal contiguity).
+    Chain,
+    /// A catalog disagrees with the manifests.
+    Catalog,
+    /// An element's `data/` is missing (moved away) while its manifest lists files.
+    DataMissing,
+    /// A data file the manifest lists is missing.
+    MissingFile,
+    /// A file or directory the format does not define.
+    ExtraFile,
+    /// A symbolic link, a device or a directory where a regular file belongs (or the reverse).
+    NotRegular,
+    /// A data file's size differs from the manifest's.
+    Size,
+    /// A data file's bytes differ from the manifest's hashes.
+    Hash,
+    /// An atom file's header is wrong (does not parse, another atom, LSN, length).
+    Atom,
+    /// A journal slice's framing is wrong (header, records, order, range, torn tail).
+    Journal,
+    /// A file could not be read.
+    Io,
+}
+
+/// One defect: what is wrong, in which element and file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Defect {
+    /// The element, when the defect is inside one.
+    pub element: Option<ElementName>,
+    /// The file or directory at fault, when there is one.
+    pub file: Option<PathBuf>,
+    /// What kind of defect.
+    pub kind: DefectKind,
+    /// What is wrong, for an operator.
+    pub what: String,
+}
+
+impl fmt::Display for Defect {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match (&self.element, &self.file) {
+            (Some(e), Some(p)) => write!(f, "element {e}: {}: {}", p.display(), self.what),
+            (Some(e), None) => write!(f, "element {e}: {}", self.what),
+            (None, Some(p)) => write!(f, "{}: {}", p.display(), self.what),
+            (None, None) => f.write_str(&self.what),
+        }
+    }
+}
+
+/// What a check found.
+#[derive(Debug, Clone)]
+pub struct CheckReport {
+    /// The backup set.
+    pub set_dir: PathBuf,
+    /// Every defect found, in the order found.
+    pub defects: Vec<Defect>,
+    /// Observations that are not defects (elements in progress, leftovers of an interrupted hot copy).
+    pub notes: Vec<String>,
+    /// The transactions a restore can reach given what was checked: sorted, disjoint ranges. Empty when the set's
+    /// metadata is damaged (restore refuses it) or nothing is restorable.
+    pub restorable: Vec<TxnRange>,
+    /// Whether only metadata was checked.
+    pub metadata_only: bool,
+    /// Completed elements listed in the state.
+    pub elements: usize,
+    /// Data files read and hashed.
+    pub files_read: u64,
+    /// Bytes of data read and hashed.
+    pub bytes_read: u64,
+    /// Wall time.
+    pub elapsed: Duration,
+}
+
+impl CheckReport {
+    /// No defect found.
+    pub fn is_ok(&self) -> bool {
+        self.defects.is_empty()
+    }
+
+    /// The last restorable transaction, if any.
+    pub fn restorable_max(&self) -> Option<u64> {
+        self.restorable.last().map(|r| r.last)
+    }
+
+    fn defect(&mut self, element: Option<ElementName>, file: Option<PathBuf>, kind: DefectKind, what: String) {
+        self.defects.push(Defect { element, file, kind, what });
+    }
+}
+
+/// A check could not run at all (as opposed to the defects it reports).
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum CheckError {
+    /// The path is not a directory that could be read.
+    #[error("{path} is not a backup set or archive directory: {reason}; check the path")]
+    NotADirectory {
+        /// The path.
+        path: PathBuf,
+        /// Why.
+        reason: String,
+    },
+    /// The copier could not be set up.
+    #[error("cannot check {path}: {source}")]
+    Copier {
+        /// The set.
+        path: PathBuf,
+        /// The copier's error.
+        source: CopyError,
+    },
+    /// The check was cancelled through its control.
+    #[error("the check of {path} was cancelled")]
+    Cancelled {
+        /// The set.
+        path: PathBuf,
+    },
+}
+
+fn set_error_defect(e: &SetError) -> Defect {
+    let kind = match e {
+        SetError::Metadata { .. } => DefectKind::Metadata,
+        SetError::ElementMissing { .. } | SetError::NotADirectory { .. } => DefectKind::MissingElement,
+        SetError::Inconsistent { .. } => DefectKind::Inconsistent,
+        SetError::Chain { .. } => DefectKind::Chain,
+        _ => DefectKind::Io,
+    };
+    Defect { element: e.element(), file: e.path(), kind, what: e.to_string() }
+}
+
+/// Per base element: what the catalog pass learnt.
+#[derive(Debug, Default)]
+struct BaseInfo {
+    /// The catalog read and its atoms all resolved.
+    catalog_ok: bool,
+    /// Elements the base's atoms come from.
+    providers: HashSet<usize>,
+    /// Catalog LSN of each atom file this element's manifest lists.
+    lsns: HashMap<u64, u64>,
+}
+
+/// Checks the backup set in `dir`. See the [module docs](self) for what is verified. Returns `Err` only when the
+/// check cannot run (no such directory, the copier cannot start, cancelled); every defect of the set is in the
+/// report.
+pub fn check_set(dir: impl AsRef<Path>, opts: &CheckOptions) -> Result<CheckReport, CheckError> {
+    let started = Instant::now();
+    let dir = dir.as_ref().to_path_buf();
+    match fs::metadata(&dir) {
+        Ok(md) if md.is_dir() => {}
+        Ok(_) => return Err(CheckError::NotADirectory { path: dir, reason: "it is not a directory".into() }),
+        Err(e) => return Err(CheckError::NotADirectory { path: dir, reason: e.to_string() }),
+    }
+    let mut r = CheckReport {
+        set_dir: dir.clone(),
+        defects: Vec::new(),
+        notes: Vec::new(),
+        restorable: Vec::new(),
+        metadata_only: opts.metadata_only,
+        elements: 0,
+        files_read: 0,
+        bytes_read: 0,
+        elapsed: Duration::ZERO,
+    };
+    let mut set = match BackupSet::load(&dir) {
+        Ok(set) => set,
+        Err(e) => {
+            r.defects.push(set_error_defect(&e));
+            r.elapsed = started.elapsed();
+            return Ok(r);
+        }
+    };
+    r.elements = set.state().elements.iter().filter(|e| e.status == ElementStatus::Completed).count();
+    let problems = set.take_problems();
+    let structural_ok = problems.is_empty();
+    r.defects.extend(problems.iter().map(set_error_defect));
+    if r.elements == 0 {
+        r.notes.push("the set has no completed element yet: nothing can be restored".into());
+    } else if set.full().is_none() && structural_ok {
+        r.defect(
+            None,
+            None,
+            DefectKind::Chain,
+            "the set has no completed full element: nothing can be restored".into(),
+        );
+    }
+    scan_layout(&set, &mut r);
+    let bases = check_catalogs(&set, &mut r);
+    if opts.metadata_only {
+        let none = vec![false; set.elements().len()];
+        if structural_ok {
+            r.restorable = set.restorable_with(&atoms_ok(&bases, &none), &|_| true);
+        }
+        r.elapsed = started.elapsed();
+        return Ok(r);
+    }
+    let damaged = check_data(&set, &bases, opts, &mut r)?;
+    if structural_ok {
+        r.restorable = set.restorable_with(&atoms_ok(&bases, &damaged), &|i| !damaged[i]);
+    }
+    r.elapsed = started.elapsed();
+    Ok(r)
+}
+
+/// Whether a restore from base `b` finds its atoms intact: its catalog resolved and no element holding them damaged.
+fn atoms_ok<'a>(bases: &'a HashMap<usize, BaseInfo>, damaged: &'a [bool]) -> impl Fn(usize) -> bool + 'a {
+    move |b| {
+        bases.get(&b).is_some_and(|info| info.catalog_ok && !damaged[b] && info.providers.iter().all(|&p| !damaged[p]))
+    }
+}
+
+/// The top of the set and each element directory hold only what the format defines.
+fn scan_layout(set: &BackupSet, r: &mut CheckReport) {
+    let dir = set.dir();
+    let listed: BTreeMap<ElementName, ElementStatus> =
+        set.state().elements.iter().map(|e| (e.name(), e.status)).collect();
+    let entries = match fs::read_dir(dir) {
+        Ok(rd) => rd,
+        Err(e) => {
+            r.defect(None, Some(dir.to_path_buf()), DefectKind::Io, format!("cannot list the set's directory: {e}"));
+            return;
+        }
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let path = entry.path();
+        if name == STATE_FILE || name.starts_with(TMP_FILE_PREFIX) {
+            if name != STATE_FILE {
+                r.notes.push(format!("{} is a leftover of an interrupted metadata write", path.display()));
+            }
+            continue;
+        }
+        if name == TMP_DIR {
+            let n = fs::read_dir(&path).map(|rd| rd.count()).unwrap_or(0);
+            if n > 0 {
+                r.notes.push(format!(
+                    "{} holds {n} element(s) under construction (a hot copy is running, or one was interrupted and \
+                     the next hot copy removes it)",
+                    path.display()
+                ));
+            }
+            continue;
+        }
+        match name.parse::<ElementName>() {
+            Ok(e) => match listed.get(&e) {
+                Some(ElementStatus::Completed) => {}
+                Some(ElementStatus::InProgress) => r.notes.push(format!(
+                    "element {e} is listed as in progress: it is ignored (an interrupted hot copy left it; the next \
+                     hot copy removes it)"
+                )),
+                None => r.defect(
+                    Some(e),
+                    Some(path),
+                    DefectKind::ExtraFile,
+                    "this element directory is not listed in the state, so no restore uses it; it may be a \
+                     leftover of an interrupted hot copy or come from another set: move it out of the set"
+                        .into(),
+                ),
+            },
+            Err(_) => r.defect(
+                None,
+                Some(path),
+                DefectKind::ExtraFile,
+                "unexpected entry at the top of the backup set (only state, tmp/ and element directories belong \
+                 there): move it out of the set"
+                    .into(),
+            ),
+        }
+    }
+    for e in set.elements() {
+        let expect: &[&str] = &[CONTROL_DIR, DATA_DIR];
+        for (sub, allowed) in
+            [(None, expect), (Some(CONTROL_DIR), &[ELEMENT_INFO_FILE, MANIFEST_FILE, CATALOG_FILE][..])]
+        {
+            let d = sub.map_or_else(|| e.dir.clone(), |s| e.dir.join(s));
+            let Ok(rd) = fs::read_dir(&d) else { continue };
+            for entry in rd.flatten() {
+                let name = entry.file_name().to_string_lossy().into_owned();
+                if name.starts_with(TMP_FILE_PREFIX) {
+                    r.notes.push(format!("{} is a leftover of an interrupted metadata write", entry.path().display()));
+                } else if !allowed.contains(&name.as_str()) {
+                    r.defect(
+                        Some(e.name()),
+                        Some(entry.path()),
+                        DefectKind::ExtraFile,
+                        format!(
+                            "unexpected entry in {} (the format defines only {}): move it out of the set",
+                            d.display(),
+                            allowed.join(", ")
+                        ),
+                    );
+                }
+            }
+        }
+    }
+}
+
+/// Catalogs against manifests, along the chain of fulls and incrementals.
+fn check_catalogs(set: &BackupSet, r: &mut CheckReport) -> HashMap<usize, BaseInfo> {
+    let mut out = HashMap::new();
+    // Every atom file of every full or incremental so far: atom id -> (hash, element) versions.
+    let mut versions: HashMap<u64, Vec<([u8; 32], usize)>> = HashMap::new();
+    let mut prev: Option<(ElementName, HashMap<u64, bool>)> = None;
+    for (i, e) in set.elements().iter().enumerate() {
+        if !e.is_base() {
+            continue;
+        }
+        let name = e.name();
+        let cat_path = e.control_dir().join(CATALOG_FILE);
+        for f in e.atom_files() {
+            versions.entry(f.id).or_default().push((f.hash, i));
+        }
+        let catalog = match set.catalog(i) {
+            Ok(c) => c,
+            Err(err) => {
+                r.defects.push(set_error_defect(&err));
+                out.insert(i, BaseInfo::default());
+                prev = None;
+                continue;
+            }
+        };
+        let mut info = BaseInfo { catalog_ok: true, ..BaseInfo::default() };
+        let bad = |r: &mut CheckReport, what: String| {
+            r.defect(Some(name), Some(cat_path.clone()), DefectKind::Catalog, what);
+        };
+        for f in e.atom_files() {
+            match catalog.get(f.id) {
+                Some(c) if c.state == (AtomState::Present { hash: f.hash }) => {
+                    info.lsns.insert(f.id, c.lsn);
+                }
+                Some(c) => {
+                    info.catalog_ok = false;
+                    let state = match c.state {
+                        AtomState::Present { hash } => format!("present with BLAKE3 {}", hex(&hash)),
+                        AtomState::Dropped => "dropped".into(),
+                    };
+                    bad(
+                        r,
+                        format!(
+                            "atom {:#x} was copied with BLAKE3 {} (manifest), but the catalog lists it {state}",
+                            f.id,
+                            hex(&f.hash)
+                        ),
+                    );
+                }
+                None => {
+                    info.catalog_ok = false;
+                    bad(r, format!("atom {:#x} was copied (manifest) but the catalog does not list it", f.id));
+                }
+            }
+        }
+        let mut listed = HashMap::with_capacity(catalog.atoms.len());
+        for c in &catalog.atoms {
+            match c.state {
+                AtomState::Present { hash } => {
+                    let provider = versions.get(&c.atom_id).and_then(|v| v.iter().rev().find(|(h, _)| *h == hash));
+                    match provider {
+                        Some(&(_, p)) => {
+                            info.providers.insert(p);
+                        }
+                        None => {
+                            info.catalog_ok = false;
+                            bad(
+                                r,
+                                format!(
+                                    "atom {:#x} is listed as present with BLAKE3 {}, but no full or incremental up to \
+                                 {name} holds a file with that hash",
+                                    c.atom_id,
+                                    hex(&hash)
+                                ),
+                            );
+                        }
+                    }
+                    listed.insert(c.atom_id, true);
+                }
+                AtomState::Dropped => {
+                    let was_present = prev.as_ref().is_some_and(|(_, p)| p.get(&c.atom_id) == Some(&true));
+                    if !was_present {
+                        let before = prev
+                            .as_ref()
+                            .map_or_else(|| "no earlier catalog".to_string(), |(n, _)| format!("{n}'s catalog"));
+                        bad(
+                            r,
+                            format!("atom {:#x} is listed as dropped, but it was not present in {before}", c.atom_id),
+                        );
+                    }
+                    listed.insert(c.atom_id, false);
+                }
+            }
+        }
+        if let Some((pname, p)) = &prev {
+            let mut lost: Vec<u64> =
+                p.iter().filter(|(id, present)| **present && !listed.contains_key(id)).map(|(id, _)| *id).collect();
+            lost.sort_unstable();
+            if let Some(first) = lost.first() {
+                info.catalog_ok = false;
+                bad(
+                    r,
+                    format!(
+                    "{} atoms present in {pname}'s catalog are not listed (present or dropped), first {first:#x}; a \
+                     catalog is cumulative",
+                    lost.len()
+                ),
+                );
+            }
+        }
+        prev = Some((name, listed));
+        out.insert(i, info);
+    }
+    out
+}
+
+/// One data file to read and hash.
+struct ToRead<'a> {
+    element: usize,
+    entry: &'a FileEntry,
+    path: PathBuf,
+}
+
+/// The data of every element against its manifest. Returns, per element, whether its data is damaged.
+fn check_data(
+    set: &BackupSet,
+    bases: &HashMap<usize, BaseInfo>,
+    opts: &CheckOptions,
+    r: &mut CheckReport,
+) -> Result<Vec<bool>, CheckError> {
+    let mut damaged = vec![false; set.elements().len()];
+    let mut to_read: Vec<ToRead<'_>> = Vec::new();
+    for (i, e) in set.elements().iter().enumerate() {
+        let name = Some(e.name());
+        let data = e.data_dir();
+        match fs::symlink_metadata(&data) {
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => {
+                if !e.manifest.files.is_empty() {
+                    damaged[i] = true;
+                    r.defect(
+                        name,
+                        Some(data),
+                        DefectKind::DataMissing,
+                        format!(
+                            "data/ is missing ({} files listed in the manifest); it was moved away: put it back",
+                            e.manifest.files.len()
+                        ),
+                    );
+                }
+                continue;
+            }
+            Err(err) => {
+                damaged[i] = true;
+                r.defect(name, Some(data), DefectKind::Io, format!("cannot stat: {err}"));
+                continue;
+            }
+            Ok(md) if !md.is_dir() => {
+                damaged[i] = true;
+                r.defect(name, Some(data), DefectKind::NotRegular, "is not a directory (or is a link)".into());
+                continue;
+            }
+            Ok(_) => {}
+        }
+        // What is on disk: (kind, id) -> (path, size) of regular files; everything else is a defect.
+        let mut found: HashMap<(FileKind, u64), (PathBuf, u64)> = HashMap::new();
+        if let Ok(rd) = fs::read_dir(&data) {
+            for entry in rd.flatten() {
+                let sub = entry.file_name().to_string_lossy().into_owned();
+                let kind = match sub.as_str() {
+                    ATOMS_DIR => FileKind::Atom,
+                    JOURNAL_DIR => FileKind::Journal,
+                    _ => {
+                        r.defect(
+                            name,
+                            Some(entry.path()),
+                            DefectKind::ExtraFile,
+                            "unexpected entry in data/ (only atoms/ and journal/ belong there): move it out of the set"
+                                .into(),
+                        );
+                        continue;
+                    }
+                };
+                let subdir = entry.path();
+                if !fs::symlink_metadata(&subdir).is_ok_and(|m| m.is_dir()) {
+                    r.defect(name, Some(subdir), DefectKind::NotRegular, "is not a directory (or is a link)".into());
+                    continue;
+                }
+                let Ok(files) = fs::read_dir(&subdir) else {
+                    r.defect(name, Some(subdir), DefectKind::Io, "cannot list the directory".into());
+                    continue;
+                };
+                for f in files.flatten() {
+                    let path = f.path();
+                    let fname = f.file_name().to_string_lossy().into_owned();
+                    let Some(id) = parse_id_name(&fname)
+                        .filter(|&id| e.manifest.files.binary_search_by_key(&(kind, id), |m| (m.kind, m.id)).is_ok())
+                    else {
+                        r.defect(
+                            name,
+                            Some(path),
+                            DefectKind::ExtraFile,
+                            "this file is not listed in the element's manifest: move it out of the set".into(),
+                        );
+                        continue;
+                    };
+                    match fs::symlink_metadata(&path) {
+                        Ok(md) if md.is_file() => {
+                            found.insert((kind, id), (path, md.len()));
+                        }
+                        Ok(_) => {
+                            damaged[i] = true;
+                            r.defect(name, Some(path), DefectKind::NotRegular, "is not a regular file (a backup set never contains links or special files): replace it by the file from a copy of the set".into());
+                            found.insert((kind, id), (PathBuf::new(), u64::MAX));
+                        }
+                        Err(err) => {
+                            damaged[i] = true;
+                            r.defect(name, Some(path), DefectKind::Io, format!("cannot stat: {err}"));
+                            found.insert((kind, id), (PathBuf::new(), u64::MAX));
+                        }
+                    }
+                }
+            }
+        }
+        for f in &e.manifest.files {
+            match found.get(&(f.kind, f.id)) {
+                None => {
+                    damaged[i] = true;
+                    r.defect(
+                        name,
+                        Some(e.data_file(f)),
+                        DefectKind::MissingFile,
+                        format!(
+                            "missing: the manifest lists this {} of {} bytes; restore it from a copy of the set",
+                            kind_name(f.kind),
+                            f.size
+                        ),
+                    );
+                }
+                Some((_, u64::MAX)) => {}
+                Some((path, size)) if *size != f.size => {
+                    damaged[i] = true;
+                    r.defect(name, Some(path.clone()), DefectKind::Size, format!("is {size} bytes, the manifest says {} (truncated or extended): restore it from a copy of the set", f.size));
+                }
+                Some((path, _)) => to_read.push(ToRead { element: i, entry: f, path: path.clone() }),
+            }
+        }
+    }
+
+    // Hash everything that is there with the right size, through the copier's read-only requests.
+    let own_control;
+    let ctl: &JobControl = match &opts.control {
+        Some(c) => c,
+        None => {
+            own_control = JobControl::new();
+            &own_control
+        }
+    };
+    let mut copier_opts = opts.copier.clone();
+    copier_opts.hash = true;
+    let mut copier =
+        Copier::new(copier_opts).map_err(|source| CheckError::Copier { path: set.dir().to_path_buf(), source })?;
+    let mut hashed_ok: HashSet<(usize, FileKind, u64)> = HashSet::new();
+    for batch in to_read.chunks(COPY_BATCH_FILES) {
+        let requests: Vec<CopyRequest> = batch.iter().map(|t| CopyRequest::read(&t.path)).collect();
+        let results: Vec<Result<backset_copier::FileReport, CopyError>> = match copier.copy(&requests, ctl, None) {
+            Ok(job) => {
+                let mut by_request: Vec<Option<backset_copier::FileReport>> = vec![None; requests.len()];
+                for f in job.files {
+                    let k = f.request;
+                    by_request[k] = Some(f);
+                }
+                by_request.into_iter().map(|f| f.ok_or(CopyError::Cancelled)).collect()
+            }
+            Err(CopyError::Cancelled) => return Err(CheckError::Cancelled { path: set.dir().to_path_buf() }),
+            // One file failed: read them one by one to name every failure.
+            Err(_) => {
+                let mut v = Vec::with_capacity(requests.len());
+                for req in &requests {
+                    match copier.copy(std::slice::from_ref(req), ctl, None) {
+                        Ok(mut job) => v.push(job.files.pop().ok_or(CopyError::Cancelled)),
+                        Err(CopyError::Cancelled) if ctl.is_cancelled() => {
+                            return Err(CheckError::Cancelled { path: set.dir().to_path_buf() })
+                        }
+                        Err(e) => v.push(Err(e)),
+                    }
+                }
+                v
+            }
+        };
+        for (t, res) in batch.iter().zip(results) {
+            let e = &set.elements()[t.element];
+            let name = Some(e.name());
+            let report = match res {
+                Ok(rep) => rep,
+                Err(err) => {
+                    damaged[t.element] = true;
+                    r.defect(name, Some(t.path.clone()), DefectKind::Io, format!("cannot be read: {err}"));
+                    continue;
+                }
+            };
+            r.files_read += 1;
+            r.bytes_read += report.bytes;
+            if let Some(why) = mismatch(t.entry, report.bytes, &report.hash, &report.chunk_hashes) {
+                damaged[t.element] = true;
+                r.defect(
+                    name,
+                    Some(t.path.clone()),
+                    DefectKind::Hash,
+                    format!("{why}: restore it from a copy of the set"),
+                );
+                continue;
+            }
+            if t.entry.kind == FileKind::Atom {
+                let lsn = bases.get(&t.element).and_then(|b| b.lsns.get(&t.entry.id)).copied();
+                if let Some(why) = atom_header_problem(&t.path, t.entry, lsn, e.txn_range().last) {
+                    damaged[t.element] = true;
+                    r.defect(name, Some(t.path.clone()), DefectKind::Atom, why);
+                }
+            } else {
+                hashed_ok.insert((t.element, t.entry.kind, t.entry.id));
+            }
+        }
+    }
+
+    // Journal framing, element by element (records increase across an element's slices).
+    let state = set.state();
+    for (i, e) in set.elements().iter().enumerate() {
+        let range = e.txn_range();
+        let mut after = range.first.saturating_sub(1);
+        for f in e.journal_files() {
+            if !hashed_ok.contains(&(i, FileKind::Journal, f.id)) {
+                continue;
+            }
+            let path = e.data_file(f);
+            let mut outside: Option<(u64, u64)> = None;
+            let res = for_each_record(&path, f, after, Some(ctl.cancel_flag()), |rec| {
+                if !range.contains(rec.txn_id) && outside.is_none() {
+                    outside = Some((rec.txn_id, rec.offset));
+                }
+                Ok::<bool, SliceError>(true)
+            });
+            let fail = |r: &mut CheckReport, damaged: &mut [bool], what: String| {
+                damaged[i] = true;
+                r.defect(Some(e.name()), Some(path.clone()), DefectKind::Journal, what);
+            };
+            match res {
+                Err(SliceError::Cancelled) => return Err(CheckError::Cancelled { path: set.dir().to_path_buf() }),
+                Err(err) => fail(r, &mut damaged, format!("{err}: the slice is damaged")),
+                Ok(summary) => {
+                    if let Some((txn, offset)) = outside {
+                        fail(r, &mut damaged, format!(
+                            "holds transaction {txn} (at byte {offset} of segment {}), outside the element's range [{}, {}]",
+                            f.id, range.first, range.last
+                        ));
+                    }
+                    if summary.records == 0 {
+                        fail(r, &mut damaged, "holds no record (a hot copy copies only slices with records)".into());
+                    }
+                    if let Some(h) = summary.header {
+                        if h.database_id != state.database_id || h.archive_id != state.archive_id {
+                            fail(
+                                r,
+                                &mut damaged,
+                                format!(
+                                    "its segment header names database {} archive {}, the state database {} archive {}",
+                                    h.database_id, h.archive_id, state.database_id, state.archive_id
+                                ),
+                            );
+                        }
+                    }
+                    after = summary.last_txn.unwrap_or(after);
+                }
+            }
+        }
+    }
+    Ok(damaged)
+}
+
+fn kind_name(kind: FileKind) -> &'static str {
+    match kind {
+        FileKind::Atom => "atom file",
+        FileKind::Journal => "journal slice",
+    }
+}
+
+/// What is wrong with a copied atom file's header, if anything.
+fn atom_header_problem(path: &Path, entry: &FileEntry, catalog_lsn: Option<u64>, end: u64) -> Option<String> {
+    let h = match read_atom_header(path) {
+        Ok(h) => h,
+        Err(why) => return Some(format!("{why}: the atom file is damaged")),
+    };
+    if h.atom_id != entry.id {
+        return Some(format!("its header names atom {:#x}, the file is atom {:#x}", h.atom_id, entry.id));
+    }
+    if h.body_len + ATOM_HEADER_BYTES as u64 != entry.size {
+        return Some(format!("its header declares a {}-byte body, the file is {} bytes", h.body_len, entry.size));
+    }
+    if h.lsn > end {
+        return Some(format!("its LSN {} is beyond the element's end point {end}", h.lsn));
+    }
+    match catalog_lsn {
+        Some(lsn) if lsn != h.lsn => Some(format!("its LSN is {}, the catalog says {lsn}", h.lsn)),
+        _ => None,
+    }
+}

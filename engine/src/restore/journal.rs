@@ -1,0 +1,272 @@
+//! Reading a backup set's journal slice, verified as it streams: each 1 MiB chunk is hashed and compared with the
+//! manifest's chunk hash before any record in it is used, and the whole file's BLAKE3 is compared at the end.
+//!
+//! Memory: one chunk plus at most one record (the format's `MAX_RECORD_PAYLOAD_BYTES` plus its header).
+
+use std::fs::{self, File};
+use std::io::Read;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use backset_format::journal::{RECORD_HEADER_BYTES, REC_LEN_OFFSET, SEGMENT_HEADER_BYTES};
+use backset_format::limits::{CHUNK_BYTES, MAX_RECORD_PAYLOAD_BYTES};
+use backset_format::{FileEntry, JournalError, Record, RecordReader, SegmentHeader};
+
+/// A journal slice of a backup set does not match its manifest entry or does not parse.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum SliceError {
+    /// The operating system refused an operation.
+    #[error("{op} {path}: {source}")]
+    Io {
+        /// The operation.
+        op: &'static str,
+        /// The file.
+        path: PathBuf,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// The data file is missing.
+    #[error("{path} is missing")]
+    Missing {
+        /// The file.
+        path: PathBuf,
+    },
+    /// The path is a link, a directory or a device.
+    #[error("{path} is not a regular file (a backup set never contains links or special files)")]
+    NotRegular {
+        /// The file.
+        path: PathBuf,
+    },
+    /// The file's size differs from the manifest's.
+    #[error("{path} is {found} bytes, the manifest says {expected} (truncated or extended)")]
+    Size {
+        /// The file.
+        path: PathBuf,
+        /// Size in the manifest.
+        expected: u64,
+        /// Size found.
+        found: u64,
+    },
+    /// A chunk does not match its hash.
+    #[error("{path}: bytes {start}..{end} (chunk {index}) do not match the manifest's chunk hash (damaged)")]
+    Chunk {
+        /// The file.
+        path: PathBuf,
+        /// Chunk index.
+        index: usize,
+        /// First byte of the chunk.
+        start: u64,
+        /// End of the chunk.
+        end: u64,
+    },
+    /// The whole file does not match its hash.
+    #[error("{path}: the file's BLAKE3 does not match the manifest (damaged)")]
+    Hash {
+        /// The file.
+        path: PathBuf,
+    },
+    /// The slice starts with a segment header that does not parse or names another segment.
+    #[error("{path}: {reason}")]
+    Header {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
+    /// A record does not parse, is out of order, or the slice ends inside a record.
+    #[error("{path}: at byte {offset} of source segment {segment}: {reason}")]
+    Framing {
+        /// The file.
+        path: PathBuf,
+        /// Segment number.
+        segment: u64,
+        /// Offset in the source segment.
+        offset: u64,
+        /// What is wrong.
+        reason: String,
+    },
+    /// Cancelled through the job's control.
+    #[error("cancelled")]
+    Cancelled,
+}
+
+impl SliceError {
+    /// Whether the file's bytes differ from what the manifest records (as opposed to a framing problem of bytes
+    /// that match it, or an I/O error).
+    pub fn is_damage(&self) -> bool {
+        matches!(self, Self::Size { .. } | Self::Chunk { .. } | Self::Hash { .. })
+    }
+}
+
+/// What one slice held.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct SliceSummary {
+    /// Its segment header, for a slice at offset 0.
+    pub header: Option<SegmentHeader>,
+    /// Records read (all of them, unless the callback stopped early).
+    pub records: u64,
+    /// Transaction id of the first record read.
+    pub first_txn: Option<u64>,
+    /// Transaction id of the last record read.
+    pub last_txn: Option<u64>,
+    /// The callback stopped the reading before the end (the rest of the file was not read or verified).
+    pub stopped: bool,
+}
+
+/// Opens a data file of a backup set for reading: never through a symbolic link, only a regular file. The path is
+/// examined with `lstat` first, then opened, and the opened file must be the one examined (same device and inode),
+/// so a link swapped in between is refused too.
+pub(crate) fn open_data_file(path: &Path) -> Result<(File, u64), SliceError> {
+    let io = |op, source| SliceError::Io { op, path: path.to_path_buf(), source };
+    let before = fs::symlink_metadata(path).map_err(|source| match source.kind() {
+        std::io::ErrorKind::NotFound => SliceError::Missing { path: path.to_path_buf() },
+        _ => io("stat", source),
+    })?;
+    if !before.is_file() {
+        return Err(SliceError::NotRegular { path: path.to_path_buf() });
+    }
+    let f = File::open(path).map_err(|source| match source.kind() {
+        std::io::ErrorKind::NotFound => SliceError::Missing { path: path.to_path_buf() },
+        _ => io("open", source),
+    })?;
+    let md = f.metadata().map_err(|source| io("stat", source))?;
+    if !md.is_file() || md.dev() != before.dev() || md.ino() != before.ino() {
+        return Err(SliceError::NotRegular { path: path.to_path_buf() });
+    }
+    Ok((f, md.len()))
+}
+
+/// Reads the journal slice `entry` at `path`, verifying each chunk against the manifest before using the records
+/// in it, and calls `f` for every record in order. Records must have transaction ids above `after_txn` and
+/// increasing; the slice must end exactly after a record. `f` returns `Ok(false)` to stop early. A slice at offset
+/// 0 starts with a segment header, which must name segment `entry.id`.
+pub(crate) fn for_each_record<E: From<SliceError>>(
+    path: &Path,
+    entry: &FileEntry,
+    after_txn: u64,
+    cancel: Option<&AtomicBool>,
+    mut f: impl FnMut(&Record<'_>) -> Result<bool, E>,
+) -> Result<SliceSummary, E> {
+    let (mut file, len) = open_data_file(path)?;
+    if len != entry.size {
+        return Err(SliceError::Size { path: path.to_path_buf(), expected: entry.size, found: len }.into());
+    }
+    let mut summary = SliceSummary::default();
+    let mut whole = blake3::Hasher::new();
+    let mut chunk = vec![0u8; entry.size.min(CHUNK_BYTES) as usize];
+    // Verified bytes not used yet; `pending[0]` is at file offset `pending_start`.
+    let mut pending: Vec<u8> = Vec::new();
+    let mut pending_start = 0u64;
+    let mut consumed = 0usize;
+    let mut last = after_txn;
+    let need_header = entry.offset == 0;
+    let framing = |offset: u64, reason: String| SliceError::Framing {
+        path: path.to_path_buf(),
+        segment: entry.id,
+        offset,
+        reason,
+    };
+    for (index, expected) in entry.chunk_hashes.iter().enumerate() {
+        if cancel.is_some_and(|c| c.load(Ordering::Relaxed)) {
+            return Err(SliceError::Cancelled.into());
+        }
+        let start = index as u64 * CHUNK_BYTES;
+        let n = (entry.size - start).min(CHUNK_BYTES) as usize;
+        file.read_exact(&mut chunk[..n]).map_err(|source| {
+            if source.kind() == std::io::ErrorKind::UnexpectedEof {
+                SliceError::Size { path: path.to_path_buf(), expected: entry.size, found: start }
+            } else {
+                SliceError::Io { op: "read", path: path.to_path_buf(), source }
+            }
+        })?;
+        if blake3::hash(&chunk[..n]).as_bytes() != expected {
+            return Err(SliceError::Chunk { path: path.to_path_buf(), index, start, end: start + n as u64 }.into());
+        }
+        whole.update(&chunk[..n]);
+        pending.drain(..consumed);
+        pending_start += consumed as u64;
+        consumed = 0;
+        pending.extend_from_slice(&chunk[..n]);
+        if need_header && summary.header.is_none() {
+            if pending.len() < SEGMENT_HEADER_BYTES {
+                continue;
+            }
+            let h = SegmentHeader::parse(&pending)
+                .map_err(|e: JournalError| SliceError::Header { path: path.to_path_buf(), reason: e.to_string() })?;
+            if h.segment != entry.id {
+                return Err(SliceError::Header {
+                    path: path.to_path_buf(),
+                    reason: format!("the header names segment {}, the manifest segment {}", h.segment, entry.id),
+                }
+                .into());
+            }
+            last = last.max(h.first_txn - 1);
+            summary.header = Some(h);
+            consumed = SEGMENT_HEADER_BYTES;
+        }
+        loop {
+            let rest = &pending[consumed..];
+            if rest.len() < RECORD_HEADER_BYTES {
+                break;
+            }
+            let offset = entry.offset + pending_start + consumed as u64;
+            let payload_len = u32::from_le_bytes(rest[REC_LEN_OFFSET..REC_LEN_OFFSET + 4].try_into().expect("4 bytes"));
+            if payload_len > MAX_RECORD_PAYLOAD_BYTES {
+                return Err(framing(
+                    offset,
+                    format!("payload length {payload_len} exceeds the limit of {MAX_RECORD_PAYLOAD_BYTES}"),
+                )
+                .into());
+            }
+            let total = RECORD_HEADER_BYTES + payload_len as usize;
+            if rest.len() < total {
+                break;
+            }
+            let mut reader = RecordReader::new(entry.id, offset, &rest[..total], last);
+            let record = match reader.next() {
+                Some(Ok(r)) => r,
+                Some(Err(e)) => return Err(framing(offset, e.to_string()).into()),
+                None => {
+                    return Err(framing(
+                        offset,
+                        "the record does not parse (bad check, reserved field or transaction id)".into(),
+                    )
+                    .into())
+                }
+            };
+            summary.records += 1;
+            summary.first_txn.get_or_insert(record.txn_id);
+            summary.last_txn = Some(record.txn_id);
+            last = record.txn_id;
+            consumed += total;
+            if !f(&record)? {
+                summary.stopped = true;
+                return Ok(summary);
+            }
+        }
+    }
+    if whole.finalize().as_bytes() != &entry.hash {
+        return Err(SliceError::Hash { path: path.to_path_buf() }.into());
+    }
+    if need_header && summary.header.is_none() {
+        return Err(SliceError::Header {
+            path: path.to_path_buf(),
+            reason: format!("{} bytes, shorter than a segment header ({SEGMENT_HEADER_BYTES})", entry.size),
+        }
+        .into());
+    }
+    if consumed < pending.len() {
+        let offset = entry.offset + pending_start + consumed as u64;
+        return Err(framing(
+            offset,
+            format!(
+                "the slice ends {} bytes into an incomplete record (a torn tail); a manifest records whole records",
+                pending.len() - consumed
+            ),
+        )
+        .into());
+    }
+    Ok(summary)
+}

@@ -1,0 +1,831 @@
+//! Restore a backup set into a new archive directory: to the latest point, to an element, or to a transaction;
+//! and the reports `restore --report-backups` and `--report-timestamps` print.
+//!
+//! # What a restore does
+//! 1. Reads the set ([`BackupSet::open`]): the state, then every completed element's control files; any damaged
+//!    or inconsistent control file, or a broken chain, refuses the restore (run `backset check` for the list).
+//! 2. Chooses the target transaction T (the latest restorable one, the element's end point, or the one given) and
+//!    refuses a T outside the [restorable ranges](BackupSet::restorable).
+//! 3. Base = the newest full or incremental with E <= T. Atoms = the base catalog's present atoms, each from the
+//!    newest element at or before the base whose manifest lists it with the catalog's hash
+//!    ([`BackupSet::resolve_atoms`]). Journal = every record with R_base <= txn id <= T, each taken once, from the
+//!    elements [`BackupSet::plan_journal`] picks.
+//! 4. Checks that every element it needs has its `data/` (it may have been moved away) and that every data file it
+//!    needs is a regular file of the manifest's size, before writing anything.
+//! 5. Writes the journal records as new segments `journal/0000000000000001`, ... (headers with the set's database
+//!    and archive ids, each segment's first txn its first record's), from chunks verified against the manifest
+//!    before use; then copies the atom files to `atoms/<id>` through the copier (parallel I/O, progress and cancel
+//!    through the caller's [`JobControl`]), and compares what the copier hashed (whole BLAKE3 and every 1 MiB chunk)
+//!    with the manifest, and each copied atom's header with the catalog.
+//! 6. Makes everything durable. On any error or cancel, removes everything it created: the destination is left as
+//!    it was (empty, or absent).
+//!
+//! The result is an archive directory in FORMAT.md's layout that the reference store opens (give it the set's
+//! database id) and whose content is the database state at T.
+
+mod journal;
+pub mod set;
+
+use std::collections::HashMap;
+use std::fs::{self, File, OpenOptions};
+use std::io::{BufWriter, Read};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use backset_copier::{Backend, Copier, CopyError, CopyRequest, JobControl};
+use backset_format::atom::ATOM_HEADER_BYTES;
+use backset_format::fsio::{read_metadata, sync_dir};
+use backset_format::layout::{atom_file_name, segment_file_name, ATOMS_DIR, JOURNAL_DIR, STATE_FILE};
+use backset_format::{
+    AtomHeader, ElementKind, ElementName, ElementStatus, FileEntry, SegmentHeader, SegmentWriter, State, TxnRange,
+};
+use uuid::Uuid;
+
+use crate::limits::{COPY_BATCH_FILES, RESTORE_SEGMENT_BYTES};
+pub(crate) use journal::{for_each_record, open_data_file};
+pub use journal::{SliceError, SliceSummary};
+pub use set::{describe_ranges, AtomSource, BackupSet, Element, JournalPart, SetError};
+
+/// What to restore to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Target {
+    /// The latest restorable transaction (`restore` without `--restore-snapshot` or `--backup-element-id`).
+    Latest,
+    /// The end point E of this completed element (`--backup-element-id`).
+    Element(Uuid),
+    /// This transaction id (`--restore-snapshot`).
+    Transaction(u64),
+}
+
+/// How to restore.
+#[derive(Debug, Clone, Default)]
+pub struct RestoreOptions {
+    /// Progress and cancel: the atom copy's progress is readable through it while the restore runs, and cancelling
+    /// it stops the restore (which then removes what it wrote). `None`: a private control.
+    pub control: Option<Arc<JobControl>>,
+    /// The copier's options (backend, pool size, direct I/O). Hashing is always on: a restore verifies every byte.
+    pub copier: backset_copier::Options,
+}
+
+/// What a restore did.
+#[derive(Debug, Clone)]
+pub struct RestoreReport {
+    /// The backup set.
+    pub set_dir: PathBuf,
+    /// The archive directory written.
+    pub dest_dir: PathBuf,
+    /// The transaction restored to: the archive holds the database state at this transaction.
+    pub target_txn: u64,
+    /// The base element (the newest full or incremental with E <= target).
+    pub base: ElementName,
+    /// Id of the base element.
+    pub base_id: Uuid,
+    /// Elements atom files were taken from, in state order.
+    pub atom_elements: Vec<ElementName>,
+    /// Elements journal records were taken from, in replay order.
+    pub journal_elements: Vec<ElementName>,
+    /// Atom files written.
+    pub atoms: u64,
+    /// Bytes of atom files written.
+    pub atom_bytes: u64,
+    /// Journal records written.
+    pub records: u64,
+    /// Journal segments written.
+    pub segments: u64,
+    /// Bytes of journal segments written.
+    pub journal_bytes: u64,
+    /// First and last transaction ids of the records written (`None` when no record was needed).
+    pub journal_txns: Option<TxnRange>,
+    /// The copier backend that copied the atoms.
+    pub backend: Backend,
+    /// Wall time.
+    pub elapsed: Duration,
+}
+
+/// Why a restore failed. Whatever it had written is removed before it returns.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum RestoreError {
+    /// The set cannot be read or its metadata is damaged.
+    #[error(transparent)]
+    Set(#[from] SetError),
+    /// The destination exists and is not an empty directory.
+    #[error(
+        "restore destination {path} is not empty; a restore creates a new archive: give an empty or new directory"
+    )]
+    DestinationNotEmpty {
+        /// The destination.
+        path: PathBuf,
+    },
+    /// The destination could not be created or written.
+    #[error("{op} {path}: {source}; check the restore destination (space, permissions)")]
+    Destination {
+        /// The operation.
+        op: &'static str,
+        /// The file or directory.
+        path: PathBuf,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// The set has nothing restorable (no completed full yet).
+    #[error(
+        "backup set {set} has no completed full element, so nothing can be restored from it yet; wait for its full \
+         hot copy to complete"
+    )]
+    NothingRestorable {
+        /// The set.
+        set: PathBuf,
+    },
+    /// The transaction asked for is not restorable.
+    #[error(
+        "transaction {txn} is outside the restorable {} of backup set {}; choose a transaction in it (see \
+         --report-timestamps)",
+        describe_ranges(.ranges),
+        .set.display()
+    )]
+    OutOfRange {
+        /// The transaction asked for.
+        txn: u64,
+        /// The set.
+        set: PathBuf,
+        /// The restorable ranges.
+        ranges: Vec<TxnRange>,
+    },
+    /// No completed element has the id asked for.
+    #[error(
+        "backup set {set} has no completed element {id}; list its elements with --report-backups (an element still \
+         in progress cannot be restored)"
+    )]
+    UnknownElement {
+        /// The set.
+        set: PathBuf,
+        /// The id asked for.
+        id: Uuid,
+    },
+    /// An element the restore needs has no `data/` (moved away to tape or offsite).
+    #[error(
+        "backup set {set}: element {element} has no data directory {path} (it was moved away); put its data/ back \
+         and run the restore again"
+    )]
+    DataMissing {
+        /// The set.
+        set: PathBuf,
+        /// The element.
+        element: ElementName,
+        /// The missing directory.
+        path: PathBuf,
+    },
+    /// A data file the restore needs is missing, damaged, or does not match its manifest or catalog.
+    #[error(
+        "backup set {set}: element {element}: {reason}; the backup set is damaged, nothing was restored: run \
+         `backset check` on it and restore the file from a copy of the set"
+    )]
+    DataFile {
+        /// The set.
+        set: PathBuf,
+        /// The element.
+        element: ElementName,
+        /// The file.
+        path: PathBuf,
+        /// What is wrong (names the file).
+        reason: String,
+    },
+    /// The copier failed.
+    #[error("restore of backup set {set} failed while copying atoms{}: {source}",
+        .element.map(|e| format!(" of element {e}")).unwrap_or_default())]
+    Copy {
+        /// The set.
+        set: PathBuf,
+        /// The element of the file that failed, when known.
+        element: Option<ElementName>,
+        /// The copier's error (names the file).
+        source: CopyError,
+    },
+    /// The restore was cancelled; nothing is left in the destination.
+    #[error("restore of backup set {set} was cancelled; nothing was left in {dest}")]
+    Cancelled {
+        /// The set.
+        set: PathBuf,
+        /// The destination.
+        dest: PathBuf,
+    },
+}
+
+/// Internal: an error of the journal phase before it is tied to an element.
+enum Phase {
+    Slice(SliceError),
+    Restore(RestoreError),
+}
+
+impl From<SliceError> for Phase {
+    fn from(e: SliceError) -> Self {
+        Self::Slice(e)
+    }
+}
+
+/// Restores the backup set `set_dir` into the new archive directory `dest_dir` (absent, or an empty directory).
+/// See the [module docs](self).
+pub fn restore(
+    set_dir: impl AsRef<Path>,
+    dest_dir: impl AsRef<Path>,
+    target: Target,
+    opts: &RestoreOptions,
+) -> Result<RestoreReport, RestoreError> {
+    let started = Instant::now();
+    let set_dir = set_dir.as_ref();
+    let dest = dest_dir.as_ref().to_path_buf();
+    let set = BackupSet::open(set_dir)?;
+    let setp = set.dir().to_path_buf();
+    let ranges = set.restorable();
+    let Some(latest) = ranges.last().map(|r| r.last) else {
+        return Err(RestoreError::NothingRestorable { set: setp });
+    };
+    let txn = match target {
+        Target::Latest => latest,
+        Target::Transaction(t) => t,
+        Target::Element(id) => match set.element_by_id(id) {
+            Some(i) => set.elements()[i].txn_range().last,
+            None => return Err(RestoreError::UnknownElement { set: setp, id }),
+        },
+    };
+    if !ranges.iter().any(|r| r.contains(txn)) {
+        return Err(RestoreError::OutOfRange { txn, set: setp, ranges });
+    }
+    let base = set.base_for(txn).expect("a restorable transaction has a base");
+    let base_el = &set.elements()[base];
+    let atoms = set.resolve_atoms(base)?;
+    let plan = set.plan_journal(base_el.txn_range().first, txn, &|_| true).map_err(|_| RestoreError::OutOfRange {
+        txn,
+        set: setp.clone(),
+        ranges: ranges.clone(),
+    })?;
+
+    // Everything needed must be there before anything is written.
+    let mut needed: Vec<usize> = atoms.iter().map(|a| a.element).chain(plan.iter().map(|p| p.element)).collect();
+    needed.sort_unstable();
+    needed.dedup();
+    for &i in &needed {
+        let e = &set.elements()[i];
+        let data = e.data_dir();
+        match fs::symlink_metadata(&data) {
+            Ok(md) if md.is_dir() => {}
+            _ => return Err(RestoreError::DataMissing { set: setp, element: e.name(), path: data }),
+        }
+    }
+    for a in &atoms {
+        let e = &set.elements()[a.element];
+        let path = e.data_file(&a.file);
+        let found = open_data_file(&path).map(|(_, len)| len);
+        let reason = match found {
+            Ok(len) if len == a.file.size => continue,
+            Ok(len) => {
+                format!("{} is {len} bytes, the manifest says {} (truncated or extended)", path.display(), a.file.size)
+            }
+            Err(err) => err.to_string(),
+        };
+        return Err(RestoreError::DataFile { set: setp, element: e.name(), path, reason });
+    }
+    for p in &plan {
+        let e = &set.elements()[p.element];
+        for f in e.journal_files() {
+            let path = e.data_file(f);
+            match open_data_file(&path) {
+                Ok((_, len)) if len == f.size => {}
+                Ok((_, len)) => {
+                    let reason = format!("{} is {len} bytes, the manifest says {}", path.display(), f.size);
+                    return Err(RestoreError::DataFile { set: setp, element: e.name(), path, reason });
+                }
+                Err(err) => {
+                    return Err(RestoreError::DataFile { set: setp, element: e.name(), path, reason: err.to_string() })
+                }
+            }
+        }
+    }
+
+    let created_dest = prepare_destination(&dest)?;
+    let own_control;
+    let ctl: &JobControl = match &opts.control {
+        Some(c) => c,
+        None => {
+            own_control = JobControl::new();
+            &own_control
+        }
+    };
+    let mut report = RestoreReport {
+        set_dir: setp.clone(),
+        dest_dir: dest.clone(),
+        target_txn: txn,
+        base: base_el.name(),
+        base_id: base_el.id(),
+        atom_elements: Vec::new(),
+        journal_elements: plan.iter().map(|p| set.elements()[p.element].name()).collect(),
+        atoms: 0,
+        atom_bytes: 0,
+        records: 0,
+        segments: 0,
+        journal_bytes: 0,
+        journal_txns: None,
+        backend: Backend::Portable,
+        elapsed: Duration::ZERO,
+    };
+    report.journal_elements.dedup();
+    let mut used: Vec<usize> = atoms.iter().map(|a| a.element).collect();
+    used.sort_unstable();
+    used.dedup();
+    report.atom_elements = used.iter().map(|&i| set.elements()[i].name()).collect();
+
+    let result = write_journal(&set, &plan, &dest, ctl, &mut report)
+        .and_then(|()| copy_atoms(&set, base, &atoms, &dest, ctl, opts, &mut report))
+        .and_then(|()| {
+            for d in [dest.join(JOURNAL_DIR), dest.join(ATOMS_DIR), dest.clone()] {
+                sync_dir(&d).map_err(|e| RestoreError::Destination {
+                    op: "fsync directory",
+                    path: d.clone(),
+                    source: std::io::Error::other(e.to_string()),
+                })?;
+            }
+            Ok(())
+        });
+    match result {
+        Ok(()) => {
+            report.elapsed = started.elapsed();
+            tracing::info!(set = %setp.display(), dest = %dest.display(), txn, base = %report.base,
+                atoms = report.atoms, records = report.records, "restore completed");
+            Ok(report)
+        }
+        Err(e) => {
+            remove_created(&dest, created_dest);
+            let e = match e {
+                RestoreError::Copy { source: CopyError::Cancelled, .. } => {
+                    RestoreError::Cancelled { set: setp, dest: dest.clone() }
+                }
+                other => other,
+            };
+            Err(e)
+        }
+    }
+}
+
+/// Makes sure `dest` is an empty directory (creating it when absent); returns whether it was created.
+fn prepare_destination(dest: &Path) -> Result<bool, RestoreError> {
+    let io = |op, path: &Path| {
+        let path = path.to_path_buf();
+        move |source| RestoreError::Destination { op, path, source }
+    };
+    match fs::metadata(dest) {
+        Ok(md) if md.is_dir() => {
+            let mut entries = fs::read_dir(dest).map_err(io("read directory", dest))?;
+            if entries.next().is_some() {
+                return Err(RestoreError::DestinationNotEmpty { path: dest.to_path_buf() });
+            }
+            Ok(false)
+        }
+        Ok(_) => Err(RestoreError::DestinationNotEmpty { path: dest.to_path_buf() }),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            fs::create_dir_all(dest).map_err(io("create directory", dest))?;
+            Ok(true)
+        }
+        Err(e) => Err(io("stat", dest)(e)),
+    }
+}
+
+/// Removes what a failed restore created below `dest` (it was empty or absent before).
+fn remove_created(dest: &Path, created_dest: bool) {
+    for d in [dest.join(ATOMS_DIR), dest.join(JOURNAL_DIR)] {
+        if let Err(e) = fs::remove_dir_all(&d) {
+            if e.kind() != std::io::ErrorKind::NotFound {
+                tracing::warn!(path = %d.display(), error = %e, "could not remove a failed restore's files");
+            }
+        }
+    }
+    if created_dest {
+        let _ = fs::remove_dir(dest);
+    }
+    if let Some(parent) = dest.parent() {
+        let _ = sync_dir(if created_dest { parent } else { dest });
+    }
+}
+
+/// A journal being written into the destination: the current segment and what was written.
+struct JournalOut {
+    dir: PathBuf,
+    database_id: Uuid,
+    archive_id: u64,
+    current: Option<(SegmentWriter<BufWriter<File>>, PathBuf)>,
+    segments: u64,
+    bytes: u64,
+}
+
+impl JournalOut {
+    fn io<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> RestoreError + 'a {
+        move |source| RestoreError::Destination { op, path: path.to_path_buf(), source }
+    }
+
+    fn append(&mut self, txn_id: u64, timestamp_micros: u64, payload: &[u8]) -> Result<(), RestoreError> {
+        if self.current.as_ref().is_some_and(|(w, _)| w.len() >= RESTORE_SEGMENT_BYTES) {
+            self.finish()?;
+        }
+        if self.current.is_none() {
+            let number = self.segments + 1;
+            let path = self.dir.join(segment_file_name(number));
+            // create_new: O_CREAT | O_EXCL, which never follows a symbolic link.
+            let file =
+                OpenOptions::new().write(true).create_new(true).open(&path).map_err(Self::io("create", &path))?;
+            let header = SegmentHeader {
+                database_id: self.database_id,
+                archive_id: self.archive_id,
+                segment: number,
+                first_txn: txn_id,
+            };
+            let w = SegmentWriter::create(BufWriter::new(file), header).map_err(Self::io("write", &path))?;
+            self.segments = number;
+            self.current = Some((w, path));
+        }
+        let (w, path) = self.current.as_mut().expect("a segment is open");
+        w.append(txn_id, timestamp_micros, payload).map_err(Self::io("write", path))?;
+        Ok(())
+    }
+
+    fn finish(&mut self) -> Result<(), RestoreError> {
+        if let Some((w, path)) = self.current.take() {
+            self.bytes += w.len();
+            let file = w.into_inner().into_inner().map_err(|e| Self::io("write", &path)(e.into_error()))?;
+            file.sync_all().map_err(Self::io("fsync", &path))?;
+        }
+        Ok(())
+    }
+}
+
+/// Writes the records of the plan into `dest/journal`, verified chunk by chunk before use.
+fn write_journal(
+    set: &BackupSet,
+    plan: &[JournalPart],
+    dest: &Path,
+    ctl: &JobControl,
+    report: &mut RestoreReport,
+) -> Result<(), RestoreError> {
+    let dir = dest.join(JOURNAL_DIR);
+    fs::create_dir(&dir).map_err(JournalOut::io("create directory", &dir))?;
+    let state = set.state();
+    let mut out = JournalOut {
+        dir,
+        database_id: state.database_id,
+        archive_id: state.archive_id,
+        current: None,
+        segments: 0,
+        bytes: 0,
+    };
+    let mut written: Option<TxnRange> = None;
+    for part in plan {
+        let e = &set.elements()[part.element];
+        let range = e.txn_range();
+        let mut after = range.first.saturating_sub(1);
+        for f in e.journal_files() {
+            let path = e.data_file(f);
+            let result = for_each_record(&path, f, after, Some(ctl.cancel_flag()), |r| {
+                if !range.contains(r.txn_id) {
+                    return Err(Phase::Restore(data_error(
+                        set,
+                        e.name(),
+                        &path,
+                        format!(
+                            "{} holds transaction {} at byte {} of segment {}, outside the element's range [{}, {}]",
+                            path.display(),
+                            r.txn_id,
+                            r.offset,
+                            f.id,
+                            range.first,
+                            range.last
+                        ),
+                    )));
+                }
+                if r.txn_id < part.first {
+                    return Ok(true);
+                }
+                if r.txn_id > part.last {
+                    return Ok(false);
+                }
+                out.append(r.txn_id, r.timestamp_micros, r.payload).map_err(Phase::Restore)?;
+                report.records += 1;
+                let w = written.get_or_insert(TxnRange { first: r.txn_id, last: r.txn_id });
+                w.last = r.txn_id;
+                Ok(true)
+            });
+            let summary = match result {
+                Ok(s) => s,
+                Err(Phase::Restore(e)) => return Err(e),
+                Err(Phase::Slice(SliceError::Cancelled)) => {
+                    return Err(RestoreError::Copy {
+                        set: set.dir().to_path_buf(),
+                        element: Some(e.name()),
+                        source: CopyError::Cancelled,
+                    })
+                }
+                Err(Phase::Slice(err)) => return Err(data_error(set, e.name(), &path, err.to_string())),
+            };
+            if let Some(h) = summary.header {
+                if h.database_id != state.database_id || h.archive_id != state.archive_id {
+                    return Err(data_error(
+                        set,
+                        e.name(),
+                        &path,
+                        format!(
+                            "{}: the segment header names database {} archive {}, the set's state database {} archive {}",
+                            path.display(),
+                            h.database_id,
+                            h.archive_id,
+                            state.database_id,
+                            state.archive_id
+                        ),
+                    ));
+                }
+            }
+            if summary.stopped {
+                break;
+            }
+            after = summary.last_txn.unwrap_or(after);
+        }
+    }
+    out.finish()?;
+    report.segments = out.segments;
+    report.journal_bytes = out.bytes;
+    report.journal_txns = written;
+    Ok(())
+}
+
+fn data_error(set: &BackupSet, element: ElementName, path: &Path, reason: String) -> RestoreError {
+    RestoreError::DataFile { set: set.dir().to_path_buf(), element, path: path.to_path_buf(), reason }
+}
+
+/// Copies the atoms through the copier, in batches, and checks what it hashed against the manifests and each
+/// copied header against the catalog.
+fn copy_atoms(
+    set: &BackupSet,
+    base: usize,
+    atoms: &[AtomSource],
+    dest: &Path,
+    ctl: &JobControl,
+    opts: &RestoreOptions,
+    report: &mut RestoreReport,
+) -> Result<(), RestoreError> {
+    let setp = set.dir().to_path_buf();
+    let atoms_dir = dest.join(ATOMS_DIR);
+    fs::create_dir(&atoms_dir).map_err(JournalOut::io("create directory", &atoms_dir))?;
+    let mut copier_opts = opts.copier.clone();
+    copier_opts.hash = true;
+    let mut copier =
+        Copier::new(copier_opts).map_err(|source| RestoreError::Copy { set: setp.clone(), element: None, source })?;
+    report.backend = copier.backend();
+    let end = set.elements()[base].txn_range().last;
+    for batch in atoms.chunks(COPY_BATCH_FILES) {
+        if ctl.is_cancelled() {
+            return Err(RestoreError::Copy { set: setp, element: None, source: CopyError::Cancelled });
+        }
+        let requests: Vec<CopyRequest> = batch
+            .iter()
+            .map(|a| {
+                let src = set.elements()[a.element].data_file(&a.file);
+                CopyRequest::file(src, atoms_dir.join(atom_file_name(a.atom_id)))
+            })
+            .collect();
+        let job = copier.copy(&requests, ctl, None).map_err(|source| {
+            let by_path: HashMap<&Path, ElementName> = requests
+                .iter()
+                .zip(batch)
+                .map(|(r, a)| (r.source.as_path(), set.elements()[a.element].name()))
+                .collect();
+            let element = match &source {
+                CopyError::Io { path, .. } | CopyError::SourceShort { path, .. } => {
+                    by_path.get(path.as_path()).copied()
+                }
+                _ => None,
+            };
+            RestoreError::Copy { set: setp.clone(), element, source }
+        })?;
+        for (r, a) in job.files.iter().zip(batch) {
+            let e = &set.elements()[a.element];
+            let src = &requests[r.request].source;
+            let target = requests[r.request].target.as_deref().expect("copies have targets");
+            if let Some(reason) = mismatch(&a.file, r.bytes, &r.hash, &r.chunk_hashes) {
+                return Err(data_error(set, e.name(), src, format!("{}: {reason}", src.display())));
+            }
+            let header = read_atom_header(target)
+                .map_err(|reason| data_error(set, e.name(), src, format!("{}: {reason}", src.display())))?;
+            let problem = if header.atom_id != a.atom_id {
+                Some(format!("the file holds atom {:#x}, not {:#x}", header.atom_id, a.atom_id))
+            } else if header.lsn != a.lsn {
+                Some(format!("its header's LSN is {}, the catalog says {}", header.lsn, a.lsn))
+            } else if header.lsn > end {
+                Some(format!("its LSN {} is beyond the base's end point {end}", header.lsn))
+            } else if header.body_len + ATOM_HEADER_BYTES as u64 != a.file.size {
+                Some(format!("its header declares {} body bytes, the file is {} bytes", header.body_len, a.file.size))
+            } else {
+                None
+            };
+            if let Some(p) = problem {
+                return Err(data_error(set, e.name(), src, format!("atom file {}: {p}", src.display())));
+            }
+            report.atoms += 1;
+            report.atom_bytes += r.bytes;
+        }
+    }
+    Ok(())
+}
+
+/// What differs between a manifest entry and what was read, if anything.
+pub(crate) fn mismatch(entry: &FileEntry, bytes: u64, hash: &[u8; 32], chunks: &[[u8; 32]]) -> Option<String> {
+    if bytes != entry.size {
+        return Some(format!("{bytes} bytes were read, the manifest says {} (truncated or extended)", entry.size));
+    }
+    if let Some(i) = entry.chunk_hashes.iter().zip(chunks).position(|(a, b)| a != b) {
+        let start = i as u64 * backset_format::limits::CHUNK_BYTES;
+        let end = (start + backset_format::limits::CHUNK_BYTES).min(entry.size);
+        return Some(format!("bytes {start}..{end} (chunk {i}) do not match the manifest's chunk hash (damaged)"));
+    }
+    if chunks.len() != entry.chunk_hashes.len() || hash != &entry.hash {
+        return Some("the file's BLAKE3 does not match the manifest (damaged)".into());
+    }
+    None
+}
+
+/// Reads and parses the header of an atom file.
+pub(crate) fn read_atom_header(path: &Path) -> Result<AtomHeader, String> {
+    let (mut f, _) = open_data_file(path).map_err(|e| e.to_string())?;
+    let mut buf = [0u8; ATOM_HEADER_BYTES];
+    f.read_exact(&mut buf).map_err(|e| format!("reading its {ATOM_HEADER_BYTES}-byte header: {e}"))?;
+    AtomHeader::parse(&buf).map_err(|e| e.to_string())
+}
+
+/// One element as `restore --report-backups` lists it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BackupInfo {
+    /// Element id (what `--backup-element-id` takes).
+    pub element_id: Uuid,
+    /// Directory name.
+    pub name: ElementName,
+    /// Type.
+    pub kind: ElementKind,
+    /// Completed, or still in progress.
+    pub status: ElementStatus,
+    /// When the hot copy began.
+    pub begin: SystemTime,
+    /// When it completed (`None` while in progress).
+    pub end: Option<SystemTime>,
+    /// Transaction range [R, E].
+    pub txn_range: TxnRange,
+}
+
+/// The elements of the set `set_dir`, newest first (`restore --report-backups`). Reads the state only.
+pub fn report_backups(set_dir: impl AsRef<Path>) -> Result<Vec<BackupInfo>, RestoreError> {
+    let set_dir = set_dir.as_ref();
+    let state: State = read_metadata(&set_dir.join(STATE_FILE)).map_err(|source| SetError::Metadata {
+        set: set_dir.to_path_buf(),
+        element: None,
+        source,
+    })?;
+    Ok(state
+        .elements
+        .iter()
+        .rev()
+        .map(|e| BackupInfo {
+            element_id: e.element_id,
+            name: e.name(),
+            kind: e.kind,
+            status: e.status,
+            begin: micros_to_time(e.begin_micros),
+            end: (e.status == ElementStatus::Completed).then(|| micros_to_time(e.end_micros)),
+            txn_range: e.txn_range,
+        })
+        .collect())
+}
+
+/// A time from microseconds since the Unix epoch.
+pub fn micros_to_time(micros: u64) -> SystemTime {
+    UNIX_EPOCH + Duration::from_micros(micros)
+}
+
+/// One line of `restore --report-timestamps`: a record's commit time and transaction id. Displays as
+/// `2021-02-19T17:00:30 4484` (UTC, whole seconds).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct TimestampLine {
+    /// Commit timestamp, microseconds since the Unix epoch.
+    pub timestamp_micros: u64,
+    /// Transaction id.
+    pub txn_id: u64,
+}
+
+impl std::fmt::Display for TimestampLine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let t = UNIX_EPOCH + Duration::from_secs(self.timestamp_micros / 1_000_000);
+        let text = humantime::format_rfc3339_seconds(t).to_string();
+        write!(f, "{} {}", text.trim_end_matches('Z'), self.txn_id)
+    }
+}
+
+/// Which records `--report-timestamps` lists: those whose commit time, in whole seconds, lies within
+/// `[start, end]` (each bound optional, inclusive), as the lines show them.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TimestampFilter {
+    /// `--start-time`.
+    pub start: Option<SystemTime>,
+    /// `--end-time`.
+    pub end: Option<SystemTime>,
+}
+
+impl TimestampFilter {
+    fn admits(&self, micros: u64) -> bool {
+        let secs = micros / 1_000_000;
+        let s = |t: SystemTime| t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+        self.start.is_none_or(|t| secs >= s(t)) && self.end.is_none_or(|t| secs <= s(t))
+    }
+}
+
+/// Calls `f` with the commit time and transaction id of every record in the set's journal (each transaction once,
+/// in increasing order) that `filter` admits (`restore --report-timestamps`). Reads the data of the elements it
+/// needs, verified against their manifests as it streams; memory does not grow with the number of records.
+/// Returns the number of lines.
+pub fn for_each_timestamp(
+    set_dir: impl AsRef<Path>,
+    filter: &TimestampFilter,
+    mut f: impl FnMut(TimestampLine),
+) -> Result<u64, RestoreError> {
+    let set = BackupSet::open(set_dir)?;
+    let setp = set.dir().to_path_buf();
+    // The transactions any element covers, merged into runs.
+    let mut ranges: Vec<TxnRange> = set.elements().iter().map(|e| e.txn_range()).collect();
+    ranges.sort_by_key(|r| (r.first, r.last));
+    let mut runs: Vec<TxnRange> = Vec::new();
+    for r in ranges {
+        match runs.last_mut() {
+            Some(run) if run.last.checked_add(1).is_none_or(|n| n >= r.first) => run.last = run.last.max(r.last),
+            _ => runs.push(r),
+        }
+    }
+    let mut lines = 0u64;
+    for run in runs {
+        let plan = set.plan_journal(run.first, run.last, &|_| true).expect("a run is covered by construction");
+        for part in plan {
+            let e = &set.elements()[part.element];
+            let data = e.data_dir();
+            if !fs::symlink_metadata(&data).is_ok_and(|md| md.is_dir()) {
+                return Err(RestoreError::DataMissing { set: setp, element: e.name(), path: data });
+            }
+            let mut after = e.txn_range().first.saturating_sub(1);
+            for file in e.journal_files() {
+                let path = e.data_file(file);
+                let summary = for_each_record(&path, file, after, None, |r| {
+                    if r.txn_id > part.last {
+                        return Ok::<bool, SliceError>(false);
+                    }
+                    if r.txn_id >= part.first && filter.admits(r.timestamp_micros) {
+                        f(TimestampLine { timestamp_micros: r.timestamp_micros, txn_id: r.txn_id });
+                        lines += 1;
+                    }
+                    Ok(true)
+                })
+                .map_err(|err| data_error(&set, e.name(), &path, err.to_string()))?;
+                if summary.stopped {
+                    break;
+                }
+                after = summary.last_txn.unwrap_or(after);
+            }
+        }
+    }
+    Ok(lines)
+}
+
+/// [`for_each_timestamp`], collected. Holds one line (16 bytes) per record listed.
+pub fn report_timestamps(
+    set_dir: impl AsRef<Path>,
+    filter: &TimestampFilter,
+) -> Result<Vec<TimestampLine>, RestoreError> {
+    let mut out = Vec::new();
+    for_each_timestamp(set_dir, filter, |l| out.push(l))?;
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timestamp_lines_print_as_nuoarchive_does() {
+        // 2021-02-19T17:00:30Z = 1613754030 s.
+        let line = TimestampLine { timestamp_micros: 1_613_754_030_999_999, txn_id: 4484 };
+        assert_eq!(line.to_string(), "2021-02-19T17:00:30 4484");
+        let at = |s: u64| Some(UNIX_EPOCH + Duration::from_secs(s));
+        assert!(TimestampFilter { start: at(1_613_754_030), end: at(1_613_754_030) }.admits(line.timestamp_micros));
+        assert!(!TimestampFilter { start: at(1_613_754_031), end: None }.admits(line.timestamp_micros));
+        assert!(!TimestampFilter { start: None, end: at(1_613_754_029) }.admits(line.timestamp_micros));
+    }
+
+    #[test]
+    fn ranges_read_as_an_operator_expects() {
+        assert_eq!(describe_ranges(&[TxnRange { first: 100, last: 5000 }]), "range [100, 5000]");
+        assert_eq!(
+            describe_ranges(&[TxnRange { first: 1, last: 5 }, TxnRange { first: 9, last: 12 }]),
+            "ranges [1, 5], [9, 12]"
+        );
+    }
+}

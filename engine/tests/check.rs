@@ -1,0 +1,323 @@
+//! Check of a backup set made under load, healthy and with one defect at a time (each reported with its element and
+//! file, and refused by restore, which then leaves its destination empty); metadata-only check; check of an
+//! archive directory.
+
+mod common;
+mod setmaker;
+
+use std::fs::{self, OpenOptions};
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use backset_engine::check::{check_archive, check_set, CheckOptions, CheckReport, Defect, DefectKind};
+use backset_engine::restore::{restore, RestoreError, RestoreOptions, SetError, Target};
+use backset_engine::store::{Database, Txn};
+use backset_format::journal::{RECORD_HEADER_BYTES, SEGMENT_HEADER_BYTES};
+use backset_format::TxnRange;
+use common::{config, file_names, journal_records, segment_files, tempdir};
+use setmaker::template;
+
+fn full_check(set: &Path) -> CheckReport {
+    check_set(set, &CheckOptions::default()).unwrap()
+}
+
+fn flip_byte(path: &Path, offset: u64) {
+    let mut f = OpenOptions::new().read(true).write(true).open(path).unwrap();
+    let mut b = [0u8; 1];
+    f.seek(SeekFrom::Start(offset)).unwrap();
+    f.read_exact(&mut b).unwrap();
+    f.seek(SeekFrom::Start(offset)).unwrap();
+    f.write_all(&[b[0] ^ 0x40]).unwrap();
+}
+
+/// The first file (by name) in `dir`.
+fn first_file(dir: &Path) -> PathBuf {
+    dir.join(file_names(dir).into_iter().next().unwrap_or_else(|| panic!("{} is empty", dir.display())))
+}
+
+/// `defects` hold one of `kind` naming `element` and `file`.
+fn assert_defect(defects: &[Defect], kind: DefectKind, element: Option<&str>, file: &Path) {
+    let found = defects.iter().any(|d| {
+        d.kind == kind && d.element.map(|e| e.to_string()).as_deref() == element && d.file.as_deref() == Some(file)
+    });
+    assert!(found, "no {kind:?} defect for {element:?} {}; defects: {defects:#?}", file.display());
+}
+
+/// Restore to `target` is refused, and the destination is left empty; returns the error.
+fn assert_restore_refused(set: &Path, target: Target) -> RestoreError {
+    let dest = tempdir();
+    let err = restore(set, dest.path(), target, &RestoreOptions::default()).unwrap_err();
+    assert!(file_names(dest.path()).is_empty(), "{err}: the destination holds {:?}", file_names(dest.path()));
+    err
+}
+
+fn element_target(name: &str) -> Target {
+    Target::Element(template().element(name).element_id)
+}
+
+fn expected_range() -> Vec<TxnRange> {
+    let t = template();
+    vec![TxnRange { first: t.element("full").txn_range.last, last: t.latest() }]
+}
+
+#[test]
+fn a_healthy_set_is_ok_and_metadata_only_gives_the_same_restorable_range() {
+    let t = template();
+    let r = full_check(&t.set());
+    assert!(r.is_ok(), "{:#?}", r.defects);
+    assert_eq!(r.restorable, expected_range());
+    assert_eq!(r.elements, t.elements.len());
+    let data_files: usize = t
+        .elements
+        .iter()
+        .map(|e| {
+            let d = t.set().join(e.name().to_string()).join("data");
+            file_names(&d.join("atoms")).len() + file_names(&d.join("journal")).len()
+        })
+        .sum();
+    assert_eq!(r.files_read as usize, data_files);
+
+    let m = check_set(t.set(), &CheckOptions { metadata_only: true, ..CheckOptions::default() }).unwrap();
+    assert!(m.is_ok(), "{:#?}", m.defects);
+    assert_eq!(m.restorable, r.restorable);
+    assert_eq!((m.files_read, m.bytes_read), (0, 0));
+    assert!(m.elapsed < Duration::from_secs(1), "metadata-only check took {:?}", m.elapsed);
+
+    // Metadata-only never reads data/: it gives the same answer with every data/ moved away.
+    let (_keep, set) = t.copy();
+    let away = tempdir();
+    for e in &t.elements {
+        let name = e.name().to_string();
+        fs::rename(set.join(&name).join("data"), away.path().join(&name)).unwrap();
+    }
+    let m2 = check_set(&set, &CheckOptions { metadata_only: true, ..CheckOptions::default() }).unwrap();
+    assert!(m2.is_ok(), "{:#?}", m2.defects);
+    assert_eq!(m2.restorable, r.restorable);
+    let f = full_check(&set);
+    assert_defect(&f.defects, DefectKind::DataMissing, Some("full"), &set.join("full/data"));
+    assert!(f.restorable.is_empty(), "nothing is restorable without data: {:?}", f.restorable);
+}
+
+#[test]
+fn a_flipped_byte_in_an_atom_file() {
+    let (_keep, set) = template().copy();
+    let atom = first_file(&set.join("full/data/atoms"));
+    flip_byte(&atom, 100);
+    let r = full_check(&set);
+    assert_defect(&r.defects, DefectKind::Hash, Some("full"), &atom);
+    assert_eq!(r.defects.len(), 1, "{:#?}", r.defects);
+    // The full's window is no longer restorable; later bases do not need that file only if they re-copied it.
+    assert!(r.restorable.first().is_none_or(|x| x.first > template().element("full").txn_range.last));
+    match assert_restore_refused(&set, element_target("full")) {
+        RestoreError::DataFile { element, path, .. } => {
+            assert_eq!(element.to_string(), "full");
+            assert_eq!(path, atom);
+        }
+        other => panic!("{other}"),
+    }
+}
+
+#[test]
+fn a_flipped_byte_in_a_journal_slice() {
+    let (_keep, set) = template().copy();
+    let slice = first_file(&set.join("1.jnl/data/journal"));
+    flip_byte(&slice, fs::metadata(&slice).unwrap().len() / 2);
+    let r = full_check(&set);
+    assert_defect(&r.defects, DefectKind::Hash, Some("1.jnl"), &slice);
+    // Restore to the full replays [R, E] of the full from 1.jnl (it reaches furthest), whose first slice is bad.
+    match assert_restore_refused(&set, element_target("full")) {
+        RestoreError::DataFile { element, path, reason, .. } => {
+            assert_eq!(element.to_string(), "1.jnl");
+            assert_eq!(path, slice);
+            assert!(reason.contains("chunk 0"), "{reason}");
+        }
+        other => panic!("{other}"),
+    }
+}
+
+#[test]
+fn a_flipped_byte_in_each_control_file() {
+    for file in ["element", "manifest", "catalog"] {
+        let (_keep, set) = template().copy();
+        let path = set.join("1.inc/control").join(file);
+        flip_byte(&path, 60);
+        let r = full_check(&set);
+        assert_defect(&r.defects, DefectKind::Metadata, Some("1.inc"), &path);
+        assert!(r.restorable.is_empty(), "a set with damaged metadata is not restorable: {:?}", r.restorable);
+        let m = check_set(&set, &CheckOptions { metadata_only: true, ..CheckOptions::default() }).unwrap();
+        assert_defect(&m.defects, DefectKind::Metadata, Some("1.inc"), &path);
+        match assert_restore_refused(&set, Target::Latest) {
+            RestoreError::Set(e @ SetError::Metadata { .. }) => {
+                assert_eq!(e.element().unwrap().to_string(), "1.inc");
+                assert_eq!(e.path().as_deref(), Some(path.as_path()));
+            }
+            other => panic!("{file}: {other}"),
+        }
+    }
+}
+
+#[test]
+fn a_flipped_byte_in_the_state() {
+    let (_keep, set) = template().copy();
+    let state = set.join("state");
+    flip_byte(&state, 70);
+    let r = full_check(&set);
+    assert_defect(&r.defects, DefectKind::Metadata, None, &state);
+    assert!(r.restorable.is_empty());
+    let err = assert_restore_refused(&set, Target::Latest);
+    assert!(matches!(&err, RestoreError::Set(SetError::Metadata { element: None, .. })), "{err}");
+    assert!(err.to_string().contains(&state.display().to_string()), "{err}");
+}
+
+#[test]
+fn a_truncated_data_file() {
+    let (_keep, set) = template().copy();
+    let atom = first_file(&set.join("1.inc/data/atoms"));
+    let len = fs::metadata(&atom).unwrap().len();
+    OpenOptions::new().write(true).open(&atom).unwrap().set_len(len - 7).unwrap();
+    let r = full_check(&set);
+    assert_defect(&r.defects, DefectKind::Size, Some("1.inc"), &atom);
+    match assert_restore_refused(&set, element_target("1.inc")) {
+        RestoreError::DataFile { element, path, reason, .. } => {
+            assert_eq!(element.to_string(), "1.inc");
+            assert_eq!(path, atom);
+            assert!(reason.contains(&format!("{} bytes", len - 7)), "{reason}");
+        }
+        other => panic!("{other}"),
+    }
+}
+
+#[test]
+fn a_missing_data_file() {
+    let (_keep, set) = template().copy();
+    let atom = first_file(&set.join("full/data/atoms"));
+    fs::remove_file(&atom).unwrap();
+    let r = full_check(&set);
+    assert_defect(&r.defects, DefectKind::MissingFile, Some("full"), &atom);
+    match assert_restore_refused(&set, element_target("full")) {
+        RestoreError::DataFile { element, path, .. } => {
+            assert_eq!(element.to_string(), "full");
+            assert_eq!(path, atom);
+        }
+        other => panic!("{other}"),
+    }
+}
+
+#[test]
+fn extra_files() {
+    let (_keep, set) = template().copy();
+    let extra_atom = set.join("full/data/atoms/00000000deadbeef");
+    let junk = set.join("1.jnl/data/junk");
+    let top = set.join("notes.txt");
+    fs::write(&extra_atom, b"not an atom").unwrap();
+    fs::write(&junk, b"junk").unwrap();
+    fs::write(&top, b"hello").unwrap();
+    let r = full_check(&set);
+    assert_defect(&r.defects, DefectKind::ExtraFile, Some("full"), &extra_atom);
+    assert_defect(&r.defects, DefectKind::ExtraFile, Some("1.jnl"), &junk);
+    assert_defect(&r.defects, DefectKind::ExtraFile, None, &top);
+    assert_eq!(r.defects.len(), 3, "{:#?}", r.defects);
+    // Every listed file is intact: the restorable range is unchanged, and a restore (which reads only what the
+    // manifests list) succeeds without the extra files.
+    assert_eq!(r.restorable, expected_range());
+    let dest = tempdir();
+    restore(&set, dest.path(), element_target("full"), &RestoreOptions::default()).unwrap();
+    assert!(!file_names(&dest.path().join("atoms")).contains(&"00000000deadbeef".to_string()));
+}
+
+#[test]
+fn a_broken_chain() {
+    let (_keep, set) = template().copy();
+    let away = tempdir();
+    fs::rename(set.join("1.inc"), away.path().join("1.inc")).unwrap();
+    let r = full_check(&set);
+    assert_defect(&r.defects, DefectKind::MissingElement, Some("1.inc"), &set.join("1.inc"));
+    assert!(r.restorable.is_empty());
+    match assert_restore_refused(&set, element_target("full")) {
+        RestoreError::Set(e @ SetError::ElementMissing { .. }) => {
+            assert_eq!(e.element().unwrap().to_string(), "1.inc")
+        }
+        other => panic!("{other}"),
+    }
+}
+
+#[test]
+fn several_defects_are_all_reported() {
+    let (_keep, set) = template().copy();
+    let a = first_file(&set.join("full/data/atoms"));
+    let b = first_file(&set.join("2.inc/data/journal"));
+    let c = first_file(&set.join("3.jnl/data/journal"));
+    flip_byte(&a, 90);
+    fs::remove_file(&b).unwrap();
+    let len = fs::metadata(&c).unwrap().len();
+    OpenOptions::new().write(true).open(&c).unwrap().set_len(len + 3).unwrap();
+    let r = full_check(&set);
+    assert_defect(&r.defects, DefectKind::Hash, Some("full"), &a);
+    assert_defect(&r.defects, DefectKind::MissingFile, Some("2.inc"), &b);
+    assert_defect(&r.defects, DefectKind::Size, Some("3.jnl"), &c);
+    assert_eq!(r.defects.len(), 3, "{:#?}", r.defects);
+}
+
+/// An archive of the reference store with atoms and several journal segments, closed (dropped after a
+/// checkpoint, so the journal since R stays on disk).
+fn archive_with_atoms_and_journal() -> (tempfile::TempDir, PathBuf, u64) {
+    let root = tempdir();
+    let db = Database::open(root.path(), config("archive")).unwrap();
+    for i in 0..200u64 {
+        db.commit(&Txn::new().put(format!("k{}", i % 50), vec![b'v'; 60 + (i as usize % 5) * 20])).unwrap();
+    }
+    db.checkpoint_now().unwrap();
+    let mut last = 0;
+    for i in 0..150u64 {
+        last = db.commit(&Txn::new().put(format!("k{}", i % 70), vec![b'w'; 80])).unwrap().txn_id;
+    }
+    drop(db);
+    let dir = root.path().join("0");
+    (root, dir, last)
+}
+
+#[test]
+fn check_archive_finds_a_flipped_atom_byte_and_a_corrupt_record() {
+    let (_root, dir, last) = archive_with_atoms_and_journal();
+    let r = check_archive(&dir).unwrap();
+    assert!(r.is_ok(), "{:#?}", r.defects);
+    assert!(r.atoms > 0 && r.segments > 1, "{r:?}");
+    assert_eq!(r.last_txn, last);
+    assert_eq!(r.torn_tail, None);
+
+    // A flipped byte in an atom body.
+    let copy = tempdir();
+    setmaker::copy_tree(&dir, copy.path());
+    let atom = first_file(&copy.path().join("atoms"));
+    flip_byte(&atom, fs::metadata(&atom).unwrap().len() - 1);
+    let r = check_archive(copy.path()).unwrap();
+    assert_defect(&r.defects, DefectKind::Hash, None, &atom);
+
+    // A corrupt record with valid records after it: corruption, named with its segment and offset.
+    let copy = tempdir();
+    setmaker::copy_tree(&dir, copy.path());
+    let records = journal_records(copy.path());
+    let seg = records.iter().map(|r| r.0).find(|s| records.iter().filter(|r| r.0 == *s).count() >= 3).unwrap();
+    let path = segment_files(copy.path()).into_iter().find(|p| p.ends_with(format!("{seg:016x}"))).unwrap();
+    flip_byte(&path, (SEGMENT_HEADER_BYTES + RECORD_HEADER_BYTES + 2) as u64);
+    let r = check_archive(copy.path()).unwrap();
+    assert_defect(&r.defects, DefectKind::Journal, None, &path);
+    let d = r.defects.iter().find(|d| d.file.as_deref() == Some(path.as_path())).unwrap();
+    assert!(
+        d.what.contains("corrupt") && d.what.contains(&format!("byte offset {SEGMENT_HEADER_BYTES}")),
+        "{}",
+        d.what
+    );
+
+    // A torn tail at the end of the last segment is reported as such, and is not a defect.
+    let copy = tempdir();
+    setmaker::copy_tree(&dir, copy.path());
+    let last_seg = segment_files(copy.path()).pop().unwrap();
+    let len = fs::metadata(&last_seg).unwrap().len();
+    OpenOptions::new().append(true).open(&last_seg).unwrap().write_all(&[7u8; 10]).unwrap();
+    let r = check_archive(copy.path()).unwrap();
+    assert!(r.is_ok(), "{:#?}", r.defects);
+    let torn = r.torn_tail.expect("a torn tail");
+    assert_eq!((torn.offset, torn.len), (len, 10));
+}
