@@ -11,6 +11,7 @@
 pub mod archive;
 pub mod bulk;
 pub mod check;
+pub mod hotcopy;
 pub mod limits;
 pub mod restore;
 pub mod store;

@@ -84,3 +84,32 @@ pub const COPY_BATCH_FILES: usize = 4096;
 
 const _: () = assert!(RESTORE_SEGMENT_BYTES + MAX_RECORD_PAYLOAD_BYTES as u64 + 64 <= MAX_SEGMENT_BYTES);
 const _: () = assert!(COPY_BATCH_FILES > 0);
+
+// ---- Hot copy jobs (`hotcopy/`) ----
+
+/// Atom files a hot copy hands to the copier in one call. An atom that the checkpointer drops between the listing and
+/// the open makes the call fail (the copier removes what the call created): the job retries the batch without it,
+/// so this bounds the bytes copied twice for one dropped atom.
+pub const HOTCOPY_ATOM_BATCH_FILES: usize = 1024;
+
+/// Longest a hot copy waits for its end point E to become durable on its archive (`Archive::wait_durable`) before
+/// it fails: the SM's journal writer is stalled.
+pub const HOTCOPY_DURABLE_TIMEOUT: Duration = Duration::from_secs(300);
+
+/// Longest a hot copy waits on anything (durability, a stage barrier) without checking for a cancel or a failure of
+/// another participant; cancellation takes effect within this plus the copier's own bound (`CANCEL_POLL_MS`).
+pub const HOTCOPY_CANCEL_POLL: Duration = Duration::from_millis(10);
+
+/// Size of one persisted hot copy status file (`<data dir>/hotcopy/<id>.json`) at most: 4 MiB (a coordinated hot
+/// copy of `MAX_PARTICIPANTS` archives takes about 400 KiB). A larger file is skipped with a warning.
+pub const HOTCOPY_MAX_STATUS_FILE_BYTES: u64 = 4 << 20;
+
+/// Terminal hot copy statuses a manager keeps (in memory and in its data directory); the oldest are removed beyond
+/// it when a manager starts. Bounds the memory and the start-up time of the status store.
+pub const HOTCOPY_MAX_KEPT_STATUSES: usize = 10_000;
+
+/// Buffer pool of the copier each hot copy participant makes (one per archive per job): the copier's default.
+pub const HOTCOPY_COPIER_POOL_BYTES: usize = backset_copier::limits::POOL_BYTES_DEFAULT;
+
+const _: () = assert!(HOTCOPY_ATOM_BATCH_FILES >= 1);
+const _: () = assert!(HOTCOPY_CANCEL_POLL.as_millis() <= 50);

@@ -1,0 +1,703 @@
+//! What one archive does in a hot copy: its stages from the journal pin to the element in place.
+//!
+//! 1. `Stage1: Begin`: checks; pin the journal at R (full, incremental, simple); initialise the set (full) or begin
+//!    the element in the state (incremental, journal), in `tmp/<element id>/`.
+//! 2. `Stage1: Copy atoms`: list the atoms; copy all (full, simple) or those new or whose LSN differs from the newest
+//!    full/incremental catalog (incremental); an atom dropped between the listing and the copy is left out (and
+//!    recorded dropped when the previous catalog had it).
+//! 3. `Stage2: Wait for end point`: the coordinator's barrier picks E; wait until E is durable here.
+//! 4. `Stage2: Copy journal`: the slices of `[R, E]` (journal hot copy: `[chain start, E]`).
+//! 5. `Stage3: Write metadata`: manifest, catalog, element info; everything durable; commit barrier; into place.
+
+use std::collections::{BTreeMap, HashSet};
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use backset_copier::limit::JobLimiter;
+use backset_copier::{Copier, CopyError, CopyRequest, FileReport, JobControl, JobReport, Options, Throttle};
+use backset_format::atom::{AtomHeader, ATOM_HEADER_BYTES};
+use backset_format::fsio::sync_dir;
+use backset_format::layout::{atom_file_name, segment_file_name, ATOMS_DIR, DATA_DIR, JOURNAL_DIR};
+use backset_format::limits::MAX_ELEMENT_SEQUENCE;
+use backset_format::{
+    AtomState, Catalog, CatalogEntry, ElementEntry, ElementInfo, ElementKind, ElementStatus, FileEntry, FileKind, Hash,
+    Manifest, Participant, State, StorageGroup, TxnRange,
+};
+use uuid::Uuid;
+
+use crate::archive::{Archive, AtomFile, JournalPin, JournalSlice};
+use crate::hotcopy::coordinator::{Arrival, Coordinator};
+use crate::hotcopy::set::{dir_content, read_head, BackupSet, Begun, DirContent, SetError, SetHandle};
+use crate::hotcopy::{error_chain, HotCopyError, HotCopyType, Stage};
+use crate::limits::{HOTCOPY_ATOM_BATCH_FILES, HOTCOPY_COPIER_POOL_BYTES};
+use crate::store::now_micros;
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+fn io_err(op: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> HotCopyError {
+    let path = path.to_path_buf();
+    move |source| HotCopyError::Io { op, path, source }
+}
+
+/// One archive of a job, as the manager resolved the request.
+pub(crate) struct ParticipantSpec {
+    /// Position among the job's participants (by archive id).
+    pub index: usize,
+    /// The archive.
+    pub archive: Arc<dyn Archive>,
+    /// Its SM's start id.
+    pub start_id: u64,
+    /// The backup set (or simple copy) directory.
+    pub dest: PathBuf,
+}
+
+/// What a running participant shows: stage, element, range, bytes.
+#[derive(Debug)]
+pub(crate) struct ParticipantLive {
+    pub info: Mutex<LiveInfo>,
+    done: AtomicU64,
+    total: AtomicU64,
+    current: Mutex<Option<Arc<JobControl>>>,
+}
+
+/// The changing part of a participant's status.
+#[derive(Debug, Clone)]
+pub(crate) struct LiveInfo {
+    pub stage: Stage,
+    pub element: Option<String>,
+    pub txn_range: Option<(u64, u64)>,
+}
+
+impl ParticipantLive {
+    pub fn new() -> Self {
+        Self {
+            info: Mutex::new(LiveInfo { stage: Stage::Begin, element: None, txn_range: None }),
+            done: AtomicU64::new(0),
+            total: AtomicU64::new(0),
+            current: Mutex::new(None),
+        }
+    }
+
+    /// `(bytes done, bytes total, current rate)`.
+    pub fn progress(&self) -> (u64, u64, f64) {
+        let current = lock(&self.current).clone();
+        let (mut done, mut total) = (self.done.load(Ordering::Acquire), self.total.load(Ordering::Acquire));
+        let mut rate = 0.0;
+        if let Some(c) = current {
+            let p = c.progress();
+            done += p.bytes_done;
+            total += p.bytes_total;
+            rate = p.rate_bytes_per_sec;
+        }
+        (done, total.max(done), rate)
+    }
+
+    fn set_stage(&self, stage: Stage) {
+        lock(&self.info).stage = stage;
+    }
+}
+
+/// The job-wide facts a participant needs.
+pub(crate) struct JobContext<'a> {
+    pub id: Uuid,
+    pub kind: HotCopyType,
+    pub coordinator_start_id: u64,
+    pub participants: &'a [Participant],
+    pub coord: &'a Coordinator,
+}
+
+/// Runs one participant to the end. On an error it tells the coordinator (which stops the others) and leaves its
+/// set as valid as before.
+pub(crate) fn run_participant(
+    ctx: &JobContext<'_>,
+    spec: &ParticipantSpec,
+    live: &ParticipantLive,
+    limiter: &JobLimiter,
+) -> Result<(), HotCopyError> {
+    let archive_id = spec.archive.identity().archive_id;
+    let copier = Copier::new(Options { pool_bytes: HOTCOPY_COPIER_POOL_BYTES, ..Options::default() });
+    let mut work = match copier {
+        Ok(copier) => Work {
+            ctx,
+            spec,
+            live,
+            runner: Runner { copier, limiter, coord: ctx.coord, live },
+            target: None,
+            pin: None,
+            committed: false,
+        },
+        Err(e) => {
+            let e = HotCopyError::from(e);
+            ctx.coord.fail(format!("archive {archive_id}: {}", error_chain(&e)));
+            return Err(e);
+        }
+    };
+    let result = work.run();
+    if let Err(e) = &result {
+        if !matches!(e, HotCopyError::Stopped { .. }) {
+            ctx.coord.fail(format!("archive {archive_id}: {}", error_chain(e)));
+        }
+        if let Err(cleanup) = work.abort() {
+            tracing::error!(
+                hot_copy = %ctx.id, archive_id, error = %error_chain(&cleanup),
+                "could not remove the unfinished element; the next hot copy of the set removes it"
+            );
+        }
+    }
+    result
+}
+
+/// Copies through the participant's copier, one copier call per batch, each with its own job control registered
+/// with the coordinator (so a cancel reaches it) and shown in the progress.
+struct Runner<'a> {
+    copier: Copier,
+    limiter: &'a JobLimiter,
+    coord: &'a Coordinator,
+    live: &'a ParticipantLive,
+}
+
+impl Runner<'_> {
+    fn copy(&mut self, requests: &[CopyRequest]) -> Result<JobReport, HotCopyError> {
+        self.coord.check()?;
+        let ctl = Arc::new(JobControl::new());
+        *lock(&self.live.current) = Some(Arc::clone(&ctl));
+        self.coord.register(&ctl);
+        let result = self.copier.copy(requests, &ctl, Some(self.limiter as &dyn Throttle));
+        self.coord.unregister(&ctl);
+        *lock(&self.live.current) = None;
+        match result {
+            Ok(report) => {
+                self.live.done.fetch_add(report.bytes, Ordering::AcqRel);
+                self.live.total.fetch_add(report.bytes, Ordering::AcqRel);
+                Ok(report)
+            }
+            Err(e) => {
+                self.coord.check()?;
+                Err(e.into())
+            }
+        }
+    }
+}
+
+enum Target {
+    Simple {
+        incomplete: PathBuf,
+    },
+    Set {
+        handle: SetHandle,
+        begun: Begun,
+        created_dir: bool,
+        /// The newest full/incremental's catalog (incremental only).
+        prev_catalog: Option<Catalog>,
+        parent: Option<Uuid>,
+    },
+}
+
+/// An atom copied: its LSN from the copied file's header, and the copier's report.
+struct CopiedAtom {
+    lsn: u64,
+    report: FileReport,
+}
+
+struct Work<'a> {
+    ctx: &'a JobContext<'a>,
+    spec: &'a ParticipantSpec,
+    live: &'a ParticipantLive,
+    runner: Runner<'a>,
+    target: Option<Target>,
+    pin: Option<JournalPin>,
+    committed: bool,
+}
+
+/// The `<dir>.incomplete` a simple hot copy writes into.
+pub(crate) fn incomplete_dir(dir: &Path) -> PathBuf {
+    let mut name = dir.file_name().map(|n| n.to_os_string()).unwrap_or_default();
+    name.push(".incomplete");
+    dir.with_file_name(name)
+}
+
+/// Checks the destination of a full hot copy: absent, empty, or a set a failed full left without element.
+pub(crate) fn preflight_full(dest: &Path) -> Result<DirContent, HotCopyError> {
+    match dir_content(dest)? {
+        DirContent::Other(what) => {
+            Err(HotCopyError::NotEmpty { dir: dest.to_path_buf(), kind: HotCopyType::Full, what })
+        }
+        other => Ok(other),
+    }
+}
+
+/// Checks the destination of a simple hot copy: `<dir>` absent or empty; a `<dir>.incomplete` left by a failed
+/// one is removed when it holds nothing but `atoms/` and `journal/` (what a simple hot copy writes), else refused.
+pub(crate) fn preflight_simple(dest: &Path, remove_leftover: bool) -> Result<(), HotCopyError> {
+    if let DirContent::Other(what) = dir_content(dest)? {
+        return Err(HotCopyError::NotEmpty { dir: dest.to_path_buf(), kind: HotCopyType::Simple, what });
+    }
+    let incomplete = incomplete_dir(dest);
+    if let DirContent::Other(what) = dir_content(&incomplete)? {
+        let ours = fs::read_dir(&incomplete).map_err(io_err("read directory", &incomplete))?.all(|e| {
+            e.is_ok_and(|e| {
+                let n = e.file_name();
+                (n == ATOMS_DIR || n == JOURNAL_DIR) && e.file_type().is_ok_and(|t| t.is_dir())
+            })
+        });
+        if !ours {
+            return Err(HotCopyError::NotEmpty { dir: incomplete, kind: HotCopyType::Simple, what });
+        }
+        if remove_leftover {
+            fs::remove_dir_all(&incomplete).map_err(io_err("remove", &incomplete))?;
+        }
+    }
+    Ok(())
+}
+
+/// Opens the set of an incremental or journal hot copy and checks it is this archive's.
+pub(crate) fn open_set(
+    archive: &dyn Archive,
+    dest: &Path,
+    missing: impl Fn(String) -> HotCopyError,
+) -> Result<(SetHandle, BackupSet), HotCopyError> {
+    if !dest.exists() {
+        return Err(missing("does not exist".into()));
+    }
+    let set = match BackupSet::open(dest) {
+        Ok(set) => set,
+        Err(SetError::NotASet { .. }) => return Err(missing("is not initialised (it has no state file)".into())),
+        Err(e) => return Err(e.into()),
+    };
+    let id = archive.identity();
+    let s = set.state();
+    if s.database_id != id.database_id || s.archive_id != id.archive_id {
+        let whose = |archive: u64, name: &str, db: Uuid| format!("archive {archive} of database {name} ({db})");
+        return Err(SetError::Foreign {
+            dir: dest.to_path_buf(),
+            set: whose(s.archive_id, &s.database_name, s.database_id),
+            archive: whose(id.archive_id, &id.database_name, id.database_id),
+        }
+        .into());
+    }
+    Ok((SetHandle::new(dest)?, set))
+}
+
+/// The reason an incremental cannot run on `set`, if any.
+pub(crate) fn incremental_blocker(set: &BackupSet) -> Option<String> {
+    set.newest_base().is_none().then(|| match set.full() {
+        Some(_) => "has a full element that is not completed yet".to_string(),
+        None => "has no full element".to_string(),
+    })
+}
+
+fn next_sequence(state: &State, kind: ElementKind, dir: &Path) -> Result<u32, HotCopyError> {
+    let n = state.elements.iter().filter(|e| e.kind == kind).map(|e| e.sequence).max().unwrap_or(0) + 1;
+    if n > MAX_ELEMENT_SEQUENCE {
+        return Err(HotCopyError::Request {
+            reason: format!(
+                "backup set {} already holds {} {} elements, the most a set can hold; start a new backup set",
+                dir.display(),
+                MAX_ELEMENT_SEQUENCE,
+                kind.name()
+            ),
+        });
+    }
+    Ok(n)
+}
+
+impl Work<'_> {
+    fn archive(&self) -> &dyn Archive {
+        &*self.spec.archive
+    }
+
+    fn archive_id(&self) -> u64 {
+        self.spec.archive.identity().archive_id
+    }
+
+    fn set_stage(&self, stage: Stage) -> Result<(), HotCopyError> {
+        self.live.set_stage(stage);
+        self.ctx.coord.check()
+    }
+
+    /// Pins the journal; returns `(R, R')`.
+    fn pin(&mut self) -> Result<(u64, u64), HotCopyError> {
+        let pin = self.archive().pin_journal()?;
+        let r = pin.recovery_start();
+        let durable = self.archive().durable_txn();
+        self.pin = Some(pin);
+        Ok((r, r.min(durable)))
+    }
+
+    fn new_entry(kind: ElementKind, sequence: u32, first: u64) -> ElementEntry {
+        ElementEntry {
+            kind,
+            sequence,
+            element_id: Uuid::new_v4(),
+            status: ElementStatus::InProgress,
+            txn_range: TxnRange { first, last: first },
+            begin_micros: now_micros(),
+            end_micros: 0,
+        }
+    }
+
+    fn run(&mut self) -> Result<(), HotCopyError> {
+        self.set_stage(Stage::Begin)?;
+        let kind = self.ctx.kind;
+        let dest = self.spec.dest.clone();
+        // (first txn of the journal to copy, first txn of the element's range, R' for the end point)
+        let (copy_from, range_first, r_prime) = match kind {
+            HotCopyType::Simple => {
+                preflight_simple(&dest, true)?;
+                let incomplete = incomplete_dir(&dest);
+                for sub in [ATOMS_DIR, JOURNAL_DIR] {
+                    let d = incomplete.join(sub);
+                    fs::create_dir_all(&d).map_err(io_err("create directory", &d))?;
+                }
+                self.target = Some(Target::Simple { incomplete });
+                let (r, r_prime) = self.pin()?;
+                (r, r_prime, Some(r_prime))
+            }
+            HotCopyType::Full => {
+                let (r, r_prime) = self.pin()?;
+                let created_dir = preflight_full(&dest)? == DirContent::Absent;
+                if created_dir {
+                    fs::create_dir_all(&dest).map_err(io_err("create directory", &dest))?;
+                }
+                let id = self.archive().identity();
+                let entry = Self::new_entry(ElementKind::Full, 0, r_prime);
+                let state = State {
+                    set_id: Uuid::new_v4(),
+                    database_name: id.database_name.clone(),
+                    database_id: id.database_id,
+                    archive_id: id.archive_id,
+                    storage_groups: id
+                        .storage_groups
+                        .iter()
+                        .map(|(id, name)| StorageGroup { id: *id, name: name.clone() })
+                        .collect(),
+                    elements: vec![entry],
+                };
+                let begun = SetHandle::new(&dest).and_then(|handle| handle.init(&state).map(|b| (handle, b)));
+                let (handle, begun) = match begun {
+                    Ok(hb) => hb,
+                    Err(e) => {
+                        if created_dir {
+                            let _ = fs::remove_dir(&dest);
+                        }
+                        return Err(e.into());
+                    }
+                };
+                self.target = Some(Target::Set { handle, begun, created_dir, prev_catalog: None, parent: None });
+                (r, r_prime, Some(r_prime))
+            }
+            HotCopyType::Incremental => {
+                let missing = |reason| HotCopyError::NeedsFull { dir: dest.clone(), reason };
+                let (handle, _) = open_set(self.archive(), &dest, missing)?;
+                let (r, r_prime) = self.pin()?;
+                let mut base = None;
+                let begun = handle.begin(|set| {
+                    if let Some(reason) = incremental_blocker(set) {
+                        return Err(HotCopyError::NeedsFull { dir: dest.clone(), reason });
+                    }
+                    let entry = set.newest_base().expect("checked").clone();
+                    let control = set.read_control(&entry)?;
+                    let seq = next_sequence(set.state(), ElementKind::Incremental, &dest)?;
+                    base = Some((entry.element_id, control.catalog));
+                    Ok(Self::new_entry(ElementKind::Incremental, seq, r_prime))
+                })?;
+                let (parent, catalog) = base.expect("set by begin");
+                self.target = Some(Target::Set {
+                    handle,
+                    begun,
+                    created_dir: false,
+                    prev_catalog: Some(catalog),
+                    parent: Some(parent),
+                });
+                (r, r_prime, Some(r_prime))
+            }
+            HotCopyType::Journal => {
+                if !self.archive().journal_hot_copy_enabled() {
+                    return Err(HotCopyError::JournalDisabled { archive_id: self.archive_id() });
+                }
+                let missing = |reason| HotCopyError::NeedsFullForJournal { dir: dest.clone(), reason };
+                let (handle, _) = open_set(self.archive(), &dest, missing)?;
+                let mut parent = None;
+                let begun = handle.begin(|set| {
+                    let Some(full) = set.full() else {
+                        return Err(HotCopyError::NeedsFullForJournal {
+                            dir: dest.clone(),
+                            reason: "has no full element".into(),
+                        });
+                    };
+                    let first = set.next_journal_start().expect("the set has a full");
+                    parent = Some(set.newest_journal().unwrap_or(full).element_id);
+                    let seq = next_sequence(set.state(), ElementKind::Journal, &dest)?;
+                    Ok(Self::new_entry(ElementKind::Journal, seq, first))
+                })?;
+                let first = begun.entry.txn_range.first;
+                self.target = Some(Target::Set { handle, begun, created_dir: false, prev_catalog: None, parent });
+                (first, first, None)
+            }
+        };
+        if let Some(Target::Set { begun, .. }) = &self.target {
+            lock(&self.live.info).element = Some(begun.entry.name().to_string());
+        }
+
+        // Stage 1: atoms.
+        let mut listing = Vec::new();
+        let mut copied = BTreeMap::new();
+        let mut vanished = HashSet::new();
+        let mut max_lsn = 0;
+        if kind != HotCopyType::Journal {
+            self.set_stage(Stage::CopyAtoms)?;
+            listing = self.archive().atoms()?;
+            let prev = match &self.target {
+                Some(Target::Set { prev_catalog: Some(c), .. }) => Some(c),
+                _ => None,
+            };
+            let wanted: Vec<AtomFile> = listing
+                .iter()
+                .filter(|a| match prev.and_then(|c| c.get(a.atom_id)) {
+                    Some(CatalogEntry { lsn, state: AtomState::Present { .. }, .. }) => *lsn != a.lsn,
+                    _ => true,
+                })
+                .cloned()
+                .collect();
+            let dir = self.data_dir().join(ATOMS_DIR);
+            self.copy_atoms(&wanted, &dir, &mut copied, &mut vanished)?;
+            max_lsn = copied.values().map(|c: &CopiedAtom| c.lsn).max().unwrap_or(0);
+        }
+
+        // Stage 2: end point, journal.
+        self.set_stage(Stage::WaitEndPoint)?;
+        let e = self.ctx.coord.arrive_end_point(self.spec.index, Arrival { r_prime, max_lsn })?;
+        let coord = self.ctx.coord;
+        coord.wait_durable(self.archive(), e)?;
+        if let Some((id, c)) = copied.iter().find(|(_, c)| c.lsn > e) {
+            return Err(HotCopyError::BadAtom {
+                path: self.archive().dir().join(ATOMS_DIR).join(atom_file_name(*id)),
+                reason: format!("copied with LSN {} above the end point {e} (guarantee G2 broken)", c.lsn),
+            });
+        }
+        let nothing = kind == HotCopyType::Journal && e < range_first;
+        lock(&self.live.info).txn_range = (!nothing).then_some((range_first, e));
+        self.set_stage(Stage::CopyJournal)?;
+        let mut journal_files = Vec::new();
+        if !nothing && copy_from <= e {
+            let slices = self.archive().journal_slices(copy_from, e)?;
+            journal_files = self.copy_journal(&slices)?;
+        }
+
+        // Stage 3: metadata, commit.
+        self.set_stage(Stage::WriteMetadata)?;
+        if nothing {
+            // No transaction since the previous journal element: no element to add.
+            if let Some(Target::Set { handle, begun, .. }) = self.target.take() {
+                handle.abort(&begun, false)?;
+            }
+            lock(&self.live.info).element = None;
+            self.ctx.coord.arrive_commit()?;
+            self.committed = true;
+            return Ok(());
+        }
+        let end_micros = now_micros();
+        match &self.target {
+            Some(Target::Set { handle, begun, prev_catalog, parent, .. }) => {
+                let mut files: Vec<FileEntry> = copied
+                    .iter()
+                    .map(|(id, c)| file_entry(FileKind::Atom, *id, 0, &c.report))
+                    .chain(journal_files.iter().map(|(s, r)| file_entry(FileKind::Journal, s.segment, s.offset, r)))
+                    .collect();
+                files.sort_by_key(|f| (f.kind, f.id));
+                let element_id = begun.entry.element_id;
+                let manifest = Manifest { element_id, files };
+                let atoms = match kind {
+                    HotCopyType::Journal => Vec::new(),
+                    _ => catalog_entries(&listing, &copied, &vanished, prev_catalog.as_ref()),
+                };
+                let catalog = Catalog { element_id, atoms };
+                let info = ElementInfo {
+                    element_id,
+                    kind: begun.entry.kind,
+                    sequence: begun.entry.sequence,
+                    hot_copy_id: self.ctx.id,
+                    coordinator_start_id: self.ctx.coordinator_start_id,
+                    participants: self.ctx.participants.to_vec(),
+                    txn_range: TxnRange { first: range_first, last: e },
+                    begin_micros: begun.entry.begin_micros,
+                    end_micros: end_micros.max(begun.entry.begin_micros),
+                    parent: *parent,
+                };
+                handle.write_control(begun, &manifest, &catalog, &info)?;
+                self.ctx.coord.arrive_commit()?;
+                if kind == HotCopyType::Journal {
+                    // A journal element builds on its parent: the full it started from must still be there.
+                    let set = handle.read()?;
+                    let parent_ok = parent.is_some_and(|p| set.state().elements.iter().any(|e| e.element_id == p));
+                    if !parent_ok {
+                        return Err(HotCopyError::NeedsFullForJournal {
+                            dir: self.spec.dest.clone(),
+                            reason: "lost the full hot copy this journal element started from (it failed or was \
+                                     cancelled)"
+                                .into(),
+                        });
+                    }
+                }
+                handle.commit(begun, info.txn_range, info.end_micros)?;
+                self.committed = true;
+                if kind == HotCopyType::Journal {
+                    self.archive().journal_copied_up_to(e);
+                }
+            }
+            Some(Target::Simple { incomplete }) => {
+                for sub in [ATOMS_DIR, JOURNAL_DIR] {
+                    sync_dir(&incomplete.join(sub)).map_err(SetError::from)?;
+                }
+                sync_dir(incomplete).map_err(SetError::from)?;
+                self.ctx.coord.arrive_commit()?;
+                let incomplete = incomplete.clone();
+                fs::rename(&incomplete, &dest).map_err(io_err("rename", &incomplete))?;
+                if let Some(parent) = dest.parent().filter(|p| !p.as_os_str().is_empty()) {
+                    sync_dir(parent).map_err(SetError::from)?;
+                }
+                self.committed = true;
+            }
+            None => unreachable!("a target is set in stage 1"),
+        }
+        self.pin = None;
+        Ok(())
+    }
+
+    /// Where data files go: `tmp/<id>/data` of the element, or the simple copy's `.incomplete` directory.
+    fn data_dir(&self) -> PathBuf {
+        match self.target.as_ref().expect("begun") {
+            Target::Simple { incomplete } => incomplete.clone(),
+            Target::Set { begun, .. } => begun.tmp.join(DATA_DIR),
+        }
+    }
+
+    /// Copies `atoms` in batches; an atom whose file is gone when the copier opens it is left out (`vanished`).
+    fn copy_atoms(
+        &mut self,
+        atoms: &[AtomFile],
+        dir: &Path,
+        copied: &mut BTreeMap<u64, CopiedAtom>,
+        vanished: &mut HashSet<u64>,
+    ) -> Result<(), HotCopyError> {
+        for batch in atoms.chunks(HOTCOPY_ATOM_BATCH_FILES) {
+            let mut pending: Vec<&AtomFile> = batch.iter().collect();
+            let mut retries = 0;
+            while !pending.is_empty() {
+                let requests: Vec<CopyRequest> =
+                    pending.iter().map(|a| CopyRequest::file(&a.path, dir.join(atom_file_name(a.atom_id)))).collect();
+                match self.runner.copy(&requests) {
+                    Ok(report) => {
+                        for (a, file) in pending.iter().zip(report.files) {
+                            let lsn = self.copied_lsn(a, dir, &file)?;
+                            copied.insert(a.atom_id, CopiedAtom { lsn, report: file });
+                        }
+                        break;
+                    }
+                    Err(HotCopyError::Copy(CopyError::Io { op: "open", path, source }))
+                        if source.kind() == std::io::ErrorKind::NotFound
+                            && retries < batch.len()
+                            && pending.iter().any(|a| a.path == path) =>
+                    {
+                        retries += 1;
+                        if fs::symlink_metadata(&path).is_err() {
+                            // Dropped by the checkpointer since the listing.
+                            let gone = pending.iter().position(|a| a.path == path).expect("checked");
+                            vanished.insert(pending.remove(gone).atom_id);
+                        }
+                    }
+                    Err(e) => return Err(e),
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The LSN in the header of the copied file of `atom`, checked against its id and size.
+    fn copied_lsn(&self, atom: &AtomFile, dir: &Path, file: &FileReport) -> Result<u64, HotCopyError> {
+        let target = dir.join(atom_file_name(atom.atom_id));
+        let head = read_head(&target, ATOM_HEADER_BYTES).map_err(io_err("read", &target))?;
+        let bad = |reason: String| HotCopyError::BadAtom { path: atom.path.clone(), reason };
+        let h = AtomHeader::parse(&head).map_err(|e| bad(e.to_string()))?;
+        if h.atom_id != atom.atom_id {
+            return Err(bad(format!("the header names atom {}", h.atom_id)));
+        }
+        if ATOM_HEADER_BYTES as u64 + h.body_len != file.bytes {
+            return Err(bad(format!("copied {} bytes, the header declares a {}-byte body", file.bytes, h.body_len)));
+        }
+        Ok(h.lsn)
+    }
+
+    /// Copies journal slices: into the element's `data/journal/<segment>` as they are, or for a simple hot copy
+    /// from the segment's start (so every segment file starts with its header) to the slice's end.
+    fn copy_journal(&mut self, slices: &[JournalSlice]) -> Result<Vec<(JournalSlice, FileReport)>, HotCopyError> {
+        if slices.is_empty() {
+            return Ok(Vec::new());
+        }
+        let simple = matches!(self.target, Some(Target::Simple { .. }));
+        let dir = self.data_dir().join(JOURNAL_DIR);
+        let requests: Vec<CopyRequest> = slices
+            .iter()
+            .map(|s| {
+                let target = dir.join(segment_file_name(s.segment));
+                if simple {
+                    CopyRequest::range(&s.path, target, 0, s.offset + s.len)
+                } else {
+                    CopyRequest::range(&s.path, target, s.offset, s.len)
+                }
+            })
+            .collect();
+        let report = self.runner.copy(&requests)?;
+        Ok(slices.iter().cloned().zip(report.files).collect())
+    }
+
+    /// Leaves the destination as valid as before: removes the element being built and its state entry (a simple
+    /// hot copy keeps its `.incomplete` directory, as NuoDB does).
+    fn abort(&mut self) -> Result<(), HotCopyError> {
+        self.pin = None;
+        if self.committed {
+            return Ok(());
+        }
+        match self.target.take() {
+            Some(Target::Set { handle, begun, created_dir, .. }) => handle.abort(&begun, created_dir)?,
+            Some(Target::Simple { .. }) | None => {}
+        }
+        Ok(())
+    }
+}
+
+fn file_entry(kind: FileKind, id: u64, offset: u64, r: &FileReport) -> FileEntry {
+    FileEntry { kind, id, offset, size: r.bytes, hash: r.hash, chunk_hashes: r.chunk_hashes.clone() }
+}
+
+/// The cumulative catalog of a full or incremental: every atom of the listing (copied: LSN and hash of the copy;
+/// unchanged: the previous catalog's entry), and `Dropped` (with its last known LSN) for each atom the previous
+/// catalog had present that is gone now.
+fn catalog_entries(
+    listing: &[AtomFile],
+    copied: &BTreeMap<u64, CopiedAtom>,
+    vanished: &HashSet<u64>,
+    prev: Option<&Catalog>,
+) -> Vec<CatalogEntry> {
+    let mut out: BTreeMap<u64, CatalogEntry> = BTreeMap::new();
+    for a in listing {
+        if let Some(c) = copied.get(&a.atom_id) {
+            let hash: Hash = c.report.hash;
+            out.insert(a.atom_id, CatalogEntry { atom_id: a.atom_id, lsn: c.lsn, state: AtomState::Present { hash } });
+        } else if !vanished.contains(&a.atom_id) {
+            if let Some(e) = prev.and_then(|p| p.get(a.atom_id)) {
+                out.insert(a.atom_id, *e);
+            }
+        }
+    }
+    for e in prev.map(|p| p.atoms.as_slice()).unwrap_or_default() {
+        if matches!(e.state, AtomState::Present { .. }) && !out.contains_key(&e.atom_id) {
+            out.insert(e.atom_id, CatalogEntry { atom_id: e.atom_id, lsn: e.lsn, state: AtomState::Dropped });
+        }
+    }
+    out.into_values().collect()
+}

@@ -1,0 +1,699 @@
+//! [`HotCopyManager`]: starts hot copy jobs, reports and cancels them, and keeps their final statuses.
+//!
+//! - Every archive has one [`SmLimiter`] (its SM's budget, unlimited until [`HotCopyManager::set_sm_rate`]) shared by
+//!   all its jobs; each job of each archive has its own [`JobLimiter`] capped at the request's `max_rate`.
+//! - Start ids: the SM of archive `a` has start id `a + 1` ([`HotCopyManager::start_id`]); a job's coordinator is its
+//!   participant with the lowest archive id.
+//! - One job of a type per archive at a time (`Only one full hot copy at a time allowed`).
+//! - Statuses persist as JSON in `<data dir>/hotcopy/<id>.json` (atomic writes): when a job starts and when it ends.
+//!   A manager that starts and finds a job persisted as running marks it failed ([`MSG_PROCESS_STOPPED`]): its
+//!   process died, and the next hot copy of its sets removes what it left in `tmp/`.
+
+use std::collections::{BTreeMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use backset_copier::limit::{JobLimiter, SmLimiter};
+use backset_format::fsio::{write_file_atomic, TMP_FILE_PREFIX};
+use backset_format::Participant;
+use uuid::Uuid;
+
+use crate::archive::{Archive, ArchiveIdentity};
+use crate::hotcopy::coordinator::{check_storage_groups, Coordinator, Outcome};
+use crate::hotcopy::job::{
+    incremental_blocker, open_set, preflight_full, preflight_simple, run_participant, JobContext, ParticipantLive,
+    ParticipantSpec,
+};
+use crate::hotcopy::{
+    error_chain, HotCopyError, HotCopyRequest, HotCopyStatus, HotCopyType, JobState, ParticipantStatus, Stage,
+    MSG_CANCELLED, MSG_COMPLETED, MSG_FAILED_PREFIX, MSG_PROCESS_STOPPED,
+};
+use crate::limits::{HOTCOPY_MAX_KEPT_STATUSES, HOTCOPY_MAX_STATUS_FILE_BYTES};
+use crate::store::{now_micros, Database};
+
+/// Directory of the persisted statuses under the manager's data directory.
+pub const STATUS_DIR: &str = "hotcopy";
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// One participant of a running job, as the status shows it.
+struct RunningParticipant {
+    start_id: u64,
+    archive_id: u64,
+    dest: PathBuf,
+    live: ParticipantLive,
+    limiter: JobLimiter,
+}
+
+struct Running {
+    coord: Coordinator,
+    participants: Vec<RunningParticipant>,
+    max_rate: Mutex<Option<u64>>,
+}
+
+struct Job {
+    id: Uuid,
+    kind: HotCopyType,
+    coordinator_start_id: u64,
+    begin_micros: u64,
+    participant_ids: Vec<(u64, u64)>,
+    running: Option<Running>,
+    terminal: Mutex<Option<HotCopyStatus>>,
+    ended: Condvar,
+}
+
+impl Job {
+    fn finished(status: HotCopyStatus) -> Self {
+        Self {
+            id: status.id,
+            kind: status.kind,
+            coordinator_start_id: status.coordinator_start_id,
+            begin_micros: status.begin_micros,
+            participant_ids: status.participants.iter().map(|p| (p.start_id, p.archive_id)).collect(),
+            running: None,
+            terminal: Mutex::new(Some(status)),
+            ended: Condvar::new(),
+        }
+    }
+
+    fn snapshot(&self, database_name: &str) -> HotCopyStatus {
+        if let Some(t) = lock(&self.terminal).as_ref() {
+            return t.clone();
+        }
+        let run = self.running.as_ref().expect("a job without a terminal status is running");
+        let participants: Vec<ParticipantStatus> = run
+            .participants
+            .iter()
+            .map(|p| {
+                let info = lock(&p.live.info).clone();
+                let (bytes_done, bytes_total, rate) = p.live.progress();
+                ParticipantStatus {
+                    start_id: p.start_id,
+                    archive_id: p.archive_id,
+                    destination: p.dest.clone(),
+                    stage: info.stage.number(),
+                    message: info.stage.message().to_string(),
+                    bytes_done,
+                    bytes_total,
+                    rate_bytes_per_sec: rate,
+                    element: info.element,
+                    txn_range: info.txn_range,
+                }
+            })
+            .collect();
+        let least = run.participants.iter().map(|p| lock(&p.live.info).stage).min().unwrap_or(Stage::Begin);
+        HotCopyStatus {
+            id: self.id,
+            coordinator_start_id: self.coordinator_start_id,
+            database_name: database_name.to_string(),
+            kind: self.kind,
+            status: JobState::Running,
+            stage: least.number(),
+            message: least.message().to_string(),
+            begin_micros: self.begin_micros,
+            end_micros: None,
+            bytes_done: participants.iter().map(|p| p.bytes_done).sum(),
+            bytes_total: participants.iter().map(|p| p.bytes_total).sum(),
+            rate_bytes_per_sec: participants.iter().map(|p| p.rate_bytes_per_sec).sum(),
+            max_rate: *lock(&run.max_rate),
+            participants,
+        }
+    }
+
+    fn wait(&self, timeout: Duration) {
+        let guard = lock(&self.terminal);
+        drop(self.ended.wait_timeout_while(guard, timeout, |t| t.is_none()).unwrap_or_else(|p| p.into_inner()));
+    }
+}
+
+struct Inner {
+    database_name: String,
+    archives: BTreeMap<u64, Arc<dyn Archive>>,
+    identities: Vec<ArchiveIdentity>,
+    limiters: BTreeMap<u64, SmLimiter>,
+    status_dir: PathBuf,
+    jobs: Mutex<BTreeMap<Uuid, Arc<Job>>>,
+    running_types: Mutex<HashSet<(u64, HotCopyType)>>,
+    _db: Option<Arc<Database>>,
+}
+
+/// Starts, watches and cancels the hot copy jobs of one database's archives. See the [module docs](self).
+///
+/// Cheap to clone; clones share the jobs. Jobs run on their own threads and keep running when every handle is
+/// dropped; [`HotCopyManager::shutdown`] cancels them and waits.
+#[derive(Clone)]
+pub struct HotCopyManager {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for HotCopyManager {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HotCopyManager")
+            .field("database", &self.inner.database_name)
+            .field("archives", &self.inner.archives.keys().collect::<Vec<_>>())
+            .field("status_dir", &self.inner.status_dir)
+            .finish_non_exhaustive()
+    }
+}
+
+impl HotCopyManager {
+    /// A manager of the reference store `db`'s archives, keeping statuses in `data_dir/hotcopy/`.
+    pub fn new(db: Arc<Database>, data_dir: impl AsRef<Path>) -> Result<Self, HotCopyError> {
+        let archives = (0..db.archives().len() as u64).filter_map(|a| db.archive(a)).collect();
+        Self::build(archives, data_dir.as_ref(), Some(db))
+    }
+
+    /// A manager of `archives`: every archive of one database (an SM linked with Backset passes its own), keeping
+    /// statuses in `data_dir/hotcopy/`.
+    pub fn with_archives(archives: Vec<Arc<dyn Archive>>, data_dir: impl AsRef<Path>) -> Result<Self, HotCopyError> {
+        Self::build(archives, data_dir.as_ref(), None)
+    }
+
+    fn build(
+        archives: Vec<Arc<dyn Archive>>,
+        data_dir: &Path,
+        db: Option<Arc<Database>>,
+    ) -> Result<Self, HotCopyError> {
+        let identities: Vec<ArchiveIdentity> = archives.iter().map(|a| a.identity()).collect();
+        let Some(first) = identities.first() else {
+            return Err(HotCopyError::Request { reason: "a hot copy manager needs at least one archive".into() });
+        };
+        let mut map = BTreeMap::new();
+        for (a, id) in archives.into_iter().zip(&identities) {
+            if id.database_id != first.database_id {
+                return Err(HotCopyError::Request {
+                    reason: format!(
+                        "archive {} belongs to database {} and archive {} to database {}; give one database's archives",
+                        first.archive_id, first.database_id, id.archive_id, id.database_id
+                    ),
+                });
+            }
+            if map.insert(id.archive_id, a).is_some() {
+                return Err(HotCopyError::Request { reason: format!("archive id {} is given twice", id.archive_id) });
+            }
+        }
+        let status_dir = data_dir.join(STATUS_DIR);
+        std::fs::create_dir_all(&status_dir).map_err(|source| HotCopyError::Io {
+            op: "create directory",
+            path: status_dir.clone(),
+            source,
+        })?;
+        let jobs = load_statuses(&status_dir)?;
+        Ok(Self {
+            inner: Arc::new(Inner {
+                database_name: first.database_name.clone(),
+                limiters: map.keys().map(|&a| (a, SmLimiter::new(None))).collect(),
+                archives: map,
+                identities,
+                status_dir,
+                jobs: Mutex::new(jobs.into_iter().map(|s| (s.id, Arc::new(Job::finished(s)))).collect()),
+                running_types: Mutex::new(HashSet::new()),
+                _db: db,
+            }),
+        })
+    }
+
+    /// The start id of archive `archive_id`'s SM: `archive_id + 1`.
+    pub const fn start_id(archive_id: u64) -> u64 {
+        archive_id + 1
+    }
+
+    /// The database name.
+    pub fn database_name(&self) -> &str {
+        &self.inner.database_name
+    }
+
+    /// The SM budget of an archive, shared by all its jobs (to read or change its rate).
+    pub fn sm_limiter(&self, archive_id: u64) -> Option<&SmLimiter> {
+        self.inner.limiters.get(&archive_id)
+    }
+
+    /// Sets the SM budget of an archive, bytes per second (`None`: unlimited; `Some(0)`: paused), for all its jobs
+    /// at once, running ones included.
+    pub fn set_sm_rate(&self, archive_id: u64, rate: Option<u64>) -> Result<(), HotCopyError> {
+        let l = self.inner.limiters.get(&archive_id).ok_or_else(|| self.unknown_archive(archive_id))?;
+        l.set_rate(rate);
+        Ok(())
+    }
+
+    fn unknown_archive(&self, archive_id: u64) -> HotCopyError {
+        let known: Vec<String> = self.inner.archives.keys().map(u64::to_string).collect();
+        HotCopyError::Request {
+            reason: format!(
+                "archive {archive_id} is not an archive of database {} (archives: {})",
+                self.inner.database_name,
+                known.join(", ")
+            ),
+        }
+    }
+
+    /// The participants of `req` and their destinations, by archive id.
+    fn resolve(&self, req: &HotCopyRequest) -> Result<Vec<(u64, PathBuf)>, HotCopyError> {
+        let bad = |reason: String| Err(HotCopyError::Request { reason });
+        if req.shared && req.kind == HotCopyType::Simple {
+            return bad("a simple hot copy cannot use --shared; give --backup-dirs or --default-backup-dir".into());
+        }
+        if req.shared {
+            match &req.default_backup_dir {
+                None => return bad("--shared needs --default-backup-dir (the shared directory)".into()),
+                Some(d) if !d.is_dir() => {
+                    return bad(format!(
+                        "--shared: the default backup directory {} does not exist; it must be shared storage that \
+                         exists on every host",
+                        d.display()
+                    ))
+                }
+                Some(_) => {}
+            }
+        }
+        for &a in req.backup_dirs.keys() {
+            if !self.inner.archives.contains_key(&a) {
+                return Err(self.unknown_archive(a));
+            }
+        }
+        let ids: Vec<u64> = match &req.archives {
+            Some(list) => {
+                if !req.backup_dirs.is_empty() {
+                    return bad("--backup-dirs and --process-filter are mutually exclusive".into());
+                }
+                for &a in list {
+                    if !self.inner.archives.contains_key(&a) {
+                        return Err(self.unknown_archive(a));
+                    }
+                }
+                let mut l = list.clone();
+                l.sort_unstable();
+                l.dedup();
+                l
+            }
+            None if req.default_backup_dir.is_some() => self.inner.archives.keys().copied().collect(),
+            None => req.backup_dirs.keys().copied().collect(),
+        };
+        if ids.is_empty() {
+            return bad("no archive to copy: give --backup-dirs or --default-backup-dir".into());
+        }
+        let mut out = Vec::with_capacity(ids.len());
+        for a in ids {
+            let dest = match (req.backup_dirs.get(&a), &req.default_backup_dir) {
+                (Some(d), _) => d.clone(),
+                (None, Some(d)) if req.shared => d.join(a.to_string()),
+                (None, Some(d)) => d.clone(),
+                (None, None) => {
+                    return bad(format!(
+                        "archive {a} has no backup directory; give --backup-dirs {a} <dir> or --default-backup-dir"
+                    ))
+                }
+            };
+            if let Some((other, _)) = out.iter().find(|(_, d): &&(u64, PathBuf)| *d == dest) {
+                return bad(format!(
+                    "archives {other} and {a} would both write to {}; give each archive its own directory \
+                     (--backup-dirs, or --shared for subdirectories by archive id)",
+                    dest.display()
+                ));
+            }
+            out.push((a, dest));
+        }
+        Ok(out)
+    }
+
+    /// Checks what can be checked before the job starts, so the request is refused at once.
+    fn preflight(&self, kind: HotCopyType, archive: &dyn Archive, dest: &Path) -> Result<(), HotCopyError> {
+        match kind {
+            HotCopyType::Simple => preflight_simple(dest, false),
+            HotCopyType::Full => preflight_full(dest).map(drop),
+            HotCopyType::Incremental => {
+                let missing = |reason| HotCopyError::NeedsFull { dir: dest.to_path_buf(), reason };
+                let (_, set) = open_set(archive, dest, missing)?;
+                match incremental_blocker(&set) {
+                    Some(reason) => Err(HotCopyError::NeedsFull { dir: dest.to_path_buf(), reason }),
+                    None => Ok(()),
+                }
+            }
+            HotCopyType::Journal => {
+                if !archive.journal_hot_copy_enabled() {
+                    return Err(HotCopyError::JournalDisabled { archive_id: archive.identity().archive_id });
+                }
+                let missing = |reason| HotCopyError::NeedsFullForJournal { dir: dest.to_path_buf(), reason };
+                let (_, set) = open_set(archive, dest, missing)?;
+                match set.full() {
+                    None => Err(HotCopyError::NeedsFullForJournal {
+                        dir: dest.to_path_buf(),
+                        reason: "has no full element".into(),
+                    }),
+                    Some(_) => Ok(()),
+                }
+            }
+        }
+    }
+
+    /// Starts a hot copy; returns `(coordinator start id, hot copy id)` at once, the job running on its own thread.
+    /// Refuses (with NuoDB's message where it has one) a malformed request, archives that miss a storage group
+    /// (unless allowed), a second job of a type on an archive, and a destination that cannot take the type.
+    pub fn start(&self, req: HotCopyRequest) -> Result<(u64, Uuid), HotCopyError> {
+        let targets = self.resolve(&req)?;
+        let inner = &self.inner;
+        let identities: Vec<ArchiveIdentity> = targets.iter().map(|(a, _)| inner.archives[a].identity()).collect();
+        if !req.partial_storage_groups {
+            check_storage_groups(&inner.database_name, &inner.identities, &identities)?;
+        }
+        {
+            let mut running = lock(&inner.running_types);
+            if let Some(&(a, _)) = targets.iter().find(|(a, _)| running.contains(&(*a, req.kind))) {
+                return Err(HotCopyError::AlreadyRunning { kind: req.kind, archive_id: a });
+            }
+            running.extend(targets.iter().map(|(a, _)| (*a, req.kind)));
+        }
+        let release = || {
+            let mut running = lock(&inner.running_types);
+            for (a, _) in &targets {
+                running.remove(&(*a, req.kind));
+            }
+        };
+        for (a, dest) in &targets {
+            if let Err(e) = self.preflight(req.kind, &*inner.archives[a], dest) {
+                release();
+                return Err(e);
+            }
+        }
+        let id = Uuid::new_v4();
+        let coordinator_start_id = Self::start_id(targets[0].0);
+        let specs: Vec<ParticipantSpec> = targets
+            .iter()
+            .enumerate()
+            .map(|(index, (a, dest))| ParticipantSpec {
+                index,
+                archive: Arc::clone(&inner.archives[a]),
+                start_id: Self::start_id(*a),
+                dest: dest.clone(),
+            })
+            .collect();
+        let all: Vec<Arc<dyn Archive>> = inner.archives.values().cloned().collect();
+        let single = (specs.len() == 1).then(|| Arc::clone(&specs[0].archive));
+        let coord = Coordinator::new(specs.len(), move || match &single {
+            Some(a) => a.durable_txn(),
+            None => all.iter().map(|a| a.durable_txn()).min().unwrap_or(0),
+        });
+        let job = Arc::new(Job {
+            id,
+            kind: req.kind,
+            coordinator_start_id,
+            begin_micros: now_micros(),
+            participant_ids: specs.iter().map(|s| (s.start_id, targets[s.index].0)).collect(),
+            running: Some(Running {
+                coord,
+                participants: specs
+                    .iter()
+                    .map(|s| RunningParticipant {
+                        start_id: s.start_id,
+                        archive_id: targets[s.index].0,
+                        dest: s.dest.clone(),
+                        live: ParticipantLive::new(),
+                        limiter: JobLimiter::new(&inner.limiters[&targets[s.index].0], req.max_rate),
+                    })
+                    .collect(),
+                max_rate: Mutex::new(req.max_rate),
+            }),
+            terminal: Mutex::new(None),
+            ended: Condvar::new(),
+        });
+        if let Err(e) = persist(&inner.status_dir, &job.snapshot(&inner.database_name)) {
+            release();
+            return Err(e);
+        }
+        lock(&inner.jobs).insert(id, Arc::clone(&job));
+        let (inner2, job2) = (Arc::clone(inner), Arc::clone(&job));
+        let spawned = std::thread::Builder::new()
+            .name(format!("hotcopy-{}", &id.simple().to_string()[..8]))
+            .spawn(move || run_job(&inner2, &job2, specs));
+        if let Err(e) = spawned {
+            release();
+            let mut status = job.snapshot(&inner.database_name);
+            status.status = JobState::Failed;
+            status.message = format!("{MSG_FAILED_PREFIX}cannot start the job's thread: {e}");
+            status.end_micros = Some(now_micros());
+            let _ = persist(&inner.status_dir, &status);
+            *lock(&job.terminal) = Some(status);
+            job.ended.notify_all();
+        }
+        Ok((coordinator_start_id, id))
+    }
+
+    fn job(&self, coordinator_start_id: u64, id: Uuid) -> Result<Arc<Job>, HotCopyError> {
+        lock(&self.inner.jobs)
+            .get(&id)
+            .filter(|j| j.coordinator_start_id == coordinator_start_id)
+            .cloned()
+            .ok_or(HotCopyError::NotFound { coordinator_start_id, id })
+    }
+
+    /// The status of a job; with `wait`, first waits up to that long for it to end (the status is `running` when
+    /// the wait timed out).
+    pub fn status(
+        &self,
+        coordinator_start_id: u64,
+        id: Uuid,
+        wait: Option<Duration>,
+    ) -> Result<HotCopyStatus, HotCopyError> {
+        let job = self.job(coordinator_start_id, id)?;
+        if let Some(w) = wait {
+            job.wait(w);
+        }
+        Ok(job.snapshot(&self.inner.database_name))
+    }
+
+    /// Every job's status, oldest first. With `running_for`, only the jobs still running that began at least that
+    /// long ago (NuoDB's `--running-for`).
+    pub fn statuses(&self, running_for: Option<Duration>) -> Vec<HotCopyStatus> {
+        let jobs: Vec<Arc<Job>> = lock(&self.inner.jobs).values().cloned().collect();
+        let now = now_micros();
+        let mut out: Vec<HotCopyStatus> = jobs
+            .iter()
+            .map(|j| j.snapshot(&self.inner.database_name))
+            .filter(|s| match running_for {
+                None => true,
+                Some(d) => s.status == JobState::Running && now.saturating_sub(s.begin_micros) >= d.as_micros() as u64,
+            })
+            .collect();
+        out.sort_by_key(|s| (s.begin_micros, s.id));
+        out
+    }
+
+    /// [`statuses`](Self::statuses) by SM start id: each job is listed under every participant's start id (NuoDB's
+    /// `get hotcopy-info`); every SM of the database has an entry, empty when it has no job.
+    pub fn statuses_by_start_id(&self, running_for: Option<Duration>) -> BTreeMap<u64, Vec<HotCopyStatus>> {
+        let mut out: BTreeMap<u64, Vec<HotCopyStatus>> =
+            self.inner.archives.keys().map(|&a| (Self::start_id(a), Vec::new())).collect();
+        for s in self.statuses(running_for) {
+            for p in &s.participants {
+                out.entry(p.start_id).or_default().push(s.clone());
+            }
+        }
+        out
+    }
+
+    /// Cancels a job (asynchronously; with `wait`, waits up to that long for it to end) and returns its status. A
+    /// job past its commit point (every element durable, moving into place) completes anyway; an ended job is left
+    /// as it is.
+    pub fn cancel(
+        &self,
+        coordinator_start_id: u64,
+        id: Uuid,
+        wait: Option<Duration>,
+    ) -> Result<HotCopyStatus, HotCopyError> {
+        let job = self.job(coordinator_start_id, id)?;
+        if let Some(run) = &job.running {
+            if lock(&job.terminal).is_none() && !run.coord.cancel() {
+                tracing::info!(hot_copy = %id, "cancel refused: the hot copy is past its commit point");
+            }
+        }
+        if let Some(w) = wait {
+            job.wait(w);
+        }
+        Ok(job.snapshot(&self.inner.database_name))
+    }
+
+    /// Changes a running job's `--max-rate` (bytes per second per SM; `None`: only the SM budget).
+    pub fn set_max_rate(&self, coordinator_start_id: u64, id: Uuid, rate: Option<u64>) -> Result<(), HotCopyError> {
+        let job = self.job(coordinator_start_id, id)?;
+        if let Some(run) = &job.running {
+            *lock(&run.max_rate) = rate;
+            for p in &run.participants {
+                p.limiter.set_rate(rate);
+            }
+        }
+        Ok(())
+    }
+
+    /// Cancels every running job and waits up to `timeout` for them to end; returns how many are still running.
+    pub fn shutdown(&self, timeout: Duration) -> usize {
+        let jobs: Vec<Arc<Job>> = lock(&self.inner.jobs).values().cloned().collect();
+        for j in &jobs {
+            if let Some(run) = &j.running {
+                run.coord.cancel();
+            }
+        }
+        let deadline = Instant::now() + timeout;
+        for j in &jobs {
+            j.wait(deadline.saturating_duration_since(Instant::now()));
+        }
+        jobs.iter().filter(|j| lock(&j.terminal).is_none()).count()
+    }
+}
+
+/// The job's thread: runs every participant (each on its own thread when there are several), then records the
+/// outcome.
+fn run_job(inner: &Inner, job: &Job, specs: Vec<ParticipantSpec>) {
+    let run = job.running.as_ref().expect("running");
+    let mut participants: Vec<Participant> =
+        job.participant_ids.iter().map(|&(start_id, archive_id)| Participant { start_id, archive_id }).collect();
+    participants.sort_by_key(|p| p.archive_id);
+    let ctx = JobContext {
+        id: job.id,
+        kind: job.kind,
+        coordinator_start_id: job.coordinator_start_id,
+        participants: &participants,
+        coord: &run.coord,
+    };
+    let one = |spec: &ParticipantSpec| {
+        let p = &run.participants[spec.index];
+        let r =
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| run_participant(&ctx, spec, &p.live, &p.limiter)));
+        r.unwrap_or_else(|panic| {
+            let what = panic
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_default();
+            let archive_id = p.archive_id;
+            run.coord.fail(format!("archive {archive_id}: internal error (a panic: {what}); please report it"));
+            Err(HotCopyError::Stopped { reason: format!("participant of archive {archive_id} panicked") })
+        })
+    };
+    let results: Vec<Result<(), HotCopyError>> = if specs.len() == 1 {
+        vec![one(&specs[0])]
+    } else {
+        std::thread::scope(|s| {
+            let handles: Vec<_> = specs.iter().map(|spec| s.spawn(|| one(spec))).collect();
+            handles
+                .into_iter()
+                .map(|h| {
+                    h.join().unwrap_or_else(|_| Err(HotCopyError::Stopped { reason: "participant panicked".into() }))
+                })
+                .collect()
+        })
+    };
+    let (state, message) = match run.coord.outcome() {
+        Some(Outcome::Cancelled) => (JobState::Cancelled, MSG_CANCELLED.to_string()),
+        Some(Outcome::Failed(cause)) => (JobState::Failed, format!("{MSG_FAILED_PREFIX}{cause}")),
+        None => match results.iter().find_map(|r| r.as_ref().err()) {
+            None => (JobState::Completed, MSG_COMPLETED.to_string()),
+            Some(e) => (JobState::Failed, format!("{MSG_FAILED_PREFIX}{}", error_chain(e))),
+        },
+    };
+    let mut status = job.snapshot(&inner.database_name);
+    let last_stage = run.participants.iter().map(|p| lock(&p.live.info).stage).max().unwrap_or(Stage::Begin);
+    status.status = state;
+    status.stage = last_stage.number();
+    status.message = message.clone();
+    status.end_micros = Some(now_micros());
+    status.rate_bytes_per_sec = 0.0;
+    for (p, r) in status.participants.iter_mut().zip(&results) {
+        p.rate_bytes_per_sec = 0.0;
+        p.message = match r {
+            Ok(()) => MSG_COMPLETED.to_string(),
+            Err(HotCopyError::Stopped { .. }) => message.clone(),
+            Err(e) => format!("{MSG_FAILED_PREFIX}archive {}: {}", p.archive_id, error_chain(e)),
+        };
+        if r.is_err() {
+            p.element = None;
+        }
+    }
+    tracing::info!(hot_copy = %job.id, kind = %job.kind, status = %state, message = %status.message, "hot copy ended");
+    if let Err(e) = persist(&inner.status_dir, &status) {
+        tracing::error!(hot_copy = %job.id, error = %e, "could not persist the final status");
+    }
+    {
+        let mut running = lock(&inner.running_types);
+        for &(_, archive_id) in &job.participant_ids {
+            running.remove(&(archive_id, job.kind));
+        }
+    }
+    *lock(&job.terminal) = Some(status);
+    job.ended.notify_all();
+}
+
+fn persist(dir: &Path, status: &HotCopyStatus) -> Result<(), HotCopyError> {
+    let name = format!("{}.json", status.id);
+    let bytes = serde_json::to_vec_pretty(status)
+        .map_err(|e| HotCopyError::Persist { path: dir.join(&name), reason: format!("encode: {e}") })?;
+    write_file_atomic(dir, &name, &bytes)
+        .map_err(|e| HotCopyError::Persist { path: dir.join(&name), reason: e.to_string() })
+}
+
+/// Reads the persisted statuses: a job found running is marked failed (its process died) and rewritten; beyond
+/// `HOTCOPY_MAX_KEPT_STATUSES` the oldest are removed. Unreadable files are skipped with a warning.
+fn load_statuses(dir: &Path) -> Result<Vec<HotCopyStatus>, HotCopyError> {
+    let io = |op, path: &Path| {
+        let path = path.to_path_buf();
+        move |source| HotCopyError::Io { op, path, source }
+    };
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).map_err(io("read directory", dir))? {
+        let entry = entry.map_err(io("read directory", dir))?;
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let path = entry.path();
+        if name.starts_with(TMP_FILE_PREFIX) {
+            let _ = std::fs::remove_file(&path);
+            continue;
+        }
+        let Some(stem) = name.strip_suffix(".json") else { continue };
+        let parsed = (|| {
+            let md = std::fs::symlink_metadata(&path).map_err(|e| e.to_string())?;
+            if !md.is_file() {
+                return Err("not a regular file".to_string());
+            }
+            if md.len() > HOTCOPY_MAX_STATUS_FILE_BYTES {
+                return Err(format!("{} bytes, more than the limit of {HOTCOPY_MAX_STATUS_FILE_BYTES}", md.len()));
+            }
+            let bytes = std::fs::read(&path).map_err(|e| e.to_string())?;
+            let s: HotCopyStatus = serde_json::from_slice(&bytes).map_err(|e| e.to_string())?;
+            if stem != s.id.to_string() {
+                return Err(format!("holds the status of hot copy {}, not {stem}", s.id));
+            }
+            Ok(s)
+        })();
+        match parsed {
+            Ok(mut s) => {
+                if s.status == JobState::Running {
+                    s.status = JobState::Failed;
+                    s.message = MSG_PROCESS_STOPPED.to_string();
+                    s.end_micros = Some(now_micros());
+                    s.rate_bytes_per_sec = 0.0;
+                    for p in &mut s.participants {
+                        p.message = MSG_PROCESS_STOPPED.to_string();
+                        p.rate_bytes_per_sec = 0.0;
+                        p.element = None;
+                    }
+                    persist(dir, &s)?;
+                }
+                out.push(s);
+            }
+            Err(reason) => tracing::warn!(
+                file = %path.display(), %reason,
+                "skipping an unreadable hot copy status file; remove it if it is not needed"
+            ),
+        }
+    }
+    out.sort_by_key(|s| (s.begin_micros, s.id));
+    if out.len() > HOTCOPY_MAX_KEPT_STATUSES {
+        let excess = out.len() - HOTCOPY_MAX_KEPT_STATUSES;
+        for s in out.drain(..excess) {
+            let path = dir.join(format!("{}.json", s.id));
+            std::fs::remove_file(&path).map_err(io("remove", &path))?;
+        }
+    }
+    Ok(out)
+}

@@ -1,0 +1,317 @@
+//! The rules of hot copy jobs: refusals with NuoDB's messages, a journal hot copy beside a running full, cancel in
+//! each stage (held there deterministically by a paused rate budget) and a failure, each leaving the sets as valid
+//! as before with the next hot copy working, and statuses that survive a restart of the manager.
+
+mod common;
+#[path = "hotcopy_support.rs"]
+mod support;
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use backset_engine::hotcopy::{
+    BackupSet, HotCopyError, HotCopyManager, HotCopyRequest, HotCopyStatus, HotCopyType, JobState, MSG_CANCELLED,
+    MSG_PROCESS_STOPPED,
+};
+use backset_engine::store::{read_archive, Config, Database};
+use backset_engine::workload::{replay_upto, AckedTxn, Workload, WorkloadConfig};
+use backset_format::layout::TMP_DIR;
+use backset_format::State;
+use common::{assert_entries_eq, config, tempdir, wait_until};
+use support::{check_set, range_of, restore_by_hand, wait_completed, wait_end, JOB_TIMEOUT};
+use uuid::Uuid;
+
+fn cfg(name: &str, sms: usize, journal_hot_copy: bool) -> Config {
+    let mut c = config(name);
+    c.sms = sms;
+    c.journal_hot_copy = journal_hot_copy;
+    c
+}
+
+/// Commits `n` transactions with the workload generator and returns them.
+fn load(db: &Arc<Database>, seed: u64, n: u64) -> Vec<AckedTxn> {
+    let wl = Workload::start(
+        Arc::clone(db),
+        WorkloadConfig { seed, threads: 2, key_space: 300, max_txns: Some(n), ..WorkloadConfig::default() },
+    );
+    let report = wl.join();
+    assert!(report.errors.is_empty(), "{:?}", report.errors);
+    report.acked
+}
+
+fn status(m: &HotCopyManager, started: (u64, Uuid)) -> HotCopyStatus {
+    m.status(started.0, started.1, None).unwrap()
+}
+
+/// Waits until participant `i` of a job shows `message`.
+fn wait_stage(m: &HotCopyManager, started: (u64, Uuid), i: usize, message: &str) {
+    wait_until(&format!("participant {i} at {message:?}"), JOB_TIMEOUT, || {
+        let s = status(m, started);
+        assert!(!s.is_terminal(), "the job ended before {message:?}: {}", s.message);
+        s.participants[i].message == message
+    });
+}
+
+/// Cancels a job, checks it ends cancelled promptly, and returns its status.
+fn cancel(m: &HotCopyManager, started: (u64, Uuid)) -> HotCopyStatus {
+    let t = Instant::now();
+    let s = m.cancel(started.0, started.1, Some(JOB_TIMEOUT)).unwrap();
+    assert_eq!((s.status, s.message.as_str()), (JobState::Cancelled, MSG_CANCELLED), "{s:?}");
+    assert!(t.elapsed() < Duration::from_secs(2), "cancel took {:?}", t.elapsed());
+    s
+}
+
+fn state_of(set: &Path) -> State {
+    BackupSet::open(set).unwrap().state().clone()
+}
+
+fn assert_as_before(set: &Path, before: &State) {
+    assert_eq!(&state_of(set), before, "state of {} unchanged", set.display());
+    let tmp = set.join(TMP_DIR);
+    assert_eq!(std::fs::read_dir(&tmp).unwrap().count(), 0, "{} is empty", tmp.display());
+}
+
+#[test]
+fn refusals_say_which_rule() {
+    let dir = tempdir();
+    let db = Arc::new(Database::open(dir.path().join("db"), cfg("rules", 1, true)).unwrap());
+    load(&db, 1, 200);
+    db.checkpoint_now().unwrap();
+    let m = HotCopyManager::new(Arc::clone(&db), dir.path().join("manager")).unwrap();
+    let set = dir.path().join("set");
+    let req = |kind, d: &Path| HotCopyRequest::new(kind).backup_dir(0, d);
+
+    let e = m.start(req(HotCopyType::Journal, &set)).unwrap_err();
+    assert!(matches!(e, HotCopyError::NeedsFullForJournal { .. }), "{e}");
+    assert!(e.to_string().starts_with("Full or incremental hot copy must be completed before journal hot copy"), "{e}");
+    let e = m.start(req(HotCopyType::Incremental, &set)).unwrap_err();
+    assert!(e.to_string().starts_with("Full hot copy must be completed before incremental hot copy"), "{e}");
+    assert!(e.to_string().contains(&set.display().to_string()), "names the set: {e}");
+    let busy = dir.path().join("busy");
+    std::fs::create_dir(&busy).unwrap();
+    std::fs::write(busy.join("notes.txt"), "mine").unwrap();
+    let e = m.start(req(HotCopyType::Full, &busy)).unwrap_err();
+    assert!(matches!(e, HotCopyError::NotEmpty { .. }), "{e}");
+    assert!(e.to_string().contains("notes.txt") && e.to_string().contains("not empty"), "{e}");
+    let e = m.start(HotCopyRequest::new(HotCopyType::Full).backup_dir(7, &set)).unwrap_err();
+    assert!(e.to_string().contains("archive 7 is not an archive of database rules"), "{e}");
+    let e = m.start(HotCopyRequest::new(HotCopyType::Simple).default_dir(dir.path()).shared(true)).unwrap_err();
+    assert!(e.to_string().contains("cannot use --shared"), "{e}");
+
+    // One full per archive at a time: the first is held by a zero --max-rate while the second is refused.
+    let first = m.start(req(HotCopyType::Full, &set).max_rate(Some(0))).unwrap();
+    wait_stage(&m, first, 0, "Stage1: Copy atoms");
+    let e = m.start(req(HotCopyType::Full, &dir.path().join("other"))).unwrap_err();
+    assert_eq!(e.to_string(), "Only one full hot copy at a time allowed");
+    // The full has begun: the set is initialised, so an incremental now fails for want of a *completed* full.
+    let e = m.start(req(HotCopyType::Incremental, &set)).unwrap_err();
+    assert!(e.to_string().contains("not completed yet"), "{e}");
+    m.set_max_rate(first.0, first.1, None).unwrap();
+    wait_completed(&m, first);
+    load(&db, 13, 20); // journal for the incremental to copy (its atoms are unchanged)
+    let inc = m.start(req(HotCopyType::Incremental, &set).max_rate(Some(0))).unwrap();
+    wait_stage(&m, inc, 0, "Stage2: Copy journal");
+    let e = m.start(req(HotCopyType::Incremental, &set)).unwrap_err();
+    assert_eq!(e.to_string(), "Only one incremental hot copy at a time allowed");
+    cancel(&m, inc);
+
+    // Journal hot copy needs the SM's journal retention.
+    let db2 = Arc::new(Database::open(dir.path().join("db2"), cfg("noretention", 1, false)).unwrap());
+    load(&db2, 2, 50);
+    let m2 = HotCopyManager::new(Arc::clone(&db2), dir.path().join("manager2")).unwrap();
+    let set2 = dir.path().join("set2");
+    wait_completed(&m2, m2.start(req(HotCopyType::Full, &set2)).unwrap());
+    let e = m2.start(req(HotCopyType::Journal, &set2)).unwrap_err();
+    assert!(matches!(e, HotCopyError::JournalDisabled { archive_id: 0 }), "{e}");
+    assert!(e.to_string().contains("journal-hot-copy enable"), "{e}");
+}
+
+#[test]
+fn a_journal_hot_copy_runs_beside_a_running_full() {
+    let dir = tempdir();
+    let db = Arc::new(Database::open(dir.path().join("db"), cfg("beside", 1, true)).unwrap());
+    let mut acked = load(&db, 3, 200);
+    db.checkpoint_now().unwrap();
+    acked.extend(load(&db, 4, 100));
+    let m = HotCopyManager::new(Arc::clone(&db), dir.path().join("manager")).unwrap();
+    let set = dir.path().join("set");
+    let req = |kind| HotCopyRequest::new(kind).backup_dir(0, &set);
+
+    let full = m.start(req(HotCopyType::Full).max_rate(Some(0))).unwrap();
+    wait_stage(&m, full, 0, "Stage1: Copy atoms");
+    let r_full = state_of(&set).elements[0].txn_range.first;
+    acked.extend(load(&db, 5, 100));
+    let j1 = wait_completed(&m, m.start(req(HotCopyType::Journal)).unwrap());
+    assert_eq!(j1.participants[0].txn_range.unwrap().0, r_full, "the first journal element starts at the full's R");
+    assert_eq!(status(&m, full).status, JobState::Running, "the full is still running");
+    acked.extend(load(&db, 6, 100));
+    m.set_max_rate(full.0, full.1, None).unwrap();
+    wait_completed(&m, full);
+    acked.extend(load(&db, 7, 100));
+    wait_completed(&m, m.start(req(HotCopyType::Journal)).unwrap());
+
+    let summary = check_set(&set);
+    let names: Vec<&str> = summary.elements.iter().map(|e| e.0.as_str()).collect();
+    assert_eq!(names, ["full", "1.jnl", "2.jnl"]);
+    let e = range_of(&set, "2.jnl").1;
+    assert_eq!(e, acked.iter().map(|a| a.txn_id).max().unwrap(), "the journal reaches the last commit");
+    let out = dir.path().join("restored");
+    assert_eq!(restore_by_hand(&set, e, &out), "full");
+    assert_entries_eq(&read_archive(&out).unwrap().entries, &replay_upto(&acked, e), "full + journal chain");
+}
+
+#[test]
+fn cancel_in_each_stage_leaves_the_sets_as_before_and_the_next_hot_copy_works() {
+    let dir = tempdir();
+    // One SM whose atoms are all in its journal (never checkpointed): an incremental passes its atoms at once and
+    // is held in Stage2 by a paused SM budget; after a checkpoint it is held in Stage1.
+    let db = Arc::new(Database::open(dir.path().join("db"), cfg("cancel", 1, true)).unwrap());
+    load(&db, 8, 200);
+    let m = HotCopyManager::new(Arc::clone(&db), dir.path().join("manager")).unwrap();
+    let set = dir.path().join("set");
+    let req = |kind| HotCopyRequest::new(kind).backup_dir(0, &set);
+    wait_completed(&m, m.start(req(HotCopyType::Full)).unwrap());
+    let before = state_of(&set);
+
+    m.set_sm_rate(0, Some(0)).unwrap();
+    let inc = m.start(req(HotCopyType::Incremental)).unwrap();
+    wait_stage(&m, inc, 0, "Stage2: Copy journal");
+    assert_eq!(status(&m, inc).message, "Stage2: Copy journal");
+    cancel(&m, inc);
+    assert_as_before(&set, &before);
+
+    db.checkpoint_now().unwrap();
+    let inc = m.start(req(HotCopyType::Incremental)).unwrap();
+    wait_stage(&m, inc, 0, "Stage1: Copy atoms");
+    assert_eq!(status(&m, inc).stage, 1);
+    cancel(&m, inc);
+    assert_as_before(&set, &before);
+
+    // A cancelled full leaves its directory as it found it (absent here), so the same directory takes a new one.
+    let set2 = dir.path().join("set2");
+    let full = m.start(HotCopyRequest::new(HotCopyType::Full).backup_dir(0, &set2)).unwrap();
+    wait_stage(&m, full, 0, "Stage1: Copy atoms");
+    cancel(&m, full);
+    assert!(!set2.exists(), "the cancelled full removed the set it created");
+    m.set_sm_rate(0, None).unwrap();
+    wait_completed(&m, m.start(HotCopyRequest::new(HotCopyType::Full).backup_dir(0, &set2)).unwrap());
+    wait_completed(&m, m.start(req(HotCopyType::Incremental)).unwrap());
+    check_set(&set);
+    check_set(&set2);
+
+    // Two SMs: archive 1 held by its paused budget, archive 0 waits for it at the end point barrier, or (when
+    // archive 1 has no atom file) at the commit barrier in Stage3.
+    let db2 = Arc::new(Database::open(dir.path().join("db2"), cfg("cancel2", 2, true)).unwrap());
+    load(&db2, 9, 200);
+    db2.archives()[0].checkpoint().unwrap();
+    let m2 = HotCopyManager::new(Arc::clone(&db2), dir.path().join("manager2")).unwrap();
+    let sets = dir.path().join("sets");
+    std::fs::create_dir(&sets).unwrap();
+    let req2 = |kind| HotCopyRequest::new(kind).default_dir(&sets).shared(true);
+    wait_completed(&m2, m2.start(req2(HotCopyType::Full)).unwrap());
+    let (before0, before1) = (state_of(&sets.join("0")), state_of(&sets.join("1")));
+    load(&db2, 10, 50);
+
+    m2.set_sm_rate(1, Some(0)).unwrap();
+    let inc = m2.start(req2(HotCopyType::Incremental)).unwrap();
+    wait_stage(&m2, inc, 1, "Stage2: Copy journal");
+    wait_stage(&m2, inc, 0, "Stage3: Write metadata");
+    cancel(&m2, inc);
+    assert_as_before(&sets.join("0"), &before0);
+    assert_as_before(&sets.join("1"), &before1);
+
+    db2.archives()[1].checkpoint().unwrap();
+    let inc = m2.start(req2(HotCopyType::Incremental)).unwrap();
+    wait_stage(&m2, inc, 1, "Stage1: Copy atoms");
+    wait_stage(&m2, inc, 0, "Stage2: Wait for end point");
+    let s = cancel(&m2, inc);
+    assert!(s.participants.iter().all(|p| p.message == MSG_CANCELLED), "{s:?}");
+    assert_as_before(&sets.join("0"), &before0);
+    assert_as_before(&sets.join("1"), &before1);
+
+    m2.set_sm_rate(1, None).unwrap();
+    let inc = wait_completed(&m2, m2.start(req2(HotCopyType::Incremental)).unwrap());
+    assert_eq!(inc.participants[0].txn_range.unwrap().1, inc.participants[1].txn_range.unwrap().1);
+    check_set(&sets.join("0"));
+    check_set(&sets.join("1"));
+}
+
+#[test]
+fn a_failure_names_its_cause_and_leaves_the_set_as_before() {
+    let dir = tempdir();
+    let db = Arc::new(Database::open(dir.path().join("db"), cfg("failure", 1, true)).unwrap());
+    load(&db, 11, 200);
+    let m = HotCopyManager::new(Arc::clone(&db), dir.path().join("manager")).unwrap();
+    let set = dir.path().join("set");
+    let req = |kind| HotCopyRequest::new(kind).backup_dir(0, &set);
+    wait_completed(&m, m.start(req(HotCopyType::Full)).unwrap());
+    let before = state_of(&set);
+
+    // Held while copying its journal, the element under construction is replaced by a file: the copy cannot
+    // finish (the backup set was damaged under it, as when it is moved away).
+    m.set_sm_rate(0, Some(0)).unwrap();
+    let inc = m.start(req(HotCopyType::Incremental)).unwrap();
+    wait_stage(&m, inc, 0, "Stage2: Copy journal");
+    let tmp = set.join(TMP_DIR);
+    let entries: Vec<_> = std::fs::read_dir(&tmp).unwrap().map(|e| e.unwrap().path()).collect();
+    assert_eq!(entries.len(), 1, "one element under construction");
+    let element_tmp = &entries[0];
+    std::fs::remove_dir_all(element_tmp).unwrap();
+    std::fs::write(element_tmp, "not a directory").unwrap();
+    m.set_sm_rate(0, None).unwrap();
+    let s = wait_end(&m, inc);
+    assert_eq!(s.status, JobState::Failed, "{s:?}");
+    assert!(s.message.starts_with("Hot copy failed: archive 0: "), "{}", s.message);
+    let id = element_tmp.file_name().unwrap().to_string_lossy().into_owned();
+    assert!(s.message.contains(&id), "the message names the file: {}", s.message);
+    assert_as_before(&set, &before);
+    wait_completed(&m, m.start(req(HotCopyType::Incremental)).unwrap());
+    check_set(&set);
+}
+
+#[test]
+fn statuses_survive_a_restart_and_a_job_of_a_dead_process_shows_failed() {
+    let dir = tempdir();
+    let db = Arc::new(Database::open(dir.path().join("db"), cfg("restart", 1, true)).unwrap());
+    load(&db, 12, 100);
+    let data_dir = dir.path().join("manager");
+    let m = HotCopyManager::new(Arc::clone(&db), &data_dir).unwrap();
+    let set = dir.path().join("set");
+    let req = |kind| HotCopyRequest::new(kind).backup_dir(0, &set);
+    let done = wait_completed(&m, m.start(req(HotCopyType::Full)).unwrap());
+    let held = m.start(req(HotCopyType::Incremental).max_rate(Some(0))).unwrap();
+    wait_stage(&m, held, 0, "Stage2: Copy journal");
+    assert_eq!(m.statuses(Some(Duration::ZERO)).iter().map(|s| s.id).collect::<Vec<_>>(), [held.1]);
+    assert!(m.statuses(Some(Duration::from_secs(3600))).is_empty());
+    let cancelled = cancel(&m, held);
+    assert!(m.statuses(Some(Duration::ZERO)).is_empty(), "no job running any more");
+    drop(m);
+
+    let m = HotCopyManager::new(Arc::clone(&db), &data_dir).unwrap();
+    assert_eq!(m.status(done.coordinator_start_id, done.id, None).unwrap(), done);
+    assert_eq!(m.status(held.0, held.1, None).unwrap(), cancelled);
+    let by_sm = m.statuses_by_start_id(None);
+    assert_eq!(by_sm[&1].iter().map(|s| s.id).collect::<Vec<_>>(), [done.id, cancelled.id]);
+    let e = m.status(2, done.id, None).unwrap_err();
+    assert!(matches!(e, HotCopyError::NotFound { .. }), "{e}");
+    drop(m);
+
+    // A job persisted as running whose process died.
+    let mut dead = done.clone();
+    dead.id = Uuid::new_v4();
+    dead.status = JobState::Running;
+    dead.message = "Stage1: Copy atoms".into();
+    dead.end_micros = None;
+    let path = data_dir.join("hotcopy").join(format!("{}.json", dead.id));
+    std::fs::write(&path, serde_json::to_vec(&dead).unwrap()).unwrap();
+    let m = HotCopyManager::new(Arc::clone(&db), &data_dir).unwrap();
+    let s = m.status(dead.coordinator_start_id, dead.id, None).unwrap();
+    assert_eq!((s.status, s.message.as_str()), (JobState::Failed, MSG_PROCESS_STOPPED));
+    assert!(s.end_micros.is_some());
+    let on_disk: HotCopyStatus = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+    assert_eq!(on_disk, s, "the failed status was written back");
+    // The set is untouched by all this, and takes the next hot copy.
+    wait_completed(&m, m.start(req(HotCopyType::Incremental)).unwrap());
+    check_set(&set);
+}
