@@ -27,8 +27,8 @@ fn expected_base(txn: u64) -> String {
     let t = template();
     t.elements
         .iter()
-        .filter(|e| e.kind != ElementKind::Journal && e.txn_range.last <= txn)
-        .last()
+        .rev()
+        .find(|e| e.kind != ElementKind::Journal && e.txn_range.last <= txn)
         .unwrap()
         .name()
         .to_string()

@@ -273,34 +273,29 @@ pub fn restore(
             _ => return Err(RestoreError::DataMissing { set: setp, element: e.name(), path: data }),
         }
     }
-    for a in &atoms {
-        let e = &set.elements()[a.element];
-        let path = e.data_file(&a.file);
-        let found = open_data_file(&path).map(|(_, len)| len);
-        let reason = match found {
-            Ok(len) if len == a.file.size => continue,
-            Ok(len) => {
-                format!("{} is {len} bytes, the manifest says {} (truncated or extended)", path.display(), a.file.size)
+    // lstat only (the copier and the journal reader open each file later): a regular file of the manifest's size.
+    let files = atoms
+        .iter()
+        .map(|a| (a.element, &a.file))
+        .chain(plan.iter().flat_map(|p| set.elements()[p.element].journal_files().map(move |f| (p.element, f))));
+    for (i, f) in files {
+        let e = &set.elements()[i];
+        let path = e.data_file(f);
+        let reason = match fs::symlink_metadata(&path) {
+            Ok(md) if md.is_file() && md.len() == f.size => continue,
+            Ok(md) if md.is_file() => {
+                format!(
+                    "{} is {} bytes, the manifest says {} (truncated or extended)",
+                    path.display(),
+                    md.len(),
+                    f.size
+                )
             }
-            Err(err) => err.to_string(),
+            Ok(_) => format!("{} is not a regular file (a backup set never contains links)", path.display()),
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => format!("{} is missing", path.display()),
+            Err(err) => format!("stat {}: {err}", path.display()),
         };
         return Err(RestoreError::DataFile { set: setp, element: e.name(), path, reason });
-    }
-    for p in &plan {
-        let e = &set.elements()[p.element];
-        for f in e.journal_files() {
-            let path = e.data_file(f);
-            match open_data_file(&path) {
-                Ok((_, len)) if len == f.size => {}
-                Ok((_, len)) => {
-                    let reason = format!("{} is {len} bytes, the manifest says {}", path.display(), f.size);
-                    return Err(RestoreError::DataFile { set: setp, element: e.name(), path, reason });
-                }
-                Err(err) => {
-                    return Err(RestoreError::DataFile { set: setp, element: e.name(), path, reason: err.to_string() })
-                }
-            }
-        }
     }
 
     let created_dest = prepare_destination(&dest)?;
