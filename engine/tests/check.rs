@@ -125,15 +125,27 @@ fn a_flipped_byte_in_a_journal_slice() {
     flip_byte(&slice, fs::metadata(&slice).unwrap().len() / 2);
     let r = full_check(&set);
     assert_defect(&r.defects, DefectKind::Hash, Some("1.jnl"), &slice);
-    // Restore to the full replays [R, E] of the full from 1.jnl (it reaches furthest), whose first slice is bad.
-    match assert_restore_refused(&set, element_target("full")) {
-        RestoreError::DataFile { element, path, reason, .. } => {
-            assert_eq!(element.to_string(), "1.jnl");
-            assert_eq!(path, slice);
-            assert!(reason.contains("chunk 0"), "{reason}");
+    // A restore that needs the slice refuses: to 1.jnl's end point, the base is the full and the records after the
+    // full's E come from 1.jnl, unless 1.inc's journal reaches back to them (then 1.inc reaches further).
+    let t = template();
+    let (e_full, r_inc) = (t.element("full").txn_range.last, t.element("1.inc").txn_range.first);
+    if r_inc > e_full + 1 {
+        match assert_restore_refused(&set, element_target("1.jnl")) {
+            RestoreError::DataFile { element, path, reason, .. } => {
+                assert_eq!(element.to_string(), "1.jnl");
+                assert_eq!(path, slice);
+                assert!(reason.contains("chunk 0"), "{reason}");
+            }
+            other => panic!("{other}"),
         }
-        other => panic!("{other}"),
+        assert!(!r.restorable.iter().any(|x| x.contains(t.element("1.jnl").txn_range.last)), "{:?}", r.restorable);
+    } else {
+        eprintln!("1.inc's journal starts at {r_inc}, right after the full's E {e_full}: 1.jnl is not needed");
     }
+    // A restore to the full needs only the full (its atoms and its own journal slices).
+    let dest = tempdir();
+    restore(&set, dest.path(), element_target("full"), &RestoreOptions::default()).unwrap();
+    assert!(r.restorable.iter().any(|x| x.contains(e_full)));
 }
 
 #[test]
@@ -320,4 +332,100 @@ fn check_archive_finds_a_flipped_atom_byte_and_a_corrupt_record() {
     assert!(r.is_ok(), "{:#?}", r.defects);
     let torn = r.torn_tail.expect("a torn tail");
     assert_eq!((torn.offset, torn.len), (len, 10));
+}
+
+/// Rewrites a metadata file through the format's writer (a valid envelope: only the meaning is wrong).
+fn rewrite<T: backset_format::Metadata>(path: &Path, change: impl FnOnce(&mut T)) {
+    let mut value: T = backset_format::fsio::read_metadata(path).unwrap();
+    change(&mut value);
+    let name = path.file_name().unwrap().to_str().unwrap();
+    backset_format::fsio::write_metadata(path.parent().unwrap(), name, &value).unwrap();
+}
+
+#[test]
+fn control_files_that_decode_but_disagree() {
+    use backset_format::{AtomState, Catalog, ElementInfo, State};
+
+    // A catalog whose hash for a copied atom differs from the manifest's.
+    let (_keep, set) = template().copy();
+    let path = set.join("1.inc/control/catalog");
+    rewrite::<Catalog>(&path, |c| {
+        let e = c.atoms.iter_mut().find(|e| matches!(e.state, AtomState::Present { .. })).unwrap();
+        e.state = AtomState::Present { hash: [7; 32] };
+    });
+    let r = full_check(&set);
+    assert_defect(&r.defects, DefectKind::Catalog, Some("1.inc"), &path);
+    assert!(r.restorable.first().is_some_and(|x| !x.contains(template().element("1.inc").txn_range.last)));
+    match assert_restore_refused(&set, element_target("1.inc")) {
+        RestoreError::Set(e @ SetError::Inconsistent { .. }) => assert_eq!(e.path().as_deref(), Some(path.as_path())),
+        other => panic!("{other}"),
+    }
+
+    // An incremental whose parent is not the previous base.
+    let (_keep, set) = template().copy();
+    let path = set.join("2.inc/control/element");
+    let full_id = template().element("full").element_id;
+    rewrite::<ElementInfo>(&path, |i| i.parent = Some(full_id));
+    let r = full_check(&set);
+    assert_defect(&r.defects, DefectKind::Chain, Some("2.inc"), &set.join("2.inc"));
+    assert!(r.restorable.is_empty());
+    assert!(matches!(assert_restore_refused(&set, Target::Latest), RestoreError::Set(SetError::Chain { .. })));
+
+    // A gap in the journal chain: 2.jnl starts 3 transactions late (state and element info agree).
+    let (_keep, set) = template().copy();
+    let id = template().element("2.jnl").element_id;
+    rewrite::<State>(&set.join("state"), |s| {
+        s.elements.iter_mut().find(|e| e.element_id == id).unwrap().txn_range.first += 3;
+    });
+    rewrite::<ElementInfo>(&set.join("2.jnl/control/element"), |i| i.txn_range.first += 3);
+    let r = full_check(&set);
+    assert_defect(&r.defects, DefectKind::Chain, Some("2.jnl"), &set.join("2.jnl"));
+    let d = r.defects.iter().find(|d| d.kind == DefectKind::Chain).unwrap();
+    assert!(d.what.contains("not contiguous"), "{}", d.what);
+    // Its records below the new start are now outside its range.
+    assert_defect(&r.defects, DefectKind::Journal, Some("2.jnl"), &first_file(&set.join("2.jnl/data/journal")));
+
+    // Element info and state disagree on the range.
+    let (_keep, set) = template().copy();
+    let path = set.join("3.jnl/control/element");
+    rewrite::<ElementInfo>(&path, |i| i.txn_range.last -= 1);
+    let r = full_check(&set);
+    assert_defect(&r.defects, DefectKind::Inconsistent, Some("3.jnl"), &path);
+    assert!(r.restorable.is_empty());
+}
+
+#[test]
+fn data_that_matches_its_hashes_but_not_its_metadata() {
+    use backset_format::{Catalog, ElementInfo, State};
+
+    // The last journal element claims one transaction less than its slices hold.
+    let (_keep, set) = template().copy();
+    let j3 = template().element("3.jnl");
+    rewrite::<State>(&set.join("state"), |s| {
+        s.elements.iter_mut().find(|e| e.element_id == j3.element_id).unwrap().txn_range.last -= 1;
+    });
+    rewrite::<ElementInfo>(&set.join("3.jnl/control/element"), |i| i.txn_range.last -= 1);
+    let r = full_check(&set);
+    let last_slice = set.join("3.jnl/data/journal").join(file_names(&set.join("3.jnl/data/journal")).pop().unwrap());
+    assert_defect(&r.defects, DefectKind::Journal, Some("3.jnl"), &last_slice);
+    // 3.jnl is needed beyond 2.inc's end point only: the range stops before what 3.jnl supplies.
+    assert_eq!(r.restorable_max(), Some(template().element("2.inc").txn_range.last));
+
+    // A catalog LSN that differs from the copied atom's header.
+    let (_keep, set) = template().copy();
+    let atom = first_file(&set.join("full/data/atoms"));
+    let atom_id = u64::from_str_radix(atom.file_name().unwrap().to_str().unwrap(), 16).unwrap();
+    rewrite::<Catalog>(&set.join("full/control/catalog"), |c| {
+        let e = c.atoms.iter_mut().find(|e| e.atom_id == atom_id).unwrap();
+        e.lsn = e.lsn.saturating_sub(1);
+    });
+    let r = full_check(&set);
+    assert_defect(&r.defects, DefectKind::Atom, Some("full"), &atom);
+    match assert_restore_refused(&set, element_target("full")) {
+        RestoreError::DataFile { element, reason, .. } => {
+            assert_eq!(element.to_string(), "full");
+            assert!(reason.contains("the catalog says"), "{reason}");
+        }
+        other => panic!("{other}"),
+    }
 }

@@ -8,8 +8,9 @@
 //!    refuses a T outside the [restorable ranges](BackupSet::restorable).
 //! 3. Base = the newest full or incremental with E <= T. Atoms = the base catalog's present atoms, each from the
 //!    newest element at or before the base whose manifest lists it with the catalog's hash
-//!    ([`BackupSet::resolve_atoms`]). Journal = every record with R_base <= txn id <= T, each taken once, from the
-//!    elements [`BackupSet::plan_journal`] picks.
+//!    ([`BackupSet::resolve_atoms`]). Journal = every record with R_base <= txn id <= T, each taken once: from the
+//!    base's own slices as far as they go (a restore to a full or incremental's end point needs that element
+//!    alone), then from the elements [`BackupSet::plan_journal`] picks.
 //! 4. Checks that every element it needs has its `data/` (it may have been moved away) and that every data file it
 //!    needs is a regular file of the manifest's size, before writing anything.
 //! 5. Writes the journal records as new segments `journal/0000000000000001`, ... (headers with the set's database
@@ -255,7 +256,7 @@ pub fn restore(
     let base = set.base_for(txn).expect("a restorable transaction has a base");
     let base_el = &set.elements()[base];
     let atoms = set.resolve_atoms(base)?;
-    let plan = set.plan_journal(base_el.txn_range().first, txn, &|_| true).map_err(|_| RestoreError::OutOfRange {
+    let plan = set.plan_journal(base_el.txn_range().first, txn, Some(base)).map_err(|_| RestoreError::OutOfRange {
         txn,
         set: setp.clone(),
         ranges: ranges.clone(),
@@ -759,7 +760,7 @@ pub fn for_each_timestamp(
     }
     let mut lines = 0u64;
     for run in runs {
-        let plan = set.plan_journal(run.first, run.last, &|_| true).expect("a run is covered by construction");
+        let plan = set.plan_journal(run.first, run.last, None).expect("a run is covered by construction");
         for part in plan {
             let e = &set.elements()[part.element];
             let data = e.data_dir();

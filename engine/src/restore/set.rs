@@ -534,9 +534,9 @@ impl BackupSet {
                 continue;
             }
             // How far the replay from R reaches before a gap or a damaged source.
-            let parts = match self.plan_journal(range.first, window_end, &|_| true) {
+            let parts = match self.plan_journal(range.first, window_end, Some(b)) {
                 Ok(parts) => parts,
-                Err(gap) => match gap.checked_sub(1).map(|end| self.plan_journal(range.first, end, &|_| true)) {
+                Err(gap) => match gap.checked_sub(1).map(|end| self.plan_journal(range.first, end, Some(b))) {
                     Some(Ok(parts)) => parts,
                     _ => continue,
                 },
@@ -565,22 +565,22 @@ impl BackupSet {
         (0..self.elements.len()).rev().find(|&i| self.elements[i].is_base() && self.elements[i].txn_range().last <= txn)
     }
 
-    /// Which elements' journals supply the records with `first <= txn id <= last`: greedily, the element that
-    /// covers the next transaction and reaches furthest (the earliest such element on a tie), restricted to
-    /// elements `source_ok` accepts. Fails with the first transaction id no usable element covers.
-    pub fn plan_journal(
-        &self,
-        first: u64,
-        last: u64,
-        source_ok: &dyn Fn(usize) -> bool,
-    ) -> Result<Vec<JournalPart>, u64> {
+    /// Which elements' journals supply the records with `first <= txn id <= last`: element `prefer` (a restore's
+    /// base: for a target at or before its end point the base is then self-contained) for as long as it covers
+    /// them, then greedily the element that covers the next transaction and reaches furthest (the earliest such
+    /// element on a tie). Fails with the first transaction id no element covers.
+    pub fn plan_journal(&self, first: u64, last: u64, prefer: Option<usize>) -> Result<Vec<JournalPart>, u64> {
         let mut parts = Vec::new();
         let mut cur = first;
         while cur <= last {
-            let best = (0..self.elements.len())
-                .filter(|&i| source_ok(i) && self.elements[i].txn_range().contains(cur))
-                .max_by_key(|&i| (self.elements[i].txn_range().last, std::cmp::Reverse(i)))
-                .ok_or(cur)?;
+            let preferred = prefer.filter(|&p| parts.is_empty() && self.elements[p].txn_range().contains(cur));
+            let best = match preferred {
+                Some(p) => p,
+                None => (0..self.elements.len())
+                    .filter(|&i| self.elements[i].txn_range().contains(cur))
+                    .max_by_key(|&i| (self.elements[i].txn_range().last, std::cmp::Reverse(i)))
+                    .ok_or(cur)?,
+            };
             let reach = self.elements[best].txn_range().last;
             parts.push(JournalPart { element: best, first: cur, last: reach.min(last) });
             match reach.checked_add(1) {
