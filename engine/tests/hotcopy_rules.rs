@@ -69,7 +69,8 @@ fn state_of(set: &Path) -> State {
 fn assert_as_before(set: &Path, before: &State) {
     assert_eq!(&state_of(set), before, "state of {} unchanged", set.display());
     let tmp = set.join(TMP_DIR);
-    assert_eq!(std::fs::read_dir(&tmp).unwrap().count(), 0, "{} is empty", tmp.display());
+    let left: Vec<_> = std::fs::read_dir(&tmp).unwrap().map(|e| e.unwrap().file_name()).collect();
+    assert!(left.is_empty(), "{} holds {left:?}", tmp.display());
 }
 
 #[test]
@@ -248,8 +249,7 @@ fn a_failure_names_its_cause_and_leaves_the_set_as_before() {
     wait_completed(&m, m.start(req(HotCopyType::Full)).unwrap());
     let before = state_of(&set);
 
-    // Held while copying its journal, the element under construction is replaced by a file: the copy cannot
-    // finish (the backup set was damaged under it, as when it is moved away).
+    // Held while copying its journal, the element under construction is moved away: the hot copy cannot finish.
     m.set_sm_rate(0, Some(0)).unwrap();
     let inc = m.start(req(HotCopyType::Incremental)).unwrap();
     wait_stage(&m, inc, 0, "Stage2: Copy journal");
@@ -257,10 +257,13 @@ fn a_failure_names_its_cause_and_leaves_the_set_as_before() {
     let entries: Vec<_> = std::fs::read_dir(&tmp).unwrap().map(|e| e.unwrap().path()).collect();
     assert_eq!(entries.len(), 1, "one element under construction");
     let element_tmp = &entries[0];
-    std::fs::remove_dir_all(element_tmp).unwrap();
-    std::fs::write(element_tmp, "not a directory").unwrap();
+    let journal = element_tmp.join("data").join("journal");
+    wait_until("the copier's target file", JOB_TIMEOUT, || std::fs::read_dir(&journal).is_ok_and(|d| d.count() > 0));
+    // Moved away in one step (the copier may be creating files in it), as an operator moving the set would.
+    std::fs::rename(element_tmp, dir.path().join("moved-away")).unwrap();
     m.set_sm_rate(0, None).unwrap();
     let s = wait_end(&m, inc);
+    eprintln!("status message of the failed hot copy: {}", s.message);
     assert_eq!(s.status, JobState::Failed, "{s:?}");
     assert!(s.message.starts_with("Hot copy failed: archive 0: "), "{}", s.message);
     let id = element_tmp.file_name().unwrap().to_string_lossy().into_owned();

@@ -19,7 +19,7 @@ use backset_copier::limit::JobLimiter;
 use backset_copier::{Copier, CopyError, CopyRequest, FileReport, JobControl, JobReport, Options, Throttle};
 use backset_format::atom::{AtomHeader, ATOM_HEADER_BYTES};
 use backset_format::fsio::sync_dir;
-use backset_format::layout::{atom_file_name, segment_file_name, ATOMS_DIR, DATA_DIR, JOURNAL_DIR};
+use backset_format::layout::{atom_file_name, data_file_path, segment_file_name, ATOMS_DIR, DATA_DIR, JOURNAL_DIR};
 use backset_format::limits::MAX_ELEMENT_SEQUENCE;
 use backset_format::{
     AtomState, Catalog, CatalogEntry, ElementEntry, ElementInfo, ElementKind, ElementStatus, FileEntry, FileKind, Hash,
@@ -528,6 +528,7 @@ impl Work<'_> {
                     end_micros: end_micros.max(begun.entry.begin_micros),
                     parent: *parent,
                 };
+                check_data_files(&begun.tmp.join(DATA_DIR), &manifest.files)?;
                 handle.write_control(begun, &manifest, &catalog, &info)?;
                 self.ctx.coord.arrive_commit()?;
                 if kind == HotCopyType::Journal {
@@ -668,6 +669,26 @@ impl Work<'_> {
         }
         Ok(())
     }
+}
+
+/// Checks that every data file the copier reported is in place with its size: the element's directory was not moved
+/// or changed under the copy.
+fn check_data_files(data: &Path, files: &[FileEntry]) -> Result<(), HotCopyError> {
+    for f in files {
+        let path = data.join(data_file_path(f.kind, f.id));
+        let size = fs::symlink_metadata(&path).map_err(io_err("stat", &path))?.len();
+        if size != f.size {
+            return Err(HotCopyError::Io {
+                op: "check",
+                path,
+                source: std::io::Error::other(format!(
+                    "the copied file has {size} bytes instead of {}; the backup set was changed during the hot copy",
+                    f.size
+                )),
+            });
+        }
+    }
+    Ok(())
 }
 
 fn file_entry(kind: FileKind, id: u64, offset: u64, r: &FileReport) -> FileEntry {
