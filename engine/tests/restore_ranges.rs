@@ -47,14 +47,14 @@ fn restore_matches(set: &std::path::Path, txn: u64, acked: &[AckedTxn]) {
 fn without_journal_elements_transactions_between_bases_need_the_later_incrementals_journal() {
     for checkpoint_between in [true, false] {
         let dir = tempdir();
-        let db = Database::open(dir.path(), config("ranges")).unwrap();
+        let db = Arc::new(Database::open(dir.path(), config("ranges")).unwrap());
         let mut acked = Vec::new();
         commit_n(&db, 100, 1, &mut acked);
         db.checkpoint_now().unwrap();
         commit_n(&db, 50, 2, &mut acked);
         let sets = tempdir();
         let set = sets.path().join("set");
-        let mut maker = SetMaker::full(&set, db.archive(0).unwrap());
+        let mut maker = SetMaker::full(&set, &db, 0);
         commit_n(&db, 100, 3, &mut acked);
         if checkpoint_between {
             db.checkpoint_now().unwrap();
@@ -119,7 +119,7 @@ fn a_set_of_an_archive_with_some_storage_groups_restores_its_groups_at_any_trans
     more(200);
     let sets = tempdir();
     let set = sets.path().join("set");
-    let mut maker = SetMaker::full(&set, db.archive(1).unwrap());
+    let mut maker = SetMaker::full(&set, &db, 1);
     more(150);
     maker.journal();
     more(150);
