@@ -366,12 +366,28 @@ fn check_catalogs(set: &BackupSet, r: &mut CheckReport) -> HashMap<usize, BaseIn
     let mut out = HashMap::new();
     // Every atom file of every full or incremental so far: atom id -> (hash, element) versions.
     let mut versions: HashMap<u64, Vec<([u8; 32], usize)>> = HashMap::new();
-    let mut prev: Option<(ElementName, HashMap<u64, bool>)> = None;
+    // The previous base's catalog (element id, name, atom -> present), as long as it is the one the state lists
+    // right before: after an element that could not be read, the drop and cumulative rules are not checked.
+    let mut prev: Option<(uuid::Uuid, ElementName, HashMap<u64, bool>)> = None;
+    let state_bases: Vec<uuid::Uuid> = set
+        .state()
+        .elements
+        .iter()
+        .filter(|e| e.status == ElementStatus::Completed && e.kind != backset_format::ElementKind::Journal)
+        .map(|e| e.element_id)
+        .collect();
     for (i, e) in set.elements().iter().enumerate() {
         if !e.is_base() {
             continue;
         }
         let name = e.name();
+        let position = state_bases.iter().position(|&id| id == e.id());
+        let expected_prev = position.and_then(|p| p.checked_sub(1)).map(|p| state_bases[p]);
+        let prev_known = match (&prev, expected_prev) {
+            (_, None) => true,
+            (Some((id, _, _)), Some(want)) => *id == want,
+            (None, Some(_)) => false,
+        };
         let cat_path = e.control_dir().join(CATALOG_FILE);
         for f in e.atom_files() {
             versions.entry(f.id).or_default().push((f.hash, i));
@@ -440,21 +456,24 @@ fn check_catalogs(set: &BackupSet, r: &mut CheckReport) -> HashMap<usize, BaseIn
                     listed.insert(c.atom_id, true);
                 }
                 AtomState::Dropped => {
-                    let was_present = prev.as_ref().is_some_and(|(_, p)| p.get(&c.atom_id) == Some(&true));
-                    if !was_present {
-                        let before = prev
-                            .as_ref()
-                            .map_or_else(|| "no earlier catalog".to_string(), |(n, _)| format!("{n}'s catalog"));
-                        bad(
-                            r,
-                            format!("atom {:#x} is listed as dropped, but it was not present in {before}", c.atom_id),
+                    let was_present = match (&prev, expected_prev) {
+                        (_, None) => Some(false),
+                        _ if !prev_known => None,
+                        (Some((_, _, p)), Some(_)) => Some(p.get(&c.atom_id) == Some(&true)),
+                        (None, Some(_)) => None,
+                    };
+                    if was_present == Some(false) {
+                        let before = prev.as_ref().filter(|_| expected_prev.is_some()).map_or_else(
+                            || "a full's catalog lists no drops".to_string(),
+                            |(_, n, _)| format!("it was not present in {n}'s catalog"),
                         );
+                        bad(r, format!("atom {:#x} is listed as dropped, but {before}", c.atom_id));
                     }
                     listed.insert(c.atom_id, false);
                 }
             }
         }
-        if let Some((pname, p)) = &prev {
+        if let Some((_, pname, p)) = prev.as_ref().filter(|_| prev_known && expected_prev.is_some()) {
             let mut lost: Vec<u64> =
                 p.iter().filter(|(id, present)| **present && !listed.contains_key(id)).map(|(id, _)| *id).collect();
             lost.sort_unstable();
@@ -470,7 +489,7 @@ fn check_catalogs(set: &BackupSet, r: &mut CheckReport) -> HashMap<usize, BaseIn
                 );
             }
         }
-        prev = Some((name, listed));
+        prev = Some((e.id(), name, listed));
         out.insert(i, info);
     }
     out
