@@ -6,6 +6,7 @@ mod common;
 #[path = "hotcopy_support.rs"]
 mod support;
 
+use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -14,10 +15,10 @@ use backset_engine::hotcopy::{
     BackupSet, HotCopyError, HotCopyManager, HotCopyRequest, HotCopyStatus, HotCopyType, JobState, MSG_CANCELLED,
     MSG_PROCESS_STOPPED,
 };
-use backset_engine::store::{read_archive, Config, Database};
-use backset_engine::workload::{replay_upto, AckedTxn, Workload, WorkloadConfig};
-use backset_format::layout::TMP_DIR;
-use backset_format::State;
+use backset_engine::store::{read_archive, Config, Database, Txn};
+use backset_engine::workload::{key, replay_upto, AckedTxn, Workload, WorkloadConfig};
+use backset_format::layout::{ElementName, TMP_DIR};
+use backset_format::{AtomState, FileKind, State};
 use common::{assert_entries_eq, config, tempdir, wait_until};
 use support::{check_set, range_of, restore_by_hand, wait_completed, wait_end, JOB_TIMEOUT};
 use uuid::Uuid;
@@ -152,6 +153,10 @@ fn a_journal_hot_copy_runs_beside_a_running_full() {
     acked.extend(load(&db, 7, 100));
     wait_completed(&m, m.start(req(HotCopyType::Journal)).unwrap());
 
+    // Nothing committed since: the next journal hot copy completes without adding an element.
+    let idle = wait_completed(&m, m.start(req(HotCopyType::Journal)).unwrap());
+    assert_eq!((idle.participants[0].element.as_deref(), idle.participants[0].txn_range), (None, None));
+
     let summary = check_set(&set);
     let names: Vec<&str> = summary.elements.iter().map(|e| e.0.as_str()).collect();
     assert_eq!(names, ["full", "1.jnl", "2.jnl"]);
@@ -160,6 +165,78 @@ fn a_journal_hot_copy_runs_beside_a_running_full() {
     let out = dir.path().join("restored");
     assert_eq!(restore_by_hand(&set, e, &out), "full");
     assert_entries_eq(&read_archive(&out).unwrap().entries, &replay_upto(&acked, e), "full + journal chain");
+}
+
+#[test]
+fn atoms_dropped_before_or_during_an_incremental_are_recorded_dropped() {
+    let dir = tempdir();
+    let mut c = cfg("dropped", 1, true);
+    c.atom_buckets = 96;
+    let db = Arc::new(Database::open(dir.path().join("db"), c).unwrap());
+    let mut model = BTreeMap::new();
+    let mut commit = |db: &Database, txn: Txn| {
+        for (k, v) in &txn.puts {
+            model.insert(k.clone(), v.clone());
+        }
+        for k in &txn.deletes {
+            model.remove(k);
+        }
+        db.commit(&txn).unwrap().txn_id
+    };
+    let keys: Vec<Vec<u8>> = (0..1500).map(key).collect();
+    for chunk in keys.chunks(100) {
+        commit(&db, chunk.iter().fold(Txn::new(), |t, k| t.put(k.clone(), b"v1".to_vec())));
+    }
+    db.checkpoint_now().unwrap();
+    let atoms: Vec<u64> = db.archives()[0].atoms_lsns().iter().map(|a| a.0).collect();
+    assert!(atoms.len() > backset_copier::limits::MAX_OPEN_FILES + 16, "{} atoms", atoms.len());
+    let m = HotCopyManager::new(Arc::clone(&db), dir.path().join("manager")).unwrap();
+    let set = dir.path().join("set");
+    let req = |kind| HotCopyRequest::new(kind).backup_dir(0, &set);
+    wait_completed(&m, m.start(req(HotCopyType::Full)).unwrap());
+    let full_catalog = {
+        let b = BackupSet::open(&set).unwrap();
+        b.read_control(b.element(ElementName::Full).unwrap()).unwrap().catalog
+    };
+    let keys_of = |atom: u64| keys.iter().filter(|k| db.atom_of(k) == atom).cloned().collect::<Vec<_>>();
+
+    // Atom `first` is emptied (its file removed) before the incremental lists the atoms; every other atom changes.
+    let (first, last) = (atoms[0], *atoms.last().unwrap());
+    commit(&db, keys_of(first).into_iter().fold(Txn::new(), |t, k| t.delete(k)));
+    for chunk in keys.chunks(100) {
+        let t =
+            chunk.iter().filter(|k| db.atom_of(k) != first).fold(Txn::new(), |t, k| t.put(k.clone(), b"v2".to_vec()));
+        commit(&db, t);
+    }
+    db.checkpoint_now().unwrap();
+    // Atom `last` is emptied while the copier, paused, holds the first atoms open: its file is gone when opened.
+    m.set_sm_rate(0, Some(0)).unwrap();
+    let inc = m.start(req(HotCopyType::Incremental)).unwrap();
+    wait_stage(&m, inc, 0, "Stage1: Copy atoms");
+    let tmp = set.join(TMP_DIR);
+    wait_until("the copier's first targets", JOB_TIMEOUT, || {
+        std::fs::read_dir(&tmp).unwrap().any(|e| std::fs::read_dir(e.unwrap().path().join("data/atoms")).is_ok())
+    });
+    let e = commit(&db, keys_of(last).into_iter().fold(Txn::new(), |t, k| t.delete(k)));
+    db.checkpoint_now().unwrap();
+    assert!(!db.archives()[0].atoms_lsns().iter().any(|a| a.0 == last), "atom {last} has no file any more");
+    m.set_sm_rate(0, None).unwrap();
+    let s = wait_completed(&m, inc);
+    assert_eq!(s.participants[0].txn_range.unwrap().1, e);
+
+    let b = BackupSet::open(&set).unwrap();
+    let ctl = b.read_control(b.element(ElementName::Incremental(1)).unwrap()).unwrap();
+    for atom in [first, last] {
+        let entry = ctl.catalog.get(atom).unwrap();
+        assert_eq!(entry.state, AtomState::Dropped, "atom {atom}");
+        assert_eq!(entry.lsn, full_catalog.get(atom).unwrap().lsn, "a dropped atom keeps its last known LSN");
+        assert!(!ctl.manifest.files.iter().any(|f| f.kind == FileKind::Atom && f.id == atom));
+    }
+    assert_eq!(ctl.manifest.files.iter().filter(|f| f.kind == FileKind::Atom).count(), atoms.len() - 2);
+    check_set(&set);
+    let out = dir.path().join("restored");
+    assert_eq!(restore_by_hand(&set, e, &out), "1.inc");
+    assert_entries_eq(&read_archive(&out).unwrap().entries, &model, "restore of the incremental");
 }
 
 #[test]
