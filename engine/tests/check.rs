@@ -430,3 +430,51 @@ fn data_that_matches_its_hashes_but_not_its_metadata() {
         other => panic!("{other}"),
     }
 }
+
+#[test]
+fn a_symbolic_link_in_data_is_refused_even_to_identical_bytes() {
+    let (_keep, set) = template().copy();
+    let atom = first_file(&set.join("full/data/atoms"));
+    let elsewhere = tempdir();
+    let target = elsewhere.path().join("atom");
+    fs::rename(&atom, &target).unwrap();
+    std::os::unix::fs::symlink(&target, &atom).unwrap();
+    let r = full_check(&set);
+    assert_defect(&r.defects, DefectKind::NotRegular, Some("full"), &atom);
+    match assert_restore_refused(&set, element_target("full")) {
+        RestoreError::DataFile { element, path, reason, .. } => {
+            assert_eq!((element.to_string(), path), ("full".to_string(), atom));
+            assert!(reason.contains("not a regular file"), "{reason}");
+        }
+        other => panic!("{other}"),
+    }
+}
+
+#[test]
+fn leftovers_of_an_interrupted_hot_copy_are_notes_not_defects() {
+    use backset_format::{ElementEntry, ElementKind, ElementStatus, State};
+    let t = template();
+    let (_keep, set) = t.copy();
+    // A crash during a journal hot copy: its in-progress entry in the state and its directory under tmp/.
+    let id = uuid::Uuid::new_v4();
+    let first = t.latest() + 1;
+    rewrite::<State>(&set.join("state"), |s| {
+        s.elements.push(ElementEntry {
+            kind: ElementKind::Journal,
+            sequence: 4,
+            element_id: id,
+            status: ElementStatus::InProgress,
+            txn_range: TxnRange { first, last: first },
+            begin_micros: 1,
+            end_micros: 0,
+        })
+    });
+    fs::create_dir_all(set.join("tmp").join(id.simple().to_string()).join("data/journal")).unwrap();
+    let r = full_check(&set);
+    assert!(r.is_ok(), "{:#?}", r.defects);
+    assert!(r.notes.iter().any(|n| n.contains("under construction")), "{:?}", r.notes);
+    assert_eq!(r.restorable, expected_range());
+    let dest = tempdir();
+    let report = restore(&set, dest.path(), Target::Latest, &RestoreOptions::default()).unwrap();
+    assert_eq!(report.target_txn, t.latest());
+}

@@ -17,8 +17,9 @@ use backset_engine::hotcopy::{
 };
 use backset_engine::store::{read_archive, Config, Database, Txn};
 use backset_engine::workload::{key, replay_upto, AckedTxn, Workload, WorkloadConfig};
+use backset_format::fsio::write_metadata;
 use backset_format::layout::{ElementName, TMP_DIR};
-use backset_format::{AtomState, FileKind, State};
+use backset_format::{AtomState, ElementEntry, ElementKind, ElementStatus, FileKind, State, TxnRange};
 use common::{assert_entries_eq, config, tempdir, wait_until};
 use support::{check_set, range_of, restore_by_hand, wait_completed, wait_end, JOB_TIMEOUT};
 use uuid::Uuid;
@@ -348,6 +349,61 @@ fn a_failure_names_its_cause_and_leaves_the_set_as_before() {
     assert_as_before(&set, &before);
     wait_completed(&m, m.start(req(HotCopyType::Incremental)).unwrap());
     check_set(&set);
+}
+
+#[test]
+fn the_leftovers_of_a_crashed_hot_copy_are_removed_by_the_next_one() {
+    let dir = tempdir();
+    let db = Arc::new(Database::open(dir.path().join("db"), cfg("crashed", 1, true)).unwrap());
+    let mut acked = load(&db, 14, 150);
+    db.checkpoint_now().unwrap();
+    let m = HotCopyManager::new(Arc::clone(&db), dir.path().join("manager")).unwrap();
+    let set = dir.path().join("set");
+    let req = |kind, d: &Path| HotCopyRequest::new(kind).backup_dir(0, d);
+    wait_completed(&m, m.start(req(HotCopyType::Full, &set)).unwrap());
+    acked.extend(load(&db, 15, 100));
+
+    // What a process killed during an incremental leaves: an in-progress entry, its tmp/ directory, the element
+    // already renamed into place (killed before the state rewrite), a stray temporary of an atomic write.
+    let mut state = state_of(&set);
+    let stale = ElementEntry {
+        kind: ElementKind::Incremental,
+        sequence: 1,
+        element_id: Uuid::new_v4(),
+        status: ElementStatus::InProgress,
+        txn_range: TxnRange { first: 1, last: 1 },
+        begin_micros: 1,
+        end_micros: 0,
+    };
+    state.elements.push(stale.clone());
+    write_metadata(&set, "state", &state).unwrap();
+    let stale_tmp = set.join(TMP_DIR).join(stale.element_id.to_string()).join("data/atoms");
+    std::fs::create_dir_all(&stale_tmp).unwrap();
+    std::fs::write(stale_tmp.join("0000000000000001"), b"partial").unwrap();
+    std::fs::create_dir_all(set.join("1.inc/control")).unwrap();
+    std::fs::write(set.join("1.inc/control/manifest"), b"partial").unwrap();
+    std::fs::write(set.join(".tmp-state-0123"), b"partial").unwrap();
+    let inc = wait_completed(&m, m.start(req(HotCopyType::Incremental, &set)).unwrap());
+    assert_eq!(inc.participants[0].element.as_deref(), Some("1.inc"));
+    assert!(!set.join(".tmp-state-0123").exists());
+    let summary = check_set(&set);
+    assert_eq!(summary.elements.iter().map(|e| e.0.as_str()).collect::<Vec<_>>(), ["full", "1.inc"]);
+    let e = range_of(&set, "1.inc").1;
+    let out = dir.path().join("restored");
+    restore_by_hand(&set, e, &out);
+    assert_entries_eq(&read_archive(&out).unwrap().entries, &replay_upto(&acked, e), "restore after the clean-up");
+
+    // A directory a killed full left (its state lists only the full, in progress) takes a new full.
+    let set2 = dir.path().join("set2");
+    std::fs::create_dir_all(set2.join(TMP_DIR).join("x")).unwrap();
+    let mut crashed = state_of(&set);
+    crashed.elements.truncate(1);
+    crashed.elements[0].status = ElementStatus::InProgress;
+    crashed.elements[0].end_micros = 0;
+    write_metadata(&set2, "state", &crashed).unwrap();
+    wait_completed(&m, m.start(req(HotCopyType::Full, &set2)).unwrap());
+    check_set(&set2);
+    assert_ne!(state_of(&set2).set_id, crashed.set_id, "a new set");
 }
 
 #[test]

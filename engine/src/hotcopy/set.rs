@@ -266,7 +266,8 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 pub(crate) enum DirContent {
     /// Absent.
     Absent,
-    /// An empty directory, or a set a failed full left without any element (state with no element, `tmp/`).
+    /// An empty directory, or a set without any element that a failed or crashed full left (its state lists no
+    /// element, or only in-progress ones that no job of this process builds; `tmp/`).
     Empty,
     /// Anything else: a short description.
     Other(String),
@@ -292,10 +293,21 @@ pub(crate) fn dir_content(dir: &Path) -> Result<DirContent, SetError> {
     let leftover_only = names.iter().all(|n| n == STATE_FILE || n == TMP_DIR || n.starts_with(TMP_FILE_PREFIX));
     if leftover_only && names.iter().any(|n| n == STATE_FILE) {
         if let Ok(set) = BackupSet::open(dir) {
-            if set.state.elements.is_empty() {
+            // Elements in progress that no job of this process builds were left by a crash: not elements.
+            let live = fs::canonicalize(dir)
+                .ok()
+                .and_then(|d| lock(registry()).get(&d).map(|slot| lock(&slot.live).clone()))
+                .unwrap_or_default();
+            let real = set
+                .state
+                .elements
+                .iter()
+                .filter(|e| e.status == ElementStatus::Completed || live.contains(&e.element_id))
+                .count();
+            if real == 0 {
                 return Ok(DirContent::Empty);
             }
-            return Ok(DirContent::Other(format!("a backup set with {} element(s)", set.state.elements.len())));
+            return Ok(DirContent::Other(format!("a backup set with {real} element(s)")));
         }
     }
     let shown: Vec<&str> = names.iter().take(5).map(String::as_str).collect();
@@ -350,8 +362,8 @@ impl SetHandle {
         })?;
         lock(&self.slot.live).insert(entry.element_id);
         let result = (|| {
-            // A set a failed full left behind: clear its tmp/ first (nothing in it is live: the type rule allows
-            // one full per archive, and the directory had no element).
+            // A set a failed or crashed full left behind: clear its tmp/ first (nothing in it is live: the type rule
+            // allows one full per archive, and a journal hot copy needs a full entry, which the set had not).
             let tmp_root = self.tmp_root();
             if tmp_root.exists() {
                 fs::remove_dir_all(&tmp_root).map_err(io_err("remove", &tmp_root))?;
