@@ -386,6 +386,13 @@ fn control_files_that_decode_but_disagree() {
     // Its records below the new start are now outside its range.
     assert_defect(&r.defects, DefectKind::Journal, Some("2.jnl"), &first_file(&set.join("2.jnl/data/journal")));
 
+    // An element of another archive's set (its participants do not include this set's archive).
+    let (_keep, set) = template().copy();
+    let path = set.join("1.jnl/control/element");
+    rewrite::<ElementInfo>(&path, |i| i.participants[0].archive_id = 5);
+    let r = full_check(&set);
+    assert_defect(&r.defects, DefectKind::Inconsistent, Some("1.jnl"), &path);
+
     // Element info and state disagree on the range.
     let (_keep, set) = template().copy();
     let path = set.join("3.jnl/control/element");

@@ -324,6 +324,13 @@ impl BackupSet {
                 info.txn_range.first, info.txn_range.last, entry.txn_range.first, entry.txn_range.last
             ));
         }
+        if !info.participants.iter().any(|p| p.archive_id == self.state.archive_id) {
+            disagree.push(format!(
+                "participants {:?} do not include archive {}, whose set this is",
+                info.participants.iter().map(|p| p.archive_id).collect::<Vec<_>>(),
+                self.state.archive_id
+            ));
+        }
         if !disagree.is_empty() {
             return Err(inconsistent(ELEMENT_INFO_FILE, disagree.join(", ")));
         }
