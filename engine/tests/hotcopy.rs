@@ -15,6 +15,7 @@ use std::time::Duration;
 use backset_engine::hotcopy::{BackupSet, HotCopyError, HotCopyManager, HotCopyRequest, HotCopyType};
 use backset_engine::store::{read_archive, Config, Database, StorageGroup};
 use backset_engine::workload::{replay_upto, AckedTxn, Workload, WorkloadConfig};
+use backset_engine::{check, restore};
 use common::{assert_entries_eq, config, tempdir, wait_until};
 use support::{check_set, move_data_away, move_data_back, range_of, restore_by_hand, wait_completed};
 
@@ -89,6 +90,7 @@ fn full_incremental_and_journal_elements_restore_the_state_at_each_end_point() {
     move_data_back(&moved3);
     let report = wl.stop();
     assert!(report.errors.is_empty(), "{:?}", report.errors);
+    let acked_all = report.acked.clone();
 
     let summary = check_set(&set);
     let names: Vec<&str> = summary.elements.iter().map(|e| e.0.as_str()).collect();
@@ -113,6 +115,17 @@ fn full_incremental_and_journal_elements_restore_the_state_at_each_end_point() {
     assert_eq!(base, "2.inc");
     assert_entries_eq(&entries, &oracle(&report.acked, e_j3), &format!("restore at the last journal E = {e_j3}"));
     assert_eq!(BackupSet::open(&set).unwrap().restorable_max(), Some(e_j3));
+
+    // The engine's own check and restore read these sets the same way.
+    let report = check::check_set(&set, &check::CheckOptions::default()).unwrap();
+    assert!(report.is_ok(), "check: {:?}", report.defects.iter().map(ToString::to_string).collect::<Vec<_>>());
+    assert_eq!(report.restorable_max(), Some(e_j3));
+    for t in [range_of(&set, "full").1, between, e_j3] {
+        let dest = scratch.join(format!("engine-restore-{t}"));
+        restore::restore(&set, &dest, restore::Target::Transaction(t), &restore::RestoreOptions::default()).unwrap();
+        let entries = read_archive(&dest).unwrap().entries;
+        assert_entries_eq(&entries, &oracle(&acked_all, t), &format!("the engine's restore to {t}"));
+    }
 }
 
 #[test]

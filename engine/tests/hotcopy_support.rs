@@ -93,7 +93,7 @@ pub struct SetSummary {
 /// files consistent; manifests' sizes and hashes equal to the data files' (computed here), and no other data file;
 /// full/incremental catalogs cumulative, each copied atom's catalog LSN equal to its file header's and `<= E`;
 /// journal records within each element's range; parents as the chain rules say; the journal chain contiguous from
-/// the full's R; `tmp/` empty.
+/// the full's R; `tmp/` empty. Then the engine's own check (`backset_engine::check`) must find no defect.
 pub fn check_set(dir: &Path) -> SetSummary {
     let set = BackupSet::open(dir).unwrap();
     let tmp = dir.join(TMP_DIR);
@@ -191,6 +191,10 @@ pub fn check_set(dir: &Path) -> SetSummary {
             }
         }
     }
+    // The engine's check agrees.
+    let report = backset_engine::check::check_set(dir, &backset_engine::check::CheckOptions::default()).unwrap();
+    let defects: Vec<String> = report.defects.iter().map(ToString::to_string).collect();
+    assert!(report.is_ok(), "backset check of {}: {defects:?}", dir.display());
     summary
 }
 
