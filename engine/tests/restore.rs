@@ -148,6 +148,19 @@ fn refuses_while_data_is_moved_away_and_succeeds_once_it_is_back() {
     assert_absent_or_empty(dest.path());
 
     std::fs::rename(away.path().join("data"), set.join("full/data")).unwrap();
+
+    // Only what the restore needs must be there: 3.jnl's data is needed after 2.inc's end point only.
+    std::fs::rename(set.join("3.jnl/data"), away.path().join("3.jnl-data")).unwrap();
+    let inc = t.element("1.inc");
+    restore(&set, dest.path(), Target::Element(inc.element_id), &RestoreOptions::default()).unwrap();
+    let restored = read_archive(dest.path()).unwrap();
+    assert_entries_eq(&restored.entries, &replay_upto(&t.acked, inc.txn_range.last), "1.inc without 3.jnl's data");
+    let dest = tempdir();
+    let err = restore(&set, dest.path(), Target::Latest, &RestoreOptions::default()).unwrap_err();
+    assert!(matches!(&err, RestoreError::DataMissing { element, .. } if element.to_string() == "3.jnl"), "{err}");
+    assert_absent_or_empty(dest.path());
+    std::fs::rename(away.path().join("3.jnl-data"), set.join("3.jnl/data")).unwrap();
+    let dest = tempdir();
     restore(&set, dest.path(), Target::Element(full.element_id), &RestoreOptions::default()).unwrap();
     let restored = read_archive(dest.path()).unwrap();
     assert_entries_eq(&restored.entries, &replay_upto(&t.acked, full.txn_range.last), "after data/ came back");
