@@ -226,6 +226,11 @@ impl HotCopyManager {
         &self.inner.database_name
     }
 
+    /// The archive ids this manager serves, ascending (their SMs' start ids are [`start_id`](Self::start_id)).
+    pub fn archive_ids(&self) -> Vec<u64> {
+        self.inner.archives.keys().copied().collect()
+    }
+
     /// The SM budget of an archive, shared by all its jobs (to read or change its rate).
     pub fn sm_limiter(&self, archive_id: u64) -> Option<&SmLimiter> {
         self.inner.limiters.get(&archive_id)
