@@ -88,6 +88,7 @@ fn full_incremental_and_journal_elements_restore_the_state_at_each_end_point() {
     move_data_back(&moved);
     move_data_back(&moved2);
     move_data_back(&moved3);
+    more_load(&wl, 50);
     let report = wl.stop();
     assert!(report.errors.is_empty(), "{:?}", report.errors);
     let acked_all = report.acked.clone();

@@ -60,7 +60,8 @@ fn cancel(m: &HotCopyManager, started: (u64, Uuid)) -> HotCopyStatus {
     let t = Instant::now();
     let s = m.cancel(started.0, started.1, Some(JOB_TIMEOUT)).unwrap();
     assert_eq!((s.status, s.message.as_str()), (JobState::Cancelled, MSG_CANCELLED), "{s:?}");
-    assert!(t.elapsed() < Duration::from_secs(2), "cancel took {:?}", t.elapsed());
+    // The copier stops within 100 ms; the rest is removing the element and rewriting the state (fsyncs).
+    assert!(t.elapsed() < Duration::from_secs(5), "cancel took {:?}", t.elapsed());
     s
 }
 
