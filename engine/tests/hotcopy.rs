@@ -137,6 +137,16 @@ fn a_simple_hot_copy_opens_as_the_database_at_its_end_point() {
     more_load(&wl, 400);
     let m = HotCopyManager::new(Arc::clone(&db), dir.path().join("manager")).unwrap();
     let copy = dir.path().join("copy");
+    // A cancelled simple hot copy keeps its `.incomplete` directory (as NuoDB does); the next one replaces it.
+    m.set_sm_rate(0, Some(0)).unwrap();
+    let held = m.start(HotCopyRequest::new(HotCopyType::Simple).backup_dir(0, &copy)).unwrap();
+    wait_until("the simple hot copy copying atoms", Duration::from_secs(30), || {
+        m.status(held.0, held.1, None).unwrap().message == "Stage1: Copy atoms"
+    });
+    let cancelled = m.cancel(held.0, held.1, Some(support::JOB_TIMEOUT)).unwrap();
+    assert_eq!(cancelled.message, "Hot copy cancelled");
+    assert!(dir.path().join("copy.incomplete/atoms").is_dir() && !copy.exists());
+    m.set_sm_rate(0, None).unwrap();
     let status = wait_completed(&m, m.start(HotCopyRequest::new(HotCopyType::Simple).backup_dir(0, &copy)).unwrap());
     let (_, e) = status.participants[0].txn_range.unwrap();
     assert!(!dir.path().join("copy.incomplete").exists(), "the .incomplete directory was renamed");
