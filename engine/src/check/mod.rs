@@ -703,8 +703,12 @@ fn check_data(
         }
     }
 
-    // Journal framing, element by element (records increase across an element's slices).
+    // Journal framing, element by element (records increase across an element's slices). A transaction that
+    // several elements cover must have the same record in each: a digest of each such record is kept (16 bytes per
+    // record in the shared ranges, mostly the journal of the fulls and incrementals).
     let state = set.state();
+    let shared = shared_ranges(set);
+    let mut seen: HashMap<u64, (u64, usize)> = HashMap::new();
     for (i, e) in set.elements().iter().enumerate() {
         let range = e.txn_range();
         let mut after = range.first.saturating_sub(1);
@@ -714,9 +718,27 @@ fn check_data(
             }
             let path = e.data_file(f);
             let mut outside: Option<(u64, u64)> = None;
+            let mut differs: Option<(u64, usize)> = None;
             let res = for_each_record(&path, f, after, Some(ctl.cancel_flag()), |rec| {
                 if !range.contains(rec.txn_id) && outside.is_none() {
                     outside = Some((rec.txn_id, rec.offset));
+                }
+                let k = shared.partition_point(|s| s.last < rec.txn_id);
+                if shared.get(k).is_some_and(|s| s.contains(rec.txn_id)) {
+                    let mut h = blake3::Hasher::new();
+                    h.update(&rec.timestamp_micros.to_le_bytes());
+                    h.update(rec.payload);
+                    let digest = u64::from_le_bytes(h.finalize().as_bytes()[..8].try_into().expect("8 bytes"));
+                    match seen.entry(rec.txn_id) {
+                        std::collections::hash_map::Entry::Occupied(o) => {
+                            if o.get().0 != digest && differs.is_none() {
+                                differs = Some((rec.txn_id, o.get().1));
+                            }
+                        }
+                        std::collections::hash_map::Entry::Vacant(v) => {
+                            v.insert((digest, i));
+                        }
+                    }
                 }
                 Ok::<bool, SliceError>(true)
             });
@@ -733,6 +755,17 @@ fn check_data(
                             "holds transaction {txn} (at byte {offset} of segment {}), outside the element's range [{}, {}]",
                             f.id, range.first, range.last
                         ));
+                    }
+                    if let Some((txn, other)) = differs {
+                        fail(
+                            r,
+                            &mut damaged,
+                            format!(
+                                "its record of transaction {txn} differs from the one in element {} (commit time or \
+                                 payload): one of them does not come from this archive's journal",
+                                set.elements()[other].name()
+                            ),
+                        );
                     }
                     if summary.records == 0 {
                         fail(r, &mut damaged, "holds no record (a hot copy copies only slices with records)".into());
@@ -755,6 +788,34 @@ fn check_data(
         }
     }
     Ok(damaged)
+}
+
+/// The transactions that at least two elements' ranges cover, as sorted disjoint ranges.
+fn shared_ranges(set: &BackupSet) -> Vec<TxnRange> {
+    let mut events: Vec<(u128, i64)> = Vec::with_capacity(set.elements().len() * 2);
+    for e in set.elements() {
+        let r = e.txn_range();
+        events.push((u128::from(r.first), 1));
+        events.push((u128::from(r.last) + 1, -1));
+    }
+    events.sort_unstable();
+    let mut out: Vec<TxnRange> = Vec::new();
+    let mut depth = 0i64;
+    let mut start = None;
+    for (at, delta) in events {
+        let before = depth;
+        depth += delta;
+        if before < 2 && depth >= 2 {
+            start = Some(at);
+        } else if before >= 2 && depth < 2 {
+            if let Some(first) = start.take() {
+                if at > first {
+                    out.push(TxnRange { first: first as u64, last: (at - 1) as u64 });
+                }
+            }
+        }
+    }
+    out
 }
 
 fn kind_name(kind: FileKind) -> &'static str {
