@@ -6,6 +6,11 @@
 //! - `copy/hash-overhead`: io_uring with and without BLAKE3 over the large set.
 //! - `throttle/accuracy`: achieved rate at 10, 50 and 200 MB/s (printed as the error against the set rate).
 //!
+//! Every sample starts cold: the target of the previous sample is removed, everything is synced, and the page cache is
+//! dropped (`/proc/sys/vm/drop_caches`, as root; otherwise a warning says that `cp -a` may read from the cache). The
+//! copier reads with O_DIRECT, so without this `cp -a` would read the source from the cache it filled in its first
+//! sample while the copier reads the disk every time.
+//!
 //! Data sets are made once under `target/bench-data/` (a real disk, never a tmpfs) and kept between runs.
 //! Run: `cargo bench --bench copy` (or one group: `cargo bench --bench copy -- copy/large`). This machine's disk
 //! is noisy (DESIGN.md, "Measures"): compare ratios within one run, best of several.
@@ -64,9 +69,15 @@ fn requests(source: &Path, target: &Path) -> Vec<CopyRequest> {
     out
 }
 
+/// A target path that does not exist, with the page cache dropped (see the module docs).
 fn fresh_target(name: &str) -> PathBuf {
     let t = data_root().join(format!("{name}.target"));
     let _ = std::fs::remove_dir_all(&t);
+    assert!(Command::new("sync").status().unwrap().success());
+    if std::fs::write("/proc/sys/vm/drop_caches", "1").is_err() {
+        static WARNED: std::sync::Once = std::sync::Once::new();
+        WARNED.call_once(|| eprintln!("warning: cannot drop the page cache (not root): `cp -a` may read from it"));
+    }
     t
 }
 

@@ -1,175 +1,220 @@
 //! `backset demo`: the whole cycle on the embedded default.
 //!
-//! Until the engine lands, the demo exercises the format and the copier end to end: it writes an archive (journal
-//! segment with commit records, atom files), copies it with the copier into a full element of a backup set built in
-//! the order docs/FORMAT.md prescribes (data, control, move into place, state), reads everything back, and verifies
-//! every checksum.
+//! Starts the reference store with a live workload, takes a full, a journal, an incremental and a journal hot copy
+//! into one backup set (with progress bars), stops the workload, restores the set to a transaction in the middle,
+//! checks the set, and proves the restored archive holds exactly the acknowledged state at that transaction (by an
+//! independent replay of the acknowledged transactions). Everything stays in the demo directory for inspection.
 
-use std::fs;
-use std::path::PathBuf;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
-use anyhow::{ensure, Context, Result};
-use backset_copier::{Copier, CopyRequest, JobControl, Options};
-use backset_format::{self as format, fsio, layout};
-use format::{
-    AtomState, Catalog, CatalogEntry, ElementEntry, ElementInfo, ElementKind, ElementStatus, FileEntry, FileKind,
-    Manifest, Participant, SegmentHeader, SegmentWriter, State, TxnRange,
-};
-use uuid::Uuid;
+use anyhow::{bail, ensure, Context, Result};
+use backset_engine::check::{check_set, CheckOptions};
+use backset_engine::hotcopy::{HotCopyManager, HotCopyRequest, HotCopyStatus, HotCopyType, JobState};
+use backset_engine::restore::{restore, RestoreOptions, Target};
+use backset_engine::store::{read_archive, Config, Database};
+use backset_engine::workload::{replay_upto, Workload, WorkloadConfig};
+use indicatif::{ProgressBar, ProgressStyle};
 
 /// Options of `backset demo`.
 #[derive(clap::Args, Debug)]
 pub struct Args {
-    /// Directory to work in (created; must be empty or absent). Default: a temporary directory, removed at the end.
-    #[arg(long)]
-    dir: Option<PathBuf>,
-    /// Number of commits to write to the journal.
-    #[arg(long, default_value_t = 10_000)]
-    commits: u64,
+    /// Directory to work in (created; must be empty or absent). It keeps the database, the backup set and the
+    /// restored archive afterwards.
+    #[arg(long, default_value = "backset-demo")]
+    dir: PathBuf,
+    /// Seconds the workload runs before the first hot copy and between hot copies.
+    #[arg(long, default_value_t = 2.0, value_parser = parse_seconds)]
+    pause: f64,
 }
 
+fn parse_seconds(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(v) if (0.0..=600.0).contains(&v) => Ok(v),
+        _ => Err(format!("{s:?} is not a number of seconds between 0 and 600")),
+    }
+}
+
+/// Longest the demo waits for one hot copy.
+const HOT_COPY_TIMEOUT: Duration = Duration::from_secs(600);
+
 pub fn run(args: &Args) -> Result<()> {
-    let tmp;
-    let root = match &args.dir {
-        Some(d) => {
-            fs::create_dir_all(d).with_context(|| format!("create {}", d.display()))?;
-            ensure!(fs::read_dir(d)?.next().is_none(), "{} is not empty; give an empty or new directory", d.display());
-            d.clone()
-        }
-        None => {
-            tmp = tempfile::tempdir().context("create a temporary directory")?;
-            tmp.path().to_path_buf()
-        }
-    };
-    let now = SystemTime::now().duration_since(UNIX_EPOCH)?.as_micros() as u64;
-    let database_id = Uuid::new_v4();
-
-    // An archive: one journal segment of `commits` records and one atom file per 100 commits.
-    let archive = root.join("archive");
-    fs::create_dir_all(archive.join(layout::JOURNAL_DIR))?;
-    fs::create_dir_all(archive.join(layout::ATOMS_DIR))?;
-    let seg_path = archive.join(layout::data_file_path(FileKind::Journal, 1));
-    let header = SegmentHeader { database_id, archive_id: 0, segment: 1, first_txn: 1 };
-    let mut w = SegmentWriter::create(std::io::BufWriter::new(fs::File::create(&seg_path)?), header)?;
-    for txn in 1..=args.commits {
-        w.append(txn, now + txn, format!("put key{:05} = value {txn}", txn % 1000).as_bytes())?;
+    let root = &args.dir;
+    if root.exists() {
+        let mut entries = std::fs::read_dir(root).with_context(|| format!("read {}", root.display()))?;
+        ensure!(entries.next().is_none(), "{} is not empty; give an empty or new directory with --dir", root.display());
     }
-    w.into_inner().into_inner()?.sync_all()?;
-    let mut catalog = Vec::new();
-    for atom_id in 1..=args.commits.div_ceil(100) {
-        let lsn = (atom_id * 100).min(args.commits);
-        let bytes = format::encode_atom(atom_id, lsn, format!("atom {atom_id} as of {lsn}").repeat(50).as_bytes())?;
-        fs::write(archive.join(layout::data_file_path(FileKind::Atom, atom_id)), &bytes)?;
-        catalog.push(CatalogEntry {
-            atom_id,
-            lsn,
-            state: AtomState::Present { hash: *blake3::hash(&bytes).as_bytes() },
-        });
-    }
-    println!("archive   {}: {} commits in journal segment 1, {} atoms", archive.display(), args.commits, catalog.len());
+    std::fs::create_dir_all(root).with_context(|| format!("create {}", root.display()))?;
+    let started = Instant::now();
+    let pause = Duration::from_secs_f64(args.pause);
+    let (db_dir, set_dir, restored) = (root.join("database"), root.join("backup-set"), root.join("restored"));
 
-    // Re-read the archive: every record and every atom checks.
-    let seg = fs::read(&seg_path)?;
-    let (_, mut records) = format::read_segment(&seg)?;
-    let count = records.by_ref().try_fold(0u64, |n, r| r.map(|_| n + 1))?;
-    ensure!(count == args.commits && records.tail() == Some(format::Tail::Clean), "journal re-read mismatch");
-    for e in &catalog {
-        format::decode_atom(&fs::read(archive.join(layout::data_file_path(FileKind::Atom, e.atom_id)))?)?;
-    }
-
-    // A full element built as the format's ordering invariants say: data copied into tmp/<element id>/ by the
-    // copier (which fsyncs and hashes every byte), then control/, then the move into place, then the state.
-    let set = root.join("backup-set");
-    let element_id = Uuid::new_v4();
-    let building = set.join(layout::TMP_DIR).join(element_id.to_string());
-    let control = building.join(layout::CONTROL_DIR);
-    fs::create_dir_all(&control)?;
-    let txn_range = TxnRange { first: 1, last: args.commits };
-    let mut sources: Vec<(FileKind, u64)> = catalog.iter().map(|e| (FileKind::Atom, e.atom_id)).collect();
-    sources.push((FileKind::Journal, 1));
-    let requests: Vec<_> = sources
-        .iter()
-        .map(|&(kind, id)| {
-            let rel = layout::data_file_path(kind, id);
-            CopyRequest::file(archive.join(&rel), building.join(layout::DATA_DIR).join(&rel))
-        })
-        .collect();
-    let mut copier = Copier::new(Options::default())?;
-    let report = copier.copy(&requests, &JobControl::new(), None)?;
-    let files = sources
-        .iter()
-        .zip(&report.files)
-        .map(|(&(kind, id), f)| FileEntry {
-            kind,
-            id,
-            offset: 0,
-            size: f.bytes,
-            hash: f.hash,
-            chunk_hashes: f.chunk_hashes.clone(),
-        })
-        .collect();
-    println!(
-        "copier    {} files, {} bytes in {:.3} s ({} backend, {} direct-I/O targets)",
-        report.files.len(),
-        report.bytes,
-        report.elapsed.as_secs_f64(),
-        report.backend.name(),
-        report.direct_targets
+    // The embedded database keeps its journal until journal hot copies have copied it (DESIGN.md: `serve`'s default).
+    let config = Config { journal_hot_copy: true, ..Config::new("demo") };
+    let db = Arc::new(Database::open(&db_dir, config).context("open the embedded database")?);
+    println!("database  demo: 1 storage manager, journal-hot-copy enabled, archive in {}", db_dir.join("0").display());
+    let workload = Workload::start(
+        Arc::clone(&db),
+        WorkloadConfig {
+            seed: 2026,
+            threads: 2,
+            rate_txns_per_second: Some(4000.0),
+            key_space: 20_000,
+            value_bytes: 256..=4096,
+            ops_per_txn: 1..=4,
+            delete_fraction: 0.1,
+            ..WorkloadConfig::default()
+        },
     );
-    fsio::write_metadata(&control, layout::MANIFEST_FILE, &Manifest { element_id, files })?;
-    fsio::write_metadata(&control, layout::CATALOG_FILE, &Catalog { element_id, atoms: catalog })?;
-    let info = ElementInfo {
-        element_id,
-        kind: ElementKind::Full,
-        sequence: 0,
-        hot_copy_id: Uuid::new_v4(),
-        coordinator_start_id: 1,
-        participants: vec![Participant { start_id: 1, archive_id: 0 }],
-        txn_range,
-        begin_micros: now,
-        end_micros: now,
-        parent: None,
-    };
-    fsio::write_metadata(&control, layout::ELEMENT_INFO_FILE, &info)?;
-    fsio::sync_dir(&building)?;
-    let full = set.join(layout::ELEMENT_NAME_FULL);
-    fs::rename(&building, &full)?;
-    fsio::sync_dir(&set)?;
-    let control = full.join(layout::CONTROL_DIR);
-    let state = State {
-        set_id: Uuid::new_v4(),
-        database_name: "demo".into(),
-        database_id,
-        archive_id: 0,
-        storage_groups: vec![],
-        elements: vec![ElementEntry {
-            kind: ElementKind::Full,
-            sequence: 0,
-            element_id,
-            status: ElementStatus::Completed,
-            txn_range,
-            begin_micros: now,
-            end_micros: now,
-        }],
-    };
-    fsio::write_metadata(&set, layout::STATE_FILE, &state)?;
-    let back: State = fsio::read_metadata(&set.join(layout::STATE_FILE))?;
-    ensure!(back == state, "state re-read mismatch");
-    let manifest: Manifest = fsio::read_metadata(&control.join(layout::MANIFEST_FILE))?;
-    // Every data file re-read and checked against the manifest, as a restore would.
-    for f in &manifest.files {
-        let path = full.join(layout::DATA_DIR).join(layout::data_file_path(f.kind, f.id));
-        let bytes = fs::read(&path)?;
-        ensure!(blake3::hash(&bytes).as_bytes() == &f.hash, "{} does not match its manifest hash", path.display());
+    println!("workload  2 threads, up to 4000 transactions/s, 20,000 keys, values of 256 B to 4 KiB");
+    std::thread::sleep(pause);
+
+    let manager = HotCopyManager::new(Arc::clone(&db), root.join("admin")).context("start the hot copy manager")?;
+    let mut elements = Vec::new();
+    for kind in [HotCopyType::Full, HotCopyType::Journal, HotCopyType::Incremental, HotCopyType::Journal] {
+        let status = hot_copy(&manager, kind, &set_dir)?;
+        let p = &status.participants[0];
+        let (first, last) = p.txn_range.unwrap_or_default();
+        let secs = status.end_micros.unwrap_or(status.begin_micros).saturating_sub(status.begin_micros) as f64 / 1e6;
+        println!(
+            "hot copy  {:<11} -> {:<6} txns {first}..={last}, {}, {secs:.2} s",
+            kind.name(),
+            p.element.as_deref().unwrap_or("-"),
+            size(status.bytes_done),
+        );
+        elements.push(status);
+        std::thread::sleep(pause);
     }
-    let _: Catalog = fsio::read_metadata(&control.join(layout::CATALOG_FILE))?;
-    let _: ElementInfo = fsio::read_metadata(&control.join(layout::ELEMENT_INFO_FILE))?;
+    let report = workload.stop();
+    ensure!(report.errors.is_empty(), "the workload failed: {}", report.errors.join("; "));
+    let acked = report.acked;
+    println!("workload  {} transactions acknowledged in {:.1} s", acked.len(), report.elapsed.as_secs_f64());
+
+    // A transaction in the middle of the last journal element, past the incremental's end point: the restore
+    // overlays the incremental on the full and replays journal records on top.
+    let end = |s: &HotCopyStatus| s.participants[0].txn_range.map_or(0, |r| r.1);
+    let (inc_end, last_end) = (end(&elements[2]), end(&elements[3]));
+    let target = inc_end + (last_end - inc_end) / 2;
+    let bar = spinner("restore");
+    let control = Arc::new(backset_copier::JobControl::new());
+    let opts = RestoreOptions { control: Some(Arc::clone(&control)), ..RestoreOptions::default() };
+    let restored_report = std::thread::scope(|s| {
+        let job = s.spawn(|| restore(&set_dir, &restored, Target::Transaction(target), &opts));
+        while !job.is_finished() {
+            let p = control.progress();
+            bar.set_length(p.bytes_total.max(1));
+            bar.set_position(p.bytes_done);
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        job.join().expect("restore thread")
+    })
+    .context("restore")?;
+    bar.finish_and_clear();
     println!(
-        "backup set {}: full element (manifest of {} files, catalog, element info) and state, all checksums verified",
-        set.display(),
-        manifest.files.len()
+        "restore   to transaction {target} -> {}: {} atoms ({}) from {}, {} journal records, {:.2} s",
+        restored.display(),
+        restored_report.atoms,
+        size(restored_report.atom_bytes),
+        restored_report.atom_elements.iter().map(ToString::to_string).collect::<Vec<_>>().join(" + "),
+        restored_report.records,
+        restored_report.elapsed.as_secs_f64()
     );
-    println!("Hot copies of a live database, restore and check arrive with the engine; see README.md, \"Status\".");
+
+    let data = read_archive(&restored).context("read the restored archive")?;
+    let expected = replay_upto(&acked, target);
+    if data.entries != expected {
+        bail!(
+            "the restored archive differs from the acknowledged state at transaction {target}: {} keys restored, {} \
+             expected",
+            data.entries.len(),
+            expected.len()
+        );
+    }
+    println!(
+        "verified  the restored archive holds exactly the {} keys acknowledged up to transaction {target}",
+        expected.len()
+    );
+
+    let bar = spinner("check");
+    let check = check_set(&set_dir, &CheckOptions::default()).context("check the backup set")?;
+    bar.finish_and_clear();
+    ensure!(
+        check.is_ok(),
+        "check found defects: {}",
+        check.defects.iter().map(ToString::to_string).collect::<Vec<_>>().join("; ")
+    );
+    let ranges: Vec<String> = check.restorable.iter().map(|r| format!("{}..={}", r.first, r.last)).collect();
+    println!(
+        "check     {} elements, {} files ({}) verified, no defect; restorable transactions {}",
+        check.elements,
+        check.files_read,
+        size(check.bytes_read),
+        ranges.join(", ")
+    );
+
+    manager.shutdown(Duration::from_secs(10));
+    db.close().context("close the database")?;
+    println!(
+        "done      in {:.1} s; backup set {} ({}), restored archive {}",
+        started.elapsed().as_secs_f64(),
+        set_dir.display(),
+        size(dir_size(&set_dir)),
+        restored.display()
+    );
     Ok(())
+}
+
+/// Runs one hot copy of the demo's archive into the set, with a progress bar, and returns its final status.
+fn hot_copy(manager: &HotCopyManager, kind: HotCopyType, set_dir: &Path) -> Result<HotCopyStatus> {
+    let (start_id, id) = manager.start(HotCopyRequest::new(kind).backup_dir(0, set_dir))?;
+    let bar = spinner(kind.name());
+    let deadline = Instant::now() + HOT_COPY_TIMEOUT;
+    let status = loop {
+        let status = manager.status(start_id, id, Some(Duration::from_millis(100)))?;
+        bar.set_length(status.bytes_total.max(1));
+        bar.set_position(status.bytes_done);
+        bar.set_message(status.message.clone());
+        if status.is_terminal() {
+            break status;
+        }
+        if Instant::now() > deadline {
+            bail!("{kind} hot copy {id} still running after {HOT_COPY_TIMEOUT:?}: {}", status.message);
+        }
+    };
+    bar.finish_and_clear();
+    ensure!(status.status == JobState::Completed, "{kind} hot copy {id}: {}", status.message);
+    Ok(status)
+}
+
+/// A progress bar on stderr (hidden when stderr is not a terminal).
+fn spinner(what: &str) -> ProgressBar {
+    let bar = ProgressBar::new(1);
+    let style = ProgressStyle::with_template("{prefix:>11} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} {msg}")
+        .expect("a valid template")
+        .progress_chars("=> ");
+    bar.set_style(style);
+    bar.set_prefix(what.to_string());
+    bar
+}
+
+fn size(bytes: u64) -> String {
+    format!("{:.1} MB", bytes as f64 / 1e6)
+}
+
+/// Bytes of the regular files under `dir`.
+fn dir_size(dir: &Path) -> u64 {
+    let mut total = 0;
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let Ok(entries) = std::fs::read_dir(&d) else { continue };
+        for e in entries.flatten() {
+            match e.file_type() {
+                Ok(t) if t.is_dir() => stack.push(e.path()),
+                Ok(t) if t.is_file() => total += e.metadata().map_or(0, |m| m.len()),
+                _ => {}
+            }
+        }
+    }
+    total
 }
