@@ -2,6 +2,8 @@
 
 mod bench;
 mod demo;
+mod offline;
+mod progress;
 
 use std::process::ExitCode;
 
@@ -26,6 +28,21 @@ enum Command {
     /// Measure the copier on this machine's disks.
     #[command(subcommand)]
     Bench(bench::Command),
+    /// Restore a backup set into a new archive directory (offline), to its latest point, an element's end point
+    /// (`--backup-element-id`) or a transaction (`--restore-snapshot`); or report its elements or transactions.
+    ///
+    /// Example: `backset restore --restore-dir /tmp/restored --restore-snapshot 4484 /backups/set1`
+    Restore(offline::RestoreArgs),
+    /// Validate a backup set (offline): every metadata file, the chain, and every data byte against its hashes.
+    /// Prints each defect with its element and file; exits 1 when there is one.
+    ///
+    /// Example: `backset check /backups/set1`
+    Check(offline::CheckArgs),
+    /// Inspect an archive directory that no SM is using: its data, its metadata, its checksums.
+    ///
+    /// Example: `backset archive info /tmp/restored`
+    #[command(subcommand)]
+    Archive(offline::ArchiveCommand),
 }
 
 fn main() -> ExitCode {
@@ -33,14 +50,24 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Demo(args) => demo::run(&args),
         Command::Bench(cmd) => bench::run(&cmd),
+        Command::Restore(args) => offline::run_restore(&args),
+        Command::Check(args) => offline::run_check(&args),
+        Command::Archive(cmd) => offline::run_archive(&cmd),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
+        // A closed pipe (`backset archive dump DIR | head`) is not an error.
+        Err(e) if broken_pipe(&e) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("backset: error: {}", chain(&e));
             ExitCode::from(1)
         }
     }
+}
+
+/// Whether the error is a write to a closed pipe.
+fn broken_pipe(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| c.downcast_ref::<std::io::Error>().is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe))
 }
 
 /// The whole error chain on one line, leaving out a cause whose text its parent already includes (library errors

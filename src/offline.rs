@@ -1,0 +1,317 @@
+//! The offline tools: `restore` (nuoarchive's options), `check` (a backup set) and `archive dump|info|check` (an
+//! archive directory). They read files only; no server is involved. See docs/CLI.md and docs/RESTORE.md.
+
+use std::fs;
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use anyhow::{bail, Context, Result};
+use backset_copier::JobControl;
+use backset_engine::check::{check_archive, check_set, CheckOptions};
+use backset_engine::restore::{
+    for_each_timestamp, report_backups, restore, RestoreOptions, Target, TimestampFilter, TimestampLine,
+};
+use backset_engine::store::read_archive;
+use backset_format::fsio::read_metadata;
+use backset_format::journal::SEGMENT_HEADER_BYTES;
+use backset_format::layout::{parse_id_name, JOURNAL_DIR, STATE_FILE};
+use backset_format::{ElementStatus, SegmentHeader, State};
+use serde_json::json;
+use uuid::Uuid;
+
+use crate::progress;
+
+/// Options of `backset restore`.
+#[derive(clap::Args, Debug)]
+pub struct RestoreArgs {
+    /// The backup set to restore from.
+    pub set: PathBuf,
+    /// Destination: a new archive directory (absent or empty). Required unless a report is asked for.
+    #[arg(long, value_name = "DIR", required_unless_present_any = ["report_backups", "report_timestamps"])]
+    pub restore_dir: Option<PathBuf>,
+    /// Point-in-time restore to this transaction id (see `--report-timestamps` for the restorable ones).
+    #[arg(long, value_name = "TXN", conflicts_with = "backup_element_id")]
+    pub restore_snapshot: Option<u64>,
+    /// Restore to the end point of this completed element (see `--report-backups` for the ids).
+    #[arg(long, value_name = "ID")]
+    pub backup_element_id: Option<Uuid>,
+    /// List the set's elements, newest first, instead of restoring.
+    #[arg(long, conflicts_with_all = ["report_timestamps", "restore_dir", "restore_snapshot", "backup_element_id"])]
+    pub report_backups: bool,
+    /// List every transaction of the set's journal as `<UTC time> <txn id>`, instead of restoring.
+    #[arg(long, conflicts_with_all = ["restore_dir", "restore_snapshot", "backup_element_id"])]
+    pub report_timestamps: bool,
+    /// With `--report-timestamps`: only transactions at or after this UTC time (`2021-02-19T17:00:30`).
+    #[arg(long, value_name = "T", requires = "report_timestamps", value_parser = parse_time)]
+    pub start_time: Option<SystemTime>,
+    /// With `--report-timestamps`: only transactions at or before this UTC time (`2021-02-19T17:00:30`).
+    #[arg(long, value_name = "T", requires = "report_timestamps", value_parser = parse_time)]
+    pub end_time: Option<SystemTime>,
+}
+
+/// A UTC time as `2021-02-19T17:00:30` (or with a space, fractional seconds, a trailing `Z`).
+fn parse_time(s: &str) -> Result<SystemTime, String> {
+    humantime::parse_rfc3339_weak(s.trim())
+        .map_err(|e| format!("{s:?} is not a UTC time like 2021-02-19T17:00:30: {e}"))
+}
+
+/// Options of `backset check`.
+#[derive(clap::Args, Debug)]
+pub struct CheckArgs {
+    /// The backup set to validate.
+    pub set: PathBuf,
+    /// Read the state and the control files only, never `data/` (fast; answers which transactions are
+    /// restorable).
+    #[arg(long)]
+    pub metadata_only: bool,
+}
+
+/// `backset archive`: an archive directory (`atoms/`, `journal/`) that no SM is using.
+#[derive(clap::Subcommand, Debug)]
+pub enum ArchiveCommand {
+    /// Print the archive's data as JSON lines `{"key": .., "value": ..}` sorted by key (strings when the key and
+    /// value are UTF-8, else `keyHex` and `valueHex`).
+    Dump {
+        /// The archive directory.
+        dir: PathBuf,
+    },
+    /// Print the archive's metadata as JSON: last transaction id, database id, archive id, counts.
+    Info {
+        /// The archive directory.
+        dir: PathBuf,
+    },
+    /// Verify every atom file's checksum and every journal record's framing; exit 1 on any defect.
+    Check {
+        /// The archive directory.
+        dir: PathBuf,
+    },
+}
+
+/// Runs `backset restore`.
+pub fn run_restore(args: &RestoreArgs) -> Result<()> {
+    let set = &args.set;
+    if args.report_backups {
+        return print_backups(set);
+    }
+    if args.report_timestamps {
+        let filter = TimestampFilter { start: args.start_time, end: args.end_time };
+        let stdout = std::io::stdout();
+        let mut out = std::io::BufWriter::new(stdout.lock());
+        let mut write_err = None;
+        for_each_timestamp(set, &filter, |line: TimestampLine| {
+            if write_err.is_none() {
+                if let Err(e) = writeln!(out, "{line}") {
+                    write_err = Some(e);
+                }
+            }
+        })?;
+        if let Some(e) = write_err {
+            return Err(e).context("write to stdout");
+        }
+        return out.flush().context("write to stdout");
+    }
+    let Some(dest) = &args.restore_dir else { bail!("give --restore-dir DIR (a new archive directory)") };
+    let target = match (args.restore_snapshot, args.backup_element_id) {
+        (Some(txn), _) => Target::Transaction(txn),
+        (None, Some(id)) => Target::Element(id),
+        (None, None) => Target::Latest,
+    };
+    let control = Arc::new(JobControl::new());
+    let opts = RestoreOptions { control: Some(Arc::clone(&control)), ..RestoreOptions::default() };
+    let report = progress::follow("restore", &control, || restore(set, dest, target, &opts))?;
+    let names = |v: &[backset_format::ElementName]| v.iter().map(ToString::to_string).collect::<Vec<_>>().join(" + ");
+    println!(
+        "restored backup set {} to transaction {} in {}: {} atoms ({} bytes) from {}, {} journal records from {}, \
+         base {} ({}), {:.2} s",
+        set.display(),
+        report.target_txn,
+        dest.display(),
+        report.atoms,
+        report.atom_bytes,
+        if report.atom_elements.is_empty() { "-".into() } else { names(&report.atom_elements) },
+        report.records,
+        if report.journal_elements.is_empty() { "-".into() } else { names(&report.journal_elements) },
+        report.base,
+        report.base_id,
+        report.elapsed.as_secs_f64()
+    );
+    Ok(())
+}
+
+/// `--report-backups`: NuoDB's `<BackupSet>` listing, one element a line, newest first, with Backset's extra
+/// attributes (directory name, status, transaction range).
+fn print_backups(set: &Path) -> Result<()> {
+    let state: State = read_metadata(&set.join(STATE_FILE))
+        .with_context(|| format!("{} is not a readable backup set", set.display()))?;
+    let elements = report_backups(set).with_context(|| format!("report the elements of {}", set.display()))?;
+    println!(
+        "<BackupSet id=\"{}\" database=\"{}\" databaseId=\"{}\" archiveId=\"{}\">",
+        state.set_id,
+        xml_escape(&state.database_name),
+        state.database_id,
+        state.archive_id
+    );
+    println!("  <BackupElements>");
+    for e in elements {
+        let end = e.end.map(date).unwrap_or_default();
+        let status = if e.status == ElementStatus::Completed { "completed" } else { "in-progress" };
+        println!(
+            "    <BackupElement id=\"{}\" name=\"{}\" type=\"{}\" status=\"{status}\" startDate=\"{}\" \
+             endDate=\"{end}\" firstTxn=\"{}\" lastTxn=\"{}\"/>",
+            e.element_id,
+            e.name,
+            e.kind.name(),
+            date(e.begin),
+            e.txn_range.first,
+            e.txn_range.last
+        );
+    }
+    println!("  </BackupElements>");
+    println!("</BackupSet>");
+    Ok(())
+}
+
+/// `2021-02-19 17:01:05` (UTC), NuoDB's date form.
+fn date(t: SystemTime) -> String {
+    humantime::format_rfc3339_seconds(t).to_string().trim_end_matches('Z').replacen('T', " ", 1)
+}
+
+fn xml_escape(s: &str) -> String {
+    s.replace('&', "&amp;").replace('"', "&quot;").replace('<', "&lt;").replace('>', "&gt;")
+}
+
+/// Runs `backset check`: prints every defect (element, file, what) and the restorable ranges; fails when there is
+/// a defect.
+pub fn run_check(args: &CheckArgs) -> Result<()> {
+    let control = Arc::new(JobControl::new());
+    let opts =
+        CheckOptions { metadata_only: args.metadata_only, control: Some(Arc::clone(&control)), ..Default::default() };
+    let report = progress::follow("check", &control, || check_set(&args.set, &opts))?;
+    for d in &report.defects {
+        println!("defect: {d}");
+    }
+    for n in &report.notes {
+        println!("note: {n}");
+    }
+    let ranges: Vec<String> = report.restorable.iter().map(|r| format!("[{}, {}]", r.first, r.last)).collect();
+    let what = if report.metadata_only { "metadata checked" } else { "verified" };
+    println!(
+        "backup set {}: {} completed elements, {} data files ({} bytes) {what}, {} defects; restorable transactions: \
+         {}",
+        args.set.display(),
+        report.elements,
+        report.files_read,
+        report.bytes_read,
+        report.defects.len(),
+        if ranges.is_empty() { "none".to_string() } else { ranges.join(", ") }
+    );
+    if !report.is_ok() {
+        bail!("backup set {} has {} defects (listed above)", args.set.display(), report.defects.len());
+    }
+    Ok(())
+}
+
+/// Runs `backset archive ...`.
+pub fn run_archive(cmd: &ArchiveCommand) -> Result<()> {
+    match cmd {
+        ArchiveCommand::Dump { dir } => dump(dir),
+        ArchiveCommand::Info { dir } => info(dir),
+        ArchiveCommand::Check { dir } => check_dir(dir),
+    }
+}
+
+/// A JSON line for one key/value pair: strings when both are UTF-8, else hex.
+fn pair_json(key: &[u8], value: &[u8]) -> serde_json::Value {
+    match (std::str::from_utf8(key), std::str::from_utf8(value)) {
+        (Ok(k), Ok(v)) => json!({ "key": k, "value": v }),
+        _ => json!({ "keyHex": hex(key), "valueHex": hex(value) }),
+    }
+}
+
+fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+fn ensure_archive(dir: &Path) -> Result<()> {
+    if !dir.join("atoms").is_dir() && !dir.join(JOURNAL_DIR).is_dir() {
+        bail!("{} is not an archive directory (it has neither atoms/ nor journal/)", dir.display());
+    }
+    Ok(())
+}
+
+fn dump(dir: &Path) -> Result<()> {
+    ensure_archive(dir)?;
+    let data = read_archive(dir).with_context(|| format!("read archive {}", dir.display()))?;
+    let stdout = std::io::stdout();
+    let mut out = std::io::BufWriter::new(stdout.lock());
+    for (k, v) in &data.entries {
+        writeln!(out, "{}", pair_json(k, v)).context("write to stdout")?;
+    }
+    out.flush().context("write to stdout")
+}
+
+/// The header of the archive's first journal segment, if it has one.
+fn first_segment_header(dir: &Path) -> Result<Option<SegmentHeader>> {
+    let journal = dir.join(JOURNAL_DIR);
+    let Ok(entries) = fs::read_dir(&journal) else { return Ok(None) };
+    let mut first: Option<(u64, PathBuf)> = None;
+    for e in entries {
+        let e = e.with_context(|| format!("read {}", journal.display()))?;
+        let Some(n) = e.file_name().to_str().and_then(parse_id_name) else { continue };
+        if first.as_ref().is_none_or(|(m, _)| n < *m) {
+            first = Some((n, e.path()));
+        }
+    }
+    let Some((_, path)) = first else { return Ok(None) };
+    let mut buf = [0u8; SEGMENT_HEADER_BYTES];
+    let mut f = fs::File::open(&path).with_context(|| format!("open {}", path.display()))?;
+    f.read_exact(&mut buf).with_context(|| format!("read the header of {}", path.display()))?;
+    Ok(Some(SegmentHeader::parse(&buf).with_context(|| format!("{}: damaged segment header", path.display()))?))
+}
+
+fn info(dir: &Path) -> Result<()> {
+    ensure_archive(dir)?;
+    let data = read_archive(dir).with_context(|| format!("read archive {}", dir.display()))?;
+    let header = first_segment_header(dir)?;
+    let out = json!({
+        "directory": dir.display().to_string(),
+        "lastTxnId": data.last_txn,
+        "databaseId": data.database_id.or(header.map(|h| h.database_id)).map(|u| u.to_string()),
+        "archiveId": header.map(|h| h.archive_id),
+        "keys": data.entries.len(),
+        "atoms": data.atoms,
+        "recordsReplayed": data.records_replayed,
+        "tornTail": data.torn_tail,
+    });
+    println!("{}", serde_json::to_string_pretty(&out)?);
+    Ok(())
+}
+
+fn check_dir(dir: &Path) -> Result<()> {
+    let report = check_archive(dir)?;
+    for d in &report.defects {
+        println!("defect: {d}");
+    }
+    if let Some(t) = report.torn_tail {
+        println!(
+            "note: segment {} ends with a torn tail of {} bytes at offset {} (a crash leaves one; opening the archive \
+             truncates it)",
+            t.segment, t.len, t.offset
+        );
+    }
+    println!(
+        "archive {}: {} atom files, {} journal segments, {} records, last transaction {}, {} defects",
+        dir.display(),
+        report.atoms,
+        report.segments,
+        report.records,
+        report.last_txn,
+        report.defects.len()
+    );
+    if !report.is_ok() {
+        bail!("archive {} has {} defects (listed above)", dir.display(), report.defects.len());
+    }
+    Ok(())
+}

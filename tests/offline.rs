@@ -1,0 +1,308 @@
+//! End to end: the offline tools (`restore`, `check`, `archive dump|info|check`) run as the real binary on a backup
+//! set that `backset demo` made (a full, a journal, an incremental and a journal element under load).
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::OnceLock;
+
+/// What `backset demo --pause 0.3` left, made once for every test of this file (the tests only read it; a test
+/// that damages a set works on its own copy).
+struct Fixture {
+    _dir: tempfile::TempDir,
+    root: PathBuf,
+}
+
+fn fixture() -> &'static Fixture {
+    static FIXTURE: OnceLock<Fixture> = OnceLock::new();
+    FIXTURE.get_or_init(|| {
+        let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+        let root = dir.path().join("demo");
+        let out = backset(&["demo", "--pause", "0.3", "--dir", root.to_str().unwrap()]);
+        assert!(out.status.success(), "demo failed: {}", text(&out));
+        Fixture { _dir: dir, root }
+    })
+}
+
+fn set() -> PathBuf {
+    fixture().root.join("backup-set")
+}
+
+fn backset(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_backset")).args(args).output().unwrap()
+}
+
+fn p(path: &Path) -> &str {
+    path.to_str().unwrap()
+}
+
+fn stdout(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+fn text(out: &Output) -> String {
+    format!("status {:?}\nstdout:\n{}\nstderr:\n{}", out.status.code(), stdout(out), stderr(out))
+}
+
+fn ok(args: &[&str]) -> String {
+    let out = backset(args);
+    assert!(out.status.success(), "backset {args:?} failed: {}", text(&out));
+    stdout(&out)
+}
+
+fn fails(args: &[&str], code: i32) -> Output {
+    let out = backset(args);
+    assert_eq!(out.status.code(), Some(code), "backset {args:?}: {}", text(&out));
+    out
+}
+
+fn info(dir: &Path) -> serde_json::Value {
+    serde_json::from_str(&ok(&["archive", "info", p(dir)])).unwrap()
+}
+
+/// A copy of the fixture's backup set, to damage.
+fn copy_of_set(tmp: &Path) -> PathBuf {
+    let copy = tmp.join("set");
+    let st = Command::new("cp").arg("-a").arg(set()).arg(&copy).status().unwrap();
+    assert!(st.success());
+    copy
+}
+
+fn flip_byte(file: &Path, offset: u64) {
+    use std::io::{Read, Seek, SeekFrom, Write};
+    let mut f = std::fs::OpenOptions::new().read(true).write(true).open(file).unwrap();
+    let mut b = [0u8; 1];
+    f.seek(SeekFrom::Start(offset)).unwrap();
+    f.read_exact(&mut b).unwrap();
+    f.seek(SeekFrom::Start(offset)).unwrap();
+    f.write_all(&[b[0] ^ 0x5a]).unwrap();
+}
+
+/// `(id, name, type, firstTxn, lastTxn)` of each `<BackupElement>` line of `--report-backups`.
+fn elements() -> Vec<(String, String, String, u64, u64)> {
+    let out = ok(&["restore", "--report-backups", p(&set())]);
+    let attr = |line: &str, name: &str| {
+        let start = line.find(&format!(" {name}=\"")).unwrap() + name.len() + 3;
+        line[start..].split('"').next().unwrap().to_string()
+    };
+    out.lines()
+        .filter(|l| l.contains("<BackupElement "))
+        .map(|l| {
+            (
+                attr(l, "id"),
+                attr(l, "name"),
+                attr(l, "type"),
+                attr(l, "firstTxn").parse().unwrap(),
+                attr(l, "lastTxn").parse().unwrap(),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn report_backups_lists_the_elements_newest_first() {
+    let out = ok(&["restore", "--report-backups", p(&set())]);
+    assert!(out.starts_with("<BackupSet id=\""), "{out}");
+    assert!(out.contains("database=\"demo\"") && out.contains("archiveId=\"0\""), "{out}");
+    let names: Vec<String> = elements().into_iter().map(|e| e.1).collect();
+    assert_eq!(names, ["2.jnl", "1.inc", "1.jnl", "full"]);
+    assert!(out.trim_end().ends_with("</BackupSet>"));
+}
+
+#[test]
+fn restore_to_the_demo_transaction_equals_the_demo_restore() {
+    // The demo restored to a transaction in the middle of its last journal element and proved it against the
+    // acknowledged state; the command line's restore to that transaction must give the same data.
+    let demo_restored = fixture().root.join("restored");
+    let target = info(&demo_restored)["lastTxnId"].as_u64().unwrap();
+    let tmp = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    let dest = tmp.path().join("r");
+    let out = ok(&["restore", "--restore-dir", p(&dest), "--restore-snapshot", &target.to_string(), p(&set())]);
+    assert!(out.contains(&format!("to transaction {target}")), "{out}");
+    let dump = ok(&["archive", "dump", p(&dest)]);
+    assert_eq!(dump, ok(&["archive", "dump", p(&demo_restored)]));
+    // JSON lines sorted by key.
+    let keys: Vec<String> = dump
+        .lines()
+        .map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).unwrap();
+            v.get("key").or(v.get("keyHex")).unwrap().as_str().unwrap().to_string()
+        })
+        .collect();
+    assert!(!keys.is_empty());
+    assert!(keys.windows(2).all(|w| w[0] < w[1]), "dump is not sorted by key");
+    let i = info(&dest);
+    assert_eq!(i["lastTxnId"], target);
+    assert_eq!(i["archiveId"], 0);
+    assert_eq!(i["keys"].as_u64().unwrap() as usize, keys.len());
+    assert_eq!(i["databaseId"], info(&demo_restored)["databaseId"]);
+    let check = ok(&["archive", "check", p(&dest)]);
+    assert!(check.contains(", 0 defects"), "{check}");
+}
+
+#[test]
+fn restore_latest_and_to_an_element() {
+    let tmp = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    let els = elements();
+    let latest = els.iter().map(|e| e.4).max().unwrap();
+    let dest = tmp.path().join("latest");
+    ok(&["restore", "--restore-dir", p(&dest), p(&set())]);
+    assert_eq!(info(&dest)["lastTxnId"], latest);
+    let (full_id, _, kind, _, full_end) = els.iter().find(|e| e.1 == "full").unwrap().clone();
+    assert_eq!(kind, "full");
+    let dest = tmp.path().join("full");
+    ok(&["restore", "--restore-dir", p(&dest), "--backup-element-id", &full_id, p(&set())]);
+    assert_eq!(info(&dest)["lastTxnId"], full_end);
+}
+
+#[test]
+fn report_timestamps_lists_every_transaction_in_order() {
+    let out = ok(&["restore", "--report-timestamps", p(&set())]);
+    let lines: Vec<(String, u64)> = out
+        .lines()
+        .map(|l| {
+            let (t, id) = l.split_once(' ').unwrap();
+            assert_eq!(t.len(), "2021-02-19T17:00:30".len(), "{l}");
+            assert_eq!(&t[10..11], "T");
+            (t.to_string(), id.parse().unwrap())
+        })
+        .collect();
+    assert!(lines.len() > 10);
+    assert!(lines.windows(2).all(|w| w[0].1 < w[1].1));
+    // The time window of the whole list gives the whole list; one after it gives nothing.
+    let (first, last) = (&lines[0].0, &lines[lines.len() - 1].0);
+    let window = ok(&["restore", "--report-timestamps", "--start-time", first, "--end-time", last, p(&set())]);
+    assert_eq!(window, out);
+    let none = ok(&["restore", "--report-timestamps", "--start-time", "2999-01-01T00:00:00", p(&set())]);
+    assert_eq!(none, "");
+    let bad = fails(&["restore", "--report-timestamps", "--start-time", "yesterday", p(&set())], 2);
+    assert!(stderr(&bad).contains("not a UTC time"), "{}", text(&bad));
+}
+
+#[test]
+fn restore_refuses_a_non_empty_directory_and_leaves_it_alone() {
+    let tmp = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    std::fs::write(tmp.path().join("keep"), b"mine").unwrap();
+    let out = fails(&["restore", "--restore-dir", p(tmp.path()), p(&set())], 1);
+    assert!(stderr(&out).contains("is not empty"), "{}", text(&out));
+    assert_eq!(std::fs::read_dir(tmp.path()).unwrap().count(), 1);
+    assert_eq!(std::fs::read(tmp.path().join("keep")).unwrap(), b"mine");
+}
+
+#[test]
+fn restore_out_of_range_names_the_range() {
+    let tmp = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    let els = elements();
+    let full_end = els.iter().find(|e| e.1 == "full").unwrap().4;
+    let latest = els.iter().map(|e| e.4).max().unwrap();
+    let dest = tmp.path().join("r");
+    for txn in [full_end - 1, latest + 1] {
+        let out = fails(&["restore", "--restore-dir", p(&dest), "--restore-snapshot", &txn.to_string(), p(&set())], 1);
+        let want = format!("transaction {txn} is outside the restorable range [{full_end}, {latest}]");
+        assert!(stderr(&out).contains(&want), "{}", text(&out));
+        assert!(!dest.exists(), "a refused restore left its destination");
+    }
+}
+
+#[test]
+fn restore_usage_and_lookup_errors() {
+    let tmp = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    let dest = tmp.path().join("r");
+    // No destination: a usage error.
+    fails(&["restore", p(&set())], 2);
+    // Both a snapshot and an element: a usage error.
+    let id = "00000000-0000-0000-0000-000000000000";
+    fails(&["restore", "--restore-dir", p(&dest), "--restore-snapshot", "5", "--backup-element-id", id, p(&set())], 2);
+    // An unknown element.
+    let out = fails(&["restore", "--restore-dir", p(&dest), "--backup-element-id", id, p(&set())], 1);
+    assert!(stderr(&out).contains("has no completed element"), "{}", text(&out));
+    // Not a set.
+    let out = fails(&["restore", "--restore-dir", p(&dest), p(tmp.path())], 1);
+    assert!(stderr(&out).starts_with("backset: error: "), "{}", text(&out));
+    assert!(!dest.exists());
+}
+
+#[test]
+fn check_passes_a_healthy_set_and_its_metadata() {
+    let out = ok(&["check", p(&set())]);
+    assert!(out.contains("4 completed elements") && out.contains(", 0 defects"), "{out}");
+    let latest = elements().iter().map(|e| e.4).max().unwrap();
+    assert!(out.contains(&format!(", {latest}]")), "{out}");
+    let meta = ok(&["check", "--metadata-only", p(&set())]);
+    assert!(meta.contains("metadata checked") && meta.contains(", 0 defects"), "{meta}");
+}
+
+#[test]
+fn check_names_the_element_and_file_of_a_damaged_set() {
+    let tmp = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    let copy = copy_of_set(tmp.path());
+    let atoms = copy.join("1.inc/data/atoms");
+    let victim = std::fs::read_dir(&atoms).unwrap().next().unwrap().unwrap().path();
+    let size = std::fs::metadata(&victim).unwrap().len();
+    flip_byte(&victim, size - 1);
+    let out = fails(&["check", p(&copy)], 1);
+    let printed = stdout(&out);
+    let defects: Vec<&str> = printed.lines().filter(|l| l.starts_with("defect: ")).map(|l| l.trim()).collect();
+    assert!(!defects.is_empty(), "{}", text(&out));
+    assert!(
+        defects.iter().any(|d| d.contains("element 1.inc") && d.contains(p(&victim))),
+        "no defect names 1.inc and {}: {}",
+        victim.display(),
+        text(&out)
+    );
+    assert!(stderr(&out).contains("defects (listed above)"), "{}", text(&out));
+    // The metadata alone is intact.
+    ok(&["check", "--metadata-only", p(&copy)]);
+    // A restore that needs the damaged file refuses and leaves nothing.
+    let dest = tmp.path().join("r");
+    let out = fails(&["restore", "--restore-dir", p(&dest), p(&copy)], 1);
+    assert!(stderr(&out).contains("1.inc"), "{}", text(&out));
+    assert!(!dest.exists() || std::fs::read_dir(&dest).unwrap().count() == 0);
+}
+
+#[test]
+fn check_of_damaged_metadata_fails() {
+    let tmp = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    let copy = copy_of_set(tmp.path());
+    flip_byte(&copy.join("full/control/manifest"), 70);
+    let out = fails(&["check", "--metadata-only", p(&copy)], 1);
+    assert!(stdout(&out).lines().any(|l| l.starts_with("defect: ") && l.contains("manifest")), "{}", text(&out));
+    assert!(stdout(&out).contains("restorable transactions: none"), "{}", text(&out));
+}
+
+#[test]
+fn archive_check_names_a_damaged_atom_file() {
+    let tmp = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    let copy = tmp.path().join("archive");
+    let st = Command::new("cp").arg("-a").arg(fixture().root.join("restored")).arg(&copy).status().unwrap();
+    assert!(st.success());
+    let victim = std::fs::read_dir(copy.join("atoms")).unwrap().next().unwrap().unwrap().path();
+    let size = std::fs::metadata(&victim).unwrap().len();
+    flip_byte(&victim, size - 1);
+    let out = fails(&["archive", "check", p(&copy)], 1);
+    assert!(stdout(&out).lines().any(|l| l.starts_with("defect: ") && l.contains(p(&victim))), "{}", text(&out));
+}
+
+#[test]
+fn archive_commands_refuse_what_is_not_an_archive() {
+    let tmp = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    for verb in ["dump", "info", "check"] {
+        let out = fails(&["archive", verb, p(tmp.path())], 1);
+        assert!(stderr(&out).contains("atoms/"), "{verb}: {}", text(&out));
+    }
+    let out = fails(&["check", p(&tmp.path().join("absent"))], 1);
+    assert!(stderr(&out).starts_with("backset: error: "), "{}", text(&out));
+}
+
+#[test]
+fn the_live_database_archive_reads_too() {
+    // The demo's database directory (closed cleanly) is an archive as well: archive 0 of the store's root.
+    let archive = fixture().root.join("database/0");
+    let i = info(&archive);
+    assert_eq!(i["archiveId"], 0);
+    assert!(i["lastTxnId"].as_u64().unwrap() >= elements().iter().map(|e| e.4).max().unwrap());
+    ok(&["archive", "check", p(&archive)]);
+}
