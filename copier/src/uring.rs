@@ -7,7 +7,7 @@
 //! For each file the loop keeps reads in flight into free buffers; a read that completes waits in its buffer until
 //! the reads before it in the file are hashed (BLAKE3 needs the bytes in order), is hashed straight from the
 //! buffer, then written from the same buffer. When a file's last write completes it is truncated (after a padded
-//! direct write) and fsynced through the ring. Short reads and writes are resubmitted for their remainder; nothing
+//! direct write) and fsynced through the ring, in a batch with the other written files (`sync_written`). Short reads and writes are resubmitted for their remainder; nothing
 //! relies on linked operations.
 
 use std::cell::UnsafeCell;
@@ -92,7 +92,7 @@ fn raise_memlock() {
 }
 
 /// Where a file is in its life; `setup` counts the operations of the stage still in flight.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 enum Stage {
     /// Source being opened, target being created.
     Opening,
@@ -102,6 +102,8 @@ enum Stage {
     Allocating,
     /// Reads and writes.
     Copying,
+    /// Every byte written; the fsync waits to be batched with other files' (see `sync_written`).
+    Written,
     /// Fsync of the target.
     Syncing,
     /// Closing both; the report is ready.
@@ -253,6 +255,7 @@ impl Run<'_> {
                 return Err(CopyError::Cancelled);
             }
             self.open_files()?;
+            self.sync_written();
             let throttle_wait = self.submit_reads(throttle);
             if self.in_flight == 0 {
                 if self.next_request == self.reqs.len() && self.open == 0 {
@@ -374,7 +377,9 @@ impl Run<'_> {
                 self.reports[f.request] = Some(f.report.expect("report made before closing"));
                 Ok(())
             }
-            Stage::Copying | Stage::Syncing => unreachable!("no setup operations while copying or syncing"),
+            Stage::Copying | Stage::Written | Stage::Syncing => {
+                unreachable!("no setup operations while copying or syncing")
+            }
         }
     }
 
@@ -718,6 +723,29 @@ impl Run<'_> {
         self.maybe_finish(file)
     }
 
+    /// Fsyncs the written targets in one batch once no other file is still being copied, or when their slots are
+    /// needed for files not started yet. Each fsync makes the device flush its cache, which stalls reads too; one
+    /// batch at the end of a job of large files costs one flush instead of one per file, and the first fsync of a
+    /// batch commits the file system journal for all of them.
+    fn sync_written(&mut self) {
+        let open = || self.files.iter().flatten();
+        let written = open().filter(|f| f.stage == Stage::Written).count();
+        if written == 0 {
+            return;
+        }
+        let copying = open().filter(|f| f.stage < Stage::Written).count();
+        let slots_needed = self.open >= MAX_OPEN_FILES && self.next_request < self.reqs.len();
+        if copying > 0 && !slots_needed {
+            return;
+        }
+        for file in 0..self.files.len() {
+            if let Some(f) = self.files[file].as_mut().filter(|f| f.stage == Stage::Written) {
+                f.stage = Stage::Syncing;
+                self.push(Op::Fsync { file });
+            }
+        }
+    }
+
     /// Once every byte of a file is written: truncate a padded direct target, then fsync it through the ring.
     fn maybe_finish(&mut self, file: usize) -> Result<(), CopyError> {
         let f = self.files[file].as_mut().expect("open");
@@ -731,8 +759,7 @@ impl Run<'_> {
             return Ok(());
         };
         truncate_target(dst, len, target_path(&self.reqs[f.request]))?;
-        f.stage = Stage::Syncing;
-        self.push(Op::Fsync { file });
+        f.stage = Stage::Written;
         Ok(())
     }
 
