@@ -1,9 +1,12 @@
 //! The `backset` binary: command line, admin server and offline tools.
 
+mod api;
 mod bench;
 mod demo;
+mod lbquery;
 mod offline;
 mod progress;
+mod server;
 
 use std::process::ExitCode;
 
@@ -43,6 +46,11 @@ enum Command {
     /// Example: `backset archive info /tmp/restored`
     #[command(subcommand)]
     Archive(offline::ArchiveCommand),
+    /// Run the admin server (nuoadmin's REST API and a data API) with the embedded reference database until SIGINT
+    /// or SIGTERM.
+    ///
+    /// Example: `backset serve --data-dir /var/lib/backset --sms 2 --storage-groups 2`
+    Serve(server::Args),
 }
 
 fn main() -> ExitCode {
@@ -53,6 +61,7 @@ fn main() -> ExitCode {
         Command::Restore(args) => offline::run_restore(&args),
         Command::Check(args) => offline::run_check(&args),
         Command::Archive(cmd) => offline::run_archive(&cmd),
+        Command::Serve(args) => server::run(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

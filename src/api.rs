@@ -1,0 +1,180 @@
+//! The JSON of the admin REST API, shared by the server (`serve`) and the nuocmd-style client verbs: nuoadmin's
+//! names (camelCase) for what nuoadmin has, and Backset's additions beside them. See docs/CLI.md.
+
+use std::collections::BTreeMap;
+
+use backset_engine::hotcopy::{HotCopyStatus, ParticipantStatus};
+use serde::{Deserialize, Serialize};
+
+/// The path prefix of every endpoint.
+pub const API_PREFIX: &str = "/api/1";
+
+/// Longest `timeoutSec` a request may wait, seconds (one hour): a waiting request holds a blocking thread.
+pub const MAX_TIMEOUT_SEC: f64 = 3600.0;
+
+/// An error answer: `{"code": <HTTP status>, "message": ".."}`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ApiError {
+    /// The HTTP status code.
+    pub code: u16,
+    /// What went wrong and what to do.
+    pub message: String,
+}
+
+/// NuoDB's `HotCopyResponse`: one hot copy's status.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct HotCopyResponse {
+    /// Hot copy id.
+    pub hot_copy_id: String,
+    /// Start id of the coordinating SM.
+    pub coordinator_start_id: u64,
+    /// Begin, `YYYY-MM-DD HH:MM:SS` (UTC).
+    pub begin_timestamp: String,
+    /// End, `YYYY-MM-DD HH:MM:SS` (UTC), once ended.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub end_timestamp: Option<String>,
+    /// `running`, `completed`, `failed`, `cancelled`.
+    pub status: String,
+    /// The stage message while running; the outcome once ended.
+    pub message: String,
+    /// Stage number (1, 2, 3).
+    pub stage: u32,
+    /// The coordinator's destination (the backup set, or the simple copy's directory).
+    pub destination_directory: String,
+    /// Link to this hot copy's status.
+    pub uri: String,
+    /// Backset: `simple`, `full`, `incremental`, `journal`.
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// Backset: bytes copied so far over all participants.
+    #[serde(default)]
+    pub bytes_done: u64,
+    /// Backset: bytes to copy as known so far.
+    #[serde(default)]
+    pub bytes_total: u64,
+    /// Backset: current copy rate, bytes per second.
+    #[serde(default)]
+    pub rate_bytes_per_sec: f64,
+    /// Backset: each archive's part.
+    #[serde(default)]
+    pub participants: Vec<Participant>,
+}
+
+/// Backset: one archive's part in a hot copy.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct Participant {
+    /// Start id of the archive's SM.
+    pub start_id: u64,
+    /// Archive id.
+    pub archive_id: u64,
+    /// Its destination.
+    pub destination_directory: String,
+    /// Stage number.
+    pub stage: u32,
+    /// Stage message or outcome.
+    pub message: String,
+    /// Bytes copied.
+    pub bytes_done: u64,
+    /// Element made (`full`, `1.inc`, `2.jnl`), once begun.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub element: Option<String>,
+    /// First and last transaction of the element, once its end point is chosen.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub txn_range: Option<(u64, u64)>,
+}
+
+impl HotCopyResponse {
+    /// The response for `status`, whose status link is under `base_uri` (`http://host:port`).
+    pub fn from_status(status: &HotCopyStatus, base_uri: &str) -> Self {
+        let dest = status.participants.first().map(|p| p.destination.display().to_string()).unwrap_or_default();
+        Self {
+            hot_copy_id: status.id.to_string(),
+            coordinator_start_id: status.coordinator_start_id,
+            begin_timestamp: status.begin_timestamp(),
+            end_timestamp: status.end_timestamp(),
+            status: status.status.name().to_string(),
+            message: status.message.clone(),
+            stage: status.stage,
+            destination_directory: dest,
+            uri: format!(
+                "{base_uri}{API_PREFIX}/databases/hotCopyStatus?coordinatorStartId={}&hotCopyId={}",
+                status.coordinator_start_id, status.id
+            ),
+            kind: status.kind.name().to_string(),
+            bytes_done: status.bytes_done,
+            bytes_total: status.bytes_total,
+            rate_bytes_per_sec: status.rate_bytes_per_sec,
+            participants: status.participants.iter().map(Participant::from_status).collect(),
+        }
+    }
+}
+
+impl Participant {
+    fn from_status(p: &ParticipantStatus) -> Self {
+        Self {
+            start_id: p.start_id,
+            archive_id: p.archive_id,
+            destination_directory: p.destination.display().to_string(),
+            stage: p.stage,
+            message: p.message.clone(),
+            bytes_done: p.bytes_done,
+            element: p.element.clone(),
+            txn_range: p.txn_range,
+        }
+    }
+}
+
+/// The hot copies of a database or an SM: `{"hotCopyStatuses": {startId: [..]}, "errors": {startId: msg}}`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct HotCopyInfo {
+    /// Per SM start id, its hot copies, oldest first.
+    pub hot_copy_statuses: BTreeMap<u64, Vec<HotCopyResponse>>,
+    /// Per SM start id, why its statuses could not be read.
+    #[serde(default)]
+    pub errors: BTreeMap<u64, String>,
+}
+
+/// One process (an SM of the embedded database), as `GET /api/1/processes` lists it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct Process {
+    /// Start id (archive id + 1).
+    pub start_id: u64,
+    /// Archive id.
+    pub archive_id: u64,
+    /// Database name.
+    pub db_name: String,
+    /// Always `SM`.
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// Always `RUNNING` while the server runs.
+    pub state: String,
+    /// Host name.
+    pub hostname: String,
+    /// The admin server's address.
+    pub address: String,
+    /// Labels (`archive-id`, and the storage groups it serves as `storage-groups`).
+    pub labels: BTreeMap<String, String>,
+    /// Options (`archive-dir`, `journal-hot-copy`).
+    pub options: BTreeMap<String, String>,
+}
+
+/// `GET /api/1/processes`: `{"data": [..]}`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Processes {
+    /// The processes the filter admits, by start id.
+    pub data: Vec<Process>,
+}
+
+/// The answer to a data API transaction: `{"txnId": N, "timestamp": "YYYY-MM-DDTHH:MM:SS.ffffffZ"}`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TxnResponse {
+    /// The transaction id.
+    pub txn_id: u64,
+    /// Its commit time (UTC, microseconds).
+    pub timestamp: String,
+}

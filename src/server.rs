@@ -1,0 +1,669 @@
+//! `backset serve`: the admin server (axum on tokio) with the embedded reference store. nuoadmin's hot copy
+//! endpoints, paths and JSON names, plus a data API for the reference store. See docs/CLI.md for every endpoint.
+//!
+//! Every answer is JSON; errors are `{"code": <status>, "message": ".."}`. Blocking engine calls (commits, hot copy
+//! starts, waits) run on tokio's blocking pool, so a slow request never stalls the others. SIGINT or SIGTERM cancels
+//! the running hot copies (each leaves its set as it was), lets the open requests finish, closes the store durably
+//! (checkpoint) and exits 0.
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::{Duration, UNIX_EPOCH};
+
+use anyhow::{bail, ensure, Context, Result};
+use axum::body::Bytes;
+use axum::extract::rejection::{BytesRejection, PathRejection, QueryRejection};
+use axum::extract::{DefaultBodyLimit, Path, Query, Request, State};
+use axum::http::{header, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use backset_engine::hotcopy::{HotCopyError, HotCopyManager, HotCopyRequest, HotCopyType};
+use backset_engine::limits::DEFAULT_RETAINED_JOURNAL_WARN_BYTES;
+use backset_engine::store::{CommitError, Config, Database, StorageGroup, StoreError, Txn};
+use serde::Deserialize;
+use uuid::Uuid;
+
+use crate::api::{
+    ApiError, HotCopyInfo, HotCopyResponse, Process, Processes, TxnResponse, API_PREFIX, MAX_TIMEOUT_SEC,
+};
+use crate::lbquery::Filter;
+
+/// Largest request body accepted, bytes: a transaction's values are at most 8 MiB each in the store, and JSON
+/// escaping can double them.
+pub const MAX_BODY_BYTES: usize = 32 << 20;
+/// How long a shutdown waits for the cancelled hot copies to end.
+pub const SHUTDOWN_JOBS_TIMEOUT: Duration = Duration::from_secs(30);
+/// How often the retained journal is measured for the warning.
+pub const RETAINED_JOURNAL_POLL: Duration = Duration::from_secs(2);
+
+/// `enable` or `disable`.
+#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Toggle {
+    /// On.
+    Enable,
+    /// Off.
+    Disable,
+}
+
+/// Options of `backset serve`.
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// Address to listen on. A non-loopback address needs `--auth-token-file`.
+    #[arg(long, default_value = "127.0.0.1:8888")]
+    pub listen: SocketAddr,
+    /// Name of the embedded database.
+    #[arg(long, default_value = "demo")]
+    pub db_name: String,
+    /// Directory of the embedded database (`database/`) and of the hot copy statuses (`admin/`).
+    #[arg(long, default_value = "backset-data")]
+    pub data_dir: PathBuf,
+    /// Number of SMs (archives 0..N-1, start ids 1..N). Fixed when the database is created.
+    #[arg(long, default_value_t = 1)]
+    pub sms: usize,
+    /// Storage groups SG1..SGN, group i served by archive (i-1) mod sms (needs N >= sms). Fixed when the database
+    /// is created. Without it every SM holds all data.
+    #[arg(long, value_name = "N")]
+    pub storage_groups: Option<usize>,
+    /// Whether the SMs keep their journal until a journal hot copy copied it (NuoDB's default is disable).
+    #[arg(long, value_enum, default_value = "enable")]
+    pub journal_hot_copy: Toggle,
+    /// Warn when the journal kept for journal hot copies grows past this many bytes (over all SMs).
+    #[arg(long, value_name = "BYTES", default_value_t = DEFAULT_RETAINED_JOURNAL_WARN_BYTES)]
+    pub retained_journal_warn_bytes: u64,
+    /// File holding a bearer token every request must carry (`Authorization: Bearer <token>`). Required to listen
+    /// on a non-loopback address. The token is never logged.
+    #[arg(long, value_name = "FILE")]
+    pub auth_token_file: Option<PathBuf>,
+}
+
+/// The server's shared state.
+struct App {
+    db: Arc<Database>,
+    manager: HotCopyManager,
+    base_uri: String,
+    hostname: String,
+    token: Option<String>,
+}
+
+/// Runs `backset serve` until SIGINT or SIGTERM.
+pub fn run(args: &Args) -> Result<()> {
+    if !args.listen.ip().is_loopback() && args.auth_token_file.is_none() {
+        bail!(
+            "listening on {} (not a loopback address) needs --auth-token-file: anyone who reaches it could start \
+             and cancel hot copies and write data",
+            args.listen
+        );
+    }
+    let token = match &args.auth_token_file {
+        Some(path) => {
+            let text = std::fs::read_to_string(path).with_context(|| format!("read {}", path.display()))?;
+            let token = text.trim().to_string();
+            ensure!(!token.is_empty(), "the auth token file {} is empty", path.display());
+            ensure!(
+                token.chars().all(|c| c.is_ascii_graphic()),
+                "the auth token in {} must be printable ASCII without spaces",
+                path.display()
+            );
+            Some(token)
+        }
+        None => None,
+    };
+    let mut config = Config::new(args.db_name.clone());
+    config.sms = args.sms;
+    config.journal_hot_copy = args.journal_hot_copy == Toggle::Enable;
+    if let Some(n) = args.storage_groups {
+        ensure!(n >= 1 && n >= args.sms, "--storage-groups {n}: give at least one group per SM (--sms {})", args.sms);
+        config.storage_groups = Some(
+            (1..=n)
+                .map(|i| StorageGroup {
+                    id: i as u32,
+                    name: format!("SG{i}"),
+                    archives: vec![((i - 1) % args.sms) as u64],
+                })
+                .collect(),
+        );
+    }
+    let db_root = args.data_dir.join("database");
+    let db = Arc::new(
+        Database::open(&db_root, config).with_context(|| format!("open the database in {}", db_root.display()))?,
+    );
+    let manager =
+        HotCopyManager::new(Arc::clone(&db), args.data_dir.join("admin")).context("start the hot copy manager")?;
+    let app = Arc::new(App {
+        db: Arc::clone(&db),
+        manager: manager.clone(),
+        base_uri: format!("http://{}", args.listen),
+        hostname: hostname(),
+        token,
+    });
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .thread_name("backset-serve")
+        .enable_all()
+        .build()
+        .context("start the async runtime")?;
+    let served = rt.block_on(async {
+        let listener =
+            tokio::net::TcpListener::bind(args.listen).await.with_context(|| format!("listen on {}", args.listen))?;
+        eprintln!(
+            "backset serve: database {} ({} SM{}, journal-hot-copy {}) in {}; admin API on http://{}{}",
+            db.name(),
+            args.sms,
+            if args.sms == 1 { "" } else { "s" },
+            if args.journal_hot_copy == Toggle::Enable { "enabled" } else { "disabled" },
+            db_root.display(),
+            args.listen,
+            if app.token.is_some() { " (bearer token required)" } else { "" }
+        );
+        tokio::spawn(watch_retained_journal(Arc::clone(&db), args.retained_journal_warn_bytes));
+        axum::serve(listener, router(Arc::clone(&app)))
+            .with_graceful_shutdown(shutdown_signal(manager.clone()))
+            .await
+            .context("serve")
+    });
+    let left = manager.shutdown(SHUTDOWN_JOBS_TIMEOUT);
+    rt.shutdown_timeout(Duration::from_secs(5));
+    db.close().context("close the database")?;
+    served?;
+    eprintln!(
+        "backset serve: stopped; database closed{}",
+        if left == 0 { String::new() } else { format!(" ({left} hot copies did not end in time)") }
+    );
+    Ok(())
+}
+
+/// The host name for the process list.
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty())
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .unwrap_or_else(|| "localhost".into())
+}
+
+/// Waits for SIGINT or SIGTERM, then cancels every running hot copy (so requests waiting on them end) before the
+/// server stops taking requests.
+async fn shutdown_signal(manager: HotCopyManager) {
+    let name = wait_for_signal().await;
+    eprintln!("backset serve: {name}: cancelling running hot copies and closing the database");
+    let _ = tokio::task::spawn_blocking(move || manager.shutdown(SHUTDOWN_JOBS_TIMEOUT)).await;
+}
+
+async fn wait_for_signal() -> &'static str {
+    use tokio::signal::unix::{signal, SignalKind};
+    match (signal(SignalKind::interrupt()), signal(SignalKind::terminate())) {
+        (Ok(mut int), Ok(mut term)) => tokio::select! {
+            _ = int.recv() => "SIGINT",
+            _ = term.recv() => "SIGTERM",
+        },
+        _ => {
+            let _ = tokio::signal::ctrl_c().await;
+            "SIGINT"
+        }
+    }
+}
+
+/// Warns on stderr when the journal kept for journal hot copies grows past `limit`, and again after it fell back.
+async fn watch_retained_journal(db: Arc<Database>, limit: u64) {
+    let mut warned = false;
+    let mut tick = tokio::time::interval(RETAINED_JOURNAL_POLL);
+    loop {
+        tick.tick().await;
+        let bytes = db.retained_journal_bytes();
+        if bytes > limit && !warned {
+            eprintln!(
+                "backset serve: warning: {bytes} bytes of journal are kept for journal hot copies (limit {limit}); run \
+                 a journal hot copy of each SM's backup set, or restart with --journal-hot-copy disable"
+            );
+            warned = true;
+        } else if bytes <= limit {
+            warned = false;
+        }
+    }
+}
+
+/// The routes.
+fn router(app: Arc<App>) -> Router {
+    let api = Router::new()
+        .route("/databases/{db}/hotCopy", post(hot_copy))
+        .route("/databases/{db}/hotCopySimple", post(hot_copy_simple))
+        .route("/databases/{db}/hotCopyStatus", get(database_status))
+        .route("/databases/hotCopyStatus", get(status))
+        .route("/databases/cancelHotCopy", post(cancel))
+        .route("/processes", get(processes))
+        .route("/databases/{db}/transactions", post(transaction))
+        .route("/databases/{db}/keys/{key}", get(key));
+    Router::new()
+        .nest(API_PREFIX, api)
+        .fallback(|| async { HttpError::new(StatusCode::NOT_FOUND, "no such endpoint; see docs/CLI.md for the API") })
+        .method_not_allowed_fallback(|| async {
+            HttpError::new(StatusCode::METHOD_NOT_ALLOWED, "this endpoint does not take that method")
+        })
+        .layer(axum::middleware::from_fn_with_state(Arc::clone(&app), authorize))
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .with_state(app)
+}
+
+/// An error answer.
+#[derive(Debug)]
+struct HttpError(StatusCode, String);
+
+impl HttpError {
+    fn new(status: StatusCode, message: impl Into<String>) -> Self {
+        Self(status, message.into())
+    }
+
+    fn bad(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, message)
+    }
+}
+
+impl IntoResponse for HttpError {
+    fn into_response(self) -> Response {
+        (self.0, Json(ApiError { code: self.0.as_u16(), message: self.1 })).into_response()
+    }
+}
+
+impl From<HotCopyError> for HttpError {
+    fn from(e: HotCopyError) -> Self {
+        let status = match &e {
+            HotCopyError::Request { .. } | HotCopyError::MissingStorageGroups { .. } => StatusCode::BAD_REQUEST,
+            HotCopyError::NotFound { .. } => StatusCode::NOT_FOUND,
+            HotCopyError::AlreadyRunning { .. }
+            | HotCopyError::NeedsFull { .. }
+            | HotCopyError::NeedsFullForJournal { .. }
+            | HotCopyError::JournalDisabled { .. }
+            | HotCopyError::NotEmpty { .. }
+            | HotCopyError::Stopped { .. } => StatusCode::CONFLICT,
+            _ => StatusCode::INTERNAL_SERVER_ERROR,
+        };
+        Self(status, backset_engine::hotcopy::error_chain(&e))
+    }
+}
+
+impl From<CommitError> for HttpError {
+    fn from(e: CommitError) -> Self {
+        let status = match &e {
+            CommitError::Store(StoreError::Closed { .. }) => StatusCode::SERVICE_UNAVAILABLE,
+            CommitError::Store(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            _ => StatusCode::BAD_REQUEST,
+        };
+        Self(status, backset_engine::hotcopy::error_chain(&e))
+    }
+}
+
+type Reply<T> = Result<Json<T>, HttpError>;
+
+/// Runs a blocking engine call on the blocking pool.
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, HttpError> + Send + 'static,
+) -> Result<T, HttpError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .unwrap_or_else(|e| Err(HttpError::new(StatusCode::INTERNAL_SERVER_ERROR, format!("request failed: {e}"))))
+}
+
+/// Checks the bearer token when the server has one. Compares in time independent of where the tokens differ.
+async fn authorize(State(app): State<Arc<App>>, req: Request, next: Next) -> Response {
+    if let Some(token) = &app.token {
+        let given = req
+            .headers()
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .unwrap_or("");
+        let same =
+            given.len() == token.len() && given.bytes().zip(token.bytes()).fold(0u8, |acc, (a, b)| acc | (a ^ b)) == 0;
+        if !same {
+            let mut r = HttpError::new(
+                StatusCode::UNAUTHORIZED,
+                "missing or wrong bearer token: send `Authorization: Bearer <token>` (the CLI reads it from \
+                 BACKSET_AUTH_TOKEN or --auth-token-file)",
+            )
+            .into_response();
+            r.headers_mut().insert(header::WWW_AUTHENTICATE, header::HeaderValue::from_static("Bearer"));
+            return r;
+        }
+    }
+    next.run(req).await
+}
+
+fn check_db(app: &App, db: &str) -> Result<(), HttpError> {
+    if db == app.db.name() {
+        Ok(())
+    } else {
+        Err(HttpError::new(StatusCode::NOT_FOUND, format!("no database {db:?}; this server runs {:?}", app.db.name())))
+    }
+}
+
+fn path<T>(p: Result<Path<T>, PathRejection>) -> Result<T, HttpError> {
+    p.map(|Path(v)| v).map_err(|e| HttpError::bad(format!("bad path: {}", e.body_text())))
+}
+
+fn query(q: Result<Query<HashMap<String, String>>, QueryRejection>) -> Result<HashMap<String, String>, HttpError> {
+    q.map(|Query(v)| v).map_err(|e| HttpError::bad(format!("bad query string: {}", e.body_text())))
+}
+
+fn body<T: serde::de::DeserializeOwned>(b: Result<Bytes, BytesRejection>) -> Result<T, HttpError> {
+    let b = b.map_err(|e| HttpError::new(e.status(), format!("cannot read the request body: {}", e.body_text())))?;
+    serde_json::from_slice(&b).map_err(|e| HttpError::bad(format!("bad JSON body: {e}")))
+}
+
+fn param<T: FromStr>(q: &HashMap<String, String>, name: &str, what: &str) -> Result<Option<T>, HttpError> {
+    q.get(name).map(|v| v.parse::<T>().map_err(|_| HttpError::bad(format!("{name}={v:?} is not {what}")))).transpose()
+}
+
+fn required<T: FromStr>(q: &HashMap<String, String>, name: &str, what: &str) -> Result<T, HttpError> {
+    param(q, name, what)?.ok_or_else(|| HttpError::bad(format!("give the query parameter {name} ({what})")))
+}
+
+fn timeout(secs: Option<f64>) -> Result<Option<Duration>, HttpError> {
+    match secs {
+        None => Ok(None),
+        Some(s) if (0.0..=MAX_TIMEOUT_SEC).contains(&s) => Ok(Some(Duration::from_secs_f64(s))),
+        Some(s) => Err(HttpError::bad(format!("timeoutSec {s} must be between 0 and {MAX_TIMEOUT_SEC}"))),
+    }
+}
+
+fn archive_id(key: &str) -> Result<u64, HttpError> {
+    key.parse().map_err(|_| HttpError::bad(format!("archive id {key:?} is not a number")))
+}
+
+/// The body of `POST /databases/{db}/hotCopy`.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct HotCopyBody {
+    #[serde(rename = "type")]
+    kind: String,
+    #[serde(default)]
+    shared: bool,
+    default_backup_set_dir: Option<PathBuf>,
+    #[serde(default)]
+    backup_set_dirs: BTreeMap<String, PathBuf>,
+    max_rate: Option<u64>,
+    timeout_sec: Option<f64>,
+    check_contains_all_sgs: Option<bool>,
+    /// Backset: the archives a process filter selected (the CLI's `--process-filter`).
+    archive_ids: Option<Vec<u64>>,
+}
+
+/// A simple hot copy's location.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct Location {
+    copy_archive_dir: PathBuf,
+    copy_journal_dir: Option<PathBuf>,
+}
+
+impl Location {
+    fn dir(self) -> Result<PathBuf, HttpError> {
+        match self.copy_journal_dir {
+            Some(j) if j != self.copy_archive_dir.join("journal") => Err(HttpError::bad(format!(
+                "copyJournalDir {} is not supported: a simple hot copy writes the journal into \
+                 {}/journal; leave copyJournalDir out",
+                j.display(),
+                self.copy_archive_dir.display()
+            ))),
+            _ => Ok(self.copy_archive_dir),
+        }
+    }
+}
+
+/// The body of `POST /databases/{db}/hotCopySimple`.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct SimpleBody {
+    default_backup_location: Option<Location>,
+    #[serde(default)]
+    backup_locations: BTreeMap<String, Location>,
+    max_rate: Option<u64>,
+    timeout_sec: Option<f64>,
+    check_contains_all_sgs: Option<bool>,
+    archive_ids: Option<Vec<u64>>,
+}
+
+/// Starts a request and answers its status, after waiting up to `wait` for it to end.
+async fn start(app: Arc<App>, req: HotCopyRequest, wait: Option<Duration>) -> Reply<HotCopyResponse> {
+    blocking(move || {
+        let (start_id, id) = app.manager.start(req)?;
+        let status = app.manager.status(start_id, id, wait)?;
+        Ok(Json(HotCopyResponse::from_status(&status, &app.base_uri)))
+    })
+    .await
+}
+
+async fn hot_copy(
+    State(app): State<Arc<App>>,
+    db: Result<Path<String>, PathRejection>,
+    b: Result<Bytes, BytesRejection>,
+) -> Reply<HotCopyResponse> {
+    check_db(&app, &path(db)?)?;
+    let b: HotCopyBody = body(b)?;
+    let kind = HotCopyType::from_str(&b.kind).map_err(|e| HttpError::bad(e.to_string()))?;
+    if kind == HotCopyType::Simple {
+        return Err(HttpError::bad("a simple hot copy is started with POST .../hotCopySimple"));
+    }
+    let mut req = HotCopyRequest::new(kind)
+        .shared(b.shared)
+        .max_rate(b.max_rate)
+        .partial_storage_groups(!b.check_contains_all_sgs.unwrap_or(true));
+    for (a, dir) in b.backup_set_dirs {
+        req = req.backup_dir(archive_id(&a)?, dir);
+    }
+    if let Some(d) = b.default_backup_set_dir {
+        req = req.default_dir(d);
+    }
+    if let Some(ids) = b.archive_ids {
+        req = req.archives(ids);
+    }
+    start(app, req, timeout(b.timeout_sec)?).await
+}
+
+async fn hot_copy_simple(
+    State(app): State<Arc<App>>,
+    db: Result<Path<String>, PathRejection>,
+    b: Result<Bytes, BytesRejection>,
+) -> Reply<HotCopyResponse> {
+    check_db(&app, &path(db)?)?;
+    let b: SimpleBody = body(b)?;
+    let mut req = HotCopyRequest::new(HotCopyType::Simple)
+        .max_rate(b.max_rate)
+        .partial_storage_groups(!b.check_contains_all_sgs.unwrap_or(true));
+    for (a, loc) in b.backup_locations {
+        req = req.backup_dir(archive_id(&a)?, loc.dir()?);
+    }
+    if let Some(loc) = b.default_backup_location {
+        req = req.default_dir(loc.dir()?);
+    }
+    if let Some(ids) = b.archive_ids {
+        req = req.archives(ids);
+    }
+    start(app, req, timeout(b.timeout_sec)?).await
+}
+
+fn info(app: &App, statuses: BTreeMap<u64, Vec<backset_engine::hotcopy::HotCopyStatus>>) -> HotCopyInfo {
+    HotCopyInfo {
+        hot_copy_statuses: statuses
+            .into_iter()
+            .map(|(sm, list)| (sm, list.iter().map(|s| HotCopyResponse::from_status(s, &app.base_uri)).collect()))
+            .collect(),
+        errors: BTreeMap::new(),
+    }
+}
+
+/// `GET /databases/hotCopyStatus?coordinatorStartId=N[&hotCopyId=ID][&timeoutSec=s]`: one hot copy (a
+/// `HotCopyResponse`), or without `hotCopyId` every hot copy of that SM (a `HotCopyInfo`).
+async fn status(
+    State(app): State<Arc<App>>,
+    q: Result<Query<HashMap<String, String>>, QueryRejection>,
+) -> Result<Response, HttpError> {
+    let q = query(q)?;
+    let start_id: u64 = required(&q, "coordinatorStartId", "a start id")?;
+    let wait = timeout(param(&q, "timeoutSec", "a number of seconds")?)?;
+    match param::<Uuid>(&q, "hotCopyId", "a hot copy id")? {
+        Some(id) => {
+            blocking(move || {
+                let s = app.manager.status(start_id, id, wait)?;
+                Ok(Json(HotCopyResponse::from_status(&s, &app.base_uri)).into_response())
+            })
+            .await
+        }
+        None => {
+            let mut all = app.manager.statuses_by_start_id(None);
+            let Some(list) = all.remove(&start_id) else {
+                return Err(HttpError::new(StatusCode::NOT_FOUND, format!("no SM with start id {start_id}")));
+            };
+            Ok(Json(info(&app, BTreeMap::from([(start_id, list)]))).into_response())
+        }
+    }
+}
+
+/// `GET /databases/{db}/hotCopyStatus[?minSecondsRunning=s]`.
+async fn database_status(
+    State(app): State<Arc<App>>,
+    db: Result<Path<String>, PathRejection>,
+    q: Result<Query<HashMap<String, String>>, QueryRejection>,
+) -> Reply<HotCopyInfo> {
+    check_db(&app, &path(db)?)?;
+    let q = query(q)?;
+    let running_for = match param::<f64>(&q, "minSecondsRunning", "a number of seconds")? {
+        Some(s) if (0.0..1e12).contains(&s) => Some(Duration::from_secs_f64(s)),
+        Some(s) => return Err(HttpError::bad(format!("minSecondsRunning {s} must be a non-negative number"))),
+        None => None,
+    };
+    Ok(Json(info(&app, app.manager.statuses_by_start_id(running_for))))
+}
+
+/// `POST /databases/cancelHotCopy?coordinatorStartId=N&hotCopyId=ID[&timeoutSec=s]`.
+async fn cancel(
+    State(app): State<Arc<App>>,
+    q: Result<Query<HashMap<String, String>>, QueryRejection>,
+) -> Reply<HotCopyResponse> {
+    let q = query(q)?;
+    let start_id: u64 = required(&q, "coordinatorStartId", "a start id")?;
+    let id: Uuid = required(&q, "hotCopyId", "a hot copy id")?;
+    let wait = timeout(param(&q, "timeoutSec", "a number of seconds")?)?;
+    blocking(move || {
+        let s = app.manager.cancel(start_id, id, wait)?;
+        Ok(Json(HotCopyResponse::from_status(&s, &app.base_uri)))
+    })
+    .await
+}
+
+/// Every SM of the embedded database.
+fn all_processes(app: &App) -> Vec<Process> {
+    let groups = app.db.meta().storage_groups.clone().unwrap_or_default();
+    app.manager
+        .archive_ids()
+        .into_iter()
+        .map(|a| {
+            let mut labels = BTreeMap::from([("archive-id".to_string(), a.to_string())]);
+            let served: Vec<&str> =
+                groups.iter().filter(|g| g.archives.contains(&a)).map(|g| g.name.as_str()).collect();
+            if !served.is_empty() {
+                labels.insert("storage-groups".into(), served.join(","));
+            }
+            let options = BTreeMap::from([
+                ("archive-dir".to_string(), backset_engine::store::archive_dir(app.db.root(), a).display().to_string()),
+                (
+                    "journal-hot-copy".to_string(),
+                    if app.db.config().journal_hot_copy { "enable" } else { "disable" }.to_string(),
+                ),
+            ]);
+            Process {
+                start_id: HotCopyManager::start_id(a),
+                archive_id: a,
+                db_name: app.db.name().to_string(),
+                kind: "SM".into(),
+                state: "RUNNING".into(),
+                hostname: app.hostname.clone(),
+                address: app.base_uri.trim_start_matches("http://").to_string(),
+                labels,
+                options,
+            }
+        })
+        .collect()
+}
+
+/// `GET /processes[?filterQuery=<expr>]`.
+async fn processes(
+    State(app): State<Arc<App>>,
+    q: Result<Query<HashMap<String, String>>, QueryRejection>,
+) -> Reply<Processes> {
+    let q = query(q)?;
+    let all = all_processes(&app);
+    let data = match q.get("filterQuery") {
+        None => all,
+        Some(f) => {
+            let filter = Filter::parse(f).map_err(|e| HttpError::bad(e.to_string()))?;
+            let keep = filter.admits(&all);
+            all.into_iter().zip(keep).filter_map(|(p, k)| k.then_some(p)).collect()
+        }
+    };
+    Ok(Json(Processes { data }))
+}
+
+/// The body of a data API transaction.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TxnBody {
+    #[serde(default)]
+    put: BTreeMap<String, String>,
+    #[serde(default)]
+    delete: Vec<String>,
+}
+
+/// `POST /databases/{db}/transactions` with `{"put": {"k": "v"}, "delete": ["k"]}`.
+async fn transaction(
+    State(app): State<Arc<App>>,
+    db: Result<Path<String>, PathRejection>,
+    b: Result<Bytes, BytesRejection>,
+) -> Reply<TxnResponse> {
+    check_db(&app, &path(db)?)?;
+    let b: TxnBody = body(b)?;
+    let mut txn = Txn::new();
+    for (k, v) in b.put {
+        txn = txn.put(k.into_bytes(), v.into_bytes());
+    }
+    for k in b.delete {
+        txn = txn.delete(k.into_bytes());
+    }
+    blocking(move || {
+        let c = app.db.commit(&txn)?;
+        let t = UNIX_EPOCH + Duration::from_micros(c.timestamp_micros);
+        Ok(Json(TxnResponse { txn_id: c.txn_id, timestamp: humantime::format_rfc3339_micros(t).to_string() }))
+    })
+    .await
+}
+
+/// `GET /databases/{db}/keys/{key}`: `{"key": .., "value": ..}` (`valueHex` for a value that is not UTF-8).
+async fn key(
+    State(app): State<Arc<App>>,
+    p: Result<Path<(String, String)>, PathRejection>,
+) -> Reply<serde_json::Value> {
+    let (db, key) = path(p)?;
+    check_db(&app, &db)?;
+    blocking(move || {
+        let v = app.db.get(key.as_bytes()).map_err(|e| {
+            let status = match e {
+                StoreError::Closed { .. } => StatusCode::SERVICE_UNAVAILABLE,
+                _ => StatusCode::INTERNAL_SERVER_ERROR,
+            };
+            HttpError::new(status, backset_engine::hotcopy::error_chain(&e))
+        })?;
+        match v {
+            None => Err(HttpError::new(StatusCode::NOT_FOUND, format!("no key {key:?}"))),
+            Some(v) => Ok(Json(match String::from_utf8(v) {
+                Ok(s) => serde_json::json!({ "key": key, "value": s }),
+                Err(e) => serde_json::json!({ "key": key, "valueHex": e.as_bytes().iter().map(|b| format!("{b:02x}")).collect::<String>() }),
+            })),
+        }
+    })
+    .await
+}
