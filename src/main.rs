@@ -2,6 +2,7 @@
 
 mod api;
 mod bench;
+mod cli;
 mod demo;
 mod lbquery;
 mod offline;
@@ -18,6 +19,8 @@ use clap::{Parser, Subcommand};
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    #[command(flatten)]
+    client: cli::ClientArgs,
 }
 
 #[derive(Subcommand, Debug)]
@@ -51,6 +54,26 @@ enum Command {
     ///
     /// Example: `backset serve --data-dir /var/lib/backset --sms 2 --storage-groups 2`
     Serve(server::Args),
+    /// Start a hot copy (nuocmd's `hotcopy database`) through the admin server.
+    ///
+    /// Example: `backset hotcopy database --db-name demo --type full --backup-dirs 0 /backups/set1 --timeout 600`
+    #[command(subcommand)]
+    Hotcopy(cli::HotcopyCommand),
+    /// Read from the admin server: `hotcopy-status`, `hotcopy-info`, `processes`.
+    ///
+    /// Example: `backset get hotcopy-status --coordinator-start-id 1 --hotcopy-id <ID>`
+    #[command(subcommand)]
+    Get(cli::GetCommand),
+    /// Show the hot copies of a database, human readable: `hotcopy-info`.
+    ///
+    /// Example: `backset show hotcopy-info --db-name demo`
+    #[command(subcommand)]
+    Show(cli::ShowCommand),
+    /// Cancel a running hot copy: `hotcopy`.
+    ///
+    /// Example: `backset cancel hotcopy --coordinator-start-id 1 --hotcopy-id <ID>`
+    #[command(subcommand)]
+    Cancel(cli::CancelCommand),
 }
 
 fn main() -> ExitCode {
@@ -62,11 +85,22 @@ fn main() -> ExitCode {
         Command::Check(args) => offline::run_check(&args),
         Command::Archive(cmd) => offline::run_archive(&cmd),
         Command::Serve(args) => server::run(&args),
+        Command::Hotcopy(cli::HotcopyCommand::Database(args)) => cli::hotcopy_database(&cli.client, &args),
+        Command::Get(cli::GetCommand::HotcopyStatus(args)) => cli::get_hotcopy_status(&cli.client, &args),
+        Command::Get(cli::GetCommand::HotcopyInfo(args)) => cli::get_hotcopy_info(&cli.client, &args),
+        Command::Get(cli::GetCommand::Processes(args)) => cli::get_processes(&cli.client, &args),
+        Command::Show(cli::ShowCommand::HotcopyInfo(args)) => cli::show_hotcopy_info(&cli.client, &args),
+        Command::Cancel(cli::CancelCommand::Hotcopy(args)) => cli::cancel_hotcopy(&cli.client, &args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
         // A closed pipe (`backset archive dump DIR | head`) is not an error.
         Err(e) if broken_pipe(&e) => ExitCode::SUCCESS,
+        // A mistake on the command line that clap could not see: clap's exit code.
+        Err(e) if e.downcast_ref::<cli::UsageError>().is_some() => {
+            eprintln!("error: {e}");
+            ExitCode::from(2)
+        }
         Err(e) => {
             eprintln!("backset: error: {}", chain(&e));
             ExitCode::from(1)

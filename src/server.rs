@@ -324,7 +324,7 @@ async fn authorize(State(app): State<Arc<App>>, req: Request, next: Next) -> Res
             let mut r = HttpError::new(
                 StatusCode::UNAUTHORIZED,
                 "missing or wrong bearer token: send `Authorization: Bearer <token>` (the CLI reads it from \
-                 BACKSET_AUTH_TOKEN or --auth-token-file)",
+                 --api-token-file or BACKSET_AUTH_TOKEN)",
             )
             .into_response();
             r.headers_mut().insert(header::WWW_AUTHENTICATE, header::HeaderValue::from_static("Bearer"));

@@ -1,0 +1,736 @@
+//! The nuocmd-style client verbs: `hotcopy database`, `get hotcopy-status`, `get hotcopy-info`, `show hotcopy-info`,
+//! `cancel hotcopy`, `get processes`. They talk to `backset serve` (`--api-server`) over its REST API and print what
+//! nuocmd prints (`HotCopyResponse(...)` with fields sorted by name), or the raw JSON with `--show-json`.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, Context, Result};
+use serde::de::DeserializeOwned;
+use serde_json::{json, Value};
+
+use crate::api::{ApiError, HotCopyInfo, HotCopyResponse, Process, Processes, API_PREFIX, MAX_TIMEOUT_SEC};
+use crate::progress;
+
+/// Suffix of the message printed when `--timeout` expires before the hot copy ended (nuocmd's).
+pub const TIMEOUT_SUFFIX: &str = ": timeout while waiting for hot copy operation to finish";
+/// First and longest wait of one status poll while waiting for a hot copy (doubling in between).
+const POLL_FIRST: Duration = Duration::from_millis(100);
+const POLL_MAX: Duration = Duration::from_secs(2);
+/// How long one request may take beyond the wait it asks the server for.
+const REQUEST_SLACK: Duration = Duration::from_secs(30);
+
+/// A command line mistake the parser could not see (exit code 2, like clap's).
+#[derive(Debug)]
+pub struct UsageError(pub String);
+
+impl fmt::Display for UsageError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for UsageError {}
+
+fn usage(msg: impl Into<String>) -> anyhow::Error {
+    anyhow!(UsageError(msg.into()))
+}
+
+/// Options every client verb shares (global on the command line).
+#[derive(clap::Args, Debug, Clone)]
+pub struct ClientArgs {
+    /// The admin server, `host:port` or a URL.
+    #[arg(long, global = true, default_value = "localhost:8888")]
+    pub api_server: String,
+    /// Print the server's JSON instead of nuocmd's format.
+    #[arg(long, global = true)]
+    pub show_json: bool,
+    /// File with the server's bearer token (else the BACKSET_AUTH_TOKEN environment variable, if set).
+    #[arg(long, global = true, value_name = "FILE")]
+    pub api_token_file: Option<PathBuf>,
+}
+
+/// `hotcopy ...`.
+#[derive(clap::Subcommand, Debug)]
+pub enum HotcopyCommand {
+    /// Start a hot copy of a database's archives.
+    Database(HotcopyDatabaseArgs),
+}
+
+/// The hot copy types.
+#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// A plain archive copy.
+    Simple,
+    /// A new backup set.
+    Full,
+    /// Changed atoms into an existing set.
+    Incremental,
+    /// Journal since the previous journal hot copy.
+    Journal,
+}
+
+/// Options of `hotcopy database`.
+#[derive(clap::Args, Debug)]
+pub struct HotcopyDatabaseArgs {
+    /// Database name.
+    #[arg(long)]
+    pub db_name: String,
+    /// Type of hot copy.
+    #[arg(long = "type", value_enum)]
+    pub kind: Kind,
+    /// `<archive id> <path>` pairs: where each archive goes.
+    #[arg(long, num_args = 2.., value_names = ["ARCHIVE_ID", "PATH"], conflicts_with = "process_filter")]
+    pub backup_dirs: Vec<String>,
+    /// Hot copy the SMs this filter selects (LBQuery, e.g. `label(role hotcopy)`) into --default-backup-dir.
+    #[arg(long, value_name = "FILTER", requires = "default_backup_dir")]
+    pub process_filter: Option<String>,
+    /// Destination of every archive without a --backup-dirs entry (alone: every archive).
+    #[arg(long, value_name = "PATH")]
+    pub default_backup_dir: Option<PathBuf>,
+    /// The default directory is shared storage: it must exist, each archive writes into its subdirectory.
+    #[arg(long)]
+    pub shared: bool,
+    /// Most MB/s (10^6 bytes) each SM reads for this hot copy.
+    #[arg(long, value_name = "MB/s")]
+    pub max_rate: Option<f64>,
+    /// Accept archives that together do not hold every storage group.
+    #[arg(long)]
+    pub partial_storage_groups: bool,
+    /// Wait up to this many seconds for the hot copy to end (without it: return at once).
+    #[arg(long, value_name = "SECONDS")]
+    pub timeout: Option<f64>,
+}
+
+/// `get ...`.
+#[derive(clap::Subcommand, Debug)]
+pub enum GetCommand {
+    /// One hot copy's status.
+    HotcopyStatus(StatusArgs),
+    /// The hot copies of a database or of one SM.
+    HotcopyInfo(InfoArgs),
+    /// The processes (SMs) of the embedded database.
+    Processes(ProcessesArgs),
+}
+
+/// `show ...`.
+#[derive(clap::Subcommand, Debug)]
+pub enum ShowCommand {
+    /// The hot copies of a database, per SM, human readable.
+    HotcopyInfo(ShowInfoArgs),
+}
+
+/// `cancel ...`.
+#[derive(clap::Subcommand, Debug)]
+pub enum CancelCommand {
+    /// Cancel a running hot copy.
+    Hotcopy(StatusArgs),
+}
+
+/// `--coordinator-start-id N --hotcopy-id ID [--timeout s]`.
+#[derive(clap::Args, Debug)]
+pub struct StatusArgs {
+    /// Start id of the coordinating SM.
+    #[arg(long)]
+    pub coordinator_start_id: u64,
+    /// Hot copy id.
+    #[arg(long)]
+    pub hotcopy_id: uuid::Uuid,
+    /// Wait up to this many seconds for the hot copy to end.
+    #[arg(long, value_name = "SECONDS")]
+    pub timeout: Option<f64>,
+}
+
+/// Options of `get hotcopy-info`.
+#[derive(clap::Args, Debug)]
+pub struct InfoArgs {
+    /// Database name.
+    #[arg(long, required_unless_present = "coordinator_start_id")]
+    pub db_name: Option<String>,
+    /// Start id of an SM.
+    #[arg(long, conflicts_with = "db_name")]
+    pub coordinator_start_id: Option<u64>,
+    /// Only hot copies running at least this long (seconds, or with a d, h, m or s suffix: `2h`). With --db-name.
+    #[arg(long, value_name = "DURATION", requires = "db_name", value_parser = parse_duration)]
+    pub running_for: Option<Duration>,
+    /// Seconds to wait for the server's answer.
+    #[arg(long, value_name = "SECONDS")]
+    pub timeout: Option<f64>,
+}
+
+/// Options of `show hotcopy-info`.
+#[derive(clap::Args, Debug)]
+pub struct ShowInfoArgs {
+    /// Database name.
+    #[arg(long)]
+    pub db_name: String,
+    /// Only hot copies running at least this long (seconds, or with a d, h, m or s suffix).
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub running_for: Option<Duration>,
+    /// Format of an SM's line; fields: {type} {address} {hostname} {start_id} {archive_id} {db_name} {state}.
+    #[arg(long, default_value = "[{type}] {address} [start_id = {start_id}] [archive_id = {archive_id}] {state}")]
+    pub process_format: String,
+    /// Format of a hot copy's line; fields: {id} {status} {timestamp_range} {message} {stage} {type}
+    /// {coordinator_start_id} {begin_timestamp} {end_timestamp} {destination_directory}.
+    #[arg(long, default_value = "{id} [{status}] {timestamp_range} : {message} ({stage})")]
+    pub hotcopy_format: String,
+}
+
+/// Options of `get processes`.
+#[derive(clap::Args, Debug)]
+pub struct ProcessesArgs {
+    /// Only the processes of this database.
+    #[arg(long)]
+    pub db_name: Option<String>,
+    /// Only the processes this LBQuery filter selects.
+    #[arg(long, value_name = "FILTER")]
+    pub process_filter: Option<String>,
+}
+
+/// `2h`, `30m`, `1d`, `45s`, `90` (seconds).
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    let t = s.trim();
+    let (num, unit) = match t.char_indices().last() {
+        Some((i, c @ ('d' | 'h' | 'm' | 's'))) => (&t[..i], c),
+        _ => (t, 's'),
+    };
+    let n: f64 = num.parse().map_err(|_| format!("{s:?} is not a duration (seconds, or 2h, 30m, 1d)"))?;
+    let secs = n * match unit {
+        'd' => 86_400.0,
+        'h' => 3_600.0,
+        'm' => 60.0,
+        _ => 1.0,
+    };
+    if !(0.0..1e12).contains(&secs) {
+        return Err(format!("{s:?} is not a duration of zero or more"));
+    }
+    Ok(Duration::from_secs_f64(secs))
+}
+
+fn check_timeout(t: Option<f64>) -> Result<Option<Duration>> {
+    match t {
+        None => Ok(None),
+        Some(s) if (0.0..=MAX_TIMEOUT_SEC).contains(&s) => Ok(Some(Duration::from_secs_f64(s))),
+        Some(s) => Err(usage(format!("--timeout {s}: give 0 to {MAX_TIMEOUT_SEC} seconds"))),
+    }
+}
+
+/// The admin server's client.
+struct Client {
+    base: String,
+    token: Option<String>,
+}
+
+impl Client {
+    fn new(args: &ClientArgs) -> Result<Self> {
+        let server = args.api_server.trim_end_matches('/');
+        let base = if server.contains("://") { server.to_string() } else { format!("http://{server}") };
+        let token = match &args.api_token_file {
+            Some(f) => {
+                Some(std::fs::read_to_string(f).with_context(|| format!("read {}", f.display()))?.trim().to_string())
+            }
+            None => std::env::var("BACKSET_AUTH_TOKEN").ok().map(|t| t.trim().to_string()).filter(|t| !t.is_empty()),
+        };
+        Ok(Self { base, token })
+    }
+
+    fn call(&self, method: &str, path: &str, body: Option<&Value>, wait: Duration) -> Result<Value> {
+        let url = format!("{}{API_PREFIX}{path}", self.base);
+        let mut req = ureq::request(method, &url).timeout(wait + REQUEST_SLACK);
+        if let Some(t) = &self.token {
+            req = req.set("Authorization", &format!("Bearer {t}"));
+        }
+        let res = match body {
+            Some(b) => req.send_json(b),
+            None => req.call(),
+        };
+        match res {
+            Ok(r) => r.into_json().with_context(|| format!("{method} {url}: the answer is not JSON")),
+            Err(ureq::Error::Status(code, r)) => {
+                let text = r.into_string().unwrap_or_default();
+                match serde_json::from_str::<ApiError>(&text) {
+                    Ok(e) => Err(anyhow!("{}", e.message)),
+                    Err(_) => Err(anyhow!("{method} {url}: HTTP {code}: {text}")),
+                }
+            }
+            Err(e) => Err(anyhow!(
+                "cannot reach the admin server at {}: {e}; start it with `backset serve` or give --api-server",
+                self.base
+            )),
+        }
+    }
+
+    fn get<T: DeserializeOwned>(&self, path: &str, wait: Duration) -> Result<(T, Value)> {
+        let v = self.call("GET", path, None, wait)?;
+        Ok((serde_json::from_value(v.clone()).context("unexpected answer from the admin server")?, v))
+    }
+
+    fn post<T: DeserializeOwned>(&self, path: &str, body: &Value, wait: Duration) -> Result<(T, Value)> {
+        let v = self.call("POST", path, Some(body), wait)?;
+        Ok((serde_json::from_value(v.clone()).context("unexpected answer from the admin server")?, v))
+    }
+}
+
+/// Percent-encodes a query value.
+fn encode(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+/// `HotCopyResponse(coordinator_start_id=2, id=..)`: what `hotcopy database` prints without `--timeout`.
+fn short(r: &HotCopyResponse) -> String {
+    format!("HotCopyResponse(coordinator_start_id={}, id={})", r.coordinator_start_id, r.hot_copy_id)
+}
+
+/// `HotCopyResponse(begin_timestamp=.., coordinator_start_id=.., end_timestamp=.., id=.., message=.., status=..)`:
+/// nuocmd's fields, sorted by name (end_timestamp once ended).
+pub fn full(r: &HotCopyResponse) -> String {
+    let mut fields = vec![
+        format!("begin_timestamp={}", r.begin_timestamp),
+        format!("coordinator_start_id={}", r.coordinator_start_id),
+    ];
+    if let Some(end) = &r.end_timestamp {
+        fields.push(format!("end_timestamp={end}"));
+    }
+    fields.push(format!("id={}", r.hot_copy_id));
+    fields.push(format!("message={}", r.message));
+    fields.push(format!("status={}", r.status));
+    format!("HotCopyResponse({})", fields.join(", "))
+}
+
+fn print_json(v: &Value) -> Result<()> {
+    println!("{}", serde_json::to_string_pretty(v)?);
+    Ok(())
+}
+
+/// Waits until the hot copy ends or `timeout` passes, polling its status with growing waits (long polls on the
+/// server) and a progress bar; then prints it. Fails on a timeout (the hot copy keeps running) and on an end other
+/// than completed.
+fn wait_and_print(client: &Client, cli: &ClientArgs, first: HotCopyResponse, timeout: Duration) -> Result<()> {
+    let deadline = Instant::now() + timeout;
+    let bar = progress::bar(&first.kind);
+    let (mut r, mut raw) = (first, Value::Null);
+    let mut step = POLL_FIRST;
+    while r.status == "running" {
+        bar.set_length(r.bytes_total.max(1));
+        bar.set_position(r.bytes_done);
+        bar.set_message(r.message.clone());
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            break;
+        }
+        let wait = step.min(left);
+        let path = format!(
+            "/databases/hotCopyStatus?coordinatorStartId={}&hotCopyId={}&timeoutSec={:.3}",
+            r.coordinator_start_id,
+            r.hot_copy_id,
+            wait.as_secs_f64()
+        );
+        (r, raw) = client.get(&path, wait)?;
+        step = (step * 2).min(POLL_MAX);
+    }
+    bar.finish_and_clear();
+    let timed_out = r.status == "running";
+    if timed_out {
+        r.message = format!("{}{TIMEOUT_SUFFIX}", r.message);
+        if let Some(m) = raw.get_mut("message") {
+            *m = Value::String(r.message.clone());
+        }
+    }
+    if cli.show_json {
+        print_json(&if raw.is_null() { serde_json::to_value(&r)? } else { raw })?;
+    } else {
+        println!("{}", full(&r));
+    }
+    if timed_out {
+        return Err(anyhow!("hot copy {} is still running{TIMEOUT_SUFFIX}", r.hot_copy_id));
+    }
+    if r.status != "completed" {
+        return Err(anyhow!("hot copy {} {}: {}", r.hot_copy_id, r.status, r.message));
+    }
+    Ok(())
+}
+
+/// Runs `hotcopy database`.
+pub fn hotcopy_database(cli: &ClientArgs, args: &HotcopyDatabaseArgs) -> Result<()> {
+    if args.backup_dirs.len() % 2 != 0 {
+        return Err(usage("--backup-dirs takes pairs of <archive id> <path>"));
+    }
+    let mut dirs = BTreeMap::new();
+    for pair in args.backup_dirs.chunks(2) {
+        let id: u64 =
+            pair[0].parse().map_err(|_| usage(format!("--backup-dirs: archive id {:?} is not a number", pair[0])))?;
+        if dirs.insert(id.to_string(), pair[1].clone()).is_some() {
+            return Err(usage(format!("--backup-dirs names archive {id} twice")));
+        }
+    }
+    if dirs.is_empty() && args.default_backup_dir.is_none() {
+        return Err(usage("give --backup-dirs <archive id> <path> ..., or --default-backup-dir"));
+    }
+    if args.shared && args.kind == Kind::Simple {
+        return Err(usage("--shared is never used with a simple hot copy"));
+    }
+    if args.shared && args.default_backup_dir.is_none() {
+        return Err(usage("--shared needs --default-backup-dir"));
+    }
+    let max_rate = match args.max_rate {
+        None => None,
+        Some(mb) if mb > 0.0 && mb < 1e9 => Some((mb * 1e6).round() as u64),
+        Some(mb) => return Err(usage(format!("--max-rate {mb}: give a positive number of MB/s"))),
+    };
+    let timeout = check_timeout(args.timeout)?;
+    let client = Client::new(cli)?;
+    let archive_ids = match &args.process_filter {
+        None => None,
+        Some(f) => {
+            let (ps, _): (Processes, _) =
+                client.get(&format!("/processes?filterQuery={}", encode(f)), Duration::ZERO)?;
+            let ids: Vec<u64> = ps.data.iter().filter(|p| p.db_name == args.db_name).map(|p| p.archive_id).collect();
+            if ids.is_empty() {
+                return Err(anyhow!("the process filter {f:?} selects no SM of database {}", args.db_name));
+            }
+            Some(ids)
+        }
+    };
+    let check_sgs = !args.partial_storage_groups;
+    let db = encode(&args.db_name);
+    let (first, raw): (HotCopyResponse, Value) = if args.kind == Kind::Simple {
+        let loc = |p: &str| json!({ "copyArchiveDir": p });
+        let mut body = json!({
+            "backupLocations": dirs.iter().map(|(k, v)| (k.clone(), loc(v))).collect::<serde_json::Map<_, _>>(),
+            "maxRate": max_rate,
+            "checkContainsAllSgs": check_sgs,
+        });
+        if let Some(d) = &args.default_backup_dir {
+            body["defaultBackupLocation"] = loc(&d.display().to_string());
+        }
+        if let Some(ids) = &archive_ids {
+            body["archiveIds"] = json!(ids);
+        }
+        client.post(&format!("/databases/{db}/hotCopySimple"), &body, Duration::ZERO)?
+    } else {
+        let kind = match args.kind {
+            Kind::Full => "full",
+            Kind::Incremental => "incremental",
+            _ => "journal",
+        };
+        let mut body = json!({
+            "type": kind,
+            "shared": args.shared,
+            "backupSetDirs": dirs,
+            "maxRate": max_rate,
+            "checkContainsAllSgs": check_sgs,
+        });
+        if let Some(d) = &args.default_backup_dir {
+            body["defaultBackupSetDir"] = json!(d);
+        }
+        if let Some(ids) = &archive_ids {
+            body["archiveIds"] = json!(ids);
+        }
+        client.post(&format!("/databases/{db}/hotCopy"), &body, Duration::ZERO)?
+    };
+    match timeout {
+        Some(t) => wait_and_print(&client, cli, first, t),
+        None if cli.show_json => print_json(&raw),
+        None => {
+            println!("{}", short(&first));
+            Ok(())
+        }
+    }
+}
+
+/// Runs `get hotcopy-status`.
+pub fn get_hotcopy_status(cli: &ClientArgs, args: &StatusArgs) -> Result<()> {
+    let timeout = check_timeout(args.timeout)?;
+    let client = Client::new(cli)?;
+    let path = format!(
+        "/databases/hotCopyStatus?coordinatorStartId={}&hotCopyId={}",
+        args.coordinator_start_id, args.hotcopy_id
+    );
+    let (r, raw): (HotCopyResponse, Value) = client.get(&path, Duration::ZERO)?;
+    match timeout {
+        Some(t) => wait_and_print(&client, cli, r, t),
+        None if cli.show_json => print_json(&raw),
+        None => {
+            println!("{}", full(&r));
+            Ok(())
+        }
+    }
+}
+
+/// Runs `cancel hotcopy`.
+pub fn cancel_hotcopy(cli: &ClientArgs, args: &StatusArgs) -> Result<()> {
+    let timeout = check_timeout(args.timeout)?;
+    let client = Client::new(cli)?;
+    let mut path = format!(
+        "/databases/cancelHotCopy?coordinatorStartId={}&hotCopyId={}",
+        args.coordinator_start_id, args.hotcopy_id
+    );
+    if let Some(t) = timeout {
+        path.push_str(&format!("&timeoutSec={:.3}", t.as_secs_f64()));
+    }
+    let (mut r, mut raw): (HotCopyResponse, Value) =
+        client.post(&path, &Value::Null, timeout.unwrap_or(Duration::ZERO))?;
+    let timed_out = timeout.is_some() && r.status == "running";
+    if timed_out {
+        r.message = format!("{}{TIMEOUT_SUFFIX}", r.message);
+        raw["message"] = Value::String(r.message.clone());
+    }
+    if cli.show_json {
+        print_json(&raw)?;
+    } else {
+        println!("{}", full(&r));
+    }
+    if timed_out {
+        return Err(anyhow!("hot copy {} is still running{TIMEOUT_SUFFIX}", r.hot_copy_id));
+    }
+    Ok(())
+}
+
+fn fetch_info(
+    client: &Client,
+    db: &str,
+    running_for: Option<Duration>,
+    wait: Duration,
+) -> Result<(HotCopyInfo, Value)> {
+    let mut path = format!("/databases/{}/hotCopyStatus", encode(db));
+    if let Some(d) = running_for {
+        path.push_str(&format!("?minSecondsRunning={}", d.as_secs_f64()));
+    }
+    client.get(&path, wait)
+}
+
+/// Runs `get hotcopy-info`.
+pub fn get_hotcopy_info(cli: &ClientArgs, args: &InfoArgs) -> Result<()> {
+    let wait = check_timeout(args.timeout)?.unwrap_or(Duration::ZERO);
+    if args.running_for.is_some() && args.db_name.is_none() {
+        return Err(usage("--running-for goes with --db-name"));
+    }
+    let client = Client::new(cli)?;
+    let (info, raw) = match (&args.db_name, args.coordinator_start_id) {
+        (Some(db), _) => fetch_info(&client, db, args.running_for, wait)?,
+        (None, Some(sm)) => client.get(&format!("/databases/hotCopyStatus?coordinatorStartId={sm}"), wait)?,
+        (None, None) => return Err(usage("give --db-name or --coordinator-start-id")),
+    };
+    if cli.show_json {
+        return print_json(&raw);
+    }
+    for (sm, list) in &info.hot_copy_statuses {
+        for r in list {
+            println!("start_id={sm}: {}", full(r));
+        }
+    }
+    report_errors(&info)
+}
+
+fn report_errors(info: &HotCopyInfo) -> Result<()> {
+    for (sm, e) in &info.errors {
+        eprintln!("backset: SM start_id={sm}: {e}");
+    }
+    if info.errors.is_empty() {
+        Ok(())
+    } else {
+        Err(anyhow!("{} SMs did not report their hot copies", info.errors.len()))
+    }
+}
+
+/// Fills `{name}` fields of `format` from `fields`; an unknown field is a usage error.
+fn render(format: &str, fields: &BTreeMap<&str, String>, option: &str) -> Result<String> {
+    let mut out = String::new();
+    let mut rest = format;
+    while let Some(open) = rest.find('{') {
+        out.push_str(&rest[..open]);
+        let after = &rest[open + 1..];
+        let Some(close) = after.find('}') else {
+            return Err(usage(format!("{option}: '{{' at byte {} is not closed", format.len() - rest.len() + open)));
+        };
+        let name = &after[..close];
+        match fields.get(name) {
+            Some(v) => out.push_str(v),
+            None => {
+                let known: Vec<&str> = fields.keys().copied().collect();
+                return Err(usage(format!("{option}: unknown field {{{name}}}; fields: {}", known.join(", "))));
+            }
+        }
+        rest = &after[close + 1..];
+    }
+    out.push_str(rest);
+    Ok(out)
+}
+
+/// `begin..end` (end shortened to its time on the same date), or `begin...` while running.
+fn timestamp_range(r: &HotCopyResponse) -> String {
+    match &r.end_timestamp {
+        None => format!("{}...", r.begin_timestamp),
+        Some(end) => {
+            let same_day = end.get(..10).is_some_and(|d| r.begin_timestamp.get(..10) == Some(d));
+            format!("{}..{}", r.begin_timestamp, if same_day { &end[11..] } else { end.as_str() })
+        }
+    }
+}
+
+/// Runs `show hotcopy-info`.
+pub fn show_hotcopy_info(cli: &ClientArgs, args: &ShowInfoArgs) -> Result<()> {
+    let client = Client::new(cli)?;
+    let (processes, _): (Processes, _) = client.get("/processes", Duration::ZERO)?;
+    let (info, raw) = fetch_info(&client, &args.db_name, args.running_for, Duration::ZERO)?;
+    if cli.show_json {
+        return print_json(&raw);
+    }
+    for (sm, list) in &info.hot_copy_statuses {
+        let line = match processes.data.iter().find(|p| p.start_id == *sm) {
+            Some(p) => render(&args.process_format, &process_fields(p), "--process-format")?,
+            None => format!("[SM] [start_id = {sm}]"),
+        };
+        println!("{line}");
+        for r in list {
+            let fields: BTreeMap<&str, String> = BTreeMap::from([
+                ("id", r.hot_copy_id.clone()),
+                ("status", r.status.clone()),
+                ("timestamp_range", timestamp_range(r)),
+                ("message", r.message.clone()),
+                ("stage", r.stage.to_string()),
+                ("type", r.kind.clone()),
+                ("coordinator_start_id", r.coordinator_start_id.to_string()),
+                ("begin_timestamp", r.begin_timestamp.clone()),
+                ("end_timestamp", r.end_timestamp.clone().unwrap_or_default()),
+                ("destination_directory", r.destination_directory.clone()),
+            ]);
+            println!("  {}", render(&args.hotcopy_format, &fields, "--hotcopy-format")?);
+        }
+    }
+    report_errors(&info)
+}
+
+fn process_fields(p: &Process) -> BTreeMap<&'static str, String> {
+    BTreeMap::from([
+        ("type", p.kind.clone()),
+        ("address", p.address.clone()),
+        ("hostname", p.hostname.clone()),
+        ("start_id", p.start_id.to_string()),
+        ("archive_id", p.archive_id.to_string()),
+        ("db_name", p.db_name.clone()),
+        ("state", p.state.clone()),
+    ])
+}
+
+/// `Process(address=.., archive_id=.., ...)`, fields sorted by name.
+fn process_line(p: &Process) -> String {
+    let map = |m: &BTreeMap<String, String>| {
+        format!("{{{}}}", m.iter().map(|(k, v)| format!("{k}: {v}")).collect::<Vec<_>>().join(", "))
+    };
+    format!(
+        "Process(address={}, archive_id={}, db_name={}, hostname={}, labels={}, options={}, start_id={}, state={}, \
+         type={})",
+        p.address,
+        p.archive_id,
+        p.db_name,
+        p.hostname,
+        map(&p.labels),
+        map(&p.options),
+        p.start_id,
+        p.state,
+        p.kind
+    )
+}
+
+/// Runs `get processes`.
+pub fn get_processes(cli: &ClientArgs, args: &ProcessesArgs) -> Result<()> {
+    let client = Client::new(cli)?;
+    let path = match &args.process_filter {
+        Some(f) => format!("/processes?filterQuery={}", encode(f)),
+        None => "/processes".to_string(),
+    };
+    let (mut ps, _): (Processes, Value) = client.get(&path, Duration::ZERO)?;
+    if let Some(db) = &args.db_name {
+        ps.data.retain(|p| &p.db_name == db);
+    }
+    if cli.show_json {
+        return print_json(&serde_json::to_value(&ps)?);
+    }
+    for p in &ps.data {
+        println!("{}", process_line(p));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn response(end: Option<&str>) -> HotCopyResponse {
+        HotCopyResponse {
+            hot_copy_id: "832c7a5f-11c2-44ed-8802-00237c347c4e".into(),
+            coordinator_start_id: 2,
+            begin_timestamp: "2022-04-18 22:53:32".into(),
+            end_timestamp: end.map(str::to_string),
+            status: if end.is_some() { "completed" } else { "running" }.into(),
+            message: if end.is_some() { "Hot copy successfully completed" } else { "Stage1: Copy atoms" }.into(),
+            stage: 1,
+            destination_directory: "/b".into(),
+            uri: String::new(),
+            kind: "full".into(),
+            bytes_done: 0,
+            bytes_total: 0,
+            rate_bytes_per_sec: 0.0,
+            participants: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn responses_print_as_nuocmd_does() {
+        assert_eq!(
+            full(&response(Some("2022-04-18 22:53:33"))),
+            "HotCopyResponse(begin_timestamp=2022-04-18 22:53:32, coordinator_start_id=2, end_timestamp=2022-04-18 \
+             22:53:33, id=832c7a5f-11c2-44ed-8802-00237c347c4e, message=Hot copy successfully completed, \
+             status=completed)"
+        );
+        assert_eq!(
+            full(&response(None)),
+            "HotCopyResponse(begin_timestamp=2022-04-18 22:53:32, coordinator_start_id=2, \
+             id=832c7a5f-11c2-44ed-8802-00237c347c4e, message=Stage1: Copy atoms, status=running)"
+        );
+        assert_eq!(
+            short(&response(None)),
+            "HotCopyResponse(coordinator_start_id=2, id=832c7a5f-11c2-44ed-8802-00237c347c4e)"
+        );
+    }
+
+    #[test]
+    fn timestamp_ranges_shorten_the_same_day() {
+        assert_eq!(timestamp_range(&response(None)), "2022-04-18 22:53:32...");
+        assert_eq!(timestamp_range(&response(Some("2022-04-18 22:53:33"))), "2022-04-18 22:53:32..22:53:33");
+        assert_eq!(timestamp_range(&response(Some("2022-04-19 00:00:01"))), "2022-04-18 22:53:32..2022-04-19 00:00:01");
+    }
+
+    #[test]
+    fn durations_take_nuocmd_suffixes() {
+        assert_eq!(parse_duration("90"), Ok(Duration::from_secs(90)));
+        assert_eq!(parse_duration("2h"), Ok(Duration::from_secs(7200)));
+        assert_eq!(parse_duration("1d"), Ok(Duration::from_secs(86_400)));
+        assert_eq!(parse_duration("1.5m"), Ok(Duration::from_secs(90)));
+        assert!(parse_duration("-1").is_err() && parse_duration("h").is_err() && parse_duration("2w").is_err());
+    }
+
+    #[test]
+    fn formats_fill_fields_and_name_unknown_ones() {
+        let f = BTreeMap::from([("id", "x".to_string()), ("stage", "2".to_string())]);
+        assert_eq!(render("{id} ({stage}) {id}", &f, "--f").unwrap(), "x (2) x");
+        let e = render("{id} {nope}", &f, "--f").unwrap_err();
+        assert!(e.to_string().contains("unknown field {nope}"), "{e}");
+        assert!(e.downcast_ref::<UsageError>().is_some());
+        assert!(render("{id", &f, "--f").is_err());
+    }
+
+    #[test]
+    fn query_values_are_encoded() {
+        assert_eq!(encode("label(role hotcopy)"), "label%28role%20hotcopy%29");
+        assert_eq!(encode("a-b_c.d~"), "a-b_c.d~");
+    }
+}

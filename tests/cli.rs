@@ -1,0 +1,429 @@
+//! End to end: the nuocmd-style verbs (`hotcopy database`, `get hotcopy-status`, `get hotcopy-info`,
+//! `show hotcopy-info`, `cancel hotcopy`, `get processes`) run as the real binary against a real `backset serve`.
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+
+/// A running `backset serve` on a free loopback port, killed when dropped.
+struct Server {
+    child: Child,
+    addr: String,
+}
+
+impl Server {
+    fn start(data: &Path, extra: &[&str]) -> Self {
+        let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let addr = format!("127.0.0.1:{port}");
+        let mut child = Command::new(env!("CARGO_BIN_EXE_backset"))
+            .args(["serve", "--listen", &addr, "--data-dir"])
+            .arg(data)
+            .args(extra)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while std::net::TcpStream::connect(&addr).is_err() {
+            assert!(child.try_wait().unwrap().is_none(), "serve exited");
+            assert!(Instant::now() < deadline, "serve did not listen on {addr}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Self { child, addr }
+    }
+
+    /// Runs `backset <args> --api-server <addr>`.
+    fn run(&self, args: &[&str]) -> Output {
+        self.run_env(args, &[])
+    }
+
+    fn run_env(&self, args: &[&str], env: &[(&str, &str)]) -> Output {
+        Command::new(env!("CARGO_BIN_EXE_backset"))
+            .args(args)
+            .args(["--api-server", &self.addr])
+            .env_remove("BACKSET_AUTH_TOKEN")
+            .envs(env.iter().copied())
+            .output()
+            .unwrap()
+    }
+
+    fn ok(&self, args: &[&str]) -> String {
+        let out = self.run(args);
+        assert!(out.status.success(), "backset {args:?}: {}", text(&out));
+        stdout(&out)
+    }
+
+    fn fails(&self, args: &[&str], code: i32) -> Output {
+        let out = self.run(args);
+        assert_eq!(out.status.code(), Some(code), "backset {args:?}: {}", text(&out));
+        out
+    }
+
+    /// Commits `n` keys of `bytes`-byte values through the data API.
+    fn load(&self, n: usize, bytes: usize) {
+        let value = "v".repeat(bytes);
+        for batch in (0..n).collect::<Vec<_>>().chunks(50) {
+            let put: serde_json::Map<String, Value> =
+                batch.iter().map(|i| (format!("key-{i:06}"), Value::String(value.clone()))).collect();
+            ureq::post(&format!("http://{}/api/1/databases/demo/transactions", self.addr))
+                .send_json(json!({ "put": put }))
+                .unwrap();
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn stdout(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+fn text(out: &Output) -> String {
+    format!("status {:?}\nstdout:\n{}\nstderr:\n{}", out.status.code(), stdout(out), stderr(out))
+}
+
+fn tmp() -> tempfile::TempDir {
+    tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap()
+}
+
+fn s(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+/// Where field `name=` starts in `inner` (at the start or after ", ").
+fn find_field(inner: &str, name: &str) -> Option<usize> {
+    let key = format!("{name}=");
+    inner.match_indices(&key).map(|(i, _)| i).find(|&i| i == 0 || inner[..i].ends_with(", "))
+}
+
+/// The value of `name=` in a `HotCopyResponse(...)` line.
+fn field(line: &str, name: &str) -> String {
+    let inner = line.trim().strip_prefix("HotCopyResponse(").unwrap().strip_suffix(')').unwrap();
+    let start = find_field(inner, name).unwrap_or_else(|| panic!("no {name} in {line}")) + name.len() + 1;
+    let rest = &inner[start..];
+    // Values hold ", " only inside the message; fields after it are status only.
+    let end = if name == "message" { rest.rfind(", status=").unwrap() } else { rest.find(", ").unwrap_or(rest.len()) };
+    rest[..end].to_string()
+}
+
+/// The nuocmd fields present in a `HotCopyResponse(...)` line, in the order printed.
+fn field_names(line: &str) -> Vec<String> {
+    let inner = line.trim().strip_prefix("HotCopyResponse(").unwrap().strip_suffix(')').unwrap();
+    let mut names: Vec<(usize, String)> =
+        ["begin_timestamp", "coordinator_start_id", "end_timestamp", "id", "message", "status"]
+            .iter()
+            .filter_map(|n| find_field(inner, n).map(|i| (i, n.to_string())))
+            .collect();
+    names.sort();
+    names.into_iter().map(|(_, n)| n).collect()
+}
+
+#[test]
+fn hotcopy_database_and_status_print_as_nuocmd() {
+    let dir = tmp();
+    let srv = Server::start(&dir.path().join("data"), &[]);
+    srv.load(100, 300);
+    let set = dir.path().join("set");
+    let out = srv.ok(&["hotcopy", "database", "--db-name", "demo", "--type", "full", "--backup-dirs", "0", s(&set)]);
+    let line = out.trim();
+    assert!(line.starts_with("HotCopyResponse(coordinator_start_id=1, id=") && line.ends_with(')'), "{out}");
+    assert_eq!(out.lines().count(), 1);
+    let id = field(line, "id");
+    let status =
+        srv.ok(&["get", "hotcopy-status", "--coordinator-start-id", "1", "--hotcopy-id", &id, "--timeout", "60"]);
+    let line = status.trim();
+    assert_eq!(field(line, "status"), "completed", "{status}");
+    assert_eq!(field(line, "message"), "Hot copy successfully completed");
+    assert_eq!(
+        field_names(line),
+        ["begin_timestamp", "coordinator_start_id", "end_timestamp", "id", "message", "status"]
+    );
+    assert_eq!(field(line, "begin_timestamp").len(), "2019-06-18 10:18:37".len());
+    // Without --timeout: the status as it is.
+    let again = srv.ok(&["get", "hotcopy-status", "--coordinator-start-id", "1", "--hotcopy-id", &id]);
+    assert_eq!(again, status);
+    // --show-json: the server's JSON.
+    let json_out =
+        srv.ok(&["get", "hotcopy-status", "--coordinator-start-id", "1", "--hotcopy-id", &id, "--show-json"]);
+    let v: Value = serde_json::from_str(&json_out).unwrap();
+    assert_eq!(v["hotCopyId"], id.as_str());
+    assert_eq!(v["status"], "completed");
+
+    // Incremental and journal with --timeout wait and print the whole response.
+    srv.load(20, 300);
+    for kind in ["incremental", "journal"] {
+        let args = ["hotcopy", "database", "--db-name", "demo", "--type", kind, "--backup-dirs", "0", s(&set)];
+        let out = srv.ok(&[&args[..], &["--timeout", "60", "--max-rate", "500"]].concat());
+        assert_eq!(field(out.trim(), "status"), "completed", "{out}");
+    }
+    // The set checks clean offline.
+    let out = Command::new(env!("CARGO_BIN_EXE_backset")).arg("check").arg(&set).output().unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+
+    // A simple hot copy.
+    let copy = dir.path().join("simple");
+    let out = srv.ok(&[
+        "hotcopy",
+        "database",
+        "--db-name",
+        "demo",
+        "--type",
+        "simple",
+        "--backup-dirs",
+        "0",
+        s(&copy),
+        "--timeout",
+        "60",
+    ]);
+    assert_eq!(field(out.trim(), "status"), "completed", "{out}");
+    assert!(copy.join("atoms").is_dir());
+    let out = Command::new(env!("CARGO_BIN_EXE_backset")).args(["archive", "check"]).arg(&copy).output().unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+}
+
+#[test]
+fn timeout_expiry_leaves_the_hot_copy_running_then_cancel() {
+    let dir = tmp();
+    let srv = Server::start(&dir.path().join("data"), &[]);
+    srv.load(400, 2000);
+    let set = dir.path().join("set");
+    let started = Instant::now();
+    // 0.01 MB/s: about 800 kB takes over a minute; wait one second.
+    let out = srv.fails(
+        &[
+            "hotcopy",
+            "database",
+            "--db-name",
+            "demo",
+            "--type",
+            "full",
+            "--backup-dirs",
+            "0",
+            s(&set),
+            "--max-rate",
+            "0.01",
+            "--timeout",
+            "1",
+        ],
+        1,
+    );
+    assert!(started.elapsed() < Duration::from_secs(15));
+    let line = stdout(&out);
+    let message = field(line.trim(), "message");
+    assert!(message.starts_with("Stage"), "{line}");
+    assert!(message.ends_with(": timeout while waiting for hot copy operation to finish"), "{line}");
+    assert_eq!(field(line.trim(), "status"), "running");
+    let id = field(line.trim(), "id");
+    // It keeps running.
+    let status = srv.ok(&["get", "hotcopy-status", "--coordinator-start-id", "1", "--hotcopy-id", &id]);
+    assert_eq!(field(status.trim(), "status"), "running", "{status}");
+    let info = srv.ok(&["get", "hotcopy-info", "--db-name", "demo", "--running-for", "0"]);
+    assert!(info.contains(&id), "{info}");
+    let info = srv.ok(&["get", "hotcopy-info", "--db-name", "demo", "--running-for", "1h"]);
+    assert_eq!(info, "");
+    let show = srv.ok(&["show", "hotcopy-info", "--db-name", "demo"]);
+    assert!(show.contains(&format!("{id} [running] ")) && show.contains("... : Stage"), "{show}");
+    // get hotcopy-status --timeout expiring also exits non-zero.
+    let out = srv
+        .fails(&["get", "hotcopy-status", "--coordinator-start-id", "1", "--hotcopy-id", &id, "--timeout", "0.3"], 1);
+    assert!(stdout(&out).contains("timeout while waiting for hot copy operation to finish"), "{}", text(&out));
+    // Cancel, waiting for it.
+    let out = srv.ok(&["cancel", "hotcopy", "--coordinator-start-id", "1", "--hotcopy-id", &id, "--timeout", "30"]);
+    assert_eq!(field(out.trim(), "status"), "cancelled", "{out}");
+    assert_eq!(field(out.trim(), "message"), "Hot copy cancelled");
+    // Waiting on a hot copy that ended other than completed exits non-zero.
+    let out =
+        srv.fails(&["get", "hotcopy-status", "--coordinator-start-id", "1", "--hotcopy-id", &id, "--timeout", "5"], 1);
+    assert_eq!(field(stdout(&out).trim(), "status"), "cancelled");
+}
+
+#[test]
+fn refusals_and_lookups_fail_with_the_servers_message() {
+    let dir = tmp();
+    let srv = Server::start(&dir.path().join("data"), &[]);
+    let nothing = dir.path().join("nothing");
+    let out = srv.fails(
+        &["hotcopy", "database", "--db-name", "demo", "--type", "incremental", "--backup-dirs", "0", s(&nothing)],
+        1,
+    );
+    assert!(stderr(&out).contains("Full hot copy must be completed before incremental hot copy"), "{}", text(&out));
+    let out = srv
+        .fails(&["hotcopy", "database", "--db-name", "other", "--type", "full", "--backup-dirs", "0", s(&nothing)], 1);
+    assert!(stderr(&out).contains("no database \"other\""), "{}", text(&out));
+    let unknown = "00000000-0000-0000-0000-000000000000";
+    let out = srv.fails(&["get", "hotcopy-status", "--coordinator-start-id", "1", "--hotcopy-id", unknown], 1);
+    assert!(stderr(&out).contains("no hot copy"), "{}", text(&out));
+    srv.fails(&["cancel", "hotcopy", "--coordinator-start-id", "1", "--hotcopy-id", unknown], 1);
+    // Nothing listens there.
+    let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let out = Command::new(env!("CARGO_BIN_EXE_backset"))
+        .args(["get", "processes", "--api-server", &format!("127.0.0.1:{port}")])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("cannot reach the admin server"), "{}", text(&out));
+}
+
+#[test]
+fn usage_errors_exit_2() {
+    let dir = tmp();
+    let srv = Server::start(&dir.path().join("data"), &[]);
+    let base = ["hotcopy", "database", "--db-name", "demo", "--type", "full"];
+    for extra in [
+        &["--backup-dirs", "0"][..],
+        &["--backup-dirs", "0", "/a", "1"],
+        &["--backup-dirs", "x", "/a"],
+        &["--backup-dirs", "0", "/a", "0", "/b"],
+        &[],
+        &["--process-filter", "any"],
+        &["--backup-dirs", "0", "/a", "--process-filter", "any", "--default-backup-dir", "/d"],
+        &["--backup-dirs", "0", "/a", "--max-rate", "0"],
+        &["--backup-dirs", "0", "/a", "--timeout", "-1"],
+        &["--shared", "--backup-dirs", "0", "/a"],
+    ] {
+        srv.fails(&[&base[..], extra].concat(), 2);
+    }
+    srv.fails(
+        &["hotcopy", "database", "--db-name", "demo", "--type", "simple", "--default-backup-dir", "/d", "--shared"],
+        2,
+    );
+    srv.fails(&["hotcopy", "database", "--db-name", "demo", "--type", "bogus", "--backup-dirs", "0", "/a"], 2);
+    srv.fails(&["get", "hotcopy-info"], 2);
+    srv.fails(&["get", "hotcopy-info", "--coordinator-start-id", "1", "--running-for", "5"], 2);
+    srv.fails(&["get", "hotcopy-info", "--db-name", "demo", "--running-for", "2w"], 2);
+    srv.fails(&["get", "hotcopy-status", "--coordinator-start-id", "1", "--hotcopy-id", "not-a-uuid"], 2);
+}
+
+#[test]
+fn info_show_and_processes() {
+    let dir = tmp();
+    let srv = Server::start(&dir.path().join("data"), &["--sms", "2", "--storage-groups", "2"]);
+    srv.load(50, 100);
+    let (a, b) = (dir.path().join("a"), dir.path().join("b"));
+    let out = srv.ok(&[
+        "hotcopy",
+        "database",
+        "--db-name",
+        "demo",
+        "--type",
+        "full",
+        "--backup-dirs",
+        "0",
+        s(&a),
+        "1",
+        s(&b),
+        "--timeout",
+        "60",
+    ]);
+    let id = field(out.trim(), "id");
+    // Missing storage groups are refused unless allowed.
+    let c = dir.path().join("c");
+    let out =
+        srv.fails(&["hotcopy", "database", "--db-name", "demo", "--type", "full", "--backup-dirs", "1", s(&c)], 1);
+    assert!(stderr(&out).contains("missingSgs=[SG1]"), "{}", text(&out));
+    // A process filter picks archive 1 into the default directory.
+    let out = srv.ok(&[
+        "hotcopy",
+        "database",
+        "--db-name",
+        "demo",
+        "--type",
+        "full",
+        "--process-filter",
+        "label(archive-id 1)",
+        "--default-backup-dir",
+        s(&c),
+        "--partial-storage-groups",
+        "--timeout",
+        "60",
+    ]);
+    assert_eq!(field(out.trim(), "coordinator_start_id"), "2", "{out}");
+    assert!(c.join("state").is_file());
+    let out = srv.fails(
+        &[
+            "hotcopy",
+            "database",
+            "--db-name",
+            "demo",
+            "--type",
+            "full",
+            "--process-filter",
+            "label(archive-id 9)",
+            "--default-backup-dir",
+            s(&c),
+        ],
+        1,
+    );
+    assert!(stderr(&out).contains("selects no SM"), "{}", text(&out));
+
+    // get hotcopy-info: per SM start id; the coordinated hot copy under both SMs.
+    let info = srv.ok(&["get", "hotcopy-info", "--db-name", "demo"]);
+    assert_eq!(info.lines().filter(|l| l.contains(&id)).count(), 2, "{info}");
+    assert!(info
+        .lines()
+        .all(|l| l.starts_with("start_id=1: HotCopyResponse(") || l.starts_with("start_id=2: HotCopyResponse(")));
+    let sm2 = srv.ok(&["get", "hotcopy-info", "--coordinator-start-id", "2"]);
+    assert_eq!(sm2.lines().count(), 2, "{sm2}");
+    let v: Value = serde_json::from_str(&srv.ok(&["get", "hotcopy-info", "--db-name", "demo", "--show-json"])).unwrap();
+    assert_eq!(v["hotCopyStatuses"]["2"].as_array().unwrap().len(), 2);
+
+    // show hotcopy-info: each SM, then its hot copies indented.
+    let show = srv.ok(&["show", "hotcopy-info", "--db-name", "demo"]);
+    let lines: Vec<&str> = show.lines().collect();
+    assert!(lines[0].starts_with("[SM] ") && lines[0].contains("[start_id = 1]"), "{show}");
+    assert!(
+        lines[1].starts_with(&format!("  {id} [completed] "))
+            && lines[1].ends_with(": Hot copy successfully completed (3)"),
+        "{show}"
+    );
+    let custom = srv.ok(&[
+        "show",
+        "hotcopy-info",
+        "--db-name",
+        "demo",
+        "--hotcopy-format",
+        "{type}/{status}",
+        "--process-format",
+        "SM {start_id}",
+    ]);
+    assert_eq!(custom, "SM 1\n  full/completed\nSM 2\n  full/completed\n  full/completed\n");
+
+    // get processes.
+    let ps = srv.ok(&["get", "processes"]);
+    assert_eq!(ps.lines().count(), 2);
+    assert!(ps.lines().next().unwrap().starts_with("Process(address="), "{ps}");
+    assert!(ps.contains("labels={archive-id: 1, storage-groups: SG2}"), "{ps}");
+    let one = srv.ok(&["get", "processes", "--process-filter", "start_id(2)"]);
+    assert_eq!(one.lines().count(), 1);
+    assert!(one.contains("start_id=2"));
+    assert_eq!(srv.ok(&["get", "processes", "--db-name", "other"]), "");
+    let v: Value = serde_json::from_str(&srv.ok(&["get", "processes", "--show-json"])).unwrap();
+    assert_eq!(v["data"].as_array().unwrap().len(), 2);
+    let out = srv.fails(&["get", "processes", "--process-filter", "and(any"], 1);
+    assert!(stderr(&out).contains("at position 7"), "{}", text(&out));
+}
+
+#[test]
+fn bearer_token_from_a_file_or_the_environment() {
+    let dir = tmp();
+    let token: PathBuf = dir.path().join("token");
+    std::fs::write(&token, "tok-123\n").unwrap();
+    let srv = Server::start(&dir.path().join("data"), &["--auth-token-file", s(&token)]);
+    let out = srv.fails(&["get", "processes"], 1);
+    assert!(stderr(&out).contains("bearer token"), "{}", text(&out));
+    srv.ok(&["get", "processes", "--api-token-file", s(&token)]);
+    let out = srv.run_env(&["get", "processes"], &[("BACKSET_AUTH_TOKEN", "tok-123")]);
+    assert!(out.status.success(), "{}", text(&out));
+}
