@@ -357,6 +357,30 @@ mod tests {
     }
 
     #[test]
+    fn token_soup_never_panics_and_errors_stay_in_the_input() {
+        // A deterministic stand-in for the fuzz target this parser still wants: strings of grammar tokens and odd
+        // characters, each parsed to a filter or to an error whose position lies within the input.
+        let pieces = [
+            "any", "not", "and", "or", "first", "label", "option", "start_id", "hostname", "(", ")", " ", "*", ",",
+            "k", "v*", "*v", "\u{e9}", "\t", "",
+        ];
+        let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+        for _ in 0..20_000 {
+            let mut s = String::new();
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            for i in 0..(x % 12) {
+                s.push_str(pieces[((x >> (i * 5)) % pieces.len() as u64) as usize]);
+            }
+            if let Err(e) = Filter::parse(&s) {
+                assert!(e.position <= s.len(), "{s:?}: {e}");
+                let _ = e.to_string();
+            }
+        }
+    }
+
+    #[test]
     fn length_and_depth_are_bounded() {
         let deep = format!("{}any{}", "not(".repeat(MAX_FILTER_DEPTH + 1), ")".repeat(MAX_FILTER_DEPTH + 1));
         let e = Filter::parse(&deep).unwrap_err();

@@ -23,7 +23,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use backset_engine::hotcopy::{HotCopyError, HotCopyManager, HotCopyRequest, HotCopyType};
-use backset_engine::limits::DEFAULT_RETAINED_JOURNAL_WARN_BYTES;
+use backset_engine::limits::{DEFAULT_RETAINED_JOURNAL_WARN_BYTES, DEFAULT_SEGMENT_BYTES};
 use backset_engine::store::{CommitError, Config, Database, StorageGroup, StoreError, Txn};
 use serde::Deserialize;
 use uuid::Uuid;
@@ -72,6 +72,9 @@ pub struct Args {
     /// Whether the SMs keep their journal until a journal hot copy copied it (NuoDB's default is disable).
     #[arg(long, value_enum, default_value = "enable")]
     pub journal_hot_copy: Toggle,
+    /// Size at which an SM's journal segment rolls over to a new one, bytes (4 KiB to 1 GiB).
+    #[arg(long, value_name = "BYTES", default_value_t = DEFAULT_SEGMENT_BYTES)]
+    pub journal_segment_bytes: u64,
     /// Warn when the journal kept for journal hot copies grows past this many bytes (over all SMs).
     #[arg(long, value_name = "BYTES", default_value_t = DEFAULT_RETAINED_JOURNAL_WARN_BYTES)]
     pub retained_journal_warn_bytes: u64,
@@ -116,6 +119,7 @@ pub fn run(args: &Args) -> Result<()> {
     let mut config = Config::new(args.db_name.clone());
     config.sms = args.sms;
     config.journal_hot_copy = args.journal_hot_copy == Toggle::Enable;
+    config.segment_bytes = args.journal_segment_bytes;
     if let Some(n) = args.storage_groups {
         ensure!(n >= 1 && n >= args.sms, "--storage-groups {n}: give at least one group per SM (--sms {})", args.sms);
         config.storage_groups = Some(

@@ -427,3 +427,20 @@ fn bearer_token_from_a_file_or_the_environment() {
     let out = srv.run_env(&["get", "processes"], &[("BACKSET_AUTH_TOKEN", "tok-123")]);
     assert!(out.status.success(), "{}", text(&out));
 }
+
+#[test]
+fn shared_default_directory_takes_a_subdirectory_per_archive() {
+    let dir = tmp();
+    let srv = Server::start(&dir.path().join("data"), &["--sms", "2"]);
+    srv.load(30, 100);
+    let shared = dir.path().join("shared");
+    let args =
+        ["hotcopy", "database", "--db-name", "demo", "--type", "full", "--default-backup-dir", s(&shared), "--shared"];
+    // It must exist.
+    let out = srv.fails(&args, 1);
+    assert!(!stderr(&out).is_empty());
+    std::fs::create_dir(&shared).unwrap();
+    let out = srv.ok(&[&args[..], &["--timeout", "60"]].concat());
+    assert_eq!(field(out.trim(), "status"), "completed", "{out}");
+    assert!(shared.join("0/state").is_file() && shared.join("1/state").is_file());
+}

@@ -447,3 +447,37 @@ fn bearer_token() {
     assert_eq!(exit, Some(0));
     assert!(!stderr.contains("s3cret"), "the token was logged: {stderr}");
 }
+
+#[test]
+fn sigint_stops_cleanly_too_and_the_retained_journal_warning_shows() {
+    let dir = tmp();
+    let data = dir.path().join("data");
+    let srv = Server::start(&data, &["--retained-journal-warn-bytes", "10000", "--journal-segment-bytes", "8192"]);
+    load(&srv, 200, 500);
+    // Checkpoints run every second and the warning is measured every 2 s.
+    std::thread::sleep(Duration::from_millis(4500));
+    let child = srv.child.as_ref().unwrap();
+    let st = Command::new("kill").arg("-INT").arg(child.id().to_string()).status().unwrap();
+    assert!(st.success());
+    let mut srv = srv;
+    let out = srv.child.take().unwrap().wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert!(stderr.contains("SIGINT") && stderr.contains("database closed"), "{stderr}");
+    assert!(stderr.contains("warning:") && stderr.contains("kept for journal hot copies"), "{stderr}");
+    // With journal hot copy disabled nothing is retained, and the option shows in the process list.
+    let srv = Server::start(&dir.path().join("data2"), &["--journal-hot-copy", "disable"]);
+    let (_, v) = srv.get("/processes");
+    assert_eq!(v["data"][0]["options"]["journal-hot-copy"], "disable");
+    let (code, e) = srv.post_json(
+        "/databases/demo/hotCopy",
+        &json!({"type": "full", "backupSetDirs": {"0": s(&dir.path().join("set"))}, "timeoutSec": 60}),
+    );
+    assert_eq!((code, &e["status"]), (200, &json!("completed")), "{e}");
+    let (code, e) = srv.post_json(
+        "/databases/demo/hotCopy",
+        &json!({"type": "journal", "backupSetDirs": {"0": s(&dir.path().join("set"))}}),
+    );
+    assert_eq!(code, 409, "{e}");
+    assert!(e["message"].as_str().unwrap().contains("journal hot copy is disabled"), "{e}");
+}
