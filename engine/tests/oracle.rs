@@ -560,13 +560,12 @@ fn two_storage_groups_coordinated_hot_copies_restore_to_the_oracle() {
 }
 
 /// A deterministic edge of the rule, against the oracle: an incremental pinned while the archive was fully
-/// checkpointed has `R' = R - 1` (the durable txn at the pin) as its first transaction, but its journal holds only
-/// `[R, E]`. A restore to a T in `[R', E)` starts from the earlier base and takes the records after that base's E
-/// from the incremental, whose range claims `R'`: the record of `R'` is in no element, and the restore silently
-/// leaves that transaction out (check reports the set healthy and `R'` restorable). Ignored until the engine is
-/// fixed (see docs/ARCHITECTURE.md, "Consistency invariants"); run it with `--ignored`.
+/// checkpointed has `R = D + 1` (D the durable txn at the pin), and its journal holds only `[R, E]`. Its range must
+/// claim no more: when it claimed `[D, E]`, a restore to a T in `[D, E)` started from the earlier base, took the
+/// records after that base's E from the incremental, and silently left transaction D out (check reported the set
+/// healthy and D restorable). Now D is in no element's journal, so no T in `[D, E)` is restorable, and every T
+/// that is restores exactly.
 #[test]
-#[ignore = "engine bug: a restore between bases loses the transaction R' of a fully checkpointed incremental"]
 fn a_restore_between_bases_keeps_the_first_transaction_of_a_fully_checkpointed_incremental() {
     use backset_engine::store::Txn;
     let dir = tempdir();
@@ -600,9 +599,12 @@ fn a_restore_between_bases_keeps_the_first_transaction_of_a_fully_checkpointed_i
     m.set_sm_rate(0, None).unwrap();
     wait_completed(&m, inc, "incremental", 0);
     let elems = elements(&set);
-    assert_eq!(elems.iter().map(|e| e.range).collect::<Vec<_>>(), [(1, 50), (51, 56)]);
+    assert_eq!(elems.iter().map(|e| e.range).collect::<Vec<_>>(), [(1, 50), (52, 56)]);
     let report = check_set(&set, &CheckOptions::default()).unwrap();
     assert!(report.is_ok());
+    let restorable: Vec<u64> = report.restorable.iter().flat_map(|r| r.first..=r.last).collect();
+    assert!(restorable.contains(&50) && restorable.contains(&56), "{restorable:?}");
+    assert!(!(51..56).any(|t| restorable.contains(&t)), "transaction 51 is in no element: {restorable:?}");
     let mut wrong = Vec::new();
     for t in report.restorable.iter().flat_map(|r| r.first..=r.last) {
         let dest = dir.path().join(format!("restore-{t}"));

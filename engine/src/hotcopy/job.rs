@@ -479,6 +479,12 @@ impl Work<'_> {
                 reason: format!("copied with LSN {} above the end point {e} (guarantee G2 broken)", c.lsn),
             });
         }
+        // An incremental claims only the journal it holds: [R, E] (or [E, E] when R > E: it restores to E from its
+        // atoms alone). R' = R - 1 (an archive fully checkpointed at the pin) has no record in it, and claiming it
+        // would let a restore from an earlier base take transaction R' from this element and silently skip it
+        // (engine/tests/oracle.rs, a_restore_between_bases_keeps_the_first_transaction_of_a_fully_checkpointed_
+        // incremental). The full keeps R', where the journal chain starts.
+        let range_first = if kind == HotCopyType::Incremental { copy_from.min(e) } else { range_first };
         let nothing = kind == HotCopyType::Journal && e < range_first;
         lock(&self.live.info).txn_range = (!nothing).then_some((range_first, e));
         self.set_stage(Stage::CopyJournal)?;
