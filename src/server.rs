@@ -17,7 +17,7 @@ use anyhow::{bail, ensure, Context, Result};
 use axum::body::Bytes;
 use axum::extract::rejection::{BytesRejection, PathRejection, QueryRejection};
 use axum::extract::{DefaultBodyLimit, Path, Query, Request, State};
-use axum::http::{header, StatusCode};
+use axum::http::{header, HeaderMap, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -338,6 +338,21 @@ async fn authorize(State(app): State<Arc<App>>, req: Request, next: Next) -> Res
     next.run(req).await
 }
 
+/// `http://<Host header>` when the request names a plausible host, else the listen address: the base of the `uri`
+/// links (right behind a proxy, and when listening on 0.0.0.0).
+fn base_uri(app: &App, headers: &HeaderMap) -> String {
+    match headers.get(header::HOST).and_then(|h| h.to_str().ok()) {
+        Some(h)
+            if !h.is_empty()
+                && h.len() <= 255
+                && h.bytes().all(|b| b.is_ascii_alphanumeric() || b"-.:[]_".contains(&b)) =>
+        {
+            format!("http://{h}")
+        }
+        _ => app.base_uri.clone(),
+    }
+}
+
 fn check_db(app: &App, db: &str) -> Result<(), HttpError> {
     if db == app.db.name() {
         Ok(())
@@ -433,17 +448,18 @@ struct SimpleBody {
 }
 
 /// Starts a request and answers its status, after waiting up to `wait` for it to end.
-async fn start(app: Arc<App>, req: HotCopyRequest, wait: Option<Duration>) -> Reply<HotCopyResponse> {
+async fn start(app: Arc<App>, base: String, req: HotCopyRequest, wait: Option<Duration>) -> Reply<HotCopyResponse> {
     blocking(move || {
         let (start_id, id) = app.manager.start(req)?;
         let status = app.manager.status(start_id, id, wait)?;
-        Ok(Json(HotCopyResponse::from_status(&status, &app.base_uri)))
+        Ok(Json(HotCopyResponse::from_status(&status, &base)))
     })
     .await
 }
 
 async fn hot_copy(
     State(app): State<Arc<App>>,
+    headers: HeaderMap,
     db: Result<Path<String>, PathRejection>,
     b: Result<Bytes, BytesRejection>,
 ) -> Reply<HotCopyResponse> {
@@ -466,11 +482,13 @@ async fn hot_copy(
     if let Some(ids) = b.archive_ids {
         req = req.archives(ids);
     }
-    start(app, req, timeout(b.timeout_sec)?).await
+    let base = base_uri(&app, &headers);
+    start(app, base, req, timeout(b.timeout_sec)?).await
 }
 
 async fn hot_copy_simple(
     State(app): State<Arc<App>>,
+    headers: HeaderMap,
     db: Result<Path<String>, PathRejection>,
     b: Result<Bytes, BytesRejection>,
 ) -> Reply<HotCopyResponse> {
@@ -488,14 +506,15 @@ async fn hot_copy_simple(
     if let Some(ids) = b.archive_ids {
         req = req.archives(ids);
     }
-    start(app, req, timeout(b.timeout_sec)?).await
+    let base = base_uri(&app, &headers);
+    start(app, base, req, timeout(b.timeout_sec)?).await
 }
 
-fn info(app: &App, statuses: BTreeMap<u64, Vec<backset_engine::hotcopy::HotCopyStatus>>) -> HotCopyInfo {
+fn info(base: &str, statuses: BTreeMap<u64, Vec<backset_engine::hotcopy::HotCopyStatus>>) -> HotCopyInfo {
     HotCopyInfo {
         hot_copy_statuses: statuses
             .into_iter()
-            .map(|(sm, list)| (sm, list.iter().map(|s| HotCopyResponse::from_status(s, &app.base_uri)).collect()))
+            .map(|(sm, list)| (sm, list.iter().map(|s| HotCopyResponse::from_status(s, base)).collect()))
             .collect(),
         errors: BTreeMap::new(),
     }
@@ -505,16 +524,18 @@ fn info(app: &App, statuses: BTreeMap<u64, Vec<backset_engine::hotcopy::HotCopyS
 /// `HotCopyResponse`), or without `hotCopyId` every hot copy of that SM (a `HotCopyInfo`).
 async fn status(
     State(app): State<Arc<App>>,
+    headers: HeaderMap,
     q: Result<Query<HashMap<String, String>>, QueryRejection>,
 ) -> Result<Response, HttpError> {
     let q = query(q)?;
     let start_id: u64 = required(&q, "coordinatorStartId", "a start id")?;
     let wait = timeout(param(&q, "timeoutSec", "a number of seconds")?)?;
+    let base = base_uri(&app, &headers);
     match param::<Uuid>(&q, "hotCopyId", "a hot copy id")? {
         Some(id) => {
             blocking(move || {
                 let s = app.manager.status(start_id, id, wait)?;
-                Ok(Json(HotCopyResponse::from_status(&s, &app.base_uri)).into_response())
+                Ok(Json(HotCopyResponse::from_status(&s, &base)).into_response())
             })
             .await
         }
@@ -523,7 +544,7 @@ async fn status(
             let Some(list) = all.remove(&start_id) else {
                 return Err(HttpError::new(StatusCode::NOT_FOUND, format!("no SM with start id {start_id}")));
             };
-            Ok(Json(info(&app, BTreeMap::from([(start_id, list)]))).into_response())
+            Ok(Json(info(&base, BTreeMap::from([(start_id, list)]))).into_response())
         }
     }
 }
@@ -531,6 +552,7 @@ async fn status(
 /// `GET /databases/{db}/hotCopyStatus[?minSecondsRunning=s]`.
 async fn database_status(
     State(app): State<Arc<App>>,
+    headers: HeaderMap,
     db: Result<Path<String>, PathRejection>,
     q: Result<Query<HashMap<String, String>>, QueryRejection>,
 ) -> Reply<HotCopyInfo> {
@@ -541,21 +563,23 @@ async fn database_status(
         Some(s) => return Err(HttpError::bad(format!("minSecondsRunning {s} must be a non-negative number"))),
         None => None,
     };
-    Ok(Json(info(&app, app.manager.statuses_by_start_id(running_for))))
+    Ok(Json(info(&base_uri(&app, &headers), app.manager.statuses_by_start_id(running_for))))
 }
 
 /// `POST /databases/cancelHotCopy?coordinatorStartId=N&hotCopyId=ID[&timeoutSec=s]`.
 async fn cancel(
     State(app): State<Arc<App>>,
+    headers: HeaderMap,
     q: Result<Query<HashMap<String, String>>, QueryRejection>,
 ) -> Reply<HotCopyResponse> {
     let q = query(q)?;
     let start_id: u64 = required(&q, "coordinatorStartId", "a start id")?;
     let id: Uuid = required(&q, "hotCopyId", "a hot copy id")?;
     let wait = timeout(param(&q, "timeoutSec", "a number of seconds")?)?;
+    let base = base_uri(&app, &headers);
     blocking(move || {
         let s = app.manager.cancel(start_id, id, wait)?;
-        Ok(Json(HotCopyResponse::from_status(&s, &app.base_uri)))
+        Ok(Json(HotCopyResponse::from_status(&s, &base)))
     })
     .await
 }

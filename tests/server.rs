@@ -225,6 +225,12 @@ fn hot_copy_endpoints_full_incremental_journal_simple() {
     // The uri answers the same status.
     let (code, again) = srv.get(uri.split("/api/1").nth(1).unwrap());
     assert_eq!((code, &again["status"]), (200, &json!("completed")));
+    // Behind a proxy the links follow the Host header; one that is not a host name is ignored.
+    for (host, want) in [("backup.example:8443", "http://backup.example:8443/api/1/"), ("a/b\"c", "http://127.0.0.1:")]
+    {
+        let v: Value = ureq::get(uri).set("Host", host).call().unwrap().into_json().unwrap();
+        assert!(v["uri"].as_str().unwrap().starts_with(want), "{host}: {v}");
+    }
 
     // A second full into the same set is refused: 409 with the engine's message.
     let (code, e) = srv.post_json("/databases/demo/hotCopy", &body);
@@ -345,8 +351,16 @@ fn sigterm_cancels_running_jobs_closes_the_store_and_exits_0() {
     );
     assert_eq!(code, 200, "{v}");
     let id = v["hotCopyId"].as_str().unwrap().to_string();
+    // A request waiting on the hot copy is answered when the shutdown cancels it.
+    let waiter = {
+        let url = format!("{}/databases/hotCopyStatus?coordinatorStartId=1&hotCopyId={id}&timeoutSec=600", srv.api);
+        std::thread::spawn(move || ureq::get(&url).call().map(|r| r.into_json::<Value>().unwrap()))
+    };
+    std::thread::sleep(Duration::from_millis(300));
     let started = Instant::now();
     let (exit, stderr) = srv.terminate();
+    let answered = waiter.join().unwrap().expect("the waiting request was answered");
+    assert_eq!(answered["status"], "cancelled", "{answered}");
     assert_eq!(exit, Some(0), "{stderr}");
     assert!(started.elapsed() < Duration::from_secs(20), "shutdown took {:?}", started.elapsed());
     assert!(stderr.contains("SIGTERM") && stderr.contains("database closed"), "{stderr}");
