@@ -354,7 +354,9 @@ fn sigterm_cancels_running_jobs_closes_the_store_and_exits_0() {
     // A request waiting on the hot copy is answered when the shutdown cancels it.
     let waiter = {
         let url = format!("{}/databases/hotCopyStatus?coordinatorStartId=1&hotCopyId={id}&timeoutSec=600", srv.api);
-        std::thread::spawn(move || ureq::get(&url).call().map(|r| r.into_json::<Value>().unwrap()))
+        std::thread::spawn(move || {
+            ureq::get(&url).call().map(|r| r.into_json::<Value>().unwrap()).map_err(|e| e.to_string())
+        })
     };
     std::thread::sleep(Duration::from_millis(300));
     let started = Instant::now();
