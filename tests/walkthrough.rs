@@ -1,0 +1,164 @@
+//! The README's "Operating Backset" walk-through, run step for step with the real binary and a real `backset serve`
+//! on a free loopback port: each step below names the README block it is, and runs the same command (the client verbs
+//! get `--api-server` for the free port; the data API's bodies are the README's `curl -d` bodies, sent with ureq).
+//! If a step has to change here, the README's block changes with it.
+
+use std::net::TcpListener;
+use std::path::Path;
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+/// The server of step 1, killed when dropped (step 6 stops it with SIGTERM first).
+struct Serve(Option<Child>);
+
+impl Drop for Serve {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.0.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+fn backset(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_backset")).args(args).env_remove("BACKSET_AUTH_TOKEN").output().unwrap()
+}
+
+fn text(out: &Output) -> String {
+    format!(
+        "status {:?}\nstdout:\n{}\nstderr:\n{}",
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+/// Runs `backset <args>`, asserts exit code 0, and returns stdout.
+fn ok(args: &[&str]) -> String {
+    let out = backset(args);
+    assert_eq!(out.status.code(), Some(0), "backset {args:?}: {}", text(&out));
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// The value of `name=` in a `HotCopyResponse(...)` line (values other than the message hold no ", ").
+fn field(line: &str, name: &str) -> String {
+    let inner = line.trim().strip_prefix("HotCopyResponse(").and_then(|l| l.strip_suffix(')')).expect(line);
+    let key = format!("{name}=");
+    let start = inner
+        .match_indices(&key)
+        .map(|(i, _)| i)
+        .find(|&i| i == 0 || inner[..i].ends_with(", "))
+        .unwrap_or_else(|| panic!("no {name} in {line}"))
+        + key.len();
+    let rest = &inner[start..];
+    let end = if name == "message" { rest.rfind(", status=").unwrap() } else { rest.find(", ").unwrap_or(rest.len()) };
+    rest[..end].to_string()
+}
+
+/// A completed hot copy's response line: asserts it, returns its id.
+fn completed(out: &str) -> String {
+    assert_eq!(out.lines().count(), 1, "{out}");
+    assert_eq!(field(out, "status"), "completed", "{out}");
+    assert_eq!(field(out, "message"), "Hot copy successfully completed", "{out}");
+    assert_eq!(field(out, "coordinator_start_id"), "1", "{out}");
+    field(out, "id")
+}
+
+fn post_txn(addr: &str, body: &str) -> Value {
+    let resp = ureq::post(&format!("http://{addr}/api/1/databases/demo/transactions"))
+        .timeout(Duration::from_secs(60))
+        .send_string(body)
+        .unwrap_or_else(|e| panic!("POST transactions {body}: {e}"));
+    serde_json::from_str(&resp.into_string().unwrap()).unwrap()
+}
+
+fn s(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+#[test]
+fn the_readme_operator_walkthrough() {
+    let ops = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    let (data, set, restored) = (ops.path().join("data"), ops.path().join("set"), ops.path().join("restored"));
+    let addr = format!("127.0.0.1:{}", TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port());
+    let api = ["--api-server", addr.as_str()];
+
+    // README block 1: `backset serve --data-dir /tmp/ops/data --listen 127.0.0.1:8888 &`
+    let child = Command::new(env!("CARGO_BIN_EXE_backset"))
+        .args(["serve", "--data-dir", s(&data), "--listen", &addr])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut serve = Serve(Some(child));
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while std::net::TcpStream::connect(&addr).is_err() {
+        assert!(serve.0.as_mut().unwrap().try_wait().unwrap().is_none(), "serve exited");
+        assert!(Instant::now() < deadline, "serve did not listen on {addr} within 30 s");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+
+    // README block 2: `curl -s -X POST .../transactions -d '{"put": {"apple": "red", "banana": "yellow"}}'`
+    let v = post_txn(&addr, r#"{"put": {"apple": "red", "banana": "yellow"}}"#);
+    assert_eq!(v["txnId"], 1, "{v}");
+    assert!(v["timestamp"].as_str().is_some_and(|t| t.ends_with('Z')), "{v}");
+
+    // README block 3: `backset hotcopy database --db-name demo --type full --backup-dirs 0 /tmp/ops/set --timeout 60`
+    let hotcopy = |kind| {
+        let args = ["hotcopy", "database", "--db-name", "demo", "--type", kind, "--backup-dirs", "0", s(&set)];
+        ok(&[&args[..], &["--timeout", "60"], &api].concat())
+    };
+    let full = completed(&hotcopy("full"));
+
+    // README block 4: the second `curl`, then
+    // `backset hotcopy database --db-name demo --type journal --backup-dirs 0 /tmp/ops/set --timeout 60`
+    let v = post_txn(&addr, r#"{"put": {"cherry": "dark red"}, "delete": ["banana"]}"#);
+    assert_eq!(v["txnId"], 2, "{v}");
+    let journal = completed(&hotcopy("journal"));
+    assert_ne!(full, journal);
+
+    // README block 5: `backset get hotcopy-status --coordinator-start-id 1 --hotcopy-id <the journal's id>`, then
+    // `backset show hotcopy-info --db-name demo`
+    let status =
+        ok(&[&["get", "hotcopy-status", "--coordinator-start-id", "1", "--hotcopy-id", &journal], &api[..]].concat());
+    assert_eq!(completed(&status), journal);
+    assert!(field(&status, "end_timestamp").len() == "2026-11-26 02:55:06".len(), "{status}");
+    let show = ok(&[&["show", "hotcopy-info", "--db-name", "demo"], &api[..]].concat());
+    let lines: Vec<&str> = show.lines().collect();
+    assert_eq!(lines.len(), 3, "{show}");
+    assert_eq!(lines[0], format!("[SM] {addr} [start_id = 1] [archive_id = 0] RUNNING"), "{show}");
+    for (line, id) in lines[1..].iter().zip([&full, &journal]) {
+        assert!(line.starts_with(&format!("  {id} [completed] ")), "{show}");
+        assert!(line.ends_with(" : Hot copy successfully completed (3)"), "{show}");
+    }
+
+    // README block 6: `kill %1` (SIGTERM); the server closes the database and exits 0.
+    let child = serve.0.take().unwrap();
+    let st = Command::new("kill").arg("-TERM").arg(child.id().to_string()).status().unwrap();
+    assert!(st.success());
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert!(stderr.contains(&format!("admin API on http://{addr}")), "{stderr}");
+    assert!(
+        stderr.contains("backset serve: SIGTERM: cancelling running hot copies and closing the database"),
+        "{stderr}"
+    );
+    assert!(stderr.trim_end().ends_with("backset serve: stopped; database closed"), "{stderr}");
+
+    // README block 7: `backset restore --restore-dir /tmp/ops/restored /tmp/ops/set`,
+    // `backset check /tmp/ops/set`, `backset archive dump /tmp/ops/restored`
+    let out = ok(&["restore", "--restore-dir", s(&restored), s(&set)]);
+    assert!(
+        out.starts_with(&format!("restored backup set {} to transaction 2 in {}: ", s(&set), s(&restored))),
+        "{out}"
+    );
+    let out = ok(&["check", s(&set)]);
+    assert!(out.starts_with(&format!("backup set {}: 2 completed elements, ", s(&set))), "{out}");
+    assert!(out.contains(" verified, 0 defects; restorable transactions: [1, 2]"), "{out}");
+    assert!(!out.contains("defect:"), "{out}");
+    let dump = ok(&["archive", "dump", s(&restored)]);
+    assert_eq!(dump, "{\"key\":\"apple\",\"value\":\"red\"}\n{\"key\":\"cherry\",\"value\":\"dark red\"}\n");
+}
