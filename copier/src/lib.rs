@@ -14,6 +14,7 @@
 
 mod error;
 mod file;
+mod hash;
 mod job;
 pub mod limit;
 pub mod limits;

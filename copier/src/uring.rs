@@ -5,18 +5,21 @@
 //! (`fcntl`), directory creation and the truncation after a padded direct write are plain system calls.
 //!
 //! For each file the loop keeps reads in flight into free buffers; a read that completes waits in its buffer until
-//! the reads before it in the file are hashed (BLAKE3 needs the bytes in order), is hashed straight from the
-//! buffer, then written from the same buffer. When a file's last write completes it is truncated (after a padded
-//! direct write) and fsynced through the ring, in a batch with the other written files (`sync_written`). Short reads and writes are resubmitted for their remainder; nothing
-//! relies on linked operations.
+//! the reads before it in the file have been handed on (BLAKE3 needs the bytes in order), then goes to the hashing
+//! thread (`hash.rs`) and, at the same time, into a write from the same buffer: both only read it, and it returns
+//! to the pool when both are done. When a file's last write completes it is truncated (after a padded direct write)
+//! and fsynced through the ring, in a batch with the other written files (`sync_written`); it closes once it is
+//! durable and its hashes are in. Short reads and writes are resubmitted for their remainder; nothing relies on
+//! linked operations.
 
 use std::cell::UnsafeCell;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::ffi::CString;
 use std::fs::File;
 use std::os::fd::{AsRawFd, FromRawFd, IntoRawFd};
 use std::os::unix::ffi::OsStrExt;
 use std::sync::atomic::Ordering::Relaxed;
+use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use io_uring::{opcode, squeue, types, IoUring};
@@ -24,8 +27,9 @@ use io_uring::{opcode, squeue, types, IoUring};
 use crate::error::CopyError;
 use crate::file::{
     allocation_len, allocation_unsupported, create_error, io_len, source_from_stat, target_from_stat, truncate_target,
-    Created, FileHasher, Source, Target, SOURCE_OPEN_FLAGS, STATX_MASK, TARGET_MODE, TARGET_OPEN_FLAGS,
+    Created, Source, Target, SOURCE_OPEN_FLAGS, STATX_MASK, TARGET_MODE, TARGET_OPEN_FLAGS,
 };
+use crate::hash::{self, BufPtr, Done, Msg};
 use crate::job::{CopyRequest, FileReport, JobControl, Throttle};
 use crate::limits::{BUFFER_BYTES, CANCEL_POLL_MS, MAX_OPEN_FILES, MAX_RING_ENTRIES};
 use crate::pool::{Buf, BufferPool};
@@ -130,7 +134,12 @@ struct OpenFile {
     src: Option<Source>,
     /// `None` when the request only reads and hashes.
     dst: Option<Target>,
-    hasher: FileHasher,
+    /// Whether the hashing thread was asked for the file's hashes.
+    finish_sent: bool,
+    /// The file's BLAKE3 and chunk hashes, once the hashing thread answered.
+    hashes: Option<([u8; 32], Vec<[u8; 32]>)>,
+    /// The target is durable (or there is none): the file closes as soon as its hashes are in.
+    synced: bool,
     /// Next byte (relative to the copy's start) to read.
     next_read: u64,
     /// Bytes hashed and handed to writes, in order.
@@ -214,6 +223,15 @@ struct Run<'a> {
     next_request: usize,
     open: usize,
     reports: Vec<Option<FileReport>>,
+    /// To the hashing thread (`None` once the job is over, which ends the thread).
+    hash_tx: Option<mpsc::Sender<Msg>>,
+    hash_rx: mpsc::Receiver<Done>,
+    /// Messages to the hashing thread not answered yet.
+    hash_outstanding: usize,
+    /// Buffers whose write completed (or that are read only) while the hashing thread still reads them.
+    parked: HashMap<u16, Buf>,
+    /// Buffers the hashing thread is done with while their write is still in flight.
+    hashed_bufs: HashSet<u16>,
 }
 
 pub(crate) fn run(
@@ -225,27 +243,38 @@ pub(crate) fn run(
     opts: &Options,
     created: &mut Created,
 ) -> Result<Vec<FileReport>, CopyError> {
-    let mut run = Run {
-        registered: uring.registered,
-        ring: &mut uring.ring,
-        pool,
-        reqs,
-        ctl,
-        opts,
-        created,
-        files: Vec::new(),
-        ops: Vec::new(),
-        free_ops: Vec::new(),
-        in_flight: 0,
-        next_request: 0,
-        open: 0,
-        reports: vec![None; reqs.len()],
-    };
-    let result = run.main_loop(throttle);
-    // Whatever happened, no operation may still use a buffer or a descriptor when we return.
-    run.drain();
-    result?;
-    Ok(run.reports.into_iter().map(|r| r.expect("every request copied")).collect())
+    let (msg_tx, msg_rx) = mpsc::channel();
+    let (done_tx, done_rx) = mpsc::channel();
+    let hash = opts.hash;
+    std::thread::scope(|s| {
+        s.spawn(move || hash::worker(msg_rx, done_tx, hash));
+        let mut run = Run {
+            registered: uring.registered,
+            ring: &mut uring.ring,
+            pool,
+            reqs,
+            ctl,
+            opts,
+            created,
+            files: Vec::new(),
+            ops: Vec::new(),
+            free_ops: Vec::new(),
+            in_flight: 0,
+            next_request: 0,
+            open: 0,
+            reports: vec![None; reqs.len()],
+            hash_tx: Some(msg_tx),
+            hash_rx: done_rx,
+            hash_outstanding: 0,
+            parked: HashMap::new(),
+            hashed_bufs: HashSet::new(),
+        };
+        let result = run.main_loop(throttle);
+        // Whatever happened, no operation and no hash may still use a buffer or a descriptor when we return.
+        run.drain();
+        result?;
+        Ok(run.reports.into_iter().map(|r| r.expect("every request copied")).collect())
+    })
 }
 
 impl Run<'_> {
@@ -261,6 +290,10 @@ impl Run<'_> {
                 if self.next_request == self.reqs.len() && self.open == 0 {
                     return Ok(());
                 }
+                if self.hash_outstanding > 0 {
+                    self.poll_hashes(Some(Duration::from_millis(CANCEL_POLL_MS)))?;
+                    continue;
+                }
                 if let Some(wait) = throttle_wait {
                     let wait = wait.min(Duration::from_millis(CANCEL_POLL_MS));
                     std::thread::sleep(wait);
@@ -274,13 +307,18 @@ impl Run<'_> {
                     reason: "copy loop stalled with files open and nothing in flight (a Backset bug)".into(),
                 });
             }
-            let timeout = throttle_wait.unwrap_or(Duration::from_millis(CANCEL_POLL_MS));
+            let mut timeout = throttle_wait.unwrap_or(Duration::from_millis(CANCEL_POLL_MS));
+            if self.hash_outstanding > 0 {
+                // Hash answers do not wake the ring: look again soon.
+                timeout = timeout.min(Duration::from_millis(1));
+            }
             let started = Instant::now();
             self.submit_and_wait(timeout.min(Duration::from_millis(CANCEL_POLL_MS)))?;
             if throttle_wait.is_some() {
                 self.ctl.add_waited(started.elapsed());
             }
             self.complete()?;
+            self.poll_hashes(None)?;
         }
     }
 
@@ -315,7 +353,9 @@ impl Run<'_> {
                 dst_stat: None,
                 src: None,
                 dst: None,
-                hasher: FileHasher::new(self.opts.hash),
+                finish_sent: false,
+                hashes: None,
+                synced: false,
                 next_read: 0,
                 hashed: 0,
                 ready: BTreeMap::new(),
@@ -633,21 +673,23 @@ impl Run<'_> {
             Op::Write { file, buf, rel, len, data, filled } => {
                 let f = self.files[file].as_mut().expect("open");
                 if res < 0 {
-                    self.pool.give_back(buf);
-                    return Err(CopyError::io("write", target_path(&self.reqs[f.request]), errno(res)));
+                    let path = target_path(&self.reqs[f.request]).to_path_buf();
+                    self.release(buf);
+                    return Err(CopyError::io("write", &path, errno(res)));
                 }
                 let filled = filled + res as usize;
                 if res == 0 {
-                    self.pool.give_back(buf);
+                    let path = target_path(&self.reqs[f.request]).to_path_buf();
+                    self.release(buf);
                     let e = std::io::Error::new(std::io::ErrorKind::WriteZero, "the device accepted no bytes");
-                    return Err(CopyError::io("write", target_path(&self.reqs[f.request]), e));
+                    return Err(CopyError::io("write", &path, e));
                 }
                 if filled < len {
                     self.push(Op::Write { file, buf, rel, len, data, filled });
                     return Ok(());
                 }
                 f.writes_in_flight -= 1;
-                self.pool.give_back(buf);
+                self.release(buf);
                 self.ctl.bytes_done.fetch_add(data as u64, Relaxed);
                 self.maybe_finish(file)
             }
@@ -656,7 +698,8 @@ impl Run<'_> {
                     let request = &self.reqs[self.files[file].as_ref().expect("open").request];
                     return Err(CopyError::io("fsync", target_path(request), errno(res)));
                 }
-                self.close(file);
+                self.files[file].as_mut().expect("open").synced = true;
+                self.try_close(file);
                 Ok(())
             }
         }
@@ -677,11 +720,18 @@ impl Run<'_> {
         Ok(unsafe { File::from_raw_fd(res) })
     }
 
+    /// Closes the file once its target is durable (or it has none) and its hashes are in.
+    fn try_close(&mut self, file: usize) {
+        let f = self.files[file].as_ref().expect("open");
+        if f.synced && f.hashes.is_some() {
+            self.close(file);
+        }
+    }
+
     /// The file is done (its target durable): makes its report and closes both descriptors through the ring.
     fn close(&mut self, file: usize) {
         let f = self.files[file].as_mut().expect("open");
-        let hasher = std::mem::replace(&mut f.hasher, FileHasher::new(false));
-        let (hash, chunk_hashes) = hasher.finish();
+        let (hash, chunk_hashes) = f.hashes.take().expect("hashes in before closing");
         let src = f.src.take().expect("copied from a source");
         let dst = f.dst.take();
         f.report = Some(FileReport {
@@ -699,7 +749,8 @@ impl Run<'_> {
         }
     }
 
-    /// Hashes the reads that are next in file order and queues their writes (or, reading only, frees them).
+    /// Hands the reads that are next in file order to the hashing thread and queues their writes from the same
+    /// buffers (reading only, the buffer waits for the hash).
     fn hash_and_write(&mut self, file: usize) -> Result<(), CopyError> {
         loop {
             let f = self.files[file].as_mut().expect("open");
@@ -707,20 +758,92 @@ impl Run<'_> {
                 break;
             };
             let rel = f.hashed;
-            let bytes = self.pool.slice_mut(&mut buf);
-            f.hasher.chunk(&bytes[..data]);
             f.hashed += data as u64;
-            let Some(dst) = &f.dst else {
-                self.pool.give_back(buf);
+            let (request, dst_direct) = (f.request, f.dst.as_ref().map(|d| d.direct));
+            // Pad a direct write's tail before anyone else reads the buffer.
+            let len = dst_direct.map_or(data, |direct| io_len(data, direct));
+            if len > data {
+                self.pool.slice_mut(&mut buf)[data..len].fill(0);
+            }
+            let idx = buf.index();
+            self.send_hash(Msg::Chunk {
+                request,
+                ptr: BufPtr::new(self.pool.ptr(idx).cast_const()),
+                len: data,
+                buf: idx,
+            });
+            if dst_direct.is_none() {
+                self.parked.insert(idx, buf);
                 self.ctl.bytes_done.fetch_add(data as u64, Relaxed);
                 continue;
-            };
-            let len = io_len(data, dst.direct);
-            bytes[data..len].fill(0);
-            f.writes_in_flight += 1;
+            }
+            self.files[file].as_mut().expect("open").writes_in_flight += 1;
             self.push(Op::Write { file, buf, rel, len, data, filled: 0 });
         }
         self.maybe_finish(file)
+    }
+
+    fn send_hash(&mut self, msg: Msg) {
+        self.hash_outstanding += 1;
+        self.hash_tx
+            .as_ref()
+            .expect("the job is running")
+            .send(msg)
+            .expect("the hashing thread runs until the job ends");
+    }
+
+    /// A buffer's write is done: back to the pool if the hashing thread is done with it too, else parked.
+    fn release(&mut self, buf: Buf) {
+        if self.hashed_bufs.remove(&buf.index()) {
+            self.pool.give_back(buf);
+        } else {
+            self.parked.insert(buf.index(), buf);
+        }
+    }
+
+    /// The hashing thread is done with buffer `idx`: back to the pool if its write is done too.
+    fn hashed_buf(&mut self, idx: u16) {
+        match self.parked.remove(&idx) {
+            Some(buf) => self.pool.give_back(buf),
+            None => {
+                self.hashed_bufs.insert(idx);
+            }
+        }
+    }
+
+    /// Handles the hashing thread's answers: all that are there, after waiting up to `wait` for one.
+    fn poll_hashes(&mut self, wait: Option<Duration>) -> Result<(), CopyError> {
+        if let Some(w) = wait {
+            match self.hash_rx.recv_timeout(w) {
+                Ok(done) => self.hash_done(done)?,
+                Err(mpsc::RecvTimeoutError::Timeout) => return Ok(()),
+                Err(mpsc::RecvTimeoutError::Disconnected) => return Err(hashing_stopped()),
+            }
+        }
+        loop {
+            match self.hash_rx.try_recv() {
+                Ok(done) => self.hash_done(done)?,
+                Err(mpsc::TryRecvError::Empty) => return Ok(()),
+                Err(mpsc::TryRecvError::Disconnected) => return Err(hashing_stopped()),
+            }
+        }
+    }
+
+    fn hash_done(&mut self, done: Done) -> Result<(), CopyError> {
+        self.hash_outstanding -= 1;
+        let slot_of = |files: &[Option<OpenFile>], request: usize| {
+            files.iter().position(|f| f.as_ref().is_some_and(|f| f.request == request))
+        };
+        match done {
+            Done::Chunk { buf } => self.hashed_buf(buf),
+            Done::Finished { request, hash, chunks } => {
+                if let Some(slot) = slot_of(&self.files, request) {
+                    self.files[slot].as_mut().expect("open").hashes = Some((hash, chunks));
+                    self.try_close(slot);
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Fsyncs the written targets in one batch once no other file is still being copied, or when their slots are
@@ -750,12 +873,23 @@ impl Run<'_> {
     fn maybe_finish(&mut self, file: usize) -> Result<(), CopyError> {
         let f = self.files[file].as_mut().expect("open");
         let len = f.src().len;
-        let complete = f.hashed == len && f.writes_in_flight == 0 && f.reads_in_flight == 0;
-        if !complete || f.stage != Stage::Copying {
+        if f.stage != Stage::Copying || f.hashed < len || f.reads_in_flight > 0 {
+            return Ok(());
+        }
+        if !f.finish_sent {
+            // Every chunk is with the hashing thread: ask for the file's hashes (they come after the chunks').
+            f.finish_sent = true;
+            let request = f.request;
+            self.send_hash(Msg::Finish { request });
+        }
+        let f = self.files[file].as_mut().expect("open");
+        if f.writes_in_flight > 0 {
             return Ok(());
         }
         let Some(dst) = &f.dst else {
-            self.close(file);
+            f.stage = Stage::Syncing;
+            f.synced = true;
+            self.try_close(file);
             return Ok(());
         };
         truncate_target(dst, len, target_path(&self.reqs[f.request]))?;
@@ -780,7 +914,8 @@ impl Run<'_> {
             let done: Vec<(u64, i32)> = self.ring.completion().map(|c| (c.user_data(), c.result())).collect();
             for (id, res) in done {
                 match self.ops[id as usize].take() {
-                    Some(Op::Read { buf, .. } | Op::Write { buf, .. }) => self.pool.give_back(buf),
+                    Some(Op::Read { buf, .. }) => self.pool.give_back(buf),
+                    Some(Op::Write { buf, .. }) => self.release(buf),
                     // A descriptor opened after the job failed: remember a new target (so it is removed), close.
                     Some(Op::Open { file, side, .. }) if res >= 0 => {
                         let request = &self.reqs[self.files[file].as_ref().expect("open").request];
@@ -794,6 +929,19 @@ impl Run<'_> {
                 self.free_ops.push(id as usize);
                 self.in_flight -= 1;
             }
+        }
+        // Then the hashing thread: every buffer it was given comes back once it answers; dropping the sender ends it.
+        while self.hash_outstanding > 0 {
+            match self.hash_rx.recv() {
+                Ok(Done::Chunk { buf }) => self.hashed_buf(buf),
+                Ok(Done::Finished { .. }) => {}
+                Err(_) => break,
+            }
+            self.hash_outstanding -= 1;
+        }
+        self.hash_tx = None;
+        for (_, buf) in self.parked.drain() {
+            self.pool.give_back(buf);
         }
         for f in self.files.iter_mut().filter_map(Option::take) {
             for (_, (buf, _)) in f.ready {
@@ -815,6 +963,10 @@ fn zeroed_statx() -> libc::statx {
 fn c_path(path: &std::path::Path) -> Result<CString, CopyError> {
     CString::new(path.as_os_str().as_bytes())
         .map_err(|_| CopyError::BadRequest { path: path.to_path_buf(), reason: "the path contains a NUL byte".into() })
+}
+
+fn hashing_stopped() -> CopyError {
+    CopyError::Setup { backend: "uring", reason: "the hashing thread stopped (a Backset bug)".into() }
 }
 
 fn target_path(req: &CopyRequest) -> &std::path::Path {
