@@ -162,6 +162,24 @@ pub struct Process {
     pub options: BTreeMap<String, String>,
 }
 
+impl crate::lbquery::Selectable for Process {
+    fn start_id(&self) -> u64 {
+        self.start_id
+    }
+    fn hostname(&self) -> &str {
+        &self.hostname
+    }
+    fn address(&self) -> &str {
+        &self.address
+    }
+    fn label(&self, key: &str) -> Option<&str> {
+        self.labels.get(key).map(String::as_str)
+    }
+    fn option(&self, key: &str) -> Option<&str> {
+        self.options.get(key).map(String::as_str)
+    }
+}
+
 /// `GET /api/1/processes`: `{"data": [..]}`.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct Processes {

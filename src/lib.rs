@@ -4,7 +4,12 @@
 //! - [`format`](mod@format): the on-disk format (journal segments, atom files, backup-set metadata).
 //! - [`copier`]: the io_uring copy engine and the per-SM rate limiter.
 //! - [`engine`]: the `Archive` trait, the reference store, hot copies, restore and check.
+//!
+//! It also holds [`lbquery`], NuoDB's process filter expressions (`--process-filter`, `filterQuery`), which depends on
+//! nothing but `std` so that the fuzz crate compiles it alone.
 
 pub use backset_copier as copier;
 pub use backset_engine as engine;
 pub use backset_format as format;
+
+pub mod lbquery;
