@@ -89,7 +89,8 @@ impl BufferPool {
         assert_eq!(buf.pool_id, self.base.as_ptr() as usize);
         // SAFETY: the range is inside the mapping (see `ptr`); `buf` is the unique token of this buffer and is
         // borrowed mutably for the slice's lifetime, so this is the only reference to these bytes; no kernel
-        // operation uses the buffer while user code holds its token.
+        // operation and no hashing thread uses the buffer while user code holds its token (a buffer handed to the
+        // hashing thread or to a write moves its token into that operation or into `parked`, see uring.rs).
         unsafe { std::slice::from_raw_parts_mut(self.ptr(buf.index), BUFFER_BYTES) }
     }
 
