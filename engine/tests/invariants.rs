@@ -9,7 +9,6 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use backset_engine::archive::Archive;
 use backset_engine::store::Database;
 use backset_engine::workload::{replay_upto, Workload, WorkloadConfig};
 use common::{config, tempdir};
