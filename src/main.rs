@@ -3,6 +3,7 @@
 mod api;
 mod bench;
 mod cli;
+mod config;
 mod demo;
 mod offline;
 mod progress;

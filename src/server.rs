@@ -25,12 +25,15 @@ use axum::{Json, Router};
 use backset_engine::hotcopy::{HotCopyError, HotCopyManager, HotCopyRequest, HotCopyType};
 use backset_engine::limits::{DEFAULT_RETAINED_JOURNAL_WARN_BYTES, DEFAULT_SEGMENT_BYTES};
 use backset_engine::store::{CommitError, Config, Database, StorageGroup, StoreError, Txn};
+use backset_engine::workload::{Workload, WorkloadConfig};
 use serde::Deserialize;
 use uuid::Uuid;
 
 use crate::api::{
     ApiError, HotCopyInfo, HotCopyResponse, Process, Processes, TxnResponse, API_PREFIX, MAX_TIMEOUT_SEC,
 };
+use crate::cli::UsageError;
+use crate::config::FileConfig;
 use crate::lbquery::Filter;
 
 /// Largest request body accepted, bytes: a transaction's values are at most 8 MiB each in the store, and JSON
@@ -42,7 +45,8 @@ pub const SHUTDOWN_JOBS_TIMEOUT: Duration = Duration::from_secs(30);
 pub const RETAINED_JOURNAL_POLL: Duration = Duration::from_secs(2);
 
 /// `enable` or `disable`.
-#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Toggle {
     /// On.
     Enable,
@@ -50,38 +54,156 @@ pub enum Toggle {
     Disable,
 }
 
-/// Options of `backset serve`.
+/// Options of `backset serve`. Each can also be set in the `--config` file (a key of the same name); the command line
+/// wins.
 #[derive(clap::Args, Debug)]
 pub struct Args {
-    /// Address to listen on. A non-loopback address needs `--auth-token-file`.
-    #[arg(long, default_value = "127.0.0.1:8888")]
-    pub listen: SocketAddr,
-    /// Name of the embedded database.
-    #[arg(long, default_value = "demo")]
-    pub db_name: String,
-    /// Directory of the embedded database (`database/`) and of the hot copy statuses (`admin/`).
-    #[arg(long, default_value = "backset-data")]
-    pub data_dir: PathBuf,
-    /// Number of SMs (archives 0..N-1, start ids 1..N). Fixed when the database is created.
-    #[arg(long, default_value_t = 1)]
-    pub sms: usize,
+    /// TOML file with any of these options (same names, without `--`), labels per SM (`[[sm]]`) and a built-in
+    /// workload (`[workload]`); see docs/CLI.md. Options given here win over the file.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Address to listen on (default 127.0.0.1:8888). A non-loopback address needs `--auth-token-file`.
+    #[arg(long)]
+    pub listen: Option<SocketAddr>,
+    /// Name of the embedded database (default demo).
+    #[arg(long)]
+    pub db_name: Option<String>,
+    /// Directory of the embedded database (`database/`) and of the hot copy statuses (`admin/`) (default
+    /// backset-data).
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+    /// Number of SMs (archives 0..N-1, start ids 1..N; default 1). Fixed when the database is created.
+    #[arg(long)]
+    pub sms: Option<usize>,
     /// Storage groups SG1..SGN, group i served by archive (i-1) mod sms (needs N >= sms). Fixed when the database
     /// is created. Without it every SM holds all data.
     #[arg(long, value_name = "N")]
     pub storage_groups: Option<usize>,
-    /// Whether the SMs keep their journal until a journal hot copy copied it (NuoDB's default is disable).
-    #[arg(long, value_enum, default_value = "enable")]
-    pub journal_hot_copy: Toggle,
-    /// Size at which an SM's journal segment rolls over to a new one, bytes (4 KiB to 1 GiB).
-    #[arg(long, value_name = "BYTES", default_value_t = DEFAULT_SEGMENT_BYTES)]
-    pub journal_segment_bytes: u64,
-    /// Warn when the journal kept for journal hot copies grows past this many bytes (over all SMs).
-    #[arg(long, value_name = "BYTES", default_value_t = DEFAULT_RETAINED_JOURNAL_WARN_BYTES)]
-    pub retained_journal_warn_bytes: u64,
+    /// Whether the SMs keep their journal until a journal hot copy copied it (default enable; NuoDB's default is
+    /// disable).
+    #[arg(long, value_enum)]
+    pub journal_hot_copy: Option<Toggle>,
+    /// Size at which an SM's journal segment rolls over to a new one, bytes (4 KiB to 1 GiB; default 64 MiB).
+    #[arg(long, value_name = "BYTES")]
+    pub journal_segment_bytes: Option<u64>,
+    /// Warn when the journal kept for journal hot copies grows past this many bytes (over all SMs; default 1 GiB).
+    #[arg(long, value_name = "BYTES")]
+    pub retained_journal_warn_bytes: Option<u64>,
     /// File holding a bearer token every request must carry (`Authorization: Bearer <token>`). Required to listen
     /// on a non-loopback address. The token is never logged.
     #[arg(long, value_name = "FILE")]
     pub auth_token_file: Option<PathBuf>,
+}
+
+/// The options in force: the command line over the config file over the defaults.
+#[derive(Debug)]
+struct Settings {
+    listen: SocketAddr,
+    db_name: String,
+    data_dir: PathBuf,
+    sms: usize,
+    storage_groups: Option<usize>,
+    journal_hot_copy: Toggle,
+    journal_segment_bytes: u64,
+    retained_journal_warn_bytes: u64,
+    auth_token_file: Option<PathBuf>,
+    /// Extra labels per archive id.
+    labels: Vec<BTreeMap<String, String>>,
+    workload: Option<WorkloadConfig>,
+}
+
+/// Labels the server sets itself; the config file may not override them.
+const RESERVED_LABELS: [&str; 2] = ["archive-id", "storage-groups"];
+
+impl Settings {
+    fn resolve(args: &Args) -> Result<Self> {
+        let file = match &args.config {
+            Some(p) => crate::config::load(p)?,
+            None => FileConfig::default(),
+        };
+        let cfg = args.config.as_ref().map(|p| p.display().to_string()).unwrap_or_default();
+        let usage = |msg: String| anyhow::Error::new(UsageError(format!("config file {cfg}: {msg}")));
+        let sms = args.sms.or(file.sms).unwrap_or(1);
+        let mut journal_hot_copy = args.journal_hot_copy.or(file.journal_hot_copy);
+        if !file.sm.is_empty() && file.sm.len() != sms {
+            return Err(usage(format!("{} [[sm]] tables for {sms} SMs: give one per SM, or none", file.sm.len())));
+        }
+        let per_sm: Vec<Toggle> = file.sm.iter().filter_map(|s| s.journal_hot_copy).collect();
+        if let Some(&first) = per_sm.first() {
+            if per_sm.len() != file.sm.len() && per_sm.iter().any(|&t| t != journal_hot_copy.unwrap_or(Toggle::Enable))
+                || per_sm.iter().any(|&t| t != first)
+            {
+                return Err(usage(
+                    "[[sm]] journal-hot-copy differs between SMs: per-SM differences are not supported yet (the \
+                     embedded store has one setting for all SMs); give the same value to every SM, or set the \
+                     top-level journal-hot-copy"
+                        .into(),
+                ));
+            }
+            if args.journal_hot_copy.is_none() {
+                journal_hot_copy = Some(first);
+            }
+        }
+        let mut labels = Vec::with_capacity(file.sm.len());
+        for (i, sm) in file.sm.iter().enumerate() {
+            if let Some(k) = sm.labels.keys().find(|k| RESERVED_LABELS.contains(&k.as_str())) {
+                return Err(usage(format!("[[sm]] {i}: the label {k:?} is set by the server; choose another name")));
+            }
+            labels.push(sm.labels.clone());
+        }
+        let workload = match file.workload {
+            None => None,
+            Some(w) => {
+                let c = WorkloadConfig {
+                    seed: w.seed.unwrap_or(1),
+                    threads: w.threads.unwrap_or(1),
+                    rate_txns_per_second: w.rate,
+                    key_space: w.key_space.unwrap_or(1000),
+                    value_bytes: {
+                        let n = w.value_bytes.unwrap_or(64);
+                        n..=n
+                    },
+                    delete_fraction: w.delete_fraction.unwrap_or(0.2),
+                    ..WorkloadConfig::default()
+                };
+                if !(1..=64).contains(&c.threads) {
+                    return Err(usage(format!("workload.threads {}: give 1 to 64", c.threads)));
+                }
+                if c.key_space == 0 {
+                    return Err(usage("workload.key-space 0: give at least 1".into()));
+                }
+                if !(1..=1 << 20).contains(w.value_bytes.as_ref().unwrap_or(&64)) {
+                    return Err(usage("workload.value-bytes: give 1 to 1048576".into()));
+                }
+                if !(0.0..=1.0).contains(&c.delete_fraction) {
+                    return Err(usage(format!("workload.delete-fraction {}: give 0 to 1", c.delete_fraction)));
+                }
+                if c.rate_txns_per_second.is_some_and(|r| !(r > 0.0 && r.is_finite())) {
+                    return Err(usage("workload.rate: give a positive number of transactions per second".into()));
+                }
+                Some(c)
+            }
+        };
+        Ok(Self {
+            listen: args.listen.or(file.listen).unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 8888))),
+            db_name: args.db_name.clone().or(file.db_name).unwrap_or_else(|| "demo".into()),
+            data_dir: args.data_dir.clone().or(file.data_dir).unwrap_or_else(|| PathBuf::from("backset-data")),
+            sms,
+            storage_groups: args.storage_groups.or(file.storage_groups),
+            journal_hot_copy: journal_hot_copy.unwrap_or(Toggle::Enable),
+            journal_segment_bytes: args
+                .journal_segment_bytes
+                .or(file.journal_segment_bytes)
+                .unwrap_or(DEFAULT_SEGMENT_BYTES),
+            retained_journal_warn_bytes: args
+                .retained_journal_warn_bytes
+                .or(file.retained_journal_warn_bytes)
+                .unwrap_or(DEFAULT_RETAINED_JOURNAL_WARN_BYTES),
+            auth_token_file: args.auth_token_file.clone().or(file.auth_token_file),
+            labels,
+            workload,
+        })
+    }
 }
 
 /// The server's shared state.
@@ -91,10 +213,13 @@ struct App {
     base_uri: String,
     hostname: String,
     token: Option<String>,
+    /// Extra labels per archive id (the config file's `[[sm]]` tables).
+    labels: Vec<BTreeMap<String, String>>,
 }
 
 /// Runs `backset serve` until SIGINT or SIGTERM.
 pub fn run(args: &Args) -> Result<()> {
+    let args = &Settings::resolve(args)?;
     if !args.listen.ip().is_loopback() && args.auth_token_file.is_none() {
         bail!(
             "listening on {} (not a loopback address) needs --auth-token-file: anyone who reaches it could start \
@@ -144,6 +269,7 @@ pub fn run(args: &Args) -> Result<()> {
         base_uri: format!("http://{}", args.listen),
         hostname: hostname(),
         token,
+        labels: args.labels.clone(),
     });
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -151,6 +277,7 @@ pub fn run(args: &Args) -> Result<()> {
         .enable_all()
         .build()
         .context("start the async runtime")?;
+    let mut workload: Option<Workload> = None;
     let served = rt.block_on(async {
         let listener =
             tokio::net::TcpListener::bind(args.listen).await.with_context(|| format!("listen on {}", args.listen))?;
@@ -164,6 +291,18 @@ pub fn run(args: &Args) -> Result<()> {
             args.listen,
             if app.token.is_some() { " (bearer token required)" } else { "" }
         );
+        if let Some(w) = &args.workload {
+            eprintln!(
+                "backset serve: workload: {} thread{}, {}, {} keys, {}-byte values, delete fraction {}",
+                w.threads,
+                if w.threads == 1 { "" } else { "s" },
+                w.rate_txns_per_second.map_or("unthrottled".to_string(), |r| format!("{r} transactions/s")),
+                w.key_space,
+                w.value_bytes.start(),
+                w.delete_fraction
+            );
+            workload = Some(Workload::start(Arc::clone(&db), w.clone()));
+        }
         tokio::spawn(watch_retained_journal(Arc::clone(&db), args.retained_journal_warn_bytes));
         axum::serve(listener, router(Arc::clone(&app)))
             .with_graceful_shutdown(shutdown_signal(manager.clone()))
@@ -171,6 +310,15 @@ pub fn run(args: &Args) -> Result<()> {
             .context("serve")
     });
     let left = manager.shutdown(SHUTDOWN_JOBS_TIMEOUT);
+    // The workload stops before the store closes: its last commits are acknowledged and durable.
+    if let Some(w) = workload {
+        let report = w.stop();
+        eprintln!(
+            "backset serve: workload stopped: {} transactions committed{}",
+            report.acked.len(),
+            report.errors.first().map_or(String::new(), |e| format!("; error: {e}"))
+        );
+    }
     rt.shutdown_timeout(Duration::from_secs(5));
     db.close().context("close the database")?;
     served?;
@@ -591,7 +739,8 @@ fn all_processes(app: &App) -> Vec<Process> {
         .archive_ids()
         .into_iter()
         .map(|a| {
-            let mut labels = BTreeMap::from([("archive-id".to_string(), a.to_string())]);
+            let mut labels = app.labels.get(a as usize).cloned().unwrap_or_default();
+            labels.insert("archive-id".to_string(), a.to_string());
             let served: Vec<&str> =
                 groups.iter().filter(|g| g.archives.contains(&a)).map(|g| g.name.as_str()).collect();
             if !served.is_empty() {

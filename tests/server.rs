@@ -497,3 +497,107 @@ fn sigint_stops_cleanly_too_and_the_retained_journal_warning_shows() {
     assert_eq!(code, 409, "{e}");
     assert!(e["message"].as_str().unwrap().contains("journal hot copy is disabled"), "{e}");
 }
+
+/// Runs `backset serve --config FILE extra...` expecting it to exit at once; returns (exit code, stderr).
+fn serve_fails(config: &Path, extra: &[&str]) -> (Option<i32>, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_backset"))
+        .args(["serve", "--listen", &format!("127.0.0.1:{}", free_port()), "--config"])
+        .arg(config)
+        .args(extra)
+        .output()
+        .unwrap();
+    (out.status.code(), String::from_utf8_lossy(&out.stderr).into_owned())
+}
+
+#[test]
+fn config_file_labels_workload_and_flags_win() {
+    let dir = tmp();
+    let cfg = dir.path().join("serve.toml");
+    // db-name and data-dir are overridden by the command line (Server::start passes --data-dir; --db-name below).
+    std::fs::write(
+        &cfg,
+        format!(
+            "db-name = \"fromfile\"\ndata-dir = \"{}\"\nsms = 2\njournal-hot-copy = \"disable\"\n\n\
+             [[sm]]\nlabels = {{ zone = \"a\" }}\njournal-hot-copy = \"enable\"\n\n\
+             [[sm]]\nlabels = {{ role = \"hotcopy\", zone = \"b\" }}\njournal-hot-copy = \"enable\"\n\n\
+             [workload]\nthreads = 1\nrate = 200.0\nkey-space = 50\nvalue-bytes = 16\ndelete-fraction = 0.1\n",
+            s(&dir.path().join("not-this-one"))
+        ),
+    )
+    .unwrap();
+    let data = dir.path().join("data");
+    let srv = Server::start(&data, &["--config", &s(&cfg), "--db-name", "demo"]);
+    // The flag won: the database is `demo`, in --data-dir.
+    assert_eq!(srv.get("/databases/fromfile/keys/x").0, 404);
+    assert!(!dir.path().join("not-this-one").exists());
+    let (code, v) = srv.get("/processes?filterQuery=label(role%20hotcopy)");
+    assert_eq!(code, 200, "{v}");
+    let ps = v["data"].as_array().unwrap();
+    assert_eq!(ps.len(), 1, "{v}");
+    assert_eq!(ps[0]["archiveId"], 1);
+    assert_eq!(ps[0]["labels"]["role"], "hotcopy");
+    assert_eq!(ps[0]["labels"]["archive-id"], "1");
+    // The [[sm]] tables agree on journal-hot-copy, so it wins over the top-level key.
+    assert_eq!(ps[0]["options"]["journal-hot-copy"], "enable");
+    let (_, v) = srv.get("/processes?filterQuery=label(zone%20a)");
+    assert_eq!(v["data"].as_array().unwrap().len(), 1, "{v}");
+    assert_eq!(v["data"][0]["startId"], 1);
+    // The workload commits: our own transaction gets an id past the workload's.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let (code, t) = srv.post_json("/databases/demo/transactions", &json!({"put": {"probe": "1"}}));
+        assert_eq!(code, 200, "{t}");
+        if t["txnId"].as_u64().unwrap() > 20 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the workload committed nothing in 20 s");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let (code, err) = srv.terminate();
+    assert_eq!(code, Some(0), "{err}");
+    let n: u64 = err
+        .split("workload stopped: ")
+        .nth(1)
+        .and_then(|r| r.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no workload report: {err}"));
+    assert!(n > 0, "{err}");
+    // Archive-level evidence after the stop: the archive holds the workload's keys.
+    let out = Command::new(env!("CARGO_BIN_EXE_backset"))
+        .args(["archive", "dump"])
+        .arg(data.join("database").join("0"))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    // Workload values are random bytes: those lines are `{"keyHex": ..}`; "key-" is 6b65792d.
+    let dump = String::from_utf8_lossy(&out.stdout);
+    assert!(dump.contains("\"key\":\"key-") || dump.contains("\"keyHex\":\"6b65792d"), "no workload key: {dump}");
+}
+
+#[test]
+fn config_file_errors_name_the_key_and_the_file() {
+    let dir = tmp();
+    let cfg = dir.path().join("bad.toml");
+    let data = s(&dir.path().join("data"));
+    std::fs::write(&cfg, "sms = 2\nbogus-key = 1\n").unwrap();
+    let (code, err) = serve_fails(&cfg, &["--data-dir", &data]);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("key `bogus-key`") && err.contains("bad.toml"), "{err}");
+    std::fs::write(&cfg, "sms = \"two\"\n").unwrap();
+    let (code, err) = serve_fails(&cfg, &["--data-dir", &data]);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("key `sms`") && err.contains("bad.toml"), "{err}");
+    std::fs::write(&cfg, "[workload]\nrate = \"fast\"\n").unwrap();
+    let (code, err) = serve_fails(&cfg, &["--data-dir", &data]);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("key `workload.rate`"), "{err}");
+    std::fs::write(&cfg, "sms = 2\n[[sm]]\njournal-hot-copy = \"enable\"\n[[sm]]\njournal-hot-copy = \"disable\"\n")
+        .unwrap();
+    let (code, err) = serve_fails(&cfg, &["--data-dir", &data]);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("per-SM differences are not supported yet"), "{err}");
+    let (code, err) = serve_fails(&dir.path().join("missing.toml"), &["--data-dir", &data]);
+    assert_eq!(code, Some(1), "{err}");
+    assert!(err.contains("missing.toml"), "{err}");
+    assert!(!dir.path().join("data").exists(), "a refused config created the data directory");
+}
