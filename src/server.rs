@@ -291,6 +291,16 @@ pub fn run(args: &Args) -> Result<()> {
             args.listen,
             if app.token.is_some() { " (bearer token required)" } else { "" }
         );
+        for archive in db.archives() {
+            let id = archive.archive_id();
+            let groups: Vec<u32> = archive.group_ids().to_vec();
+            eprintln!(
+                "backset serve: SM start id {} serves archive {id} in {}{}",
+                HotCopyManager::start_id(id),
+                backset_engine::archive::Archive::dir(archive.as_ref()).display(),
+                if groups.is_empty() { String::new() } else { format!(" (storage groups {groups:?})") }
+            );
+        }
         if let Some(w) = &args.workload {
             eprintln!(
                 "backset serve: workload: {} thread{}, {}, {} keys, {}-byte values, delete fraction {}",

@@ -142,6 +142,7 @@ fn the_readme_operator_walkthrough() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
     assert!(stderr.contains(&format!("admin API on http://{addr}")), "{stderr}");
+    assert!(stderr.contains("backset serve: SM start id 1 serves archive 0 in "), "{stderr}");
     assert!(
         stderr.contains("backset serve: SIGTERM: cancelling running hot copies and closing the database"),
         "{stderr}"
