@@ -56,6 +56,8 @@ pub struct ClientArgs {
 #[derive(clap::Subcommand, Debug)]
 pub enum HotcopyCommand {
     /// Start a hot copy of a database's archives.
+    ///
+    /// Example: `backset hotcopy database --db-name demo --type full --backup-dirs 0 /backups/set1 --timeout 600`
     Database(HotcopyDatabaseArgs),
 }
 
@@ -108,10 +110,16 @@ pub struct HotcopyDatabaseArgs {
 #[derive(clap::Subcommand, Debug)]
 pub enum GetCommand {
     /// One hot copy's status.
+    ///
+    /// Example: `backset get hotcopy-status --coordinator-start-id 1 --hotcopy-id f52ae347-e83f-44c3-ad1c-a8a30d7e47b4`
     HotcopyStatus(StatusArgs),
     /// The hot copies of a database or of one SM.
+    ///
+    /// Example: `backset get hotcopy-info --db-name demo --running-for 2h`
     HotcopyInfo(InfoArgs),
     /// The processes (SMs) of the embedded database.
+    ///
+    /// Example: `backset get processes --process-filter 'label(role hotcopy)'`
     Processes(ProcessesArgs),
 }
 
@@ -119,6 +127,8 @@ pub enum GetCommand {
 #[derive(clap::Subcommand, Debug)]
 pub enum ShowCommand {
     /// The hot copies of a database, per SM, human readable.
+    ///
+    /// Example: `backset show hotcopy-info --db-name demo`
     HotcopyInfo(ShowInfoArgs),
 }
 
@@ -126,6 +136,8 @@ pub enum ShowCommand {
 #[derive(clap::Subcommand, Debug)]
 pub enum CancelCommand {
     /// Cancel a running hot copy.
+    ///
+    /// Example: `backset cancel hotcopy --coordinator-start-id 1 --hotcopy-id f52ae347-e83f-44c3-ad1c-a8a30d7e47b4`
     Hotcopy(StatusArgs),
 }
 

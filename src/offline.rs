@@ -73,16 +73,22 @@ pub struct CheckArgs {
 pub enum ArchiveCommand {
     /// Print the archive's data as JSON lines `{"key": .., "value": ..}` sorted by key (strings when the key and
     /// value are UTF-8, else `keyHex` and `valueHex`).
+    ///
+    /// Example: `backset archive dump /tmp/restored`
     Dump {
         /// The archive directory.
         dir: PathBuf,
     },
     /// Print the archive's metadata as JSON: last transaction id, database id, archive id, counts.
+    ///
+    /// Example: `backset archive info /tmp/restored`
     Info {
         /// The archive directory.
         dir: PathBuf,
     },
     /// Verify every atom file's checksum and every journal record's framing; exit 1 on any defect.
+    ///
+    /// Example: `backset archive check /tmp/restored`
     Check {
         /// The archive directory.
         dir: PathBuf,

@@ -444,3 +444,30 @@ fn shared_default_directory_takes_a_subdirectory_per_archive() {
     assert_eq!(field(out.trim(), "status"), "completed", "{out}");
     assert!(shared.join("0/state").is_file() && shared.join("1/state").is_file());
 }
+
+#[test]
+fn every_command_has_help_with_an_example() {
+    let commands: &[&[&str]] = &[
+        &["serve"],
+        &["hotcopy", "database"],
+        &["get", "hotcopy-status"],
+        &["get", "hotcopy-info"],
+        &["show", "hotcopy-info"],
+        &["cancel", "hotcopy"],
+        &["get", "processes"],
+        &["restore"],
+        &["check"],
+        &["archive", "dump"],
+        &["archive", "info"],
+        &["archive", "check"],
+        &["demo"],
+        &["bench", "copy"],
+        &["bench", "disk"],
+    ];
+    for c in commands {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_backset")).args(*c).arg("--help").output().unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success(), "{c:?} --help failed");
+        assert!(text.contains("Example: `backset "), "{c:?} --help has no example:\n{text}");
+    }
+}
