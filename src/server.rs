@@ -104,6 +104,8 @@ struct Settings {
     sms: usize,
     storage_groups: Option<usize>,
     journal_hot_copy: Toggle,
+    /// Per SM (archive id order) when the config file gives it per SM and the command line does not override it.
+    journal_hot_copy_per_sm: Option<Vec<Toggle>>,
     journal_segment_bytes: u64,
     retained_journal_warn_bytes: u64,
     auth_token_file: Option<PathBuf>,
@@ -124,26 +126,14 @@ impl Settings {
         let cfg = args.config.as_ref().map(|p| p.display().to_string()).unwrap_or_default();
         let usage = |msg: String| anyhow::Error::new(UsageError(format!("config file {cfg}: {msg}")));
         let sms = args.sms.or(file.sms).unwrap_or(1);
-        let mut journal_hot_copy = args.journal_hot_copy.or(file.journal_hot_copy);
+        let journal_hot_copy = args.journal_hot_copy.or(file.journal_hot_copy);
         if !file.sm.is_empty() && file.sm.len() != sms {
             return Err(usage(format!("{} [[sm]] tables for {sms} SMs: give one per SM, or none", file.sm.len())));
         }
-        let per_sm: Vec<Toggle> = file.sm.iter().filter_map(|s| s.journal_hot_copy).collect();
-        if let Some(&first) = per_sm.first() {
-            if per_sm.len() != file.sm.len() && per_sm.iter().any(|&t| t != journal_hot_copy.unwrap_or(Toggle::Enable))
-                || per_sm.iter().any(|&t| t != first)
-            {
-                return Err(usage(
-                    "[[sm]] journal-hot-copy differs between SMs: per-SM differences are not supported yet (the \
-                     embedded store has one setting for all SMs); give the same value to every SM, or set the \
-                     top-level journal-hot-copy"
-                        .into(),
-                ));
-            }
-            if args.journal_hot_copy.is_none() {
-                journal_hot_copy = Some(first);
-            }
-        }
+        // The command line's --journal-hot-copy applies to every SM; else each [[sm]]'s own, else the file's.
+        let journal_hot_copy_per_sm = (args.journal_hot_copy.is_none()
+            && file.sm.iter().any(|s| s.journal_hot_copy.is_some()))
+        .then(|| file.sm.iter().map(|s| s.journal_hot_copy.or(journal_hot_copy).unwrap_or(Toggle::Enable)).collect());
         let mut labels = Vec::with_capacity(file.sm.len());
         for (i, sm) in file.sm.iter().enumerate() {
             if let Some(k) = sm.labels.keys().find(|k| RESERVED_LABELS.contains(&k.as_str())) {
@@ -191,6 +181,7 @@ impl Settings {
             sms,
             storage_groups: args.storage_groups.or(file.storage_groups),
             journal_hot_copy: journal_hot_copy.unwrap_or(Toggle::Enable),
+            journal_hot_copy_per_sm,
             journal_segment_bytes: args
                 .journal_segment_bytes
                 .or(file.journal_segment_bytes)
@@ -244,6 +235,8 @@ pub fn run(args: &Args) -> Result<()> {
     let mut config = Config::new(args.db_name.clone());
     config.sms = args.sms;
     config.journal_hot_copy = args.journal_hot_copy == Toggle::Enable;
+    config.journal_hot_copy_per_sm =
+        args.journal_hot_copy_per_sm.as_ref().map(|v| v.iter().map(|&t| t == Toggle::Enable).collect());
     config.segment_bytes = args.journal_segment_bytes;
     if let Some(n) = args.storage_groups {
         ensure!(n >= 1 && n >= args.sms, "--storage-groups {n}: give at least one group per SM (--sms {})", args.sms);
@@ -286,7 +279,11 @@ pub fn run(args: &Args) -> Result<()> {
             db.name(),
             args.sms,
             if args.sms == 1 { "" } else { "s" },
-            if args.journal_hot_copy == Toggle::Enable { "enabled" } else { "disabled" },
+            match (&args.journal_hot_copy_per_sm, args.journal_hot_copy) {
+                (Some(_), _) => "set per SM",
+                (None, Toggle::Enable) => "enabled",
+                (None, Toggle::Disable) => "disabled",
+            },
             db_root.display(),
             args.listen,
             if app.token.is_some() { " (bearer token required)" } else { "" }
@@ -295,10 +292,16 @@ pub fn run(args: &Args) -> Result<()> {
             let id = archive.archive_id();
             let groups: Vec<u32> = archive.group_ids().to_vec();
             eprintln!(
-                "backset serve: SM start id {} serves archive {id} in {}{}",
+                "backset serve: SM start id {} serves archive {id} in {}{}{}",
                 HotCopyManager::start_id(id),
                 backset_engine::archive::Archive::dir(archive.as_ref()).display(),
-                if groups.is_empty() { String::new() } else { format!(" (storage groups {groups:?})") }
+                if groups.is_empty() { String::new() } else { format!(" (storage groups {groups:?})") },
+                if args.journal_hot_copy_per_sm.is_some() {
+                    let on = db.config().journal_hot_copy_of(id as usize);
+                    format!(", journal-hot-copy {}", if on { "enabled" } else { "disabled" })
+                } else {
+                    String::new()
+                }
             );
         }
         if let Some(w) = &args.workload {
@@ -760,7 +763,7 @@ fn all_processes(app: &App) -> Vec<Process> {
                 ("archive-dir".to_string(), backset_engine::store::archive_dir(app.db.root(), a).display().to_string()),
                 (
                     "journal-hot-copy".to_string(),
-                    if app.db.config().journal_hot_copy { "enable" } else { "disable" }.to_string(),
+                    if app.db.config().journal_hot_copy_of(a as usize) { "enable" } else { "disable" }.to_string(),
                 ),
             ]);
             Process {

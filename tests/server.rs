@@ -591,13 +591,53 @@ fn config_file_errors_name_the_key_and_the_file() {
     let (code, err) = serve_fails(&cfg, &["--data-dir", &data]);
     assert_eq!(code, Some(2), "{err}");
     assert!(err.contains("key `workload.rate`"), "{err}");
-    std::fs::write(&cfg, "sms = 2\n[[sm]]\njournal-hot-copy = \"enable\"\n[[sm]]\njournal-hot-copy = \"disable\"\n")
-        .unwrap();
+    std::fs::write(&cfg, "sms = 2\n[[sm]]\njournal-hot-copy = \"enable\"\n").unwrap();
     let (code, err) = serve_fails(&cfg, &["--data-dir", &data]);
     assert_eq!(code, Some(2), "{err}");
-    assert!(err.contains("per-SM differences are not supported yet"), "{err}");
+    assert!(err.contains("1 [[sm]] tables for 2 SMs"), "{err}");
     let (code, err) = serve_fails(&dir.path().join("missing.toml"), &["--data-dir", &data]);
     assert_eq!(code, Some(1), "{err}");
     assert!(err.contains("missing.toml"), "{err}");
     assert!(!dir.path().join("data").exists(), "a refused config created the data directory");
+}
+
+#[test]
+fn journal_hot_copy_can_differ_per_sm() {
+    let dir = tmp();
+    let cfg = dir.path().join("serve.toml");
+    std::fs::write(&cfg, "sms = 2\n[[sm]]\njournal-hot-copy = \"enable\"\n[[sm]]\njournal-hot-copy = \"disable\"\n")
+        .unwrap();
+    let srv = Server::start(&dir.path().join("data"), &["--config", &s(&cfg)]);
+    let (_, v) = srv.get("/processes");
+    let option = |i: usize| v["data"][i]["options"]["journal-hot-copy"].clone();
+    assert_eq!((option(0), option(1)), (json!("enable"), json!("disable")), "{v}");
+    let (code, t) = srv.post_json("/databases/demo/transactions", &json!({"put": {"k": "v"}}));
+    assert_eq!(code, 200, "{t}");
+    let sets = dir.path().join("sets");
+    for a in 0..2 {
+        let dirs = json!({ a.to_string(): s(&sets.join(a.to_string())) });
+        let (code, e) = srv.post_json(
+            "/databases/demo/hotCopy",
+            &json!({"type": "full", "backupSetDirs": dirs, "timeoutSec": 60, "checkContainsAllSgs": false}),
+        );
+        assert_eq!((code, &e["status"]), (200, &json!("completed")), "full of archive {a}: {e}");
+    }
+    // Archive 0 retains its journal for journal hot copies; archive 1 does not, and says so.
+    let (code, e) = srv.post_json(
+        "/databases/demo/hotCopy",
+        &json!({"type": "journal", "backupSetDirs": {"0": s(&sets.join("0"))}, "timeoutSec": 60}),
+    );
+    assert_eq!((code, &e["status"]), (200, &json!("completed")), "{e}");
+    let (code, e) = srv.post_json(
+        "/databases/demo/hotCopy",
+        &json!({"type": "journal", "backupSetDirs": {"1": s(&sets.join("1"))}, "timeoutSec": 60}),
+    );
+    assert_eq!(code, 409, "{e}");
+    assert!(e["message"].as_str().unwrap().contains("journal hot copy is disabled on archive 1"), "{e}");
+    // The command line's --journal-hot-copy applies to every SM.
+    drop(srv);
+    let srv = Server::start(&dir.path().join("data2"), &["--config", &s(&cfg), "--journal-hot-copy", "disable"]);
+    let (_, v) = srv.get("/processes");
+    let option = |i: usize| v["data"][i]["options"]["journal-hot-copy"].clone();
+    assert_eq!((option(0), option(1)), (json!("disable"), json!("disable")), "{v}");
 }

@@ -436,7 +436,8 @@ impl Work<'_> {
                 })?;
                 let first = begun.entry.txn_range.first;
                 self.target = Some(Target::Set { handle, begun, created_dir: false, prev_catalog: None, parent });
-                (first, first, None)
+                // The chain may start at 0 (the full of a database that had committed nothing): no record has id 0.
+                (first.max(1), first, None)
             }
         };
         if let Some(Target::Set { begun, .. }) = &self.target {
@@ -485,7 +486,8 @@ impl Work<'_> {
         // (engine/tests/oracle.rs, a_restore_between_bases_keeps_the_first_transaction_of_a_fully_checkpointed_
         // incremental). The full keeps R', where the journal chain starts.
         let range_first = if kind == HotCopyType::Incremental { copy_from.min(e) } else { range_first };
-        let nothing = kind == HotCopyType::Journal && e < range_first;
+        // Transaction ids start at 1: a journal element of a database that has committed nothing has nothing to copy.
+        let nothing = kind == HotCopyType::Journal && e < copy_from;
         lock(&self.live.info).txn_range = (!nothing).then_some((range_first, e));
         self.set_stage(Stage::CopyJournal)?;
         let mut journal_files = Vec::new();

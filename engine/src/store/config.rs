@@ -56,6 +56,9 @@ pub struct Config {
     pub checkpoint_interval: Option<Duration>,
     /// `journal-hot-copy enable`: retain journal segments until a journal hot copy has copied them.
     pub journal_hot_copy: bool,
+    /// The same per SM, in archive id order, overriding `journal_hot_copy` (one entry per SM); `None`: every SM
+    /// uses `journal_hot_copy`.
+    pub journal_hot_copy_per_sm: Option<Vec<bool>>,
 }
 
 impl Config {
@@ -71,13 +74,26 @@ impl Config {
             segment_bytes: DEFAULT_SEGMENT_BYTES,
             checkpoint_interval: Some(DEFAULT_CHECKPOINT_INTERVAL),
             journal_hot_copy: false,
+            journal_hot_copy_per_sm: None,
         }
+    }
+
+    /// Whether SM `archive_id` retains its journal for journal hot copies.
+    pub fn journal_hot_copy_of(&self, archive_id: usize) -> bool {
+        self.journal_hot_copy_per_sm.as_ref().and_then(|v| v.get(archive_id).copied()).unwrap_or(self.journal_hot_copy)
     }
 
     /// Checks every setting against its limit.
     pub fn validate(&self) -> Result<(), StoreError> {
         let bad = |reason: String| Err(StoreError::Config { reason });
         check_name("database name", &self.name)?;
+        if let Some(v) = self.journal_hot_copy_per_sm.as_ref().filter(|v| v.len() != self.sms) {
+            return bad(format!(
+                "journal_hot_copy_per_sm has {} entries for {} SMs: give one per SM",
+                v.len(),
+                self.sms
+            ));
+        }
         if self.sms == 0 || self.sms > MAX_SMS {
             return bad(format!("sms = {}, must be 1..={MAX_SMS}", self.sms));
         }

@@ -257,7 +257,7 @@ impl Database {
                 assigned: Arc::clone(&assigned),
                 data: rec.data,
                 journal: JournalState { segments, current: number, recycled_below: r.min(oldest) },
-                journal_hot_copy: config.journal_hot_copy,
+                journal_hot_copy: config.journal_hot_copy_of(a),
                 segment_bytes: config.segment_bytes,
             });
             sms.push(Arc::new(sm));
