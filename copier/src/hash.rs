@@ -3,6 +3,7 @@
 //! while the ring thread keeps the disk busy. The buffer goes back to the pool once both are done.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::sync::mpsc::{Receiver, Sender};
 
 use crate::file::FileHasher;
@@ -37,11 +38,13 @@ pub(crate) enum Done {
     Finished { request: usize, hash: [u8; 32], chunks: Vec<[u8; 32]> },
 }
 
-/// The hashing thread's loop: runs until the sender is dropped.
-pub(crate) fn worker(rx: Receiver<Msg>, tx: Sender<Done>, enabled: bool) {
+/// The hashing thread's loop: runs until the sender is dropped. Once `abandon` is set (the job failed or was
+/// cancelled) it answers for the chunks still queued without hashing them, so the job stops promptly.
+pub(crate) fn worker(rx: Receiver<Msg>, tx: Sender<Done>, enabled: bool, abandon: &AtomicBool) {
     let mut hashers: HashMap<usize, FileHasher> = HashMap::new();
     for msg in rx {
         let done = match msg {
+            Msg::Chunk { buf, .. } if abandon.load(Relaxed) => Done::Chunk { buf },
             Msg::Chunk { request, ptr, len, buf } => {
                 // SAFETY: `ptr` is the start of a pool buffer of `BUFFER_BYTES >= len` bytes that stays mapped (the
                 // pool outlives the job) and that nobody writes until this thread answers for it (see `BufPtr`).

@@ -18,7 +18,7 @@ use std::ffi::CString;
 use std::fs::File;
 use std::os::fd::{AsRawFd, FromRawFd, IntoRawFd};
 use std::os::unix::ffi::OsStrExt;
-use std::sync::atomic::Ordering::Relaxed;
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
@@ -232,6 +232,8 @@ struct Run<'a> {
     parked: HashMap<u16, Buf>,
     /// Buffers the hashing thread is done with while their write is still in flight.
     hashed_bufs: HashSet<u16>,
+    /// Set when the job stops early: the hashing thread then answers without hashing.
+    abandon: &'a AtomicBool,
 }
 
 pub(crate) fn run(
@@ -246,8 +248,10 @@ pub(crate) fn run(
     let (msg_tx, msg_rx) = mpsc::channel();
     let (done_tx, done_rx) = mpsc::channel();
     let hash = opts.hash;
+    let abandon = AtomicBool::new(false);
     std::thread::scope(|s| {
-        s.spawn(move || hash::worker(msg_rx, done_tx, hash));
+        let abandon = &abandon;
+        s.spawn(move || hash::worker(msg_rx, done_tx, hash, abandon));
         let mut run = Run {
             registered: uring.registered,
             ring: &mut uring.ring,
@@ -268,6 +272,7 @@ pub(crate) fn run(
             hash_outstanding: 0,
             parked: HashMap::new(),
             hashed_bufs: HashSet::new(),
+            abandon,
         };
         let result = run.main_loop(throttle);
         // Whatever happened, no operation and no hash may still use a buffer or a descriptor when we return.
@@ -931,6 +936,10 @@ impl Run<'_> {
             }
         }
         // Then the hashing thread: every buffer it was given comes back once it answers; dropping the sender ends it.
+        // A job that stops early needs no more hashes.
+        if self.reports.iter().any(Option::is_none) {
+            self.abandon.store(true, Relaxed);
+        }
         while self.hash_outstanding > 0 {
             match self.hash_rx.recv() {
                 Ok(Done::Chunk { buf }) => self.hashed_buf(buf),
