@@ -15,7 +15,8 @@ use backset_engine::hotcopy::{HotCopyManager, HotCopyRequest, HotCopyStatus, Hot
 use backset_engine::restore::{restore, RestoreOptions, Target};
 use backset_engine::store::{read_archive, Config, Database};
 use backset_engine::workload::{replay_upto, Workload, WorkloadConfig};
-use indicatif::{ProgressBar, ProgressStyle};
+
+use crate::progress;
 
 /// Options of `backset demo`.
 #[derive(clap::Args, Debug)]
@@ -96,21 +97,11 @@ pub fn run(args: &Args) -> Result<()> {
     let end = |s: &HotCopyStatus| s.participants[0].txn_range.map_or(0, |r| r.1);
     let (inc_end, last_end) = (end(&elements[2]), end(&elements[3]));
     let target = inc_end + (last_end - inc_end) / 2;
-    let bar = spinner("restore");
     let control = Arc::new(backset_copier::JobControl::new());
     let opts = RestoreOptions { control: Some(Arc::clone(&control)), ..RestoreOptions::default() };
-    let restored_report = std::thread::scope(|s| {
-        let job = s.spawn(|| restore(&set_dir, &restored, Target::Transaction(target), &opts));
-        while !job.is_finished() {
-            let p = control.progress();
-            bar.set_length(p.bytes_total.max(1));
-            bar.set_position(p.bytes_done);
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        job.join().expect("restore thread")
-    })
-    .context("restore")?;
-    bar.finish_and_clear();
+    let restored_report =
+        progress::follow("restore", &control, || restore(&set_dir, &restored, Target::Transaction(target), &opts))
+            .context("restore")?;
     println!(
         "restore   to transaction {target} -> {}: {} atoms ({}) from {}, {} journal records, {:.2} s",
         restored.display(),
@@ -136,9 +127,9 @@ pub fn run(args: &Args) -> Result<()> {
         expected.len()
     );
 
-    let bar = spinner("check");
-    let check = check_set(&set_dir, &CheckOptions::default()).context("check the backup set")?;
-    bar.finish_and_clear();
+    let control = Arc::new(backset_copier::JobControl::new());
+    let opts = CheckOptions { control: Some(Arc::clone(&control)), ..CheckOptions::default() };
+    let check = progress::follow("check", &control, || check_set(&set_dir, &opts)).context("check the backup set")?;
     ensure!(
         check.is_ok(),
         "check found defects: {}",
@@ -168,7 +159,7 @@ pub fn run(args: &Args) -> Result<()> {
 /// Runs one hot copy of the demo's archive into the set, with a progress bar, and returns its final status.
 fn hot_copy(manager: &HotCopyManager, kind: HotCopyType, set_dir: &Path) -> Result<HotCopyStatus> {
     let (start_id, id) = manager.start(HotCopyRequest::new(kind).backup_dir(0, set_dir))?;
-    let bar = spinner(kind.name());
+    let bar = progress::bar(kind.name());
     let deadline = Instant::now() + HOT_COPY_TIMEOUT;
     let status = loop {
         let status = manager.status(start_id, id, Some(Duration::from_millis(100)))?;
@@ -185,17 +176,6 @@ fn hot_copy(manager: &HotCopyManager, kind: HotCopyType, set_dir: &Path) -> Resu
     bar.finish_and_clear();
     ensure!(status.status == JobState::Completed, "{kind} hot copy {id}: {}", status.message);
     Ok(status)
-}
-
-/// A progress bar on stderr (hidden when stderr is not a terminal).
-fn spinner(what: &str) -> ProgressBar {
-    let bar = ProgressBar::new(1);
-    let style = ProgressStyle::with_template("{prefix:>11} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} {msg}")
-        .expect("a valid template")
-        .progress_chars("=> ");
-    bar.set_style(style);
-    bar.set_prefix(what.to_string());
-    bar
 }
 
 fn size(bytes: u64) -> String {
