@@ -129,8 +129,8 @@ struct OpenFile {
     /// Opened descriptors, until `statx` made them a `Source` / `Target`.
     src_file: Option<File>,
     dst_file: Option<File>,
-    src_stat: Option<Box<libc::statx>>,
-    dst_stat: Option<Box<libc::statx>>,
+    src_stat: Option<libc::statx>,
+    dst_stat: Option<libc::statx>,
     src: Option<Source>,
     /// `None` when the request only reads and hashes.
     dst: Option<Target>,
@@ -439,7 +439,7 @@ impl Run<'_> {
             self.ctl.bytes_total.fetch_add(src.len, Relaxed);
         }
         if let Some(dst_file) = f.dst_file.take() {
-            f.dst = Some(target_from_stat(dst_file, f.dst_stat.as_deref(), self.opts.direct));
+            f.dst = Some(target_from_stat(dst_file, f.dst_stat.as_ref(), self.opts.direct));
         }
         let len = src.len;
         f.src = Some(src);
@@ -620,7 +620,7 @@ impl Run<'_> {
                     let path = if side == Side::Source { &request.source } else { target_path(request) };
                     return Err(CopyError::io("stat", path, errno(res)));
                 }
-                let stat = Box::new(buf.into_inner());
+                let stat = buf.into_inner();
                 match side {
                     Side::Source => f.src_stat = Some(stat),
                     Side::Target => f.dst_stat = Some(stat),
