@@ -14,9 +14,9 @@ pub const POOL_BYTES_MIN: usize = BUFFER_BYTES;
 /// Largest pool: 1 GiB.
 pub const POOL_BYTES_MAX: usize = 1 << 30;
 
-/// Most entries of a ring. A ring gets one entry per pool buffer plus two per open file (each buffer is in at most
-/// one read or write, each open file in at most two other operations: open, statx, fallocate, fsync or close), rounded
-/// up to a power of two: 256 for the default pool.
+/// Most entries of a ring. A ring gets two entries per pool buffer plus two per open file (reads in flight are kept
+/// within the buffer count, each write holds a buffer, each open file is in at most two other operations: open,
+/// statx, fallocate, fsync or close), rounded up to a power of two: 256 for the default pool.
 pub const MAX_RING_ENTRIES: u32 = 4096;
 
 /// Most files a job keeps open at once (source and target each count once): bounds descriptors and the
@@ -43,4 +43,4 @@ const _: () = assert!(BUFFER_BYTES % DIRECT_ALIGN == 0);
 const _: () = assert!(POOL_BYTES_DEFAULT % BUFFER_BYTES == 0);
 const _: () = assert!(POOL_BYTES_DEFAULT / BUFFER_BYTES <= u16::MAX as usize);
 const _: () = assert!(POOL_BYTES_MAX / BUFFER_BYTES <= u16::MAX as usize);
-const _: () = assert!(POOL_BYTES_MAX / BUFFER_BYTES + 2 * MAX_OPEN_FILES <= MAX_RING_ENTRIES as usize);
+const _: () = assert!(2 * (POOL_BYTES_MAX / BUFFER_BYTES) + 2 * MAX_OPEN_FILES <= MAX_RING_ENTRIES as usize);

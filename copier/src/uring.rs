@@ -77,11 +77,12 @@ impl Uring {
     }
 }
 
-/// Ring size for a pool of `buffers`: every buffer can be in one read or write and every open file in at most two
-/// other operations (open, statx or close of source and target; fallocate; fsync), so operations in flight never
-/// exceed the ring, whatever order completions come in.
+/// Ring size for a pool of `buffers`: at most one read per buffer is in flight (a throttled chunk's pieces share
+/// its buffer, and `submit_reads` keeps reads within the buffer count), every buffer can be in one write, and every
+/// open file in at most two other operations (open, statx or close of source and target; fallocate; fsync), so
+/// operations in flight never exceed the ring, whatever order completions come in.
 pub(crate) fn ring_entries(buffers: usize) -> u32 {
-    ((buffers + 2 * MAX_OPEN_FILES).next_power_of_two() as u32).min(MAX_RING_ENTRIES)
+    ((2 * buffers + 2 * MAX_OPEN_FILES).next_power_of_two() as u32).min(MAX_RING_ENTRIES)
 }
 
 fn raise_memlock() {
@@ -146,15 +147,26 @@ struct OpenFile {
     hashed: u64,
     /// Reads complete but not yet hashed, by relative offset: (buffer, data length).
     ready: BTreeMap<u64, (Buf, usize)>,
-    /// Chunks being read (in flight, or waiting for their next piece).
-    reads_in_flight: usize,
-    /// A chunk read in throttled pieces, waiting for its next piece: (buffer, rel, want, filled).
-    partial: Option<(Buf, u64, usize, usize)>,
-    /// A piece that is not a chunk's last is in flight: no other chunk of the file starts meanwhile.
-    piece_in_flight: bool,
+    /// Chunks being read, by relative offset: their buffer and how far their pieces got.
+    reading: BTreeMap<u64, Reading>,
+    /// The chunk whose pieces the throttle is still admitting (at most one per file, the last in `reading`).
+    admitting: Option<u64>,
     writes_in_flight: usize,
     /// Set once the target is durable (or, reading only, the last byte hashed), while the descriptors close.
     report: Option<FileReport>,
+}
+
+/// A chunk being read. Unthrottled, one read fills it; a throttled job reads it in pieces of at most
+/// `Throttle::grain` bytes, each issued as soon as the throttle admits it, so a piece stalled in the device does not
+/// hold up the next ones (the job keeps to its rate through a flush).
+struct Reading {
+    buf: Buf,
+    /// Bytes of the chunk (the last one of a file may be shorter than a buffer).
+    want: usize,
+    /// Bytes admitted by the throttle and queued as pieces.
+    admitted: usize,
+    /// Bytes of pieces that completed.
+    done: usize,
 }
 
 impl OpenFile {
@@ -179,13 +191,12 @@ enum Op {
     Fallocate {
         file: usize,
     },
-    /// Read into `buf` the chunk at `rel` (`want` bytes), of which `filled` are in; this operation reads up to `end`
-    /// (`want`, or less when a throttled job reads the chunk in pieces).
+    /// Read the piece `start..end` of the chunk at `rel` into the chunk's buffer (`file.reading[rel]`), of which
+    /// `start..filled` is in; a piece is the whole chunk unless a throttled job reads it in pieces.
     Read {
         file: usize,
-        buf: Buf,
         rel: u64,
-        want: usize,
+        start: usize,
         filled: usize,
         end: usize,
     },
@@ -220,6 +231,8 @@ struct Run<'a> {
     ops: Vec<Option<Op>>,
     free_ops: Vec<usize>,
     in_flight: usize,
+    /// Reads in flight (kept within the pool's buffer count: see `ring_entries`).
+    reads: usize,
     next_request: usize,
     open: usize,
     reports: Vec<Option<FileReport>>,
@@ -264,6 +277,7 @@ pub(crate) fn run(
             ops: Vec::new(),
             free_ops: Vec::new(),
             in_flight: 0,
+            reads: 0,
             next_request: 0,
             open: 0,
             reports: vec![None; reqs.len()],
@@ -364,9 +378,8 @@ impl Run<'_> {
                 next_read: 0,
                 hashed: 0,
                 ready: BTreeMap::new(),
-                reads_in_flight: 0,
-                partial: None,
-                piece_in_flight: false,
+                reading: BTreeMap::new(),
+                admitting: None,
                 writes_in_flight: 0,
                 report: None,
             });
@@ -454,7 +467,8 @@ impl Run<'_> {
     }
 
     /// Queues reads into free buffers, file by file in request order. Returns how long the throttle asks to wait,
-    /// if it refused. A throttled job reads in pieces of at most `Throttle::grain` bytes, one chunk at a time per file.
+    /// if it refused. A throttled job reads in pieces of at most `Throttle::grain` bytes, queued as the throttle
+    /// admits them, without waiting for earlier pieces to complete.
     fn submit_reads(&mut self, throttle: Option<&dyn Throttle>) -> Option<Duration> {
         let grain = throttle.map_or(BUFFER_BYTES, |t| t.grain().min(BUFFER_BYTES as u64) as usize);
         let mut order: Vec<usize> = (0..self.files.len())
@@ -462,37 +476,36 @@ impl Run<'_> {
             .collect();
         order.sort_by_key(|&s| self.files[s].as_ref().map(|f| f.request));
         for slot in order {
-            let f = self.files[slot].as_mut().expect("open");
-            if let Some((buf, rel, want, filled)) = f.partial.take() {
-                let end = filled + (want - filled).min(grain);
-                if let Some(Err(wait)) = throttle.map(|t| t.try_acquire((end - filled) as u64)) {
-                    f.partial = Some((buf, rel, want, filled));
-                    return Some(wait);
-                }
-                f.piece_in_flight = end < want;
-                self.push(Op::Read { file: slot, buf, rel, want, filled, end });
-                continue;
-            }
             loop {
-                let f = self.files[slot].as_ref().expect("open");
-                let src = f.src();
-                if f.next_read >= src.len || f.piece_in_flight {
-                    break;
-                }
-                let want = (src.len - f.next_read).min(BUFFER_BYTES as u64) as usize;
-                let end = want.min(grain);
-                // Take the buffer before asking the throttle, so no admitted byte goes unread.
-                let buf = self.pool.take()?;
-                if let Some(Err(wait)) = throttle.map(|t| t.try_acquire(end as u64)) {
-                    self.pool.give_back(buf);
-                    return Some(wait);
+                if self.reads >= self.pool.count() {
+                    return None;
                 }
                 let f = self.files[slot].as_mut().expect("open");
-                let rel = f.next_read;
-                f.next_read += want as u64;
-                f.reads_in_flight += 1;
-                f.piece_in_flight = end < want;
-                self.push(Op::Read { file: slot, buf, rel, want, filled: 0, end });
+                let Some(rel) = f.admitting else {
+                    if f.next_read >= f.src().len {
+                        break;
+                    }
+                    // Take the buffer before asking the throttle, so no admitted byte goes unread.
+                    let buf = self.pool.take()?;
+                    let f = self.files[slot].as_mut().expect("open");
+                    let want = (f.src().len - f.next_read).min(BUFFER_BYTES as u64) as usize;
+                    let rel = f.next_read;
+                    f.next_read += want as u64;
+                    f.reading.insert(rel, Reading { buf, want, admitted: 0, done: 0 });
+                    f.admitting = Some(rel);
+                    continue;
+                };
+                let chunk = f.reading.get_mut(&rel).expect("admitting a chunk being read");
+                let (start, end) = (chunk.admitted, chunk.want.min(chunk.admitted + grain));
+                if let Some(Err(wait)) = throttle.map(|t| t.try_acquire((end - start) as u64)) {
+                    return Some(wait);
+                }
+                chunk.admitted = end;
+                if end == chunk.want {
+                    f.admitting = None;
+                }
+                self.reads += 1;
+                self.push(Op::Read { file: slot, rel, start, filled: start, end });
             }
         }
         None
@@ -507,13 +520,15 @@ impl Run<'_> {
         let entry = self.entry(&op).user_data(id as u64);
         self.ops[id] = Some(op);
         self.in_flight += 1;
-        // SAFETY: the entry points into a pool buffer, a path or a statx buffer, all owned by the operation, which
-        // sits in `self.ops[id]` until the completion for `id` is handled (or `drain` waits it out): the pool buffer
-        // stays valid and untouched by user code (its token is in the operation), and the path and statx buffer are
-        // heap allocations that do not move when the operation does. The descriptors belong to an `OpenFile` that is
+        // SAFETY: the entry points into a pool buffer, a path or a statx buffer. A write owns its buffer's token; a
+        // read's buffer token sits with its chunk in the file's `reading` until every piece of the chunk completed,
+        // and pieces of one chunk read disjoint ranges; user code touches neither until then, and `drain` gives
+        // those buffers back only after every operation completed. The path and statx buffer are heap allocations
+        // owned by the operation, which sits in `self.ops[id]` until the completion for `id` is handled (or `drain`
+        // waits it out), and do not move when the operation does. The descriptors belong to an `OpenFile` that is
         // only dropped after all its operations completed (a `Close` owns its raw descriptor). The queue has room:
-        // the ring has an entry for every buffer and two for every open file (`ring_entries`), and no operation
-        // exists without one of those.
+        // the ring has two entries for every buffer (reads are kept within the buffer count, each write holds a
+        // buffer) and two for every open file (`ring_entries`), and no operation exists without one of those.
         unsafe { self.ring.submission().push(&entry).expect("submission queue has room") };
     }
 
@@ -542,11 +557,15 @@ impl Run<'_> {
                 let dst = f.dst.as_ref().expect("allocating a target");
                 opcode::Fallocate::new(types::Fd(dst.file.as_raw_fd()), allocation_len(f.src().len, dst.direct)).build()
             }
-            Op::Read { file, buf, rel, want, filled, end } => {
-                let src = self.files[*file].as_ref().expect("open").src();
+            Op::Read { file, rel, filled, end, .. } => {
+                let f = self.files[*file].as_ref().expect("open");
+                let src = f.src();
+                let chunk = &f.reading[rel];
+                let buf = &chunk.buf;
                 let ptr = self.pool.ptr(buf.index()).wrapping_add(*filled);
                 // Only a chunk's last piece is padded (pieces before it are multiples of the alignment).
-                let len = if end == want { io_len(*want, src.direct) - filled } else { end - filled } as u32;
+                let want = chunk.want;
+                let len = if *end == want { io_len(want, src.direct) - filled } else { end - filled } as u32;
                 let offset = src.offset + rel + *filled as u64;
                 let fd = types::Fd(src.file.as_raw_fd());
                 if (buf.index() as usize) < self.registered {
@@ -642,11 +661,13 @@ impl Run<'_> {
                 }
                 self.setup_done(file)
             }
-            Op::Read { file, buf, rel, want, filled, end } => {
+            Op::Read { file, rel, start, filled, end } => {
+                // A failed read's buffer stays with its chunk in `reading` (other pieces may still read into it);
+                // `drain` gives it back once nothing is in flight.
+                self.reads -= 1;
                 let f = self.files[file].as_mut().expect("open");
                 let src = f.src.as_ref().expect("reading a set-up source");
                 if res < 0 {
-                    self.pool.give_back(buf);
                     return Err(CopyError::io("read", &self.reqs[f.request].source, errno(res)));
                 }
                 let new_filled = (filled + res as usize).min(end);
@@ -655,23 +676,22 @@ impl Run<'_> {
                 if filled < end {
                     let short = res == 0 || (src.direct && filled % crate::limits::DIRECT_ALIGN != 0);
                     if short {
-                        self.pool.give_back(buf);
                         return Err(CopyError::SourceShort {
                             path: self.reqs[f.request].source.clone(),
                             expected: src.offset + src.len,
                             found: src.offset + rel + filled as u64,
                         });
                     }
-                    self.push(Op::Read { file, buf, rel, want, filled, end });
+                    self.reads += 1;
+                    self.push(Op::Read { file, rel, start, filled, end });
                     return Ok(());
                 }
-                if end < want {
-                    // A throttled piece: the chunk waits for the throttle to admit its next one.
-                    f.piece_in_flight = false;
-                    f.partial = Some((buf, rel, want, filled));
+                let chunk = f.reading.get_mut(&rel).expect("a piece of a chunk being read");
+                chunk.done += end - start;
+                if chunk.done < chunk.want {
                     return Ok(());
                 }
-                f.reads_in_flight -= 1;
+                let Reading { buf, want, .. } = f.reading.remove(&rel).expect("just found");
                 f.ready.insert(rel, (buf, want));
                 self.hash_and_write(file)
             }
@@ -878,7 +898,7 @@ impl Run<'_> {
     fn maybe_finish(&mut self, file: usize) -> Result<(), CopyError> {
         let f = self.files[file].as_mut().expect("open");
         let len = f.src().len;
-        if f.stage != Stage::Copying || f.hashed < len || f.reads_in_flight > 0 {
+        if f.stage != Stage::Copying || f.hashed < len || !f.reading.is_empty() {
             return Ok(());
         }
         if !f.finish_sent {
@@ -919,7 +939,7 @@ impl Run<'_> {
             let done: Vec<(u64, i32)> = self.ring.completion().map(|c| (c.user_data(), c.result())).collect();
             for (id, res) in done {
                 match self.ops[id as usize].take() {
-                    Some(Op::Read { buf, .. }) => self.pool.give_back(buf),
+                    Some(Op::Read { .. }) => self.reads -= 1,
                     Some(Op::Write { buf, .. }) => self.release(buf),
                     // A descriptor opened after the job failed: remember a new target (so it is removed), close.
                     Some(Op::Open { file, side, .. }) if res >= 0 => {
@@ -956,8 +976,8 @@ impl Run<'_> {
             for (_, (buf, _)) in f.ready {
                 self.pool.give_back(buf);
             }
-            if let Some((buf, ..)) = f.partial {
-                self.pool.give_back(buf);
+            for (_, chunk) in f.reading {
+                self.pool.give_back(chunk.buf);
             }
         }
     }
