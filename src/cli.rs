@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, Context, Result};
@@ -369,6 +369,19 @@ fn wait_and_print(client: &Client, cli: &ClientArgs, first: HotCopyResponse, tim
     Ok(())
 }
 
+/// Refuses a relative path: the admin server resolves paths on its own host, against a working directory the client
+/// cannot know.
+fn absolute(option: &str, p: &Path) -> Result<()> {
+    if p.is_absolute() {
+        Ok(())
+    } else {
+        Err(usage(format!(
+            "{option} {:?}: give an absolute path (the admin server resolves paths on its own host)",
+            p.display().to_string()
+        )))
+    }
+}
+
 /// Runs `hotcopy database`.
 pub fn hotcopy_database(cli: &ClientArgs, args: &HotcopyDatabaseArgs) -> Result<()> {
     if args.backup_dirs.len() % 2 != 0 {
@@ -378,9 +391,13 @@ pub fn hotcopy_database(cli: &ClientArgs, args: &HotcopyDatabaseArgs) -> Result<
     for pair in args.backup_dirs.chunks(2) {
         let id: u64 =
             pair[0].parse().map_err(|_| usage(format!("--backup-dirs: archive id {:?} is not a number", pair[0])))?;
+        absolute("--backup-dirs", Path::new(&pair[1]))?;
         if dirs.insert(id.to_string(), pair[1].clone()).is_some() {
             return Err(usage(format!("--backup-dirs names archive {id} twice")));
         }
+    }
+    if let Some(d) = &args.default_backup_dir {
+        absolute("--default-backup-dir", d)?;
     }
     if dirs.is_empty() && args.default_backup_dir.is_none() {
         return Err(usage("give --backup-dirs <archive id> <path> ..., or --default-backup-dir"));
@@ -393,8 +410,9 @@ pub fn hotcopy_database(cli: &ClientArgs, args: &HotcopyDatabaseArgs) -> Result<
     }
     let max_rate = match args.max_rate {
         None => None,
-        Some(mb) if mb > 0.0 && mb < 1e9 => Some((mb * 1e6).round() as u64),
-        Some(mb) => return Err(usage(format!("--max-rate {mb}: give a positive number of MB/s"))),
+        // At least one byte per second: a rate that rounds to 0 would never copy a byte.
+        Some(mb) if (1e-6..1e9).contains(&mb) => Some((mb * 1e6).round() as u64),
+        Some(mb) => return Err(usage(format!("--max-rate {mb}: give 0.000001 (one byte per second) to 1e9 MB/s"))),
     };
     let timeout = check_timeout(args.timeout)?;
     let client = Client::new(cli)?;

@@ -1,0 +1,809 @@
+//! Fault 5, bad requests and arguments: generated bad requests to EVERY endpoint of the real `backset serve` (proptest,
+//! with shrinking): random bytes, truncated and oversized JSON, wrong JSON types per field, unknown and duplicate
+//! fields, unknown database / SM / archive id / hot copy id, bad maxRate, timeoutSec, filterQuery and query strings,
+//! non-empty targets for a full hot copy. Properties: the status is a 4xx, the body is JSON `{"code", "message"}` with
+//! `code` equal to the status and a message that is not empty (and names the offending field or value where the case
+//! says which), and the server stays up (its process has not exited and a health request succeeds after every case).
+//! Bad arguments to the CLI's client verbs exit 2 with a usage message.
+//!
+//! Cases: 300 per property test in CI; 5000 with `BACKSET_LONG_TESTS=1`. Defects whose fix is in the server or the
+//! engine are `#[ignore]`d tests named after the defect (run them with `--ignored`).
+
+mod support;
+
+use std::cell::RefCell;
+use std::path::{Path, PathBuf};
+
+use proptest::prelude::*;
+use proptest::test_runner::{Config, TestRunner};
+use serde_json::{json, Value};
+use support::{long_tests, s, tmp, Server};
+
+/// One bad request and what the answer must be.
+#[derive(Debug, Clone)]
+struct Case {
+    method: &'static str,
+    path: String,
+    body: Option<Vec<u8>>,
+    /// Allowed statuses (all 4xx).
+    codes: Vec<u16>,
+    /// Text the message must contain (case-insensitive), naming the offending field or value.
+    needle: Option<String>,
+    /// A directory to create with one file in it before the request (a non-empty target).
+    non_empty: Option<PathBuf>,
+}
+
+impl Case {
+    fn new(method: &'static str, path: impl Into<String>, body: Option<Vec<u8>>, codes: &[u16]) -> Self {
+        Self { method, path: path.into(), body, codes: codes.to_vec(), needle: None, non_empty: None }
+    }
+
+    fn json(method: &'static str, path: impl Into<String>, body: &Value, codes: &[u16]) -> Self {
+        Self::new(method, path, Some(body.to_string().into_bytes()), codes)
+    }
+
+    fn needle(mut self, n: impl Into<String>) -> Self {
+        self.needle = Some(n.into());
+        self
+    }
+}
+
+fn cases() -> u32 {
+    if long_tests() {
+        5000
+    } else {
+        300
+    }
+}
+
+/// Percent-encodes everything but unreserved characters.
+fn enc(v: &str) -> String {
+    v.bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect()
+}
+
+/// Sends the case and checks the properties; the server must be alive and healthy afterwards.
+fn check(srv: &RefCell<Server>, case: &Case) {
+    if let Some(d) = &case.non_empty {
+        std::fs::create_dir_all(d).unwrap();
+        std::fs::write(d.join("someone-elses-file"), b"x").unwrap();
+    }
+    let a = srv.borrow().request(case.method, &case.path, case.body.as_deref());
+    assert!(
+        case.codes.contains(&a.code),
+        "{} {} body {:?}: status {} not in {:?}: {}",
+        case.method,
+        case.path,
+        case.body.as_ref().map(|b| String::from_utf8_lossy(&b[..b.len().min(300)]).into_owned()),
+        a.code,
+        case.codes,
+        a.text
+    );
+    assert!((400..500).contains(&a.code), "not a 4xx: {}", a.code);
+    assert!(a.json.is_object(), "error body is not a JSON object: {:?}", a.text);
+    assert_eq!(a.json["code"], a.code, "code field differs from the status: {}", a.text);
+    let msg = a.json["message"].as_str().unwrap_or_else(|| panic!("no message: {}", a.text));
+    assert!(!msg.trim().is_empty(), "empty message: {}", a.text);
+    if let Some(n) = &case.needle {
+        assert!(msg.to_lowercase().contains(&n.to_lowercase()), "message does not name {n:?}: {msg}");
+    }
+    srv.borrow_mut().assert_healthy();
+}
+
+/// Runs `cases()` generated cases against one server.
+fn run(srv: &RefCell<Server>, strategy: impl Strategy<Value = Case>) {
+    let mut runner = TestRunner::new(Config { cases: cases(), failure_persistence: None, ..Config::default() });
+    runner
+        .run(&strategy, |case| {
+            check(srv, &case);
+            Ok(())
+        })
+        .unwrap_or_else(|e| panic!("{e}"));
+    srv.borrow_mut().assert_healthy();
+}
+
+fn ident() -> impl Strategy<Value = String> {
+    "[a-zA-Z0-9_-]{1,16}"
+}
+
+/// A JSON value of a type other than `ty` (`string`, `bool`, `u64`, `f64`, `map`, `array`, `object`).
+fn wrong_value(ty: &'static str) -> BoxedStrategy<Value> {
+    let string = "[a-z]{0,8}".prop_map(Value::from).boxed();
+    let boolean = any::<bool>().prop_map(Value::from).boxed();
+    let int = (1i64..1_000_000).prop_map(Value::from).boxed();
+    let array = prop::collection::vec(0u8..9, 0..3).prop_map(|v| json!(v)).boxed();
+    let object = Just(json!({"x": 1})).boxed();
+    let neg = (i64::MIN..0).prop_map(Value::from).boxed();
+    let frac = (0.01f64..1e6).prop_filter("fractional", |f| f.fract() != 0.0).prop_map(Value::from).boxed();
+    match ty {
+        "string" => prop_oneof![int, boolean, array, object].boxed(),
+        "bool" => prop_oneof![int, string, array, object].boxed(),
+        "u64" => prop_oneof![string, boolean, array, object, neg, frac, Just(json!(1e30))].boxed(),
+        "f64" => prop_oneof![string, boolean, array, object].boxed(),
+        "map" => prop_oneof![string, int, array, boolean].boxed(),
+        "array" => prop_oneof![string, int, object, boolean].boxed(),
+        "object" => prop_oneof![string, int, array, boolean].boxed(),
+        _ => unreachable!("{ty}"),
+    }
+}
+
+/// Random bytes, or a valid body cut short, or the body of another endpoint: never a valid request.
+fn garbage(valid: Value) -> impl Strategy<Value = Vec<u8>> {
+    let text = valid.to_string();
+    let n = text.len();
+    prop_oneof![
+        prop::collection::vec(any::<u8>(), 0..200)
+            .prop_filter("not JSON", |b| serde_json::from_slice::<Value>(b).is_err()),
+        (0..n).prop_map(move |cut| text.as_bytes()[..cut].to_vec()),
+        Just(b"null".to_vec()),
+        Just(b"\"string\"".to_vec()),
+        Just(b"42".to_vec()),
+    ]
+}
+
+const HC: &str = "/databases/demo/hotCopy";
+const SIMPLE: &str = "/databases/demo/hotCopySimple";
+const TXN: &str = "/databases/demo/transactions";
+
+/// Bad bodies for POST .../hotCopy. `dir` holds the (absent) targets.
+fn hot_copy_cases(dir: PathBuf) -> impl Strategy<Value = Case> {
+    let target = s(&dir.join("target-never-made"));
+    let valid = json!({"type": "full", "backupSetDirs": {"0": target}, "timeoutSec": 0});
+    let fields: [(&str, &str); 8] = [
+        ("type", "string"),
+        ("shared", "bool"),
+        ("defaultBackupSetDir", "string"),
+        ("backupSetDirs", "map"),
+        ("maxRate", "u64"),
+        ("timeoutSec", "f64"),
+        ("checkContainsAllSgs", "bool"),
+        ("archiveIds", "array"),
+    ];
+    let v1 = valid.clone();
+    let wrong_type = (0..fields.len()).prop_flat_map(move |i| (Just(fields[i].0), wrong_value(fields[i].1))).prop_map(
+        move |(f, v)| {
+            let mut b = v1.clone();
+            b[f] = v;
+            Case::json("POST", HC, &b, &[400])
+        },
+    );
+    let v2 = valid.clone();
+    let unknown_field =
+        ident().prop_filter("not a field", move |f| !fields.iter().any(|(n, _)| n == f)).prop_map(move |f| {
+            let mut b = v2.clone();
+            b[&f] = json!(1);
+            Case::json("POST", HC, &b, &[400]).needle(f)
+        });
+    let t2 = target.clone();
+    let unknown_db = ident().prop_filter("not demo", |d| d != "demo").prop_map(move |db| {
+        Case::json(
+            "POST",
+            format!("/databases/{db}/hotCopy"),
+            &json!({"type": "full", "backupSetDirs": {"0": t2}}),
+            &[404],
+        )
+        .needle(db)
+    });
+    let t3 = target.clone();
+    let unknown_archive = (1u64..u64::MAX).prop_map(move |a| {
+        Case::json("POST", HC, &json!({"type": "full", "backupSetDirs": {a.to_string(): t3}}), &[400])
+            .needle(format!("archive {a}"))
+    });
+    let t4 = target.clone();
+    let bad_archive_key = "[a-z -]{1,8}".prop_map(move |k| {
+        Case::json("POST", HC, &json!({"type": "full", "backupSetDirs": {&k: t4}}), &[400]).needle(format!("{k:?}"))
+    });
+    let t5 = target.clone();
+    let unknown_in_filter = (1u64..1000).prop_map(move |a| {
+        Case::json("POST", HC, &json!({"type": "full", "defaultBackupSetDir": t5, "archiveIds": [0, a]}), &[400])
+            .needle(format!("archive {a}"))
+    });
+    let t6 = target.clone();
+    let bad_type = "[a-z]{1,12}"
+        .prop_filter("not a type", |t| !["full", "incremental", "journal", "simple"].contains(&t.as_str()))
+        .prop_map(move |t| {
+            Case::json("POST", HC, &json!({"type": t, "backupSetDirs": {"0": t6}}), &[400]).needle(format!("{t:?}"))
+        });
+    let t7 = target.clone();
+    let bad_timeout = prop_oneof![(-1e12f64..-0.001), (3600.5f64..1e300)].prop_map(move |t| {
+        Case::json("POST", HC, &json!({"type": "full", "backupSetDirs": {"0": t7}, "timeoutSec": t}), &[400])
+            .needle("timeoutSec")
+    });
+    let t8 = target.clone();
+    let bad_rate =
+        prop_oneof![(i64::MIN..0).prop_map(Value::from), Just(json!(1.5)), Just(json!(1e30))].prop_map(move |r| {
+            Case::json("POST", HC, &json!({"type": "full", "backupSetDirs": {"0": t8}, "maxRate": r}), &[400])
+        });
+    let d2 = dir.clone();
+    let non_empty = (ident(), prop::sample::select(vec!["full", "full"])).prop_map(move |(name, kind)| {
+        let d = d2.join(format!("nonempty-{name}"));
+        let mut c =
+            Case::json("POST", HC, &json!({"type": kind, "backupSetDirs": {"0": s(&d)}, "timeoutSec": 10}), &[409])
+                .needle(s(&d));
+        c.non_empty = Some(d);
+        c
+    });
+    let d3 = dir.clone();
+    let needs_full = prop::sample::select(vec!["incremental", "journal"]).prop_map(move |kind| {
+        let d = d3.join("no-set-here");
+        Case::json("POST", HC, &json!({"type": kind, "backupSetDirs": {"0": s(&d)}, "timeoutSec": 10}), &[409])
+            .needle(s(&d))
+    });
+    let t9 = target.clone();
+    let no_dirs = prop_oneof![
+        Just(Case::json("POST", HC, &json!({"type": "full"}), &[400])),
+        Just(Case::json("POST", HC, &json!({"type": "full", "backupSetDirs": {}}), &[400])),
+        Just(Case::json("POST", HC, &json!({"backupSetDirs": {"0": t9}}), &[400]).needle("type")),
+        Just(
+            Case::json("POST", HC, &json!({"type": "simple", "backupSetDirs": {"0": "/x"}}), &[400])
+                .needle("hotCopySimple")
+        ),
+        Just(
+            Case::json("POST", HC, &json!({"type": "full", "shared": true, "backupSetDirs": {"0": "/x"}}), &[400])
+                .needle("shared")
+        ),
+    ];
+    let dup_field = Just(Case::new(
+        "POST",
+        HC,
+        Some(format!(r#"{{"type": "full", "type": "full", "backupSetDirs": {{"0": "{target}"}}}}"#).into_bytes()),
+        &[400],
+    ))
+    .prop_map(|c| c.needle("type"));
+    let junk = garbage(valid).prop_map(|b| Case::new("POST", HC, Some(b), &[400]).needle("JSON"));
+    let method =
+        prop::sample::select(vec!["GET", "PUT", "DELETE", "PATCH"]).prop_map(|m| Case::new(m, HC, None, &[405]));
+    prop_oneof![
+        3 => wrong_type.boxed(),
+        1 => unknown_field.boxed(),
+        1 => unknown_db.boxed(),
+        1 => unknown_archive.boxed(),
+        1 => bad_archive_key.boxed(),
+        1 => unknown_in_filter.boxed(),
+        1 => bad_type.boxed(),
+        1 => bad_timeout.boxed(),
+        1 => bad_rate.boxed(),
+        1 => non_empty.boxed(),
+        1 => needs_full.boxed(),
+        1 => no_dirs.boxed(),
+        1 => dup_field.boxed(),
+        2 => junk.boxed(),
+        1 => method.boxed(),
+    ]
+}
+
+/// Bad bodies for POST .../hotCopySimple.
+fn simple_cases(dir: PathBuf) -> impl Strategy<Value = Case> {
+    let target = s(&dir.join("simple-never-made"));
+    let valid = json!({"backupLocations": {"0": {"copyArchiveDir": target}}, "timeoutSec": 0});
+    let fields: [(&str, &str); 6] = [
+        ("defaultBackupLocation", "object"),
+        ("backupLocations", "map"),
+        ("maxRate", "u64"),
+        ("timeoutSec", "f64"),
+        ("checkContainsAllSgs", "bool"),
+        ("archiveIds", "array"),
+    ];
+    let v1 = valid.clone();
+    let wrong_type = (0..fields.len()).prop_flat_map(move |i| (Just(fields[i].0), wrong_value(fields[i].1))).prop_map(
+        move |(f, v)| {
+            let mut b = v1.clone();
+            b[f] = v;
+            Case::json("POST", SIMPLE, &b, &[400])
+        },
+    );
+    let t1 = target.clone();
+    let wrong_location = prop_oneof![
+        wrong_value("string").prop_map(|v| ("copyArchiveDir", v)),
+        wrong_value("string").prop_map(|v| ("copyJournalDir", v)),
+        ident().prop_filter("unknown", |f| f != "copyArchiveDir" && f != "copyJournalDir").prop_map(|f| {
+            let f: &'static str = Box::leak(f.into_boxed_str());
+            (f, json!("/x"))
+        }),
+    ]
+    .prop_map(move |(f, v)| {
+        let mut loc = json!({"copyArchiveDir": t1});
+        loc[f] = v;
+        Case::json("POST", SIMPLE, &json!({"backupLocations": {"0": loc}}), &[400])
+    });
+    let t3 = target.clone();
+    let unknown_archive = (1u64..u64::MAX).prop_map(move |a| {
+        Case::json("POST", SIMPLE, &json!({"backupLocations": {a.to_string(): {"copyArchiveDir": t3}}}), &[400])
+            .needle(format!("archive {a}"))
+    });
+    let t4 = target.clone();
+    let unknown_db = ident().prop_filter("not demo", |d| d != "demo").prop_map(move |db| {
+        Case::json(
+            "POST",
+            format!("/databases/{db}/hotCopySimple"),
+            &json!({"backupLocations": {"0": {"copyArchiveDir": t4}}}),
+            &[404],
+        )
+        .needle(db)
+    });
+    let d2 = dir.clone();
+    let non_empty = ident().prop_map(move |name| {
+        let d = d2.join(format!("simple-nonempty-{name}"));
+        let mut c = Case::json("POST", SIMPLE, &json!({"backupLocations": {"0": {"copyArchiveDir": s(&d)}}}), &[409])
+            .needle(s(&d));
+        c.non_empty = Some(d);
+        c
+    });
+    let junk = garbage(valid).prop_map(|b| Case::new("POST", SIMPLE, Some(b), &[400]).needle("JSON"));
+    prop_oneof![
+        3 => wrong_type.boxed(),
+        2 => wrong_location.boxed(),
+        1 => unknown_archive.boxed(),
+        1 => unknown_db.boxed(),
+        1 => non_empty.boxed(),
+        1 => Just(Case::json("POST", SIMPLE, &json!({}), &[400])).boxed(),
+        2 => junk.boxed(),
+    ]
+}
+
+/// Bad queries for the status, database status and cancel endpoints, and bad filters for /processes.
+fn query_cases() -> impl Strategy<Value = Case> {
+    let not_number = "[a-z_ -]{1,10}|-[0-9]{1,5}|[0-9]{21,25}|1\\.5";
+    let not_uuid = "[0-9a-f-]{1,40}".prop_filter("not a uuid", |u| uuid::Uuid::parse_str(u).is_err());
+    let bad_timeout = prop_oneof![
+        "[a-z]{1,6}".prop_filter("not a float word", |w| !["inf", "nan", "infinity"].contains(&w.as_str())),
+        (-1e9f64..-0.001).prop_map(|f| f.to_string()),
+        (3601f64..1e12).prop_map(|f| f.to_string()),
+        Just("NaN".to_string()),
+        Just("inf".to_string()),
+    ];
+    let endpoints =
+        prop::sample::select(vec![("GET", "/databases/hotCopyStatus"), ("POST", "/databases/cancelHotCopy")]);
+    let start_id = (endpoints.clone(), not_number).prop_map(|((m, p), v)| {
+        Case::new(m, format!("{p}?coordinatorStartId={}&hotCopyId={}", enc(&v), uuid::Uuid::new_v4()), None, &[400])
+            .needle("coordinatorStartId")
+    });
+    let hot_copy_id = (endpoints.clone(), not_uuid).prop_map(|((m, p), v)| {
+        Case::new(m, format!("{p}?coordinatorStartId=1&hotCopyId={}", enc(&v)), None, &[400]).needle("hotCopyId")
+    });
+    let unknown_id = (endpoints.clone(), any::<u128>()).prop_map(|((m, p), v)| {
+        let id = uuid::Uuid::from_u128(v);
+        Case::new(m, format!("{p}?coordinatorStartId=1&hotCopyId={id}"), None, &[404]).needle(id.to_string())
+    });
+    let unknown_sm = (endpoints.clone(), 2u64..u64::MAX).prop_map(|((m, p), sm)| {
+        Case::new(m, format!("{p}?coordinatorStartId={sm}&hotCopyId={}", uuid::Uuid::new_v4()), None, &[404])
+    });
+    let unknown_sm_list = (2u64..u64::MAX).prop_map(|sm| {
+        Case::new("GET", format!("/databases/hotCopyStatus?coordinatorStartId={sm}"), None, &[404])
+            .needle(sm.to_string())
+    });
+    let timeout = (endpoints.clone(), bad_timeout.clone()).prop_map(|((m, p), t)| {
+        Case::new(
+            m,
+            format!("{p}?coordinatorStartId=1&hotCopyId={}&timeoutSec={}", uuid::Uuid::new_v4(), enc(&t)),
+            None,
+            &[400],
+        )
+        .needle("timeoutSec")
+    });
+    let missing = endpoints.clone().prop_map(|(m, p)| Case::new(m, p, None, &[400]).needle("coordinatorStartId"));
+    let missing_id = Just(Case::new("POST", "/databases/cancelHotCopy?coordinatorStartId=1", None, &[400]))
+        .prop_map(|c| c.needle("hotCopyId"));
+    let min_running = bad_timeout
+        .prop_filter("not a large valid number", |t| t.parse::<f64>().map_or(true, |f| !(0.0..1e12).contains(&f)))
+        .prop_map(|t| {
+            Case::new("GET", format!("/databases/demo/hotCopyStatus?minSecondsRunning={}", enc(&t)), None, &[400])
+                .needle("minSecondsRunning")
+        });
+    let status_unknown_db = ident()
+        .prop_filter("not demo", |d| d != "demo")
+        .prop_map(|db| Case::new("GET", format!("/databases/{db}/hotCopyStatus"), None, &[404]).needle(db));
+    // Filters: each is malformed (unbalanced, an unknown function, an empty argument, a bad character).
+    let filter = prop_oneof![
+        "[a-z_]{1,10}\\(",
+        "[a-z]{1,8}\\([a-z]{0,4}\\)\\)",
+        "(bogus|nope|xyz)[a-z]{0,4}\\(a\\)",
+        "label\\([a-z-]{0,6}",
+        "[!@#$%^&|]{1,6}",
+        Just("first(".to_string()),
+        Just("not()".to_string()),
+    ]
+    .prop_map(|f| {
+        Case::new("GET", format!("/processes?filterQuery={}", enc(&f)), None, &[400]).needle("process filter")
+    });
+    let bad_query = prop::sample::select(vec![
+        "/databases/hotCopyStatus?coordinatorStartId=1&coordinatorStartId=2",
+        "/databases/hotCopyStatus?%zz=1",
+    ])
+    // A repeated parameter: the last one counts (SM 2 does not exist: 404) or it is refused (400).
+    .prop_map(|p| Case::new("GET", p, None, &[400, 404]));
+    let methods = prop::sample::select(vec![
+        ("POST", "/databases/hotCopyStatus?coordinatorStartId=1"),
+        ("GET", "/databases/cancelHotCopy?coordinatorStartId=1"),
+        ("POST", "/processes"),
+        ("DELETE", "/databases/demo/hotCopyStatus"),
+        ("GET", "/databases/demo/transactions"),
+        ("POST", "/databases/demo/keys/k"),
+    ])
+    .prop_map(|(m, p)| Case::new(m, p, None, &[405]));
+    let unknown_path = "[a-z/]{1,20}".prop_map(|p| Case::new("GET", format!("/nothing/{p}"), None, &[404]));
+    prop_oneof![
+        1 => start_id.boxed(),
+        1 => hot_copy_id.boxed(),
+        1 => unknown_id.boxed(),
+        1 => unknown_sm.boxed(),
+        1 => unknown_sm_list.boxed(),
+        1 => timeout.boxed(),
+        1 => missing.boxed(),
+        1 => missing_id.boxed(),
+        1 => min_running.boxed(),
+        1 => status_unknown_db.boxed(),
+        3 => filter.boxed(),
+        1 => bad_query.boxed(),
+        1 => methods.boxed(),
+        1 => unknown_path.boxed(),
+    ]
+}
+
+/// Bad transactions and key reads of the data API.
+fn data_cases() -> impl Strategy<Value = Case> {
+    let valid = json!({"put": {"k": "v"}, "delete": ["d"]});
+    let wrong_type = prop_oneof![
+        wrong_value("map").prop_map(|v| json!({ "put": v })),
+        wrong_value("array").prop_map(|v| json!({ "delete": v })),
+        wrong_value("string").prop_map(|v| json!({ "put": {"k": v} })),
+        wrong_value("string").prop_map(|v| json!({ "delete": [v] })),
+    ]
+    .prop_map(|b| Case::json("POST", TXN, &b, &[400]));
+    let unknown_field = ident()
+        .prop_filter("not a field", |f| f != "put" && f != "delete")
+        .prop_map(|f| Case::json("POST", TXN, &json!({"put": {"k": "v"}, f.clone(): 1}), &[400]).needle(f));
+    let empty = prop_oneof![
+        Just(json!({})),
+        Just(json!({"put": {}})),
+        Just(json!({"delete": []})),
+        Just(json!({"put": {"": "empty key"}})),
+    ]
+    .prop_map(|b| Case::json("POST", TXN, &b, &[400]));
+    let both = ident().prop_map(|k| Case::json("POST", TXN, &json!({"put": {&k: "v"}, "delete": [&k]}), &[400]));
+    let unknown_db = (ident().prop_filter("not demo", |d| d != "demo"), any::<bool>()).prop_map(|(db, read)| {
+        if read {
+            Case::new("GET", format!("/databases/{db}/keys/k"), None, &[404]).needle(db)
+        } else {
+            Case::json("POST", format!("/databases/{db}/transactions"), &json!({"put": {"k": "v"}}), &[404]).needle(db)
+        }
+    });
+    let missing_key = "[a-z]{1,12}"
+        .prop_map(|k| Case::new("GET", format!("/databases/demo/keys/never-written-{k}"), None, &[404]).needle(k));
+    let not_utf8 = "%[89ab][0-9a-f](%[0-9a-f][0-9a-f]){0,3}"
+        .prop_map(|k| Case::new("GET", format!("/databases/demo/keys/{k}"), None, &[400]));
+    let junk = garbage(valid).prop_map(|b| Case::new("POST", TXN, Some(b), &[400]).needle("JSON"));
+    prop_oneof![
+        3 => wrong_type.boxed(),
+        1 => unknown_field.boxed(),
+        1 => empty.boxed(),
+        1 => both.boxed(),
+        1 => unknown_db.boxed(),
+        1 => missing_key.boxed(),
+        1 => not_utf8.boxed(),
+        3 => junk.boxed(),
+    ]
+}
+
+fn server(dir: &Path) -> RefCell<Server> {
+    RefCell::new(Server::start(&dir.join("data"), &[]))
+}
+
+#[test]
+fn bad_hot_copy_requests_get_4xx_json_and_the_server_stays_up() {
+    let dir = tmp();
+    let srv = server(dir.path());
+    // A committed transaction so that a request that wrongly started a job would have something to copy.
+    assert_eq!(srv.borrow().post_json(TXN, &json!({"put": {"k": "v"}})).code, 200);
+    run(&srv, hot_copy_cases(dir.path().to_path_buf()));
+    // No bad request started a hot copy.
+    let a = srv.borrow().get("/databases/demo/hotCopyStatus");
+    assert_eq!(a.json["hotCopyStatuses"]["1"], json!([]), "{}", a.text);
+    assert!(!dir.path().join("target-never-made").exists());
+}
+
+#[test]
+fn bad_simple_hot_copy_requests_get_4xx_json_and_the_server_stays_up() {
+    let dir = tmp();
+    let srv = server(dir.path());
+    run(&srv, simple_cases(dir.path().to_path_buf()));
+    let a = srv.borrow().get("/databases/demo/hotCopyStatus");
+    assert_eq!(a.json["hotCopyStatuses"]["1"], json!([]), "{}", a.text);
+    assert!(!dir.path().join("simple-never-made").exists());
+}
+
+#[test]
+fn bad_status_cancel_and_process_queries_get_4xx_json_and_the_server_stays_up() {
+    let dir = tmp();
+    let srv = server(dir.path());
+    run(&srv, query_cases());
+}
+
+#[test]
+fn bad_transactions_and_key_reads_get_4xx_json_and_the_server_stays_up() {
+    let dir = tmp();
+    let srv = server(dir.path());
+    run(&srv, data_cases());
+    // Nothing was committed by a bad transaction: the first good one gets id 1.
+    let a = srv.borrow().post_json(TXN, &json!({"put": {"k": "v"}}));
+    assert_eq!((a.code, &a.json["txnId"]), (200, &json!(1)), "{}", a.text);
+}
+
+#[test]
+fn oversized_bodies_get_413_json_on_every_post_endpoint() {
+    let dir = tmp();
+    let srv = server(dir.path());
+    // Beyond the 32 MiB body limit: a JSON string value that never ends in time.
+    let mut big = br#"{"put": {"k": ""#.to_vec();
+    big.resize((32 << 20) + 1024, b'a');
+    big.extend_from_slice(br#""}}"#);
+    // (cancelHotCopy takes no body: it answers before reading one, and closes the connection.)
+    for p in [TXN, HC, SIMPLE] {
+        let c = Case::new("POST", p, Some(big.clone()), &[413]).needle("limit");
+        check(&srv, &c);
+    }
+    // A truncated oversized body too (no closing quote).
+    let c = Case::new("POST", TXN, Some(big[..big.len() - 3].to_vec()), &[413]);
+    check(&srv, &c);
+}
+
+/// Runs the CLI with `args` and no server behind `--api-server` (the bad arguments must be refused first).
+fn cli_usage(args: &[String]) {
+    let mut all = vec!["--api-server".to_string(), format!("127.0.0.1:{}", support::free_port())];
+    all.extend(args.iter().cloned());
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_backset")).args(&all).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "backset {all:?}: {err}");
+    assert!(err.contains("error:"), "backset {all:?}: no error message: {err}");
+    assert!(!err.contains("cannot reach"), "backset {all:?} went to the server: {err}");
+}
+
+fn cli_cases() -> impl Strategy<Value = Vec<String>> {
+    let base = |extra: Vec<String>| {
+        let mut v: Vec<String> =
+            ["hotcopy", "database", "--db-name", "demo", "--type", "full"].iter().map(|s| s.to_string()).collect();
+        v.extend(extra);
+        v
+    };
+    let strs = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+    prop_oneof![
+        // Archive ids that are not numbers, odd pairs, a repeated archive.
+        "[a-z-]{1,6}".prop_map(move |k| base(strs(&["--backup-dirs", &k, "/a"]))),
+        (0u64..10).prop_map(move |a| base(strs(&["--backup-dirs", &a.to_string(), "/a", &a.to_string(), "/b"]))),
+        (0u64..10).prop_map(move |a| base(strs(&["--backup-dirs", "0", "/a", &a.to_string()]))),
+        // maxRate: zero, negative, not a number, infinite, below one byte per second.
+        prop_oneof![
+            Just("0".to_string()),
+            Just("nan".to_string()),
+            Just("inf".to_string()),
+            "-[0-9]{1,4}",
+            "[a-z]{1,5}",
+            Just("0.0000001".to_string()),
+            Just("1e12".to_string()),
+        ]
+        .prop_map(move |r| base(strs(&["--backup-dirs", "0", "/a", &format!("--max-rate={r}")]))),
+        // Timeouts out of range.
+        prop_oneof!["-[0-9]{1,4}", Just("nan".to_string()), Just("3601".to_string()), "[a-z]{1,4}"]
+            .prop_map(move |t| base(strs(&["--backup-dirs", "0", "/a", &format!("--timeout={t}")]))),
+        // Relative destinations (the server would resolve them against its own working directory).
+        "[a-z]{1,6}(/[a-z]{1,6}){0,2}".prop_map(move |p| base(strs(&["--backup-dirs", "0", &p]))),
+        "[a-z]{1,6}".prop_map(move |p| base(strs(&["--default-backup-dir", &p]))),
+        // Missing destination, an unknown type, an unknown option.
+        Just(base(vec![])),
+        "[a-z]{1,8}"
+            .prop_filter("not a type", |t| !["full", "incremental", "journal", "simple"].contains(&t.as_str()))
+            .prop_map(move |t| strs(&[
+                "hotcopy",
+                "database",
+                "--db-name",
+                "demo",
+                "--type",
+                &t,
+                "--backup-dirs",
+                "0",
+                "/a"
+            ])),
+        "[a-z]{3,8}".prop_map(move |o| base(strs(&["--backup-dirs", "0", "/a", &format!("--no-such-{o}")]))),
+        // Status and cancel: ids that are not numbers or uuids.
+        "[a-z]{1,8}".prop_map(move |x| strs(&[
+            "get",
+            "hotcopy-status",
+            "--coordinator-start-id",
+            &x,
+            "--hotcopy-id",
+            "00000000-0000-0000-0000-000000000000"
+        ])),
+        "[g-z]{1,8}".prop_map(move |x| strs(&["cancel", "hotcopy", "--coordinator-start-id", "1", "--hotcopy-id", &x])),
+        "[a-z]{1,8}".prop_map(move |x| strs(&["get", "hotcopy-info", "--db-name", "demo", "--running-for", &x])),
+    ]
+}
+
+#[test]
+fn bad_cli_arguments_exit_2_with_a_usage_message() {
+    let cases = if long_tests() { 1000 } else { 100 };
+    let mut runner = TestRunner::new(Config { cases, failure_persistence: None, ..Config::default() });
+    runner
+        .run(&cli_cases(), |args| {
+            cli_usage(&args);
+            Ok(())
+        })
+        .unwrap_or_else(|e| panic!("{e}"));
+}
+
+// Defects: ignored so CI stays green; each fails today. Run with `cargo test --test requests -- --ignored`.
+
+/// Every path given to a hot copy must be absolute: the server would otherwise resolve it against its own working
+/// directory (which the client cannot know), and an empty path fails later with `resolve : No such file`.
+#[test]
+#[ignore = "defect: relative or empty backup paths are accepted and resolved against the server's working directory; \
+            fix belongs in src/server.rs (hot_copy, hot_copy_simple) or engine/src/hotcopy/manager.rs (resolve)"]
+fn defect_relative_backup_paths_are_accepted() {
+    let dir = tmp();
+    let srv = server(dir.path());
+    let mut runner = TestRunner::new(Config { cases: 50, failure_persistence: None, ..Config::default() });
+    let rel = prop_oneof![Just(String::new()), "[a-z]{1,8}(/[a-z]{1,8}){0,2}", Just(".".to_string())];
+    let strategy = (rel, 0usize..4).prop_map(|(p, which)| {
+        let path = format!("backset-relative-test-{p}");
+        let path = if p.is_empty() { String::new() } else { path };
+        let body = match which {
+            0 => json!({"type": "full", "backupSetDirs": {"0": path}, "timeoutSec": 5}),
+            1 => json!({"type": "full", "defaultBackupSetDir": path, "timeoutSec": 5}),
+            2 => json!({"backupLocations": {"0": {"copyArchiveDir": path}}, "timeoutSec": 5}),
+            _ => json!({"defaultBackupLocation": {"copyArchiveDir": path}, "timeoutSec": 5}),
+        };
+        let ep = if which < 2 { HC } else { SIMPLE };
+        Case::json("POST", ep, &body, &[400]).needle("absolute")
+    });
+    runner
+        .run(&strategy, |c| {
+            check(&srv, &c);
+            Ok(())
+        })
+        .unwrap_or_else(|e| panic!("{e}"));
+}
+
+/// A backup target equal to or inside an SM's archive directory (or the data directory) must be refused with a
+/// message naming the archive: a copy into the live archive pollutes it, and "empty it" (today's 409 advice for the
+/// archive directory itself) would destroy the database.
+#[test]
+#[ignore = "defect: a backup target inside an archive directory is accepted (and the one equal to it is refused \
+            with advice to empty the live archive); fix belongs in engine/src/hotcopy/manager.rs (resolve: compare \
+            each destination with every archive's dir) or src/server.rs"]
+fn defect_target_inside_or_equal_to_the_archive_is_accepted() {
+    let dir = tmp();
+    let srv = server(dir.path());
+    assert_eq!(srv.borrow().post_json(TXN, &json!({"put": {"k": "v"}})).code, 200);
+    let archive = std::fs::canonicalize(dir.path().join("data/database/0")).unwrap();
+    let mut runner = TestRunner::new(Config { cases: 40, failure_persistence: None, ..Config::default() });
+    let a2 = archive.clone();
+    let strategy = ("(|[a-z]{1,8}(/[a-z]{1,8}){0,2})", 0usize..3).prop_map(move |(sub, which)| {
+        let target = if sub.is_empty() { a2.clone() } else { a2.join(&sub) };
+        let t = s(&target);
+        let (ep, body) = match which {
+            0 => (HC, json!({"type": "full", "backupSetDirs": {"0": t}, "timeoutSec": 5})),
+            1 => (HC, json!({"type": "full", "defaultBackupSetDir": t, "timeoutSec": 5})),
+            _ => (SIMPLE, json!({"backupLocations": {"0": {"copyArchiveDir": t}}, "timeoutSec": 5})),
+        };
+        Case::json("POST", ep, &body, &[400]).needle("archive 0")
+    });
+    runner
+        .run(&strategy, |c| {
+            check(&srv, &c);
+            Ok(())
+        })
+        .unwrap_or_else(|e| panic!("{e}"));
+    // Nothing but the store's own files is in the archive.
+    let names: Vec<String> =
+        std::fs::read_dir(&archive).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+    assert!(names.iter().all(|n| n == "atoms" || n == "journal"), "{names:?}");
+}
+
+/// An archive named twice in `backupSetDirs` / `backupLocations` (the same JSON key twice, or `0` and `00`) must be
+/// refused; today the last one silently wins.
+#[test]
+#[ignore = "defect: duplicate archive ids in backupSetDirs/backupLocations are accepted (last wins); fix belongs in \
+            src/server.rs (deserialize the maps refusing duplicate keys; refuse keys that parse to the same id)"]
+fn defect_duplicate_archive_ids_are_accepted() {
+    let dir = tmp();
+    let srv = server(dir.path());
+    assert_eq!(srv.borrow().post_json(TXN, &json!({"put": {"k": "v"}})).code, 200);
+    let (a, b) = (s(&dir.path().join("a")), s(&dir.path().join("b")));
+    for (ep, body) in [
+        (HC, format!(r#"{{"type": "full", "backupSetDirs": {{"0": "{a}", "0": "{b}"}}, "timeoutSec": 5}}"#)),
+        (HC, format!(r#"{{"type": "full", "backupSetDirs": {{"0": "{a}", "00": "{b}"}}, "timeoutSec": 5}}"#)),
+        (
+            SIMPLE,
+            format!(
+                r#"{{"backupLocations": {{"0": {{"copyArchiveDir": "{a}"}}, "0": {{"copyArchiveDir": "{b}"}}}}, "timeoutSec": 5}}"#
+            ),
+        ),
+    ] {
+        check(&srv, &Case::new("POST", ep, Some(body.into_bytes()), &[400]).needle("archive 0"));
+    }
+}
+
+/// `maxRate: 0` must be refused (400): today the job starts and never copies a byte.
+#[test]
+#[ignore = "defect: maxRate 0 is accepted and the hot copy runs forever at 0 bytes/s; fix belongs in src/server.rs \
+            (refuse maxRate 0 in hot_copy and hot_copy_simple) or engine/src/hotcopy (HotCopyRequest validation)"]
+fn defect_max_rate_zero_is_accepted() {
+    let dir = tmp();
+    let srv = server(dir.path());
+    assert_eq!(srv.borrow().post_json(TXN, &json!({"put": {"k": "v"}})).code, 200);
+    let t = s(&dir.path().join("set"));
+    check(
+        &srv,
+        &Case::json("POST", HC, &json!({"type": "full", "backupSetDirs": {"0": t}, "maxRate": 0}), &[400])
+            .needle("maxRate"),
+    );
+    check(
+        &srv,
+        &Case::json("POST", SIMPLE, &json!({"backupLocations": {"0": {"copyArchiveDir": t}}, "maxRate": 0}), &[400])
+            .needle("maxRate"),
+    );
+}
+
+/// A body field of the wrong type must be named in the message: serde's `invalid type: map, expected u64 at line 1
+/// column 40` names neither the field nor (for maps and arrays) the value.
+#[test]
+#[ignore = "defect: wrong-type JSON errors do not name the field; fix belongs in src/server.rs (body(): deserialize \
+            through serde_path_to_error, or name the field in the message)"]
+fn defect_wrong_type_errors_do_not_name_the_field() {
+    let dir = tmp();
+    let srv = server(dir.path());
+    let fields = [("maxRate", "u64"), ("timeoutSec", "f64"), ("shared", "bool"), ("archiveIds", "array")];
+    let strategy =
+        (0..fields.len()).prop_flat_map(move |i| (Just(fields[i].0), wrong_value(fields[i].1))).prop_map(|(f, v)| {
+            let mut b = json!({"type": "full", "backupSetDirs": {"0": "/never"}});
+            b[f] = v;
+            Case::json("POST", HC, &b, &[400]).needle(f)
+        });
+    let mut runner = TestRunner::new(Config { cases: 50, failure_persistence: None, ..Config::default() });
+    runner
+        .run(&strategy, |c| {
+            check(&srv, &c);
+            Ok(())
+        })
+        .unwrap_or_else(|e| panic!("{e}"));
+}
+
+/// Regression: `--max-rate 0.0000001` (MB/s) passed the "positive" check, was rounded to `maxRate: 0` bytes/s and
+/// started a hot copy that never copied a byte. Fixed in src/cli.rs: below one byte per second is a usage error.
+#[test]
+fn cli_max_rate_that_rounds_to_zero_bytes_is_refused() {
+    for r in ["0.0000001", "0.0000004", "1e-12"] {
+        let args: Vec<String> =
+            ["hotcopy", "database", "--db-name", "demo", "--type", "full", "--backup-dirs", "0", "/a"]
+                .iter()
+                .map(|s| s.to_string())
+                .chain([format!("--max-rate={r}")])
+                .collect();
+        cli_usage(&args);
+    }
+}
+
+/// Regression: a relative `--backup-dirs`/`--default-backup-dir` was sent as is and the server made the set under
+/// its own working directory. Fixed in src/cli.rs: a relative path is a usage error naming the option.
+#[test]
+fn cli_relative_backup_dirs_are_refused() {
+    for extra in
+        [&["--backup-dirs", "0", "set1"][..], &["--default-backup-dir", "backups/set1"], &["--backup-dirs", "0", ""]]
+    {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_backset"))
+            .args(["--api-server", &format!("127.0.0.1:{}", support::free_port())])
+            .args(["hotcopy", "database", "--db-name", "demo", "--type", "full"])
+            .args(extra)
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{extra:?}: {err}");
+        assert!(err.contains("absolute path") && err.contains(extra[0]), "{extra:?}: {err}");
+    }
+}

@@ -1,0 +1,238 @@
+//! Shared helpers of the reliability tests (requests, load, access, full_disk): the real `backset serve` on a free
+//! loopback port with its output collected, requests that return whatever the server answered, and the offline CLI.
+#![allow(dead_code)]
+
+use std::io::Read;
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+/// Whether the long variants run (`BACKSET_LONG_TESTS=1`).
+pub fn long_tests() -> bool {
+    std::env::var("BACKSET_LONG_TESTS").is_ok_and(|v| v == "1")
+}
+
+/// A fresh directory under `target/` (a real disk, not tmpfs).
+pub fn tmp() -> tempfile::TempDir {
+    tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap()
+}
+
+/// A path as a string.
+pub fn s(p: &Path) -> String {
+    p.to_str().unwrap().to_string()
+}
+
+/// A port nothing listens on right now.
+pub fn free_port() -> u16 {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    l.local_addr().unwrap().port()
+}
+
+/// Runs the `backset` binary with `args` and returns its output.
+pub fn backset(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_backset")).args(args).output().unwrap()
+}
+
+/// An answer: status, raw body, and the body as JSON when it is JSON.
+#[derive(Debug, Clone)]
+pub struct Answer {
+    /// HTTP status.
+    pub code: u16,
+    /// Raw body.
+    pub text: String,
+    /// The body parsed, `Null` when it is not JSON.
+    pub json: Value,
+}
+
+/// A running `backset serve`, killed when dropped. Its stdout and stderr are read by threads into [`Server::output`]
+/// (so a chatty server never blocks on a full pipe).
+pub struct Server {
+    child: Option<Child>,
+    /// `http://127.0.0.1:<port>/api/1`.
+    pub api: String,
+    /// The listen address.
+    pub addr: String,
+    /// The data directory.
+    pub data: PathBuf,
+    /// The bearer token sent with every request.
+    pub token: Option<String>,
+    out: Arc<Mutex<Vec<u8>>>,
+    readers: Vec<std::thread::JoinHandle<()>>,
+}
+
+impl Server {
+    /// Starts `backset serve --data-dir data --listen 127.0.0.1:<free port> extra...` and waits until it accepts.
+    pub fn start(data: &Path, extra: &[&str]) -> Self {
+        Self::start_with_token(data, extra, None)
+    }
+
+    /// As [`start`](Self::start), sending `token` with every request.
+    pub fn start_with_token(data: &Path, extra: &[&str], token: Option<&str>) -> Self {
+        let addr = format!("127.0.0.1:{}", free_port());
+        let mut child = Command::new(env!("CARGO_BIN_EXE_backset"))
+            .args(["serve", "--listen", &addr, "--data-dir"])
+            .arg(data)
+            .args(extra)
+            // Its working directory is the test's own directory: a relative path it wrongly accepts lands there.
+            .current_dir(data.parent().filter(|p| p.is_dir()).unwrap_or(Path::new(env!("CARGO_TARGET_TMPDIR"))))
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let out = Arc::new(Mutex::new(Vec::new()));
+        let mut readers = Vec::new();
+        let pipes: [Box<dyn Read + Send>; 2] =
+            [Box::new(child.stdout.take().unwrap()), Box::new(child.stderr.take().unwrap())];
+        for mut pipe in pipes {
+            let out = Arc::clone(&out);
+            readers.push(std::thread::spawn(move || {
+                let mut buf = [0u8; 4096];
+                while let Ok(n) = pipe.read(&mut buf) {
+                    if n == 0 {
+                        break;
+                    }
+                    out.lock().unwrap().extend_from_slice(&buf[..n]);
+                }
+            }));
+        }
+        let mut s = Self {
+            child: Some(child),
+            api: format!("http://{addr}/api/1"),
+            addr: addr.clone(),
+            data: data.to_path_buf(),
+            token: token.map(str::to_string),
+            out,
+            readers,
+        };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while std::net::TcpStream::connect(&addr).is_err() {
+            if let Some(st) = s.child.as_mut().unwrap().try_wait().unwrap() {
+                s.join_readers();
+                panic!("serve exited with {st}: {}", s.output());
+            }
+            assert!(Instant::now() < deadline, "serve did not listen on {addr} within 30 s: {}", s.output());
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        s
+    }
+
+    fn join_readers(&mut self) {
+        for r in self.readers.drain(..) {
+            let _ = r.join();
+        }
+    }
+
+    /// Everything the server wrote to stdout and stderr so far.
+    pub fn output(&self) -> String {
+        String::from_utf8_lossy(&self.out.lock().unwrap()).into_owned()
+    }
+
+    /// The server's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().unwrap().id()
+    }
+
+    /// Panics with its output when the process has exited.
+    pub fn assert_alive(&mut self) {
+        if let Some(st) = self.child.as_mut().unwrap().try_wait().unwrap() {
+            self.join_readers();
+            panic!("serve exited with {st}: {}", self.output());
+        }
+    }
+
+    /// Sends a request with a raw body (or none) and extra headers; returns what the server answered.
+    pub fn raw(&self, method: &str, path: &str, body: Option<&[u8]>, token: Option<&str>) -> Answer {
+        let mut req = ureq::request(method, &format!("{}{path}", self.api)).timeout(Duration::from_secs(120));
+        if let Some(t) = token {
+            req = req.set("Authorization", &format!("Bearer {t}"));
+        }
+        let res = match body {
+            Some(b) => req.set("Content-Type", "application/json").send_bytes(b),
+            None => req.call(),
+        };
+        let resp = match res {
+            Ok(r) => r,
+            Err(ureq::Error::Status(_, r)) => r,
+            Err(e) => panic!("{method} {path}: {e}"),
+        };
+        let code = resp.status();
+        let text = resp.into_string().unwrap_or_else(|e| panic!("{method} {path}: body not read: {e}"));
+        let json = serde_json::from_str(&text).unwrap_or(Value::Null);
+        Answer { code, text, json }
+    }
+
+    /// A request with this server's token.
+    pub fn request(&self, method: &str, path: &str, body: Option<&[u8]>) -> Answer {
+        self.raw(method, path, body, self.token.as_deref())
+    }
+
+    /// GET.
+    pub fn get(&self, path: &str) -> Answer {
+        self.request("GET", path, None)
+    }
+
+    /// POST with a JSON body.
+    pub fn post_json(&self, path: &str, body: &Value) -> Answer {
+        self.request("POST", path, Some(body.to_string().as_bytes()))
+    }
+
+    /// The server answers a health request (`GET /processes`) with 200, and its process is alive.
+    pub fn assert_healthy(&mut self) {
+        self.assert_alive();
+        let a = self.get("/processes");
+        assert_eq!(a.code, 200, "health request failed: {}", a.text);
+    }
+
+    /// The resident set size of the server process, kB (VmRSS of /proc/PID/status).
+    pub fn rss_kb(&self) -> u64 {
+        rss_kb(self.pid())
+    }
+
+    /// Sends SIGTERM and waits for the exit; returns (exit code, everything it printed).
+    pub fn terminate(mut self) -> (Option<i32>, String) {
+        let mut child = self.child.take().unwrap();
+        let st = Command::new("kill").arg("-TERM").arg(child.id().to_string()).status().unwrap();
+        assert!(st.success());
+        let status = child.wait().unwrap();
+        self.join_readers();
+        (status.code(), self.output())
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// VmRSS of a process, kB.
+pub fn rss_kb(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no VmRSS in /proc/{pid}/status"))
+}
+
+/// Polls `cond` every 20 ms until it holds or `timeout` passes; returns whether it held.
+pub fn wait_until(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if cond() {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
