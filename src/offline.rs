@@ -78,6 +78,9 @@ pub enum ArchiveCommand {
     Dump {
         /// The archive directory.
         dir: PathBuf,
+        /// The archive's journal directory, when it is not DIR/journal (a simple hot copy with copyJournalDir).
+        #[arg(long, value_name = "DIR")]
+        journal_dir: Option<PathBuf>,
     },
     /// Print the archive's metadata as JSON: last transaction id, database id, archive id, counts.
     ///
@@ -85,6 +88,9 @@ pub enum ArchiveCommand {
     Info {
         /// The archive directory.
         dir: PathBuf,
+        /// The archive's journal directory, when it is not DIR/journal (a simple hot copy with copyJournalDir).
+        #[arg(long, value_name = "DIR")]
+        journal_dir: Option<PathBuf>,
     },
     /// Verify every atom file's checksum and every journal record's framing; exit 1 on any defect.
     ///
@@ -92,6 +98,9 @@ pub enum ArchiveCommand {
     Check {
         /// The archive directory.
         dir: PathBuf,
+        /// The archive's journal directory, when it is not DIR/journal (a simple hot copy with copyJournalDir).
+        #[arg(long, value_name = "DIR")]
+        journal_dir: Option<PathBuf>,
     },
 }
 
@@ -222,9 +231,86 @@ pub fn run_check(args: &CheckArgs) -> Result<()> {
 /// Runs `backset archive ...`.
 pub fn run_archive(cmd: &ArchiveCommand) -> Result<()> {
     match cmd {
-        ArchiveCommand::Dump { dir } => dump(dir),
-        ArchiveCommand::Info { dir } => info(dir),
-        ArchiveCommand::Check { dir } => check_dir(dir),
+        ArchiveCommand::Dump { dir, journal_dir } => dump(&ArchiveView::new(dir, journal_dir.as_deref())?),
+        ArchiveCommand::Info { dir, journal_dir } => info(&ArchiveView::new(dir, journal_dir.as_deref())?),
+        ArchiveCommand::Check { dir, journal_dir } => check_dir(&ArchiveView::new(dir, journal_dir.as_deref())?),
+    }
+}
+
+/// An archive directory as the readers see it: `dir` itself, or, when its journal lives in another directory, a
+/// temporary directory with the symlinks `atoms` -> `dir/atoms` and `journal` -> the journal directory. Messages
+/// name the real directories ([`ArchiveView::real`]).
+struct ArchiveView {
+    /// The directory the readers open.
+    path: PathBuf,
+    /// The archive directory as given.
+    dir: PathBuf,
+    /// The journal directory as given (`None`: `dir/journal`).
+    journal: Option<PathBuf>,
+    _tmp: Option<tempfile::TempDir>,
+}
+
+impl ArchiveView {
+    fn new(dir: &Path, journal: Option<&Path>) -> Result<Self> {
+        let plain = Self { path: dir.to_path_buf(), dir: dir.to_path_buf(), journal: None, _tmp: None };
+        let Some(journal) = journal.filter(|j| *j != dir.join(JOURNAL_DIR)) else { return Ok(plain) };
+        if !dir.is_dir() {
+            bail!("archive directory {} does not exist or is not a directory", dir.display());
+        }
+        if !journal.is_dir() {
+            bail!(
+                "journal directory {} (--journal-dir) does not exist or is not a directory; give the copy's \
+                 copyJournalDir",
+                journal.display()
+            );
+        }
+        if dir.join(JOURNAL_DIR).exists() {
+            bail!(
+                "{} has a journal/ of its own and --journal-dir names {}; remove one of them or leave --journal-dir \
+                 out",
+                dir.display(),
+                journal.display()
+            );
+        }
+        let tmp = tempfile::Builder::new()
+            .prefix("backset-archive-view")
+            .tempdir()
+            .context("create a temporary directory")?;
+        let abs = |p: &Path| fs::canonicalize(p).with_context(|| format!("resolve {}", p.display()));
+        let atoms = dir.join("atoms");
+        if atoms.is_dir() {
+            std::os::unix::fs::symlink(abs(&atoms)?, tmp.path().join("atoms")).context("link the atoms directory")?;
+        }
+        std::os::unix::fs::symlink(abs(journal)?, tmp.path().join(JOURNAL_DIR))
+            .context("link the journal directory")?;
+        Ok(Self {
+            path: tmp.path().to_path_buf(),
+            dir: dir.to_path_buf(),
+            journal: Some(journal.to_path_buf()),
+            _tmp: Some(tmp),
+        })
+    }
+
+    /// `msg` with the view's paths replaced by the real directories.
+    fn real(&self, msg: &str) -> String {
+        let Some(journal) = &self.journal else { return msg.to_string() };
+        let view = self.path.display().to_string();
+        msg.replace(&format!("{view}/{JOURNAL_DIR}"), &journal.display().to_string())
+            .replace(&view, &self.dir.display().to_string())
+    }
+
+    /// Reads the archive.
+    fn read(&self) -> Result<backset_engine::store::ArchiveData> {
+        if self.journal.is_none() {
+            ensure_archive(&self.dir)?;
+        }
+        read_archive(&self.path).map_err(|e| {
+            let what = match &self.journal {
+                Some(j) => format!("read archive {} with journal {}", self.dir.display(), j.display()),
+                None => format!("read archive {}", self.dir.display()),
+            };
+            anyhow::anyhow!("{what}: {}", self.real(&format!("{e:#}")))
+        })
     }
 }
 
@@ -247,9 +333,8 @@ fn ensure_archive(dir: &Path) -> Result<()> {
     Ok(())
 }
 
-fn dump(dir: &Path) -> Result<()> {
-    ensure_archive(dir)?;
-    let data = read_archive(dir).with_context(|| format!("read archive {}", dir.display()))?;
+fn dump(view: &ArchiveView) -> Result<()> {
+    let data = view.read()?;
     let stdout = std::io::stdout();
     let mut out = std::io::BufWriter::new(stdout.lock());
     for (k, v) in &data.entries {
@@ -277,12 +362,14 @@ fn first_segment_header(dir: &Path) -> Result<Option<SegmentHeader>> {
     Ok(Some(SegmentHeader::parse(&buf).with_context(|| format!("{}: damaged segment header", path.display()))?))
 }
 
-fn info(dir: &Path) -> Result<()> {
-    ensure_archive(dir)?;
-    let data = read_archive(dir).with_context(|| format!("read archive {}", dir.display()))?;
-    let header = first_segment_header(dir)?;
+fn info(view: &ArchiveView) -> Result<()> {
+    let data = view.read()?;
+    let header = first_segment_header(&view.path).map_err(|e| anyhow::anyhow!("{}", view.real(&format!("{e:#}"))))?;
+    let dir = &view.dir;
+    let journal = view.journal.clone().unwrap_or_else(|| dir.join(JOURNAL_DIR));
     let out = json!({
         "directory": dir.display().to_string(),
+        "journalDirectory": journal.display().to_string(),
         "lastTxnId": data.last_txn,
         "databaseId": data.database_id.or(header.map(|h| h.database_id)).map(|u| u.to_string()),
         "archiveId": header.map(|h| h.archive_id),
@@ -295,10 +382,11 @@ fn info(dir: &Path) -> Result<()> {
     Ok(())
 }
 
-fn check_dir(dir: &Path) -> Result<()> {
-    let report = check_archive(dir)?;
+fn check_dir(view: &ArchiveView) -> Result<()> {
+    let dir = &view.dir;
+    let report = check_archive(&view.path).map_err(|e| anyhow::anyhow!("{}", view.real(&format!("{e:#}"))))?;
     for d in &report.defects {
-        println!("defect: {d}");
+        println!("defect: {}", view.real(&d.to_string()));
     }
     if let Some(t) = report.torn_tail {
         println!(

@@ -573,26 +573,12 @@ struct HotCopyBody {
     archive_ids: Option<Vec<u64>>,
 }
 
-/// A simple hot copy's location.
+/// A simple hot copy's location: the archive copy, and its journal directory when not `<copyArchiveDir>/journal`.
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 struct Location {
     copy_archive_dir: PathBuf,
     copy_journal_dir: Option<PathBuf>,
-}
-
-impl Location {
-    fn dir(self) -> Result<PathBuf, HttpError> {
-        match self.copy_journal_dir {
-            Some(j) if j != self.copy_archive_dir.join("journal") => Err(HttpError::bad(format!(
-                "copyJournalDir {} is not supported: a simple hot copy writes the journal into \
-                 {}/journal; leave copyJournalDir out",
-                j.display(),
-                self.copy_archive_dir.display()
-            ))),
-            _ => Ok(self.copy_archive_dir),
-        }
-    }
 }
 
 /// The body of `POST /databases/{db}/hotCopySimple`.
@@ -658,11 +644,20 @@ async fn hot_copy_simple(
     let mut req = HotCopyRequest::new(HotCopyType::Simple)
         .max_rate(b.max_rate)
         .partial_storage_groups(!b.check_contains_all_sgs.unwrap_or(true));
+    // A copyJournalDir apart from <copyArchiveDir>/journal is checked by the engine (400 when it is the archive
+    // directory or inside it).
     for (a, loc) in b.backup_locations {
-        req = req.backup_dir(archive_id(&a)?, loc.dir()?);
+        let a = archive_id(&a)?;
+        req = req.backup_dir(a, loc.copy_archive_dir);
+        if let Some(j) = loc.copy_journal_dir {
+            req = req.journal_dir(a, j);
+        }
     }
     if let Some(loc) = b.default_backup_location {
-        req = req.default_dir(loc.dir()?);
+        req = req.default_dir(loc.copy_archive_dir);
+        if let Some(j) = loc.copy_journal_dir {
+            req = req.default_journal_dir(j);
+        }
     }
     if let Some(ids) = b.archive_ids {
         req = req.archives(ids);

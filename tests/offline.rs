@@ -306,3 +306,33 @@ fn the_live_database_archive_reads_too() {
     assert!(i["lastTxnId"].as_u64().unwrap() >= elements().iter().map(|e| e.4).max().unwrap());
     ok(&["archive", "check", p(&archive)]);
 }
+
+#[test]
+fn archive_tools_read_a_journal_in_another_directory_with_journal_dir() {
+    let tmp = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    let dest = tmp.path().join("restored");
+    ok(&["restore", "--restore-dir", p(&dest), p(&set())]);
+    let want_dump = ok(&["archive", "dump", p(&dest)]);
+    let want_info = info(&dest);
+    // Move the journal out, as a simple hot copy with copyJournalDir leaves it.
+    let journal = tmp.path().join("elsewhere-journal");
+    std::fs::rename(dest.join("journal"), &journal).unwrap();
+    assert_eq!(ok(&["archive", "dump", p(&dest), "--journal-dir", p(&journal)]), want_dump);
+    let got: serde_json::Value =
+        serde_json::from_str(&ok(&["archive", "info", p(&dest), "--journal-dir", p(&journal)])).unwrap();
+    assert_eq!(got["lastTxnId"], want_info["lastTxnId"]);
+    assert_eq!(got["journalDirectory"], p(&journal));
+    assert_eq!(got["directory"], p(&dest));
+    ok(&["archive", "check", p(&dest), "--journal-dir", p(&journal)]);
+    // A missing journal directory is named.
+    let nope = tmp.path().join("no-such-journal");
+    let out = fails(&["archive", "dump", p(&dest), "--journal-dir", p(&nope)], 1);
+    assert!(stderr(&out).contains(p(&nope)) && stderr(&out).contains("--journal-dir"), "{}", text(&out));
+    // A defect in the journal is reported on the real journal file, not on a temporary view.
+    let seg = std::fs::read_dir(&journal).unwrap().map(|e| e.unwrap().path()).min().unwrap();
+    let len = std::fs::metadata(&seg).unwrap().len();
+    flip_byte(&seg, len / 2);
+    let out = backset(&["archive", "check", p(&dest), "--journal-dir", p(&journal)]);
+    assert!(!out.status.success(), "{}", text(&out));
+    assert!(stdout(&out).contains(p(&journal)) && !stdout(&out).contains("backset-archive-view"), "{}", text(&out));
+}

@@ -299,7 +299,7 @@ fn hot_copy_endpoints_full_incremental_journal_simple() {
     assert!(copy.join("atoms").is_dir() && copy.join("journal").is_dir());
     let (code, e) = srv.post_json(
         "/databases/demo/hotCopySimple",
-        &json!({"defaultBackupLocation": {"copyArchiveDir": "/tmp/a", "copyJournalDir": "/tmp/j"}}),
+        &json!({"defaultBackupLocation": {"copyArchiveDir": "/tmp/a", "copyJournalDir": "/tmp/a"}}),
     );
     assert_eq!(code, 400, "{e}");
 
@@ -640,4 +640,139 @@ fn journal_hot_copy_can_differ_per_sm() {
     let (_, v) = srv.get("/processes");
     let option = |i: usize| v["data"][i]["options"]["journal-hot-copy"].clone();
     assert_eq!((option(0), option(1)), (json!("disable"), json!("disable")), "{v}");
+}
+
+/// Commits one transaction through the data API; returns its txnId.
+fn commit(srv: &Server, put: &[(String, String)], delete: &[String]) -> u64 {
+    let put: serde_json::Map<String, Value> = put.iter().map(|(k, v)| (k.clone(), Value::String(v.clone()))).collect();
+    let (code, v) = srv.post_json("/databases/demo/transactions", &json!({"put": put, "delete": delete}));
+    assert_eq!(code, 200, "{v}");
+    v["txnId"].as_u64().unwrap()
+}
+
+/// An acknowledged transaction: txn id, puts, deletes.
+type Acked = (u64, Vec<(String, String)>, Vec<String>);
+
+/// The state after every acknowledged transaction up to `txn`, applied in txn order.
+fn state_at(acked: &[Acked], txn: u64) -> std::collections::BTreeMap<String, String> {
+    let mut sorted: Vec<_> = acked.iter().filter(|(t, ..)| *t <= txn).collect();
+    sorted.sort_by_key(|(t, ..)| *t);
+    let mut m = std::collections::BTreeMap::new();
+    for (_, put, delete) in sorted {
+        for (k, v) in put {
+            m.insert(k.clone(), v.clone());
+        }
+        for k in delete {
+            m.remove(k);
+        }
+    }
+    m
+}
+
+/// `backset archive dump DIR extra...` as a map.
+fn dump(dir: &Path, extra: &[&str]) -> std::collections::BTreeMap<String, String> {
+    let out =
+        Command::new(env!("CARGO_BIN_EXE_backset")).args(["archive", "dump"]).arg(dir).args(extra).output().unwrap();
+    assert!(out.status.success(), "archive dump {}: {}", dir.display(), String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| {
+            let v: Value = serde_json::from_str(l).unwrap();
+            (v["key"].as_str().unwrap().to_string(), v["value"].as_str().unwrap().to_string())
+        })
+        .collect()
+}
+
+fn incomplete(dir: &Path) -> PathBuf {
+    let mut name = dir.file_name().unwrap().to_os_string();
+    name.push(".incomplete");
+    dir.with_file_name(name)
+}
+
+#[test]
+fn simple_hot_copy_with_a_separate_journal_dir() {
+    let dir = tmp();
+    let srv = Server::start(&dir.path().join("data"), &[]);
+    let mut acked = Vec::new();
+    for b in 0..20 {
+        let put: Vec<(String, String)> = (0..10).map(|i| (format!("k{:04}", b * 10 + i), "v".repeat(400))).collect();
+        acked.push((commit(&srv, &put, &[]), put, Vec::new()));
+    }
+    let (copy, journal) = (dir.path().join("copy"), dir.path().join("elsewhere").join("copy-journal"));
+    // A writer commits while the copy runs (slowed by maxRate), so the copy ends at a transaction of its own.
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    let (v, during) = std::thread::scope(|sc| {
+        let writer = sc.spawn(|| {
+            let mut mine = Vec::new();
+            let mut i = 0u64;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                i += 1;
+                let put = vec![(format!("k{:04}", i % 250), format!("w{i}")), (format!("n{i:05}"), "x".into())];
+                let delete = if i % 3 == 0 { vec![format!("k{:04}", (i * 7) % 200)] } else { Vec::new() };
+                let delete: Vec<String> = delete.into_iter().filter(|d| !put.iter().any(|(k, _)| k == d)).collect();
+                mine.push((commit(&srv, &put, &delete), put, delete));
+            }
+            mine
+        });
+        let (code, v) = srv.post_json(
+            "/databases/demo/hotCopySimple",
+            &json!({"backupLocations": {"0": {"copyArchiveDir": s(&copy), "copyJournalDir": s(&journal)}},
+                    "maxRate": 200_000, "timeoutSec": 120}),
+        );
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        assert_eq!(code, 200, "{v}");
+        (v, writer.join().unwrap())
+    });
+    assert_eq!(v["status"], "completed", "{v}");
+    acked.extend(during);
+    // Both directories exist under their final names: the archive copy without a journal/, the journal apart.
+    assert!(copy.join("atoms").is_dir() && !copy.join("journal").exists(), "{}", copy.display());
+    assert!(journal.is_dir() && std::fs::read_dir(&journal).unwrap().count() > 0, "{}", journal.display());
+    assert!(!incomplete(&copy).exists() && !incomplete(&journal).exists(), "a .incomplete directory is left");
+    // The copy holds exactly the acknowledged state at its end point E.
+    let e = v["participants"][0]["txnRange"][1].as_u64().unwrap_or_else(|| panic!("no txnRange in {v}"));
+    let want = state_at(&acked, e);
+    assert!(acked.iter().any(|(t, ..)| *t > e), "no transaction after the copy's end point {e}: nothing to tell apart");
+    assert_eq!(dump(&copy, &["--journal-dir", &s(&journal)]), want, "archive dump --journal-dir at E = {e}");
+    for cmd in ["check", "info"] {
+        let out = Command::new(env!("CARGO_BIN_EXE_backset"))
+            .args(["archive", cmd])
+            .arg(&copy)
+            .args(["--journal-dir", &s(&journal)])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "archive {cmd}: {}", String::from_utf8_lossy(&out.stderr));
+        if cmd == "info" {
+            let info: Value = serde_json::from_slice(&out.stdout).unwrap();
+            assert_eq!(info["lastTxnId"], e, "{info}");
+            assert_eq!(info["journalDirectory"], s(&journal), "{info}");
+        }
+    }
+    // Refused with 400, naming the directories: the journal dir is the archive dir, inside it (not its journal/),
+    // or holds it.
+    let bad = [
+        (dir.path().join("r1"), dir.path().join("r1"), "is the copyArchiveDir itself"),
+        (dir.path().join("r2"), dir.path().join("r2").join("jnl"), "is inside copyArchiveDir"),
+        (dir.path().join("r3").join("archive"), dir.path().join("r3"), "is inside its copyJournalDir"),
+    ];
+    for (a, j, why) in &bad {
+        let (code, e) = srv.post_json(
+            "/databases/demo/hotCopySimple",
+            &json!({"defaultBackupLocation": {"copyArchiveDir": s(a), "copyJournalDir": s(j)}, "timeoutSec": 60}),
+        );
+        assert_eq!(code, 400, "{} {}: {e}", a.display(), j.display());
+        let m = e["message"].as_str().unwrap();
+        assert!(m.contains(why) && m.contains(&s(a)) && m.contains(&s(j)), "{m}");
+        assert!(!a.exists() && !incomplete(a).exists(), "a refused request created {}", a.display());
+    }
+    // <copyArchiveDir>/journal is the default, accepted as before.
+    let plain = dir.path().join("plain");
+    let (code, v) = srv.post_json(
+        "/databases/demo/hotCopySimple",
+        &json!({"defaultBackupLocation": {"copyArchiveDir": s(&plain), "copyJournalDir": s(&plain.join("journal"))},
+                "timeoutSec": 60}),
+    );
+    assert_eq!((code, &v["status"]), (200, &json!("completed")), "{v}");
+    assert!(plain.join("journal").is_dir());
 }

@@ -216,3 +216,44 @@ fn a_failure_in_each_stage_names_its_cause_and_leaves_the_set_as_before() {
     }
     check_set(&set);
 }
+
+/// `<dir>.incomplete`, the name a simple hot copy writes under.
+fn incomplete(dir: &Path) -> std::path::PathBuf {
+    let mut name = dir.file_name().unwrap().to_os_string();
+    name.push(".incomplete");
+    dir.with_file_name(name)
+}
+
+#[test]
+fn a_failed_simple_hot_copy_with_a_separate_journal_dir_keeps_both_incomplete() {
+    let dir = tempdir();
+    let (_db, faulty, m) = setup(dir.path());
+    let (copy, journal) = (dir.path().join("copy"), dir.path().join("copy-journal"));
+    let req = || HotCopyRequest::new(HotCopyType::Simple).backup_dir(0, &copy).journal_dir(0, &journal);
+    for fault in [Fault::FailAtoms, Fault::FailWaitDurable, Fault::FailSlices] {
+        faulty.set(fault);
+        let s = wait_end(&m, m.start(req()).unwrap());
+        faulty.set(Fault::None);
+        assert_eq!(s.status, JobState::Failed, "{fault:?}: {s:?}");
+        assert!(s.message.contains(&format!("{fault:?} {INJECTED}")), "{fault:?}: {}", s.message);
+        // Both keep their `.incomplete` name (as NuoDB's simple hot copy does); neither final name exists.
+        assert!(!copy.exists() && !journal.exists(), "{fault:?}: a final directory exists after the failure");
+        assert!(incomplete(&copy).join("atoms").is_dir(), "{fault:?}: copy.incomplete/atoms");
+        assert!(incomplete(&journal).is_dir(), "{fault:?}: copy-journal.incomplete");
+        assert!(!incomplete(&copy).join("journal").exists(), "{fault:?}: the journal went into the archive copy");
+    }
+    // The next simple hot copy removes both leftovers and completes: two directories, no `.incomplete`.
+    wait_completed(&m, m.start(req()).unwrap());
+    assert!(copy.join("atoms").is_dir() && !copy.join("journal").exists());
+    let segments = std::fs::read_dir(&journal).unwrap().count();
+    assert!(segments > 0, "no journal segment in {}", journal.display());
+    assert!(!incomplete(&copy).exists() && !incomplete(&journal).exists(), "a .incomplete directory is left");
+    // A leftover `<journal>.incomplete` holding something a hot copy does not write is refused, not removed.
+    let (copy2, journal2) = (dir.path().join("copy2"), dir.path().join("journal2"));
+    std::fs::create_dir_all(incomplete(&journal2)).unwrap();
+    std::fs::write(incomplete(&journal2).join("notes.txt"), "mine").unwrap();
+    let e = m.start(HotCopyRequest::new(HotCopyType::Simple).backup_dir(0, &copy2).journal_dir(0, &journal2));
+    let e = e.expect_err("a foreign .incomplete journal directory is refused").to_string();
+    assert!(e.contains("journal2.incomplete") && e.contains("not empty"), "{e}");
+    assert!(incomplete(&journal2).join("notes.txt").is_file());
+}

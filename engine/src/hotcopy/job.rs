@@ -19,7 +19,9 @@ use backset_copier::limit::JobLimiter;
 use backset_copier::{Copier, CopyError, CopyRequest, FileReport, JobControl, JobReport, Options, Throttle};
 use backset_format::atom::{AtomHeader, ATOM_HEADER_BYTES};
 use backset_format::fsio::sync_dir;
-use backset_format::layout::{atom_file_name, data_file_path, segment_file_name, ATOMS_DIR, DATA_DIR, JOURNAL_DIR};
+use backset_format::layout::{
+    atom_file_name, data_file_path, parse_id_name, segment_file_name, ATOMS_DIR, DATA_DIR, JOURNAL_DIR,
+};
 use backset_format::limits::MAX_ELEMENT_SEQUENCE;
 use backset_format::{
     AtomState, Catalog, CatalogEntry, ElementEntry, ElementInfo, ElementKind, ElementStatus, FileEntry, FileKind, Hash,
@@ -29,6 +31,7 @@ use uuid::Uuid;
 
 use crate::archive::{Archive, AtomFile, JournalPin, JournalSlice};
 use crate::hotcopy::coordinator::{Arrival, Coordinator};
+use crate::hotcopy::fault;
 use crate::hotcopy::set::{dir_content, read_head, BackupSet, Begun, DirContent, SetError, SetHandle};
 use crate::hotcopy::{error_chain, HotCopyError, HotCopyType, Stage};
 use crate::limits::{HOTCOPY_ATOM_BATCH_FILES, HOTCOPY_COPIER_POOL_BYTES};
@@ -53,6 +56,8 @@ pub(crate) struct ParticipantSpec {
     pub start_id: u64,
     /// The backup set (or simple copy) directory.
     pub dest: PathBuf,
+    /// A simple hot copy's journal directory when it is not `<dest>/journal`.
+    pub journal_dir: Option<PathBuf>,
 }
 
 /// What a running participant shows: stage, element, range, bytes.
@@ -129,6 +134,7 @@ pub(crate) fn run_participant(
             target: None,
             pin: None,
             committed: false,
+            journal_moved: false,
         },
         Err(e) => {
             let e = HotCopyError::from(e);
@@ -185,7 +191,10 @@ impl Runner<'_> {
 
 enum Target {
     Simple {
+        /// `<dest>.incomplete`.
         incomplete: PathBuf,
+        /// `<journal dir>.incomplete` of a separate journal directory.
+        journal: Option<PathBuf>,
     },
     Set {
         handle: SetHandle,
@@ -211,6 +220,8 @@ struct Work<'a> {
     target: Option<Target>,
     pin: Option<JournalPin>,
     committed: bool,
+    /// A simple hot copy's separate journal directory has its final name (its archive directory not yet).
+    journal_moved: bool,
 }
 
 /// The `<dir>.incomplete` a simple hot copy writes into.
@@ -230,24 +241,38 @@ pub(crate) fn preflight_full(dest: &Path) -> Result<DirContent, HotCopyError> {
     }
 }
 
-/// Checks the destination of a simple hot copy: `<dir>` absent or empty; a `<dir>.incomplete` left by a failed
-/// one is removed when it holds nothing but `atoms/` and `journal/` (what a simple hot copy writes), else refused.
-pub(crate) fn preflight_simple(dest: &Path, remove_leftover: bool) -> Result<(), HotCopyError> {
-    if let DirContent::Other(what) = dir_content(dest)? {
-        return Err(HotCopyError::NotEmpty { dir: dest.to_path_buf(), kind: HotCopyType::Simple, what });
-    }
-    let incomplete = incomplete_dir(dest);
-    if let DirContent::Other(what) = dir_content(&incomplete)? {
-        let ours = fs::read_dir(&incomplete).map_err(io_err("read directory", &incomplete))?.all(|e| {
-            e.is_ok_and(|e| {
-                let n = e.file_name();
-                (n == ATOMS_DIR || n == JOURNAL_DIR) && e.file_type().is_ok_and(|t| t.is_dir())
-            })
-        });
-        if !ours {
-            return Err(HotCopyError::NotEmpty { dir: incomplete, kind: HotCopyType::Simple, what });
+/// Checks the destination of a simple hot copy: `<dir>` (and a separate `journal` directory) absent or empty; a
+/// `<dir>.incomplete` left by a failed one is removed when it holds nothing but `atoms/` and `journal/` (what a
+/// simple hot copy writes), a `<journal>.incomplete` when it holds nothing but journal segment files; else refused.
+pub(crate) fn preflight_simple(dest: &Path, journal: Option<&Path>, remove_leftover: bool) -> Result<(), HotCopyError> {
+    let is_ours_archive = |e: &fs::DirEntry| {
+        let n = e.file_name();
+        (n == ATOMS_DIR || n == JOURNAL_DIR) && e.file_type().is_ok_and(|t| t.is_dir())
+    };
+    let is_ours_journal = |e: &fs::DirEntry| {
+        e.file_name().to_str().and_then(parse_id_name).is_some() && e.file_type().is_ok_and(|t| t.is_file())
+    };
+    let mut leftovers = Vec::new();
+    type Ours<'a> = &'a dyn Fn(&fs::DirEntry) -> bool;
+    let dirs: [(Option<&Path>, Ours); 2] = [(Some(dest), &is_ours_archive), (journal, &is_ours_journal)];
+    for (dir, ours) in dirs {
+        let Some(dir) = dir else { continue };
+        if let DirContent::Other(what) = dir_content(dir)? {
+            return Err(HotCopyError::NotEmpty { dir: dir.to_path_buf(), kind: HotCopyType::Simple, what });
         }
-        if remove_leftover {
+        let incomplete = incomplete_dir(dir);
+        if let DirContent::Other(what) = dir_content(&incomplete)? {
+            let all_ours = fs::read_dir(&incomplete)
+                .map_err(io_err("read directory", &incomplete))?
+                .all(|e| e.is_ok_and(|e| ours(&e)));
+            if !all_ours {
+                return Err(HotCopyError::NotEmpty { dir: incomplete, kind: HotCopyType::Simple, what });
+            }
+            leftovers.push(incomplete);
+        }
+    }
+    if remove_leftover {
+        for incomplete in leftovers {
             fs::remove_dir_all(&incomplete).map_err(io_err("remove", &incomplete))?;
         }
     }
@@ -347,13 +372,14 @@ impl Work<'_> {
         // (first txn of the journal to copy, first txn of the element's range, R' for the end point)
         let (copy_from, range_first, r_prime) = match kind {
             HotCopyType::Simple => {
-                preflight_simple(&dest, true)?;
+                preflight_simple(&dest, self.spec.journal_dir.as_deref(), true)?;
                 let incomplete = incomplete_dir(&dest);
-                for sub in [ATOMS_DIR, JOURNAL_DIR] {
-                    let d = incomplete.join(sub);
+                let journal = self.spec.journal_dir.as_deref().map(incomplete_dir);
+                let journal_target = journal.clone().unwrap_or_else(|| incomplete.join(JOURNAL_DIR));
+                for d in [incomplete.join(ATOMS_DIR), journal_target] {
                     fs::create_dir_all(&d).map_err(io_err("create directory", &d))?;
                 }
-                self.target = Some(Target::Simple { incomplete });
+                self.target = Some(Target::Simple { incomplete, journal });
                 let (r, r_prime) = self.pin()?;
                 (r, r_prime, Some(r_prime))
             }
@@ -443,6 +469,7 @@ impl Work<'_> {
         if let Some(Target::Set { begun, .. }) = &self.target {
             lock(&self.live.info).element = Some(begun.entry.name().to_string());
         }
+        self.fault_pause("begun")?;
 
         // Stage 1: atoms.
         let mut listing = Vec::new();
@@ -539,6 +566,7 @@ impl Work<'_> {
                 check_data_files(&begun.tmp.join(DATA_DIR), &manifest.files)?;
                 handle.write_control(begun, &manifest, &catalog, &info)?;
                 self.ctx.coord.arrive_commit()?;
+                self.fault_pause("before-move")?;
                 if kind == HotCopyType::Journal {
                     // A journal element builds on its parent: the full it started from must still be there.
                     let set = handle.read()?;
@@ -552,23 +580,33 @@ impl Work<'_> {
                         });
                     }
                 }
-                handle.commit(begun, info.txn_range, info.end_micros)?;
+                let id = self.ctx.id;
+                handle.commit(begun, info.txn_range, info.end_micros, || {
+                    let _ = fault::pause("mid-move", id, None);
+                })?;
                 self.committed = true;
                 if kind == HotCopyType::Journal {
                     self.archive().journal_copied_up_to(e);
                 }
             }
-            Some(Target::Simple { incomplete }) => {
-                for sub in [ATOMS_DIR, JOURNAL_DIR] {
-                    sync_dir(&incomplete.join(sub)).map_err(SetError::from)?;
+            Some(Target::Simple { incomplete, journal }) => {
+                let (incomplete, journal) = (incomplete.clone(), journal.clone());
+                let journal_target = journal.clone().unwrap_or_else(|| incomplete.join(JOURNAL_DIR));
+                for d in [&incomplete.join(ATOMS_DIR), &journal_target, &incomplete] {
+                    sync_dir(d).map_err(SetError::from)?;
                 }
-                sync_dir(incomplete).map_err(SetError::from)?;
                 self.ctx.coord.arrive_commit()?;
-                let incomplete = incomplete.clone();
-                fs::rename(&incomplete, &dest).map_err(io_err("rename", &incomplete))?;
-                if let Some(parent) = dest.parent().filter(|p| !p.as_os_str().is_empty()) {
-                    sync_dir(parent).map_err(SetError::from)?;
+                self.fault_pause("before-move")?;
+                // Everything is durable: the journal directory first, then the archive directory, whose name
+                // without `.incomplete` says the copy is complete.
+                if let (Some(from), Some(to)) = (&journal, &self.spec.journal_dir) {
+                    fs::rename(from, to).map_err(io_err("rename", from))?;
+                    self.journal_moved = true;
+                    sync_parent(to)?;
+                    let _ = fault::pause("mid-move", self.ctx.id, None);
                 }
+                fs::rename(&incomplete, &dest).map_err(io_err("rename", &incomplete))?;
+                sync_parent(&dest)?;
                 self.committed = true;
             }
             None => unreachable!("a target is set in stage 1"),
@@ -580,9 +618,23 @@ impl Work<'_> {
     /// Where data files go: `tmp/<id>/data` of the element, or the simple copy's `.incomplete` directory.
     fn data_dir(&self) -> PathBuf {
         match self.target.as_ref().expect("begun") {
-            Target::Simple { incomplete } => incomplete.clone(),
+            Target::Simple { incomplete, .. } => incomplete.clone(),
             Target::Set { begun, .. } => begun.tmp.join(DATA_DIR),
         }
+    }
+
+    /// Where journal files go: `<data dir>/journal`, or a simple copy's separate `<journal dir>.incomplete`.
+    fn journal_dir(&self) -> PathBuf {
+        match self.target.as_ref().expect("begun") {
+            Target::Simple { journal: Some(j), .. } => j.clone(),
+            _ => self.data_dir().join(JOURNAL_DIR),
+        }
+    }
+
+    /// The test-only pause at `point` (see `fault`); a cancel still ends it.
+    fn fault_pause(&self, point: &str) -> Result<(), HotCopyError> {
+        let coord = self.ctx.coord;
+        fault::pause(point, self.ctx.id, Some(&|| coord.check()))
     }
 
     /// Copies `atoms` in batches; an atom whose file is gone when the copier opens it is left out (`vanished`).
@@ -648,7 +700,7 @@ impl Work<'_> {
             return Ok(Vec::new());
         }
         let simple = matches!(self.target, Some(Target::Simple { .. }));
-        let dir = self.data_dir().join(JOURNAL_DIR);
+        let dir = self.journal_dir();
         let requests: Vec<CopyRequest> = slices
             .iter()
             .map(|s| {
@@ -673,9 +725,23 @@ impl Work<'_> {
         }
         match self.target.take() {
             Some(Target::Set { handle, begun, created_dir, .. }) => handle.abort(&begun, created_dir)?,
+            Some(Target::Simple { journal: Some(from), .. }) if self.journal_moved => {
+                // The archive directory could not be moved: the journal directory gets its `.incomplete` back.
+                let to = self.spec.journal_dir.clone().expect("a separate journal directory");
+                fs::rename(&to, &from).map_err(io_err("rename", &to))?;
+                sync_parent(&from)?;
+            }
             Some(Target::Simple { .. }) | None => {}
         }
         Ok(())
+    }
+}
+
+/// Makes the entry of `path` in its parent directory durable.
+fn sync_parent(path: &Path) -> Result<(), HotCopyError> {
+    match path.parent().filter(|p| !p.as_os_str().is_empty()) {
+        Some(parent) => sync_dir(parent).map_err(|e| SetError::from(e).into()),
+        None => sync_dir(Path::new(".")).map_err(|e| SetError::from(e).into()),
     }
 }
 

@@ -22,8 +22,8 @@ use uuid::Uuid;
 use crate::archive::{Archive, ArchiveIdentity};
 use crate::hotcopy::coordinator::{check_storage_groups, Coordinator, Outcome};
 use crate::hotcopy::job::{
-    incremental_blocker, open_set, preflight_full, preflight_simple, run_participant, JobContext, ParticipantLive,
-    ParticipantSpec,
+    incomplete_dir, incremental_blocker, open_set, preflight_full, preflight_simple, run_participant, JobContext,
+    ParticipantLive, ParticipantSpec,
 };
 use crate::hotcopy::{
     error_chain, HotCopyError, HotCopyRequest, HotCopyStatus, HotCopyType, JobState, ParticipantStatus, Stage,
@@ -255,9 +255,23 @@ impl HotCopyManager {
         }
     }
 
-    /// The participants of `req` and their destinations, by archive id.
-    fn resolve(&self, req: &HotCopyRequest) -> Result<Vec<(u64, PathBuf)>, HotCopyError> {
+    /// The participants of `req` and their destinations (and a simple hot copy's separate journal directory), by
+    /// archive id.
+    #[allow(clippy::type_complexity)]
+    fn resolve(&self, req: &HotCopyRequest) -> Result<Vec<(u64, PathBuf, Option<PathBuf>)>, HotCopyError> {
         let bad = |reason: String| Err(HotCopyError::Request { reason });
+        if req.kind != HotCopyType::Simple && (!req.journal_dirs.is_empty() || req.default_journal_dir.is_some()) {
+            return bad(format!(
+                "a {} hot copy has no separate journal directory (copyJournalDir is for a simple hot copy); leave it \
+                 out",
+                req.kind
+            ));
+        }
+        for &a in req.journal_dirs.keys() {
+            if !self.inner.archives.contains_key(&a) {
+                return Err(self.unknown_archive(a));
+            }
+        }
         if req.shared && req.kind == HotCopyType::Simple {
             return bad("a simple hot copy cannot use --shared; give --backup-dirs or --default-backup-dir".into());
         }
@@ -312,22 +326,46 @@ impl HotCopyManager {
                     ))
                 }
             };
-            if let Some((other, _)) = out.iter().find(|(_, d): &&(u64, PathBuf)| *d == dest) {
+            if let Some((other, _, _)) = out.iter().find(|(_, d, j): &&(u64, PathBuf, Option<PathBuf>)| {
+                *d == dest || j.as_ref().is_some_and(|j| overlap(j, &dest))
+            }) {
                 return bad(format!(
                     "archives {other} and {a} would both write to {}; give each archive its own directory \
                      (--backup-dirs, or --shared for subdirectories by archive id)",
                     dest.display()
                 ));
             }
-            out.push((a, dest));
+            let journal = req.journal_dirs.get(&a).or(req.default_journal_dir.as_ref());
+            let journal = match journal {
+                Some(j) => simple_journal_dir(a, &dest, j)?,
+                None => None,
+            };
+            if let Some(j) = &journal {
+                if let Some((other, _, _)) = out.iter().find(|(_, d, oj): &&(u64, PathBuf, Option<PathBuf>)| {
+                    overlap(j, d) || oj.as_ref().is_some_and(|oj| overlap(j, oj))
+                }) {
+                    return bad(format!(
+                        "the journal directory {} of archive {a} overlaps a directory of archive {other}; give each \
+                         archive its own copyJournalDir",
+                        j.display()
+                    ));
+                }
+            }
+            out.push((a, dest, journal));
         }
         Ok(out)
     }
 
     /// Checks what can be checked before the job starts, so the request is refused at once.
-    fn preflight(&self, kind: HotCopyType, archive: &dyn Archive, dest: &Path) -> Result<(), HotCopyError> {
+    fn preflight(
+        &self,
+        kind: HotCopyType,
+        archive: &dyn Archive,
+        dest: &Path,
+        journal: Option<&Path>,
+    ) -> Result<(), HotCopyError> {
         match kind {
-            HotCopyType::Simple => preflight_simple(dest, false),
+            HotCopyType::Simple => preflight_simple(dest, journal, false),
             HotCopyType::Full => preflight_full(dest).map(drop),
             HotCopyType::Incremental => {
                 let missing = |reason| HotCopyError::NeedsFull { dir: dest.to_path_buf(), reason };
@@ -360,25 +398,25 @@ impl HotCopyManager {
     pub fn start(&self, req: HotCopyRequest) -> Result<(u64, Uuid), HotCopyError> {
         let targets = self.resolve(&req)?;
         let inner = &self.inner;
-        let identities: Vec<ArchiveIdentity> = targets.iter().map(|(a, _)| inner.archives[a].identity()).collect();
+        let identities: Vec<ArchiveIdentity> = targets.iter().map(|(a, ..)| inner.archives[a].identity()).collect();
         if !req.partial_storage_groups {
             check_storage_groups(&inner.database_name, &inner.identities, &identities)?;
         }
         {
             let mut running = lock(&inner.running_types);
-            if let Some(&(a, _)) = targets.iter().find(|(a, _)| running.contains(&(*a, req.kind))) {
+            if let Some(&(a, ..)) = targets.iter().find(|(a, ..)| running.contains(&(*a, req.kind))) {
                 return Err(HotCopyError::AlreadyRunning { kind: req.kind, archive_id: a });
             }
-            running.extend(targets.iter().map(|(a, _)| (*a, req.kind)));
+            running.extend(targets.iter().map(|(a, ..)| (*a, req.kind)));
         }
         let release = || {
             let mut running = lock(&inner.running_types);
-            for (a, _) in &targets {
+            for (a, ..) in &targets {
                 running.remove(&(*a, req.kind));
             }
         };
-        for (a, dest) in &targets {
-            if let Err(e) = self.preflight(req.kind, &*inner.archives[a], dest) {
+        for (a, dest, journal) in &targets {
+            if let Err(e) = self.preflight(req.kind, &*inner.archives[a], dest, journal.as_deref()) {
                 release();
                 return Err(e);
             }
@@ -388,11 +426,12 @@ impl HotCopyManager {
         let specs: Vec<ParticipantSpec> = targets
             .iter()
             .enumerate()
-            .map(|(index, (a, dest))| ParticipantSpec {
+            .map(|(index, (a, dest, journal))| ParticipantSpec {
                 index,
                 archive: Arc::clone(&inner.archives[a]),
                 start_id: Self::start_id(*a),
                 dest: dest.clone(),
+                journal_dir: journal.clone(),
             })
             .collect();
         let all: Vec<Arc<dyn Archive>> = inner.archives.values().cloned().collect();
@@ -545,6 +584,46 @@ impl HotCopyManager {
             j.wait(deadline.saturating_duration_since(Instant::now()));
         }
         jobs.iter().filter(|j| lock(&j.terminal).is_none()).count()
+    }
+}
+
+/// Whether one of two directories is, or is inside, the other (lexically).
+fn overlap(a: &Path, b: &Path) -> bool {
+    a.starts_with(b) || b.starts_with(a)
+}
+
+/// Checks the `copyJournalDir` of a simple hot copy of `archive` into `dest`: `None` when it is `<dest>/journal`
+/// (the default); refused when it is `dest`, inside `dest`, holds `dest`, or is `dest`'s `.incomplete` twin.
+fn simple_journal_dir(archive: u64, dest: &Path, journal: &Path) -> Result<Option<PathBuf>, HotCopyError> {
+    use std::path::Component;
+    let normal = |p: &Path| -> PathBuf { p.components().filter(|c| *c != Component::CurDir).collect() };
+    let (d, j) = (normal(dest), normal(journal));
+    if j == d.join(backset_format::layout::JOURNAL_DIR) {
+        return Ok(None);
+    }
+    let (jd, dd) = (journal.display(), dest.display());
+    let reason = if j == d {
+        Some(format!("copyJournalDir {jd} of archive {archive} is the copyArchiveDir itself"))
+    } else if j.starts_with(&d) {
+        Some(format!("copyJournalDir {jd} of archive {archive} is inside copyArchiveDir {dd} but is not {dd}/journal"))
+    } else if d.starts_with(&j) {
+        Some(format!("copyArchiveDir {dd} of archive {archive} is inside its copyJournalDir {jd}"))
+    } else if j == incomplete_dir(&d) || d == incomplete_dir(&j) {
+        Some(format!(
+            "copyJournalDir {jd} and copyArchiveDir {dd} of archive {archive} collide with each other's \
+             .incomplete directory"
+        ))
+    } else {
+        None
+    };
+    match reason {
+        Some(r) => Err(HotCopyError::Request {
+            reason: format!(
+                "{r}; give a journal directory outside {dd}, or leave copyJournalDir out (the journal then goes \
+                 into {dd}/journal)"
+            ),
+        }),
+        None => Ok(Some(journal.to_path_buf())),
     }
 }
 

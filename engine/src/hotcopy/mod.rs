@@ -20,6 +20,7 @@
 //! of a coordinated hot copy share E.
 
 mod coordinator;
+mod fault;
 mod job;
 pub mod manager;
 pub mod set;
@@ -116,6 +117,13 @@ pub struct HotCopyRequest {
     pub max_rate: Option<u64>,
     /// `--partial-storage-groups`: accept archives that together do not serve every storage group.
     pub partial_storage_groups: bool,
+    /// Simple hot copy only: the journal directory per archive id when it is not `<archive copy>/journal` (REST
+    /// `copyJournalDir`). It must be absent or empty, outside the archive copy; `<dir>.incomplete` while it runs.
+    #[serde(default)]
+    pub journal_dirs: BTreeMap<u64, PathBuf>,
+    /// Simple hot copy only: the journal directory of every archive without a `journal_dirs` entry.
+    #[serde(default)]
+    pub default_journal_dir: Option<PathBuf>,
 }
 
 impl HotCopyRequest {
@@ -129,7 +137,21 @@ impl HotCopyRequest {
             shared: false,
             max_rate: None,
             partial_storage_groups: false,
+            journal_dirs: BTreeMap::new(),
+            default_journal_dir: None,
         }
+    }
+
+    /// Simple hot copy: writes the journal of `archive_id` into `dir` instead of `<archive copy>/journal`.
+    pub fn journal_dir(mut self, archive_id: u64, dir: impl Into<PathBuf>) -> Self {
+        self.journal_dirs.insert(archive_id, dir.into());
+        self
+    }
+
+    /// Simple hot copy: the journal directory of every archive without a [`journal_dir`](Self::journal_dir).
+    pub fn default_journal_dir(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.default_journal_dir = Some(dir.into());
+        self
     }
 
     /// Adds `--backup-dirs <archive_id> <dir>`.

@@ -499,8 +499,15 @@ impl SetHandle {
     }
 
     /// Moves a prepared element into place and records it completed with range `[first, last]` (FORMAT.md step 3):
-    /// rename `tmp/<id>` to its name, fsync `tmp/` and the set's directory, then rewrite the state.
-    pub fn commit(&self, begun: &Begun, txn_range: backset_format::TxnRange, end_micros: u64) -> Result<(), SetError> {
+    /// rename `tmp/<id>` to its name, call `after_rename` (the test-only `mid-move` pause), fsync `tmp/` and the
+    /// set's directory, then rewrite the state.
+    pub fn commit(
+        &self,
+        begun: &Begun,
+        txn_range: backset_format::TxnRange,
+        end_micros: u64,
+        after_rename: impl FnOnce(),
+    ) -> Result<(), SetError> {
         // Under the set's lock from the rename to the state rewrite, so that another job's clean-up never sees the
         // element in place but not completed.
         let _g = lock(&self.slot.lock);
@@ -513,6 +520,7 @@ impl SetHandle {
             });
         }
         fs::rename(&begun.tmp, &target).map_err(io_err("rename", &begun.tmp))?;
+        after_rename();
         let result = (|| {
             sync_dir(&self.tmp_root())?;
             sync_dir(&self.dir)?;
