@@ -23,6 +23,30 @@ pub enum Command {
     ///
     /// Example: `backset bench disk /backup --size-mib 2048`
     Disk(DiskArgs),
+    /// Copy a directory tree with the copier and with `cp -a` (then `sync`), alternating which goes first, every run
+    /// from a cold page cache (as root), and report each side's best and median time and their ratios: DESIGN.md's
+    /// way to compare on a noisy disk.
+    ///
+    /// Example: `backset bench versus-cp target/bench-data/large target/versus --runs 5`
+    VersusCp(VersusArgs),
+}
+
+/// Options of `backset bench versus-cp`.
+#[derive(clap::Args, Debug)]
+pub struct VersusArgs {
+    /// Directory to copy (regular files, recursively; symlinks are skipped).
+    source: PathBuf,
+    /// Directory (on the disk to measure) in which both copies are made and removed; created if missing.
+    scratch: PathBuf,
+    /// Runs of each side.
+    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u16).range(1..=100))]
+    runs: u16,
+    /// I/O backend: uring or portable (default: uring where available).
+    #[arg(long, value_parser = ["uring", "portable"])]
+    io: Option<String>,
+    /// Print one JSON object instead of text.
+    #[arg(long)]
+    json: bool,
 }
 
 /// Options of `backset bench disk`.
@@ -79,6 +103,7 @@ pub fn run(cmd: &Command) -> Result<()> {
     match cmd {
         Command::Copy(args) => copy(args),
         Command::Disk(args) => disk(args),
+        Command::VersusCp(args) => versus_cp(args),
     }
 }
 
@@ -120,16 +145,19 @@ fn copy(args: &CopyArgs) -> Result<()> {
     }
     let files = walk(&args.source)?;
     let requests: Vec<_> = files.iter().map(|f| CopyRequest::file(args.source.join(f), args.target.join(f))).collect();
-    let backend = match args.io.as_deref() {
-        Some("uring") => BackendChoice::Uring,
-        Some("portable") => BackendChoice::Portable,
-        _ => BackendChoice::Auto,
-    };
-    let opts = Options { backend, hash: !args.no_hash, ..Options::default() };
+    let opts = Options { backend: backend(args.io.as_deref()), hash: !args.no_hash, ..Options::default() };
     let jobs = usize::from(args.jobs);
     let measured = run_jobs(&requests, jobs, &opts, args.max_rate)?;
     print_report(args, &files, &measured);
     Ok(())
+}
+
+fn backend(io: Option<&str>) -> BackendChoice {
+    match io {
+        Some("uring") => BackendChoice::Uring,
+        Some("portable") => BackendChoice::Portable,
+        _ => BackendChoice::Auto,
+    }
 }
 
 /// Runs `requests` as `jobs` concurrent jobs (request i in job i % jobs) sharing one SM budget of `max_rate`, and
@@ -341,4 +369,147 @@ fn disk(args: &DiskArgs) -> Result<()> {
         println!("suggested --max-rate {suggest} (half the read rate, at most the copy rate; MB = 10^6 bytes)");
     }
     Ok(())
+}
+
+/// Writes back dirty pages and, as root, drops the page cache, dentries and inodes, so the next run reads the disk.
+/// Returns whether the cache could be dropped.
+fn cold_cache() -> Result<bool> {
+    let status = std::process::Command::new("sync").status().context("run sync")?;
+    if !status.success() {
+        bail!("sync failed: {status}");
+    }
+    Ok(std::fs::write("/proc/sys/vm/drop_caches", "3").is_ok())
+}
+
+fn versus_cp(args: &VersusArgs) -> Result<()> {
+    std::fs::create_dir_all(&args.scratch).with_context(|| format!("create {}", args.scratch.display()))?;
+    let scratch = Scratch(args.scratch.join(format!(".backset-versus-{}", uuid::Uuid::new_v4().simple())));
+    std::fs::create_dir(&scratch.0).with_context(|| format!("create {}", scratch.0.display()))?;
+    let target = scratch.0.join("copy");
+    let opts = Options { backend: backend(args.io.as_deref()), ..Options::default() };
+    let mut copier = Copier::new(opts)?;
+    let mut cold = true;
+    let mut bytes = 0;
+    let (mut ours, mut theirs) = (Vec::new(), Vec::new());
+    let mut run_backset = |cold: &mut bool| -> Result<f64> {
+        *cold &= cold_cache()?;
+        // The walk is timed too: `cp -a` finds its files as it goes.
+        let started = Instant::now();
+        let files = walk(&args.source)?;
+        let requests: Vec<_> = files.iter().map(|f| CopyRequest::file(args.source.join(f), target.join(f))).collect();
+        bytes = copier.copy(&requests, &JobControl::new(), None)?.bytes;
+        let secs = started.elapsed().as_secs_f64();
+        std::fs::remove_dir_all(&target).with_context(|| format!("remove {}", target.display()))?;
+        Ok(secs)
+    };
+    let run_cp = |cold: &mut bool| -> Result<f64> {
+        *cold &= cold_cache()?;
+        let started = Instant::now();
+        let status = std::process::Command::new("cp").arg("-a").arg(&args.source).arg(&target).status();
+        let status = status.context("run cp -a")?;
+        if !status.success() {
+            bail!("cp -a {} {} failed: {status}", args.source.display(), target.display());
+        }
+        let status = std::process::Command::new("sync").status().context("run sync")?;
+        if !status.success() {
+            bail!("sync failed: {status}");
+        }
+        let secs = started.elapsed().as_secs_f64();
+        std::fs::remove_dir_all(&target).with_context(|| format!("remove {}", target.display()))?;
+        Ok(secs)
+    };
+    for run in 0..args.runs {
+        // Alternate who goes first, so a disk that drifts within a run favours neither side.
+        if run % 2 == 0 {
+            ours.push(run_backset(&mut cold)?);
+            theirs.push(run_cp(&mut cold)?);
+        } else {
+            theirs.push(run_cp(&mut cold)?);
+            ours.push(run_backset(&mut cold)?);
+        }
+        if !args.json {
+            println!(
+                "run {:>3}: backset {:8.3} s   cp -a + sync {:8.3} s",
+                run + 1,
+                ours[run as usize],
+                theirs[run as usize]
+            );
+        }
+    }
+    let summary = Versus::new(&ours, &theirs);
+    let backend = copier.backend().name();
+    if args.json {
+        let list = |v: &[f64]| v.iter().map(|t| format!("{t:.6}")).collect::<Vec<_>>().join(", ");
+        println!(
+            "{{\"bytes\": {bytes}, \"backend\": \"{backend}\", \"cold_cache\": {cold}, \"backset_seconds\": [{}], \"cp_seconds\": [{}], \"backset_best\": {:.6}, \"cp_best\": {:.6}, \"backset_median\": {:.6}, \"cp_median\": {:.6}, \"speedup_best\": {:.4}, \"speedup_median\": {:.4}, \"backset_wins\": {}}}",
+            list(&ours),
+            list(&theirs),
+            summary.best.0,
+            summary.best.1,
+            summary.median.0,
+            summary.median.1,
+            summary.best.1 / summary.best.0,
+            summary.median.1 / summary.median.0,
+            summary.wins,
+        );
+    } else {
+        if !cold {
+            println!("warning: could not drop the page cache (needs root): cp -a may have read from it");
+        }
+        println!("bytes {bytes}, backend {backend}, {} runs each, alternating who goes first", args.runs);
+        println!(
+            "best     backset {:.3} s, cp -a + sync {:.3} s: backset {:.2}x as fast",
+            summary.best.0,
+            summary.best.1,
+            summary.best.1 / summary.best.0
+        );
+        println!(
+            "median   backset {:.3} s, cp -a + sync {:.3} s: backset {:.2}x as fast",
+            summary.median.0,
+            summary.median.1,
+            summary.median.1 / summary.median.0
+        );
+        println!("backset faster in {} of {} runs", summary.wins, args.runs);
+    }
+    Ok(())
+}
+
+/// Best and median (ours, theirs), and how many runs we won (run i against run i).
+struct Versus {
+    best: (f64, f64),
+    median: (f64, f64),
+    wins: usize,
+}
+
+impl Versus {
+    fn new(ours: &[f64], theirs: &[f64]) -> Self {
+        let best = |v: &[f64]| v.iter().copied().fold(f64::INFINITY, f64::min);
+        let median = |v: &[f64]| {
+            let mut v = v.to_vec();
+            v.sort_by(f64::total_cmp);
+            let n = v.len();
+            if n % 2 == 1 {
+                v[n / 2]
+            } else {
+                (v[n / 2 - 1] + v[n / 2]) / 2.0
+            }
+        };
+        let wins = ours.iter().zip(theirs).filter(|(a, b)| a < b).count();
+        Self { best: (best(ours), best(theirs)), median: (median(ours), median(theirs)), wins }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Versus;
+
+    #[test]
+    fn versus_takes_best_and_median_of_each_side_and_counts_wins_run_by_run() {
+        let v = Versus::new(&[3.0, 1.0, 2.0, 10.0], &[2.0, 4.0, 5.0, 1.0]);
+        assert_eq!(v.best, (1.0, 1.0));
+        assert_eq!(v.median, (2.5, 3.0));
+        assert_eq!(v.wins, 2);
+        let v = Versus::new(&[5.0], &[6.0]);
+        assert_eq!((v.best, v.median, v.wins), ((5.0, 6.0), (5.0, 6.0), 1));
+    }
 }

@@ -114,3 +114,36 @@ fn bench_disk_measures_and_cleans_up() {
     assert!(field(&out, "suggested_max_rate_mb").parse::<u64>().unwrap() >= 1);
     assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0, "the scratch directory is removed");
 }
+
+#[test]
+fn bench_versus_cp_times_both_sides_alternately_and_leaves_its_scratch_empty() {
+    let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    let src = dir.path().join("src");
+    std::fs::create_dir_all(src.join("d")).unwrap();
+    std::fs::write(src.join("big"), vec![7u8; (2 << 20) + 5]).unwrap();
+    std::fs::write(src.join("d/small"), b"small").unwrap();
+    let scratch = dir.path().join("scratch");
+    let (ok, out, err) = backset(&[
+        "bench".as_ref(),
+        "versus-cp".as_ref(),
+        src.as_os_str(),
+        scratch.as_os_str(),
+        "--runs".as_ref(),
+        "3".as_ref(),
+        "--json".as_ref(),
+    ]);
+    assert!(ok, "{err}");
+    assert_eq!(field(&out, "bytes"), ((2 << 20) + 5 + 5).to_string());
+    let times = |name: &str| -> Vec<f64> {
+        let start = out.find(&format!("\"{name}\": [")).unwrap() + name.len() + 5;
+        out[start..out[start..].find(']').unwrap() + start].split(", ").map(|t| t.parse().unwrap()).collect()
+    };
+    let (ours, theirs) = (times("backset_seconds"), times("cp_seconds"));
+    assert_eq!((ours.len(), theirs.len()), (3, 3), "{out}");
+    let best: f64 = field(&out, "backset_best").parse().unwrap();
+    assert_eq!(best, ours.iter().copied().fold(f64::INFINITY, f64::min));
+    let wins: usize = field(&out, "backset_wins").parse().unwrap();
+    assert_eq!(wins, ours.iter().zip(&theirs).filter(|(a, b)| a < b).count());
+    assert_eq!(std::fs::read_dir(&scratch).unwrap().count(), 0, "both copies and the run directory are removed");
+    assert_eq!(std::fs::read(src.join("d/small")).unwrap(), b"small", "the source is untouched");
+}
