@@ -46,6 +46,8 @@ pub struct Answer {
     pub text: String,
     /// The body parsed, `Null` when it is not JSON.
     pub json: Value,
+    /// The `WWW-Authenticate` header, if any.
+    pub www_authenticate: Option<String>,
 }
 
 /// A running `backset serve`, killed when dropped. Its stdout and stderr are read by threads into [`Server::output`]
@@ -73,8 +75,15 @@ impl Server {
     /// As [`start`](Self::start), sending `token` with every request.
     pub fn start_with_token(data: &Path, extra: &[&str], token: Option<&str>) -> Self {
         let addr = format!("127.0.0.1:{}", free_port());
+        Self::start_at(&addr, &addr, data, extra, token)
+    }
+
+    /// Starts `backset serve --listen listen ...` and talks to it at `connect` (e.g. listen on `0.0.0.0:P`, connect
+    /// to `127.0.0.1:P`).
+    pub fn start_at(listen: &str, connect: &str, data: &Path, extra: &[&str], token: Option<&str>) -> Self {
+        let addr = connect.to_string();
         let mut child = Command::new(env!("CARGO_BIN_EXE_backset"))
-            .args(["serve", "--listen", &addr, "--data-dir"])
+            .args(["serve", "--listen", listen, "--data-dir"])
             .arg(data)
             .args(extra)
             // Its working directory is the test's own directory: a relative path it wrongly accepts lands there.
@@ -144,11 +153,17 @@ impl Server {
         }
     }
 
-    /// Sends a request with a raw body (or none) and extra headers; returns what the server answered.
+    /// Sends a request with a raw body (or none) and `Authorization: Bearer <token>`; returns what the server
+    /// answered.
     pub fn raw(&self, method: &str, path: &str, body: Option<&[u8]>, token: Option<&str>) -> Answer {
+        self.with_authorization(method, path, body, token.map(|t| format!("Bearer {t}")).as_deref())
+    }
+
+    /// Sends a request with this `Authorization` header value (or none).
+    pub fn with_authorization(&self, method: &str, path: &str, body: Option<&[u8]>, auth: Option<&str>) -> Answer {
         let mut req = ureq::request(method, &format!("{}{path}", self.api)).timeout(Duration::from_secs(120));
-        if let Some(t) = token {
-            req = req.set("Authorization", &format!("Bearer {t}"));
+        if let Some(a) = auth {
+            req = req.set("Authorization", a);
         }
         let res = match body {
             Some(b) => req.set("Content-Type", "application/json").send_bytes(b),
@@ -160,9 +175,10 @@ impl Server {
             Err(e) => panic!("{method} {path}: {e}"),
         };
         let code = resp.status();
+        let www_authenticate = resp.header("WWW-Authenticate").map(str::to_string);
         let text = resp.into_string().unwrap_or_else(|e| panic!("{method} {path}: body not read: {e}"));
         let json = serde_json::from_str(&text).unwrap_or(Value::Null);
-        Answer { code, text, json }
+        Answer { code, text, json, www_authenticate }
     }
 
     /// A request with this server's token.
