@@ -145,8 +145,9 @@ fn check_ok(set: &Path) -> String {
     text
 }
 
-#[test]
-fn full_hot_copy_onto_a_full_file_system_fails_with_enospc_and_the_path_and_loses_nothing() {
+/// A `kind` hot copy of a 40 MB database onto the 24 MiB file system: it fails with ENOSPC and the path, leaves
+/// nothing, gives the space back, and the database keeps serving every acknowledged write.
+fn copy_onto_a_full_fs(kind: &str) {
     let dir = tmp();
     let Some(fs) = small_fs(dir.path(), 24) else { return };
     let srv = Server::start(&dir.path().join("data"), &[]);
@@ -154,7 +155,7 @@ fn full_hot_copy_onto_a_full_file_system_fails_with_enospc_and_the_path_and_lose
     // About 40 MB of data: more than the 24 MiB file system holds.
     grow(&srv, "big", 160, 250_000, &mut state);
     let free_before = fs.avail();
-    for kind in ["full"] {
+    {
         let target = fs.mnt.join(kind);
         let v = hot_copy(&srv, kind, &target);
         assert_enospc(&v, &fs.mnt);
@@ -178,41 +179,18 @@ fn full_hot_copy_onto_a_full_file_system_fails_with_enospc_and_the_path_and_lose
     assert_eq!(code, Some(0), "{out}");
 }
 
+#[test]
+fn full_hot_copy_onto_a_full_file_system_fails_with_enospc_and_the_path_and_loses_nothing() {
+    copy_onto_a_full_fs("full");
+}
+
 /// A simple hot copy that fails on a full disk leaves `<target>.incomplete` (as big as the file system) behind: the
 /// space stays used until someone removes it by hand.
 #[test]
 #[ignore = "defect: a failed simple hot copy leaves <target>.incomplete on the full file system; fix belongs in \
             engine/src/hotcopy/job.rs (remove the incomplete directory when a simple copy fails or is cancelled)"]
 fn defect_failed_simple_hot_copy_leaves_its_incomplete_directory_on_the_full_disk() {
-    let dir = tmp();
-    let Some(fs) = small_fs(dir.path(), 24) else { return };
-    let srv = Server::start(&dir.path().join("data"), &[]);
-    let mut state = BTreeMap::new();
-    // About 40 MB of data: more than the 24 MiB file system holds.
-    grow(&srv, "big", 160, 250_000, &mut state);
-    let free_before = fs.avail();
-    for kind in ["simple"] {
-        let target = fs.mnt.join(kind);
-        let v = hot_copy(&srv, kind, &target);
-        assert_enospc(&v, &fs.mnt);
-        // No set and no archive is left, and the space is given back.
-        assert!(!target.exists() || std::fs::read_dir(&target).unwrap().next().is_none(), "{kind}: {target:?} left");
-        let left: Vec<_> = std::fs::read_dir(&fs.mnt).unwrap().map(|e| e.unwrap().file_name()).collect();
-        assert!(
-            left.iter().all(|n| n == "lost+found" || n == kind),
-            "{kind}: the failed copy left {left:?} on the small file system"
-        );
-        let free_after = fs.avail();
-        assert!(
-            free_after + (1 << 20) >= free_before,
-            "{kind}: space not given back: {free_before} -> {free_after} bytes"
-        );
-        // The database keeps serving: it commits and reads, and has every acknowledged write.
-        grow(&srv, &format!("after-{kind}"), 4, 100, &mut state);
-        assert_all_readable(&srv, &state);
-    }
-    let (code, out) = srv.terminate();
-    assert_eq!(code, Some(0), "{out}");
+    copy_onto_a_full_fs("simple");
 }
 
 #[test]
