@@ -3,7 +3,10 @@
 use serde::{Deserialize, Deserializer, Serialize};
 use uuid::Uuid;
 
-use crate::limits::{CHUNK_BYTES, MAX_CHUNKS_PER_FILE, MAX_DATA_FILE_BYTES, MAX_MANIFEST_FILES, MAX_SEGMENT_BYTES};
+use crate::atom::ATOM_HEADER_BYTES;
+use crate::limits::{
+    CHUNK_BYTES, MAX_ATOM_BODY_BYTES, MAX_CHUNKS_PER_FILE, MAX_DATA_FILE_BYTES, MAX_MANIFEST_FILES, MAX_SEGMENT_BYTES,
+};
 use crate::meta::{bounded_vec, check_len, Metadata, MetadataKind};
 
 /// A BLAKE3 hash.
@@ -54,6 +57,9 @@ fn files<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<FileEntry>, D::Error> {
     bounded_vec(d, MAX_MANIFEST_FILES, "manifest files")
 }
 
+/// Largest atom file a manifest may list: its header and the largest body.
+pub const MAX_ATOM_FILE_BYTES: u64 = ATOM_HEADER_BYTES as u64 + MAX_ATOM_BODY_BYTES;
+
 /// Number of chunk hashes a file of `size` bytes has: `ceil(size / CHUNK_BYTES)`.
 pub const fn chunk_count(size: u64) -> u64 {
     size.div_ceil(CHUNK_BYTES)
@@ -75,6 +81,13 @@ impl FileEntry {
         }
         match self.kind {
             FileKind::Atom if self.offset != 0 => Err(format!("{what} has offset {}, atoms are whole", self.offset)),
+            // An atom file is a header and a body of at most MAX_ATOM_BODY_BYTES: a larger entry can only be
+            // hostile, and a restore would copy all of it before its hashes and header could refuse it.
+            FileKind::Atom if self.size > MAX_ATOM_FILE_BYTES => Err(format!(
+                "{what} is {} bytes, more than an atom file can be ({ATOM_HEADER_BYTES}-byte header and at most \
+                 {MAX_ATOM_BODY_BYTES} bytes of body)",
+                self.size
+            )),
             FileKind::Journal if self.offset.checked_add(self.size).is_none_or(|end| end > MAX_SEGMENT_BYTES) => {
                 Err(format!(
                     "{what} covers bytes {}+{} beyond the segment limit of {MAX_SEGMENT_BYTES}",
