@@ -113,3 +113,25 @@ pub const HOTCOPY_COPIER_POOL_BYTES: usize = backset_copier::limits::POOL_BYTES_
 
 const _: () = assert!(HOTCOPY_ATOM_BATCH_FILES >= 1);
 const _: () = assert!(HOTCOPY_CANCEL_POLL.as_millis() <= 50);
+
+// ---- Memory of a restore or a check (`docs/RESTORE.md`, "Limits and memory") ----
+
+/// Memory a restore or a check of a backup set may take whatever the set holds: the copier's buffer pool
+/// ([`backset_copier::limits::POOL_BYTES_DEFAULT`], 64 MiB), one journal chunk (1 MiB) and one record (at most the
+/// format's `MAX_RECORD_PAYLOAD_BYTES`, 16 MiB) being verified, the reports of one copier job of
+/// [`COPY_BATCH_FILES`] files, and the program itself: 160 MiB.
+pub const RESTORE_FIXED_MEMORY_BYTES: u64 = 160 << 20;
+
+/// Memory a restore or a check may take per byte of the set's metadata (the `state` and the control files of its
+/// completed elements): the decoded manifests and element infos it keeps, one decoded catalog at a time with the
+/// raw bytes of the file being decoded, and the per-atom tables built from them. The smallest encodings decode to
+/// the largest values: a dropped catalog entry takes 3 bytes on disk and 56 decoded, an empty file entry 37 bytes
+/// on disk and 88 decoded.
+pub const RESTORE_MEMORY_PER_METADATA_BYTE: u64 = 24;
+
+/// The most memory a restore or a check of a set with `metadata_bytes` bytes of metadata takes: a hostile set
+/// cannot make it take more than a fixed amount plus a multiple of what it stores (length fields are checked
+/// before anything is allocated for them).
+pub const fn restore_memory_bound(metadata_bytes: u64) -> u64 {
+    RESTORE_FIXED_MEMORY_BYTES + RESTORE_MEMORY_PER_METADATA_BYTE * metadata_bytes
+}

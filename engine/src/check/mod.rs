@@ -187,6 +187,9 @@ pub enum CheckError {
 fn set_error_defect(e: &SetError) -> Defect {
     let kind = match e {
         SetError::Metadata { .. } => DefectKind::Metadata,
+        SetError::NotADirectory { path, .. } if path.file_name().is_some_and(|n| n == CONTROL_DIR) => {
+            DefectKind::NotRegular
+        }
         SetError::ElementMissing { .. } | SetError::NotADirectory { .. } => DefectKind::MissingElement,
         SetError::Inconsistent { .. } => DefectKind::Inconsistent,
         SetError::Chain { .. } => DefectKind::Chain,

@@ -149,6 +149,13 @@ pub(crate) fn for_each_record<E: From<SliceError>>(
     cancel: Option<&AtomicBool>,
     mut f: impl FnMut(&Record<'_>) -> Result<bool, E>,
 ) -> Result<SliceSummary, E> {
+    // The set's `journal/` directory must not be a link: the path would lead out of the set through it. (`data/`
+    // and the element directory are examined by the callers.)
+    if let Some(dir) = path.parent() {
+        if !fs::symlink_metadata(dir).is_ok_and(|md| md.is_dir()) {
+            return Err(SliceError::NotRegular { path: dir.to_path_buf() }.into());
+        }
+    }
     let (mut file, len) = open_data_file(path)?;
     if len != entry.size {
         return Err(SliceError::Size { path: path.to_path_buf(), expected: entry.size, found: len }.into());

@@ -282,6 +282,12 @@ pub fn restore(
     for (i, f) in files {
         let e = &set.elements()[i];
         let path = e.data_file(f);
+        // `data/atoms` or `data/journal` must be a directory, not a link that leads out of the set.
+        let dir = path.parent().expect("a data file is in a directory");
+        if !fs::symlink_metadata(dir).is_ok_and(|md| md.is_dir()) {
+            let reason = format!("{} is not a directory (a backup set never contains links)", dir.display());
+            return Err(RestoreError::DataFile { set: setp, element: e.name(), path: dir.to_path_buf(), reason });
+        }
         let reason = match fs::symlink_metadata(&path) {
             Ok(md) if md.is_file() && md.len() == f.size => continue,
             Ok(md) if md.is_file() => {
@@ -299,7 +305,7 @@ pub fn restore(
         return Err(RestoreError::DataFile { set: setp, element: e.name(), path, reason });
     }
 
-    let created_dest = prepare_destination(&dest)?;
+    let created = prepare_destination(&dest)?;
     let own_control;
     let ctl: &JobControl = match &opts.control {
         Some(c) => c,
@@ -351,7 +357,7 @@ pub fn restore(
             Ok(report)
         }
         Err(e) => {
-            remove_created(&dest, created_dest);
+            remove_created(&dest, &created);
             let e = match e {
                 RestoreError::Copy { source: CopyError::Cancelled, .. } => {
                     RestoreError::Cancelled { set: setp, dest: dest.clone() }
@@ -363,8 +369,9 @@ pub fn restore(
     }
 }
 
-/// Makes sure `dest` is an empty directory (creating it when absent); returns whether it was created.
-fn prepare_destination(dest: &Path) -> Result<bool, RestoreError> {
+/// Makes sure `dest` is an empty directory (creating it, and its missing parents, when absent); returns the
+/// directories it created, `dest` first and its topmost missing parent last (empty when `dest` was there).
+fn prepare_destination(dest: &Path) -> Result<Vec<PathBuf>, RestoreError> {
     let io = |op, path: &Path| {
         let path = path.to_path_buf();
         move |source| RestoreError::Destination { op, path, source }
@@ -375,19 +382,29 @@ fn prepare_destination(dest: &Path) -> Result<bool, RestoreError> {
             if entries.next().is_some() {
                 return Err(RestoreError::DestinationNotEmpty { path: dest.to_path_buf() });
             }
-            Ok(false)
+            Ok(Vec::new())
         }
         Ok(_) => Err(RestoreError::DestinationNotEmpty { path: dest.to_path_buf() }),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            // The directories that are not there yet, so that a failed restore removes exactly those.
+            let missing: Vec<PathBuf> = dest
+                .ancestors()
+                .take_while(|a| {
+                    !a.as_os_str().is_empty()
+                        && fs::symlink_metadata(a).is_err_and(|e| e.kind() == std::io::ErrorKind::NotFound)
+                })
+                .map(Path::to_path_buf)
+                .collect();
             fs::create_dir_all(dest).map_err(io("create directory", dest))?;
-            Ok(true)
+            Ok(missing)
         }
         Err(e) => Err(io("stat", dest)(e)),
     }
 }
 
-/// Removes what a failed restore created below `dest` (it was empty or absent before).
-fn remove_created(dest: &Path, created_dest: bool) {
+/// Removes what a failed restore created: everything below `dest` (it was empty or absent before), then the
+/// directories [`prepare_destination`] created, innermost first.
+fn remove_created(dest: &Path, created: &[PathBuf]) {
     for d in [dest.join(ATOMS_DIR), dest.join(JOURNAL_DIR)] {
         if let Err(e) = fs::remove_dir_all(&d) {
             if e.kind() != std::io::ErrorKind::NotFound {
@@ -395,11 +412,16 @@ fn remove_created(dest: &Path, created_dest: bool) {
             }
         }
     }
-    if created_dest {
-        let _ = fs::remove_dir(dest);
+    // remove_dir removes only empty directories: never anything the restore did not create.
+    for d in created {
+        if let Err(e) = fs::remove_dir(d) {
+            tracing::warn!(path = %d.display(), error = %e, "could not remove a directory a failed restore created");
+            break;
+        }
     }
-    if let Some(parent) = dest.parent() {
-        let _ = sync_dir(if created_dest { parent } else { dest });
+    let synced = created.last().and_then(|top| top.parent()).unwrap_or(dest);
+    if !synced.as_os_str().is_empty() {
+        let _ = sync_dir(synced);
     }
 }
 

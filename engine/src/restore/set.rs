@@ -298,6 +298,11 @@ impl BackupSet {
             Ok(_) => {}
         }
         let control = dir.join(CONTROL_DIR);
+        // read_metadata refuses a link as the file itself; a link in place of control/ must be refused too, or it
+        // would be followed out of the set.
+        if fs::symlink_metadata(&control).is_ok_and(|md| !md.is_dir()) {
+            return Err(SetError::NotADirectory { set: self.dir.clone(), element: name, path: control });
+        }
         let meta_err = |source| SetError::Metadata { set: self.dir.clone(), element: Some(name), source };
         let info: ElementInfo = read_metadata(&control.join(ELEMENT_INFO_FILE)).map_err(meta_err)?;
         let manifest: Manifest = read_metadata(&control.join(MANIFEST_FILE)).map_err(meta_err)?;
