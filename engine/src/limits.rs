@@ -82,6 +82,11 @@ pub const RESTORE_SEGMENT_BYTES: u64 = DEFAULT_SEGMENT_BYTES;
 /// and lets a cancel or an error name its batch quickly.
 pub const COPY_BATCH_FILES: usize = 4096;
 
+/// Defects of one kind a check lists for one file or directory (catalog entries of one catalog, unexpected entries of
+/// one directory): 1000. The others are counted and reported as one defect, so a small hostile file or a directory
+/// of empty files cannot make a check's report, and its memory, grow without bound.
+pub const CHECK_MAX_DEFECTS_PER_FILE: usize = 1000;
+
 const _: () = assert!(RESTORE_SEGMENT_BYTES + MAX_RECORD_PAYLOAD_BYTES as u64 + 64 <= MAX_SEGMENT_BYTES);
 const _: () = assert!(COPY_BATCH_FILES > 0);
 

@@ -524,6 +524,11 @@ fn deeply_nested_directories_are_extra_entries_and_never_descended() {
 /// Writes a valid set of one full element holding `atoms` tiny atom files (and a one-record journal slice);
 /// returns the atom files' bytes by id.
 fn many_atoms_set(set: &Path, atoms: u64, with_files: bool) -> Vec<Vec<u8>> {
+    many_atoms_set_with_drops(set, atoms, with_files, 0)
+}
+
+/// [`many_atoms_set`], whose catalog also lists `dropped` atoms (ids after the present ones) as dropped.
+fn many_atoms_set_with_drops(set: &Path, atoms: u64, with_files: bool, dropped: u64) -> Vec<Vec<u8>> {
     let database_id = Uuid::from_u128(0xdb);
     let element_id = Uuid::from_u128(0xe1);
     let data = set.join("full/data");
@@ -549,6 +554,9 @@ fn many_atoms_set(set: &Path, atoms: u64, with_files: bool) -> Vec<Vec<u8>> {
         });
         catalog.push(CatalogEntry { atom_id: id, lsn: 1, state: AtomState::Present { hash } });
         contents.push(bytes);
+    }
+    for id in atoms + 1..=atoms + dropped {
+        catalog.push(CatalogEntry { atom_id: id, lsn: 1, state: AtomState::Dropped });
     }
     let mut seg = SegmentHeader { database_id, archive_id: 0, segment: 1, first_txn: 1 }.encode().to_vec();
     encode_record(&mut seg, 1, 1_600_000_000_000_000, b"one record").unwrap();
@@ -735,6 +743,60 @@ fn very_many_catalog_and_manifest_entries_without_their_files_are_refused_within
     assert!(outcome.starts_with(&format!("check: {atoms} defects")), "{outcome}");
     assert!(outcome.contains(&first.display().to_string()), "{outcome}");
     assert!(peak <= bound, "check peaked at {peak} bytes, over the bound {bound}");
+}
+
+/// Defect: a check listed one defect per bad catalog entry, and a dropped entry takes 3 to 5 bytes in a catalog
+/// (the smallest entry; a full's catalog lists no drops): a catalog of a million drops (5 MB) made the check hold a
+/// million defects, past the memory bound. A check now lists at most `CHECK_MAX_DEFECTS_PER_FILE` per file and
+/// counts the rest. Short: 1,000,000 drops; long: 4,000,000 (the catalog limit is 4 Mi entries).
+#[test]
+fn regression_a_catalog_of_very_many_drops_made_check_memory_grow_past_the_bound() {
+    let dropped: u64 = if long() { 4_000_000 } else { 1_000_000 };
+    let keep = tempdir();
+    let set = keep.path().join("set");
+    many_atoms_set_with_drops(&set, 1, true, dropped);
+    let meta = metadata_bytes(&set);
+    let bound = restore_memory_bound(meta);
+    let dest = keep.path().join("dest");
+    let (peak, outcome) = probe("check", &set, &dest);
+    println!(
+        "{dropped} drops, {meta} bytes of metadata: check peak {} MiB (bound {} MiB): {outcome}",
+        peak >> 20,
+        bound >> 20
+    );
+    let catalog = set.join("full/control/catalog");
+    let listed = backset_engine::limits::CHECK_MAX_DEFECTS_PER_FILE;
+    assert!(outcome.starts_with(&format!("check: {} defects", listed + 1)), "{outcome}");
+    assert!(outcome.contains(&catalog.display().to_string()) && outcome.contains("dropped"), "{outcome}");
+    assert!(peak <= bound, "check peaked at {peak} bytes, over the bound {bound}");
+    let (peak, outcome) = probe("restore", &set, &dest);
+    println!("{dropped} drops: restore peak {} MiB (bound {} MiB): {outcome}", peak >> 20, bound >> 20);
+    assert!(peak <= bound, "restore peaked at {peak} bytes, over the bound {bound}");
+    // The summary names the catalog and the count of the defects not listed.
+    let r = check_set(&set, &CheckOptions { metadata_only: true, ..CheckOptions::default() }).unwrap();
+    assert_eq!(r.defects.len(), listed + 1);
+    let last = r.defects.last().unwrap();
+    assert_eq!(last.file.as_deref(), Some(catalog.as_path()));
+    assert!(last.what.starts_with(&format!("{} more catalog defects", dropped - listed as u64)), "{last}");
+}
+
+/// The same cap for a directory of many files the manifest does not list (20,000 empty files in `data/atoms`).
+#[test]
+fn very_many_extra_files_are_counted_beyond_the_listed_ones() {
+    let arena = Arena::new();
+    let set = arena.set();
+    let atoms = set.join("2.inc/data/atoms");
+    let extra = 20_000u64;
+    for i in 0..extra {
+        fs::write(atoms.join(format!("{:016x}", 0xdead_0000_0000u64 + i)), b"").unwrap();
+    }
+    let r = check_set(&set, &CheckOptions::default()).unwrap();
+    let listed = backset_engine::limits::CHECK_MAX_DEFECTS_PER_FILE;
+    assert_eq!(r.defects.len(), listed + 1, "{:#?}", &r.defects[..3]);
+    let last = r.defects.last().unwrap();
+    assert_eq!(last.file.as_deref(), Some(atoms.as_path()));
+    assert!(last.what.starts_with(&format!("{} more files not listed", extra - listed as u64)), "{last}");
+    assert_restores_exactly(&arena, &set, "many extra files");
 }
 
 #[test]

@@ -43,7 +43,7 @@ use backset_format::{AtomState, ElementName, ElementStatus, FileEntry, FileKind,
 
 pub use archive::{check_archive, ArchiveCheckReport, TornTail};
 
-use crate::limits::COPY_BATCH_FILES;
+use crate::limits::{CHECK_MAX_DEFECTS_PER_FILE, COPY_BATCH_FILES};
 use crate::restore::set::hex;
 use crate::restore::{for_each_record, mismatch, read_atom_header, BackupSet, SetError, SliceError};
 
@@ -153,6 +153,49 @@ impl CheckReport {
 
     fn defect(&mut self, element: Option<ElementName>, file: Option<PathBuf>, kind: DefectKind, what: String) {
         self.defects.push(Defect { element, file, kind, what });
+    }
+}
+
+/// Defects of one kind found in one file or directory: the first [`CHECK_MAX_DEFECTS_PER_FILE`] are listed, the
+/// others counted and reported as one, so that a small hostile file (a catalog of 3-byte entries, a directory of
+/// empty files) cannot make the report, and the check's memory, grow past the bound of `docs/RESTORE.md`.
+#[derive(Default)]
+struct Capped {
+    listed: usize,
+    more: u64,
+}
+
+impl Capped {
+    fn defect(
+        &mut self,
+        r: &mut CheckReport,
+        element: Option<ElementName>,
+        file: Option<PathBuf>,
+        kind: DefectKind,
+        what: impl FnOnce() -> String,
+    ) {
+        if self.listed < CHECK_MAX_DEFECTS_PER_FILE {
+            self.listed += 1;
+            r.defect(element, file, kind, what());
+        } else {
+            self.more += 1;
+        }
+    }
+
+    /// Reports the defects counted but not listed, if any, on `file` (the file or directory they are in).
+    fn finish(self, r: &mut CheckReport, element: Option<ElementName>, file: PathBuf, kind: DefectKind, what: &str) {
+        if self.more > 0 {
+            r.defect(
+                element,
+                Some(file),
+                kind,
+                format!(
+                    "{} more {what} (not listed: a check lists at most {CHECK_MAX_DEFECTS_PER_FILE} per file or \
+                     directory); fix the ones listed and check again",
+                    self.more
+                ),
+            );
+        }
     }
 }
 
@@ -290,6 +333,7 @@ fn scan_layout(set: &BackupSet, r: &mut CheckReport) {
             return;
         }
     };
+    let mut top = Capped::default();
     for entry in entries.flatten() {
         let name = entry.file_name().to_string_lossy().into_owned();
         let path = entry.path();
@@ -317,25 +361,20 @@ fn scan_layout(set: &BackupSet, r: &mut CheckReport) {
                     "element {e} is listed as in progress: it is ignored (an interrupted hot copy left it; the next \
                      hot copy removes it)"
                 )),
-                None => r.defect(
-                    Some(e),
-                    Some(path),
-                    DefectKind::ExtraFile,
+                None => top.defect(r, Some(e), Some(path), DefectKind::ExtraFile, || {
                     "this element directory is not listed in the state, so no restore uses it; it may be a \
                      leftover of an interrupted hot copy or come from another set: move it out of the set"
-                        .into(),
-                ),
+                        .into()
+                }),
             },
-            Err(_) => r.defect(
-                None,
-                Some(path),
-                DefectKind::ExtraFile,
+            Err(_) => top.defect(r, None, Some(path), DefectKind::ExtraFile, || {
                 "unexpected entry at the top of the backup set (only state, tmp/ and element directories belong \
                  there): move it out of the set"
-                    .into(),
-            ),
+                    .into()
+            }),
         }
     }
+    top.finish(r, None, dir.to_path_buf(), DefectKind::ExtraFile, "unexpected entries at the top of the set");
     for e in set.elements() {
         let expect: &[&str] = &[CONTROL_DIR, DATA_DIR];
         for (sub, allowed) in
@@ -343,23 +382,22 @@ fn scan_layout(set: &BackupSet, r: &mut CheckReport) {
         {
             let d = sub.map_or_else(|| e.dir.clone(), |s| e.dir.join(s));
             let Ok(rd) = fs::read_dir(&d) else { continue };
+            let mut extra = Capped::default();
             for entry in rd.flatten() {
                 let name = entry.file_name().to_string_lossy().into_owned();
                 if name.starts_with(TMP_FILE_PREFIX) {
                     r.notes.push(format!("{} is a leftover of an interrupted metadata write", entry.path().display()));
                 } else if !allowed.contains(&name.as_str()) {
-                    r.defect(
-                        Some(e.name()),
-                        Some(entry.path()),
-                        DefectKind::ExtraFile,
+                    extra.defect(r, Some(e.name()), Some(entry.path()), DefectKind::ExtraFile, || {
                         format!(
                             "unexpected entry in {} (the format defines only {}): move it out of the set",
                             d.display(),
                             allowed.join(", ")
-                        ),
-                    );
+                        )
+                    });
                 }
             }
+            extra.finish(r, Some(e.name()), d.clone(), DefectKind::ExtraFile, "unexpected entries in this directory");
         }
     }
 }
@@ -405,8 +443,9 @@ fn check_catalogs(set: &BackupSet, r: &mut CheckReport) -> HashMap<usize, BaseIn
             }
         };
         let mut info = BaseInfo { catalog_ok: true, ..BaseInfo::default() };
-        let bad = |r: &mut CheckReport, what: String| {
-            r.defect(Some(name), Some(cat_path.clone()), DefectKind::Catalog, what);
+        let mut capped = Capped::default();
+        let mut bad = |r: &mut CheckReport, what: String| {
+            capped.defect(r, Some(name), Some(cat_path.clone()), DefectKind::Catalog, || what);
         };
         for f in e.atom_files() {
             match catalog.get(f.id) {
@@ -492,6 +531,7 @@ fn check_catalogs(set: &BackupSet, r: &mut CheckReport) -> HashMap<usize, BaseIn
                 );
             }
         }
+        capped.finish(r, Some(name), cat_path.clone(), DefectKind::Catalog, "catalog defects");
         prev = Some((e.id(), name, listed));
         out.insert(i, info);
     }
@@ -573,18 +613,16 @@ fn check_data(
                     r.defect(name, Some(subdir), DefectKind::Io, "cannot list the directory".into());
                     continue;
                 };
+                let mut extra = Capped::default();
                 for f in files.flatten() {
                     let path = f.path();
                     let fname = f.file_name().to_string_lossy().into_owned();
                     let Some(id) = parse_id_name(&fname)
                         .filter(|&id| e.manifest.files.binary_search_by_key(&(kind, id), |m| (m.kind, m.id)).is_ok())
                     else {
-                        r.defect(
-                            name,
-                            Some(path),
-                            DefectKind::ExtraFile,
-                            "this file is not listed in the element's manifest: move it out of the set".into(),
-                        );
+                        extra.defect(r, name, Some(path), DefectKind::ExtraFile, || {
+                            "this file is not listed in the element's manifest: move it out of the set".into()
+                        });
                         continue;
                     };
                     match fs::symlink_metadata(&path) {
@@ -603,6 +641,7 @@ fn check_data(
                         }
                     }
                 }
+                extra.finish(r, name, subdir, DefectKind::ExtraFile, "files not listed in the manifest");
             }
         }
         for f in &e.manifest.files {
