@@ -532,7 +532,57 @@ fn query(q: Result<Query<HashMap<String, String>>, QueryRejection>) -> Result<Ha
 
 fn body<T: serde::de::DeserializeOwned>(b: Result<Bytes, BytesRejection>) -> Result<T, HttpError> {
     let b = b.map_err(|e| HttpError::new(e.status(), format!("cannot read the request body: {}", e.body_text())))?;
-    serde_json::from_slice(&b).map_err(|e| HttpError::bad(format!("bad JSON body: {e}")))
+    // Through serde_path_to_error, so that a wrong type names its field (serde_json alone says only where).
+    let mut de = serde_json::Deserializer::from_slice(&b);
+    let value = serde_path_to_error::deserialize(&mut de).map_err(|e| {
+        let at = e.path().to_string();
+        let field = if at == "." { String::new() } else { format!("field {at}: ") };
+        HttpError::bad(format!("bad JSON body: {field}{}", e.inner()))
+    })?;
+    // Nothing but white space may follow the value (as serde_json::from_slice requires).
+    de.end().map_err(|e| HttpError::bad(format!("bad JSON body: {e}")))?;
+    Ok(value)
+}
+
+/// A JSON object's entries in order, keeping keys given twice (a map would keep the last silently).
+fn entries<'de, D, V>(d: D) -> Result<Vec<(String, V)>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    V: Deserialize<'de>,
+{
+    struct Entries<V>(std::marker::PhantomData<V>);
+    impl<'de, V: Deserialize<'de>> serde::de::Visitor<'de> for Entries<V> {
+        type Value = Vec<(String, V)>;
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("an object keyed by archive id")
+        }
+        fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+            let mut out = Vec::new();
+            while let Some(entry) = map.next_entry()? {
+                out.push(entry);
+            }
+            Ok(out)
+        }
+    }
+    d.deserialize_map(Entries(std::marker::PhantomData))
+}
+
+/// Archive ids of `field`'s entries, refusing an archive named twice (`"0"` twice, or `"0"` and `"00"`).
+fn archive_entries<V>(field: &str, list: Vec<(String, V)>) -> Result<Vec<(u64, V)>, HttpError> {
+    let mut out: Vec<(u64, V)> = Vec::with_capacity(list.len());
+    let mut keys: Vec<String> = Vec::with_capacity(list.len());
+    for (key, v) in list {
+        let a = archive_id(&key)?;
+        if let Some(i) = out.iter().position(|(b, _)| *b == a) {
+            return Err(HttpError::bad(format!(
+                "archive {a} is named twice in {field} (as {:?} and {key:?}); give each archive once",
+                keys[i]
+            )));
+        }
+        out.push((a, v));
+        keys.push(key);
+    }
+    Ok(out)
 }
 
 fn param<T: FromStr>(q: &HashMap<String, String>, name: &str, what: &str) -> Result<Option<T>, HttpError> {
@@ -551,6 +601,18 @@ fn timeout(secs: Option<f64>) -> Result<Option<Duration>, HttpError> {
     }
 }
 
+/// A request's `maxRate` (bytes per second): 0 would hold the job forever (the engine's paused budget), so it is
+/// refused here.
+fn max_rate(rate: Option<u64>) -> Result<Option<u64>, HttpError> {
+    if rate == Some(0) {
+        return Err(HttpError::bad(
+            "maxRate 0 would never copy a byte; give a positive rate in bytes per second, or leave maxRate out to \
+             use the SM's budget alone",
+        ));
+    }
+    Ok(rate)
+}
+
 fn archive_id(key: &str) -> Result<u64, HttpError> {
     key.parse().map_err(|_| HttpError::bad(format!("archive id {key:?} is not a number")))
 }
@@ -564,8 +626,8 @@ struct HotCopyBody {
     #[serde(default)]
     shared: bool,
     default_backup_set_dir: Option<PathBuf>,
-    #[serde(default)]
-    backup_set_dirs: BTreeMap<String, PathBuf>,
+    #[serde(default, deserialize_with = "entries")]
+    backup_set_dirs: Vec<(String, PathBuf)>,
     max_rate: Option<u64>,
     timeout_sec: Option<f64>,
     check_contains_all_sgs: Option<bool>,
@@ -586,8 +648,8 @@ struct Location {
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 struct SimpleBody {
     default_backup_location: Option<Location>,
-    #[serde(default)]
-    backup_locations: BTreeMap<String, Location>,
+    #[serde(default, deserialize_with = "entries")]
+    backup_locations: Vec<(String, Location)>,
     max_rate: Option<u64>,
     timeout_sec: Option<f64>,
     check_contains_all_sgs: Option<bool>,
@@ -618,10 +680,10 @@ async fn hot_copy(
     }
     let mut req = HotCopyRequest::new(kind)
         .shared(b.shared)
-        .max_rate(b.max_rate)
+        .max_rate(max_rate(b.max_rate)?)
         .partial_storage_groups(!b.check_contains_all_sgs.unwrap_or(true));
-    for (a, dir) in b.backup_set_dirs {
-        req = req.backup_dir(archive_id(&a)?, dir);
+    for (a, dir) in archive_entries("backupSetDirs", b.backup_set_dirs)? {
+        req = req.backup_dir(a, dir);
     }
     if let Some(d) = b.default_backup_set_dir {
         req = req.default_dir(d);
@@ -642,12 +704,11 @@ async fn hot_copy_simple(
     check_db(&app, &path(db)?)?;
     let b: SimpleBody = body(b)?;
     let mut req = HotCopyRequest::new(HotCopyType::Simple)
-        .max_rate(b.max_rate)
+        .max_rate(max_rate(b.max_rate)?)
         .partial_storage_groups(!b.check_contains_all_sgs.unwrap_or(true));
     // A copyJournalDir apart from <copyArchiveDir>/journal is checked by the engine (400 when it is the archive
     // directory or inside it).
-    for (a, loc) in b.backup_locations {
-        let a = archive_id(&a)?;
+    for (a, loc) in archive_entries("backupLocations", b.backup_locations)? {
         req = req.backup_dir(a, loc.copy_archive_dir);
         if let Some(j) = loc.copy_journal_dir {
             req = req.journal_dir(a, j);

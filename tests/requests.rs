@@ -6,8 +6,8 @@
 //! says which), and the server stays up (its process has not exited and a health request succeeds after every case).
 //! Bad arguments to the CLI's client verbs exit 2 with a usage message.
 //!
-//! Cases: 300 per property test in CI; 5000 with `BACKSET_LONG_TESTS=1`. Defects whose fix is in the server or the
-//! engine are `#[ignore]`d tests named after the defect (run them with `--ignored`).
+//! Cases: 300 per property test in CI; 5000 with `BACKSET_LONG_TESTS=1`. The defects found are regression tests
+//! named after them, at the end.
 
 mod support;
 
@@ -637,14 +637,13 @@ fn bad_cli_arguments_exit_2_with_a_usage_message() {
         .unwrap_or_else(|e| panic!("{e}"));
 }
 
-// Defects: ignored so CI stays green; each fails today. Run with `cargo test --test requests -- --ignored`.
+// Regressions: each failed before its fix (relative paths, targets in an archive: engine/src/hotcopy/manager.rs;
+// duplicate ids, maxRate 0, wrong-type field names: src/server.rs).
 
 /// Every path given to a hot copy must be absolute: the server would otherwise resolve it against its own working
 /// directory (which the client cannot know), and an empty path fails later with `resolve : No such file`.
 #[test]
-#[ignore = "defect: relative or empty backup paths are accepted and resolved against the server's working directory; \
-            fix belongs in src/server.rs (hot_copy, hot_copy_simple) or engine/src/hotcopy/manager.rs (resolve)"]
-fn defect_relative_backup_paths_are_accepted() {
+fn regression_relative_backup_paths_were_accepted() {
     let dir = tmp();
     let srv = server(dir.path());
     let mut runner = TestRunner::new(Config { cases: 50, failure_persistence: None, ..Config::default() });
@@ -673,10 +672,7 @@ fn defect_relative_backup_paths_are_accepted() {
 /// message naming the archive: a copy into the live archive pollutes it, and "empty it" (today's 409 advice for the
 /// archive directory itself) would destroy the database.
 #[test]
-#[ignore = "defect: a backup target inside an archive directory is accepted (and the one equal to it is refused \
-            with advice to empty the live archive); fix belongs in engine/src/hotcopy/manager.rs (resolve: compare \
-            each destination with every archive's dir) or src/server.rs"]
-fn defect_target_inside_or_equal_to_the_archive_is_accepted() {
+fn regression_a_target_inside_or_equal_to_the_archive_was_accepted() {
     let dir = tmp();
     let srv = server(dir.path());
     assert_eq!(srv.borrow().post_json(TXN, &json!({"put": {"k": "v"}})).code, 200);
@@ -708,9 +704,7 @@ fn defect_target_inside_or_equal_to_the_archive_is_accepted() {
 /// An archive named twice in `backupSetDirs` / `backupLocations` (the same JSON key twice, or `0` and `00`) must be
 /// refused; today the last one silently wins.
 #[test]
-#[ignore = "defect: duplicate archive ids in backupSetDirs/backupLocations are accepted (last wins); fix belongs in \
-            src/server.rs (deserialize the maps refusing duplicate keys; refuse keys that parse to the same id)"]
-fn defect_duplicate_archive_ids_are_accepted() {
+fn regression_duplicate_archive_ids_were_accepted() {
     let dir = tmp();
     let srv = server(dir.path());
     assert_eq!(srv.borrow().post_json(TXN, &json!({"put": {"k": "v"}})).code, 200);
@@ -731,9 +725,7 @@ fn defect_duplicate_archive_ids_are_accepted() {
 
 /// `maxRate: 0` must be refused (400): today the job starts and never copies a byte.
 #[test]
-#[ignore = "defect: maxRate 0 is accepted and the hot copy runs forever at 0 bytes/s; fix belongs in src/server.rs \
-            (refuse maxRate 0 in hot_copy and hot_copy_simple) or engine/src/hotcopy (HotCopyRequest validation)"]
-fn defect_max_rate_zero_is_accepted() {
+fn regression_max_rate_zero_was_accepted() {
     let dir = tmp();
     let srv = server(dir.path());
     assert_eq!(srv.borrow().post_json(TXN, &json!({"put": {"k": "v"}})).code, 200);
@@ -753,9 +745,7 @@ fn defect_max_rate_zero_is_accepted() {
 /// A body field of the wrong type must be named in the message: serde's `invalid type: map, expected u64 at line 1
 /// column 40` names neither the field nor (for maps and arrays) the value.
 #[test]
-#[ignore = "defect: wrong-type JSON errors do not name the field; fix belongs in src/server.rs (body(): deserialize \
-            through serde_path_to_error, or name the field in the message)"]
-fn defect_wrong_type_errors_do_not_name_the_field() {
+fn regression_wrong_type_errors_did_not_name_the_field() {
     let dir = tmp();
     let srv = server(dir.path());
     let fields = [("maxRate", "u64"), ("timeoutSec", "f64"), ("shared", "bool"), ("archiveIds", "array")];

@@ -335,7 +335,11 @@ impl HotCopyManager {
                     dest.display()
                 ));
             }
+            self.outside_archives(a, &dest, "backup directory")?;
             let journal = req.journal_dirs.get(&a).or(req.default_journal_dir.as_ref());
+            if let Some(j) = journal {
+                self.outside_archives(a, j, "journal directory")?;
+            }
             let journal = match journal {
                 Some(j) => simple_journal_dir(a, &dest, j)?,
                 None => None,
@@ -354,6 +358,45 @@ impl HotCopyManager {
             out.push((a, dest, journal));
         }
         Ok(out)
+    }
+
+    /// Refuses a destination `dir` (of archive `a`) that is relative, or equal to or inside any archive's directory:
+    /// a relative path would be resolved against the server's working directory, which the client cannot know, and
+    /// a copy into a live archive would pollute it. Symbolic links in what exists of `dir` are resolved first.
+    fn outside_archives(&self, a: u64, dir: &Path, what: &str) -> Result<(), HotCopyError> {
+        if !dir.is_absolute() {
+            return Err(HotCopyError::Request {
+                reason: format!(
+                    "the {what} {:?} of archive {a} is not an absolute path; give an absolute path (a relative one \
+                     would be resolved against the server's working directory)",
+                    dir.display().to_string()
+                ),
+            });
+        }
+        if dir.components().any(|c| c == std::path::Component::ParentDir) {
+            return Err(HotCopyError::Request {
+                reason: format!(
+                    "the {what} {} of archive {a} contains '..'; give the directory without '..'",
+                    dir.display()
+                ),
+            });
+        }
+        let dir = resolve_existing(dir);
+        for (id, archive) in &self.inner.archives {
+            let live = std::fs::canonicalize(archive.dir()).unwrap_or_else(|_| archive.dir().to_path_buf());
+            if dir.starts_with(&live) {
+                let relation = if dir == live { "" } else { "inside " };
+                return Err(HotCopyError::Request {
+                    reason: format!(
+                        "the {what} {} of archive {a} is {relation}archive {id}'s directory {}: a hot copy must go \
+                         outside every archive; give another directory",
+                        dir.display(),
+                        live.display()
+                    ),
+                });
+            }
+        }
+        Ok(())
     }
 
     /// Checks what can be checked before the job starts, so the request is refused at once.
@@ -588,6 +631,25 @@ impl HotCopyManager {
 }
 
 /// Whether one of two directories is, or is inside, the other (lexically).
+/// `path` with its longest existing ancestor canonicalized (symbolic links and `..` resolved) and the rest, which
+/// does not exist yet, appended as given.
+fn resolve_existing(path: &Path) -> PathBuf {
+    let mut rest = Vec::new();
+    let mut cur = path;
+    loop {
+        if let Ok(real) = std::fs::canonicalize(cur) {
+            return rest.iter().rev().fold(real, |p, c| p.join(c));
+        }
+        match (cur.parent(), cur.file_name()) {
+            (Some(parent), Some(name)) => {
+                rest.push(name.to_os_string());
+                cur = parent;
+            }
+            _ => return path.to_path_buf(),
+        }
+    }
+}
+
 fn overlap(a: &Path, b: &Path) -> bool {
     a.starts_with(b) || b.starts_with(a)
 }
