@@ -443,6 +443,7 @@ impl From<HotCopyError> for HttpError {
             HotCopyError::AlreadyRunning { .. }
             | HotCopyError::NeedsFull { .. }
             | HotCopyError::NeedsFullForJournal { .. }
+            | HotCopyError::JournalChainMoved { .. }
             | HotCopyError::JournalDisabled { .. }
             | HotCopyError::NotEmpty { .. }
             | HotCopyError::Stopped { .. } => StatusCode::CONFLICT,

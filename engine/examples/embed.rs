@@ -165,6 +165,10 @@ impl Archive for TinySm {
     fn journal_copied_up_to(&self, txn: u64) {
         self.copied_up_to.fetch_max(txn, Ordering::AcqRel);
     }
+
+    fn journal_retain_from(&self, txn: u64) {
+        self.copied_up_to.fetch_min(txn.saturating_sub(1), Ordering::AcqRel);
+    }
 }
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {

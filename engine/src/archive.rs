@@ -260,4 +260,10 @@ pub trait Archive: Send + Sync {
     /// A journal hot copy has durably copied every record up to `txn`: journal-hot-copy retention may release
     /// segments whose records are all `<= txn` (pins and R still apply). Values below an earlier call are ignored.
     fn journal_copied_up_to(&self, txn: u64);
+
+    /// A new journal chain starts at `txn` (a full hot copy's start, while its pin still holds every record from
+    /// `txn` on): journal-hot-copy retention must keep every record `>= txn` until
+    /// [`journal_copied_up_to`](Self::journal_copied_up_to) passes it. Lowers the copied mark to `txn - 1` when it
+    /// is above; never raises it.
+    fn journal_retain_from(&self, txn: u64);
 }

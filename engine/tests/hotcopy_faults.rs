@@ -103,6 +103,10 @@ impl Archive for Faulty {
     fn journal_copied_up_to(&self, txn: u64) {
         self.inner.journal_copied_up_to(txn)
     }
+
+    fn journal_retain_from(&self, txn: u64) {
+        self.inner.journal_retain_from(txn)
+    }
 }
 
 fn load(db: &Arc<Database>, seed: u64, n: u64) {

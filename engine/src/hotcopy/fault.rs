@@ -1,8 +1,9 @@
 //! Test-only pause points, so a crash test can SIGKILL the server at moments too short to hit by polling.
 //!
-//! `BACKSET_FAULT_PAUSE=<point>` (read once, at the first hot copy of the process) makes every hot copy job that
-//! reaches `<point>` block there; with `BACKSET_FAULT_PAUSE_MARK=<file>` it first writes `<file>` (holding the hot
-//! copy id and the point) so the test knows the job is there. Points:
+//! `BACKSET_FAULT_PAUSE=<point>` or `<type>:<point>` (read once, at the first hot copy of the process) makes every
+//! hot copy job (of that type: `simple`, `full`, `incremental`, `journal`) that reaches `<point>` block there; with `BACKSET_FAULT_PAUSE_MARK=<file>` it first writes `<file>` (holding the hot
+//! copy id and the point) so the test knows the job is there; with `BACKSET_FAULT_PAUSE_DEST=<dir>` only jobs
+//! writing into `<dir>` (as the request named it) pause. Points:
 //! - `begun`: stage 1 done (journal pinned, set initialised or element begun in `tmp/`, or the `.incomplete`
 //!   directories of a simple hot copy created), before any atom or journal is copied;
 //! - `before-move`: everything copied and durable, control files written, just before the element (or the simple
@@ -14,37 +15,56 @@
 //! A job blocked at `begun` or `before-move` still ends on a cancel; at `mid-move` it blocks until the process dies.
 //! Never set these variables outside tests.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 use std::time::Duration;
 
 use uuid::Uuid;
 
-use crate::hotcopy::HotCopyError;
+use crate::hotcopy::{HotCopyError, HotCopyType};
 
 /// The environment variable naming the pause point.
 pub const FAULT_PAUSE_ENV: &str = "BACKSET_FAULT_PAUSE";
 /// The environment variable naming the file written when a job blocks.
 pub const FAULT_PAUSE_MARK_ENV: &str = "BACKSET_FAULT_PAUSE_MARK";
 
+/// The environment variable restricting the pause to one destination directory.
+pub const FAULT_PAUSE_DEST_ENV: &str = "BACKSET_FAULT_PAUSE_DEST";
+
 /// The pause points, in the order a job reaches them.
 pub const FAULT_POINTS: [&str; 3] = ["begun", "before-move", "mid-move"];
 
 struct Pause {
+    kind: Option<HotCopyType>,
     point: String,
     mark: Option<PathBuf>,
+    dest: Option<PathBuf>,
 }
 
 fn config() -> Option<&'static Pause> {
     static CONFIG: OnceLock<Option<Pause>> = OnceLock::new();
     CONFIG
         .get_or_init(|| {
-            let point = std::env::var(FAULT_PAUSE_ENV).ok().filter(|p| !p.is_empty())?;
+            let value = std::env::var(FAULT_PAUSE_ENV).ok().filter(|p| !p.is_empty())?;
+            let (kind, point) = match value.split_once(':') {
+                Some((k, p)) => (Some(k.parse::<HotCopyType>()), p.to_string()),
+                None => (None, value.clone()),
+            };
+            let kind = match kind.transpose() {
+                Ok(k) => k,
+                Err(e) => {
+                    eprintln!("backset: {FAULT_PAUSE_ENV}={value}: {e}; ignored");
+                    return None;
+                }
+            };
             if !FAULT_POINTS.contains(&point.as_str()) {
-                tracing::warn!(%point, "{FAULT_PAUSE_ENV} names no pause point (begun, before-move, mid-move); ignored");
+                eprintln!(
+                    "backset: {FAULT_PAUSE_ENV}={value} names no pause point (begun, before-move, mid-move); ignored"
+                );
                 return None;
             }
-            Some(Pause { point, mark: std::env::var_os(FAULT_PAUSE_MARK_ENV).map(PathBuf::from) })
+            let var = |name| std::env::var_os(name).filter(|v| !v.is_empty()).map(PathBuf::from);
+            Some(Pause { kind, point, mark: var(FAULT_PAUSE_MARK_ENV), dest: var(FAULT_PAUSE_DEST_ENV) })
         })
         .as_ref()
 }
@@ -53,10 +73,15 @@ fn config() -> Option<&'static Pause> {
 /// until the process dies.
 pub(crate) fn pause(
     point: &str,
+    kind: HotCopyType,
+    dest: &Path,
     id: Uuid,
     check: Option<&dyn Fn() -> Result<(), HotCopyError>>,
 ) -> Result<(), HotCopyError> {
-    let Some(p) = config().filter(|p| p.point == point) else { return Ok(()) };
+    let applies = |p: &&Pause| {
+        p.point == point && p.kind.is_none_or(|k| k == kind) && p.dest.as_deref().is_none_or(|d| d == dest)
+    };
+    let Some(p) = config().filter(applies) else { return Ok(()) };
     eprintln!("backset: test-only {FAULT_PAUSE_ENV}: hot copy {id} blocks at {point}");
     if let Some(mark) = &p.mark {
         if let Err(e) = std::fs::write(mark, format!("{id} {point}\n")) {

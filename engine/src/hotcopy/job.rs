@@ -30,6 +30,7 @@ use backset_format::{
 use uuid::Uuid;
 
 use crate::archive::{Archive, AtomFile, JournalPin, JournalSlice};
+use crate::hotcopy::chains::{ChainOwner, JournalChains};
 use crate::hotcopy::coordinator::{Arrival, Coordinator};
 use crate::hotcopy::fault;
 use crate::hotcopy::set::{dir_content, read_head, BackupSet, Begun, DirContent, SetError, SetHandle};
@@ -113,6 +114,8 @@ pub(crate) struct JobContext<'a> {
     pub coordinator_start_id: u64,
     pub participants: &'a [Participant],
     pub coord: &'a Coordinator,
+    /// Which set continues each archive's journal chain.
+    pub chains: &'a JournalChains,
 }
 
 /// Runs one participant to the end. On an error it tells the coordinator (which stops the others) and leaves its
@@ -448,6 +451,7 @@ impl Work<'_> {
                 let missing = |reason| HotCopyError::NeedsFullForJournal { dir: dest.clone(), reason };
                 let (handle, _) = open_set(self.archive(), &dest, missing)?;
                 let mut parent = None;
+                let archive_id = self.archive_id();
                 let begun = handle.begin(|set| {
                     let Some(full) = set.full() else {
                         return Err(HotCopyError::NeedsFullForJournal {
@@ -455,6 +459,7 @@ impl Work<'_> {
                             reason: "has no full element".into(),
                         });
                     };
+                    self.ctx.chains.check_journal(archive_id, set.state().set_id, &dest)?;
                     let first = set.next_journal_start().expect("the set has a full");
                     parent = Some(set.newest_journal().unwrap_or(full).element_id);
                     let seq = next_sequence(set.state(), ElementKind::Journal, &dest)?;
@@ -567,9 +572,11 @@ impl Work<'_> {
                 handle.write_control(begun, &manifest, &catalog, &info)?;
                 self.ctx.coord.arrive_commit()?;
                 self.fault_pause("before-move")?;
+                let mut journal_set = None;
                 if kind == HotCopyType::Journal {
                     // A journal element builds on its parent: the full it started from must still be there.
                     let set = handle.read()?;
+                    journal_set = Some(set.state().set_id);
                     let parent_ok = parent.is_some_and(|p| set.state().elements.iter().any(|e| e.element_id == p));
                     if !parent_ok {
                         return Err(HotCopyError::NeedsFullForJournal {
@@ -580,13 +587,30 @@ impl Work<'_> {
                         });
                     }
                 }
-                let id = self.ctx.id;
+                let (id, dest) = (self.ctx.id, &self.spec.dest);
                 handle.commit(begun, info.txn_range, info.end_micros, || {
-                    let _ = fault::pause("mid-move", id, None);
+                    let _ = fault::pause("mid-move", kind, dest, id, None);
                 })?;
                 self.committed = true;
-                if kind == HotCopyType::Journal {
-                    self.archive().journal_copied_up_to(e);
+                let archive_id = self.archive_id();
+                match kind {
+                    // Only the set that continues the chain moves the archive's mark (see `chains`).
+                    HotCopyType::Journal if journal_set.is_some_and(|s| self.ctx.chains.continues(archive_id, s)) => {
+                        self.archive().journal_copied_up_to(e)
+                    }
+                    HotCopyType::Full => {
+                        // The pin still holds the journal from range_first on: retention takes over from here, and
+                        // this set continues the chain.
+                        self.archive().journal_retain_from(range_first);
+                        let owner =
+                            handle.read().map(|set| ChainOwner { set_id: set.state().set_id, dir: dest.to_path_buf() });
+                        if let Err(e) =
+                            owner.map_err(HotCopyError::from).and_then(|o| self.ctx.chains.set_owner(archive_id, o))
+                        {
+                            tracing::warn!(archive = archive_id, set = %dest.display(), "the full hot copy completed, but its set could not be recorded as the one that continues the journal chain: {e}");
+                        }
+                    }
+                    _ => {}
                 }
             }
             Some(Target::Simple { incomplete, journal }) => {
@@ -603,7 +627,7 @@ impl Work<'_> {
                     fs::rename(from, to).map_err(io_err("rename", from))?;
                     self.journal_moved = true;
                     sync_parent(to)?;
-                    let _ = fault::pause("mid-move", self.ctx.id, None);
+                    let _ = fault::pause("mid-move", kind, &self.spec.dest, self.ctx.id, None);
                 }
                 fs::rename(&incomplete, &dest).map_err(io_err("rename", &incomplete))?;
                 sync_parent(&dest)?;
@@ -634,7 +658,7 @@ impl Work<'_> {
     /// The test-only pause at `point` (see `fault`); a cancel still ends it.
     fn fault_pause(&self, point: &str) -> Result<(), HotCopyError> {
         let coord = self.ctx.coord;
-        fault::pause(point, self.ctx.id, Some(&|| coord.check()))
+        fault::pause(point, self.ctx.kind, &self.spec.dest, self.ctx.id, Some(&|| coord.check()))
     }
 
     /// Copies `atoms` in batches; an atom whose file is gone when the copier opens it is left out (`vanished`).

@@ -20,6 +20,7 @@ use backset_format::Participant;
 use uuid::Uuid;
 
 use crate::archive::{Archive, ArchiveIdentity};
+use crate::hotcopy::chains::JournalChains;
 use crate::hotcopy::coordinator::{check_storage_groups, Coordinator, Outcome};
 use crate::hotcopy::job::{
     incomplete_dir, incremental_blocker, open_set, preflight_full, preflight_simple, run_participant, JobContext,
@@ -137,6 +138,8 @@ struct Inner {
     status_dir: PathBuf,
     jobs: Mutex<BTreeMap<Uuid, Arc<Job>>>,
     running_types: Mutex<HashSet<(u64, HotCopyType)>>,
+    /// Which set continues each archive's journal chain.
+    chains: JournalChains,
     _db: Option<Arc<Database>>,
 }
 
@@ -202,6 +205,7 @@ impl HotCopyManager {
             source,
         })?;
         let jobs = load_statuses(&status_dir)?;
+        let chains = JournalChains::load(data_dir)?;
         Ok(Self {
             inner: Arc::new(Inner {
                 database_name: first.database_name.clone(),
@@ -211,6 +215,7 @@ impl HotCopyManager {
                 status_dir,
                 jobs: Mutex::new(jobs.into_iter().map(|s| (s.id, Arc::new(Job::finished(s)))).collect()),
                 running_types: Mutex::new(HashSet::new()),
+                chains,
                 _db: db,
             }),
         })
@@ -429,7 +434,7 @@ impl HotCopyManager {
                         dir: dest.to_path_buf(),
                         reason: "has no full element".into(),
                     }),
-                    Some(_) => Ok(()),
+                    Some(_) => self.inner.chains.check_journal(archive.identity().archive_id, set.state().set_id, dest),
                 }
             }
         }
@@ -630,7 +635,6 @@ impl HotCopyManager {
     }
 }
 
-/// Whether one of two directories is, or is inside, the other (lexically).
 /// `path` with its longest existing ancestor canonicalized (symbolic links and `..` resolved) and the rest, which
 /// does not exist yet, appended as given.
 fn resolve_existing(path: &Path) -> PathBuf {
@@ -650,6 +654,7 @@ fn resolve_existing(path: &Path) -> PathBuf {
     }
 }
 
+/// Whether one of two directories is, or is inside, the other (lexically).
 fn overlap(a: &Path, b: &Path) -> bool {
     a.starts_with(b) || b.starts_with(a)
 }
@@ -702,6 +707,7 @@ fn run_job(inner: &Inner, job: &Job, specs: Vec<ParticipantSpec>) {
         coordinator_start_id: job.coordinator_start_id,
         participants: &participants,
         coord: &run.coord,
+        chains: &inner.chains,
     };
     let one = |spec: &ParticipantSpec| {
         let p = &run.participants[spec.index];

@@ -19,6 +19,7 @@
 //! into place. So every copied atom has LSN `<= E`, every record `<= E` of each archive is in its set, and the sets
 //! of a coordinated hot copy share E.
 
+mod chains;
 mod coordinator;
 mod fault;
 mod job;
@@ -399,6 +400,20 @@ pub enum HotCopyError {
         dir: PathBuf,
         /// What it lacks.
         reason: String,
+    },
+    /// A journal hot copy into a set that no longer continues the archive's journal chain (see `chains`).
+    #[error(
+        "backup set {dir} no longer takes journal hot copies of archive {archive_id}: a later full hot copy made \
+         {newest} the set that continues its journal, and the archive keeps its journal only for that set; take \
+         journal hot copies into {newest}, or start a new set with a full hot copy"
+    )]
+    JournalChainMoved {
+        /// The set asked for.
+        dir: PathBuf,
+        /// The archive.
+        archive_id: u64,
+        /// The set that continues the chain.
+        newest: PathBuf,
     },
     /// The archive does not retain its journal for journal hot copies.
     #[error(

@@ -573,4 +573,9 @@ impl Archive for SmArchive {
         let mut ret = lock(&self.retention);
         ret.copied_upto = ret.copied_upto.max(txn);
     }
+
+    fn journal_retain_from(&self, txn: u64) {
+        let mut ret = lock(&self.retention);
+        ret.copied_upto = ret.copied_upto.min(txn.saturating_sub(1));
+    }
 }
