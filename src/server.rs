@@ -482,8 +482,10 @@ async fn authorize(State(app): State<Arc<App>>, req: Request, next: Next) -> Res
             .headers()
             .get(header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .unwrap_or("");
+            // The scheme name is case-insensitive (RFC 9110, 11.1); the token is not.
+            .and_then(|v| v.split_once(' '))
+            .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+            .map_or("", |(_, t)| t.trim_start());
         let same =
             given.len() == token.len() && given.bytes().zip(token.bytes()).fold(0u8, |acc, (a, b)| acc | (a ^ b)) == 0;
         if !same {

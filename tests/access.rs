@@ -157,6 +157,11 @@ fn missing_or_wrong_token_gets_401_on_every_endpoint_and_the_right_one_works() {
     assert!(!dir.path().join("set").exists() && !dir.path().join("simple").exists());
     let a = srv.get("/databases/demo/hotCopyStatus");
     assert_eq!((a.code, &a.json["hotCopyStatuses"]["1"]), (200, &json!([])), "{}", a.text);
+    // The scheme name is case-insensitive (RFC 9110, 11.1): `bearer` and `BEARER` work too.
+    for scheme in ["bearer", "BEARER"] {
+        let a = srv.with_authorization("GET", "/processes", None, Some(&format!("{scheme} {TOKEN}")));
+        assert_eq!(a.code, 200, "{scheme}: {}", a.text);
+    }
     // The right token works on every group.
     let a = srv.post_json("/databases/demo/transactions", &json!({"put": {"k": "v"}}));
     assert_eq!((a.code, &a.json["txnId"]), (200, &json!(1)), "the first accepted transaction is not 1: {}", a.text);
