@@ -255,11 +255,31 @@ pub(crate) fn preflight_simple(dest: &Path, journal: Option<&Path>, remove_lefto
     let is_ours_journal = |e: &fs::DirEntry| {
         e.file_name().to_str().and_then(parse_id_name).is_some() && e.file_type().is_ok_and(|t| t.is_file())
     };
+    // Removed once every check passed.
     let mut leftovers = Vec::new();
+    // A copy killed between renaming its separate journal directory and its archive directory left `<dest>` absent,
+    // `<dest>.incomplete`, and `<journal>` under its final name holding only segments: the copy is not complete
+    // (the archive directory's name is its commit point), so that journal directory is a leftover of it.
+    let mut journal_leftover = false;
+    if let Some(j) = journal {
+        let interrupted = matches!(dir_content(dest)?, DirContent::Absent | DirContent::Empty)
+            && fs::symlink_metadata(incomplete_dir(dest)).is_ok_and(|m| m.is_dir())
+            && fs::symlink_metadata(incomplete_dir(j)).is_err();
+        if interrupted && matches!(dir_content(j)?, DirContent::Other(_)) {
+            journal_leftover =
+                fs::read_dir(j).map_err(io_err("read directory", j))?.all(|e| e.is_ok_and(|e| is_ours_journal(&e)));
+            if journal_leftover {
+                leftovers.push(j.to_path_buf());
+            }
+        }
+    }
     type Ours<'a> = &'a dyn Fn(&fs::DirEntry) -> bool;
     let dirs: [(Option<&Path>, Ours); 2] = [(Some(dest), &is_ours_archive), (journal, &is_ours_journal)];
-    for (dir, ours) in dirs {
+    for (i, (dir, ours)) in dirs.into_iter().enumerate() {
         let Some(dir) = dir else { continue };
+        if i == 1 && journal_leftover {
+            continue;
+        }
         if let DirContent::Other(what) = dir_content(dir)? {
             return Err(HotCopyError::NotEmpty { dir: dir.to_path_buf(), kind: HotCopyType::Simple, what });
         }
@@ -275,8 +295,8 @@ pub(crate) fn preflight_simple(dest: &Path, journal: Option<&Path>, remove_lefto
         }
     }
     if remove_leftover {
-        for incomplete in leftovers {
-            fs::remove_dir_all(&incomplete).map_err(io_err("remove", &incomplete))?;
+        for leftover in leftovers {
+            fs::remove_dir_all(&leftover).map_err(io_err("remove", &leftover))?;
         }
     }
     Ok(())

@@ -290,7 +290,11 @@ pub(crate) fn dir_content(dir: &Path) -> Result<DirContent, SetError> {
     if names.is_empty() {
         return Ok(DirContent::Empty);
     }
-    let leftover_only = names.iter().all(|n| n == STATE_FILE || n == TMP_DIR || n.starts_with(TMP_FILE_PREFIX));
+    // An element directory the state does not list as completed is a leftover too: a full killed between moving
+    // its element into place and rewriting the state (tests/crash.rs, a killed full at mid-move).
+    let leftover_only = names
+        .iter()
+        .all(|n| n == STATE_FILE || n == TMP_DIR || n.starts_with(TMP_FILE_PREFIX) || n.parse::<ElementName>().is_ok());
     if leftover_only && names.iter().any(|n| n == STATE_FILE) {
         if let Ok(set) = BackupSet::open(dir) {
             // Elements in progress that no job of this process builds were left by a crash: not elements.
@@ -367,6 +371,14 @@ impl SetHandle {
             let tmp_root = self.tmp_root();
             if tmp_root.exists() {
                 fs::remove_dir_all(&tmp_root).map_err(io_err("remove", &tmp_root))?;
+            }
+            // And the element directories it moved into place without the state saying completed (the caller
+            // checked that the state lists no completed element).
+            for entry in fs::read_dir(&self.dir).map_err(io_err("read directory", &self.dir))? {
+                let entry = entry.map_err(io_err("read directory", &self.dir))?;
+                if entry.file_name().to_str().is_some_and(|n| n.parse::<ElementName>().is_ok()) {
+                    remove_any(&entry.path())?;
+                }
             }
             write_metadata(&self.dir, STATE_FILE, state)?;
             fs::create_dir(&tmp_root).map_err(io_err("create directory", &tmp_root))?;
