@@ -2,6 +2,7 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
@@ -29,6 +30,36 @@ pub enum Command {
     ///
     /// Example: `backset bench versus-cp target/bench-data/large target/versus --runs 5`
     VersusCp(VersusArgs),
+    /// Measure what a throttled hot copy costs the running database: commit latency of the embedded database (a
+    /// bulk-loaded archive, committers at a steady rate) without a hot copy, during a full hot copy at --max-rate,
+    /// and without again; prints p50, p99 and the worst commit of each phase and the p99 ratio (DESIGN.md's bar:
+    /// within 1.2x at 50 MB/s).
+    ///
+    /// Example: `backset bench foreground target/fg --size-mib 1024 --max-rate 50`
+    Foreground(ForegroundArgs),
+}
+
+/// Options of `backset bench foreground`.
+#[derive(clap::Args, Debug)]
+pub struct ForegroundArgs {
+    /// Directory on the disk to measure; a temporary directory is made in it (database and backup set) and removed
+    /// afterwards.
+    dir: PathBuf,
+    /// Size of the archive in MiB; the full hot copy at --max-rate should outlast --seconds.
+    #[arg(long, default_value_t = 1024, value_parser = clap::value_parser!(u64).range(1..=1_048_576))]
+    size_mib: u64,
+    /// The hot copy's rate limit in MB/s (MB = 10^6 bytes).
+    #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u64).range(1..=100_000))]
+    max_rate: u64,
+    /// Length of each phase in seconds.
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    seconds: u64,
+    /// Commits per second, over two committer threads.
+    #[arg(long, default_value_t = 400, value_parser = clap::value_parser!(u64).range(2..=100_000))]
+    commit_rate: u64,
+    /// Print one JSON object instead of text.
+    #[arg(long)]
+    json: bool,
 }
 
 /// Options of `backset bench versus-cp`.
@@ -104,6 +135,7 @@ pub fn run(cmd: &Command) -> Result<()> {
         Command::Copy(args) => copy(args),
         Command::Disk(args) => disk(args),
         Command::VersusCp(args) => versus_cp(args),
+        Command::Foreground(args) => foreground(args),
     }
 }
 
@@ -501,7 +533,17 @@ impl Versus {
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use super::Versus;
+
+    #[test]
+    fn latency_percentiles_are_nearest_rank() {
+        let v: Vec<Duration> = (1..=200).rev().map(Duration::from_millis).collect();
+        let l = super::Latency::of(v);
+        assert_eq!((l.n, l.p50, l.p99, l.max), (200, 100.0, 198.0, 200.0));
+        assert!(super::Latency::of(Vec::new()).p99.is_nan());
+    }
 
     #[test]
     fn versus_takes_best_and_median_of_each_side_and_counts_wins_run_by_run() {
@@ -511,5 +553,141 @@ mod tests {
         assert_eq!(v.wins, 2);
         let v = Versus::new(&[5.0], &[6.0]);
         assert_eq!((v.best, v.median, v.wins), ((5.0, 6.0), (5.0, 6.0), 1));
+    }
+}
+
+/// Phases of `bench foreground`, in order.
+const PHASES: [&str; 3] = ["before", "hot copy", "after"];
+
+fn foreground(args: &ForegroundArgs) -> Result<()> {
+    use backset_engine::bulk::{bulk_load, BulkSpec};
+    use backset_engine::hotcopy::{HotCopyManager, HotCopyRequest, HotCopyType};
+    use backset_engine::store::{Config, Database, Txn};
+    use std::sync::atomic::AtomicU8;
+    use std::sync::Mutex;
+
+    std::fs::create_dir_all(&args.dir).with_context(|| format!("create {}", args.dir.display()))?;
+    // Hot copy destinations must be absolute.
+    let dir = std::fs::canonicalize(&args.dir).with_context(|| format!("resolve {}", args.dir.display()))?;
+    let scratch = Scratch(dir.join(format!(".backset-foreground-{}", uuid::Uuid::new_v4().simple())));
+    std::fs::create_dir(&scratch.0).with_context(|| format!("create {}", scratch.0.display()))?;
+    let (db_dir, set) = (scratch.0.join("database"), scratch.0.join("set"));
+    let config = Config::new("foreground");
+    let spec = BulkSpec { bytes_per_archive: args.size_mib << 20, value_bytes: 4096, seed: 7 };
+    bulk_load(&db_dir, &config, &spec).context("load the database")?;
+    let db = Arc::new(Database::open(&db_dir, config).context("open the database")?);
+    let manager = HotCopyManager::new(Arc::clone(&db), scratch.0.join("admin"))?;
+
+    // Committers: each commits one 256-byte put at its share of the rate, on a fixed schedule (a slow commit
+    // delays the next one but the schedule does not drift), and records the latency under the current phase.
+    let phase = AtomicU8::new(0);
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    let samples: Mutex<Vec<(u8, Duration)>> = Mutex::new(Vec::new());
+    let threads = 2u64;
+    let interval = Duration::from_secs_f64(threads as f64 / args.commit_rate as f64);
+    let phase_len = Duration::from_secs(args.seconds);
+    let mut copy_secs = None;
+    std::thread::scope(|sc| -> Result<()> {
+        for t in 0..threads {
+            let (db, phase, stop, samples) = (&db, &phase, &stop, &samples);
+            sc.spawn(move || {
+                let mut next = Instant::now();
+                let mut mine = Vec::new();
+                let mut n = 0u64;
+                while !stop.load(Relaxed) {
+                    next += interval;
+                    std::thread::sleep(next.saturating_duration_since(Instant::now()));
+                    let txn = Txn {
+                        puts: vec![(format!("fg-{t}-{}", n % 10_000).into_bytes(), vec![n as u8; 256])],
+                        deletes: Vec::new(),
+                    };
+                    n += 1;
+                    let p = phase.load(Relaxed);
+                    let started = Instant::now();
+                    if db.commit(&txn).is_err() {
+                        break;
+                    }
+                    mine.push((p, started.elapsed()));
+                }
+                samples.lock().expect("samples").extend(mine);
+            });
+        }
+        let finish = |e: anyhow::Error| {
+            stop.store(true, Relaxed);
+            e
+        };
+        std::thread::sleep(phase_len);
+        phase.store(1, Relaxed);
+        let started = Instant::now();
+        let req = HotCopyRequest::new(HotCopyType::Full).backup_dir(0, &set).max_rate(Some(args.max_rate * 1_000_000));
+        let (start_id, id) = manager.start(req).map_err(|e| finish(e.into()))?;
+        let status = manager.status(start_id, id, Some(phase_len)).map_err(|e| finish(e.into()))?;
+        if status.is_terminal() {
+            copy_secs = Some(started.elapsed().as_secs_f64());
+        } else {
+            manager.cancel(start_id, id, Some(Duration::from_secs(60))).map_err(|e| finish(e.into()))?;
+        }
+        phase.store(2, Relaxed);
+        std::thread::sleep(phase_len);
+        stop.store(true, Relaxed);
+        Ok(())
+    })?;
+    db.close().context("close the database")?;
+
+    let samples = samples.into_inner().expect("samples");
+    let stats: Vec<Latency> = (0..PHASES.len() as u8)
+        .map(|p| Latency::of(samples.iter().filter(|(q, _)| *q == p).map(|(_, d)| *d).collect()))
+        .collect();
+    let baseline = Latency::of(samples.iter().filter(|(q, _)| *q != 1).map(|(_, d)| *d).collect());
+    let ratio = stats[1].p99 / baseline.p99;
+    if args.json {
+        let phase_json = |l: &Latency| {
+            format!(
+                "{{\"commits\": {}, \"p50_ms\": {:.3}, \"p99_ms\": {:.3}, \"max_ms\": {:.3}}}",
+                l.n, l.p50, l.p99, l.max
+            )
+        };
+        println!(
+            "{{\"size_mib\": {}, \"max_rate_mb\": {}, \"seconds\": {}, \"commit_rate\": {}, \"before\": {}, \"hot_copy\": {}, \"after\": {}, \"copy_completed_seconds\": {}, \"p99_ratio\": {ratio:.4}}}",
+            args.size_mib,
+            args.max_rate,
+            args.seconds,
+            args.commit_rate,
+            phase_json(&stats[0]),
+            phase_json(&stats[1]),
+            phase_json(&stats[2]),
+            copy_secs.map_or("null".to_string(), |s| format!("{s:.3}")),
+        );
+    } else {
+        println!(
+            "archive {} MiB, full hot copy at {} MB/s, {} commits/s, phases of {} s",
+            args.size_mib, args.max_rate, args.commit_rate, args.seconds
+        );
+        for (name, l) in PHASES.iter().zip(&stats) {
+            println!("{name:<9} {:>6} commits  p50 {:7.3} ms  p99 {:7.3} ms  max {:8.3} ms", l.n, l.p50, l.p99, l.max);
+        }
+        if let Some(s) = copy_secs {
+            println!("warning: the hot copy ended after {s:.1} s, before the phase did; give a larger --size-mib");
+        }
+        println!("p99 during the hot copy / p99 without: {ratio:.2}x (DESIGN.md's bar: at most 1.2x at 50 MB/s)");
+    }
+    Ok(())
+}
+
+/// Commit latencies of one phase, in milliseconds.
+struct Latency {
+    n: usize,
+    p50: f64,
+    p99: f64,
+    max: f64,
+}
+
+impl Latency {
+    fn of(mut v: Vec<Duration>) -> Self {
+        v.sort();
+        let at = |q: f64| {
+            v.get(((v.len() as f64 * q).ceil() as usize).saturating_sub(1)).map_or(f64::NAN, |d| d.as_secs_f64() * 1e3)
+        };
+        Self { n: v.len(), p50: at(0.5), p99: at(0.99), max: at(1.0) }
     }
 }

@@ -147,3 +147,35 @@ fn bench_versus_cp_times_both_sides_alternately_and_leaves_its_scratch_empty() {
     assert_eq!(std::fs::read_dir(&scratch).unwrap().count(), 0, "both copies and the run directory are removed");
     assert_eq!(std::fs::read(src.join("d/small")).unwrap(), b"small", "the source is untouched");
 }
+
+#[test]
+fn bench_foreground_measures_commits_in_each_phase_and_cleans_up() {
+    let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    let (ok, out, err) = backset(&[
+        "bench".as_ref(),
+        "foreground".as_ref(),
+        dir.path().as_os_str(),
+        "--size-mib".as_ref(),
+        "16".as_ref(),
+        "--seconds".as_ref(),
+        "1".as_ref(),
+        "--commit-rate".as_ref(),
+        "100".as_ref(),
+        "--max-rate".as_ref(),
+        "5".as_ref(),
+        "--json".as_ref(),
+    ]);
+    assert!(ok, "{err}");
+    for phase in ["before", "hot_copy", "after"] {
+        let start = out.find(&format!("\"{phase}\": {{")).unwrap_or_else(|| panic!("no {phase} in {out}"));
+        let commits: u64 = field(&out[start..], "commits").parse().unwrap();
+        // One second at 100 commits/s; a loaded machine may fall behind, but every phase has commits.
+        assert!((20..=110).contains(&commits), "{phase}: {commits} commits in {out}");
+        let p99: f64 = field(&out[start..], "p99_ms").parse().unwrap();
+        let max: f64 = field(&out[start..], "max_ms").parse().unwrap();
+        assert!(p99 > 0.0 && p99 <= max, "{phase}: p99 {p99} max {max}");
+    }
+    // 16 MiB at 5 MB/s takes over 3 s: the copy was still running when its one-second phase ended.
+    assert_eq!(field(&out, "copy_completed_seconds"), "null", "{out}");
+    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0, "the database and the set are removed");
+}
