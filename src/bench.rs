@@ -531,31 +531,6 @@ impl Versus {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use std::time::Duration;
-
-    use super::Versus;
-
-    #[test]
-    fn latency_percentiles_are_nearest_rank() {
-        let v: Vec<Duration> = (1..=200).rev().map(Duration::from_millis).collect();
-        let l = super::Latency::of(v);
-        assert_eq!((l.n, l.p50, l.p99, l.max), (200, 100.0, 198.0, 200.0));
-        assert!(super::Latency::of(Vec::new()).p99.is_nan());
-    }
-
-    #[test]
-    fn versus_takes_best_and_median_of_each_side_and_counts_wins_run_by_run() {
-        let v = Versus::new(&[3.0, 1.0, 2.0, 10.0], &[2.0, 4.0, 5.0, 1.0]);
-        assert_eq!(v.best, (1.0, 1.0));
-        assert_eq!(v.median, (2.5, 3.0));
-        assert_eq!(v.wins, 2);
-        let v = Versus::new(&[5.0], &[6.0]);
-        assert_eq!((v.best, v.median, v.wins), ((5.0, 6.0), (5.0, 6.0), 1));
-    }
-}
-
 /// Phases of `bench foreground`, in order.
 const PHASES: [&str; 3] = ["before", "hot copy", "after"];
 
@@ -689,5 +664,30 @@ impl Latency {
             v.get(((v.len() as f64 * q).ceil() as usize).saturating_sub(1)).map_or(f64::NAN, |d| d.as_secs_f64() * 1e3)
         };
         Self { n: v.len(), p50: at(0.5), p99: at(0.99), max: at(1.0) }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::Versus;
+
+    #[test]
+    fn latency_percentiles_are_nearest_rank() {
+        let v: Vec<Duration> = (1..=200).rev().map(Duration::from_millis).collect();
+        let l = super::Latency::of(v);
+        assert_eq!((l.n, l.p50, l.p99, l.max), (200, 100.0, 198.0, 200.0));
+        assert!(super::Latency::of(Vec::new()).p99.is_nan());
+    }
+
+    #[test]
+    fn versus_takes_best_and_median_of_each_side_and_counts_wins_run_by_run() {
+        let v = Versus::new(&[3.0, 1.0, 2.0, 10.0], &[2.0, 4.0, 5.0, 1.0]);
+        assert_eq!(v.best, (1.0, 1.0));
+        assert_eq!(v.median, (2.5, 3.0));
+        assert_eq!(v.wins, 2);
+        let v = Versus::new(&[5.0], &[6.0]);
+        assert_eq!((v.best, v.median, v.wins), ((5.0, 6.0), (5.0, 6.0), 1));
     }
 }

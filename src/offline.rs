@@ -219,11 +219,11 @@ pub fn run_check(args: &CheckArgs) -> Result<()> {
         report.elements,
         report.files_read,
         report.bytes_read,
-        report.defects.len(),
+        report.defects_total(),
         if ranges.is_empty() { "none".to_string() } else { ranges.join(", ") }
     );
     if !report.is_ok() {
-        bail!("backup set {} has {} defects (listed above)", args.set.display(), report.defects.len());
+        bail!("backup set {} has {} defects (listed above)", args.set.display(), report.defects_total());
     }
     Ok(())
 }

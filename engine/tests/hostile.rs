@@ -775,6 +775,7 @@ fn regression_a_catalog_of_very_many_drops_made_check_memory_grow_past_the_bound
     // The summary names the catalog and the count of the defects not listed.
     let r = check_set(&set, &CheckOptions { metadata_only: true, ..CheckOptions::default() }).unwrap();
     assert_eq!(r.defects.len(), listed + 1);
+    assert_eq!(r.defects_total(), dropped, "the total counts every defect, listed or summarised");
     let last = r.defects.last().unwrap();
     assert_eq!(last.file.as_deref(), Some(catalog.as_path()));
     assert!(last.what.starts_with(&format!("{} more catalog defects", dropped - listed as u64)), "{last}");

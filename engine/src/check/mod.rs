@@ -121,8 +121,11 @@ impl fmt::Display for Defect {
 pub struct CheckReport {
     /// The backup set.
     pub set_dir: PathBuf,
-    /// Every defect found, in the order found.
+    /// Every defect found, in the order found (beyond [`CHECK_MAX_DEFECTS_PER_FILE`] of one kind in one file, the
+    /// rest are one summary defect: see [`defects_total`](Self::defects_total)).
     pub defects: Vec<Defect>,
+    /// How many more defects the summary defects stand for than the one entry each has in `defects`.
+    pub summarized_beyond: u64,
     /// Observations that are not defects (elements in progress, leftovers of an interrupted hot copy).
     pub notes: Vec<String>,
     /// The transactions a restore can reach given what was checked: sorted, disjoint ranges. Empty when the set's
@@ -141,6 +144,11 @@ pub struct CheckReport {
 }
 
 impl CheckReport {
+    /// Every defect found, listed or not (a summary defect counts as the defects it stands for).
+    pub fn defects_total(&self) -> u64 {
+        self.defects.len() as u64 + self.summarized_beyond
+    }
+
     /// No defect found.
     pub fn is_ok(&self) -> bool {
         self.defects.is_empty()
@@ -185,6 +193,7 @@ impl Capped {
     /// Reports the defects counted but not listed, if any, on `file` (the file or directory they are in).
     fn finish(self, r: &mut CheckReport, element: Option<ElementName>, file: PathBuf, kind: DefectKind, what: &str) {
         if self.more > 0 {
+            r.summarized_beyond += self.more - 1;
             r.defect(
                 element,
                 Some(file),
@@ -266,6 +275,7 @@ pub fn check_set(dir: impl AsRef<Path>, opts: &CheckOptions) -> Result<CheckRepo
     let mut r = CheckReport {
         set_dir: dir.clone(),
         defects: Vec::new(),
+        summarized_beyond: 0,
         notes: Vec::new(),
         restorable: Vec::new(),
         metadata_only: opts.metadata_only,
