@@ -19,6 +19,8 @@
 //! Every iteration prints its seed; `BACKSET_CRASH_SEED=<n>` replays that seed (at every kill point).
 //! Short variant: 2 seeds per kill point per type; `BACKSET_LONG_TESTS=1`: 25.
 
+mod support;
+
 use std::collections::BTreeMap;
 use std::fs::File;
 use std::net::TcpListener;
@@ -328,20 +330,10 @@ fn check_set(set: &Path, seed: u64, when: &str) {
 }
 
 fn dump(dir: &Path, journal: Option<&Path>) -> BTreeMap<String, String> {
-    let mut args: Vec<&std::ffi::OsStr> = vec!["archive".as_ref(), "dump".as_ref(), dir.as_os_str()];
-    if let Some(j) = journal {
-        args.extend(["--journal-dir".as_ref(), j.as_os_str()]);
+    match journal {
+        Some(j) => support::dump(dir, &["--journal-dir", &j.display().to_string()]),
+        None => support::dump(dir, &[]),
     }
-    let out = backset(&args);
-    assert!(out.status.success(), "archive dump {}: {}", dir.display(), text(&out));
-    String::from_utf8(out.stdout)
-        .unwrap()
-        .lines()
-        .map(|l| {
-            let v: Value = serde_json::from_str(l).unwrap();
-            (v["key"].as_str().unwrap().to_string(), v["value"].as_str().unwrap().to_string())
-        })
-        .collect()
 }
 
 /// Restores `set` to `txn` into a new directory and compares its data with the oracle's state at `txn`.

@@ -1,6 +1,8 @@
 //! End to end: `backset serve` run as the real binary on a free loopback port, driven over HTTP: the data API, every
 //! hot copy endpoint and its error statuses, malformed requests, the bearer token, and a clean SIGTERM.
 
+mod support;
+
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -669,21 +671,6 @@ fn state_at(acked: &[Acked], txn: u64) -> std::collections::BTreeMap<String, Str
     m
 }
 
-/// `backset archive dump DIR extra...` as a map.
-fn dump(dir: &Path, extra: &[&str]) -> std::collections::BTreeMap<String, String> {
-    let out =
-        Command::new(env!("CARGO_BIN_EXE_backset")).args(["archive", "dump"]).arg(dir).args(extra).output().unwrap();
-    assert!(out.status.success(), "archive dump {}: {}", dir.display(), String::from_utf8_lossy(&out.stderr));
-    String::from_utf8(out.stdout)
-        .unwrap()
-        .lines()
-        .map(|l| {
-            let v: Value = serde_json::from_str(l).unwrap();
-            (v["key"].as_str().unwrap().to_string(), v["value"].as_str().unwrap().to_string())
-        })
-        .collect()
-}
-
 fn incomplete(dir: &Path) -> PathBuf {
     let mut name = dir.file_name().unwrap().to_os_string();
     name.push(".incomplete");
@@ -734,7 +721,7 @@ fn simple_hot_copy_with_a_separate_journal_dir() {
     let e = v["participants"][0]["txnRange"][1].as_u64().unwrap_or_else(|| panic!("no txnRange in {v}"));
     let want = state_at(&acked, e);
     assert!(acked.iter().any(|(t, ..)| *t > e), "no transaction after the copy's end point {e}: nothing to tell apart");
-    assert_eq!(dump(&copy, &["--journal-dir", &s(&journal)]), want, "archive dump --journal-dir at E = {e}");
+    assert_eq!(support::dump(&copy, &["--journal-dir", &s(&journal)]), want, "archive dump --journal-dir at E = {e}");
     for cmd in ["check", "info"] {
         let out = Command::new(env!("CARGO_BIN_EXE_backset"))
             .args(["archive", cmd])

@@ -11,6 +11,21 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+/// `backset archive dump DIR EXTRA...` as a map of key to value (every value these tests write is UTF-8).
+pub fn dump(dir: &Path, extra: &[&str]) -> std::collections::BTreeMap<String, String> {
+    let out =
+        Command::new(env!("CARGO_BIN_EXE_backset")).args(["archive", "dump"]).arg(dir).args(extra).output().unwrap();
+    assert!(out.status.success(), "archive dump {}: {}", dir.display(), String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| {
+            let v: Value = serde_json::from_str(l).unwrap();
+            (v["key"].as_str().unwrap().to_string(), v["value"].as_str().unwrap().to_string())
+        })
+        .collect()
+}
+
 /// Whether the long variants run (`BACKSET_LONG_TESTS=1`).
 pub fn long_tests() -> bool {
     std::env::var("BACKSET_LONG_TESTS").is_ok_and(|v| v == "1")
