@@ -169,8 +169,12 @@ fn bench_foreground_measures_commits_in_each_phase_and_cleans_up() {
     for phase in ["before", "hot_copy", "after"] {
         let start = out.find(&format!("\"{phase}\": {{")).unwrap_or_else(|| panic!("no {phase} in {out}"));
         let commits: u64 = field(&out[start..], "commits").parse().unwrap();
-        // One second at 100 commits/s; a loaded machine may fall behind, but every phase has commits.
-        assert!((20..=110).contains(&commits), "{phase}: {commits} commits in {out}");
+        // Every phase has commits, and no more than its schedule allows: 100 commits/s, missed slots skipped, for
+        // the one second of `before` (the other phases also take the hot copy's start and cancel).
+        assert!(commits > 0, "{phase}: no commits in {out}");
+        if phase == "before" {
+            assert!(commits <= 105, "{phase}: {commits} commits in one second at 100/s: {out}");
+        }
         let p99: f64 = field(&out[start..], "p99_ms").parse().unwrap();
         let max: f64 = field(&out[start..], "max_ms").parse().unwrap();
         assert!(p99 > 0.0 && p99 <= max, "{phase}: p99 {p99} max {max}");
