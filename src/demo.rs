@@ -47,6 +47,8 @@ pub fn run(args: &Args) -> Result<()> {
         ensure!(entries.next().is_none(), "{} is not empty; give an empty or new directory with --dir", root.display());
     }
     std::fs::create_dir_all(root).with_context(|| format!("create {}", root.display()))?;
+    // Hot copy destinations must be absolute (the default --dir is relative).
+    let root = &std::fs::canonicalize(root).with_context(|| format!("resolve {}", root.display()))?;
     let started = Instant::now();
     let pause = Duration::from_secs_f64(args.pause);
     let (db_dir, set_dir, restored) = (root.join("database"), root.join("backup-set"), root.join("restored"));

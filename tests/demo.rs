@@ -4,11 +4,12 @@ use std::process::Command;
 
 #[test]
 fn demo_runs_the_whole_cycle_and_proves_the_restore() {
+    // As the README runs it: no --dir, so the default, relative `backset-demo` in the working directory.
     let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
-    let work = dir.path().join("demo");
+    let work = dir.path().join("backset-demo");
     let out = Command::new(env!("CARGO_BIN_EXE_backset"))
-        .args(["demo", "--pause", "0.3", "--dir"])
-        .arg(&work)
+        .args(["demo", "--pause", "0.3"])
+        .current_dir(dir.path())
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
