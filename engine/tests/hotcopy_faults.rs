@@ -17,11 +17,10 @@ use std::time::Duration;
 use backset_engine::archive::{Archive, ArchiveError, ArchiveIdentity, AtomFile, JournalPin, JournalSlice};
 use backset_engine::hotcopy::{BackupSet, HotCopyManager, HotCopyRequest, HotCopyType, JobState, MSG_CANCELLED};
 use backset_engine::store::{Database, SmArchive};
-use backset_engine::workload::{Workload, WorkloadConfig};
 use backset_format::layout::TMP_DIR;
 use backset_format::State;
 use common::{config, tempdir, wait_until};
-use support::{check_set, wait_completed, wait_end, JOB_TIMEOUT};
+use support::{check_set, load, wait_completed, wait_end, JOB_TIMEOUT};
 
 /// What the wrapped archive does wrong.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -107,15 +106,6 @@ impl Archive for Faulty {
     fn journal_retain_from(&self, txn: u64) {
         self.inner.journal_retain_from(txn)
     }
-}
-
-fn load(db: &Arc<Database>, seed: u64, n: u64) {
-    let wl = Workload::start(
-        Arc::clone(db),
-        WorkloadConfig { seed, threads: 2, key_space: 300, max_txns: Some(n), ..WorkloadConfig::default() },
-    );
-    let report = wl.join();
-    assert!(report.errors.is_empty(), "{:?}", report.errors);
 }
 
 fn setup(dir: &Path) -> (Arc<Database>, Arc<Faulty>, HotCopyManager) {

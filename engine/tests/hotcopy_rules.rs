@@ -16,12 +16,12 @@ use backset_engine::hotcopy::{
     MSG_PROCESS_STOPPED,
 };
 use backset_engine::store::{read_archive, Config, Database, Txn};
-use backset_engine::workload::{key, replay_upto, AckedTxn, Workload, WorkloadConfig};
+use backset_engine::workload::{key, replay_upto};
 use backset_format::fsio::write_metadata;
 use backset_format::layout::{ElementName, TMP_DIR};
 use backset_format::{AtomState, ElementEntry, ElementKind, ElementStatus, FileKind, State, TxnRange};
 use common::{assert_entries_eq, config, tempdir, wait_until};
-use support::{check_set, range_of, restore_by_hand, wait_completed, wait_end, JOB_TIMEOUT};
+use support::{check_set, load, range_of, restore_by_hand, wait_completed, wait_end, JOB_TIMEOUT};
 use uuid::Uuid;
 
 fn cfg(name: &str, sms: usize, journal_hot_copy: bool) -> Config {
@@ -29,17 +29,6 @@ fn cfg(name: &str, sms: usize, journal_hot_copy: bool) -> Config {
     c.sms = sms;
     c.journal_hot_copy = journal_hot_copy;
     c
-}
-
-/// Commits `n` transactions with the workload generator and returns them.
-fn load(db: &Arc<Database>, seed: u64, n: u64) -> Vec<AckedTxn> {
-    let wl = Workload::start(
-        Arc::clone(db),
-        WorkloadConfig { seed, threads: 2, key_space: 300, max_txns: Some(n), ..WorkloadConfig::default() },
-    );
-    let report = wl.join();
-    assert!(report.errors.is_empty(), "{:?}", report.errors);
-    report.acked
 }
 
 fn status(m: &HotCopyManager, started: (u64, Uuid)) -> HotCopyStatus {

@@ -19,6 +19,22 @@ use uuid::Uuid;
 /// How long a test waits for a job to end.
 pub const JOB_TIMEOUT: Duration = Duration::from_secs(60);
 
+/// Commits `n` transactions with the workload generator (2 threads, 300 keys) and returns them.
+pub fn load(
+    db: &std::sync::Arc<backset_engine::store::Database>,
+    seed: u64,
+    n: u64,
+) -> Vec<backset_engine::workload::AckedTxn> {
+    use backset_engine::workload::{Workload, WorkloadConfig};
+    let wl = Workload::start(
+        std::sync::Arc::clone(db),
+        WorkloadConfig { seed, threads: 2, key_space: 300, max_txns: Some(n), ..WorkloadConfig::default() },
+    );
+    let report = wl.join();
+    assert!(report.errors.is_empty(), "{:?}", report.errors);
+    report.acked
+}
+
 /// Waits for a job to end and returns its status (failing the test after `JOB_TIMEOUT`).
 pub fn wait_end(m: &HotCopyManager, started: (u64, Uuid)) -> HotCopyStatus {
     let s = m.status(started.0, started.1, Some(JOB_TIMEOUT)).unwrap();

@@ -12,23 +12,13 @@ use std::sync::Arc;
 
 use backset_engine::hotcopy::{HotCopyError, HotCopyManager, HotCopyRequest, HotCopyType};
 use backset_engine::store::{Config, Database};
-use backset_engine::workload::{Workload, WorkloadConfig};
 use common::{config, tempdir};
-use support::{check_set, range_of, wait_completed};
+use support::{check_set, load, range_of, wait_completed};
 
 fn cfg() -> Config {
     let mut c = config("chains");
     c.journal_hot_copy = true;
     c
-}
-
-fn load(db: &Arc<Database>, seed: u64, n: u64) {
-    let wl = Workload::start(
-        Arc::clone(db),
-        WorkloadConfig { seed, threads: 2, key_space: 300, max_txns: Some(n), ..WorkloadConfig::default() },
-    );
-    let report = wl.join();
-    assert!(report.errors.is_empty(), "{:?}", report.errors);
 }
 
 fn run(m: &HotCopyManager, kind: HotCopyType, set: &Path) {
