@@ -67,7 +67,8 @@ pub struct ForegroundArgs {
 pub struct VersusArgs {
     /// Directory to copy (regular files, recursively; symlinks are skipped).
     source: PathBuf,
-    /// Directory (on the disk to measure) in which both copies are made and removed; created if missing.
+    /// Directory (on the disk to measure) in which the copies are made (one per run and side, all removed at the
+    /// end: it needs twice --runs times the source's size free); created if missing.
     scratch: PathBuf,
     /// Runs of each side.
     #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u16).range(1..=100))]
@@ -417,24 +418,26 @@ fn versus_cp(args: &VersusArgs) -> Result<()> {
     std::fs::create_dir_all(&args.scratch).with_context(|| format!("create {}", args.scratch.display()))?;
     let scratch = Scratch(args.scratch.join(format!(".backset-versus-{}", uuid::Uuid::new_v4().simple())));
     std::fs::create_dir(&scratch.0).with_context(|| format!("create {}", scratch.0.display()))?;
-    let target = scratch.0.join("copy");
     let opts = Options { backend: backend(args.io.as_deref()), ..Options::default() };
     let mut copier = Copier::new(opts)?;
     let mut cold = true;
     let mut bytes = 0;
     let (mut ours, mut theirs) = (Vec::new(), Vec::new());
-    let mut run_backset = |cold: &mut bool| -> Result<f64> {
+    // Every run copies into a directory of its own, and all are removed only at the end: removing 50,000 files
+    // just before a run makes the next ones slower to create (ext4 without a journal skips inodes freed in the
+    // last few minutes, scanning past them under the directory's lock), which measures the clean-up, not the copy.
+    let mut run_backset = |run: u16, cold: &mut bool| -> Result<f64> {
+        let target = scratch.0.join(format!("backset-{run}"));
         *cold &= cold_cache()?;
         // The walk is timed too: `cp -a` finds its files as it goes.
         let started = Instant::now();
         let files = walk(&args.source)?;
         let requests: Vec<_> = files.iter().map(|f| CopyRequest::file(args.source.join(f), target.join(f))).collect();
         bytes = copier.copy(&requests, &JobControl::new(), None)?.bytes;
-        let secs = started.elapsed().as_secs_f64();
-        std::fs::remove_dir_all(&target).with_context(|| format!("remove {}", target.display()))?;
-        Ok(secs)
+        Ok(started.elapsed().as_secs_f64())
     };
-    let run_cp = |cold: &mut bool| -> Result<f64> {
+    let run_cp = |run: u16, cold: &mut bool| -> Result<f64> {
+        let target = scratch.0.join(format!("cp-{run}"));
         *cold &= cold_cache()?;
         let started = Instant::now();
         let status = std::process::Command::new("cp").arg("-a").arg(&args.source).arg(&target).status();
@@ -446,18 +449,16 @@ fn versus_cp(args: &VersusArgs) -> Result<()> {
         if !status.success() {
             bail!("sync failed: {status}");
         }
-        let secs = started.elapsed().as_secs_f64();
-        std::fs::remove_dir_all(&target).with_context(|| format!("remove {}", target.display()))?;
-        Ok(secs)
+        Ok(started.elapsed().as_secs_f64())
     };
     for run in 0..args.runs {
         // Alternate who goes first, so a disk that drifts within a run favours neither side.
         if run % 2 == 0 {
-            ours.push(run_backset(&mut cold)?);
-            theirs.push(run_cp(&mut cold)?);
+            ours.push(run_backset(run, &mut cold)?);
+            theirs.push(run_cp(run, &mut cold)?);
         } else {
-            theirs.push(run_cp(&mut cold)?);
-            ours.push(run_backset(&mut cold)?);
+            theirs.push(run_cp(run, &mut cold)?);
+            ours.push(run_backset(run, &mut cold)?);
         }
         if !args.json {
             println!(

@@ -61,6 +61,36 @@ fn bench_copy_copies_a_tree_and_equal_trees_give_equal_manifests() {
 }
 
 #[test]
+fn bench_copy_of_many_files_keeps_within_a_low_descriptor_limit() {
+    // 64 descriptors: the copier may hold an eighth of them, so 4 files at a time; holding 64 or 256 files (two
+    // descriptors each) fails with "Too many open files".
+    let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    let src = dir.path().join("src");
+    std::fs::create_dir_all(&src).unwrap();
+    for i in 0..600u32 {
+        std::fs::write(src.join(format!("{i:04}")), i.to_le_bytes().repeat(1 + i as usize)).unwrap();
+    }
+    let out = Command::new("sh")
+        .arg("-c")
+        .arg(r#"ulimit -Sn 64 && ulimit -Hn 64 && exec "$0" bench copy "$1" "$2" --json"#)
+        .arg(env!("CARGO_BIN_EXE_backset"))
+        .arg(&src)
+        .arg(dir.path().join("copy"))
+        .output()
+        .unwrap();
+    let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "{stderr}");
+    assert_eq!(field(&stdout, "files"), "600");
+    for i in [0u32, 299, 599] {
+        let name = format!("{i:04}");
+        assert_eq!(
+            std::fs::read(dir.path().join("copy").join(&name)).unwrap(),
+            std::fs::read(src.join(&name)).unwrap()
+        );
+    }
+}
+
+#[test]
 fn bench_copy_with_several_jobs_on_one_budget_copies_every_file_once() {
     let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
     let src = dir.path().join("src");

@@ -1,6 +1,7 @@
 //! The io_uring backend: one thread, one ring, the pool's buffers registered with it.
 //!
-//! Every step of a file goes through the ring, for up to `MAX_OPEN_FILES` files at once: open the source and create
+//! Every step of a file goes through the ring, for up to `MAX_OPEN_FILES` files at once (fewer under a low descriptor
+//! limit: `limits::open_files_allowed`): open the source and create
 //! the target, `statx` both, allocate the target (`fallocate`), read, write, fsync, close both. Only flag changes
 //! (`fcntl`), directory creation and the truncation after a padded direct write are plain system calls.
 //!
@@ -31,7 +32,7 @@ use crate::file::{
 };
 use crate::hash::{self, BufPtr, Done, Msg};
 use crate::job::{CopyRequest, FileReport, JobControl, Throttle};
-use crate::limits::{BUFFER_BYTES, CANCEL_POLL_MS, MAX_OPEN_FILES, MAX_RING_ENTRIES};
+use crate::limits::{open_files_allowed, BUFFER_BYTES, CANCEL_POLL_MS, IO_WORKERS, MAX_OPEN_FILES, MAX_RING_ENTRIES};
 use crate::pool::{Buf, BufferPool};
 use crate::Options;
 
@@ -39,11 +40,13 @@ use crate::Options;
 pub(crate) struct Uring {
     ring: IoUring,
     registered: usize,
+    /// Files a job keeps open at once (`limits::open_files_allowed` of the descriptor limit).
+    max_open: usize,
 }
 
 impl std::fmt::Debug for Uring {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Uring").field("registered", &self.registered).finish()
+        f.debug_struct("Uring").field("registered", &self.registered).field("max_open", &self.max_open).finish()
     }
 }
 
@@ -52,7 +55,10 @@ impl Uring {
     /// the hard one); the rest are used unregistered.
     pub(crate) fn new(pool: &BufferPool) -> std::io::Result<Self> {
         let ring = IoUring::new(ring_entries(pool.count()))?;
-        raise_memlock();
+        // Best effort: kernels before 5.15 refuse it and keep their default (four workers per CPU).
+        let _ = ring.submitter().register_iowq_max_workers(&mut [IO_WORKERS, 0]);
+        let max_open = open_files_allowed(raise_soft_limit(libc::RLIMIT_NOFILE));
+        raise_soft_limit(libc::RLIMIT_MEMLOCK);
         let iovecs = pool.iovecs(pool.count());
         let mut n = iovecs.len();
         let registered = loop {
@@ -68,7 +74,7 @@ impl Uring {
                 Err(e) => return Err(e),
             }
         };
-        Ok(Self { ring, registered })
+        Ok(Self { ring, registered, max_open })
     }
 
     /// Buffers registered with the ring.
@@ -85,15 +91,23 @@ pub(crate) fn ring_entries(buffers: usize) -> u32 {
     ((2 * buffers + 2 * MAX_OPEN_FILES).next_power_of_two() as u32).min(MAX_RING_ENTRIES)
 }
 
-fn raise_memlock() {
+/// Raises the soft limit of `resource` to its hard limit and returns the soft limit then in force (failures leave it
+/// as it was).
+fn raise_soft_limit(resource: libc::__rlimit_resource_t) -> u64 {
     let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
-    // SAFETY: getrlimit/setrlimit read and write one rlimit struct that we own; failures are harmless here.
+    // SAFETY: getrlimit/setrlimit read and write one rlimit struct that we own; a failure leaves the limit as it was.
     unsafe {
-        if libc::getrlimit(libc::RLIMIT_MEMLOCK, &mut lim) == 0 && lim.rlim_cur < lim.rlim_max {
-            lim.rlim_cur = lim.rlim_max;
-            libc::setrlimit(libc::RLIMIT_MEMLOCK, &lim);
+        if libc::getrlimit(resource, &mut lim) != 0 {
+            return 0;
+        }
+        if lim.rlim_cur < lim.rlim_max {
+            let raised = libc::rlimit { rlim_cur: lim.rlim_max, rlim_max: lim.rlim_max };
+            if libc::setrlimit(resource, &raised) == 0 {
+                lim = raised;
+            }
         }
     }
+    lim.rlim_cur
 }
 
 /// Where a file is in its life; `setup` counts the operations of the stage still in flight.
@@ -222,6 +236,7 @@ enum Op {
 struct Run<'a> {
     ring: &'a mut IoUring,
     registered: usize,
+    max_open: usize,
     pool: &'a BufferPool,
     reqs: &'a [CopyRequest],
     ctl: &'a JobControl,
@@ -267,6 +282,7 @@ pub(crate) fn run(
         s.spawn(move || hash::worker(msg_rx, done_tx, hash, abandon));
         let mut run = Run {
             registered: uring.registered,
+            max_open: uring.max_open,
             ring: &mut uring.ring,
             pool,
             reqs,
@@ -341,10 +357,10 @@ impl Run<'_> {
         }
     }
 
-    /// Starts new files while fewer than `MAX_OPEN_FILES` are open: queues the source's open and the target's
+    /// Starts new files while fewer than `max_open` are open: queues the source's open and the target's
     /// creation (its missing directories are made first, synchronously).
     fn open_files(&mut self) -> Result<(), CopyError> {
-        while self.open < MAX_OPEN_FILES && self.next_request < self.reqs.len() {
+        while self.open < self.max_open && self.next_request < self.reqs.len() {
             let i = self.next_request;
             let req = &self.reqs[i];
             self.next_request += 1;
@@ -882,7 +898,7 @@ impl Run<'_> {
             return;
         }
         let copying = open().filter(|f| f.stage < Stage::Written).count();
-        let slots_needed = self.open >= MAX_OPEN_FILES && self.next_request < self.reqs.len();
+        let slots_needed = self.open >= self.max_open && self.next_request < self.reqs.len();
         if copying > 0 && !slots_needed {
             return;
         }
