@@ -62,21 +62,21 @@ fn direct_possible(stx: &libc::statx) -> bool {
     stx.stx_dio_offset_align != 0 && stx.stx_dio_offset_align.max(stx.stx_dio_mem_align) as usize <= DIRECT_ALIGN
 }
 
-/// Clears O_NONBLOCK and, when `direct`, sets O_DIRECT. Returns whether O_DIRECT is on: a file system that refuses
-/// it gets buffered I/O for this file.
-pub(crate) fn set_flags(file: &File, direct: bool) -> bool {
+/// Clears O_NONBLOCK and, when `direct`, sets O_DIRECT on a file opened with `opened_with`. Returns whether O_DIRECT
+/// is on: a file system that refuses it gets buffered I/O for this file. At most one `fcntl` when it succeeds, none
+/// when nothing changes (a buffered target).
+pub(crate) fn set_flags(file: &File, opened_with: i32, direct: bool) -> bool {
     let fd = file.as_raw_fd();
-    // SAFETY: F_GETFL/F_SETFL on a descriptor we own change only its status flags; results are checked.
-    unsafe {
-        let flags = libc::fcntl(fd, libc::F_GETFL);
-        if flags < 0 {
-            return false;
-        }
-        let flags = flags & !libc::O_NONBLOCK;
-        if direct && libc::fcntl(fd, libc::F_SETFL, flags | libc::O_DIRECT) == 0 {
-            return true;
-        }
-        libc::fcntl(fd, libc::F_SETFL, flags);
+    // F_SETFL changes only the status flags (O_APPEND, O_ASYNC, O_DIRECT, O_NOATIME, O_NONBLOCK) and ignores the
+    // access mode and creation flags among `opened_with`.
+    let flags = opened_with & !libc::O_NONBLOCK;
+    // SAFETY: F_SETFL on a descriptor we own changes only its status flags; the result is checked.
+    if direct && unsafe { libc::fcntl(fd, libc::F_SETFL, flags | libc::O_DIRECT) } == 0 {
+        return true;
+    }
+    if flags != opened_with {
+        // SAFETY: as above; a failure leaves O_NONBLOCK on, which the first read then reports.
+        unsafe { libc::fcntl(fd, libc::F_SETFL, flags) };
     }
     false
 }
@@ -105,13 +105,13 @@ pub(crate) fn source_from_stat(
     };
     // Unaligned ranges (journal slices start at record boundaries) are read through the page cache.
     let want_direct = want_direct && req.offset % DIRECT_ALIGN as u64 == 0 && direct_possible(stx);
-    let direct = set_flags(&file, want_direct);
+    let direct = set_flags(&file, SOURCE_OPEN_FLAGS, want_direct);
     Ok(Source { file, direct, offset: req.offset, len })
 }
 
 /// Sets up a newly created target for writing; `stx` is its `statx`, needed only when direct I/O is wanted.
 pub(crate) fn target_from_stat(file: File, stx: Option<&libc::statx>, want_direct: bool) -> Target {
-    let direct = set_flags(&file, want_direct && stx.is_some_and(direct_possible));
+    let direct = set_flags(&file, TARGET_OPEN_FLAGS, want_direct && stx.is_some_and(direct_possible));
     Target { file, direct }
 }
 
@@ -249,6 +249,8 @@ pub(crate) fn truncate_target(target: &Target, len: u64, path: &Path) -> Result<
 pub(crate) struct Created {
     files: Vec<PathBuf>,
     dirs: Vec<PathBuf>,
+    /// The directory the last target went to, known to exist.
+    known_dir: Option<PathBuf>,
 }
 
 impl Created {
@@ -259,6 +261,10 @@ impl Created {
 
     /// Creates `dir` and its missing ancestors, remembering which ones were new.
     pub(crate) fn create_dirs(&mut self, dir: &Path) -> Result<(), CopyError> {
+        // Targets come directory by directory: skip the checks for the one the last target went to.
+        if self.known_dir.as_deref() == Some(dir) {
+            return Ok(());
+        }
         let mut missing = Vec::new();
         let mut d = Some(dir);
         while let Some(p) = d.filter(|p| !p.as_os_str().is_empty() && !p.exists()) {
@@ -272,12 +278,14 @@ impl Created {
                 Err(e) => return Err(CopyError::io("create directory", &p, e)),
             }
         }
+        self.known_dir = Some(dir.to_path_buf());
         Ok(())
     }
 
     /// Removes every target and every directory the job made (the job failed or was cancelled): no half-written
     /// file stays behind.
     pub(crate) fn remove_all(&mut self) {
+        self.known_dir = None;
         for f in self.files.drain(..) {
             let _ = std::fs::remove_file(&f);
         }
