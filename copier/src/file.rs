@@ -6,6 +6,8 @@ use std::os::fd::AsRawFd;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
+use backset_format::manifest::ContentHasher;
+
 use crate::error::CopyError;
 use crate::job::CopyRequest;
 use crate::limits::{BUFFER_BYTES, DIRECT_ALIGN};
@@ -206,30 +208,29 @@ pub(crate) fn io_len(len: usize, direct: bool) -> usize {
     }
 }
 
-/// Whole-file and per-chunk BLAKE3, fed one buffer (= one chunk) at a time, in order.
+/// Whole-file and per-chunk BLAKE3 (the format's [`ContentHasher`]), fed one buffer (= one chunk) at a time, in order.
 #[derive(Debug)]
 pub(crate) struct FileHasher {
     enabled: bool,
-    whole: blake3::Hasher,
+    content: ContentHasher,
     chunks: Vec<[u8; 32]>,
 }
 
 impl FileHasher {
     pub(crate) fn new(enabled: bool) -> Self {
-        Self { enabled, whole: blake3::Hasher::new(), chunks: Vec::new() }
+        Self { enabled, content: ContentHasher::new(), chunks: Vec::new() }
     }
 
     /// Hashes the next chunk (a full `BUFFER_BYTES`, or the file's last, shorter one).
     pub(crate) fn chunk(&mut self, bytes: &[u8]) {
         if self.enabled {
-            self.whole.update(bytes);
-            self.chunks.push(*blake3::hash(bytes).as_bytes());
+            self.chunks.push(self.content.chunk(bytes));
         }
     }
 
     pub(crate) fn finish(self) -> ([u8; 32], Vec<[u8; 32]>) {
         if self.enabled {
-            (*self.whole.finalize().as_bytes(), self.chunks)
+            (self.content.finalize(), self.chunks)
         } else {
             ([0; 32], Vec::new())
         }

@@ -128,6 +128,10 @@ pub struct Record<'a> {
     pub payload: &'a [u8],
     /// Byte offset of the record in its segment.
     pub offset: u64,
+    /// The record's check as stored and verified: the first 8 bytes of the BLAKE3 of its header (transaction id,
+    /// timestamp, payload length, reserved) and payload. Two records with the same transaction id and check hold
+    /// the same timestamp and payload, up to a 64-bit collision.
+    pub check: u64,
 }
 
 impl Record<'_> {
@@ -264,6 +268,7 @@ impl<'a> RecordReader<'a> {
             timestamp_micros: u64_at(rest, REC_TIMESTAMP_OFFSET),
             payload,
             offset: self.base_offset + pos as u64,
+            check: u64_at(rest, REC_CHECK_OFFSET),
         };
         Ok((record, total))
     }

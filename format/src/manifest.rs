@@ -40,6 +40,40 @@ pub struct FileEntry {
     pub chunk_hashes: Vec<Hash>,
 }
 
+/// Computes a file's [`FileEntry::hash`] and [`FileEntry::chunk_hashes`] from its chunks, given in order (each
+/// `CHUNK_BYTES`, the last one possibly shorter). The first chunk is hashed once, not twice: its BLAKE3 is the
+/// whole-file hasher's output after it (same bytes at the same offset), so a file of one chunk (most atoms) costs one
+/// hash instead of two.
+#[derive(Debug, Clone, Default)]
+pub struct ContentHasher {
+    whole: blake3::Hasher,
+    chunks: u64,
+}
+
+impl ContentHasher {
+    /// A hasher at the start of a file.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Hashes the next chunk and returns its BLAKE3 (its entry in `chunk_hashes`).
+    pub fn chunk(&mut self, bytes: &[u8]) -> Hash {
+        debug_assert!(bytes.len() as u64 <= CHUNK_BYTES, "a chunk is at most CHUNK_BYTES");
+        self.whole.update(bytes);
+        self.chunks += 1;
+        if self.chunks == 1 {
+            *self.whole.finalize().as_bytes()
+        } else {
+            *blake3::hash(bytes).as_bytes()
+        }
+    }
+
+    /// The BLAKE3 of every byte given so far (the file's `hash`).
+    pub fn finalize(&self) -> Hash {
+        *self.whole.finalize().as_bytes()
+    }
+}
+
 /// The manifest of one element.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Manifest {
@@ -116,5 +150,29 @@ impl Metadata for Manifest {
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Bytes that differ at every offset, so a chunk hashed at the wrong place would show.
+    fn bytes(len: usize) -> Vec<u8> {
+        (0..len).map(|i| (i * 31 + i / 4096) as u8).collect()
+    }
+
+    #[test]
+    fn content_hasher_gives_blake3_of_the_file_and_of_each_chunk() {
+        let chunk = CHUNK_BYTES as usize;
+        for len in [1, 4096, chunk - 1, chunk, chunk + 1, 3 * chunk + 17] {
+            let data = bytes(len);
+            let mut h = ContentHasher::new();
+            let chunks: Vec<Hash> = data.chunks(chunk).map(|c| h.chunk(c)).collect();
+            let expected: Vec<Hash> = data.chunks(chunk).map(|c| *blake3::hash(c).as_bytes()).collect();
+            assert_eq!(chunks, expected, "chunk hashes of {len} bytes");
+            assert_eq!(h.finalize(), *blake3::hash(&data).as_bytes(), "file hash of {len} bytes");
+        }
+        assert_eq!(ContentHasher::new().finalize(), *blake3::hash(b"").as_bytes());
     }
 }

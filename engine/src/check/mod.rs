@@ -45,7 +45,7 @@ pub use archive::{check_archive, ArchiveCheckReport, TornTail};
 
 use crate::limits::{CHECK_MAX_DEFECTS_PER_FILE, COPY_BATCH_FILES};
 use crate::restore::set::hex;
-use crate::restore::{for_each_record, mismatch, read_atom_header, BackupSet, SetError, SliceError};
+use crate::restore::{for_each_record, mismatch, read_atom_header, BackupSet, Hashes, SetError, SliceError};
 
 /// How to check.
 #[derive(Debug, Clone, Default)]
@@ -771,16 +771,15 @@ fn check_data(
             let path = e.data_file(f);
             let mut outside: Option<(u64, u64)> = None;
             let mut differs: Option<(u64, usize)> = None;
-            let res = for_each_record(&path, f, after, Some(ctl.cancel_flag()), |rec| {
+            // The copier pass above verified this slice's hashes (`hashed_ok`): framing only here.
+            let res = for_each_record(&path, f, after, Some(ctl.cancel_flag()), Hashes::Verified, |rec| {
                 if !range.contains(rec.txn_id) && outside.is_none() {
                     outside = Some((rec.txn_id, rec.offset));
                 }
                 let k = shared.partition_point(|s| s.last < rec.txn_id);
                 if shared.get(k).is_some_and(|s| s.contains(rec.txn_id)) {
-                    let mut h = blake3::Hasher::new();
-                    h.update(&rec.timestamp_micros.to_le_bytes());
-                    h.update(rec.payload);
-                    let digest = u64::from_le_bytes(h.finalize().as_bytes()[..8].try_into().expect("8 bytes"));
+                    // The record's verified check covers its timestamp and payload: no second hash.
+                    let digest = rec.check;
                     match seen.entry(rec.txn_id) {
                         std::collections::hash_map::Entry::Occupied(o) => {
                             if o.get().0 != digest && differs.is_none() {

@@ -11,6 +11,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use backset_format::journal::{RECORD_HEADER_BYTES, REC_LEN_OFFSET, SEGMENT_HEADER_BYTES};
 use backset_format::limits::{CHUNK_BYTES, MAX_RECORD_PAYLOAD_BYTES};
+use backset_format::manifest::ContentHasher;
 use backset_format::{FileEntry, JournalError, Record, RecordReader, SegmentHeader};
 
 /// A journal slice of a backup set does not match its manifest entry or does not parse.
@@ -138,8 +139,17 @@ pub(crate) fn open_data_file(path: &Path) -> Result<(File, u64), SliceError> {
     Ok((f, md.len()))
 }
 
+/// Whether [`for_each_record`] checks a slice's bytes against the manifest's hashes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Hashes {
+    /// Verify each chunk before using the records in it, and the whole slice at the end.
+    Verify,
+    /// The caller has just verified them (a check's copier pass): framing only, no hashing a second time.
+    Verified,
+}
+
 /// Reads the journal slice `entry` at `path`, verifying each chunk against the manifest before using the records
-/// in it, and calls `f` for every record in order. Records must have transaction ids above `after_txn` and
+/// in it (unless `hashes` says that was done), and calls `f` for every record in order. Records must have transaction ids above `after_txn` and
 /// increasing; the slice must end exactly after a record. `f` returns `Ok(false)` to stop early. A slice at offset
 /// 0 starts with a segment header, which must name segment `entry.id`.
 pub(crate) fn for_each_record<E: From<SliceError>>(
@@ -147,6 +157,7 @@ pub(crate) fn for_each_record<E: From<SliceError>>(
     entry: &FileEntry,
     after_txn: u64,
     cancel: Option<&AtomicBool>,
+    hashes: Hashes,
     mut f: impl FnMut(&Record<'_>) -> Result<bool, E>,
 ) -> Result<SliceSummary, E> {
     // The set's `journal/` directory must not be a link: the path would lead out of the set through it. (`data/`
@@ -161,7 +172,7 @@ pub(crate) fn for_each_record<E: From<SliceError>>(
         return Err(SliceError::Size { path: path.to_path_buf(), expected: entry.size, found: len }.into());
     }
     let mut summary = SliceSummary::default();
-    let mut whole = blake3::Hasher::new();
+    let mut content = ContentHasher::new();
     let mut chunk = vec![0u8; entry.size.min(CHUNK_BYTES) as usize];
     // Verified bytes not used yet; `pending[0]` is at file offset `pending_start`.
     let mut pending: Vec<u8> = Vec::new();
@@ -188,10 +199,9 @@ pub(crate) fn for_each_record<E: From<SliceError>>(
                 SliceError::Io { op: "read", path: path.to_path_buf(), source }
             }
         })?;
-        if blake3::hash(&chunk[..n]).as_bytes() != expected {
+        if hashes == Hashes::Verify && &content.chunk(&chunk[..n]) != expected {
             return Err(SliceError::Chunk { path: path.to_path_buf(), index, start, end: start + n as u64 }.into());
         }
-        whole.update(&chunk[..n]);
         pending.drain(..consumed);
         pending_start += consumed as u64;
         consumed = 0;
@@ -254,7 +264,7 @@ pub(crate) fn for_each_record<E: From<SliceError>>(
             }
         }
     }
-    if whole.finalize().as_bytes() != &entry.hash {
+    if hashes == Hashes::Verify && content.finalize() != entry.hash {
         return Err(SliceError::Hash { path: path.to_path_buf() }.into());
     }
     if need_header && summary.header.is_none() {

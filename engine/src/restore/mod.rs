@@ -44,7 +44,7 @@ use backset_format::{
 use uuid::Uuid;
 
 use crate::limits::{COPY_BATCH_FILES, RESTORE_SEGMENT_BYTES};
-pub(crate) use journal::{for_each_record, open_data_file};
+pub(crate) use journal::{for_each_record, open_data_file, Hashes};
 pub use journal::{SliceError, SliceSummary};
 pub use set::{describe_ranges, AtomSource, BackupSet, Element, JournalPart, SetError};
 
@@ -501,7 +501,7 @@ fn write_journal(
         let mut after = range.first.saturating_sub(1);
         for f in e.journal_files() {
             let path = e.data_file(f);
-            let result = for_each_record(&path, f, after, Some(ctl.cancel_flag()), |r| {
+            let result = for_each_record(&path, f, after, Some(ctl.cancel_flag()), Hashes::Verify, |r| {
                 if !range.contains(r.txn_id) {
                     return Err(Phase::Restore(data_error(
                         set,
@@ -792,7 +792,7 @@ pub fn for_each_timestamp(
             let mut after = e.txn_range().first.saturating_sub(1);
             for file in e.journal_files() {
                 let path = e.data_file(file);
-                let summary = for_each_record(&path, file, after, None, |r| {
+                let summary = for_each_record(&path, file, after, None, Hashes::Verify, |r| {
                     if r.txn_id > part.last {
                         return Ok::<bool, SliceError>(false);
                     }
