@@ -21,11 +21,13 @@
 
 mod support;
 
+use support::{backset, s, text};
+
 use std::collections::BTreeMap;
 use std::fs::File;
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -311,21 +313,8 @@ fn resolve_unanswered(srv: &Server, oracle: &mut Oracle, t: Option<Txn>, seed: u
 // ---------------------------------------------------------------------------------------------------------------
 // Offline tools.
 
-fn backset(args: &[&std::ffi::OsStr]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_backset")).args(args).output().unwrap()
-}
-
-fn text(out: &Output) -> String {
-    format!(
-        "status {:?}\nstdout:\n{}\nstderr:\n{}",
-        out.status.code(),
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
-}
-
 fn check_set(set: &Path, seed: u64, when: &str) {
-    let out = backset(&["check".as_ref(), set.as_os_str()]);
+    let out = backset(&["check", &s(set)]);
     assert!(out.status.success(), "seed {seed}: check {} {when}: {}", set.display(), text(&out));
 }
 
@@ -339,14 +328,7 @@ fn dump(dir: &Path, journal: Option<&Path>) -> BTreeMap<String, String> {
 /// Restores `set` to `txn` into a new directory and compares its data with the oracle's state at `txn`.
 fn assert_restores(set: &Path, txn: u64, oracle: &Oracle, scratch: &Path, seed: u64, what: &str) {
     let dest = scratch.join(format!("restore-{txn}-{}", std::process::id() as u64 ^ Rng(txn ^ seed).next()));
-    let out = backset(&[
-        "restore".as_ref(),
-        "--restore-dir".as_ref(),
-        dest.as_os_str(),
-        "--restore-snapshot".as_ref(),
-        txn.to_string().as_ref(),
-        set.as_os_str(),
-    ]);
+    let out = backset(&["restore", "--restore-dir", &s(&dest), "--restore-snapshot", &txn.to_string(), &s(set)]);
     assert!(out.status.success(), "seed {seed}: restore {what} to {txn}: {}", text(&out));
     let got = dump(&dest, None);
     let want = oracle.state_at(txn);

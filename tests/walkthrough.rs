@@ -10,6 +10,10 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+mod support;
+
+use support::text;
+
 /// The server of step 1, killed when dropped (step 6 stops it with SIGTERM first).
 struct Serve(Option<Child>);
 
@@ -24,15 +28,6 @@ impl Drop for Serve {
 
 fn backset(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_backset")).args(args).env_remove("BACKSET_AUTH_TOKEN").output().unwrap()
-}
-
-fn text(out: &Output) -> String {
-    format!(
-        "status {:?}\nstdout:\n{}\nstderr:\n{}",
-        out.status.code(),
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
 }
 
 /// Runs `backset <args>`, asserts exit code 0, and returns stdout.

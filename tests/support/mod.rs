@@ -1,4 +1,4 @@
-//! Shared helpers of the reliability tests (requests, load, access, full_disk): the real `backset serve` on a free
+//! Shared helpers of the end-to-end tests (reliability tests, crash, walkthrough): the real `backset serve` on a free
 //! loopback port with its output collected, requests that return whatever the server answered, and the offline CLI.
 #![allow(dead_code)]
 
@@ -50,6 +50,16 @@ pub fn free_port() -> u16 {
 /// Runs the `backset` binary with `args` and returns its output.
 pub fn backset(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_backset")).args(args).output().unwrap()
+}
+
+/// A process's exit status and both outputs, for assertion messages.
+pub fn text(out: &Output) -> String {
+    format!(
+        "status {:?}\nstdout:\n{}\nstderr:\n{}",
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
 }
 
 /// An answer: status, raw body, and the body as JSON when it is JSON.
