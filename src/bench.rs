@@ -407,11 +407,17 @@ fn disk(args: &DiskArgs) -> Result<()> {
 /// Writes back dirty pages and, as root, drops the page cache, dentries and inodes, so the next run reads the disk.
 /// Returns whether the cache could be dropped.
 fn cold_cache() -> Result<bool> {
+    sync()?;
+    Ok(std::fs::write("/proc/sys/vm/drop_caches", "3").is_ok())
+}
+
+/// Runs `sync`: every dirty page of every file system written back.
+fn sync() -> Result<()> {
     let status = std::process::Command::new("sync").status().context("run sync")?;
     if !status.success() {
         bail!("sync failed: {status}");
     }
-    Ok(std::fs::write("/proc/sys/vm/drop_caches", "3").is_ok())
+    Ok(())
 }
 
 fn versus_cp(args: &VersusArgs) -> Result<()> {
@@ -445,10 +451,7 @@ fn versus_cp(args: &VersusArgs) -> Result<()> {
         if !status.success() {
             bail!("cp -a {} {} failed: {status}", args.source.display(), target.display());
         }
-        let status = std::process::Command::new("sync").status().context("run sync")?;
-        if !status.success() {
-            bail!("sync failed: {status}");
-        }
+        sync()?;
         Ok(started.elapsed().as_secs_f64())
     };
     for run in 0..args.runs {

@@ -1,9 +1,10 @@
 //! Test-only pause points, so a crash test can SIGKILL the server at moments too short to hit by polling.
 //!
 //! `BACKSET_FAULT_PAUSE=<point>` or `<type>:<point>` (read once, at the first hot copy of the process) makes every
-//! hot copy job (of that type: `simple`, `full`, `incremental`, `journal`) that reaches `<point>` block there; with `BACKSET_FAULT_PAUSE_MARK=<file>` it first writes `<file>` (holding the hot
-//! copy id and the point) so the test knows the job is there; with `BACKSET_FAULT_PAUSE_DEST=<dir>` only jobs
-//! writing into `<dir>` (as the request named it) pause. Points:
+//! hot copy job (of that type: `simple`, `full`, `incremental`, `journal`) that reaches `<point>` block there; with
+//! `BACKSET_FAULT_PAUSE_MARK=<file>` it first writes `<file>` (holding the hot copy id and the point) so the test
+//! knows the job is there; with `BACKSET_FAULT_PAUSE_DEST=<dir>` only jobs writing into `<dir>` (as the request named
+//! it) pause. Points:
 //! - `begun`: stage 1 done (journal pinned, set initialised or element begun in `tmp/`, or the `.incomplete`
 //!   directories of a simple hot copy created), before any atom or journal is copied;
 //! - `before-move`: everything copied and durable, control files written, just before the element (or the simple

@@ -273,13 +273,12 @@ pub(crate) fn preflight_simple(dest: &Path, journal: Option<&Path>, remove_lefto
             }
         }
     }
+    // A journal directory that is such a leftover has no `.incomplete` either: nothing more to check of it.
+    let journal = journal.filter(|_| !journal_leftover);
     type Ours<'a> = &'a dyn Fn(&fs::DirEntry) -> bool;
     let dirs: [(Option<&Path>, Ours); 2] = [(Some(dest), &is_ours_archive), (journal, &is_ours_journal)];
-    for (i, (dir, ours)) in dirs.into_iter().enumerate() {
+    for (dir, ours) in dirs {
         let Some(dir) = dir else { continue };
-        if i == 1 && journal_leftover {
-            continue;
-        }
         if let DirContent::Other(what) = dir_content(dir)? {
             return Err(HotCopyError::NotEmpty { dir: dir.to_path_buf(), kind: HotCopyType::Simple, what });
         }
