@@ -297,24 +297,26 @@ fn print_report(args: &CopyArgs, files: &[PathBuf], m: &Measured) {
     let manifest = if args.no_hash { "-".to_string() } else { manifest_hash(files, &m.reports) };
     let windows = window_stats(&m.windows, args.max_rate);
     if args.json {
-        let num = |v: Option<f64>| v.map_or("null".to_string(), |v| format!("{v:.3}"));
-        println!(
-            "{{\"files\": {}, \"bytes\": {}, \"seconds\": {seconds:.6}, \"mb_per_sec\": {mb_per_sec:.3}, \"jobs\": {}, \"backend\": \"{}\", \"registered_buffers\": {}, \"direct_sources\": {}, \"direct_targets\": {}, \"direct_fallbacks\": {}, \"waited_seconds\": {:.6}, \"max_rate_mb\": {}, \"windows\": {}, \"window_min_mb_per_sec\": {}, \"window_max_mb_per_sec\": {}, \"window_worst_error_pct\": {}, \"manifest_blake3\": \"{manifest}\"}}",
-            files.len(),
-            report.bytes,
-            args.jobs,
-            report.backend.name(),
-            report.registered_buffers,
-            report.direct_sources,
-            report.direct_targets,
-            report.direct_fallbacks,
-            report.waited.as_secs_f64(),
-            args.max_rate.map_or("null".to_string(), |r| (r / 1_000_000).to_string()),
-            m.windows.len(),
-            num(windows.map(|w| w.0)),
-            num(windows.map(|w| w.1)),
-            num(windows.and_then(|w| w.2)),
-        );
+        let json = serde_json::json!({
+            "files": files.len(),
+            "bytes": report.bytes,
+            "seconds": seconds,
+            "mb_per_sec": mb_per_sec,
+            "jobs": args.jobs,
+            "backend": report.backend.name(),
+            "registered_buffers": report.registered_buffers,
+            "direct_sources": report.direct_sources,
+            "direct_targets": report.direct_targets,
+            "direct_fallbacks": report.direct_fallbacks,
+            "waited_seconds": report.waited.as_secs_f64(),
+            "max_rate_mb": args.max_rate.map(|r| r / 1_000_000),
+            "windows": m.windows.len(),
+            "window_min_mb_per_sec": windows.map(|w| w.0),
+            "window_max_mb_per_sec": windows.map(|w| w.1),
+            "window_worst_error_pct": windows.and_then(|w| w.2),
+            "manifest_blake3": manifest,
+        });
+        println!("{json}");
     } else {
         println!("files            {}", files.len());
         println!("bytes            {}", report.bytes);
@@ -386,14 +388,16 @@ fn disk(args: &DiskArgs) -> Result<()> {
     // default. The copy's rate bounds it too, since every byte read is also written.
     let suggest = (mb(read) / 2.0).min(mb(copy)).floor().max(1.0) as u64;
     if args.json {
-        println!(
-            "{{\"bytes\": {bytes}, \"write_mb_per_sec\": {:.1}, \"read_mb_per_sec\": {:.1}, \"copy_mb_per_sec\": {:.1}, \"backend\": \"{}\", \"direct\": {}, \"suggested_max_rate_mb\": {suggest}}}",
-            mb(write),
-            mb(read),
-            mb(copy),
-            report.backend.name(),
-            report.direct_targets == 1,
-        );
+        let json = serde_json::json!({
+            "bytes": bytes,
+            "write_mb_per_sec": mb(write),
+            "read_mb_per_sec": mb(read),
+            "copy_mb_per_sec": mb(copy),
+            "backend": report.backend.name(),
+            "direct": report.direct_targets == 1,
+            "suggested_max_rate_mb": suggest,
+        });
+        println!("{json}");
     } else {
         println!("test file          {} MiB in {}", args.size_mib, args.dir.display());
         println!("sequential write   {:.1} MB/s (buffered, fsync included)", mb(write));
@@ -475,19 +479,21 @@ fn versus_cp(args: &VersusArgs) -> Result<()> {
     let summary = Versus::new(&ours, &theirs);
     let backend = copier.backend().name();
     if args.json {
-        let list = |v: &[f64]| v.iter().map(|t| format!("{t:.6}")).collect::<Vec<_>>().join(", ");
-        println!(
-            "{{\"bytes\": {bytes}, \"backend\": \"{backend}\", \"cold_cache\": {cold}, \"backset_seconds\": [{}], \"cp_seconds\": [{}], \"backset_best\": {:.6}, \"cp_best\": {:.6}, \"backset_median\": {:.6}, \"cp_median\": {:.6}, \"speedup_best\": {:.4}, \"speedup_median\": {:.4}, \"backset_wins\": {}}}",
-            list(&ours),
-            list(&theirs),
-            summary.best.0,
-            summary.best.1,
-            summary.median.0,
-            summary.median.1,
-            summary.best.1 / summary.best.0,
-            summary.median.1 / summary.median.0,
-            summary.wins,
-        );
+        let json = serde_json::json!({
+            "bytes": bytes,
+            "backend": backend,
+            "cold_cache": cold,
+            "backset_seconds": ours,
+            "cp_seconds": theirs,
+            "backset_best": summary.best.0,
+            "cp_best": summary.best.1,
+            "backset_median": summary.median.0,
+            "cp_median": summary.median.1,
+            "speedup_best": summary.best.1 / summary.best.0,
+            "speedup_median": summary.median.1 / summary.median.0,
+            "backset_wins": summary.wins,
+        });
+        println!("{json}");
     } else {
         if !cold {
             println!("warning: could not drop the page cache (needs root): cp -a may have read from it");
@@ -620,23 +626,20 @@ fn foreground(args: &ForegroundArgs) -> Result<()> {
     let baseline = Latency::of(samples.iter().filter(|(q, _)| *q != 1).map(|(_, d)| *d).collect());
     let ratio = stats[1].p99 / baseline.p99;
     if args.json {
-        let phase_json = |l: &Latency| {
-            format!(
-                "{{\"commits\": {}, \"p50_ms\": {:.3}, \"p99_ms\": {:.3}, \"max_ms\": {:.3}}}",
-                l.n, l.p50, l.p99, l.max
-            )
-        };
-        println!(
-            "{{\"size_mib\": {}, \"max_rate_mb\": {}, \"seconds\": {}, \"commit_rate\": {}, \"before\": {}, \"hot_copy\": {}, \"after\": {}, \"copy_completed_seconds\": {}, \"p99_ratio\": {ratio:.4}}}",
-            args.size_mib,
-            args.max_rate,
-            args.seconds,
-            args.commit_rate,
-            phase_json(&stats[0]),
-            phase_json(&stats[1]),
-            phase_json(&stats[2]),
-            copy_secs.map_or("null".to_string(), |s| format!("{s:.3}")),
-        );
+        let phase_json =
+            |l: &Latency| serde_json::json!({ "commits": l.n, "p50_ms": l.p50, "p99_ms": l.p99, "max_ms": l.max });
+        let json = serde_json::json!({
+            "size_mib": args.size_mib,
+            "max_rate_mb": args.max_rate,
+            "seconds": args.seconds,
+            "commit_rate": args.commit_rate,
+            "before": phase_json(&stats[0]),
+            "hot_copy": phase_json(&stats[1]),
+            "after": phase_json(&stats[2]),
+            "copy_completed_seconds": copy_secs,
+            "p99_ratio": ratio,
+        });
+        println!("{json}");
     } else {
         println!(
             "archive {} MiB, full hot copy at {} MB/s, {} commits/s, phases of {} s",

@@ -11,9 +11,14 @@ fn backset(args: &[&std::ffi::OsStr]) -> (bool, String, String) {
     )
 }
 
-fn field<'a>(json: &'a str, name: &str) -> &'a str {
-    let start = json.find(&format!("\"{name}\": ")).unwrap_or_else(|| panic!("no {name} in {json}")) + name.len() + 4;
-    json[start..].split([',', '}']).next().unwrap().trim()
+/// The one JSON object a `--json` run printed.
+fn json(out: &str) -> serde_json::Value {
+    serde_json::from_str(out).unwrap_or_else(|e| panic!("not one JSON object ({e}): {out}"))
+}
+
+/// A top-level field of that object, as JSON text (`3`, `"portable"`, `null`).
+fn field(out: &str, name: &str) -> String {
+    json(out).get(name).unwrap_or_else(|| panic!("no {name} in {out}")).to_string()
 }
 
 #[test]
@@ -164,10 +169,8 @@ fn bench_versus_cp_times_both_sides_alternately_and_leaves_its_scratch_empty() {
     ]);
     assert!(ok, "{err}");
     assert_eq!(field(&out, "bytes"), ((2 << 20) + 5 + 5).to_string());
-    let times = |name: &str| -> Vec<f64> {
-        let start = out.find(&format!("\"{name}\": [")).unwrap() + name.len() + 5;
-        out[start..out[start..].find(']').unwrap() + start].split(", ").map(|t| t.parse().unwrap()).collect()
-    };
+    let times =
+        |name: &str| -> Vec<f64> { json(&out)[name].as_array().unwrap().iter().map(|t| t.as_f64().unwrap()).collect() };
     let (ours, theirs) = (times("backset_seconds"), times("cp_seconds"));
     assert_eq!((ours.len(), theirs.len()), (3, 3), "{out}");
     let best: f64 = field(&out, "backset_best").parse().unwrap();
@@ -197,16 +200,15 @@ fn bench_foreground_measures_commits_in_each_phase_and_cleans_up() {
     ]);
     assert!(ok, "{err}");
     for phase in ["before", "hot_copy", "after"] {
-        let start = out.find(&format!("\"{phase}\": {{")).unwrap_or_else(|| panic!("no {phase} in {out}"));
-        let commits: u64 = field(&out[start..], "commits").parse().unwrap();
+        let p = json(&out)[phase].clone();
+        let commits = p["commits"].as_u64().unwrap_or_else(|| panic!("no {phase} commits in {out}"));
         // Every phase has commits, and no more than its schedule allows: 100 commits/s, missed slots skipped, for
         // the one second of `before` (the other phases also take the hot copy's start and cancel).
         assert!(commits > 0, "{phase}: no commits in {out}");
         if phase == "before" {
             assert!(commits <= 105, "{phase}: {commits} commits in one second at 100/s: {out}");
         }
-        let p99: f64 = field(&out[start..], "p99_ms").parse().unwrap();
-        let max: f64 = field(&out[start..], "max_ms").parse().unwrap();
+        let (p99, max) = (p["p99_ms"].as_f64().unwrap(), p["max_ms"].as_f64().unwrap());
         assert!(p99 > 0.0 && p99 <= max, "{phase}: p99 {p99} max {max}");
     }
     // 16 MiB at 5 MB/s takes over 3 s: the copy was still running when its one-second phase ended.
