@@ -201,6 +201,8 @@ enum Target {
     },
     Set {
         handle: SetHandle,
+        /// The set's id (its `state`'s `set_id`): which journal chain it is.
+        set_id: Uuid,
         begun: Begun,
         created_dir: bool,
         /// The newest full/incremental's catalog (incremental only).
@@ -425,6 +427,7 @@ impl Work<'_> {
                         .collect(),
                     elements: vec![entry],
                 };
+                let set_id = state.set_id;
                 let begun = SetHandle::new(&dest).and_then(|handle| handle.init(&state).map(|b| (handle, b)));
                 let (handle, begun) = match begun {
                     Ok(hb) => hb,
@@ -435,12 +438,13 @@ impl Work<'_> {
                         return Err(e.into());
                     }
                 };
-                self.target = Some(Target::Set { handle, begun, created_dir, prev_catalog: None, parent: None });
+                self.target =
+                    Some(Target::Set { handle, set_id, begun, created_dir, prev_catalog: None, parent: None });
                 (r, r_prime, Some(r_prime))
             }
             HotCopyType::Incremental => {
                 let missing = |reason| HotCopyError::NeedsFull { dir: dest.clone(), reason };
-                let (handle, _) = open_set(self.archive(), &dest, missing)?;
+                let (handle, set) = open_set(self.archive(), &dest, missing)?;
                 let (r, r_prime) = self.pin()?;
                 let mut base = None;
                 let begun = handle.begin(|set| {
@@ -456,6 +460,7 @@ impl Work<'_> {
                 let (parent, catalog) = base.expect("set by begin");
                 self.target = Some(Target::Set {
                     handle,
+                    set_id: set.state().set_id,
                     begun,
                     created_dir: false,
                     prev_catalog: Some(catalog),
@@ -468,7 +473,8 @@ impl Work<'_> {
                     return Err(HotCopyError::JournalDisabled { archive_id: self.archive_id() });
                 }
                 let missing = |reason| HotCopyError::NeedsFullForJournal { dir: dest.clone(), reason };
-                let (handle, _) = open_set(self.archive(), &dest, missing)?;
+                let (handle, set) = open_set(self.archive(), &dest, missing)?;
+                let set_id = set.state().set_id;
                 let mut parent = None;
                 let archive_id = self.archive_id();
                 let begun = handle.begin(|set| {
@@ -478,14 +484,15 @@ impl Work<'_> {
                             reason: "has no full element".into(),
                         });
                     };
-                    self.ctx.chains.check_journal(archive_id, set.state().set_id, &dest)?;
+                    self.ctx.chains.check_journal(archive_id, set_id, &dest)?;
                     let first = set.next_journal_start().expect("the set has a full");
                     parent = Some(set.newest_journal().unwrap_or(full).element_id);
                     let seq = next_sequence(set.state(), ElementKind::Journal, &dest)?;
                     Ok(Self::new_entry(ElementKind::Journal, seq, first))
                 })?;
                 let first = begun.entry.txn_range.first;
-                self.target = Some(Target::Set { handle, begun, created_dir: false, prev_catalog: None, parent });
+                self.target =
+                    Some(Target::Set { handle, set_id, begun, created_dir: false, prev_catalog: None, parent });
                 // The chain may start at 0 (the full of a database that had committed nothing): no record has id 0.
                 (first.max(1), first, None)
             }
@@ -561,7 +568,7 @@ impl Work<'_> {
         }
         let end_micros = now_micros();
         match &self.target {
-            Some(Target::Set { handle, begun, prev_catalog, parent, .. }) => {
+            Some(Target::Set { handle, set_id, begun, prev_catalog, parent, .. }) => {
                 let mut files: Vec<FileEntry> = copied
                     .iter()
                     .map(|(id, c)| file_entry(FileKind::Atom, *id, 0, &c.report))
@@ -591,11 +598,9 @@ impl Work<'_> {
                 handle.write_control(begun, &manifest, &catalog, &info)?;
                 self.ctx.coord.arrive_commit()?;
                 self.fault_pause("before-move")?;
-                let mut journal_set = None;
                 if kind == HotCopyType::Journal {
                     // A journal element builds on its parent: the full it started from must still be there.
                     let set = handle.read()?;
-                    journal_set = Some(set.state().set_id);
                     let parent_ok = parent.is_some_and(|p| set.state().elements.iter().any(|e| e.element_id == p));
                     if !parent_ok {
                         return Err(HotCopyError::NeedsFullForJournal {
@@ -614,18 +619,15 @@ impl Work<'_> {
                 let archive_id = self.archive_id();
                 match kind {
                     // Only the set that continues the chain moves the archive's mark (see `chains`).
-                    HotCopyType::Journal if journal_set.is_some_and(|s| self.ctx.chains.continues(archive_id, s)) => {
+                    HotCopyType::Journal if self.ctx.chains.continues(archive_id, *set_id) => {
                         self.archive().journal_copied_up_to(e)
                     }
                     HotCopyType::Full => {
                         // The pin still holds the journal from range_first on: retention takes over from here, and
                         // this set continues the chain.
                         self.archive().journal_retain_from(range_first);
-                        let owner =
-                            handle.read().map(|set| ChainOwner { set_id: set.state().set_id, dir: dest.to_path_buf() });
-                        if let Err(e) =
-                            owner.map_err(HotCopyError::from).and_then(|o| self.ctx.chains.set_owner(archive_id, o))
-                        {
+                        let owner = ChainOwner { set_id: *set_id, dir: dest.to_path_buf() };
+                        if let Err(e) = self.ctx.chains.set_owner(archive_id, owner) {
                             tracing::warn!(archive = archive_id, set = %dest.display(), "the full hot copy completed, but its set could not be recorded as the one that continues the journal chain: {e}");
                         }
                     }
