@@ -9,11 +9,11 @@ use std::time::SystemTime;
 
 use anyhow::{bail, Context, Result};
 use backset_copier::JobControl;
-use backset_engine::check::{check_archive, check_set, CheckOptions};
+use backset_engine::check::{check_archive_with_journal, check_set, CheckOptions};
 use backset_engine::restore::{
     for_each_timestamp, report_backups, restore, RestoreOptions, Target, TimestampFilter, TimestampLine,
 };
-use backset_engine::store::read_archive;
+use backset_engine::store::read_archive_with_journal;
 use backset_format::fsio::read_metadata;
 use backset_format::journal::SEGMENT_HEADER_BYTES;
 use backset_format::layout::{parse_id_name, JOURNAL_DIR, STATE_FILE};
@@ -231,29 +231,29 @@ pub fn run_check(args: &CheckArgs) -> Result<()> {
 /// Runs `backset archive ...`.
 pub fn run_archive(cmd: &ArchiveCommand) -> Result<()> {
     match cmd {
-        ArchiveCommand::Dump { dir, journal_dir } => dump(&ArchiveView::new(dir, journal_dir.as_deref())?),
-        ArchiveCommand::Info { dir, journal_dir } => info(&ArchiveView::new(dir, journal_dir.as_deref())?),
-        ArchiveCommand::Check { dir, journal_dir } => check_dir(&ArchiveView::new(dir, journal_dir.as_deref())?),
+        ArchiveCommand::Dump { dir, journal_dir } => dump(&ArchiveDirs::new(dir, journal_dir.as_deref())?),
+        ArchiveCommand::Info { dir, journal_dir } => info(&ArchiveDirs::new(dir, journal_dir.as_deref())?),
+        ArchiveCommand::Check { dir, journal_dir } => check_dir(&ArchiveDirs::new(dir, journal_dir.as_deref())?),
     }
 }
 
-/// An archive directory as the readers see it: `dir` itself, or, when its journal lives in another directory, a
-/// temporary directory with the symlinks `atoms` -> `dir/atoms` and `journal` -> the journal directory. Messages
-/// name the real directories ([`ArchiveView::real`]).
-struct ArchiveView {
-    /// The directory the readers open.
-    path: PathBuf,
+/// An archive directory and the directory holding its journal: `dir/journal`, or the separate `--journal-dir` of
+/// a simple hot copy with a `copyJournalDir`.
+struct ArchiveDirs {
     /// The archive directory as given.
     dir: PathBuf,
-    /// The journal directory as given (`None`: `dir/journal`).
-    journal: Option<PathBuf>,
-    _tmp: Option<tempfile::TempDir>,
+    /// Its journal directory.
+    journal: PathBuf,
+    /// The journal was given with `--journal-dir`.
+    separate: bool,
 }
 
-impl ArchiveView {
+impl ArchiveDirs {
     fn new(dir: &Path, journal: Option<&Path>) -> Result<Self> {
-        let plain = Self { path: dir.to_path_buf(), dir: dir.to_path_buf(), journal: None, _tmp: None };
-        let Some(journal) = journal.filter(|j| *j != dir.join(JOURNAL_DIR)) else { return Ok(plain) };
+        let own = dir.join(JOURNAL_DIR);
+        let Some(journal) = journal.filter(|j| *j != own) else {
+            return Ok(Self { dir: dir.to_path_buf(), journal: own, separate: false });
+        };
         if !dir.is_dir() {
             bail!("archive directory {} does not exist or is not a directory", dir.display());
         }
@@ -264,7 +264,7 @@ impl ArchiveView {
                 journal.display()
             );
         }
-        if dir.join(JOURNAL_DIR).exists() {
+        if own.exists() {
             bail!(
                 "{} has a journal/ of its own and --journal-dir names {}; remove one of them or leave --journal-dir \
                  out",
@@ -272,44 +272,21 @@ impl ArchiveView {
                 journal.display()
             );
         }
-        let tmp = tempfile::Builder::new()
-            .prefix("backset-archive-view")
-            .tempdir()
-            .context("create a temporary directory")?;
-        let abs = |p: &Path| fs::canonicalize(p).with_context(|| format!("resolve {}", p.display()));
-        let atoms = dir.join("atoms");
-        if atoms.is_dir() {
-            std::os::unix::fs::symlink(abs(&atoms)?, tmp.path().join("atoms")).context("link the atoms directory")?;
-        }
-        std::os::unix::fs::symlink(abs(journal)?, tmp.path().join(JOURNAL_DIR))
-            .context("link the journal directory")?;
-        Ok(Self {
-            path: tmp.path().to_path_buf(),
-            dir: dir.to_path_buf(),
-            journal: Some(journal.to_path_buf()),
-            _tmp: Some(tmp),
-        })
-    }
-
-    /// `msg` with the view's paths replaced by the real directories.
-    fn real(&self, msg: &str) -> String {
-        let Some(journal) = &self.journal else { return msg.to_string() };
-        let view = self.path.display().to_string();
-        msg.replace(&format!("{view}/{JOURNAL_DIR}"), &journal.display().to_string())
-            .replace(&view, &self.dir.display().to_string())
+        Ok(Self { dir: dir.to_path_buf(), journal: journal.to_path_buf(), separate: true })
     }
 
     /// Reads the archive.
     fn read(&self) -> Result<backset_engine::store::ArchiveData> {
-        if self.journal.is_none() {
+        if !self.separate {
             ensure_archive(&self.dir)?;
         }
-        read_archive(&self.path).map_err(|e| {
-            let what = match &self.journal {
-                Some(j) => format!("read archive {} with journal {}", self.dir.display(), j.display()),
-                None => format!("read archive {}", self.dir.display()),
+        read_archive_with_journal(&self.dir, &self.journal).map_err(|e| {
+            let what = if self.separate {
+                format!("read archive {} with journal {}", self.dir.display(), self.journal.display())
+            } else {
+                format!("read archive {}", self.dir.display())
             };
-            anyhow::anyhow!("{what}: {}", self.real(&format!("{e:#}")))
+            anyhow::anyhow!("{what}: {e:#}")
         })
     }
 }
@@ -333,8 +310,8 @@ fn ensure_archive(dir: &Path) -> Result<()> {
     Ok(())
 }
 
-fn dump(view: &ArchiveView) -> Result<()> {
-    let data = view.read()?;
+fn dump(archive: &ArchiveDirs) -> Result<()> {
+    let data = archive.read()?;
     let stdout = std::io::stdout();
     let mut out = std::io::BufWriter::new(stdout.lock());
     for (k, v) in &data.entries {
@@ -343,10 +320,9 @@ fn dump(view: &ArchiveView) -> Result<()> {
     out.flush().context("write to stdout")
 }
 
-/// The header of the archive's first journal segment, if it has one.
-fn first_segment_header(dir: &Path) -> Result<Option<SegmentHeader>> {
-    let journal = dir.join(JOURNAL_DIR);
-    let Ok(entries) = fs::read_dir(&journal) else { return Ok(None) };
+/// The header of the first segment in the journal directory `journal`, if it has one.
+fn first_segment_header(journal: &Path) -> Result<Option<SegmentHeader>> {
+    let Ok(entries) = fs::read_dir(journal) else { return Ok(None) };
     let mut first: Option<(u64, PathBuf)> = None;
     for e in entries {
         let e = e.with_context(|| format!("read {}", journal.display()))?;
@@ -362,11 +338,10 @@ fn first_segment_header(dir: &Path) -> Result<Option<SegmentHeader>> {
     Ok(Some(SegmentHeader::parse(&buf).with_context(|| format!("{}: damaged segment header", path.display()))?))
 }
 
-fn info(view: &ArchiveView) -> Result<()> {
-    let data = view.read()?;
-    let header = first_segment_header(&view.path).map_err(|e| anyhow::anyhow!("{}", view.real(&format!("{e:#}"))))?;
-    let dir = &view.dir;
-    let journal = view.journal.clone().unwrap_or_else(|| dir.join(JOURNAL_DIR));
+fn info(archive: &ArchiveDirs) -> Result<()> {
+    let data = archive.read()?;
+    let header = first_segment_header(&archive.journal)?;
+    let (dir, journal) = (&archive.dir, &archive.journal);
     let out = json!({
         "directory": dir.display().to_string(),
         "journalDirectory": journal.display().to_string(),
@@ -382,11 +357,11 @@ fn info(view: &ArchiveView) -> Result<()> {
     Ok(())
 }
 
-fn check_dir(view: &ArchiveView) -> Result<()> {
-    let dir = &view.dir;
-    let report = check_archive(&view.path).map_err(|e| anyhow::anyhow!("{}", view.real(&format!("{e:#}"))))?;
+fn check_dir(archive: &ArchiveDirs) -> Result<()> {
+    let dir = &archive.dir;
+    let report = check_archive_with_journal(dir, &archive.journal)?;
     for d in &report.defects {
-        println!("defect: {}", view.real(&d.to_string()));
+        println!("defect: {d}");
     }
     if let Some(t) = report.torn_tail {
         println!(

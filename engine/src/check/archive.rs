@@ -65,9 +65,19 @@ impl ArchiveCheckReport {
 /// within and across segments; a torn tail is reported as such. Holds one segment in memory at a time (at most the
 /// format's `MAX_SEGMENT_BYTES`) and one 1 MiB buffer for atoms. The archive must not be in use by an SM.
 pub fn check_archive(dir: impl AsRef<Path>) -> Result<ArchiveCheckReport, CheckError> {
+    let dir = dir.as_ref();
+    check_archive_with_journal(dir, dir.join(JOURNAL_DIR))
+}
+
+/// [`check_archive`] of an archive whose journal is in `journal_dir` (a simple hot copy with a separate
+/// `copyJournalDir`).
+pub fn check_archive_with_journal(
+    dir: impl AsRef<Path>,
+    journal_dir: impl AsRef<Path>,
+) -> Result<ArchiveCheckReport, CheckError> {
     let dir = dir.as_ref().to_path_buf();
     let atoms_dir = dir.join(ATOMS_DIR);
-    let journal_dir = dir.join(JOURNAL_DIR);
+    let journal_dir = journal_dir.as_ref().to_path_buf();
     if !atoms_dir.is_dir() && !journal_dir.is_dir() {
         return Err(CheckError::NotADirectory { path: dir, reason: "it has neither atoms/ nor journal/".into() });
     }

@@ -41,7 +41,7 @@ use backset_format::layout::{
 };
 use backset_format::{AtomState, ElementName, ElementStatus, FileEntry, FileKind, TxnRange};
 
-pub use archive::{check_archive, ArchiveCheckReport, TornTail};
+pub use archive::{check_archive, check_archive_with_journal, ArchiveCheckReport, TornTail};
 
 use crate::limits::{CHECK_MAX_DEFECTS_PER_FILE, COPY_BATCH_FILES};
 use crate::restore::set::hex;

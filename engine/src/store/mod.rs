@@ -66,7 +66,7 @@ pub use codec::Op;
 pub(crate) use codec::{encode_body as codec_encode_body, entry_len};
 pub use config::{archive_dir, Config, DbMeta, StorageGroup, DB_META_FILE};
 pub use error::{CommitError, StoreError};
-pub use recovery::{read_archive, ArchiveData};
+pub use recovery::{read_archive, read_archive_with_journal, ArchiveData};
 pub use sm::{CheckpointStats, RecoveryReport, SegmentInfo, SmArchive};
 
 use crate::archive::{Archive, ArchiveIdentity};
@@ -210,7 +210,9 @@ impl Database {
         let routing = routing_of(&meta);
         let mut recovered = Vec::with_capacity(config.sms);
         for a in 0..config.sms {
-            recovered.push(recovery::recover(&archive_dir(&root, a as u64), Some(meta.database_id), true)?);
+            let dir = archive_dir(&root, a as u64);
+            let journal_dir = dir.join(backset_format::layout::JOURNAL_DIR);
+            recovered.push(recovery::recover(&dir, &journal_dir, Some(meta.database_id), true)?);
         }
         if existing.is_none() {
             meta.write(&root)?;

@@ -64,11 +64,17 @@ fn list_ids(dir: &Path) -> Result<Vec<(u64, PathBuf)>, StoreError> {
     Ok(out)
 }
 
-/// Recovers the archive in `dir`. `live`: create missing directories, remove leftovers, truncate a torn tail;
+/// Recovers the archive in `dir` whose journal is in `journal_dir` (`dir/journal` but for a simple hot copy with a
+/// separate journal directory). `live`: create missing directories, remove leftovers, truncate a torn tail;
 /// otherwise change nothing. `expect_db`: refuse segments of another database.
-pub(crate) fn recover(dir: &Path, expect_db: Option<Uuid>, live: bool) -> Result<Recovered, StoreError> {
+pub(crate) fn recover(
+    dir: &Path,
+    journal_dir: &Path,
+    expect_db: Option<Uuid>,
+    live: bool,
+) -> Result<Recovered, StoreError> {
     let atoms_dir = dir.join(ATOMS_DIR);
-    let journal_dir = dir.join(JOURNAL_DIR);
+    let journal_dir = journal_dir.to_path_buf();
     if live {
         for d in [&atoms_dir, &journal_dir] {
             if !d.is_dir() {
@@ -245,7 +251,13 @@ pub struct ArchiveData {
 /// any file: loads every atom and replays the journal over it, exactly as recovery does. For restore verification
 /// and `archive dump`. Holds the whole archive's data in memory.
 pub fn read_archive(dir: &Path) -> Result<ArchiveData, StoreError> {
-    let mut rec = recover(dir, None, false)?;
+    read_archive_with_journal(dir, &dir.join(JOURNAL_DIR))
+}
+
+/// [`read_archive`] of an archive whose journal is in `journal_dir` (a simple hot copy with a separate
+/// `copyJournalDir`).
+pub fn read_archive_with_journal(dir: &Path, journal_dir: &Path) -> Result<ArchiveData, StoreError> {
+    let mut rec = recover(dir, journal_dir, None, false)?;
     let ids: Vec<u64> = rec.data.atoms.keys().copied().collect();
     let mut entries = BTreeMap::new();
     let mut atoms = 0;
