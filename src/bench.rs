@@ -259,6 +259,8 @@ fn run_jobs(requests: &[CopyRequest], jobs: usize, opts: &Options, max_rate: Opt
         job.direct_sources += other.direct_sources;
         job.direct_targets += other.direct_targets;
         job.direct_fallbacks += other.direct_fallbacks;
+        job.batch_synced += other.batch_synced;
+        job.synced_file_systems += other.synced_file_systems;
     }
     job.files.clear();
     Ok(Measured { reports, job, seconds, windows })
@@ -308,6 +310,8 @@ fn print_report(args: &CopyArgs, files: &[PathBuf], m: &Measured) {
             "direct_sources": report.direct_sources,
             "direct_targets": report.direct_targets,
             "direct_fallbacks": report.direct_fallbacks,
+            "batch_synced": report.batch_synced,
+            "synced_file_systems": report.synced_file_systems,
             "waited_seconds": report.waited.as_secs_f64(),
             "max_rate_mb": args.max_rate.map(|r| r / 1_000_000),
             "windows": m.windows.len(),
@@ -339,6 +343,12 @@ fn print_report(args: &CopyArgs, files: &[PathBuf], m: &Measured) {
         println!(
             "direct I/O       {} sources, {} targets, {} fallbacks",
             report.direct_sources, report.direct_targets, report.direct_fallbacks
+        );
+        println!(
+            "durability       {} files fsynced, {} by syncfs of {} file systems",
+            files.len() as u64 - report.batch_synced,
+            report.batch_synced,
+            report.synced_file_systems
         );
         println!("limiter wait     {:.3} s", report.waited.as_secs_f64());
         println!("manifest BLAKE3  {manifest}");

@@ -1,9 +1,9 @@
 //! Opening sources and targets (with O_DIRECT where it works), hashing, and finishing targets durably.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashSet};
 use std::fs::{File, OpenOptions};
 use std::os::fd::AsRawFd;
-use std::os::unix::fs::OpenOptionsExt;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 use backset_format::manifest::ContentHasher;
@@ -252,6 +252,8 @@ pub(crate) struct Created {
     dirs: Vec<PathBuf>,
     /// The directory the last target went to, known to exist.
     known_dir: Option<PathBuf>,
+    /// Targets written but not fsynced, left to the batch sync at the end of the job (see [`crate::limits::BATCH_SYNC_MAX_BYTES`]).
+    batched: u64,
 }
 
 impl Created {
@@ -295,8 +297,20 @@ impl Created {
         }
     }
 
-    /// Fsyncs every directory that holds a target or a new directory, so the new names are durable.
-    pub(crate) fn sync_dirs(&self) -> Result<(), CopyError> {
+    /// A target of at most [`crate::limits::BATCH_SYNC_MAX_BYTES`] is written: [`Created::make_durable`] syncs it with the rest.
+    pub(crate) fn defer_sync(&mut self) {
+        self.batched += 1;
+    }
+
+    /// Targets left to the batch sync.
+    pub(crate) fn batched(&self) -> u64 {
+        self.batched
+    }
+
+    /// Makes the job's new files and names durable: fsyncs every directory that holds a target or a new directory,
+    /// or, when targets were left to the batch sync, syncs the file system of each such directory once (`syncfs`),
+    /// which covers those targets and the directories. Returns how many file systems were synced.
+    pub(crate) fn make_durable(&self) -> Result<usize, CopyError> {
         let dirs: BTreeSet<&Path> = self
             .files
             .iter()
@@ -305,9 +319,21 @@ impl Created {
             // A relative path's parent may be empty: that is the current directory.
             .map(|p| if p.as_os_str().is_empty() { Path::new(".") } else { p })
             .collect();
+        let mut synced = HashSet::new();
         for d in dirs {
-            File::open(d).and_then(|f| f.sync_all()).map_err(|e| CopyError::io("fsync directory", d, e))?;
+            let dir = File::open(d).map_err(|e| CopyError::io("open directory", d, e))?;
+            if self.batched == 0 {
+                dir.sync_all().map_err(|e| CopyError::io("fsync directory", d, e))?;
+                continue;
+            }
+            let dev = dir.metadata().map_err(|e| CopyError::io("stat directory", d, e))?.dev();
+            if synced.insert(dev) {
+                // SAFETY: syncfs takes a descriptor we own and touches no user memory; the result is checked.
+                if unsafe { libc::syncfs(dir.as_raw_fd()) } != 0 {
+                    return Err(CopyError::io("sync the file system of", d, std::io::Error::last_os_error()));
+                }
+            }
         }
-        Ok(())
+        Ok(synced.len())
     }
 }

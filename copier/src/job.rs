@@ -95,6 +95,12 @@ pub struct JobReport {
     pub direct_targets: u64,
     /// Files for which the file system refused O_DIRECT, so buffered I/O was used.
     pub direct_fallbacks: u64,
+    /// Targets of at most [`crate::limits::BATCH_SYNC_MAX_BYTES`], made durable by the job's `syncfs` at its end
+    /// instead of an fsync each (larger targets are fsynced one by one).
+    pub batch_synced: u64,
+    /// File systems synced at the end of the job (one per file system holding a batch-synced target; none when
+    /// every target was fsynced, and then the directories were).
+    pub synced_file_systems: usize,
 }
 
 /// A snapshot of a running job.
@@ -107,7 +113,7 @@ pub struct Progress {
     pub bytes_read: u64,
     /// Bytes to copy in all (grows as files are opened when requests have no length).
     pub bytes_total: u64,
-    /// Files finished (written and fsynced).
+    /// Files finished (written, and fsynced unless left to the job's batch sync).
     pub files_done: u64,
     /// Files in the job.
     pub files_total: u64,

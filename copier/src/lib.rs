@@ -2,8 +2,9 @@
 //!
 //! A [`Copier`] owns a pool of page-aligned buffers (one anonymous mapping, [`limits::POOL_BYTES_DEFAULT`]) and an
 //! io_uring ring with those buffers registered; it copies a job's files (whole, or byte ranges) with O_DIRECT where
-//! the file system allows, hashes every byte from the buffer it was read into, fsyncs targets and their
-//! directories, and reports each file's size, BLAKE3 and 1 MiB chunk hashes: exactly what `backset-format`'s
+//! the file system allows, hashes every byte from the buffer it was read into, makes targets and their directories
+//! durable before it returns (an fsync each, or one `syncfs` for small targets: [`limits::BATCH_SYNC_MAX_BYTES`]),
+//! and reports each file's size, BLAKE3 and 1 MiB chunk hashes: exactly what `backset-format`'s
 //! manifests store. When the ring cannot be set up (ENOSYS, EPERM from a seccomp filter, ENOMEM) or when
 //! `BACKSET_IO=portable`, a portable pread/pwrite backend gives the same output.
 //!
@@ -145,8 +146,8 @@ impl Copier {
             None => portable::run(&self.pool, requests, ctl, throttle, &self.opts, &created),
         };
         let mut created = created.into_inner().unwrap();
-        let files = match result.and_then(|files| created.sync_dirs().map(|()| files)) {
-            Ok(files) => files,
+        let (files, synced_file_systems) = match result.and_then(|files| Ok((files, created.make_durable()?))) {
+            Ok(done) => done,
             Err(e) => {
                 created.remove_all();
                 return Err(e);
@@ -163,6 +164,8 @@ impl Copier {
             direct_sources: count(|f| f.direct_source),
             direct_targets: count(|f| f.direct_target),
             direct_fallbacks: if self.opts.direct { count(|f| !f.direct_target) } else { 0 },
+            batch_synced: created.batched(),
+            synced_file_systems,
             files,
         })
     }

@@ -8,7 +8,7 @@ use std::time::Duration;
 use crate::error::CopyError;
 use crate::file::{create_target, io_len, open_source, truncate_target, Created, FileHasher};
 use crate::job::{CopyRequest, FileReport, JobControl, Throttle};
-use crate::limits::{BUFFER_BYTES, CANCEL_POLL_MS, PORTABLE_THREADS};
+use crate::limits::{BATCH_SYNC_MAX_BYTES, BUFFER_BYTES, CANCEL_POLL_MS, PORTABLE_THREADS};
 use crate::pool::{Buf, BufferPool};
 use crate::Options;
 
@@ -131,7 +131,11 @@ fn copy_one(
     }
     if let Some((dst, path)) = &dst {
         truncate_target(dst, src.len, path)?;
-        dst.file.sync_all().map_err(|e| CopyError::io("fsync", path, e))?;
+        if src.len > BATCH_SYNC_MAX_BYTES {
+            dst.file.sync_all().map_err(|e| CopyError::io("fsync", path, e))?;
+        } else {
+            created.lock().unwrap().defer_sync();
+        }
     }
     ctl.files_done.fetch_add(1, Relaxed);
     let (hash, chunk_hashes) = hasher.finish();

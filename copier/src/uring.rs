@@ -9,7 +9,8 @@
 //! the reads before it in the file have been handed on (BLAKE3 needs the bytes in order), then goes to the hashing
 //! thread (`hash.rs`) and, at the same time, into a write from the same buffer: both only read it, and it returns
 //! to the pool when both are done. When a file's last write completes it is truncated (after a padded direct write)
-//! and fsynced through the ring, in a batch with the other written files (`sync_written`); it closes once it is
+//! and, if larger than `BATCH_SYNC_MAX_BYTES`, fsynced through the ring in a batch with the other written files
+//! (`sync_written`; smaller targets are made durable by the job's one `syncfs` at its end); it closes once it is
 //! durable and its hashes are in. Short reads and writes are resubmitted for their remainder; nothing relies on
 //! linked operations.
 
@@ -32,7 +33,10 @@ use crate::file::{
 };
 use crate::hash::{self, BufPtr, Done, Msg};
 use crate::job::{CopyRequest, FileReport, JobControl, Throttle};
-use crate::limits::{open_files_allowed, BUFFER_BYTES, CANCEL_POLL_MS, IO_WORKERS, MAX_OPEN_FILES, MAX_RING_ENTRIES};
+use crate::limits::{
+    open_files_allowed, BATCH_SYNC_MAX_BYTES, BUFFER_BYTES, CANCEL_POLL_MS, IO_WORKERS, MAX_OPEN_FILES,
+    MAX_RING_ENTRIES,
+};
 use crate::pool::{Buf, BufferPool};
 use crate::Options;
 
@@ -910,7 +914,8 @@ impl Run<'_> {
         }
     }
 
-    /// Once every byte of a file is written: truncate a padded direct target, then fsync it through the ring.
+    /// Once every byte of a file is written: truncate a padded direct target, then fsync it through the ring (or,
+    /// at most `BATCH_SYNC_MAX_BYTES`, leave it to the job's batch sync).
     fn maybe_finish(&mut self, file: usize) -> Result<(), CopyError> {
         let f = self.files[file].as_mut().expect("open");
         let len = f.src().len;
@@ -927,14 +932,19 @@ impl Run<'_> {
         if f.writes_in_flight > 0 {
             return Ok(());
         }
-        let Some(dst) = &f.dst else {
-            f.stage = Stage::Syncing;
-            f.synced = true;
-            self.try_close(file);
-            return Ok(());
-        };
-        truncate_target(dst, len, target_path(&self.reqs[f.request]))?;
-        f.stage = Stage::Written;
+        if let Some(dst) = &f.dst {
+            truncate_target(dst, len, target_path(&self.reqs[f.request]))?;
+            if len > BATCH_SYNC_MAX_BYTES {
+                f.stage = Stage::Written;
+                return Ok(());
+            }
+            self.created.defer_sync();
+        }
+        // Nothing to fsync: no target, or a small one that the job's batch sync makes durable.
+        let f = self.files[file].as_mut().expect("open");
+        f.stage = Stage::Syncing;
+        f.synced = true;
+        self.try_close(file);
         Ok(())
     }
 

@@ -275,6 +275,41 @@ fn many_small_files_copy_exactly() {
 }
 
 #[test]
+fn small_targets_are_synced_by_one_syncfs_and_larger_ones_by_an_fsync_each() {
+    let edge = limits::BATCH_SYNC_MAX_BYTES as usize;
+    for mut copier in backends() {
+        let dir = scratch();
+        let copy = |copier: &mut Copier, name: &str, sizes: &[usize], target: bool| {
+            let reqs: Vec<_> = sizes
+                .iter()
+                .enumerate()
+                .map(|(i, &len)| {
+                    let src = dir.path().join(format!("{name}-src-{i}"));
+                    std::fs::write(&src, pattern(len, i as u64)).unwrap();
+                    match target {
+                        true => CopyRequest::file(src, dir.path().join(format!("{name}/sub{}/{i}", i % 2))),
+                        false => CopyRequest::read(src),
+                    }
+                })
+                .collect();
+            let report = copier.copy(&reqs, &JobControl::new(), None).unwrap();
+            for (r, req) in report.files.iter().zip(&reqs) {
+                if let Some(t) = &req.target {
+                    check_copy(r, t, &std::fs::read(&req.source).unwrap());
+                }
+            }
+            (report.batch_synced, report.synced_file_systems)
+        };
+        // Up to the limit (one buffer), inclusive: left to the batch, whose one syncfs covers both directories.
+        assert_eq!(copy(&mut copier, "small", &[0, 1, 4097, edge, edge + 1], true), (4, 1), "{:?}", copier.backend());
+        // One byte over: fsynced one by one, and no file system sync.
+        assert_eq!(copy(&mut copier, "large", &[edge + 1, 3 * edge], true), (0, 0));
+        // Reading only: nothing to make durable.
+        assert_eq!(copy(&mut copier, "read", &[10, edge], false), (0, 0));
+    }
+}
+
+#[test]
 fn full_target_file_system_fails_cleanly() {
     let dir = scratch();
     let mnt = dir.path().join("small");
