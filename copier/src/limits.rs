@@ -47,7 +47,7 @@ pub const IO_WORKERS: u32 = 32;
 /// at its end with one `syncfs(2)` of each file system it wrote to, which also makes the directories durable, instead
 /// of an fsync per file. Each fsync of a new file costs a device cache flush and, on ext4, a write of its inode's
 /// block and of its directory's: 50,000 x 16 KiB targets took 105,000 device writes and 7,000 flushes with an fsync
-/// each, 52,000 writes and one flush with the batch (2026-11-26). Larger targets keep their own fsync (its cost is
+/// each, 50,100 writes and one flush with the batch (2026-11-26). Larger targets keep their own fsync (its cost is
 /// small beside their data, and a job of a few large files does not sync the rest of the file system).
 pub const BATCH_SYNC_MAX_BYTES: u64 = BUFFER_BYTES as u64;
 
