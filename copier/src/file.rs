@@ -10,7 +10,7 @@ use backset_format::manifest::ContentHasher;
 
 use crate::error::CopyError;
 use crate::job::CopyRequest;
-use crate::limits::{BUFFER_BYTES, DIRECT_ALIGN};
+use crate::limits::{BATCH_SYNC_MAX_BYTES, BUFFER_BYTES, DIRECT_ALIGN};
 
 /// An open source file and the bytes to copy from it.
 #[derive(Debug)]
@@ -237,6 +237,12 @@ impl FileHasher {
     }
 }
 
+/// Whether a finished target of `len` bytes gets its own fsync; smaller ones ([`BATCH_SYNC_MAX_BYTES`] or less) are
+/// made durable by the job's batch sync ([`Created::make_durable`]).
+pub(crate) fn fsynced_alone(len: u64) -> bool {
+    len > BATCH_SYNC_MAX_BYTES
+}
+
 /// Cuts a direct-I/O target back to its size after a padded last write.
 pub(crate) fn truncate_target(target: &Target, len: u64, path: &Path) -> Result<(), CopyError> {
     if target.direct && len % DIRECT_ALIGN as u64 != 0 {
@@ -252,7 +258,7 @@ pub(crate) struct Created {
     dirs: Vec<PathBuf>,
     /// The directory the last target went to, known to exist.
     known_dir: Option<PathBuf>,
-    /// Targets written but not fsynced, left to the batch sync at the end of the job (see [`crate::limits::BATCH_SYNC_MAX_BYTES`]).
+    /// Targets written but not fsynced, left to the batch sync at the end of the job (see [`fsynced_alone`]).
     batched: u64,
 }
 
@@ -297,7 +303,7 @@ impl Created {
         }
     }
 
-    /// A target of at most [`crate::limits::BATCH_SYNC_MAX_BYTES`] is written: [`Created::make_durable`] syncs it with the rest.
+    /// A target that is not [`fsynced_alone`] is written: [`Created::make_durable`] syncs it with the rest.
     pub(crate) fn defer_sync(&mut self) {
         self.batched += 1;
     }

@@ -6,9 +6,9 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use crate::error::CopyError;
-use crate::file::{create_target, io_len, open_source, truncate_target, Created, FileHasher};
+use crate::file::{create_target, fsynced_alone, io_len, open_source, truncate_target, Created, FileHasher};
 use crate::job::{CopyRequest, FileReport, JobControl, Throttle};
-use crate::limits::{BATCH_SYNC_MAX_BYTES, BUFFER_BYTES, CANCEL_POLL_MS, PORTABLE_THREADS};
+use crate::limits::{BUFFER_BYTES, CANCEL_POLL_MS, PORTABLE_THREADS};
 use crate::pool::{Buf, BufferPool};
 use crate::Options;
 
@@ -131,7 +131,7 @@ fn copy_one(
     }
     if let Some((dst, path)) = &dst {
         truncate_target(dst, src.len, path)?;
-        if src.len > BATCH_SYNC_MAX_BYTES {
+        if fsynced_alone(src.len) {
             dst.file.sync_all().map_err(|e| CopyError::io("fsync", path, e))?;
         } else {
             created.lock().unwrap().defer_sync();

@@ -28,15 +28,12 @@ use io_uring::{opcode, squeue, types, IoUring};
 
 use crate::error::CopyError;
 use crate::file::{
-    allocation_len, allocation_unsupported, create_error, io_len, source_from_stat, target_from_stat, truncate_target,
-    Created, Source, Target, SOURCE_OPEN_FLAGS, STATX_MASK, TARGET_MODE, TARGET_OPEN_FLAGS,
+    allocation_len, allocation_unsupported, create_error, fsynced_alone, io_len, source_from_stat, target_from_stat,
+    truncate_target, Created, Source, Target, SOURCE_OPEN_FLAGS, STATX_MASK, TARGET_MODE, TARGET_OPEN_FLAGS,
 };
 use crate::hash::{self, BufPtr, Done, Msg};
 use crate::job::{CopyRequest, FileReport, JobControl, Throttle};
-use crate::limits::{
-    open_files_allowed, BATCH_SYNC_MAX_BYTES, BUFFER_BYTES, CANCEL_POLL_MS, IO_WORKERS, MAX_OPEN_FILES,
-    MAX_RING_ENTRIES,
-};
+use crate::limits::{open_files_allowed, BUFFER_BYTES, CANCEL_POLL_MS, IO_WORKERS, MAX_OPEN_FILES, MAX_RING_ENTRIES};
 use crate::pool::{Buf, BufferPool};
 use crate::Options;
 
@@ -934,7 +931,7 @@ impl Run<'_> {
         }
         if let Some(dst) = &f.dst {
             truncate_target(dst, len, target_path(&self.reqs[f.request]))?;
-            if len > BATCH_SYNC_MAX_BYTES {
+            if fsynced_alone(len) {
                 f.stage = Stage::Written;
                 return Ok(());
             }
