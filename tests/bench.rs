@@ -1,5 +1,6 @@
 //! End to end: `backset bench copy` and `backset bench disk` as the real binary on the real disk.
 
+use std::path::PathBuf;
 use std::process::Command;
 
 fn backset(args: &[&std::ffi::OsStr]) -> (bool, String, String) {
@@ -21,14 +22,26 @@ fn field(out: &str, name: &str) -> String {
     json(out).get(name).unwrap_or_else(|| panic!("no {name} in {out}")).to_string()
 }
 
-#[test]
-fn bench_copy_copies_a_tree_and_equal_trees_give_equal_manifests() {
+/// A scratch directory on the real disk with a source tree `src/` of `files` (relative path, contents).
+fn source_tree(files: impl IntoIterator<Item = (String, Vec<u8>)>) -> (tempfile::TempDir, PathBuf) {
     let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
     let src = dir.path().join("src");
-    std::fs::create_dir_all(src.join("a/b")).unwrap();
-    std::fs::write(src.join("one"), vec![1u8; 3 << 20]).unwrap();
-    std::fs::write(src.join("a/b/two"), b"two").unwrap();
-    std::fs::write(src.join("a/empty"), b"").unwrap();
+    std::fs::create_dir_all(&src).unwrap();
+    for (name, bytes) in files {
+        let path = src.join(name);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, bytes).unwrap();
+    }
+    (dir, src)
+}
+
+#[test]
+fn bench_copy_copies_a_tree_and_equal_trees_give_equal_manifests() {
+    let (dir, src) = source_tree([
+        ("one".to_string(), vec![1u8; 3 << 20]),
+        ("a/b/two".to_string(), b"two".to_vec()),
+        ("a/empty".to_string(), Vec::new()),
+    ]);
     let (ok, first, err) = backset(&[
         "bench".as_ref(),
         "copy".as_ref(),
@@ -69,12 +82,7 @@ fn bench_copy_copies_a_tree_and_equal_trees_give_equal_manifests() {
 fn bench_copy_of_many_files_keeps_within_a_low_descriptor_limit() {
     // 64 descriptors: the copier may hold an eighth of them, so 4 files at a time; holding 64 or 256 files (two
     // descriptors each) fails with "Too many open files".
-    let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
-    let src = dir.path().join("src");
-    std::fs::create_dir_all(&src).unwrap();
-    for i in 0..600u32 {
-        std::fs::write(src.join(format!("{i:04}")), i.to_le_bytes().repeat(1 + i as usize)).unwrap();
-    }
+    let (dir, src) = source_tree((0..600u32).map(|i| (format!("{i:04}"), i.to_le_bytes().repeat(1 + i as usize))));
     let out = Command::new("sh")
         .arg("-c")
         .arg(r#"ulimit -Sn 64 && ulimit -Hn 64 && exec "$0" bench copy "$1" "$2" --json"#)
@@ -97,12 +105,7 @@ fn bench_copy_of_many_files_keeps_within_a_low_descriptor_limit() {
 
 #[test]
 fn bench_copy_with_several_jobs_on_one_budget_copies_every_file_once() {
-    let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
-    let src = dir.path().join("src");
-    std::fs::create_dir_all(&src).unwrap();
-    for i in 0..7u8 {
-        std::fs::write(src.join(format!("f{i}")), vec![i; 300_000 + usize::from(i)]).unwrap();
-    }
+    let (dir, src) = source_tree((0..7u8).map(|i| (format!("f{i}"), vec![i; 300_000 + usize::from(i)])));
     let run = |target: &str, extra: &[&str]| {
         let mut args: Vec<&std::ffi::OsStr> =
             vec!["bench".as_ref(), "copy".as_ref(), src.as_os_str(), "--json".as_ref()];
@@ -152,11 +155,8 @@ fn bench_disk_measures_and_cleans_up() {
 
 #[test]
 fn bench_versus_cp_times_both_sides_alternately_and_leaves_its_scratch_empty() {
-    let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
-    let src = dir.path().join("src");
-    std::fs::create_dir_all(src.join("d")).unwrap();
-    std::fs::write(src.join("big"), vec![7u8; (2 << 20) + 5]).unwrap();
-    std::fs::write(src.join("d/small"), b"small").unwrap();
+    let (dir, src) =
+        source_tree([("big".to_string(), vec![7u8; (2 << 20) + 5]), ("d/small".to_string(), b"small".to_vec())]);
     let scratch = dir.path().join("scratch");
     let (ok, out, err) = backset(&[
         "bench".as_ref(),
