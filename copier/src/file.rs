@@ -175,6 +175,28 @@ pub(crate) fn allocation_len(len: u64, direct: bool) -> u64 {
     }
 }
 
+/// Size a new target of `len` bytes is given before its data is written when it gets no blocks ahead
+/// ([`allocation_len`] is 0): with direct I/O, `len` rounded up to the alignment, so that its one (padded) write
+/// lands inside the file; otherwise 0 (nothing to set). ext4 waits for a direct write that extends its file in the
+/// thread that issued it, which for the ring is one of the kernel's io_uring worker threads, idle until the device
+/// answers; a write inside the file's size is submitted and the thread moves on. Setting a size allocates nothing
+/// (one `ftruncate`, no I/O), where a `fallocate` costs small files more than it saves (measured 2026-11-26).
+pub(crate) fn presize_len(len: u64, direct: bool) -> u64 {
+    if direct && allocation_len(len, direct) == 0 {
+        len.next_multiple_of(DIRECT_ALIGN as u64)
+    } else {
+        0
+    }
+}
+
+/// Gives a new target its [`presize_len`], if any.
+pub(crate) fn presize(target: &Target, len: u64, path: &Path) -> Result<(), CopyError> {
+    match presize_len(len, target.direct) {
+        0 => Ok(()),
+        size => target.file.set_len(size).map_err(|e| CopyError::io("set the size of", path, e)),
+    }
+}
+
 /// `fallocate(2)` of `len` bytes from offset 0, growing the file's size to `len`. File systems without it
 /// (EOPNOTSUPP) simply get the writes unallocated.
 fn preallocate(file: &File, len: u64) -> std::io::Result<()> {
@@ -341,5 +363,31 @@ impl Created {
             }
         }
         Ok(synced.len())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn small_direct_targets_are_sized_ahead_and_larger_ones_allocated_ahead() {
+        let buf = BUFFER_BYTES as u64;
+        let align = DIRECT_ALIGN as u64;
+        // Direct: up to one buffer the size is set (rounded up to the alignment), above it blocks are allocated.
+        for (len, size, allocated) in [
+            (0, 0, 0),
+            (1, align, 0),
+            (align, align, 0),
+            (align + 1, 2 * align, 0),
+            (buf, buf, 0),
+            (buf + 1, 0, buf + align),
+        ] {
+            assert_eq!((presize_len(len, true), allocation_len(len, true)), (size, allocated), "direct, {len} bytes");
+        }
+        // Buffered: no size ahead (writes may extend the file), allocation of the exact size above one buffer.
+        for (len, allocated) in [(0, 0), (1, 0), (buf, 0), (buf + 1, buf + 1)] {
+            assert_eq!((presize_len(len, false), allocation_len(len, false)), (0, allocated), "buffered, {len} bytes");
+        }
     }
 }

@@ -3,7 +3,8 @@
 //! Every step of a file goes through the ring, for up to `MAX_OPEN_FILES` files at once (fewer under a low descriptor
 //! limit: `limits::open_files_allowed`): open the source and create
 //! the target, `statx` both, allocate the target (`fallocate`), read, write, fsync, close both. Only flag changes
-//! (`fcntl`), directory creation and the truncation after a padded direct write are plain system calls.
+//! (`fcntl`), directory creation, the size a small direct target gets before its write (`file::presize`) and the
+//! truncation after a padded direct write are plain system calls.
 //!
 //! For each file the loop keeps reads in flight into free buffers; a read that completes waits in its buffer until
 //! the reads before it in the file have been handed on (BLAKE3 needs the bytes in order), then goes to the hashing
@@ -28,8 +29,9 @@ use io_uring::{opcode, squeue, types, IoUring};
 
 use crate::error::CopyError;
 use crate::file::{
-    allocation_len, allocation_unsupported, create_error, fsynced_alone, io_len, source_from_stat, target_from_stat,
-    truncate_target, Created, Source, Target, SOURCE_OPEN_FLAGS, STATX_MASK, TARGET_MODE, TARGET_OPEN_FLAGS,
+    allocation_len, allocation_unsupported, create_error, fsynced_alone, io_len, presize, source_from_stat,
+    target_from_stat, truncate_target, Created, Source, Target, SOURCE_OPEN_FLAGS, STATX_MASK, TARGET_MODE,
+    TARGET_OPEN_FLAGS,
 };
 use crate::hash::{self, BufPtr, Done, Msg};
 use crate::job::{CopyRequest, FileReport, JobControl, Throttle};
@@ -473,6 +475,9 @@ impl Run<'_> {
         }
         let len = src.len;
         f.src = Some(src);
+        if let Some(dst) = &f.dst {
+            presize(dst, len, target_path(req))?;
+        }
         if f.dst.as_ref().is_some_and(|d| allocation_len(len, d.direct) > 0) {
             f.stage = Stage::Allocating;
             self.push_setup(Op::Fallocate { file });
