@@ -124,6 +124,10 @@ const MAX_BENCH_JOBS: u16 = 16;
 /// Length of the windows in which `bench copy` measures the rate.
 const WINDOW: Duration = Duration::from_secs(1);
 
+/// How often `bench copy` looks at the bytes read, to know when the last byte was read (its reading time is known to
+/// within this).
+const POLL: Duration = Duration::from_millis(10);
+
 fn parse_rate(s: &str) -> Result<u64, String> {
     match s.parse::<u64>() {
         Ok(0) | Err(_) => Err(format!("{s:?} is not a positive whole number of MB/s")),
@@ -168,7 +172,10 @@ struct Measured {
     /// The first job's report (backend, buffers), with bytes, waits and direct-I/O counts summed over all jobs.
     job: JobReport,
     seconds: f64,
-    /// Rate of each whole window (bytes read from the sources per second).
+    /// Time from the start until the last byte was read: the rate limit's span (the targets' durability at the end
+    /// reads nothing and is not throttled).
+    reading_seconds: f64,
+    /// Rate of each whole window that ended before the last byte was read (bytes read from the sources per second).
     windows: Vec<f64>,
 }
 
@@ -194,7 +201,7 @@ fn backend(io: Option<&str>) -> BackendChoice {
 }
 
 /// Runs `requests` as `jobs` concurrent jobs (request i in job i % jobs) sharing one SM budget of `max_rate`, and
-/// samples the bytes copied at every window boundary.
+/// samples the bytes read at every window boundary and when the last byte was read.
 fn run_jobs(requests: &[CopyRequest], jobs: usize, opts: &Options, max_rate: Option<u64>) -> Result<Measured> {
     let sm = SmLimiter::new(max_rate);
     let ctls: Vec<JobControl> = (0..jobs).map(|_| JobControl::new()).collect();
@@ -220,26 +227,38 @@ fn run_jobs(requests: &[CopyRequest], jobs: usize, opts: &Options, max_rate: Opt
                 })
             })
             .collect();
-        let mut windows = Vec::new();
-        let (mut last_t, mut last_bytes) = (started, 0u64);
+        // The rate limit counts bytes read from the sources, so the windows do too.
+        let bytes_read = || ctls.iter().map(|c| c.progress().bytes_read).sum::<u64>();
+        // (time, bytes read) at each window boundary, and when the bytes read last grew.
+        let mut samples = vec![(started, 0u64)];
+        let (mut seen, mut last_read) = (0u64, started);
         let mut boundary = started + WINDOW;
         while running.load(Relaxed) > 0 {
-            std::thread::sleep(boundary.saturating_duration_since(Instant::now()).min(Duration::from_millis(50)));
-            let now = Instant::now();
-            if now < boundary {
-                continue;
+            std::thread::sleep(boundary.saturating_duration_since(Instant::now()).min(POLL));
+            let (now, bytes) = (Instant::now(), bytes_read());
+            if bytes > seen {
+                (seen, last_read) = (bytes, now);
             }
-            // The rate limit counts bytes read from the sources, so the windows do too.
-            let bytes: u64 = ctls.iter().map(|c| c.progress().bytes_read).sum();
-            if running.load(Relaxed) > 0 {
-                windows.push((bytes - last_bytes) as f64 / (now - last_t).as_secs_f64());
+            if now >= boundary {
+                samples.push((now, bytes));
+                boundary += WINDOW;
             }
-            (last_t, last_bytes) = (now, bytes);
-            boundary += WINDOW;
         }
         let results: Vec<_> = handles.into_iter().map(|h| h.join().expect("copy thread")).collect();
-        (results, windows)
+        if bytes_read() > seen {
+            last_read = Instant::now();
+        }
+        // Whole windows in which the job was still reading at the end: the window in which it read its last byte,
+        // and any after (the targets being made durable), are not the throttle's.
+        let total = bytes_read();
+        let windows = samples
+            .windows(2)
+            .filter(|w| w[1].1 < total)
+            .map(|w| (w[1].1 - w[0].1) as f64 / (w[1].0 - w[0].0).as_secs_f64())
+            .collect();
+        (results, (windows, last_read - started))
     });
+    let (windows, reading) = windows;
     let seconds = started.elapsed().as_secs_f64();
     // Report the error that stopped the bench, not the cancellations it caused in the other jobs.
     if let Some(e) = results.iter().filter_map(|r| r.as_ref().err()).find(|e| !matches!(e, CopyError::Cancelled)) {
@@ -263,7 +282,7 @@ fn run_jobs(requests: &[CopyRequest], jobs: usize, opts: &Options, max_rate: Opt
         job.synced_file_systems += other.synced_file_systems;
     }
     job.files.clear();
-    Ok(Measured { reports, job, seconds, windows })
+    Ok(Measured { reports, job, seconds, reading_seconds: reading.as_secs_f64(), windows })
 }
 
 /// BLAKE3 over the sorted (path, size, hash) list: equal trees give equal manifests.
@@ -296,6 +315,7 @@ fn window_stats(windows: &[f64], max_rate: Option<u64>) -> Option<(f64, f64, Opt
 fn print_report(args: &CopyArgs, files: &[PathBuf], m: &Measured) {
     let (report, seconds) = (&m.job, m.seconds);
     let mb_per_sec = report.bytes as f64 / 1e6 / seconds;
+    let reading_mb_per_sec = if report.bytes == 0 { 0.0 } else { report.bytes as f64 / 1e6 / m.reading_seconds };
     let manifest = if args.no_hash { "-".to_string() } else { manifest_hash(files, &m.reports) };
     let windows = window_stats(&m.windows, args.max_rate);
     if args.json {
@@ -304,6 +324,8 @@ fn print_report(args: &CopyArgs, files: &[PathBuf], m: &Measured) {
             "bytes": report.bytes,
             "seconds": seconds,
             "mb_per_sec": mb_per_sec,
+            "reading_seconds": m.reading_seconds,
+            "reading_mb_per_sec": reading_mb_per_sec,
             "jobs": args.jobs,
             "backend": report.backend.name(),
             "registered_buffers": report.registered_buffers,
@@ -326,8 +348,12 @@ fn print_report(args: &CopyArgs, files: &[PathBuf], m: &Measured) {
         println!("bytes            {}", report.bytes);
         println!("seconds          {seconds:.3}");
         println!("MB/s             {mb_per_sec:.1}");
+        println!(
+            "reading          {:.3} s, {reading_mb_per_sec:.1} MB/s (until the last byte read)",
+            m.reading_seconds
+        );
         if let Some(rate) = args.max_rate {
-            println!("vs --max-rate    {:+.2}%", (mb_per_sec * 1e6 / rate as f64 - 1.0) * 100.0);
+            println!("vs --max-rate    {:+.2}% while reading", (reading_mb_per_sec * 1e6 / rate as f64 - 1.0) * 100.0);
         }
         if let Some((min, max, worst)) = windows {
             let worst = worst.map(|w| format!(", worst {w:+.2}% of --max-rate")).unwrap_or_default();
