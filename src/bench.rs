@@ -207,7 +207,7 @@ fn run_jobs(requests: &[CopyRequest], jobs: usize, opts: &Options, max_rate: Opt
     let ctls: Vec<JobControl> = (0..jobs).map(|_| JobControl::new()).collect();
     let running = AtomicUsize::new(jobs);
     let started = Instant::now();
-    let (results, windows) = std::thread::scope(|s| {
+    let (results, (windows, reading)) = std::thread::scope(|s| {
         let handles: Vec<_> = (0..jobs)
             .map(|j| {
                 let (sm, ctls, running) = (&sm, &ctls, &running);
@@ -248,8 +248,8 @@ fn run_jobs(requests: &[CopyRequest], jobs: usize, opts: &Options, max_rate: Opt
         if bytes_read() > seen {
             last_read = Instant::now();
         }
-        // Whole windows in which the job was still reading at the end: the window in which it read its last byte,
-        // and any after (the targets being made durable), are not the throttle's.
+        // Whole windows at whose end the job was still reading: the window in which it read its last byte, and any
+        // after (the targets being made durable), are not the throttle's.
         let total = bytes_read();
         let windows = samples
             .windows(2)
@@ -258,7 +258,6 @@ fn run_jobs(requests: &[CopyRequest], jobs: usize, opts: &Options, max_rate: Opt
             .collect();
         (results, (windows, last_read - started))
     });
-    let (windows, reading) = windows;
     let seconds = started.elapsed().as_secs_f64();
     // Report the error that stopped the bench, not the cancellations it caused in the other jobs.
     if let Some(e) = results.iter().filter_map(|r| r.as_ref().err()).find(|e| !matches!(e, CopyError::Cancelled)) {
