@@ -245,12 +245,12 @@ fn run_jobs(requests: &[CopyRequest], jobs: usize, opts: &Options, max_rate: Opt
             }
         }
         let results: Vec<_> = handles.into_iter().map(|h| h.join().expect("copy thread")).collect();
-        if bytes_read() > seen {
+        let total = bytes_read();
+        if total > seen {
             last_read = Instant::now();
         }
         // Whole windows at whose end the job was still reading: the window in which it read its last byte, and any
         // after (the targets being made durable), are not the throttle's.
-        let total = bytes_read();
         let windows = samples
             .windows(2)
             .filter(|w| w[1].1 < total)
