@@ -2,7 +2,7 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
-use std::sync::Arc;
+use std::sync::{Arc, Barrier, OnceLock};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
@@ -172,8 +172,8 @@ struct Measured {
     /// The first job's report (backend, buffers), with bytes, waits and direct-I/O counts summed over all jobs.
     job: JobReport,
     seconds: f64,
-    /// Time from the start until the last byte was read: the rate limit's span (the targets' durability at the end
-    /// reads nothing and is not throttled).
+    /// Time from the start of the SM budget (the copiers set up) until the last byte was read: the rate limit's
+    /// span (the targets' durability at the end reads nothing and is not throttled).
     reading_seconds: f64,
     /// Rate of each whole window that ended before the last byte was read (bytes read from the sources per second).
     windows: Vec<f64>,
@@ -201,21 +201,28 @@ fn backend(io: Option<&str>) -> BackendChoice {
 }
 
 /// Runs `requests` as `jobs` concurrent jobs (request i in job i % jobs) sharing one SM budget of `max_rate`, and
-/// samples the bytes read at every window boundary and when the last byte was read.
+/// samples the bytes read at every window boundary and when the last byte was read. The jobs' copiers are set up
+/// (rings, registered pools) before the SM budget and the windows start, as an SM's copiers would be: the windows
+/// measure the throttle, not the setup.
 fn run_jobs(requests: &[CopyRequest], jobs: usize, opts: &Options, max_rate: Option<u64>) -> Result<Measured> {
-    let sm = SmLimiter::new(max_rate);
+    let sm = OnceLock::new();
+    let (set_up, go) = (Barrier::new(jobs + 1), Barrier::new(jobs + 1));
     let ctls: Vec<JobControl> = (0..jobs).map(|_| JobControl::new()).collect();
     let running = AtomicUsize::new(jobs);
-    let started = Instant::now();
+    // The job's seconds count the copiers' setup too; the windows start after it.
+    let begun = Instant::now();
     let (results, (windows, reading)) = std::thread::scope(|s| {
         let handles: Vec<_> = (0..jobs)
             .map(|j| {
-                let (sm, ctls, running) = (&sm, &ctls, &running);
+                let (sm, ctls, running, set_up, go) = (&sm, &ctls, &running, &set_up, &go);
                 s.spawn(move || {
                     let mine: Vec<CopyRequest> = requests.iter().skip(j).step_by(jobs).cloned().collect();
-                    let result = Copier::new(opts.clone()).and_then(|mut copier| {
+                    let copier = Copier::new(opts.clone());
+                    set_up.wait();
+                    go.wait();
+                    let result = copier.and_then(|mut copier| {
                         // The SM budget is the bench's whole budget; jobs have no cap of their own.
-                        let limiter = max_rate.map(|_| JobLimiter::new(sm, None));
+                        let limiter = max_rate.map(|_| JobLimiter::new(sm.get().expect("set before go"), None));
                         copier.copy(&mine, &ctls[j], limiter.as_ref().map(|l| l as &dyn Throttle))
                     });
                     if result.is_err() {
@@ -227,6 +234,11 @@ fn run_jobs(requests: &[CopyRequest], jobs: usize, opts: &Options, max_rate: Opt
                 })
             })
             .collect();
+        set_up.wait();
+        // The SM budget starts empty now.
+        sm.set(SmLimiter::new(max_rate)).expect("set once");
+        let started = Instant::now();
+        go.wait();
         // The rate limit counts bytes read from the sources, so the windows do too.
         let bytes_read = || ctls.iter().map(|c| c.progress().bytes_read).sum::<u64>();
         // (time, bytes read) at each window boundary, and when the bytes read last grew.
@@ -258,7 +270,7 @@ fn run_jobs(requests: &[CopyRequest], jobs: usize, opts: &Options, max_rate: Opt
             .collect();
         (results, (windows, last_read - started))
     });
-    let seconds = started.elapsed().as_secs_f64();
+    let seconds = begun.elapsed().as_secs_f64();
     // Report the error that stopped the bench, not the cancellations it caused in the other jobs.
     if let Some(e) = results.iter().filter_map(|r| r.as_ref().err()).find(|e| !matches!(e, CopyError::Cancelled)) {
         bail!("{e}");
@@ -279,6 +291,7 @@ fn run_jobs(requests: &[CopyRequest], jobs: usize, opts: &Options, max_rate: Opt
         job.direct_fallbacks += other.direct_fallbacks;
         job.batch_synced += other.batch_synced;
         job.synced_file_systems += other.synced_file_systems;
+        job.flushes += other.flushes;
     }
     job.files.clear();
     Ok(Measured { reports, job, seconds, reading_seconds: reading.as_secs_f64(), windows })
@@ -333,12 +346,14 @@ fn print_report(args: &CopyArgs, files: &[PathBuf], m: &Measured) {
             "direct_fallbacks": report.direct_fallbacks,
             "batch_synced": report.batch_synced,
             "synced_file_systems": report.synced_file_systems,
+            "flushes": report.flushes,
             "waited_seconds": report.waited.as_secs_f64(),
             "max_rate_mb": args.max_rate.map(|r| r / 1_000_000),
             "windows": m.windows.len(),
             "window_min_mb_per_sec": windows.map(|w| w.0),
             "window_max_mb_per_sec": windows.map(|w| w.1),
             "window_worst_error_pct": windows.and_then(|w| w.2),
+            "window_mb_per_sec": m.windows.iter().map(|w| w / 1e6).collect::<Vec<_>>(),
             "manifest_blake3": manifest,
         });
         println!("{json}");
@@ -370,10 +385,11 @@ fn print_report(args: &CopyArgs, files: &[PathBuf], m: &Measured) {
             report.direct_sources, report.direct_targets, report.direct_fallbacks
         );
         println!(
-            "durability       {} files fsynced, {} by syncfs of {} file systems",
+            "durability       {} files fsynced, {} by syncfs of {} file systems, {} write-back flushes",
             files.len() as u64 - report.batch_synced,
             report.batch_synced,
-            report.synced_file_systems
+            report.synced_file_systems,
+            report.flushes
         );
         println!("limiter wait     {:.3} s", report.waited.as_secs_f64());
         println!("manifest BLAKE3  {manifest}");

@@ -126,6 +126,9 @@ fn bench_copy_with_several_jobs_on_one_budget_copies_every_file_once() {
         assert_eq!(std::fs::read(dir.path().join(format!("three/f{i}"))).unwrap(), vec![i; 300_000 + usize::from(i)]);
     }
     assert!(field(&three, "windows").parse::<u32>().unwrap() >= 2, "{three}");
+    let per_window = json(&three)["window_mb_per_sec"].as_array().map(Vec::len);
+    assert_eq!(per_window.map(|n| n.to_string()), Some(field(&three, "windows")), "one rate per window: {three}");
+    assert_eq!(field(&three, "flushes"), "0", "2.1 MB written is less than FLUSH_AFTER_BYTES: {three}");
     assert!(field(&three, "seconds").parse::<f64>().unwrap() >= 2.0, "the budget is shared: {three}");
     // Together the jobs read at the budget's rate, never above it (the limiters start empty; 2% for the polling of
     // the last byte read); below it only by stalls of a busy test machine. The reading time ends with the last byte

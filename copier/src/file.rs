@@ -10,7 +10,7 @@ use backset_format::manifest::ContentHasher;
 
 use crate::error::CopyError;
 use crate::job::CopyRequest;
-use crate::limits::{BATCH_SYNC_MAX_BYTES, BUFFER_BYTES, DIRECT_ALIGN};
+use crate::limits::{BATCH_SYNC_MAX_BYTES, BUFFER_BYTES, DIRECT_ALIGN, FLUSH_AFTER_BYTES};
 
 /// An open source file and the bytes to copy from it.
 #[derive(Debug)]
@@ -282,6 +282,10 @@ pub(crate) struct Created {
     known_dir: Option<PathBuf>,
     /// Targets written but not fsynced, left to the batch sync at the end of the job (see [`fsynced_alone`]).
     batched: u64,
+    /// Bytes written to targets while the job was throttled, since its last write-back flush.
+    unflushed: u64,
+    /// Write-back flushes started (see [`FLUSH_AFTER_BYTES`]).
+    flushes: u64,
 }
 
 impl Created {
@@ -330,6 +334,29 @@ impl Created {
         self.batched += 1;
     }
 
+    /// Counts `bytes` written to a target; only writes while the job is `throttled` count towards a flush.
+    pub(crate) fn wrote(&mut self, bytes: u64, throttled: bool) {
+        if throttled {
+            self.unflushed += bytes;
+        }
+    }
+
+    /// Whether a throttled job has written [`FLUSH_AFTER_BYTES`] since its last flush: then the caller flushes the
+    /// target it just wrote (`fdatasync`, which makes the device write back its cache) and the count starts again.
+    pub(crate) fn start_flush(&mut self) -> bool {
+        if self.unflushed < FLUSH_AFTER_BYTES {
+            return false;
+        }
+        self.unflushed = 0;
+        self.flushes += 1;
+        true
+    }
+
+    /// Write-back flushes started.
+    pub(crate) fn flushes(&self) -> u64 {
+        self.flushes
+    }
+
     /// Targets left to the batch sync.
     pub(crate) fn batched(&self) -> u64 {
         self.batched
@@ -369,6 +396,25 @@ impl Created {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_flush_is_due_after_every_flush_after_bytes_written_while_throttled() {
+        let mut c = Created::default();
+        c.wrote(10 * FLUSH_AFTER_BYTES, false);
+        assert!(!c.start_flush(), "unthrottled writes never count");
+        c.wrote(FLUSH_AFTER_BYTES - 1, true);
+        assert!(!c.start_flush(), "one byte short");
+        c.wrote(1, false);
+        assert!(!c.start_flush(), "still short: that byte was written unthrottled");
+        c.wrote(1, true);
+        assert!(c.start_flush(), "exactly FLUSH_AFTER_BYTES");
+        assert!(!c.start_flush(), "the count starts again after a flush");
+        // A flush that could not start (one in flight) comes at the next write, with everything written since.
+        c.wrote(3 * FLUSH_AFTER_BYTES, true);
+        assert!(c.start_flush());
+        assert!(!c.start_flush(), "one flush however far past the mark");
+        assert_eq!(c.flushes(), 2);
+    }
 
     #[test]
     fn small_direct_targets_are_sized_ahead_and_larger_ones_allocated_ahead() {

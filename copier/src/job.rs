@@ -101,6 +101,9 @@ pub struct JobReport {
     /// File systems synced at the end of the job (one per file system holding a batch-synced target; none when
     /// every target was fsynced, and then the directories were).
     pub synced_file_systems: usize,
+    /// Write-back flushes of a throttled job: an `fdatasync` after every [`crate::limits::FLUSH_AFTER_BYTES`]
+    /// written (none when the job was not limited).
+    pub flushes: u64,
 }
 
 /// A snapshot of a running job.
@@ -215,5 +218,11 @@ pub trait Throttle: Send + Sync {
     /// through in any window follows its rate closely. Default: no preference.
     fn grain(&self) -> u64 {
         u64::MAX
+    }
+
+    /// Whether the throttle limits the job now. A limited job flushes its writes as it goes (see
+    /// [`crate::limits::FLUSH_AFTER_BYTES`]); an unlimited one leaves them to its end. Default: limited.
+    fn is_limited(&self) -> bool {
+        true
     }
 }

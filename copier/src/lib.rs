@@ -166,6 +166,7 @@ impl Copier {
             direct_fallbacks: if self.opts.direct { count(|f| !f.direct_target) } else { 0 },
             batch_synced: created.batched(),
             synced_file_systems,
+            flushes: created.flushes(),
             files,
         })
     }

@@ -460,6 +460,11 @@ impl<C: Clock> JobLimiter<C> {
         u64::try_from((bytes / align * align).max(align)).unwrap_or(u64::MAX)
     }
 
+    /// Whether its cap or its SM's budget limits this job (a paused one does).
+    pub fn is_limited(&self) -> bool {
+        self.rate().is_some() || lock(&self.sm.state).level.rate().is_some()
+    }
+
     /// Total time this job's requests waited on the limiter: from each first refusal to the admission, as the
     /// limiter's clock measures it (a wait still going on counts up to its last refusal).
     pub fn waited(&self) -> Duration {
@@ -601,5 +606,9 @@ where
 
     fn grain(&self) -> u64 {
         JobLimiter::grain(self)
+    }
+
+    fn is_limited(&self) -> bool {
+        JobLimiter::is_limited(self)
     }
 }

@@ -125,6 +125,14 @@ fn copy_one(
             let write_len = io_len(want, dst.direct);
             bytes[want..write_len].fill(0);
             dst.file.write_all_at(&bytes[..write_len], done).map_err(|e| CopyError::io("write", path, e))?;
+            let flush = {
+                let mut created = created.lock().unwrap();
+                created.wrote(write_len as u64, throttle.is_some_and(|t| t.is_limited()));
+                created.start_flush()
+            };
+            if flush {
+                dst.file.sync_data().map_err(|e| CopyError::io("fdatasync", path, e))?;
+            }
         }
         done += want as u64;
         ctl.bytes_done.fetch_add(want as u64, Relaxed);

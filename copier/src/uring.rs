@@ -88,7 +88,8 @@ impl Uring {
 
 /// Ring size for a pool of `buffers`: at most one read per buffer is in flight (a throttled chunk's pieces share
 /// its buffer, and `submit_reads` keeps reads within the buffer count), every buffer can be in one write, and every
-/// open file in at most two other operations (open, statx or close of source and target; fallocate; fsync), so
+/// open file in at most two other operations (open, statx or close of source and target; fallocate; fsync; a
+/// write-back flush, only while it is written, when it has no other), so
 /// operations in flight never exceed the ring, whatever order completions come in.
 pub(crate) fn ring_entries(buffers: usize) -> u32 {
     ((2 * buffers + 2 * MAX_OPEN_FILES).next_power_of_two() as u32).min(MAX_RING_ENTRIES)
@@ -168,6 +169,7 @@ struct OpenFile {
     reading: BTreeMap<u64, Reading>,
     /// The chunk whose pieces the throttle is still admitting (at most one per file, the last in `reading`).
     admitting: Option<u64>,
+    /// Writes of the target in flight, and its write-back flush (which must complete before the target is closed).
     writes_in_flight: usize,
     /// Set once the target is durable (or, reading only, the last byte hashed), while the descriptors close.
     report: Option<FileReport>,
@@ -228,6 +230,10 @@ enum Op {
     Fsync {
         file: usize,
     },
+    /// `fdatasync` of a target still being written: a throttled job's write-back (`limits::FLUSH_AFTER_BYTES`).
+    Flush {
+        file: usize,
+    },
     /// Close a descriptor taken out of its `File`.
     Close {
         file: usize,
@@ -245,6 +251,9 @@ struct Run<'a> {
     ctl: &'a JobControl,
     opts: &'a Options,
     created: &'a mut Created,
+    throttle: Option<&'a dyn Throttle>,
+    /// A write-back flush is in flight (a job has at most one).
+    flushing: bool,
     files: Vec<Option<OpenFile>>,
     ops: Vec<Option<Op>>,
     free_ops: Vec<usize>,
@@ -292,6 +301,8 @@ pub(crate) fn run(
             ctl,
             opts,
             created,
+            throttle,
+            flushing: false,
             files: Vec::new(),
             ops: Vec::new(),
             free_ops: Vec::new(),
@@ -307,7 +318,7 @@ pub(crate) fn run(
             hashed_bufs: HashSet::new(),
             abandon,
         };
-        let result = run.main_loop(throttle);
+        let result = run.main_loop();
         // Whatever happened, no operation and no hash may still use a buffer or a descriptor when we return.
         run.drain();
         result?;
@@ -316,14 +327,14 @@ pub(crate) fn run(
 }
 
 impl Run<'_> {
-    fn main_loop(&mut self, throttle: Option<&dyn Throttle>) -> Result<(), CopyError> {
+    fn main_loop(&mut self) -> Result<(), CopyError> {
         loop {
             if self.ctl.is_cancelled() {
                 return Err(CopyError::Cancelled);
             }
             self.open_files()?;
             self.sync_written();
-            let throttle_wait = self.submit_reads(throttle);
+            let throttle_wait = self.submit_reads();
             if self.in_flight == 0 {
                 if self.next_request == self.reqs.len() && self.open == 0 {
                     return Ok(());
@@ -491,7 +502,8 @@ impl Run<'_> {
     /// Queues reads into free buffers, file by file in request order. Returns how long the throttle asks to wait,
     /// if it refused. A throttled job reads in pieces of at most `Throttle::grain` bytes, queued as the throttle
     /// admits them, without waiting for earlier pieces to complete.
-    fn submit_reads(&mut self, throttle: Option<&dyn Throttle>) -> Option<Duration> {
+    fn submit_reads(&mut self) -> Option<Duration> {
+        let throttle = self.throttle;
         let grain = throttle.map_or(BUFFER_BYTES, |t| t.grain().min(BUFFER_BYTES as u64) as usize);
         let mut order: Vec<usize> = (0..self.files.len())
             .filter(|&s| self.files[s].as_ref().is_some_and(|f| f.stage == Stage::Copying))
@@ -611,6 +623,12 @@ impl Run<'_> {
             Op::Fsync { file } => {
                 let f = self.files[*file].as_ref().expect("open");
                 opcode::Fsync::new(types::Fd(f.dst.as_ref().expect("fsync only with a target").file.as_raw_fd()))
+                    .build()
+            }
+            Op::Flush { file } => {
+                let f = self.files[*file].as_ref().expect("open");
+                opcode::Fsync::new(types::Fd(f.dst.as_ref().expect("flush only with a target").file.as_raw_fd()))
+                    .flags(types::FsyncFlags::DATASYNC)
                     .build()
             }
             Op::Close { fd, .. } => opcode::Close::new(types::Fd(*fd)).build(),
@@ -738,6 +756,21 @@ impl Run<'_> {
                 f.writes_in_flight -= 1;
                 self.release(buf);
                 self.ctl.bytes_done.fetch_add(data as u64, Relaxed);
+                self.created.wrote(len as u64, self.throttle.is_some_and(|t| t.is_limited()));
+                if !self.flushing && self.created.start_flush() {
+                    self.flushing = true;
+                    self.files[file].as_mut().expect("open").writes_in_flight += 1;
+                    self.push(Op::Flush { file });
+                }
+                self.maybe_finish(file)
+            }
+            Op::Flush { file } => {
+                self.flushing = false;
+                let f = self.files[file].as_mut().expect("open");
+                f.writes_in_flight -= 1;
+                if res < 0 {
+                    return Err(CopyError::io("fdatasync", target_path(&self.reqs[f.request]), errno(res)));
+                }
                 self.maybe_finish(file)
             }
             Op::Fsync { file } => {
@@ -975,7 +1008,12 @@ impl Run<'_> {
                         drop(self.opened(side, request, res));
                     }
                     Some(
-                        Op::Open { .. } | Op::Statx { .. } | Op::Fallocate { .. } | Op::Fsync { .. } | Op::Close { .. },
+                        Op::Open { .. }
+                        | Op::Statx { .. }
+                        | Op::Fallocate { .. }
+                        | Op::Fsync { .. }
+                        | Op::Flush { .. }
+                        | Op::Close { .. },
                     )
                     | None => {}
                 }

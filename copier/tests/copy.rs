@@ -468,6 +468,50 @@ fn three_jobs_sharing_one_sm_limiter_never_exceed_its_budget() {
     }
 }
 
+#[test]
+fn a_throttled_job_flushes_after_every_flush_after_bytes_and_an_unthrottled_one_never() {
+    use backset_copier::limit::{JobLimiter, SmLimiter};
+    let after = limits::FLUSH_AFTER_BYTES as usize;
+    // 3.25 x FLUSH_AFTER_BYTES in two files: the job counts across its files.
+    let sizes = [after * 5 / 2, after * 3 / 4];
+    // Limited (so it flushes), but fast enough not to slow the test.
+    let fast = SmLimiter::new(Some(4_000_000_000));
+    let unlimited = SmLimiter::new(None);
+    for mut copier in backends() {
+        let dir = scratch();
+        let sources: Vec<PathBuf> = sizes
+            .iter()
+            .enumerate()
+            .map(|(i, &len)| {
+                let src = dir.path().join(format!("src{i}"));
+                std::fs::write(&src, pattern(len, i as u64)).unwrap();
+                src
+            })
+            .collect();
+        let backend = copier.backend();
+        let mut copy = |name: &str, throttle: Option<&dyn Throttle>| {
+            let reqs: Vec<_> = sources
+                .iter()
+                .map(|s| CopyRequest::file(s, dir.path().join(name).join(s.file_name().unwrap())))
+                .collect();
+            let report = copier.copy(&reqs, &JobControl::new(), throttle).unwrap();
+            for (r, req) in report.files.iter().zip(&reqs) {
+                check_copy(r, req.target.as_deref().unwrap(), &std::fs::read(&req.source).unwrap());
+            }
+            report.flushes
+        };
+        let flushes = copy("throttled", Some(&JobLimiter::new(&fast, None)));
+        match backend {
+            // Each thread flushes when its write takes the job past another FLUSH_AFTER_BYTES.
+            Backend::Portable => assert_eq!(flushes, 3),
+            // At most one flush in flight: one due while another runs waits for the next write, which may not come.
+            Backend::Uring => assert!((1..=3).contains(&flushes), "{flushes} flushes"),
+        }
+        assert_eq!(copy("no-throttle", None), 0, "{backend:?}");
+        assert_eq!(copy("unlimited", Some(&JobLimiter::new(&unlimited, None))), 0, "{backend:?}");
+    }
+}
+
 /// Bytes of `path` in the page cache, from util-linux's `fincore`.
 fn cached_bytes(path: &Path) -> u64 {
     let out = std::process::Command::new("fincore").args(["-b", "-n", "-r", "-o", "RES"]).arg(path).output().unwrap();

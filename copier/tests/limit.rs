@@ -157,6 +157,24 @@ fn the_grain_is_ten_ms_of_the_slower_level_in_whole_pages() {
 }
 
 #[test]
+fn a_job_is_limited_while_its_cap_or_its_sm_budget_is_set() {
+    let clock = FakeRelativeClock::default();
+    let unlimited = SmLimiter::with_clock(None, clock.clone());
+    assert!(!JobLimiter::new(&unlimited, None).is_limited(), "neither level limits");
+    assert!(!Throttle::is_limited(&JobLimiter::new(&unlimited, None)), "the copier asks through the trait");
+    assert!(JobLimiter::new(&unlimited, Some(MB)).is_limited(), "the job's cap alone");
+    let sm = SmLimiter::with_clock(Some(5 * MB), clock.clone());
+    let job = JobLimiter::new(&sm, None);
+    assert!(job.is_limited(), "the SM budget alone");
+    sm.set_rate(Some(0));
+    assert!(job.is_limited(), "a paused budget limits");
+    sm.set_rate(None);
+    assert!(!job.is_limited(), "follows the SM's rate change");
+    job.set_rate(Some(0));
+    assert!(Throttle::is_limited(&job), "a paused cap limits");
+}
+
+#[test]
 fn per_byte_cells_would_overshoot_as_the_design_says() {
     // What governor would do with one cell per byte: the period truncated to whole nanoseconds.
     let overshoot = |rate: u64| (SEC_NS as f64 / rate as f64) / (SEC_NS / rate).max(1) as f64 - 1.0;
