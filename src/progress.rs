@@ -1,6 +1,7 @@
 //! Progress bars of the command line: on stderr, hidden when stderr is not a terminal (indicatif's default), so
 //! scripts and tests see only the results on stdout.
 
+use std::sync::mpsc::{self, RecvTimeoutError};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -22,15 +23,24 @@ pub fn bar(what: &str) -> ProgressBar {
 }
 
 /// Runs `work` on a scoped thread while a bar labelled `what` follows `control`'s progress; clears the bar after.
+/// Returns as soon as `work` does (the bar's refresh waits on it, not on a timer).
 pub fn follow<T: Send>(what: &str, control: &Arc<JobControl>, work: impl FnOnce() -> T + Send) -> T {
     let bar = bar(what);
     let out = std::thread::scope(|s| {
-        let job = s.spawn(work);
-        while !job.is_finished() {
+        let (done_tx, done_rx) = mpsc::channel::<()>();
+        let job = s.spawn(move || {
+            let out = work();
+            // Wakes the refresh loop now; a panic wakes it too, by dropping the sender.
+            let _ = done_tx.send(());
+            out
+        });
+        loop {
             let p = control.progress();
             bar.set_length(p.bytes_total.max(1));
             bar.set_position(p.bytes_done);
-            std::thread::sleep(REFRESH);
+            if done_rx.recv_timeout(REFRESH) != Err(RecvTimeoutError::Timeout) {
+                break;
+            }
         }
         job.join()
     });

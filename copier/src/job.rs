@@ -167,6 +167,14 @@ impl JobControl {
         &self.cancel
     }
 
+    /// Counts work its caller does outside the copier (files it reads itself) in this control's progress: `total`
+    /// bytes more to do, of which `done` are done. The job's clock starts at the first call if no copy started it.
+    pub fn add_outside(&self, total: u64, done: u64) {
+        self.start();
+        self.bytes_total.fetch_add(total, Relaxed);
+        self.bytes_done.fetch_add(done, Relaxed);
+    }
+
     pub(crate) fn start(&self) -> Instant {
         *self.started.get_or_init(Instant::now)
     }

@@ -82,6 +82,10 @@ pub const RESTORE_SEGMENT_BYTES: u64 = DEFAULT_SEGMENT_BYTES;
 /// and lets a cancel or an error name its batch quickly.
 pub const COPY_BATCH_FILES: usize = 4096;
 
+/// Threads that read a check's journal slices (each takes whole elements; the copier hashes the atom files beside
+/// them): 2. Each holds one journal chunk and one record being verified (see [`RESTORE_FIXED_MEMORY_BYTES`]).
+pub const CHECK_JOURNAL_THREADS: usize = 2;
+
 /// Defects of one kind a check lists for one file or directory (catalog entries of one catalog, unexpected entries of
 /// one directory): 1000. The others are counted and reported as one defect, so a small hostile file or a directory
 /// of empty files cannot make a check's report, and its memory, grow without bound.
@@ -123,8 +127,8 @@ const _: () = assert!(HOTCOPY_CANCEL_POLL.as_millis() <= 50);
 
 /// Memory a restore or a check of a backup set may take whatever the set holds: the copier's buffer pool
 /// ([`backset_copier::limits::POOL_BYTES_DEFAULT`], 64 MiB), one journal chunk (1 MiB) and one record (at most the
-/// format's `MAX_RECORD_PAYLOAD_BYTES`, 16 MiB) being verified, the reports of one copier job of
-/// [`COPY_BATCH_FILES`] files, and the program itself: 160 MiB.
+/// format's `MAX_RECORD_PAYLOAD_BYTES`, 16 MiB) being verified (a check: one of each per [`CHECK_JOURNAL_THREADS`]),
+/// the reports of one copier job of [`COPY_BATCH_FILES`] files, and the program itself: 160 MiB.
 pub const RESTORE_FIXED_MEMORY_BYTES: u64 = 160 << 20;
 
 /// Memory a restore or a check may take per byte of the set's metadata (the `state` and the control files of its

@@ -29,7 +29,8 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt;
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use backset_copier::{Copier, CopyError, CopyRequest, JobControl};
@@ -43,9 +44,11 @@ use backset_format::{AtomState, ElementName, ElementStatus, FileEntry, FileKind,
 
 pub use archive::{check_archive, check_archive_with_journal, ArchiveCheckReport, TornTail};
 
-use crate::limits::{CHECK_MAX_DEFECTS_PER_FILE, COPY_BATCH_FILES};
+use crate::limits::{CHECK_JOURNAL_THREADS, CHECK_MAX_DEFECTS_PER_FILE, COPY_BATCH_FILES};
 use crate::restore::set::hex;
-use crate::restore::{for_each_record, mismatch, read_atom_header, BackupSet, Hashes, SetError, SliceError};
+use crate::restore::{
+    chunk_mismatch, for_each_record, mismatch, read_atom_header, BackupSet, SetError, SliceError, FILE_MISMATCH,
+};
 
 /// How to check.
 #[derive(Debug, Clone, Default)]
@@ -679,7 +682,10 @@ fn check_data(
         }
     }
 
-    // Hash everything that is there with the right size, through the copier's read-only requests.
+    // Journal slices are read once, buffered, by a second thread that hashes and frames them together, while the
+    // copier hashes the atom files (read-only requests, O_DIRECT) and their headers are read here.
+    let (atoms, journals): (Vec<ToRead<'_>>, Vec<ToRead<'_>>) =
+        to_read.into_iter().partition(|t| t.entry.kind == FileKind::Atom);
     let own_control;
     let ctl: &JobControl = match &opts.control {
         Some(c) => c,
@@ -688,12 +694,45 @@ fn check_data(
             &own_control
         }
     };
+    let (atoms_result, journal_result) = std::thread::scope(|s| {
+        let journal = s.spawn(|| check_journals(set, &journals, ctl));
+        let atoms_result = check_atoms(set, bases, opts, &atoms, ctl, r, &mut damaged);
+        if atoms_result.is_err() {
+            // Stop the journal pass too (this cancels the caller's control: the check fails either way).
+            ctl.cancel();
+        }
+        (atoms_result, journal.join().expect("journal pass"))
+    });
+    atoms_result?;
+    let journal = journal_result?;
+    r.files_read += journal.files_read;
+    r.bytes_read += journal.bytes_read;
+    for (i, path, kind, what) in journal.defects {
+        damaged[i] = true;
+        r.defect(Some(set.elements()[i].name()), Some(path), kind, what);
+    }
+    Ok(damaged)
+}
+
+/// Hashes the atom files `atoms` through the copier's read-only requests and checks their headers against the
+/// catalogs, marking damaged elements.
+fn check_atoms(
+    set: &BackupSet,
+    bases: &HashMap<usize, BaseInfo>,
+    opts: &CheckOptions,
+    atoms: &[ToRead<'_>],
+    ctl: &JobControl,
+    r: &mut CheckReport,
+    damaged: &mut [bool],
+) -> Result<(), CheckError> {
+    if atoms.is_empty() {
+        return Ok(());
+    }
     let mut copier_opts = opts.copier.clone();
     copier_opts.hash = true;
     let mut copier =
         Copier::new(copier_opts).map_err(|source| CheckError::Copier { path: set.dir().to_path_buf(), source })?;
-    let mut hashed_ok: HashSet<(usize, FileKind, u64)> = HashSet::new();
-    for batch in to_read.chunks(COPY_BATCH_FILES) {
+    for batch in atoms.chunks(COPY_BATCH_FILES) {
         let requests: Vec<CopyRequest> = batch.iter().map(|t| CopyRequest::read(&t.path)).collect();
         let results: Vec<Result<backset_copier::FileReport, CopyError>> = match copier.copy(&requests, ctl, None) {
             Ok(job) => {
@@ -743,102 +782,198 @@ fn check_data(
                 );
                 continue;
             }
-            if t.entry.kind == FileKind::Atom {
-                let lsn = bases.get(&t.element).and_then(|b| b.lsns.get(&t.entry.id)).copied();
-                if let Some(why) = atom_header_problem(&t.path, t.entry, lsn, e.txn_range().last) {
-                    damaged[t.element] = true;
-                    r.defect(name, Some(t.path.clone()), DefectKind::Atom, why);
-                }
-            } else {
-                hashed_ok.insert((t.element, t.entry.kind, t.entry.id));
+            let lsn = bases.get(&t.element).and_then(|b| b.lsns.get(&t.entry.id)).copied();
+            if let Some(why) = atom_header_problem(&t.path, t.entry, lsn, e.txn_range().last) {
+                damaged[t.element] = true;
+                r.defect(name, Some(t.path.clone()), DefectKind::Atom, why);
             }
         }
     }
+    Ok(())
+}
 
-    // Journal framing, element by element (records increase across an element's slices). A transaction that
-    // several elements cover must have the same record in each: a digest of each such record is kept (16 bytes per
-    // record in the shared ranges, mostly the journal of the fulls and incrementals).
-    let state = set.state();
+/// What the journal pass found: defects as (element, file, kind, description), and what it read.
+#[derive(Default)]
+struct JournalOutcome {
+    defects: Vec<(usize, PathBuf, DefectKind, String)>,
+    files_read: u64,
+    bytes_read: u64,
+}
+
+/// What one element's journal slices held, for the comparison across elements.
+#[derive(Default)]
+struct ElementJournal {
+    outcome: JournalOutcome,
+    /// Paths of its slices that were read, and whether each was whole and well framed.
+    slices: Vec<(PathBuf, bool)>,
+    /// (transaction, record check, index in `slices`) of each record in a range other elements cover too.
+    shared: Vec<(u64, u64, usize)>,
+}
+
+/// Reads each journal slice in `journals` once, verifying its chunk and file hashes against the manifest and its
+/// framing together, on [`CHECK_JOURNAL_THREADS`] threads that take whole elements (records increase across an
+/// element's slices). Then a transaction that several elements cover must have the same record in each: the record
+/// checks of those records are kept (24 bytes per record in the shared ranges, mostly the journal of the fulls and
+/// incrementals) and compared element by element.
+fn check_journals(set: &BackupSet, journals: &[ToRead<'_>], ctl: &JobControl) -> Result<JournalOutcome, CheckError> {
+    ctl.add_outside(journals.iter().map(|t| t.entry.size).sum(), 0);
+    let present: HashSet<(usize, u64)> = journals.iter().map(|t| (t.element, t.entry.id)).collect();
     let shared = shared_ranges(set);
-    let mut seen: HashMap<u64, (u64, usize)> = HashMap::new();
-    for (i, e) in set.elements().iter().enumerate() {
-        let range = e.txn_range();
-        let mut after = range.first.saturating_sub(1);
-        for f in e.journal_files() {
-            if !hashed_ok.contains(&(i, FileKind::Journal, f.id)) {
-                continue;
-            }
-            let path = e.data_file(f);
-            let mut outside: Option<(u64, u64)> = None;
-            let mut differs: Option<(u64, usize)> = None;
-            // The copier pass above verified this slice's hashes (`hashed_ok`): framing only here.
-            let res = for_each_record(&path, f, after, Some(ctl.cancel_flag()), Hashes::Verified, |rec| {
-                if !range.contains(rec.txn_id) && outside.is_none() {
-                    outside = Some((rec.txn_id, rec.offset));
+    let elements = set.elements().len();
+    // Largest journals first, so that no thread is left with a large one at the end.
+    let mut order: Vec<usize> = (0..elements).collect();
+    order.sort_by_key(|&i| {
+        std::cmp::Reverse(journals.iter().filter(|t| t.element == i).map(|t| t.entry.size).sum::<u64>())
+    });
+    let next = AtomicUsize::new(0);
+    let results: Mutex<Vec<Option<Result<ElementJournal, CheckError>>>> =
+        Mutex::new((0..elements).map(|_| None).collect());
+    std::thread::scope(|s| {
+        for _ in 0..CHECK_JOURNAL_THREADS.min(elements) {
+            s.spawn(|| {
+                while let Some(&i) = order.get(next.fetch_add(1, Ordering::Relaxed)) {
+                    let result = element_journal(set, i, &present, &shared, ctl);
+                    results.lock().unwrap_or_else(PoisonError::into_inner)[i] = Some(result);
                 }
-                let k = shared.partition_point(|s| s.last < rec.txn_id);
-                if shared.get(k).is_some_and(|s| s.contains(rec.txn_id)) {
-                    // The record's verified check covers its timestamp and payload: no second hash.
-                    let digest = rec.check;
-                    match seen.entry(rec.txn_id) {
-                        std::collections::hash_map::Entry::Occupied(o) => {
-                            if o.get().0 != digest && differs.is_none() {
-                                differs = Some((rec.txn_id, o.get().1));
-                            }
-                        }
-                        std::collections::hash_map::Entry::Vacant(v) => {
-                            v.insert((digest, i));
-                        }
-                    }
-                }
-                Ok::<bool, SliceError>(true)
             });
-            let fail = |r: &mut CheckReport, damaged: &mut [bool], what: String| {
-                damaged[i] = true;
-                r.defect(Some(e.name()), Some(path.clone()), DefectKind::Journal, what);
-            };
-            match res {
-                Err(SliceError::Cancelled) => return Err(CheckError::Cancelled { path: set.dir().to_path_buf() }),
-                Err(err) => fail(r, &mut damaged, format!("{err}: the slice is damaged")),
-                Ok(summary) => {
-                    if let Some((txn, offset)) = outside {
-                        fail(r, &mut damaged, format!(
-                            "holds transaction {txn} (at byte {offset} of segment {}), outside the element's range [{}, {}]",
-                            f.id, range.first, range.last
-                        ));
-                    }
-                    if let Some((txn, other)) = differs {
-                        fail(
-                            r,
-                            &mut damaged,
+        }
+    });
+    let mut out = JournalOutcome::default();
+    let mut seen: HashMap<u64, (u64, usize)> = HashMap::new();
+    for (i, result) in results.into_inner().unwrap_or_else(PoisonError::into_inner).into_iter().enumerate() {
+        let element = result.expect("every element's journal read")?;
+        out.files_read += element.outcome.files_read;
+        out.bytes_read += element.outcome.bytes_read;
+        out.defects.extend(element.outcome.defects);
+        let mut reported = vec![false; element.slices.len()];
+        for (txn, check, slice) in element.shared {
+            match seen.entry(txn) {
+                std::collections::hash_map::Entry::Occupied(o) => {
+                    let (path, whole) = &element.slices[slice];
+                    if o.get().0 != check && *whole && !reported[slice] {
+                        reported[slice] = true;
+                        out.defects.push((
+                            i,
+                            path.clone(),
+                            DefectKind::Journal,
                             format!(
                                 "its record of transaction {txn} differs from the one in element {} (commit time or \
                                  payload): one of them does not come from this archive's journal",
-                                set.elements()[other].name()
+                                set.elements()[o.get().1].name()
                             ),
-                        );
+                        ));
                     }
-                    if summary.records == 0 {
-                        fail(r, &mut damaged, "holds no record (a hot copy copies only slices with records)".into());
-                    }
-                    if let Some(h) = summary.header {
-                        if h.database_id != state.database_id || h.archive_id != state.archive_id {
-                            fail(
-                                r,
-                                &mut damaged,
-                                format!(
-                                    "its segment header names database {} archive {}, the state database {} archive {}",
-                                    h.database_id, h.archive_id, state.database_id, state.archive_id
-                                ),
-                            );
-                        }
-                    }
-                    after = summary.last_txn.unwrap_or(after);
+                }
+                std::collections::hash_map::Entry::Vacant(v) => {
+                    v.insert((check, i));
                 }
             }
         }
     }
-    Ok(damaged)
+    Ok(out)
+}
+
+/// Reads the journal slices of element `i` that are `present`, in order (see [`check_journals`]).
+fn element_journal(
+    set: &BackupSet,
+    i: usize,
+    present: &HashSet<(usize, u64)>,
+    shared: &[TxnRange],
+    ctl: &JobControl,
+) -> Result<ElementJournal, CheckError> {
+    let mut out = ElementJournal::default();
+    let state = set.state();
+    let e = &set.elements()[i];
+    let range = e.txn_range();
+    let mut after = range.first.saturating_sub(1);
+    for f in e.journal_files() {
+        if !present.contains(&(i, f.id)) {
+            continue;
+        }
+        let path = e.data_file(f);
+        let slice = out.slices.len();
+        let mut outside: Option<(u64, u64)> = None;
+        let res = for_each_record(&path, f, after, Some(ctl.cancel_flag()), |rec| {
+            if !range.contains(rec.txn_id) && outside.is_none() {
+                outside = Some((rec.txn_id, rec.offset));
+            }
+            let k = shared.partition_point(|s| s.last < rec.txn_id);
+            if shared.get(k).is_some_and(|s| s.contains(rec.txn_id)) {
+                // The record's verified check covers its timestamp and payload: no second hash.
+                out.shared.push((rec.txn_id, rec.check, slice));
+            }
+            Ok::<bool, SliceError>(true)
+        });
+        ctl.add_outside(0, f.size);
+        let mut defects = Vec::new();
+        let mut fail = |kind: DefectKind, what: String| defects.push((i, path.clone(), kind, what));
+        let restore_it = "restore it from a copy of the set";
+        let (read_through, whole) = match res {
+            Err(SliceError::Cancelled) => return Err(CheckError::Cancelled { path: set.dir().to_path_buf() }),
+            Err(SliceError::Io { source, .. }) => {
+                fail(DefectKind::Io, format!("cannot be read: {source}"));
+                (false, false)
+            }
+            Err(err @ (SliceError::Missing { .. } | SliceError::NotRegular { .. })) => {
+                fail(DefectKind::Io, format!("cannot be read: {err}"));
+                (false, false)
+            }
+            Err(SliceError::Size { expected, found, .. }) => {
+                fail(
+                    DefectKind::Size,
+                    format!("is {found} bytes, the manifest says {expected} (truncated or extended): {restore_it}"),
+                );
+                (true, false)
+            }
+            Err(SliceError::Chunk { index, start, end, .. }) => {
+                fail(DefectKind::Hash, format!("{}: {restore_it}", chunk_mismatch(index, start, end)));
+                (true, false)
+            }
+            Err(SliceError::Hash { .. }) => {
+                fail(DefectKind::Hash, format!("{FILE_MISMATCH}: {restore_it}"));
+                (true, false)
+            }
+            Err(err) => {
+                fail(DefectKind::Journal, format!("{err}: the slice is damaged"));
+                (true, false)
+            }
+            Ok(summary) => {
+                if let Some((txn, offset)) = outside {
+                    fail(
+                        DefectKind::Journal,
+                        format!(
+                            "holds transaction {txn} (at byte {offset} of segment {}), outside the element's range \
+                             [{}, {}]",
+                            f.id, range.first, range.last
+                        ),
+                    );
+                }
+                if summary.records == 0 {
+                    fail(DefectKind::Journal, "holds no record (a hot copy copies only slices with records)".into());
+                }
+                if let Some(h) = summary.header {
+                    if h.database_id != state.database_id || h.archive_id != state.archive_id {
+                        fail(
+                            DefectKind::Journal,
+                            format!(
+                                "its segment header names database {} archive {}, the state database {} archive {}",
+                                h.database_id, h.archive_id, state.database_id, state.archive_id
+                            ),
+                        );
+                    }
+                }
+                after = summary.last_txn.unwrap_or(after);
+                (true, true)
+            }
+        };
+        out.outcome.defects.extend(defects);
+        out.slices.push((path, whole));
+        if read_through {
+            out.outcome.files_read += 1;
+            out.outcome.bytes_read += f.size;
+        }
+    }
+    Ok(out)
 }
 
 /// The transactions that at least two elements' ranges cover, as sorted disjoint ranges.

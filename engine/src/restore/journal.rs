@@ -139,25 +139,15 @@ pub(crate) fn open_data_file(path: &Path) -> Result<(File, u64), SliceError> {
     Ok((f, md.len()))
 }
 
-/// Whether [`for_each_record`] checks a slice's bytes against the manifest's hashes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Hashes {
-    /// Verify each chunk before using the records in it, and the whole slice at the end.
-    Verify,
-    /// The caller has just verified them (a check's copier pass): framing only, no hashing a second time.
-    Verified,
-}
-
-/// Reads the journal slice `entry` at `path`, verifying each chunk against the manifest before using the records
-/// in it (unless `hashes` says that was done), and calls `f` for every record in order. Records must have transaction ids above `after_txn` and
-/// increasing; the slice must end exactly after a record. `f` returns `Ok(false)` to stop early. A slice at offset
+/// Reads the journal slice `entry` at `path` once, verifying each chunk against the manifest before using the
+/// records in it (and the whole slice's hash at its end), and calls `f` for every record in order. Records must have
+/// transaction ids above `after_txn` and increasing; the slice must end exactly after a record. `f` returns `Ok(false)` to stop early. A slice at offset
 /// 0 starts with a segment header, which must name segment `entry.id`.
 pub(crate) fn for_each_record<E: From<SliceError>>(
     path: &Path,
     entry: &FileEntry,
     after_txn: u64,
     cancel: Option<&AtomicBool>,
-    hashes: Hashes,
     mut f: impl FnMut(&Record<'_>) -> Result<bool, E>,
 ) -> Result<SliceSummary, E> {
     // The set's `journal/` directory must not be a link: the path would lead out of the set through it. (`data/`
@@ -199,7 +189,7 @@ pub(crate) fn for_each_record<E: From<SliceError>>(
                 SliceError::Io { op: "read", path: path.to_path_buf(), source }
             }
         })?;
-        if hashes == Hashes::Verify && &content.chunk(&chunk[..n]) != expected {
+        if &content.chunk(&chunk[..n]) != expected {
             return Err(SliceError::Chunk { path: path.to_path_buf(), index, start, end: start + n as u64 }.into());
         }
         pending.drain(..consumed);
@@ -264,7 +254,7 @@ pub(crate) fn for_each_record<E: From<SliceError>>(
             }
         }
     }
-    if hashes == Hashes::Verify && content.finalize() != entry.hash {
+    if content.finalize() != entry.hash {
         return Err(SliceError::Hash { path: path.to_path_buf() }.into());
     }
     if need_header && summary.header.is_none() {

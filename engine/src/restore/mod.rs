@@ -44,7 +44,7 @@ use backset_format::{
 use uuid::Uuid;
 
 use crate::limits::{COPY_BATCH_FILES, RESTORE_SEGMENT_BYTES};
-pub(crate) use journal::{for_each_record, open_data_file, Hashes};
+pub(crate) use journal::{for_each_record, open_data_file};
 pub use journal::{SliceError, SliceSummary};
 pub use set::{describe_ranges, AtomSource, BackupSet, Element, JournalPart, SetError};
 
@@ -501,7 +501,7 @@ fn write_journal(
         let mut after = range.first.saturating_sub(1);
         for f in e.journal_files() {
             let path = e.data_file(f);
-            let result = for_each_record(&path, f, after, Some(ctl.cancel_flag()), Hashes::Verify, |r| {
+            let result = for_each_record(&path, f, after, Some(ctl.cancel_flag()), |r| {
                 if !range.contains(r.txn_id) {
                     return Err(Phase::Restore(data_error(
                         set,
@@ -659,13 +659,21 @@ pub(crate) fn mismatch(entry: &FileEntry, bytes: u64, hash: &[u8; 32], chunks: &
     if let Some(i) = entry.chunk_hashes.iter().zip(chunks).position(|(a, b)| a != b) {
         let start = i as u64 * backset_format::limits::CHUNK_BYTES;
         let end = (start + backset_format::limits::CHUNK_BYTES).min(entry.size);
-        return Some(format!("bytes {start}..{end} (chunk {i}) do not match the manifest's chunk hash (damaged)"));
+        return Some(chunk_mismatch(i, start, end));
     }
     if chunks.len() != entry.chunk_hashes.len() || hash != &entry.hash {
-        return Some("the file's BLAKE3 does not match the manifest (damaged)".into());
+        return Some(FILE_MISMATCH.into());
     }
     None
 }
+
+/// What a data file's chunk `index` (bytes `start..end`) that does not match its manifest hash is said to be.
+pub(crate) fn chunk_mismatch(index: usize, start: u64, end: u64) -> String {
+    format!("bytes {start}..{end} (chunk {index}) do not match the manifest's chunk hash (damaged)")
+}
+
+/// What a data file whose whole-file hash does not match its manifest is said to be.
+pub(crate) const FILE_MISMATCH: &str = "the file's BLAKE3 does not match the manifest (damaged)";
 
 /// Reads and parses the header of an atom file.
 pub(crate) fn read_atom_header(path: &Path) -> Result<AtomHeader, String> {
@@ -792,7 +800,7 @@ pub fn for_each_timestamp(
             let mut after = e.txn_range().first.saturating_sub(1);
             for file in e.journal_files() {
                 let path = e.data_file(file);
-                let summary = for_each_record(&path, file, after, None, Hashes::Verify, |r| {
+                let summary = for_each_record(&path, file, after, None, |r| {
                     if r.txn_id > part.last {
                         return Ok::<bool, SliceError>(false);
                     }
