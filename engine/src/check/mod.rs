@@ -44,21 +44,32 @@ use backset_format::{AtomState, ElementName, ElementStatus, FileEntry, FileKind,
 
 pub use archive::{check_archive, check_archive_with_journal, ArchiveCheckReport, TornTail};
 
-use crate::limits::{CHECK_JOURNAL_THREADS, CHECK_MAX_DEFECTS_PER_FILE, COPY_BATCH_FILES};
+use crate::limits::{CHECK_JOURNAL_THREADS, CHECK_MAX_DEFECTS_PER_FILE, CHECK_POOL_BYTES, COPY_BATCH_FILES};
 use crate::restore::set::hex;
 use crate::restore::{
     chunk_mismatch, for_each_record, mismatch, read_atom_header, BackupSet, SetError, SliceError, FILE_MISMATCH,
 };
 
 /// How to check.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct CheckOptions {
     /// Read the state and `control/` only, never `data/`.
     pub metadata_only: bool,
     /// Progress and cancel of the data reads (the copier's read-only jobs). `None`: a private control.
     pub control: Option<Arc<JobControl>>,
-    /// The copier's options (backend, pool size, direct I/O). Hashing is always on.
+    /// The copier's options (backend, pool size, direct I/O) for the atom files; by default a pool of
+    /// [`CHECK_POOL_BYTES`]. Hashing is always on.
     pub copier: backset_copier::Options,
+}
+
+impl Default for CheckOptions {
+    fn default() -> Self {
+        Self {
+            metadata_only: false,
+            control: None,
+            copier: backset_copier::Options { pool_bytes: CHECK_POOL_BYTES, ..backset_copier::Options::default() },
+        }
+    }
 }
 
 /// What kind of defect.
