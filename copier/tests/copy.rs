@@ -182,15 +182,26 @@ fn an_existing_target_is_never_overwritten() {
 }
 
 /// A throttle admitting `rate` bytes per second, measured on the real clock (a stand-in for the SM limiter, which
-/// has its own tests).
+/// has its own tests). It also refuses every first asking of a request for 1 ms, so a job always waits on it, however
+/// slowly the disk lets it ask.
 struct SlowThrottle {
     start: Instant,
     admitted: AtomicU64,
     rate: u64,
+    asked: AtomicU64,
+}
+
+impl SlowThrottle {
+    fn new(rate: u64) -> Self {
+        Self { start: Instant::now(), admitted: AtomicU64::new(0), rate, asked: AtomicU64::new(0) }
+    }
 }
 
 impl Throttle for SlowThrottle {
     fn try_acquire(&self, bytes: u64) -> Result<(), Duration> {
+        if self.asked.fetch_add(1, Relaxed) % 2 == 0 {
+            return Err(Duration::from_millis(1));
+        }
         let allowed = (self.start.elapsed().as_secs_f64() * self.rate as f64) as u64 + bytes;
         let admitted = self.admitted.load(Relaxed);
         if admitted + bytes <= allowed {
@@ -202,14 +213,19 @@ impl Throttle for SlowThrottle {
     }
 }
 
+/// Held by the test whose jobs flush the device every `FLUSH_AFTER_BYTES` and by the cancellation test: a flush in
+/// flight holds every read and write on the device, and the operations a cancelled job waits out with it.
+static DEVICE_FLUSHES: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 #[test]
 fn cancellation_stops_within_100ms_and_removes_targets() {
+    let _alone = DEVICE_FLUSHES.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
     for mut copier in backends() {
         let dir = scratch();
         let src = dir.path().join("src");
         std::fs::write(&src, pattern(64 * MIB, 2)).unwrap();
         let ctl = JobControl::new();
-        let throttle = SlowThrottle { start: Instant::now(), admitted: AtomicU64::new(0), rate: 8 * MIB as u64 };
+        let throttle = SlowThrottle::new(8 * MIB as u64);
         let target = dir.path().join("dst");
         let latency = std::thread::scope(|s| {
             let job = s.spawn(|| copier.copy(&[CopyRequest::file(&src, &target)], &ctl, Some(&throttle)));
@@ -238,7 +254,7 @@ fn a_source_renamed_over_during_the_copy_is_copied_as_one_whole_version() {
         let old = pattern(16 * MIB, 5);
         std::fs::write(&src, &old).unwrap();
         let ctl = JobControl::new();
-        let throttle = SlowThrottle { start: Instant::now(), admitted: AtomicU64::new(0), rate: 32 * MIB as u64 };
+        let throttle = SlowThrottle::new(32 * MIB as u64);
         let target = dir.path().join("copy");
         let report = std::thread::scope(|s| {
             let job = s.spawn(|| copier.copy(&[CopyRequest::file(&src, &target)], &ctl, Some(&throttle)));
@@ -470,6 +486,7 @@ fn three_jobs_sharing_one_sm_limiter_never_exceed_its_budget() {
 
 #[test]
 fn a_throttled_job_flushes_after_every_flush_after_bytes_and_an_unthrottled_one_never() {
+    let _alone = DEVICE_FLUSHES.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
     use backset_copier::limit::{JobLimiter, SmLimiter};
     let after = limits::FLUSH_AFTER_BYTES as usize;
     // 3.25 x FLUSH_AFTER_BYTES in two files: the job counts across its files.
