@@ -48,6 +48,19 @@ fn expected_chunks(bytes: &[u8]) -> Vec<[u8; 32]> {
     bytes.chunks(MIB).map(|c| *blake3::hash(c).as_bytes()).collect()
 }
 
+/// Writes one source file per size, `{name}-src-{i}` under `dir`, of `pattern(size, i)`.
+fn write_sources(dir: &Path, name: &str, sizes: &[usize]) -> Vec<PathBuf> {
+    sizes
+        .iter()
+        .enumerate()
+        .map(|(i, &len)| {
+            let src = dir.join(format!("{name}-src-{i}"));
+            std::fs::write(&src, pattern(len, i as u64)).unwrap();
+            src
+        })
+        .collect()
+}
+
 fn check_copy(report: &FileReport, target: &Path, expected: &[u8]) {
     let got = std::fs::read(target).unwrap();
     assert!(got == expected, "{}: {} bytes, expected {}", target.display(), got.len(), expected.len());
@@ -296,16 +309,12 @@ fn small_targets_are_synced_by_one_syncfs_and_larger_ones_by_an_fsync_each() {
     for mut copier in backends() {
         let dir = scratch();
         let copy = |copier: &mut Copier, name: &str, sizes: &[usize], target: bool| {
-            let reqs: Vec<_> = sizes
-                .iter()
+            let reqs: Vec<_> = write_sources(dir.path(), name, sizes)
+                .into_iter()
                 .enumerate()
-                .map(|(i, &len)| {
-                    let src = dir.path().join(format!("{name}-src-{i}"));
-                    std::fs::write(&src, pattern(len, i as u64)).unwrap();
-                    match target {
-                        true => CopyRequest::file(src, dir.path().join(format!("{name}/sub{}/{i}", i % 2))),
-                        false => CopyRequest::read(src),
-                    }
+                .map(|(i, src)| match target {
+                    true => CopyRequest::file(src, dir.path().join(format!("{name}/sub{}/{i}", i % 2))),
+                    false => CopyRequest::read(src),
                 })
                 .collect();
             let report = copier.copy(&reqs, &JobControl::new(), None).unwrap();
@@ -496,15 +505,7 @@ fn a_throttled_job_flushes_after_every_flush_after_bytes_and_an_unthrottled_one_
     let unlimited = SmLimiter::new(None);
     for mut copier in backends() {
         let dir = scratch();
-        let sources: Vec<PathBuf> = sizes
-            .iter()
-            .enumerate()
-            .map(|(i, &len)| {
-                let src = dir.path().join(format!("src{i}"));
-                std::fs::write(&src, pattern(len, i as u64)).unwrap();
-                src
-            })
-            .collect();
+        let sources = write_sources(dir.path(), "job", &sizes);
         let backend = copier.backend();
         let mut copy = |name: &str, throttle: Option<&dyn Throttle>| {
             let reqs: Vec<_> = sources
