@@ -14,8 +14,10 @@
 //! - the top of the set and each element directory hold only what the format defines (`tmp/` contents and
 //!   elements still in progress are notes, not defects);
 //! - unless `metadata_only`: every element's `data/` is there, holds exactly the manifest's files (missing, extra,
-//!   links and special files are defects), each of the manifest's size, BLAKE3 and 1 MiB chunk hashes (read through
-//!   the copier's read-only requests); every atom file's header parses, names its atom, has the catalog's LSN (at
+//!   links and special files are defects), each of the manifest's size, BLAKE3 and 1 MiB chunk hashes (atom files
+//!   read through the copier's read-only requests; journal slices read once each, buffered, on
+//!   [`CHECK_JOURNAL_THREADS`] threads beside them, each chunk verified before its records are framed); every atom
+//!   file's header parses, names its atom, has the catalog's LSN (at
 //!   most the element's end point) and the file's length; every journal slice's framing: a segment header naming
 //!   its segment, the set's database and archive when the slice starts the segment, records that parse, with
 //!   increasing transaction ids within the element's range, and no torn tail.
@@ -693,8 +695,8 @@ fn check_data(
         }
     }
 
-    // Journal slices are read once, buffered, by a second thread that hashes and frames them together, while the
-    // copier hashes the atom files (read-only requests, O_DIRECT) and their headers are read here.
+    // Journal slices are read once, buffered, by the journal threads (`check_journals`), which hash and frame them
+    // together, while the copier hashes the atom files here (read-only requests, O_DIRECT) and their headers are read.
     let (atoms, journals): (Vec<ToRead<'_>>, Vec<ToRead<'_>>) =
         to_read.into_iter().partition(|t| t.entry.kind == FileKind::Atom);
     let own_control;

@@ -141,8 +141,8 @@ pub(crate) fn open_data_file(path: &Path) -> Result<(File, u64), SliceError> {
 
 /// Reads the journal slice `entry` at `path` once, verifying each chunk against the manifest before using the
 /// records in it (and the whole slice's hash at its end), and calls `f` for every record in order. Records must have
-/// transaction ids above `after_txn` and increasing; the slice must end exactly after a record. `f` returns `Ok(false)` to stop early. A slice at offset
-/// 0 starts with a segment header, which must name segment `entry.id`.
+/// transaction ids above `after_txn` and increasing; the slice must end exactly after a record. `f` returns
+/// `Ok(false)` to stop early. A slice at offset 0 starts with a segment header, which must name segment `entry.id`.
 pub(crate) fn for_each_record<E: From<SliceError>>(
     path: &Path,
     entry: &FileEntry,
