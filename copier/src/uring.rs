@@ -620,16 +620,15 @@ impl Run<'_> {
                     opcode::Write::new(fd, ptr, n).offset(offset).build()
                 }
             }
-            Op::Fsync { file } => {
+            Op::Fsync { file } | Op::Flush { file } => {
                 let f = self.files[*file].as_ref().expect("open");
-                opcode::Fsync::new(types::Fd(f.dst.as_ref().expect("fsync only with a target").file.as_raw_fd()))
-                    .build()
-            }
-            Op::Flush { file } => {
-                let f = self.files[*file].as_ref().expect("open");
-                opcode::Fsync::new(types::Fd(f.dst.as_ref().expect("flush only with a target").file.as_raw_fd()))
-                    .flags(types::FsyncFlags::DATASYNC)
-                    .build()
+                let sync =
+                    opcode::Fsync::new(types::Fd(f.dst.as_ref().expect("syncs only with a target").file.as_raw_fd()));
+                match op {
+                    Op::Flush { .. } => sync.flags(types::FsyncFlags::DATASYNC),
+                    _ => sync,
+                }
+                .build()
             }
             Op::Close { fd, .. } => opcode::Close::new(types::Fd(*fd)).build(),
         }

@@ -49,7 +49,8 @@ pub use archive::{check_archive, check_archive_with_journal, ArchiveCheckReport,
 use crate::limits::{CHECK_JOURNAL_THREADS, CHECK_MAX_DEFECTS_PER_FILE, CHECK_POOL_BYTES, COPY_BATCH_FILES};
 use crate::restore::set::hex;
 use crate::restore::{
-    chunk_mismatch, for_each_record, mismatch, read_atom_header, BackupSet, SetError, SliceError, FILE_MISMATCH,
+    chunk_mismatch, for_each_record, mismatch, read_atom_header, size_mismatch, BackupSet, SetError, SliceError,
+    FILE_MISMATCH,
 };
 
 /// How to check.
@@ -688,7 +689,12 @@ fn check_data(
                 Some((_, u64::MAX)) => {}
                 Some((path, size)) if *size != f.size => {
                     damaged[i] = true;
-                    r.defect(name, Some(path.clone()), DefectKind::Size, format!("is {size} bytes, the manifest says {} (truncated or extended): restore it from a copy of the set", f.size));
+                    r.defect(
+                        name,
+                        Some(path.clone()),
+                        DefectKind::Size,
+                        format!("{}: restore it from a copy of the set", size_mismatch(*size, f.size)),
+                    );
                 }
                 Some((path, _)) => to_read.push(ToRead { element: i, entry: f, path: path.clone() }),
             }
@@ -830,30 +836,29 @@ struct ElementJournal {
 /// incrementals) and compared element by element.
 fn check_journals(set: &BackupSet, journals: &[ToRead<'_>], ctl: &JobControl) -> Result<JournalOutcome, CheckError> {
     ctl.add_outside(journals.iter().map(|t| t.entry.size).sum(), 0);
-    let present: HashSet<(usize, u64)> = journals.iter().map(|t| (t.element, t.entry.id)).collect();
     let shared = shared_ranges(set);
-    let elements = set.elements().len();
+    // `journals` comes element by element, each in its manifest's order: one group per element.
+    let groups: Vec<&[ToRead<'_>]> = journals.chunk_by(|a, b| a.element == b.element).collect();
     // Largest journals first, so that no thread is left with a large one at the end.
-    let mut order: Vec<usize> = (0..elements).collect();
-    order.sort_by_key(|&i| {
-        std::cmp::Reverse(journals.iter().filter(|t| t.element == i).map(|t| t.entry.size).sum::<u64>())
-    });
+    let mut order: Vec<usize> = (0..groups.len()).collect();
+    order.sort_by_key(|&g| std::cmp::Reverse(groups[g].iter().map(|t| t.entry.size).sum::<u64>()));
     let next = AtomicUsize::new(0);
     let results: Mutex<Vec<Option<Result<ElementJournal, CheckError>>>> =
-        Mutex::new((0..elements).map(|_| None).collect());
+        Mutex::new(groups.iter().map(|_| None).collect());
     std::thread::scope(|s| {
-        for _ in 0..CHECK_JOURNAL_THREADS.min(elements) {
+        for _ in 0..CHECK_JOURNAL_THREADS.min(groups.len()) {
             s.spawn(|| {
-                while let Some(&i) = order.get(next.fetch_add(1, Ordering::Relaxed)) {
-                    let result = element_journal(set, i, &present, &shared, ctl);
-                    results.lock().unwrap_or_else(PoisonError::into_inner)[i] = Some(result);
+                while let Some(&g) = order.get(next.fetch_add(1, Ordering::Relaxed)) {
+                    let result = element_journal(set, groups[g], &shared, ctl);
+                    results.lock().unwrap_or_else(PoisonError::into_inner)[g] = Some(result);
                 }
             });
         }
     });
     let mut out = JournalOutcome::default();
     let mut seen: HashMap<u64, (u64, usize)> = HashMap::new();
-    for (i, result) in results.into_inner().unwrap_or_else(PoisonError::into_inner).into_iter().enumerate() {
+    for (group, result) in groups.iter().zip(results.into_inner().unwrap_or_else(PoisonError::into_inner)) {
+        let i = group[0].element;
         let element = result.expect("every element's journal read")?;
         out.files_read += element.outcome.files_read;
         out.bytes_read += element.outcome.bytes_read;
@@ -886,24 +891,21 @@ fn check_journals(set: &BackupSet, journals: &[ToRead<'_>], ctl: &JobControl) ->
     Ok(out)
 }
 
-/// Reads the journal slices of element `i` that are `present`, in order (see [`check_journals`]).
+/// Reads one element's journal slices `slices` (those there with their manifest's size), in order (see
+/// [`check_journals`]).
 fn element_journal(
     set: &BackupSet,
-    i: usize,
-    present: &HashSet<(usize, u64)>,
+    slices: &[ToRead<'_>],
     shared: &[TxnRange],
     ctl: &JobControl,
 ) -> Result<ElementJournal, CheckError> {
     let mut out = ElementJournal::default();
     let state = set.state();
-    let e = &set.elements()[i];
-    let range = e.txn_range();
+    let i = slices[0].element;
+    let range = set.elements()[i].txn_range();
     let mut after = range.first.saturating_sub(1);
-    for f in e.journal_files() {
-        if !present.contains(&(i, f.id)) {
-            continue;
-        }
-        let path = e.data_file(f);
+    for t in slices {
+        let (f, path) = (t.entry, t.path.clone());
         let slice = out.slices.len();
         let mut outside: Option<(u64, u64)> = None;
         let res = for_each_record(&path, f, after, Some(ctl.cancel_flag()), |rec| {
@@ -932,10 +934,7 @@ fn element_journal(
                 (false, false)
             }
             Err(SliceError::Size { expected, found, .. }) => {
-                fail(
-                    DefectKind::Size,
-                    format!("is {found} bytes, the manifest says {expected} (truncated or extended): {restore_it}"),
-                );
+                fail(DefectKind::Size, format!("{}: {restore_it}", size_mismatch(found, expected)));
                 (true, false)
             }
             Err(SliceError::Chunk { index, start, end, .. }) => {

@@ -41,7 +41,7 @@ pub enum SliceError {
         path: PathBuf,
     },
     /// The file's size differs from the manifest's.
-    #[error("{path} is {found} bytes, the manifest says {expected} (truncated or extended)")]
+    #[error("{path} {}", super::size_mismatch(*.found, *.expected))]
     Size {
         /// The file.
         path: PathBuf,
@@ -51,7 +51,7 @@ pub enum SliceError {
         found: u64,
     },
     /// A chunk does not match its hash.
-    #[error("{path}: bytes {start}..{end} (chunk {index}) do not match the manifest's chunk hash (damaged)")]
+    #[error("{path}: {}", super::chunk_mismatch(*.index, *.start, *.end))]
     Chunk {
         /// The file.
         path: PathBuf,
@@ -63,7 +63,7 @@ pub enum SliceError {
         end: u64,
     },
     /// The whole file does not match its hash.
-    #[error("{path}: the file's BLAKE3 does not match the manifest (damaged)")]
+    #[error("{path}: {}", super::FILE_MISMATCH)]
     Hash {
         /// The file.
         path: PathBuf,

@@ -291,12 +291,7 @@ pub fn restore(
         let reason = match fs::symlink_metadata(&path) {
             Ok(md) if md.is_file() && md.len() == f.size => continue,
             Ok(md) if md.is_file() => {
-                format!(
-                    "{} is {} bytes, the manifest says {} (truncated or extended)",
-                    path.display(),
-                    md.len(),
-                    f.size
-                )
+                format!("{} {}", path.display(), size_mismatch(md.len(), f.size))
             }
             Ok(_) => format!("{} is not a regular file (a backup set never contains links)", path.display()),
             Err(err) if err.kind() == std::io::ErrorKind::NotFound => format!("{} is missing", path.display()),
@@ -665,6 +660,11 @@ pub(crate) fn mismatch(entry: &FileEntry, bytes: u64, hash: &[u8; 32], chunks: &
         return Some(FILE_MISMATCH.into());
     }
     None
+}
+
+/// What a data file of `found` bytes whose manifest says `expected` is said to be.
+pub(crate) fn size_mismatch(found: u64, expected: u64) -> String {
+    format!("is {found} bytes, the manifest says {expected} (truncated or extended)")
 }
 
 /// What a data file's chunk `index` (bytes `start..end`) that does not match its manifest hash is said to be.
