@@ -56,9 +56,9 @@ pub const BATCH_SYNC_MAX_BYTES: u64 = BUFFER_BYTES as u64;
 /// its data waits in a volatile write cache. Unflushed, that cache (a VM host's page cache on the reference machine)
 /// wrote back in bursts that held every read on the device, the database's too, for up to 0.8 s: three jobs sharing
 /// 200 MB/s read 4-9% short with 1 s windows down to 3 MB/s; flushed every 32 MiB they read within 0.7% and every
-/// window within 1.4% (README, Performance). An unthrottled job does not flush early: it asked for speed, and the
-/// flushes made a copy of 8 x 256 MiB take 1.6x the time there. 8 and 16 MiB let a few windows stray further (up to
-/// +2.8% and +7.0%); 64 MiB let dips through.
+/// window within 1.4% (docs/PERFORMANCE.md, Rate limit). An unthrottled job does not flush early: it asked for
+/// speed, and the flushes made a copy of 8 x 256 MiB take 1.6x the time there. 8 and 16 MiB let a few windows stray
+/// further (up to +2.8% and +7.0%); 64 MiB let dips through.
 pub const FLUSH_AFTER_BYTES: u64 = 32 << 20;
 
 /// Alignment used for direct I/O: buffer addresses, file offsets and write lengths are multiples of it. A file
