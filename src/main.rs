@@ -1,5 +1,26 @@
 //! The `backset` binary: command line, admin server and offline tools.
 
+// Every `print!` and `println!` of the binary goes through [`out::print`]: these definitions come before the modules,
+// so they shadow std's macros in all of them. A write to a closed pipe (`backset check SET | head -2`) ends the
+// process quietly with status 0, like a writer's `BrokenPipe` error returned to `main`'s error boundary; std's macros
+// would panic instead (exit 101). `eprint!` and `eprintln!` ignore a failed write: stderr is where it would be told.
+#[allow(unused_macros)] // none yet: a `print!` added later goes through it too
+macro_rules! print {
+    ($($arg:tt)*) => { $crate::out::print(format_args!($($arg)*)) };
+}
+macro_rules! println {
+    () => { $crate::out::print(format_args!("\n")) };
+    ($($arg:tt)*) => { $crate::out::print(format_args!("{}\n", format_args!($($arg)*))) };
+}
+#[allow(unused_macros)] // as `print!`
+macro_rules! eprint {
+    ($($arg:tt)*) => { $crate::out::eprint(format_args!($($arg)*)) };
+}
+macro_rules! eprintln {
+    () => { $crate::out::eprint(format_args!("\n")) };
+    ($($arg:tt)*) => { $crate::out::eprint(format_args!("{}\n", format_args!($($arg)*))) };
+}
+
 mod api;
 mod bench;
 mod cli;
@@ -107,6 +128,27 @@ fn main() -> ExitCode {
             eprintln!("backset: error: {}", chain(&e));
             ExitCode::from(1)
         }
+    }
+}
+
+/// Standard output and error for the `print!` family of macros above.
+mod out {
+    use std::io::Write;
+
+    /// Writes to stdout; a closed pipe ends the process with status 0, any other failure with status 1.
+    pub fn print(args: std::fmt::Arguments<'_>) {
+        if let Err(e) = std::io::stdout().lock().write_fmt(args) {
+            if e.kind() == std::io::ErrorKind::BrokenPipe {
+                std::process::exit(0);
+            }
+            eprint(format_args!("backset: error: write to standard output: {e}\n"));
+            std::process::exit(1);
+        }
+    }
+
+    /// Writes to stderr, ignoring a failure (there is nowhere left to report it).
+    pub fn eprint(args: std::fmt::Arguments<'_>) {
+        let _ = std::io::stderr().lock().write_fmt(args);
     }
 }
 
