@@ -35,6 +35,8 @@ pub struct FileConfig {
     pub retained_journal_warn_bytes: Option<u64>,
     /// `--auth-token-file`.
     pub auth_token_file: Option<PathBuf>,
+    /// `--log-format`.
+    pub log_format: Option<crate::logging::LogFormat>,
     /// One table per SM, archive 0 first.
     #[serde(default)]
     pub sm: Vec<SmConfig>,

@@ -26,6 +26,7 @@ mod bench;
 mod cli;
 mod config;
 mod demo;
+mod logging;
 mod offline;
 mod progress;
 mod server;
@@ -101,6 +102,10 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // `serve` installs its log once its options (command line and config file) are known.
+    if !matches!(cli.command, Command::Serve(_)) {
+        logging::init(logging::LogFormat::Text, tracing_subscriber::filter::LevelFilter::WARN, false);
+    }
     let result = match cli.command {
         Command::Demo(args) => demo::run(&args),
         Command::Bench(cmd) => bench::run(&cmd),
@@ -121,11 +126,19 @@ fn main() -> ExitCode {
         Err(e) if broken_pipe(&e) => ExitCode::SUCCESS,
         // A mistake on the command line that clap could not see: clap's exit code.
         Err(e) if e.downcast_ref::<cli::UsageError>().is_some() => {
-            eprintln!("error: {e}");
+            if logging::json() {
+                tracing::error!(usage = true, "{e}");
+            } else {
+                eprintln!("error: {e}");
+            }
             ExitCode::from(2)
         }
         Err(e) => {
-            eprintln!("backset: error: {}", chain(&e));
+            if logging::json() {
+                tracing::error!("{}", chain(&e));
+            } else {
+                eprintln!("backset: error: {}", chain(&e));
+            }
             ExitCode::from(1)
         }
     }

@@ -35,6 +35,7 @@ use crate::api::{
 use crate::cli::UsageError;
 use crate::config::FileConfig;
 use crate::lbquery::Filter;
+use crate::logging::LogFormat;
 
 /// Largest request body accepted, bytes: a transaction's values are at most 8 MiB each in the store, and JSON
 /// escaping can double them.
@@ -93,6 +94,10 @@ pub struct Args {
     /// on a non-loopback address. The token is never logged.
     #[arg(long, value_name = "FILE")]
     pub auth_token_file: Option<PathBuf>,
+    /// Format of the log on stderr: text (default; each line with its UTC time) or json (one JSON object a line).
+    /// The level is RUST_LOG's (default info).
+    #[arg(long, value_enum)]
+    pub log_format: Option<LogFormat>,
 }
 
 /// The options in force: the command line over the config file over the defaults.
@@ -109,6 +114,7 @@ struct Settings {
     journal_segment_bytes: u64,
     retained_journal_warn_bytes: u64,
     auth_token_file: Option<PathBuf>,
+    log_format: LogFormat,
     /// Extra labels per archive id.
     labels: Vec<BTreeMap<String, String>>,
     workload: Option<WorkloadConfig>,
@@ -191,6 +197,7 @@ impl Settings {
                 .or(file.retained_journal_warn_bytes)
                 .unwrap_or(DEFAULT_RETAINED_JOURNAL_WARN_BYTES),
             auth_token_file: args.auth_token_file.clone().or(file.auth_token_file),
+            log_format: args.log_format.or(file.log_format).unwrap_or_default(),
             labels,
             workload,
         })
@@ -211,6 +218,7 @@ struct App {
 /// Runs `backset serve` until SIGINT or SIGTERM.
 pub fn run(args: &Args) -> Result<()> {
     let args = &Settings::resolve(args)?;
+    crate::logging::init(args.log_format, tracing_subscriber::filter::LevelFilter::INFO, true);
     if !args.listen.ip().is_loopback() && args.auth_token_file.is_none() {
         bail!(
             "listening on {} (not a loopback address) needs --auth-token-file: anyone who reaches it could start \
@@ -274,8 +282,8 @@ pub fn run(args: &Args) -> Result<()> {
     let served = rt.block_on(async {
         let listener =
             tokio::net::TcpListener::bind(args.listen).await.with_context(|| format!("listen on {}", args.listen))?;
-        eprintln!(
-            "backset serve: database {} ({} SM{}, journal-hot-copy {}) in {}; admin API on http://{}{}",
+        tracing::info!(
+            "database {} ({} SM{}, journal-hot-copy {}) in {}; admin API on http://{}{}",
             db.name(),
             args.sms,
             if args.sms == 1 { "" } else { "s" },
@@ -291,8 +299,8 @@ pub fn run(args: &Args) -> Result<()> {
         for archive in db.archives() {
             let id = archive.archive_id();
             let groups: Vec<u32> = archive.group_ids().to_vec();
-            eprintln!(
-                "backset serve: SM start id {} serves archive {id} in {}{}{}",
+            tracing::info!(
+                "SM start id {} serves archive {id} in {}{}{}",
                 HotCopyManager::start_id(id),
                 backset_engine::archive::Archive::dir(archive.as_ref()).display(),
                 if groups.is_empty() { String::new() } else { format!(" (storage groups {groups:?})") },
@@ -305,8 +313,8 @@ pub fn run(args: &Args) -> Result<()> {
             );
         }
         if let Some(w) = &args.workload {
-            eprintln!(
-                "backset serve: workload: {} thread{}, {}, {} keys, {}-byte values, delete fraction {}",
+            tracing::info!(
+                "workload: {} thread{}, {}, {} keys, {}-byte values, delete fraction {}",
                 w.threads,
                 if w.threads == 1 { "" } else { "s" },
                 w.rate_txns_per_second.map_or("unthrottled".to_string(), |r| format!("{r} transactions/s")),
@@ -326,8 +334,8 @@ pub fn run(args: &Args) -> Result<()> {
     // The workload stops before the store closes: its last commits are acknowledged and durable.
     if let Some(w) = workload {
         let report = w.stop();
-        eprintln!(
-            "backset serve: workload stopped: {} transactions committed{}",
+        tracing::info!(
+            "workload stopped: {} transactions committed{}",
             report.acked.len(),
             report.errors.first().map_or(String::new(), |e| format!("; error: {e}"))
         );
@@ -335,8 +343,8 @@ pub fn run(args: &Args) -> Result<()> {
     rt.shutdown_timeout(Duration::from_secs(5));
     db.close().context("close the database")?;
     served?;
-    eprintln!(
-        "backset serve: stopped; database closed{}",
+    tracing::info!(
+        "server stopped; database closed{}",
         if left == 0 { String::new() } else { format!(" ({left} hot copies did not end in time)") }
     );
     Ok(())
@@ -356,7 +364,7 @@ fn hostname() -> String {
 /// server stops taking requests.
 async fn shutdown_signal(manager: HotCopyManager) {
     let name = wait_for_signal().await;
-    eprintln!("backset serve: {name}: cancelling running hot copies and closing the database");
+    tracing::info!("{name}: cancelling running hot copies and closing the database");
     let _ = tokio::task::spawn_blocking(move || manager.shutdown(SHUTDOWN_JOBS_TIMEOUT)).await;
 }
 
@@ -382,8 +390,8 @@ async fn watch_retained_journal(db: Arc<Database>, limit: u64) {
         tick.tick().await;
         let bytes = db.retained_journal_bytes();
         if bytes > limit && !warned {
-            eprintln!(
-                "backset serve: warning: {bytes} bytes of journal are kept for journal hot copies (limit {limit}); run \
+            tracing::warn!(
+                "{bytes} bytes of journal are kept for journal hot copies (limit {limit}); run \
                  a journal hot copy of each SM's backup set, or restart with --journal-hot-copy disable"
             );
             warned = true;
@@ -431,6 +439,9 @@ impl HttpError {
 
 impl IntoResponse for HttpError {
     fn into_response(self) -> Response {
+        if self.0.is_server_error() {
+            tracing::error!(status = self.0.as_u16(), "request failed: {}", self.1);
+        }
         (self.0, Json(ApiError { code: self.0.as_u16(), message: self.1 })).into_response()
     }
 }

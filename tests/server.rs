@@ -39,6 +39,7 @@ impl Server {
         let addr = format!("127.0.0.1:{}", free_port());
         let child = Command::new(env!("CARGO_BIN_EXE_backset"))
             .args(["serve", "--listen", &addr, "--data-dir"])
+            .env_remove("RUST_LOG")
             .arg(data)
             .args(extra)
             .stdout(Stdio::piped())
@@ -482,7 +483,7 @@ fn sigint_stops_cleanly_too_and_the_retained_journal_warning_shows() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(0), "{stderr}");
     assert!(stderr.contains("SIGINT") && stderr.contains("database closed"), "{stderr}");
-    assert!(stderr.contains("warning:") && stderr.contains("kept for journal hot copies"), "{stderr}");
+    assert!(stderr.contains(" WARN ") && stderr.contains("kept for journal hot copies"), "{stderr}");
     // With journal hot copy disabled nothing is retained, and the option shows in the process list.
     let srv = Server::start(&dir.path().join("data2"), &["--journal-hot-copy", "disable"]);
     let (_, v) = srv.get("/processes");

@@ -83,6 +83,7 @@ fn the_readme_operator_walkthrough() {
     // README block 1: `backset serve --data-dir /tmp/ops/data --listen 127.0.0.1:8888 &`
     let child = Command::new(env!("CARGO_BIN_EXE_backset"))
         .args(["serve", "--data-dir", s(&data), "--listen", &addr])
+        .env_remove("RUST_LOG")
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -137,12 +138,13 @@ fn the_readme_operator_walkthrough() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
     assert!(stderr.contains(&format!("admin API on http://{addr}")), "{stderr}");
-    assert!(stderr.contains("backset serve: SM start id 1 serves archive 0 in "), "{stderr}");
-    assert!(
-        stderr.contains("backset serve: SIGTERM: cancelling running hot copies and closing the database"),
-        "{stderr}"
-    );
-    assert!(stderr.trim_end().ends_with("backset serve: stopped; database closed"), "{stderr}");
+    assert!(stderr.contains("  INFO SM start id 1 serves archive 0 in "), "{stderr}");
+    for id in [&full, &journal] {
+        assert!(stderr.contains(&format!("  INFO Hot copy started id={id} ")), "{stderr}");
+        assert!(stderr.contains(&format!("  INFO Hot copy successfully completed id={id} ")), "{stderr}");
+    }
+    assert!(stderr.contains("  INFO SIGTERM: cancelling running hot copies and closing the database"), "{stderr}");
+    assert!(stderr.trim_end().ends_with("  INFO server stopped; database closed"), "{stderr}");
 
     // README block 7: `backset restore --restore-dir /tmp/ops/restored /tmp/ops/set`,
     // `backset check /tmp/ops/set`, `backset archive dump /tmp/ops/restored`

@@ -106,11 +106,25 @@ impl Server {
     /// Starts `backset serve --listen listen ...` and talks to it at `connect` (e.g. listen on `0.0.0.0:P`, connect
     /// to `127.0.0.1:P`).
     pub fn start_at(listen: &str, connect: &str, data: &Path, extra: &[&str], token: Option<&str>) -> Self {
+        Self::start_env(listen, connect, data, extra, token, &[])
+    }
+
+    /// As [`start_at`](Self::start_at), with these environment variables set (a test-only fault, `RUST_LOG`).
+    pub fn start_env(
+        listen: &str,
+        connect: &str,
+        data: &Path,
+        extra: &[&str],
+        token: Option<&str>,
+        env: &[(&str, &str)],
+    ) -> Self {
         let addr = connect.to_string();
         let mut child = Command::new(env!("CARGO_BIN_EXE_backset"))
             .args(["serve", "--listen", listen, "--data-dir"])
             .arg(data)
             .args(extra)
+            .env_remove("RUST_LOG")
+            .envs(env.iter().copied())
             // Its working directory is the test's own directory: a relative path it wrongly accepts lands there.
             .current_dir(data.parent().filter(|p| p.is_dir()).unwrap_or(Path::new(env!("CARGO_TARGET_TMPDIR"))))
             .stdout(Stdio::piped())

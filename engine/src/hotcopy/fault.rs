@@ -1,4 +1,5 @@
-//! Test-only pause points, so a crash test can SIGKILL the server at moments too short to hit by polling.
+//! Test-only fault points, so a crash test can SIGKILL the server at moments too short to hit by polling, and a log
+//! test can make a hot copy fail on purpose.
 //!
 //! `BACKSET_FAULT_PAUSE=<point>` or `<type>:<point>` (read once, at the first hot copy of the process) makes every
 //! hot copy job (of that type: `simple`, `full`, `incremental`, `journal`) that reaches `<point>` block there; with
@@ -14,6 +15,11 @@
 //!   archive directory not yet.
 //!
 //! A job blocked at `begun` or `before-move` still ends on a cancel; at `mid-move` it blocks until the process dies.
+//!
+//! `BACKSET_FAULT_FAIL=<point>` or `<type>:<point>` (`begun` or `before-move`) makes every job (of that type) that
+//! reaches `<point>` fail there with an injected I/O error naming the variable; it leaves its set as before, as any
+//! failure does.
+//!
 //! Never set these variables outside tests.
 
 use std::path::{Path, PathBuf};
@@ -32,8 +38,13 @@ pub const FAULT_PAUSE_MARK_ENV: &str = "BACKSET_FAULT_PAUSE_MARK";
 /// The environment variable restricting the pause to one destination directory.
 pub const FAULT_PAUSE_DEST_ENV: &str = "BACKSET_FAULT_PAUSE_DEST";
 
+/// The environment variable naming the failure point.
+pub const FAULT_FAIL_ENV: &str = "BACKSET_FAULT_FAIL";
+
 /// The pause points, in the order a job reaches them.
 pub const FAULT_POINTS: [&str; 3] = ["begun", "before-move", "mid-move"];
+/// The failure points.
+pub const FAIL_POINTS: [&str; 2] = ["begun", "before-move"];
 
 struct Pause {
     kind: Option<HotCopyType>,
@@ -42,32 +53,51 @@ struct Pause {
     dest: Option<PathBuf>,
 }
 
+/// `<point>` or `<type>:<point>` from the variable `name`, the point one of `points`; `None` (with a warning for a
+/// value that does not parse) otherwise.
+fn point_of(name: &str, points: &[&str]) -> Option<(Option<HotCopyType>, String)> {
+    let value = std::env::var(name).ok().filter(|p| !p.is_empty())?;
+    let (kind, point) = match value.split_once(':') {
+        Some((k, p)) => (Some(k.parse::<HotCopyType>()), p.to_string()),
+        None => (None, value.clone()),
+    };
+    let kind = match kind.transpose() {
+        Ok(k) => k,
+        Err(e) => {
+            tracing::warn!("{name}={value}: {e}; ignored");
+            return None;
+        }
+    };
+    if !points.contains(&point.as_str()) {
+        tracing::warn!("{name}={value} names none of the points {}; ignored", points.join(", "));
+        return None;
+    }
+    Some((kind, point))
+}
+
 fn config() -> Option<&'static Pause> {
     static CONFIG: OnceLock<Option<Pause>> = OnceLock::new();
     CONFIG
         .get_or_init(|| {
-            let value = std::env::var(FAULT_PAUSE_ENV).ok().filter(|p| !p.is_empty())?;
-            let (kind, point) = match value.split_once(':') {
-                Some((k, p)) => (Some(k.parse::<HotCopyType>()), p.to_string()),
-                None => (None, value.clone()),
-            };
-            let kind = match kind.transpose() {
-                Ok(k) => k,
-                Err(e) => {
-                    eprintln!("backset: {FAULT_PAUSE_ENV}={value}: {e}; ignored");
-                    return None;
-                }
-            };
-            if !FAULT_POINTS.contains(&point.as_str()) {
-                eprintln!(
-                    "backset: {FAULT_PAUSE_ENV}={value} names no pause point (begun, before-move, mid-move); ignored"
-                );
-                return None;
-            }
+            let (kind, point) = point_of(FAULT_PAUSE_ENV, &FAULT_POINTS)?;
             let var = |name| std::env::var_os(name).filter(|v| !v.is_empty()).map(PathBuf::from);
             Some(Pause { kind, point, mark: var(FAULT_PAUSE_MARK_ENV), dest: var(FAULT_PAUSE_DEST_ENV) })
         })
         .as_ref()
+}
+
+/// Fails with an injected I/O error at `point` when the test-only `BACKSET_FAULT_FAIL` names it.
+pub(crate) fn fail(point: &str, kind: HotCopyType, dest: &Path) -> Result<(), HotCopyError> {
+    static CONFIG: OnceLock<Option<(Option<HotCopyType>, String)>> = OnceLock::new();
+    let config = CONFIG.get_or_init(|| point_of(FAULT_FAIL_ENV, &FAIL_POINTS));
+    match config {
+        Some((k, p)) if p == point && k.is_none_or(|k| k == kind) => Err(HotCopyError::Io {
+            op: "write",
+            path: dest.to_path_buf(),
+            source: std::io::Error::other(format!("test-only {FAULT_FAIL_ENV}: failure injected at {point}")),
+        }),
+        _ => Ok(()),
+    }
 }
 
 /// Blocks at `point` when the test-only pause names it: until `check` fails (a cancel), or with `check` `None`
@@ -83,10 +113,10 @@ pub(crate) fn pause(
         p.point == point && p.kind.is_none_or(|k| k == kind) && p.dest.as_deref().is_none_or(|d| d == dest)
     };
     let Some(p) = config().filter(applies) else { return Ok(()) };
-    eprintln!("backset: test-only {FAULT_PAUSE_ENV}: hot copy {id} blocks at {point}");
+    tracing::warn!("test-only {FAULT_PAUSE_ENV}: hot copy {id} blocks at {point}");
     if let Some(mark) = &p.mark {
         if let Err(e) = std::fs::write(mark, format!("{id} {point}\n")) {
-            eprintln!("backset: test-only {FAULT_PAUSE_ENV}: cannot write the mark {}: {e}", mark.display());
+            tracing::warn!("test-only {FAULT_PAUSE_ENV}: cannot write the mark {}: {e}", mark.display());
         }
     }
     loop {

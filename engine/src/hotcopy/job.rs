@@ -676,10 +676,11 @@ impl Work<'_> {
         }
     }
 
-    /// The test-only pause at `point` (see `fault`); a cancel still ends it.
+    /// The test-only pause at `point` (see `fault`; a cancel still ends it), then the test-only failure there.
     fn fault_pause(&self, point: &str) -> Result<(), HotCopyError> {
         let coord = self.ctx.coord;
-        fault::pause(point, self.ctx.kind, &self.spec.dest, self.ctx.id, Some(&|| coord.check()))
+        fault::pause(point, self.ctx.kind, &self.spec.dest, self.ctx.id, Some(&|| coord.check()))?;
+        fault::fail(point, self.ctx.kind, &self.spec.dest)
     }
 
     /// Copies `atoms` in batches; an atom whose file is gone when the copier opens it is left out (`vanished`).

@@ -529,6 +529,9 @@ impl HotCopyManager {
             let _ = persist(&inner.status_dir, &status);
             *lock(&job.terminal) = Some(status);
             job.ended.notify_all();
+        } else {
+            let (archives, destination) = log_targets(targets.iter().map(|(a, d, _)| (*a, d.as_path())));
+            tracing::info!(%id, r#type = %req.kind, %archives, %destination, status = %"running", "Hot copy started");
         }
         Ok((coordinator_start_id, id))
     }
@@ -763,9 +766,9 @@ fn run_job(inner: &Inner, job: &Job, specs: Vec<ParticipantSpec>) {
             p.element = None;
         }
     }
-    tracing::info!(hot_copy = %job.id, kind = %job.kind, status = %state, message = %status.message, "hot copy ended");
+    log_end(&status);
     if let Err(e) = persist(&inner.status_dir, &status) {
-        tracing::error!(hot_copy = %job.id, error = %e, "could not persist the final status");
+        tracing::error!(id = %job.id, error = %e, "could not persist the final status of the hot copy");
     }
     {
         let mut running = lock(&inner.running_types);
@@ -775,6 +778,34 @@ fn run_job(inner: &Inner, job: &Job, specs: Vec<ParticipantSpec>) {
     }
     *lock(&job.terminal) = Some(status);
     job.ended.notify_all();
+}
+
+/// `0,1` and `/b/0,/b/1`: a job's archives and their destinations, in archive order, for its log lines.
+fn log_targets<'a>(participants: impl Iterator<Item = (u64, &'a Path)>) -> (String, String) {
+    let (archives, dirs): (Vec<String>, Vec<String>) =
+        participants.map(|(a, d)| (a.to_string(), d.display().to_string())).unzip();
+    (archives.join(","), dirs.join(","))
+}
+
+/// The log line of a job that ended: its message (NuoDB's) with id, type, archives, destinations, status, bytes
+/// copied and seconds; at level error when it failed.
+fn log_end(status: &HotCopyStatus) {
+    let (archives, destination) =
+        log_targets(status.participants.iter().map(|p| (p.archive_id, p.destination.as_path())));
+    let micros = status.end_micros.unwrap_or(status.begin_micros).saturating_sub(status.begin_micros);
+    let seconds = (micros / 1000) as f64 / 1000.0;
+    let (id, kind, state, bytes) = (status.id, status.kind, status.status, status.bytes_done);
+    macro_rules! ended {
+        ($level:ident) => {
+            tracing::$level!(
+                %id, r#type = %kind, %archives, %destination, status = %state, bytes, seconds, "{}", status.message
+            )
+        };
+    }
+    match state {
+        JobState::Failed => ended!(error),
+        _ => ended!(info),
+    }
 }
 
 fn persist(dir: &Path, status: &HotCopyStatus) -> Result<(), HotCopyError> {

@@ -1,0 +1,147 @@
+//! The log on stderr: `serve` logs one line per hot copy start and end (id, type, archives, destination, bytes,
+//! seconds, status, message) and the engine's warnings and errors, as text or as JSON lines (`--log-format json`);
+//! an offline command shows the engine's warnings too.
+
+mod support;
+
+use std::time::Duration;
+
+use serde_json::{json, Value};
+use support::{free_port, s, tmp, wait_until, Server};
+
+/// Starts `serve` on a free port with `extra` options and `env`.
+fn serve(data: &std::path::Path, extra: &[&str], env: &[(&str, &str)]) -> Server {
+    let addr = format!("127.0.0.1:{}", free_port());
+    Server::start_env(&addr, &addr, data, extra, None, env)
+}
+
+/// Runs a hot copy through the REST API, waiting for its end; returns its final status.
+fn hot_copy(srv: &Server, path: &str, body: Value) -> Value {
+    let a = srv.post_json(path, &body);
+    assert_eq!(a.code, 200, "{}", a.text);
+    assert_ne!(a.json["status"], "running", "{}", a.text);
+    a.json
+}
+
+/// The line of the server's output holding `needle`, once there (the log is written as events happen).
+fn line_with(srv: &Server, needle: &str) -> String {
+    let found = wait_until(Duration::from_secs(30), || srv.output().lines().any(|l| l.contains(needle)));
+    assert!(found, "no line with {needle:?} in the server's output:\n{}", srv.output());
+    srv.output().lines().find(|l| l.contains(needle)).unwrap().to_string()
+}
+
+#[test]
+fn serve_logs_hot_copy_starts_and_ends_an_injected_failure_and_engine_warnings_as_text() {
+    let dir = tmp();
+    let data = dir.path().join("data");
+    // An engine warning at start: an unreadable persisted status is skipped with a warning.
+    let statuses = data.join("admin").join("hotcopy");
+    std::fs::create_dir_all(&statuses).unwrap();
+    std::fs::write(statuses.join("garbage.json"), "not json").unwrap();
+    let srv = serve(&data, &[], &[("BACKSET_FAULT_FAIL", "full:before-move")]);
+    let warning = line_with(&srv, "skipping an unreadable hot copy status file");
+    assert!(warning.contains(" WARN ") && warning.contains("garbage.json"), "{warning}");
+
+    srv.post_json("/databases/demo/transactions", &json!({"put": {"k": "v"}}));
+    let set = dir.path().join("set");
+    let failed = hot_copy(
+        &srv,
+        "/databases/demo/hotCopy",
+        json!({"type": "full", "backupSetDirs": {"0": s(&set)}, "timeoutSec": 60}),
+    );
+    assert_eq!(failed["status"], "failed", "{failed}");
+    let id = failed["hotCopyId"].as_str().unwrap();
+    let start = line_with(&srv, &format!("Hot copy started id={id}"));
+    assert!(start.contains(" INFO ") && start.ends_with("status=running"), "{start}");
+    for field in ["type=full", "archives=0", &format!("destination={}", s(&set))] {
+        assert!(start.contains(field), "{field} is not in {start}");
+    }
+    let end = line_with(&srv, " ERROR Hot copy failed: ");
+    assert!(end.contains("failure injected at before-move"), "{end}");
+    for field in [
+        &format!("id={id} type=full"),
+        "archives=0",
+        &format!("destination={}", s(&set)),
+        "status=failed",
+        "bytes=",
+        "seconds=",
+    ] {
+        assert!(end.contains(field), "{field} is not in {end}");
+    }
+
+    let copy = dir.path().join("copy");
+    let done = hot_copy(
+        &srv,
+        "/databases/demo/hotCopySimple",
+        json!({"backupLocations": {"0": {"copyArchiveDir": s(&copy)}}, "timeoutSec": 60}),
+    );
+    assert_eq!(done["status"], "completed", "{done}");
+    let end = line_with(&srv, &format!("Hot copy successfully completed id={}", done["hotCopyId"].as_str().unwrap()));
+    assert!(end.contains(" INFO ") && end.contains("type=simple"), "{end}");
+    assert!(end.contains("status=completed"), "{end}");
+    let (code, out) = srv.terminate();
+    assert_eq!(code, Some(0), "{out}");
+    // Every line is a log line: `<UTC time>  <LEVEL> <message>`.
+    for l in out.lines() {
+        let (time, rest) = l.split_once(' ').unwrap_or_else(|| panic!("not a log line: {l}"));
+        assert!(time.len() >= 20 && time.ends_with('Z') && time.as_bytes()[10] == b'T', "no UTC time: {l}");
+        let level = rest.trim_start().split(' ').next().unwrap();
+        assert!(["INFO", "WARN", "ERROR"].contains(&level), "no level: {l}");
+    }
+}
+
+#[test]
+fn serve_log_format_json_writes_json_lines_with_the_fields() {
+    let dir = tmp();
+    let data = dir.path().join("data");
+    let srv = serve(&data, &["--log-format", "json"], &[("BACKSET_FAULT_FAIL", "full:begun")]);
+    srv.post_json("/databases/demo/transactions", &json!({"put": {"k": "v"}}));
+    let set = dir.path().join("set");
+    let failed = hot_copy(
+        &srv,
+        "/databases/demo/hotCopy",
+        json!({"type": "full", "backupSetDirs": {"0": s(&set)}, "timeoutSec": 60}),
+    );
+    assert_eq!(failed["status"], "failed", "{failed}");
+    let id = failed["hotCopyId"].as_str().unwrap().to_string();
+    line_with(&srv, "failure injected at begun");
+    let (code, out) = srv.terminate();
+    assert_eq!(code, Some(0), "{out}");
+    let lines: Vec<Value> = out
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not a JSON line ({e}): {l}\n{out}")))
+        .collect();
+    for l in &lines {
+        for key in ["timestamp", "level", "message"] {
+            assert!(l[key].is_string(), "no {key} in {l}");
+        }
+    }
+    let of_job: Vec<&Value> = lines.iter().filter(|l| l["id"] == id.as_str()).collect();
+    assert_eq!(of_job.len(), 2, "a start and an end line: {out}");
+    let (start, end) = (of_job[0], of_job[1]);
+    assert_eq!(
+        (&start["level"], &start["message"], &start["status"]),
+        (&json!("INFO"), &json!("Hot copy started"), &json!("running"))
+    );
+    assert_eq!(end["level"], "ERROR", "{end}");
+    assert_eq!(end["message"], failed["message"], "the end line's message is the hot copy's");
+    for l in [start, end] {
+        assert_eq!(
+            (&l["type"], &l["archives"], &l["destination"]),
+            (&json!("full"), &json!("0"), &json!(s(&set))),
+            "{l}"
+        );
+    }
+    assert_eq!(end["status"], "failed");
+    assert!(end["bytes"].is_u64() && end["seconds"].is_f64(), "bytes and seconds are numbers: {end}");
+    assert!(lines.iter().any(|l| l["message"].as_str().unwrap().starts_with("database demo")), "{out}");
+}
+
+#[test]
+fn rust_log_sets_the_level() {
+    let dir = tmp();
+    let srv = serve(&dir.path().join("data"), &[], &[("RUST_LOG", "warn")]);
+    let (code, out) = srv.terminate();
+    assert_eq!(code, Some(0), "{out}");
+    assert!(!out.contains(" INFO "), "RUST_LOG=warn shows no info line: {out}");
+}
