@@ -2,6 +2,7 @@
 //! names (camelCase) for what nuoadmin has, and Backset's additions beside them. See docs/CLI.md.
 
 use std::collections::BTreeMap;
+use std::time::Duration;
 
 use backset_engine::hotcopy::{HotCopyStatus, ParticipantStatus};
 use serde::{Deserialize, Serialize};
@@ -9,8 +10,25 @@ use serde::{Deserialize, Serialize};
 /// The path prefix of every endpoint.
 pub const API_PREFIX: &str = "/api/1";
 
-/// Longest `timeoutSec` a request may wait, seconds (one hour): a waiting request holds a blocking thread.
-pub const MAX_TIMEOUT_SEC: f64 = 3600.0;
+/// Longest a single request waits for a hot copy to end (ten minutes), whatever its `timeoutSec`: a waiting
+/// request holds a thread of the server's blocking pool. A wait that ends with the hot copy still running answers
+/// HTTP 408 (nuoadmin's answer to a `timeoutSec` that ran out); the client asks again. `timeoutSec` itself has no
+/// upper bound (NuoDB's Helm backup job sends 525600).
+pub const MAX_WAIT_PER_REQUEST: Duration = Duration::from_secs(600);
+
+/// Environment variable that shortens [`MAX_WAIT_PER_REQUEST`] to this many milliseconds, so tests can reach its
+/// edge in seconds. Never set it outside tests.
+pub const WAIT_PER_REQUEST_ENV: &str = "BACKSET_TEST_WAIT_PER_REQUEST_MS";
+
+/// A wait in seconds as given (`--timeout`, `timeoutSec`): any finite number of zero or more. A wait too long for a
+/// `Duration` (past 584 billion years) is `Duration::MAX`, which every caller treats as "no deadline". `None` for a
+/// negative or non-finite number (NaN, infinity).
+pub fn wait_seconds(secs: f64) -> Option<Duration> {
+    if !secs.is_finite() || secs < 0.0 {
+        return None;
+    }
+    Some(Duration::try_from_secs_f64(secs).unwrap_or(Duration::MAX))
+}
 
 /// An error answer: `{"code": <HTTP status>, "message": ".."}`.
 #[derive(Debug, Clone, Serialize, Deserialize)]

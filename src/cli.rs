@@ -11,14 +11,18 @@ use anyhow::{anyhow, Context, Result};
 use serde::de::DeserializeOwned;
 use serde_json::{json, Value};
 
-use crate::api::{ApiError, HotCopyInfo, HotCopyResponse, Process, Processes, API_PREFIX, MAX_TIMEOUT_SEC};
+use crate::api::{
+    wait_seconds, ApiError, HotCopyInfo, HotCopyResponse, Process, Processes, API_PREFIX, MAX_WAIT_PER_REQUEST,
+};
 use crate::progress;
 
 /// Suffix of the message printed when `--timeout` expires before the hot copy ended (nuocmd's).
 pub const TIMEOUT_SUFFIX: &str = ": timeout while waiting for hot copy operation to finish";
-/// First and longest wait of one status poll while waiting for a hot copy (doubling in between).
+/// First wait of one status poll while waiting for a hot copy (each next one twice as long, up to [`POLL_MAX`]).
 const POLL_FIRST: Duration = Duration::from_millis(100);
-const POLL_MAX: Duration = Duration::from_secs(2);
+/// Longest wait of one status poll (a long poll: the server answers as soon as the hot copy ends, else HTTP 408 when
+/// this wait ran out). However long `--timeout` is, no request waits longer.
+pub const POLL_MAX: Duration = Duration::from_secs(2);
 /// How long one request may take beyond the wait it asks the server for.
 const REQUEST_SLACK: Duration = Duration::from_secs(30);
 
@@ -221,11 +225,16 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
     Ok(Duration::from_secs_f64(secs))
 }
 
+/// `--timeout`: any number of seconds, zero or more, without an upper bound (NuoDB's Helm backup job sends 525600).
+/// `0` waits not at all, as no `--timeout` (nuocmd's rule).
 fn check_timeout(t: Option<f64>) -> Result<Option<Duration>> {
     match t {
         None => Ok(None),
-        Some(s) if (0.0..=MAX_TIMEOUT_SEC).contains(&s) => Ok(Some(Duration::from_secs_f64(s))),
-        Some(s) => Err(usage(format!("--timeout {s}: give 0 to {MAX_TIMEOUT_SEC} seconds"))),
+        Some(s) => match wait_seconds(s) {
+            Some(d) if d.is_zero() => Ok(None),
+            Some(d) => Ok(Some(d)),
+            None => Err(usage(format!("--timeout {s}: give a number of seconds, zero or more"))),
+        },
     }
 }
 
@@ -250,7 +259,8 @@ impl Client {
 
     fn call(&self, method: &str, path: &str, body: Option<&Value>, wait: Duration) -> Result<Value> {
         let url = format!("{}{API_PREFIX}{path}", self.base);
-        let mut req = ureq::request(method, &url).timeout(wait + REQUEST_SLACK);
+        // The server waits at most MAX_WAIT_PER_REQUEST whatever it is asked.
+        let mut req = ureq::request(method, &url).timeout(wait.min(MAX_WAIT_PER_REQUEST) + REQUEST_SLACK);
         if let Some(t) = &self.token {
             req = req.set("Authorization", &format!("Bearer {t}"));
         }
@@ -262,6 +272,14 @@ impl Client {
             Ok(r) => r.into_json().with_context(|| format!("{method} {url}: the answer is not JSON")),
             Err(ureq::Error::Status(code, r)) => {
                 let text = r.into_string().unwrap_or_default();
+                // 408: the wait ran out and the hot copy still runs; the body is its HotCopyResponse (nuoadmin's).
+                if code == 408 {
+                    if let Ok(v) = serde_json::from_str::<Value>(&text) {
+                        if v.get("hotCopyId").is_some() {
+                            return Ok(v);
+                        }
+                    }
+                }
                 match serde_json::from_str::<ApiError>(&text) {
                     Ok(e) => Err(anyhow!("{}", e.message)),
                     Err(_) => Err(anyhow!("{method} {url}: HTTP {code}: {text}")),
@@ -321,11 +339,12 @@ fn print_json(v: &Value) -> Result<()> {
     Ok(())
 }
 
-/// Waits until the hot copy ends or `timeout` passes, polling its status with growing waits (long polls on the
-/// server) and a progress bar; then prints it. Fails on a timeout (the hot copy keeps running) and on an end other
-/// than completed.
-fn wait_and_print(client: &Client, cli: &ClientArgs, first: HotCopyResponse, timeout: Duration) -> Result<()> {
-    let deadline = Instant::now() + timeout;
+/// Waits until the hot copy ends or `timeout` passes, long-polling its status in steps of at most [`POLL_MAX`]
+/// (growing from [`POLL_FIRST`]) with a progress bar. Returns its last status, the server's JSON of it (`Null` when
+/// no poll was made), and whether it still runs (the message then carries [`TIMEOUT_SUFFIX`]).
+fn wait_for_end(client: &Client, first: HotCopyResponse, timeout: Duration) -> Result<(HotCopyResponse, Value, bool)> {
+    // A deadline past what an Instant can hold is no deadline.
+    let deadline = Instant::now().checked_add(timeout);
     let bar = progress::bar(&first.kind);
     let (mut r, mut raw) = (first, Value::Null);
     let mut step = POLL_FIRST;
@@ -333,7 +352,7 @@ fn wait_and_print(client: &Client, cli: &ClientArgs, first: HotCopyResponse, tim
         bar.set_length(r.bytes_total.max(1));
         bar.set_position(r.bytes_done);
         bar.set_message(r.message.clone());
-        let left = deadline.saturating_duration_since(Instant::now());
+        let left = deadline.map_or(Duration::MAX, |d| d.saturating_duration_since(Instant::now()));
         if left.is_zero() {
             break;
         }
@@ -355,14 +374,27 @@ fn wait_and_print(client: &Client, cli: &ClientArgs, first: HotCopyResponse, tim
             *m = Value::String(r.message.clone());
         }
     }
+    Ok((r, raw, timed_out))
+}
+
+/// Prints a hot copy's whole response (or its JSON); fails when it is still running after a wait.
+fn print_waited(cli: &ClientArgs, r: &HotCopyResponse, raw: Value, timed_out: bool) -> Result<()> {
     if cli.show_json {
-        print_json(&if raw.is_null() { serde_json::to_value(&r)? } else { raw })?;
+        print_json(&if raw.is_null() { serde_json::to_value(r)? } else { raw })?;
     } else {
-        println!("{}", full(&r));
+        println!("{}", full(r));
     }
     if timed_out {
         return Err(anyhow!("hot copy {} is still running{TIMEOUT_SUFFIX}", r.hot_copy_id));
     }
+    Ok(())
+}
+
+/// Waits for the hot copy (see [`wait_for_end`]) and prints it. Fails on a timeout (the hot copy keeps running) and
+/// on an end other than completed.
+fn wait_and_print(client: &Client, cli: &ClientArgs, first: HotCopyResponse, timeout: Duration) -> Result<()> {
+    let (r, raw, timed_out) = wait_for_end(client, first, timeout)?;
+    print_waited(cli, &r, raw, timed_out)?;
     if r.status != "completed" {
         return Err(anyhow!("hot copy {} {}: {}", r.hot_copy_id, r.status, r.message));
     }
@@ -498,29 +530,19 @@ pub fn get_hotcopy_status(cli: &ClientArgs, args: &StatusArgs) -> Result<()> {
 pub fn cancel_hotcopy(cli: &ClientArgs, args: &StatusArgs) -> Result<()> {
     let timeout = check_timeout(args.timeout)?;
     let client = Client::new(cli)?;
-    let mut path = format!(
+    let path = format!(
         "/databases/cancelHotCopy?coordinatorStartId={}&hotCopyId={}",
         args.coordinator_start_id, args.hotcopy_id
     );
-    if let Some(t) = timeout {
-        path.push_str(&format!("&timeoutSec={:.3}", t.as_secs_f64()));
+    // The cancel itself does not wait; with --timeout the status is long-polled in steps, as for a hot copy.
+    let (r, raw): (HotCopyResponse, Value) = client.post(&path, &Value::Null, Duration::ZERO)?;
+    match timeout {
+        Some(t) => {
+            let (r, polled, timed_out) = wait_for_end(&client, r, t)?;
+            print_waited(cli, &r, if polled.is_null() { raw } else { polled }, timed_out)
+        }
+        None => print_waited(cli, &r, raw, false),
     }
-    let (mut r, mut raw): (HotCopyResponse, Value) =
-        client.post(&path, &Value::Null, timeout.unwrap_or(Duration::ZERO))?;
-    let timed_out = timeout.is_some() && r.status == "running";
-    if timed_out {
-        r.message = format!("{}{TIMEOUT_SUFFIX}", r.message);
-        raw["message"] = Value::String(r.message.clone());
-    }
-    if cli.show_json {
-        print_json(&raw)?;
-    } else {
-        println!("{}", full(&r));
-    }
-    if timed_out {
-        return Err(anyhow!("hot copy {} is still running{TIMEOUT_SUFFIX}", r.hot_copy_id));
-    }
-    Ok(())
 }
 
 fn fetch_info(

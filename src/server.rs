@@ -22,7 +22,7 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use backset_engine::hotcopy::{HotCopyError, HotCopyManager, HotCopyRequest, HotCopyType};
+use backset_engine::hotcopy::{HotCopyError, HotCopyManager, HotCopyRequest, HotCopyStatus, HotCopyType, JobState};
 use backset_engine::limits::{DEFAULT_RETAINED_JOURNAL_WARN_BYTES, DEFAULT_SEGMENT_BYTES};
 use backset_engine::store::{CommitError, Config, Database, StorageGroup, StoreError, Txn};
 use backset_engine::workload::{Workload, WorkloadConfig};
@@ -30,7 +30,8 @@ use serde::Deserialize;
 use uuid::Uuid;
 
 use crate::api::{
-    ApiError, HotCopyInfo, HotCopyResponse, Process, Processes, TxnResponse, API_PREFIX, MAX_TIMEOUT_SEC,
+    wait_seconds, ApiError, HotCopyInfo, HotCopyResponse, Process, Processes, TxnResponse, API_PREFIX,
+    MAX_WAIT_PER_REQUEST, WAIT_PER_REQUEST_ENV,
 };
 use crate::cli::UsageError;
 use crate::config::FileConfig;
@@ -213,6 +214,8 @@ struct App {
     token: Option<String>,
     /// Extra labels per archive id (the config file's `[[sm]]` tables).
     labels: Vec<BTreeMap<String, String>>,
+    /// Longest a single request waits for a hot copy ([`MAX_WAIT_PER_REQUEST`]).
+    wait_per_request: Duration,
 }
 
 /// Runs `backset serve` until SIGINT or SIGTERM.
@@ -271,6 +274,7 @@ pub fn run(args: &Args) -> Result<()> {
         hostname: hostname(),
         token,
         labels: args.labels.clone(),
+        wait_per_request: wait_per_request(),
     });
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -348,6 +352,14 @@ pub fn run(args: &Args) -> Result<()> {
         if left == 0 { String::new() } else { format!(" ({left} hot copies did not end in time)") }
     );
     Ok(())
+}
+
+/// [`MAX_WAIT_PER_REQUEST`], or what [`WAIT_PER_REQUEST_ENV`] sets (tests).
+fn wait_per_request() -> Duration {
+    std::env::var(WAIT_PER_REQUEST_ENV)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .map_or(MAX_WAIT_PER_REQUEST, Duration::from_millis)
 }
 
 /// The host name for the process list.
@@ -558,6 +570,39 @@ fn body<T: serde::de::DeserializeOwned>(b: Result<Bytes, BytesRejection>) -> Res
     Ok(value)
 }
 
+/// A whole number given as a JSON number or as a string of one (nuocmd sends `"maxRate": "1000000"`); `null` is
+/// none.
+fn whole_number<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
+    use serde::de::Error;
+    let expected = "a whole number, zero or more (a JSON number or a string of digits)";
+    match serde_json::Value::deserialize(d)? {
+        serde_json::Value::Null => Ok(None),
+        serde_json::Value::Number(n) => {
+            n.as_u64().map(Some).ok_or_else(|| D::Error::custom(format!("{n} is not {expected}")))
+        }
+        serde_json::Value::String(t) => {
+            t.trim().parse().map(Some).map_err(|_| D::Error::custom(format!("{t:?} is not {expected}")))
+        }
+        other => Err(D::Error::custom(format!("{other} is not {expected}"))),
+    }
+}
+
+/// A number given as a JSON number or as a string of one; `null` is none.
+fn number<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<f64>, D::Error> {
+    use serde::de::Error;
+    let expected = "a number (a JSON number or a string of one)";
+    match serde_json::Value::deserialize(d)? {
+        serde_json::Value::Null => Ok(None),
+        serde_json::Value::Number(n) => {
+            n.as_f64().map(Some).ok_or_else(|| D::Error::custom(format!("{n} is not {expected}")))
+        }
+        serde_json::Value::String(t) => {
+            t.trim().parse().map(Some).map_err(|_| D::Error::custom(format!("{t:?} is not {expected}")))
+        }
+        other => Err(D::Error::custom(format!("{other} is not {expected}"))),
+    }
+}
+
 /// A JSON object's entries in order, keeping keys given twice (a map would keep the last silently).
 fn entries<'de, D, V>(d: D) -> Result<Vec<(String, V)>, D::Error>
 where
@@ -607,12 +652,31 @@ fn required<T: FromStr>(q: &HashMap<String, String>, name: &str, what: &str) -> 
     param(q, name, what)?.ok_or_else(|| HttpError::bad(format!("give the query parameter {name} ({what})")))
 }
 
+/// A request's `timeoutSec`: any number of seconds, zero or more, without an upper bound.
 fn timeout(secs: Option<f64>) -> Result<Option<Duration>, HttpError> {
-    match secs {
-        None => Ok(None),
-        Some(s) if (0.0..=MAX_TIMEOUT_SEC).contains(&s) => Ok(Some(Duration::from_secs_f64(s))),
-        Some(s) => Err(HttpError::bad(format!("timeoutSec {s} must be between 0 and {MAX_TIMEOUT_SEC}"))),
-    }
+    secs.map(|s| {
+        wait_seconds(s).ok_or_else(|| {
+            HttpError::bad(format!("timeoutSec {s} is not a number of seconds; give a finite number, zero or more"))
+        })
+    })
+    .transpose()
+}
+
+/// What one request waits of its `timeoutSec`: at most the server's step ([`MAX_WAIT_PER_REQUEST`]); zero and no
+/// `timeoutSec` do not wait.
+fn this_wait(app: &App, wait: Option<Duration>) -> Option<Duration> {
+    wait.filter(|w| !w.is_zero()).map(|w| w.min(app.wait_per_request))
+}
+
+/// A hot copy's answer after a request's wait: HTTP 408 with the HotCopyResponse when the request waited and the hot
+/// copy still runs (nuoadmin's answer to a `timeoutSec` that ran out; the hot copy keeps running), else 200.
+fn hot_copy_answer(status: &HotCopyStatus, base: &str, waited: Option<Duration>) -> Response {
+    let code = if waited.is_some() && status.status == JobState::Running {
+        StatusCode::REQUEST_TIMEOUT
+    } else {
+        StatusCode::OK
+    };
+    (code, Json(HotCopyResponse::from_status(status, base))).into_response()
 }
 
 /// A request's `maxRate` (bytes per second): 0 would hold the job forever (the engine's paused budget), so it is
@@ -642,7 +706,9 @@ struct HotCopyBody {
     default_backup_set_dir: Option<PathBuf>,
     #[serde(default, deserialize_with = "entries")]
     backup_set_dirs: Vec<(String, PathBuf)>,
+    #[serde(default, deserialize_with = "whole_number")]
     max_rate: Option<u64>,
+    #[serde(default, deserialize_with = "number")]
     timeout_sec: Option<f64>,
     check_contains_all_sgs: Option<bool>,
     /// Backset: the archives a process filter selected (the CLI's `--process-filter`).
@@ -664,18 +730,26 @@ struct SimpleBody {
     default_backup_location: Option<Location>,
     #[serde(default, deserialize_with = "entries")]
     backup_locations: Vec<(String, Location)>,
+    #[serde(default, deserialize_with = "whole_number")]
     max_rate: Option<u64>,
+    #[serde(default, deserialize_with = "number")]
     timeout_sec: Option<f64>,
     check_contains_all_sgs: Option<bool>,
     archive_ids: Option<Vec<u64>>,
 }
 
-/// Starts a request and answers its status, after waiting up to `wait` for it to end.
-async fn start(app: Arc<App>, base: String, req: HotCopyRequest, wait: Option<Duration>) -> Reply<HotCopyResponse> {
+/// Starts a request and answers its status, after waiting up to `wait` (at most the server's step) for it to end.
+async fn start(
+    app: Arc<App>,
+    base: String,
+    req: HotCopyRequest,
+    wait: Option<Duration>,
+) -> Result<Response, HttpError> {
+    let wait = this_wait(&app, wait);
     blocking(move || {
         let (start_id, id) = app.manager.start(req)?;
         let status = app.manager.status(start_id, id, wait)?;
-        Ok(Json(HotCopyResponse::from_status(&status, &base)))
+        Ok(hot_copy_answer(&status, &base, wait))
     })
     .await
 }
@@ -685,7 +759,7 @@ async fn hot_copy(
     headers: HeaderMap,
     db: Result<Path<String>, PathRejection>,
     b: Result<Bytes, BytesRejection>,
-) -> Reply<HotCopyResponse> {
+) -> Result<Response, HttpError> {
     check_db(&app, &path(db)?)?;
     let b: HotCopyBody = body(b)?;
     let kind = HotCopyType::from_str(&b.kind).map_err(|e| HttpError::bad(e.to_string()))?;
@@ -714,7 +788,7 @@ async fn hot_copy_simple(
     headers: HeaderMap,
     db: Result<Path<String>, PathRejection>,
     b: Result<Bytes, BytesRejection>,
-) -> Reply<HotCopyResponse> {
+) -> Result<Response, HttpError> {
     check_db(&app, &path(db)?)?;
     let b: SimpleBody = body(b)?;
     let mut req = HotCopyRequest::new(HotCopyType::Simple)
@@ -760,13 +834,13 @@ async fn status(
 ) -> Result<Response, HttpError> {
     let q = query(q)?;
     let start_id: u64 = required(&q, "coordinatorStartId", "a start id")?;
-    let wait = timeout(param(&q, "timeoutSec", "a number of seconds")?)?;
+    let wait = this_wait(&app, timeout(param(&q, "timeoutSec", "a number of seconds")?)?);
     let base = base_uri(&app, &headers);
     match param::<Uuid>(&q, "hotCopyId", "a hot copy id")? {
         Some(id) => {
             blocking(move || {
                 let s = app.manager.status(start_id, id, wait)?;
-                Ok(Json(HotCopyResponse::from_status(&s, &base)).into_response())
+                Ok(hot_copy_answer(&s, &base, wait))
             })
             .await
         }
@@ -802,15 +876,15 @@ async fn cancel(
     State(app): State<Arc<App>>,
     headers: HeaderMap,
     q: Result<Query<HashMap<String, String>>, QueryRejection>,
-) -> Reply<HotCopyResponse> {
+) -> Result<Response, HttpError> {
     let q = query(q)?;
     let start_id: u64 = required(&q, "coordinatorStartId", "a start id")?;
     let id: Uuid = required(&q, "hotCopyId", "a hot copy id")?;
-    let wait = timeout(param(&q, "timeoutSec", "a number of seconds")?)?;
+    let wait = this_wait(&app, timeout(param(&q, "timeoutSec", "a number of seconds")?)?);
     let base = base_uri(&app, &headers);
     blocking(move || {
         let s = app.manager.cancel(start_id, id, wait)?;
-        Ok(Json(HotCopyResponse::from_status(&s, &base)))
+        Ok(hot_copy_answer(&s, &base, wait))
     })
     .await
 }

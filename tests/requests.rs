@@ -212,7 +212,8 @@ fn hot_copy_cases(dir: PathBuf) -> impl Strategy<Value = Case> {
             Case::json("POST", HC, &json!({"type": t, "backupSetDirs": {"0": t6}}), &[400]).needle(format!("{t:?}"))
         });
     let t7 = target.clone();
-    let bad_timeout = prop_oneof![(-1e12f64..-0.001), (3600.5f64..1e300)].prop_map(move |t| {
+    // timeoutSec has no upper bound (NuoDB's Helm backup job sends 525600): only negative numbers are refused.
+    let bad_timeout = (-1e300f64..-0.001).prop_map(move |t| {
         Case::json("POST", HC, &json!({"type": "full", "backupSetDirs": {"0": t7}, "timeoutSec": t}), &[400])
             .needle("timeoutSec")
     });
@@ -355,7 +356,6 @@ fn query_cases() -> impl Strategy<Value = Case> {
     let bad_timeout = prop_oneof![
         "[a-z]{1,6}".prop_filter("not a float word", |w| !["inf", "nan", "infinity"].contains(&w.as_str())),
         (-1e9f64..-0.001).prop_map(|f| f.to_string()),
-        (3601f64..1e12).prop_map(|f| f.to_string()),
         Just("NaN".to_string()),
         Just("inf".to_string()),
     ];
@@ -589,8 +589,8 @@ fn cli_cases() -> impl Strategy<Value = Vec<String>> {
             Just("1e12".to_string()),
         ]
         .prop_map(move |r| base(strs(&["--backup-dirs", "0", "/a", &format!("--max-rate={r}")]))),
-        // Timeouts out of range.
-        prop_oneof!["-[0-9]{1,4}", Just("nan".to_string()), Just("3601".to_string()), "[a-z]{1,4}"]
+        // Timeouts that are not waits (there is no upper bound).
+        prop_oneof!["-[0-9]{1,4}", Just("nan".to_string()), Just("inf".to_string()), "[a-z]{1,4}"]
             .prop_map(move |t| base(strs(&["--backup-dirs", "0", "/a", &format!("--timeout={t}")]))),
         // Relative destinations (the server would resolve them against its own working directory).
         "[a-z]{1,6}(/[a-z]{1,6}){0,2}".prop_map(move |p| base(strs(&["--backup-dirs", "0", &p]))),

@@ -103,6 +103,13 @@ impl Server {
         Self::start_at(&addr, &addr, data, extra, token)
     }
 
+    /// As [`start`](Self::start), with these environment variables set for the server (test-only knobs such as
+    /// `BACKSET_FAULT_PAUSE`).
+    pub fn start_with_env(data: &Path, extra: &[&str], env: &[(&str, &str)]) -> Self {
+        let addr = format!("127.0.0.1:{}", free_port());
+        Self::start_env(&addr, &addr, data, extra, None, env)
+    }
+
     /// Starts `backset serve --listen listen ...` and talks to it at `connect` (e.g. listen on `0.0.0.0:P`, connect
     /// to `127.0.0.1:P`).
     pub fn start_at(listen: &str, connect: &str, data: &Path, extra: &[&str], token: Option<&str>) -> Self {
@@ -233,6 +240,20 @@ impl Server {
     /// POST with a JSON body.
     pub fn post_json(&self, path: &str, body: &Value) -> Answer {
         self.request("POST", path, Some(body.to_string().as_bytes()))
+    }
+
+    /// Runs the `backset` client with `args` against this server (`--api-server` first, as nuocmd takes it; the
+    /// server's token, if any, through `BACKSET_AUTH_TOKEN`).
+    pub fn cli(&self, args: &[&str]) -> Output {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_backset"));
+        cmd.args(["--api-server", &self.addr])
+            .args(args)
+            .env_remove("BACKSET_AUTH_TOKEN")
+            .env_remove("NUOCMD_API_SERVER");
+        if let Some(t) = &self.token {
+            cmd.env("BACKSET_AUTH_TOKEN", t);
+        }
+        cmd.output().unwrap()
     }
 
     /// The server answers a health request (`GET /processes`) with 200, and its process is alive.
