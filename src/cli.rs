@@ -42,18 +42,78 @@ fn usage(msg: impl Into<String>) -> anyhow::Error {
     anyhow!(UsageError(msg.into()))
 }
 
-/// Options every client verb shares (global on the command line).
-#[derive(clap::Args, Debug, Clone)]
+/// The admin server when neither `--api-server` nor [`API_SERVER_ENV`] names one (nuocmd's default).
+pub const DEFAULT_API_SERVER: &str = "localhost:8888";
+/// The environment variable naming the admin server when `--api-server` is not given (nuocmd's; NuoDB's charts set
+/// it).
+pub const API_SERVER_ENV: &str = "NUOCMD_API_SERVER";
+
+/// Options of the client verbs (`hotcopy`, `get`, `show`, `cancel`), listed in their help only.
+#[derive(clap::Args, Debug, Clone, Default)]
 pub struct ClientArgs {
-    /// The admin server, `host:port` or a URL.
-    #[arg(long, global = true, default_value = "localhost:8888")]
-    pub api_server: String,
+    /// The admin server, `host:port` or a URL [default: the NUOCMD_API_SERVER environment variable, else
+    /// localhost:8888].
+    #[arg(long, value_name = "HOST:PORT")]
+    pub api_server: Option<String>,
     /// Print the server's JSON instead of nuocmd's format.
-    #[arg(long, global = true)]
+    #[arg(long)]
     pub show_json: bool,
     /// File with the server's bearer token (else the BACKSET_AUTH_TOKEN environment variable, if set).
-    #[arg(long, global = true, value_name = "FILE")]
+    #[arg(long, value_name = "FILE")]
     pub api_token_file: Option<PathBuf>,
+}
+
+/// The same options given before the command, as nuocmd takes them (`backset --api-server H:P get processes`);
+/// hidden from the top-level help, which lists no client option.
+#[derive(clap::Args, Debug, Clone, Default)]
+pub struct LeadingClientArgs {
+    /// The admin server (as the client verbs' `--api-server`).
+    #[arg(long, value_name = "HOST:PORT", hide = true)]
+    pub api_server: Option<String>,
+    /// Print the server's JSON (as the client verbs' `--show-json`).
+    #[arg(long, hide = true)]
+    pub show_json: bool,
+    /// File with the server's bearer token (as the client verbs' `--api-token-file`).
+    #[arg(long, value_name = "FILE", hide = true)]
+    pub api_token_file: Option<PathBuf>,
+}
+
+impl LeadingClientArgs {
+    /// Whether any of them was given.
+    pub fn given(&self) -> bool {
+        self.api_server.is_some() || self.show_json || self.api_token_file.is_some()
+    }
+
+    /// Refuses them before a command that does not talk to the admin server.
+    pub fn refuse_for(&self, command: &str) -> Result<()> {
+        if self.given() {
+            return Err(usage(format!(
+                "--api-server, --show-json and --api-token-file go with the client verbs (hotcopy, get, show, cancel); \
+                 `backset {command}` does not talk to the admin server"
+            )));
+        }
+        Ok(())
+    }
+}
+
+impl ClientArgs {
+    /// These options, completed by those given before the command (the command's own win).
+    pub fn with_leading(&self, lead: &LeadingClientArgs) -> Self {
+        Self {
+            api_server: self.api_server.clone().or_else(|| lead.api_server.clone()),
+            show_json: self.show_json || lead.show_json,
+            api_token_file: self.api_token_file.clone().or_else(|| lead.api_token_file.clone()),
+        }
+    }
+
+    /// The admin server: `--api-server`, else [`API_SERVER_ENV`] (when set and not empty), else
+    /// [`DEFAULT_API_SERVER`].
+    pub fn server(&self) -> String {
+        self.api_server
+            .clone()
+            .or_else(|| std::env::var(API_SERVER_ENV).ok().map(|v| v.trim().to_string()).filter(|v| !v.is_empty()))
+            .unwrap_or_else(|| DEFAULT_API_SERVER.to_string())
+    }
 }
 
 /// `hotcopy ...`.
@@ -108,6 +168,8 @@ pub struct HotcopyDatabaseArgs {
     /// Wait up to this many seconds for the hot copy to end (without it: return at once).
     #[arg(long, value_name = "SECONDS")]
     pub timeout: Option<f64>,
+    #[command(flatten)]
+    pub client: ClientArgs,
 }
 
 /// `get ...`.
@@ -157,6 +219,8 @@ pub struct StatusArgs {
     /// Wait up to this many seconds for the hot copy to end.
     #[arg(long, value_name = "SECONDS")]
     pub timeout: Option<f64>,
+    #[command(flatten)]
+    pub client: ClientArgs,
 }
 
 /// Options of `get hotcopy-info`.
@@ -174,6 +238,8 @@ pub struct InfoArgs {
     /// Seconds to wait for the server's answer.
     #[arg(long, value_name = "SECONDS")]
     pub timeout: Option<f64>,
+    #[command(flatten)]
+    pub client: ClientArgs,
 }
 
 /// Options of `show hotcopy-info`.
@@ -192,6 +258,8 @@ pub struct ShowInfoArgs {
     /// {coordinator_start_id} {begin_timestamp} {end_timestamp} {destination_directory}.
     #[arg(long, default_value = "{id} [{status}] {timestamp_range} : {message} ({stage})")]
     pub hotcopy_format: String,
+    #[command(flatten)]
+    pub client: ClientArgs,
 }
 
 /// Options of `get processes`.
@@ -203,6 +271,8 @@ pub struct ProcessesArgs {
     /// Only the processes this LBQuery filter selects.
     #[arg(long, value_name = "FILTER")]
     pub process_filter: Option<String>,
+    #[command(flatten)]
+    pub client: ClientArgs,
 }
 
 /// `2h`, `30m`, `1d`, `45s`, `90` (seconds).
@@ -246,7 +316,8 @@ struct Client {
 
 impl Client {
     fn new(args: &ClientArgs) -> Result<Self> {
-        let server = args.api_server.trim_end_matches('/');
+        let server = args.server();
+        let server = server.trim_end_matches('/');
         let base = if server.contains("://") { server.to_string() } else { format!("http://{server}") };
         let token = match &args.api_token_file {
             Some(f) => {
@@ -286,7 +357,8 @@ impl Client {
                 }
             }
             Err(e) => Err(anyhow!(
-                "cannot reach the admin server at {}: {e}; start it with `backset serve` or give --api-server",
+                "cannot reach the admin server at {}: {e}; start it with `backset serve`, or name it with \
+                 --api-server or NUOCMD_API_SERVER",
                 self.base
             )),
         }

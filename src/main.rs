@@ -43,8 +43,9 @@ use clap::{Parser, Subcommand};
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    /// nuocmd's place for the client options (before the command); each client verb also takes them.
     #[command(flatten)]
-    client: cli::ClientArgs,
+    client: cli::LeadingClientArgs,
 }
 
 #[derive(Subcommand, Debug)]
@@ -98,6 +99,43 @@ enum Command {
     /// Example: `backset cancel hotcopy --coordinator-start-id 1 --hotcopy-id <ID>`
     #[command(subcommand)]
     Cancel(cli::CancelCommand),
+    /// Print a shell completion script for bash, zsh or fish.
+    ///
+    /// Example: `backset completion bash > /etc/bash_completion.d/backset`
+    Completion(CompletionArgs),
+}
+
+/// Options of `backset completion`.
+#[derive(clap::Args, Debug)]
+struct CompletionArgs {
+    /// The shell.
+    #[arg(value_enum)]
+    shell: Shell,
+}
+
+/// The shells `backset completion` writes for.
+#[derive(clap::ValueEnum, Debug, Clone, Copy)]
+enum Shell {
+    /// bash (source it, or put it in bash-completion's directory).
+    Bash,
+    /// zsh (put it as `_backset` in a directory of `$fpath`).
+    Zsh,
+    /// fish (put it as `backset.fish` in `~/.config/fish/completions/`).
+    Fish,
+}
+
+/// Prints the completion script of `shell` for the whole command line.
+fn completion(args: &CompletionArgs) -> anyhow::Result<()> {
+    use clap::CommandFactory;
+    let shell = match args.shell {
+        Shell::Bash => clap_complete::Shell::Bash,
+        Shell::Zsh => clap_complete::Shell::Zsh,
+        Shell::Fish => clap_complete::Shell::Fish,
+    };
+    let mut script = Vec::new();
+    clap_complete::generate(shell, &mut Cli::command(), "backset", &mut script);
+    print!("{}", String::from_utf8_lossy(&script));
+    Ok(())
 }
 
 fn main() -> ExitCode {
@@ -106,19 +144,32 @@ fn main() -> ExitCode {
     if !matches!(cli.command, Command::Serve(_)) {
         logging::init(logging::LogFormat::Text, tracing_subscriber::filter::LevelFilter::WARN, false);
     }
+    let lead = &cli.client;
+    let no_server = |name: &str, run: &dyn Fn() -> anyhow::Result<()>| lead.refuse_for(name).and_then(|()| run());
     let result = match cli.command {
-        Command::Demo(args) => demo::run(&args),
-        Command::Bench(cmd) => bench::run(&cmd),
-        Command::Restore(args) => offline::run_restore(&args),
-        Command::Check(args) => offline::run_check(&args),
-        Command::Archive(cmd) => offline::run_archive(&cmd),
-        Command::Serve(args) => server::run(&args),
-        Command::Hotcopy(cli::HotcopyCommand::Database(args)) => cli::hotcopy_database(&cli.client, &args),
-        Command::Get(cli::GetCommand::HotcopyStatus(args)) => cli::get_hotcopy_status(&cli.client, &args),
-        Command::Get(cli::GetCommand::HotcopyInfo(args)) => cli::get_hotcopy_info(&cli.client, &args),
-        Command::Get(cli::GetCommand::Processes(args)) => cli::get_processes(&cli.client, &args),
-        Command::Show(cli::ShowCommand::HotcopyInfo(args)) => cli::show_hotcopy_info(&cli.client, &args),
-        Command::Cancel(cli::CancelCommand::Hotcopy(args)) => cli::cancel_hotcopy(&cli.client, &args),
+        Command::Demo(args) => no_server("demo", &|| demo::run(&args)),
+        Command::Bench(cmd) => no_server("bench", &|| bench::run(&cmd)),
+        Command::Restore(args) => no_server("restore", &|| offline::run_restore(&args)),
+        Command::Check(args) => no_server("check", &|| offline::run_check(&args)),
+        Command::Archive(cmd) => no_server("archive", &|| offline::run_archive(&cmd)),
+        Command::Serve(args) => no_server("serve", &|| server::run(&args)),
+        Command::Completion(args) => no_server("completion", &|| completion(&args)),
+        Command::Hotcopy(cli::HotcopyCommand::Database(args)) => {
+            cli::hotcopy_database(&args.client.with_leading(lead), &args)
+        }
+        Command::Get(cli::GetCommand::HotcopyStatus(args)) => {
+            cli::get_hotcopy_status(&args.client.with_leading(lead), &args)
+        }
+        Command::Get(cli::GetCommand::HotcopyInfo(args)) => {
+            cli::get_hotcopy_info(&args.client.with_leading(lead), &args)
+        }
+        Command::Get(cli::GetCommand::Processes(args)) => cli::get_processes(&args.client.with_leading(lead), &args),
+        Command::Show(cli::ShowCommand::HotcopyInfo(args)) => {
+            cli::show_hotcopy_info(&args.client.with_leading(lead), &args)
+        }
+        Command::Cancel(cli::CancelCommand::Hotcopy(args)) => {
+            cli::cancel_hotcopy(&args.client.with_leading(lead), &args)
+        }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
