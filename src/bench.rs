@@ -46,16 +46,16 @@ pub struct ForegroundArgs {
     /// afterwards.
     dir: PathBuf,
     /// Size of the archive in MiB; the full hot copy at --max-rate should outlast --seconds.
-    #[arg(long, default_value_t = 1024, value_parser = clap::value_parser!(u64).range(1..=1_048_576))]
+    #[arg(long, default_value_t = 1024, allow_negative_numbers = true, value_parser = clap::builder::RangedI64ValueParser::<u64>::new().range(1..=1_048_576))]
     size_mib: u64,
     /// The hot copy's rate limit in MB/s (MB = 10^6 bytes).
-    #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u64).range(1..=100_000))]
+    #[arg(long, default_value_t = 50, allow_negative_numbers = true, value_parser = clap::builder::RangedI64ValueParser::<u64>::new().range(1..=100_000))]
     max_rate: u64,
     /// Length of each phase in seconds.
-    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    #[arg(long, default_value_t = 10, allow_negative_numbers = true, value_parser = clap::builder::RangedI64ValueParser::<u64>::new().range(1..=3600))]
     seconds: u64,
     /// Commits per second, over two committer threads.
-    #[arg(long, default_value_t = 400, value_parser = clap::value_parser!(u64).range(2..=100_000))]
+    #[arg(long, default_value_t = 400, allow_negative_numbers = true, value_parser = clap::builder::RangedI64ValueParser::<u64>::new().range(2..=100_000))]
     commit_rate: u64,
     /// Print one JSON object instead of text.
     #[arg(long)]
@@ -71,7 +71,7 @@ pub struct VersusArgs {
     /// end: it needs twice --runs times the source's size free); created if missing.
     scratch: PathBuf,
     /// Runs of each side.
-    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u16).range(1..=100))]
+    #[arg(long, default_value_t = 5, allow_negative_numbers = true, value_parser = clap::value_parser!(u16).range(1..=100))]
     runs: u16,
     /// I/O backend: uring or portable (default: uring where available).
     #[arg(long, value_parser = ["uring", "portable"])]
@@ -87,7 +87,7 @@ pub struct DiskArgs {
     /// Directory on the disk to measure; a temporary directory is made in it and removed afterwards.
     dir: PathBuf,
     /// Size of the test file in MiB (larger than the disk cache gives steadier figures).
-    #[arg(long, default_value_t = 1024, value_parser = clap::value_parser!(u64).range(1..=1_048_576))]
+    #[arg(long, default_value_t = 1024, allow_negative_numbers = true, value_parser = clap::builder::RangedI64ValueParser::<u64>::new().range(1..=1_048_576))]
     size_mib: u64,
     /// Print one JSON object instead of text.
     #[arg(long)]
@@ -102,7 +102,7 @@ pub struct CopyArgs {
     /// Directory to create (must not exist).
     target: PathBuf,
     /// Rate limit in MB/s (MB = 10^6 bytes), counted on the bytes read.
-    #[arg(long, value_parser = parse_rate)]
+    #[arg(long, allow_negative_numbers = true, value_parser = parse_rate)]
     max_rate: Option<u64>,
     /// I/O backend: uring or portable (default: uring where available).
     #[arg(long, value_parser = ["uring", "portable"])]
@@ -111,7 +111,7 @@ pub struct CopyArgs {
     #[arg(long)]
     no_hash: bool,
     /// Concurrent jobs (files dealt out in turn), each with its own copier, sharing one SM budget of --max-rate.
-    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=MAX_BENCH_JOBS as i64))]
+    #[arg(long, default_value_t = 1, allow_negative_numbers = true, value_parser = clap::value_parser!(u16).range(1..=MAX_BENCH_JOBS as i64))]
     jobs: u16,
     /// Print one JSON object instead of text.
     #[arg(long)]

@@ -151,7 +151,7 @@ pub struct HotcopyDatabaseArgs {
     #[arg(long, num_args = 2.., value_names = ["ARCHIVE_ID", "PATH"], conflicts_with = "process_filter")]
     pub backup_dirs: Vec<String>,
     /// Hot copy the SMs this filter selects (LBQuery, e.g. `label(role hotcopy)`) into --default-backup-dir.
-    #[arg(long, value_name = "FILTER", requires = "default_backup_dir")]
+    #[arg(long, value_name = "FILTER", requires = "default_backup_dir", value_parser = parse_filter)]
     pub process_filter: Option<String>,
     /// Destination of every archive without a --backup-dirs entry (alone: every archive).
     #[arg(long, value_name = "PATH")]
@@ -160,13 +160,13 @@ pub struct HotcopyDatabaseArgs {
     #[arg(long)]
     pub shared: bool,
     /// Most MB/s (10^6 bytes) each SM reads for this hot copy.
-    #[arg(long, value_name = "MB/s")]
+    #[arg(long, value_name = "MB/s", allow_negative_numbers = true)]
     pub max_rate: Option<f64>,
     /// Accept archives that together do not hold every storage group.
     #[arg(long)]
     pub partial_storage_groups: bool,
     /// Wait up to this many seconds for the hot copy to end (without it: return at once).
-    #[arg(long, value_name = "SECONDS")]
+    #[arg(long, value_name = "SECONDS", allow_negative_numbers = true)]
     pub timeout: Option<f64>,
     #[command(flatten)]
     pub client: ClientArgs,
@@ -211,13 +211,13 @@ pub enum CancelCommand {
 #[derive(clap::Args, Debug)]
 pub struct StatusArgs {
     /// Start id of the coordinating SM.
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true, value_parser = count::<u64>)]
     pub coordinator_start_id: u64,
     /// Hot copy id.
     #[arg(long)]
     pub hotcopy_id: uuid::Uuid,
     /// Wait up to this many seconds for the hot copy to end.
-    #[arg(long, value_name = "SECONDS")]
+    #[arg(long, value_name = "SECONDS", allow_negative_numbers = true)]
     pub timeout: Option<f64>,
     #[command(flatten)]
     pub client: ClientArgs,
@@ -230,13 +230,13 @@ pub struct InfoArgs {
     #[arg(long, required_unless_present = "coordinator_start_id")]
     pub db_name: Option<String>,
     /// Start id of an SM.
-    #[arg(long, conflicts_with = "db_name")]
+    #[arg(long, conflicts_with = "db_name", allow_negative_numbers = true, value_parser = count::<u64>)]
     pub coordinator_start_id: Option<u64>,
     /// Only hot copies running at least this long (seconds, or with a d, h, m or s suffix: `2h`). With --db-name.
-    #[arg(long, value_name = "DURATION", requires = "db_name", value_parser = parse_duration)]
+    #[arg(long, value_name = "DURATION", requires = "db_name", allow_negative_numbers = true, value_parser = parse_duration)]
     pub running_for: Option<Duration>,
     /// Seconds to wait for the server's answer.
-    #[arg(long, value_name = "SECONDS")]
+    #[arg(long, value_name = "SECONDS", allow_negative_numbers = true)]
     pub timeout: Option<f64>,
     #[command(flatten)]
     pub client: ClientArgs,
@@ -249,7 +249,7 @@ pub struct ShowInfoArgs {
     #[arg(long)]
     pub db_name: String,
     /// Only hot copies running at least this long (seconds, or with a d, h, m or s suffix).
-    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    #[arg(long, value_name = "DURATION", allow_negative_numbers = true, value_parser = parse_duration)]
     pub running_for: Option<Duration>,
     /// Format of an SM's line; fields: {type} {address} {hostname} {start_id} {archive_id} {db_name} {state}.
     #[arg(long, default_value = "[{type}] {address} [start_id = {start_id}] [archive_id = {archive_id}] {state}")]
@@ -269,10 +269,27 @@ pub struct ProcessesArgs {
     #[arg(long)]
     pub db_name: Option<String>,
     /// Only the processes this LBQuery filter selects.
-    #[arg(long, value_name = "FILTER")]
+    #[arg(long, value_name = "FILTER", value_parser = parse_filter)]
     pub process_filter: Option<String>,
     #[command(flatten)]
     pub client: ClientArgs,
+}
+
+/// A whole number of 0 or more: the value parser of counts, ids and byte sizes. With `allow_negative_numbers` on
+/// its argument, `-5` reaches it as a value and is refused with the range, rather than taken for an option.
+pub fn count<T: std::str::FromStr>(s: &str) -> Result<T, String> {
+    match s.trim().parse::<T>() {
+        Ok(v) => Ok(v),
+        Err(_) if s.trim().parse::<f64>().is_ok_and(|v| v < 0.0) => {
+            Err(format!("{s} is below 0: give a whole number, 0 or more"))
+        }
+        Err(_) => Err(format!("{s:?} is not a whole number of 0 or more (or it is too large)")),
+    }
+}
+
+/// A process filter (LBQuery) as given, once it parses: a malformed one is a usage error here, before any request.
+fn parse_filter(s: &str) -> Result<String, String> {
+    crate::lbquery::Filter::parse(s).map(|_| s.to_string()).map_err(|e| e.to_string())
 }
 
 /// `2h`, `30m`, `1d`, `45s`, `90` (seconds).
@@ -421,8 +438,7 @@ fn wait_for_end(client: &Client, first: HotCopyResponse, timeout: Duration) -> R
     let (mut r, mut raw) = (first, Value::Null);
     let mut step = POLL_FIRST;
     while r.status == "running" {
-        bar.set_length(r.bytes_total.max(1));
-        bar.set_position(r.bytes_done);
+        progress::update(&bar, r.bytes_done, r.bytes_total);
         bar.set_message(r.message.clone());
         let left = deadline.map_or(Duration::MAX, |d| d.saturating_duration_since(Instant::now()));
         if left.is_zero() {
@@ -660,7 +676,7 @@ fn report_errors(info: &HotCopyInfo) -> Result<()> {
     if info.errors.is_empty() {
         Ok(())
     } else {
-        Err(anyhow!("{} SMs did not report their hot copies", info.errors.len()))
+        Err(anyhow!("{} did not report their hot copies", crate::text::counted(info.errors.len() as u64, "SM")))
     }
 }
 
@@ -699,8 +715,31 @@ fn timestamp_range(r: &HotCopyResponse) -> String {
     }
 }
 
+/// The fields of `--process-format`.
+const PROCESS_FIELDS: [&str; 7] = ["type", "address", "hostname", "start_id", "archive_id", "db_name", "state"];
+/// The fields of `--hotcopy-format`.
+const HOTCOPY_FIELDS: [&str; 10] = [
+    "id",
+    "status",
+    "timestamp_range",
+    "message",
+    "stage",
+    "type",
+    "coordinator_start_id",
+    "begin_timestamp",
+    "end_timestamp",
+    "destination_directory",
+];
+
+/// Checks a format against its fields (unknown field, unclosed `{`) before anything is fetched or printed.
+fn check_format(format: &str, fields: &[&'static str], option: &str) -> Result<()> {
+    render(format, &fields.iter().map(|&f| (f, String::new())).collect(), option).map(drop)
+}
+
 /// Runs `show hotcopy-info`.
 pub fn show_hotcopy_info(cli: &ClientArgs, args: &ShowInfoArgs) -> Result<()> {
+    check_format(&args.process_format, &PROCESS_FIELDS, "--process-format")?;
+    check_format(&args.hotcopy_format, &HOTCOPY_FIELDS, "--hotcopy-format")?;
     let client = Client::new(cli)?;
     let (processes, _): (Processes, _) = client.get("/processes", Duration::ZERO)?;
     let (info, raw) = fetch_info(&client, &args.db_name, args.running_for, Duration::ZERO)?;
@@ -714,22 +753,25 @@ pub fn show_hotcopy_info(cli: &ClientArgs, args: &ShowInfoArgs) -> Result<()> {
         };
         println!("{line}");
         for r in list {
-            let fields: BTreeMap<&str, String> = BTreeMap::from([
-                ("id", r.hot_copy_id.clone()),
-                ("status", r.status.clone()),
-                ("timestamp_range", timestamp_range(r)),
-                ("message", r.message.clone()),
-                ("stage", r.stage.to_string()),
-                ("type", r.kind.clone()),
-                ("coordinator_start_id", r.coordinator_start_id.to_string()),
-                ("begin_timestamp", r.begin_timestamp.clone()),
-                ("end_timestamp", r.end_timestamp.clone().unwrap_or_default()),
-                ("destination_directory", r.destination_directory.clone()),
-            ]);
-            println!("  {}", render(&args.hotcopy_format, &fields, "--hotcopy-format")?);
+            println!("  {}", render(&args.hotcopy_format, &hotcopy_fields(r), "--hotcopy-format")?);
         }
     }
     report_errors(&info)
+}
+
+fn hotcopy_fields(r: &HotCopyResponse) -> BTreeMap<&'static str, String> {
+    BTreeMap::from([
+        ("id", r.hot_copy_id.clone()),
+        ("status", r.status.clone()),
+        ("timestamp_range", timestamp_range(r)),
+        ("message", r.message.clone()),
+        ("stage", r.stage.to_string()),
+        ("type", r.kind.clone()),
+        ("coordinator_start_id", r.coordinator_start_id.to_string()),
+        ("begin_timestamp", r.begin_timestamp.clone()),
+        ("end_timestamp", r.end_timestamp.clone().unwrap_or_default()),
+        ("destination_directory", r.destination_directory.clone()),
+    ])
 }
 
 fn process_fields(p: &Process) -> BTreeMap<&'static str, String> {
@@ -850,6 +892,31 @@ mod tests {
         assert!(e.to_string().contains("unknown field {nope}"), "{e}");
         assert!(e.downcast_ref::<UsageError>().is_some());
         assert!(render("{id", &f, "--f").is_err());
+    }
+
+    #[test]
+    fn the_format_checks_know_every_field_the_lines_fill() {
+        let p = Process {
+            start_id: 1,
+            archive_id: 0,
+            db_name: "demo".into(),
+            kind: "SM".into(),
+            state: "RUNNING".into(),
+            hostname: "h".into(),
+            address: "a".into(),
+            labels: BTreeMap::new(),
+            options: BTreeMap::new(),
+        };
+        let mut filled: Vec<&str> = process_fields(&p).into_keys().collect();
+        let mut known = PROCESS_FIELDS.to_vec();
+        filled.sort_unstable();
+        known.sort_unstable();
+        assert_eq!(filled, known);
+        let mut filled: Vec<&str> = hotcopy_fields(&response(None)).into_keys().collect();
+        let mut known = HOTCOPY_FIELDS.to_vec();
+        filled.sort_unstable();
+        known.sort_unstable();
+        assert_eq!(filled, known);
     }
 
     #[test]

@@ -17,6 +17,7 @@ use backset_engine::store::{read_archive, Config, Database};
 use backset_engine::workload::{replay_upto, Workload, WorkloadConfig};
 
 use crate::progress;
+use crate::text::{counted, txn_range};
 
 /// Options of `backset demo`.
 #[derive(clap::Args, Debug)]
@@ -26,7 +27,7 @@ pub struct Args {
     #[arg(long, default_value = "backset-demo")]
     dir: PathBuf,
     /// Seconds the workload runs before the first hot copy and between hot copies.
-    #[arg(long, default_value_t = 2.0, value_parser = parse_seconds)]
+    #[arg(long, default_value_t = 2.0, allow_negative_numbers = true, value_parser = parse_seconds)]
     pause: f64,
 }
 
@@ -81,9 +82,10 @@ pub fn run(args: &Args) -> Result<()> {
         let (first, last) = p.txn_range.unwrap_or_default();
         let secs = status.end_micros.unwrap_or(status.begin_micros).saturating_sub(status.begin_micros) as f64 / 1e6;
         println!(
-            "hot copy  {:<11} -> {:<6} txns {first}..={last}, {}, {secs:.2} s",
+            "hot copy  {:<11} -> {:<6} transactions {}, {}, {secs:.2} s",
             kind.name(),
             p.element.as_deref().unwrap_or("-"),
+            txn_range(first, last),
             size(status.bytes_done),
         );
         elements.push(status);
@@ -92,7 +94,11 @@ pub fn run(args: &Args) -> Result<()> {
     let report = workload.stop();
     ensure!(report.errors.is_empty(), "the workload failed: {}", report.errors.join("; "));
     let acked = report.acked;
-    println!("workload  {} transactions acknowledged in {:.1} s", acked.len(), report.elapsed.as_secs_f64());
+    println!(
+        "workload  {} acknowledged in {:.1} s",
+        counted(acked.len() as u64, "transaction"),
+        report.elapsed.as_secs_f64()
+    );
 
     // A transaction in the middle of the last journal element, past the incremental's end point: the restore
     // overlays the incremental on the full and replays journal records on top.
@@ -105,12 +111,12 @@ pub fn run(args: &Args) -> Result<()> {
         progress::follow("restore", &control, || restore(&set_dir, &restored, Target::Transaction(target), &opts))
             .context("restore")?;
     println!(
-        "restore   to transaction {target} -> {}: {} atoms ({}) from {}, {} journal records, {:.2} s",
+        "restore   to transaction {target} -> {}: {} ({}) from {}, {}, {:.2} s",
         restored.display(),
-        restored_report.atoms,
+        counted(restored_report.atoms, "atom"),
         size(restored_report.atom_bytes),
         restored_report.atom_elements.iter().map(ToString::to_string).collect::<Vec<_>>().join(" + "),
-        restored_report.records,
+        counted(restored_report.records, "journal record"),
         restored_report.elapsed.as_secs_f64()
     );
 
@@ -125,8 +131,8 @@ pub fn run(args: &Args) -> Result<()> {
         );
     }
     println!(
-        "verified  the restored archive holds exactly the {} keys acknowledged up to transaction {target}",
-        expected.len()
+        "verified  the restored archive holds exactly the {} acknowledged up to transaction {target}",
+        counted(expected.len() as u64, "key")
     );
 
     let control = Arc::new(backset_copier::JobControl::new());
@@ -137,11 +143,11 @@ pub fn run(args: &Args) -> Result<()> {
         "check found defects: {}",
         check.defects.iter().map(ToString::to_string).collect::<Vec<_>>().join("; ")
     );
-    let ranges: Vec<String> = check.restorable.iter().map(|r| format!("{}..={}", r.first, r.last)).collect();
+    let ranges: Vec<String> = check.restorable.iter().map(|r| txn_range(r.first, r.last)).collect();
     println!(
-        "check     {} elements, {} files ({}) verified, no defect; restorable transactions {}",
-        check.elements,
-        check.files_read,
+        "check     {}, {} ({}) verified, no defect; restorable transactions: {}",
+        counted(check.elements as u64, "element"),
+        counted(check.files_read, "file"),
         size(check.bytes_read),
         ranges.join(", ")
     );
@@ -165,8 +171,7 @@ fn hot_copy(manager: &HotCopyManager, kind: HotCopyType, set_dir: &Path) -> Resu
     let deadline = Instant::now() + HOT_COPY_TIMEOUT;
     let status = loop {
         let status = manager.status(start_id, id, Some(Duration::from_millis(100)))?;
-        bar.set_length(status.bytes_total.max(1));
-        bar.set_position(status.bytes_done);
+        progress::update(&bar, status.bytes_done, status.bytes_total);
         bar.set_message(status.message.clone());
         if status.is_terminal() {
             break status;

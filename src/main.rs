@@ -30,6 +30,7 @@ mod logging;
 mod offline;
 mod progress;
 mod server;
+mod text;
 
 use std::process::ExitCode;
 

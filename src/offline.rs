@@ -10,18 +10,21 @@ use std::time::SystemTime;
 use anyhow::{bail, Context, Result};
 use backset_copier::JobControl;
 use backset_engine::check::{check_archive_with_journal, check_set, CheckOptions};
+use backset_engine::found::{found, Found};
 use backset_engine::restore::{
     for_each_timestamp, report_backups, restore, RestoreOptions, Target, TimestampFilter, TimestampLine,
 };
 use backset_engine::store::read_archive_with_journal;
 use backset_format::fsio::read_metadata;
 use backset_format::journal::SEGMENT_HEADER_BYTES;
-use backset_format::layout::{parse_id_name, JOURNAL_DIR, STATE_FILE};
+use backset_format::layout::{parse_id_name, ATOMS_DIR, JOURNAL_DIR, STATE_FILE};
 use backset_format::{ElementStatus, SegmentHeader, State};
 use serde_json::json;
 use uuid::Uuid;
 
+use crate::cli::UsageError;
 use crate::progress;
+use crate::text::{counted, txn_range};
 
 /// Options of `backset restore`.
 #[derive(clap::Args, Debug)]
@@ -32,7 +35,13 @@ pub struct RestoreArgs {
     #[arg(long, value_name = "DIR", required_unless_present_any = ["report_backups", "report_timestamps"])]
     pub restore_dir: Option<PathBuf>,
     /// Point-in-time restore to this transaction id (see `--report-timestamps` for the restorable ones).
-    #[arg(long, value_name = "TXN", conflicts_with = "backup_element_id")]
+    #[arg(
+        long,
+        value_name = "TXN",
+        conflicts_with = "backup_element_id",
+        allow_negative_numbers = true,
+        value_parser = crate::cli::count::<u64>
+    )]
     pub restore_snapshot: Option<u64>,
     /// Restore to the end point of this completed element (see `--report-backups` for the ids).
     #[arg(long, value_name = "ID")]
@@ -111,6 +120,15 @@ pub fn run_restore(args: &RestoreArgs) -> Result<()> {
         return print_backups(set);
     }
     if args.report_timestamps {
+        if let (Some(start), Some(end)) = (args.start_time, args.end_time) {
+            if start > end {
+                return Err(anyhow::Error::new(UsageError(format!(
+                    "--start-time {} is after --end-time {}: give the earlier time as --start-time",
+                    humantime::format_rfc3339_seconds(start),
+                    humantime::format_rfc3339_seconds(end)
+                ))));
+            }
+        }
         let filter = TimestampFilter { start: args.start_time, end: args.end_time };
         let stdout = std::io::stdout();
         let mut out = std::io::BufWriter::new(stdout.lock());
@@ -138,15 +156,14 @@ pub fn run_restore(args: &RestoreArgs) -> Result<()> {
     let report = progress::follow("restore", &control, || restore(set, dest, target, &opts))?;
     let names = |v: &[backset_format::ElementName]| v.iter().map(ToString::to_string).collect::<Vec<_>>().join(" + ");
     println!(
-        "restored backup set {} to transaction {} in {}: {} atoms ({} bytes) from {}, {} journal records from {}, \
-         base {} ({}), {:.2} s",
+        "restored backup set {} to transaction {} in {}: {} ({} bytes) from {}, {} from {}, base {} ({}), {:.2} s",
         set.display(),
         report.target_txn,
         dest.display(),
-        report.atoms,
+        counted(report.atoms, "atom"),
         report.atom_bytes,
         if report.atom_elements.is_empty() { "-".into() } else { names(&report.atom_elements) },
-        report.records,
+        counted(report.records, "journal record"),
         if report.journal_elements.is_empty() { "-".into() } else { names(&report.journal_elements) },
         report.base,
         report.base_id,
@@ -158,9 +175,9 @@ pub fn run_restore(args: &RestoreArgs) -> Result<()> {
 /// `--report-backups`: NuoDB's `<BackupSet>` listing, one element a line, newest first, with Backset's extra
 /// attributes (directory name, status, transaction range).
 fn print_backups(set: &Path) -> Result<()> {
+    let elements = report_backups(set)?;
     let state: State = read_metadata(&set.join(STATE_FILE))
         .with_context(|| format!("{} is not a readable backup set", set.display()))?;
-    let elements = report_backups(set).with_context(|| format!("report the elements of {}", set.display()))?;
     println!(
         "<BackupSet id=\"{}\" database=\"{}\" databaseId=\"{}\" archiveId=\"{}\">",
         state.set_id,
@@ -210,20 +227,19 @@ pub fn run_check(args: &CheckArgs) -> Result<()> {
     for n in &report.notes {
         println!("note: {n}");
     }
-    let ranges: Vec<String> = report.restorable.iter().map(|r| format!("[{}, {}]", r.first, r.last)).collect();
+    let ranges: Vec<String> = report.restorable.iter().map(|r| txn_range(r.first, r.last)).collect();
     let what = if report.metadata_only { "metadata checked" } else { "verified" };
     println!(
-        "backup set {}: {} completed elements, {} data files ({} bytes) {what}, {} defects; restorable transactions: \
-         {}",
+        "backup set {}: {}, {} ({} bytes) {what}, {}; restorable transactions: {}",
         args.set.display(),
-        report.elements,
-        report.files_read,
+        counted(report.elements as u64, "completed element"),
+        counted(report.files_read, "data file"),
         report.bytes_read,
-        report.defects_total(),
+        counted(report.defects_total(), "defect"),
         if ranges.is_empty() { "none".to_string() } else { ranges.join(", ") }
     );
     if !report.is_ok() {
-        bail!("backup set {} has {} defects (listed above)", args.set.display(), report.defects_total());
+        bail!("backup set {} has {} (listed above)", args.set.display(), counted(report.defects_total(), "defect"));
     }
     Ok(())
 }
@@ -252,6 +268,16 @@ impl ArchiveDirs {
     fn new(dir: &Path, journal: Option<&Path>) -> Result<Self> {
         let own = dir.join(JOURNAL_DIR);
         let Some(journal) = journal.filter(|j| *j != own) else {
+            // What a simple hot copy with a separate copyJournalDir leaves: atoms/ and no journal/. Read alone, its
+            // atoms show a state older than the copy's end point, which only its journal reaches.
+            if dir.join(ATOMS_DIR).is_dir() && fs::symlink_metadata(&own).is_err() {
+                tracing::warn!(
+                    "{} has atoms/ but no journal/: its journal is elsewhere (a simple hot copy made with a separate \
+                     copyJournalDir keeps it there); give that directory with --journal-dir DIR, else what follows is \
+                     the state of the atom files alone, older than the copy's end point",
+                    dir.display()
+                );
+            }
             return Ok(Self { dir: dir.to_path_buf(), journal: own, separate: false });
         };
         if !dir.is_dir() {
@@ -304,10 +330,10 @@ fn hex(b: &[u8]) -> String {
 }
 
 fn ensure_archive(dir: &Path) -> Result<()> {
-    if !dir.join("atoms").is_dir() && !dir.join(JOURNAL_DIR).is_dir() {
-        bail!("{} is not an archive directory (it has neither atoms/ nor journal/)", dir.display());
+    match found(dir) {
+        Found::Archive => Ok(()),
+        other => bail!("{} is not an archive directory: {}", dir.display(), other.not_an_archive(dir)),
     }
-    Ok(())
 }
 
 fn dump(archive: &ArchiveDirs) -> Result<()> {
@@ -371,16 +397,16 @@ fn check_dir(archive: &ArchiveDirs) -> Result<()> {
         );
     }
     println!(
-        "archive {}: {} atom files, {} journal segments, {} records, last transaction {}, {} defects",
+        "archive {}: {}, {}, {}, last transaction {}, {}",
         dir.display(),
-        report.atoms,
-        report.segments,
-        report.records,
+        counted(report.atoms, "atom file"),
+        counted(report.segments, "journal segment"),
+        counted(report.records, "record"),
         report.last_txn,
-        report.defects.len()
+        counted(report.defects.len() as u64, "defect")
     );
     if !report.is_ok() {
-        bail!("archive {} has {} defects (listed above)", dir.display(), report.defects.len());
+        bail!("archive {} has {} (listed above)", dir.display(), counted(report.defects.len() as u64, "defect"));
     }
     Ok(())
 }

@@ -23,9 +23,12 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use backset_engine::hotcopy::{HotCopyError, HotCopyManager, HotCopyRequest, HotCopyStatus, HotCopyType, JobState};
-use backset_engine::limits::{DEFAULT_RETAINED_JOURNAL_WARN_BYTES, DEFAULT_SEGMENT_BYTES};
+use backset_engine::limits::{
+    DEFAULT_RETAINED_JOURNAL_WARN_BYTES, DEFAULT_SEGMENT_BYTES, MAX_CONFIG_SEGMENT_BYTES, MAX_SMS, MIN_SEGMENT_BYTES,
+};
 use backset_engine::store::{CommitError, Config, Database, StorageGroup, StoreError, Txn};
 use backset_engine::workload::{Workload, WorkloadConfig};
+use backset_format::limits::MAX_STORAGE_GROUPS;
 use serde::Deserialize;
 use uuid::Uuid;
 
@@ -75,21 +78,21 @@ pub struct Args {
     #[arg(long)]
     pub data_dir: Option<PathBuf>,
     /// Number of SMs (archives 0..N-1, start ids 1..N; default 1). Fixed when the database is created.
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true, value_parser = crate::cli::count::<usize>)]
     pub sms: Option<usize>,
     /// Storage groups SG1..SGN, group i served by archive (i-1) mod sms (needs N >= sms). Fixed when the database
     /// is created. Without it every SM holds all data.
-    #[arg(long, value_name = "N")]
+    #[arg(long, value_name = "N", allow_negative_numbers = true, value_parser = crate::cli::count::<usize>)]
     pub storage_groups: Option<usize>,
     /// Whether the SMs keep their journal until a journal hot copy copied it (default enable; NuoDB's default is
     /// disable).
     #[arg(long, value_enum)]
     pub journal_hot_copy: Option<Toggle>,
     /// Size at which an SM's journal segment rolls over to a new one, bytes (4 KiB to 1 GiB; default 64 MiB).
-    #[arg(long, value_name = "BYTES")]
+    #[arg(long, value_name = "BYTES", allow_negative_numbers = true, value_parser = crate::cli::count::<u64>)]
     pub journal_segment_bytes: Option<u64>,
     /// Warn when the journal kept for journal hot copies grows past this many bytes (over all SMs; default 1 GiB).
-    #[arg(long, value_name = "BYTES")]
+    #[arg(long, value_name = "BYTES", allow_negative_numbers = true, value_parser = crate::cli::count::<u64>)]
     pub retained_journal_warn_bytes: Option<u64>,
     /// File holding a bearer token every request must carry (`Authorization: Bearer <token>`). Required to listen
     /// on a non-loopback address. The token is never logged.
@@ -181,7 +184,7 @@ impl Settings {
                 Some(c)
             }
         };
-        Ok(Self {
+        let settings = Self {
             listen: args.listen.or(file.listen).unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 8888))),
             db_name: args.db_name.clone().or(file.db_name).unwrap_or_else(|| "demo".into()),
             data_dir: args.data_dir.clone().or(file.data_dir).unwrap_or_else(|| PathBuf::from("backset-data")),
@@ -201,7 +204,32 @@ impl Settings {
             log_format: args.log_format.or(file.log_format).unwrap_or_default(),
             labels,
             workload,
-        })
+        };
+        settings.check_ranges()?;
+        Ok(settings)
+    }
+
+    /// Refuses, as usage errors naming the option, the values the store would refuse when it opens.
+    fn check_ranges(&self) -> Result<()> {
+        let usage = |msg: String| Err(anyhow::Error::new(UsageError(msg)));
+        if !(1..=MAX_SMS).contains(&self.sms) {
+            return usage(format!("--sms {}: give 1 to {MAX_SMS} SMs", self.sms));
+        }
+        if let Some(n) = self.storage_groups {
+            if !(self.sms..=MAX_STORAGE_GROUPS).contains(&n) {
+                return usage(format!(
+                    "--storage-groups {n}: give at least one group per SM (--sms {}) and at most {MAX_STORAGE_GROUPS}",
+                    self.sms
+                ));
+            }
+        }
+        if !(MIN_SEGMENT_BYTES..=MAX_CONFIG_SEGMENT_BYTES).contains(&self.journal_segment_bytes) {
+            return usage(format!(
+                "--journal-segment-bytes {}: give {MIN_SEGMENT_BYTES} to {MAX_CONFIG_SEGMENT_BYTES} bytes",
+                self.journal_segment_bytes
+            ));
+        }
+        Ok(())
     }
 }
 
@@ -250,7 +278,6 @@ pub fn run(args: &Args) -> Result<()> {
         args.journal_hot_copy_per_sm.as_ref().map(|v| v.iter().map(|&t| t == Toggle::Enable).collect());
     config.segment_bytes = args.journal_segment_bytes;
     if let Some(n) = args.storage_groups {
-        ensure!(n >= 1 && n >= args.sms, "--storage-groups {n}: give at least one group per SM (--sms {})", args.sms);
         config.storage_groups = Some(
             (1..=n)
                 .map(|i| StorageGroup {
@@ -339,8 +366,8 @@ pub fn run(args: &Args) -> Result<()> {
     if let Some(w) = workload {
         let report = w.stop();
         tracing::info!(
-            "workload stopped: {} transactions committed{}",
-            report.acked.len(),
+            "workload stopped: {} committed{}",
+            crate::text::counted(report.acked.len() as u64, "transaction"),
             report.errors.first().map_or(String::new(), |e| format!("; error: {e}"))
         );
     }
@@ -349,7 +376,11 @@ pub fn run(args: &Args) -> Result<()> {
     served?;
     tracing::info!(
         "server stopped; database closed{}",
-        if left == 0 { String::new() } else { format!(" ({left} hot copies did not end in time)") }
+        if left == 0 {
+            String::new()
+        } else {
+            format!(" ({} did not end in time)", crate::text::plural(left as u64, "hot copy", "hot copies"))
+        }
     );
     Ok(())
 }
@@ -469,6 +500,7 @@ impl From<HotCopyError> for HttpError {
             | HotCopyError::JournalChainMoved { .. }
             | HotCopyError::JournalDisabled { .. }
             | HotCopyError::NotEmpty { .. }
+            | HotCopyError::NotADirectory { .. }
             | HotCopyError::Stopped { .. } => StatusCode::CONFLICT,
             _ => StatusCode::INTERNAL_SERVER_ERROR,
         };

@@ -411,7 +411,8 @@ fn info_show_and_processes() {
     assert_eq!(srv.ok(&["get", "processes", "--db-name", "other"]), "");
     let v: Value = serde_json::from_str(&srv.ok(&["get", "processes", "--show-json"])).unwrap();
     assert_eq!(v["data"].as_array().unwrap().len(), 2);
-    let out = srv.fails(&["get", "processes", "--process-filter", "and(any"], 1);
+    // A malformed filter is a usage error (exit 2), found before any request.
+    let out = srv.fails(&["get", "processes", "--process-filter", "and(any"], 2);
     assert!(stderr(&out).contains("at position 7"), "{}", text(&out));
 }
 
@@ -469,5 +470,150 @@ fn every_command_has_help_with_an_example() {
         let text = String::from_utf8_lossy(&out.stdout);
         assert!(out.status.success(), "{c:?} --help failed");
         assert!(text.contains("Example: `backset "), "{c:?} --help has no example:\n{text}");
+    }
+}
+
+/// Runs `backset <args>` with no server to talk to (a port nothing listens on).
+fn no_server(args: &[&str]) -> Output {
+    let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    Command::new(env!("CARGO_BIN_EXE_backset"))
+        .args(args)
+        .args(["--api-server", &format!("127.0.0.1:{port}")])
+        .env_remove("BACKSET_AUTH_TOKEN")
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn a_malformed_process_filter_is_a_usage_error_before_any_request() {
+    let hotcopy = ["hotcopy", "database", "--db-name", "demo", "--type", "full", "--default-backup-dir", "/b"];
+    for args in [&["get", "processes"][..], &hotcopy[..]] {
+        let args = [args, &["--process-filter", "label(role"][..]].concat();
+        let out = no_server(&args);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {}", text(&out));
+        assert!(stderr(&out).contains("invalid process filter at position"), "{}", text(&out));
+        assert!(!stderr(&out).contains("cannot reach"), "no request is sent: {}", text(&out));
+    }
+}
+
+#[test]
+fn negative_numbers_are_read_as_numbers_and_refused_with_their_range() {
+    let id = "00000000-0000-0000-0000-000000000000";
+    let hotcopy = ["hotcopy", "database", "--db-name", "demo", "--type", "full", "--backup-dirs", "0", "/b"];
+    let cases: &[(&[&str], &str)] = &[
+        (&[&hotcopy[..], &["--max-rate", "-5"]].concat(), "--max-rate -5: give 0.000001"),
+        (&["get", "hotcopy-status", "--coordinator-start-id", "-1", "--hotcopy-id", id], "-1 is below 0"),
+        (&["get", "hotcopy-info", "--coordinator-start-id", "-2"], "-2 is below 0"),
+        (&["restore", "--restore-dir", "/r", "--restore-snapshot", "-1", "/set"], "-1 is below 0"),
+        (&["serve", "--sms", "-1"], "-1 is below 0"),
+        (&["serve", "--journal-segment-bytes", "-4096"], "-4096 is below 0"),
+        (&["bench", "disk", "/tmp", "--size-mib", "-5"], "-5 is not in 1..=1048576"),
+        (&["demo", "--pause", "-1"], "is not a number of seconds between 0 and 600"),
+    ];
+    for (args, want) in cases {
+        let out = no_server(args);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {}", text(&out));
+        assert!(stderr(&out).contains(want), "{args:?}: no {want:?} in {}", text(&out));
+        assert!(!stderr(&out).contains("unexpected argument"), "{args:?}: {}", text(&out));
+    }
+}
+
+#[test]
+fn serve_option_ranges_are_usage_errors_and_create_nothing() {
+    let dir = tmp();
+    let data = dir.path().join("data");
+    for (args, want) in [
+        (&["--sms", "3", "--storage-groups", "2"][..], "--storage-groups 2: give at least one group per SM (--sms 3)"),
+        (&["--sms", "0"], "--sms 0: give 1 to"),
+        (&["--journal-segment-bytes", "5"], "--journal-segment-bytes 5: give 4096 to"),
+    ] {
+        let out = Command::new(env!("CARGO_BIN_EXE_backset"))
+            .args(["serve", "--listen", "127.0.0.1:0", "--data-dir", s(&data)])
+            .args(args)
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {}", text(&out));
+        assert!(stderr(&out).contains(want), "{args:?}: no {want:?} in {}", text(&out));
+        assert!(!data.exists(), "{args:?} created {}", data.display());
+    }
+}
+
+#[test]
+fn show_hotcopy_info_with_a_bad_format_fails_before_printing_anything() {
+    let dir = tmp();
+    let srv = Server::start(&dir.path().join("data"), &[]);
+    srv.load(5, 10);
+    let set = dir.path().join("set");
+    srv.ok(&[
+        "hotcopy",
+        "database",
+        "--db-name",
+        "demo",
+        "--type",
+        "full",
+        "--backup-dirs",
+        "0",
+        s(&set),
+        "--timeout",
+        "60",
+    ]);
+    let show = ["show", "hotcopy-info", "--db-name", "demo"];
+    assert_eq!(srv.ok(&show).lines().count(), 2, "an SM line and a hot copy line");
+    for bad in [["--hotcopy-format", "{id} {nope}"], ["--hotcopy-format", "{id"], ["--process-format", "{bogus}"]] {
+        let out = srv.fails(&[&show[..], &bad[..]].concat(), 2);
+        assert_eq!(stdout(&out), "", "{bad:?} printed before failing: {}", text(&out));
+        assert!(stderr(&out).contains(bad[0]), "{}", text(&out));
+    }
+    // Checked before any request: the same without a server.
+    let out = no_server(&[&show[..], &["--hotcopy-format", "{nope}"]].concat());
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+}
+
+#[test]
+fn a_destination_that_is_a_file_is_named_a_file_not_a_non_empty_directory() {
+    let dir = tmp();
+    let srv = Server::start(&dir.path().join("data"), &[]);
+    let file = dir.path().join("file");
+    std::fs::write(&file, "x").unwrap();
+    for kind in ["full", "simple"] {
+        let out =
+            srv.fails(&["hotcopy", "database", "--db-name", "demo", "--type", kind, "--backup-dirs", "0", s(&file)], 1);
+        let err = stderr(&out);
+        assert!(err.contains(&format!("{} is a file, not a directory", s(&file))), "{kind}: {}", text(&out));
+        assert!(!err.contains("not empty"), "{kind}: {}", text(&out));
+    }
+    assert_eq!(std::fs::read_to_string(&file).unwrap(), "x");
+}
+
+#[test]
+fn progress_bars_show_megabytes_per_second_and_appear_once_their_total_is_known() {
+    // The bar is drawn only on a terminal: `script` (util-linux) gives the command one.
+    if Command::new("script").arg("--version").output().is_err() {
+        assert!(std::env::var_os("CI").is_none(), "CI needs `script` (util-linux) for this test");
+        eprintln!("skipped: no `script` command to run the CLI on a terminal");
+        return;
+    }
+    let dir = tmp();
+    let srv = Server::start(&dir.path().join("data"), &[]);
+    srv.load(40, 100_000);
+    let set = dir.path().join("set");
+    // 4 MB at 1 MB/s: several seconds of bar.
+    let cmd = format!(
+        "{} hotcopy database --db-name demo --type full --backup-dirs 0 {} --max-rate 1 --timeout 120 --api-server {}",
+        env!("CARGO_BIN_EXE_backset"),
+        s(&set),
+        srv.addr
+    );
+    let out = Command::new("script").args(["-q", "-e", "-c", &cmd, "/dev/null"]).output().unwrap();
+    let screen = stdout(&out);
+    assert!(out.status.success(), "{}", text(&out));
+    let bars: Vec<&str> = screen.split(['\r', '\n']).filter(|l| l.contains("full [")).collect();
+    assert!(!bars.is_empty(), "no bar drawn: {screen}");
+    for bar in &bars {
+        // `<done> <unit>/<total> <unit> <rate> MB/s <message>`: `0 B/4.00 MB 0.00 MB/s`, `1.05 MB/4.00 MB 0.69 MB/s`.
+        let words: Vec<&str> = bar.split(']').nth(1).unwrap().split_whitespace().collect();
+        assert_eq!((words[2], words[4]), ("MB", "MB/s"), "the total in MB and the rate in MB/s: {bar}");
+        assert!(!bar.contains("iB"), "a binary unit: {bar}");
+        assert!(!bar.contains("/1 B "), "a bar before its total was known: {bar}");
     }
 }

@@ -51,3 +51,32 @@ fn usage_errors_exit_2() {
     let out = Command::new(env!("CARGO_BIN_EXE_backset")).arg("no-such-command").output().unwrap();
     assert_eq!(out.status.code(), Some(2));
 }
+
+#[test]
+fn demo_prints_transaction_ranges_as_check_does() {
+    let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_backset"))
+        .args(["demo", "--pause", "0.2", "--dir"])
+        .arg(dir.path().join("d"))
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "demo failed: {stdout}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(!stdout.contains("..="), "{stdout}");
+    let range = |l: &str| {
+        let i = l.find('[').unwrap_or_else(|| panic!("no range in {l}"));
+        let (a, b) = l[i + 1..l[i..].find(']').unwrap() + i].split_once(", ").unwrap();
+        (a.parse::<u64>().unwrap(), b.parse::<u64>().unwrap())
+    };
+    for line in stdout.lines().filter(|l| l.starts_with("hot copy ") || l.starts_with("check ")) {
+        let (a, b) = range(line);
+        assert!(a <= b, "{line}");
+    }
+    let check = stdout.lines().find(|l| l.starts_with("check ")).unwrap();
+    assert!(check.contains("restorable transactions: ["), "{check}");
+    let set = dir.path().join("d/backup-set");
+    let checked = Command::new(env!("CARGO_BIN_EXE_backset")).arg("check").arg(&set).output().unwrap();
+    let checked = String::from_utf8_lossy(&checked.stdout);
+    let tail = |l: &str| l[l.find("restorable transactions: ").unwrap()..].trim_end().to_string();
+    assert_eq!(tail(check), tail(&checked), "the demo and check print the set's ranges alike");
+}

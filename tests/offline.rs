@@ -1,9 +1,13 @@
 //! End to end: the offline tools (`restore`, `check`, `archive dump|info|check`) run as the real binary on a backup
 //! set that `backset demo` made (a full, a journal, an incremental and a journal element under load).
 
+mod support;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::OnceLock;
+
+use serde_json::json;
 
 /// What `backset demo --pause 0.3` left, made once for every test of this file (the tests only read it; a test
 /// that damages a set works on its own copy).
@@ -335,4 +339,127 @@ fn archive_tools_read_a_journal_in_another_directory_with_journal_dir() {
     let out = backset(&["archive", "check", p(&dest), "--journal-dir", p(&journal)]);
     assert!(!out.status.success(), "{}", text(&out));
     assert!(stdout(&out).contains(p(&journal)) && !stdout(&out).contains("backset-archive-view"), "{}", text(&out));
+}
+
+#[test]
+fn check_and_restore_say_what_they_found_instead_of_a_backup_set() {
+    let tmp = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    let archive = fixture().root.join("restored");
+    let empty = tmp.path().join("empty");
+    std::fs::create_dir(&empty).unwrap();
+    let file = tmp.path().join("file");
+    std::fs::write(&file, "x").unwrap();
+    let other = tmp.path().join("other");
+    std::fs::create_dir(&other).unwrap();
+    std::fs::write(other.join("notes.txt"), "x").unwrap();
+    let cases = [
+        (
+            archive.as_path(),
+            format!(
+                "is not a backup set: it is an archive directory (atoms/, journal/); use `backset archive check {}`",
+                p(&archive)
+            ),
+        ),
+        (empty.as_path(), "is not a backup set: it is an empty directory".to_string()),
+        (file.as_path(), "is not a backup set: it is a file, not a directory".to_string()),
+        (other.as_path(), "is not a backup set: it has no `state` file (it holds notes.txt)".to_string()),
+    ];
+    let dest = tmp.path().join("r");
+    for (path, want) in &cases {
+        for args in [
+            vec!["check", p(path)],
+            vec!["restore", "--restore-dir", p(&dest), p(path)],
+            vec!["restore", "--report-timestamps", p(path)],
+            vec!["restore", "--report-backups", p(path)],
+        ] {
+            let out = fails(&args, 1);
+            let err = stderr(&out);
+            assert!(err.contains(&format!("{} {want}", p(path))), "{args:?}: no {want:?} in {}", text(&out));
+            assert!(!err.contains("metadata is damaged"), "{args:?}: {}", text(&out));
+            assert_eq!(stdout(&out), "", "{args:?}");
+        }
+        assert!(!dest.exists());
+    }
+}
+
+#[test]
+fn archive_commands_given_a_backup_set_point_to_check() {
+    for verb in ["check", "info", "dump"] {
+        let out = fails(&["archive", verb, p(&set())], 1);
+        let want = format!("this is a backup set: use `backset check {}`", p(&set()));
+        assert!(stderr(&out).contains(&want), "{verb}: {}", text(&out));
+    }
+}
+
+#[test]
+fn an_inverted_time_window_is_a_usage_error() {
+    let out = fails(
+        &[
+            "restore",
+            "--report-timestamps",
+            "--start-time",
+            "2030-01-02T00:00:00",
+            "--end-time",
+            "2030-01-01T00:00:00",
+            p(&set()),
+        ],
+        2,
+    );
+    assert!(
+        stderr(&out).contains("--start-time 2030-01-02T00:00:00Z is after --end-time 2030-01-01T00:00:00Z"),
+        "{}",
+        text(&out)
+    );
+    assert_eq!(stdout(&out), "");
+}
+
+#[test]
+fn archive_info_and_dump_of_a_simple_copy_with_its_journal_elsewhere_warn_and_name_journal_dir() {
+    let tmp = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    let srv = support::Server::start(&tmp.path().join("data"), &[]);
+    for i in 0..20 {
+        let a = srv.post_json("/databases/demo/transactions", &json!({"put": {format!("k{i}"): "v"}}));
+        assert_eq!(a.code, 200, "{}", a.text);
+    }
+    let (copy, journal) = (tmp.path().join("copy"), tmp.path().join("copy-journal"));
+    let a = srv.post_json(
+        "/databases/demo/hotCopySimple",
+        &json!({"backupLocations": {"0": {"copyArchiveDir": p(&copy), "copyJournalDir": p(&journal)}}, "timeoutSec": 60}),
+    );
+    assert_eq!(a.json["status"], "completed", "{}", a.text);
+    let whole = ok(&["archive", "dump", p(&copy), "--journal-dir", p(&journal)]);
+    assert_eq!(whole.lines().count(), 20, "{whole}");
+    for verb in ["info", "dump", "check"] {
+        let out = backset(&["archive", verb, p(&copy)]);
+        let err = stderr(&out);
+        assert!(
+            err.contains(&format!("WARN {} has atoms/ but no journal/: its journal is elsewhere", p(&copy)))
+                && err.contains("--journal-dir"),
+            "{verb}: {}",
+            text(&out)
+        );
+        // With --journal-dir: no warning.
+        let out = backset(&["archive", verb, p(&copy), "--journal-dir", p(&journal)]);
+        assert!(out.status.success() && !stderr(&out).contains("WARN"), "{verb}: {}", text(&out));
+    }
+}
+
+#[test]
+fn counts_take_their_noun_in_the_singular_and_ranges_print_one_way() {
+    let tmp = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    let copy = copy_of_set(tmp.path());
+    // One damaged atom file of the newest incremental: one defect.
+    let victim = std::fs::read_dir(copy.join("1.inc/data/atoms")).unwrap().next().unwrap().unwrap().path();
+    let size = std::fs::metadata(&victim).unwrap().len();
+    flip_byte(&victim, size - 1);
+    let out = fails(&["check", p(&copy)], 1);
+    assert!(stdout(&out).contains(", 1 defect; restorable transactions: ["), "{}", text(&out));
+    assert!(stderr(&out).contains(&format!("backup set {} has 1 defect (listed above)", p(&copy))), "{}", text(&out));
+    let out = ok(&["check", p(&set())]);
+    assert!(out.contains(", 0 defects; ") && out.contains("4 completed elements"), "{out}");
+    // A restored archive of one journal segment.
+    let dest = tmp.path().join("r");
+    ok(&["restore", "--restore-dir", p(&dest), p(&set())]);
+    let out = ok(&["archive", "check", p(&dest)]);
+    assert!(out.contains(", 1 journal segment, ") && out.ends_with(", 0 defects\n"), "{out}");
 }

@@ -6,11 +6,13 @@
 //!   groups, journal-hot-copy retention), the embedded default of the server, the tests and the benchmarks.
 //! - [`workload`]: a seeded workload generator that records every acknowledged transaction (a replay oracle).
 //! - [`bulk`]: a bulk loader that writes gigabytes of atoms directly, for benchmarks.
+//! - [`found`]: what a path given to an offline tool holds (a backup set, an archive, an empty directory, a file).
 //! - [`limits`]: every bound the engine puts on sizes, counts and durations.
 
 pub mod archive;
 pub mod bulk;
 pub mod check;
+pub mod found;
 pub mod hotcopy;
 pub mod limits;
 pub mod restore;

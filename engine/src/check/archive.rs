@@ -79,7 +79,8 @@ pub fn check_archive_with_journal(
     let atoms_dir = dir.join(ATOMS_DIR);
     let journal_dir = journal_dir.as_ref().to_path_buf();
     if !atoms_dir.is_dir() && !journal_dir.is_dir() {
-        return Err(CheckError::NotADirectory { path: dir, reason: "it has neither atoms/ nor journal/".into() });
+        let reason = crate::found::found(&dir).not_an_archive(&dir);
+        return Err(CheckError::NotAnArchive { path: dir, reason });
     }
     let mut r = ArchiveCheckReport {
         dir,

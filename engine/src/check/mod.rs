@@ -237,6 +237,22 @@ pub enum CheckError {
         /// Why.
         reason: String,
     },
+    /// The path is not a backup set (`check`): what it is instead, and what to do.
+    #[error("{path} is not a backup set: {reason}")]
+    NotASet {
+        /// The path.
+        path: PathBuf,
+        /// What it is, and what to do.
+        reason: String,
+    },
+    /// The path is not an archive (`archive check`): what it is instead, and what to do.
+    #[error("{path} is not an archive directory: {reason}")]
+    NotAnArchive {
+        /// The path.
+        path: PathBuf,
+        /// What it is, and what to do.
+        reason: String,
+    },
     /// The copier could not be set up.
     #[error("cannot check {path}: {source}")]
     Copier {
@@ -284,10 +300,9 @@ struct BaseInfo {
 pub fn check_set(dir: impl AsRef<Path>, opts: &CheckOptions) -> Result<CheckReport, CheckError> {
     let started = Instant::now();
     let dir = dir.as_ref().to_path_buf();
-    match fs::metadata(&dir) {
-        Ok(md) if md.is_dir() => {}
-        Ok(_) => return Err(CheckError::NotADirectory { path: dir, reason: "it is not a directory".into() }),
-        Err(e) => return Err(CheckError::NotADirectory { path: dir, reason: e.to_string() }),
+    let what = crate::found::found(&dir);
+    if what != crate::found::Found::BackupSet {
+        return Err(CheckError::NotASet { reason: what.not_a_set(&dir), path: dir });
     }
     let mut r = CheckReport {
         set_dir: dir.clone(),

@@ -242,6 +242,9 @@ pub(crate) fn preflight_full(dest: &Path) -> Result<DirContent, HotCopyError> {
         DirContent::Other(what) => {
             Err(HotCopyError::NotEmpty { dir: dest.to_path_buf(), kind: HotCopyType::Full, what })
         }
+        DirContent::NotADirectory => {
+            Err(HotCopyError::NotADirectory { dir: dest.to_path_buf(), kind: HotCopyType::Full })
+        }
         other => Ok(other),
     }
 }
@@ -267,7 +270,7 @@ pub(crate) fn preflight_simple(dest: &Path, journal: Option<&Path>, remove_lefto
         let interrupted = matches!(dir_content(dest)?, DirContent::Absent | DirContent::Empty)
             && fs::symlink_metadata(incomplete_dir(dest)).is_ok_and(|m| m.is_dir())
             && fs::symlink_metadata(incomplete_dir(j)).is_err();
-        if interrupted && matches!(dir_content(j)?, DirContent::Other(_)) {
+        if interrupted && matches!(dir_content(j)?, DirContent::Other(_) | DirContent::NotADirectory) {
             journal_leftover =
                 fs::read_dir(j).map_err(io_err("read directory", j))?.all(|e| e.is_ok_and(|e| is_ours_journal(&e)));
             if journal_leftover {
@@ -281,11 +284,21 @@ pub(crate) fn preflight_simple(dest: &Path, journal: Option<&Path>, remove_lefto
     let dirs: [(Option<&Path>, Ours); 2] = [(Some(dest), &is_ours_archive), (journal, &is_ours_journal)];
     for (dir, ours) in dirs {
         let Some(dir) = dir else { continue };
-        if let DirContent::Other(what) = dir_content(dir)? {
-            return Err(HotCopyError::NotEmpty { dir: dir.to_path_buf(), kind: HotCopyType::Simple, what });
+        match dir_content(dir)? {
+            DirContent::Other(what) => {
+                return Err(HotCopyError::NotEmpty { dir: dir.to_path_buf(), kind: HotCopyType::Simple, what })
+            }
+            DirContent::NotADirectory => {
+                return Err(HotCopyError::NotADirectory { dir: dir.to_path_buf(), kind: HotCopyType::Simple })
+            }
+            DirContent::Absent | DirContent::Empty => {}
         }
         let incomplete = incomplete_dir(dir);
-        if let DirContent::Other(what) = dir_content(&incomplete)? {
+        let content = dir_content(&incomplete)?;
+        if content == DirContent::NotADirectory {
+            return Err(HotCopyError::NotADirectory { dir: incomplete, kind: HotCopyType::Simple });
+        }
+        if let DirContent::Other(what) = content {
             let all_ours = fs::read_dir(&incomplete)
                 .map_err(io_err("read directory", &incomplete))?
                 .all(|e| e.is_ok_and(|e| ours(&e)));

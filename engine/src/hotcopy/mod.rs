@@ -437,6 +437,16 @@ pub enum HotCopyError {
         /// What is in it.
         what: String,
     },
+    /// The destination of a full or simple hot copy is a file (or anything else that is not a directory).
+    #[error(
+        "{dir} is a file, not a directory: a {kind} hot copy needs an absent or empty directory; give another path"
+    )]
+    NotADirectory {
+        /// The path.
+        dir: PathBuf,
+        /// The type.
+        kind: HotCopyType,
+    },
     /// The backup set could not be read or written.
     #[error(transparent)]
     Set(#[from] SetError),

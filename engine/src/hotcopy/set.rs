@@ -269,7 +269,9 @@ pub(crate) enum DirContent {
     /// An empty directory, or a set without any element that a failed or crashed full left (its state lists no
     /// element, or only in-progress ones that no job of this process builds; `tmp/`).
     Empty,
-    /// Anything else: a short description.
+    /// A file (or anything else that is not a directory).
+    NotADirectory,
+    /// Any other directory: a short description of what it holds.
     Other(String),
 }
 
@@ -278,7 +280,7 @@ pub(crate) fn dir_content(dir: &Path) -> Result<DirContent, SetError> {
     match fs::symlink_metadata(dir) {
         Err(e) if e.kind() == ErrorKind::NotFound => return Ok(DirContent::Absent),
         Err(e) => return Err(SetError::Io { op: "stat", path: dir.to_path_buf(), source: e }),
-        Ok(md) if !md.is_dir() => return Ok(DirContent::Other("it is not a directory".into())),
+        Ok(md) if !md.is_dir() => return Ok(DirContent::NotADirectory),
         Ok(_) => {}
     }
     let mut names = Vec::new();

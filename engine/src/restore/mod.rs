@@ -705,6 +705,10 @@ pub struct BackupInfo {
 /// The elements of the set `set_dir`, newest first (`restore --report-backups`). Reads the state only.
 pub fn report_backups(set_dir: impl AsRef<Path>) -> Result<Vec<BackupInfo>, RestoreError> {
     let set_dir = set_dir.as_ref();
+    let what = crate::found::found(set_dir);
+    if what != crate::found::Found::BackupSet {
+        return Err(SetError::NotASet { reason: what.not_a_set(set_dir), path: set_dir.to_path_buf() }.into());
+    }
     let state: State = read_metadata(&set_dir.join(STATE_FILE)).map_err(|source| SetError::Metadata {
         set: set_dir.to_path_buf(),
         element: None,

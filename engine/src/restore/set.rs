@@ -262,9 +262,9 @@ impl BackupSet {
     /// the state itself cannot be read. What check uses.
     pub fn load(dir: impl AsRef<Path>) -> Result<Self, SetError> {
         let dir = dir.as_ref().to_path_buf();
-        let md = fs::metadata(&dir).map_err(|source| SetError::Io { op: "stat", path: dir.clone(), source })?;
-        if !md.is_dir() {
-            return Err(SetError::NotASet { path: dir, reason: "it is not a directory".into() });
+        let what = crate::found::found(&dir);
+        if what != crate::found::Found::BackupSet {
+            return Err(SetError::NotASet { reason: what.not_a_set(&dir), path: dir });
         }
         let state: State = read_metadata(&dir.join(STATE_FILE)).map_err(|source| SetError::Metadata {
             set: dir.clone(),
