@@ -476,9 +476,10 @@ fn every_command_has_help_with_an_example() {
 /// Runs `backset <args>` with no server to talk to (a port nothing listens on).
 fn no_server(args: &[&str]) -> Output {
     let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    // Through the environment: the offline commands and serve take no --api-server.
     Command::new(env!("CARGO_BIN_EXE_backset"))
         .args(args)
-        .args(["--api-server", &format!("127.0.0.1:{port}")])
+        .env("NUOCMD_API_SERVER", format!("127.0.0.1:{port}"))
         .env_remove("BACKSET_AUTH_TOKEN")
         .output()
         .unwrap()

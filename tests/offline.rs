@@ -257,7 +257,7 @@ fn check_names_the_element_and_file_of_a_damaged_set() {
         victim.display(),
         text(&out)
     );
-    assert!(stderr(&out).contains("defects (listed above)"), "{}", text(&out));
+    assert!(stderr(&out).contains(" (listed above)"), "{}", text(&out));
     // The metadata alone is intact.
     ok(&["check", "--metadata-only", p(&copy)]);
     // A restore that needs the damaged file refuses and leaves nothing.
