@@ -43,6 +43,16 @@ pub enum CopyError {
         /// Why.
         reason: String,
     },
+    /// A bug in the copier: an invariant of its loop did not hold, or the job panicked. The job was stopped only
+    /// after every operation it had in flight completed, its targets were removed, and the copier can run the next
+    /// job.
+    #[error("internal error in the {backend} copier: {reason}; the job was stopped and its targets removed (a Backset bug: please report this message)")]
+    Internal {
+        /// Which backend.
+        backend: &'static str,
+        /// What did not hold.
+        reason: String,
+    },
     /// A request is malformed (named source, reason).
     #[error("bad copy request for {path}: {reason}")]
     BadRequest {

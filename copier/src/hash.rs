@@ -13,7 +13,9 @@ pub(crate) struct BufPtr(*const u8);
 
 // SAFETY: the pointer is only dereferenced by the hashing thread, for `len` bytes of a pool buffer whose token the
 // ring thread keeps (in a write operation, or parked) and never writes through, nor gives back to the pool, until
-// the hashing thread has answered for it (see `uring.rs`, `hash_and_write` and `hash_done`).
+// the hashing thread has answered for it (see `uring/flush.rs`, `hash_and_write` and `hash_done`). A token dropped
+// on a failed job's way out does not return its buffer to the pool until `BufferPool::reclaim`, after the job, whose
+// hashing thread has ended by then (it is a scoped thread of the job).
 unsafe impl Send for BufPtr {}
 
 impl BufPtr {

@@ -14,6 +14,8 @@
 //! See DESIGN.md, "The copier" and "Rate limit".
 
 mod error;
+#[cfg(feature = "fault-injection")]
+pub mod fault;
 mod file;
 mod hash;
 mod job;
@@ -23,7 +25,8 @@ mod pool;
 mod portable;
 mod uring;
 
-use std::sync::Mutex;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::{Mutex, PoisonError};
 use std::time::Instant;
 
 pub use error::CopyError;
@@ -67,11 +70,17 @@ impl Default for Options {
 /// The copy engine: a buffer pool and, for io_uring, a ring with the pool registered.
 #[derive(Debug)]
 pub struct Copier {
-    // Field order matters: the ring is dropped (and its buffers unregistered) before the pool is unmapped.
-    uring: Option<uring::Uring>,
-    pool: BufferPool,
+    io: Io,
     opts: Options,
     note: Option<String>,
+}
+
+/// The backend and its buffer pool. The ring owns the pool whose buffers it registered, and unregisters them before
+/// the pool is unmapped (`uring::Uring`'s `Drop`).
+#[derive(Debug)]
+enum Io {
+    Uring(Box<uring::Uring>),
+    Portable(BufferPool),
 }
 
 impl Copier {
@@ -94,16 +103,18 @@ impl Copier {
         let pool = BufferPool::new(opts.pool_bytes / limits::BUFFER_BYTES)
             .map_err(|e| CopyError::Setup { backend: "copier", reason: format!("mmap of the buffer pool: {e}") })?;
         let env_portable = std::env::var("BACKSET_IO").is_ok_and(|v| v == "portable");
-        let (uring, note) = match opts.backend {
-            BackendChoice::Portable => (None, None),
-            BackendChoice::Auto if env_portable => (None, Some("BACKSET_IO=portable".to_string())),
-            BackendChoice::Auto => match uring::Uring::new(&pool) {
-                Ok(u) => (Some(u), None),
-                Err(e) => (None, Some(format!("io_uring unavailable ({e}), using the portable backend"))),
+        let (io, note) = match opts.backend {
+            BackendChoice::Portable => (Io::Portable(pool), None),
+            BackendChoice::Auto if env_portable => (Io::Portable(pool), Some("BACKSET_IO=portable".to_string())),
+            BackendChoice::Auto => match uring::Uring::new(pool) {
+                Ok(u) => (Io::Uring(Box::new(u)), None),
+                Err((pool, e)) => {
+                    (Io::Portable(pool), Some(format!("io_uring unavailable ({e}), using the portable backend")))
+                }
             },
-            BackendChoice::Uring => match uring::Uring::new(&pool) {
-                Ok(u) => (Some(u), None),
-                Err(e) => {
+            BackendChoice::Uring => match uring::Uring::new(pool) {
+                Ok(u) => (Io::Uring(Box::new(u)), None),
+                Err((_, e)) => {
                     return Err(CopyError::Setup {
                         backend: "uring",
                         reason: format!("{e} (io_uring needs Linux 5.11+ and no seccomp filter blocking it)"),
@@ -111,15 +122,14 @@ impl Copier {
                 }
             },
         };
-        Ok(Self { uring, pool, opts, note })
+        Ok(Self { io, opts, note })
     }
 
     /// The backend jobs run on.
     pub fn backend(&self) -> Backend {
-        if self.uring.is_some() {
-            Backend::Uring
-        } else {
-            Backend::Portable
+        match self.io {
+            Io::Uring(_) => Backend::Uring,
+            Io::Portable(_) => Backend::Portable,
         }
     }
 
@@ -129,7 +139,9 @@ impl Copier {
     }
 
     /// Copies `requests`. Blocks until done, failed or cancelled (through `ctl`). On failure or cancellation every
-    /// target the job created is removed. On success every target and its directory is durable.
+    /// target the job created is removed. On success every target and its directory is durable. A panic inside the
+    /// job (a bug) is returned as [`CopyError::Internal`] once every operation it had in flight completed; the
+    /// copier then runs the next job as usual.
     pub fn copy(
         &mut self,
         requests: &[CopyRequest],
@@ -141,11 +153,29 @@ impl Copier {
         let known: u64 = requests.iter().filter_map(|r| r.len).sum();
         ctl.bytes_total.fetch_add(known, std::sync::atomic::Ordering::Relaxed);
         let created = Mutex::new(Created::default());
-        let result = match self.uring.as_mut() {
-            Some(u) => uring::run(u, &self.pool, requests, ctl, throttle, &self.opts, &mut created.lock().unwrap()),
-            None => portable::run(&self.pool, requests, ctl, throttle, &self.opts, &created),
-        };
-        let mut created = created.into_inner().unwrap();
+        let lock = || created.lock().unwrap_or_else(PoisonError::into_inner);
+        // Sound to unwind from: a job waits out its operations on every path (see `uring`), and what a panicked job
+        // leaves is thrown away (`created` and the progress counters belong to this job) or made whole (the pool).
+        let job = catch_unwind(AssertUnwindSafe(|| match &mut self.io {
+            Io::Uring(u) => uring::run(u, requests, ctl, throttle, &self.opts, &mut lock()),
+            Io::Portable(pool) => portable::run(pool, requests, ctl, throttle, &self.opts, &created),
+        }));
+        let result = job.unwrap_or_else(|panic| {
+            let what = panic
+                .downcast_ref::<&str>()
+                .copied()
+                .or_else(|| panic.downcast_ref::<String>().map(String::as_str))
+                .unwrap_or("a panic without a message");
+            Err(CopyError::Internal { backend: self.backend().name(), reason: format!("the job panicked: {what}") })
+        });
+        // Buffers whose token a failed job dropped come back here; a job that succeeded gave every one back.
+        let lost = self.pool_mut().reclaim();
+        debug_assert!(result.is_err() || lost == 0, "a successful job lost {lost} buffers");
+        #[cfg(feature = "fault-injection")]
+        if let Io::Uring(u) = &mut self.io {
+            u.fault().panic_at = None;
+        }
+        let mut created = created.into_inner().unwrap_or_else(PoisonError::into_inner);
         let (files, synced_file_systems) = match result.and_then(|files| Ok((files, created.make_durable()?))) {
             Ok(done) => done,
             Err(e) => {
@@ -160,7 +190,10 @@ impl Copier {
             waited: ctl.progress().waited,
             backend: self.backend(),
             backend_note: self.note.clone(),
-            registered_buffers: self.uring.as_ref().map_or(0, uring::Uring::registered),
+            registered_buffers: match &self.io {
+                Io::Uring(u) => u.registered(),
+                Io::Portable(_) => 0,
+            },
             direct_sources: count(|f| f.direct_source),
             direct_targets: count(|f| f.direct_target),
             direct_fallbacks: if self.opts.direct { count(|f| !f.direct_target) } else { 0 },
@@ -169,5 +202,41 @@ impl Copier {
             flushes: created.flushes(),
             files,
         })
+    }
+
+    fn pool_mut(&mut self) -> &mut BufferPool {
+        match &mut self.io {
+            Io::Uring(u) => u.pool_mut(),
+            Io::Portable(pool) => pool,
+        }
+    }
+
+    /// Test only (feature `fault-injection`, see [`fault`]): the io_uring backend's completion handler panics while
+    /// handling the `completion`-th completion (1 for the first) of the next job. Does nothing on the portable backend.
+    #[cfg(feature = "fault-injection")]
+    pub fn panic_at_completion(&mut self, completion: u64) {
+        if let Io::Uring(u) = &mut self.io {
+            u.fault().panic_at = Some(completion);
+        }
+    }
+
+    /// Test only (feature `fault-injection`): what the io_uring backend's guard did when the last job that panicked
+    /// unwound, if one did since the last call.
+    #[cfg(feature = "fault-injection")]
+    pub fn take_unwound(&mut self) -> Option<fault::Unwound> {
+        match &mut self.io {
+            Io::Uring(u) => u.fault().unwound.take(),
+            Io::Portable(_) => None,
+        }
+    }
+
+    /// Test only (feature `fault-injection`): buffers of the pool free now, and the pool's size.
+    #[cfg(feature = "fault-injection")]
+    pub fn free_buffers(&self) -> (usize, usize) {
+        let pool = match &self.io {
+            Io::Uring(u) => u.pool(),
+            Io::Portable(pool) => pool,
+        };
+        (pool.free_count(), pool.count())
     }
 }

@@ -1,7 +1,8 @@
 //! The copier on a real disk, on both backends: bytes, hashes, direct I/O, ranges, errors, cancellation.
 //!
-//! Every test runs once per backend (`backends()`); io_uring is skipped, saying so, where the kernel refuses it.
-//! Expected hashes come from the `blake3` crate over the source bytes, not from the copier.
+//! Every test runs once per backend (`backends()`); io_uring is skipped, saying so, where the kernel refuses it,
+//! unless `BACKSET_REQUIRE_URING=1` (CI sets it) makes that a failure. Expected hashes come from the `blake3` crate
+//! over the source bytes, not from the copier.
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
@@ -19,15 +20,24 @@ fn scratch() -> tempfile::TempDir {
     tempfile::tempdir_in(base).unwrap()
 }
 
-fn backends() -> Vec<Copier> {
-    let mut out = vec![];
-    for backend in [BackendChoice::Uring, BackendChoice::Portable] {
-        match Copier::new(Options { backend, ..Options::default() }) {
-            Ok(c) => out.push(c),
-            Err(e) => eprintln!("skipping {backend:?}: {e}"),
+/// An io_uring copier, or `None` (saying why) where the ring cannot be set up. With `BACKSET_REQUIRE_URING=1`, which
+/// CI sets (also for its run as `nobody`), that is a failure instead: the only `unsafe` code must have run.
+fn uring_copier() -> Option<Copier> {
+    match Copier::new(Options { backend: BackendChoice::Uring, ..Options::default() }) {
+        Ok(c) => Some(c),
+        Err(e) if std::env::var_os("BACKSET_REQUIRE_URING").is_some_and(|v| v == "1") => {
+            panic!("BACKSET_REQUIRE_URING=1 but io_uring cannot be set up: {e}")
+        }
+        Err(e) => {
+            eprintln!("skipping io_uring: {e} (BACKSET_REQUIRE_URING=1 makes this a failure)");
+            None
         }
     }
-    assert!(out.iter().any(|c| c.backend() == Backend::Portable));
+}
+
+fn backends() -> Vec<Copier> {
+    let mut out: Vec<Copier> = uring_copier().into_iter().collect();
+    out.push(Copier::new(Options { backend: BackendChoice::Portable, ..Options::default() }).unwrap());
     out
 }
 
@@ -398,11 +408,7 @@ fn a_fifo_source_is_refused_without_hanging() {
 
 #[test]
 fn buffers_are_registered_as_far_as_the_memlock_limit_allows() {
-    let copier = match Copier::new(Options { backend: BackendChoice::Uring, ..Options::default() }) {
-        Ok(c) => c,
-        Err(e) => return eprintln!("skipping: io_uring unavailable: {e}"),
-    };
-    let mut copier = copier;
+    let Some(mut copier) = uring_copier() else { return };
     let dir = scratch();
     std::fs::write(dir.path().join("s"), pattern(3 * MIB, 8)).unwrap();
     let report = copier
@@ -460,9 +466,9 @@ fn relative_target_paths_work() {
 fn three_jobs_sharing_one_sm_limiter_never_exceed_its_budget() {
     use backset_copier::limit::{JobLimiter, SmLimiter};
     for backend in [BackendChoice::Uring, BackendChoice::Portable] {
-        let Ok(_) = Copier::new(Options { backend, ..Options::default() }) else {
+        if backend == BackendChoice::Uring && uring_copier().is_none() {
             continue;
-        };
+        }
         let dir = scratch();
         let rate = 40_000_000u64;
         let sm = SmLimiter::new(Some(rate));
@@ -657,7 +663,7 @@ fn a_throttled_file_queues_its_next_pieces_while_earlier_ones_are_still_reading(
     // One file read in pieces of one page: the ring backend queues each piece as soon as the throttle admits it, so a
     // piece stalled in the device (a flush) does not hold back the budget of the next ones. Reading one piece at a
     // time per file, admissions could never run more than one piece ahead of the reads.
-    let mut copier = Copier::new(Options { backend: BackendChoice::Uring, ..Options::default() }).unwrap();
+    let Some(mut copier) = uring_copier() else { return };
     let dir = scratch();
     let bytes = pattern(3 * MIB + 123, 77);
     std::fs::write(dir.path().join("s"), &bytes).unwrap();
@@ -699,5 +705,46 @@ fn read_only_requests_hash_without_writing() {
         let names: Vec<_> = std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
         assert_eq!(names.len(), sizes.len() + 1, "only the one copy was written: {names:?}");
         assert_eq!(ctl.progress().bytes_done, sizes.iter().sum::<usize>() as u64 + (5 * MIB + 3) as u64);
+    }
+}
+
+/// The io_uring backend's guard. A completion handler panics mid-job (the test-only fault hook: feature
+/// `fault-injection`, which only this crate's tests turn on): the panic unwinds only after every operation the kernel
+/// still owned completed, so no path, `statx` buffer or pool buffer it may write to was freed under it; the job
+/// returns an internal error and leaves no target; and the same copier, with its whole pool, then copies byte for
+/// byte. Panics at the first completion (opens and creates in flight), among the setups and in the middle of the
+/// reads and writes.
+#[test]
+fn a_panic_in_a_completion_handler_waits_out_the_ring_and_leaves_the_copier_usable() {
+    let Some(mut copier) = uring_copier() else { return };
+    let dir = scratch();
+    // Large files keep reads and writes in flight; many small ones keep opens, creates and `statx` in flight.
+    let mut sizes = vec![9 * MIB + 5, 6 * MIB, 4 * MIB + 4097];
+    sizes.extend((0..60).map(|i| 1000 + i * 3001));
+    let sources = write_sources(dir.path(), "src", &sizes);
+    let requests = |name: &str| -> Vec<CopyRequest> {
+        sources.iter().map(|s| CopyRequest::file(s, dir.path().join(name).join(s.file_name().unwrap()))).collect()
+    };
+    for at in [1, 40, 300] {
+        copier.panic_at_completion(at);
+        let failed = format!("failed-at-{at}");
+        let err = copier.copy(&requests(&failed), &JobControl::new(), None).unwrap_err();
+        assert!(matches!(err, CopyError::Internal { backend: "uring", .. }), "{err}");
+        assert!(err.to_string().contains("fault injection"), "{err}");
+        let unwound = copier.take_unwound().expect("the guard ran while the panic unwound");
+        assert!(unwound.in_flight > 0, "completion {at}: nothing was in flight when the panic came, nothing proven");
+        assert_eq!(unwound.in_flight_after, 0, "completion {at}: the guard waited out every operation");
+        assert_eq!(unwound.hashes_outstanding_after, 0, "completion {at}: and every buffer the hashing thread had");
+        let (free, count) = copier.free_buffers();
+        assert_eq!(free, count, "completion {at}: the whole pool is free again");
+        assert!(!dir.path().join(&failed).exists(), "completion {at}: the failed job's targets are removed");
+
+        let copied = format!("after-{at}");
+        let reqs = requests(&copied);
+        let report = copier.copy(&reqs, &JobControl::new(), None).unwrap();
+        assert_eq!(copier.take_unwound(), None);
+        for (r, req) in report.files.iter().zip(&reqs) {
+            check_copy(r, req.target.as_deref().unwrap(), &std::fs::read(&req.source).unwrap());
+        }
     }
 }
