@@ -2,7 +2,7 @@
 //! archive directory). They read files only; no server is involved. See docs/CLI.md and docs/RESTORE.md.
 
 use std::fs;
-use std::io::{Read, Write};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::SystemTime;
@@ -16,9 +16,8 @@ use backset_engine::restore::{
 };
 use backset_engine::store::read_archive_with_journal;
 use backset_format::fsio::read_metadata;
-use backset_format::journal::SEGMENT_HEADER_BYTES;
-use backset_format::layout::{parse_id_name, ATOMS_DIR, JOURNAL_DIR, STATE_FILE};
-use backset_format::{ElementStatus, SegmentHeader, State};
+use backset_format::layout::{ATOMS_DIR, JOURNAL_DIR, STATE_FILE};
+use backset_format::{ElementStatus, State};
 use serde_json::json;
 use uuid::Uuid;
 
@@ -346,34 +345,15 @@ fn dump(archive: &ArchiveDirs) -> Result<()> {
     out.flush().context("write to stdout")
 }
 
-/// The header of the first segment in the journal directory `journal`, if it has one.
-fn first_segment_header(journal: &Path) -> Result<Option<SegmentHeader>> {
-    let Ok(entries) = fs::read_dir(journal) else { return Ok(None) };
-    let mut first: Option<(u64, PathBuf)> = None;
-    for e in entries {
-        let e = e.with_context(|| format!("read {}", journal.display()))?;
-        let Some(n) = e.file_name().to_str().and_then(parse_id_name) else { continue };
-        if first.as_ref().is_none_or(|(m, _)| n < *m) {
-            first = Some((n, e.path()));
-        }
-    }
-    let Some((_, path)) = first else { return Ok(None) };
-    let mut buf = [0u8; SEGMENT_HEADER_BYTES];
-    let mut f = fs::File::open(&path).with_context(|| format!("open {}", path.display()))?;
-    f.read_exact(&mut buf).with_context(|| format!("read the header of {}", path.display()))?;
-    Ok(Some(SegmentHeader::parse(&buf).with_context(|| format!("{}: damaged segment header", path.display()))?))
-}
-
 fn info(archive: &ArchiveDirs) -> Result<()> {
     let data = archive.read()?;
-    let header = first_segment_header(&archive.journal)?;
     let (dir, journal) = (&archive.dir, &archive.journal);
     let out = json!({
         "directory": dir.display().to_string(),
         "journalDirectory": journal.display().to_string(),
         "lastTxnId": data.last_txn,
-        "databaseId": data.database_id.or(header.map(|h| h.database_id)).map(|u| u.to_string()),
-        "archiveId": header.map(|h| h.archive_id),
+        "databaseId": data.database_id.map(|u| u.to_string()),
+        "archiveId": data.archive_id,
         "keys": data.entries.len(),
         "atoms": data.atoms,
         "recordsReplayed": data.records_replayed,
@@ -389,7 +369,13 @@ fn check_dir(archive: &ArchiveDirs) -> Result<()> {
     for d in &report.defects {
         println!("defect: {d}");
     }
-    if let Some(t) = report.torn_tail {
+    if let Some(t) = report.torn_tail.filter(|t| t.offset == 0) {
+        println!(
+            "note: segment {} holds no header ({} bytes): it was cut short while it was being created (a crash leaves \
+             one; nothing in it was acknowledged, opening the archive removes it)",
+            t.segment, t.len
+        );
+    } else if let Some(t) = report.torn_tail {
         println!(
             "note: segment {} ends with a torn tail of {} bytes at offset {} (a crash leaves one; opening the archive \
              truncates it)",

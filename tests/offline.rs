@@ -463,3 +463,125 @@ fn counts_take_their_noun_in_the_singular_and_ranges_print_one_way() {
     let out = ok(&["archive", "check", p(&dest)]);
     assert!(out.contains(", 1 journal segment, ") && out.ends_with(", 0 defects\n"), "{out}");
 }
+
+/// A copy of the fixture's database directory (256 atom files, one journal segment of several MB), to damage.
+fn copy_of_archive(tmp: &Path) -> PathBuf {
+    let copy = tmp.join("archive");
+    let st = Command::new("cp").arg("-a").arg(fixture().root.join("database/0")).arg(&copy).status().unwrap();
+    assert!(st.success());
+    copy
+}
+
+/// `backset archive VERB DIR` with at most 1 GiB of address space, waited for at most 60 s: a FIFO made the archive
+/// tools wait forever for a writer, and a device (`/dev/zero`) made them read up to 4 GiB into memory.
+fn archive_tool(verb: &str, dir: &Path) -> Output {
+    use std::io::Read;
+    let mut child = Command::new("sh")
+        .args(["-c", "ulimit -v 1048576 && exec \"$0\" \"$@\"", env!("CARGO_BIN_EXE_backset"), "archive", verb, p(dir)])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let read = |mut pipe: Box<dyn Read + Send>| {
+        std::thread::spawn(move || {
+            let mut v = Vec::new();
+            pipe.read_to_end(&mut v).unwrap();
+            v
+        })
+    };
+    let (out, err) = (read(Box::new(child.stdout.take().unwrap())), read(Box::new(child.stderr.take().unwrap())));
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("backset archive {verb} {} did not end within 60 s", dir.display());
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    Output { status, stdout: out.join().unwrap(), stderr: err.join().unwrap() }
+}
+
+/// Replaces `path` by a FIFO, a symbolic link to `/dev/zero` or a character device node like `/dev/zero` (`None`
+/// when this user cannot make one: making device nodes needs root).
+fn replace_by(path: &Path, odd: &str) -> Option<()> {
+    std::fs::remove_file(path).unwrap();
+    match odd {
+        "fifo" => assert!(Command::new("mkfifo").arg(path).status().unwrap().success()),
+        "link to /dev/zero" => std::os::unix::fs::symlink("/dev/zero", path).unwrap(),
+        "device" => {
+            let out = Command::new("mknod").arg(path).args(["c", "1", "5"]).output().unwrap();
+            if !out.status.success() {
+                eprintln!("skipping the device node case: mknod failed (it needs root): {}", text(&out));
+                return None;
+            }
+        }
+        other => panic!("unknown odd file {other}"),
+    }
+    Some(())
+}
+
+#[test]
+fn regression_a_fifo_or_a_device_in_an_archive_hung_the_archive_tools_or_exhausted_memory() {
+    for (what, file) in [("atom file", "atoms/0000000000000000"), ("journal segment", "journal/0000000000000001")] {
+        for odd in ["fifo", "link to /dev/zero", "device"] {
+            let tmp = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+            let archive = copy_of_archive(tmp.path());
+            let victim = archive.join(file);
+            assert!(victim.is_file(), "the fixture's archive has no {file}");
+            if replace_by(&victim, odd).is_none() {
+                continue;
+            }
+            for verb in ["info", "dump", "check"] {
+                let out = archive_tool(verb, &archive);
+                assert_eq!(out.status.code(), Some(1), "archive {verb} with a {odd} as {what}: {}", text(&out));
+                let said = format!("{}{}", stdout(&out), stderr(&out));
+                assert!(
+                    said.contains(&format!("{} is not a regular file", p(&victim))),
+                    "archive {verb} with a {odd} as {what} does not name it: {}",
+                    text(&out)
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn regression_a_zero_filled_last_segment_made_dump_drop_keys_while_info_failed() {
+    let tmp = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    let archive = copy_of_archive(tmp.path());
+    let want_dump = ok(&["archive", "dump", p(&archive)]);
+    let segment = archive.join("journal/0000000000000001");
+    let len = std::fs::metadata(&segment).unwrap().len();
+    assert!(len > 4096, "the fixture's segment is only {len} bytes");
+    // Zeros where a segment of records was (lost blocks): damage, said alike by the three tools.
+    std::fs::write(&segment, vec![0u8; len as usize]).unwrap();
+    for verb in ["info", "dump", "check"] {
+        let out = archive_tool(verb, &archive);
+        assert_eq!(out.status.code(), Some(1), "archive {verb} of a zero-filled segment: {}", text(&out));
+        let said = format!("{}{}", stdout(&out), stderr(&out));
+        assert!(
+            said.contains(p(&segment)) && said.contains("more than a crash while creating it can leave"),
+            "archive {verb} does not name the damaged segment: {}",
+            text(&out)
+        );
+    }
+    // A last segment that a crash cut short while creating it (no header, one block at most) held nothing
+    // acknowledged: the three tools agree that it is not damage, and say it.
+    let tmp = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    let archive = copy_of_archive(tmp.path());
+    std::fs::write(archive.join("journal/0000000000000002"), vec![0u8; 3000]).unwrap();
+    let out = archive_tool("dump", &archive);
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(stdout(&out), want_dump, "the segment cut short holds no key");
+    let out = archive_tool("info", &archive);
+    assert!(out.status.success(), "{}", text(&out));
+    let i: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
+    assert_eq!(i["tornTail"], true, "{i}");
+    let out = archive_tool("check", &archive);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(stdout(&out).contains("note: segment 2 holds no header (3000 bytes)"), "{}", text(&out));
+}

@@ -125,6 +125,28 @@ fn a_segment_whose_header_was_torn_at_creation_is_removed() {
     db.close().unwrap();
 }
 
+/// Recovery took any last segment without a header and with no valid record for one cut short at its creation, and
+/// removed it: zeros where a segment of acknowledged records had been (lost blocks) made the store open without
+/// them. A crash leaves at most one block without a header (`MAX_TORN_SEGMENT_BYTES`); more is damage, refused.
+#[test]
+fn regression_a_zero_filled_last_segment_was_removed_at_open_with_its_acknowledged_records() {
+    let dir = tempdir();
+    let db = Database::open(dir.path(), config("zeroed")).unwrap();
+    db.commit(&Txn::new().put("first", "v")).unwrap();
+    // A value larger than a segment's rollover size: the last segment is more than a block long.
+    db.commit(&Txn::new().put("big", "x".repeat(6000))).unwrap();
+    db.crash();
+    drop(db);
+    let archive = dir.path().join("0");
+    let last = segment_files(&archive).pop().unwrap();
+    let len = std::fs::metadata(&last).unwrap().len();
+    assert!(len > backset_format::limits::MAX_TORN_SEGMENT_BYTES, "the last segment is {len} bytes");
+    std::fs::write(&last, vec![0u8; len as usize]).unwrap();
+    let err = Database::open(dir.path(), config("zeroed")).unwrap_err().to_string();
+    assert!(err.contains(last.to_str().unwrap()) && err.contains("header was durable once"), "{err}");
+    assert_eq!(std::fs::metadata(&last).unwrap().len(), len, "the damaged segment is left for the operator");
+}
+
 #[test]
 fn damage_followed_by_valid_records_is_corruption_not_a_torn_tail() {
     let dir = tempdir();

@@ -172,7 +172,7 @@ pub struct NameError {
     pub max: u32,
 }
 
-/// Reading a metadata file from disk failed.
+/// Reading a file of a backup set or an archive from disk failed.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum ReadError {
@@ -186,11 +186,25 @@ pub enum ReadError {
         /// The OS error.
         source: std::io::Error,
     },
-    /// The file is not a regular file (a symlink, a directory, a device): backup sets never follow links.
-    #[error("{path} is not a regular file; a backup set must not contain links or special files, remove it")]
+    /// The file is not a regular file (a symlink, a directory, a FIFO, a device): backup sets and archives hold
+    /// regular files only, and Backset never follows a link to one.
+    #[error(
+        "{path} is not a regular file (a symbolic link, a directory, a FIFO or a device); backup sets and archives \
+         hold regular files only: put the real file in its place or remove it"
+    )]
     NotRegular {
         /// The file.
         path: PathBuf,
+    },
+    /// The file is longer than anything of its kind may be, so it was not read.
+    #[error("{path} is {len} bytes, more than the format allows for it ({max}); the file is damaged or not Backset's")]
+    TooLarge {
+        /// The file.
+        path: PathBuf,
+        /// Its length.
+        len: u64,
+        /// The format's limit for it.
+        max: u64,
     },
     /// The bytes are not valid metadata.
     #[error("{path}: {source}")]
@@ -200,6 +214,23 @@ pub enum ReadError {
         /// What is wrong with it.
         source: MetadataError,
     },
+}
+
+impl ReadError {
+    /// The file that could not be read.
+    pub fn path(&self) -> &std::path::Path {
+        match self {
+            Self::Io { path, .. }
+            | Self::NotRegular { path }
+            | Self::TooLarge { path, .. }
+            | Self::Metadata { path, .. } => path,
+        }
+    }
+
+    /// Whether the operating system refused access to the file (`EACCES`, `EPERM`): the file may be intact.
+    pub fn is_permission(&self) -> bool {
+        matches!(self, Self::Io { source, .. } if source.kind() == std::io::ErrorKind::PermissionDenied)
+    }
 }
 
 /// Writing a file atomically failed. Nothing is left under the target name unless the write completed.

@@ -1,4 +1,5 @@
-//! Reading and atomically writing metadata files.
+//! Reading the files of a backup set or an archive (regular files only, bounded), and atomically writing metadata
+//! files.
 //!
 //! Atomic write: the bytes go to a temporary file in the target's directory, which is fsynced, renamed over the
 //! target, and the directory is fsynced. A crash at any point leaves either the old file or the new one under the
@@ -60,33 +61,59 @@ pub fn write_metadata<T: Metadata>(dir: &Path, name: &str, value: &T) -> Result<
     write_file_atomic(dir, name, &bytes)
 }
 
-/// Reads and decodes the metadata file at `path`. Refuses a symlink or a non-regular file, and a file longer than
-/// a header plus `MAX_METADATA_BODY_BYTES`, before reading it.
-pub fn read_metadata<T: Metadata>(path: &Path) -> Result<T, ReadError> {
-    let io = |op| move |source| ReadError::Io { op, path: path.to_path_buf(), source };
-    let mut f = OpenOptions::new().read(true).custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK).open(path).map_err(
-        |source| {
-            if source.raw_os_error() == Some(libc::ELOOP) {
-                ReadError::NotRegular { path: path.to_path_buf() }
-            } else {
-                ReadError::Io { op: "open", path: path.to_path_buf(), source }
-            }
-        },
-    )?;
-    let md = f.metadata().map_err(io("stat"))?;
+/// Opens `path` for reading if it is a regular file, and returns it with its length. Every reader of a backup set
+/// or an archive opens its files here: never through a symbolic link (`O_NOFOLLOW`), never waiting for the writer
+/// of a FIFO or reading a device (`O_NONBLOCK` keeps the open from blocking; `fstat` of the opened file must show a
+/// regular file, else [`ReadError::NotRegular`]). `O_NONBLOCK` stays set: reads of a regular file ignore it.
+pub fn open_regular(path: &Path) -> Result<(File, u64), ReadError> {
+    let f = OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_NOCTTY)
+        .open(path)
+        .map_err(|source| match source.raw_os_error() {
+            Some(libc::ELOOP) => ReadError::NotRegular { path: path.to_path_buf() },
+            _ => ReadError::Io { op: "open", path: path.to_path_buf(), source },
+        })?;
+    let md = f.metadata().map_err(|source| ReadError::Io { op: "stat", path: path.to_path_buf(), source })?;
     if !md.is_file() {
         return Err(ReadError::NotRegular { path: path.to_path_buf() });
     }
-    let max = METADATA_HEADER_BYTES as u64 + MAX_METADATA_BODY_BYTES;
-    let mut bytes = Vec::with_capacity(md.len().min(max) as usize);
-    // Read one byte past the limit so that a file that grew after the stat is still caught.
-    (&mut f).take(max + 1).read_to_end(&mut bytes).map_err(io("read"))?;
-    let to_err = |source| ReadError::Metadata { path: path.to_path_buf(), source };
-    if bytes.len() as u64 > max {
-        return Err(to_err(crate::error::MetadataError::BodyTooLarge {
-            declared: bytes.len() as u64 - METADATA_HEADER_BYTES as u64,
-            max: MAX_METADATA_BODY_BYTES,
-        }));
+    Ok((f, md.len()))
+}
+
+/// Reads the whole regular file at `path` ([`open_regular`]) if it is at most `max` bytes: a longer one is refused
+/// before anything is read, and one that grows past `max` while it is read is refused after `max + 1` bytes.
+pub fn read_regular(path: &Path, max: u64) -> Result<Vec<u8>, ReadError> {
+    let (f, len) = open_regular(path)?;
+    let too_large = |len| ReadError::TooLarge { path: path.to_path_buf(), len, max };
+    if len > max {
+        return Err(too_large(len));
     }
-    meta::decode(&bytes).map_err(to_err)
+    let mut bytes = Vec::with_capacity(len as usize);
+    f.take(max + 1).read_to_end(&mut bytes).map_err(|source| ReadError::Io {
+        op: "read",
+        path: path.to_path_buf(),
+        source,
+    })?;
+    if bytes.len() as u64 > max {
+        return Err(too_large(bytes.len() as u64));
+    }
+    Ok(bytes)
+}
+
+/// Reads and decodes the metadata file at `path`: a regular file ([`open_regular`]) of at most a header plus
+/// `MAX_METADATA_BODY_BYTES`, refused before it is read when longer.
+pub fn read_metadata<T: Metadata>(path: &Path) -> Result<T, ReadError> {
+    let max = METADATA_HEADER_BYTES as u64 + MAX_METADATA_BODY_BYTES;
+    let bytes = read_regular(path, max).map_err(|e| match e {
+        ReadError::TooLarge { path, len, .. } => ReadError::Metadata {
+            path,
+            source: crate::error::MetadataError::BodyTooLarge {
+                declared: len - METADATA_HEADER_BYTES as u64,
+                max: MAX_METADATA_BODY_BYTES,
+            },
+        },
+        other => other,
+    })?;
+    meta::decode(&bytes).map_err(|source| ReadError::Metadata { path: path.to_path_buf(), source })
 }

@@ -5,7 +5,8 @@
 //! that parses re-encodes to one that parses back equal.
 
 use crate::atom::{decode_atom, encode_atom, AtomHeader, ATOM_HEADER_BYTES};
-use crate::journal::{read_segment, RecordReader, Tail};
+use crate::journal::{read_archive_segment, read_segment, ArchiveSegment, RecordReader, Tail};
+use crate::limits::MAX_TORN_SEGMENT_BYTES;
 use crate::meta::{self, Metadata};
 use crate::{Catalog, ElementInfo, Manifest, State};
 
@@ -40,6 +41,9 @@ pub fn journal_segment(data: &[u8]) {
         assert_eq!(crate::SegmentHeader::parse(&header.encode()), Ok(header));
     }
     check_records(RecordReader::new(7, 0, data, 0), data.len() as u64);
+    if let Ok(ArchiveSegment::TornCreation) = read_archive_segment(data, true) {
+        assert!(data.len() as u64 <= MAX_TORN_SEGMENT_BYTES && read_segment(data).is_err(), "a torn creation is short");
+    }
 }
 
 fn check_records(mut reader: RecordReader<'_>, end: u64) {

@@ -15,7 +15,7 @@ use uuid::Uuid;
 
 use crate::error::JournalError;
 use crate::fixed::{array, check64, put, u16_at, u32_at, u64_at};
-use crate::limits::{MAX_RECORD_PAYLOAD_BYTES, MAX_SEGMENT_BYTES};
+use crate::limits::{MAX_RECORD_PAYLOAD_BYTES, MAX_SEGMENT_BYTES, MAX_TORN_SEGMENT_BYTES};
 use crate::meta::FORMAT_VERSION;
 
 /// Magic of a journal segment (see `METADATA_MAGIC` for the rationale; `BKJ` names the family).
@@ -214,6 +214,43 @@ pub fn read_segment(bytes: &[u8]) -> Result<(SegmentHeader, RecordReader<'_>), J
         header.first_txn - 1,
     );
     Ok((header, reader))
+}
+
+/// One segment file of an archive's journal, as every reader of an archive takes it: see [`read_archive_segment`].
+#[derive(Debug)]
+pub enum ArchiveSegment<'a> {
+    /// A segment: its header, and a reader over its records.
+    Segment(SegmentHeader, RecordReader<'a>),
+    /// The last segment, cut short by a crash while it was being created: no header, no record, at most
+    /// [`MAX_TORN_SEGMENT_BYTES`]. Nothing in it was acknowledged (a segment's header is durable before any of its
+    /// records is acknowledged: FORMAT.md, writing invariant 2). Recovery removes it.
+    TornCreation,
+}
+
+/// Reads one segment file of an archive's journal (`is_last`: it is the highest-numbered one) by the rule every
+/// reader of an archive shares, the reference store's recovery and `archive check|dump|info` alike. A segment whose
+/// header does not parse is a [torn creation](ArchiveSegment::TornCreation) when it is the last one, no longer than
+/// [`MAX_TORN_SEGMENT_BYTES`], and no valid record follows where its header would end; anything else that does not
+/// parse is damage, the error.
+pub fn read_archive_segment(bytes: &[u8], is_last: bool) -> Result<ArchiveSegment<'_>, JournalError> {
+    let reason = match read_segment(bytes) {
+        Ok((header, reader)) => return Ok(ArchiveSegment::Segment(header, reader)),
+        Err(JournalError::BadHeader { reason }) if is_last => reason,
+        Err(e) => return Err(e),
+    };
+    let bad = |why: String| Err(JournalError::BadHeader { reason: format!("{reason}; {why}") });
+    if bytes.len() as u64 > MAX_TORN_SEGMENT_BYTES {
+        return bad(format!(
+            "the segment is {} bytes, more than a crash while creating it can leave ({MAX_TORN_SEGMENT_BYTES}), so \
+             its header was durable once",
+            bytes.len()
+        ));
+    }
+    let rest = bytes.get(SEGMENT_HEADER_BYTES..).unwrap_or(&[]);
+    if RecordReader::new(0, SEGMENT_HEADER_BYTES as u64, rest, 0).next().is_some() {
+        return bad("records follow it, so it was written whole once".into());
+    }
+    Ok(ArchiveSegment::TornCreation)
 }
 
 impl<'a> RecordReader<'a> {

@@ -30,7 +30,10 @@ pub use atom::{decode_atom, encode_atom, AtomHeader};
 pub use catalog::{AtomState, Catalog, CatalogEntry};
 pub use element::{ElementInfo, Participant};
 pub use error::{AtomError, JournalError, MetadataError, NameError, ReadError, WriteError};
-pub use journal::{encode_record, read_segment, Record, RecordReader, SegmentHeader, SegmentWriter, Tail};
+pub use journal::{
+    encode_record, read_archive_segment, read_segment, ArchiveSegment, Record, RecordReader, SegmentHeader,
+    SegmentWriter, Tail,
+};
 pub use layout::ElementName;
 pub use manifest::{FileEntry, FileKind, Hash, Manifest};
 pub use meta::{Metadata, MetadataKind, FORMAT_VERSION};

@@ -46,6 +46,12 @@ pub const MAX_RECORD_PAYLOAD_BYTES: u32 = 16 << 20;
 /// Largest journal segment file: 4 GiB. Segment writers roll over well before it; a reader refuses a larger file.
 pub const MAX_SEGMENT_BYTES: u64 = 4 << 30;
 
+/// Longest last journal segment that can be cut short while it was being created: 4 KiB, one file-system block.
+/// FORMAT.md assumes a crash leaves a prefix of an append, or garbage within the last block written, so a segment
+/// whose header (in its first block) does not parse was cut in its first block; a longer one had a durable header
+/// once, and its loss is damage (FORMAT.md, "Reading records, torn tails and corruption").
+pub const MAX_TORN_SEGMENT_BYTES: u64 = 4 << 10;
+
 /// Largest body of an atom file: 256 MiB.
 pub const MAX_ATOM_BODY_BYTES: u64 = 256 << 20;
 
@@ -56,3 +62,4 @@ const _: () = assert!(MAX_CHUNKS_PER_FILE == 1 << 20);
 const _: () = assert!(MAX_ATOM_BODY_BYTES <= MAX_DATA_FILE_BYTES);
 const _: () = assert!((MAX_RECORD_PAYLOAD_BYTES as u64) < MAX_SEGMENT_BYTES);
 const _: () = assert!(MAX_SEGMENT_BYTES <= MAX_DATA_FILE_BYTES);
+const _: () = assert!(MAX_TORN_SEGMENT_BYTES >= crate::journal::SEGMENT_HEADER_BYTES as u64);

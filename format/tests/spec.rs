@@ -130,7 +130,7 @@ fn limits_table_matches() {
             Some((name.to_string(), cells.get(2)?.parse().ok()?))
         })
         .collect();
-    let code: [(&str, u64); 14] = [
+    let code: [(&str, u64); 15] = [
         ("CHUNK_BYTES", limits::CHUNK_BYTES),
         ("MAX_DATA_FILE_BYTES", limits::MAX_DATA_FILE_BYTES),
         ("MAX_CHUNKS_PER_FILE", limits::MAX_CHUNKS_PER_FILE),
@@ -143,6 +143,7 @@ fn limits_table_matches() {
         ("MAX_PARTICIPANTS", limits::MAX_PARTICIPANTS as u64),
         ("MAX_RECORD_PAYLOAD_BYTES", limits::MAX_RECORD_PAYLOAD_BYTES as u64),
         ("MAX_SEGMENT_BYTES", limits::MAX_SEGMENT_BYTES),
+        ("MAX_TORN_SEGMENT_BYTES", limits::MAX_TORN_SEGMENT_BYTES),
         ("MAX_ATOM_BODY_BYTES", limits::MAX_ATOM_BODY_BYTES),
         ("MAX_ELEMENT_SEQUENCE", limits::MAX_ELEMENT_SEQUENCE as u64),
     ];

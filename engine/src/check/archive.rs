@@ -6,16 +6,18 @@ use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use backset_format::atom::ATOM_HEADER_BYTES;
-use backset_format::fsio::TMP_FILE_PREFIX;
+use backset_format::fsio::{read_regular, TMP_FILE_PREFIX};
 use backset_format::layout::{parse_id_name, ATOMS_DIR, JOURNAL_DIR};
 use backset_format::limits::{CHUNK_BYTES, MAX_SEGMENT_BYTES};
-use backset_format::{read_segment, AtomHeader, Tail};
+use backset_format::{read_archive_segment, ArchiveSegment, AtomHeader, ReadError, Tail};
 use uuid::Uuid;
 
 use super::{CheckError, Defect, DefectKind};
 use crate::restore::{open_data_file, SliceError};
 
-/// A torn tail at the end of the last segment: normal after a crash (the SM truncates it when it opens).
+/// A torn tail at the end of the last segment: normal after a crash (the SM truncates it when it opens). At offset 0
+/// it is the whole last segment, cut short while it was being created (`backset_format::read_archive_segment`; the SM
+/// removes it).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct TornTail {
     /// Segment number.
@@ -62,7 +64,9 @@ impl ArchiveCheckReport {
 /// Checks the archive directory `dir` (`atoms/` and `journal/`, FORMAT.md's archive layout): every atom file's
 /// header, that it is named for its atom, its length and its body's BLAKE3; every journal segment's header (its
 /// number matches its name, one database throughout), every record's framing and check, transaction ids increasing
-/// within and across segments; a torn tail is reported as such. Holds one segment in memory at a time (at most the
+/// within and across segments; a torn tail is reported as such. What is damage is decided as the reference store's
+/// recovery (and so `archive dump|info`) decides it: every file a regular file (never a link, a FIFO or a device),
+/// bounded by the format's limits, and the last segment by `backset_format::read_archive_segment`. Holds one segment in memory at a time (at most the
 /// format's `MAX_SEGMENT_BYTES`) and one 1 MiB buffer for atoms. The archive must not be in use by an SM.
 pub fn check_archive(dir: impl AsRef<Path>) -> Result<ArchiveCheckReport, CheckError> {
     let dir = dir.as_ref();
@@ -104,15 +108,19 @@ pub fn check_archive_with_journal(
     let mut prev_txn = 0u64;
     for (i, (number, path)) in segments.into_iter().enumerate() {
         r.segments += 1;
-        let bytes = match read_bounded(&path) {
+        let bytes = match read_regular(&path, MAX_SEGMENT_BYTES) {
             Ok(b) => b,
-            Err((kind, what)) => {
-                r.defect(path, kind, what);
+            Err(e) => {
+                r.defect(path, read_defect(&e), e.to_string());
                 continue;
             }
         };
-        let (header, mut reader) = match read_segment(&bytes) {
-            Ok(x) => x,
+        let (header, mut reader) = match read_archive_segment(&bytes, i + 1 == count) {
+            Ok(ArchiveSegment::Segment(header, reader)) => (header, reader),
+            Ok(ArchiveSegment::TornCreation) => {
+                r.torn_tail = Some(TornTail { segment: number, offset: 0, len: bytes.len() as u64 });
+                continue;
+            }
             Err(e) => {
                 r.defect(path, DefectKind::Journal, format!("{e}"));
                 continue;
@@ -245,12 +253,12 @@ fn check_atom(path: &Path, id: u64) -> Result<u64, (DefectKind, String)> {
     Ok(h.lsn)
 }
 
-fn read_bounded(path: &Path) -> Result<Vec<u8>, (DefectKind, String)> {
-    let (f, len) = open_data_file(path).map_err(slice_defect)?;
-    if len > MAX_SEGMENT_BYTES {
-        return Err((DefectKind::Size, format!("{len} bytes, more than a segment may hold ({MAX_SEGMENT_BYTES})")));
+/// The kind of defect a file that cannot be read is.
+fn read_defect(e: &ReadError) -> DefectKind {
+    match e {
+        ReadError::NotRegular { .. } => DefectKind::NotRegular,
+        ReadError::TooLarge { .. } => DefectKind::Size,
+        ReadError::Io { source, .. } if source.kind() == std::io::ErrorKind::NotFound => DefectKind::MissingFile,
+        _ => DefectKind::Io,
     }
-    let mut bytes = Vec::with_capacity(len as usize);
-    f.take(MAX_SEGMENT_BYTES + 1).read_to_end(&mut bytes).map_err(|e| (DefectKind::Io, format!("read: {e}")))?;
-    Ok(bytes)
 }

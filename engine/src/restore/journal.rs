@@ -5,14 +5,14 @@
 
 use std::fs::{self, File};
 use std::io::Read;
-use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 
+use backset_format::fsio::open_regular;
 use backset_format::journal::{RECORD_HEADER_BYTES, REC_LEN_OFFSET, SEGMENT_HEADER_BYTES};
 use backset_format::limits::{CHUNK_BYTES, MAX_RECORD_PAYLOAD_BYTES};
 use backset_format::manifest::ContentHasher;
-use backset_format::{FileEntry, JournalError, Record, RecordReader, SegmentHeader};
+use backset_format::{FileEntry, JournalError, ReadError, Record, RecordReader, SegmentHeader};
 
 /// A journal slice of a backup set does not match its manifest entry or does not parse.
 #[derive(Debug, thiserror::Error)]
@@ -34,8 +34,11 @@ pub enum SliceError {
         /// The file.
         path: PathBuf,
     },
-    /// The path is a link, a directory or a device.
-    #[error("{path} is not a regular file (a backup set never contains links or special files)")]
+    /// The path is a link, a directory, a FIFO or a device.
+    #[error(
+        "{path} is not a regular file (a symbolic link, a directory, a FIFO or a device; backup sets and archives \
+         hold regular files only)"
+    )]
     NotRegular {
         /// The file.
         path: PathBuf,
@@ -116,27 +119,16 @@ pub struct SliceSummary {
     pub stopped: bool,
 }
 
-/// Opens a data file of a backup set for reading: never through a symbolic link, only a regular file. The path is
-/// examined with `lstat` first, then opened, and the opened file must be the one examined (same device and inode),
-/// so a link swapped in between is refused too.
+/// Opens a data file of a backup set (or an archive) for reading, and returns it with its length: a regular file
+/// only, never through a symbolic link, never blocking on a FIFO ([`open_regular`], the one opener of every reader).
 pub(crate) fn open_data_file(path: &Path) -> Result<(File, u64), SliceError> {
-    let io = |op, source| SliceError::Io { op, path: path.to_path_buf(), source };
-    let before = fs::symlink_metadata(path).map_err(|source| match source.kind() {
-        std::io::ErrorKind::NotFound => SliceError::Missing { path: path.to_path_buf() },
-        _ => io("stat", source),
-    })?;
-    if !before.is_file() {
-        return Err(SliceError::NotRegular { path: path.to_path_buf() });
-    }
-    let f = File::open(path).map_err(|source| match source.kind() {
-        std::io::ErrorKind::NotFound => SliceError::Missing { path: path.to_path_buf() },
-        _ => io("open", source),
-    })?;
-    let md = f.metadata().map_err(|source| io("stat", source))?;
-    if !md.is_file() || md.dev() != before.dev() || md.ino() != before.ino() {
-        return Err(SliceError::NotRegular { path: path.to_path_buf() });
-    }
-    Ok((f, md.len()))
+    open_regular(path).map_err(|e| match e {
+        ReadError::Io { source, .. } if source.kind() == std::io::ErrorKind::NotFound => {
+            SliceError::Missing { path: path.to_path_buf() }
+        }
+        ReadError::Io { op, source, .. } => SliceError::Io { op, path: path.to_path_buf(), source },
+        _ => SliceError::NotRegular { path: path.to_path_buf() },
+    })
 }
 
 /// Reads the journal slice `entry` at `path` once, verifying each chunk against the manifest before using the

@@ -3,7 +3,8 @@
 //! for a restore, which element holds each atom and which elements hold the journal records.
 //!
 //! Names inside the set are derived from ids (`backset_format::layout`), never read from a file; element
-//! directories and data files are examined with `lstat`, so a symbolic link is refused rather than followed.
+//! directories are examined with `lstat` and files opened without following a link
+//! (`backset_format::fsio::open_regular`), so a symbolic link is refused rather than followed.
 //!
 //! Memory: a [`BackupSet`] holds the state, and the element info and manifest of every completed element (at most
 //! the decoded size of those control files). Catalogs are validated when the set is read, then dropped, and read
@@ -134,12 +135,7 @@ impl SetError {
     pub fn path(&self) -> Option<PathBuf> {
         match self {
             Self::Io { path, .. } | Self::NotASet { path, .. } => Some(path.clone()),
-            Self::Metadata { source, .. } => match source {
-                ReadError::Io { path, .. } | ReadError::NotRegular { path } | ReadError::Metadata { path, .. } => {
-                    Some(path.clone())
-                }
-                _ => None,
-            },
+            Self::Metadata { source, .. } => Some(source.path().to_path_buf()),
             Self::ElementMissing { path, .. } | Self::NotADirectory { path, .. } => Some(path.clone()),
             Self::Inconsistent { file, .. } => Some(file.clone()),
             Self::Chain { set, element, .. } => Some(set.join(element.to_string())),

@@ -2,14 +2,14 @@
 //! by the checkpointer.
 
 use std::collections::BTreeMap;
-use std::fs::File;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use backset_format::atom::ATOM_HEADER_BYTES;
+use backset_format::fsio::{open_regular, read_regular};
 use backset_format::layout::atom_file_name;
 use backset_format::limits::MAX_ATOM_BODY_BYTES;
-use backset_format::{decode_atom, AtomHeader};
+use backset_format::{decode_atom, AtomHeader, ReadError};
 
 use crate::store::codec::{self, varint_len, Op};
 use crate::store::error::StoreError;
@@ -176,12 +176,13 @@ impl Data {
     }
 }
 
-/// Reads the header of the atom file at `path`; `None` when the file does not exist (any more).
+/// Reads the header of the atom file at `path`; `None` when the file does not exist (any more). The file must be a
+/// regular file (see [`open_regular`]).
 pub(crate) fn read_atom_header(path: &Path) -> Result<Option<AtomHeader>, StoreError> {
-    let mut f = match File::open(path) {
-        Ok(f) => f,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(StoreError::Io { op: "open", path: path.to_path_buf(), source: e }),
+    let mut f = match open_regular(path) {
+        Ok((f, _)) => f,
+        Err(ReadError::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e.into()),
     };
     let mut b = [0u8; ATOM_HEADER_BYTES];
     let mut n = 0;
@@ -194,15 +195,10 @@ pub(crate) fn read_atom_header(path: &Path) -> Result<Option<AtomHeader>, StoreE
     AtomHeader::parse(&b[..n]).map(Some).map_err(|source| StoreError::Atom { path: path.to_path_buf(), source })
 }
 
-/// Reads, verifies and decodes a whole atom file; checks that it is atom `atom_id`.
+/// Reads, verifies and decodes a whole atom file; checks that it is atom `atom_id`. A file longer than the largest
+/// atom file is refused before it is read.
 pub(crate) fn read_atom_file(path: &Path, atom_id: u64) -> Result<(AtomHeader, Pairs), StoreError> {
-    let f = File::open(path).map_err(StoreError::io("open", path))?;
-    let mut bytes = Vec::new();
-    // The header parser refuses a body over the limit; reading one byte past the largest valid file catches a
-    // file longer than its header says without reading an unbounded amount.
-    f.take(ATOM_HEADER_BYTES as u64 + MAX_ATOM_BODY_BYTES + 1)
-        .read_to_end(&mut bytes)
-        .map_err(StoreError::io("read", path))?;
+    let bytes = read_regular(path, ATOM_HEADER_BYTES as u64 + MAX_ATOM_BODY_BYTES)?;
     let (header, body) = decode_atom(&bytes).map_err(|source| StoreError::Atom { path: path.to_path_buf(), source })?;
     if header.atom_id != atom_id {
         return Err(StoreError::Damaged {

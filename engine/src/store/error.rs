@@ -3,7 +3,7 @@
 
 use std::path::PathBuf;
 
-use backset_format::{AtomError, JournalError};
+use backset_format::{AtomError, JournalError, ReadError};
 use uuid::Uuid;
 
 /// Opening, recovering, checkpointing or reading the store failed.
@@ -20,6 +20,10 @@ pub enum StoreError {
         /// The OS error.
         source: std::io::Error,
     },
+    /// A file of the archive cannot be read: not a regular file, larger than the format allows, or the operating
+    /// system refused.
+    #[error(transparent)]
+    File(#[from] ReadError),
     /// A journal segment does not parse.
     #[error("journal segment {path}: {source}")]
     Journal {

@@ -9,20 +9,24 @@
 //! 3. Each record's operations are applied to the atoms whose LSN is below the record's txn id (the atom file
 //!    already holds the others), so replay is idempotent: recovering twice gives the same state.
 //! 4. A torn tail (FORMAT.md: an incomplete last record with nothing valid after it) is allowed only in the last
-//!    segment; recovery truncates it. A last segment whose header itself is torn (a crash while creating it; nothing
-//!    in it was acknowledged) is removed. Anything else that does not parse is an error naming the file and offset.
+//!    segment; recovery truncates it. A last segment cut short while it was being created (no header, no record, at
+//!    most `MAX_TORN_SEGMENT_BYTES`: the rule of `backset_format::read_archive_segment`, which `archive check`
+//!    shares) is removed: nothing in it was acknowledged. Anything else that does not parse is an error naming the
+//!    file and offset.
+//!
+//! Every file is read as a regular file only, never through a link, and bounded by the format's limits
+//! (`backset_format::fsio::read_regular`): a FIFO or a device in place of a segment or an atom file is refused.
 //!
 //! Read-only recovery ([`read_archive`]) does the same without changing any file.
 
 use std::collections::BTreeMap;
 use std::fs::{self, OpenOptions};
-use std::io::Read;
 use std::path::{Path, PathBuf};
 
-use backset_format::journal::SEGMENT_HEADER_BYTES;
+use backset_format::fsio::read_regular;
 use backset_format::layout::{parse_id_name, ATOMS_DIR, JOURNAL_DIR};
 use backset_format::limits::MAX_SEGMENT_BYTES;
-use backset_format::{read_segment, RecordReader, Tail};
+use backset_format::{read_archive_segment, ArchiveSegment, Tail};
 use uuid::Uuid;
 
 use crate::store::codec::decode_payload;
@@ -44,6 +48,8 @@ pub(crate) struct Recovered {
     pub last_timestamp_micros: u64,
     /// Database id of the segments, if there are any.
     pub database_id: Option<Uuid>,
+    /// Archive id in the first segment's header, if there is a segment.
+    pub archive_id: Option<u64>,
     /// Records that changed at least one atom.
     pub records_replayed: u64,
     /// Atom files found.
@@ -123,6 +129,7 @@ pub(crate) fn recover(
         last_txn: 0,
         last_timestamp_micros: 0,
         database_id: expect_db,
+        archive_id: None,
         records_replayed: 0,
         atom_files,
         torn: Vec::new(),
@@ -132,17 +139,20 @@ pub(crate) fn recover(
     let mut prev_txn = 0u64;
     for (i, (number, path)) in segment_files.into_iter().enumerate() {
         let is_last = i + 1 == count;
-        let bytes = read_file_bounded(&path)?;
-        let (header, mut reader) = match read_segment(&bytes) {
-            Ok(x) => x,
-            Err(e) if is_last && holds_no_record(number, &bytes, prev_txn) => {
-                // A crash while the segment was being created: its header never became durable, so nothing in it
-                // was acknowledged.
-                tracing::warn!(path = %path.display(), error = %e, "removing a last journal segment with a torn header");
+        let bytes = read_regular(&path, MAX_SEGMENT_BYTES)?;
+        let (header, mut reader) = match read_archive_segment(&bytes, is_last) {
+            Ok(ArchiveSegment::Segment(header, reader)) => (header, reader),
+            Ok(ArchiveSegment::TornCreation) => {
+                tracing::warn!(
+                    path = %path.display(),
+                    len = bytes.len(),
+                    "the last journal segment was cut short while it was being created (nothing in it was acknowledged)"
+                );
                 if live {
                     fs::remove_file(&path).map_err(StoreError::io("remove", &path))?;
                     sync_dir(&journal_dir)?;
                 }
+                rec.torn.push((number, 0, bytes.len() as u64));
                 continue;
             }
             Err(source) => return Err(StoreError::Journal { path, source }),
@@ -162,6 +172,7 @@ pub(crate) fn recover(
             }
             _ => rec.database_id = Some(header.database_id),
         }
+        rec.archive_id = rec.archive_id.or(Some(header.archive_id));
         let mut records = Vec::new();
         for r in &mut reader {
             let r = r.map_err(|source| StoreError::Journal { path: path.clone(), source })?;
@@ -217,19 +228,6 @@ pub(crate) fn recover(
     Ok(rec)
 }
 
-/// Whether a segment whose header does not parse holds no valid record either (so it is a torn creation).
-fn holds_no_record(number: u64, bytes: &[u8], prev_txn: u64) -> bool {
-    let rest = bytes.get(SEGMENT_HEADER_BYTES..).unwrap_or(&[]);
-    RecordReader::new(number, SEGMENT_HEADER_BYTES as u64, rest, prev_txn).next().is_none()
-}
-
-fn read_file_bounded(path: &Path) -> Result<Vec<u8>, StoreError> {
-    let f = fs::File::open(path).map_err(StoreError::io("open", path))?;
-    let mut bytes = Vec::new();
-    f.take(MAX_SEGMENT_BYTES + 1).read_to_end(&mut bytes).map_err(StoreError::io("read", path))?;
-    Ok(bytes)
-}
-
 /// The content of one archive directory, as [`read_archive`] rebuilds it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ArchiveData {
@@ -243,7 +241,10 @@ pub struct ArchiveData {
     pub records_replayed: u64,
     /// Database id from the journal segment headers, if there is a segment.
     pub database_id: Option<Uuid>,
-    /// Whether the last segment ends with a torn tail (left in place: nothing is changed).
+    /// Archive id from the first journal segment's header, if there is a segment.
+    pub archive_id: Option<u64>,
+    /// Whether the last segment ends with a torn tail, or is one (cut short while it was being created): left in
+    /// place, nothing is changed.
     pub torn_tail: bool,
 }
 
@@ -273,6 +274,7 @@ pub fn read_archive_with_journal(dir: &Path, journal_dir: &Path) -> Result<Archi
         atoms,
         records_replayed: rec.records_replayed,
         database_id: rec.database_id,
+        archive_id: rec.archive_id,
         torn_tail: !rec.torn.is_empty(),
     })
 }

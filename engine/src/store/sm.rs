@@ -144,7 +144,8 @@ pub struct RecoveryReport {
     pub segments: usize,
     /// Journal records replayed (records that changed at least one atom: their txn id was above its LSN).
     pub records_replayed: u64,
-    /// Torn tails truncated: `(segment, offset, bytes)`.
+    /// Torn tails truncated: `(segment, offset, bytes)`; offset 0 for a last segment cut short while it was being
+    /// created, which was removed.
     pub torn_tails: Vec<(u64, u64, u64)>,
     /// Highest transaction id found (last record or highest atom LSN).
     pub last_txn: u64,
