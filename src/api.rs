@@ -159,7 +159,7 @@ pub struct HotCopyInfo {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct Process {
-    /// Start id (archive id + 1).
+    /// Start id (new at every start of the server; see `HotCopyManager::start_id`).
     pub start_id: u64,
     /// Archive id.
     pub archive_id: u64,

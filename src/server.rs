@@ -77,7 +77,8 @@ pub struct Args {
     /// backset-data).
     #[arg(long)]
     pub data_dir: Option<PathBuf>,
-    /// Number of SMs (archives 0..N-1, start ids 1..N; default 1). Fixed when the database is created.
+    /// Number of SMs (archives 0..N-1; default 1). Fixed when the database is created. Each start gives the SMs new
+    /// start ids, following the last ones.
     #[arg(long, allow_negative_numbers = true, value_parser = crate::cli::count::<usize>)]
     pub sms: Option<usize>,
     /// Storage groups SG1..SGN, group i served by archive (i-1) mod sms (needs N >= sms). Fixed when the database
@@ -332,7 +333,7 @@ pub fn run(args: &Args) -> Result<()> {
             let groups: Vec<u32> = archive.group_ids().to_vec();
             tracing::info!(
                 "SM start id {} serves archive {id} in {}{}{}",
-                HotCopyManager::start_id(id),
+                manager.start_id(id).unwrap_or_default(),
                 backset_engine::archive::Archive::dir(archive.as_ref()).display(),
                 if groups.is_empty() { String::new() } else { format!(" (storage groups {groups:?})") },
                 if args.journal_hot_copy_per_sm.is_some() {
@@ -877,10 +878,17 @@ async fn status(
             .await
         }
         None => {
-            let mut all = app.manager.statuses_by_start_id(None);
-            let Some(list) = all.remove(&start_id) else {
-                return Err(HttpError::new(StatusCode::NOT_FOUND, format!("no SM with start id {start_id}")));
-            };
+            // Every start id handed out names an SM, of this start or an earlier one (whose jobs keep its id).
+            if start_id == 0 || start_id > app.manager.last_start_id() {
+                return Err(HttpError::new(
+                    StatusCode::NOT_FOUND,
+                    format!(
+                        "no SM with start id {start_id}: the SMs have had start ids 1 to {}; see `get processes`",
+                        app.manager.last_start_id()
+                    ),
+                ));
+            }
+            let list = app.manager.statuses_by_start_id(None).remove(&start_id).unwrap_or_default();
             Ok(Json(info(&base, BTreeMap::from([(start_id, list)]))).into_response())
         }
     }
@@ -943,7 +951,7 @@ fn all_processes(app: &App) -> Vec<Process> {
                 ),
             ]);
             Process {
-                start_id: HotCopyManager::start_id(a),
+                start_id: app.manager.start_id(a).unwrap_or_default(),
                 archive_id: a,
                 db_name: app.db.name().to_string(),
                 kind: "SM".into(),

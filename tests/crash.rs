@@ -169,8 +169,9 @@ impl Server {
         self.request("POST", path, Some(body)).unwrap()
     }
 
-    fn status(&self, id: &str) -> Value {
-        let (code, v) = self.get(&format!("/databases/hotCopyStatus?coordinatorStartId=1&hotCopyId={id}"));
+    /// The status of hot copy `id` whose coordinator had start id `sm`.
+    fn status(&self, sm: u64, id: &str) -> Value {
+        let (code, v) = self.get(&format!("/databases/hotCopyStatus?coordinatorStartId={sm}&hotCopyId={id}"));
         assert_eq!(code, 200, "status of {id}: {v}");
         v
     }
@@ -549,12 +550,14 @@ fn attempt_once(kind: Kind, point: Point, seed: u64, jitter: bool) -> Attempt {
         };
         assert_eq!(code, 200, "seed {seed}: start {kind:?}: {v}");
         let id = v["hotCopyId"].as_str().unwrap().to_string();
+        // Start ids are new at every start of the server (a restart above moved them on).
+        let sm = v["coordinatorStartId"].as_u64().unwrap();
         let deadline = Instant::now() + Duration::from_secs(120);
         let mut overshot = false;
         match (point.pause(), point.message()) {
             (Some(_), _) => {
                 while std::fs::read_to_string(&mark).map_or(true, |m| !m.ends_with('\n')) {
-                    let s = srv.status(&id);
+                    let s = srv.status(sm, &id);
                     assert_eq!(s["status"], "running", "seed {seed}: {kind:?} ended before {point:?}: {s}");
                     assert!(
                         Instant::now() < deadline,
@@ -568,7 +571,7 @@ fn attempt_once(kind: Kind, point: Point, seed: u64, jitter: bool) -> Attempt {
             }
             (None, Some(msg)) => {
                 loop {
-                    let s = srv.status(&id);
+                    let s = srv.status(sm, &id);
                     assert_eq!(s["status"], "running", "seed {seed}: {kind:?} ended before {point:?}: {s}");
                     if s["message"] == msg {
                         break;
@@ -582,7 +585,7 @@ fn attempt_once(kind: Kind, point: Point, seed: u64, jitter: bool) -> Attempt {
                 }
                 if jitter {
                     std::thread::sleep(Duration::from_millis(rng.below(MAX_JITTER_MS)));
-                    let s = srv.status(&id);
+                    let s = srv.status(sm, &id);
                     overshot = s["message"] != msg;
                 }
             }
@@ -596,10 +599,10 @@ fn attempt_once(kind: Kind, point: Point, seed: u64, jitter: bool) -> Attempt {
         if overshot {
             return (acked, unanswered, None);
         }
-        (acked, unanswered, Some(id))
+        (acked, unanswered, Some((sm, id)))
     });
     srv.kill9();
-    let Some(old_id) = old_id else { return Attempt::Overshot };
+    let Some((old_sm, old_id)) = old_id else { return Attempt::Overshot };
     for (id, t) in acked {
         oracle.acked.insert(id, t);
     }
@@ -607,7 +610,7 @@ fn attempt_once(kind: Kind, point: Point, seed: u64, jitter: bool) -> Attempt {
     // Restart on the same data directory, without any pause.
     let srv = Server::start(&data, None);
     resolve_unanswered(&srv, &mut oracle, unanswered, seed);
-    let s = srv.status(&old_id);
+    let s = srv.status(old_sm, &old_id);
     assert_eq!(s["status"], "failed", "seed {seed}: {kind:?} killed at {point:?}: {s}");
     assert_eq!(s["message"], MSG_PROCESS_STOPPED, "seed {seed}: {s}");
     // Every completed element restores exactly; the set checks clean (leftovers in tmp/ are notes).

@@ -2,8 +2,11 @@
 //!
 //! - Every archive has one [`SmLimiter`] (its SM's budget, unlimited until [`HotCopyManager::set_sm_rate`]) shared by
 //!   all its jobs; each job of each archive has its own [`JobLimiter`] capped at the request's `max_rate`.
-//! - Start ids: the SM of archive `a` has start id `a + 1` ([`HotCopyManager::start_id`]); a job's coordinator is its
-//!   participant with the lowest archive id.
+//! - Start ids: unique per start, as NuoDB's are. Each manager (each start of the SMs it serves) gives every archive's
+//!   SM a new start id, following the last one handed out in its data directory ([`LAST_START_ID_FILE`], written
+//!   durably before any is used; the first start gives `1..=N` in archive id order). A job keeps the start ids it was
+//!   started with, persisted with its status, so `(coordinator start id, hot copy id)` names one job across restarts
+//!   ([`HotCopyManager::start_id`]). A job's coordinator is its participant with the lowest archive id.
 //! - One job of a type per archive at a time (`Only one full hot copy at a time allowed`).
 //! - Statuses persist as JSON in `<data dir>/hotcopy/<id>.json` (atomic writes): when a job starts and when it ends.
 //!   A manager that starts and finds a job persisted as running marks it failed ([`MSG_PROCESS_STOPPED`]): its
@@ -35,6 +38,9 @@ use crate::store::{now_micros, Database};
 
 /// Directory of the persisted statuses under the manager's data directory.
 pub const STATUS_DIR: &str = "hotcopy";
+
+/// File under the manager's data directory holding the last start id handed out (a decimal number and a newline).
+pub const LAST_START_ID_FILE: &str = "last-start-id";
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
@@ -140,6 +146,10 @@ struct Inner {
     running_types: Mutex<HashSet<(u64, HotCopyType)>>,
     /// Which set continues each archive's journal chain.
     chains: JournalChains,
+    /// The start id of each archive's SM in this start.
+    start_ids: BTreeMap<u64, u64>,
+    /// The highest start id handed out in this data directory so far (this start's included).
+    last_start_id: u64,
     _db: Option<Arc<Database>>,
 }
 
@@ -206,6 +216,8 @@ impl HotCopyManager {
         })?;
         let jobs = load_statuses(&status_dir)?;
         let chains = JournalChains::load(data_dir)?;
+        let archive_ids: Vec<u64> = map.keys().copied().collect();
+        let (start_ids, last_start_id) = assign_start_ids(data_dir, &archive_ids, &jobs)?;
         Ok(Self {
             inner: Arc::new(Inner {
                 database_name: first.database_name.clone(),
@@ -216,14 +228,22 @@ impl HotCopyManager {
                 jobs: Mutex::new(jobs.into_iter().map(|s| (s.id, Arc::new(Job::finished(s)))).collect()),
                 running_types: Mutex::new(HashSet::new()),
                 chains,
+                start_ids,
+                last_start_id,
                 _db: db,
             }),
         })
     }
 
-    /// The start id of archive `archive_id`'s SM: `archive_id + 1`.
-    pub const fn start_id(archive_id: u64) -> u64 {
-        archive_id + 1
+    /// The start id of archive `archive_id`'s SM in this start (`None` for an archive this manager does not serve).
+    pub fn start_id(&self, archive_id: u64) -> Option<u64> {
+        self.inner.start_ids.get(&archive_id).copied()
+    }
+
+    /// The highest start id handed out in this manager's data directory: those of this start, and every lower one
+    /// belonged to an SM of an earlier start (its jobs keep it).
+    pub fn last_start_id(&self) -> u64 {
+        self.inner.last_start_id
     }
 
     /// The database name.
@@ -470,14 +490,14 @@ impl HotCopyManager {
             }
         }
         let id = Uuid::new_v4();
-        let coordinator_start_id = Self::start_id(targets[0].0);
+        let coordinator_start_id = inner.start_ids[&targets[0].0];
         let specs: Vec<ParticipantSpec> = targets
             .iter()
             .enumerate()
             .map(|(index, (a, dest, journal))| ParticipantSpec {
                 index,
                 archive: Arc::clone(&inner.archives[a]),
-                start_id: Self::start_id(*a),
+                start_id: inner.start_ids[a],
                 dest: dest.clone(),
                 journal_dir: journal.clone(),
             })
@@ -576,11 +596,12 @@ impl HotCopyManager {
         out
     }
 
-    /// [`statuses`](Self::statuses) by SM start id: each job is listed under every participant's start id (NuoDB's
-    /// `get hotcopy-info`); every SM of the database has an entry, empty when it has no job.
+    /// [`statuses`](Self::statuses) by SM start id: each job is listed under every participant's start id, the one
+    /// it ran with (NuoDB's `get hotcopy-info`); every SM of this start has an entry, empty when it has no job, and
+    /// jobs of an earlier start appear under the start ids their SMs had then.
     pub fn statuses_by_start_id(&self, running_for: Option<Duration>) -> BTreeMap<u64, Vec<HotCopyStatus>> {
         let mut out: BTreeMap<u64, Vec<HotCopyStatus>> =
-            self.inner.archives.keys().map(|&a| (Self::start_id(a), Vec::new())).collect();
+            self.inner.start_ids.values().map(|&sm| (sm, Vec::new())).collect();
         for s in self.statuses(running_for) {
             for p in &s.participants {
                 out.entry(p.start_id).or_default().push(s.clone());
@@ -806,6 +827,42 @@ fn log_end(status: &HotCopyStatus) {
         JobState::Failed => ended!(error),
         _ => ended!(info),
     }
+}
+
+/// Gives each of `archives` (ascending) a new start id following the last one handed out in `data_dir` (and every
+/// start id of the persisted `statuses`, should the counter be younger than them), and records the last one durably
+/// before any is used. Returns the start id of each archive and the last one.
+fn assign_start_ids(
+    data_dir: &Path,
+    archives: &[u64],
+    statuses: &[HotCopyStatus],
+) -> Result<(BTreeMap<u64, u64>, u64), HotCopyError> {
+    let path = data_dir.join(LAST_START_ID_FILE);
+    let recorded = match std::fs::read_to_string(&path) {
+        Ok(text) => text.trim().parse::<u64>().map_err(|_| HotCopyError::Persist {
+            path: path.clone(),
+            reason: format!(
+                "holds {:?}, not a start id; remove the file (the next start ids then follow the highest one of the \
+                 persisted hot copy statuses)",
+                text.trim()
+            ),
+        })?,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => 0,
+        Err(source) => return Err(HotCopyError::Io { op: "read", path, source }),
+    };
+    let seen = statuses
+        .iter()
+        .flat_map(|s| std::iter::once(s.coordinator_start_id).chain(s.participants.iter().map(|p| p.start_id)))
+        .max()
+        .unwrap_or(0);
+    let base = recorded.max(seen);
+    let last = base.checked_add(archives.len() as u64).ok_or_else(|| HotCopyError::Persist {
+        path: path.clone(),
+        reason: format!("the last start id {base} leaves no room for {} more", archives.len()),
+    })?;
+    write_file_atomic(data_dir, LAST_START_ID_FILE, format!("{last}\n").as_bytes())
+        .map_err(|e| HotCopyError::Persist { path, reason: e.to_string() })?;
+    Ok((archives.iter().enumerate().map(|(i, &a)| (a, base + 1 + i as u64)).collect(), last))
 }
 
 fn persist(dir: &Path, status: &HotCopyStatus) -> Result<(), HotCopyError> {

@@ -482,8 +482,8 @@ pub enum HotCopyError {
         /// The hot copy id asked for.
         id: Uuid,
     },
-    /// A persisted status could not be written or read.
-    #[error("hot copy status file {path}: {reason}")]
+    /// A persisted status, or the start id counter, could not be written or read.
+    #[error("hot copy manager file {path}: {reason}")]
     Persist {
         /// The file.
         path: PathBuf,
