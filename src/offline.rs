@@ -12,7 +12,7 @@ use backset_copier::JobControl;
 use backset_engine::check::{check_archive_with_journal, check_set, CheckOptions};
 use backset_engine::found::{found, Found};
 use backset_engine::restore::{
-    for_each_timestamp, report_backups, restore, RestoreOptions, Target, TimestampFilter, TimestampLine,
+    for_each_timestamp, report_backups, restore, RestoreOptions, Target, TimestampFilter, TimestampItem,
 };
 use backset_engine::store::read_archive_with_journal;
 use backset_format::fsio::read_metadata;
@@ -48,9 +48,14 @@ pub struct RestoreArgs {
     /// List the set's elements, newest first, instead of restoring.
     #[arg(long, conflicts_with_all = ["report_timestamps", "restore_dir", "restore_snapshot", "backup_element_id"])]
     pub report_backups: bool,
-    /// List every transaction of the set's journal as `<UTC time> <txn id>`, instead of restoring.
+    /// List the restore points, the transactions a restore accepts, as `<UTC time> <txn id>` range by range (a
+    /// `# not restorable: ...` line where a gap lies), instead of restoring.
     #[arg(long, conflicts_with_all = ["restore_dir", "restore_snapshot", "backup_element_id"])]
     pub report_timestamps: bool,
+    /// With `--report-timestamps`: every transaction of the set's journal, also those no restore accepts (below the
+    /// full's end point, past a gap).
+    #[arg(long, requires = "report_timestamps")]
+    pub all_journal: bool,
     /// With `--report-timestamps`: only transactions at or after this UTC time (`2021-02-19T17:00:30`).
     #[arg(long, value_name = "T", requires = "report_timestamps", value_parser = parse_time)]
     pub start_time: Option<SystemTime>,
@@ -128,13 +133,18 @@ pub fn run_restore(args: &RestoreArgs) -> Result<()> {
                 ))));
             }
         }
-        let filter = TimestampFilter { start: args.start_time, end: args.end_time };
+        let filter = TimestampFilter { start: args.start_time, end: args.end_time, journal: args.all_journal };
+        let gap = if args.all_journal { "in no element's journal" } else { "not restorable" };
         let stdout = std::io::stdout();
         let mut out = std::io::BufWriter::new(stdout.lock());
         let mut write_err = None;
-        for_each_timestamp(set, &filter, |line: TimestampLine| {
+        for_each_timestamp(set, &filter, |item| {
             if write_err.is_none() {
-                if let Err(e) = writeln!(out, "{line}") {
+                let written = match item {
+                    TimestampItem::Line(line) => writeln!(out, "{line}"),
+                    TimestampItem::Gap(r) => writeln!(out, "# {gap}: transactions {} to {}", r.first, r.last),
+                };
+                if let Err(e) = written {
                     write_err = Some(e);
                 }
             }

@@ -585,3 +585,35 @@ fn regression_a_zero_filled_last_segment_made_dump_drop_keys_while_info_failed()
     assert!(out.status.success(), "{}", text(&out));
     assert!(stdout(&out).contains("note: segment 2 holds no header (3000 bytes)"), "{}", text(&out));
 }
+
+#[test]
+fn report_timestamps_lists_restore_points_and_all_journal_the_whole_journal() {
+    let els = elements();
+    let full = els.iter().find(|e| e.1 == "full").unwrap().clone();
+    let latest = els.iter().map(|e| e.4).max().unwrap();
+    let txns = |out: &str| -> Vec<u64> {
+        out.lines().filter(|l| !l.starts_with('#')).map(|l| l.split_once(' ').unwrap().1.parse().unwrap()).collect()
+    };
+    let points = txns(&ok(&["restore", "--report-timestamps", p(&set())]));
+    assert!(!points.is_empty());
+    assert!(points.iter().all(|t| (full.4..=latest).contains(t)), "only [{}, {latest}]: {points:?}", full.4);
+    let all = txns(&ok(&["restore", "--report-timestamps", "--all-journal", p(&set())]));
+    assert_eq!(all.first(), Some(&full.3), "the whole journal starts at the full's R");
+    assert_eq!(all.iter().filter(|&&t| t >= full.4).copied().collect::<Vec<_>>(), points);
+    // The first restore point restores; the transaction below it is refused (it was listed before).
+    let tmp = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    let first = points[0];
+    let out = ok(&[
+        "restore",
+        "--restore-dir",
+        p(&tmp.path().join("a")),
+        "--restore-snapshot",
+        &first.to_string(),
+        p(&set()),
+    ]);
+    assert!(out.contains(&format!("to transaction {first} ")), "{out}");
+    let below = first - 1;
+    let dest = tmp.path().join("b");
+    let out = fails(&["restore", "--restore-dir", p(&dest), "--restore-snapshot", &below.to_string(), p(&set())], 1);
+    assert!(stderr(&out).contains("outside the restorable range"), "{}", text(&out));
+}

@@ -203,11 +203,16 @@ fn report_backups_lists_the_elements_newest_first() {
 }
 
 #[test]
-fn report_timestamps_lists_every_transaction_of_the_sets_journal_once() {
+fn report_timestamps_lists_the_restore_points_or_every_transaction_of_the_sets_journal_once() {
     let t = template();
-    let first = t.element("full").txn_range.first;
+    let (first, full_end) = (t.element("full").txn_range.first, t.element("full").txn_range.last);
     let latest = t.latest();
-    let lines = report_timestamps(t.set(), &TimestampFilter::default()).unwrap();
+    // By default the restore points: from the full's end point on.
+    let points = report_timestamps(t.set(), &TimestampFilter::default()).unwrap();
+    let want: Vec<u64> = t.acked.iter().map(|a| a.txn_id).filter(|id| (full_end..=latest).contains(id)).collect();
+    assert_eq!(points.iter().map(|l| l.txn_id).collect::<Vec<_>>(), want);
+    // The whole journal, from the full's R.
+    let lines = report_timestamps(t.set(), &TimestampFilter { journal: true, ..TimestampFilter::default() }).unwrap();
     let expected: Vec<(u64, u64)> = t
         .acked
         .iter()
@@ -221,7 +226,7 @@ fn report_timestamps_lists_every_transaction_of_the_sets_journal_once() {
     // A window of whole seconds, as the printed lines show them.
     let mid = expected[expected.len() / 2].0 / 1_000_000;
     let at = |s: u64| Some(UNIX_EPOCH + Duration::from_secs(s));
-    let filter = TimestampFilter { start: at(mid), end: at(mid) };
+    let filter = TimestampFilter { start: at(mid), end: at(mid), journal: true };
     let window = report_timestamps(t.set(), &filter).unwrap();
     let want: Vec<u64> = expected.iter().filter(|(ts, _)| ts / 1_000_000 == mid).map(|(_, id)| *id).collect();
     assert!(!want.is_empty());

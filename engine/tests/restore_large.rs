@@ -70,7 +70,7 @@ fn multi_chunk_atoms_and_slices_restore_check_and_report() {
         let restored = read_archive(dest.path()).unwrap();
         assert_entries_eq(&restored.entries, &replay_upto(&acked, txn), &format!("restore to {txn}"));
     }
-    let lines = report_timestamps(&set, &TimestampFilter::default()).unwrap();
+    let lines = report_timestamps(&set, &TimestampFilter { journal: true, ..TimestampFilter::default() }).unwrap();
     let expected: Vec<u64> =
         acked.iter().map(|a| a.txn_id).filter(|&t| t >= full.txn_range.first && t <= e_jnl).collect();
     assert_eq!(lines.iter().map(|l| l.txn_id).collect::<Vec<_>>(), expected);

@@ -1,6 +1,7 @@
 //! Which transactions a set can restore, beyond the common case: without journal elements (an incremental's
 //! journal may or may not reach back to the full's end point), and for an archive that holds only some storage
-//! groups (its journal has records for only some transaction ids).
+//! groups (its journal has records for only some transaction ids); `--report-timestamps` lists exactly the
+//! transactions a restore accepts.
 
 mod common;
 mod setmaker;
@@ -10,7 +11,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use backset_engine::check::{check_set, CheckOptions};
-use backset_engine::restore::{restore, RestoreError, RestoreOptions, Target};
+use backset_engine::restore::{
+    for_each_timestamp, report_timestamps, restore, RestoreError, RestoreOptions, Target, TimestampFilter,
+    TimestampItem,
+};
 use backset_engine::store::{read_archive, Database, StorageGroup, Txn};
 use backset_engine::workload::{key, replay_upto, AckedTxn, Workload, WorkloadConfig};
 use backset_format::TxnRange;
@@ -159,5 +163,65 @@ fn a_set_of_an_archive_with_some_storage_groups_restores_its_groups_at_any_trans
             assert!(restored.last_txn < txn, "archive 1 has no record of {txn}");
         }
     }
+    db.close().unwrap();
+}
+
+#[test]
+fn report_timestamps_lists_exactly_the_restore_points_and_where_a_gap_lies() {
+    let dir = tempdir();
+    let mut cfg = config("points");
+    cfg.journal_hot_copy = true;
+    let db = Arc::new(Database::open(dir.path(), cfg).unwrap());
+    let mut acked = Vec::new();
+    // The full's journal holds records below its end point (no checkpoint since they were committed).
+    commit_n(&db, 30, 11, &mut acked);
+    let sets = tempdir();
+    let set = sets.path().join("set");
+    let mut maker = SetMaker::full(&set, &db, 0);
+    commit_n(&db, 30, 12, &mut acked);
+    let jnl = maker.journal();
+    // A checkpoint, then an incremental whose journal starts past the journal element: a gap between them.
+    commit_n(&db, 30, 13, &mut acked);
+    db.checkpoint_now().unwrap();
+    commit_n(&db, 5, 14, &mut acked);
+    let inc = maker.incremental();
+    let full = maker.elements()[0].clone();
+    let (r_full, e_full) = (full.txn_range.first, full.txn_range.last);
+    let (j_last, e_inc) = (jnl.txn_range.last, inc.txn_range.last);
+    assert!(r_full < e_full && inc.txn_range.first > j_last + 1, "the case needs records below E and a gap");
+    let ranges = vec![TxnRange { first: e_full, last: j_last }, TxnRange { first: e_inc, last: e_inc }];
+    assert_eq!(check_set(&set, &CheckOptions::default()).unwrap().restorable, ranges);
+
+    let mut items = Vec::new();
+    for_each_timestamp(&set, &TimestampFilter::default(), |i| items.push(i)).unwrap();
+    let listed: Vec<u64> = items
+        .iter()
+        .filter_map(|i| match i {
+            TimestampItem::Line(l) => Some(l.txn_id),
+            TimestampItem::Gap(_) => None,
+        })
+        .collect();
+    let want: Vec<u64> = acked.iter().map(|a| a.txn_id).filter(|&t| ranges.iter().any(|r| r.contains(t))).collect();
+    assert_eq!(listed, want, "the restore points, in order");
+    let gap = TxnRange { first: j_last + 1, last: e_inc - 1 };
+    let at = items.iter().position(|i| *i == TimestampItem::Gap(gap)).expect("the gap is reported");
+    assert!(matches!(items[at - 1], TimestampItem::Line(l) if l.txn_id == j_last), "{:?}", items[at - 1]);
+    assert!(matches!(items[at + 1], TimestampItem::Line(l) if l.txn_id == e_inc), "{:?}", items[at + 1]);
+
+    // Every listed transaction restores to the acknowledged state; the one below each listed range is refused.
+    for &txn in &listed {
+        restore_matches(&set, txn, &acked);
+    }
+    for txn in [e_full - 1, e_inc - 1] {
+        let dest = tempdir();
+        let err = restore(&set, dest.path(), Target::Transaction(txn), &RestoreOptions::default()).unwrap_err();
+        assert!(matches!(err, RestoreError::OutOfRange { .. }), "{txn}: {err}");
+    }
+
+    // The whole journal on request: from the full's R, with no gap inside a run of elements.
+    let all = report_timestamps(&set, &TimestampFilter { journal: true, ..TimestampFilter::default() }).unwrap();
+    let journal: Vec<u64> = all.iter().map(|l| l.txn_id).collect();
+    assert_eq!(journal.first(), Some(&r_full));
+    assert!(journal.contains(&(e_full - 1)) && journal.contains(&e_inc));
     db.close().unwrap();
 }

@@ -753,14 +753,19 @@ impl std::fmt::Display for TimestampLine {
     }
 }
 
-/// Which records `--report-timestamps` lists: those whose commit time, in whole seconds, lies within
-/// `[start, end]` (each bound optional, inclusive), as the lines show them.
+/// Which records `--report-timestamps` lists: by default the restore points (the records whose transaction a
+/// restore accepts, range by range, see [`BackupSet::restorable`]); with `journal`, every record of the set's
+/// journal. Of those, the ones whose commit time, in whole seconds, lies within `[start, end]` (each bound optional,
+/// inclusive), as the lines show them.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct TimestampFilter {
     /// `--start-time`.
     pub start: Option<SystemTime>,
     /// `--end-time`.
     pub end: Option<SystemTime>,
+    /// `--all-journal`: every record of the set's journal, also those below a base's end point (or past a gap) that
+    /// no restore accepts.
+    pub journal: bool,
 }
 
 impl TimestampFilter {
@@ -771,30 +776,48 @@ impl TimestampFilter {
     }
 }
 
-/// Calls `f` with the commit time and transaction id of every record in the set's journal (each transaction once,
-/// in increasing order) that `filter` admits (`restore --report-timestamps`). Reads the data of the elements it
-/// needs, verified against their manifests as it streams; memory does not grow with the number of records.
-/// Returns the number of lines.
+/// What [`for_each_timestamp`] reports, in transaction order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TimestampItem {
+    /// A record listed.
+    Line(TimestampLine),
+    /// The transactions between two listed ranges that are not listed: not restorable (restore points), or in no
+    /// element's journal (`journal`). Reported between two listed lines only.
+    Gap(TxnRange),
+}
+
+/// Calls `f` with the commit time and transaction id of each record the filter selects (each transaction once, in
+/// increasing order), and with a [`TimestampItem::Gap`] where the listed ranges break (`restore
+/// --report-timestamps`). The restore points come from [`BackupSet::restorable`], the ranges a restore accepts.
+/// Reads the data of the elements it needs, verified against their manifests as it streams; memory does not grow
+/// with the number of records. Returns the number of lines.
 pub fn for_each_timestamp(
     set_dir: impl AsRef<Path>,
     filter: &TimestampFilter,
-    mut f: impl FnMut(TimestampLine),
+    mut f: impl FnMut(TimestampItem),
 ) -> Result<u64, RestoreError> {
     let set = BackupSet::open(set_dir)?;
     let setp = set.dir().to_path_buf();
-    // The transactions any element covers, merged into runs.
-    let mut ranges: Vec<TxnRange> = set.elements().iter().map(|e| e.txn_range()).collect();
-    ranges.sort_by_key(|r| (r.first, r.last));
-    let mut runs: Vec<TxnRange> = Vec::new();
-    for r in ranges {
-        match runs.last_mut() {
-            Some(run) if run.last.checked_add(1).is_none_or(|n| n >= r.first) => run.last = run.last.max(r.last),
-            _ => runs.push(r),
+    let ranges: Vec<TxnRange> = if filter.journal {
+        // The transactions any element covers, merged into runs.
+        let mut ranges: Vec<TxnRange> = set.elements().iter().map(|e| e.txn_range()).collect();
+        ranges.sort_by_key(|r| (r.first, r.last));
+        let mut runs: Vec<TxnRange> = Vec::new();
+        for r in ranges {
+            match runs.last_mut() {
+                Some(run) if run.last.checked_add(1).is_none_or(|n| n >= r.first) => run.last = run.last.max(r.last),
+                _ => runs.push(r),
+            }
         }
-    }
+        runs
+    } else {
+        set.restorable()
+    };
     let mut lines = 0u64;
-    for run in runs {
-        let plan = set.plan_journal(run.first, run.last, None).expect("a run is covered by construction");
+    // The range of the last line listed.
+    let mut listed_in: Option<usize> = None;
+    for (k, run) in ranges.iter().enumerate() {
+        let plan = set.plan_journal(run.first, run.last, None).expect("every element's journal covers its range");
         for part in plan {
             let e = &set.elements()[part.element];
             let data = e.data_dir();
@@ -809,7 +832,19 @@ pub fn for_each_timestamp(
                         return Ok::<bool, SliceError>(false);
                     }
                     if r.txn_id >= part.first && filter.admits(r.timestamp_micros) {
-                        f(TimestampLine { timestamp_micros: r.timestamp_micros, txn_id: r.txn_id });
+                        if let Some(j) = listed_in.filter(|&j| j < k) {
+                            for g in j..k {
+                                let gap = TxnRange { first: ranges[g].last + 1, last: ranges[g + 1].first - 1 };
+                                if gap.first <= gap.last {
+                                    f(TimestampItem::Gap(gap));
+                                }
+                            }
+                        }
+                        listed_in = Some(k);
+                        f(TimestampItem::Line(TimestampLine {
+                            timestamp_micros: r.timestamp_micros,
+                            txn_id: r.txn_id,
+                        }));
                         lines += 1;
                     }
                     Ok(true)
@@ -825,13 +860,17 @@ pub fn for_each_timestamp(
     Ok(lines)
 }
 
-/// [`for_each_timestamp`], collected. Holds one line (16 bytes) per record listed.
+/// The lines of [`for_each_timestamp`], collected (gaps left out). Holds one line (16 bytes) per record listed.
 pub fn report_timestamps(
     set_dir: impl AsRef<Path>,
     filter: &TimestampFilter,
 ) -> Result<Vec<TimestampLine>, RestoreError> {
     let mut out = Vec::new();
-    for_each_timestamp(set_dir, filter, |l| out.push(l))?;
+    for_each_timestamp(set_dir, filter, |item| {
+        if let TimestampItem::Line(l) = item {
+            out.push(l)
+        }
+    })?;
     Ok(out)
 }
 
@@ -845,9 +884,10 @@ mod tests {
         let line = TimestampLine { timestamp_micros: 1_613_754_030_999_999, txn_id: 4484 };
         assert_eq!(line.to_string(), "2021-02-19T17:00:30 4484");
         let at = |s: u64| Some(UNIX_EPOCH + Duration::from_secs(s));
-        assert!(TimestampFilter { start: at(1_613_754_030), end: at(1_613_754_030) }.admits(line.timestamp_micros));
-        assert!(!TimestampFilter { start: at(1_613_754_031), end: None }.admits(line.timestamp_micros));
-        assert!(!TimestampFilter { start: None, end: at(1_613_754_029) }.admits(line.timestamp_micros));
+        let window = |start, end| TimestampFilter { start, end, journal: false };
+        assert!(window(at(1_613_754_030), at(1_613_754_030)).admits(line.timestamp_micros));
+        assert!(!window(at(1_613_754_031), None).admits(line.timestamp_micros));
+        assert!(!window(None, at(1_613_754_029)).admits(line.timestamp_micros));
     }
 
     #[test]
