@@ -617,3 +617,122 @@ fn report_timestamps_lists_restore_points_and_all_journal_the_whole_journal() {
     let out = fails(&["restore", "--restore-dir", p(&dest), "--restore-snapshot", &below.to_string(), p(&set())], 1);
     assert!(stderr(&out).contains("outside the restorable range"), "{}", text(&out));
 }
+
+/// `(defects, notes, summary)` lines of a `backset check` output.
+fn check_lines(out: &Output) -> (Vec<String>, Vec<String>, String) {
+    let printed = stdout(out);
+    let pick = |prefix: &str| printed.lines().filter(|l| l.starts_with(prefix)).map(str::to_string).collect::<Vec<_>>();
+    let summary = printed.lines().find(|l| l.starts_with("backup set ")).unwrap_or_default().to_string();
+    (pick("defect: "), pick("note: "), summary)
+}
+
+#[test]
+fn regression_a_damaged_manifest_hid_a_damaged_catalog_and_left_the_elements_data_unverified() {
+    let victim_element = "1.inc";
+    for (damaged, verified_how) in [
+        (&["manifest", "catalog"][..], "by their own checksums only (its manifest cannot be read)"),
+        (&["catalog"][..], "against its manifest and by their own checksums"),
+    ] {
+        let tmp = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+        let copy = copy_of_set(tmp.path());
+        let element = copy.join(victim_element);
+        for file in damaged {
+            flip_byte(&element.join("control").join(file), 70);
+        }
+        let mut atoms: Vec<PathBuf> =
+            std::fs::read_dir(element.join("data/atoms")).unwrap().map(|e| e.unwrap().path()).collect();
+        atoms.sort();
+        assert!(atoms.len() >= 2, "the fixture's {victim_element} has {} atom files", atoms.len());
+        let data_files = atoms.len() + std::fs::read_dir(element.join("data/journal")).unwrap().count();
+        let bad_atom = &atoms[0];
+        flip_byte(bad_atom, std::fs::metadata(bad_atom).unwrap().len() - 1);
+        let out = fails(&["check", p(&copy)], 1);
+        let (defects, notes, _) = check_lines(&out);
+        for file in damaged {
+            let path = element.join("control").join(file);
+            assert!(
+                defects.iter().any(|d| d.contains(&format!("element {victim_element}: {}:", p(&path)))),
+                "{damaged:?}: the damaged {file} is not reported: {}",
+                text(&out)
+            );
+        }
+        assert!(
+            defects.iter().any(|d| d.contains(p(bad_atom))),
+            "{damaged:?}: the damaged atom file of {victim_element} went unverified: {}",
+            text(&out)
+        );
+        let want = format!("{} of its data files verified {verified_how}", data_files - 1);
+        assert!(
+            notes.iter().any(|n| n.contains(&format!("element {victim_element}:")) && n.contains(&want)),
+            "{damaged:?}: no note saying {want:?}: {}",
+            text(&out)
+        );
+        assert_eq!(defects.len(), damaged.len() + 1, "{damaged:?}: {}", text(&out));
+    }
+}
+
+/// Runs `backset args` as a user who is not root: as `nobody` (through `setpriv`) when this test runs as root, else
+/// as this user. A permission error needs a user the kernel checks permissions for; root reads everything.
+fn as_normal_user(args: &[&str]) -> Output {
+    let is_root = String::from_utf8(Command::new("id").arg("-u").output().unwrap().stdout).unwrap().trim() == "0";
+    if !is_root {
+        return backset(args);
+    }
+    let id = |flag: &str| {
+        let out = Command::new("id").args([flag, "nobody"]).output().unwrap();
+        assert!(out.status.success(), "running as root, this test needs a `nobody` user to switch to: {}", text(&out));
+        String::from_utf8(out.stdout).unwrap().trim().to_string()
+    };
+    let (uid, gid) = (id("-u"), id("-g"));
+    let out = Command::new("setpriv")
+        .args([&format!("--reuid={uid}"), &format!("--regid={gid}"), "--clear-groups", "--"])
+        .arg(env!("CARGO_BIN_EXE_backset"))
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        !stderr(&out).contains("setpriv:"),
+        "running as root, this test switches to `nobody` with setpriv, which failed: {}",
+        text(&out)
+    );
+    out
+}
+
+#[test]
+fn regression_a_permission_error_was_called_damaged_metadata() {
+    let tmp = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    // `nobody` must reach the set: the temporary directory is private by default.
+    std::fs::set_permissions(tmp.path(), std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let copy = copy_of_set(tmp.path());
+    let ok_out = as_normal_user(&["check", p(&copy)]);
+    assert!(ok_out.status.success(), "the readable copy does not check clean as a normal user: {}", text(&ok_out));
+    let unreadable = |path: &Path, mode: u32| {
+        std::fs::set_permissions(path, std::os::unix::fs::PermissionsExt::from_mode(mode)).unwrap();
+    };
+    let catalog = copy.join("full/control/catalog");
+    let atoms = copy.join("1.inc/data/atoms");
+    let slice = std::fs::read_dir(copy.join("1.jnl/data/journal")).unwrap().next().unwrap().unwrap().path();
+    unreadable(&catalog, 0o000);
+    unreadable(&atoms, 0o000);
+    unreadable(&slice, 0o000);
+    let out = as_normal_user(&["check", p(&copy)]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let (defects, _, _) = check_lines(&out);
+    for path in [&catalog, &atoms, &slice] {
+        let d = defects.iter().find(|d| d.contains(p(path))).unwrap_or_else(|| {
+            panic!("no defect names {}: {}", path.display(), text(&out));
+        });
+        assert!(d.contains("Permission denied") && d.contains("run as a user who can read"), "{d}");
+        assert!(!d.contains("damaged"), "a permission error is called damage: {d}");
+    }
+    // A restore says the same about the control file.
+    let dest = tmp.path().join("r");
+    let out = as_normal_user(&["restore", "--restore-dir", p(&dest), p(&copy)]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(
+        stderr(&out).contains(p(&catalog)) && stderr(&out).contains("run as a user who can read"),
+        "{}",
+        text(&out)
+    );
+    assert!(!stderr(&out).contains("metadata is damaged"), "{}", text(&out));
+}

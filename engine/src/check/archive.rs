@@ -7,13 +7,17 @@ use std::path::{Path, PathBuf};
 
 use backset_format::atom::ATOM_HEADER_BYTES;
 use backset_format::fsio::{read_regular, TMP_FILE_PREFIX};
+use backset_format::journal::SEGMENT_MAGIC;
 use backset_format::layout::{parse_id_name, ATOMS_DIR, JOURNAL_DIR};
 use backset_format::limits::{CHUNK_BYTES, MAX_SEGMENT_BYTES};
-use backset_format::{read_archive_segment, ArchiveSegment, AtomHeader, ReadError, Tail};
+use backset_format::manifest::ContentHasher;
+use backset_format::{
+    read_archive_segment, read_segment, ArchiveSegment, AtomHeader, FileEntry, ReadError, RecordReader, Tail,
+};
 use uuid::Uuid;
 
-use super::{CheckError, Defect, DefectKind};
-use crate::restore::{open_data_file, SliceError};
+use super::{CheckError, Defect, DefectKind, UNREADABLE};
+use crate::restore::{chunk_mismatch, open_data_file, size_mismatch, SliceError, FILE_MISMATCH};
 
 /// A torn tail at the end of the last segment: normal after a crash (the SM truncates it when it opens). At offset 0
 /// it is the whole last segment, cut short while it was being created (`backset_format::read_archive_segment`; the SM
@@ -96,14 +100,14 @@ pub fn check_archive_with_journal(
         database_id: None,
         torn_tail: None,
     };
-    for (id, path) in list(&atoms_dir, &mut r) {
+    for (id, path) in list_ids(&atoms_dir, |file, kind, what| r.defect(file, kind, what)) {
         r.atoms += 1;
-        match check_atom(&path, id) {
-            Ok(lsn) => r.last_txn = r.last_txn.max(lsn),
+        match check_atom(&path, id, None) {
+            Ok((lsn, _)) => r.last_txn = r.last_txn.max(lsn),
             Err((kind, what)) => r.defect(path, kind, what),
         }
     }
-    let segments = list(&journal_dir, &mut r);
+    let segments = list_ids(&journal_dir, |file, kind, what| r.defect(file, kind, what));
     let count = segments.len();
     let mut prev_txn = 0u64;
     for (i, (number, path)) in segments.into_iter().enumerate() {
@@ -111,7 +115,8 @@ pub fn check_archive_with_journal(
         let bytes = match read_regular(&path, MAX_SEGMENT_BYTES) {
             Ok(b) => b,
             Err(e) => {
-                r.defect(path, read_defect(&e), e.to_string());
+                let (kind, what) = read_error(&e);
+                r.defect(path, kind, what);
                 continue;
             }
         };
@@ -189,10 +194,18 @@ pub fn check_archive_with_journal(
     Ok(r)
 }
 
-/// The `<16 hex>` files of `dir`, sorted by id; any other entry (except `.tmp-` leftovers) is a defect.
-fn list(dir: &Path, r: &mut ArchiveCheckReport) -> Vec<(u64, PathBuf)> {
+/// The `<16 hex>` files of `dir`, sorted by id; any other entry (except `.tmp-` leftovers) is a defect, and so is a
+/// directory that cannot be listed (a missing one holds nothing).
+pub(super) fn list_ids(dir: &Path, mut defect: impl FnMut(PathBuf, DefectKind, String)) -> Vec<(u64, PathBuf)> {
     let mut out = Vec::new();
-    let Ok(rd) = fs::read_dir(dir) else { return out };
+    let rd = match fs::read_dir(dir) {
+        Ok(rd) => rd,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return out,
+        Err(e) => {
+            defect(dir.to_path_buf(), io_defect_kind(&e), format!("cannot list the directory: {}", io_what(&e)));
+            return out;
+        }
+    };
     for entry in rd.flatten() {
         let name = entry.file_name().to_string_lossy().into_owned();
         if name.starts_with(TMP_FILE_PREFIX) {
@@ -200,7 +213,7 @@ fn list(dir: &Path, r: &mut ArchiveCheckReport) -> Vec<(u64, PathBuf)> {
         }
         match parse_id_name(&name) {
             Some(id) => out.push((id, entry.path())),
-            None => r.defect(
+            None => defect(
                 entry.path(),
                 DefectKind::ExtraFile,
                 format!("unexpected file in {} (names are 16 lower-case hex digits)", dir.display()),
@@ -212,20 +225,28 @@ fn list(dir: &Path, r: &mut ArchiveCheckReport) -> Vec<(u64, PathBuf)> {
 }
 
 fn slice_defect(e: SliceError) -> (DefectKind, String) {
-    let kind = match e {
+    let kind = match &e {
         SliceError::NotRegular { .. } => DefectKind::NotRegular,
         SliceError::Missing { .. } => DefectKind::MissingFile,
+        SliceError::Io { op, source, .. } => return (io_defect_kind(source), format!("{op}: {}", io_what(source))),
         _ => DefectKind::Io,
     };
     (kind, e.to_string())
 }
 
-/// Checks one atom file; returns its LSN.
-fn check_atom(path: &Path, id: u64) -> Result<u64, (DefectKind, String)> {
+/// Checks one atom file by what it carries itself (header, named for its atom, length, body BLAKE3) and, given its
+/// manifest entry, against the manifest too (size, chunk and file hashes), reading it once in 1 MiB chunks. Returns
+/// its LSN and length.
+pub(super) fn check_atom(path: &Path, id: u64, entry: Option<&FileEntry>) -> Result<(u64, u64), (DefectKind, String)> {
     let (mut f, len) = open_data_file(path).map_err(slice_defect)?;
-    let mut head = [0u8; ATOM_HEADER_BYTES];
-    f.read_exact(&mut head).map_err(|e| (DefectKind::Atom, format!("cannot read the atom header: {e}")))?;
-    let h = AtomHeader::parse(&head).map_err(|e| (DefectKind::Atom, e.to_string()))?;
+    if let Some(e) = entry.filter(|e| e.size != len) {
+        return Err((DefectKind::Size, format!("{}: restore it from a copy of the set", size_mismatch(len, e.size))));
+    }
+    let read_err = |e: std::io::Error| (io_defect_kind(&e), format!("reading it: {}", io_what(&e)));
+    let mut buf = vec![0u8; CHUNK_BYTES.min(len.max(ATOM_HEADER_BYTES as u64)) as usize];
+    let first = len.min(buf.len() as u64) as usize;
+    f.read_exact(&mut buf[..first]).map_err(read_err)?;
+    let h = AtomHeader::parse(&buf[..first]).map_err(|e| (DefectKind::Atom, e.to_string()))?;
     if h.atom_id != id {
         return Err((DefectKind::Atom, format!("the file holds atom {:#x} but is named for atom {id:#x}", h.atom_id)));
     }
@@ -235,30 +256,98 @@ fn check_atom(path: &Path, id: u64) -> Result<u64, (DefectKind, String)> {
             format!("the header declares a {}-byte body, the file is {len} bytes (truncated or extended)", h.body_len),
         ));
     }
-    let mut hasher = blake3::Hasher::new();
-    let mut buf = vec![0u8; CHUNK_BYTES.min(h.body_len.max(1)) as usize];
-    let mut left = h.body_len;
-    while left > 0 {
-        let n = left.min(buf.len() as u64) as usize;
-        f.read_exact(&mut buf[..n]).map_err(|e| (DefectKind::Io, format!("reading the body: {e}")))?;
-        hasher.update(&buf[..n]);
-        left -= n as u64;
+    let mut body = blake3::Hasher::new();
+    let mut content = ContentHasher::new();
+    let (mut start, mut n) = (0u64, first);
+    for index in 0.. {
+        let chunk = &buf[..n];
+        body.update(if index == 0 { &chunk[ATOM_HEADER_BYTES..] } else { chunk });
+        let hash = content.chunk(chunk);
+        if entry.is_some_and(|e| e.chunk_hashes.get(index) != Some(&hash)) {
+            let what = chunk_mismatch(index, start, start + n as u64);
+            return Err((DefectKind::Hash, format!("{what}: restore it from a copy of the set")));
+        }
+        start += n as u64;
+        if start == len {
+            break;
+        }
+        n = (len - start).min(CHUNK_BYTES) as usize;
+        f.read_exact(&mut buf[..n]).map_err(read_err)?;
     }
-    if hasher.finalize().as_bytes() != &h.body_hash {
+    if body.finalize().as_bytes() != &h.body_hash {
         return Err((
             DefectKind::Hash,
             format!("atom {id:#x}: the body does not match the BLAKE3 in its header (damaged)"),
         ));
     }
-    Ok(h.lsn)
+    if entry.is_some_and(|e| content.finalize() != e.hash) {
+        return Err((DefectKind::Hash, format!("{FILE_MISMATCH}: restore it from a copy of the set")));
+    }
+    Ok((h.lsn, len))
 }
 
-/// The kind of defect a file that cannot be read is.
-fn read_defect(e: &ReadError) -> DefectKind {
-    match e {
+/// Checks one journal slice of a backup set whose manifest cannot be read, by what it carries itself: a segment
+/// header naming segment `id` when it starts with one (a slice from the start of a segment), else records from its
+/// first byte; every record's framing and check, transaction ids above `after_txn` and increasing, no record cut
+/// short (a slice ends after a record), at least one record. Reads the slice whole (at most `MAX_SEGMENT_BYTES`).
+/// Returns the transaction id of its last record, and its length.
+pub(super) fn check_slice_alone(path: &Path, id: u64, after_txn: u64) -> Result<(u64, u64), (DefectKind, String)> {
+    let bytes = read_regular(path, MAX_SEGMENT_BYTES).map_err(|e| read_error(&e))?;
+    let journal = |what: String| (DefectKind::Journal, format!("{what}: the slice is damaged"));
+    let mut reader = if bytes.starts_with(&SEGMENT_MAGIC) {
+        let (h, reader) = read_segment(&bytes).map_err(|e| journal(e.to_string()))?;
+        if h.segment != id {
+            return Err(journal(format!("its header names segment {}, the file is named for segment {id}", h.segment)));
+        }
+        reader
+    } else {
+        RecordReader::new(id, 0, &bytes, 0)
+    };
+    let mut last = None;
+    for rec in &mut reader {
+        let rec = rec.map_err(|e| journal(e.to_string()))?;
+        if last.is_none() && rec.txn_id <= after_txn {
+            return Err(journal(format!(
+                "its first record (byte {}) has transaction id {}, not above {after_txn} where the slice before it ends",
+                rec.offset, rec.txn_id
+            )));
+        }
+        last = Some(rec.txn_id);
+    }
+    if let Some(Tail::Torn { offset, len }) = reader.tail() {
+        return Err(journal(format!("the slice ends {len} bytes into an incomplete record at byte {offset}")));
+    }
+    let last = last.ok_or_else(|| journal("it holds no record".into()))?;
+    Ok((last, bytes.len() as u64))
+}
+
+/// The kind of defect an OS error reading a file or directory is: a permission error is not damage.
+pub(super) fn io_defect_kind(e: &std::io::Error) -> DefectKind {
+    if e.kind() == std::io::ErrorKind::PermissionDenied {
+        DefectKind::Permission
+    } else {
+        DefectKind::Io
+    }
+}
+
+/// An OS error as a defect says it, with what to do about a permission error.
+pub(super) fn io_what(e: &std::io::Error) -> String {
+    if e.kind() == std::io::ErrorKind::PermissionDenied {
+        format!("{e}; {UNREADABLE}")
+    } else {
+        e.to_string()
+    }
+}
+
+/// The defect a file that cannot be read is: its kind, and what to say.
+fn read_error(e: &ReadError) -> (DefectKind, String) {
+    let kind = match e {
         ReadError::NotRegular { .. } => DefectKind::NotRegular,
         ReadError::TooLarge { .. } => DefectKind::Size,
         ReadError::Io { source, .. } if source.kind() == std::io::ErrorKind::NotFound => DefectKind::MissingFile,
+        ReadError::Io { source, .. } => io_defect_kind(source),
         _ => DefectKind::Io,
-    }
+    };
+    let advice = if e.is_permission() { format!("; {UNREADABLE}") } else { String::new() };
+    (kind, format!("{e}{advice}"))
 }

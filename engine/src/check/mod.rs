@@ -46,6 +46,8 @@ use backset_format::{AtomState, ElementName, ElementStatus, FileEntry, FileKind,
 
 pub use archive::{check_archive, check_archive_with_journal, ArchiveCheckReport, TornTail};
 
+use archive::{check_atom, check_slice_alone, io_defect_kind, io_what};
+
 use crate::limits::{CHECK_JOURNAL_THREADS, CHECK_MAX_DEFECTS_PER_FILE, CHECK_POOL_BYTES, COPY_BATCH_FILES};
 use crate::restore::set::hex;
 use crate::restore::{
@@ -107,7 +109,14 @@ pub enum DefectKind {
     Journal,
     /// A file could not be read.
     Io,
+    /// The operating system would not let this user read a file or list a directory (`EACCES`, `EPERM`): nothing is
+    /// known to be damaged; run the check as a user who can read the whole set.
+    Permission,
 }
+
+/// What a defect of kind [`DefectKind::Permission`] says to do.
+pub(crate) const UNREADABLE: &str =
+    "this user may not read it (it may be intact): run as a user who can read it all (its owner, or root)";
 
 /// One defect: what is wrong, in which element and file.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -271,6 +280,7 @@ pub enum CheckError {
 
 fn set_error_defect(e: &SetError) -> Defect {
     let kind = match e {
+        SetError::Metadata { source, .. } if source.is_permission() => DefectKind::Permission,
         SetError::Metadata { .. } => DefectKind::Metadata,
         SetError::NotADirectory { path, .. } if path.file_name().is_some_and(|n| n == CONTROL_DIR) => {
             DefectKind::NotRegular
@@ -417,12 +427,13 @@ fn scan_layout(set: &BackupSet, r: &mut CheckReport) {
         }
     }
     top.finish(r, None, dir.to_path_buf(), DefectKind::ExtraFile, "unexpected entries at the top of the set");
-    for e in set.elements() {
+    let element_dirs = set.elements().iter().map(|e| (e.name(), &e.dir));
+    for (element, dir) in element_dirs.chain(set.unread().iter().map(|u| (u.entry.name(), &u.dir))) {
         let expect: &[&str] = &[CONTROL_DIR, DATA_DIR];
         for (sub, allowed) in
             [(None, expect), (Some(CONTROL_DIR), &[ELEMENT_INFO_FILE, MANIFEST_FILE, CATALOG_FILE][..])]
         {
-            let d = sub.map_or_else(|| e.dir.clone(), |s| e.dir.join(s));
+            let d = sub.map_or_else(|| dir.clone(), |s| dir.join(s));
             let Ok(rd) = fs::read_dir(&d) else { continue };
             let mut extra = Capped::default();
             for entry in rd.flatten() {
@@ -430,7 +441,7 @@ fn scan_layout(set: &BackupSet, r: &mut CheckReport) {
                 if name.starts_with(TMP_FILE_PREFIX) {
                     r.notes.push(format!("{} is a leftover of an interrupted metadata write", entry.path().display()));
                 } else if !allowed.contains(&name.as_str()) {
-                    extra.defect(r, Some(e.name()), Some(entry.path()), DefectKind::ExtraFile, || {
+                    extra.defect(r, Some(element), Some(entry.path()), DefectKind::ExtraFile, || {
                         format!(
                             "unexpected entry in {} (the format defines only {}): move it out of the set",
                             d.display(),
@@ -439,7 +450,7 @@ fn scan_layout(set: &BackupSet, r: &mut CheckReport) {
                     });
                 }
             }
-            extra.finish(r, Some(e.name()), d.clone(), DefectKind::ExtraFile, "unexpected entries in this directory");
+            extra.finish(r, Some(element), d.clone(), DefectKind::ExtraFile, "unexpected entries in this directory");
         }
     }
 }
@@ -587,6 +598,136 @@ struct ToRead<'a> {
     path: PathBuf,
 }
 
+/// What [`scan_data`] found in an element's `data/`.
+struct DataScan {
+    /// (kind, id) -> (path, size) of the regular files named as data files (and listed in the manifest, when there
+    /// is one); size `u64::MAX` for one that is there but cannot be used (reported already).
+    found: HashMap<(FileKind, u64), (PathBuf, u64)>,
+    /// A defect that makes the element's data damaged was reported.
+    damaged: bool,
+}
+
+/// Lists an element's `data/` (`data`): `atoms/` and `journal/` and in them the files named as data files (those of
+/// the manifest `files`, when it is known); every other entry, link or special file is a defect. `Err(damaged)` when
+/// `data/` itself cannot be used (a missing `data/` is a defect only when the manifest lists files).
+fn scan_data(
+    name: Option<ElementName>,
+    data: &Path,
+    files: Option<&[FileEntry]>,
+    r: &mut CheckReport,
+) -> Result<DataScan, bool> {
+    match fs::symlink_metadata(data) {
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => {
+            let listed = files.map_or(0, <[FileEntry]>::len);
+            if listed > 0 {
+                r.defect(
+                    name,
+                    Some(data.to_path_buf()),
+                    DefectKind::DataMissing,
+                    format!("data/ is missing ({listed} files listed in the manifest); it was moved away: put it back"),
+                );
+            }
+            return Err(listed > 0);
+        }
+        Err(err) => {
+            r.defect(name, Some(data.to_path_buf()), io_defect_kind(&err), format!("cannot stat: {}", io_what(&err)));
+            return Err(true);
+        }
+        Ok(md) if !md.is_dir() => {
+            r.defect(
+                name,
+                Some(data.to_path_buf()),
+                DefectKind::NotRegular,
+                "is not a directory (or is a link)".into(),
+            );
+            return Err(true);
+        }
+        Ok(_) => {}
+    }
+    let mut scan = DataScan { found: HashMap::new(), damaged: false };
+    let rd = match fs::read_dir(data) {
+        Ok(rd) => rd,
+        Err(err) => {
+            r.defect(
+                name,
+                Some(data.to_path_buf()),
+                io_defect_kind(&err),
+                format!("cannot list the directory: {}", io_what(&err)),
+            );
+            scan.damaged = true;
+            return Ok(scan);
+        }
+    };
+    for entry in rd.flatten() {
+        let sub = entry.file_name().to_string_lossy().into_owned();
+        let kind = match sub.as_str() {
+            ATOMS_DIR => FileKind::Atom,
+            JOURNAL_DIR => FileKind::Journal,
+            _ => {
+                r.defect(
+                    name,
+                    Some(entry.path()),
+                    DefectKind::ExtraFile,
+                    "unexpected entry in data/ (only atoms/ and journal/ belong there): move it out of the set".into(),
+                );
+                continue;
+            }
+        };
+        let subdir = entry.path();
+        if !fs::symlink_metadata(&subdir).is_ok_and(|m| m.is_dir()) {
+            r.defect(name, Some(subdir), DefectKind::NotRegular, "is not a directory (or is a link)".into());
+            continue;
+        }
+        let listing = match fs::read_dir(&subdir) {
+            Ok(listing) => listing,
+            Err(err) => {
+                r.defect(
+                    name,
+                    Some(subdir),
+                    io_defect_kind(&err),
+                    format!("cannot list the directory: {}", io_what(&err)),
+                );
+                scan.damaged = true;
+                continue;
+            }
+        };
+        let mut extra = Capped::default();
+        for f in listing.flatten() {
+            let path = f.path();
+            let fname = f.file_name().to_string_lossy().into_owned();
+            let listed =
+                |id: &u64| files.is_none_or(|m| m.binary_search_by_key(&(kind, *id), |m| (m.kind, m.id)).is_ok());
+            let Some(id) = parse_id_name(&fname).filter(listed) else {
+                let what = if files.is_some() {
+                    "this file is not listed in the element's manifest: move it out of the set"
+                } else {
+                    "unexpected file (data file names are 16 lower-case hex digits): move it out of the set"
+                };
+                extra.defect(r, name, Some(path), DefectKind::ExtraFile, || what.into());
+                continue;
+            };
+            match fs::symlink_metadata(&path) {
+                Ok(md) if md.is_file() => {
+                    scan.found.insert((kind, id), (path, md.len()));
+                }
+                Ok(_) => {
+                    scan.damaged = true;
+                    r.defect(name, Some(path), DefectKind::NotRegular, "is not a regular file (a backup set never contains links or special files): replace it by the file from a copy of the set".into());
+                    scan.found.insert((kind, id), (PathBuf::new(), u64::MAX));
+                }
+                Err(err) => {
+                    scan.damaged = true;
+                    r.defect(name, Some(path), io_defect_kind(&err), format!("cannot stat: {}", io_what(&err)));
+                    scan.found.insert((kind, id), (PathBuf::new(), u64::MAX));
+                }
+            }
+        }
+        let what = if files.is_some() { "files not listed in the manifest" } else { "unexpected files" };
+        extra.finish(r, name, subdir, DefectKind::ExtraFile, what);
+    }
+    Ok(scan)
+}
+
 /// The data of every element against its manifest. Returns, per element, whether its data is damaged.
 fn check_data(
     set: &BackupSet,
@@ -598,94 +739,16 @@ fn check_data(
     let mut to_read: Vec<ToRead<'_>> = Vec::new();
     for (i, e) in set.elements().iter().enumerate() {
         let name = Some(e.name());
-        let data = e.data_dir();
-        match fs::symlink_metadata(&data) {
-            Err(err) if err.kind() == std::io::ErrorKind::NotFound => {
-                if !e.manifest.files.is_empty() {
-                    damaged[i] = true;
-                    r.defect(
-                        name,
-                        Some(data),
-                        DefectKind::DataMissing,
-                        format!(
-                            "data/ is missing ({} files listed in the manifest); it was moved away: put it back",
-                            e.manifest.files.len()
-                        ),
-                    );
-                }
+        let found = match scan_data(name, &e.data_dir(), Some(&e.manifest.files), r) {
+            Ok(scan) => {
+                damaged[i] |= scan.damaged;
+                scan.found
+            }
+            Err(bad) => {
+                damaged[i] |= bad;
                 continue;
             }
-            Err(err) => {
-                damaged[i] = true;
-                r.defect(name, Some(data), DefectKind::Io, format!("cannot stat: {err}"));
-                continue;
-            }
-            Ok(md) if !md.is_dir() => {
-                damaged[i] = true;
-                r.defect(name, Some(data), DefectKind::NotRegular, "is not a directory (or is a link)".into());
-                continue;
-            }
-            Ok(_) => {}
-        }
-        // What is on disk: (kind, id) -> (path, size) of regular files; everything else is a defect.
-        let mut found: HashMap<(FileKind, u64), (PathBuf, u64)> = HashMap::new();
-        if let Ok(rd) = fs::read_dir(&data) {
-            for entry in rd.flatten() {
-                let sub = entry.file_name().to_string_lossy().into_owned();
-                let kind = match sub.as_str() {
-                    ATOMS_DIR => FileKind::Atom,
-                    JOURNAL_DIR => FileKind::Journal,
-                    _ => {
-                        r.defect(
-                            name,
-                            Some(entry.path()),
-                            DefectKind::ExtraFile,
-                            "unexpected entry in data/ (only atoms/ and journal/ belong there): move it out of the set"
-                                .into(),
-                        );
-                        continue;
-                    }
-                };
-                let subdir = entry.path();
-                if !fs::symlink_metadata(&subdir).is_ok_and(|m| m.is_dir()) {
-                    r.defect(name, Some(subdir), DefectKind::NotRegular, "is not a directory (or is a link)".into());
-                    continue;
-                }
-                let Ok(files) = fs::read_dir(&subdir) else {
-                    r.defect(name, Some(subdir), DefectKind::Io, "cannot list the directory".into());
-                    continue;
-                };
-                let mut extra = Capped::default();
-                for f in files.flatten() {
-                    let path = f.path();
-                    let fname = f.file_name().to_string_lossy().into_owned();
-                    let Some(id) = parse_id_name(&fname)
-                        .filter(|&id| e.manifest.files.binary_search_by_key(&(kind, id), |m| (m.kind, m.id)).is_ok())
-                    else {
-                        extra.defect(r, name, Some(path), DefectKind::ExtraFile, || {
-                            "this file is not listed in the element's manifest: move it out of the set".into()
-                        });
-                        continue;
-                    };
-                    match fs::symlink_metadata(&path) {
-                        Ok(md) if md.is_file() => {
-                            found.insert((kind, id), (path, md.len()));
-                        }
-                        Ok(_) => {
-                            damaged[i] = true;
-                            r.defect(name, Some(path), DefectKind::NotRegular, "is not a regular file (a backup set never contains links or special files): replace it by the file from a copy of the set".into());
-                            found.insert((kind, id), (PathBuf::new(), u64::MAX));
-                        }
-                        Err(err) => {
-                            damaged[i] = true;
-                            r.defect(name, Some(path), DefectKind::Io, format!("cannot stat: {err}"));
-                            found.insert((kind, id), (PathBuf::new(), u64::MAX));
-                        }
-                    }
-                }
-                extra.finish(r, name, subdir, DefectKind::ExtraFile, "files not listed in the manifest");
-            }
-        }
+        };
         for f in &e.manifest.files {
             match found.get(&(f.kind, f.id)) {
                 None => {
@@ -745,7 +808,92 @@ fn check_data(
         damaged[i] = true;
         r.defect(Some(set.elements()[i].name()), Some(path), kind, what);
     }
+    check_unread(set, ctl, r)?;
     Ok(damaged)
+}
+
+/// The data of each element [`BackupSet::load`] left out ([`BackupSet::unread`]: its control files cannot all be
+/// read, or disagree with the state). No restore uses it, but its files are verified as far as they can be, so that
+/// damaged control files do not leave damaged data unreported: each by what it carries itself, as `archive check`
+/// checks an archive (an atom file's header, name, length and body BLAKE3; a journal slice's segment header, record
+/// framing and checks, transaction ids increasing across the element's slices, no record cut short), and against
+/// the element's manifest when that one reads (missing and extra files, sizes, chunk and file hashes). One chunk
+/// in memory at a time, but for a journal slice without its manifest, read whole (at most `MAX_SEGMENT_BYTES`).
+fn check_unread(set: &BackupSet, ctl: &JobControl, r: &mut CheckReport) -> Result<(), CheckError> {
+    for u in set.unread() {
+        let name = Some(u.entry.name());
+        let files = u.manifest.as_ref().map(|m| &m.files[..]);
+        let Ok(scan) = scan_data(name, &u.dir.join(DATA_DIR), files, r) else { continue };
+        let mut found: Vec<((FileKind, u64), (PathBuf, u64))> =
+            scan.found.into_iter().filter(|(_, (_, size))| *size != u64::MAX).collect();
+        found.sort();
+        for f in files.unwrap_or_default() {
+            if !found.iter().any(|(key, _)| *key == (f.kind, f.id)) {
+                let path = u.dir.join(DATA_DIR).join(backset_format::layout::data_file_path(f.kind, f.id));
+                if fs::symlink_metadata(&path).is_err() {
+                    r.defect(
+                        name,
+                        Some(path),
+                        DefectKind::MissingFile,
+                        format!(
+                            "missing: the manifest lists this {} of {} bytes; restore it from a copy of the set",
+                            kind_name(f.kind),
+                            f.size
+                        ),
+                    );
+                }
+            }
+        }
+        let mut verified = 0usize;
+        let mut after = u.entry.txn_range.first.saturating_sub(1);
+        for ((kind, id), (path, _)) in found {
+            if ctl.is_cancelled() {
+                return Err(CheckError::Cancelled { path: set.dir().to_path_buf() });
+            }
+            let entry = files.and_then(|f| f.binary_search_by_key(&(kind, id), |m| (m.kind, m.id)).ok().map(|k| &f[k]));
+            let result = match (kind, entry) {
+                (FileKind::Atom, _) => check_atom(&path, id, entry).map(|(_, len)| len),
+                (FileKind::Journal, None) => check_slice_alone(&path, id, after).map(|(last, len)| {
+                    after = last;
+                    len
+                }),
+                (FileKind::Journal, Some(e)) => {
+                    match for_each_record(&path, e, after, Some(ctl.cancel_flag()), |_| Ok::<bool, SliceError>(true)) {
+                        Ok(summary) => {
+                            after = summary.last_txn.unwrap_or(after);
+                            Ok(e.size)
+                        }
+                        Err(SliceError::Cancelled) => {
+                            return Err(CheckError::Cancelled { path: set.dir().to_path_buf() })
+                        }
+                        Err(err) => {
+                            let (kind, what, _) = slice_error_defect(err);
+                            Err((kind, what))
+                        }
+                    }
+                }
+            };
+            match result {
+                Ok(len) => {
+                    verified += 1;
+                    r.files_read += 1;
+                    r.bytes_read += len;
+                }
+                Err((kind, what)) => r.defect(name, Some(path), kind, what),
+            }
+        }
+        r.notes.push(format!(
+            "element {}: its control files cannot all be read or disagree with the state, so no restore uses it; {verified} \
+             of its data files verified {}",
+            u.entry.name(),
+            if files.is_some() {
+                "against its manifest and by their own checksums"
+            } else {
+                "by their own checksums only (its manifest cannot be read)"
+            }
+        ));
+    }
+    Ok(())
 }
 
 /// Hashes the atom files `atoms` through the copier's read-only requests and checks their headers against the
@@ -800,7 +948,13 @@ fn check_atoms(
                 Ok(rep) => rep,
                 Err(err) => {
                     damaged[t.element] = true;
-                    r.defect(name, Some(t.path.clone()), DefectKind::Io, format!("cannot be read: {err}"));
+                    let (kind, what) = match &err {
+                        CopyError::Io { source, .. } => {
+                            (io_defect_kind(source), format!("cannot be read: {}", io_what(source)))
+                        }
+                        _ => (DefectKind::Io, format!("cannot be read: {err}")),
+                    };
+                    r.defect(name, Some(t.path.clone()), kind, what);
                     continue;
                 }
             };
@@ -937,32 +1091,12 @@ fn element_journal(
         ctl.add_outside(0, f.size);
         let mut defects = Vec::new();
         let mut fail = |kind: DefectKind, what: String| defects.push((i, path.clone(), kind, what));
-        let restore_it = "restore it from a copy of the set";
         let (read_through, whole) = match res {
             Err(SliceError::Cancelled) => return Err(CheckError::Cancelled { path: set.dir().to_path_buf() }),
-            Err(SliceError::Io { source, .. }) => {
-                fail(DefectKind::Io, format!("cannot be read: {source}"));
-                (false, false)
-            }
-            Err(err @ (SliceError::Missing { .. } | SliceError::NotRegular { .. })) => {
-                fail(DefectKind::Io, format!("cannot be read: {err}"));
-                (false, false)
-            }
-            Err(SliceError::Size { expected, found, .. }) => {
-                fail(DefectKind::Size, format!("{}: {restore_it}", size_mismatch(found, expected)));
-                (true, false)
-            }
-            Err(SliceError::Chunk { index, start, end, .. }) => {
-                fail(DefectKind::Hash, format!("{}: {restore_it}", chunk_mismatch(index, start, end)));
-                (true, false)
-            }
-            Err(SliceError::Hash { .. }) => {
-                fail(DefectKind::Hash, format!("{FILE_MISMATCH}: {restore_it}"));
-                (true, false)
-            }
             Err(err) => {
-                fail(DefectKind::Journal, format!("{err}: the slice is damaged"));
-                (true, false)
+                let (kind, what, read_through) = slice_error_defect(err);
+                fail(kind, what);
+                (read_through, false)
             }
             Ok(summary) => {
                 if let Some((txn, offset)) = outside {
@@ -1001,6 +1135,28 @@ fn element_journal(
         }
     }
     Ok(out)
+}
+
+/// The defect a journal slice that failed its verification is: its kind, what to say, and whether the slice was read
+/// through (a size, hash or framing defect) rather than not read at all.
+fn slice_error_defect(err: SliceError) -> (DefectKind, String, bool) {
+    let restore_it = "restore it from a copy of the set";
+    match err {
+        SliceError::Io { source, .. } => {
+            (io_defect_kind(&source), format!("cannot be read: {}", io_what(&source)), false)
+        }
+        err @ (SliceError::Missing { .. } | SliceError::NotRegular { .. }) => {
+            (DefectKind::Io, format!("cannot be read: {err}"), false)
+        }
+        SliceError::Size { expected, found, .. } => {
+            (DefectKind::Size, format!("{}: {restore_it}", size_mismatch(found, expected)), true)
+        }
+        SliceError::Chunk { index, start, end, .. } => {
+            (DefectKind::Hash, format!("{}: {restore_it}", chunk_mismatch(index, start, end)), true)
+        }
+        SliceError::Hash { .. } => (DefectKind::Hash, format!("{FILE_MISMATCH}: {restore_it}"), true),
+        err => (DefectKind::Journal, format!("{err}: the slice is damaged"), true),
+    }
 }
 
 /// The transactions that at least two elements' ranges cover, as sorted disjoint ranges.

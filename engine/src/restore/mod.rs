@@ -46,7 +46,7 @@ use uuid::Uuid;
 use crate::limits::{COPY_BATCH_FILES, RESTORE_SEGMENT_BYTES};
 pub(crate) use journal::{for_each_record, open_data_file};
 pub use journal::{SliceError, SliceSummary};
-pub use set::{describe_ranges, AtomSource, BackupSet, Element, JournalPart, SetError};
+pub use set::{describe_ranges, AtomSource, BackupSet, Element, JournalPart, SetError, UnreadElement};
 
 /// What to restore to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

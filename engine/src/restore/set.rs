@@ -47,11 +47,11 @@ pub enum SetError {
         /// Why.
         reason: String,
     },
-    /// A metadata file (the state or a control file) is missing or damaged.
+    /// A metadata file (the state or a control file) is missing, damaged, or this user may not read it.
     #[error(
-        "backup set {set}{}: {source}; the backup set's metadata is damaged: restore the file from a copy of the \
-         set (run `backset check` for every defect)",
-        .element.map(|e| format!(", element {e}")).unwrap_or_default()
+        "backup set {set}{}: {source}; {}",
+        .element.map(|e| format!(", element {e}")).unwrap_or_default(),
+        metadata_advice(source)
     )]
     Metadata {
         /// The set.
@@ -116,6 +116,18 @@ pub enum SetError {
         /// What is wrong.
         reason: String,
     },
+}
+
+/// What to do about a metadata file that could not be read: restore a damaged one from a copy; for one the operating
+/// system would not let this user read, nothing is known to be damaged.
+fn metadata_advice(source: &ReadError) -> &'static str {
+    if source.is_permission() {
+        "this user may not read it (the file itself may be intact): run as a user who can read the whole backup set \
+         (its owner, or root)"
+    } else {
+        "the backup set's metadata is damaged: restore the file from a copy of the set (run `backset check` for \
+         every defect)"
+    }
 }
 
 impl SetError {
@@ -208,6 +220,19 @@ impl Element {
     }
 }
 
+/// A completed element that [`BackupSet::load`] left out of [`BackupSet::elements`] because its control files could
+/// not all be read or disagree with the state, though its directory is there: check verifies its data by what the
+/// files carry themselves (and against its manifest when that one reads).
+#[derive(Debug, Clone)]
+pub struct UnreadElement {
+    /// Its entry in the state.
+    pub entry: ElementEntry,
+    /// Its directory.
+    pub dir: PathBuf,
+    /// Its `control/manifest`, when that one could be read.
+    pub manifest: Option<Manifest>,
+}
+
 /// Where one atom of a restore comes from.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AtomSource {
@@ -238,6 +263,7 @@ pub struct BackupSet {
     dir: PathBuf,
     state: State,
     elements: Vec<Element>,
+    unread: Vec<UnreadElement>,
     problems: Vec<SetError>,
 }
 
@@ -267,42 +293,77 @@ impl BackupSet {
             element: None,
             source,
         })?;
-        let mut set = Self { dir, state, elements: Vec::new(), problems: Vec::new() };
+        let mut set = Self { dir, state, elements: Vec::new(), unread: Vec::new(), problems: Vec::new() };
         let entries: Vec<ElementEntry> =
             set.state.elements.iter().filter(|e| e.status == ElementStatus::Completed).cloned().collect();
         for entry in entries {
             match set.load_element(&entry) {
                 Ok(element) => set.elements.push(element),
-                Err(e) => set.problems.push(e),
+                Err(e) => set.problems.extend(e),
             }
         }
         set.check_chain();
         Ok(set)
     }
 
-    fn load_element(&mut self, entry: &ElementEntry) -> Result<Element, SetError> {
+    /// Reads one completed element's control files. Every control file that cannot be read is a problem of its own
+    /// (a damaged manifest does not hide a damaged catalog); an element left out with its directory there is kept
+    /// in [`unread`](Self::unread), with its manifest when that one reads.
+    fn load_element(&mut self, entry: &ElementEntry) -> Result<Element, Vec<SetError>> {
         let name = entry.name();
         let dir = self.dir.join(name.to_string());
         match fs::symlink_metadata(&dir) {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                return Err(SetError::ElementMissing { set: self.dir.clone(), element: name, path: dir })
+                return Err(vec![SetError::ElementMissing { set: self.dir.clone(), element: name, path: dir }])
             }
-            Err(source) => return Err(SetError::Io { op: "stat", path: dir, source }),
+            Err(source) => return Err(vec![SetError::Io { op: "stat", path: dir, source }]),
             Ok(md) if !md.is_dir() => {
-                return Err(SetError::NotADirectory { set: self.dir.clone(), element: name, path: dir })
+                return Err(vec![SetError::NotADirectory { set: self.dir.clone(), element: name, path: dir }])
             }
             Ok(_) => {}
         }
+        let unread = |manifest| UnreadElement { entry: entry.clone(), dir: dir.clone(), manifest };
         let control = dir.join(CONTROL_DIR);
         // read_metadata refuses a link as the file itself; a link in place of control/ must be refused too, or it
         // would be followed out of the set.
         if fs::symlink_metadata(&control).is_ok_and(|md| !md.is_dir()) {
-            return Err(SetError::NotADirectory { set: self.dir.clone(), element: name, path: control });
+            self.unread.push(unread(None));
+            return Err(vec![SetError::NotADirectory { set: self.dir.clone(), element: name, path: control }]);
         }
-        let meta_err = |source| SetError::Metadata { set: self.dir.clone(), element: Some(name), source };
-        let info: ElementInfo = read_metadata(&control.join(ELEMENT_INFO_FILE)).map_err(meta_err)?;
-        let manifest: Manifest = read_metadata(&control.join(MANIFEST_FILE)).map_err(meta_err)?;
-        let catalog: Catalog = read_metadata(&control.join(CATALOG_FILE)).map_err(meta_err)?;
+        let set = self.dir.clone();
+        let meta_err = |source| SetError::Metadata { set: set.clone(), element: Some(name), source };
+        let info = read_metadata::<ElementInfo>(&control.join(ELEMENT_INFO_FILE)).map_err(meta_err);
+        let manifest = read_metadata::<Manifest>(&control.join(MANIFEST_FILE)).map_err(meta_err);
+        let catalog = read_metadata::<Catalog>(&control.join(CATALOG_FILE)).map_err(meta_err);
+        let (info, manifest, catalog) = match (info, manifest, catalog) {
+            (Ok(info), Ok(manifest), Ok(catalog)) => (info, manifest, catalog),
+            (info, manifest, catalog) => {
+                let mut problems: Vec<SetError> = info.err().into_iter().collect();
+                let manifest = manifest.map_err(|e| problems.push(e)).ok();
+                problems.extend(catalog.err());
+                self.unread.push(unread(manifest));
+                return Err(problems);
+            }
+        };
+        match self.check_element(entry, &control, &info, &manifest, &catalog) {
+            Ok(()) => Ok(Element { entry: entry.clone(), info, manifest, dir }),
+            Err(e) => {
+                self.unread.push(unread(Some(manifest)));
+                Err(vec![e])
+            }
+        }
+    }
+
+    /// Whether an element's control files agree with the state and with each other.
+    fn check_element(
+        &self,
+        entry: &ElementEntry,
+        control: &Path,
+        info: &ElementInfo,
+        manifest: &Manifest,
+        catalog: &Catalog,
+    ) -> Result<(), SetError> {
+        let name = entry.name();
         let inconsistent = |file: &str, reason: String| SetError::Inconsistent {
             set: self.dir.clone(),
             element: name,
@@ -369,7 +430,7 @@ impl BackupSet {
                 ),
             ));
         }
-        Ok(Element { entry: entry.clone(), info, manifest, dir })
+        Ok(())
     }
 
     /// The chain rules of the semantics: one full first, each incremental's parent the previous full or
@@ -464,6 +525,12 @@ impl BackupSet {
     /// The completed elements whose control files were read, in state order.
     pub fn elements(&self) -> &[Element] {
         &self.elements
+    }
+
+    /// Completed elements left out of [`elements`](Self::elements) though their directory is there (see
+    /// [`UnreadElement`]); always empty after [`open`](Self::open), which refuses the set then.
+    pub fn unread(&self) -> &[UnreadElement] {
+        &self.unread
     }
 
     /// Problems [`load`](Self::load) found (always empty after [`open`](Self::open)).
