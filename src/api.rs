@@ -155,11 +155,18 @@ pub struct HotCopyInfo {
     pub errors: BTreeMap<u64, String>,
 }
 
-/// One process (an SM of the embedded database), as `GET /api/1/processes` lists it.
+/// The most items one page of a list endpoint holds (`maxLimit` in its answer; a larger `limit` gets this many).
+/// nuocmd asks for 20, then doubles its page up to what the server answers here.
+pub const MAX_PAGE_LIMIT: usize = 1000;
+
+/// One process (an SM of the embedded database), as `GET /api/1/processes` lists it, with nuoadmin's field names
+/// and types (nuocmd reads them: `startId` is a string there).
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct Process {
-    /// Start id (new at every start of the server; see `HotCopyManager::start_id`).
+    /// Start id (new at every start of the server; see `HotCopyManager::start_id`), a string in JSON as nuoadmin
+    /// sends it (a number is read too).
+    #[serde(serialize_with = "as_string", deserialize_with = "string_or_number")]
     pub start_id: u64,
     /// Archive id.
     pub archive_id: u64,
@@ -172,8 +179,23 @@ pub struct Process {
     pub state: String,
     /// Host name.
     pub hostname: String,
-    /// The admin server's address.
+    /// The address the admin server listens on, without the port (nuoadmin's `address`).
     pub address: String,
+    /// The admin server's port (the SMs run inside it).
+    #[serde(default)]
+    pub port: u16,
+    /// nuoadmin's server id (`host`): the host name here, one admin server per host.
+    #[serde(default)]
+    pub host: String,
+    /// The process id of the admin server (the SMs run inside it).
+    #[serde(default)]
+    pub pid: u32,
+    /// nuoadmin's durable state: `MONITORED` while the server runs.
+    #[serde(default)]
+    pub durable_state: String,
+    /// Milliseconds since the admin server last heard from the SM: 0, it runs inside it.
+    #[serde(default)]
+    pub last_heard_from: u64,
     /// Labels (`archive-id`, and the storage groups it serves as `storage-groups`).
     pub labels: BTreeMap<String, String>,
     /// Options (`archive-dir`, `journal-hot-copy`).
@@ -198,11 +220,31 @@ impl crate::lbquery::Selectable for Process {
     }
 }
 
-/// `GET /api/1/processes`: `{"data": [..]}`.
+/// `GET /api/1/processes`: one page, `{"data": [..], "hasNext": false, "maxLimit": 1000}`.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
 pub struct Processes {
-    /// The processes the filter admits, by start id.
+    /// The processes the filter admits, by start id (or `orderBy`), from `offset`, at most `limit`.
     pub data: Vec<Process>,
+    /// Whether more follow this page.
+    #[serde(default)]
+    pub has_next: bool,
+    /// [`MAX_PAGE_LIMIT`].
+    #[serde(default)]
+    pub max_limit: usize,
+}
+
+fn as_string<S: serde::Serializer>(v: &u64, s: S) -> Result<S::Ok, S::Error> {
+    s.collect_str(v)
+}
+
+fn string_or_number<'de, D: serde::Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
+    use serde::de::Error;
+    match serde_json::Value::deserialize(d)? {
+        serde_json::Value::Number(n) => n.as_u64().ok_or_else(|| D::Error::custom(format!("{n} is not a start id"))),
+        serde_json::Value::String(t) => t.parse().map_err(|_| D::Error::custom(format!("{t:?} is not a start id"))),
+        other => Err(D::Error::custom(format!("{other} is not a start id"))),
+    }
 }
 
 /// The answer to a data API transaction: `{"txnId": N, "timestamp": "YYYY-MM-DDTHH:MM:SS.ffffffZ"}`.

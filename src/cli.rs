@@ -251,8 +251,10 @@ pub struct ShowInfoArgs {
     /// Only hot copies running at least this long (seconds, or with a d, h, m or s suffix).
     #[arg(long, value_name = "DURATION", allow_negative_numbers = true, value_parser = parse_duration)]
     pub running_for: Option<Duration>,
-    /// Format of an SM's line; fields: {type} {address} {hostname} {start_id} {archive_id} {db_name} {state}.
-    #[arg(long, default_value = "[{type}] {address} [start_id = {start_id}] [archive_id = {archive_id}] {state}")]
+    /// Format of an SM's line (nuocmd's); fields: {engine_type} {address} {start_id} {server_id} {pid} {node_id}
+    /// {last_ack} {durable_state} {engine_state} {archive_id} {db_name} {hostname} {type} {state}; `{f:spec}` takes a
+    /// Python format spec (`5.2f`, `>10`), `{f:spec:default}` a text for a field without a value.
+    #[arg(long, default_value = PROCESS_FORMAT)]
     pub process_format: String,
     /// Format of a hot copy's line; fields: {id} {status} {timestamp_range} {message} {stage} {type}
     /// {coordinator_start_id} {begin_timestamp} {end_timestamp} {destination_directory}.
@@ -403,12 +405,13 @@ fn encode(s: &str) -> String {
 }
 
 /// `HotCopyResponse(coordinator_start_id=2, id=..)`: what `hotcopy database` prints without `--timeout`.
-fn short(r: &HotCopyResponse) -> String {
+fn short(r: &Started) -> String {
     format!("HotCopyResponse(coordinator_start_id={}, id={})", r.coordinator_start_id, r.hot_copy_id)
 }
 
-/// `HotCopyResponse(begin_timestamp=.., coordinator_start_id=.., end_timestamp=.., id=.., message=.., status=..)`:
-/// nuocmd's fields, sorted by name (end_timestamp once ended).
+/// `HotCopyResponse(begin_timestamp=.., coordinator_start_id=.., end_timestamp=.., id=.., message=.., status=..,
+/// timestamp_range=..)`: nuocmd's fields (pynuoadmin 2.7's, `timestamp_range` included), sorted by name
+/// (end_timestamp once ended).
 pub fn full(r: &HotCopyResponse) -> String {
     let mut fields = vec![
         format!("begin_timestamp={}", r.begin_timestamp),
@@ -420,6 +423,7 @@ pub fn full(r: &HotCopyResponse) -> String {
     fields.push(format!("id={}", r.hot_copy_id));
     fields.push(format!("message={}", r.message));
     fields.push(format!("status={}", r.status));
+    fields.push(format!("timestamp_range={}", timestamp_range(r)));
     format!("HotCopyResponse({})", fields.join(", "))
 }
 
@@ -550,7 +554,7 @@ pub fn hotcopy_database(cli: &ClientArgs, args: &HotcopyDatabaseArgs) -> Result<
     };
     let check_sgs = !args.partial_storage_groups;
     let db = encode(&args.db_name);
-    let (first, raw): (HotCopyResponse, Value) = if args.kind == Kind::Simple {
+    let (started, raw): (Started, Value) = if args.kind == Kind::Simple {
         let loc = |p: &str| json!({ "copyArchiveDir": p });
         let mut body = json!({
             "backupLocations": dirs.iter().map(|(k, v)| (k.clone(), loc(v))).collect::<serde_json::Map<_, _>>(),
@@ -586,12 +590,37 @@ pub fn hotcopy_database(cli: &ClientArgs, args: &HotcopyDatabaseArgs) -> Result<
         client.post(&format!("/databases/{db}/hotCopy"), &body, Duration::ZERO)?
     };
     match timeout {
-        Some(t) => wait_and_print(&client, cli, first, t),
+        Some(t) => {
+            let path = format!(
+                "/databases/hotCopyStatus?coordinatorStartId={}&hotCopyId={}",
+                started.coordinator_start_id, started.hot_copy_id
+            );
+            let (first, _): (HotCopyResponse, Value) = client.get(&path, Duration::ZERO)?;
+            wait_and_print(&client, cli, first, t)
+        }
         None if cli.show_json => print_json(&raw),
         None => {
-            println!("{}", short(&first));
+            println!("{}", short(&started));
             Ok(())
         }
+    }
+}
+
+/// The answer to a hot copy started without a wait (nuoadmin's: the ids and the status link).
+#[derive(Debug, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Started {
+    #[serde(deserialize_with = "string_or_number")]
+    coordinator_start_id: u64,
+    hot_copy_id: String,
+}
+
+fn string_or_number<'de, D: serde::Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
+    use serde::de::Error;
+    match <Value as serde::Deserialize>::deserialize(d)? {
+        Value::Number(n) => n.as_u64().ok_or_else(|| D::Error::custom(format!("{n} is not a start id"))),
+        Value::String(t) => t.parse().map_err(|_| D::Error::custom(format!("{t:?} is not a start id"))),
+        other => Err(D::Error::custom(format!("{other} is not a start id"))),
     }
 }
 
@@ -661,12 +690,19 @@ pub fn get_hotcopy_info(cli: &ClientArgs, args: &InfoArgs) -> Result<()> {
     if cli.show_json {
         return print_json(&raw);
     }
-    for (sm, list) in &info.hot_copy_statuses {
-        for r in list {
-            println!("start_id={sm}: {}", full(r));
-        }
-    }
+    println!("{}", info_line(&info));
     report_errors(&info)
+}
+
+/// nuocmd's one line: `HotCopyDatabaseStatuses(errors={..}, hotcopy_statuses={1: [HotCopyResponse(..), ..], 2: []})`.
+fn info_line(info: &HotCopyInfo) -> String {
+    let errors: Vec<String> = info.errors.iter().map(|(sm, e)| format!("{sm}: {e}")).collect();
+    let statuses: Vec<String> = info
+        .hot_copy_statuses
+        .iter()
+        .map(|(sm, list)| format!("{sm}: [{}]", list.iter().map(full).collect::<Vec<_>>().join(", ")))
+        .collect();
+    format!("HotCopyDatabaseStatuses(errors={{{}}}, hotcopy_statuses={{{}}})", errors.join(", "), statuses.join(", "))
 }
 
 fn report_errors(info: &HotCopyInfo) -> Result<()> {
@@ -680,23 +716,117 @@ fn report_errors(info: &HotCopyInfo) -> Result<()> {
     }
 }
 
-/// Fills `{name}` fields of `format` from `fields`; an unknown field is a usage error.
-fn render(format: &str, fields: &BTreeMap<&str, String>, option: &str) -> Result<String> {
+/// nuocmd's default `--process-format`.
+const PROCESS_FORMAT: &str = "[{engine_type}] {address::<UNKNOWN ADDRESS>} [start_id = {start_id}] [server_id = \
+                              {server_id}] [pid = {pid::}] [node_id = {node_id::}] [last_ack = {last_ack:5.2f:>60}] \
+                              {durable_state}:{engine_state}";
+
+/// A value of a format field (`None` where nuocmd's is `None`: no value, the field's default is printed).
+#[derive(Debug, Clone)]
+enum Val {
+    Text(String),
+    Int(i128),
+    Float(f64),
+}
+
+/// A Python format spec, the part nuocmd's formats use: `[[fill]align][width][.precision][type]`, type `s`, `d` or
+/// `f`.
+#[derive(Debug, Default)]
+struct Spec {
+    fill: Option<char>,
+    align: Option<char>,
+    width: usize,
+    precision: Option<usize>,
+    kind: Option<char>,
+}
+
+impl Spec {
+    fn parse(spec: &str) -> Option<Spec> {
+        let chars: Vec<char> = spec.chars().collect();
+        let mut out = Spec::default();
+        let mut i = 0;
+        let is_align = |c: &char| matches!(c, '<' | '>' | '^');
+        if chars.len() >= 2 && is_align(&chars[1]) {
+            (out.fill, out.align, i) = (Some(chars[0]), Some(chars[1]), 2);
+        } else if chars.first().is_some_and(is_align) {
+            (out.align, i) = (Some(chars[0]), 1);
+        }
+        let digits = |i: &mut usize| {
+            let from = *i;
+            while chars.get(*i).is_some_and(char::is_ascii_digit) {
+                *i += 1;
+            }
+            chars[from..*i].iter().collect::<String>().parse::<usize>().ok()
+        };
+        out.width = digits(&mut i).unwrap_or(0);
+        if chars.get(i) == Some(&'.') {
+            i += 1;
+            out.precision = Some(digits(&mut i)?);
+        }
+        if let Some(&c) = chars.get(i) {
+            if !matches!(c, 's' | 'd' | 'f') {
+                return None;
+            }
+            out.kind = Some(c);
+            i += 1;
+        }
+        (i == chars.len()).then_some(out)
+    }
+
+    fn apply(&self, v: &Val) -> Option<String> {
+        let (body, number) = match (v, self.kind) {
+            (Val::Text(t), None | Some('s')) => {
+                (self.precision.map_or(t.clone(), |p| t.chars().take(p).collect()), false)
+            }
+            (Val::Int(n), None | Some('d')) if self.precision.is_none() => (n.to_string(), true),
+            (Val::Int(n), Some('f')) => (format!("{:.*}", self.precision.unwrap_or(6), *n as f64), true),
+            (Val::Float(f), Some('f')) => (format!("{:.*}", self.precision.unwrap_or(6), f), true),
+            (Val::Float(f), None) if self.precision.is_none() => (py_float(*f), true),
+            _ => return None,
+        };
+        let pad = self.width.saturating_sub(body.chars().count());
+        let fill = self.fill.unwrap_or(' ').to_string();
+        Some(match self.align.unwrap_or(if number { '>' } else { '<' }) {
+            '>' => format!("{}{body}", fill.repeat(pad)),
+            '^' => format!("{}{body}{}", fill.repeat(pad / 2), fill.repeat(pad - pad / 2)),
+            _ => format!("{body}{}", fill.repeat(pad)),
+        })
+    }
+}
+
+/// Fills the fields of `format` from `fields` as nuocmd does (Python's `str.format`, with `{name:spec:default}` for a
+/// field without a value; `<NO VALUE>` without a default); `{{` and `}}` are braces. An unknown field or a spec
+/// Backset does not take is a usage error.
+fn render(format: &str, fields: &BTreeMap<&str, Option<Val>>, option: &str) -> Result<String> {
     let mut out = String::new();
     let mut rest = format;
-    while let Some(open) = rest.find('{') {
-        out.push_str(&rest[..open]);
-        let after = &rest[open + 1..];
+    while let Some(at) = rest.find(['{', '}']) {
+        out.push_str(&rest[..at]);
+        let here = format.len() - rest.len() + at;
+        if rest[at..].starts_with("{{") || rest[at..].starts_with("}}") {
+            out.push_str(&rest[at..=at]);
+            rest = &rest[at + 2..];
+            continue;
+        }
+        if rest[at..].starts_with('}') {
+            return Err(usage(format!("{option}: '}}' at byte {here} closes no field (write '}}}}' for a brace)")));
+        }
+        let after = &rest[at + 1..];
         let Some(close) = after.find('}') else {
-            return Err(usage(format!("{option}: '{{' at byte {} is not closed", format.len() - rest.len() + open)));
+            return Err(usage(format!("{option}: '{{' at byte {here} is not closed")));
         };
-        let name = &after[..close];
-        match fields.get(name) {
-            Some(v) => out.push_str(v),
-            None => {
-                let known: Vec<&str> = fields.keys().copied().collect();
-                return Err(usage(format!("{option}: unknown field {{{name}}}; fields: {}", known.join(", "))));
-            }
+        let inner = &after[..close];
+        let (name, spec) = inner.split_once(':').unwrap_or((inner, ""));
+        let (spec, default) = spec.rsplit_once(':').unwrap_or((spec, "<NO VALUE>"));
+        let Some(value) = fields.get(name) else {
+            let known: Vec<&str> = fields.keys().copied().collect();
+            return Err(usage(format!("{option}: unknown field {{{name}}}; fields: {}", known.join(", "))));
+        };
+        let bad_spec = || usage(format!("{option}: {{{inner}}}: the format spec {spec:?} does not fit the field"));
+        let parsed = Spec::parse(spec).ok_or_else(bad_spec)?;
+        match value {
+            None => out.push_str(default),
+            Some(v) => out.push_str(&parsed.apply(v).ok_or_else(bad_spec)?),
         }
         rest = &after[close + 1..];
     }
@@ -716,7 +846,22 @@ fn timestamp_range(r: &HotCopyResponse) -> String {
 }
 
 /// The fields of `--process-format`.
-const PROCESS_FIELDS: [&str; 7] = ["type", "address", "hostname", "start_id", "archive_id", "db_name", "state"];
+const PROCESS_FIELDS: [&str; 14] = [
+    "engine_type",
+    "address",
+    "start_id",
+    "server_id",
+    "pid",
+    "node_id",
+    "last_ack",
+    "durable_state",
+    "engine_state",
+    "archive_id",
+    "db_name",
+    "hostname",
+    "type",
+    "state",
+];
 /// The fields of `--hotcopy-format`.
 const HOTCOPY_FIELDS: [&str; 10] = [
     "id",
@@ -733,7 +878,7 @@ const HOTCOPY_FIELDS: [&str; 10] = [
 
 /// Checks a format against its fields (unknown field, unclosed `{`) before anything is fetched or printed.
 fn check_format(format: &str, fields: &[&'static str], option: &str) -> Result<()> {
-    render(format, &fields.iter().map(|&f| (f, String::new())).collect(), option).map(drop)
+    render(format, &fields.iter().map(|&f| (f, None)).collect(), option).map(drop)
 }
 
 /// Runs `show hotcopy-info`.
@@ -759,50 +904,82 @@ pub fn show_hotcopy_info(cli: &ClientArgs, args: &ShowInfoArgs) -> Result<()> {
     report_errors(&info)
 }
 
-fn hotcopy_fields(r: &HotCopyResponse) -> BTreeMap<&'static str, String> {
+fn hotcopy_fields(r: &HotCopyResponse) -> BTreeMap<&'static str, Option<Val>> {
+    let text = |t: &str| Some(Val::Text(t.to_string()));
     BTreeMap::from([
-        ("id", r.hot_copy_id.clone()),
-        ("status", r.status.clone()),
-        ("timestamp_range", timestamp_range(r)),
-        ("message", r.message.clone()),
-        ("stage", r.stage.to_string()),
-        ("type", r.kind.clone()),
-        ("coordinator_start_id", r.coordinator_start_id.to_string()),
-        ("begin_timestamp", r.begin_timestamp.clone()),
-        ("end_timestamp", r.end_timestamp.clone().unwrap_or_default()),
-        ("destination_directory", r.destination_directory.clone()),
+        ("id", text(&r.hot_copy_id)),
+        ("status", text(&r.status)),
+        ("timestamp_range", text(&timestamp_range(r))),
+        ("message", text(&r.message)),
+        ("stage", Some(Val::Int(r.stage.into()))),
+        ("type", text(&r.kind)),
+        ("coordinator_start_id", Some(Val::Int(r.coordinator_start_id.into()))),
+        ("begin_timestamp", text(&r.begin_timestamp)),
+        ("end_timestamp", r.end_timestamp.as_deref().and_then(text)),
+        ("destination_directory", text(&r.destination_directory)),
     ])
 }
 
-fn process_fields(p: &Process) -> BTreeMap<&'static str, String> {
+/// A process's fields: nuocmd's names (pynuoadmin's `Process`), and Backset's earlier `type` and `state`.
+fn process_fields(p: &Process) -> BTreeMap<&'static str, Option<Val>> {
+    let text = |t: &str| Some(Val::Text(t.to_string()));
     BTreeMap::from([
-        ("type", p.kind.clone()),
-        ("address", p.address.clone()),
-        ("hostname", p.hostname.clone()),
-        ("start_id", p.start_id.to_string()),
-        ("archive_id", p.archive_id.to_string()),
-        ("db_name", p.db_name.clone()),
-        ("state", p.state.clone()),
+        ("engine_type", text(&p.kind)),
+        ("type", text(&p.kind)),
+        ("address", text(&nuocmd_address(p))),
+        ("hostname", text(&p.hostname)),
+        ("start_id", Some(Val::Int(p.start_id.into()))),
+        ("server_id", text(&p.host)),
+        ("pid", Some(Val::Int(p.pid.into()))),
+        ("node_id", None),
+        ("last_ack", Some(Val::Float(p.last_heard_from as f64 / 1e3))),
+        ("durable_state", text(&p.durable_state)),
+        ("engine_state", text(&p.state)),
+        ("state", text(&p.state)),
+        ("archive_id", Some(Val::Int(p.archive_id.into()))),
+        ("db_name", text(&p.db_name)),
     ])
 }
 
-/// `Process(address=.., archive_id=.., ...)`, fields sorted by name.
+/// nuocmd's address of a process: `hostname/address:port`, or `hostname:port` when the two are the same.
+fn nuocmd_address(p: &Process) -> String {
+    if p.hostname == p.address {
+        format!("{}:{}", p.hostname, p.port)
+    } else {
+        format!("{}/{}:{}", p.hostname, p.address, p.port)
+    }
+}
+
+/// A float as Python prints it (`0.0`, `1.5`).
+fn py_float(f: f64) -> String {
+    if f.is_finite() && f.fract() == 0.0 && f.abs() < 1e16 {
+        format!("{f:.1}")
+    } else {
+        format!("{f}")
+    }
+}
+
+/// `Process(address=.., archive_id=.., ...)`: nuocmd's fields (pynuoadmin's `Process`), sorted by name.
 fn process_line(p: &Process) -> String {
     let map = |m: &BTreeMap<String, String>| {
         format!("{{{}}}", m.iter().map(|(k, v)| format!("{k}: {v}")).collect::<Vec<_>>().join(", "))
     };
+    let ip_version = p.options.get("ip-version").map_or("v4", String::as_str);
     format!(
-        "Process(address={}, archive_id={}, db_name={}, hostname={}, labels={}, options={}, start_id={}, state={}, \
-         type={})",
-        p.address,
+        "Process(address={}, archive_id={}, db_name={}, durable_state={}, engine_state={}, engine_type={}, \
+         ipVersion={ip_version}, labels={}, last_ack={}, options={}, pid={}, server_id={}, start_id={})",
+        nuocmd_address(p),
         p.archive_id,
         p.db_name,
-        p.hostname,
-        map(&p.labels),
-        map(&p.options),
-        p.start_id,
+        p.durable_state,
         p.state,
-        p.kind
+        p.kind,
+        map(&p.labels),
+        py_float(p.last_heard_from as f64 / 1e3),
+        map(&p.options),
+        p.pid,
+        p.host,
+        p.start_id,
     )
 }
 
@@ -855,17 +1032,16 @@ mod tests {
             full(&response(Some("2022-04-18 22:53:33"))),
             "HotCopyResponse(begin_timestamp=2022-04-18 22:53:32, coordinator_start_id=2, end_timestamp=2022-04-18 \
              22:53:33, id=832c7a5f-11c2-44ed-8802-00237c347c4e, message=Hot copy successfully completed, \
-             status=completed)"
+             status=completed, timestamp_range=2022-04-18 22:53:32..22:53:33)"
         );
         assert_eq!(
             full(&response(None)),
             "HotCopyResponse(begin_timestamp=2022-04-18 22:53:32, coordinator_start_id=2, \
-             id=832c7a5f-11c2-44ed-8802-00237c347c4e, message=Stage1: Copy atoms, status=running)"
+             id=832c7a5f-11c2-44ed-8802-00237c347c4e, message=Stage1: Copy atoms, status=running, \
+             timestamp_range=2022-04-18 22:53:32...)"
         );
-        assert_eq!(
-            short(&response(None)),
-            "HotCopyResponse(coordinator_start_id=2, id=832c7a5f-11c2-44ed-8802-00237c347c4e)"
-        );
+        let started = Started { coordinator_start_id: 2, hot_copy_id: "832c7a5f-11c2-44ed-8802-00237c347c4e".into() };
+        assert_eq!(short(&started), "HotCopyResponse(coordinator_start_id=2, id=832c7a5f-11c2-44ed-8802-00237c347c4e)");
     }
 
     #[test]
@@ -886,12 +1062,29 @@ mod tests {
 
     #[test]
     fn formats_fill_fields_and_name_unknown_ones() {
-        let f = BTreeMap::from([("id", "x".to_string()), ("stage", "2".to_string())]);
+        let f = BTreeMap::from([
+            ("id", Some(Val::Text("x".into()))),
+            ("stage", Some(Val::Int(2))),
+            ("ack", Some(Val::Float(0.25))),
+            ("node", None),
+        ]);
         assert_eq!(render("{id} ({stage}) {id}", &f, "--f").unwrap(), "x (2) x");
         let e = render("{id} {nope}", &f, "--f").unwrap_err();
         assert!(e.to_string().contains("unknown field {nope}"), "{e}");
         assert!(e.downcast_ref::<UsageError>().is_some());
         assert!(render("{id", &f, "--f").is_err());
+        // nuocmd's (Python's) specs and defaults: {f:spec}, {f::default}, {f:spec:default}, {{ }}.
+        assert_eq!(render("[{ack:5.2f:>60}] [{node:5.2f:>60}]", &f, "--f").unwrap(), "[ 0.25] [>60]");
+        assert_eq!(render("[{node::}] [{node}] [{id::-}]", &f, "--f").unwrap(), "[] [<NO VALUE>] [x]");
+        assert_eq!(
+            render("[{stage:>4}] [{id:*^5}] [{id:<3}] [{ack}] {{x}}", &f, "--f").unwrap(),
+            "[   2] [**x**] [x  ] [0.25] {x}"
+        );
+        assert_eq!(render("{stage:.1f}", &f, "--f").unwrap(), "2.0");
+        for bad in ["{id:5.2f}", "{stage:q}", "{id:>x}", "a } b"] {
+            let e = render(bad, &f, "--f").unwrap_err();
+            assert!(e.downcast_ref::<UsageError>().is_some(), "{bad}: {e}");
+        }
     }
 
     #[test]
@@ -904,6 +1097,11 @@ mod tests {
             state: "RUNNING".into(),
             hostname: "h".into(),
             address: "a".into(),
+            port: 8888,
+            host: "h".into(),
+            pid: 1,
+            durable_state: "MONITORED".into(),
+            last_heard_from: 0,
             labels: BTreeMap::new(),
             options: BTreeMap::new(),
         };

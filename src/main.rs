@@ -28,6 +28,7 @@ mod config;
 mod demo;
 mod logging;
 mod offline;
+mod paging;
 mod progress;
 mod server;
 mod text;

@@ -33,8 +33,8 @@ use serde::Deserialize;
 use uuid::Uuid;
 
 use crate::api::{
-    wait_seconds, ApiError, HotCopyInfo, HotCopyResponse, Process, Processes, TxnResponse, API_PREFIX,
-    MAX_WAIT_PER_REQUEST, WAIT_PER_REQUEST_ENV,
+    wait_seconds, ApiError, HotCopyInfo, HotCopyResponse, Process, TxnResponse, API_PREFIX, MAX_WAIT_PER_REQUEST,
+    WAIT_PER_REQUEST_ENV,
 };
 use crate::cli::UsageError;
 use crate::config::FileConfig;
@@ -239,6 +239,8 @@ struct App {
     db: Arc<Database>,
     manager: HotCopyManager,
     base_uri: String,
+    /// The listen address (the processes' `address` and `port`).
+    listen: SocketAddr,
     hostname: String,
     token: Option<String>,
     /// Extra labels per archive id (the config file's `[[sm]]` tables).
@@ -299,6 +301,7 @@ pub fn run(args: &Args) -> Result<()> {
         db: Arc::clone(&db),
         manager: manager.clone(),
         base_uri: format!("http://{}", args.listen),
+        listen: args.listen,
         hostname: hostname(),
         token,
         labels: args.labels.clone(),
@@ -701,6 +704,18 @@ fn this_wait(app: &App, wait: Option<Duration>) -> Option<Duration> {
     wait.filter(|w| !w.is_zero()).map(|w| w.min(app.wait_per_request))
 }
 
+/// The answer to a hot copy started without a wait: nuoadmin's `coordinatorStartId`, `hotCopyId` and `uri` only (nuocmd
+/// prints every field it gets: `HotCopyResponse(coordinator_start_id=1, id=..)`); the status is at the `uri`.
+fn started_answer(status: &HotCopyStatus, base: &str) -> Response {
+    let r = HotCopyResponse::from_status(status, base);
+    Json(serde_json::json!({
+        "coordinatorStartId": r.coordinator_start_id,
+        "hotCopyId": r.hot_copy_id,
+        "uri": r.uri,
+    }))
+    .into_response()
+}
+
 /// A hot copy's answer after a request's wait: HTTP 408 with the HotCopyResponse when the request waited and the hot
 /// copy still runs (nuoadmin's answer to a `timeoutSec` that ran out; the hot copy keeps running), else 200.
 fn hot_copy_answer(status: &HotCopyStatus, base: &str, waited: Option<Duration>) -> Response {
@@ -782,7 +797,10 @@ async fn start(
     blocking(move || {
         let (start_id, id) = app.manager.start(req)?;
         let status = app.manager.status(start_id, id, wait)?;
-        Ok(hot_copy_answer(&status, &base, wait))
+        Ok(match wait {
+            None => started_answer(&status, &base),
+            Some(_) => hot_copy_answer(&status, &base, wait),
+        })
     })
     .await
 }
@@ -957,7 +975,12 @@ fn all_processes(app: &App) -> Vec<Process> {
                 kind: "SM".into(),
                 state: "RUNNING".into(),
                 hostname: app.hostname.clone(),
-                address: app.base_uri.trim_start_matches("http://").to_string(),
+                address: app.listen.ip().to_string(),
+                port: app.listen.port(),
+                host: app.hostname.clone(),
+                pid: std::process::id(),
+                durable_state: "MONITORED".into(),
+                last_heard_from: 0,
                 labels,
                 options,
             }
@@ -965,22 +988,38 @@ fn all_processes(app: &App) -> Vec<Process> {
         .collect()
 }
 
-/// `GET /processes[?filterQuery=<expr>]`.
+/// The fields of a process that `filterBy`, `orderBy` and `descendingFields` may name.
+const PROCESS_FIELDS: [&str; 11] =
+    ["startId", "archiveId", "dbName", "type", "state", "hostname", "address", "port", "host", "pid", "durableState"];
+
+/// `GET /processes[?filterQuery=<expr>]`, paged as nuoadmin's list endpoints are ([`crate::paging`]: `offset`,
+/// `limit`, `filterBy`, `orderBy`, `descendingFields`).
 async fn processes(
     State(app): State<Arc<App>>,
-    q: Result<Query<HashMap<String, String>>, QueryRejection>,
-) -> Reply<Processes> {
-    let q = query(q)?;
+    q: Result<Query<Vec<(String, String)>>, QueryRejection>,
+) -> Result<Response, HttpError> {
+    let q = q.map(|Query(v)| v).map_err(|e| HttpError::bad(format!("bad query string: {}", e.body_text())))?;
     let all = all_processes(&app);
-    let data = match q.get("filterQuery") {
+    let admitted: Vec<Process> = match q.iter().rev().find(|(k, _)| k == "filterQuery") {
         None => all,
-        Some(f) => {
+        Some((_, f)) => {
             let filter = Filter::parse(f).map_err(|e| HttpError::bad(e.to_string()))?;
             let keep = filter.admits(&all);
             all.into_iter().zip(keep).filter_map(|(p, k)| k.then_some(p)).collect()
         }
     };
-    Ok(Json(Processes { data }))
+    let values = admitted
+        .iter()
+        .map(serde_json::to_value)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| HttpError::new(StatusCode::INTERNAL_SERVER_ERROR, format!("encode a process: {e}")))?;
+    let page = crate::paging::page(values, &PROCESS_FIELDS, &q).map_err(HttpError::bad)?;
+    Ok(Json(serde_json::json!({
+        "data": page.data,
+        "hasNext": page.has_next,
+        "maxLimit": crate::api::MAX_PAGE_LIMIT,
+    }))
+    .into_response())
 }
 
 /// The body of a data API transaction.

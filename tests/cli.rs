@@ -232,7 +232,7 @@ fn timeout_expiry_leaves_the_hot_copy_running_then_cancel() {
     let info = srv.ok(&["get", "hotcopy-info", "--db-name", "demo", "--running-for", "0"]);
     assert!(info.contains(&id), "{info}");
     let info = srv.ok(&["get", "hotcopy-info", "--db-name", "demo", "--running-for", "1h"]);
-    assert_eq!(info, "");
+    assert_eq!(info, "HotCopyDatabaseStatuses(errors={}, hotcopy_statuses={1: []})\n");
     let show = srv.ok(&["show", "hotcopy-info", "--db-name", "demo"]);
     assert!(show.contains(&format!("{id} [running] ")) && show.contains("... : Stage"), "{show}");
     // get hotcopy-status --timeout expiring also exits non-zero.
@@ -368,14 +368,15 @@ fn info_show_and_processes() {
     );
     assert!(stderr(&out).contains("selects no SM"), "{}", text(&out));
 
-    // get hotcopy-info: per SM start id; the coordinated hot copy under both SMs.
+    // get hotcopy-info: per SM start id, on one line as nuocmd prints it; the coordinated hot copy under both SMs.
     let info = srv.ok(&["get", "hotcopy-info", "--db-name", "demo"]);
-    assert_eq!(info.lines().filter(|l| l.contains(&id)).count(), 2, "{info}");
-    assert!(info
-        .lines()
-        .all(|l| l.starts_with("start_id=1: HotCopyResponse(") || l.starts_with("start_id=2: HotCopyResponse(")));
+    assert_eq!(info.lines().count(), 1, "{info}");
+    assert_eq!(info.matches(&id).count(), 2, "{info}");
+    assert!(info.starts_with("HotCopyDatabaseStatuses(errors={}, hotcopy_statuses={1: [HotCopyResponse("), "{info}");
+    assert!(info.contains("], 2: [HotCopyResponse("), "{info}");
     let sm2 = srv.ok(&["get", "hotcopy-info", "--coordinator-start-id", "2"]);
-    assert_eq!(sm2.lines().count(), 2, "{sm2}");
+    assert!(sm2.starts_with("HotCopyDatabaseStatuses(errors={}, hotcopy_statuses={2: [HotCopyResponse("), "{sm2}");
+    assert_eq!(sm2.matches("HotCopyResponse(").count(), 2, "{sm2}");
     let v: Value = serde_json::from_str(&srv.ok(&["get", "hotcopy-info", "--db-name", "demo", "--show-json"])).unwrap();
     assert_eq!(v["hotCopyStatuses"]["2"].as_array().unwrap().len(), 2);
 

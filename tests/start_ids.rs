@@ -24,7 +24,7 @@ fn field(line: &str, name: &str) -> String {
 fn start_ids(srv: &Server) -> Vec<u64> {
     let a = srv.get("/processes");
     assert_eq!(a.code, 200, "{}", a.text);
-    a.json["data"].as_array().unwrap().iter().map(|p| p["startId"].as_u64().unwrap()).collect()
+    a.json["data"].as_array().unwrap().iter().map(|p| p["startId"].as_str().unwrap().parse().unwrap()).collect()
 }
 
 fn hot_copy(srv: &Server, kind: &str, set: &str) -> (String, String) {

@@ -124,7 +124,10 @@ fn the_readme_operator_walkthrough() {
     let show = ok(&[&["show", "hotcopy-info", "--db-name", "demo"], &api[..]].concat());
     let lines: Vec<&str> = show.lines().collect();
     assert_eq!(lines.len(), 3, "{show}");
-    assert_eq!(lines[0], format!("[SM] {addr} [start_id = 1] [archive_id = 0] RUNNING"), "{show}");
+    // nuocmd's process line: `[SM] <host>/<address> [start_id = 1] [server_id = <host>] [pid = <serve's>] ...`.
+    let pid = serve.0.as_ref().unwrap().id();
+    assert!(lines[0].starts_with("[SM] ") && lines[0].contains(&format!("/{addr} [start_id = 1] [server_id = ")));
+    assert!(lines[0].ends_with(&format!("[pid = {pid}] [node_id = ] [last_ack =  0.00] MONITORED:RUNNING")), "{show}");
     for (line, id) in lines[1..].iter().zip([&full, &journal]) {
         assert!(line.starts_with(&format!("  {id} [completed] ")), "{show}");
         assert!(line.ends_with(" : Hot copy successfully completed (3)"), "{show}");
