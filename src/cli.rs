@@ -508,7 +508,7 @@ fn absolute(option: &str, p: &Path) -> Result<()> {
 
 /// Runs `hotcopy database`.
 pub fn hotcopy_database(cli: &ClientArgs, args: &HotcopyDatabaseArgs) -> Result<()> {
-    if args.backup_dirs.len() % 2 != 0 {
+    if !args.backup_dirs.len().is_multiple_of(2) {
         return Err(usage("--backup-dirs takes pairs of <archive id> <path>"));
     }
     let mut dirs = BTreeMap::new();

@@ -73,7 +73,7 @@ fn writer(srv: Arc<Server>, id: usize, stop: Arc<AtomicBool>) -> Vec<Acked> {
             puts.insert(k, format!("w{id:02}-{seq}-{pad}"));
         }
         let mut deletes = Vec::new();
-        if rng.next() % 4 == 0 {
+        if rng.next().is_multiple_of(4) {
             let k = format!("key-{:05}", rng.next() % KEYS);
             if !puts.contains_key(&k) {
                 deletes.push(k);

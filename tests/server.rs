@@ -705,7 +705,7 @@ fn simple_hot_copy_with_a_separate_journal_dir() {
             while !stop.load(std::sync::atomic::Ordering::Relaxed) {
                 i += 1;
                 let put = vec![(format!("k{:04}", i % 250), format!("w{i}")), (format!("n{i:05}"), "x".into())];
-                let delete = if i % 3 == 0 { vec![format!("k{:04}", (i * 7) % 200)] } else { Vec::new() };
+                let delete = if i.is_multiple_of(3) { vec![format!("k{:04}", (i * 7) % 200)] } else { Vec::new() };
                 let delete: Vec<String> = delete.into_iter().filter(|d| !put.iter().any(|(k, _)| k == d)).collect();
                 mine.push((commit(&srv, &put, &delete), put, delete));
             }

@@ -106,7 +106,7 @@ pub(crate) fn source_from_stat(
         }
     };
     // Unaligned ranges (journal slices start at record boundaries) are read through the page cache.
-    let want_direct = want_direct && req.offset % DIRECT_ALIGN as u64 == 0 && direct_possible(stx);
+    let want_direct = want_direct && req.offset.is_multiple_of(DIRECT_ALIGN as u64) && direct_possible(stx);
     let direct = set_flags(&file, SOURCE_OPEN_FLAGS, want_direct);
     Ok(Source { file, direct, offset: req.offset, len })
 }
@@ -267,7 +267,7 @@ pub(crate) fn fsynced_alone(len: u64) -> bool {
 
 /// Cuts a direct-I/O target back to its size after a padded last write.
 pub(crate) fn truncate_target(target: &Target, len: u64, path: &Path) -> Result<(), CopyError> {
-    if target.direct && len % DIRECT_ALIGN as u64 != 0 {
+    if target.direct && !len.is_multiple_of(DIRECT_ALIGN as u64) {
         target.file.set_len(len).map_err(|e| CopyError::io("truncate", path, e))?;
     }
     Ok(())

@@ -87,7 +87,7 @@ impl Copier {
     /// Sets up the pool and the backend.
     pub fn new(opts: Options) -> Result<Self, CopyError> {
         let ok_size = (limits::POOL_BYTES_MIN..=limits::POOL_BYTES_MAX).contains(&opts.pool_bytes)
-            && opts.pool_bytes % limits::BUFFER_BYTES == 0;
+            && opts.pool_bytes.is_multiple_of(limits::BUFFER_BYTES);
         if !ok_size {
             return Err(CopyError::Setup {
                 backend: "copier",

@@ -77,8 +77,8 @@ pub const THROTTLE_GRAIN: std::time::Duration = std::time::Duration::from_millis
 /// Threads of the portable backend.
 pub const PORTABLE_THREADS: usize = 4;
 
-const _: () = assert!(BUFFER_BYTES % DIRECT_ALIGN == 0);
-const _: () = assert!(POOL_BYTES_DEFAULT % BUFFER_BYTES == 0);
+const _: () = assert!(BUFFER_BYTES.is_multiple_of(DIRECT_ALIGN));
+const _: () = assert!(POOL_BYTES_DEFAULT.is_multiple_of(BUFFER_BYTES));
 const _: () = assert!(POOL_BYTES_DEFAULT / BUFFER_BYTES <= u16::MAX as usize);
 const _: () = assert!(POOL_BYTES_MAX / BUFFER_BYTES <= u16::MAX as usize);
 const _: () = assert!(2 * (POOL_BYTES_MAX / BUFFER_BYTES) + 2 * MAX_OPEN_FILES <= MAX_RING_ENTRIES as usize);

@@ -222,7 +222,7 @@ impl SlowThrottle {
 
 impl Throttle for SlowThrottle {
     fn try_acquire(&self, bytes: u64) -> Result<(), Duration> {
-        if self.asked.fetch_add(1, Relaxed) % 2 == 0 {
+        if self.asked.fetch_add(1, Relaxed).is_multiple_of(2) {
             return Err(Duration::from_millis(1));
         }
         let allowed = (self.start.elapsed().as_secs_f64() * self.rate as f64) as u64 + bytes;

@@ -100,7 +100,7 @@ const _: () = assert!(RESTORE_SEGMENT_BYTES + MAX_RECORD_PAYLOAD_BYTES as u64 + 
 const _: () = assert!(COPY_BATCH_FILES > 0);
 const _: () = assert!(CHECK_JOURNAL_THREADS >= 1);
 const _: () = assert!(
-    CHECK_POOL_BYTES % backset_copier::limits::BUFFER_BYTES == 0
+    CHECK_POOL_BYTES.is_multiple_of(backset_copier::limits::BUFFER_BYTES)
         && CHECK_POOL_BYTES >= backset_copier::limits::POOL_BYTES_MIN
         && CHECK_POOL_BYTES <= backset_copier::limits::POOL_BYTES_MAX
 );
