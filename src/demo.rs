@@ -56,6 +56,7 @@ pub fn run(args: &Args) -> Result<()> {
 
     // The embedded database keeps its journal until journal hot copies have copied it (DESIGN.md: `serve`'s default).
     let config = Config { journal_hot_copy: true, ..Config::new("demo") };
+    backset_engine::lock::set_program_name("backset demo");
     let db = Arc::new(Database::open(&db_dir, config).context("open the embedded database")?);
     println!("database  demo: 1 storage manager, journal-hot-copy enabled, archive in {}", db_dir.join("0").display());
     let workload = Workload::start(

@@ -291,6 +291,10 @@ pub fn run(args: &Args) -> Result<()> {
                 .collect(),
         );
     }
+    // Bound before the database is opened: a serve that cannot listen leaves nothing in the data directory.
+    let listener = std::net::TcpListener::bind(args.listen).with_context(|| format!("listen on {}", args.listen))?;
+    listener.set_nonblocking(true).with_context(|| format!("listen on {}", args.listen))?;
+    backset_engine::lock::set_program_name("backset serve");
     let db_root = args.data_dir.join("database");
     let db = Arc::new(
         Database::open(&db_root, config).with_context(|| format!("open the database in {}", db_root.display()))?,
@@ -316,7 +320,7 @@ pub fn run(args: &Args) -> Result<()> {
     let mut workload: Option<Workload> = None;
     let served = rt.block_on(async {
         let listener =
-            tokio::net::TcpListener::bind(args.listen).await.with_context(|| format!("listen on {}", args.listen))?;
+            tokio::net::TcpListener::from_std(listener).with_context(|| format!("listen on {}", args.listen))?;
         tracing::info!(
             "database {} ({} SM{}, journal-hot-copy {}) in {}; admin API on http://{}{}",
             db.name(),

@@ -17,6 +17,7 @@ use backset_format::layout::{atom_file_name, ATOMS_DIR, JOURNAL_DIR};
 use backset_format::limits::MAX_ATOM_BODY_BYTES;
 use backset_format::{encode_atom, AtomHeader};
 
+use crate::lock::{DirKind, DirLock};
 use crate::store::{archive_dir, codec_encode_body, entry_len, routing_of, sync_dir, Config, DbMeta, StoreError};
 
 /// What to load.
@@ -70,6 +71,9 @@ pub fn bulk_load(root: &Path, config: &Config, spec: &BulkSpec) -> Result<BulkRe
             reason: format!("bulk value_bytes = {}, must be 1..={}", spec.value_bytes, MAX_ATOM_BODY_BYTES / 2),
         });
     }
+    fs::create_dir_all(root).map_err(StoreError::io("create directory", root))?;
+    // Refuses a directory a running store holds (crate::lock), and keeps one from opening it while this writes.
+    let _lock = DirLock::exclusive(root, DirKind::Database)?;
     if DbMeta::read(root)?.is_some() {
         return Err(StoreError::Config {
             reason: format!("{} already holds a database; bulk load into an empty directory", root.display()),

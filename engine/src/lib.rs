@@ -8,6 +8,7 @@
 //! - [`bulk`]: a bulk loader that writes gigabytes of atoms directly, for benchmarks.
 //! - [`found`]: what a path given to an offline tool holds (a backup set, an archive, an empty directory, a file).
 //! - [`limits`]: every bound the engine puts on sizes, counts and durations.
+//! - [`lock`]: one process per database or archive directory (an advisory lock a running SM holds).
 
 pub mod archive;
 pub mod bulk;
@@ -15,6 +16,7 @@ pub mod check;
 pub mod found;
 pub mod hotcopy;
 pub mod limits;
+pub mod lock;
 pub mod restore;
 pub mod store;
 pub mod workload;

@@ -155,3 +155,9 @@ pub const RESTORE_MEMORY_PER_METADATA_BYTE: u64 = 24;
 pub const fn restore_memory_bound(metadata_bytes: u64) -> u64 {
     RESTORE_FIXED_MEMORY_BYTES + RESTORE_MEMORY_PER_METADATA_BYTE * metadata_bytes
 }
+
+// ---- Directory locks (`lock.rs`) ----
+
+/// Bytes of a lock file read to name its holder at most: 4 KiB (a record is three short lines; a program name
+/// longer than this is cut, and the holder then reads as unnamed).
+pub const MAX_LOCK_RECORD_BYTES: u64 = 4 << 10;

@@ -2,7 +2,9 @@
 
 mod common;
 
-use backset_engine::store::{read_archive, CommitError, Database, Txn};
+use backset_engine::check::{check_archive, CheckError};
+use backset_engine::lock::{DirKind, DirLock, Holder, LockError, LOCK_FILE};
+use backset_engine::store::{read_archive, CommitError, Database, StoreError, Txn};
 use common::{config, tempdir};
 
 #[test]
@@ -43,4 +45,72 @@ fn refusals_name_the_problem() {
     db.close().unwrap();
     let e = db.commit(&Txn::new().put("k", "1")).unwrap_err();
     assert!(e.to_string().contains("closed"), "{e}");
+}
+
+/// The holder a refusal names, with the directory and its kind; panics on any other error.
+fn in_use(e: &LockError) -> (DirKind, &std::path::Path, &Holder) {
+    match e {
+        LockError::InUse { kind, dir, holder } => (*kind, dir, holder),
+        other => panic!("expected an in-use refusal, got: {other}"),
+    }
+}
+
+#[test]
+fn a_second_open_of_one_directory_is_refused_until_the_first_closes() {
+    let dir = tempdir();
+    let db = Database::open(dir.path(), config("lock")).unwrap();
+    assert_eq!(db.commit(&Txn::new().put("a", "1")).unwrap().txn_id, 1);
+    let me = Holder::Process {
+        pid: std::process::id(),
+        program: std::env::current_exe().unwrap().file_name().unwrap().to_string_lossy().into_owned(),
+    };
+
+    // A second open in the same process: refused before it reads or writes anything, naming this process.
+    let segments_before = common::file_names(&dir.path().join("0").join("journal"));
+    let Err(StoreError::Locked(e)) = Database::open(dir.path(), config("lock")) else {
+        panic!("the second open of {} was not refused as locked", dir.path().display())
+    };
+    assert_eq!(in_use(&e), (DirKind::Database, dir.path(), &me));
+    assert_eq!(
+        e.to_string(),
+        format!("database directory {} is in use by {me}; stop it first", dir.path().display()),
+        "the message names the directory and the holder"
+    );
+    assert_eq!(common::file_names(&dir.path().join("0").join("journal")), segments_before, "nothing written");
+
+    // The offline readers refuse the archive the store holds.
+    let archive = dir.path().join("0");
+    let Err(StoreError::Locked(e)) = read_archive(&archive) else { panic!("read_archive of a held archive") };
+    assert_eq!(in_use(&e), (DirKind::Archive, archive.as_path(), &me));
+    let Err(CheckError::Locked(e)) = check_archive(&archive) else { panic!("check_archive of a held archive") };
+    assert_eq!(in_use(&e).0, DirKind::Archive);
+
+    // The first keeps working; once closed, the directory opens again and the sequence continues.
+    assert_eq!(db.commit(&Txn::new().put("b", "2")).unwrap().txn_id, 2);
+    db.close().unwrap();
+    assert_eq!(read_archive(&archive).unwrap().last_txn, 2, "a closed store's archive reads");
+    let db2 = Database::open(dir.path(), config("lock")).unwrap();
+    assert_eq!(db2.commit(&Txn::new().put("c", "3")).unwrap().txn_id, 3);
+    assert_eq!(db2.get(b"b").unwrap(), Some(b"2".to_vec()));
+    drop(db2);
+    drop(db);
+
+    // A crash releases the locks as the death of a process does (the file stays and means nothing).
+    let db = Database::open(dir.path(), config("lock")).unwrap();
+    db.crash();
+    assert!(dir.path().join(LOCK_FILE).is_file() && archive.join(LOCK_FILE).is_file());
+    let db = Database::open(dir.path(), config("lock")).unwrap();
+    assert_eq!(db.get(b"c").unwrap(), Some(b"3".to_vec()));
+    db.close().unwrap();
+
+    // An archive being read (a shared lock) is refused to a store, which names the readers.
+    let reading = DirLock::shared(&archive, DirKind::Archive).unwrap().expect("the archive has a lock file");
+    let Err(StoreError::Locked(e)) = Database::open(dir.path(), config("lock")) else {
+        panic!("an open while the archive is being read was not refused")
+    };
+    assert_eq!(in_use(&e), (DirKind::Archive, archive.as_path(), &Holder::Readers));
+    // Readers share: a second reader and read_archive work beside it.
+    assert_eq!(read_archive(&archive).unwrap().last_txn, 3);
+    drop(reading);
+    Database::open(dir.path(), config("lock")).unwrap().close().unwrap();
 }

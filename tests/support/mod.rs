@@ -52,6 +52,24 @@ pub fn backset(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_backset")).args(args).output().unwrap()
 }
 
+/// Runs the `backset` binary with `args` and returns its output once it exits; kills it and fails the test when it
+/// is still running after `timeout` (a command that should refuse at once but runs on, such as a second `serve`).
+pub fn backset_within(args: &[&str], timeout: Duration) -> Output {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_backset"))
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let exited = wait_until(timeout, || child.try_wait().unwrap().is_some());
+    if !exited {
+        let _ = child.kill();
+    }
+    let out = child.wait_with_output().unwrap();
+    assert!(exited, "`backset {}` still ran after {timeout:?}; killed: {}", args.join(" "), text(&out));
+    out
+}
+
 /// A process's exit status and both outputs, for assertion messages.
 pub fn text(out: &Output) -> String {
     format!(

@@ -17,6 +17,7 @@ use backset_format::{
 use uuid::Uuid;
 
 use super::{CheckError, Defect, DefectKind, UNREADABLE};
+use crate::lock::{DirKind, DirLock};
 use crate::restore::{chunk_mismatch, open_data_file, size_mismatch, SliceError, FILE_MISMATCH};
 
 /// A torn tail at the end of the last segment: normal after a crash (the SM truncates it when it opens). At offset 0
@@ -71,7 +72,8 @@ impl ArchiveCheckReport {
 /// within and across segments; a torn tail is reported as such. What is damage is decided as the reference store's
 /// recovery (and so `archive dump|info`) decides it: every file a regular file (never a link, a FIFO or a device),
 /// bounded by the format's limits, and the last segment by `backset_format::read_archive_segment`. Holds one segment in memory at a time (at most the
-/// format's `MAX_SEGMENT_BYTES`) and one 1 MiB buffer for atoms. The archive must not be in use by an SM.
+/// format's `MAX_SEGMENT_BYTES`) and one 1 MiB buffer for atoms. An archive a running SM holds is refused
+/// ([`CheckError::Locked`], see [`crate::lock`]).
 pub fn check_archive(dir: impl AsRef<Path>) -> Result<ArchiveCheckReport, CheckError> {
     let dir = dir.as_ref();
     check_archive_with_journal(dir, dir.join(JOURNAL_DIR))
@@ -90,6 +92,8 @@ pub fn check_archive_with_journal(
         let reason = crate::found::found(&dir).not_an_archive(&dir);
         return Err(CheckError::NotAnArchive { path: dir, reason });
     }
+    // Refuses an archive a running SM holds; an SM cannot take it while this reads.
+    let _lock = DirLock::shared(&dir, DirKind::Archive)?;
     let mut r = ArchiveCheckReport {
         dir,
         defects: Vec::new(),

@@ -276,6 +276,9 @@ pub enum CheckError {
         /// The set.
         path: PathBuf,
     },
+    /// The archive is held by a running SM (see [`crate::lock`]).
+    #[error(transparent)]
+    Locked(#[from] crate::lock::LockError),
 }
 
 fn set_error_defect(e: &SetError) -> Defect {

@@ -10,6 +10,9 @@ use uuid::Uuid;
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum StoreError {
+    /// The directory is held by another process (or another open in this one): see [`crate::lock`].
+    #[error(transparent)]
+    Locked(#[from] crate::lock::LockError),
     /// The operating system refused an operation.
     #[error("{op} {path}: {source}")]
     Io {

@@ -71,6 +71,7 @@ pub use sm::{CheckpointStats, RecoveryReport, SegmentInfo, SmArchive};
 
 use crate::archive::{Archive, ArchiveIdentity};
 use crate::limits::{MAX_KEY_BYTES, MAX_OPS_PER_TXN, MAX_STORE_ATOM_BODY_BYTES, MAX_VALUE_BYTES};
+use crate::lock::{DirKind, DirLock};
 use error::show_key;
 use journal::{JournalState, SegmentFile};
 use sm::{Pending, SmParts, Stop};
@@ -170,6 +171,8 @@ struct Inner {
     closed: AtomicBool,
     stop_checkpointer: Mutex<bool>,
     stop_cv: Condvar,
+    /// The directory locks (database, then archives), released once the store is closed or crashed.
+    locks: Mutex<Vec<DirLock>>,
 }
 
 /// A running reference store. See the [module documentation](self).
@@ -195,10 +198,17 @@ impl Database {
     /// Opens the database in `root`, creating it (directory, metadata, archives) when `root` holds none, and
     /// recovers every archive. Archive directories that exist without metadata (a restore) are recovered too: give
     /// their database id in `config.database_id`.
+    ///
+    /// Takes the exclusive lock ([`crate::lock`]) of `root` and of each archive directory before reading them, and
+    /// holds them until [`close`](Self::close), [`crash`](Self::crash) or drop: a second open of the directory, in
+    /// this process or another, fails with [`StoreError::Locked`] naming the holder.
     pub fn open(root: impl AsRef<Path>, config: Config) -> Result<Self, StoreError> {
         let root = root.as_ref().to_path_buf();
         config.validate()?;
         std::fs::create_dir_all(&root).map_err(StoreError::io("create directory", &root))?;
+        // One process per directory (crate::lock), before anything is read: the database directory, then each
+        // archive directory (so the offline tools refuse an archive this process serves).
+        let mut locks = vec![DirLock::exclusive(&root, DirKind::Database)?];
         let existing = DbMeta::read(&root)?;
         let meta = match &existing {
             Some(m) => {
@@ -211,6 +221,11 @@ impl Database {
         let mut recovered = Vec::with_capacity(config.sms);
         for a in 0..config.sms {
             let dir = archive_dir(&root, a as u64);
+            if !dir.is_dir() {
+                std::fs::create_dir(&dir).map_err(StoreError::io("create directory", &dir))?;
+                sync_dir(&root)?;
+            }
+            locks.push(DirLock::exclusive(&dir, DirKind::Archive)?);
             let journal_dir = dir.join(backset_format::layout::JOURNAL_DIR);
             recovered.push(recovery::recover(&dir, &journal_dir, Some(meta.database_id), true)?);
         }
@@ -276,6 +291,7 @@ impl Database {
             closed: AtomicBool::new(false),
             stop_checkpointer: Mutex::new(false),
             stop_cv: Condvar::new(),
+            locks: Mutex::new(locks),
         });
         let mut threads = Vec::new();
         for (sm, seg) in inner.sms.iter().zip(segment_files) {
@@ -519,10 +535,10 @@ impl Database {
     /// Clean shutdown: refuses new commits, writes the queued ones, stops the threads, and checkpoints every SM (so
     /// the next open replays nothing). Idempotent.
     pub fn close(&self) -> Result<(), StoreError> {
-        if self.stop(Stop::Drain) {
-            self.checkpoint_now()?;
-        }
-        Ok(())
+        let result = if self.stop(Stop::Drain) { self.checkpoint_now().map(drop) } else { Ok(()) };
+        // Released after the final checkpoint: another process may open the directories now.
+        lock(&self.inner.locks).clear();
+        result
     }
 
     /// Stops at once, as a crash would as far as the files go: no checkpoint and no more journal writes. Commits
@@ -530,6 +546,8 @@ impl Database {
     /// may or may not be on disk). For crash tests and demos.
     pub fn crash(&self) {
         self.stop(Stop::Abort);
+        // As the kernel does for a process that dies.
+        lock(&self.inner.locks).clear();
     }
 
     /// Stops the threads; returns whether this call did it (false when already stopped).

@@ -29,6 +29,7 @@ use backset_format::limits::MAX_SEGMENT_BYTES;
 use backset_format::{read_archive_segment, ArchiveSegment, Tail};
 use uuid::Uuid;
 
+use crate::lock::{DirKind, DirLock};
 use crate::store::codec::decode_payload;
 use crate::store::data::{read_atom_header, AtomSlot, Data};
 use crate::store::error::StoreError;
@@ -250,7 +251,8 @@ pub struct ArchiveData {
 
 /// Reads one archive directory (`atoms/` and `journal/`, such as a restore produces) on its own, without changing
 /// any file: loads every atom and replays the journal over it, exactly as recovery does. For restore verification
-/// and `archive dump`. Holds the whole archive's data in memory.
+/// and `archive dump`. Holds the whole archive's data in memory. Refuses with [`StoreError::Locked`] an archive a
+/// running SM holds ([`crate::lock`]).
 pub fn read_archive(dir: &Path) -> Result<ArchiveData, StoreError> {
     read_archive_with_journal(dir, &dir.join(JOURNAL_DIR))
 }
@@ -258,6 +260,8 @@ pub fn read_archive(dir: &Path) -> Result<ArchiveData, StoreError> {
 /// [`read_archive`] of an archive whose journal is in `journal_dir` (a simple hot copy with a separate
 /// `copyJournalDir`).
 pub fn read_archive_with_journal(dir: &Path, journal_dir: &Path) -> Result<ArchiveData, StoreError> {
+    // Refuses an archive a running SM holds; an SM cannot take it while this reads.
+    let _lock = DirLock::shared(dir, DirKind::Archive)?;
     let mut rec = recover(dir, journal_dir, None, false)?;
     let ids: Vec<u64> = rec.data.atoms.keys().copied().collect();
     let mut entries = BTreeMap::new();

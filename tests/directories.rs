@@ -1,0 +1,230 @@
+//! Data that must never be lost or touched, end to end through the binary: one process per data directory (the
+//! lock, also through the library across processes), a `serve` that fails to start leaves nothing behind, a restore
+//! never writes into a backup set or into a directory a running SM holds, and destinations are created as their
+//! last component only (docs/CLI.md, "Directories").
+
+mod support;
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::Output;
+use std::time::Duration;
+
+use backset::engine::lock::{DirKind, Holder, LockError, LOCK_FILE};
+use backset::engine::store::{Config, Database, StoreError, Txn};
+use serde_json::{json, Value};
+use support::{backset_within, free_port, s, text, tmp, Server};
+
+/// Longest a command that must refuse at once may run before the test calls it hanging.
+const REFUSAL_TIMEOUT: Duration = Duration::from_secs(30);
+
+fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// Runs `backset args`, which must exit 1; returns its output.
+fn fails(args: &[&str]) -> Output {
+    let out = backset_within(args, REFUSAL_TIMEOUT);
+    assert_eq!(out.status.code(), Some(1), "`backset {}` should fail: {}", args.join(" "), text(&out));
+    out
+}
+
+/// Runs `backset args`, which must succeed; returns its stdout.
+fn ok(args: &[&str]) -> String {
+    let out = backset_within(args, Duration::from_secs(300));
+    assert!(out.status.success(), "`backset {}`: {}", args.join(" "), text(&out));
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Commits one put through the data API; returns the transaction id.
+fn commit(srv: &Server, key: &str, value: &str) -> u64 {
+    let a = srv.post_json("/databases/demo/transactions", &json!({"put": {key: value}}));
+    assert_eq!(a.code, 200, "commit: {}", a.text);
+    a.json["txnId"].as_u64().unwrap()
+}
+
+/// Starts a hot copy through REST, waiting for it; returns the answer, which must be `completed`.
+fn hot_copy(srv: &Server, path: &str, body: Value) -> Value {
+    let a = srv.post_json(path, &body);
+    assert_eq!((a.code, a.json["status"].as_str()), (200, Some("completed")), "{path} {body}: {}", a.text);
+    a.json
+}
+
+/// Every path under `root` (relative), with its content (`None` for a directory); `root` itself included as "".
+fn tree(root: &Path) -> BTreeMap<PathBuf, Option<Vec<u8>>> {
+    let mut out = BTreeMap::new();
+    let mut todo = vec![root.to_path_buf()];
+    while let Some(p) = todo.pop() {
+        let rel = p.strip_prefix(root).unwrap().to_path_buf();
+        if fs::symlink_metadata(&p).unwrap().is_dir() {
+            out.insert(rel, None);
+            todo.extend(fs::read_dir(&p).unwrap().map(|e| e.unwrap().path()));
+        } else {
+            out.insert(rel, Some(fs::read(&p).unwrap()));
+        }
+    }
+    out
+}
+
+/// Whether any file under `root` is named `name`.
+fn holds_file_named(root: &Path, name: &str) -> bool {
+    tree(root).keys().any(|p| p.file_name().is_some_and(|n| n == name))
+}
+
+/// The message a refused second writer prints.
+fn in_use(kind: &str, dir: &Path, pid: u32, program: &str) -> String {
+    format!("{kind} directory {} is in use by process {pid} ({program}); stop it first", dir.display())
+}
+
+#[test]
+fn a_second_serve_on_one_data_directory_is_refused_and_the_first_keeps_serving() {
+    let dir = tmp();
+    let data = dir.path().join("data");
+    let first = Server::start(&data, &[]);
+    assert_eq!(commit(&first, "a", "1"), 1);
+
+    // Another port, the same data directory: refused before it reads or writes anything.
+    let journal = data.join("database/0/journal");
+    let before = tree(&journal);
+    let listen = format!("127.0.0.1:{}", free_port());
+    let out = fails(&["serve", "--listen", &listen, "--data-dir", s(&data).as_str()]);
+    let want = in_use("database", &data.join("database"), first.pid(), "backset serve");
+    assert!(stderr(&out).contains(&want), "expected {want:?}: {}", text(&out));
+    assert_eq!(tree(&journal), before, "the refused serve touched the journal");
+
+    // The first keeps serving, and hot copies of its archive never copy the lock file.
+    assert_eq!(commit(&first, "b", "2"), 2);
+    let (set, copy) = (dir.path().join("set"), dir.path().join("copy"));
+    hot_copy(
+        &first,
+        "/databases/demo/hotCopy",
+        json!({"type": "full", "backupSetDirs": {"0": s(&set)}, "timeoutSec": 60}),
+    );
+    hot_copy(
+        &first,
+        "/databases/demo/hotCopySimple",
+        json!({"backupLocations": {"0": {"copyArchiveDir": s(&copy)}}, "timeoutSec": 60}),
+    );
+    assert!(data.join("database/0").join(LOCK_FILE).is_file(), "the served archive holds its lock file");
+    assert!(!holds_file_named(&set, LOCK_FILE), "the full hot copy copied the lock file: {:?}", tree(&set).keys());
+    assert!(!holds_file_named(&copy, LOCK_FILE), "the simple hot copy copied the lock file");
+    let (code, output) = first.terminate();
+    assert_eq!(code, Some(0), "{output}");
+
+    // After both stopped, the journal opens and the transaction sequence continues.
+    let again = Server::start(&data, &[]);
+    assert_eq!(commit(&again, "c", "3"), 3, "{}", again.output());
+    let (code, output) = again.terminate();
+    assert_eq!(code, Some(0), "{output}");
+    ok(&["archive", "check", &s(&data.join("database/0"))]);
+    ok(&["check", &s(&set)]);
+}
+
+#[test]
+fn a_serve_killed_with_sigkill_leaves_no_stale_lock() {
+    let dir = tmp();
+    let data = dir.path().join("data");
+    let srv = Server::start(&data, &[]);
+    assert_eq!(commit(&srv, "a", "1"), 1);
+    drop(srv); // SIGKILL
+    assert!(data.join("database").join(LOCK_FILE).is_file(), "the lock file stays after a kill");
+    // The file is there but no process holds its lock: a new serve starts and continues the sequence.
+    let srv = Server::start(&data, &[]);
+    assert_eq!(commit(&srv, "b", "2"), 2);
+    assert_eq!(srv.terminate().0, Some(0));
+}
+
+#[test]
+fn the_archive_tools_refuse_an_archive_a_running_serve_holds() {
+    let dir = tmp();
+    let data = dir.path().join("data");
+    let srv = Server::start(&data, &[]);
+    commit(&srv, "a", "1");
+    let archive = data.join("database/0");
+    let want = in_use("archive", &archive, srv.pid(), "backset serve");
+    for tool in ["info", "dump", "check"] {
+        let out = fails(&["archive", tool, &s(&archive)]);
+        assert!(stderr(&out).contains(&want), "archive {tool}: expected {want:?}: {}", text(&out));
+    }
+    assert_eq!(srv.terminate().0, Some(0));
+    // Once it stopped, they read it.
+    let info: Value = serde_json::from_str(&ok(&["archive", "info", &s(&archive)])).unwrap();
+    assert_eq!(info["lastTxnId"], 1);
+    ok(&["archive", "check", &s(&archive)]);
+}
+
+/// The lock through the library: a store opened in this test process holds its directories against `serve`, and
+/// the library's open is refused while `serve` holds them; a simple copy that an embedded SM serves as its archive
+/// is refused to the archive tools.
+#[test]
+fn the_library_lock_holds_across_processes() {
+    let dir = tmp();
+    let data = dir.path().join("data");
+    let program = std::env::current_exe().unwrap().file_name().unwrap().to_string_lossy().into_owned();
+
+    // This process holds the database directory: serve is refused, naming this process.
+    let db = Database::open(data.join("database"), Config::new("demo")).unwrap();
+    db.commit(&Txn::new().put("a", "1")).unwrap();
+    let database_id = db.database_id();
+    let listen = format!("127.0.0.1:{}", free_port());
+    let out = fails(&["serve", "--listen", &listen, "--data-dir", &s(&data)]);
+    let want = in_use("database", &data.join("database"), std::process::id(), &program);
+    assert!(stderr(&out).contains(&want), "expected {want:?}: {}", text(&out));
+    db.close().unwrap();
+    drop(db);
+
+    // serve holds it: the library's open is refused, naming serve.
+    let srv = Server::start(&data, &[]);
+    match Database::open(data.join("database"), Config::new("demo")) {
+        Err(StoreError::Locked(LockError::InUse { kind, dir: d, holder })) => {
+            assert_eq!((kind, d), (DirKind::Database, data.join("database")));
+            assert_eq!(holder, Holder::Process { pid: srv.pid(), program: "backset serve".into() });
+        }
+        Err(e) => panic!("the open was refused for another reason: {e}"),
+        Ok(_) => panic!("a second open of a directory serve holds succeeded"),
+    }
+
+    // A simple copy used as the archive of an SM embedded in this process.
+    let embedded = dir.path().join("embedded");
+    fs::create_dir(&embedded).unwrap();
+    let copy = embedded.join("0");
+    hot_copy(
+        &srv,
+        "/databases/demo/hotCopySimple",
+        json!({"backupLocations": {"0": {"copyArchiveDir": s(&copy)}}, "timeoutSec": 60}),
+    );
+    let sm = Database::open(&embedded, Config { database_id: Some(database_id), ..Config::new("demo") }).unwrap();
+    assert_eq!(sm.get(b"a").unwrap(), Some(b"1".to_vec()));
+    let want = in_use("archive", &copy, std::process::id(), &program);
+    for tool in ["info", "dump", "check"] {
+        let out = fails(&["archive", tool, &s(&copy)]);
+        assert!(stderr(&out).contains(&want), "archive {tool}: expected {want:?}: {}", text(&out));
+    }
+    sm.close().unwrap();
+    ok(&["archive", "check", &s(&copy)]);
+    assert_eq!(srv.terminate().0, Some(0));
+}
+
+#[test]
+fn a_serve_that_cannot_listen_leaves_nothing_behind() {
+    let dir = tmp();
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+
+    // A data directory that does not exist stays absent.
+    let data = dir.path().join("data");
+    let out = fails(&["serve", "--listen", &addr, "--data-dir", &s(&data)]);
+    assert!(stderr(&out).contains(&format!("listen on {addr}")), "the message names the address: {}", text(&out));
+    assert!(stderr(&out).contains("Address already in use"), "{}", text(&out));
+    assert!(!data.exists(), "the failed serve created {}: {:?}", data.display(), tree(&data).keys());
+
+    // One that holds a database is left exactly as it was.
+    let srv = Server::start(&data, &[]);
+    commit(&srv, "a", "1");
+    assert_eq!(srv.terminate().0, Some(0));
+    let before = tree(&data);
+    let out = fails(&["serve", "--listen", &addr, "--data-dir", &s(&data)]);
+    assert!(stderr(&out).contains(&format!("listen on {addr}")), "{}", text(&out));
+    assert_eq!(tree(&data), before, "the failed serve changed {}", data.display());
+}
