@@ -26,6 +26,7 @@ use backset_engine::hotcopy::{HotCopyError, HotCopyManager, HotCopyRequest, HotC
 use backset_engine::limits::{
     DEFAULT_RETAINED_JOURNAL_WARN_BYTES, DEFAULT_SEGMENT_BYTES, MAX_CONFIG_SEGMENT_BYTES, MAX_SMS, MIN_SEGMENT_BYTES,
 };
+use backset_engine::paths::CreateDirError;
 use backset_engine::store::{CommitError, Config, Database, StorageGroup, StoreError, Txn};
 use backset_engine::workload::{Workload, WorkloadConfig};
 use backset_format::limits::MAX_STORAGE_GROUPS;
@@ -509,6 +510,7 @@ impl From<HotCopyError> for HttpError {
             | HotCopyError::JournalDisabled { .. }
             | HotCopyError::NotEmpty { .. }
             | HotCopyError::NotADirectory { .. }
+            | HotCopyError::CreateDir(CreateDirError::MissingParent { .. })
             | HotCopyError::Stopped { .. } => StatusCode::CONFLICT,
             _ => StatusCode::INTERNAL_SERVER_ERROR,
         };

@@ -228,3 +228,131 @@ fn a_serve_that_cannot_listen_leaves_nothing_behind() {
     assert!(stderr(&out).contains(&format!("listen on {addr}")), "{}", text(&out));
     assert_eq!(tree(&data), before, "the failed serve changed {}", data.display());
 }
+
+#[test]
+fn a_restore_never_writes_into_a_backup_set_or_a_held_archive() {
+    let dir = tmp();
+    let data = dir.path().join("data");
+    let srv = Server::start(&data, &[]);
+    commit(&srv, "a", "1");
+    let set = dir.path().join("set");
+    hot_copy(
+        &srv,
+        "/databases/demo/hotCopy",
+        json!({"type": "full", "backupSetDirs": {"0": s(&set)}, "timeoutSec": 60}),
+    );
+    commit(&srv, "b", "2");
+    hot_copy(
+        &srv,
+        "/databases/demo/hotCopy",
+        json!({"type": "journal", "backupSetDirs": {"0": s(&set)}, "timeoutSec": 60}),
+    );
+    let link = dir.path().join("link");
+    std::os::unix::fs::symlink(set.join("full"), &link).unwrap();
+    let set_tree = tree(&set);
+
+    let refused = |dest: &Path, wants: &[String]| {
+        let out = fails(&["restore", "--restore-dir", &s(dest), &s(&set)]);
+        for want in wants {
+            assert!(stderr(&out).contains(want), "restore into {}: expected {want:?}: {}", dest.display(), text(&out));
+        }
+        assert_eq!(tree(&set), set_tree, "the refused restore into {} changed the set", dest.display());
+        ok(&["check", &s(&set)]);
+    };
+    let real = |p: &Path| fs::canonicalize(p).unwrap().display().to_string();
+    let given = |dest: &Path| format!("restore destination {}", dest.display());
+    for dest in [set.join("restored"), set.join("full/data/x")] {
+        refused(&dest, &[given(&dest), format!("is inside the backup set {}", real(&set))]);
+    }
+    refused(&set, &[given(&set), format!("is the backup set {}", real(&set))]);
+    // Through a symbolic link into the set: the message shows where it leads.
+    let dest = link.join("x");
+    refused(
+        &dest,
+        &[given(&dest), format!("(resolved: {}/x)", real(&set.join("full"))), "is inside the backup set".into()],
+    );
+
+    // The archive serve holds, a directory inside it, and one inside its database directory.
+    let archive = data.join("database/0");
+    let holder = format!("which is in use by process {} (backset serve)", srv.pid());
+    refused(&archive, &[given(&archive), format!("is the archive directory {}, {holder}", real(&archive))]);
+    let dest = archive.join("atoms/x");
+    refused(&dest, &[given(&dest), format!("is inside the archive directory {}, {holder}", real(&archive))]);
+    let dest = data.join("database/restored");
+    refused(
+        &dest,
+        &[given(&dest), format!("is inside the database directory {}, {holder}", real(&data.join("database")))],
+    );
+    assert!(!data.join("database/restored").exists() && !archive.join("atoms/x").exists());
+
+    // Outside, it restores.
+    let restored = dir.path().join("restored");
+    ok(&["restore", "--restore-dir", &s(&restored), &s(&set)]);
+    assert_eq!(support::dump(&restored, &[]).len(), 2);
+    assert_eq!(srv.terminate().0, Some(0));
+}
+
+#[test]
+fn destinations_are_created_as_their_last_component_only() {
+    let dir = tmp();
+    let data = dir.path().join("data");
+    let srv = Server::start(&data, &[]);
+    commit(&srv, "a", "1");
+    let missing = dir.path().join("unmounted");
+    let api = ["--api-server", srv.addr.as_str()];
+    let nuodb = |dir: &Path, what: &str| {
+        format!(
+            "Failed to create {what} {}: No such file or directory (its parent directory {} does not exist",
+            dir.display(),
+            missing.display()
+        )
+    };
+
+    // nuocmd's options: a full into --backup-dirs and --default-backup-dir.
+    let set = missing.join("set1");
+    for opt in [vec!["--backup-dirs", "0"], vec!["--default-backup-dir"]] {
+        let mut args = vec!["hotcopy", "database", "--db-name", "demo", "--type", "full", "--timeout", "60"];
+        args.extend(opt.iter().copied());
+        let set_s = s(&set);
+        args.push(&set_s);
+        args.extend(api);
+        let out = fails(&args);
+        assert!(stderr(&out).contains(&nuodb(&set, "backup set")), "{opt:?}: {}", text(&out));
+    }
+    // REST: backupSetDirs, and a simple copy's copyArchiveDir and copyJournalDir: refused at once with 409.
+    let a = srv.post_json("/databases/demo/hotCopy", &json!({"type": "full", "backupSetDirs": {"0": s(&set)}}));
+    assert_eq!(a.code, 409, "{}", a.text);
+    assert!(a.json["message"].as_str().unwrap().contains(&nuodb(&set, "backup set")), "{}", a.text);
+    let copy = missing.join("copy");
+    let a = srv
+        .post_json("/databases/demo/hotCopySimple", &json!({"backupLocations": {"0": {"copyArchiveDir": s(&copy)}}}));
+    assert_eq!(a.code, 409, "{}", a.text);
+    assert!(a.json["message"].as_str().unwrap().contains(&nuodb(&copy, "archive copy")), "{}", a.text);
+    let (copy, journal) = (dir.path().join("copy"), missing.join("journal"));
+    let body = json!({"backupLocations": {"0": {"copyArchiveDir": s(&copy), "copyJournalDir": s(&journal)}}});
+    let a = srv.post_json("/databases/demo/hotCopySimple", &body);
+    assert_eq!(a.code, 409, "{}", a.text);
+    assert!(a.json["message"].as_str().unwrap().contains(&nuodb(&journal, "journal copy")), "{}", a.text);
+    assert!(!copy.exists());
+    // The CLI's simple hot copy too.
+    let copy_s = s(&missing.join("copy"));
+    let mut args = vec!["hotcopy", "database", "--db-name", "demo", "--type", "simple", "--backup-dirs", "0", &copy_s];
+    args.extend(api);
+    let out = fails(&args);
+    assert!(stderr(&out).contains(&nuodb(&missing.join("copy"), "archive copy")), "{}", text(&out));
+
+    // With the parent there, the last component is created.
+    let good = dir.path().join("set");
+    hot_copy(
+        &srv,
+        "/databases/demo/hotCopy",
+        json!({"type": "full", "backupSetDirs": {"0": s(&good)}, "timeoutSec": 60}),
+    );
+    assert_eq!(srv.terminate().0, Some(0));
+
+    // A restore's destination.
+    let dest = missing.join("restored");
+    let out = fails(&["restore", "--restore-dir", &s(&dest), &s(&good)]);
+    assert!(stderr(&out).contains(&nuodb(&dest, "restore directory")), "{}", text(&out));
+    assert!(!missing.exists(), "a missing parent was created: {}", missing.display());
+}

@@ -250,6 +250,7 @@ fn run_load(duration: Duration, segment_bytes: u64) {
     let copier = {
         let (srv, stop, made) = (Arc::clone(&srv), Arc::clone(&stop), Arc::clone(&made));
         let root = dir.path().join("backups");
+        std::fs::create_dir(&root).unwrap();
         std::thread::spawn(move || copier(srv, root, stop, made))
     };
     // The load runs for `duration`; a failed writer or copier ends it early.

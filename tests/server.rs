@@ -625,6 +625,7 @@ fn journal_hot_copy_can_differ_per_sm() {
     let (code, t) = srv.post_json("/databases/demo/transactions", &json!({"put": {"k": "v"}}));
     assert_eq!(code, 200, "{t}");
     let sets = dir.path().join("sets");
+    std::fs::create_dir(&sets).unwrap();
     for a in 0..2 {
         let dirs = json!({ a.to_string(): s(&sets.join(a.to_string())) });
         let (code, e) = srv.post_json(
@@ -696,6 +697,8 @@ fn simple_hot_copy_with_a_separate_journal_dir() {
         acked.push((commit(&srv, &put, &[]), put, Vec::new()));
     }
     let (copy, journal) = (dir.path().join("copy"), dir.path().join("elsewhere").join("copy-journal"));
+    // Only the journal directory's last component is created (its parent must exist).
+    std::fs::create_dir(journal.parent().unwrap()).unwrap();
     // A writer commits while the copy runs (slowed by maxRate), so the copy ends at a transaction of its own.
     let stop = std::sync::atomic::AtomicBool::new(false);
     let (v, during) = std::thread::scope(|sc| {

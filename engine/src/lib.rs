@@ -9,6 +9,7 @@
 //! - [`found`]: what a path given to an offline tool holds (a backup set, an archive, an empty directory, a file).
 //! - [`limits`]: every bound the engine puts on sizes, counts and durations.
 //! - [`lock`]: one process per database or archive directory (an advisory lock a running SM holds).
+//! - [`paths`]: destination directories: links resolved as far as a path exists; only the last component created.
 
 pub mod archive;
 pub mod bulk;
@@ -17,6 +18,7 @@ pub mod found;
 pub mod hotcopy;
 pub mod limits;
 pub mod lock;
+pub mod paths;
 pub mod restore;
 pub mod store;
 pub mod workload;

@@ -886,7 +886,9 @@ fn regression_an_atom_entry_larger_than_an_atom_file_was_copied_before_being_ref
 
 /// Defect: a restore into a destination whose parent directories did not exist created them all
 /// (`create_dir_all`), and a restore refused after it started writing (an atom failing its hash) removed the
-/// destination only, leaving the parents it had created outside the destination.
+/// destination only, leaving the parents it had created outside the destination. A restore now creates its
+/// destination's last component only (the parent rule): missing parents refuse it before anything is written, and
+/// a destination it created is removed when it is refused later.
 #[test]
 fn regression_a_refused_restore_left_the_parent_directories_it_had_created() {
     let arena = Arena::new();
@@ -898,6 +900,18 @@ fn regression_a_refused_restore_left_the_parent_directories_it_had_created() {
     bytes[last] ^= 1;
     fs::write(&atom, bytes).unwrap();
     let dest = arena.dest().join("new/parents/archive");
+    let err = nothing_written_outside(&arena, || restore(&set, &dest, Target::Latest, &RestoreOptions::default()))
+        .expect_err("missing parents refuse the restore");
+    assert!(
+        err.to_string().starts_with(&format!(
+            "Failed to create restore directory {}: No such file or directory (its parent directory {} does not exist",
+            dest.display(),
+            dest.parent().unwrap().display()
+        )),
+        "{err}"
+    );
+    assert!(!arena.dest().exists(), "{err}: the refused restore left {:?}", scan(&arena.dest(), Path::new("")));
+    let dest = arena.dest();
     let err = nothing_written_outside(&arena, || restore(&set, &dest, Target::Latest, &RestoreOptions::default()))
         .expect_err("a damaged atom refuses the restore");
     assert!(matches!(err, RestoreError::DataFile { .. }), "{err}");

@@ -36,6 +36,7 @@ use crate::hotcopy::fault;
 use crate::hotcopy::set::{dir_content, read_head, BackupSet, Begun, DirContent, SetError, SetHandle};
 use crate::hotcopy::{error_chain, HotCopyError, HotCopyType, Stage};
 use crate::limits::{HOTCOPY_ATOM_BATCH_FILES, HOTCOPY_COPIER_POOL_BYTES};
+use crate::paths::{check_parent, create_dir};
 use crate::store::now_micros;
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -245,9 +246,20 @@ pub(crate) fn preflight_full(dest: &Path) -> Result<DirContent, HotCopyError> {
         DirContent::NotADirectory => {
             Err(HotCopyError::NotADirectory { dir: dest.to_path_buf(), kind: HotCopyType::Full })
         }
+        DirContent::Absent => {
+            check_parent(dest, BACKUP_SET)?;
+            Ok(DirContent::Absent)
+        }
         other => Ok(other),
     }
 }
+
+/// What a full hot copy's destination is, in the parent rule's message (NuoDB's words).
+const BACKUP_SET: &str = "backup set";
+/// What a simple hot copy's destination is, in the parent rule's message.
+const ARCHIVE_COPY: &str = "archive copy";
+/// What a simple hot copy's separate journal directory is, in the parent rule's message.
+const JOURNAL_COPY: &str = "journal copy";
 
 /// Checks the destination of a simple hot copy: `<dir>` (and a separate `journal` directory) absent or empty; a
 /// `<dir>.incomplete` left by a failed one is removed when it holds nothing but `atoms/` and `journal/` (what a
@@ -280,6 +292,11 @@ pub(crate) fn preflight_simple(dest: &Path, journal: Option<&Path>, remove_lefto
     }
     // A journal directory that is such a leftover has no `.incomplete` either: nothing more to check of it.
     let journal = journal.filter(|_| !journal_leftover);
+    // The parent rule (crate::paths): `<dir>.incomplete` is created beside `<dir>`, never its parents.
+    check_parent(dest, ARCHIVE_COPY)?;
+    if let Some(j) = journal {
+        check_parent(j, JOURNAL_COPY)?;
+    }
     type Ours<'a> = &'a dyn Fn(&fs::DirEntry) -> bool;
     let dirs: [(Option<&Path>, Ours); 2] = [(Some(dest), &is_ours_archive), (journal, &is_ours_journal)];
     for (dir, ours) in dirs {
@@ -412,9 +429,20 @@ impl Work<'_> {
                 preflight_simple(&dest, self.spec.journal_dir.as_deref(), true)?;
                 let incomplete = incomplete_dir(&dest);
                 let journal = self.spec.journal_dir.as_deref().map(incomplete_dir);
+                // Only the last components (the parent rule, crate::paths); preflight_simple removed leftovers.
+                if !incomplete.is_dir() {
+                    create_dir(&incomplete, &dest, ARCHIVE_COPY)?;
+                }
+                if let (Some(j), Some(shown)) = (&journal, self.spec.journal_dir.as_deref()) {
+                    if !j.is_dir() {
+                        create_dir(j, shown, JOURNAL_COPY)?;
+                    }
+                }
                 let journal_target = journal.clone().unwrap_or_else(|| incomplete.join(JOURNAL_DIR));
                 for d in [incomplete.join(ATOMS_DIR), journal_target] {
-                    fs::create_dir_all(&d).map_err(io_err("create directory", &d))?;
+                    if !d.is_dir() {
+                        fs::create_dir(&d).map_err(io_err("create directory", &d))?;
+                    }
                 }
                 self.target = Some(Target::Simple { incomplete, journal });
                 let (r, r_prime) = self.pin()?;
@@ -424,7 +452,7 @@ impl Work<'_> {
                 let (r, r_prime) = self.pin()?;
                 let created_dir = preflight_full(&dest)? == DirContent::Absent;
                 if created_dir {
-                    fs::create_dir_all(&dest).map_err(io_err("create directory", &dest))?;
+                    create_dir(&dest, &dest, BACKUP_SET)?;
                 }
                 let id = self.archive().identity();
                 let entry = Self::new_entry(ElementKind::Full, 0, r_prime);

@@ -34,6 +34,7 @@ use crate::hotcopy::{
     MSG_CANCELLED, MSG_COMPLETED, MSG_FAILED_PREFIX, MSG_PROCESS_STOPPED,
 };
 use crate::limits::{HOTCOPY_MAX_KEPT_STATUSES, HOTCOPY_MAX_STATUS_FILE_BYTES};
+use crate::paths::resolve_existing;
 use crate::store::{now_micros, Database};
 
 /// Directory of the persisted statuses under the manager's data directory.
@@ -656,25 +657,6 @@ impl HotCopyManager {
             j.wait(deadline.saturating_duration_since(Instant::now()));
         }
         jobs.iter().filter(|j| lock(&j.terminal).is_none()).count()
-    }
-}
-
-/// `path` with its longest existing ancestor canonicalized (symbolic links and `..` resolved) and the rest, which
-/// does not exist yet, appended as given.
-fn resolve_existing(path: &Path) -> PathBuf {
-    let mut rest = Vec::new();
-    let mut cur = path;
-    loop {
-        if let Ok(real) = std::fs::canonicalize(cur) {
-            return rest.iter().rev().fold(real, |p, c| p.join(c));
-        }
-        match (cur.parent(), cur.file_name()) {
-            (Some(parent), Some(name)) => {
-                rest.push(name.to_os_string());
-                cur = parent;
-            }
-            _ => return path.to_path_buf(),
-        }
     }
 }
 

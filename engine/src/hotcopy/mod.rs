@@ -450,6 +450,9 @@ pub enum HotCopyError {
     /// The backup set could not be read or written.
     #[error(transparent)]
     Set(#[from] SetError),
+    /// A destination directory could not be created (its parent is missing: the parent rule, [`crate::paths`]).
+    #[error(transparent)]
+    CreateDir(#[from] crate::paths::CreateDirError),
     /// The archive refused an operation.
     #[error(transparent)]
     Archive(#[from] ArchiveError),

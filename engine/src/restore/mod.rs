@@ -12,7 +12,9 @@
 //!    base's own slices as far as they go (a restore to a full or incremental's end point needs that element
 //!    alone), then from the elements [`BackupSet::plan_journal`] picks.
 //! 4. Checks that every element it needs has its `data/` (it may have been moved away) and that every data file it
-//!    needs is a regular file of the manifest's size, before writing anything.
+//!    needs is a regular file of the manifest's size, before writing anything. The destination must lie outside
+//!    the set and outside every directory a running process holds ([`crate::lock`]), symbolic links resolved; it is
+//!    created as its last component only (its parent must exist: [`crate::paths`]).
 //! 5. Writes the journal records as new segments `journal/0000000000000001`, ... (headers with the set's database
 //!    and archive ids, each segment's first txn its first record's), from chunks verified against the manifest
 //!    before use; then copies the atom files to `atoms/<id>` through the copier (parallel I/O, progress and cancel
@@ -44,6 +46,8 @@ use backset_format::{
 use uuid::Uuid;
 
 use crate::limits::{COPY_BATCH_FILES, RESTORE_SEGMENT_BYTES};
+use crate::lock::{check_not_held, DirKind, Holder, LockError, LOCK_FILE};
+use crate::paths::{create_dir, resolve_existing, CreateDirError};
 pub(crate) use journal::{for_each_record, open_data_file};
 pub use journal::{SliceError, SliceSummary};
 pub use set::{describe_ranges, AtomSource, BackupSet, Element, JournalPart, SetError, UnreadElement};
@@ -119,6 +123,45 @@ pub enum RestoreError {
         /// The destination.
         path: PathBuf,
     },
+    /// The destination is the backup set or inside it (symbolic links resolved).
+    #[error(
+        "restore destination {}{} is {} backup set {}: a restore never writes into a backup set (it would damage          it); give a directory outside the set",
+        .dest.display(),
+        if .resolved == .dest { String::new() } else { format!(" (resolved: {})", .resolved.display()) },
+        if .resolved == .set { "the" } else { "inside the" },
+        .set.display()
+    )]
+    DestinationInSet {
+        /// The destination, as given.
+        dest: PathBuf,
+        /// The destination with its existing part's symbolic links resolved.
+        resolved: PathBuf,
+        /// The set, resolved.
+        set: PathBuf,
+    },
+    /// The destination is, or is inside, a directory a running process holds (an SM's archive or database
+    /// directory, see [`crate::lock`]).
+    #[error(
+        "restore destination {} is {} {kind} {}, which is in use by {holder}: a restore never writes into a          directory a running SM holds; give a directory outside it",
+        .dest.display(),
+        if .resolved == .dir { "the" } else { "inside the" },
+        .dir.display()
+    )]
+    DestinationInUse {
+        /// The destination, as given.
+        dest: PathBuf,
+        /// The destination with its existing part's symbolic links resolved.
+        resolved: PathBuf,
+        /// What the held directory is.
+        kind: DirKind,
+        /// The held directory.
+        dir: PathBuf,
+        /// Who holds it.
+        holder: Holder,
+    },
+    /// The destination could not be created: its parent is missing (the parent rule, [`crate::paths`]).
+    #[error(transparent)]
+    CreateDir(#[from] CreateDirError),
     /// The destination could not be created or written.
     #[error("{op} {path}: {source}; check the restore destination (space, permissions)")]
     Destination {
@@ -238,6 +281,7 @@ pub fn restore(
     let dest = dest_dir.as_ref().to_path_buf();
     let set = BackupSet::open(set_dir)?;
     let setp = set.dir().to_path_buf();
+    check_destination(&setp, &dest)?;
     let ranges = set.restorable();
     let Some(latest) = ranges.last().map(|r| r.last) else {
         return Err(RestoreError::NothingRestorable { set: setp });
@@ -364,8 +408,26 @@ pub fn restore(
     }
 }
 
-/// Makes sure `dest` is an empty directory (creating it, and its missing parents, when absent); returns the
-/// directories it created, `dest` first and its topmost missing parent last (empty when `dest` was there).
+/// Refuses a destination that is the set or inside it, or that is or is inside a directory a running process
+/// holds ([`crate::lock`]): symbolic links are resolved in the part of `dest` that exists.
+fn check_destination(set: &Path, dest: &Path) -> Result<(), RestoreError> {
+    let resolved = resolve_existing(dest);
+    let set = resolve_existing(set);
+    if resolved.starts_with(&set) {
+        return Err(RestoreError::DestinationInSet { dest: dest.to_path_buf(), resolved, set });
+    }
+    match check_not_held(&resolved) {
+        Ok(()) => Ok(()),
+        Err(LockError::InUse { kind, dir, holder }) => {
+            Err(RestoreError::DestinationInUse { dest: dest.to_path_buf(), resolved, kind, dir, holder })
+        }
+        Err(LockError::Io { op, path, source, .. }) => Err(RestoreError::Destination { op, path, source }),
+    }
+}
+
+/// Makes sure `dest` is an empty directory (a lock file of an SM that no longer runs does not count: see
+/// [`crate::lock`]), creating it, its last component only (the parent rule, [`crate::paths`]), when absent; returns
+/// the directories it created (`dest`, or none when it was there).
 fn prepare_destination(dest: &Path) -> Result<Vec<PathBuf>, RestoreError> {
     let io = |op, path: &Path| {
         let path = path.to_path_buf();
@@ -373,29 +435,26 @@ fn prepare_destination(dest: &Path) -> Result<Vec<PathBuf>, RestoreError> {
     };
     match fs::metadata(dest) {
         Ok(md) if md.is_dir() => {
-            let mut entries = fs::read_dir(dest).map_err(io("read directory", dest))?;
-            if entries.next().is_some() {
-                return Err(RestoreError::DestinationNotEmpty { path: dest.to_path_buf() });
+            let entries = fs::read_dir(dest).map_err(io("read directory", dest))?;
+            for entry in entries {
+                let entry = entry.map_err(io("read directory", dest))?;
+                if entry.file_name() != LOCK_FILE {
+                    return Err(RestoreError::DestinationNotEmpty { path: dest.to_path_buf() });
+                }
             }
             Ok(Vec::new())
         }
         Ok(_) => Err(RestoreError::DestinationNotEmpty { path: dest.to_path_buf() }),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            // The directories that are not there yet, so that a failed restore removes exactly those.
-            let missing: Vec<PathBuf> = dest
-                .ancestors()
-                .take_while(|a| {
-                    !a.as_os_str().is_empty()
-                        && fs::symlink_metadata(a).is_err_and(|e| e.kind() == std::io::ErrorKind::NotFound)
-                })
-                .map(Path::to_path_buf)
-                .collect();
-            fs::create_dir_all(dest).map_err(io("create directory", dest))?;
-            Ok(missing)
+            create_dir(dest, dest, RESTORE_DIR)?;
+            Ok(vec![dest.to_path_buf()])
         }
         Err(e) => Err(io("stat", dest)(e)),
     }
 }
+
+/// What a restore's destination is, in the parent rule's message.
+const RESTORE_DIR: &str = "restore directory";
 
 /// Removes what a failed restore created: everything below `dest` (it was empty or absent before), then the
 /// directories [`prepare_destination`] created, innermost first.
