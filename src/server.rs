@@ -292,6 +292,18 @@ pub fn run(args: &Args) -> Result<()> {
                 .collect(),
         );
     }
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .thread_name("backset-serve")
+        .enable_all()
+        .build()
+        .context("start the async runtime")?;
+    // Before the port is bound (a client that finds it open may send a signal at once): a SIGINT or SIGTERM during the
+    // start is held and stops the server cleanly once it runs.
+    let signals = {
+        let _runtime = rt.enter();
+        Signals::register()
+    };
     // Bound before the database is opened: a serve that cannot listen leaves nothing in the data directory.
     let listener = std::net::TcpListener::bind(args.listen).with_context(|| format!("listen on {}", args.listen))?;
     listener.set_nonblocking(true).with_context(|| format!("listen on {}", args.listen))?;
@@ -312,12 +324,6 @@ pub fn run(args: &Args) -> Result<()> {
         labels: args.labels.clone(),
         wait_per_request: wait_per_request(),
     });
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .thread_name("backset-serve")
-        .enable_all()
-        .build()
-        .context("start the async runtime")?;
     let mut workload: Option<Workload> = None;
     let served = rt.block_on(async {
         let listener =
@@ -366,7 +372,7 @@ pub fn run(args: &Args) -> Result<()> {
         }
         tokio::spawn(watch_retained_journal(Arc::clone(&db), args.retained_journal_warn_bytes));
         axum::serve(listener, router(Arc::clone(&app)))
-            .with_graceful_shutdown(shutdown_signal(manager.clone()))
+            .with_graceful_shutdown(shutdown_signal(manager.clone(), signals))
             .await
             .context("serve")
     });
@@ -414,22 +420,34 @@ fn hostname() -> String {
 
 /// Waits for SIGINT or SIGTERM, then cancels every running hot copy (so requests waiting on them end) before the
 /// server stops taking requests.
-async fn shutdown_signal(manager: HotCopyManager) {
-    let name = wait_for_signal().await;
+async fn shutdown_signal(manager: HotCopyManager, signals: Signals) {
+    let name = signals.wait().await;
     tracing::info!("{name}: cancelling running hot copies and closing the database");
     let _ = tokio::task::spawn_blocking(move || manager.shutdown(SHUTDOWN_JOBS_TIMEOUT)).await;
 }
 
-async fn wait_for_signal() -> &'static str {
-    use tokio::signal::unix::{signal, SignalKind};
-    match (signal(SignalKind::interrupt()), signal(SignalKind::terminate())) {
-        (Ok(mut int), Ok(mut term)) => tokio::select! {
-            _ = int.recv() => "SIGINT",
-            _ = term.recv() => "SIGTERM",
-        },
-        _ => {
-            let _ = tokio::signal::ctrl_c().await;
-            "SIGINT"
+/// SIGINT and SIGTERM, caught from the moment they are registered (one that arrives before [`Signals::wait`] is
+/// held for it).
+struct Signals(Option<(tokio::signal::unix::Signal, tokio::signal::unix::Signal)>);
+
+impl Signals {
+    /// Registers both; must run inside the runtime.
+    fn register() -> Self {
+        use tokio::signal::unix::{signal, SignalKind};
+        Self(signal(SignalKind::interrupt()).ok().zip(signal(SignalKind::terminate()).ok()))
+    }
+
+    /// Waits for either; returns its name.
+    async fn wait(self) -> &'static str {
+        match self.0 {
+            Some((mut int, mut term)) => tokio::select! {
+                _ = int.recv() => "SIGINT",
+                _ = term.recv() => "SIGTERM",
+            },
+            None => {
+                let _ = tokio::signal::ctrl_c().await;
+                "SIGINT"
+            }
         }
     }
 }
