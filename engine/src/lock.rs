@@ -19,10 +19,13 @@
 //! restore counts a destination that holds only a lock file as empty.
 
 use std::fs::{File, OpenOptions, TryLockError};
-use std::io::Read;
+use std::io::{ErrorKind, Read};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
+
+use backset_format::fsio::open_regular;
+use backset_format::ReadError;
 
 use crate::limits::MAX_LOCK_RECORD_BYTES;
 
@@ -87,6 +90,17 @@ pub enum LockError {
         /// Who holds it.
         holder: Holder,
     },
+    /// The lock file is not a regular file (a link, a FIFO, a device: never opened through, nor waited on), or a
+    /// reader could not open it.
+    #[error("lock {kind} {}: {source}", .dir.display())]
+    File {
+        /// What the directory is.
+        kind: DirKind,
+        /// The directory.
+        dir: PathBuf,
+        /// Why the file could not be used.
+        source: ReadError,
+    },
     /// The lock file could not be opened, locked or written.
     #[error("lock {kind} {}: {op} {}: {source}", .dir.display(), .path.display())]
     Io {
@@ -140,6 +154,16 @@ impl DirLock {
             let (dir, path) = (dir.to_path_buf(), path.clone());
             move |source| LockError::Io { kind, dir, op, path, source }
         };
+        // Never through a link or onto a FIFO or device that took the lock file's name.
+        match std::fs::symlink_metadata(&path) {
+            Ok(md) if !md.is_file() => {
+                let source = ReadError::NotRegular { path: path.clone() };
+                return Err(LockError::File { kind, dir: dir.to_path_buf(), source });
+            }
+            Ok(_) => {}
+            Err(e) if e.kind() == ErrorKind::NotFound => {}
+            Err(e) => return Err(io("stat")(e)),
+        }
         let file =
             OpenOptions::new().read(true).write(true).create(true).truncate(false).open(&path).map_err(io("open"))?;
         match file.try_lock() {
@@ -169,10 +193,10 @@ impl DirLock {
             let (dir, path) = (dir.to_path_buf(), path.clone());
             move |source| LockError::Io { kind, dir, op, path, source }
         };
-        let file = match File::open(&path) {
-            Ok(f) => f,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-            Err(e) => return Err(io("open")(e)),
+        let file = match open_lock_file(&path) {
+            Ok(Some(f)) => f,
+            Ok(None) => return Ok(None),
+            Err(source) => return Err(LockError::File { kind, dir: dir.to_path_buf(), source }),
         };
         match file.try_lock_shared() {
             Ok(()) => Ok(Some(Self { _file: file, dir: dir.to_path_buf(), kind })),
@@ -200,7 +224,8 @@ impl DirLock {
 pub fn check_not_held(path: &Path) -> Result<(), LockError> {
     for dir in path.ancestors() {
         let lock = dir.join(LOCK_FILE);
-        let Ok(file) = File::open(&lock) else { continue };
+        // Absent, or not a file a process could lock as a directory's (a link, a FIFO) or unreadable: not held.
+        let Ok(Some(file)) = open_lock_file(&lock) else { continue };
         let kind = read_record(&lock).kind;
         match file.try_lock_shared() {
             Ok(()) => {}
@@ -215,10 +240,20 @@ pub fn check_not_held(path: &Path) -> Result<(), LockError> {
     Ok(())
 }
 
+/// Opens the lock file `path` for reading (a shared lock or its record) as every reader of an archive opens its
+/// files (`backset_format::fsio::open_regular`: never through a link, never waiting on a FIFO); `None` when absent.
+fn open_lock_file(path: &Path) -> Result<Option<File>, ReadError> {
+    match open_regular(path) {
+        Ok((f, _)) => Ok(Some(f)),
+        Err(ReadError::Io { source, .. }) if source.kind() == ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
 /// Who holds the lock on `path`, which this process just failed to take: shared readers when a shared lock can be
 /// taken (so no exclusive holder exists), else the process the file names.
 fn holder(path: &Path) -> Holder {
-    let Ok(file) = File::open(path) else { return Holder::Unknown };
+    let Ok(Some(file)) = open_lock_file(path) else { return Holder::Unknown };
     if file.try_lock_shared().is_ok() {
         return Holder::Readers;
     }
@@ -236,7 +271,7 @@ struct Record {
 
 fn read_record(path: &Path) -> Record {
     let mut text = String::new();
-    if let Ok(f) = File::open(path) {
+    if let Ok(Some(f)) = open_lock_file(path) {
         // A record cut short by the limit or by bad UTF-8 parses as far as it goes (a partial one names nobody).
         let _ = f.take(MAX_LOCK_RECORD_BYTES).read_to_string(&mut text);
     }

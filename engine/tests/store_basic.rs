@@ -113,4 +113,16 @@ fn a_second_open_of_one_directory_is_refused_until_the_first_closes() {
     assert_eq!(read_archive(&archive).unwrap().last_txn, 3);
     drop(reading);
     Database::open(dir.path(), config("lock")).unwrap().close().unwrap();
+
+    // A FIFO in the lock file's place is refused, never waited on (an open for reading would block for a writer).
+    std::fs::remove_file(archive.join(LOCK_FILE)).unwrap();
+    let st = std::process::Command::new("mkfifo").arg(archive.join(LOCK_FILE)).status().unwrap();
+    assert!(st.success(), "mkfifo failed");
+    let Err(StoreError::Locked(e @ LockError::File { .. })) = read_archive(&archive) else {
+        panic!("read_archive with a FIFO as the lock file")
+    };
+    assert!(e.to_string().contains("is not a regular file"), "{e}");
+    let Err(StoreError::Locked(LockError::File { .. })) = Database::open(dir.path(), config("lock")) else {
+        panic!("an open with a FIFO as the archive's lock file")
+    };
 }

@@ -422,6 +422,9 @@ fn check_destination(set: &Path, dest: &Path) -> Result<(), RestoreError> {
             Err(RestoreError::DestinationInUse { dest: dest.to_path_buf(), resolved, kind, dir, holder })
         }
         Err(LockError::Io { op, path, source, .. }) => Err(RestoreError::Destination { op, path, source }),
+        Err(e @ LockError::File { .. }) => {
+            Err(RestoreError::Destination { op: "lock", path: dest.to_path_buf(), source: std::io::Error::other(e) })
+        }
     }
 }
 
