@@ -298,15 +298,15 @@ pub fn run(args: &Args) -> Result<()> {
         .enable_all()
         .build()
         .context("start the async runtime")?;
-    // Before the port is bound (a client that finds it open may send a signal at once): a SIGINT or SIGTERM during the
-    // start is held and stops the server cleanly once it runs.
+    // Registered before anything else: a SIGINT or SIGTERM during the start (a client that found the port open may
+    // send one at once) is held and stops the server cleanly once it runs.
     let signals = {
         let _runtime = rt.enter();
         Signals::register()
     };
-    // Bound before the database is opened: a serve that cannot listen leaves nothing in the data directory.
-    let listener = std::net::TcpListener::bind(args.listen).with_context(|| format!("listen on {}", args.listen))?;
-    listener.set_nonblocking(true).with_context(|| format!("listen on {}", args.listen))?;
+    // Bound before the database is opened, so a serve that cannot have its address leaves nothing in the data
+    // directory; it listens (and so accepts connections) only once the database is open, as before.
+    let socket = bind(args.listen).with_context(|| format!("listen on {}", args.listen))?;
     backset_engine::lock::set_program_name("backset serve");
     let db_root = args.data_dir.join("database");
     let db = Arc::new(
@@ -326,8 +326,6 @@ pub fn run(args: &Args) -> Result<()> {
     });
     let mut workload: Option<Workload> = None;
     let served = rt.block_on(async {
-        let listener =
-            tokio::net::TcpListener::from_std(listener).with_context(|| format!("listen on {}", args.listen))?;
         tracing::info!(
             "database {} ({} SM{}, journal-hot-copy {}) in {}; admin API on http://{}{}",
             db.name(),
@@ -371,6 +369,8 @@ pub fn run(args: &Args) -> Result<()> {
             workload = Some(Workload::start(Arc::clone(&db), w.clone()));
         }
         tokio::spawn(watch_retained_journal(Arc::clone(&db), args.retained_journal_warn_bytes));
+        // Last: once the port accepts connections, the lines above are out.
+        let listener = socket.listen(LISTEN_BACKLOG).with_context(|| format!("listen on {}", args.listen))?;
         axum::serve(listener, router(Arc::clone(&app)))
             .with_graceful_shutdown(shutdown_signal(manager.clone(), signals))
             .await
@@ -424,6 +424,18 @@ async fn shutdown_signal(manager: HotCopyManager, signals: Signals) {
     let name = signals.wait().await;
     tracing::info!("{name}: cancelling running hot copies and closing the database");
     let _ = tokio::task::spawn_blocking(move || manager.shutdown(SHUTDOWN_JOBS_TIMEOUT)).await;
+}
+
+/// Connections waiting to be accepted, at most (tokio's `TcpListener::bind` uses the same).
+const LISTEN_BACKLOG: u32 = 1024;
+
+/// A socket bound to `addr` but not listening yet. Binding fails (`Address already in use`) when another socket
+/// listens there; `SO_REUSEADDR` lets a restart bind while connections of the previous process linger in TIME_WAIT.
+fn bind(addr: SocketAddr) -> std::io::Result<tokio::net::TcpSocket> {
+    let socket = if addr.is_ipv4() { tokio::net::TcpSocket::new_v4()? } else { tokio::net::TcpSocket::new_v6()? };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    Ok(socket)
 }
 
 /// SIGINT and SIGTERM, caught from the moment they are registered (one that arrives before [`Signals::wait`] is
