@@ -535,6 +535,7 @@ impl From<HotCopyError> for HttpError {
             HotCopyError::NotFound { .. } => StatusCode::NOT_FOUND,
             HotCopyError::AlreadyRunning { .. }
             | HotCopyError::NeedsFull { .. }
+            | HotCopyError::FullRunning { .. }
             | HotCopyError::NeedsFullForJournal { .. }
             | HotCopyError::JournalChainMoved { .. }
             | HotCopyError::JournalDisabled { .. }

@@ -619,3 +619,57 @@ fn progress_bars_show_megabytes_per_second_and_appear_once_their_total_is_known(
         assert!(!bar.contains("/1 B "), "a bar before its total was known: {bar}");
     }
 }
+
+#[test]
+fn journal_hot_copies_go_into_a_new_set_right_after_its_full_starts() {
+    let dir = tmp();
+    let srv = Server::start(&dir.path().join("data"), &[]);
+    srv.load(20, 1000);
+    let (old, new, none) = (dir.path().join("week1"), dir.path().join("week2"), dir.path().join("none"));
+    let hotcopy = |kind: &str, set: &Path| -> Vec<String> {
+        ["hotcopy", "database", "--db-name", "demo", "--type", kind, "--backup-dirs", "0", s(set)]
+            .map(str::to_string)
+            .to_vec()
+    };
+    let run = |args: Vec<String>| srv.run(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    let wait = |kind: &str, set: &Path| [hotcopy(kind, set), vec!["--timeout".into(), "60".into()]].concat();
+    for kind in ["full", "journal"] {
+        let out = run(wait(kind, &old));
+        assert!(out.status.success(), "{kind}: {}", text(&out));
+    }
+    srv.load(20, 1000);
+    // The new set's full, asynchronous and held at one byte per second.
+    let out = run([hotcopy("full", &new), vec!["--max-rate".into(), "0.000001".into()]].concat());
+    assert!(out.status.success(), "{}", text(&out));
+    let (sm, id) = (field(stdout(&out).trim(), "coordinator_start_id"), field(stdout(&out).trim(), "id"));
+    // Right after it: a journal hot copy into the new set completes.
+    let out = run(wait("journal", &new));
+    assert!(out.status.success(), "journal into the new set: {}", text(&out));
+    assert_eq!(field(stdout(&out).trim(), "status"), "completed");
+    // The old set takes no more journal hot copies, and the message names the new set.
+    let out = run(wait("journal", &old));
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let want = format!("backup set {} no longer takes journal hot copies of archive 0", s(&old));
+    assert!(
+        stderr(&out).contains(&want) && stderr(&out).contains(&format!("made {} the set", s(&new))),
+        "{}",
+        text(&out)
+    );
+    // An incremental into the new set says its full runs, with the full's id.
+    let out = run(wait("incremental", &new));
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(
+        stderr(&out).contains(&format!("full hot copy {id} into backup set {} is still running", s(&new))),
+        "{}",
+        text(&out)
+    );
+    // A set no full has initialised: NuoDB's message, verbatim (NuoDB's Helm scripts match on it).
+    let out = run(wait("journal", &none));
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(
+        stderr(&out).contains("Full or incremental hot copy must be completed before journal hot copy"),
+        "{}",
+        text(&out)
+    );
+    srv.ok(&["cancel", "hotcopy", "--coordinator-start-id", &sm, "--hotcopy-id", &id, "--timeout", "60"]);
+}

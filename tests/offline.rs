@@ -197,6 +197,18 @@ fn restore_refuses_a_non_empty_directory_and_leaves_it_alone() {
 }
 
 #[test]
+fn restore_into_a_file_says_it_is_a_file_not_that_it_is_not_empty() {
+    let tmp = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    let file = tmp.path().join("file");
+    std::fs::write(&file, b"mine").unwrap();
+    let out = fails(&["restore", "--restore-dir", p(&file), p(&set())], 1);
+    let err = stderr(&out);
+    assert!(err.contains(&format!("restore destination {} is a file, not a directory", p(&file))), "{}", text(&out));
+    assert!(!err.contains("not empty"), "{}", text(&out));
+    assert_eq!(std::fs::read(&file).unwrap(), b"mine");
+}
+
+#[test]
 fn restore_out_of_range_names_the_range() {
     let tmp = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
     let els = elements();

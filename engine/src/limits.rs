@@ -128,6 +128,15 @@ pub const HOTCOPY_MAX_STATUS_FILE_BYTES: u64 = 4 << 20;
 /// it when a manager starts. Bounds the memory and the start-up time of the status store.
 pub const HOTCOPY_MAX_KEPT_STATUSES: usize = 10_000;
 
+/// Longest [`HotCopyManager::start`](crate::hotcopy::HotCopyManager::start) of a full hot copy waits for its
+/// participants to initialise their sets (pin the journal, write the state), so that a journal hot copy started
+/// right after it is accepted. Beyond it (an archive slow to pin) `start` returns anyway; a journal hot copy then
+/// gets `Full or incremental hot copy must be completed before journal hot copy` until the set is initialised.
+pub const HOTCOPY_READY_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How often a wait for a participant's initialisation also checks whether its job ended.
+pub const HOTCOPY_READY_POLL: Duration = Duration::from_millis(50);
+
 /// Buffer pool of the copier each hot copy participant makes (one per archive per job): the copier's default.
 pub const HOTCOPY_COPIER_POOL_BYTES: usize = backset_copier::limits::POOL_BYTES_DEFAULT;
 

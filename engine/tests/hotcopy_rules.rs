@@ -97,9 +97,11 @@ fn refusals_say_which_rule() {
     wait_stage(&m, first, 0, "Stage1: Copy atoms");
     let e = m.start(req(HotCopyType::Full, &dir.path().join("other"))).unwrap_err();
     assert_eq!(e.to_string(), "Only one full hot copy at a time allowed");
-    // The full has begun: the set is initialised, so an incremental now fails for want of a *completed* full.
+    // The full has begun: the set is initialised, so an incremental now fails for want of a *completed* full, naming
+    // the full that runs.
     let e = m.start(req(HotCopyType::Incremental, &set)).unwrap_err();
-    assert!(e.to_string().contains("not completed yet"), "{e}");
+    assert!(matches!(e, HotCopyError::FullRunning { id, .. } if id == first.1), "{e:?}");
+    assert!(e.to_string().contains(&format!("full hot copy {} into backup set", first.1)), "{e}");
     m.set_max_rate(first.0, first.1, None).unwrap();
     wait_completed(&m, first);
     load(&db, 13, 20); // journal for the incremental to copy (its atoms are unchanged)

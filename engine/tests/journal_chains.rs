@@ -1,7 +1,9 @@
 //! Journal hot copies continue one chain per archive, the newest backup set's: a new full keeps the journal from its
 //! start even when an older set's journal hot copies went further (the defect the load test found: the new set's
 //! first journal hot copy found its journal recycled), and a journal hot copy into an older set is refused, also
-//! after a restart of the manager.
+//! after a restart of the manager. The weekly rotation: once a new full has begun, journal hot copies go into its set
+//! (not the old one), the old set stays restorable up to its last element and the new one from its full's end
+//! point; a new full that fails gives the chain back to the old set.
 
 mod common;
 #[path = "hotcopy_support.rs"]
@@ -10,10 +12,14 @@ mod support;
 use std::path::Path;
 use std::sync::Arc;
 
-use backset_engine::hotcopy::{HotCopyError, HotCopyManager, HotCopyRequest, HotCopyType};
-use backset_engine::store::{Config, Database};
-use common::{config, tempdir};
-use support::{check_set, load, range_of, wait_completed};
+use backset_engine::check::CheckOptions;
+use backset_engine::hotcopy::{HotCopyError, HotCopyManager, HotCopyRequest, HotCopyType, JobState};
+use backset_engine::restore::{restore, RestoreOptions, Target};
+use backset_engine::store::{read_archive, Config, Database};
+use backset_engine::workload::{replay_upto, AckedTxn};
+use backset_format::TxnRange;
+use common::{assert_entries_eq, config, tempdir};
+use support::{check_set, load, range_of, wait_completed, JOB_TIMEOUT};
 
 fn cfg() -> Config {
     let mut c = config("chains");
@@ -73,4 +79,104 @@ fn a_journal_hot_copy_into_an_older_set_is_refused_also_after_a_restart() {
     run(&m, HotCopyType::Incremental, &a);
     check_set(&a);
     check_set(&b);
+}
+
+/// Restores `set` to `txn` with the engine's restore and compares it with the acknowledged state.
+fn restores_exactly(set: &Path, txn: u64, acked: &[AckedTxn]) {
+    let out = tempdir();
+    let dest = out.path().join("r");
+    restore(set, &dest, Target::Transaction(txn), &RestoreOptions::default())
+        .unwrap_or_else(|e| panic!("restore {} to {txn}: {e}", set.display()));
+    assert_entries_eq(&read_archive(&dest).unwrap().entries, &replay_upto(acked, txn), &format!("restore to {txn}"));
+}
+
+fn restorable(set: &Path) -> Vec<TxnRange> {
+    let report = backset_engine::check::check_set(set, &CheckOptions::default()).unwrap();
+    assert!(report.is_ok(), "{:#?}", report.defects);
+    report.restorable
+}
+
+#[test]
+fn the_weekly_rotation_moves_the_journal_chain_to_the_new_set_once_its_full_has_begun() {
+    let dir = tempdir();
+    let db = Arc::new(Database::open(dir.path().join("db"), cfg()).unwrap());
+    let mut acked = load(&db, 7, 200);
+    let m = HotCopyManager::new(Arc::clone(&db), dir.path().join("manager")).unwrap();
+    let (old, new) = (dir.path().join("week1"), dir.path().join("week2"));
+    run(&m, HotCopyType::Full, &old);
+    acked.extend(load(&db, 8, 100));
+    run(&m, HotCopyType::Journal, &old);
+    acked.extend(load(&db, 9, 100));
+    run(&m, HotCopyType::Journal, &old);
+    let old_last = range_of(&old, "2.jnl").1;
+
+    // The new week's full, held in its atom stage by a paused rate: its start returns once the set is initialised.
+    let full = m.start(HotCopyRequest::new(HotCopyType::Full).backup_dir(0, &new).max_rate(Some(0))).unwrap();
+    let r_new = range_of(&new, "full").0;
+    acked.extend(load(&db, 10, 100));
+    // Journal hot copies now go into the new set, from its full's start...
+    run(&m, HotCopyType::Journal, &new);
+    assert_eq!(range_of(&new, "1.jnl").0, r_new, "the new set's journal chain starts at its full's start");
+    // ...and no longer into the old one: the message names the new set.
+    let e = m.start(HotCopyRequest::new(HotCopyType::Journal).backup_dir(0, &old)).unwrap_err();
+    match &e {
+        HotCopyError::JournalChainMoved { dir, newest, .. } => assert_eq!((dir, newest), (&old, &new), "{e}"),
+        other => panic!("{other:?}"),
+    }
+    // An incremental into the new set says that its full runs, and which.
+    let e = m.start(HotCopyRequest::new(HotCopyType::Incremental).backup_dir(0, &new)).unwrap_err();
+    assert!(matches!(e, HotCopyError::FullRunning { id, .. } if id == full.1), "{e:?}");
+    assert!(e.to_string().contains(&format!("full hot copy {} into backup set {}", full.1, new.display())), "{e}");
+
+    acked.extend(load(&db, 11, 100));
+    m.set_max_rate(full.0, full.1, None).unwrap();
+    wait_completed(&m, full);
+    let e_new = range_of(&new, "full").1;
+    acked.extend(load(&db, 12, 100));
+    db.checkpoint_now().unwrap();
+    run(&m, HotCopyType::Journal, &new);
+    let new_last = range_of(&new, "2.jnl").1;
+    assert_eq!(range_of(&new, "2.jnl").0, range_of(&new, "1.jnl").1 + 1, "the chain goes on without a gap");
+
+    // The old set restores up to its last element and no further; the new one from its full's end point on.
+    assert_eq!(restorable(&old), [TxnRange { first: range_of(&old, "full").1, last: old_last }]);
+    assert_eq!(restorable(&new), [TxnRange { first: e_new, last: new_last }]);
+    restores_exactly(&old, old_last, &acked);
+    for txn in [e_new, (e_new + new_last) / 2, new_last] {
+        restores_exactly(&new, txn, &acked);
+    }
+    check_set(&old);
+    check_set(&new);
+}
+
+#[test]
+fn a_new_full_that_fails_gives_the_chain_back_and_takes_its_journal_elements_with_it() {
+    let dir = tempdir();
+    let db = Arc::new(Database::open(dir.path().join("db"), cfg()).unwrap());
+    let mut acked = load(&db, 21, 200);
+    let m = HotCopyManager::new(Arc::clone(&db), dir.path().join("manager")).unwrap();
+    let (old, new) = (dir.path().join("week1"), dir.path().join("week2"));
+    run(&m, HotCopyType::Full, &old);
+    acked.extend(load(&db, 22, 100));
+    run(&m, HotCopyType::Journal, &old);
+    let old_last = range_of(&old, "1.jnl").1;
+
+    let full = m.start(HotCopyRequest::new(HotCopyType::Full).backup_dir(0, &new).max_rate(Some(0))).unwrap();
+    acked.extend(load(&db, 23, 100));
+    run(&m, HotCopyType::Journal, &new);
+    // The journal copied into the new set moved no mark: a checkpoint recycles nothing the old set still needs.
+    db.checkpoint_now().unwrap();
+    let s = m.cancel(full.0, full.1, Some(JOB_TIMEOUT)).unwrap();
+    assert_eq!(s.status, JobState::Cancelled, "{}", s.message);
+    assert!(!new.exists(), "the cancelled full leaves its directory as it found it (absent), journal element and all");
+
+    // The old set continues the chain from where its last element ended, without a gap.
+    acked.extend(load(&db, 24, 100));
+    db.checkpoint_now().unwrap();
+    run(&m, HotCopyType::Journal, &old);
+    assert_eq!(range_of(&old, "2.jnl").0, old_last + 1);
+    let latest = range_of(&old, "2.jnl").1;
+    assert_eq!(latest, acked.iter().map(|a| a.txn_id).max().unwrap());
+    restores_exactly(&old, latest, &acked);
+    check_set(&old);
 }

@@ -2,12 +2,20 @@
 //!
 //! An archive that retains its journal for journal hot copies keeps one mark: everything above the last record a
 //! journal hot copy copied. Journal hot copies therefore continue one chain per archive: that of the newest backup
-//! set, the one whose full hot copy completed last. A full hot copy, when it commits (while its journal pin still
-//! holds the journal from its start), lowers the archive's mark to its start
-//! ([`Archive::journal_retain_from`](crate::Archive::journal_retain_from)) and makes its set the chain's. A journal
-//! hot copy into an older set is refused: its records may be gone, and copying them would raise the mark past what
-//! the newest set still needs. The owner of each chain is kept in `<data dir>/journal-chains.json`, so a restart
-//! does not forget it.
+//! set. As NuoDB has it, once a full hot copy has commenced, journal hot copies go only into its new set, also while
+//! the full still runs:
+//! - When a full hot copy has initialised its set (its journal pin holds the archive's journal from its start R on),
+//!   that set becomes the chain's *pending* owner: journal hot copies into it are accepted (their chain starts at R),
+//!   journal hot copies into any other set are refused. While a full is pending no journal hot copy moves the mark:
+//!   the pin keeps what the new set needs, and the mark keeps what the previous owner needs should the full fail.
+//! - When the full commits, its set becomes the owner (durably) and the mark is lowered to R
+//!   ([`Archive::journal_retain_from`](crate::Archive::journal_retain_from)); the next journal hot copy into it moves
+//!   the mark on. When it fails or is cancelled, the pending owner is dropped and the previous owner continues the
+//!   chain, from where its last journal element ended (the full also removes the journal elements its set took).
+//!
+//! A journal hot copy into an older set is refused: its records may be gone, and copying them would raise the mark
+//! past what the newest set still needs. The owner of each chain is kept in `<data dir>/journal-chains.json`, so a
+//! restart does not forget it (a pending owner dies with its full, and with the process).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -31,11 +39,13 @@ pub struct ChainOwner {
     pub dir: PathBuf,
 }
 
-/// The chain owner of each archive, persisted in the data directory.
+/// The chain owner of each archive, persisted in the data directory, and the pending owner of each archive whose
+/// new full hot copy runs (in memory).
 #[derive(Debug)]
 pub(crate) struct JournalChains {
     dir: PathBuf,
     owners: Mutex<BTreeMap<u64, ChainOwner>>,
+    pending: Mutex<BTreeMap<u64, ChainOwner>>,
 }
 
 impl JournalChains {
@@ -50,7 +60,25 @@ impl JournalChains {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => BTreeMap::new(),
             Err(source) => return Err(HotCopyError::Io { op: "read", path, source }),
         };
-        Ok(Self { dir: data_dir.to_path_buf(), owners: Mutex::new(owners) })
+        Ok(Self { dir: data_dir.to_path_buf(), owners: Mutex::new(owners), pending: Mutex::new(BTreeMap::new()) })
+    }
+
+    /// The set of a running full hot copy of `archive_id` that will continue the chain, if any.
+    fn pending(&self, archive_id: u64) -> Option<ChainOwner> {
+        self.pending.lock().unwrap_or_else(|p| p.into_inner()).get(&archive_id).cloned()
+    }
+
+    /// A full hot copy of `archive_id` has initialised its set `owner`: journal hot copies now go there.
+    pub fn begin_full(&self, archive_id: u64, owner: ChainOwner) {
+        self.pending.lock().unwrap_or_else(|p| p.into_inner()).insert(archive_id, owner);
+    }
+
+    /// The full hot copy of `archive_id` into the set `set_id` failed or was cancelled: the previous owner goes on.
+    pub fn abandon_full(&self, archive_id: u64, set_id: Uuid) {
+        let mut pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
+        if pending.get(&archive_id).is_some_and(|p| p.set_id == set_id) {
+            pending.remove(&archive_id);
+        }
     }
 
     /// The set that continues `archive_id`'s journal chain, if any full hot copy completed since the file began.
@@ -58,13 +86,16 @@ impl JournalChains {
         self.owners.lock().unwrap_or_else(|p| p.into_inner()).get(&archive_id).cloned()
     }
 
-    /// Whether a journal hot copy of `archive_id` into the set `set_id` continues the chain (no owner yet counts).
+    /// Whether a journal hot copy of `archive_id` into the set `set_id` that just completed moves the archive's mark:
+    /// when the set continues the chain (no owner yet counts) and no new full is pending.
     pub fn continues(&self, archive_id: u64, set_id: Uuid) -> bool {
-        self.owner(archive_id).is_none_or(|o| o.set_id == set_id)
+        self.pending(archive_id).is_none() && self.owner(archive_id).is_none_or(|o| o.set_id == set_id)
     }
 
-    /// Makes `owner` the set that continues `archive_id`'s chain, durably.
+    /// Makes `owner` (a full hot copy's set, as it commits) the set that continues `archive_id`'s chain, durably; it
+    /// is no longer pending.
     pub fn set_owner(&self, archive_id: u64, owner: ChainOwner) -> Result<(), HotCopyError> {
+        self.abandon_full(archive_id, owner.set_id);
         let mut owners = self.owners.lock().unwrap_or_else(|p| p.into_inner());
         let before = owners.insert(archive_id, owner);
         let path = self.dir.join(CHAINS_FILE);
@@ -83,13 +114,16 @@ impl JournalChains {
         written
     }
 
-    /// Refuses a journal hot copy of `archive_id` into the set `set_id` at `dir` when another set owns the chain.
+    /// Refuses a journal hot copy of `archive_id` into the set `set_id` at `dir` when another set continues the
+    /// chain: a running full's set (pending) or else the owner.
     pub fn check_journal(&self, archive_id: u64, set_id: Uuid, dir: &Path) -> Result<(), HotCopyError> {
-        match self.owner(archive_id) {
-            Some(o) if o.set_id != set_id => {
-                Err(HotCopyError::JournalChainMoved { dir: dir.to_path_buf(), archive_id, newest: o.dir })
-            }
-            _ => Ok(()),
+        let moved =
+            |newest: PathBuf| Err(HotCopyError::JournalChainMoved { dir: dir.to_path_buf(), archive_id, newest });
+        match (self.pending(archive_id), self.owner(archive_id)) {
+            (Some(p), _) if p.set_id != set_id => moved(p.dir),
+            (Some(_), _) => Ok(()),
+            (None, Some(o)) if o.set_id != set_id => moved(o.dir),
+            (None, _) => Ok(()),
         }
     }
 }

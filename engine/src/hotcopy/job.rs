@@ -13,7 +13,8 @@ use std::collections::{BTreeMap, HashSet};
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
 
 use backset_copier::limit::JobLimiter;
 use backset_copier::{Copier, CopyError, CopyRequest, FileReport, JobControl, JobReport, Options, Throttle};
@@ -35,7 +36,7 @@ use crate::hotcopy::coordinator::{Arrival, Coordinator};
 use crate::hotcopy::fault;
 use crate::hotcopy::set::{dir_content, read_head, BackupSet, Begun, DirContent, SetError, SetHandle};
 use crate::hotcopy::{error_chain, HotCopyError, HotCopyType, Stage};
-use crate::limits::{HOTCOPY_ATOM_BATCH_FILES, HOTCOPY_COPIER_POOL_BYTES};
+use crate::limits::{HOTCOPY_ATOM_BATCH_FILES, HOTCOPY_COPIER_POOL_BYTES, HOTCOPY_READY_POLL};
 use crate::paths::{check_parent, create_dir};
 use crate::store::now_micros;
 
@@ -47,6 +48,9 @@ fn io_err(op: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> HotCo
     let path = path.to_path_buf();
     move |source| HotCopyError::Io { op, path, source }
 }
+
+/// The advice of a journal hot copy refused for want of a full.
+pub(crate) const START_A_FULL: &str = "start a full hot copy into it first";
 
 /// One archive of a job, as the manager resolved the request.
 pub(crate) struct ParticipantSpec {
@@ -66,6 +70,8 @@ pub(crate) struct ParticipantSpec {
 #[derive(Debug)]
 pub(crate) struct ParticipantLive {
     pub info: Mutex<LiveInfo>,
+    /// Signalled when `info.initialised` becomes true.
+    initialised: Condvar,
     done: AtomicU64,
     total: AtomicU64,
     current: Mutex<Option<Arc<JobControl>>>,
@@ -77,12 +83,16 @@ pub(crate) struct LiveInfo {
     pub stage: Stage,
     pub element: Option<String>,
     pub txn_range: Option<(u64, u64)>,
+    /// Stage 1's checks passed and the destination is set up: a full's set initialised (journal hot copies into
+    /// it are accepted from now on), an element begun, a simple copy's `.incomplete` directories made.
+    pub initialised: bool,
 }
 
 impl ParticipantLive {
     pub fn new() -> Self {
         Self {
-            info: Mutex::new(LiveInfo { stage: Stage::Begin, element: None, txn_range: None }),
+            info: Mutex::new(LiveInfo { stage: Stage::Begin, element: None, txn_range: None, initialised: false }),
+            initialised: Condvar::new(),
             done: AtomicU64::new(0),
             total: AtomicU64::new(0),
             current: Mutex::new(None),
@@ -105,6 +115,27 @@ impl ParticipantLive {
 
     fn set_stage(&self, stage: Stage) {
         lock(&self.info).stage = stage;
+    }
+
+    fn set_initialised(&self) {
+        lock(&self.info).initialised = true;
+        self.initialised.notify_all();
+    }
+
+    /// Waits up to `timeout` for the participant to be initialised (`false`: not yet), or for `ended` to hold
+    /// (checked at least every `HOTCOPY_READY_POLL`).
+    pub fn wait_initialised(&self, timeout: Duration, ended: impl Fn() -> bool) -> bool {
+        let deadline = Instant::now() + timeout;
+        let mut info = lock(&self.info);
+        while !info.initialised && !ended() {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return false;
+            }
+            info =
+                self.initialised.wait_timeout(info, left.min(HOTCOPY_READY_POLL)).unwrap_or_else(|p| p.into_inner()).0;
+        }
+        info.initialised
     }
 }
 
@@ -481,6 +512,8 @@ impl Work<'_> {
                 };
                 self.target =
                     Some(Target::Set { handle, set_id, begun, created_dir, prev_catalog: None, parent: None });
+                // From here on journal hot copies of this archive go into this set (see `chains`).
+                self.ctx.chains.begin_full(id.archive_id, ChainOwner { set_id, dir: dest.clone() });
                 (r, r_prime, Some(r_prime))
             }
             HotCopyType::Incremental => {
@@ -513,7 +546,10 @@ impl Work<'_> {
                 if !self.archive().journal_hot_copy_enabled() {
                     return Err(HotCopyError::JournalDisabled { archive_id: self.archive_id() });
                 }
-                let missing = |reason| HotCopyError::NeedsFullForJournal { dir: dest.clone(), reason };
+                let missing = |reason| HotCopyError::NeedsFullForJournal {
+                    dir: dest.clone(),
+                    reason: format!("{reason}; {START_A_FULL}"),
+                };
                 let (handle, set) = open_set(self.archive(), &dest, missing)?;
                 let set_id = set.state().set_id;
                 let mut parent = None;
@@ -522,7 +558,7 @@ impl Work<'_> {
                     let Some(full) = set.full() else {
                         return Err(HotCopyError::NeedsFullForJournal {
                             dir: dest.clone(),
-                            reason: "has no full element".into(),
+                            reason: format!("has no full element; {START_A_FULL}"),
                         });
                     };
                     self.ctx.chains.check_journal(archive_id, set_id, &dest)?;
@@ -541,6 +577,7 @@ impl Work<'_> {
         if let Some(Target::Set { begun, .. }) = &self.target {
             lock(&self.live.info).element = Some(begun.entry.name().to_string());
         }
+        self.live.set_initialised();
         self.fault_pause("begun")?;
 
         // Stage 1: atoms.
@@ -646,9 +683,10 @@ impl Work<'_> {
                     if !parent_ok {
                         return Err(HotCopyError::NeedsFullForJournal {
                             dir: self.spec.dest.clone(),
-                            reason: "lost the full hot copy this journal element started from (it failed or was \
-                                     cancelled)"
-                                .into(),
+                            reason: format!(
+                                "lost the full hot copy this journal element started from (it failed or was \
+                                 cancelled); {START_A_FULL}"
+                            ),
                         });
                     }
                 }
@@ -811,7 +849,12 @@ impl Work<'_> {
             return Ok(());
         }
         match self.target.take() {
-            Some(Target::Set { handle, begun, created_dir, .. }) => handle.abort(&begun, created_dir)?,
+            Some(Target::Set { handle, set_id, begun, created_dir, .. }) => {
+                if begun.entry.kind == ElementKind::Full {
+                    self.ctx.chains.abandon_full(self.archive_id(), set_id);
+                }
+                handle.abort(&begun, created_dir)?
+            }
             Some(Target::Simple { journal: Some(from), .. }) if self.journal_moved => {
                 // The archive directory could not be moved: the journal directory gets its `.incomplete` back.
                 let to = self.spec.journal_dir.clone().expect("a separate journal directory");

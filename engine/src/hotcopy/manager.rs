@@ -27,13 +27,13 @@ use crate::hotcopy::chains::JournalChains;
 use crate::hotcopy::coordinator::{check_storage_groups, Coordinator, Outcome};
 use crate::hotcopy::job::{
     incomplete_dir, incremental_blocker, open_set, preflight_full, preflight_simple, run_participant, JobContext,
-    ParticipantLive, ParticipantSpec,
+    ParticipantLive, ParticipantSpec, START_A_FULL,
 };
 use crate::hotcopy::{
     error_chain, HotCopyError, HotCopyRequest, HotCopyStatus, HotCopyType, JobState, ParticipantStatus, Stage,
     MSG_CANCELLED, MSG_COMPLETED, MSG_FAILED_PREFIX, MSG_PROCESS_STOPPED,
 };
-use crate::limits::{HOTCOPY_MAX_KEPT_STATUSES, HOTCOPY_MAX_STATUS_FILE_BYTES};
+use crate::limits::{HOTCOPY_MAX_KEPT_STATUSES, HOTCOPY_MAX_STATUS_FILE_BYTES, HOTCOPY_READY_TIMEOUT};
 use crate::paths::resolve_existing;
 use crate::store::{now_micros, Database};
 
@@ -438,8 +438,19 @@ impl HotCopyManager {
             HotCopyType::Full => preflight_full(dest).map(drop),
             HotCopyType::Incremental => {
                 let missing = |reason| HotCopyError::NeedsFull { dir: dest.to_path_buf(), reason };
-                let (_, set) = open_set(archive, dest, missing)?;
+                let running = || self.running_full_into(dest);
+                let (_, set) = match open_set(archive, dest, missing) {
+                    Err(HotCopyError::NeedsFull { .. }) if running().is_some() => {
+                        let (coordinator_start_id, id) = running().expect("checked");
+                        return Err(HotCopyError::FullRunning { dir: dest.to_path_buf(), coordinator_start_id, id });
+                    }
+                    other => other?,
+                };
                 match incremental_blocker(&set) {
+                    Some(_) if running().is_some() => {
+                        let (coordinator_start_id, id) = running().expect("checked");
+                        Err(HotCopyError::FullRunning { dir: dest.to_path_buf(), coordinator_start_id, id })
+                    }
                     Some(reason) => Err(HotCopyError::NeedsFull { dir: dest.to_path_buf(), reason }),
                     None => Ok(()),
                 }
@@ -448,12 +459,21 @@ impl HotCopyManager {
                 if !archive.journal_hot_copy_enabled() {
                     return Err(HotCopyError::JournalDisabled { archive_id: archive.identity().archive_id });
                 }
-                let missing = |reason| HotCopyError::NeedsFullForJournal { dir: dest.to_path_buf(), reason };
+                let missing = |reason: String| HotCopyError::NeedsFullForJournal {
+                    dir: dest.to_path_buf(),
+                    reason: match self.running_full_into(dest) {
+                        Some((_, id)) => format!(
+                            "is not initialised yet: full hot copy {id} has not written its state; retry once it has \
+                             (a full hot copy's start returns when its set is initialised)"
+                        ),
+                        None => format!("{reason}; {START_A_FULL}"),
+                    },
+                };
                 let (_, set) = open_set(archive, dest, missing)?;
                 match set.full() {
                     None => Err(HotCopyError::NeedsFullForJournal {
                         dir: dest.to_path_buf(),
-                        reason: "has no full element".into(),
+                        reason: format!("has no full element; {START_A_FULL}"),
                     }),
                     Some(_) => self.inner.chains.check_journal(archive.identity().archive_id, set.state().set_id, dest),
                 }
@@ -553,8 +573,29 @@ impl HotCopyManager {
         } else {
             let (archives, destination) = log_targets(targets.iter().map(|(a, d, _)| (*a, d.as_path())));
             tracing::info!(%id, r#type = %req.kind, %archives, %destination, status = %"running", "Hot copy started");
+            if req.kind == HotCopyType::Full {
+                // Returns once every set is initialised, so that a journal hot copy started next is accepted.
+                let deadline = Instant::now() + HOTCOPY_READY_TIMEOUT;
+                for p in job.running.iter().flat_map(|run| &run.participants) {
+                    let left = deadline.saturating_duration_since(Instant::now());
+                    p.live.wait_initialised(left, || lock(&job.terminal).is_some());
+                }
+            }
         }
         Ok((coordinator_start_id, id))
+    }
+
+    /// The running full hot copy of this manager writing into `dest` (the same directory, links resolved), as
+    /// `(coordinator start id, hot copy id)`.
+    fn running_full_into(&self, dest: &Path) -> Option<(u64, Uuid)> {
+        let dest = resolve_existing(dest);
+        let jobs: Vec<Arc<Job>> = lock(&self.inner.jobs).values().cloned().collect();
+        jobs.into_iter()
+            .filter(|j| j.kind == HotCopyType::Full && lock(&j.terminal).is_none())
+            .find(|j| {
+                j.running.as_ref().is_some_and(|run| run.participants.iter().any(|p| resolve_existing(&p.dest) == dest))
+            })
+            .map(|j| (j.coordinator_start_id, j.id))
     }
 
     fn job(&self, coordinator_start_id: u64, id: Uuid) -> Result<Arc<Job>, HotCopyError> {

@@ -390,22 +390,33 @@ pub enum HotCopyError {
         /// What it lacks.
         reason: String,
     },
-    /// A journal hot copy needs a set whose full has at least begun.
+    /// An incremental hot copy into a set whose full hot copy still runs.
     #[error(
-        "Full or incremental hot copy must be completed before journal hot copy: backup set {dir} {reason}; start a \
-         full hot copy into it first"
+        "Full hot copy must be completed before incremental hot copy: full hot copy {id} into backup set {dir} is \
+         still running; wait for it to end (`backset get hotcopy-status --coordinator-start-id \
+         {coordinator_start_id} --hotcopy-id {id} --timeout SECONDS`), then start the incremental"
     )]
+    FullRunning {
+        /// The backup set.
+        dir: PathBuf,
+        /// The full's coordinator start id.
+        coordinator_start_id: u64,
+        /// The full's hot copy id.
+        id: Uuid,
+    },
+    /// A journal hot copy needs a set whose full has at least begun.
+    #[error("Full or incremental hot copy must be completed before journal hot copy: backup set {dir} {reason}")]
     NeedsFullForJournal {
         /// The backup set.
         dir: PathBuf,
-        /// What it lacks.
+        /// What it lacks, and what to do.
         reason: String,
     },
     /// A journal hot copy into a set that no longer continues the archive's journal chain (see `chains`).
     #[error(
-        "backup set {dir} no longer takes journal hot copies of archive {archive_id}: a later full hot copy made \
-         {newest} the set that continues its journal, and the archive keeps its journal only for that set; take \
-         journal hot copies into {newest}, or start a new set with a full hot copy"
+        "backup set {dir} no longer takes journal hot copies of archive {archive_id}: a later full hot copy (completed, \
+         or running and past its first stage) made {newest} the set that continues its journal, and the archive keeps \
+         its journal only for that set; take journal hot copies into {newest}, or start a new set with a full hot copy"
     )]
     JournalChainMoved {
         /// The set asked for.

@@ -558,9 +558,11 @@ impl SetHandle {
         result
     }
 
-    /// Aborts a begun element: removes `tmp/<id>` and its in-progress entry, so the set is as valid as before. For
-    /// a full whose set then lists no element, also removes `state` and `tmp/` (and the directory when
-    /// `remove_dir` and it is empty), so the directory is as it was before the hot copy.
+    /// Aborts a begun element: removes `tmp/<id>` and its in-progress entry, so the set is as valid as before. A
+    /// full also takes with it the journal elements completed into its set while it ran (they continue from it, and
+    /// nothing restores without it): the state first, then their directories. For a full whose set then lists no
+    /// element, also removes `state` and `tmp/` (and the directory when `remove_dir` and it is empty), so the
+    /// directory is as it was before the hot copy.
     pub fn abort(&self, begun: &Begun, remove_dir: bool) -> Result<(), SetError> {
         let _g = lock(&self.slot.lock);
         let id = begun.entry.element_id;
@@ -572,10 +574,36 @@ impl SetHandle {
         let mut state = self.read()?.state;
         let before = state.elements.len();
         state.elements.retain(|e| e.element_id != id || e.status == ElementStatus::Completed);
+        let mut dropped = Vec::new();
+        if begun.entry.kind == ElementKind::Full {
+            state.elements.retain(|e| {
+                let built_on_it = e.kind == ElementKind::Journal && e.status == ElementStatus::Completed;
+                if built_on_it {
+                    dropped.push(self.dir.join(e.name().to_string()));
+                }
+                !built_on_it
+            });
+        }
+        if !dropped.is_empty() {
+            tracing::warn!(
+                set = %self.dir.display(), removed = ?dropped,
+                "the full hot copy did not complete: removing the journal elements taken into its set while it ran \
+                 (journal hot copies continue in the set that had them before)"
+            );
+        }
+        let remove_dropped = || -> Result<(), SetError> {
+            for d in &dropped {
+                if fs::symlink_metadata(d).is_ok() {
+                    remove_any(d)?;
+                }
+            }
+            Ok(())
+        };
         let unused = state.elements.is_empty() && lock(&self.slot.live).is_empty();
         if begun.entry.kind == ElementKind::Full && unused {
             let state_path = self.dir.join(STATE_FILE);
             fs::remove_file(&state_path).map_err(io_err("remove", &state_path))?;
+            remove_dropped()?;
             let tmp_root = self.tmp_root();
             if tmp_root.exists() {
                 remove_any(&tmp_root)?;
@@ -588,6 +616,10 @@ impl SetHandle {
             }
         } else if state.elements.len() != before {
             write_metadata(&self.dir, STATE_FILE, &state)?;
+            if !dropped.is_empty() {
+                remove_dropped()?;
+                sync_dir(&self.dir)?;
+            }
         }
         Ok(())
     }

@@ -162,6 +162,15 @@ pub enum RestoreError {
     /// The destination could not be created: its parent is missing (the parent rule, [`crate::paths`]).
     #[error(transparent)]
     CreateDir(#[from] CreateDirError),
+    /// The destination is a file (or anything else that is not a directory).
+    #[error(
+        "restore destination {path} is a file, not a directory; a restore creates a new archive: give an empty or new \
+         directory"
+    )]
+    DestinationNotADirectory {
+        /// The destination.
+        path: PathBuf,
+    },
     /// The destination could not be created or written.
     #[error("{op} {path}: {source}; check the restore destination (space, permissions)")]
     Destination {
@@ -447,7 +456,7 @@ fn prepare_destination(dest: &Path) -> Result<Vec<PathBuf>, RestoreError> {
             }
             Ok(Vec::new())
         }
-        Ok(_) => Err(RestoreError::DestinationNotEmpty { path: dest.to_path_buf() }),
+        Ok(_) => Err(RestoreError::DestinationNotADirectory { path: dest.to_path_buf() }),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             create_dir(dest, dest, RESTORE_DIR)?;
             Ok(vec![dest.to_path_buf()])
