@@ -589,8 +589,8 @@ fn cli_cases() -> impl Strategy<Value = Vec<String>> {
             Just("1e12".to_string()),
         ]
         .prop_map(move |r| base(strs(&["--backup-dirs", "0", "/a", &format!("--max-rate={r}")]))),
-        // Timeouts that are not waits (there is no upper bound).
-        prop_oneof!["-[0-9]{1,4}", Just("nan".to_string()), Just("inf".to_string()), "[a-z]{1,4}"]
+        // Timeouts that are not waits (there is no upper bound; -0 is zero, a wait of none).
+        prop_oneof!["-0*[1-9][0-9]{0,3}", Just("nan".to_string()), Just("inf".to_string()), "[a-z]{1,4}"]
             .prop_map(move |t| base(strs(&["--backup-dirs", "0", "/a", &format!("--timeout={t}")]))),
         // Relative destinations (the server would resolve them against its own working directory).
         "[a-z]{1,6}(/[a-z]{1,6}){0,2}".prop_map(move |p| base(strs(&["--backup-dirs", "0", &p]))),
