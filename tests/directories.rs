@@ -8,13 +8,13 @@ mod support;
 use std::collections::BTreeMap;
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::process::Output;
+use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
 use backset::engine::lock::{DirKind, Holder, LockError, LOCK_FILE};
 use backset::engine::store::{Config, Database, StoreError, Txn};
 use serde_json::{json, Value};
-use support::{backset_within, free_port, s, text, tmp, Server};
+use support::{backset_within, free_port, s, text, tmp, wait_until, Server};
 
 /// Longest a command that must refuse at once may run before the test calls it hanging.
 const REFUSAL_TIMEOUT: Duration = Duration::from_secs(30);
@@ -51,13 +51,17 @@ fn hot_copy(srv: &Server, path: &str, body: Value) -> Value {
     a.json
 }
 
-/// Every path under `root` (relative), with its content (`None` for a directory); `root` itself included as "".
+/// Every path under `root` (relative), with its content (`None` for a directory, `-> target` for a symbolic link,
+/// never followed); `root` itself included as "".
 fn tree(root: &Path) -> BTreeMap<PathBuf, Option<Vec<u8>>> {
     let mut out = BTreeMap::new();
     let mut todo = vec![root.to_path_buf()];
     while let Some(p) = todo.pop() {
         let rel = p.strip_prefix(root).unwrap().to_path_buf();
-        if fs::symlink_metadata(&p).unwrap().is_dir() {
+        let md = fs::symlink_metadata(&p).unwrap();
+        if md.file_type().is_symlink() {
+            out.insert(rel, Some(format!("-> {}", fs::read_link(&p).unwrap().display()).into_bytes()));
+        } else if md.is_dir() {
             out.insert(rel, None);
             todo.extend(fs::read_dir(&p).unwrap().map(|e| e.unwrap().path()));
         } else {
@@ -355,4 +359,114 @@ fn destinations_are_created_as_their_last_component_only() {
     let out = fails(&["restore", "--restore-dir", &s(&dest), &s(&good)]);
     assert!(stderr(&out).contains(&nuodb(&dest, "restore directory")), "{}", text(&out));
     assert!(!missing.exists(), "a missing parent was created: {}", missing.display());
+}
+
+/// A directory another user owns, holding an archive's `atoms/` and `journal/` and a file: what a swapped path
+/// component leads a restore to. Returns it and its tree.
+fn victim(root: &Path) -> (PathBuf, BTreeMap<PathBuf, Option<Vec<u8>>>) {
+    let v = root.join("victim");
+    fs::create_dir_all(v.join("atoms")).unwrap();
+    fs::create_dir_all(v.join("journal")).unwrap();
+    fs::write(v.join("atoms/0000000000000001.atom"), b"someone else's atom").unwrap();
+    fs::write(v.join("journal/0000000000000001"), b"someone else's journal").unwrap();
+    fs::write(v.join("notes"), b"keep").unwrap();
+    let t = tree(&v);
+    (v, t)
+}
+
+/// A backup set with a full and a journal element, made through the server.
+fn small_set(root: &Path) -> PathBuf {
+    let data = root.join("data");
+    let srv = Server::start(&data, &[]);
+    commit(&srv, "a", "1");
+    let set = root.join("set");
+    hot_copy(
+        &srv,
+        "/databases/demo/hotCopy",
+        json!({"type": "full", "backupSetDirs": {"0": s(&set)}, "timeoutSec": 60}),
+    );
+    commit(&srv, "b", "2");
+    hot_copy(
+        &srv,
+        "/databases/demo/hotCopy",
+        json!({"type": "journal", "backupSetDirs": {"0": s(&set)}, "timeoutSec": 60}),
+    );
+    set
+}
+
+/// Runs `backset restore --restore-dir dest set` with the test-only pause once its directories are created
+/// (`BACKSET_FAULT_RESTORE_PAUSE=created`); when it blocks, runs `swap`, then lets it go on. Returns its output.
+fn restore_with_swap(set: &Path, dest: &Path, mark: &Path, swap: impl FnOnce()) -> Output {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_backset"))
+        .args(["restore", "--restore-dir", &s(dest), &s(set)])
+        .env("BACKSET_FAULT_RESTORE_PAUSE", "created")
+        .env("BACKSET_FAULT_PAUSE_MARK", mark)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let paused = wait_until(Duration::from_secs(60), || mark.exists() || child.try_wait().unwrap().is_some());
+    if !(paused && mark.exists()) {
+        let _ = child.kill();
+        panic!("the restore never reached its pause point: {}", text(&child.wait_with_output().unwrap()));
+    }
+    swap();
+    fs::remove_file(mark).unwrap();
+    let exited = wait_until(Duration::from_secs(120), || child.try_wait().unwrap().is_some());
+    if !exited {
+        let _ = child.kill();
+    }
+    let out = child.wait_with_output().unwrap();
+    assert!(exited, "the restore still ran 120 s after its pause: {}", text(&out));
+    out
+}
+
+#[test]
+fn a_failed_restore_never_removes_through_a_destination_swapped_for_a_link() {
+    let dir = tmp();
+    let set = small_set(dir.path());
+    let (victim, before) = victim(dir.path());
+    // A shared scratch directory: the restore creates `dest`; someone moves it aside and puts a link in its place.
+    let dest = dir.path().join("scratch/dest");
+    fs::create_dir(dir.path().join("scratch")).unwrap();
+    let aside = dir.path().join("scratch/aside");
+    let out = restore_with_swap(&set, &dest, &dir.path().join("mark"), || {
+        fs::rename(&dest, &aside).unwrap();
+        std::os::unix::fs::symlink(&victim, &dest).unwrap();
+    });
+    assert_eq!(tree(&victim), before, "the restore changed the directory the link leads to: {}", text(&out));
+    assert_eq!(out.status.code(), Some(1), "the restore must fail: {}", text(&out));
+    let want = format!(
+        "restore destination {} was replaced while the restore ran (it is now a symbolic link to another directory)",
+        dest.display()
+    );
+    assert!(stderr(&out).contains(&want), "expected {want:?}: {}", text(&out));
+    assert_eq!(fs::read_link(&dest).unwrap(), victim, "the link is not the restore's to remove");
+    // What the restore wrote (through its descriptors, into the directory moved aside) is gone.
+    assert_eq!(tree(&aside).into_keys().collect::<Vec<_>>(), [PathBuf::new()], "{:?}", tree(&aside));
+}
+
+#[test]
+fn a_failed_restore_never_removes_through_an_atoms_directory_swapped_for_a_link() {
+    let dir = tmp();
+    let set = small_set(dir.path());
+    let (victim, before) = victim(dir.path());
+    // An empty destination someone else can write to: its `atoms/` is moved aside and replaced by a link.
+    let dest = dir.path().join("dest");
+    fs::create_dir(&dest).unwrap();
+    let atoms = dest.join("atoms");
+    let out = restore_with_swap(&set, &dest, &dir.path().join("mark"), || {
+        fs::rename(&atoms, dest.join("atoms-aside")).unwrap();
+        std::os::unix::fs::symlink(victim.join("atoms"), &atoms).unwrap();
+    });
+    assert_eq!(tree(&victim), before, "the restore changed the directory the link leads to: {}", text(&out));
+    assert_eq!(out.status.code(), Some(1), "the restore must fail: {}", text(&out));
+    let want = format!(
+        "restore destination {} was replaced while the restore ran (it is now a symbolic link)",
+        atoms.display()
+    );
+    assert!(stderr(&out).contains(&want), "expected {want:?}: {}", text(&out));
+    // The restore's journal/ is gone, the emptied atoms directory stays under the name it was moved to.
+    let left: Vec<PathBuf> = tree(&dest).into_keys().collect();
+    assert_eq!(left, [PathBuf::new(), "atoms".into(), "atoms-aside".into()], "{:?}", tree(&dest));
 }

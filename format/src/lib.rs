@@ -6,13 +6,14 @@
 //! - Backup-set metadata, each a metadata file ([`meta`]: fixed header + postcard body): the set's [`State`], and
 //!   per element in `control/` the [`Manifest`], the atom [`Catalog`] and the [`ElementInfo`].
 //! - [`layout`]: the names of files and directories; [`limits`]: every bound; [`fsio`]: reading metadata files and
-//!   writing them atomically.
+//!   writing them atomically; [`dirfd`]: directories opened without following links, and every removal.
 //!
 //! The byte-by-byte specification, with the ordering invariants and the threat model, is `docs/FORMAT.md` in the
 //! repository. Every parser returns a typed error on any input and never allocates past [`limits`].
 
 pub mod atom;
 pub mod catalog;
+pub mod dirfd;
 pub mod element;
 pub mod error;
 mod fixed;

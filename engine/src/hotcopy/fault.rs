@@ -20,6 +20,11 @@
 //! reaches `<point>` fail there with an injected I/O error naming the variable; it leaves its set as before, as any
 //! failure does.
 //!
+//! `BACKSET_FAULT_RESTORE_PAUSE=created` makes a restore block once its destination and the destination's
+//! `journal/` and `atoms/` are created, before anything is written into them; with `BACKSET_FAULT_PAUSE_MARK=<file>`
+//! it first writes `<file>` and goes on once the test removes it (without a mark it goes on at once), so a test can
+//! swap a path component for a symbolic link at that moment.
+//!
 //! Never set these variables outside tests.
 
 use std::path::{Path, PathBuf};
@@ -40,6 +45,12 @@ pub const FAULT_PAUSE_DEST_ENV: &str = "BACKSET_FAULT_PAUSE_DEST";
 
 /// The environment variable naming the failure point.
 pub const FAULT_FAIL_ENV: &str = "BACKSET_FAULT_FAIL";
+
+/// The environment variable naming the restore's pause point.
+pub const FAULT_RESTORE_PAUSE_ENV: &str = "BACKSET_FAULT_RESTORE_PAUSE";
+
+/// The restore's pause points.
+pub const RESTORE_PAUSE_POINTS: [&str; 1] = ["created"];
 
 /// The pause points, in the order a job reaches them.
 pub const FAULT_POINTS: [&str; 3] = ["begun", "before-move", "mid-move"];
@@ -123,6 +134,35 @@ pub(crate) fn pause(
         if let Some(check) = check {
             check()?;
         }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Blocks a restore at `point` when the test-only `BACKSET_FAULT_RESTORE_PAUSE` names it: writes the mark
+/// (`BACKSET_FAULT_PAUSE_MARK`) and waits until the test removes it.
+pub(crate) fn restore_pause(point: &str) {
+    let value = std::env::var(FAULT_RESTORE_PAUSE_ENV).unwrap_or_default();
+    if value.is_empty() || value != point {
+        if !value.is_empty() && !RESTORE_PAUSE_POINTS.contains(&value.as_str()) {
+            tracing::warn!(
+                "{FAULT_RESTORE_PAUSE_ENV}={value} names none of the points {}; ignored",
+                RESTORE_PAUSE_POINTS.join(", ")
+            );
+        }
+        return;
+    }
+    let Some(mark) = std::env::var_os(FAULT_PAUSE_MARK_ENV).filter(|v| !v.is_empty()).map(PathBuf::from) else {
+        return;
+    };
+    tracing::warn!(
+        "test-only {FAULT_RESTORE_PAUSE_ENV}: the restore blocks at {point} until {} is removed",
+        mark.display()
+    );
+    if let Err(e) = std::fs::write(&mark, format!("restore {point}\n")) {
+        tracing::warn!("test-only {FAULT_RESTORE_PAUSE_ENV}: cannot write the mark {}: {e}", mark.display());
+        return;
+    }
+    while mark.exists() {
         std::thread::sleep(Duration::from_millis(20));
     }
 }

@@ -21,7 +21,7 @@
 
 mod chains;
 mod coordinator;
-mod fault;
+pub(crate) mod fault;
 mod job;
 pub mod manager;
 pub mod set;

@@ -20,17 +20,23 @@
 //!    before use; then copies the atom files to `atoms/<id>` through the copier (parallel I/O, progress and cancel
 //!    through the caller's [`JobControl`]), and compares what the copier hashed (whole BLAKE3 and every 1 MiB chunk)
 //!    with the manifest, and each copied atom's header with the catalog.
-//! 6. Makes everything durable. On any error or cancel, removes everything it created: the destination is left as
-//!    it was (empty, or absent).
+//! 6. Checks that the destination's names still lead to the directories it created, and makes everything durable.
+//!    On any error or cancel, removes everything it created: the destination is left as it was (empty, or absent).
+//!
+//! The destination and its `journal/` and `atoms/` are created, written and removed relative to directory
+//! descriptors opened without following links, and only directories whose device and inode the restore recorded
+//! are removed (`restore/dest.rs`): a path component swapped for a symbolic link while the restore runs makes it fail, and
+//! redirects neither a write nor a removal.
 //!
 //! The result is an archive directory in FORMAT.md's layout that the reference store opens (give it the set's
 //! database id) and whose content is the database state at T.
 
+mod dest;
 mod journal;
 pub mod set;
 
 use std::collections::HashMap;
-use std::fs::{self, File, OpenOptions};
+use std::fs::{self, File};
 use std::io::{BufWriter, Read};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -38,16 +44,17 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use backset_copier::{Backend, Copier, CopyError, CopyRequest, JobControl};
 use backset_format::atom::ATOM_HEADER_BYTES;
-use backset_format::fsio::{read_metadata, sync_dir};
-use backset_format::layout::{atom_file_name, segment_file_name, ATOMS_DIR, JOURNAL_DIR, STATE_FILE};
+use backset_format::fsio::read_metadata;
+use backset_format::layout::{atom_file_name, segment_file_name, STATE_FILE};
 use backset_format::{
     AtomHeader, ElementKind, ElementName, ElementStatus, FileEntry, SegmentHeader, SegmentWriter, State, TxnRange,
 };
 use uuid::Uuid;
 
 use crate::limits::{COPY_BATCH_FILES, RESTORE_SEGMENT_BYTES};
-use crate::lock::{check_not_held, DirKind, Holder, LockError, LOCK_FILE};
-use crate::paths::{create_dir, resolve_existing, CreateDirError};
+use crate::lock::{check_not_held, DirKind, Holder, LockError};
+use crate::paths::{resolve_existing, CreateDirError};
+use dest::Destination;
 pub(crate) use journal::{for_each_record, open_data_file};
 pub use journal::{SliceError, SliceSummary};
 pub use set::{describe_ranges, AtomSource, BackupSet, Element, JournalPart, SetError, UnreadElement};
@@ -170,6 +177,19 @@ pub enum RestoreError {
     DestinationNotADirectory {
         /// The destination.
         path: PathBuf,
+    },
+    /// A directory the restore created was replaced (by a symbolic link, another directory) while it ran: someone
+    /// else writes to the destination's parent. Nothing outside what the restore created was written or removed.
+    #[error(
+        "restore destination {path} was replaced while the restore ran (it is now {now}); the restore wrote only \
+         into the directories it created and removed only those: make sure no one else can write to the \
+         destination's parent directory, and restore again"
+    )]
+    DestinationReplaced {
+        /// The directory whose name no longer leads to what the restore created.
+        path: PathBuf,
+        /// What it is now.
+        now: &'static str,
     },
     /// The destination could not be created or written.
     #[error("{op} {path}: {source}; check the restore destination (space, permissions)")]
@@ -353,7 +373,7 @@ pub fn restore(
         return Err(RestoreError::DataFile { set: setp, element: e.name(), path, reason });
     }
 
-    let created = prepare_destination(&dest)?;
+    let out = Destination::prepare(&dest)?;
     let own_control;
     let ctl: &JobControl = match &opts.control {
         Some(c) => c,
@@ -385,18 +405,10 @@ pub fn restore(
     used.dedup();
     report.atom_elements = used.iter().map(|&i| set.elements()[i].name()).collect();
 
-    let result = write_journal(&set, &plan, &dest, ctl, &mut report)
-        .and_then(|()| copy_atoms(&set, base, &atoms, &dest, ctl, opts, &mut report))
-        .and_then(|()| {
-            for d in [dest.join(JOURNAL_DIR), dest.join(ATOMS_DIR), dest.clone()] {
-                sync_dir(&d).map_err(|e| RestoreError::Destination {
-                    op: "fsync directory",
-                    path: d.clone(),
-                    source: std::io::Error::other(e.to_string()),
-                })?;
-            }
-            Ok(())
-        });
+    let result = write_journal(&set, &plan, &out, ctl, &mut report)
+        .and_then(|()| copy_atoms(&set, base, &atoms, &out, ctl, opts, &mut report))
+        .and_then(|()| out.verify())
+        .and_then(|()| out.sync());
     match result {
         Ok(()) => {
             report.elapsed = started.elapsed();
@@ -405,7 +417,7 @@ pub fn restore(
             Ok(report)
         }
         Err(e) => {
-            remove_created(&dest, &created);
+            out.remove();
             let e = match e {
                 RestoreError::Copy { source: CopyError::Cancelled, .. } => {
                     RestoreError::Cancelled { set: setp, dest: dest.clone() }
@@ -437,63 +449,9 @@ fn check_destination(set: &Path, dest: &Path) -> Result<(), RestoreError> {
     }
 }
 
-/// Makes sure `dest` is an empty directory (a lock file of an SM that no longer runs does not count: see
-/// [`crate::lock`]), creating it, its last component only (the parent rule, [`crate::paths`]), when absent; returns
-/// the directories it created (`dest`, or none when it was there).
-fn prepare_destination(dest: &Path) -> Result<Vec<PathBuf>, RestoreError> {
-    let io = |op, path: &Path| {
-        let path = path.to_path_buf();
-        move |source| RestoreError::Destination { op, path, source }
-    };
-    match fs::metadata(dest) {
-        Ok(md) if md.is_dir() => {
-            let entries = fs::read_dir(dest).map_err(io("read directory", dest))?;
-            for entry in entries {
-                let entry = entry.map_err(io("read directory", dest))?;
-                if entry.file_name() != LOCK_FILE {
-                    return Err(RestoreError::DestinationNotEmpty { path: dest.to_path_buf() });
-                }
-            }
-            Ok(Vec::new())
-        }
-        Ok(_) => Err(RestoreError::DestinationNotADirectory { path: dest.to_path_buf() }),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            create_dir(dest, dest, RESTORE_DIR)?;
-            Ok(vec![dest.to_path_buf()])
-        }
-        Err(e) => Err(io("stat", dest)(e)),
-    }
-}
-
-/// What a restore's destination is, in the parent rule's message.
-const RESTORE_DIR: &str = "restore directory";
-
-/// Removes what a failed restore created: everything below `dest` (it was empty or absent before), then the
-/// directories [`prepare_destination`] created, innermost first.
-fn remove_created(dest: &Path, created: &[PathBuf]) {
-    for d in [dest.join(ATOMS_DIR), dest.join(JOURNAL_DIR)] {
-        if let Err(e) = fs::remove_dir_all(&d) {
-            if e.kind() != std::io::ErrorKind::NotFound {
-                tracing::warn!(path = %d.display(), error = %e, "could not remove a failed restore's files");
-            }
-        }
-    }
-    // remove_dir removes only empty directories: never anything the restore did not create.
-    for d in created {
-        if let Err(e) = fs::remove_dir(d) {
-            tracing::warn!(path = %d.display(), error = %e, "could not remove a directory a failed restore created");
-            break;
-        }
-    }
-    let synced = created.last().and_then(|top| top.parent()).unwrap_or(dest);
-    if !synced.as_os_str().is_empty() {
-        let _ = sync_dir(synced);
-    }
-}
-
 /// A journal being written into the destination: the current segment and what was written.
-struct JournalOut {
-    dir: PathBuf,
+struct JournalOut<'a> {
+    dest: &'a Destination,
     database_id: Uuid,
     archive_id: u64,
     current: Option<(SegmentWriter<BufWriter<File>>, PathBuf)>,
@@ -501,7 +459,7 @@ struct JournalOut {
     bytes: u64,
 }
 
-impl JournalOut {
+impl JournalOut<'_> {
     fn io<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> RestoreError + 'a {
         move |source| RestoreError::Destination { op, path: path.to_path_buf(), source }
     }
@@ -512,10 +470,7 @@ impl JournalOut {
         }
         if self.current.is_none() {
             let number = self.segments + 1;
-            let path = self.dir.join(segment_file_name(number));
-            // create_new: O_CREAT | O_EXCL, which never follows a symbolic link.
-            let file =
-                OpenOptions::new().write(true).create_new(true).open(&path).map_err(Self::io("create", &path))?;
+            let (file, path) = self.dest.create_segment(&segment_file_name(number))?;
             let header = SegmentHeader {
                 database_id: self.database_id,
                 archive_id: self.archive_id,
@@ -545,15 +500,13 @@ impl JournalOut {
 fn write_journal(
     set: &BackupSet,
     plan: &[JournalPart],
-    dest: &Path,
+    dest: &Destination,
     ctl: &JobControl,
     report: &mut RestoreReport,
 ) -> Result<(), RestoreError> {
-    let dir = dest.join(JOURNAL_DIR);
-    fs::create_dir(&dir).map_err(JournalOut::io("create directory", &dir))?;
     let state = set.state();
     let mut out = JournalOut {
-        dir,
+        dest,
         database_id: state.database_id,
         archive_id: state.archive_id,
         current: None,
@@ -648,14 +601,12 @@ fn copy_atoms(
     set: &BackupSet,
     base: usize,
     atoms: &[AtomSource],
-    dest: &Path,
+    dest: &Destination,
     ctl: &JobControl,
     opts: &RestoreOptions,
     report: &mut RestoreReport,
 ) -> Result<(), RestoreError> {
     let setp = set.dir().to_path_buf();
-    let atoms_dir = dest.join(ATOMS_DIR);
-    fs::create_dir(&atoms_dir).map_err(JournalOut::io("create directory", &atoms_dir))?;
     let mut copier_opts = opts.copier.clone();
     copier_opts.hash = true;
     let mut copier =
@@ -670,10 +621,11 @@ fn copy_atoms(
             .iter()
             .map(|a| {
                 let src = set.elements()[a.element].data_file(&a.file);
-                CopyRequest::file(src, atoms_dir.join(atom_file_name(a.atom_id)))
+                CopyRequest::file(src, dest.atom_target(&atom_file_name(a.atom_id)))
             })
             .collect();
         let job = copier.copy(&requests, ctl, None).map_err(|source| {
+            let source = dest.shown_copy_error(source);
             let by_path: HashMap<&Path, ElementName> = requests
                 .iter()
                 .zip(batch)
