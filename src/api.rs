@@ -10,8 +10,8 @@ use serde::{Deserialize, Serialize};
 /// The path prefix of every endpoint.
 pub const API_PREFIX: &str = "/api/1";
 
-/// Longest a single request waits for a hot copy to end (ten minutes), whatever its `timeoutSec`: a waiting
-/// request holds a thread of the server's blocking pool. A wait that ends with the hot copy still running answers
+/// Longest a single request waits for a hot copy to end (ten minutes), whatever its `timeoutSec`, so that a
+/// connection lost without a word (no FIN, no RST) is noticed at the latest then. A wait that ends with the hot copy still running answers
 /// HTTP 408 (nuoadmin's answer to a `timeoutSec` that ran out); the client asks again. `timeoutSec` itself has no
 /// upper bound (NuoDB's Helm backup job sends 525600).
 pub const MAX_WAIT_PER_REQUEST: Duration = Duration::from_secs(600);

@@ -2,14 +2,19 @@
 //! endpoints, paths and JSON names, plus a data API for the reference store. See docs/CLI.md for every endpoint.
 //!
 //! Every answer is JSON; errors are `{"code": <status>, "message": ".."}`. Blocking engine calls (commits, hot copy
-//! starts, waits) run on tokio's blocking pool, so a slow request never stalls the others. SIGINT or SIGTERM cancels
-//! the running hot copies (each leaves its set as it was), lets the open requests finish, closes the store durably
-//! (checkpoint) and exits 0.
+//! starts) run on tokio's blocking pool, so a slow request never stalls the others; a request waiting for a hot copy
+//! to end (`timeoutSec`) holds no thread (it awaits the job's [`HotCopyManager::end_signal`]), and at most
+//! [`WAIT_SHARE_DIVISOR`]'s share of the connections wait at once (503 past it). Connections are capped below the
+//! descriptor limit ([`connection_cap`]) and closed when idle ([`CONNECTION_IDLE_TIMEOUT`]). SIGINT or SIGTERM cancels
+//! the running hot copies (each leaves its set as it was), ends the waits, lets the open requests finish (at most
+//! [`SHUTDOWN_DRAIN_TIMEOUT`]), closes the store durably (checkpoint) and exits 0; nothing of it runs on the blocking
+//! pool, which clients can fill.
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::str::FromStr;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, UNIX_EPOCH};
 
@@ -31,6 +36,7 @@ use backset_engine::store::{CommitError, Config, Database, StorageGroup, StoreEr
 use backset_engine::workload::{Workload, WorkloadConfig};
 use backset_format::limits::MAX_STORAGE_GROUPS;
 use serde::Deserialize;
+use tokio::sync::{watch, Semaphore};
 use uuid::Uuid;
 
 use crate::api::{
@@ -49,6 +55,39 @@ pub const MAX_BODY_BYTES: usize = 32 << 20;
 pub const SHUTDOWN_JOBS_TIMEOUT: Duration = Duration::from_secs(30);
 /// How often the retained journal is measured for the warning.
 pub const RETAINED_JOURNAL_POLL: Duration = Duration::from_secs(2);
+/// Most connections the server holds open at once, whatever the descriptor limit ([`connection_cap`]). Past the cap
+/// the server stops accepting: new connections wait in the kernel's listen queue ([`LISTEN_BACKLOG`]) until one
+/// closes.
+pub const MAX_CONNECTIONS: usize = 4096;
+/// Connections take at most this share of the descriptor limit (the soft `RLIMIT_NOFILE`, raised to the hard limit
+/// at start): one half, leaving the other half to journal segments, atom files, status files, hot copies (each job
+/// takes up to an eighth: `backset_copier::limits::NOFILE_SHARE_DIVISOR`) and the runtime.
+pub const CONNECTION_SHARE_DIVISOR: u64 = 2;
+/// A connection that has not sent a whole request head within this long, counted from when it connected or from its
+/// last answer, is closed: an idle keep-alive connection and a half-sent head (slowloris) alike. A request being
+/// answered (a long-poll included) is not idle.
+pub const CONNECTION_IDLE_TIMEOUT: Duration = Duration::from_secs(30);
+/// Environment variable that shortens [`CONNECTION_IDLE_TIMEOUT`] to this many milliseconds, so tests reach it in
+/// seconds. Never set it outside tests.
+pub const IDLE_TIMEOUT_ENV: &str = "BACKSET_TEST_IDLE_TIMEOUT_MS";
+/// Requests waiting for a hot copy to end (a non-zero `timeoutSec`) take at most this share of the connection cap:
+/// one half. Past it a request that asks to wait answers 503 and does nothing, so waits never take every connection.
+pub const WAIT_SHARE_DIVISOR: usize = 2;
+/// How long a shutdown lets the open connections finish their requests (after cancelling the hot copies and ending
+/// the waits) before it closes them.
+pub const SHUTDOWN_DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long the accept loop pauses after an accept that failed for want of a resource (EMFILE, ENFILE, ENOMEM),
+/// before it tries again.
+const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(100);
+/// The descriptor limit assumed when it cannot be read.
+const ASSUMED_NOFILE: u64 = 1024;
+
+/// Connections the server holds at once under a descriptor limit of `nofile`: `nofile /`
+/// [`CONNECTION_SHARE_DIVISOR`], at least 1 and at most [`MAX_CONNECTIONS`].
+pub fn connection_cap(nofile: u64) -> usize {
+    let share = if nofile == 0 { ASSUMED_NOFILE } else { nofile } / CONNECTION_SHARE_DIVISOR;
+    usize::try_from(share).unwrap_or(usize::MAX).clamp(1, MAX_CONNECTIONS)
+}
 
 /// `enable` or `disable`.
 #[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -248,6 +287,11 @@ struct App {
     labels: Vec<BTreeMap<String, String>>,
     /// Longest a single request waits for a hot copy ([`MAX_WAIT_PER_REQUEST`]).
     wait_per_request: Duration,
+    /// Requests waiting for a hot copy now, and the most that may ([`WAIT_SHARE_DIVISOR`]).
+    waits: AtomicUsize,
+    max_waits: usize,
+    /// `true` once the server stops: every wait ends and answers the status as it is.
+    stopping: watch::Sender<bool>,
 }
 
 /// Runs `backset serve` until SIGINT or SIGTERM.
@@ -292,6 +336,9 @@ pub fn run(args: &Args) -> Result<()> {
                 .collect(),
         );
     }
+    // At start, not at the first hot copy: connections and journal segments share the limit from the first moment.
+    let nofile = backset_copier::limits::raise_nofile_limit();
+    let max_connections = connection_cap(nofile);
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .thread_name("backset-serve")
@@ -323,6 +370,9 @@ pub fn run(args: &Args) -> Result<()> {
         token,
         labels: args.labels.clone(),
         wait_per_request: wait_per_request(),
+        waits: AtomicUsize::new(0),
+        max_waits: (max_connections / WAIT_SHARE_DIVISOR).max(1),
+        stopping: watch::Sender::new(false),
     });
     let mut workload: Option<Workload> = None;
     let served = rt.block_on(async {
@@ -339,6 +389,12 @@ pub fn run(args: &Args) -> Result<()> {
             db_root.display(),
             args.listen,
             if app.token.is_some() { " (bearer token required)" } else { "" }
+        );
+        tracing::info!(
+            "descriptor limit {nofile}: at most {max_connections} connections, {} of them waiting for hot copies; \
+             idle connections close after {:?}",
+            app.max_waits,
+            idle_timeout()
         );
         for archive in db.archives() {
             let id = archive.archive_id();
@@ -371,10 +427,8 @@ pub fn run(args: &Args) -> Result<()> {
         tokio::spawn(watch_retained_journal(Arc::clone(&db), args.retained_journal_warn_bytes));
         // Last: once the port accepts connections, the lines above are out.
         let listener = socket.listen(LISTEN_BACKLOG).with_context(|| format!("listen on {}", args.listen))?;
-        axum::serve(listener, router(Arc::clone(&app)))
-            .with_graceful_shutdown(shutdown_signal(manager.clone(), signals))
-            .await
-            .context("serve")
+        serve(listener, router(Arc::clone(&app)), max_connections, shutdown_signal(Arc::clone(&app), signals)).await;
+        Ok::<(), anyhow::Error>(())
     });
     let left = manager.shutdown(SHUTDOWN_JOBS_TIMEOUT);
     // The workload stops before the store closes: its last commits are acknowledged and durable.
@@ -418,12 +472,104 @@ fn hostname() -> String {
         .unwrap_or_else(|| "localhost".into())
 }
 
-/// Waits for SIGINT or SIGTERM, then cancels every running hot copy (so requests waiting on them end) before the
-/// server stops taking requests.
-async fn shutdown_signal(manager: HotCopyManager, signals: Signals) {
+/// [`CONNECTION_IDLE_TIMEOUT`], or what [`IDLE_TIMEOUT_ENV`] sets (tests).
+fn idle_timeout() -> Duration {
+    std::env::var(IDLE_TIMEOUT_ENV)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .map_or(CONNECTION_IDLE_TIMEOUT, Duration::from_millis)
+}
+
+/// Waits for SIGINT or SIGTERM, then cancels every running hot copy (so requests waiting on them see them end) and
+/// ends the waits that remain, before the server stops taking requests. The cancel runs on a thread of its own, not
+/// on the blocking pool: clients can fill that pool (commits waiting on a stalled journal), and a shutdown must not
+/// queue behind them.
+async fn shutdown_signal(app: Arc<App>, signals: Signals) {
     let name = signals.wait().await;
     tracing::info!("{name}: cancelling running hot copies and closing the database");
-    let _ = tokio::task::spawn_blocking(move || manager.shutdown(SHUTDOWN_JOBS_TIMEOUT)).await;
+    let (done, cancelled) = tokio::sync::oneshot::channel();
+    let manager = app.manager.clone();
+    let spawned = std::thread::Builder::new().name("backset-shutdown".into()).spawn(move || {
+        manager.shutdown(SHUTDOWN_JOBS_TIMEOUT);
+        let _ = done.send(());
+    });
+    match spawned {
+        // The manager is shut down again once the server stopped; here it only lets the waits see the jobs end.
+        Err(e) => tracing::warn!(
+            "cannot start the shutdown thread ({e}); the hot copies are cancelled after the server stopped"
+        ),
+        Ok(_) => drop(cancelled.await),
+    }
+    app.stopping.send_replace(true);
+}
+
+/// Serves `router` on `listener` until `shutdown` completes: at most `max_connections` connections at once (past it
+/// new ones wait in the listen queue), each closed when idle for [`idle_timeout`]. Then it stops accepting, lets the
+/// open connections finish their requests (idle ones close at once) for at most [`SHUTDOWN_DRAIN_TIMEOUT`], and
+/// returns.
+async fn serve(
+    listener: tokio::net::TcpListener,
+    router: Router,
+    max_connections: usize,
+    shutdown: impl std::future::Future<Output = ()>,
+) {
+    let slots = Arc::new(Semaphore::new(max_connections));
+    let (closing, closing_rx) = watch::channel(false);
+    let idle = idle_timeout();
+    let mut shutdown = std::pin::pin!(shutdown);
+    loop {
+        let slot = tokio::select! {
+            () = &mut shutdown => break,
+            slot = Arc::clone(&slots).acquire_owned() => slot.expect("the semaphore is never closed"),
+        };
+        let stream = tokio::select! {
+            () = &mut shutdown => break,
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => stream,
+                Err(e) => {
+                    accept_failed(e).await;
+                    continue;
+                }
+            },
+        };
+        let service = hyper_util::service::TowerToHyperService::new(router.clone());
+        let mut closing = closing_rx.clone();
+        tokio::spawn(async move {
+            let _slot = slot;
+            let mut builder = hyper::server::conn::http1::Builder::new();
+            builder.timer(hyper_util::rt::TokioTimer::new()).header_read_timeout(idle);
+            let conn = builder.serve_connection(hyper_util::rt::TokioIo::new(stream), service);
+            let mut conn = std::pin::pin!(conn);
+            tokio::select! {
+                _ = conn.as_mut() => return,
+                _ = closing.wait_for(|c| *c) => conn.as_mut().graceful_shutdown(),
+            }
+            let _ = conn.await;
+        });
+    }
+    drop(listener);
+    closing.send_replace(true);
+    let all = u32::try_from(max_connections).unwrap_or(u32::MAX);
+    if tokio::time::timeout(SHUTDOWN_DRAIN_TIMEOUT, slots.acquire_many(all)).await.is_err() {
+        tracing::warn!(
+            "{} still open after {SHUTDOWN_DRAIN_TIMEOUT:?}; closing them",
+            crate::text::counted((max_connections - slots.available_permits()) as u64, "connection")
+        );
+    }
+}
+
+/// After a failed accept: nothing for an error of that one connection (the client left); a pause for a shortage of
+/// descriptors or memory, so the loop does not spin, with a warning.
+async fn accept_failed(e: std::io::Error) {
+    use std::io::ErrorKind;
+    if matches!(e.kind(), ErrorKind::ConnectionAborted | ErrorKind::ConnectionReset | ErrorKind::ConnectionRefused) {
+        return;
+    }
+    tracing::warn!(
+        "cannot accept a connection: {e}; trying again in {ACCEPT_ERROR_PAUSE:?} (raise the descriptor limit, \
+         `ulimit -n`, if this repeats)"
+    );
+    tokio::time::sleep(ACCEPT_ERROR_PAUSE).await;
 }
 
 /// Connections waiting to be accepted, at most (tokio's `TcpListener::bind` uses the same).
@@ -831,15 +977,58 @@ async fn start(
     wait: Option<Duration>,
 ) -> Result<Response, HttpError> {
     let wait = this_wait(&app, wait);
-    blocking(move || {
-        let (start_id, id) = app.manager.start(req)?;
-        let status = app.manager.status(start_id, id, wait)?;
-        Ok(match wait {
-            None => started_answer(&status, &base),
-            Some(_) => hot_copy_answer(&status, &base, wait),
-        })
+    // Taken before the start: a request refused for want of a wait slot starts nothing.
+    let slot = wait.map(|_| WaitSlot::take(&app)).transpose()?;
+    let manager = app.manager.clone();
+    let (start_id, id) = blocking(move || Ok(manager.start(req)?)).await?;
+    if let (Some(w), Some(_slot)) = (wait, slot) {
+        wait_for_end(&app, start_id, id, w).await?;
+    }
+    let status = app.manager.status(start_id, id, None)?;
+    Ok(match wait {
+        None => started_answer(&status, &base),
+        Some(_) => hot_copy_answer(&status, &base, wait),
     })
-    .await
+}
+
+/// A request's place among those waiting for a hot copy to end ([`App::max_waits`]); given back when dropped.
+struct WaitSlot<'a>(&'a AtomicUsize);
+
+impl<'a> WaitSlot<'a> {
+    /// A slot, or 503 when every one is taken.
+    fn take(app: &'a App) -> Result<Self, HttpError> {
+        if app.waits.fetch_add(1, Ordering::SeqCst) >= app.max_waits {
+            app.waits.fetch_sub(1, Ordering::SeqCst);
+            return Err(HttpError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!(
+                    "{} requests are waiting for hot copies to end, the most this server holds at once; nothing was \
+                     done: ask again later, or without timeoutSec (the status as it is)",
+                    app.max_waits
+                ),
+            ));
+        }
+        Ok(Self(&app.waits))
+    }
+}
+
+impl Drop for WaitSlot<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// Waits, without holding a thread, until the hot copy ends, `wait` passes or the server stops. A client that
+/// disconnects ends it too (its connection drops the request).
+async fn wait_for_end(app: &App, start_id: u64, id: Uuid, wait: Duration) -> Result<(), HttpError> {
+    let mut ended = app.manager.end_signal(start_id, id)?;
+    let mut stopping = app.stopping.subscribe();
+    tokio::select! {
+        _ = ended.wait_for(|e| *e) => {}
+        _ = stopping.wait_for(|s| *s) => {}
+        () = tokio::time::sleep(wait) => {}
+    }
+    Ok(())
 }
 
 async fn hot_copy(
@@ -926,11 +1115,12 @@ async fn status(
     let base = base_uri(&app, &headers);
     match param::<Uuid>(&q, "hotCopyId", "a hot copy id")? {
         Some(id) => {
-            blocking(move || {
-                let s = app.manager.status(start_id, id, wait)?;
-                Ok(hot_copy_answer(&s, &base, wait))
-            })
-            .await
+            if let Some(w) = wait {
+                let _slot = WaitSlot::take(&app)?;
+                wait_for_end(&app, start_id, id, w).await?;
+            }
+            let s = app.manager.status(start_id, id, None)?;
+            Ok(hot_copy_answer(&s, &base, wait))
         }
         None => {
             // Every start id handed out names an SM, of this start or an earlier one (whose jobs keep its id).
@@ -977,11 +1167,14 @@ async fn cancel(
     let id: Uuid = required(&q, "hotCopyId", "a hot copy id")?;
     let wait = this_wait(&app, timeout(param(&q, "timeoutSec", "a number of seconds")?)?);
     let base = base_uri(&app, &headers);
-    blocking(move || {
-        let s = app.manager.cancel(start_id, id, wait)?;
-        Ok(hot_copy_answer(&s, &base, wait))
-    })
-    .await
+    let _slot = wait.map(|_| WaitSlot::take(&app)).transpose()?;
+    // Not blocking: a cancel only marks the job (its threads see it and end).
+    app.manager.cancel(start_id, id, None)?;
+    if let Some(w) = wait {
+        wait_for_end(&app, start_id, id, w).await?;
+    }
+    let s = app.manager.status(start_id, id, None)?;
+    Ok(hot_copy_answer(&s, &base, wait))
 }
 
 /// Every SM of the embedded database.

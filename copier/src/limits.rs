@@ -83,6 +83,33 @@ const _: () = assert!(POOL_BYTES_DEFAULT / BUFFER_BYTES <= u16::MAX as usize);
 const _: () = assert!(POOL_BYTES_MAX / BUFFER_BYTES <= u16::MAX as usize);
 const _: () = assert!(2 * (POOL_BYTES_MAX / BUFFER_BYTES) + 2 * MAX_OPEN_FILES <= MAX_RING_ENTRIES as usize);
 
+/// Raises the process's soft descriptor limit (`RLIMIT_NOFILE`) to its hard limit and returns the soft limit then in
+/// force (0 when it cannot be read). A long-running process (`backset serve`) calls it at start, so that connections,
+/// journal segments and hot copies share the whole limit from the first moment; the copier calls it again before a
+/// job (a no-op by then).
+pub fn raise_nofile_limit() -> u64 {
+    raise_soft_limit(libc::RLIMIT_NOFILE)
+}
+
+/// Raises the soft limit of `resource` to its hard limit and returns the soft limit then in force (failures leave it
+/// as it was).
+pub(crate) fn raise_soft_limit(resource: libc::__rlimit_resource_t) -> u64 {
+    let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: getrlimit/setrlimit read and write one rlimit struct that we own; a failure leaves the limit as it was.
+    unsafe {
+        if libc::getrlimit(resource, &mut lim) != 0 {
+            return 0;
+        }
+        if lim.rlim_cur < lim.rlim_max {
+            let raised = libc::rlimit { rlim_cur: lim.rlim_max, rlim_max: lim.rlim_max };
+            if libc::setrlimit(resource, &raised) == 0 {
+                lim = raised;
+            }
+        }
+    }
+    lim.rlim_cur
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -143,8 +143,30 @@ impl Server {
         token: Option<&str>,
         env: &[(&str, &str)],
     ) -> Self {
+        Self::start_limited(listen, connect, data, extra, token, env, None)
+    }
+
+    /// As [`start_env`](Self::start_env), with the descriptor limit (`RLIMIT_NOFILE`, soft and hard) set to `nofile`
+    /// for the server (through `sh -c 'ulimit -n N; exec ...'`, so the process is still the server's own pid).
+    pub fn start_limited(
+        listen: &str,
+        connect: &str,
+        data: &Path,
+        extra: &[&str],
+        token: Option<&str>,
+        env: &[(&str, &str)],
+        nofile: Option<u64>,
+    ) -> Self {
         let addr = connect.to_string();
-        let mut child = Command::new(env!("CARGO_BIN_EXE_backset"))
+        let mut cmd = match nofile {
+            None => Command::new(env!("CARGO_BIN_EXE_backset")),
+            Some(n) => {
+                let mut c = Command::new("sh");
+                c.args(["-c", &format!("ulimit -n {n} && exec \"$0\" \"$@\""), env!("CARGO_BIN_EXE_backset")]);
+                c
+            }
+        };
+        let mut child = cmd
             .args(["serve", "--listen", listen, "--data-dir"])
             .arg(data)
             .args(extra)
@@ -284,6 +306,50 @@ impl Server {
     /// The resident set size of the server process, kB (VmRSS of /proc/PID/status).
     pub fn rss_kb(&self) -> u64 {
         rss_kb(self.pid())
+    }
+
+    /// Sends a request with this server's token and `timeout` for the whole exchange; `None` when it could not be
+    /// sent or no answer came in time (the connection refused, reset or still waiting).
+    pub fn try_request(&self, method: &str, path: &str, body: Option<&[u8]>, timeout: Duration) -> Option<Answer> {
+        let mut req = ureq::request(method, &format!("{}{path}", self.api)).timeout(timeout);
+        if let Some(t) = &self.token {
+            req = req.set("Authorization", &format!("Bearer {t}"));
+        }
+        let res = match body {
+            Some(b) => req.set("Content-Type", "application/json").send_bytes(b),
+            None => req.call(),
+        };
+        let resp = match res {
+            Ok(r) => r,
+            Err(ureq::Error::Status(_, r)) => r,
+            Err(_) => return None,
+        };
+        let code = resp.status();
+        let www_authenticate = resp.header("WWW-Authenticate").map(str::to_string);
+        let text = resp.into_string().ok()?;
+        let json = serde_json::from_str(&text).unwrap_or(Value::Null);
+        Some(Answer { code, text, json, www_authenticate })
+    }
+
+    /// Descriptors the server process has open now (the entries of /proc/PID/fd).
+    pub fn open_fds(&self) -> usize {
+        std::fs::read_dir(format!("/proc/{}/fd", self.pid())).map(|d| d.count()).unwrap_or(0)
+    }
+
+    /// Sends SIGTERM and waits at most `timeout` for the exit; returns (exit code, everything it printed). Kills it
+    /// and fails the test when it is still running then.
+    pub fn terminate_within(mut self, timeout: Duration) -> (Option<i32>, String) {
+        let mut child = self.child.take().unwrap();
+        let st = Command::new("kill").arg("-TERM").arg(child.id().to_string()).status().unwrap();
+        assert!(st.success());
+        let exited = wait_until(timeout, || child.try_wait().unwrap().is_some());
+        if !exited {
+            let _ = child.kill();
+        }
+        let status = child.wait().unwrap();
+        self.join_readers();
+        assert!(exited, "serve still ran {timeout:?} after SIGTERM; killed: {}", self.output());
+        (status.code(), self.output())
     }
 
     /// Sends SIGTERM and waits for the exit; returns (exit code, everything it printed).

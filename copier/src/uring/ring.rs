@@ -43,8 +43,8 @@ impl Uring {
         };
         // Best effort: kernels before 5.15 refuse it and keep their default (four workers per CPU).
         let _ = ring.submitter().register_iowq_max_workers(&mut [IO_WORKERS, 0]);
-        let max_open = open_files_allowed(raise_soft_limit(libc::RLIMIT_NOFILE));
-        raise_soft_limit(libc::RLIMIT_MEMLOCK);
+        let max_open = open_files_allowed(crate::limits::raise_soft_limit(libc::RLIMIT_NOFILE));
+        crate::limits::raise_soft_limit(libc::RLIMIT_MEMLOCK);
         let iovecs = pool.iovecs(pool.count());
         let mut n = iovecs.len();
         let registered = loop {
@@ -130,23 +130,4 @@ impl Drop for Uring {
 /// operations in flight never exceed the ring, whatever order completions come in.
 fn ring_entries(buffers: usize) -> u32 {
     ((2 * buffers + 2 * MAX_OPEN_FILES).next_power_of_two() as u32).min(MAX_RING_ENTRIES)
-}
-
-/// Raises the soft limit of `resource` to its hard limit and returns the soft limit then in force (failures leave it
-/// as it was).
-fn raise_soft_limit(resource: libc::__rlimit_resource_t) -> u64 {
-    let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
-    // SAFETY: getrlimit/setrlimit read and write one rlimit struct that we own; a failure leaves the limit as it was.
-    unsafe {
-        if libc::getrlimit(resource, &mut lim) != 0 {
-            return 0;
-        }
-        if lim.rlim_cur < lim.rlim_max {
-            let raised = libc::rlimit { rlim_cur: lim.rlim_max, rlim_max: lim.rlim_max };
-            if libc::setrlimit(resource, &raised) == 0 {
-                lim = raised;
-            }
-        }
-    }
-    lim.rlim_cur
 }

@@ -20,6 +20,7 @@ use std::time::{Duration, Instant};
 use backset_copier::limit::{JobLimiter, SmLimiter};
 use backset_format::fsio::{write_file_atomic, TMP_FILE_PREFIX};
 use backset_format::Participant;
+use tokio::sync::watch;
 use uuid::Uuid;
 
 use crate::archive::{Archive, ArchiveIdentity};
@@ -71,6 +72,9 @@ struct Job {
     running: Option<Running>,
     terminal: Mutex<Option<HotCopyStatus>>,
     ended: Condvar,
+    /// `true` once `terminal` is set: what [`HotCopyManager::end_signal`] hands out, so that an async caller waits
+    /// for the end without holding a thread.
+    ended_tx: watch::Sender<bool>,
 }
 
 impl Job {
@@ -84,6 +88,7 @@ impl Job {
             running: None,
             terminal: Mutex::new(Some(status)),
             ended: Condvar::new(),
+            ended_tx: watch::Sender::new(true),
         }
     }
 
@@ -551,6 +556,7 @@ impl HotCopyManager {
             }),
             terminal: Mutex::new(None),
             ended: Condvar::new(),
+            ended_tx: watch::Sender::new(false),
         });
         if let Err(e) = persist(&inner.status_dir, &job.snapshot(&inner.database_name)) {
             release();
@@ -570,6 +576,7 @@ impl HotCopyManager {
             let _ = persist(&inner.status_dir, &status);
             *lock(&job.terminal) = Some(status);
             job.ended.notify_all();
+            job.ended_tx.send_replace(true);
         } else {
             let (archives, destination) = log_targets(targets.iter().map(|(a, d, _)| (*a, d.as_path())));
             tracing::info!(%id, r#type = %req.kind, %archives, %destination, status = %"running", "Hot copy started");
@@ -619,6 +626,13 @@ impl HotCopyManager {
             job.wait(w);
         }
         Ok(job.snapshot(&self.inner.database_name))
+    }
+
+    /// A receiver that holds `true` once the job has ended (at once for an ended job): an async caller (the
+    /// server's long-polling status requests) awaits it instead of blocking a thread in [`status`](Self::status)'s
+    /// wait.
+    pub fn end_signal(&self, coordinator_start_id: u64, id: Uuid) -> Result<watch::Receiver<bool>, HotCopyError> {
+        Ok(self.job(coordinator_start_id, id)?.ended_tx.subscribe())
     }
 
     /// Every job's status, oldest first. With `running_for`, only the jobs still running that began at least that
@@ -822,6 +836,7 @@ fn run_job(inner: &Inner, job: &Job, specs: Vec<ParticipantSpec>) {
     }
     *lock(&job.terminal) = Some(status);
     job.ended.notify_all();
+    job.ended_tx.send_replace(true);
 }
 
 /// `0,1` and `/b/0,/b/1`: a job's archives and their destinations, in archive order, for its log lines.

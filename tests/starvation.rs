@@ -1,0 +1,205 @@
+//! A server no client can starve (docs/RELIABILITY.md, "Clients that hold the server"): long-polling status requests
+//! hold no thread and are bounded in number, connections are capped below the descriptor limit and closed when idle,
+//! and a shutdown never waits behind what clients hold. Each test runs the real server on loopback with a bounded
+//! number of connections.
+
+mod support;
+
+use std::io::{ErrorKind, Read, Write};
+use std::net::TcpStream;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+use support::{s, tmp, wait_until, Answer, Server};
+
+/// Long-polls held open in the first test: more than tokio's blocking pool has threads (512), which the waits
+/// filled before they became asynchronous.
+const WAITERS: usize = 600;
+
+/// Opens a connection and sends `GET /api/1<path>` on it, without reading the answer.
+fn send_get(addr: &str, path: &str) -> TcpStream {
+    let mut c = TcpStream::connect(addr).unwrap();
+    write!(c, "GET /api/1{path} HTTP/1.1\r\nHost: {addr}\r\n\r\n").unwrap();
+    c
+}
+
+/// Whether the server closed `c` (EOF or reset) within `timeout`; bytes it sends first (an answer) are read past.
+fn closed_within(c: &mut TcpStream, timeout: Duration) -> bool {
+    let deadline = Instant::now() + timeout;
+    let mut buf = [0u8; 4096];
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return false;
+        }
+        c.set_read_timeout(Some(left.min(Duration::from_millis(200)))).unwrap();
+        match c.read(&mut buf) {
+            Ok(0) => return true,
+            Ok(_) => {}
+            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {}
+            Err(_) => return true,
+        }
+    }
+}
+
+/// The status line and body of the one answer on `c`, read until the server closes it or `timeout` passes.
+fn answer_on(c: &mut TcpStream, timeout: Duration) -> String {
+    let deadline = Instant::now() + timeout;
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    while Instant::now() < deadline {
+        c.set_read_timeout(Some(Duration::from_millis(200))).unwrap();
+        match c.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => got.extend_from_slice(&buf[..n]),
+            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
+                if got.windows(4).any(|w| w == b"\r\n\r\n") && got.ends_with(b"}") {
+                    break;
+                }
+            }
+            Err(_) => break,
+        }
+    }
+    String::from_utf8_lossy(&got).into_owned()
+}
+
+/// A request that must be answered within `deadline` (asked again while it is not answered at all).
+fn answered(srv: &Server, method: &str, path: &str, body: Option<serde_json::Value>, deadline: Duration) -> Answer {
+    let body = body.map(|b| b.to_string());
+    let end = Instant::now() + deadline;
+    loop {
+        let left = end.saturating_duration_since(Instant::now());
+        assert!(!left.is_zero(), "{method} {path}: no answer within {deadline:?}: {}", srv.output());
+        if let Some(a) = srv.try_request(method, path, body.as_deref().map(str::as_bytes), left) {
+            return a;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// The id in the pause mark once it names a hot copy other than `not`.
+fn paused_id(mark: &Path, not: Option<&str>) -> String {
+    let mut id = String::new();
+    let reached = wait_until(Duration::from_secs(60), || {
+        id = std::fs::read_to_string(mark).unwrap_or_default().split_whitespace().next().unwrap_or("").to_string();
+        !id.is_empty() && Some(id.as_str()) != not
+    });
+    assert!(reached, "no hot copy reached its pause");
+    id
+}
+
+#[test]
+fn long_polling_status_requests_do_not_exhaust_the_server() {
+    let dir = tmp();
+    let mark = dir.path().join("mark");
+    let srv = Server::start_with_env(
+        &dir.path().join("data"),
+        &["--sms", "2"],
+        &[("BACKSET_FAULT_PAUSE", "full:begun"), ("BACKSET_FAULT_PAUSE_MARK", &s(&mark))],
+    );
+    let a = srv.post_json("/databases/demo/transactions", &json!({"put": {"k": "v"}}));
+    assert_eq!(a.code, 200, "{}", a.text);
+    // Two full hot copies held at their pause: one the waits wait on, one to cancel.
+    let full = |archive: u64| {
+        let a = srv.post_json(
+            "/databases/demo/hotCopy",
+            &json!({"type": "full", "backupSetDirs": {archive.to_string(): dir.path().join(format!("set{archive}"))}}),
+        );
+        assert_eq!(a.code, 200, "{}", a.text);
+        (a.json["coordinatorStartId"].as_u64().unwrap(), a.json["hotCopyId"].as_str().unwrap().to_string())
+    };
+    let (waited_sm, waited) = full(0);
+    paused_id(&mark, None);
+    let (cancelled_sm, cancelled) = full(1);
+    paused_id(&mark, Some(&waited));
+
+    let before = srv.open_fds();
+    let path = format!("/databases/hotCopyStatus?coordinatorStartId={waited_sm}&hotCopyId={waited}&timeoutSec=3600");
+    let mut waiters: Vec<TcpStream> = (0..WAITERS).map(|_| send_get(&srv.addr, &path)).collect();
+    assert!(
+        wait_until(Duration::from_secs(60), || srv.open_fds() >= before + WAITERS),
+        "the server did not accept the {WAITERS} waits: {} descriptors open, {before} before",
+        srv.open_fds()
+    );
+
+    // With every wait open, each kind of request is answered.
+    let a = answered(
+        &srv,
+        "POST",
+        "/databases/demo/transactions",
+        Some(json!({"put": {"k": "during"}})),
+        Duration::from_secs(30),
+    );
+    assert_eq!(a.code, 200, "commit: {}", a.text);
+    let a = answered(&srv, "GET", "/databases/demo/keys/k", None, Duration::from_secs(30));
+    assert_eq!((a.code, a.json["value"].as_str()), (200, Some("during")), "key read: {}", a.text);
+    let a = answered(
+        &srv,
+        "POST",
+        &format!("/databases/cancelHotCopy?coordinatorStartId={cancelled_sm}&hotCopyId={cancelled}&timeoutSec=30"),
+        None,
+        Duration::from_secs(60),
+    );
+    assert_eq!((a.code, a.json["status"].as_str()), (200, Some("cancelled")), "cancel: {}", a.text);
+    let a = answered(
+        &srv,
+        "POST",
+        "/databases/demo/hotCopySimple",
+        Some(json!({"backupLocations": {"1": {"copyArchiveDir": dir.path().join("simple")}}, "timeoutSec": 60})),
+        Duration::from_secs(90),
+    );
+    assert_eq!((a.code, a.json["status"].as_str()), (200, Some("completed")), "new hot copy: {}", a.text);
+    let a = answered(&srv, "GET", "/processes", None, Duration::from_secs(30));
+    assert_eq!(a.code, 200, "{}", a.text);
+
+    // A wait whose client leaves ends: its connection closes on the server's side too.
+    let open = srv.open_fds();
+    waiters.truncate(WAITERS / 2);
+    assert!(
+        wait_until(Duration::from_secs(30), || srv.open_fds() + WAITERS / 2 <= open),
+        "{} waits' clients left, but the server still has {} descriptors open ({open} before they left)",
+        WAITERS / 2,
+        srv.open_fds()
+    );
+
+    // SIGTERM with the other waits open: the server cancels the hot copy, answers the waits and exits 0.
+    let (code, out) = srv.terminate_within(Duration::from_secs(60));
+    assert_eq!(code, Some(0), "{out}");
+    for c in &mut waiters {
+        let answer = answer_on(c, Duration::from_secs(10));
+        assert!(answer.starts_with("HTTP/1.1 200"), "a wait open at SIGTERM got: {answer:?}");
+        assert!(answer.contains(r#""status":"cancelled""#), "{answer}");
+    }
+}
+
+#[test]
+fn idle_and_half_sent_connections_are_closed_after_the_idle_timeout() {
+    let dir = tmp();
+    let mark = dir.path().join("mark");
+    let srv = Server::start_with_env(
+        &dir.path().join("data"),
+        &[],
+        &[
+            ("BACKSET_TEST_IDLE_TIMEOUT_MS", "1000"),
+            ("BACKSET_FAULT_PAUSE", "full:begun"),
+            ("BACKSET_FAULT_PAUSE_MARK", &s(&mark)),
+        ],
+    );
+    // Never a byte; half a request head (slowloris); a whole request answered, then nothing (keep-alive).
+    let mut silent = TcpStream::connect(&srv.addr).unwrap();
+    let mut half = TcpStream::connect(&srv.addr).unwrap();
+    write!(half, "GET /api/1/processes HTTP/1.1\r\nHost: {}\r\n", srv.addr).unwrap();
+    let mut kept = send_get(&srv.addr, "/processes");
+    assert!(answer_on(&mut kept, Duration::from_secs(10)).starts_with("HTTP/1.1 200"));
+    // A request being answered is not idle: a 3 s wait on a paused hot copy outlasts the 1 s timeout.
+    let a = srv
+        .post_json("/databases/demo/hotCopy", &json!({"type": "full", "backupSetDirs": {"0": dir.path().join("set")}}));
+    assert_eq!(a.code, 200, "{}", a.text);
+    let id = paused_id(&mark, None);
+    let a = srv.get(&format!("/databases/hotCopyStatus?coordinatorStartId=1&hotCopyId={id}&timeoutSec=3"));
+    assert_eq!((a.code, a.json["status"].as_str()), (408, Some("running")), "{}", a.text);
+    for (name, c) in [("silent", &mut silent), ("half-sent", &mut half), ("idle after an answer", &mut kept)] {
+        assert!(closed_within(c, Duration::from_secs(30)), "the {name} connection is still open after 30 s");
+    }
+}
