@@ -331,9 +331,13 @@ impl Server {
         Some(Answer { code, text, json, www_authenticate })
     }
 
-    /// Descriptors the server process has open now (the entries of /proc/PID/fd).
-    pub fn open_fds(&self) -> usize {
-        std::fs::read_dir(format!("/proc/{}/fd", self.pid())).map(|d| d.count()).unwrap_or(0)
+    /// Sockets the server process has open now (the entries of /proc/PID/fd that link to `socket:[...]`): its
+    /// listener and its connections.
+    pub fn open_sockets(&self) -> usize {
+        let Ok(dir) = std::fs::read_dir(format!("/proc/{}/fd", self.pid())) else { return 0 };
+        dir.filter_map(Result::ok)
+            .filter(|e| std::fs::read_link(e.path()).is_ok_and(|l| l.to_string_lossy().starts_with("socket:")))
+            .count()
     }
 
     /// Sends SIGTERM and waits at most `timeout` for the exit; returns (exit code, everything it printed). Kills it
