@@ -1,22 +1,22 @@
 //! The offline tools: `restore` (nuoarchive's options), `check` (a backup set) and `archive dump|info|check` (an
 //! archive directory). They read files only; no server is involved. See docs/CLI.md and docs/RESTORE.md.
 
-use std::fs;
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::SystemTime;
 
 use anyhow::{bail, Context, Result};
 use backset_copier::JobControl;
 use backset_engine::check::{check_archive_with_journal, check_set, CheckOptions};
-use backset_engine::found::{found, Found};
+use backset_engine::found::{found, missing_archive_part, Found};
 use backset_engine::restore::{
-    for_each_timestamp, report_backups, restore, RestoreOptions, Target, TimestampFilter, TimestampItem,
+    for_each_timestamp, refuse_unfinished, report_backups, restore, RestoreError, RestoreOptions, Target,
+    TimestampFilter, TimestampItem,
 };
 use backset_engine::store::read_archive_with_journal;
 use backset_format::fsio::read_metadata;
-use backset_format::layout::{ATOMS_DIR, JOURNAL_DIR, STATE_FILE};
+use backset_format::layout::{JOURNAL_DIR, STATE_FILE};
 use backset_format::{ElementStatus, State};
 use serde_json::json;
 use uuid::Uuid;
@@ -161,8 +161,16 @@ pub fn run_restore(args: &RestoreArgs) -> Result<()> {
         (None, None) => Target::Latest,
     };
     let control = Arc::new(JobControl::new());
+    let signal = cancel_on_signals(&control)?;
     let opts = RestoreOptions { control: Some(Arc::clone(&control)), ..RestoreOptions::default() };
-    let report = progress::follow("restore", &control, || restore(set, dest, target, &opts))?;
+    let report = match progress::follow("restore", &control, || restore(set, dest, target, &opts)) {
+        Ok(report) => report,
+        Err(e @ RestoreError::Cancelled { .. }) => match signal.get() {
+            Some(name) => bail!("{name} received: {e}"),
+            None => return Err(e.into()),
+        },
+        Err(e) => return Err(e.into()),
+    };
     let names = |v: &[backset_format::ElementName]| v.iter().map(ToString::to_string).collect::<Vec<_>>().join(" + ");
     println!(
         "restored backup set {} to transaction {} in {}: {} ({} bytes) from {}, {} from {}, base {} ({}), {:.2} s",
@@ -179,6 +187,42 @@ pub fn run_restore(args: &RestoreArgs) -> Result<()> {
         report.elapsed.as_secs_f64()
     );
     Ok(())
+}
+
+/// Makes SIGINT and SIGTERM cancel the restore that `control` follows, so that Ctrl-C (or a service manager's stop)
+/// ends it as any failure does: nothing is left in the destination. Returns the name of the signal once one came.
+/// The handlers stay for the rest of the process (a restore is its only work): a second signal changes nothing, the
+/// restore is already removing what it wrote.
+fn cancel_on_signals(control: &Arc<JobControl>) -> Result<Arc<OnceLock<&'static str>>> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("start the signal handler of the restore")?;
+    // Registered here, before the restore writes anything: a signal from now on is caught.
+    let (mut int, mut term) = {
+        let _in_rt = rt.enter();
+        let int = signal(SignalKind::interrupt()).context("catch SIGINT")?;
+        let term = signal(SignalKind::terminate()).context("catch SIGTERM")?;
+        (int, term)
+    };
+    let received = Arc::new(OnceLock::new());
+    let (control, got) = (Arc::clone(control), Arc::clone(&received));
+    std::thread::Builder::new()
+        .name("restore-signals".into())
+        .spawn(move || {
+            let name = rt.block_on(async {
+                tokio::select! {
+                    _ = int.recv() => "SIGINT",
+                    _ = term.recv() => "SIGTERM",
+                }
+            });
+            let _ = got.set(name);
+            tracing::warn!("{name} received: cancelling the restore (it removes what it wrote)");
+            control.cancel();
+        })
+        .context("start the signal handler of the restore")?;
+    Ok(received)
 }
 
 /// `--report-backups`: NuoDB's `<BackupSet>` listing, one element a line, newest first, with Backset's extra
@@ -274,18 +318,15 @@ struct ArchiveDirs {
 }
 
 impl ArchiveDirs {
+    /// Refuses an unfinished restore, and a directory without `atoms/` or its journal (what a simple hot copy with a
+    /// separate copyJournalDir leaves, read without `--journal-dir`, would show the state of its atom files alone,
+    /// older than the copy's end point; a directory with neither is no database, not an empty one).
     fn new(dir: &Path, journal: Option<&Path>) -> Result<Self> {
+        refuse_unfinished(dir)?;
         let own = dir.join(JOURNAL_DIR);
         let Some(journal) = journal.filter(|j| *j != own) else {
-            // What a simple hot copy with a separate copyJournalDir leaves: atoms/ and no journal/. Read alone, its
-            // atoms show a state older than the copy's end point, which only its journal reaches.
-            if dir.join(ATOMS_DIR).is_dir() && fs::symlink_metadata(&own).is_err() {
-                tracing::warn!(
-                    "{} has atoms/ but no journal/: its journal is elsewhere (a simple hot copy made with a separate \
-                     copyJournalDir keeps it there); give that directory with --journal-dir DIR, else what follows is \
-                     the state of the atom files alone, older than the copy's end point",
-                    dir.display()
-                );
+            if let Some(reason) = missing_archive_part(dir, &own) {
+                bail!("{} is not an archive directory: {reason}", dir.display());
             }
             return Ok(Self { dir: dir.to_path_buf(), journal: own, separate: false });
         };
@@ -306,6 +347,9 @@ impl ArchiveDirs {
                 dir.display(),
                 journal.display()
             );
+        }
+        if let Some(reason) = missing_archive_part(dir, journal) {
+            bail!("{} is not an archive directory: {reason}", dir.display());
         }
         Ok(Self { dir: dir.to_path_buf(), journal: journal.to_path_buf(), separate: true })
     }

@@ -426,7 +426,7 @@ fn an_inverted_time_window_is_a_usage_error() {
 }
 
 #[test]
-fn archive_info_and_dump_of_a_simple_copy_with_its_journal_elsewhere_warn_and_name_journal_dir() {
+fn archive_tools_refuse_a_simple_copy_with_its_journal_elsewhere_and_name_journal_dir() {
     let tmp = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
     let srv = support::Server::start(&tmp.path().join("data"), &[]);
     for i in 0..20 {
@@ -442,14 +442,11 @@ fn archive_info_and_dump_of_a_simple_copy_with_its_journal_elsewhere_warn_and_na
     let whole = ok(&["archive", "dump", p(&copy), "--journal-dir", p(&journal)]);
     assert_eq!(whole.lines().count(), 20, "{whole}");
     for verb in ["info", "dump", "check"] {
-        let out = backset(&["archive", verb, p(&copy)]);
-        let err = stderr(&out);
-        assert!(
-            err.contains(&format!("WARN {} has atoms/ but no journal/: its journal is elsewhere", p(&copy)))
-                && err.contains("--journal-dir"),
-            "{verb}: {}",
-            text(&out)
-        );
+        // Read alone, its atoms would show an older state than the copy's end point: refused, naming --journal-dir.
+        let out = fails(&["archive", verb, p(&copy)], 1);
+        let want = format!("{} is not an archive directory: it has atoms/ but no journal/", p(&copy));
+        assert!(stderr(&out).contains(&want) && stderr(&out).contains("--journal-dir"), "{verb}: {}", text(&out));
+        assert_eq!(stdout(&out), "", "{verb}");
         // With --journal-dir: no warning.
         let out = backset(&["archive", verb, p(&copy), "--journal-dir", p(&journal)]);
         assert!(out.status.success() && !stderr(&out).contains("WARN"), "{verb}: {}", text(&out));
@@ -747,4 +744,150 @@ fn regression_a_permission_error_was_called_damaged_metadata() {
         text(&out)
     );
     assert!(!stderr(&out).contains("metadata is damaged"), "{}", text(&out));
+}
+
+/// The three archive tools on `dir`: each fails (exit 1) with a message holding `want`, printing nothing on stdout.
+fn archive_tools_refuse(dir: &Path, want: &str) {
+    for verb in ["check", "info", "dump"] {
+        let out = fails(&["archive", verb, p(dir)], 1);
+        assert!(stderr(&out).contains(want), "archive {verb} {}: {}", dir.display(), text(&out));
+        assert_eq!(stdout(&out), "", "archive {verb} printed a result: {}", text(&out));
+    }
+}
+
+/// `backset restore --restore-dir DEST SET` (the fixture's set) that blocks after `records` journal records (the
+/// test-only `BACKSET_FAULT_RESTORE_PAUSE`, durable by then); returns once it is there.
+fn restore_paused(dest: &Path, records: u64, mark: &Path) -> std::process::Child {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_backset"))
+        .args(["restore", "--restore-dir", p(dest), p(&set())])
+        .env("BACKSET_FAULT_RESTORE_PAUSE", format!("records:{records}"))
+        .env("BACKSET_FAULT_PAUSE_MARK", mark)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let there = support::wait_until(std::time::Duration::from_secs(60), || {
+        mark.exists() || child.try_wait().unwrap().is_some()
+    });
+    if !there || !mark.exists() {
+        let _ = child.kill();
+        panic!("the restore did not block after {records} records: {}", text(&child.wait_with_output().unwrap()));
+    }
+    child
+}
+
+/// Waits (at most 60 s) for a process that was sent a signal, and returns its output.
+fn ended(mut child: std::process::Child) -> Output {
+    if !support::wait_until(std::time::Duration::from_secs(60), || child.try_wait().unwrap().is_some()) {
+        let _ = child.kill();
+        panic!("still running 60 s after the signal: {}", text(&child.wait_with_output().unwrap()));
+    }
+    child.wait_with_output().unwrap()
+}
+
+fn signal(child: &std::process::Child, name: &str) {
+    let st = Command::new("kill").arg(format!("-{name}")).arg(child.id().to_string()).status().unwrap();
+    assert!(st.success(), "kill -{name}");
+}
+
+#[test]
+fn regression_a_killed_restore_left_a_partial_archive_that_looked_valid() {
+    let tmp = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    let (dest, mark) = (tmp.path().join("restored"), tmp.path().join("mark"));
+    let whole = ok(&["restore", "--restore-dir", p(&tmp.path().join("whole")), p(&set())]);
+    let records: u64 = whole.split(" journal record").next().unwrap().rsplit(' ').next().unwrap().parse().unwrap();
+    assert!(records > 3, "the set's restore writes {records} records, too few to stop part-way: {whole}");
+
+    let child = restore_paused(&dest, 3, &mark);
+    signal(&child, "KILL");
+    let out = ended(child);
+    assert_eq!(out.status.code(), None, "killed: {}", text(&out));
+    // What it left: the first 3 records, durable (before the fix: an archive that `check` passed and `info` showed
+    // ending at the 3rd transaction).
+    assert!(dest.join("journal/0000000000000001").is_file(), "the partial journal is there");
+    assert!(dest.join("restore.incomplete").is_file(), "the marker is there");
+    let want = format!("{}: this archive is an unfinished restore: remove it and restore again", p(&dest));
+    archive_tools_refuse(&dest, &want);
+    // A restore into it says the same, and leaves it alone.
+    let out = fails(&["restore", "--restore-dir", p(&dest), p(&set())], 1);
+    assert!(stderr(&out).contains(&want), "{}", text(&out));
+    assert!(dest.join("restore.incomplete").is_file());
+    // The reference store refuses it: `serve` with it as its archive 0.
+    let data = tmp.path().join("data");
+    std::fs::create_dir_all(data.join("database")).unwrap();
+    let archive = data.join("database/0");
+    std::fs::rename(&dest, &archive).unwrap();
+    let addr = format!("127.0.0.1:{}", support::free_port());
+    let out = support::backset_within(
+        &["serve", "--listen", &addr, "--data-dir", p(&data)],
+        std::time::Duration::from_secs(60),
+    );
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let want = format!("{}: this archive is an unfinished restore: remove it and restore again", p(&archive));
+    assert!(stderr(&out).contains(&want), "{}", text(&out));
+    assert!(archive.join("restore.incomplete").is_file() && !archive.join("atoms/.tmp").exists());
+    // Removed and restored again: a whole archive.
+    std::fs::remove_dir_all(&archive).unwrap();
+    ok(&["restore", "--restore-dir", p(&dest), p(&set())]);
+    assert!(!dest.join("restore.incomplete").exists());
+    assert!(ok(&["archive", "check", p(&dest)]).ends_with(", 0 defects\n"));
+    assert_eq!(info(&dest)["lastTxnId"], info(&tmp.path().join("whole"))["lastTxnId"]);
+}
+
+#[test]
+fn regression_sigterm_or_sigint_during_a_restore_left_a_partial_archive() {
+    let tmp = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    // SIGTERM, the destination created by the restore: nothing is left. SIGINT (Ctrl-C), into an empty directory
+    // that was there: it is left empty.
+    for (name, existing) in [("TERM", false), ("INT", true)] {
+        let (dest, mark) = (tmp.path().join(format!("r-{name}")), tmp.path().join(format!("mark-{name}")));
+        if existing {
+            std::fs::create_dir(&dest).unwrap();
+        }
+        let child = restore_paused(&dest, 3, &mark);
+        assert!(dest.join("journal/0000000000000001").is_file(), "SIG{name}: the restore is part-way");
+        signal(&child, name);
+        let out = ended(child);
+        assert_eq!(out.status.code(), Some(1), "SIG{name}: {}", text(&out));
+        let want = format!(
+            "SIG{name} received: restore of backup set {} was cancelled; nothing was left in {}",
+            p(&set()),
+            p(&dest)
+        );
+        assert!(stderr(&out).contains(&want), "SIG{name}: {}", text(&out));
+        assert_eq!(stdout(&out), "", "SIG{name}");
+        if existing {
+            let left: Vec<_> = std::fs::read_dir(&dest).unwrap().map(|e| e.unwrap().file_name()).collect();
+            assert!(left.is_empty(), "SIG{name}: {} holds {left:?}", dest.display());
+        } else {
+            assert!(!dest.exists(), "SIG{name}: {} is still there", dest.display());
+        }
+    }
+}
+
+#[test]
+fn regression_the_archive_tools_read_a_directory_without_atoms_or_journal_as_an_empty_database() {
+    let tmp = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    let restored = tmp.path().join("restored");
+    ok(&["restore", "--restore-dir", p(&restored), p(&set())]);
+    // Without journal/: before the fix, the atoms' state alone (older than the archive's), exit 0.
+    let no_journal = tmp.path().join("no-journal");
+    std::fs::create_dir(&no_journal).unwrap();
+    std::fs::rename(restored.join("atoms"), no_journal.join("atoms")).unwrap();
+    archive_tools_refuse(
+        &no_journal,
+        &format!("{} is not an archive directory: it has atoms/ but no journal/", p(&no_journal)),
+    );
+    // Without atoms/: before the fix, the journal replayed over no atoms, exit 0.
+    archive_tools_refuse(
+        &restored,
+        &format!("{} is not an archive directory: it has journal/ but no atoms/", p(&restored)),
+    );
+    // With neither (another directory): before the fix, `info` and `dump` of an empty database.
+    let neither = tmp.path().join("neither");
+    std::fs::create_dir_all(neither.join("something")).unwrap();
+    archive_tools_refuse(
+        &neither,
+        &format!("{} is not an archive directory: it has neither atoms/ nor journal/", p(&neither)),
+    );
 }

@@ -57,6 +57,34 @@ pub fn found(path: &Path) -> Found {
     Found::Other(format!("{}{}", names.join(", "), if more > 0 { format!(" and {more} more") } else { String::new() }))
 }
 
+/// Why `dir`, whose journal is in `journal_dir` (`dir/journal`, or a simple hot copy's separate `copyJournalDir`),
+/// is not a whole archive, if it is not: an archive has both `atoms/` and its journal directory. A reader never takes
+/// a directory that lacks one for an empty part (an empty database, or the state of the atom files alone).
+pub fn missing_archive_part(dir: &Path, journal_dir: &Path) -> Option<String> {
+    let atoms = dir.join(ATOMS_DIR).is_dir();
+    let journal = journal_dir.is_dir();
+    let own = journal_dir == dir.join(JOURNAL_DIR);
+    match (atoms, journal) {
+        (true, true) => None,
+        (false, false) if own => Some(found(dir).not_an_archive(dir)),
+        _ if !dir.is_dir() => Some(found(dir).not_an_archive(dir)),
+        (true, false) if own => Some(
+            "it has atoms/ but no journal/ (an archive has both; a simple hot copy made with a separate \
+             copyJournalDir keeps its journal there: give that directory with --journal-dir DIR)"
+                .into(),
+        ),
+        (true, false) => Some(format!(
+            "its journal directory {} is missing or not a directory; give the copy's copyJournalDir",
+            journal_dir.display()
+        )),
+        (false, _) => Some(format!(
+            "it has {} but no atoms/ (an archive has both: its atom files are missing; restore it again, or copy the \
+             whole archive)",
+            if own { "journal/".to_string() } else { format!("the journal directory {}", journal_dir.display()) }
+        )),
+    }
+}
+
 impl Found {
     /// Why a path that holds this is not a backup set, and what to do (`path` as given, for the command to suggest).
     pub fn not_a_set(&self, path: &Path) -> String {

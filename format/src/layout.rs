@@ -30,6 +30,10 @@ pub const ELEMENT_INFO_FILE: &str = "element";
 pub const ATOMS_DIR: &str = "atoms";
 /// Journal segments, in an archive and in an element's `data/`.
 pub const JOURNAL_DIR: &str = "journal";
+/// In an archive directory: the marker of a restore that has not finished. A restore creates it (durably) before it
+/// writes anything else and removes it last, once everything else is durable; every reader refuses a directory that
+/// holds it.
+pub const RESTORE_MARKER_FILE: &str = "restore.incomplete";
 
 /// An element directory name: `full`, `N.inc` or `N.jnl`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]

@@ -88,8 +88,8 @@ pub fn check_archive_with_journal(
     let dir = dir.as_ref().to_path_buf();
     let atoms_dir = dir.join(ATOMS_DIR);
     let journal_dir = journal_dir.as_ref().to_path_buf();
-    if !atoms_dir.is_dir() && !journal_dir.is_dir() {
-        let reason = crate::found::found(&dir).not_an_archive(&dir);
+    crate::restore::refuse_unfinished(&dir)?;
+    if let Some(reason) = crate::found::missing_archive_part(&dir, &journal_dir) {
         return Err(CheckError::NotAnArchive { path: dir, reason });
     }
     // Refuses an archive a running SM holds; an SM cannot take it while this reads.

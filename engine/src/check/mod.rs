@@ -254,6 +254,9 @@ pub enum CheckError {
         /// What it is, and what to do.
         reason: String,
     },
+    /// The archive directory is an unfinished restore (`archive check`).
+    #[error(transparent)]
+    UnfinishedRestore(#[from] crate::restore::UnfinishedRestore),
     /// The path is not an archive (`archive check`): what it is instead, and what to do.
     #[error("{path} is not an archive directory: {reason}")]
     NotAnArchive {

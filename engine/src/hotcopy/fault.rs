@@ -23,7 +23,10 @@
 //! `BACKSET_FAULT_RESTORE_PAUSE=created` makes a restore block once its destination and the destination's
 //! `journal/` and `atoms/` are created, before anything is written into them; with `BACKSET_FAULT_PAUSE_MARK=<file>`
 //! it first writes `<file>` and goes on once the test removes it (without a mark it goes on at once), so a test can
-//! swap a path component for a symbolic link at that moment.
+//! swap a path component for a symbolic link at that moment. `BACKSET_FAULT_RESTORE_PAUSE=records:<N>` makes a
+//! restore block once it has written N journal records and made them durable, until it is cancelled (SIGINT or
+//! SIGTERM to `backset restore`); with the mark variable it first writes the mark. A test kills it there or signals
+//! it.
 //!
 //! Never set these variables outside tests.
 
@@ -51,6 +54,9 @@ pub const FAULT_RESTORE_PAUSE_ENV: &str = "BACKSET_FAULT_RESTORE_PAUSE";
 
 /// The restore's pause points.
 pub const RESTORE_PAUSE_POINTS: [&str; 1] = ["created"];
+
+/// The prefix of the restore's other pause: `records:<N>`, after N journal records.
+pub const RESTORE_PAUSE_RECORDS: &str = "records:";
 
 /// The pause points, in the order a job reaches them.
 pub const FAULT_POINTS: [&str; 3] = ["begun", "before-move", "mid-move"];
@@ -143,9 +149,10 @@ pub(crate) fn pause(
 pub(crate) fn restore_pause(point: &str) {
     let value = std::env::var(FAULT_RESTORE_PAUSE_ENV).unwrap_or_default();
     if value.is_empty() || value != point {
-        if !value.is_empty() && !RESTORE_PAUSE_POINTS.contains(&value.as_str()) {
+        if !value.is_empty() && !RESTORE_PAUSE_POINTS.contains(&value.as_str()) && restore_pause_after().is_none() {
             tracing::warn!(
-                "{FAULT_RESTORE_PAUSE_ENV}={value} names none of the points {}; ignored",
+                "{FAULT_RESTORE_PAUSE_ENV}={value} names none of the points {}, nor {RESTORE_PAUSE_RECORDS}<N>; \
+                 ignored",
                 RESTORE_PAUSE_POINTS.join(", ")
             );
         }
@@ -163,6 +170,34 @@ pub(crate) fn restore_pause(point: &str) {
         return;
     }
     while mark.exists() {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// The number of journal records after which a restore blocks, when the test-only [`FAULT_RESTORE_PAUSE_ENV`] is
+/// `records:<N>` (N above 0).
+pub(crate) fn restore_pause_after() -> Option<u64> {
+    static CONFIG: OnceLock<Option<u64>> = OnceLock::new();
+    *CONFIG.get_or_init(|| {
+        let value = std::env::var(FAULT_RESTORE_PAUSE_ENV).ok()?;
+        value.strip_prefix(RESTORE_PAUSE_RECORDS)?.parse::<u64>().ok().filter(|&n| n > 0)
+    })
+}
+
+/// Blocks a restore into `dest` that has written (and made durable) `records` journal records: writes the mark
+/// (`BACKSET_FAULT_PAUSE_MARK`, holding the destination and the count) and waits until `cancelled` holds (SIGINT or
+/// SIGTERM to `backset restore`); a SIGKILL meanwhile leaves the destination as a killed restore would.
+pub(crate) fn restore_pause_records(dest: &Path, records: u64, cancelled: &dyn Fn() -> bool) {
+    tracing::warn!(
+        "test-only {FAULT_RESTORE_PAUSE_ENV}: the restore into {} blocks after {records} records",
+        dest.display()
+    );
+    if let Some(mark) = std::env::var_os(FAULT_PAUSE_MARK_ENV).filter(|v| !v.is_empty()).map(PathBuf::from) {
+        if let Err(e) = std::fs::write(&mark, format!("{} {records}\n", dest.display())) {
+            tracing::warn!("test-only {FAULT_RESTORE_PAUSE_ENV}: cannot write the mark {}: {e}", mark.display());
+        }
+    }
+    while !cancelled() {
         std::thread::sleep(Duration::from_millis(20));
     }
 }

@@ -9,6 +9,10 @@
 //! paths). [`Destination::verify`] refuses to report success when a name no longer leads to the directory created;
 //! [`Destination::remove`] empties what the restore created through the descriptors and removes a directory only
 //! while its name still leads to the same device and inode.
+//!
+//! The unfinished-restore marker ([`super::marker`]) is created in the destination, durably, before `journal/` and
+//! `atoms/`; [`Destination::finish`] removes it once everything is durable, [`Destination::remove`] after `journal/`
+//! and `atoms/` are gone.
 
 use std::ffi::OsString;
 use std::fs::File;
@@ -20,6 +24,7 @@ use backset_copier::CopyError;
 use backset_format::dirfd::{is_link, split, DirFd, DirId, EntryKind};
 use backset_format::layout::{ATOMS_DIR, JOURNAL_DIR};
 
+use super::marker::{self, UnfinishedRestore, RESTORE_MARKER_FILE};
 use super::RestoreError;
 use crate::lock::LOCK_FILE;
 use crate::paths::CreateDirError;
@@ -47,6 +52,8 @@ pub(super) struct Destination {
     dir: DirFd,
     journal: Option<Made>,
     atoms: Option<Made>,
+    /// The restore created the marker (and has not removed it).
+    marker: bool,
 }
 
 fn io(op: &'static str, path: PathBuf) -> impl FnOnce(std::io::Error) -> RestoreError {
@@ -56,15 +63,23 @@ fn io(op: &'static str, path: PathBuf) -> impl FnOnce(std::io::Error) -> Restore
 impl Destination {
     /// Makes sure `dest` is an empty directory (a lock file of an SM that no longer runs does not count: see
     /// [`crate::lock`]), creating it, its last component only (the parent rule, [`crate::paths`]), when absent; then
-    /// creates `journal/` and `atoms/` in it.
-    pub fn prepare(dest: &Path) -> Result<Self, RestoreError> {
+    /// creates the unfinished-restore marker (its first line `what`), then `journal/` and `atoms/` in it. A
+    /// destination that holds a marker is refused as an unfinished restore.
+    pub fn prepare(dest: &Path, what: &str) -> Result<Self, RestoreError> {
         let (dir, created) = Self::open_or_create(dest)?;
-        let mut d = Self { path: dest.to_path_buf(), created, dir, journal: None, atoms: None };
-        let empty = d.dir.names().map_err(io("read directory", dest.to_path_buf()))?.iter().all(|n| n == LOCK_FILE);
-        if !empty {
+        let mut d = Self { path: dest.to_path_buf(), created, dir, journal: None, atoms: None, marker: false };
+        let names = d.dir.names().map_err(io("read directory", dest.to_path_buf()))?;
+        if !names.iter().all(|n| n == LOCK_FILE) {
             // Not what the restore created (someone put it there between the mkdir and the open): leave it alone.
             d.created = None;
+            if names.iter().any(|n| n == RESTORE_MARKER_FILE) {
+                return Err(UnfinishedRestore { dir: dest.to_path_buf() }.into());
+            }
             return Err(RestoreError::DestinationNotEmpty { path: dest.to_path_buf() });
+        }
+        if let Err(e) = marker::create(&d.dir, what, &mut d.marker) {
+            d.remove();
+            return Err(e);
         }
         for name in [JOURNAL_DIR, ATOMS_DIR] {
             let made = d.dir.create_dir(name).and_then(|dir| Ok(Made { id: dir.id()?, dir }));
@@ -131,6 +146,19 @@ impl Destination {
             }
             Err(e) => Err(io("open directory", dest.to_path_buf())(e)),
         }
+    }
+
+    /// The destination, as the operator gave it.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Removes the marker, durably: the destination is a finished archive from then on. Call it last, once
+    /// [`sync`](Self::sync) made everything else durable.
+    pub fn finish(&mut self) -> Result<(), RestoreError> {
+        marker::remove(&self.dir)?;
+        self.marker = false;
+        Ok(())
     }
 
     fn journal(&self) -> &DirFd {
@@ -229,6 +257,13 @@ impl Destination {
                 Ok(true) => {}
                 Ok(false) => warn(made.dir.path(), &"it was replaced while the restore ran: left in place"),
                 Err(e) => warn(made.dir.path(), &e),
+            }
+        }
+        if self.marker {
+            // Last of what is inside: a restore killed while it cleans up leaves a directory every reader refuses.
+            let removed = self.dir.sync().and_then(|()| self.dir.remove_tree(RESTORE_MARKER_FILE));
+            if let Err(e) = removed {
+                warn(&self.dir.join(RESTORE_MARKER_FILE), &e);
             }
         }
         let synced = match &self.created {

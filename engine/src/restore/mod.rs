@@ -33,11 +33,12 @@
 
 mod dest;
 mod journal;
+mod marker;
 pub mod set;
 
 use std::collections::HashMap;
 use std::fs::{self, File};
-use std::io::{BufWriter, Read};
+use std::io::{BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -51,12 +52,14 @@ use backset_format::{
 };
 use uuid::Uuid;
 
+use crate::hotcopy::fault;
 use crate::limits::{COPY_BATCH_FILES, RESTORE_SEGMENT_BYTES};
 use crate::lock::{check_not_held, DirKind, Holder, LockError};
 use crate::paths::{resolve_existing, CreateDirError};
 use dest::Destination;
 pub(crate) use journal::{for_each_record, open_data_file};
 pub use journal::{SliceError, SliceSummary};
+pub use marker::{refuse_unfinished, UnfinishedRestore, RESTORE_MARKER_FILE};
 pub use set::{describe_ranges, AtomSource, BackupSet, Element, JournalPart, SetError, UnreadElement};
 
 /// What to restore to.
@@ -122,6 +125,9 @@ pub enum RestoreError {
     /// The set cannot be read or its metadata is damaged.
     #[error(transparent)]
     Set(#[from] SetError),
+    /// The destination is an unfinished restore (it holds [`RESTORE_MARKER_FILE`]).
+    #[error(transparent)]
+    Unfinished(#[from] UnfinishedRestore),
     /// The destination exists and is not an empty directory.
     #[error(
         "restore destination {path} is not empty; a restore creates a new archive: give an empty or new directory"
@@ -373,7 +379,9 @@ pub fn restore(
         return Err(RestoreError::DataFile { set: setp, element: e.name(), path, reason });
     }
 
-    let out = Destination::prepare(&dest)?;
+    // The marker first and last (see `marker`): until it is removed, every reader refuses the destination.
+    let mut out =
+        Destination::prepare(&dest, &format!("restore of backup set {} to transaction {txn}", setp.display()))?;
     let own_control;
     let ctl: &JobControl = match &opts.control {
         Some(c) => c,
@@ -408,7 +416,8 @@ pub fn restore(
     let result = write_journal(&set, &plan, &out, ctl, &mut report)
         .and_then(|()| copy_atoms(&set, base, &atoms, &out, ctl, opts, &mut report))
         .and_then(|()| out.verify())
-        .and_then(|()| out.sync());
+        .and_then(|()| out.sync())
+        .and_then(|()| out.finish());
     match result {
         Ok(()) => {
             report.elapsed = started.elapsed();
@@ -486,6 +495,15 @@ impl JournalOut<'_> {
         Ok(())
     }
 
+    /// Makes the records of the current segment so far durable.
+    fn sync(&mut self) -> Result<(), RestoreError> {
+        if let Some((w, path)) = self.current.as_mut() {
+            w.get_mut().flush().map_err(Self::io("write", path))?;
+            w.get_mut().get_ref().sync_all().map_err(Self::io("fsync", path))?;
+        }
+        Ok(())
+    }
+
     fn finish(&mut self) -> Result<(), RestoreError> {
         if let Some((w, path)) = self.current.take() {
             self.bytes += w.len();
@@ -545,6 +563,12 @@ fn write_journal(
                 }
                 out.append(r.txn_id, r.timestamp_micros, r.payload).map_err(Phase::Restore)?;
                 report.records += 1;
+                if fault::restore_pause_after() == Some(report.records) {
+                    // What a kill here leaves is on disk: the records so far, durable.
+                    out.sync().map_err(Phase::Restore)?;
+                    fault::restore_pause_records(dest.path(), report.records, &|| ctl.is_cancelled());
+                    return Err(Phase::Slice(SliceError::Cancelled));
+                }
                 let w = written.get_or_insert(TxnRange { first: r.txn_id, last: r.txn_id });
                 w.last = r.txn_id;
                 Ok(true)

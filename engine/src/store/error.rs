@@ -13,6 +13,17 @@ pub enum StoreError {
     /// The directory is held by another process (or another open in this one): see [`crate::lock`].
     #[error(transparent)]
     Locked(#[from] crate::lock::LockError),
+    /// The archive directory is an unfinished restore.
+    #[error(transparent)]
+    UnfinishedRestore(#[from] crate::restore::UnfinishedRestore),
+    /// A directory read as an archive (not by a running SM) is not one, or lacks `atoms/` or its journal.
+    #[error("{path} is not an archive directory: {reason}")]
+    NotAnArchive {
+        /// The directory.
+        path: PathBuf,
+        /// What it is, or what it lacks, and what to do.
+        reason: String,
+    },
     /// The operating system refused an operation.
     #[error("{op} {path}: {source}")]
     Io {

@@ -80,6 +80,8 @@ pub(crate) fn recover(
     expect_db: Option<Uuid>,
     live: bool,
 ) -> Result<Recovered, StoreError> {
+    // An unfinished restore is never opened, nor read: its journal ends where the restore stopped.
+    crate::restore::refuse_unfinished(dir)?;
     let atoms_dir = dir.join(ATOMS_DIR);
     let journal_dir = journal_dir.to_path_buf();
     if live {
@@ -96,11 +98,8 @@ pub(crate) fn recover(
                 fs::remove_file(&p).map_err(StoreError::io("remove", &p))?;
             }
         }
-    } else if !atoms_dir.is_dir() && !journal_dir.is_dir() {
-        return Err(StoreError::Damaged {
-            path: dir.to_path_buf(),
-            reason: "not an archive: it has neither atoms/ nor journal/".into(),
-        });
+    } else if let Some(reason) = crate::found::missing_archive_part(dir, &journal_dir) {
+        return Err(StoreError::NotAnArchive { path: dir.to_path_buf(), reason });
     }
 
     let mut data = Data::new(atoms_dir.clone());
