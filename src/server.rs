@@ -10,7 +10,7 @@
 //! [`SHUTDOWN_DRAIN_TIMEOUT`]), closes the store durably (checkpoint) and exits 0; nothing of it runs on the blocking
 //! pool, which clients can fill.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::str::FromStr;
@@ -771,10 +771,6 @@ fn path<T>(p: Result<Path<T>, PathRejection>) -> Result<T, HttpError> {
     p.map(|Path(v)| v).map_err(|e| HttpError::bad(format!("bad path: {}", e.body_text())))
 }
 
-fn query(q: Result<Query<HashMap<String, String>>, QueryRejection>) -> Result<HashMap<String, String>, HttpError> {
-    q.map(|Query(v)| v).map_err(|e| HttpError::bad(format!("bad query string: {}", e.body_text())))
-}
-
 fn body<T: serde::de::DeserializeOwned>(b: Result<Bytes, BytesRejection>) -> Result<T, HttpError> {
     let b = b.map_err(|e| HttpError::new(e.status(), format!("cannot read the request body: {}", e.body_text())))?;
     // Through serde_path_to_error, so that a wrong type names its field (serde_json alone says only where).
@@ -863,12 +859,49 @@ fn archive_entries<V>(field: &str, list: Vec<(String, V)>) -> Result<Vec<(u64, V
     Ok(out)
 }
 
-fn param<T: FromStr>(q: &HashMap<String, String>, name: &str, what: &str) -> Result<Option<T>, HttpError> {
-    q.get(name).map(|v| v.parse::<T>().map_err(|_| HttpError::bad(format!("{name}={v:?} is not {what}")))).transpose()
+/// Query parameters that name a list, so they may be given more than once (nuoadmin's paging, [`crate::paging`]:
+/// each occurrence adds its comma-separated names).
+const LIST_PARAMS: [&str; 3] = ["filterBy", "orderBy", "descendingFields"];
+
+/// A request's query parameters, in order: the one extractor of every endpoint that takes a query. A parameter
+/// given twice (but those of [`LIST_PARAMS`]) is refused with 400 naming it: which of the two should count would be
+/// a guess (`?hotCopyId=a&hotCopyId=b` used to take the last one silently).
+struct Params(Vec<(String, String)>);
+
+impl<S: Send + Sync> axum::extract::FromRequestParts<S> for Params {
+    type Rejection = HttpError;
+
+    async fn from_request_parts(parts: &mut axum::http::request::Parts, _: &S) -> Result<Self, HttpError> {
+        let Query(list) = Query::<Vec<(String, String)>>::try_from_uri(&parts.uri)
+            .map_err(|e: QueryRejection| HttpError::bad(format!("bad query string: {}", e.body_text())))?;
+        for (i, (name, _)) in list.iter().enumerate() {
+            if !LIST_PARAMS.contains(&name.as_str()) && list[..i].iter().any(|(k, _)| k == name) {
+                return Err(HttpError::bad(format!(
+                    "the query parameter {name} is given more than once; give it once"
+                )));
+            }
+        }
+        Ok(Self(list))
+    }
 }
 
-fn required<T: FromStr>(q: &HashMap<String, String>, name: &str, what: &str) -> Result<T, HttpError> {
-    param(q, name, what)?.ok_or_else(|| HttpError::bad(format!("give the query parameter {name} ({what})")))
+impl Params {
+    /// The value of `name`, if given.
+    fn get(&self, name: &str) -> Option<&str> {
+        self.0.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
+    }
+
+    /// The value of `name` parsed as `what`, if given.
+    fn param<T: FromStr>(&self, name: &str, what: &str) -> Result<Option<T>, HttpError> {
+        self.get(name)
+            .map(|v| v.parse::<T>().map_err(|_| HttpError::bad(format!("{name}={v:?} is not {what}"))))
+            .transpose()
+    }
+
+    /// As [`param`](Self::param), for a parameter the endpoint needs.
+    fn required<T: FromStr>(&self, name: &str, what: &str) -> Result<T, HttpError> {
+        self.param(name, what)?.ok_or_else(|| HttpError::bad(format!("give the query parameter {name} ({what})")))
+    }
 }
 
 /// A request's `timeoutSec`: any number of seconds, zero or more, without an upper bound.
@@ -1104,16 +1137,11 @@ fn info(base: &str, statuses: BTreeMap<u64, Vec<backset_engine::hotcopy::HotCopy
 
 /// `GET /databases/hotCopyStatus?coordinatorStartId=N[&hotCopyId=ID][&timeoutSec=s]`: one hot copy (a
 /// `HotCopyResponse`), or without `hotCopyId` every hot copy of that SM (a `HotCopyInfo`).
-async fn status(
-    State(app): State<Arc<App>>,
-    headers: HeaderMap,
-    q: Result<Query<HashMap<String, String>>, QueryRejection>,
-) -> Result<Response, HttpError> {
-    let q = query(q)?;
-    let start_id: u64 = required(&q, "coordinatorStartId", "a start id")?;
-    let wait = this_wait(&app, timeout(param(&q, "timeoutSec", "a number of seconds")?)?);
+async fn status(State(app): State<Arc<App>>, headers: HeaderMap, q: Params) -> Result<Response, HttpError> {
+    let start_id: u64 = q.required("coordinatorStartId", "a start id")?;
+    let wait = this_wait(&app, timeout(q.param("timeoutSec", "a number of seconds")?)?);
     let base = base_uri(&app, &headers);
-    match param::<Uuid>(&q, "hotCopyId", "a hot copy id")? {
+    match q.param::<Uuid>("hotCopyId", "a hot copy id")? {
         Some(id) => {
             if let Some(w) = wait {
                 let _slot = WaitSlot::take(&app)?;
@@ -1144,11 +1172,10 @@ async fn database_status(
     State(app): State<Arc<App>>,
     headers: HeaderMap,
     db: Result<Path<String>, PathRejection>,
-    q: Result<Query<HashMap<String, String>>, QueryRejection>,
+    q: Params,
 ) -> Reply<HotCopyInfo> {
     check_db(&app, &path(db)?)?;
-    let q = query(q)?;
-    let running_for = match param::<f64>(&q, "minSecondsRunning", "a number of seconds")? {
+    let running_for = match q.param::<f64>("minSecondsRunning", "a number of seconds")? {
         Some(s) if (0.0..1e12).contains(&s) => Some(Duration::from_secs_f64(s)),
         Some(s) => return Err(HttpError::bad(format!("minSecondsRunning {s} must be a non-negative number"))),
         None => None,
@@ -1157,15 +1184,10 @@ async fn database_status(
 }
 
 /// `POST /databases/cancelHotCopy?coordinatorStartId=N&hotCopyId=ID[&timeoutSec=s]`.
-async fn cancel(
-    State(app): State<Arc<App>>,
-    headers: HeaderMap,
-    q: Result<Query<HashMap<String, String>>, QueryRejection>,
-) -> Result<Response, HttpError> {
-    let q = query(q)?;
-    let start_id: u64 = required(&q, "coordinatorStartId", "a start id")?;
-    let id: Uuid = required(&q, "hotCopyId", "a hot copy id")?;
-    let wait = this_wait(&app, timeout(param(&q, "timeoutSec", "a number of seconds")?)?);
+async fn cancel(State(app): State<Arc<App>>, headers: HeaderMap, q: Params) -> Result<Response, HttpError> {
+    let start_id: u64 = q.required("coordinatorStartId", "a start id")?;
+    let id: Uuid = q.required("hotCopyId", "a hot copy id")?;
+    let wait = this_wait(&app, timeout(q.param("timeoutSec", "a number of seconds")?)?);
     let base = base_uri(&app, &headers);
     let _slot = wait.map(|_| WaitSlot::take(&app)).transpose()?;
     // Not blocking: a cancel only marks the job (its threads see it and end).
@@ -1224,15 +1246,11 @@ const PROCESS_FIELDS: [&str; 11] =
 
 /// `GET /processes[?filterQuery=<expr>]`, paged as nuoadmin's list endpoints are ([`crate::paging`]: `offset`,
 /// `limit`, `filterBy`, `orderBy`, `descendingFields`).
-async fn processes(
-    State(app): State<Arc<App>>,
-    q: Result<Query<Vec<(String, String)>>, QueryRejection>,
-) -> Result<Response, HttpError> {
-    let q = q.map(|Query(v)| v).map_err(|e| HttpError::bad(format!("bad query string: {}", e.body_text())))?;
+async fn processes(State(app): State<Arc<App>>, q: Params) -> Result<Response, HttpError> {
     let all = all_processes(&app);
-    let admitted: Vec<Process> = match q.iter().rev().find(|(k, _)| k == "filterQuery") {
+    let admitted: Vec<Process> = match q.get("filterQuery") {
         None => all,
-        Some((_, f)) => {
+        Some(f) => {
             let filter = Filter::parse(f).map_err(|e| HttpError::bad(e.to_string()))?;
             let keep = filter.admits(&all);
             all.into_iter().zip(keep).filter_map(|(p, k)| k.then_some(p)).collect()
@@ -1243,7 +1261,7 @@ async fn processes(
         .map(serde_json::to_value)
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| HttpError::new(StatusCode::INTERNAL_SERVER_ERROR, format!("encode a process: {e}")))?;
-    let page = crate::paging::page(values, &PROCESS_FIELDS, &q).map_err(HttpError::bad)?;
+    let page = crate::paging::page(values, &PROCESS_FIELDS, &q.0).map_err(HttpError::bad)?;
     Ok(Json(serde_json::json!({
         "data": page.data,
         "hasNext": page.has_next,

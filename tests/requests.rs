@@ -413,12 +413,15 @@ fn query_cases() -> impl Strategy<Value = Case> {
     .prop_map(|f| {
         Case::new("GET", format!("/processes?filterQuery={}", enc(&f)), None, &[400]).needle("process filter")
     });
-    let bad_query = prop::sample::select(vec![
-        "/databases/hotCopyStatus?coordinatorStartId=1&coordinatorStartId=2",
-        "/databases/hotCopyStatus?%zz=1",
+    let bad_query = Just(Case::new("GET", "/databases/hotCopyStatus?%zz=1", None, &[400, 404]));
+    // A repeated parameter is refused, naming it (it used to take the last one silently).
+    let repeated = prop::sample::select(vec![
+        ("GET", "/databases/hotCopyStatus?coordinatorStartId=1&coordinatorStartId=2", "coordinatorStartId"),
+        ("POST", "/databases/cancelHotCopy?coordinatorStartId=1&hotCopyId=a&hotCopyId=b", "hotCopyId"),
+        ("GET", "/databases/demo/hotCopyStatus?minSecondsRunning=1&minSecondsRunning=2", "minSecondsRunning"),
+        ("GET", "/processes?offset=0&limit=1&offset=1", "offset"),
     ])
-    // A repeated parameter: the last one counts (SM 2 does not exist: 404) or it is refused (400).
-    .prop_map(|p| Case::new("GET", p, None, &[400, 404]));
+    .prop_map(|(m, p, name)| Case::new(m, p, None, &[400]).needle(format!("{name} is given more than once")));
     let methods = prop::sample::select(vec![
         ("POST", "/databases/hotCopyStatus?coordinatorStartId=1"),
         ("GET", "/databases/cancelHotCopy?coordinatorStartId=1"),
@@ -442,6 +445,7 @@ fn query_cases() -> impl Strategy<Value = Case> {
         1 => status_unknown_db.boxed(),
         3 => filter.boxed(),
         1 => bad_query.boxed(),
+        1 => repeated.boxed(),
         1 => methods.boxed(),
         1 => unknown_path.boxed(),
     ]
@@ -767,6 +771,33 @@ fn regression_wrong_type_errors_did_not_name_the_field() {
 
 /// Regression: `--max-rate 0.0000001` (MB/s) passed the "positive" check, was rounded to `maxRate: 0` bytes/s and
 /// started a hot copy that never copied a byte. Fixed in src/cli.rs: below one byte per second is a usage error.
+#[test]
+fn regression_a_repeated_query_parameter_took_the_last_one_silently() {
+    let dir = tmp();
+    let srv = server(dir.path());
+    let id = uuid::Uuid::new_v4();
+    for (method, path, name) in [
+        ("GET", format!("/databases/hotCopyStatus?coordinatorStartId=1&hotCopyId={id}&hotCopyId={id}"), "hotCopyId"),
+        ("GET", "/databases/hotCopyStatus?coordinatorStartId=1&timeoutSec=0&timeoutSec=1".into(), "timeoutSec"),
+        (
+            "POST",
+            format!("/databases/cancelHotCopy?coordinatorStartId=2&coordinatorStartId=1&hotCopyId={id}"),
+            "coordinatorStartId",
+        ),
+        ("GET", "/databases/demo/hotCopyStatus?minSecondsRunning=0&minSecondsRunning=0".into(), "minSecondsRunning"),
+        ("GET", "/processes?filterQuery=start_id(1)&filterQuery=start_id(2)".into(), "filterQuery"),
+        ("GET", "/processes?filterBy=dbName&dbName=demo&dbName=other".into(), "dbName"),
+        ("GET", "/processes?limit=1&limit=2".into(), "limit"),
+    ] {
+        let c = Case::new(method, path, None, &[400]).needle(format!("query parameter {name} is given more than once"));
+        check(&srv, &c);
+    }
+    // nuoadmin's paging lists may repeat: each adds its names.
+    let a =
+        srv.borrow().get("/processes?filterBy=dbName&filterBy=type&dbName=demo&type=SM&orderBy=startId&orderBy=port");
+    assert_eq!((a.code, a.json["data"].as_array().map(Vec::len)), (200, Some(1)), "{}", a.text);
+}
+
 #[test]
 fn cli_max_rate_that_rounds_to_zero_bytes_is_refused() {
     for r in ["0.0000001", "0.0000004", "1e-12"] {
