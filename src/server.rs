@@ -19,8 +19,7 @@ use std::sync::Arc;
 use std::time::{Duration, UNIX_EPOCH};
 
 use anyhow::{bail, ensure, Context, Result};
-use axum::body::Bytes;
-use axum::extract::rejection::{BytesRejection, PathRejection, QueryRejection};
+use axum::extract::rejection::{PathRejection, QueryRejection};
 use axum::extract::{DefaultBodyLimit, Path, Query, Request, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::middleware::Next;
@@ -29,12 +28,13 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use backset_engine::hotcopy::{HotCopyError, HotCopyManager, HotCopyRequest, HotCopyStatus, HotCopyType, JobState};
 use backset_engine::limits::{
-    DEFAULT_RETAINED_JOURNAL_WARN_BYTES, DEFAULT_SEGMENT_BYTES, MAX_CONFIG_SEGMENT_BYTES, MAX_SMS, MIN_SEGMENT_BYTES,
+    DEFAULT_RETAINED_JOURNAL_WARN_BYTES, DEFAULT_SEGMENT_BYTES, MAX_CONFIG_SEGMENT_BYTES, MAX_OPS_PER_TXN, MAX_SMS,
+    MIN_SEGMENT_BYTES,
 };
 use backset_engine::paths::CreateDirError;
 use backset_engine::store::{CommitError, Config, Database, StorageGroup, StoreError, Txn};
 use backset_engine::workload::{Workload, WorkloadConfig};
-use backset_format::limits::MAX_STORAGE_GROUPS;
+use backset_format::limits::{MAX_RECORD_PAYLOAD_BYTES, MAX_STORAGE_GROUPS};
 use serde::Deserialize;
 use tokio::sync::{watch, Semaphore};
 use uuid::Uuid;
@@ -48,9 +48,37 @@ use crate::config::FileConfig;
 use crate::lbquery::Filter;
 use crate::logging::LogFormat;
 
-/// Largest request body accepted, bytes: a transaction's values are at most 8 MiB each in the store, and JSON
-/// escaping can double them.
-pub const MAX_BODY_BYTES: usize = 32 << 20;
+/// Largest body of `POST .../transactions`: 32 MiB, twice what its operations may hold. A commit's keys and values
+/// go into one journal record of at most `MAX_RECORD_PAYLOAD_BYTES` (16 MiB) per SM, and JSON escaping can double
+/// them. (A transaction spread over several SMs' storage groups could hold more; it is split by its client.)
+pub const MAX_TXN_BODY_BYTES: usize = 2 * MAX_RECORD_PAYLOAD_BYTES as usize;
+/// Longest path a hot copy request names, bytes: Linux's `PATH_MAX`.
+pub const PATH_MAX_BYTES: usize = 4096;
+/// What a hot copy request's body may take for one archive it names: its entry in `backupSetDirs` or
+/// `backupLocations` (an archive and a journal directory, each up to [`PATH_MAX_BYTES`], which JSON escaping can
+/// double) and its id in `archiveIds`.
+pub const HOTCOPY_BODY_PER_ARCHIVE_BYTES: usize = 2 * 2 * PATH_MAX_BYTES + 64;
+/// What a hot copy request's body may take besides its archives: the default directory or location (two paths) and
+/// the other fields.
+pub const HOTCOPY_BODY_BASE_BYTES: usize = 2 * 2 * PATH_MAX_BYTES + 1024;
+/// Largest body the server reads for any endpoint (a hot copy request naming [`MAX_SMS`] archives is the largest).
+pub const MAX_BODY_BYTES: usize = max(MAX_TXN_BODY_BYTES, hot_copy_body_limit(MAX_SMS));
+
+const fn max(a: usize, b: usize) -> usize {
+    if a > b {
+        a
+    } else {
+        b
+    }
+}
+
+/// The largest body of a hot copy request to a server of `sms` SMs: 33 KiB for one SM.
+pub const fn hot_copy_body_limit(sms: usize) -> usize {
+    HOTCOPY_BODY_BASE_BYTES + sms * HOTCOPY_BODY_PER_ARCHIVE_BYTES
+}
+
+// A transaction of MAX_OPS_PER_TXN operations of the shortest JSON (`"k":"",`, 7 bytes) fits the body limit.
+const _: () = assert!(MAX_OPS_PER_TXN * 7 <= MAX_TXN_BODY_BYTES);
 /// How long a shutdown waits for the cancelled hot copies to end.
 pub const SHUTDOWN_JOBS_TIMEOUT: Duration = Duration::from_secs(30);
 /// How often the retained journal is measured for the warning.
@@ -647,6 +675,7 @@ fn router(app: Arc<App>) -> Router {
             HttpError::new(StatusCode::METHOD_NOT_ALLOWED, "this endpoint does not take that method")
         })
         .layer(axum::middleware::from_fn_with_state(Arc::clone(&app), authorize))
+        // Every body is read by `JsonBody`, within its endpoint's limit; this bounds any other reader.
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(app)
 }
@@ -771,10 +800,59 @@ fn path<T>(p: Result<Path<T>, PathRejection>) -> Result<T, HttpError> {
     p.map(|Path(v)| v).map_err(|e| HttpError::bad(format!("bad path: {}", e.body_text())))
 }
 
-fn body<T: serde::de::DeserializeOwned>(b: Result<Bytes, BytesRejection>) -> Result<T, HttpError> {
-    let b = b.map_err(|e| HttpError::new(e.status(), format!("cannot read the request body: {}", e.body_text())))?;
+/// What a request body may hold: the most bytes an endpoint reads ([`JsonBody`]).
+trait BodyLimit {
+    /// What the body is, for the answer to one over the limit (`a transaction`).
+    const WHAT: &'static str;
+    /// The most bytes a body of this server may take.
+    fn max_bytes(app: &App) -> usize;
+}
+
+/// A JSON request body of type `T`: the one extractor of every endpoint that takes a body. It reads at most
+/// `T::max_bytes`: a larger `Content-Length` is answered 413 before anything of the body is read, a body without one
+/// (chunked) as soon as it passes the limit; the JSON is parsed only then.
+struct JsonBody<T>(T);
+
+impl<T: serde::de::DeserializeOwned + BodyLimit> axum::extract::FromRequest<Arc<App>> for JsonBody<T> {
+    type Rejection = HttpError;
+
+    async fn from_request(req: Request, app: &Arc<App>) -> Result<Self, HttpError> {
+        use axum::body::HttpBody;
+        let limit = T::max_bytes(app);
+        let too_large = |size: Option<u64>| {
+            HttpError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format!(
+                    "the request body{} is over the limit of {limit} bytes for {}; see docs/CLI.md for each \
+                     endpoint's limit",
+                    size.map_or(String::new(), |s| format!(" ({s} bytes)")),
+                    T::WHAT
+                ),
+            )
+        };
+        let declared = req.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+        if let Some(len) = declared.filter(|&len| len > limit as u64) {
+            return Err(too_large(Some(len)));
+        }
+        let mut stream = req.into_body();
+        let mut bytes = Vec::with_capacity(declared.map_or(0, |len| len as usize));
+        while let Some(frame) = std::future::poll_fn(|cx| std::pin::Pin::new(&mut stream).poll_frame(cx)).await {
+            let frame =
+                frame.map_err(|e| HttpError::bad(format!("cannot read the request body: {e}; send it again")))?;
+            if let Ok(data) = frame.into_data() {
+                if bytes.len() + data.len() > limit {
+                    return Err(too_large(None));
+                }
+                bytes.extend_from_slice(&data);
+            }
+        }
+        body(&bytes).map(JsonBody)
+    }
+}
+
+fn body<T: serde::de::DeserializeOwned>(b: &[u8]) -> Result<T, HttpError> {
     // Through serde_path_to_error, so that a wrong type names its field (serde_json alone says only where).
-    let mut de = serde_json::Deserializer::from_slice(&b);
+    let mut de = serde_json::Deserializer::from_slice(b);
     let value = serde_path_to_error::deserialize(&mut de).map_err(|e| {
         let at = e.path().to_string();
         let field = if at == "." { String::new() } else { format!("field {at}: ") };
@@ -1068,10 +1146,9 @@ async fn hot_copy(
     State(app): State<Arc<App>>,
     headers: HeaderMap,
     db: Result<Path<String>, PathRejection>,
-    b: Result<Bytes, BytesRejection>,
+    JsonBody(b): JsonBody<HotCopyBody>,
 ) -> Result<Response, HttpError> {
     check_db(&app, &path(db)?)?;
-    let b: HotCopyBody = body(b)?;
     let kind = HotCopyType::from_str(&b.kind).map_err(|e| HttpError::bad(e.to_string()))?;
     if kind == HotCopyType::Simple {
         return Err(HttpError::bad("a simple hot copy is started with POST .../hotCopySimple"));
@@ -1097,10 +1174,9 @@ async fn hot_copy_simple(
     State(app): State<Arc<App>>,
     headers: HeaderMap,
     db: Result<Path<String>, PathRejection>,
-    b: Result<Bytes, BytesRejection>,
+    JsonBody(b): JsonBody<SimpleBody>,
 ) -> Result<Response, HttpError> {
     check_db(&app, &path(db)?)?;
-    let b: SimpleBody = body(b)?;
     let mut req = HotCopyRequest::new(HotCopyType::Simple)
         .max_rate(max_rate(b.max_rate)?)
         .partial_storage_groups(!b.check_contains_all_sgs.unwrap_or(true));
@@ -1270,29 +1346,129 @@ async fn processes(State(app): State<Arc<App>>, q: Params) -> Result<Response, H
     .into_response())
 }
 
-/// The body of a data API transaction.
+/// The body of a data API transaction. Each list keeps at most [`MAX_OPS_PER_TXN`] operations while it is parsed and
+/// counts the rest, so a body of millions of keys costs no more memory than its bytes.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct TxnBody {
     #[serde(default)]
-    put: BTreeMap<String, String>,
+    put: Bounded<(String, String)>,
     #[serde(default)]
-    delete: Vec<String>,
+    delete: Bounded<String>,
+}
+
+impl BodyLimit for TxnBody {
+    const WHAT: &'static str = "a transaction";
+    fn max_bytes(_: &App) -> usize {
+        MAX_TXN_BODY_BYTES
+    }
+}
+
+impl BodyLimit for HotCopyBody {
+    const WHAT: &'static str = "a hot copy request to this server";
+    fn max_bytes(app: &App) -> usize {
+        hot_copy_body_limit(app.manager.archive_ids().len())
+    }
+}
+
+impl BodyLimit for SimpleBody {
+    const WHAT: &'static str = "a hot copy request to this server";
+    fn max_bytes(app: &App) -> usize {
+        hot_copy_body_limit(app.manager.archive_ids().len())
+    }
+}
+
+/// A JSON array (or, of pairs, an object) of which at most [`MAX_OPS_PER_TXN`] items are kept; `count` counts them
+/// all.
+#[derive(Debug)]
+struct Bounded<T> {
+    items: Vec<T>,
+    count: usize,
+}
+
+impl<T> Default for Bounded<T> {
+    fn default() -> Self {
+        Self { items: Vec::new(), count: 0 }
+    }
+}
+
+impl<'de> Deserialize<'de> for Bounded<String> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = Bounded<String>;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("an array of keys (strings)")
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+                let mut out = Bounded::default();
+                while out.count < MAX_OPS_PER_TXN {
+                    match seq.next_element::<String>()? {
+                        Some(k) => out.items.push(k),
+                        None => return Ok(out),
+                    }
+                    out.count += 1;
+                }
+                while seq.next_element::<serde::de::IgnoredAny>()?.is_some() {
+                    out.count += 1;
+                }
+                Ok(out)
+            }
+        }
+        d.deserialize_seq(V)
+    }
+}
+
+impl<'de> Deserialize<'de> for Bounded<(String, String)> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = Bounded<(String, String)>;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("an object of keys and values (strings)")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+                let mut out = Bounded::default();
+                while out.count < MAX_OPS_PER_TXN {
+                    match map.next_entry::<String, String>()? {
+                        Some(kv) => out.items.push(kv),
+                        None => return Ok(out),
+                    }
+                    out.count += 1;
+                }
+                while map.next_entry::<serde::de::IgnoredAny, serde::de::IgnoredAny>()?.is_some() {
+                    out.count += 1;
+                }
+                Ok(out)
+            }
+        }
+        d.deserialize_map(V)
+    }
 }
 
 /// `POST /databases/{db}/transactions` with `{"put": {"k": "v"}, "delete": ["k"]}`.
 async fn transaction(
     State(app): State<Arc<App>>,
     db: Result<Path<String>, PathRejection>,
-    b: Result<Bytes, BytesRejection>,
+    JsonBody(b): JsonBody<TxnBody>,
 ) -> Reply<TxnResponse> {
     check_db(&app, &path(db)?)?;
-    let b: TxnBody = body(b)?;
+    let count = b.put.count + b.delete.count;
+    if count > MAX_OPS_PER_TXN {
+        return Err(HttpError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!(
+                "the transaction holds {count} operations ({} puts, {} deletes), more than the limit of \
+                 {MAX_OPS_PER_TXN} (MAX_OPS_PER_TXN); split it into several transactions",
+                b.put.count, b.delete.count
+            ),
+        ));
+    }
     let mut txn = Txn::new();
-    for (k, v) in b.put {
+    for (k, v) in b.put.items {
         txn = txn.put(k.into_bytes(), v.into_bytes());
     }
-    for k in b.delete {
+    for k in b.delete.items {
         txn = txn.delete(k.into_bytes());
     }
     blocking(move || {

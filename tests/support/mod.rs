@@ -267,6 +267,28 @@ impl Server {
         Answer { code, text, json, www_authenticate }
     }
 
+    /// Sends `request` (a whole HTTP/1.1 request as bytes, head and as much of a body as the test wants, ending with
+    /// `Connection: close`) on a new connection and returns the answer, read until the server closes (at most 60 s).
+    pub fn http_bytes(&self, request: &[u8]) -> Answer {
+        use std::io::Write;
+        let mut conn = std::net::TcpStream::connect(&self.addr).unwrap();
+        conn.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+        // A server that answers before the whole request is sent may close the connection under the write.
+        let _ = conn.write_all(request);
+        let mut answer = Vec::new();
+        let _ = conn.read_to_end(&mut answer);
+        let answer = String::from_utf8_lossy(&answer).into_owned();
+        let code =
+            answer.split(' ').nth(1).and_then(|c| c.parse().ok()).unwrap_or_else(|| panic!("no answer: {answer:?}"));
+        let (head, text) = answer.split_once("\r\n\r\n").unwrap_or((&answer, ""));
+        let www_authenticate = head
+            .lines()
+            .find_map(|l| l.split_once(':').filter(|(k, _)| k.eq_ignore_ascii_case("www-authenticate")))
+            .map(|(_, v)| v.trim().to_string());
+        let json = serde_json::from_str(text).unwrap_or(Value::Null);
+        Answer { code, text: text.to_string(), json, www_authenticate }
+    }
+
     /// A request with this server's token.
     pub fn request(&self, method: &str, path: &str, body: Option<&[u8]>) -> Answer {
         self.raw(method, path, body, self.token.as_deref())
@@ -356,6 +378,11 @@ impl Server {
         (status.code(), self.output())
     }
 
+    /// The peak resident set size of the server process so far, kB (VmHWM of /proc/PID/status).
+    pub fn hwm_kb(&self) -> u64 {
+        hwm_kb(self.pid())
+    }
+
     /// Sends SIGTERM and waits for the exit; returns (exit code, everything it printed).
     pub fn terminate(mut self) -> (Option<i32>, String) {
         let mut child = self.child.take().unwrap();
@@ -385,6 +412,17 @@ pub fn rss_kb(pid: u32) -> u64 {
         .and_then(|v| v.split_whitespace().next())
         .and_then(|n| n.parse().ok())
         .unwrap_or_else(|| panic!("no VmRSS in /proc/{pid}/status"))
+}
+
+/// The peak resident set size of a process so far, kB (VmHWM of /proc/PID/status).
+pub fn hwm_kb(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no VmHWM in /proc/{pid}/status"))
 }
 
 /// Polls `cond` every 20 ms until it holds or `timeout` passes; returns whether it held.
