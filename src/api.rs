@@ -153,7 +153,16 @@ pub struct HotCopyInfo {
     /// Per SM start id, why its statuses could not be read.
     #[serde(default)]
     pub errors: BTreeMap<u64, String>,
+    /// Backset: per SM start id, how many older hot copies the answer leaves out (it lists the newest
+    /// [`MAX_STATUSES_PER_ANSWER`] of each SM); absent when none is left out.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub omitted: BTreeMap<u64, usize>,
 }
+
+/// Most hot copies a `HotCopyInfo` answer lists per SM: the newest 1000 (about 1 KiB each with one participant), so
+/// an answer stays under a few MiB whatever the number of statuses kept (`HOTCOPY_MAX_KEPT_STATUSES`, 10,000). A
+/// single hot copy's status is always at `hotCopyStatus?coordinatorStartId=N&hotCopyId=ID`.
+pub const MAX_STATUSES_PER_ANSWER: usize = 1000;
 
 /// The most items one page of a list endpoint holds (`maxLimit` in its answer; a larger `limit` gets this many).
 /// nuocmd asks for 20, then doubles its page up to what the server answers here.

@@ -12,7 +12,8 @@ use serde::de::DeserializeOwned;
 use serde_json::{json, Value};
 
 use crate::api::{
-    wait_seconds, ApiError, HotCopyInfo, HotCopyResponse, Process, Processes, API_PREFIX, MAX_WAIT_PER_REQUEST,
+    wait_seconds, ApiError, HotCopyInfo, HotCopyResponse, Process, Processes, API_PREFIX, MAX_STATUSES_PER_ANSWER,
+    MAX_WAIT_PER_REQUEST,
 };
 use crate::progress;
 
@@ -691,6 +692,13 @@ pub fn get_hotcopy_info(cli: &ClientArgs, args: &InfoArgs) -> Result<()> {
         return print_json(&raw);
     }
     println!("{}", info_line(&info));
+    for (sm, n) in &info.omitted {
+        eprintln!(
+            "backset: SM start_id={sm}: {} not listed (an answer lists the newest {MAX_STATUSES_PER_ANSWER} of each \
+             SM); see one with get hotcopy-status --hotcopy-id ID",
+            crate::text::plural(*n as u64, "older hot copy", "older hot copies")
+        );
+    }
     report_errors(&info)
 }
 

@@ -40,8 +40,8 @@ use tokio::sync::{watch, Semaphore};
 use uuid::Uuid;
 
 use crate::api::{
-    wait_seconds, ApiError, HotCopyInfo, HotCopyResponse, Process, TxnResponse, API_PREFIX, MAX_WAIT_PER_REQUEST,
-    WAIT_PER_REQUEST_ENV,
+    wait_seconds, ApiError, HotCopyInfo, HotCopyResponse, Process, TxnResponse, API_PREFIX, MAX_STATUSES_PER_ANSWER,
+    MAX_WAIT_PER_REQUEST, WAIT_PER_REQUEST_ENV,
 };
 use crate::cli::UsageError;
 use crate::config::FileConfig;
@@ -1201,14 +1201,19 @@ async fn hot_copy_simple(
     start(app, base, req, timeout(b.timeout_sec)?).await
 }
 
+/// The `HotCopyInfo` of `statuses` (each SM's oldest first): the newest [`MAX_STATUSES_PER_ANSWER`] of each SM, with
+/// how many older ones it leaves out.
 fn info(base: &str, statuses: BTreeMap<u64, Vec<backset_engine::hotcopy::HotCopyStatus>>) -> HotCopyInfo {
-    HotCopyInfo {
-        hot_copy_statuses: statuses
-            .into_iter()
-            .map(|(sm, list)| (sm, list.iter().map(|s| HotCopyResponse::from_status(s, base)).collect()))
-            .collect(),
-        errors: BTreeMap::new(),
+    let mut info = HotCopyInfo::default();
+    for (sm, list) in statuses {
+        let left_out = list.len().saturating_sub(MAX_STATUSES_PER_ANSWER);
+        if left_out > 0 {
+            info.omitted.insert(sm, left_out);
+        }
+        info.hot_copy_statuses
+            .insert(sm, list[left_out..].iter().map(|s| HotCopyResponse::from_status(s, base)).collect());
     }
+    info
 }
 
 /// `GET /databases/hotCopyStatus?coordinatorStartId=N[&hotCopyId=ID][&timeoutSec=s]`: one hot copy (a

@@ -863,6 +863,52 @@ fn regression_a_key_put_twice_in_one_transaction_took_the_last_value_silently() 
 }
 
 #[test]
+fn regression_status_answers_grew_with_the_number_of_statuses() {
+    let dir = tmp();
+    let data = dir.path().join("data");
+    let srv = Server::start(&data, &[]);
+    assert_eq!(srv.post_json(TXN, &json!({"put": {"k": "v"}})).code, 200);
+    let a = srv.post_json(
+        SIMPLE,
+        &json!({"defaultBackupLocation": {"copyArchiveDir": s(&dir.path().join("c"))}, "timeoutSec": 60}),
+    );
+    assert_eq!((a.code, &a.json["status"]), (200, &json!("completed")), "{}", a.text);
+    let newest = a.json["hotCopyId"].as_str().unwrap().to_string();
+    let (code, out) = srv.terminate();
+    assert_eq!(code, Some(0), "{out}");
+    // 1,004 older statuses beside it, as 1,004 earlier hot copies would have left them: 1,005 in all, 5 past the
+    // 1,000 an answer lists per SM.
+    let status_dir = data.join("admin/hotcopy");
+    let real: Value =
+        serde_json::from_slice(&std::fs::read(status_dir.join(format!("{newest}.json"))).unwrap()).unwrap();
+    let begin = real["begin_micros"].as_u64().unwrap_or_else(|| panic!("no begin_micros: {real}"));
+    let mut oldest = String::new();
+    for i in 0..1004u64 {
+        let mut older = real.clone();
+        let id = uuid::Uuid::new_v4().to_string();
+        older["id"] = json!(id);
+        older["begin_micros"] = json!(begin - 1_000_000 * (1004 - i));
+        if i < 5 {
+            oldest.push_str(&id);
+        }
+        std::fs::write(status_dir.join(format!("{id}.json")), older.to_string()).unwrap();
+    }
+    let srv = Server::start(&data, &[]);
+    for path in ["/databases/demo/hotCopyStatus", "/databases/hotCopyStatus?coordinatorStartId=1"] {
+        let a = srv.get(path);
+        let list = a.json["hotCopyStatuses"]["1"].as_array().unwrap_or_else(|| panic!("{path}: {}", a.text));
+        assert_eq!((list.len(), &a.json["omitted"]), (1000, &json!({"1": 5})), "{path}");
+        assert_eq!(list.last().unwrap()["hotCopyId"], json!(newest), "{path}: the newest is listed last");
+        assert!(list.iter().all(|s| !oldest.contains(s["hotCopyId"].as_str().unwrap())), "{path}: an oldest listed");
+        assert!(a.text.len() < 2 << 20, "{path}: an answer of {} bytes", a.text.len());
+    }
+    // The client says what the answer left out.
+    let out = srv.cli(&["get", "hotcopy-info", "--db-name", "demo"]);
+    assert!(out.status.success(), "{}", support::text(&out));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("5 older hot copies not listed"), "{}", support::text(&out));
+}
+
+#[test]
 fn cli_max_rate_that_rounds_to_zero_bytes_is_refused() {
     for r in ["0.0000001", "0.0000004", "1e-12"] {
         let args: Vec<String> =

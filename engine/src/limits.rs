@@ -124,8 +124,9 @@ pub const HOTCOPY_CANCEL_POLL: Duration = Duration::from_millis(10);
 /// copy of `MAX_PARTICIPANTS` archives takes about 400 KiB). A larger file is skipped with a warning.
 pub const HOTCOPY_MAX_STATUS_FILE_BYTES: u64 = 4 << 20;
 
-/// Terminal hot copy statuses a manager keeps (in memory and in its data directory); the oldest are removed beyond
-/// it when a manager starts. Bounds the memory and the start-up time of the status store.
+/// Hot copy statuses a manager keeps (in memory and in its data directory); beyond it the oldest ended ones are
+/// removed when a manager starts and whenever a hot copy starts. Bounds the memory and the start-up time of the
+/// status store (about 1 KiB a status of one participant: 10 MiB).
 pub const HOTCOPY_MAX_KEPT_STATUSES: usize = 10_000;
 
 /// Longest [`HotCopyManager::start`](crate::hotcopy::HotCopyManager::start) of a full hot copy waits for its

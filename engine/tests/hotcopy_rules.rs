@@ -443,3 +443,37 @@ fn statuses_survive_a_restart_and_a_job_of_a_dead_process_shows_failed() {
     wait_completed(&m, m.start(req(HotCopyType::Incremental)).unwrap());
     check_set(&set);
 }
+
+#[test]
+fn regression_retained_statuses_were_capped_only_when_loaded() {
+    let dir = tempdir();
+    let db = Arc::new(Database::open(dir.path().join("db"), cfg("kept", 1, true)).unwrap());
+    load(&db, 4, 100);
+    let data_dir = dir.path().join("manager");
+    let m = HotCopyManager::new(Arc::clone(&db), &data_dir).unwrap();
+    m.set_max_kept_statuses(3);
+    let files = || std::fs::read_dir(data_dir.join("hotcopy")).unwrap().count();
+    // A running job is never removed: a held one stays kept while the others come and go.
+    let set = dir.path().join("set");
+    let held = m.start(HotCopyRequest::new(HotCopyType::Full).backup_dir(0, &set).max_rate(Some(0))).unwrap();
+    let mut ids = Vec::new();
+    for i in 0..5 {
+        let req = HotCopyRequest::new(HotCopyType::Simple).backup_dir(0, dir.path().join(format!("simple-{i}")));
+        ids.push(wait_completed(&m, m.start(req).unwrap()).id);
+        let kept = m.statuses(None);
+        assert!(kept.len() <= 3 && files() <= 3, "after {} hot copies: {} kept, {} files", i + 2, kept.len(), files());
+        assert!(kept.iter().any(|s| s.id == held.1), "the running job was removed");
+    }
+    cancel(&m, held);
+    // The newest kept (the held one and the last two), oldest first; the others' files removed.
+    let kept: Vec<Uuid> = m.statuses(None).iter().map(|s| s.id).collect();
+    assert_eq!(kept, [held.1, ids[3], ids[4]]);
+    let mut on_disk: Vec<String> = std::fs::read_dir(data_dir.join("hotcopy"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    on_disk.sort();
+    let mut want: Vec<String> = kept.iter().map(|id| format!("{id}.json")).collect();
+    want.sort();
+    assert_eq!(on_disk, want);
+}

@@ -14,6 +14,7 @@
 
 use std::collections::{BTreeMap, HashSet};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -156,6 +157,9 @@ struct Inner {
     start_ids: BTreeMap<u64, u64>,
     /// The highest start id handed out in this data directory so far (this start's included).
     last_start_id: u64,
+    /// Most jobs kept (their statuses, in memory and in `status_dir`): [`HOTCOPY_MAX_KEPT_STATUSES`] unless
+    /// [`HotCopyManager::set_max_kept_statuses`] said otherwise.
+    max_kept: AtomicUsize,
     _db: Option<Arc<Database>>,
 }
 
@@ -236,6 +240,7 @@ impl HotCopyManager {
                 chains,
                 start_ids,
                 last_start_id,
+                max_kept: AtomicUsize::new(HOTCOPY_MAX_KEPT_STATUSES),
                 _db: db,
             }),
         })
@@ -563,6 +568,7 @@ impl HotCopyManager {
             return Err(e);
         }
         lock(&inner.jobs).insert(id, Arc::clone(&job));
+        self.prune_statuses();
         let (inner2, job2) = (Arc::clone(inner), Arc::clone(&job));
         let spawned = std::thread::Builder::new()
             .name(format!("hotcopy-{}", &id.simple().to_string()[..8]))
@@ -590,6 +596,45 @@ impl HotCopyManager {
             }
         }
         Ok((coordinator_start_id, id))
+    }
+
+    /// Keeps at most `n` jobs' statuses (in memory and in the status directory) from the next hot copy started on,
+    /// instead of [`HOTCOPY_MAX_KEPT_STATUSES`] (at least 1).
+    pub fn set_max_kept_statuses(&self, n: usize) {
+        self.inner.max_kept.store(n.max(1), Ordering::Relaxed);
+    }
+
+    /// While more jobs are kept than the cap, removes the oldest ended ones (their statuses and files); a running job
+    /// is never removed. Called at every start, so the statuses kept stay within the cap while the manager runs, not
+    /// only when it loads them.
+    fn prune_statuses(&self) {
+        let inner = &self.inner;
+        let max = inner.max_kept.load(Ordering::Relaxed);
+        let removed: Vec<Uuid> = {
+            let mut jobs = lock(&inner.jobs);
+            if jobs.len() <= max {
+                return;
+            }
+            let mut ended: Vec<(u64, Uuid)> =
+                jobs.values().filter(|j| lock(&j.terminal).is_some()).map(|j| (j.begin_micros, j.id)).collect();
+            ended.sort_unstable();
+            ended.truncate(jobs.len() - max);
+            let ids: Vec<Uuid> = ended.into_iter().map(|(_, id)| id).collect();
+            for id in &ids {
+                jobs.remove(id);
+            }
+            ids
+        };
+        for id in removed {
+            let path = inner.status_dir.join(format!("{id}.json"));
+            match std::fs::remove_file(&path) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => tracing::warn!(
+                    file = %path.display(), error = %e,
+                    "could not remove the status of a hot copy past the kept statuses; remove the file"
+                ),
+                _ => {}
+            }
+        }
     }
 
     /// The running full hot copy of this manager writing into `dest` (the same directory, links resolved), as
