@@ -37,7 +37,7 @@ fn dataset(name: &str, count: usize, size: usize) -> PathBuf {
     let dir = data_root().join(name);
     let done = data_root().join(format!("{name}.done"));
     if !done.exists() {
-        let _ = std::fs::remove_dir_all(&dir);
+        let _ = backset_format::dirfd::remove_path(&dir);
         let block: Vec<u8> = (0..size.min(4 * MIB)).map(|i| (i * 31 % 251) as u8).collect();
         for i in 0..count {
             let path = dir.join(format!("{:03}/{i:06}", i % 500));
@@ -72,7 +72,7 @@ fn requests(source: &Path, target: &Path) -> Vec<CopyRequest> {
 /// A target path that does not exist, with the page cache dropped (see the module docs).
 fn fresh_target(name: &str) -> PathBuf {
     let t = data_root().join(format!("{name}.target"));
-    let _ = std::fs::remove_dir_all(&t);
+    let _ = backset_format::dirfd::remove_path(&t);
     assert!(Command::new("sync").status().unwrap().success());
     if std::fs::write("/proc/sys/vm/drop_caches", "1").is_err() {
         static WARNED: std::sync::Once = std::sync::Once::new();
@@ -87,7 +87,7 @@ fn time_copier(copier: &mut Copier, source: &Path, name: &str, throttle: Option<
     let start = Instant::now();
     copier.copy(&reqs, &JobControl::new(), throttle).unwrap();
     let t = start.elapsed();
-    std::fs::remove_dir_all(&target).unwrap();
+    backset_format::dirfd::remove_path(&target).unwrap();
     t
 }
 
@@ -97,7 +97,7 @@ fn time_cp(source: &Path, name: &str) -> Duration {
     assert!(Command::new("cp").arg("-a").arg(source).arg(&target).status().unwrap().success());
     assert!(Command::new("sync").status().unwrap().success());
     let t = start.elapsed();
-    std::fs::remove_dir_all(&target).unwrap();
+    backset_format::dirfd::remove_path(&target).unwrap();
     t
 }
 

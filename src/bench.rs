@@ -401,7 +401,7 @@ struct Scratch(PathBuf);
 
 impl Drop for Scratch {
     fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
+        let _ = backset_format::dirfd::remove_path(&self.0);
     }
 }
 

@@ -470,3 +470,82 @@ fn a_failed_restore_never_removes_through_an_atoms_directory_swapped_for_a_link(
     let left: Vec<PathBuf> = tree(&dest).into_keys().collect();
     assert_eq!(left, [PathBuf::new(), "atoms".into(), "atoms-aside".into()], "{:?}", tree(&dest));
 }
+
+#[test]
+fn a_linked_tmp_in_a_backup_set_is_refused_by_every_hot_copy_and_is_a_defect_for_check() {
+    let dir = tmp();
+    let data = dir.path().join("data");
+    let srv = Server::start(&data, &[]);
+    commit(&srv, "a", "1");
+    let set = dir.path().join("set");
+    hot_copy(
+        &srv,
+        "/databases/demo/hotCopy",
+        json!({"type": "full", "backupSetDirs": {"0": s(&set)}, "timeoutSec": 60}),
+    );
+    commit(&srv, "b", "2");
+    let (victim, before) = victim(dir.path());
+    let link = set.join("tmp");
+    if fs::symlink_metadata(&link).is_ok() {
+        fs::remove_dir(&link).unwrap();
+    }
+    std::os::unix::fs::symlink(&victim, &link).unwrap();
+    let set_before = tree(&set);
+
+    for kind in ["incremental", "journal"] {
+        let a = srv.post_json(
+            "/databases/demo/hotCopy",
+            &json!({"type": kind, "backupSetDirs": {"0": s(&set)}, "timeoutSec": 60}),
+        );
+        assert_eq!(tree(&victim), before, "the {kind} hot copy changed what {} leads to: {}", link.display(), a.text);
+        assert_eq!(tree(&set), set_before, "the refused {kind} hot copy changed the set: {}", a.text);
+        assert_eq!((a.code, a.json["status"].as_str()), (200, Some("failed")), "{kind}: {}", a.text);
+        let want = format!("{} is a symbolic link where a directory of the backup set belongs", link.display());
+        let message = a.json["message"].as_str().unwrap_or_default();
+        assert!(message.contains(&want) && message.contains("remove"), "{kind}: expected {want:?}: {}", a.text);
+    }
+
+    let out = backset_within(&["check", &s(&set)], REFUSAL_TIMEOUT);
+    assert_ne!(out.status.code(), Some(0), "check must report the linked tmp: {}", text(&out));
+    let report = text(&out);
+    let want =
+        format!("{} is a symbolic link where the set's directory of elements under construction", link.display());
+    assert!(report.contains(&want) && report.contains("hot copies refuse this set"), "expected {want:?}: {report}");
+    assert_eq!(tree(&victim), before, "check changed what {} leads to", link.display());
+
+    // Once the link is gone, the next hot copy works again.
+    fs::remove_file(&link).unwrap();
+    hot_copy(
+        &srv,
+        "/databases/demo/hotCopy",
+        json!({"type": "incremental", "backupSetDirs": {"0": s(&set)}, "timeoutSec": 60}),
+    );
+    ok(&["check", &s(&set)]);
+}
+
+#[test]
+fn a_linked_data_directory_of_an_element_is_refused_by_a_hot_copy_into_its_set() {
+    let dir = tmp();
+    let data = dir.path().join("data");
+    let srv = Server::start(&data, &[]);
+    commit(&srv, "a", "1");
+    let set = dir.path().join("set");
+    hot_copy(
+        &srv,
+        "/databases/demo/hotCopy",
+        json!({"type": "full", "backupSetDirs": {"0": s(&set)}, "timeoutSec": 60}),
+    );
+    let (victim, before) = victim(dir.path());
+    // The full's data/journal moved away and replaced by a link to someone else's journal directory.
+    let journal = set.join("full/data/journal");
+    fs::rename(&journal, dir.path().join("journal-aside")).unwrap();
+    std::os::unix::fs::symlink(victim.join("journal"), &journal).unwrap();
+    let a = srv.post_json(
+        "/databases/demo/hotCopy",
+        &json!({"type": "incremental", "backupSetDirs": {"0": s(&set)}, "timeoutSec": 60}),
+    );
+    assert_eq!(tree(&victim), before, "the hot copy changed what {} leads to: {}", journal.display(), a.text);
+    assert_eq!((a.code, a.json["status"].as_str()), (200, Some("failed")), "{}", a.text);
+    let want = format!("{} is a symbolic link where a directory of the backup set belongs", journal.display());
+    assert!(a.json["message"].as_str().is_some_and(|m| m.contains(&want)), "expected {want:?}: {}", a.text);
+}

@@ -322,10 +322,10 @@ impl Created {
     pub(crate) fn remove_all(&mut self) {
         self.known_dir = None;
         for f in self.files.drain(..) {
-            let _ = std::fs::remove_file(&f);
+            let _ = backset_format::dirfd::remove_path(&f);
         }
         for d in self.dirs.drain(..).rev() {
-            let _ = std::fs::remove_dir(&d);
+            let _ = backset_format::dirfd::remove_empty_dir(&d);
         }
     }
 

@@ -174,7 +174,7 @@ impl Archive for TinySm {
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let dir = PathBuf::from(std::env::args().nth(1).unwrap_or_else(|| "target/embed-example".into()));
     if dir.exists() {
-        fs::remove_dir_all(&dir)?;
+        backset_format::dirfd::remove_path(&dir)?;
     }
     let sm = TinySm::create(&dir)?;
     let archive: &dyn Archive = &sm;

@@ -260,6 +260,14 @@ pub fn remove_path(path: &Path) -> std::io::Result<()> {
     }
 }
 
+/// Removes the directory at `path` if it is empty (`rmdir`, which never follows a link): for a directory Backset
+/// created where the operator asked (a backup set, a simple copy's directory) and must take back on failure.
+pub fn remove_empty_dir(path: &Path) -> std::io::Result<()> {
+    let (parent, name) = split(path)?;
+    let parent = DirFd::open_followed(parent)?;
+    rustix::fs::unlinkat(&parent.fd, name, AtFlags::REMOVEDIR).map_err(errno)
+}
+
 /// `path`'s parent (`.` for a bare name) and last component; a path without one (`/`, `..`) is refused.
 pub fn split(path: &Path) -> std::io::Result<(&Path, &OsStr)> {
     let name = path

@@ -41,7 +41,7 @@ pub fn write_file_atomic(dir: &Path, name: &str, bytes: &[u8]) -> Result<(), Wri
         sync_dir(dir)
     })();
     if result.is_err() {
-        let _ = fs::remove_file(&tmp);
+        let _ = crate::dirfd::remove_path(&tmp);
     }
     result
 }

@@ -402,6 +402,27 @@ fn scan_layout(set: &BackupSet, r: &mut CheckReport) {
             continue;
         }
         if name == TMP_DIR {
+            if !entry.file_type().is_ok_and(|t| t.is_dir()) {
+                // Never followed: hot copies refuse the set (a link here once led them to empty its target).
+                r.defect(
+                    None,
+                    Some(path.clone()),
+                    DefectKind::NotRegular,
+                    format!(
+                        "{} is {} where the set's directory of elements under construction belongs (a backup set \
+                         never contains links); hot copies refuse this set until it is gone: remove it (`rm {}` \
+                         removes a link, not what it leads to)",
+                        path.display(),
+                        if entry.file_type().is_ok_and(|t| t.is_symlink()) {
+                            "a symbolic link"
+                        } else {
+                            "not a directory"
+                        },
+                        path.display()
+                    ),
+                );
+                continue;
+            }
             let n = fs::read_dir(&path).map(|rd| rd.count()).unwrap_or(0);
             if n > 0 {
                 r.notes.push(format!(

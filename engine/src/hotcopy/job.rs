@@ -19,6 +19,7 @@ use std::time::{Duration, Instant};
 use backset_copier::limit::JobLimiter;
 use backset_copier::{Copier, CopyError, CopyRequest, FileReport, JobControl, JobReport, Options, Throttle};
 use backset_format::atom::{AtomHeader, ATOM_HEADER_BYTES};
+use backset_format::dirfd::{remove_empty_dir, remove_path};
 use backset_format::fsio::sync_dir;
 use backset_format::layout::{
     atom_file_name, data_file_path, parse_id_name, segment_file_name, ATOMS_DIR, DATA_DIR, JOURNAL_DIR,
@@ -358,7 +359,7 @@ pub(crate) fn preflight_simple(dest: &Path, journal: Option<&Path>, remove_lefto
     }
     if remove_leftover {
         for leftover in leftovers {
-            fs::remove_dir_all(&leftover).map_err(io_err("remove", &leftover))?;
+            remove_path(&leftover).map_err(io_err("remove", &leftover))?;
         }
     }
     Ok(())
@@ -505,7 +506,7 @@ impl Work<'_> {
                     Ok(hb) => hb,
                     Err(e) => {
                         if created_dir {
-                            let _ = fs::remove_dir(&dest);
+                            let _ = remove_empty_dir(&dest);
                         }
                         return Err(e.into());
                     }

@@ -19,6 +19,7 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use backset_copier::limit::{JobLimiter, SmLimiter};
+use backset_format::dirfd::{is_link, DirFd};
 use backset_format::fsio::{write_file_atomic, TMP_FILE_PREFIX};
 use backset_format::Participant;
 use tokio::sync::watch;
@@ -963,13 +964,24 @@ fn load_statuses(dir: &Path) -> Result<Vec<HotCopyStatus>, HotCopyError> {
         let path = path.to_path_buf();
         move |source| HotCopyError::Io { op, path, source }
     };
+    // Opened without following a link: its leftovers and excess statuses are removed through it.
+    let status_dir = DirFd::open(dir).map_err(|e| {
+        let source = if is_link(&e) {
+            std::io::Error::other(
+                "it is a symbolic link, which Backset neither follows nor removes: replace it with a directory \
+                 (`rm` removes a link, not what it leads to) and start again",
+            )
+        } else {
+            e
+        };
+        HotCopyError::Io { op: "open the hot copy status directory", path: dir.to_path_buf(), source }
+    })?;
     let mut out = Vec::new();
-    for entry in std::fs::read_dir(dir).map_err(io("read directory", dir))? {
-        let entry = entry.map_err(io("read directory", dir))?;
-        let name = entry.file_name().to_string_lossy().into_owned();
-        let path = entry.path();
+    for name in status_dir.names().map_err(io("read directory", dir))? {
+        let name = name.to_string_lossy().into_owned();
+        let path = dir.join(&name);
         if name.starts_with(TMP_FILE_PREFIX) {
-            let _ = std::fs::remove_file(&path);
+            let _ = status_dir.remove_tree(&name);
             continue;
         }
         let Some(stem) = name.strip_suffix(".json") else { continue };
@@ -1014,8 +1026,8 @@ fn load_statuses(dir: &Path) -> Result<Vec<HotCopyStatus>, HotCopyError> {
     if out.len() > HOTCOPY_MAX_KEPT_STATUSES {
         let excess = out.len() - HOTCOPY_MAX_KEPT_STATUSES;
         for s in out.drain(..excess) {
-            let path = dir.join(format!("{}.json", s.id));
-            std::fs::remove_file(&path).map_err(io("remove", &path))?;
+            let name = format!("{}.json", s.id);
+            status_dir.remove_tree(&name).map_err(io("remove", &dir.join(&name)))?;
         }
     }
     Ok(out)

@@ -25,6 +25,7 @@ use std::io::{ErrorKind, Read};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 
+use backset_format::dirfd::{is_link, remove_empty_dir, DirFd, EntryKind};
 use backset_format::fsio::{read_metadata, sync_dir, write_metadata, TMP_FILE_PREFIX};
 use backset_format::layout::{
     ElementName, CATALOG_FILE, CONTROL_DIR, DATA_DIR, ELEMENT_INFO_FILE, MANIFEST_FILE, STATE_FILE, TMP_DIR,
@@ -68,6 +69,19 @@ pub enum SetError {
         /// The OS error.
         source: std::io::Error,
     },
+    /// A directory of the set is a symbolic link, or not a directory: never followed, never removed, and every hot
+    /// copy into the set is refused until it is gone.
+    #[error(
+        "{path} is {what} where a directory of the backup set belongs (a backup set never contains links); hot \
+         copies into this set are refused and nothing under it was touched: run `backset check` on the set, remove \
+         {path} (`rm` removes a link, not what it leads to), and run the hot copy again"
+    )]
+    Link {
+        /// The link (or other non-directory).
+        path: PathBuf,
+        /// `a symbolic link` or `not a directory`.
+        what: &'static str,
+    },
     /// The control files of an element disagree with the state or with each other.
     #[error("{path}: {reason}; the backup set is damaged or was edited by hand, run `backset check` on it")]
     Inconsistent {
@@ -91,6 +105,22 @@ pub enum SetError {
 fn io_err(op: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> SetError {
     let path = path.to_path_buf();
     move |source| SetError::Io { op, path, source }
+}
+
+/// Opens the directory `name` of the set below `parent` without following a link: a link (or anything but a
+/// directory) there is [`SetError::Link`].
+fn open_set_dir(parent: &DirFd, name: impl AsRef<Path>) -> Result<DirFd, SetError> {
+    let name = name.as_ref();
+    parent.open_dir(name).map_err(|source| {
+        let path = parent.join(name);
+        if is_link(&source) {
+            SetError::Link { path, what: "a symbolic link" }
+        } else if source.kind() == ErrorKind::NotADirectory {
+            SetError::Link { path, what: "not a directory" }
+        } else {
+            SetError::Io { op: "open directory", path, source }
+        }
+    })
 }
 
 /// The control files of one element, checked against the state and each other.
@@ -353,6 +383,39 @@ impl SetHandle {
         self.dir.join(TMP_DIR)
     }
 
+    /// Opens the set's directory and checks, without following any link, every directory a hot copy works in:
+    /// `tmp/` and each element directory with its `control/`, `data/`, `data/atoms/` and `data/journal/`. A link
+    /// (or a non-directory) in place of one refuses the hot copy ([`SetError::Link`]) before anything is written or
+    /// removed.
+    fn open_checked(&self) -> Result<DirFd, SetError> {
+        let set = DirFd::open(&self.dir).map_err(io_err("open directory", &self.dir))?;
+        for name in set.names().map_err(io_err("read directory", &self.dir))? {
+            let Some(name) = name.to_str() else { continue };
+            if name == TMP_DIR {
+                open_set_dir(&set, TMP_DIR)?;
+            } else if name.parse::<ElementName>().is_ok() {
+                if set.entry(name).map_err(io_err("stat", &set.join(name)))? == Some(EntryKind::Symlink) {
+                    return Err(SetError::Link { path: set.join(name), what: "a symbolic link" });
+                }
+                let Ok(element) = set.open_dir(name) else { continue };
+                for sub in [CONTROL_DIR, DATA_DIR] {
+                    if element.entry(sub).map_err(io_err("stat", &element.join(sub)))?.is_none() {
+                        continue;
+                    }
+                    let dir = open_set_dir(&element, sub)?;
+                    if sub == DATA_DIR {
+                        for d in [backset_format::layout::ATOMS_DIR, backset_format::layout::JOURNAL_DIR] {
+                            if dir.entry(d).map_err(io_err("stat", &dir.join(d)))?.is_some() {
+                                open_set_dir(&dir, d)?;
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        Ok(set)
+    }
+
     /// Reads the state.
     pub fn read(&self) -> Result<BackupSet, SetError> {
         BackupSet::open(&self.dir)
@@ -368,24 +431,19 @@ impl SetHandle {
         })?;
         lock(&self.slot.live).insert(entry.element_id);
         let result = (|| {
+            let set = self.open_checked()?;
             // A set a failed or crashed full left behind: clear its tmp/ first (nothing in it is live: the type rule
             // allows one full per archive, and a journal hot copy needs a full entry, which the set had not).
-            let tmp_root = self.tmp_root();
-            if tmp_root.exists() {
-                fs::remove_dir_all(&tmp_root).map_err(io_err("remove", &tmp_root))?;
-            }
+            remove_in(&set, TMP_DIR)?;
             // And the element directories it moved into place without the state saying completed (the caller
             // checked that the state lists no completed element).
-            for entry in fs::read_dir(&self.dir).map_err(io_err("read directory", &self.dir))? {
-                let entry = entry.map_err(io_err("read directory", &self.dir))?;
-                if entry.file_name().to_str().is_some_and(|n| n.parse::<ElementName>().is_ok()) {
-                    remove_any(&entry.path())?;
+            for name in set.names().map_err(io_err("read directory", &self.dir))? {
+                if name.to_str().is_some_and(|n| n.parse::<ElementName>().is_ok()) {
+                    remove_in(&set, &name)?;
                 }
             }
             write_metadata(&self.dir, STATE_FILE, state)?;
-            fs::create_dir(&tmp_root).map_err(io_err("create directory", &tmp_root))?;
-            sync_dir(&self.dir)?;
-            self.make_tmp(&entry)
+            self.make_tmp(&set, &entry)
         })();
         if result.is_err() {
             lock(&self.slot.live).remove(&entry.element_id);
@@ -393,18 +451,23 @@ impl SetHandle {
         result
     }
 
-    fn make_tmp(&self, entry: &ElementEntry) -> Result<Begun, SetError> {
+    /// Creates `tmp/` (when absent) and `tmp/<element id>/data` below the set's open directory, never through a
+    /// link.
+    fn make_tmp(&self, set: &DirFd, entry: &ElementEntry) -> Result<Begun, SetError> {
         let tmp_root = self.tmp_root();
-        if !tmp_root.is_dir() {
-            fs::create_dir(&tmp_root).map_err(io_err("create directory", &tmp_root))?;
-            sync_dir(&self.dir)?;
-        }
-        let tmp = tmp_root.join(entry.element_id.to_string());
-        fs::create_dir(&tmp).map_err(io_err("create directory", &tmp))?;
-        let data = tmp.join(DATA_DIR);
-        fs::create_dir(&data).map_err(io_err("create directory", &data))?;
-        sync_dir(&tmp)?;
-        sync_dir(&tmp_root)?;
+        let tmp_dir = if set.entry(TMP_DIR).map_err(io_err("stat", &tmp_root))?.is_none() {
+            let d = set.create_dir(TMP_DIR).map_err(io_err("create directory", &tmp_root))?;
+            set.sync().map_err(io_err("fsync directory", &self.dir))?;
+            d
+        } else {
+            open_set_dir(set, TMP_DIR)?
+        };
+        let name = entry.element_id.to_string();
+        let tmp = tmp_root.join(&name);
+        let element = tmp_dir.create_dir(&name).map_err(io_err("create directory", &tmp))?;
+        element.create_dir(DATA_DIR).map_err(io_err("create directory", &tmp.join(DATA_DIR)))?;
+        element.sync().map_err(io_err("fsync directory", &tmp))?;
+        tmp_dir.sync().map_err(io_err("fsync directory", &tmp_root))?;
         Ok(Begun { entry: entry.clone(), tmp })
     }
 
@@ -416,7 +479,7 @@ impl SetHandle {
         make: impl FnOnce(&BackupSet) -> Result<ElementEntry, E>,
     ) -> Result<Begun, E> {
         let _g = lock(&self.slot.lock);
-        self.clean_locked()?;
+        let dir = self.clean_locked()?;
         let set = self.read()?;
         let entry = make(&set)?;
         let mut state = set.state;
@@ -424,7 +487,7 @@ impl SetHandle {
         lock(&self.slot.live).insert(entry.element_id);
         let result = (|| {
             write_metadata(&self.dir, STATE_FILE, &state)?;
-            self.make_tmp(&entry)
+            self.make_tmp(&dir, &entry)
         })();
         if result.is_err() {
             lock(&self.slot.live).remove(&entry.element_id);
@@ -434,8 +497,10 @@ impl SetHandle {
 
     /// Removes what a crashed job left: `tmp/` entries and in-progress state entries that no running job of this
     /// process owns, element directories the state does not list as completed, stray atomic-write temporaries.
-    /// Returns the names removed. Called with the set's lock held.
-    fn clean_locked(&self) -> Result<Vec<String>, SetError> {
+    /// Returns the set's directory, opened and checked ([`open_checked`](Self::open_checked)). Called with the
+    /// set's lock held.
+    fn clean_locked(&self) -> Result<DirFd, SetError> {
+        let set = self.open_checked()?;
         let live = lock(&self.slot.live).clone();
         let mut removed = Vec::new();
         let mut state = self.read()?.state;
@@ -452,38 +517,32 @@ impl SetHandle {
         }
         let completed: HashSet<ElementName> =
             state.elements.iter().filter(|e| e.status == ElementStatus::Completed).map(|e| e.name()).collect();
-        for entry in fs::read_dir(&self.dir).map_err(io_err("read directory", &self.dir))? {
-            let entry = entry.map_err(io_err("read directory", &self.dir))?;
-            let name = entry.file_name().to_string_lossy().into_owned();
-            let path = entry.path();
-            if name.starts_with(TMP_FILE_PREFIX) {
-                fs::remove_file(&path).map_err(io_err("remove", &path))?;
+        for name in set.names().map_err(io_err("read directory", &self.dir))? {
+            let name = name.to_string_lossy().into_owned();
+            let leftover = name.starts_with(TMP_FILE_PREFIX)
+                || name.parse::<ElementName>().is_ok_and(|element| !completed.contains(&element));
+            if leftover {
+                remove_in(&set, &name)?;
                 removed.push(name);
-            } else if let Ok(element) = name.parse::<ElementName>() {
-                if !completed.contains(&element) {
-                    remove_any(&path)?;
-                    removed.push(name);
-                }
             }
         }
-        let tmp_root = self.tmp_root();
-        if tmp_root.is_dir() {
-            for entry in fs::read_dir(&tmp_root).map_err(io_err("read directory", &tmp_root))? {
-                let entry = entry.map_err(io_err("read directory", &tmp_root))?;
-                let name = entry.file_name().to_string_lossy().into_owned();
+        if set.entry(TMP_DIR).map_err(io_err("stat", &self.tmp_root()))?.is_some() {
+            let tmp = open_set_dir(&set, TMP_DIR)?;
+            for name in tmp.names().map_err(io_err("read directory", &self.tmp_root()))? {
+                let name = name.to_string_lossy().into_owned();
                 let is_live = name.parse::<Uuid>().is_ok_and(|id| live.contains(&id));
                 if !is_live {
-                    remove_any(&entry.path())?;
+                    remove_in(&tmp, &name)?;
                     removed.push(format!("{TMP_DIR}/{name}"));
                 }
             }
-            sync_dir(&tmp_root)?;
+            tmp.sync().map_err(io_err("fsync directory", &self.tmp_root()))?;
         }
         if !removed.is_empty() {
             sync_dir(&self.dir)?;
             tracing::warn!(set = %self.dir.display(), ?removed, "removed the leftovers of an interrupted hot copy");
         }
-        Ok(removed)
+        Ok(set)
     }
 
     /// Writes the control files of a begun element and makes the whole `tmp/<id>` durable (FORMAT.md step 2).
@@ -567,9 +626,11 @@ impl SetHandle {
         let _g = lock(&self.slot.lock);
         let id = begun.entry.element_id;
         lock(&self.slot.live).remove(&id);
-        if fs::symlink_metadata(&begun.tmp).is_ok() {
-            remove_any(&begun.tmp)?;
-            sync_dir(&self.tmp_root())?;
+        let set = DirFd::open(&self.dir).map_err(io_err("open directory", &self.dir))?;
+        if set.entry(TMP_DIR).map_err(io_err("stat", &self.tmp_root()))?.is_some() {
+            let tmp = open_set_dir(&set, TMP_DIR)?;
+            remove_in(&tmp, id.to_string())?;
+            tmp.sync().map_err(io_err("fsync directory", &self.tmp_root()))?;
         }
         let mut state = self.read()?.state;
         let before = state.elements.len();
@@ -593,23 +654,17 @@ impl SetHandle {
         }
         let remove_dropped = || -> Result<(), SetError> {
             for d in &dropped {
-                if fs::symlink_metadata(d).is_ok() {
-                    remove_any(d)?;
-                }
+                remove_in(&set, d.file_name().expect("an element directory has a name"))?;
             }
             Ok(())
         };
         let unused = state.elements.is_empty() && lock(&self.slot.live).is_empty();
         if begun.entry.kind == ElementKind::Full && unused {
-            let state_path = self.dir.join(STATE_FILE);
-            fs::remove_file(&state_path).map_err(io_err("remove", &state_path))?;
+            remove_in(&set, STATE_FILE)?;
             remove_dropped()?;
-            let tmp_root = self.tmp_root();
-            if tmp_root.exists() {
-                remove_any(&tmp_root)?;
-            }
+            remove_in(&set, TMP_DIR)?;
             sync_dir(&self.dir)?;
-            if remove_dir && fs::remove_dir(&self.dir).is_ok() {
+            if remove_dir && remove_empty_dir(&self.dir).is_ok() {
                 if let Some(parent) = self.dir.parent() {
                     sync_dir(parent)?;
                 }
@@ -625,14 +680,11 @@ impl SetHandle {
     }
 }
 
-/// Removes a file or a directory tree (never following a symlink: `remove_dir_all` removes a link, not its target).
-fn remove_any(path: &Path) -> Result<(), SetError> {
-    let md = fs::symlink_metadata(path).map_err(io_err("stat", path))?;
-    if md.is_dir() {
-        fs::remove_dir_all(path).map_err(io_err("remove", path))
-    } else {
-        fs::remove_file(path).map_err(io_err("remove", path))
-    }
+/// Removes the file or directory tree `name` of the set directory `dir` ([`DirFd::remove_tree`]: never following a
+/// link, nothing outside `dir`).
+fn remove_in(dir: &DirFd, name: impl AsRef<Path>) -> Result<(), SetError> {
+    let name = name.as_ref();
+    dir.remove_tree(name).map_err(io_err("remove", &dir.join(name)))
 }
 
 /// Reads the header of a copied atom file (its first bytes), for its LSN.

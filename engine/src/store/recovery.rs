@@ -95,7 +95,7 @@ pub(crate) fn recover(
             let entry = entry.map_err(StoreError::io("read directory", &atoms_dir))?;
             if entry.file_name().to_string_lossy().starts_with(backset_format::fsio::TMP_FILE_PREFIX) {
                 let p = entry.path();
-                fs::remove_file(&p).map_err(StoreError::io("remove", &p))?;
+                backset_format::dirfd::remove_path(&p).map_err(StoreError::io("remove", &p))?;
             }
         }
     } else if let Some(reason) = crate::found::missing_archive_part(dir, &journal_dir) {
@@ -149,7 +149,7 @@ pub(crate) fn recover(
                     "the last journal segment was cut short while it was being created (nothing in it was acknowledged)"
                 );
                 if live {
-                    fs::remove_file(&path).map_err(StoreError::io("remove", &path))?;
+                    backset_format::dirfd::remove_path(&path).map_err(StoreError::io("remove", &path))?;
                     sync_dir(&journal_dir)?;
                 }
                 rec.torn.push((number, 0, bytes.len() as u64));

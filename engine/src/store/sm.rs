@@ -10,6 +10,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
+use backset_format::dirfd::remove_path;
 use backset_format::encode_atom;
 use backset_format::layout::{atom_file_name, parse_id_name};
 use uuid::Uuid;
@@ -369,11 +370,7 @@ impl SmArchive {
                     f.sync_all().map_err(StoreError::io("fsync", &tmp))?;
                     fs::rename(&tmp, &target).map_err(StoreError::io("rename", &target))?;
                 }
-                None => match fs::remove_file(&target) {
-                    Ok(()) => {}
-                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                    Err(e) => return Err(StoreError::Io { op: "remove", path: target, source: e }),
-                },
+                None => remove_path(&target).map_err(|e| StoreError::Io { op: "remove", path: target, source: e })?,
             }
         }
         sync_dir(&self.atoms_dir)
@@ -404,11 +401,7 @@ impl SmArchive {
             victims
         };
         for path in &victims {
-            match fs::remove_file(path) {
-                Ok(()) => {}
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                Err(e) => return Err(StoreError::Io { op: "remove", path: path.clone(), source: e }),
-            }
+            remove_path(path).map_err(|e| StoreError::Io { op: "remove", path: path.clone(), source: e })?;
         }
         if !victims.is_empty() {
             sync_dir(&self.journal_dir)?;
