@@ -628,12 +628,13 @@ impl HotCopyManager {
         };
         for id in removed {
             let path = inner.status_dir.join(format!("{id}.json"));
-            match std::fs::remove_file(&path) {
-                Err(e) if e.kind() != std::io::ErrorKind::NotFound => tracing::warn!(
+            // remove_path: the file itself, never a link's target (the status directory was opened without
+            // following a link at start).
+            if let Err(e) = backset_format::dirfd::remove_path(&path) {
+                tracing::warn!(
                     file = %path.display(), error = %e,
                     "could not remove the status of a hot copy past the kept statuses; remove the file"
-                ),
-                _ => {}
+                );
             }
         }
     }
