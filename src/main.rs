@@ -26,6 +26,7 @@ mod bench;
 mod cli;
 mod config;
 mod demo;
+mod error_bodies;
 mod logging;
 mod offline;
 mod paging;

@@ -45,6 +45,7 @@ use crate::api::{
 };
 use crate::cli::UsageError;
 use crate::config::FileConfig;
+use crate::error_bodies::{JsonErrors, MAX_REQUEST_HEADERS, MAX_REQUEST_HEAD_BYTES};
 use crate::lbquery::Filter;
 use crate::logging::LogFormat;
 
@@ -565,8 +566,15 @@ async fn serve(
         tokio::spawn(async move {
             let _slot = slot;
             let mut builder = hyper::server::conn::http1::Builder::new();
-            builder.timer(hyper_util::rt::TokioTimer::new()).header_read_timeout(idle);
-            let conn = builder.serve_connection(hyper_util::rt::TokioIo::new(stream), service);
+            builder
+                .timer(hyper_util::rt::TokioTimer::new())
+                .header_read_timeout(idle)
+                .max_header_size(MAX_REQUEST_HEAD_BYTES)
+                .max_buf_size(MAX_REQUEST_HEAD_BYTES)
+                .max_headers(MAX_REQUEST_HEADERS);
+            // hyper's own answers to a head it cannot parse get the server's JSON error body.
+            let io = hyper_util::rt::TokioIo::new(JsonErrors::new(stream));
+            let conn = builder.serve_connection(io, service);
             let mut conn = std::pin::pin!(conn);
             tokio::select! {
                 _ = conn.as_mut() => return,

@@ -909,6 +909,42 @@ fn regression_status_answers_grew_with_the_number_of_statuses() {
 }
 
 #[test]
+fn regression_the_http_layers_own_400_414_431_answers_had_no_json_body() {
+    let dir = tmp();
+    let mut srv = Server::start(&dir.path().join("data"), &[]);
+    let host = srv.addr.clone();
+    let get = |target: &str, headers: &str| {
+        format!("GET {target} HTTP/1.1\r\nHost: {host}\r\n{headers}Connection: close\r\n\r\n").into_bytes()
+    };
+    let many = |n: usize| (0..n).map(|i| format!("X-H{i}: v\r\n")).collect::<String>();
+    // Limits (docs/CLI.md): a head of 98,304 bytes (96 KiB), 100 headers, a request target of 65,534 bytes.
+    let long_target = format!("/api/1/databases/demo/keys/{}", "a".repeat(70_000));
+    let cases: Vec<(&str, Vec<u8>, u16, &str)> = vec![
+        ("a header without a colon", get("/api/1/processes", "Bad Header\r\n"), 400, "not well-formed"),
+        ("a space in a header name", get("/api/1/processes", "Ho st: x\r\n"), 400, "not well-formed"),
+        ("a request target of 70,000 bytes", get(&long_target, ""), 414, "65534 bytes"),
+        (
+            "a header of 100,000 bytes",
+            get("/api/1/processes", &format!("X-Big: {}\r\n", "a".repeat(100_000))),
+            431,
+            "98304 bytes",
+        ),
+        ("101 headers", get("/api/1/processes", &many(99)), 431, "100 headers"),
+    ];
+    for (what, request, code, says) in cases {
+        let a = srv.http_bytes(&request);
+        assert_eq!((a.code, &a.json["code"]), (code, &json!(code)), "{what}: {}", a.text);
+        assert!(a.json["message"].as_str().unwrap().contains(says), "{what}: {}", a.text);
+        srv.assert_healthy();
+    }
+    // At the edges: 100 headers (Host, Connection and 98) and a head just under 96 KiB are read and answered.
+    assert_eq!(srv.http_bytes(&get("/api/1/processes", &many(98))).code, 200);
+    let pad = 98_304 - get("/api/1/processes", "X-Big: \r\n").len() - 64;
+    let a = srv.http_bytes(&get("/api/1/processes", &format!("X-Big: {}\r\n", "a".repeat(pad))));
+    assert_eq!(a.code, 200, "{}", a.text);
+}
+
+#[test]
 fn cli_max_rate_that_rounds_to_zero_bytes_is_refused() {
     for r in ["0.0000001", "0.0000004", "1e-12"] {
         let args: Vec<String> =
