@@ -145,3 +145,104 @@ fn rust_log_sets_the_level() {
     assert_eq!(code, Some(0), "{out}");
     assert!(!out.contains(" INFO "), "RUST_LOG=warn shows no info line: {out}");
 }
+
+/// The status of hot copy `id` (of coordinator start id 1, the first start's SM) as the server reports it.
+fn status_of(srv: &Server, id: &str) -> Value {
+    let a = srv.get(&format!("/databases/hotCopyStatus?coordinatorStartId=1&hotCopyId={id}"));
+    assert_eq!(a.code, 200, "{}", a.text);
+    a.json
+}
+
+#[test]
+fn regression_a_final_status_that_could_not_be_saved_was_lost_silently() {
+    let dir = tmp();
+    let data = dir.path().join("data");
+    // While this file exists, writing a final status fails (the test-only BACKSET_FAULT_STATUS_FAIL).
+    let fault = dir.path().join("fail-final-statuses");
+    std::fs::write(&fault, "").unwrap();
+    let srv = serve(&data, &[], &[("BACKSET_FAULT_STATUS_FAIL", &s(&fault))]);
+    srv.post_json("/databases/demo/transactions", &json!({"put": {"k": "v"}}));
+    let set = dir.path().join("set");
+    let done = hot_copy(
+        &srv,
+        "/databases/demo/hotCopy",
+        json!({"type": "full", "backupSetDirs": {"0": s(&set)}, "timeoutSec": 60}),
+    );
+    let id = done["hotCopyId"].as_str().unwrap().to_string();
+    // The live status says it is not saved, and why.
+    assert_eq!(done["status"], "completed", "{done}");
+    let message = done["message"].as_str().unwrap();
+    assert!(
+        message.starts_with("Hot copy successfully completed (its final status is not saved: ")
+            && message.contains("failure injected")
+            && message.ends_with("; retrying)"),
+        "{done}"
+    );
+    assert_eq!(status_of(&srv, &id)["message"], done["message"]);
+    // It is logged, at level error, with the hot copy's id and the cause.
+    let line = line_with(&srv, "could not persist the final status of the hot copy; retrying");
+    assert!(line.contains(" ERROR ") && line.contains(&id) && line.contains("failure injected"), "{line}");
+    // On disk it is still the status written at the start.
+    let file = data.join("admin/hotcopy").join(format!("{id}.json"));
+    let on_disk = || serde_json::from_slice::<Value>(&std::fs::read(&file).unwrap()).unwrap();
+    assert_eq!(on_disk()["status"], "running");
+    // The fault cleared, a retry saves it, and the live status is the saved one.
+    std::fs::remove_file(&fault).unwrap();
+    let saved = wait_until(Duration::from_secs(30), || on_disk()["status"] == "completed");
+    assert!(saved, "not saved 30 s after the fault cleared: {}\n{}", on_disk(), srv.output());
+    assert_eq!(on_disk()["message"], "Hot copy successfully completed");
+    assert_eq!(status_of(&srv, &id)["message"], "Hot copy successfully completed");
+    let line = line_with(&srv, "the final status of the hot copy is saved after all");
+    assert!(line.contains(" WARN ") && line.contains(&id), "{line}");
+}
+
+#[test]
+fn regression_a_completed_hot_copy_whose_final_status_was_not_saved_read_failed_after_a_restart() {
+    let dir = tmp();
+    let data = dir.path().join("data");
+    let fault = dir.path().join("fail-final-statuses");
+    std::fs::write(&fault, "").unwrap();
+    let srv = serve(&data, &[], &[("BACKSET_FAULT_STATUS_FAIL", &s(&fault))]);
+    srv.post_json("/databases/demo/transactions", &json!({"put": {"k": "v"}}));
+    let set = dir.path().join("set");
+    let mut done = Vec::new();
+    for (path, body) in [
+        ("/databases/demo/hotCopy", json!({"type": "full", "backupSetDirs": {"0": s(&set)}, "timeoutSec": 60})),
+        ("/databases/demo/hotCopy", json!({"type": "journal", "backupSetDirs": {"0": s(&set)}, "timeoutSec": 60})),
+        (
+            "/databases/demo/hotCopySimple",
+            json!({"backupLocations": {"0": {"copyArchiveDir": s(&dir.path().join("copy"))}}, "timeoutSec": 60}),
+        ),
+    ] {
+        srv.post_json("/databases/demo/transactions", &json!({"put": {"k": "w"}}));
+        let status = hot_copy(&srv, path, body);
+        assert_eq!(status["status"], "completed", "{status}");
+        assert!(status["message"].as_str().unwrap().contains("its final status is not saved"), "{status}");
+        done.push(status);
+    }
+    // Killed (SIGKILL) with the three final statuses unsaved, then started again without the fault.
+    drop(srv);
+    let srv = serve(&data, &[], &[]);
+    for (before, element) in done.iter().zip([Some("full"), Some("1.jnl"), None]) {
+        let id = before["hotCopyId"].as_str().unwrap();
+        let after = status_of(&srv, id);
+        assert_eq!(after["status"], "completed", "{after}");
+        assert_eq!(
+            after["message"],
+            "Hot copy successfully completed (recognised at restart from its destinations: the process stopped \
+             before its final status was saved)",
+            "{after}"
+        );
+        assert!(!after.to_string().contains("the process stopped while"), "{after}");
+        if let Some(element) = element {
+            assert_eq!(after["participants"][0]["element"], element, "{after}");
+        }
+    }
+    // A restart keeps it so: it was saved at the first.
+    drop(srv);
+    let srv = serve(&data, &[], &[]);
+    for before in &done {
+        let after = status_of(&srv, before["hotCopyId"].as_str().unwrap());
+        assert_eq!(after["status"], "completed", "{after}");
+    }
+}

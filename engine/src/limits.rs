@@ -124,6 +124,15 @@ pub const HOTCOPY_CANCEL_POLL: Duration = Duration::from_millis(10);
 /// copy of `MAX_PARTICIPANTS` archives takes about 400 KiB). A larger file is skipped with a warning.
 pub const HOTCOPY_MAX_STATUS_FILE_BYTES: u64 = 4 << 20;
 
+/// Attempts to write a hot copy's final status after the first one failed (a full disk, an I/O error in the status
+/// directory): one every [`HOTCOPY_STATUS_RETRY_INTERVAL`], so for 10 minutes. Meanwhile the live status says it is
+/// not saved; once they are spent, it says so for good, and a restart recognises a completed hot copy from its
+/// destinations (`docs/HOTCOPY.md`, "Stages and messages").
+pub const HOTCOPY_STATUS_RETRIES: u32 = 600;
+
+/// Time between two attempts to write a final status that could not be written.
+pub const HOTCOPY_STATUS_RETRY_INTERVAL: Duration = Duration::from_secs(1);
+
 /// Hot copy statuses a manager keeps (in memory and in its data directory); beyond it the oldest ended ones are
 /// removed when a manager starts and whenever a hot copy starts. Bounds the memory and the start-up time of the
 /// status store (about 1 KiB a status of one participant: 10 MiB).

@@ -28,6 +28,9 @@
 //! SIGTERM to `backset restore`); with the mark variable it first writes the mark. A test kills it there or signals
 //! it.
 //!
+//! `BACKSET_FAULT_STATUS_FAIL=<file>` makes writing a hot copy's final status fail while `<file>` exists (the status
+//! written when a job starts is not affected).
+//!
 //! Never set these variables outside tests.
 
 use std::path::{Path, PathBuf};
@@ -199,5 +202,23 @@ pub(crate) fn restore_pause_records(dest: &Path, records: u64, cancelled: &dyn F
     }
     while !cancelled() {
         std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// The environment variable naming a file: while it exists, writing a hot copy's final status fails (test-only, as
+/// the others), so a test sees the live status and the log say so, then removes the file and sees the retry save it.
+pub const FAULT_STATUS_FAIL_ENV: &str = "BACKSET_FAULT_STATUS_FAIL";
+
+/// Fails with an injected I/O error while the file the test-only [`FAULT_STATUS_FAIL_ENV`] names exists.
+pub(crate) fn final_status_write(path: &Path) -> Result<(), HotCopyError> {
+    static CONFIG: OnceLock<Option<PathBuf>> = OnceLock::new();
+    let file =
+        CONFIG.get_or_init(|| std::env::var_os(FAULT_STATUS_FAIL_ENV).filter(|v| !v.is_empty()).map(PathBuf::from));
+    match file {
+        Some(f) if f.exists() => Err(HotCopyError::Persist {
+            path: path.to_path_buf(),
+            reason: format!("test-only {FAULT_STATUS_FAIL_ENV}: failure injected while {} exists", f.display()),
+        }),
+        _ => Ok(()),
     }
 }

@@ -9,8 +9,13 @@
 //!   ([`HotCopyManager::start_id`]). A job's coordinator is its participant with the lowest archive id.
 //! - One job of a type per archive at a time (`Only one full hot copy at a time allowed`).
 //! - Statuses persist as JSON in `<data dir>/hotcopy/<id>.json` (atomic writes): when a job starts and when it ends.
-//!   A manager that starts and finds a job persisted as running marks it failed ([`MSG_PROCESS_STOPPED`]): its
-//!   process died, and the next hot copy of its sets removes what it left in `tmp/`.
+//!   A job's final status is written before the job reports its end. When that write fails, the live status says so
+//!   ([`MSG_NOT_SAVED`]), it is logged at level error, and the job's thread retries it every
+//!   [`HOTCOPY_STATUS_RETRY_INTERVAL`], [`HOTCOPY_STATUS_RETRIES`] times (and [`HotCopyManager::shutdown`] once more).
+//!   A manager that starts and finds a job persisted as running looks at its destinations: a job whose element every
+//!   backup set lists as completed (its `control/element` names the hot copy), or a simple copy whose directory is in
+//!   place, completed and is reported so ([`MSG_RECOGNISED`]); any other is marked failed ([`MSG_PROCESS_STOPPED`]):
+//!   its process died, and the next hot copy of its sets removes what it left in `tmp/`.
 
 use std::collections::{BTreeMap, HashSet};
 use std::path::{Path, PathBuf};
@@ -28,15 +33,19 @@ use uuid::Uuid;
 use crate::archive::{Archive, ArchiveIdentity};
 use crate::hotcopy::chains::JournalChains;
 use crate::hotcopy::coordinator::{check_storage_groups, Coordinator, Outcome};
+use crate::hotcopy::fault;
 use crate::hotcopy::job::{
     incomplete_dir, incremental_blocker, open_set, preflight_full, preflight_simple, run_participant, JobContext,
     ParticipantLive, ParticipantSpec, START_A_FULL,
 };
 use crate::hotcopy::{
     error_chain, HotCopyError, HotCopyRequest, HotCopyStatus, HotCopyType, JobState, ParticipantStatus, Stage,
-    MSG_CANCELLED, MSG_COMPLETED, MSG_FAILED_PREFIX, MSG_PROCESS_STOPPED,
+    MSG_CANCELLED, MSG_COMPLETED, MSG_FAILED_PREFIX, MSG_NOT_SAVED, MSG_PROCESS_STOPPED, MSG_RECOGNISED,
 };
-use crate::limits::{HOTCOPY_MAX_KEPT_STATUSES, HOTCOPY_MAX_STATUS_FILE_BYTES, HOTCOPY_READY_TIMEOUT};
+use crate::limits::{
+    HOTCOPY_MAX_KEPT_STATUSES, HOTCOPY_MAX_STATUS_FILE_BYTES, HOTCOPY_READY_TIMEOUT, HOTCOPY_STATUS_RETRIES,
+    HOTCOPY_STATUS_RETRY_INTERVAL,
+};
 use crate::paths::resolve_existing;
 use crate::store::{now_micros, Database};
 
@@ -77,6 +86,8 @@ struct Job {
     /// `true` once `terminal` is set: what [`HotCopyManager::end_signal`] hands out, so that an async caller waits
     /// for the end without holding a thread.
     ended_tx: watch::Sender<bool>,
+    /// The final status while it is not saved in the status directory (the live one says so).
+    unsaved: Mutex<Option<HotCopyStatus>>,
 }
 
 impl Job {
@@ -91,6 +102,7 @@ impl Job {
             terminal: Mutex::new(Some(status)),
             ended: Condvar::new(),
             ended_tx: watch::Sender::new(true),
+            unsaved: Mutex::new(None),
         }
     }
 
@@ -563,6 +575,7 @@ impl HotCopyManager {
             terminal: Mutex::new(None),
             ended: Condvar::new(),
             ended_tx: watch::Sender::new(false),
+            unsaved: Mutex::new(None),
         });
         if let Err(e) = persist(&inner.status_dir, &job.snapshot(&inner.database_name)) {
             release();
@@ -758,6 +771,13 @@ impl HotCopyManager {
         for j in &jobs {
             j.wait(deadline.saturating_duration_since(Instant::now()));
         }
+        // A last attempt for the final statuses not saved yet (their retries end with the process).
+        for j in &jobs {
+            if let Some(Err(e)) = save_unsaved(&self.inner.status_dir, j) {
+                tracing::error!(id = %j.id, error = %e, "could not persist the final status of the hot copy at \
+                    shutdown; a restart recognises a completed hot copy from its destinations");
+            }
+        }
         jobs.iter().filter(|j| lock(&j.terminal).is_none()).count()
     }
 }
@@ -872,18 +892,116 @@ fn run_job(inner: &Inner, job: &Job, specs: Vec<ParticipantSpec>) {
         }
     }
     log_end(&status);
-    if let Err(e) = persist(&inner.status_dir, &status) {
-        tracing::error!(id = %job.id, error = %e, "could not persist the final status of the hot copy");
-    }
+    // Saved before the job reports its end: a status read after the end is on disk, unless this failed.
+    let saved = persist_final(&inner.status_dir, &status);
     {
         let mut running = lock(&inner.running_types);
         for &(_, archive_id) in &job.participant_ids {
             running.remove(&(archive_id, job.kind));
         }
     }
-    *lock(&job.terminal) = Some(status);
+    let shown = match &saved {
+        Ok(()) => status,
+        Err(e) => {
+            tracing::error!(id = %job.id, error = %e, "could not persist the final status of the hot copy; retrying \
+                every {HOTCOPY_STATUS_RETRY_INTERVAL:?}, {HOTCOPY_STATUS_RETRIES} times");
+            let shown = not_saved(&status, &format!("{e}; retrying"));
+            *lock(&job.unsaved) = Some(status);
+            shown
+        }
+    };
+    *lock(&job.terminal) = Some(shown);
     job.ended.notify_all();
     job.ended_tx.send_replace(true);
+    if saved.is_err() {
+        retry_final(inner, job);
+    }
+}
+
+/// `status` as the live status shows it while it is not saved: its message, then why.
+fn not_saved(status: &HotCopyStatus, why: &str) -> HotCopyStatus {
+    let mut shown = status.clone();
+    shown.message = format!("{} ({MSG_NOT_SAVED}: {why})", status.message);
+    shown
+}
+
+/// Writes the final status of `job` if it is not saved yet; on success the live status is the saved one. `None`
+/// when there was nothing to save.
+fn save_unsaved(dir: &Path, job: &Job) -> Option<Result<(), HotCopyError>> {
+    let mut unsaved = lock(&job.unsaved);
+    let status = unsaved.as_ref()?;
+    let result = persist_final(dir, status);
+    if result.is_ok() {
+        *lock(&job.terminal) = unsaved.take();
+    }
+    Some(result)
+}
+
+/// Retries writing the final status of `job` (see the [module docs](self)), then says for good that it is not
+/// saved.
+fn retry_final(inner: &Inner, job: &Job) {
+    let mut last = None;
+    for attempt in 1..=HOTCOPY_STATUS_RETRIES {
+        std::thread::sleep(HOTCOPY_STATUS_RETRY_INTERVAL);
+        match save_unsaved(&inner.status_dir, job) {
+            None => return,
+            Some(Ok(())) => {
+                tracing::warn!(id = %job.id, attempt, "the final status of the hot copy is saved after all");
+                return;
+            }
+            Some(Err(e)) => last = Some(e),
+        }
+    }
+    let unsaved = lock(&job.unsaved);
+    if let (Some(status), Some(e)) = (unsaved.as_ref(), last) {
+        let why = format!(
+            "{e}; gave up after {HOTCOPY_STATUS_RETRIES} more attempts: after a restart, a completed hot copy is \
+             recognised from its destinations"
+        );
+        tracing::error!(id = %job.id, error = %e, "could not persist the final status of the hot copy; gave up");
+        *lock(&job.terminal) = Some(not_saved(status, &why));
+    }
+}
+
+/// Writes a job's final status (the test-only `BACKSET_FAULT_STATUS_FAIL` may make it fail).
+fn persist_final(dir: &Path, status: &HotCopyStatus) -> Result<(), HotCopyError> {
+    fault::final_status_write(&dir.join(format!("{}.json", status.id)))?;
+    persist(dir, status)
+}
+
+/// For a job persisted as running whose process stopped: the element each participant's destination holds when
+/// every one shows the job completed (a backup set listing a completed element whose `control/element` names the
+/// hot copy; a simple copy's directory in place, with no `.incomplete` one beside it), with the latest end time of
+/// those elements; `None` when one does not.
+fn completed_on_disk(s: &HotCopyStatus) -> Option<(Vec<Option<String>>, Option<u64>)> {
+    use backset_format::fsio::read_metadata;
+    use backset_format::layout::{ATOMS_DIR, CONTROL_DIR, ELEMENT_INFO_FILE};
+    use backset_format::ElementInfo;
+    if s.participants.is_empty() {
+        return None;
+    }
+    let mut elements = Vec::with_capacity(s.participants.len());
+    let mut end = None;
+    for p in &s.participants {
+        let dest = &p.destination;
+        if s.kind == HotCopyType::Simple {
+            let in_place = std::fs::symlink_metadata(dest.join(ATOMS_DIR)).is_ok_and(|md| md.is_dir())
+                && std::fs::symlink_metadata(incomplete_dir(dest)).is_err();
+            if !in_place {
+                return None;
+            }
+            elements.push(None);
+            continue;
+        }
+        let set = crate::hotcopy::BackupSet::open(dest).ok()?;
+        let found = set.completed().collect::<Vec<_>>().into_iter().rev().find(|e| {
+            read_metadata::<ElementInfo>(&set.element_dir(e).join(CONTROL_DIR).join(ELEMENT_INFO_FILE))
+                .is_ok_and(|info| info.hot_copy_id == s.id)
+        })?;
+        elements.push(Some(found.name().to_string()));
+        end = end.max(Some(found.end_micros));
+    }
+    Some((elements, end))
 }
 
 /// `0,1` and `/b/0,/b/1`: a job's archives and their destinations, in archive order, for its log lines.
@@ -1003,6 +1121,24 @@ fn load_statuses(dir: &Path) -> Result<Vec<HotCopyStatus>, HotCopyError> {
         })();
         match parsed {
             Ok(mut s) => {
+                if s.status == JobState::Running {
+                    if let Some((elements, end)) = completed_on_disk(&s) {
+                        tracing::warn!(id = %s.id, "a hot copy persisted as running completed (its destinations show \
+                            it): its final status had not been saved; reporting it completed");
+                        s.status = JobState::Completed;
+                        s.stage = Stage::WriteMetadata.number();
+                        s.message = format!("{MSG_COMPLETED} ({MSG_RECOGNISED})");
+                        s.end_micros = Some(end.unwrap_or_else(now_micros));
+                        s.rate_bytes_per_sec = 0.0;
+                        for (p, element) in s.participants.iter_mut().zip(elements) {
+                            p.message = MSG_COMPLETED.to_string();
+                            p.stage = Stage::WriteMetadata.number();
+                            p.rate_bytes_per_sec = 0.0;
+                            p.element = element;
+                        }
+                        persist(dir, &s)?;
+                    }
+                }
                 if s.status == JobState::Running {
                     s.status = JobState::Failed;
                     s.message = MSG_PROCESS_STOPPED.to_string();

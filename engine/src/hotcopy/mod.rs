@@ -44,6 +44,12 @@ pub const MSG_COMPLETED: &str = "Hot copy successfully completed";
 pub const MSG_CANCELLED: &str = "Hot copy cancelled";
 /// Prefix of the message of a job that failed; the cause follows.
 pub const MSG_FAILED_PREFIX: &str = "Hot copy failed: ";
+/// What a job's message says after its own while its final status is not saved in the status directory.
+pub const MSG_NOT_SAVED: &str = "its final status is not saved";
+/// What the message of a job found running in the persisted statuses says after [`MSG_COMPLETED`] when its
+/// destinations show it completed: its final status was never saved.
+pub const MSG_RECOGNISED: &str =
+    "recognised at restart from its destinations: the process stopped before its final status was saved";
 /// Message of a job found running in the persisted statuses when a manager starts: its process died.
 pub const MSG_PROCESS_STOPPED: &str = "Hot copy failed: the process stopped while the hot copy was running";
 
