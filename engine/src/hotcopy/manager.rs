@@ -630,7 +630,15 @@ impl HotCopyManager {
                 return;
             }
             let mut ended: Vec<(u64, Uuid)> =
-                jobs.values().filter(|j| lock(&j.terminal).is_some()).map(|j| (j.begin_micros, j.id)).collect();
+                // Not one whose final status is still being retried: its file would come back.
+                jobs.values()
+                    .filter(|j| {
+                        // One lock at a time (`save_unsaved` takes `unsaved`, then `terminal`).
+                        let ended = lock(&j.terminal).is_some();
+                        ended && lock(&j.unsaved).is_none()
+                    })
+                    .map(|j| (j.begin_micros, j.id))
+                    .collect();
             ended.sort_unstable();
             ended.truncate(jobs.len() - max);
             let ids: Vec<Uuid> = ended.into_iter().map(|(_, id)| id).collect();
@@ -900,20 +908,19 @@ fn run_job(inner: &Inner, job: &Job, specs: Vec<ParticipantSpec>) {
             running.remove(&(archive_id, job.kind));
         }
     }
-    let shown = match &saved {
-        Ok(()) => status,
+    match saved {
+        Ok(()) => *lock(&job.terminal) = Some(status),
         Err(e) => {
             tracing::error!(id = %job.id, error = %e, "could not persist the final status of the hot copy; retrying \
                 every {HOTCOPY_STATUS_RETRY_INTERVAL:?}, {HOTCOPY_STATUS_RETRIES} times");
-            let shown = not_saved(&status, &format!("{e}; retrying"));
+            // The live status first, then what is to be saved: a save in between (at shutdown) finds nothing.
+            *lock(&job.terminal) = Some(not_saved(&status, &format!("{e}; retrying")));
             *lock(&job.unsaved) = Some(status);
-            shown
         }
-    };
-    *lock(&job.terminal) = Some(shown);
+    }
     job.ended.notify_all();
     job.ended_tx.send_replace(true);
-    if saved.is_err() {
+    if lock(&job.unsaved).is_some() {
         retry_final(inner, job);
     }
 }
