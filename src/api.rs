@@ -184,7 +184,7 @@ pub struct Process {
     /// Always `SM`.
     #[serde(rename = "type")]
     pub kind: String,
-    /// Always `RUNNING` while the server runs.
+    /// `RUNNING` while the SM takes commits; `FAILED` once its journal writer stopped (see `message`).
     pub state: String,
     /// Host name.
     pub hostname: String,
@@ -209,6 +209,9 @@ pub struct Process {
     pub labels: BTreeMap<String, String>,
     /// Options (`archive-dir`, `journal-hot-copy`).
     pub options: BTreeMap<String, String>,
+    /// Backset: why the SM is not `RUNNING` (its journal writer's failure and what to do), when it is not.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
 }
 
 impl crate::lbquery::Selectable for Process {

@@ -1112,6 +1112,7 @@ mod tests {
             last_heard_from: 0,
             labels: BTreeMap::new(),
             options: BTreeMap::new(),
+            message: None,
         };
         let mut filled: Vec<&str> = process_fields(&p).into_keys().collect();
         let mut known = PROCESS_FIELDS.to_vec();

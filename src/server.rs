@@ -1309,12 +1309,13 @@ fn all_processes(app: &App) -> Vec<Process> {
                     if app.db.config().journal_hot_copy_of(a as usize) { "enable" } else { "disable" }.to_string(),
                 ),
             ]);
+            let failure = app.db.archives().iter().find(|s| s.archive_id() == a).and_then(|s| s.writer_failure());
             Process {
                 start_id: app.manager.start_id(a).unwrap_or_default(),
                 archive_id: a,
                 db_name: app.db.name().to_string(),
                 kind: "SM".into(),
-                state: "RUNNING".into(),
+                state: if failure.is_some() { "FAILED" } else { "RUNNING" }.into(),
                 hostname: app.hostname.clone(),
                 address: app.listen.ip().to_string(),
                 port: app.listen.port(),
@@ -1324,6 +1325,12 @@ fn all_processes(app: &App) -> Vec<Process> {
                 last_heard_from: 0,
                 labels,
                 options,
+                message: failure.map(|f| {
+                    format!(
+                        "journal writer failed: {f}; this SM takes no more commits: fix the cause and restart the \
+                         server"
+                    )
+                }),
             }
         })
         .collect()

@@ -64,6 +64,14 @@ fn answer_on(c: &mut TcpStream, timeout: Duration) -> String {
     String::from_utf8_lossy(&got).into_owned()
 }
 
+/// Whether the server sent something on `c` (an answer) that was not read yet.
+fn has_answer(c: &TcpStream) -> bool {
+    c.set_nonblocking(true).unwrap();
+    let got = c.peek(&mut [0u8; 1]).is_ok_and(|n| n > 0);
+    c.set_nonblocking(false).unwrap();
+    got
+}
+
 /// A request that must be answered within `deadline` (asked again while it is not answered at all).
 fn answered(srv: &Server, method: &str, path: &str, body: Option<serde_json::Value>, deadline: Duration) -> Answer {
     let body = body.map(|b| b.to_string());
@@ -203,4 +211,174 @@ fn idle_and_half_sent_connections_are_closed_after_the_idle_timeout() {
     for (name, c) in [("silent", &mut silent), ("half-sent", &mut half), ("idle after an answer", &mut kept)] {
         assert!(closed_within(c, Duration::from_secs(30)), "the {name} connection is still open after 30 s");
     }
+}
+
+/// The descriptor limit of the servers started with one: connections are capped at half of it (128), waits at half
+/// of that (64).
+const LOW_NOFILE: u64 = 256;
+
+/// A server whose descriptor limit, soft and hard, is [`LOW_NOFILE`] (so it cannot raise it).
+fn low_limit_server(data: &Path, extra: &[&str], env: &[(&str, &str)]) -> Server {
+    let addr = format!("127.0.0.1:{}", support::free_port());
+    let srv = Server::start_limited(&addr, &addr, data, extra, None, env, Some(LOW_NOFILE));
+    let limits = std::fs::read_to_string(format!("/proc/{}/limits", srv.pid())).unwrap();
+    let line = limits.lines().find(|l| l.starts_with("Max open files")).unwrap();
+    let n: Vec<&str> = line.split_whitespace().skip(3).take(2).collect();
+    assert_eq!(n, [LOW_NOFILE.to_string(), LOW_NOFILE.to_string()], "the server's limit: {line}");
+    srv
+}
+
+#[test]
+fn many_idle_connections_under_a_low_descriptor_limit_do_not_stop_commits() {
+    let dir = tmp();
+    let srv = low_limit_server(
+        &dir.path().join("data"),
+        &["--journal-segment-bytes", "4096"],
+        &[("BACKSET_TEST_IDLE_TIMEOUT_MS", "3000")],
+    );
+    // More idle connections than the server has descriptors.
+    let mut idle: Vec<TcpStream> = (0..400).map(|_| TcpStream::connect(&srv.addr).unwrap()).collect();
+    assert!(wait_until(Duration::from_secs(30), || srv.open_sockets() > 128), "the server took no connections");
+    // Commits that roll the journal over to a new segment every few transactions: answered once idle connections
+    // time out (the commit's connection waits in the listen queue meanwhile), never refused for want of a
+    // descriptor.
+    let value = "v".repeat(1000);
+    for i in 0..30 {
+        let a = answered(
+            &srv,
+            "POST",
+            "/databases/demo/transactions",
+            Some(json!({"put": {format!("k{i}"): value}})),
+            Duration::from_secs(120),
+        );
+        assert_eq!(a.code, 200, "commit {i}: {}", a.text);
+        // Never more connections than the cap, whatever the clients hold (the listener besides).
+        assert!(srv.open_sockets() <= 129, "{} sockets open", srv.open_sockets());
+    }
+    let a = answered(&srv, "GET", "/databases/demo/keys/k29", None, Duration::from_secs(60));
+    assert_eq!((a.code, a.json["value"].as_str()), (200, Some(value.as_str())), "{}", a.text);
+    for c in &mut idle {
+        assert!(closed_within(c, Duration::from_secs(60)), "an idle connection is still open");
+    }
+    let segments = std::fs::read_dir(dir.path().join("data/database/0/journal")).unwrap().count();
+    assert!(segments >= 5, "the commits rolled the journal over only to {segments} segments");
+    assert!(!srv.output().contains("journal writer failed"), "{}", srv.output());
+    assert!(srv.output().contains("descriptor limit 256: at most 128 connections, 64 of them"), "{}", srv.output());
+}
+
+#[test]
+fn waits_past_their_share_of_the_connections_answer_503() {
+    let dir = tmp();
+    let mark = dir.path().join("mark");
+    let srv = low_limit_server(
+        &dir.path().join("data"),
+        &[],
+        &[("BACKSET_FAULT_PAUSE", "full:begun"), ("BACKSET_FAULT_PAUSE_MARK", &s(&mark))],
+    );
+    let a = srv
+        .post_json("/databases/demo/hotCopy", &json!({"type": "full", "backupSetDirs": {"0": dir.path().join("set")}}));
+    assert_eq!(a.code, 200, "{}", a.text);
+    let id = paused_id(&mark, None);
+    let wait = |secs: &str| format!("/databases/hotCopyStatus?coordinatorStartId=1&hotCopyId={id}&timeoutSec={secs}");
+    // 64 waits: every slot (half of the 128 connections).
+    let mut waiters: Vec<TcpStream> = (0..64).map(|_| send_get(&srv.addr, &wait("3600"))).collect();
+    // The next wait is refused with a JSON 503 once the 64 hold their slots. Until then a probe may take a slot
+    // (it answers 408 after its second and frees it) and a waiter sent meanwhile may get the 503 (it is sent again).
+    let mut refused = None;
+    let got = wait_until(Duration::from_secs(60), || {
+        for w in waiters.iter_mut() {
+            if has_answer(w) {
+                *w = send_get(&srv.addr, &wait("3600"));
+            }
+        }
+        let a = answered(&srv, "GET", &wait("1"), None, Duration::from_secs(30));
+        let done = a.code == 503 && !waiters.iter().any(has_answer);
+        refused = Some(a);
+        done
+    });
+    let refused = refused.unwrap();
+    assert!(got, "the 65th wait was not refused: {}", refused.text);
+    assert_eq!(refused.json["code"], 503, "{}", refused.text);
+    assert!(refused.json["message"].as_str().unwrap().contains("64 requests are waiting"), "{}", refused.text);
+    // What does not wait is answered: the status as it is, a commit.
+    let a = answered(&srv, "GET", &wait("0"), None, Duration::from_secs(30));
+    assert_eq!((a.code, a.json["status"].as_str()), (200, Some("running")), "{}", a.text);
+    let a = answered(
+        &srv,
+        "POST",
+        "/databases/demo/transactions",
+        Some(json!({"put": {"k": "v"}})),
+        Duration::from_secs(30),
+    );
+    assert_eq!(a.code, 200, "{}", a.text);
+    // A waiting client that leaves gives its slot back.
+    waiters.pop();
+    let got = wait_until(Duration::from_secs(30), || {
+        answered(&srv, "GET", &wait("0.2"), None, Duration::from_secs(30)).code == 408
+    });
+    assert!(got, "a wait was still refused after a waiting client left");
+}
+
+/// Commits `n` transactions of 1000-byte values (a rollover every few with 4 KiB segments); the answers.
+fn commits(srv: &Server, n: usize) -> Vec<Answer> {
+    let value = "v".repeat(1000);
+    (0..n)
+        .map(|i| {
+            answered(
+                srv,
+                "POST",
+                "/databases/demo/transactions",
+                Some(json!({"put": {format!("k{i}"): value}})),
+                Duration::from_secs(60),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn a_transient_journal_writer_failure_is_retried() {
+    let dir = tmp();
+    let srv = Server::start_with_env(
+        &dir.path().join("data"),
+        &["--journal-segment-bytes", "4096"],
+        &[("BACKSET_FAULT_JOURNAL_CREATE", "3")],
+    );
+    for (i, a) in commits(&srv, 20).iter().enumerate() {
+        assert_eq!(a.code, 200, "commit {i}: {}", a.text);
+    }
+    let out = srv.output();
+    assert_eq!(out.matches("journal writer: cannot create the next journal segment (attempt").count(), 3, "{out}");
+    assert!(!out.contains("journal writer failed"), "{out}");
+    let a = srv.get("/processes");
+    assert_eq!(a.json["data"][0]["state"], "RUNNING", "{}", a.text);
+}
+
+#[test]
+fn a_persistent_journal_writer_failure_stops_the_sm_visibly() {
+    let dir = tmp();
+    let mut srv = Server::start_with_env(
+        &dir.path().join("data"),
+        &["--journal-segment-bytes", "4096"],
+        &[("BACKSET_FAULT_JOURNAL_CREATE", "1000000")],
+    );
+    let answers = commits(&srv, 10);
+    let first_failed = answers.iter().position(|a| a.code != 200).expect("every commit succeeded");
+    assert!(first_failed > 0, "the first commit failed: {}", answers[0].text);
+    for a in &answers[first_failed..] {
+        assert_eq!(a.code, 500, "{}", a.text);
+        assert!(a.json["message"].as_str().unwrap().contains("journal writer failed"), "{}", a.text);
+    }
+    let out = srv.output();
+    assert_eq!(out.matches("journal writer: cannot create the next journal segment (attempt").count(), 7, "{out}");
+    assert!(out.lines().any(|l| l.contains("ERROR") && l.contains("journal writer failed")), "{out}");
+    // The process list (the health request) says the SM failed, and why.
+    srv.assert_alive();
+    let a = srv.get("/processes");
+    let p = &a.json["data"][0];
+    assert_eq!(p["state"], "FAILED", "{}", a.text);
+    assert!(p["message"].as_str().unwrap().contains("BACKSET_FAULT_JOURNAL_CREATE"), "{}", a.text);
+    let out = srv.cli(&["get", "processes"]);
+    assert!(String::from_utf8_lossy(&out.stdout).contains("engine_state=FAILED"), "{}", support::text(&out));
+    let (code, _) = srv.terminate_within(Duration::from_secs(60));
+    assert!(code.is_some(), "the server did not exit on SIGTERM");
 }

@@ -26,6 +26,19 @@ pub const MAX_BATCH_BYTES: u64 = 32 << 20;
 /// Most records one group-commit batch takes from the queue.
 pub const MAX_BATCH_RECORDS: usize = 16 * 1024;
 
+/// Times the journal writer tries a step that leaves nothing half-done when it fails (creating the next segment,
+/// opening the journal directory to fsync it) before the SM stops: a shortage of descriptors (EMFILE) or memory
+/// often passes. Writes and fsyncs are never retried: after a failed fsync the kernel may have dropped the data it
+/// reported, and a retry could claim durable what is not.
+pub const JOURNAL_RETRY_ATTEMPTS: u32 = 8;
+
+/// Pause before the journal writer's first retry; each next one doubles, up to [`JOURNAL_RETRY_MAX_DELAY`]: the
+/// eight attempts span about 3.5 s, during which the SM's commits wait.
+pub const JOURNAL_RETRY_FIRST_DELAY: std::time::Duration = std::time::Duration::from_millis(50);
+
+/// Longest pause between two of the journal writer's attempts.
+pub const JOURNAL_RETRY_MAX_DELAY: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// Default number of atoms (hash buckets) per storage group, fixed at database creation.
 pub const DEFAULT_ATOM_BUCKETS: u32 = 256;
 

@@ -6,6 +6,12 @@
 //! the old one is fdatasynced first; the new one's header goes out with the batch's records and the whole file is
 //! fsynced, then the journal directory, before any of its records is acknowledged (FORMAT.md, ordering invariants 1
 //! and 2).
+//!
+//! Creating the next segment and opening the journal directory are retried ([`JOURNAL_RETRY_ATTEMPTS`], with a
+//! growing pause): they leave nothing half-done when they fail, and what fails them (EMFILE, ENOMEM) often passes.
+//! A write or fsync that fails, or a step that still fails after its retries, stops the SM: it takes no more
+//! records, its committers get [`StoreError::WriterFailed`], an error is logged, and
+//! [`SmArchive::writer_failure`] says why (the server's process list shows it).
 
 use std::collections::BTreeMap;
 use std::fs::{File, OpenOptions};
@@ -18,10 +24,12 @@ use backset_format::layout::segment_file_name;
 use backset_format::{SegmentHeader, SegmentWriter};
 use uuid::Uuid;
 
-use crate::limits::{MAX_BATCH_BYTES, MAX_BATCH_RECORDS};
+use crate::limits::{
+    JOURNAL_RETRY_ATTEMPTS, JOURNAL_RETRY_FIRST_DELAY, JOURNAL_RETRY_MAX_DELAY, MAX_BATCH_BYTES, MAX_BATCH_RECORDS,
+};
 use crate::store::error::StoreError;
+use crate::store::lock;
 use crate::store::sm::{Pending, SmArchive, Stop};
-use crate::store::{lock, sync_dir};
 
 /// A segment on disk, with the index of its durable records.
 #[derive(Debug)]
@@ -77,9 +85,14 @@ impl SegmentFile {
         let file =
             OpenOptions::new().write(true).create_new(true).open(&path).map_err(StoreError::io("create", &path))?;
         let header = SegmentHeader { database_id, archive_id, segment: number, first_txn };
-        let writer = SegmentWriter::create(BufWriter::with_capacity(1 << 20, file), header)
-            .map_err(StoreError::io("write", &path))?;
-        Ok(Self { number, path, writer })
+        match SegmentWriter::create(BufWriter::with_capacity(1 << 20, file), header) {
+            Ok(writer) => Ok(Self { number, path, writer }),
+            Err(e) => {
+                // Nothing of it is durable or indexed: removed, so that a retry can create it again.
+                let _ = std::fs::remove_file(&path);
+                Err(StoreError::Io { op: "write", path, source: e })
+            }
+        }
     }
 
     /// Flushes the buffer and fdatasyncs the file (fsyncs it, metadata included, when `all`).
@@ -144,7 +157,11 @@ pub(crate) fn writer_loop(sm: Arc<SmArchive>, mut seg: SegmentFile) {
                 sm.done.notify_all();
             }
             Err(e) => {
-                tracing::error!(archive_id = sm.archive_id(), error = %e, "journal writer failed; the SM stops");
+                tracing::error!(
+                    archive_id = sm.archive_id(),
+                    error = %e,
+                    "journal writer failed; the SM stops and takes no more commits: fix the cause and restart"
+                );
                 q.failed = Some(e.to_string());
                 sm.done.notify_all();
                 return;
@@ -160,7 +177,10 @@ fn write_batch(sm: &SmArchive, seg: &mut SegmentFile, batch: &[Pending]) -> Resu
     for p in batch {
         if seg.writer.len() >= sm.segment_bytes && seg.writer.len() > SEGMENT_HEADER_BYTES as u64 {
             seg.sync(false)?;
-            let next = SegmentFile::create(sm.journal_dir(), sm.database_id(), sm.archive_id(), seg.number + 1, p.txn)?;
+            let next = retrying(sm, "create the next journal segment", || {
+                crate::hotcopy::fault::journal_create().map_err(StoreError::io("create", sm.journal_dir()))?;
+                SegmentFile::create(sm.journal_dir(), sm.database_id(), sm.archive_id(), seg.number + 1, p.txn)
+            })?;
             *seg = next;
             created.push(seg.segment());
         }
@@ -172,7 +192,10 @@ fn write_batch(sm: &SmArchive, seg: &mut SegmentFile, batch: &[Pending]) -> Resu
         seg.sync(false)?;
     } else {
         seg.sync(true)?;
-        sync_dir(sm.journal_dir())?;
+        let dir = sm.journal_dir();
+        let handle =
+            retrying(sm, "open the journal directory", || File::open(dir).map_err(StoreError::io("open", dir)))?;
+        handle.sync_all().map_err(StoreError::io("fsync directory", dir))?;
     }
     let mut j = lock(&sm.journal);
     for s in created {
@@ -185,4 +208,29 @@ fn write_batch(sm: &SmArchive, seg: &mut SegmentFile, batch: &[Pending]) -> Resu
         s.len = end;
     }
     Ok(())
+}
+
+/// Runs `step` (one that leaves nothing half-done when it fails) up to [`JOURNAL_RETRY_ATTEMPTS`] times, pausing
+/// [`JOURNAL_RETRY_FIRST_DELAY`] and then twice as long each time (at most [`JOURNAL_RETRY_MAX_DELAY`]); logs a
+/// warning for each failure it retries and returns the last error.
+fn retrying<T>(sm: &SmArchive, what: &str, mut step: impl FnMut() -> Result<T, StoreError>) -> Result<T, StoreError> {
+    let mut delay = JOURNAL_RETRY_FIRST_DELAY;
+    let mut attempt = 1;
+    loop {
+        match step() {
+            Ok(v) => return Ok(v),
+            Err(e) if attempt < JOURNAL_RETRY_ATTEMPTS => {
+                tracing::warn!(
+                    archive_id = sm.archive_id(),
+                    error = %e,
+                    "journal writer: cannot {what} (attempt {attempt} of {JOURNAL_RETRY_ATTEMPTS}); trying again in \
+                     {delay:?}"
+                );
+                std::thread::sleep(delay);
+                delay = (delay * 2).min(JOURNAL_RETRY_MAX_DELAY);
+                attempt += 1;
+            }
+            Err(e) => return Err(e),
+        }
+    }
 }

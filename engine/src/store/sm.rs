@@ -221,6 +221,12 @@ impl SmArchive {
         self.atoms().map(|v| v.into_iter().map(|a| (a.atom_id, a.lsn)).collect()).unwrap_or_default()
     }
 
+    /// Why this SM's journal writer stopped, when it did (a write or fsync failed, or a retried step kept failing):
+    /// the SM takes no more commits until the database is closed and opened again.
+    pub fn writer_failure(&self) -> Option<String> {
+        lock(&self.queue).failed.clone()
+    }
+
     /// The current recovery start R: the oldest transaction whose changes are not all in atom files.
     pub fn recovery_start(&self) -> u64 {
         lock(&self.data).recovery_start()
