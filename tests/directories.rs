@@ -549,3 +549,25 @@ fn a_linked_data_directory_of_an_element_is_refused_by_a_hot_copy_into_its_set()
     let want = format!("{} is a symbolic link where a directory of the backup set belongs", journal.display());
     assert!(a.json["message"].as_str().is_some_and(|m| m.contains(&want)), "expected {want:?}: {}", a.text);
 }
+
+#[test]
+fn a_linked_hot_copy_status_directory_is_refused_at_start_and_its_target_untouched() {
+    let dir = tmp();
+    let data = dir.path().join("data");
+    let srv = Server::start(&data, &[]);
+    commit(&srv, "a", "1");
+    assert_eq!(srv.terminate().0, Some(0));
+    // The status directory replaced by a link to a directory holding a `.tmp-` file (what a start removes from its
+    // own status directory) and others.
+    let statuses = data.join("admin/hotcopy");
+    fs::remove_dir_all(&statuses).unwrap();
+    let (victim, _) = victim(dir.path());
+    fs::write(victim.join(".tmp-keep"), b"not Backset's").unwrap();
+    let before = tree(&victim);
+    std::os::unix::fs::symlink(&victim, &statuses).unwrap();
+    let addr = format!("127.0.0.1:{}", free_port());
+    let out = fails(&["serve", "--listen", &addr, "--data-dir", &s(&data)]);
+    assert_eq!(tree(&victim), before, "the start changed what {} leads to: {}", statuses.display(), text(&out));
+    let want = format!("open the hot copy status directory {}: it is a symbolic link", statuses.display());
+    assert!(stderr(&out).contains(&want), "expected {want:?}: {}", text(&out));
+}
