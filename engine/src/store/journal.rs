@@ -89,7 +89,7 @@ impl SegmentFile {
             Ok(writer) => Ok(Self { number, path, writer }),
             Err(e) => {
                 // Nothing of it is durable or indexed: removed, so that a retry can create it again.
-                let _ = std::fs::remove_file(&path);
+                let _ = backset_format::dirfd::remove_path(&path);
                 Err(StoreError::Io { op: "write", path, source: e })
             }
         }
