@@ -353,10 +353,12 @@ fn restore_and_compare(
         if data.last_txn > t || (sets.len() == 1 && data.last_txn != t) {
             failures.push(format!("{what}: the restored archive's last transaction is {}", data.last_txn));
         }
-        // Not vacuous: without its journal, the restored archive would (for most targets) be wrong.
+        // Not vacuous: without its journal's records (an empty journal/: a directory without one is no archive), the
+        // restored archive would (for most targets) be wrong.
         let journal = dest.join("journal");
         if journal.is_dir() {
             std::fs::rename(&journal, scratch.join("journal-aside")).unwrap();
+            std::fs::create_dir(&journal).unwrap();
             let atoms_only = read_archive(&dest).unwrap().entries;
             cov.replay_mattered += usize::from(atoms_only != mine);
             std::fs::remove_dir_all(scratch.join("journal-aside")).unwrap();
