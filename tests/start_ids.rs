@@ -5,7 +5,8 @@
 mod support;
 
 use serde_json::json;
-use support::{s, text, tmp, Server};
+use std::time::Duration;
+use support::{s, text, tmp, wait_until, Server};
 
 fn ok(srv: &Server, args: &[&str]) -> String {
     let out = srv.cli(args);
@@ -55,7 +56,9 @@ fn every_start_gives_new_start_ids_and_old_hot_copies_keep_theirs() {
 
     // Second start: 3 and 4, announced, listed, filtered and shown as such.
     let srv = Server::start(&data, &["--sms", "2"]);
-    assert!(srv.output().contains("SM start id 3 serves archive 0"), "{}", srv.output());
+    // Written before the port listens, but read from the pipe by a thread of the test: wait for it.
+    let announced = wait_until(Duration::from_secs(10), || srv.output().contains("SM start id 3 serves archive 0"));
+    assert!(announced, "{}", srv.output());
     assert_eq!(start_ids(&srv), [3, 4]);
     assert_eq!(std::fs::read_to_string(data.join("admin/last-start-id")).unwrap(), "4\n");
     let one = ok(&srv, &["get", "processes", "--process-filter", "start_id(3)"]);
