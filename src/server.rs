@@ -80,6 +80,9 @@ pub const fn hot_copy_body_limit(sms: usize) -> usize {
 
 // A transaction of MAX_OPS_PER_TXN operations of the shortest JSON (`"k":"",`, 7 bytes) fits the body limit.
 const _: () = assert!(MAX_OPS_PER_TXN * 7 <= MAX_TXN_BODY_BYTES);
+/// Shortest bearer token `--auth-token-file` may hold: 16 characters (a shorter one is refused at start, as a usage
+/// error).
+pub const MIN_TOKEN_BYTES: usize = 16;
 /// How long a shutdown waits for the cancelled hot copies to end.
 pub const SHUTDOWN_JOBS_TIMEOUT: Duration = Duration::from_secs(30);
 /// How often the retained journal is measured for the warning.
@@ -344,6 +347,16 @@ pub fn run(args: &Args) -> Result<()> {
                 "the auth token in {} must be printable ASCII without spaces",
                 path.display()
             );
+            if token.len() < MIN_TOKEN_BYTES {
+                return Err(UsageError(format!(
+                    "the auth token in {} has {} characters, fewer than {MIN_TOKEN_BYTES}: a short token can be \
+                     guessed; write a longer one (e.g. `head -c 24 /dev/urandom | base64 > {}`)",
+                    path.display(),
+                    token.len(),
+                    path.display()
+                ))
+                .into());
+            }
             Some(token)
         }
         None => None,
@@ -754,7 +767,8 @@ async fn blocking<T: Send + 'static>(
         .unwrap_or_else(|e| Err(HttpError::new(StatusCode::INTERNAL_SERVER_ERROR, format!("request failed: {e}"))))
 }
 
-/// Checks the bearer token when the server has one. Compares in time independent of where the tokens differ.
+/// Checks the bearer token when the server has one, in time independent of the given token (its length and where it
+/// differs).
 async fn authorize(State(app): State<Arc<App>>, req: Request, next: Next) -> Response {
     if let Some(token) = &app.token {
         let given = req
@@ -765,8 +779,9 @@ async fn authorize(State(app): State<Arc<App>>, req: Request, next: Next) -> Res
             .and_then(|v| v.split_once(' '))
             .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
             .map_or("", |(_, t)| t.trim_start());
-        let same =
-            given.len() == token.len() && given.bytes().zip(token.bytes()).fold(0u8, |acc, (a, b)| acc | (a ^ b)) == 0;
+        // The hashes of both are compared (in constant time, by `blake3::Hash`'s `==`): the time taken does not
+        // depend on the given token's length nor on where it differs.
+        let same = blake3::hash(given.as_bytes()) == blake3::hash(token.as_bytes());
         if !same {
             let mut r = HttpError::new(
                 StatusCode::UNAUTHORIZED,

@@ -73,6 +73,31 @@ fn bad_token_files_are_refused_without_printing_their_content() {
     assert!(err.contains(&s(&missing)), "{err}");
 }
 
+#[test]
+fn regression_a_token_shorter_than_16_bytes_was_accepted() {
+    let dir = tmp();
+    let data = dir.path().join("data");
+    let listen = format!("127.0.0.1:{}", free_port());
+    // 15 characters: a usage error (exit 2) naming the file and the minimum, without the token; nothing created.
+    let short = dir.path().join("short");
+    std::fs::write(&short, "Zq7secret-short\n").unwrap();
+    let (code, err) = serve_refused(&["--listen", &listen, "--data-dir", &s(&data), "--auth-token-file", &s(&short)]);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("fewer than 16") && err.contains(&s(&short)), "{err}");
+    assert!(!err.contains("Zq7secret"), "the token file's content was printed: {err}");
+    assert!(!data.exists(), "a refused start created the data directory");
+    // 16 characters, at the edge: accepted.
+    let edge = dir.path().join("edge");
+    std::fs::write(&edge, "Zq7secret-edge16\n").unwrap();
+    let mut srv =
+        Server::start_at(&listen, &listen, &data, &["--auth-token-file", &s(&edge)], Some("Zq7secret-edge16"));
+    srv.assert_healthy();
+    // Any other length of the same prefix is refused alike (the comparison hashes both tokens).
+    for wrong in ["Zq7secret-edge1", "Zq7secret-edge16x", "", "Zq7secret-edge16Zq7secret-edge16"] {
+        assert_eq!(srv.raw("GET", "/processes", None, Some(wrong)).code, 401, "{wrong:?}");
+    }
+}
+
 /// One request per endpoint group (every route, and an unknown path).
 fn endpoints(dir: &Path) -> Vec<(&'static str, String, Option<String>)> {
     let id = "00000000-0000-0000-0000-000000000000";

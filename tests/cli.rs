@@ -421,12 +421,12 @@ fn info_show_and_processes() {
 fn bearer_token_from_a_file_or_the_environment() {
     let dir = tmp();
     let token: PathBuf = dir.path().join("token");
-    std::fs::write(&token, "tok-123\n").unwrap();
+    std::fs::write(&token, "tok-123-0123456789\n").unwrap();
     let srv = Server::start(&dir.path().join("data"), &["--auth-token-file", s(&token)]);
     let out = srv.fails(&["get", "processes"], 1);
     assert!(stderr(&out).contains("bearer token"), "{}", text(&out));
     srv.ok(&["get", "processes", "--api-token-file", s(&token)]);
-    let out = srv.run_env(&["get", "processes"], &[("BACKSET_AUTH_TOKEN", "tok-123")]);
+    let out = srv.run_env(&["get", "processes"], &[("BACKSET_AUTH_TOKEN", "tok-123-0123456789")]);
     assert!(out.status.success(), "{}", text(&out));
 }
 

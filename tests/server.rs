@@ -445,7 +445,7 @@ fn storage_groups_and_a_coordinated_hot_copy() {
 fn bearer_token() {
     let dir = tmp();
     let token_file = dir.path().join("token");
-    std::fs::write(&token_file, "s3cret-token\n").unwrap();
+    std::fs::write(&token_file, "s3cret-token-0123\n").unwrap();
     // Without a token a non-loopback address is refused at start.
     let out = Command::new(env!("CARGO_BIN_EXE_backset"))
         .args(["serve", "--listen", "0.0.0.0:1", "--data-dir"])
@@ -455,14 +455,15 @@ fn bearer_token() {
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("--auth-token-file"));
     let tf = s(&token_file);
-    let srv = Server::start_with_token(&dir.path().join("data"), &["--auth-token-file", &tf], Some("s3cret-token"));
+    let srv =
+        Server::start_with_token(&dir.path().join("data"), &["--auth-token-file", &tf], Some("s3cret-token-0123"));
     assert_eq!(srv.get("/processes").0, 200);
     let bad = Server {
         child: None,
         api: srv.api.clone(),
         addr: srv.addr.clone(),
         data: srv.data.clone(),
-        token: Some("s3cret-tokem".into()),
+        token: Some("s3cret-token-0124".into()),
     };
     assert_eq!(bad.get("/processes").0, 401);
     let none =
