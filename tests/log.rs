@@ -192,9 +192,8 @@ fn regression_a_final_status_that_could_not_be_saved_was_lost_silently() {
     assert!(saved, "not saved 30 s after the fault cleared: {}\n{}", on_disk(), srv.output());
     assert_eq!(on_disk()["message"], "Hot copy successfully completed");
     // The file is written first and the live status follows it: wait for that too.
-    let live = wait_until(Duration::from_secs(10), || {
-        status_of(&srv, &id)["message"] == "Hot copy successfully completed"
-    });
+    let live =
+        wait_until(Duration::from_secs(10), || status_of(&srv, &id)["message"] == "Hot copy successfully completed");
     assert!(live, "the live status is not the saved one: {}", status_of(&srv, &id));
     let line = line_with(&srv, "the final status of the hot copy is saved after all");
     assert!(line.contains(" WARN ") && line.contains(&id), "{line}");
