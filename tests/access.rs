@@ -6,7 +6,6 @@
 mod support;
 
 use std::path::Path;
-use std::process::Command;
 
 use serde_json::json;
 use support::{backset, free_port, s, tmp, Server};
@@ -15,7 +14,7 @@ const TOKEN: &str = "Zq7-very-secret-token-4f1c";
 
 /// `backset serve` expected to exit at once: (exit code, stderr).
 fn serve_refused(args: &[&str]) -> (Option<i32>, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_backset")).arg("serve").args(args).output().unwrap();
+    let out = support::command().arg("serve").args(args).output().unwrap();
     (out.status.code(), String::from_utf8_lossy(&out.stderr).into_owned() + &String::from_utf8_lossy(&out.stdout))
 }
 
@@ -202,15 +201,15 @@ fn missing_or_wrong_token_gets_401_on_every_endpoint_and_the_right_one_works() {
     let api = format!("127.0.0.1:{port}");
     let out = backset(&["--api-server", &api, "--api-token-file", &s(&token_file), "get", "processes"]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let out = Command::new(env!("CARGO_BIN_EXE_backset"))
+    let out = support::command()
         .args(["--api-server", &api, "get", "processes"])
         .env("BACKSET_AUTH_TOKEN", TOKEN)
         .output()
         .unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     for wrong in [None, Some("wrong-token-value")] {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_backset"));
-        cmd.args(["--api-server", &api, "get", "processes"]).env_remove("BACKSET_AUTH_TOKEN");
+        let mut cmd = support::command();
+        cmd.args(["--api-server", &api, "get", "processes"]);
         if let Some(w) = wrong {
             cmd.env("BACKSET_AUTH_TOKEN", w);
         }

@@ -1,15 +1,16 @@
 //! End to end: `backset bench copy` and `backset bench disk` as the real binary on the real disk.
 
+mod support;
+
 use std::path::PathBuf;
 use std::process::Command;
 
+use support::{command, stderr, stdout};
+
+/// `backset args...` (paths among them): whether it succeeded, its stdout and its stderr.
 fn backset(args: &[&std::ffi::OsStr]) -> (bool, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_backset")).args(args).output().unwrap();
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
+    let out = command().args(args).output().unwrap();
+    (out.status.success(), stdout(&out), stderr(&out))
 }
 
 /// The one JSON object a `--json` run printed.
@@ -71,10 +72,7 @@ fn bench_copy_copies_a_tree_and_equal_trees_give_equal_manifests() {
     let (ok, _, err) =
         backset(&["bench".as_ref(), "copy".as_ref(), src.as_os_str(), dir.path().join("c1").as_os_str()]);
     assert!(!ok && err.contains("exists"), "{err}");
-    let out = Command::new(env!("CARGO_BIN_EXE_backset"))
-        .args(["bench", "copy", "x", "y", "--max-rate", "0"])
-        .output()
-        .unwrap();
+    let out = support::command().args(["bench", "copy", "x", "y", "--max-rate", "0"]).output().unwrap();
     assert_eq!(out.status.code(), Some(2));
 }
 
@@ -137,8 +135,7 @@ fn bench_copy_with_several_jobs_on_one_budget_copies_every_file_once() {
     assert!((0.75..=1.02).contains(&reading), "1 MB/s while reading: {three}");
     assert!(field(&three, "reading_seconds").parse::<f64>().unwrap() <= field(&three, "seconds").parse().unwrap());
     assert_eq!(field(&one, "window_worst_error_pct"), "null", "no rate, no error: {one}");
-    let zero_jobs =
-        Command::new(env!("CARGO_BIN_EXE_backset")).args(["bench", "copy", "a", "b", "--jobs", "0"]).output();
+    let zero_jobs = support::command().args(["bench", "copy", "a", "b", "--jobs", "0"]).output();
     assert_eq!(zero_jobs.unwrap().status.code(), Some(2), "zero jobs is a usage error");
 }
 

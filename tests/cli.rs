@@ -1,133 +1,17 @@
 //! End to end: the nuocmd-style verbs (`hotcopy database`, `get hotcopy-status`, `get hotcopy-info`,
 //! `show hotcopy-info`, `cancel hotcopy`, `get processes`) run as the real binary against a real `backset serve`.
 
-use std::net::TcpListener;
+mod support;
+
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
-use serde_json::{json, Value};
-
-/// A running `backset serve` on a free loopback port, killed when dropped.
-struct Server {
-    child: Child,
-    addr: String,
-}
-
-impl Server {
-    fn start(data: &Path, extra: &[&str]) -> Self {
-        let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-        let addr = format!("127.0.0.1:{port}");
-        let mut child = Command::new(env!("CARGO_BIN_EXE_backset"))
-            .args(["serve", "--listen", &addr, "--data-dir"])
-            .arg(data)
-            .args(extra)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while std::net::TcpStream::connect(&addr).is_err() {
-            assert!(child.try_wait().unwrap().is_none(), "serve exited");
-            assert!(Instant::now() < deadline, "serve did not listen on {addr}");
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        Self { child, addr }
-    }
-
-    /// Runs `backset <args> --api-server <addr>`.
-    fn run(&self, args: &[&str]) -> Output {
-        self.run_env(args, &[])
-    }
-
-    fn run_env(&self, args: &[&str], env: &[(&str, &str)]) -> Output {
-        Command::new(env!("CARGO_BIN_EXE_backset"))
-            .args(args)
-            .args(["--api-server", &self.addr])
-            .env_remove("BACKSET_AUTH_TOKEN")
-            .envs(env.iter().copied())
-            .output()
-            .unwrap()
-    }
-
-    fn ok(&self, args: &[&str]) -> String {
-        let out = self.run(args);
-        assert!(out.status.success(), "backset {args:?}: {}", text(&out));
-        stdout(&out)
-    }
-
-    fn fails(&self, args: &[&str], code: i32) -> Output {
-        let out = self.run(args);
-        assert_eq!(out.status.code(), Some(code), "backset {args:?}: {}", text(&out));
-        out
-    }
-
-    /// Commits `n` keys of `bytes`-byte values through the data API.
-    fn load(&self, n: usize, bytes: usize) {
-        let value = "v".repeat(bytes);
-        for batch in (0..n).collect::<Vec<_>>().chunks(50) {
-            let put: serde_json::Map<String, Value> =
-                batch.iter().map(|i| (format!("key-{i:06}"), Value::String(value.clone()))).collect();
-            ureq::post(&format!("http://{}/api/1/databases/demo/transactions", self.addr))
-                .send_json(json!({ "put": put }))
-                .unwrap();
-        }
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn stdout(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-fn stderr(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stderr).into_owned()
-}
-
-fn text(out: &Output) -> String {
-    format!("status {:?}\nstdout:\n{}\nstderr:\n{}", out.status.code(), stdout(out), stderr(out))
-}
-
-fn tmp() -> tempfile::TempDir {
-    tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap()
-}
+use serde_json::Value;
+use support::{backset, command, field, field_names, free_port, hotcopy_args, stderr, stdout, text, tmp, Server};
 
 fn s(p: &Path) -> &str {
     p.to_str().unwrap()
-}
-
-/// Where field `name=` starts in `inner` (at the start or after ", ").
-fn find_field(inner: &str, name: &str) -> Option<usize> {
-    let key = format!("{name}=");
-    inner.match_indices(&key).map(|(i, _)| i).find(|&i| i == 0 || inner[..i].ends_with(", "))
-}
-
-/// The value of `name=` in a `HotCopyResponse(...)` line.
-fn field(line: &str, name: &str) -> String {
-    let inner = line.trim().strip_prefix("HotCopyResponse(").unwrap().strip_suffix(')').unwrap();
-    let start = find_field(inner, name).unwrap_or_else(|| panic!("no {name} in {line}")) + name.len() + 1;
-    let rest = &inner[start..];
-    // Values hold ", " only inside the message; fields after it are status only.
-    let end = if name == "message" { rest.rfind(", status=").unwrap() } else { rest.find(", ").unwrap_or(rest.len()) };
-    rest[..end].to_string()
-}
-
-/// The nuocmd fields present in a `HotCopyResponse(...)` line, in the order printed.
-fn field_names(line: &str) -> Vec<String> {
-    let inner = line.trim().strip_prefix("HotCopyResponse(").unwrap().strip_suffix(')').unwrap();
-    let mut names: Vec<(usize, String)> =
-        ["begin_timestamp", "coordinator_start_id", "end_timestamp", "id", "message", "status"]
-            .iter()
-            .filter_map(|n| find_field(inner, n).map(|i| (i, n.to_string())))
-            .collect();
-    names.sort();
-    names.into_iter().map(|(_, n)| n).collect()
 }
 
 #[test]
@@ -136,13 +20,13 @@ fn hotcopy_database_and_status_print_as_nuocmd() {
     let srv = Server::start(&dir.path().join("data"), &[]);
     srv.load(100, 300);
     let set = dir.path().join("set");
-    let out = srv.ok(&["hotcopy", "database", "--db-name", "demo", "--type", "full", "--backup-dirs", "0", s(&set)]);
+    let out = srv.cli_ok(&hotcopy_args("full", s(&set), &[]));
     let line = out.trim();
     assert!(line.starts_with("HotCopyResponse(coordinator_start_id=1, id=") && line.ends_with(')'), "{out}");
     assert_eq!(out.lines().count(), 1);
     let id = field(line, "id");
     let status =
-        srv.ok(&["get", "hotcopy-status", "--coordinator-start-id", "1", "--hotcopy-id", &id, "--timeout", "60"]);
+        srv.cli_ok(&["get", "hotcopy-status", "--coordinator-start-id", "1", "--hotcopy-id", &id, "--timeout", "60"]);
     let line = status.trim();
     assert_eq!(field(line, "status"), "completed", "{status}");
     assert_eq!(field(line, "message"), "Hot copy successfully completed");
@@ -152,11 +36,11 @@ fn hotcopy_database_and_status_print_as_nuocmd() {
     );
     assert_eq!(field(line, "begin_timestamp").len(), "2019-06-18 10:18:37".len());
     // Without --timeout: the status as it is.
-    let again = srv.ok(&["get", "hotcopy-status", "--coordinator-start-id", "1", "--hotcopy-id", &id]);
+    let again = srv.cli_ok(&["get", "hotcopy-status", "--coordinator-start-id", "1", "--hotcopy-id", &id]);
     assert_eq!(again, status);
     // --show-json: the server's JSON.
     let json_out =
-        srv.ok(&["get", "hotcopy-status", "--coordinator-start-id", "1", "--hotcopy-id", &id, "--show-json"]);
+        srv.cli_ok(&["get", "hotcopy-status", "--coordinator-start-id", "1", "--hotcopy-id", &id, "--show-json"]);
     let v: Value = serde_json::from_str(&json_out).unwrap();
     assert_eq!(v["hotCopyId"], id.as_str());
     assert_eq!(v["status"], "completed");
@@ -165,31 +49,19 @@ fn hotcopy_database_and_status_print_as_nuocmd() {
     srv.load(20, 300);
     for kind in ["incremental", "journal"] {
         let args = ["hotcopy", "database", "--db-name", "demo", "--type", kind, "--backup-dirs", "0", s(&set)];
-        let out = srv.ok(&[&args[..], &["--timeout", "60", "--max-rate", "500"]].concat());
+        let out = srv.cli_ok(&[&args[..], &["--timeout", "60", "--max-rate", "500"]].concat());
         assert_eq!(field(out.trim(), "status"), "completed", "{out}");
     }
     // The set checks clean offline.
-    let out = Command::new(env!("CARGO_BIN_EXE_backset")).arg("check").arg(&set).output().unwrap();
+    let out = backset(&["check", s(&set)]);
     assert!(out.status.success(), "{}", text(&out));
 
     // A simple hot copy.
     let copy = dir.path().join("simple");
-    let out = srv.ok(&[
-        "hotcopy",
-        "database",
-        "--db-name",
-        "demo",
-        "--type",
-        "simple",
-        "--backup-dirs",
-        "0",
-        s(&copy),
-        "--timeout",
-        "60",
-    ]);
+    let out = srv.cli_ok(&hotcopy_args("simple", s(&copy), &["--timeout", "60"]));
     assert_eq!(field(out.trim(), "status"), "completed", "{out}");
     assert!(copy.join("atoms").is_dir());
-    let out = Command::new(env!("CARGO_BIN_EXE_backset")).args(["archive", "check"]).arg(&copy).output().unwrap();
+    let out = backset(&["archive", "check", s(&copy)]);
     assert!(out.status.success(), "{}", text(&out));
 }
 
@@ -201,24 +73,7 @@ fn timeout_expiry_leaves_the_hot_copy_running_then_cancel() {
     let set = dir.path().join("set");
     let started = Instant::now();
     // 0.01 MB/s: about 800 kB takes over a minute; wait one second.
-    let out = srv.fails(
-        &[
-            "hotcopy",
-            "database",
-            "--db-name",
-            "demo",
-            "--type",
-            "full",
-            "--backup-dirs",
-            "0",
-            s(&set),
-            "--max-rate",
-            "0.01",
-            "--timeout",
-            "1",
-        ],
-        1,
-    );
+    let out = srv.cli_fails(&hotcopy_args("full", s(&set), &["--max-rate", "0.01", "--timeout", "1"]), 1);
     assert!(started.elapsed() < Duration::from_secs(15));
     let line = stdout(&out);
     let message = field(line.trim(), "message");
@@ -227,25 +82,27 @@ fn timeout_expiry_leaves_the_hot_copy_running_then_cancel() {
     assert_eq!(field(line.trim(), "status"), "running");
     let id = field(line.trim(), "id");
     // It keeps running.
-    let status = srv.ok(&["get", "hotcopy-status", "--coordinator-start-id", "1", "--hotcopy-id", &id]);
+    let status = srv.cli_ok(&["get", "hotcopy-status", "--coordinator-start-id", "1", "--hotcopy-id", &id]);
     assert_eq!(field(status.trim(), "status"), "running", "{status}");
-    let info = srv.ok(&["get", "hotcopy-info", "--db-name", "demo", "--running-for", "0"]);
+    let info = srv.cli_ok(&["get", "hotcopy-info", "--db-name", "demo", "--running-for", "0"]);
     assert!(info.contains(&id), "{info}");
-    let info = srv.ok(&["get", "hotcopy-info", "--db-name", "demo", "--running-for", "1h"]);
+    let info = srv.cli_ok(&["get", "hotcopy-info", "--db-name", "demo", "--running-for", "1h"]);
     assert_eq!(info, "HotCopyDatabaseStatuses(errors={}, hotcopy_statuses={1: []})\n");
-    let show = srv.ok(&["show", "hotcopy-info", "--db-name", "demo"]);
+    let show = srv.cli_ok(&["show", "hotcopy-info", "--db-name", "demo"]);
     assert!(show.contains(&format!("{id} [running] ")) && show.contains("... : Stage"), "{show}");
     // get hotcopy-status --timeout expiring also exits non-zero.
-    let out = srv
-        .fails(&["get", "hotcopy-status", "--coordinator-start-id", "1", "--hotcopy-id", &id, "--timeout", "0.3"], 1);
+    let out = srv.cli_fails(
+        &["get", "hotcopy-status", "--coordinator-start-id", "1", "--hotcopy-id", &id, "--timeout", "0.3"],
+        1,
+    );
     assert!(stdout(&out).contains("timeout while waiting for hot copy operation to finish"), "{}", text(&out));
     // Cancel, waiting for it.
-    let out = srv.ok(&["cancel", "hotcopy", "--coordinator-start-id", "1", "--hotcopy-id", &id, "--timeout", "30"]);
+    let out = srv.cli_ok(&["cancel", "hotcopy", "--coordinator-start-id", "1", "--hotcopy-id", &id, "--timeout", "30"]);
     assert_eq!(field(out.trim(), "status"), "cancelled", "{out}");
     assert_eq!(field(out.trim(), "message"), "Hot copy cancelled");
     // Waiting on a hot copy that ended other than completed exits non-zero.
-    let out =
-        srv.fails(&["get", "hotcopy-status", "--coordinator-start-id", "1", "--hotcopy-id", &id, "--timeout", "5"], 1);
+    let out = srv
+        .cli_fails(&["get", "hotcopy-status", "--coordinator-start-id", "1", "--hotcopy-id", &id, "--timeout", "5"], 1);
     assert_eq!(field(stdout(&out).trim(), "status"), "cancelled");
 }
 
@@ -254,24 +111,19 @@ fn refusals_and_lookups_fail_with_the_servers_message() {
     let dir = tmp();
     let srv = Server::start(&dir.path().join("data"), &[]);
     let nothing = dir.path().join("nothing");
-    let out = srv.fails(
-        &["hotcopy", "database", "--db-name", "demo", "--type", "incremental", "--backup-dirs", "0", s(&nothing)],
+    let out = srv.cli_fails(&hotcopy_args("incremental", s(&nothing), &[]), 1);
+    assert!(stderr(&out).contains("Full hot copy must be completed before incremental hot copy"), "{}", text(&out));
+    let out = srv.cli_fails(
+        &["hotcopy", "database", "--db-name", "other", "--type", "full", "--backup-dirs", "0", s(&nothing)],
         1,
     );
-    assert!(stderr(&out).contains("Full hot copy must be completed before incremental hot copy"), "{}", text(&out));
-    let out = srv
-        .fails(&["hotcopy", "database", "--db-name", "other", "--type", "full", "--backup-dirs", "0", s(&nothing)], 1);
     assert!(stderr(&out).contains("no database \"other\""), "{}", text(&out));
     let unknown = "00000000-0000-0000-0000-000000000000";
-    let out = srv.fails(&["get", "hotcopy-status", "--coordinator-start-id", "1", "--hotcopy-id", unknown], 1);
+    let out = srv.cli_fails(&["get", "hotcopy-status", "--coordinator-start-id", "1", "--hotcopy-id", unknown], 1);
     assert!(stderr(&out).contains("no hot copy"), "{}", text(&out));
-    srv.fails(&["cancel", "hotcopy", "--coordinator-start-id", "1", "--hotcopy-id", unknown], 1);
+    srv.cli_fails(&["cancel", "hotcopy", "--coordinator-start-id", "1", "--hotcopy-id", unknown], 1);
     // Nothing listens there.
-    let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    let out = Command::new(env!("CARGO_BIN_EXE_backset"))
-        .args(["get", "processes", "--api-server", &format!("127.0.0.1:{port}")])
-        .output()
-        .unwrap();
+    let out = backset(&["get", "processes", "--api-server", &format!("127.0.0.1:{}", free_port())]);
     assert_eq!(out.status.code(), Some(1));
     assert!(stderr(&out).contains("cannot reach the admin server"), "{}", text(&out));
 }
@@ -293,17 +145,17 @@ fn usage_errors_exit_2() {
         &["--backup-dirs", "0", "/a", "--timeout", "-1"],
         &["--shared", "--backup-dirs", "0", "/a"],
     ] {
-        srv.fails(&[&base[..], extra].concat(), 2);
+        srv.cli_fails(&[&base[..], extra].concat(), 2);
     }
-    srv.fails(
+    srv.cli_fails(
         &["hotcopy", "database", "--db-name", "demo", "--type", "simple", "--default-backup-dir", "/d", "--shared"],
         2,
     );
-    srv.fails(&["hotcopy", "database", "--db-name", "demo", "--type", "bogus", "--backup-dirs", "0", "/a"], 2);
-    srv.fails(&["get", "hotcopy-info"], 2);
-    srv.fails(&["get", "hotcopy-info", "--coordinator-start-id", "1", "--running-for", "5"], 2);
-    srv.fails(&["get", "hotcopy-info", "--db-name", "demo", "--running-for", "2w"], 2);
-    srv.fails(&["get", "hotcopy-status", "--coordinator-start-id", "1", "--hotcopy-id", "not-a-uuid"], 2);
+    srv.cli_fails(&["hotcopy", "database", "--db-name", "demo", "--type", "bogus", "--backup-dirs", "0", "/a"], 2);
+    srv.cli_fails(&["get", "hotcopy-info"], 2);
+    srv.cli_fails(&["get", "hotcopy-info", "--coordinator-start-id", "1", "--running-for", "5"], 2);
+    srv.cli_fails(&["get", "hotcopy-info", "--db-name", "demo", "--running-for", "2w"], 2);
+    srv.cli_fails(&["get", "hotcopy-status", "--coordinator-start-id", "1", "--hotcopy-id", "not-a-uuid"], 2);
 }
 
 #[test]
@@ -312,76 +164,39 @@ fn info_show_and_processes() {
     let srv = Server::start(&dir.path().join("data"), &["--sms", "2", "--storage-groups", "2"]);
     srv.load(50, 100);
     let (a, b) = (dir.path().join("a"), dir.path().join("b"));
-    let out = srv.ok(&[
-        "hotcopy",
-        "database",
-        "--db-name",
-        "demo",
-        "--type",
-        "full",
-        "--backup-dirs",
-        "0",
-        s(&a),
-        "1",
-        s(&b),
-        "--timeout",
-        "60",
-    ]);
+    let out = srv.cli_ok(&hotcopy_args("full", s(&a), &["1", s(&b), "--timeout", "60"]));
     let id = field(out.trim(), "id");
     // Missing storage groups are refused unless allowed.
     let c = dir.path().join("c");
     let out =
-        srv.fails(&["hotcopy", "database", "--db-name", "demo", "--type", "full", "--backup-dirs", "1", s(&c)], 1);
+        srv.cli_fails(&["hotcopy", "database", "--db-name", "demo", "--type", "full", "--backup-dirs", "1", s(&c)], 1);
     assert!(stderr(&out).contains("missingSgs=[SG1]"), "{}", text(&out));
     // A process filter picks archive 1 into the default directory.
-    let out = srv.ok(&[
-        "hotcopy",
-        "database",
-        "--db-name",
-        "demo",
-        "--type",
-        "full",
-        "--process-filter",
-        "label(archive-id 1)",
-        "--default-backup-dir",
-        s(&c),
-        "--partial-storage-groups",
-        "--timeout",
-        "60",
-    ]);
+    let filtered = |filter, extra: &[&'static str]| {
+        let args = ["hotcopy", "database", "--db-name", "demo", "--type", "full", "--process-filter", filter];
+        [&args[..], &["--default-backup-dir", s(&c)], extra].concat()
+    };
+    let out = srv.cli_ok(&filtered("label(archive-id 1)", &["--partial-storage-groups", "--timeout", "60"]));
     assert_eq!(field(out.trim(), "coordinator_start_id"), "2", "{out}");
     assert!(c.join("state").is_file());
-    let out = srv.fails(
-        &[
-            "hotcopy",
-            "database",
-            "--db-name",
-            "demo",
-            "--type",
-            "full",
-            "--process-filter",
-            "label(archive-id 9)",
-            "--default-backup-dir",
-            s(&c),
-        ],
-        1,
-    );
+    let out = srv.cli_fails(&filtered("label(archive-id 9)", &[]), 1);
     assert!(stderr(&out).contains("selects no SM"), "{}", text(&out));
 
     // get hotcopy-info: per SM start id, on one line as nuocmd prints it; the coordinated hot copy under both SMs.
-    let info = srv.ok(&["get", "hotcopy-info", "--db-name", "demo"]);
+    let info = srv.cli_ok(&["get", "hotcopy-info", "--db-name", "demo"]);
     assert_eq!(info.lines().count(), 1, "{info}");
     assert_eq!(info.matches(&id).count(), 2, "{info}");
     assert!(info.starts_with("HotCopyDatabaseStatuses(errors={}, hotcopy_statuses={1: [HotCopyResponse("), "{info}");
     assert!(info.contains("], 2: [HotCopyResponse("), "{info}");
-    let sm2 = srv.ok(&["get", "hotcopy-info", "--coordinator-start-id", "2"]);
+    let sm2 = srv.cli_ok(&["get", "hotcopy-info", "--coordinator-start-id", "2"]);
     assert!(sm2.starts_with("HotCopyDatabaseStatuses(errors={}, hotcopy_statuses={2: [HotCopyResponse("), "{sm2}");
     assert_eq!(sm2.matches("HotCopyResponse(").count(), 2, "{sm2}");
-    let v: Value = serde_json::from_str(&srv.ok(&["get", "hotcopy-info", "--db-name", "demo", "--show-json"])).unwrap();
+    let v: Value =
+        serde_json::from_str(&srv.cli_ok(&["get", "hotcopy-info", "--db-name", "demo", "--show-json"])).unwrap();
     assert_eq!(v["hotCopyStatuses"]["2"].as_array().unwrap().len(), 2);
 
     // show hotcopy-info: each SM, then its hot copies indented.
-    let show = srv.ok(&["show", "hotcopy-info", "--db-name", "demo"]);
+    let show = srv.cli_ok(&["show", "hotcopy-info", "--db-name", "demo"]);
     let lines: Vec<&str> = show.lines().collect();
     assert!(lines[0].starts_with("[SM] ") && lines[0].contains("[start_id = 1]"), "{show}");
     assert!(
@@ -389,7 +204,7 @@ fn info_show_and_processes() {
             && lines[1].ends_with(": Hot copy successfully completed (3)"),
         "{show}"
     );
-    let custom = srv.ok(&[
+    let custom = srv.cli_ok(&[
         "show",
         "hotcopy-info",
         "--db-name",
@@ -402,18 +217,18 @@ fn info_show_and_processes() {
     assert_eq!(custom, "SM 1\n  full/completed\nSM 2\n  full/completed\n  full/completed\n");
 
     // get processes.
-    let ps = srv.ok(&["get", "processes"]);
+    let ps = srv.cli_ok(&["get", "processes"]);
     assert_eq!(ps.lines().count(), 2);
     assert!(ps.lines().next().unwrap().starts_with("Process(address="), "{ps}");
     assert!(ps.contains("labels={archive-id: 1, storage-groups: SG2}"), "{ps}");
-    let one = srv.ok(&["get", "processes", "--process-filter", "start_id(2)"]);
+    let one = srv.cli_ok(&["get", "processes", "--process-filter", "start_id(2)"]);
     assert_eq!(one.lines().count(), 1);
     assert!(one.contains("start_id=2"));
-    assert_eq!(srv.ok(&["get", "processes", "--db-name", "other"]), "");
-    let v: Value = serde_json::from_str(&srv.ok(&["get", "processes", "--show-json"])).unwrap();
+    assert_eq!(srv.cli_ok(&["get", "processes", "--db-name", "other"]), "");
+    let v: Value = serde_json::from_str(&srv.cli_ok(&["get", "processes", "--show-json"])).unwrap();
     assert_eq!(v["data"].as_array().unwrap().len(), 2);
     // A malformed filter is a usage error (exit 2), found before any request.
-    let out = srv.fails(&["get", "processes", "--process-filter", "and(any"], 2);
+    let out = srv.cli_fails(&["get", "processes", "--process-filter", "and(any"], 2);
     assert!(stderr(&out).contains("at position 7"), "{}", text(&out));
 }
 
@@ -423,10 +238,10 @@ fn bearer_token_from_a_file_or_the_environment() {
     let token: PathBuf = dir.path().join("token");
     std::fs::write(&token, "tok-123-0123456789\n").unwrap();
     let srv = Server::start(&dir.path().join("data"), &["--auth-token-file", s(&token)]);
-    let out = srv.fails(&["get", "processes"], 1);
+    let out = srv.cli_fails(&["get", "processes"], 1);
     assert!(stderr(&out).contains("bearer token"), "{}", text(&out));
-    srv.ok(&["get", "processes", "--api-token-file", s(&token)]);
-    let out = srv.run_env(&["get", "processes"], &[("BACKSET_AUTH_TOKEN", "tok-123-0123456789")]);
+    srv.cli_ok(&["get", "processes", "--api-token-file", s(&token)]);
+    let out = srv.cli_env(&["get", "processes"], &[("BACKSET_AUTH_TOKEN", "tok-123-0123456789")]);
     assert!(out.status.success(), "{}", text(&out));
 }
 
@@ -439,10 +254,10 @@ fn shared_default_directory_takes_a_subdirectory_per_archive() {
     let args =
         ["hotcopy", "database", "--db-name", "demo", "--type", "full", "--default-backup-dir", s(&shared), "--shared"];
     // It must exist.
-    let out = srv.fails(&args, 1);
+    let out = srv.cli_fails(&args, 1);
     assert!(!stderr(&out).is_empty());
     std::fs::create_dir(&shared).unwrap();
-    let out = srv.ok(&[&args[..], &["--timeout", "60"]].concat());
+    let out = srv.cli_ok(&[&args[..], &["--timeout", "60"]].concat());
     assert_eq!(field(out.trim(), "status"), "completed", "{out}");
     assert!(shared.join("0/state").is_file() && shared.join("1/state").is_file());
 }
@@ -467,7 +282,7 @@ fn every_command_has_help_with_an_example() {
         &["bench", "disk"],
     ];
     for c in commands {
-        let out = std::process::Command::new(env!("CARGO_BIN_EXE_backset")).args(*c).arg("--help").output().unwrap();
+        let out = command().args(*c).arg("--help").output().unwrap();
         let text = String::from_utf8_lossy(&out.stdout);
         assert!(out.status.success(), "{c:?} --help failed");
         assert!(text.contains("Example: `backset "), "{c:?} --help has no example:\n{text}");
@@ -476,14 +291,8 @@ fn every_command_has_help_with_an_example() {
 
 /// Runs `backset <args>` with no server to talk to (a port nothing listens on).
 fn no_server(args: &[&str]) -> Output {
-    let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     // Through the environment: the offline commands and serve take no --api-server.
-    Command::new(env!("CARGO_BIN_EXE_backset"))
-        .args(args)
-        .env("NUOCMD_API_SERVER", format!("127.0.0.1:{port}"))
-        .env_remove("BACKSET_AUTH_TOKEN")
-        .output()
-        .unwrap()
+    command().args(args).env("NUOCMD_API_SERVER", format!("127.0.0.1:{}", free_port())).output().unwrap()
 }
 
 #[test]
@@ -529,11 +338,8 @@ fn serve_option_ranges_are_usage_errors_and_create_nothing() {
         (&["--sms", "0"], "--sms 0: give 1 to"),
         (&["--journal-segment-bytes", "5"], "--journal-segment-bytes 5: give 4096 to"),
     ] {
-        let out = Command::new(env!("CARGO_BIN_EXE_backset"))
-            .args(["serve", "--listen", "127.0.0.1:0", "--data-dir", s(&data)])
-            .args(args)
-            .output()
-            .unwrap();
+        let out =
+            command().args(["serve", "--listen", "127.0.0.1:0", "--data-dir", s(&data)]).args(args).output().unwrap();
         assert_eq!(out.status.code(), Some(2), "{args:?}: {}", text(&out));
         assert!(stderr(&out).contains(want), "{args:?}: no {want:?} in {}", text(&out));
         assert!(!data.exists(), "{args:?} created {}", data.display());
@@ -546,23 +352,11 @@ fn show_hotcopy_info_with_a_bad_format_fails_before_printing_anything() {
     let srv = Server::start(&dir.path().join("data"), &[]);
     srv.load(5, 10);
     let set = dir.path().join("set");
-    srv.ok(&[
-        "hotcopy",
-        "database",
-        "--db-name",
-        "demo",
-        "--type",
-        "full",
-        "--backup-dirs",
-        "0",
-        s(&set),
-        "--timeout",
-        "60",
-    ]);
+    srv.cli_ok(&hotcopy_args("full", s(&set), &["--timeout", "60"]));
     let show = ["show", "hotcopy-info", "--db-name", "demo"];
-    assert_eq!(srv.ok(&show).lines().count(), 2, "an SM line and a hot copy line");
+    assert_eq!(srv.cli_ok(&show).lines().count(), 2, "an SM line and a hot copy line");
     for bad in [["--hotcopy-format", "{id} {nope}"], ["--hotcopy-format", "{id"], ["--process-format", "{bogus}"]] {
-        let out = srv.fails(&[&show[..], &bad[..]].concat(), 2);
+        let out = srv.cli_fails(&[&show[..], &bad[..]].concat(), 2);
         assert_eq!(stdout(&out), "", "{bad:?} printed before failing: {}", text(&out));
         assert!(stderr(&out).contains(bad[0]), "{}", text(&out));
     }
@@ -578,8 +372,7 @@ fn a_destination_that_is_a_file_is_named_a_file_not_a_non_empty_directory() {
     let file = dir.path().join("file");
     std::fs::write(&file, "x").unwrap();
     for kind in ["full", "simple"] {
-        let out =
-            srv.fails(&["hotcopy", "database", "--db-name", "demo", "--type", kind, "--backup-dirs", "0", s(&file)], 1);
+        let out = srv.cli_fails(&hotcopy_args(kind, s(&file), &[]), 1);
         let err = stderr(&out);
         assert!(err.contains(&format!("{} is a file, not a directory", s(&file))), "{kind}: {}", text(&out));
         assert!(!err.contains("not empty"), "{kind}: {}", text(&out));
@@ -634,7 +427,7 @@ fn journal_hot_copies_go_into_a_new_set_right_after_its_full_starts() {
             .map(str::to_string)
             .to_vec()
     };
-    let run = |args: Vec<String>| srv.run(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    let run = |args: Vec<String>| srv.cli(&args.iter().map(String::as_str).collect::<Vec<_>>());
     let wait = |kind: &str, set: &Path| [hotcopy(kind, set), vec!["--timeout".into(), "60".into()]].concat();
     for kind in ["full", "journal"] {
         let out = run(wait(kind, &old));
@@ -674,5 +467,5 @@ fn journal_hot_copies_go_into_a_new_set_right_after_its_full_starts() {
         "{}",
         text(&out)
     );
-    srv.ok(&["cancel", "hotcopy", "--coordinator-start-id", &sm, "--hotcopy-id", &id, "--timeout", "60"]);
+    srv.cli_ok(&["cancel", "hotcopy", "--coordinator-start-id", &sm, "--hotcopy-id", &id, "--timeout", "60"]);
 }

@@ -4,22 +4,18 @@
 
 mod support;
 
-use std::process::{Command, Output};
+use std::process::Output;
 
-use support::{free_port, text, tmp, Server};
+use support::{free_port, stdout, text, tmp, Server};
 
 /// `backset args...` with `NUOCMD_API_SERVER` set to `env` (or unset).
 fn run(args: &[&str], env: Option<&str>) -> Output {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_backset"));
-    cmd.args(args).env_remove("BACKSET_AUTH_TOKEN").env_remove("NUOCMD_API_SERVER");
+    let mut cmd = support::command();
+    cmd.args(args);
     if let Some(v) = env {
         cmd.env("NUOCMD_API_SERVER", v);
     }
     cmd.output().unwrap()
-}
-
-fn stdout(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 #[test]

@@ -8,7 +8,7 @@ use std::path::Path;
 use std::process::{Command, Output, Stdio};
 
 use serde_json::json;
-use support::{backset, s, text, tmp, Server};
+use support::{backset, hotcopy_args, s, text, tmp, Server};
 
 /// Runs `backset args` with its stdout on a pipe whose reader has exited before it starts, so that its first write
 /// fails with EPIPE whatever it prints and however fast it runs: the read end belonged to a `true` that was waited
@@ -17,12 +17,7 @@ fn with_closed_stdout(args: &[&str]) -> Output {
     let mut reader = Command::new("true").stdin(Stdio::piped()).spawn().unwrap();
     let write_end = reader.stdin.take().unwrap();
     assert!(reader.wait().unwrap().success());
-    Command::new(env!("CARGO_BIN_EXE_backset"))
-        .args(args)
-        .stdout(Stdio::from(write_end))
-        .stderr(Stdio::piped())
-        .output()
-        .unwrap()
+    support::command().args(args).stdout(Stdio::from(write_end)).stderr(Stdio::piped()).output().unwrap()
 }
 
 fn assert_quiet_success(args: &[&str]) {
@@ -47,19 +42,8 @@ fn regression_a_closed_pipe_made_every_printing_command_panic() {
     assert_eq!(a.code, 200, "{}", a.text);
     let set = dir.path().join("set");
     let api = ["--api-server", &srv.addr];
-    let hotcopy = [
-        "hotcopy",
-        "database",
-        "--db-name",
-        "demo",
-        "--type",
-        "full",
-        "--backup-dirs",
-        "0",
-        &s(&set),
-        "--timeout",
-        "60",
-    ];
+    let set_arg = s(&set);
+    let hotcopy = hotcopy_args("full", &set_arg, &["--timeout", "60"]);
     let out = backset(&[&hotcopy[..], &api].concat());
     assert!(out.status.success(), "{}", text(&out));
     let restored = dir.path().join("restored");

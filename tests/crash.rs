@@ -21,13 +21,10 @@
 
 mod support;
 
-use support::{backset, s, text};
+use support::{backset, long_tests, s, text, Rng, Server};
 
 use std::collections::BTreeMap;
-use std::fs::File;
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -38,27 +35,7 @@ use serde_json::{json, Value};
 const MSG_PROCESS_STOPPED: &str = "Hot copy failed: the process stopped while the hot copy was running";
 
 // ---------------------------------------------------------------------------------------------------------------
-// Seeds and a small PRNG (splitmix64: the test needs no dependency for it).
-
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n.max(1)
-    }
-}
-
-fn long() -> bool {
-    std::env::var("BACKSET_LONG_TESTS").is_ok_and(|v| v == "1")
-}
+// Seeds.
 
 /// The seeds to run: `BACKSET_CRASH_SEED` alone, or `n` seeds from a base printed once (new each run).
 fn seeds(n: u64) -> Vec<u64> {
@@ -71,7 +48,7 @@ fn seeds(n: u64) -> Vec<u64> {
 }
 
 fn iterations() -> u64 {
-    if long() {
+    if long_tests() {
         25
     } else {
         2
@@ -81,109 +58,34 @@ fn iterations() -> u64 {
 // ---------------------------------------------------------------------------------------------------------------
 // The server.
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
-struct Server {
-    child: Option<Child>,
-    api: String,
-    log: PathBuf,
-}
-
-impl Server {
-    /// Starts `backset serve` on `data`, with the test-only pause `(<type>:<point>, mark, dest)`: the job of that
-    /// type writing into `dest` blocks at the point and writes `mark`.
-    fn start(data: &Path, pause: Option<(&str, &Path, &Path)>) -> Self {
-        let addr = format!("127.0.0.1:{}", free_port());
-        std::fs::create_dir_all(data.parent().unwrap()).unwrap();
-        let log = data.with_extension(format!("serve-{}.log", free_port()));
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_backset"));
-        cmd.args(["serve", "--listen", &addr, "--data-dir"])
-            .arg(data)
-            .stdout(Stdio::null())
-            .stderr(Stdio::from(File::create(&log).unwrap()))
-            .env_remove("BACKSET_FAULT_PAUSE")
-            .env_remove("BACKSET_FAULT_PAUSE_MARK")
-            .env_remove("BACKSET_FAULT_PAUSE_DEST");
-        if let Some((point, mark, dest)) = pause {
-            cmd.env("BACKSET_FAULT_PAUSE", point)
-                .env("BACKSET_FAULT_PAUSE_MARK", mark)
-                .env("BACKSET_FAULT_PAUSE_DEST", dest);
-        }
-        let mut child = cmd.spawn().unwrap();
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while std::net::TcpStream::connect(&addr).is_err() {
-            if let Some(st) = child.try_wait().unwrap() {
-                panic!("serve exited with {st}: {}", std::fs::read_to_string(&log).unwrap_or_default());
-            }
-            assert!(Instant::now() < deadline, "serve did not listen on {addr} within 30 s");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        Self { child: Some(child), api: format!("http://{addr}/api/1"), log }
-    }
-
-    /// SIGKILL (never a clean shutdown), then reaps the process.
-    fn kill9(mut self) {
-        let mut c = self.child.take().unwrap();
-        c.kill().unwrap(); // std sends SIGKILL on Unix
-        let st = c.wait().unwrap();
-        use std::os::unix::process::ExitStatusExt;
-        assert_eq!(st.signal(), Some(9), "serve did not die of SIGKILL: {st}");
-    }
-
-    fn request(&self, method: &str, path: &str, body: Option<&Value>) -> Result<(u16, Value), String> {
-        let req = ureq::request(method, &format!("{}{path}", self.api)).timeout(Duration::from_secs(120));
-        let res = match body {
-            Some(b) => req.send_json(b.clone()),
-            None => req.call(),
-        };
-        let resp = match res {
-            Ok(r) => r,
-            Err(ureq::Error::Status(_, r)) => r,
-            Err(e) => return Err(format!("{method} {path}: {e}")),
-        };
-        let code = resp.status();
-        let text = resp.into_string().map_err(|e| e.to_string())?;
-        Ok((code, serde_json::from_str(&text).unwrap_or(Value::String(text))))
-    }
-
-    /// A clean stop (SIGTERM: the store checkpoints its atoms), for the set-up only, never as a kill point.
-    fn terminate(mut self) {
-        let mut c = self.child.take().unwrap();
-        sigterm(c.id());
-        let st = c.wait().unwrap();
-        assert!(st.success(), "serve exited with {st} on SIGTERM: {}", std::fs::read_to_string(&self.log).unwrap());
-    }
-
-    /// What the server wrote on stderr so far.
-    fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    fn get(&self, path: &str) -> (u16, Value) {
-        self.request("GET", path, None).unwrap()
-    }
-
-    fn post(&self, path: &str, body: &Value) -> (u16, Value) {
-        self.request("POST", path, Some(body)).unwrap()
-    }
-
-    /// The status of hot copy `id` whose coordinator had start id `sm`.
-    fn status(&self, sm: u64, id: &str) -> Value {
-        let (code, v) = self.get(&format!("/databases/hotCopyStatus?coordinatorStartId={sm}&hotCopyId={id}"));
-        assert_eq!(code, 200, "status of {id}: {v}");
-        v
+/// Starts `backset serve` on `data`, with the test-only pause `(<type>:<point>, mark, dest)`: the job of that type
+/// writing into `dest` blocks at the point and writes `mark`.
+fn serve(data: &Path, pause: Option<(&str, &Path, &Path)>) -> Server {
+    match pause {
+        None => Server::start(data, &[]),
+        Some((point, mark, dest)) => Server::start_with_env(
+            data,
+            &[],
+            &[
+                ("BACKSET_FAULT_PAUSE", point),
+                ("BACKSET_FAULT_PAUSE_MARK", &s(mark)),
+                ("BACKSET_FAULT_PAUSE_DEST", &s(dest)),
+            ],
+        ),
     }
 }
 
-impl Drop for Server {
-    fn drop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
+/// A clean stop (SIGTERM: the store checkpoints its atoms), for the set-up only, never as a kill point.
+fn terminate(srv: Server) {
+    let (code, out) = srv.terminate();
+    assert_eq!(code, Some(0), "serve exited with {code:?} on SIGTERM: {out}");
+}
+
+/// The status of hot copy `id` whose coordinator had start id `sm`.
+fn status(srv: &Server, sm: u64, id: &str) -> Value {
+    let a = srv.get(&format!("/databases/hotCopyStatus?coordinatorStartId={sm}&hotCopyId={id}"));
+    assert_eq!(a.code, 200, "status of {id}: {}", a.text);
+    a.json
 }
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -230,10 +132,11 @@ impl Oracle {
 
 /// Commits `t`; `Some(txnId)` when acknowledged, `None` when the server gave no answer (it died).
 fn commit(srv: &Server, t: &Txn) -> Option<u64> {
-    match srv.request("POST", "/databases/demo/transactions", Some(&t.body())) {
-        Ok((200, v)) => Some(v["txnId"].as_u64().unwrap()),
-        Ok((code, v)) => panic!("commit answered {code}: {v}"),
-        Err(_) => None,
+    let body = t.body().to_string();
+    match srv.try_request("POST", "/databases/demo/transactions", Some(body.as_bytes()), Duration::from_secs(120)) {
+        Some(a) if a.code == 200 => Some(a.json["txnId"].as_u64().unwrap()),
+        Some(a) => panic!("commit answered {}: {}", a.code, a.text),
+        None => None,
     }
 }
 
@@ -289,14 +192,14 @@ fn resolve_unanswered(srv: &Server, oracle: &mut Oracle, t: Option<Txn>, seed: u
         .put
         .iter()
         .map(|(k, v)| {
-            let (code, got) = srv.get(&format!("/databases/demo/keys/{k}"));
-            match code {
+            let a = srv.get(&format!("/databases/demo/keys/{k}"));
+            match a.code {
                 200 => {
-                    assert_eq!(got["value"].as_str(), Some(v.as_str()), "seed {seed}: {k}");
+                    assert_eq!(a.json["value"].as_str(), Some(v.as_str()), "seed {seed}: {k}");
                     true
                 }
                 404 => false,
-                _ => panic!("seed {seed}: GET {k}: {code} {got}"),
+                _ => panic!("seed {seed}: GET {k}: {} {}", a.code, a.text),
             }
         })
         .collect();
@@ -386,14 +289,15 @@ fn simple_body(dir: &Path, journal: Option<&Path>, max_rate: Option<u64>, timeou
 
 /// Runs a hot copy to completion; returns its element (name, E).
 fn completed(srv: &Server, kind: &str, set: &Path, seed: u64) -> Element {
-    let (code, v) = srv.post("/databases/demo/hotCopy", &hot_copy_body(kind, set, None, Some(300)));
+    let a = srv.post_json("/databases/demo/hotCopy", &hot_copy_body(kind, set, None, Some(300)));
     assert_eq!(
-        (code, v["status"].as_str()),
+        (a.code, a.json["status"].as_str()),
         (200, Some("completed")),
-        "seed {seed}: {kind} into {}: {v}",
-        set.display()
+        "seed {seed}: {kind} into {}: {}",
+        set.display(),
+        a.text
     );
-    element_of(&v, seed)
+    element_of(&a.json, seed)
 }
 
 fn element_of(v: &Value, seed: u64) -> Element {
@@ -507,7 +411,7 @@ fn attempt_once(kind: Kind, point: Point, seed: u64, jitter: bool) -> Attempt {
         Kind::Simple | Kind::SimpleJournalDir => root.join("copy"),
     };
     let pause = point.pause().map(|p| format!("{}:{p}", kind.name()));
-    let srv = Server::start(&data, pause.as_deref().map(|p| (p, mark.as_path(), target.as_path())));
+    let srv = serve(&data, pause.as_deref().map(|p| (p, mark.as_path(), target.as_path())));
     // The pause applies to the killed kind only, so the set beside it can be made first.
     load(&srv, &mut oracle, &mut rng, 80);
     // The set every kind works beside: a completed full, incremental and journal.
@@ -523,8 +427,8 @@ fn attempt_once(kind: Kind, point: Point, seed: u64, jitter: bool) -> Attempt {
     // The store writes its atom files at a checkpoint: with none yet, the atoms' window is too short to aim at.
     // A clean restart checkpoints (set-up only; the kill below is SIGKILL).
     let srv = if point == Point::MidAtoms {
-        srv.terminate();
-        Server::start(&data, pause.as_deref().map(|p| (p, mark.as_path(), target.as_path())))
+        terminate(srv);
+        serve(&data, pause.as_deref().map(|p| (p, mark.as_path(), target.as_path())))
     } else {
         srv
     };
@@ -542,13 +446,13 @@ fn attempt_once(kind: Kind, point: Point, seed: u64, jitter: bool) -> Attempt {
         let w = sc.spawn(|| writer(&srv, &stop, seed));
         // A failed assertion below must stop the writer too, or the scope waits for it forever.
         let _stop_on_panic = StopOnDrop(&stop);
-        let (code, v) = match kind {
-            Kind::Simple | Kind::SimpleJournalDir => {
-                srv.post("/databases/demo/hotCopySimple", &simple_body(&target, journal_dir.as_deref(), rate, None))
-            }
-            _ => srv.post("/databases/demo/hotCopy", &hot_copy_body(kind.name(), &target, rate, None)),
+        let a = match kind {
+            Kind::Simple | Kind::SimpleJournalDir => srv
+                .post_json("/databases/demo/hotCopySimple", &simple_body(&target, journal_dir.as_deref(), rate, None)),
+            _ => srv.post_json("/databases/demo/hotCopy", &hot_copy_body(kind.name(), &target, rate, None)),
         };
-        assert_eq!(code, 200, "seed {seed}: start {kind:?}: {v}");
+        assert_eq!(a.code, 200, "seed {seed}: start {kind:?}: {}", a.text);
+        let v = a.json;
         let id = v["hotCopyId"].as_str().unwrap().to_string();
         // Start ids are new at every start of the server (a restart above moved them on).
         let sm = v["coordinatorStartId"].as_u64().unwrap();
@@ -557,12 +461,12 @@ fn attempt_once(kind: Kind, point: Point, seed: u64, jitter: bool) -> Attempt {
         match (point.pause(), point.message()) {
             (Some(_), _) => {
                 while std::fs::read_to_string(&mark).map_or(true, |m| !m.ends_with('\n')) {
-                    let s = srv.status(sm, &id);
+                    let s = status(&srv, sm, &id);
                     assert_eq!(s["status"], "running", "seed {seed}: {kind:?} ended before {point:?}: {s}");
                     assert!(
                         Instant::now() < deadline,
                         "seed {seed}: {kind:?} never reached {point:?}: {s}\n{}",
-                        srv.log()
+                        srv.output()
                     );
                     std::thread::sleep(Duration::from_millis(5));
                 }
@@ -571,7 +475,7 @@ fn attempt_once(kind: Kind, point: Point, seed: u64, jitter: bool) -> Attempt {
             }
             (None, Some(msg)) => {
                 loop {
-                    let s = srv.status(sm, &id);
+                    let s = status(&srv, sm, &id);
                     assert_eq!(s["status"], "running", "seed {seed}: {kind:?} ended before {point:?}: {s}");
                     if s["message"] == msg {
                         break;
@@ -579,21 +483,20 @@ fn attempt_once(kind: Kind, point: Point, seed: u64, jitter: bool) -> Attempt {
                     assert!(
                         Instant::now() < deadline,
                         "seed {seed}: {kind:?} never reached {msg:?}: {s}\n{}",
-                        srv.log()
+                        srv.output()
                     );
                     std::thread::sleep(Duration::from_millis(2));
                 }
                 if jitter {
                     std::thread::sleep(Duration::from_millis(rng.below(MAX_JITTER_MS)));
-                    let s = srv.status(sm, &id);
+                    let s = status(&srv, sm, &id);
                     overshot = s["message"] != msg;
                 }
             }
             (None, None) => unreachable!(),
         }
         // Kill now: SIGKILL while the writer is mid-stream.
-        let child_pid = srv.child.as_ref().unwrap().id();
-        sigkill(child_pid);
+        srv.signal("KILL");
         stop.store(true, Ordering::Relaxed);
         let (acked, unanswered) = w.join().unwrap();
         if overshot {
@@ -608,9 +511,9 @@ fn attempt_once(kind: Kind, point: Point, seed: u64, jitter: bool) -> Attempt {
     }
 
     // Restart on the same data directory, without any pause.
-    let srv = Server::start(&data, None);
+    let srv = serve(&data, None);
     resolve_unanswered(&srv, &mut oracle, unanswered, seed);
-    let s = srv.status(old_sm, &old_id);
+    let s = status(&srv, old_sm, &old_id);
     assert_eq!(s["status"], "failed", "seed {seed}: {kind:?} killed at {point:?}: {s}");
     assert_eq!(s["message"], MSG_PROCESS_STOPPED, "seed {seed}: {s}");
     // Every completed element restores exactly; the set checks clean (leftovers in tmp/ are notes).
@@ -652,10 +555,17 @@ fn attempt_once(kind: Kind, point: Point, seed: u64, jitter: bool) -> Attempt {
         }
         Kind::Simple | Kind::SimpleJournalDir => {
             load(&srv, &mut oracle, &mut rng, 20);
-            let (code, v) = srv
-                .post("/databases/demo/hotCopySimple", &simple_body(&target, journal_dir.as_deref(), None, Some(300)));
-            assert_eq!((code, v["status"].as_str()), (200, Some("completed")), "seed {seed}: simple again: {v}");
-            let e = element_of(&v, seed).e;
+            let a = srv.post_json(
+                "/databases/demo/hotCopySimple",
+                &simple_body(&target, journal_dir.as_deref(), None, Some(300)),
+            );
+            assert_eq!(
+                (a.code, a.json["status"].as_str()),
+                (200, Some("completed")),
+                "seed {seed}: simple again: {}",
+                a.text
+            );
+            let e = element_of(&a.json, seed).e;
             assert!(!incomplete(&target).exists(), "seed {seed}: {} is left", incomplete(&target).display());
             assert_eq!(
                 dump(&target, journal_dir.as_deref()),
@@ -669,11 +579,6 @@ fn attempt_once(kind: Kind, point: Point, seed: u64, jitter: bool) -> Attempt {
     Attempt::Done
 }
 
-fn sigterm(pid: u32) {
-    let st = Command::new("kill").arg("-TERM").arg(pid.to_string()).status().unwrap();
-    assert!(st.success(), "kill -TERM {pid}");
-}
-
 /// Sets the flag when dropped (also while unwinding from a failed assertion).
 struct StopOnDrop<'a>(&'a AtomicBool);
 
@@ -681,13 +586,6 @@ impl Drop for StopOnDrop<'_> {
     fn drop(&mut self) {
         self.0.store(true, Ordering::Relaxed);
     }
-}
-
-/// SIGKILL by pid through kill(1) (the test crate has no libc): inside the scope where the writer borrows the
-/// server; `Server::kill9` then reaps it and checks it died of SIGKILL.
-fn sigkill(pid: u32) {
-    let st = Command::new("kill").arg("-KILL").arg(pid.to_string()).status().unwrap();
-    assert!(st.success(), "kill -KILL {pid}");
 }
 
 fn run_kind(kind: Kind, points: &[Point]) {
@@ -783,7 +681,7 @@ fn store_crash(seed: u64) {
     let scratch = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
     let data = scratch.path().join("data");
     let mut rng = Rng(seed);
-    let srv = Server::start(&data, None);
+    let srv = serve(&data, None);
     let delay = Duration::from_millis(100 + rng.below(700));
     let results: Vec<Written> = std::thread::scope(|sc| {
         let hs: Vec<_> = (0..WRITERS)
@@ -795,7 +693,7 @@ fn store_crash(seed: u64) {
             })
             .collect();
         std::thread::sleep(delay);
-        sigkill(srv.child.as_ref().unwrap().id());
+        srv.signal("KILL");
         hs.into_iter().map(|h| h.join().unwrap()).collect()
     });
     srv.kill9();
@@ -804,13 +702,13 @@ fn store_crash(seed: u64) {
     assert!(acked.len() > 10, "seed {seed}: only {} transactions before the kill after {delay:?}", acked.len());
     let max_acked = *acked.keys().next_back().unwrap();
 
-    let srv = Server::start(&data, None);
+    let srv = serve(&data, None);
     let read = |k: &str| -> Option<String> {
-        let (code, v) = srv.get(&format!("/databases/demo/keys/{k}"));
-        match code {
-            200 => Some(v["value"].as_str().unwrap().to_string()),
+        let a = srv.get(&format!("/databases/demo/keys/{k}"));
+        match a.code {
+            200 => Some(a.json["value"].as_str().unwrap().to_string()),
             404 => None,
-            _ => panic!("seed {seed}: GET {k}: {code} {v}"),
+            _ => panic!("seed {seed}: GET {k}: {} {}", a.code, a.text),
         }
     };
     // Shared keys: the last acknowledged write, or the write of a transaction without answer (it may have been
@@ -842,7 +740,7 @@ fn store_crash(seed: u64) {
 
 #[test]
 fn kill9_of_the_store_loses_no_acknowledged_transaction() {
-    for seed in seeds(if long() { 25 } else { 4 }) {
+    for seed in seeds(if long_tests() { 25 } else { 4 }) {
         store_crash(seed);
     }
 }

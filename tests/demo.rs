@@ -1,17 +1,13 @@
 //! End to end: the README's first command, `backset demo`, run as the real binary on a real directory.
 
-use std::process::Command;
+mod support;
 
 #[test]
 fn demo_runs_the_whole_cycle_and_proves_the_restore() {
     // As the README runs it: no --dir, so the default, relative `backset-demo` in the working directory.
     let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
     let work = dir.path().join("backset-demo");
-    let out = Command::new(env!("CARGO_BIN_EXE_backset"))
-        .args(["demo", "--pause", "0.3"])
-        .current_dir(dir.path())
-        .output()
-        .unwrap();
+    let out = support::command().args(["demo", "--pause", "0.3"]).current_dir(dir.path()).output().unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "demo failed: {stdout}{}", String::from_utf8_lossy(&out.stderr));
     for step in [
@@ -39,7 +35,7 @@ fn demo_runs_the_whole_cycle_and_proves_the_restore() {
 fn demo_refuses_a_non_empty_directory_and_leaves_it_alone() {
     let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
     std::fs::write(dir.path().join("keep"), b"mine").unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_backset")).arg("demo").arg("--dir").arg(dir.path()).output().unwrap();
+    let out = support::command().arg("demo").arg("--dir").arg(dir.path()).output().unwrap();
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("is not empty"));
     assert_eq!(std::fs::read(dir.path().join("keep")).unwrap(), b"mine");
@@ -48,18 +44,14 @@ fn demo_refuses_a_non_empty_directory_and_leaves_it_alone() {
 
 #[test]
 fn usage_errors_exit_2() {
-    let out = Command::new(env!("CARGO_BIN_EXE_backset")).arg("no-such-command").output().unwrap();
+    let out = support::command().arg("no-such-command").output().unwrap();
     assert_eq!(out.status.code(), Some(2));
 }
 
 #[test]
 fn demo_prints_transaction_ranges_as_check_does() {
     let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_backset"))
-        .args(["demo", "--pause", "0.2", "--dir"])
-        .arg(dir.path().join("d"))
-        .output()
-        .unwrap();
+    let out = support::command().args(["demo", "--pause", "0.2", "--dir"]).arg(dir.path().join("d")).output().unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "demo failed: {stdout}{}", String::from_utf8_lossy(&out.stderr));
     assert!(!stdout.contains("..="), "{stdout}");
@@ -75,7 +67,7 @@ fn demo_prints_transaction_ranges_as_check_does() {
     let check = stdout.lines().find(|l| l.starts_with("check ")).unwrap();
     assert!(check.contains("restorable transactions: ["), "{check}");
     let set = dir.path().join("d/backup-set");
-    let checked = Command::new(env!("CARGO_BIN_EXE_backset")).arg("check").arg(&set).output().unwrap();
+    let checked = support::command().arg("check").arg(&set).output().unwrap();
     let checked = String::from_utf8_lossy(&checked.stdout);
     let tail = |l: &str| l[l.find("restorable transactions: ").unwrap()..].trim_end().to_string();
     assert_eq!(tail(check), tail(&checked), "the demo and check print the set's ranges alike");

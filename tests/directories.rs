@@ -8,20 +8,16 @@ mod support;
 use std::collections::BTreeMap;
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Output, Stdio};
 use std::time::Duration;
 
 use backset::engine::lock::{DirKind, Holder, LockError, LOCK_FILE};
 use backset::engine::store::{Config, Database, StoreError, Txn};
 use serde_json::{json, Value};
-use support::{backset_within, free_port, s, text, tmp, wait_until, Server};
+use support::{backset_within, free_port, s, stderr, text, tmp, wait_until, Server};
 
 /// Longest a command that must refuse at once may run before the test calls it hanging.
 const REFUSAL_TIMEOUT: Duration = Duration::from_secs(30);
-
-fn stderr(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stderr).into_owned()
-}
 
 /// Runs `backset args`, which must exit 1; returns its output.
 fn fails(args: &[&str]) -> Output {
@@ -44,11 +40,13 @@ fn commit(srv: &Server, key: &str, value: &str) -> u64 {
     a.json["txnId"].as_u64().unwrap()
 }
 
-/// Starts a hot copy through REST, waiting for it; returns the answer, which must be `completed`.
-fn hot_copy(srv: &Server, path: &str, body: Value) -> Value {
-    let a = srv.post_json(path, &body);
-    assert_eq!((a.code, a.json["status"].as_str()), (200, Some("completed")), "{path} {body}: {}", a.text);
-    a.json
+/// A server on a new directory's `data/`, with transaction 1 (`a` = `1`) committed.
+fn serving() -> (tempfile::TempDir, PathBuf, Server) {
+    let dir = tmp();
+    let data = dir.path().join("data");
+    let srv = Server::start(&data, &[]);
+    assert_eq!(commit(&srv, "a", "1"), 1);
+    (dir, data, srv)
 }
 
 /// Every path under `root` (relative), with its content (`None` for a directory, `-> target` for a symbolic link,
@@ -83,10 +81,7 @@ fn in_use(kind: &str, dir: &Path, pid: u32, program: &str) -> String {
 
 #[test]
 fn a_second_serve_on_one_data_directory_is_refused_and_the_first_keeps_serving() {
-    let dir = tmp();
-    let data = dir.path().join("data");
-    let first = Server::start(&data, &[]);
-    assert_eq!(commit(&first, "a", "1"), 1);
+    let (dir, data, first) = serving();
 
     // Another port, the same data directory: refused before it reads or writes anything.
     let journal = data.join("database/0/journal");
@@ -100,16 +95,8 @@ fn a_second_serve_on_one_data_directory_is_refused_and_the_first_keeps_serving()
     // The first keeps serving, and hot copies of its archive never copy the lock file.
     assert_eq!(commit(&first, "b", "2"), 2);
     let (set, copy) = (dir.path().join("set"), dir.path().join("copy"));
-    hot_copy(
-        &first,
-        "/databases/demo/hotCopy",
-        json!({"type": "full", "backupSetDirs": {"0": s(&set)}, "timeoutSec": 60}),
-    );
-    hot_copy(
-        &first,
-        "/databases/demo/hotCopySimple",
-        json!({"backupLocations": {"0": {"copyArchiveDir": s(&copy)}}, "timeoutSec": 60}),
-    );
+    first.completed("full", &set);
+    first.completed("simple", &copy);
     assert!(data.join("database/0").join(LOCK_FILE).is_file(), "the served archive holds its lock file");
     assert!(!holds_file_named(&set, LOCK_FILE), "the full hot copy copied the lock file: {:?}", tree(&set).keys());
     assert!(!holds_file_named(&copy, LOCK_FILE), "the simple hot copy copied the lock file");
@@ -127,10 +114,7 @@ fn a_second_serve_on_one_data_directory_is_refused_and_the_first_keeps_serving()
 
 #[test]
 fn a_serve_killed_with_sigkill_leaves_no_stale_lock() {
-    let dir = tmp();
-    let data = dir.path().join("data");
-    let srv = Server::start(&data, &[]);
-    assert_eq!(commit(&srv, "a", "1"), 1);
+    let (_dir, data, srv) = serving();
     drop(srv); // SIGKILL
     assert!(data.join("database").join(LOCK_FILE).is_file(), "the lock file stays after a kill");
     // The file is there but no process holds its lock: a new serve starts and continues the sequence.
@@ -141,10 +125,7 @@ fn a_serve_killed_with_sigkill_leaves_no_stale_lock() {
 
 #[test]
 fn the_archive_tools_refuse_an_archive_a_running_serve_holds() {
-    let dir = tmp();
-    let data = dir.path().join("data");
-    let srv = Server::start(&data, &[]);
-    commit(&srv, "a", "1");
+    let (_dir, data, srv) = serving();
     let archive = data.join("database/0");
     let want = in_use("archive", &archive, srv.pid(), "backset serve");
     for tool in ["info", "dump", "check"] {
@@ -193,11 +174,7 @@ fn the_library_lock_holds_across_processes() {
     let embedded = dir.path().join("embedded");
     fs::create_dir(&embedded).unwrap();
     let copy = embedded.join("0");
-    hot_copy(
-        &srv,
-        "/databases/demo/hotCopySimple",
-        json!({"backupLocations": {"0": {"copyArchiveDir": s(&copy)}}, "timeoutSec": 60}),
-    );
+    srv.completed("simple", &copy);
     let sm = Database::open(&embedded, Config { database_id: Some(database_id), ..Config::new("demo") }).unwrap();
     assert_eq!(sm.get(b"a").unwrap(), Some(b"1".to_vec()));
     let want = in_use("archive", &copy, std::process::id(), &program);
@@ -235,22 +212,11 @@ fn a_serve_that_cannot_listen_leaves_nothing_behind() {
 
 #[test]
 fn a_restore_never_writes_into_a_backup_set_or_a_held_archive() {
-    let dir = tmp();
-    let data = dir.path().join("data");
-    let srv = Server::start(&data, &[]);
-    commit(&srv, "a", "1");
+    let (dir, data, srv) = serving();
     let set = dir.path().join("set");
-    hot_copy(
-        &srv,
-        "/databases/demo/hotCopy",
-        json!({"type": "full", "backupSetDirs": {"0": s(&set)}, "timeoutSec": 60}),
-    );
+    srv.completed("full", &set);
     commit(&srv, "b", "2");
-    hot_copy(
-        &srv,
-        "/databases/demo/hotCopy",
-        json!({"type": "journal", "backupSetDirs": {"0": s(&set)}, "timeoutSec": 60}),
-    );
+    srv.completed("journal", &set);
     let link = dir.path().join("link");
     std::os::unix::fs::symlink(set.join("full"), &link).unwrap();
     let set_tree = tree(&set);
@@ -298,10 +264,7 @@ fn a_restore_never_writes_into_a_backup_set_or_a_held_archive() {
 
 #[test]
 fn destinations_are_created_as_their_last_component_only() {
-    let dir = tmp();
-    let data = dir.path().join("data");
-    let srv = Server::start(&data, &[]);
-    commit(&srv, "a", "1");
+    let (dir, _data, srv) = serving();
     let missing = dir.path().join("unmounted");
     let api = ["--api-server", srv.addr.as_str()];
     let nuodb = |dir: &Path, what: &str| {
@@ -347,11 +310,7 @@ fn destinations_are_created_as_their_last_component_only() {
 
     // With the parent there, the last component is created.
     let good = dir.path().join("set");
-    hot_copy(
-        &srv,
-        "/databases/demo/hotCopy",
-        json!({"type": "full", "backupSetDirs": {"0": s(&good)}, "timeoutSec": 60}),
-    );
+    srv.completed("full", &good);
     assert_eq!(srv.terminate().0, Some(0));
 
     // A restore's destination.
@@ -380,24 +339,16 @@ fn small_set(root: &Path) -> PathBuf {
     let srv = Server::start(&data, &[]);
     commit(&srv, "a", "1");
     let set = root.join("set");
-    hot_copy(
-        &srv,
-        "/databases/demo/hotCopy",
-        json!({"type": "full", "backupSetDirs": {"0": s(&set)}, "timeoutSec": 60}),
-    );
+    srv.completed("full", &set);
     commit(&srv, "b", "2");
-    hot_copy(
-        &srv,
-        "/databases/demo/hotCopy",
-        json!({"type": "journal", "backupSetDirs": {"0": s(&set)}, "timeoutSec": 60}),
-    );
+    srv.completed("journal", &set);
     set
 }
 
 /// Runs `backset restore --restore-dir dest set` with the test-only pause once its directories are created
 /// (`BACKSET_FAULT_RESTORE_PAUSE=created`); when it blocks, runs `swap`, then lets it go on. Returns its output.
 fn restore_with_swap(set: &Path, dest: &Path, mark: &Path, swap: impl FnOnce()) -> Output {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_backset"))
+    let mut child = support::command()
         .args(["restore", "--restore-dir", &s(dest), &s(set)])
         .env("BACKSET_FAULT_RESTORE_PAUSE", "created")
         .env("BACKSET_FAULT_PAUSE_MARK", mark)
@@ -473,16 +424,9 @@ fn a_failed_restore_never_removes_through_an_atoms_directory_swapped_for_a_link(
 
 #[test]
 fn a_linked_tmp_in_a_backup_set_is_refused_by_every_hot_copy_and_is_a_defect_for_check() {
-    let dir = tmp();
-    let data = dir.path().join("data");
-    let srv = Server::start(&data, &[]);
-    commit(&srv, "a", "1");
+    let (dir, _data, srv) = serving();
     let set = dir.path().join("set");
-    hot_copy(
-        &srv,
-        "/databases/demo/hotCopy",
-        json!({"type": "full", "backupSetDirs": {"0": s(&set)}, "timeoutSec": 60}),
-    );
+    srv.completed("full", &set);
     commit(&srv, "b", "2");
     let (victim, before) = victim(dir.path());
     let link = set.join("tmp");
@@ -515,26 +459,15 @@ fn a_linked_tmp_in_a_backup_set_is_refused_by_every_hot_copy_and_is_a_defect_for
 
     // Once the link is gone, the next hot copy works again.
     fs::remove_file(&link).unwrap();
-    hot_copy(
-        &srv,
-        "/databases/demo/hotCopy",
-        json!({"type": "incremental", "backupSetDirs": {"0": s(&set)}, "timeoutSec": 60}),
-    );
+    srv.completed("incremental", &set);
     ok(&["check", &s(&set)]);
 }
 
 #[test]
 fn a_linked_data_directory_of_an_element_is_refused_by_a_hot_copy_into_its_set() {
-    let dir = tmp();
-    let data = dir.path().join("data");
-    let srv = Server::start(&data, &[]);
-    commit(&srv, "a", "1");
+    let (dir, _data, srv) = serving();
     let set = dir.path().join("set");
-    hot_copy(
-        &srv,
-        "/databases/demo/hotCopy",
-        json!({"type": "full", "backupSetDirs": {"0": s(&set)}, "timeoutSec": 60}),
-    );
+    srv.completed("full", &set);
     let (victim, before) = victim(dir.path());
     // The full's data/journal moved away and replaced by a link to someone else's journal directory.
     let journal = set.join("full/data/journal");
@@ -552,10 +485,7 @@ fn a_linked_data_directory_of_an_element_is_refused_by_a_hot_copy_into_its_set()
 
 #[test]
 fn a_linked_hot_copy_status_directory_is_refused_at_start_and_its_target_untouched() {
-    let dir = tmp();
-    let data = dir.path().join("data");
-    let srv = Server::start(&data, &[]);
-    commit(&srv, "a", "1");
+    let (dir, data, srv) = serving();
     assert_eq!(srv.terminate().0, Some(0));
     // The status directory replaced by a link to a directory holding a `.tmp-` file (what a start removes from its
     // own status directory) and others.

@@ -114,22 +114,6 @@ fn assert_all_readable(srv: &Server, state: &BTreeMap<String, String>) {
     }
 }
 
-/// Starts a hot copy and waits for its end; returns the final status.
-fn hot_copy(srv: &Server, kind: &str, dir: &Path) -> Value {
-    let (ep, body) = if kind == "simple" {
-        (
-            "/databases/demo/hotCopySimple",
-            json!({"backupLocations": {"0": {"copyArchiveDir": s(dir)}}, "timeoutSec": 300}),
-        )
-    } else {
-        ("/databases/demo/hotCopy", json!({"type": kind, "backupSetDirs": {"0": s(dir)}, "timeoutSec": 300}))
-    };
-    let a = srv.post_json(ep, &body);
-    assert_eq!(a.code, 200, "{kind} into {}: {}", dir.display(), a.text);
-    assert_ne!(a.json["status"], "running", "{}", a.text);
-    a.json
-}
-
 /// The job failed with ENOSPC and names a path on the small file system.
 fn assert_enospc(v: &Value, mnt: &Path) {
     assert_eq!(v["status"], "failed", "{v}");
@@ -157,7 +141,7 @@ fn copy_onto_a_full_fs(kind: &str) {
     let free_before = fs.avail();
     {
         let target = fs.mnt.join(kind);
-        let v = hot_copy(&srv, kind, &target);
+        let v = srv.hot_copy(kind, &target);
         assert_enospc(&v, &fs.mnt);
         if kind == "simple" {
             // As NuoDB's does, a failed simple hot copy keeps `<target>.incomplete` (holding only atoms/ and
@@ -210,7 +194,7 @@ fn a_set_on_a_full_file_system_stays_valid_after_failed_incremental_and_journal_
     let mut state = BTreeMap::new();
     let small_txn = grow(&srv, "small", 40, 1000, &mut state);
     let set = fs.mnt.join("set");
-    let v = hot_copy(&srv, "full", &set);
+    let v = srv.hot_copy("full", &set);
     assert_eq!(v["status"], "completed", "{v}");
     let before = check_ok(&set);
     let full_end = v["participants"][0]["txnRange"][1].as_u64().unwrap();
@@ -219,7 +203,7 @@ fn a_set_on_a_full_file_system_stays_valid_after_failed_incremental_and_journal_
     // The database grows past what the file system holds.
     grow(&srv, "big", 160, 250_000, &mut state);
     for kind in ["incremental", "journal"] {
-        let v = hot_copy(&srv, kind, &set);
+        let v = srv.hot_copy(kind, &set);
         assert_enospc(&v, &fs.mnt);
         // The set is exactly as valid as before: same elements, same restorable range, no defect.
         let after = check_ok(&set);

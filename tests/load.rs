@@ -18,7 +18,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
-use support::{backset, dump, long_tests, s, tmp, Server};
+use support::{backset, dump, long_tests, s, tmp, Rng, Server};
 
 const WRITERS: usize = 20;
 const KEYS: u64 = 2000;
@@ -43,18 +43,6 @@ fn state_at(acked: &[Acked], txn: u64) -> BTreeMap<String, String> {
         }
     }
     m
-}
-
-/// A small deterministic generator per writer (xorshift64*), so a failure can be replayed by seed.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
 }
 
 /// Commits until `stop`; returns the acknowledged transactions. Any answer but 200 fails the test: a write whose
@@ -95,20 +83,6 @@ struct Made {
     copies: BTreeMap<&'static str, usize>,
 }
 
-/// One hot copy, waited for; it must complete.
-fn hot_copy(srv: &Server, kind: &'static str, dir: &Path) {
-    let (ep, body) = if kind == "simple" {
-        (
-            "/databases/demo/hotCopySimple",
-            json!({"backupLocations": {"0": {"copyArchiveDir": s(dir)}}, "timeoutSec": 600}),
-        )
-    } else {
-        ("/databases/demo/hotCopy", json!({"type": kind, "backupSetDirs": {"0": s(dir)}, "timeoutSec": 600}))
-    };
-    let a = srv.post_json(ep, &body);
-    assert_eq!((a.code, &a.json["status"]), (200, &json!("completed")), "{kind} into {}: {}", dir.display(), a.text);
-}
-
 /// Back-to-back hot copies until `stop`: per backup set a full, then rounds of incremental, journal, journal and a
 /// simple copy beside (once per set); a new set after three rounds (ten in the soak).
 fn copier(srv: Arc<Server>, root: PathBuf, stop: Arc<AtomicBool>, made: Arc<Mutex<Made>>) {
@@ -117,7 +91,7 @@ fn copier(srv: Arc<Server>, root: PathBuf, stop: Arc<AtomicBool>, made: Arc<Mute
     while !stop.load(Ordering::Relaxed) {
         n_set += 1;
         let set = root.join(format!("set-{n_set:03}"));
-        hot_copy(&srv, "full", &set);
+        srv.completed("full", &set);
         {
             let mut m = made.lock().unwrap();
             m.sets.push(set.clone());
@@ -137,10 +111,10 @@ fn copier(srv: Arc<Server>, root: PathBuf, stop: Arc<AtomicBool>, made: Arc<Mute
                 if kind == "simple" {
                     n_simple += 1;
                     let d = root.join(format!("simple-{n_simple:03}"));
-                    hot_copy(&srv, kind, &d);
+                    srv.completed(kind, &d);
                     made.lock().unwrap().simple.push(d);
                 } else {
-                    hot_copy(&srv, kind, &set);
+                    srv.completed(kind, &set);
                 }
                 *made.lock().unwrap().copies.entry(kind).or_default() += 1;
             }

@@ -7,21 +7,7 @@ mod support;
 use std::time::Duration;
 
 use serde_json::{json, Value};
-use support::{free_port, s, tmp, wait_until, Server};
-
-/// Starts `serve` on a free port with `extra` options and `env`.
-fn serve(data: &std::path::Path, extra: &[&str], env: &[(&str, &str)]) -> Server {
-    let addr = format!("127.0.0.1:{}", free_port());
-    Server::start_env(&addr, &addr, data, extra, None, env)
-}
-
-/// Runs a hot copy through the REST API, waiting for its end; returns its final status.
-fn hot_copy(srv: &Server, path: &str, body: Value) -> Value {
-    let a = srv.post_json(path, &body);
-    assert_eq!(a.code, 200, "{}", a.text);
-    assert_ne!(a.json["status"], "running", "{}", a.text);
-    a.json
-}
+use support::{s, tmp, wait_until, Server};
 
 /// The line of the server's output holding `needle`, once there (the log is written as events happen).
 fn line_with(srv: &Server, needle: &str) -> String {
@@ -38,17 +24,13 @@ fn serve_logs_hot_copy_starts_and_ends_an_injected_failure_and_engine_warnings_a
     let statuses = data.join("admin").join("hotcopy");
     std::fs::create_dir_all(&statuses).unwrap();
     std::fs::write(statuses.join("garbage.json"), "not json").unwrap();
-    let srv = serve(&data, &[], &[("BACKSET_FAULT_FAIL", "full:before-move")]);
+    let srv = Server::start_with_env(&data, &[], &[("BACKSET_FAULT_FAIL", "full:before-move")]);
     let warning = line_with(&srv, "skipping an unreadable hot copy status file");
     assert!(warning.contains(" WARN ") && warning.contains("garbage.json"), "{warning}");
 
     srv.post_json("/databases/demo/transactions", &json!({"put": {"k": "v"}}));
     let set = dir.path().join("set");
-    let failed = hot_copy(
-        &srv,
-        "/databases/demo/hotCopy",
-        json!({"type": "full", "backupSetDirs": {"0": s(&set)}, "timeoutSec": 60}),
-    );
+    let failed = srv.hot_copy("full", &set);
     assert_eq!(failed["status"], "failed", "{failed}");
     let id = failed["hotCopyId"].as_str().unwrap();
     let start = line_with(&srv, &format!("Hot copy started id={id}"));
@@ -70,11 +52,7 @@ fn serve_logs_hot_copy_starts_and_ends_an_injected_failure_and_engine_warnings_a
     }
 
     let copy = dir.path().join("copy");
-    let done = hot_copy(
-        &srv,
-        "/databases/demo/hotCopySimple",
-        json!({"backupLocations": {"0": {"copyArchiveDir": s(&copy)}}, "timeoutSec": 60}),
-    );
+    let done = srv.hot_copy("simple", &copy);
     assert_eq!(done["status"], "completed", "{done}");
     let end = line_with(&srv, &format!("Hot copy successfully completed id={}", done["hotCopyId"].as_str().unwrap()));
     assert!(end.contains(" INFO ") && end.contains("type=simple"), "{end}");
@@ -94,14 +72,10 @@ fn serve_logs_hot_copy_starts_and_ends_an_injected_failure_and_engine_warnings_a
 fn serve_log_format_json_writes_json_lines_with_the_fields() {
     let dir = tmp();
     let data = dir.path().join("data");
-    let srv = serve(&data, &["--log-format", "json"], &[("BACKSET_FAULT_FAIL", "full:begun")]);
+    let srv = Server::start_with_env(&data, &["--log-format", "json"], &[("BACKSET_FAULT_FAIL", "full:begun")]);
     srv.post_json("/databases/demo/transactions", &json!({"put": {"k": "v"}}));
     let set = dir.path().join("set");
-    let failed = hot_copy(
-        &srv,
-        "/databases/demo/hotCopy",
-        json!({"type": "full", "backupSetDirs": {"0": s(&set)}, "timeoutSec": 60}),
-    );
+    let failed = srv.hot_copy("full", &set);
     assert_eq!(failed["status"], "failed", "{failed}");
     let id = failed["hotCopyId"].as_str().unwrap().to_string();
     line_with(&srv, "failure injected at begun");
@@ -140,7 +114,7 @@ fn serve_log_format_json_writes_json_lines_with_the_fields() {
 #[test]
 fn rust_log_sets_the_level() {
     let dir = tmp();
-    let srv = serve(&dir.path().join("data"), &[], &[("RUST_LOG", "warn")]);
+    let srv = Server::start_with_env(&dir.path().join("data"), &[], &[("RUST_LOG", "warn")]);
     let (code, out) = srv.terminate();
     assert_eq!(code, Some(0), "{out}");
     assert!(!out.contains(" INFO "), "RUST_LOG=warn shows no info line: {out}");
@@ -153,21 +127,24 @@ fn status_of(srv: &Server, id: &str) -> Value {
     a.json
 }
 
-#[test]
-fn regression_a_final_status_that_could_not_be_saved_was_lost_silently() {
+/// A server on a new directory's `data/` that fails to write final statuses while the returned file exists (the
+/// test-only `BACKSET_FAULT_STATUS_FAIL`), with one transaction committed.
+fn failing_final_statuses() -> (tempfile::TempDir, std::path::PathBuf, std::path::PathBuf, Server) {
     let dir = tmp();
     let data = dir.path().join("data");
-    // While this file exists, writing a final status fails (the test-only BACKSET_FAULT_STATUS_FAIL).
     let fault = dir.path().join("fail-final-statuses");
     std::fs::write(&fault, "").unwrap();
-    let srv = serve(&data, &[], &[("BACKSET_FAULT_STATUS_FAIL", &s(&fault))]);
-    srv.post_json("/databases/demo/transactions", &json!({"put": {"k": "v"}}));
+    let srv = Server::start_with_env(&data, &[], &[("BACKSET_FAULT_STATUS_FAIL", &s(&fault))]);
+    let a = srv.post_json("/databases/demo/transactions", &json!({"put": {"k": "v"}}));
+    assert_eq!(a.code, 200, "{}", a.text);
+    (dir, data, fault, srv)
+}
+
+#[test]
+fn regression_a_final_status_that_could_not_be_saved_was_lost_silently() {
+    let (dir, data, fault, srv) = failing_final_statuses();
     let set = dir.path().join("set");
-    let done = hot_copy(
-        &srv,
-        "/databases/demo/hotCopy",
-        json!({"type": "full", "backupSetDirs": {"0": s(&set)}, "timeoutSec": 60}),
-    );
+    let done = srv.hot_copy("full", &set);
     let id = done["hotCopyId"].as_str().unwrap().to_string();
     // The live status says it is not saved, and why.
     assert_eq!(done["status"], "completed", "{done}");
@@ -201,31 +178,19 @@ fn regression_a_final_status_that_could_not_be_saved_was_lost_silently() {
 
 #[test]
 fn regression_a_completed_hot_copy_whose_final_status_was_not_saved_read_failed_after_a_restart() {
-    let dir = tmp();
-    let data = dir.path().join("data");
-    let fault = dir.path().join("fail-final-statuses");
-    std::fs::write(&fault, "").unwrap();
-    let srv = serve(&data, &[], &[("BACKSET_FAULT_STATUS_FAIL", &s(&fault))]);
-    srv.post_json("/databases/demo/transactions", &json!({"put": {"k": "v"}}));
+    let (dir, data, _fault, srv) = failing_final_statuses();
     let set = dir.path().join("set");
     let mut done = Vec::new();
-    for (path, body) in [
-        ("/databases/demo/hotCopy", json!({"type": "full", "backupSetDirs": {"0": s(&set)}, "timeoutSec": 60})),
-        ("/databases/demo/hotCopy", json!({"type": "journal", "backupSetDirs": {"0": s(&set)}, "timeoutSec": 60})),
-        (
-            "/databases/demo/hotCopySimple",
-            json!({"backupLocations": {"0": {"copyArchiveDir": s(&dir.path().join("copy"))}}, "timeoutSec": 60}),
-        ),
-    ] {
+    for (kind, dir) in [("full", &set), ("journal", &set), ("simple", &dir.path().join("copy"))] {
         srv.post_json("/databases/demo/transactions", &json!({"put": {"k": "w"}}));
-        let status = hot_copy(&srv, path, body);
+        let status = srv.hot_copy(kind, dir);
         assert_eq!(status["status"], "completed", "{status}");
         assert!(status["message"].as_str().unwrap().contains("its final status is not saved"), "{status}");
         done.push(status);
     }
     // Killed (SIGKILL) with the three final statuses unsaved, then started again without the fault.
     drop(srv);
-    let srv = serve(&data, &[], &[]);
+    let srv = Server::start_with_env(&data, &[], &[]);
     for (before, element) in done.iter().zip([Some("full"), Some("1.jnl"), None]) {
         let id = before["hotCopyId"].as_str().unwrap();
         let after = status_of(&srv, id);
@@ -243,7 +208,7 @@ fn regression_a_completed_hot_copy_whose_final_status_was_not_saved_read_failed_
     }
     // A restart keeps it so: it was saved at the first.
     drop(srv);
-    let srv = serve(&data, &[], &[]);
+    let srv = Server::start_with_env(&data, &[], &[]);
     for before in &done {
         let after = status_of(&srv, before["hotCopyId"].as_str().unwrap());
         assert_eq!(after["status"], "completed", "{after}");

@@ -8,6 +8,7 @@ use std::process::{Command, Output};
 use std::sync::OnceLock;
 
 use serde_json::json;
+use support::{backset, fails, flip_byte, ok, stderr, stdout, text};
 
 /// What `backset demo --pause 0.3` left, made once for every test of this file (the tests only read it; a test
 /// that damages a set works on its own copy).
@@ -31,36 +32,8 @@ fn set() -> PathBuf {
     fixture().root.join("backup-set")
 }
 
-fn backset(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_backset")).args(args).output().unwrap()
-}
-
 fn p(path: &Path) -> &str {
     path.to_str().unwrap()
-}
-
-fn stdout(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-fn stderr(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stderr).into_owned()
-}
-
-fn text(out: &Output) -> String {
-    format!("status {:?}\nstdout:\n{}\nstderr:\n{}", out.status.code(), stdout(out), stderr(out))
-}
-
-fn ok(args: &[&str]) -> String {
-    let out = backset(args);
-    assert!(out.status.success(), "backset {args:?} failed: {}", text(&out));
-    stdout(&out)
-}
-
-fn fails(args: &[&str], code: i32) -> Output {
-    let out = backset(args);
-    assert_eq!(out.status.code(), Some(code), "backset {args:?}: {}", text(&out));
-    out
 }
 
 fn info(dir: &Path) -> serde_json::Value {
@@ -73,16 +46,6 @@ fn copy_of_set(tmp: &Path) -> PathBuf {
     let st = Command::new("cp").arg("-a").arg(set()).arg(&copy).status().unwrap();
     assert!(st.success());
     copy
-}
-
-fn flip_byte(file: &Path, offset: u64) {
-    use std::io::{Read, Seek, SeekFrom, Write};
-    let mut f = std::fs::OpenOptions::new().read(true).write(true).open(file).unwrap();
-    let mut b = [0u8; 1];
-    f.seek(SeekFrom::Start(offset)).unwrap();
-    f.read_exact(&mut b).unwrap();
-    f.seek(SeekFrom::Start(offset)).unwrap();
-    f.write_all(&[b[0] ^ 0x5a]).unwrap();
 }
 
 /// `(id, name, type, firstTxn, lastTxn)` of each `<BackupElement>` line of `--report-backups`.
@@ -758,7 +721,7 @@ fn archive_tools_refuse(dir: &Path, want: &str) {
 /// `backset restore --restore-dir DEST SET` (the fixture's set) that blocks after `records` journal records (the
 /// test-only `BACKSET_FAULT_RESTORE_PAUSE`, durable by then); returns once it is there.
 fn restore_paused(dest: &Path, records: u64, mark: &Path) -> std::process::Child {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_backset"))
+    let mut child = support::command()
         .args(["restore", "--restore-dir", p(dest), p(&set())])
         .env("BACKSET_FAULT_RESTORE_PAUSE", format!("records:{records}"))
         .env("BACKSET_FAULT_PAUSE_MARK", mark)

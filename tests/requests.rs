@@ -97,15 +97,20 @@ fn check(srv: &RefCell<Server>, case: &Case) {
     srv.borrow_mut().assert_healthy();
 }
 
-/// Runs `cases()` generated cases against one server.
-fn run(srv: &RefCell<Server>, strategy: impl Strategy<Value = Case>) {
-    let mut runner = TestRunner::new(Config { cases: cases(), failure_persistence: None, ..Config::default() });
+/// Runs `test` on `cases` values drawn from `strategy` (no failure file: proptest prints the failing value).
+fn property<S: Strategy>(cases: u32, strategy: S, test: impl Fn(S::Value)) {
+    let mut runner = TestRunner::new(Config { cases, failure_persistence: None, ..Config::default() });
     runner
-        .run(&strategy, |case| {
-            check(srv, &case);
+        .run(&strategy, |value| {
+            test(value);
             Ok(())
         })
         .unwrap_or_else(|e| panic!("{e}"));
+}
+
+/// Runs `cases()` generated cases against one server.
+fn run(srv: &RefCell<Server>, strategy: impl Strategy<Value = Case>) {
+    property(cases(), strategy, |case| check(srv, &case));
     srv.borrow_mut().assert_healthy();
 }
 
@@ -152,11 +157,24 @@ const HC: &str = "/databases/demo/hotCopy";
 const SIMPLE: &str = "/databases/demo/hotCopySimple";
 const TXN: &str = "/databases/demo/transactions";
 
+/// POSTs to `ep` of the body `valid` with one of its `fields` (name, type) given a value of another type.
+fn wrong_types(
+    ep: &'static str,
+    valid: Value,
+    fields: &'static [(&'static str, &'static str)],
+) -> impl Strategy<Value = Case> {
+    (0..fields.len()).prop_flat_map(move |i| (Just(fields[i].0), wrong_value(fields[i].1))).prop_map(move |(f, v)| {
+        let mut b = valid.clone();
+        b[f] = v;
+        Case::json("POST", ep, &b, &[400])
+    })
+}
+
 /// Bad bodies for POST .../hotCopy. `dir` holds the (absent) targets.
 fn hot_copy_cases(dir: PathBuf) -> impl Strategy<Value = Case> {
     let target = s(&dir.join("target-never-made"));
     let valid = json!({"type": "full", "backupSetDirs": {"0": target}, "timeoutSec": 0});
-    let fields: [(&str, &str); 8] = [
+    let fields: &'static [(&str, &str)] = &[
         ("type", "string"),
         ("shared", "bool"),
         ("defaultBackupSetDir", "string"),
@@ -166,14 +184,7 @@ fn hot_copy_cases(dir: PathBuf) -> impl Strategy<Value = Case> {
         ("checkContainsAllSgs", "bool"),
         ("archiveIds", "array"),
     ];
-    let v1 = valid.clone();
-    let wrong_type = (0..fields.len()).prop_flat_map(move |i| (Just(fields[i].0), wrong_value(fields[i].1))).prop_map(
-        move |(f, v)| {
-            let mut b = v1.clone();
-            b[f] = v;
-            Case::json("POST", HC, &b, &[400])
-        },
-    );
+    let wrong_type = wrong_types(HC, valid.clone(), fields);
     let v2 = valid.clone();
     let unknown_field =
         ident().prop_filter("not a field", move |f| !fields.iter().any(|(n, _)| n == f)).prop_map(move |f| {
@@ -284,7 +295,7 @@ fn hot_copy_cases(dir: PathBuf) -> impl Strategy<Value = Case> {
 fn simple_cases(dir: PathBuf) -> impl Strategy<Value = Case> {
     let target = s(&dir.join("simple-never-made"));
     let valid = json!({"backupLocations": {"0": {"copyArchiveDir": target}}, "timeoutSec": 0});
-    let fields: [(&str, &str); 6] = [
+    let fields: &'static [(&str, &str)] = &[
         ("defaultBackupLocation", "object"),
         ("backupLocations", "map"),
         ("maxRate", "u64"),
@@ -292,14 +303,7 @@ fn simple_cases(dir: PathBuf) -> impl Strategy<Value = Case> {
         ("checkContainsAllSgs", "bool"),
         ("archiveIds", "array"),
     ];
-    let v1 = valid.clone();
-    let wrong_type = (0..fields.len()).prop_flat_map(move |i| (Just(fields[i].0), wrong_value(fields[i].1))).prop_map(
-        move |(f, v)| {
-            let mut b = v1.clone();
-            b[f] = v;
-            Case::json("POST", SIMPLE, &b, &[400])
-        },
-    );
+    let wrong_type = wrong_types(SIMPLE, valid.clone(), fields);
     let t1 = target.clone();
     let wrong_location = prop_oneof![
         wrong_value("string").prop_map(|v| ("copyArchiveDir", v)),
@@ -617,7 +621,7 @@ fn regression_a_31_mb_delete_batch_was_parsed_whole_before_the_operation_limit()
 fn cli_usage(args: &[String]) {
     let mut all = vec!["--api-server".to_string(), format!("127.0.0.1:{}", support::free_port())];
     all.extend(args.iter().cloned());
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_backset")).args(&all).output().unwrap();
+    let out = support::command().args(&all).output().unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "backset {all:?}: {err}");
     assert!(err.contains("error:"), "backset {all:?}: no error message: {err}");
@@ -686,14 +690,7 @@ fn cli_cases() -> impl Strategy<Value = Vec<String>> {
 
 #[test]
 fn bad_cli_arguments_exit_2_with_a_usage_message() {
-    let cases = if long_tests() { 1000 } else { 100 };
-    let mut runner = TestRunner::new(Config { cases, failure_persistence: None, ..Config::default() });
-    runner
-        .run(&cli_cases(), |args| {
-            cli_usage(&args);
-            Ok(())
-        })
-        .unwrap_or_else(|e| panic!("{e}"));
+    property(if long_tests() { 1000 } else { 100 }, cli_cases(), |args| cli_usage(&args));
 }
 
 // Regressions: each failed before its fix (relative paths, targets in an archive: engine/src/hotcopy/manager.rs;
@@ -705,7 +702,6 @@ fn bad_cli_arguments_exit_2_with_a_usage_message() {
 fn regression_relative_backup_paths_were_accepted() {
     let dir = tmp();
     let srv = server(dir.path());
-    let mut runner = TestRunner::new(Config { cases: 50, failure_persistence: None, ..Config::default() });
     let rel = prop_oneof![Just(String::new()), "[a-z]{1,8}(/[a-z]{1,8}){0,2}", Just(".".to_string())];
     let strategy = (rel, 0usize..4).prop_map(|(p, which)| {
         let path = format!("backset-relative-test-{p}");
@@ -719,12 +715,7 @@ fn regression_relative_backup_paths_were_accepted() {
         let ep = if which < 2 { HC } else { SIMPLE };
         Case::json("POST", ep, &body, &[400]).needle("absolute")
     });
-    runner
-        .run(&strategy, |c| {
-            check(&srv, &c);
-            Ok(())
-        })
-        .unwrap_or_else(|e| panic!("{e}"));
+    property(50, strategy, |c| check(&srv, &c));
 }
 
 /// A backup target equal to or inside an SM's archive directory (or the data directory) must be refused with a
@@ -736,7 +727,6 @@ fn regression_a_target_inside_or_equal_to_the_archive_was_accepted() {
     let srv = server(dir.path());
     assert_eq!(srv.borrow().post_json(TXN, &json!({"put": {"k": "v"}})).code, 200);
     let archive = std::fs::canonicalize(dir.path().join("data/database/0")).unwrap();
-    let mut runner = TestRunner::new(Config { cases: 40, failure_persistence: None, ..Config::default() });
     let a2 = archive.clone();
     let strategy = ("(|[a-z]{1,8}(/[a-z]{1,8}){0,2})", 0usize..3).prop_map(move |(sub, which)| {
         let target = if sub.is_empty() { a2.clone() } else { a2.join(&sub) };
@@ -748,12 +738,7 @@ fn regression_a_target_inside_or_equal_to_the_archive_was_accepted() {
         };
         Case::json("POST", ep, &body, &[400]).needle("archive 0")
     });
-    runner
-        .run(&strategy, |c| {
-            check(&srv, &c);
-            Ok(())
-        })
-        .unwrap_or_else(|e| panic!("{e}"));
+    property(40, strategy, |c| check(&srv, &c));
     // Nothing but the store's own files (and its lock file) is in the archive.
     let names: Vec<String> =
         std::fs::read_dir(&archive).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
@@ -815,13 +800,7 @@ fn regression_wrong_type_errors_did_not_name_the_field() {
             b[f] = v;
             Case::json("POST", HC, &b, &[400]).needle(f)
         });
-    let mut runner = TestRunner::new(Config { cases: 50, failure_persistence: None, ..Config::default() });
-    runner
-        .run(&strategy, |c| {
-            check(&srv, &c);
-            Ok(())
-        })
-        .unwrap_or_else(|e| panic!("{e}"));
+    property(50, strategy, |c| check(&srv, &c));
 }
 
 /// Regression: `--max-rate 0.0000001` (MB/s) passed the "positive" check, was rounded to `maxRate: 0` bytes/s and
@@ -964,7 +943,7 @@ fn cli_relative_backup_dirs_are_refused() {
     for extra in
         [&["--backup-dirs", "0", "set1"][..], &["--default-backup-dir", "backups/set1"], &["--backup-dirs", "0", ""]]
     {
-        let out = std::process::Command::new(env!("CARGO_BIN_EXE_backset"))
+        let out = support::command()
             .args(["--api-server", &format!("127.0.0.1:{}", support::free_port())])
             .args(["hotcopy", "database", "--db-name", "demo", "--type", "full"])
             .args(extra)

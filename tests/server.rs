@@ -3,163 +3,31 @@
 
 mod support;
 
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
-
-/// A running `backset serve`, killed when dropped (a test that stops it checks its exit itself).
-pub struct Server {
-    child: Option<Child>,
-    /// `http://127.0.0.1:<port>/api/1`.
-    pub api: String,
-    /// The listen address.
-    pub addr: String,
-    /// The data directory.
-    pub data: PathBuf,
-    token: Option<String>,
-}
-
-/// A port nothing listens on right now.
-pub fn free_port() -> u16 {
-    let l = TcpListener::bind("127.0.0.1:0").unwrap();
-    l.local_addr().unwrap().port()
-}
-
-impl Server {
-    /// Starts `backset serve --data-dir data --listen 127.0.0.1:<free port> extra...` and waits until it accepts.
-    pub fn start(data: &Path, extra: &[&str]) -> Self {
-        Self::start_with_token(data, extra, None)
-    }
-
-    /// As [`start`](Self::start), sending `token` with every request.
-    pub fn start_with_token(data: &Path, extra: &[&str], token: Option<&str>) -> Self {
-        let addr = format!("127.0.0.1:{}", free_port());
-        let child = Command::new(env!("CARGO_BIN_EXE_backset"))
-            .args(["serve", "--listen", &addr, "--data-dir"])
-            .env_remove("RUST_LOG")
-            .arg(data)
-            .args(extra)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let mut s = Self {
-            child: Some(child),
-            api: format!("http://{addr}/api/1"),
-            addr: addr.clone(),
-            data: data.to_path_buf(),
-            token: token.map(str::to_string),
-        };
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while std::net::TcpStream::connect(&addr).is_err() {
-            if let Some(st) = s.child.as_mut().unwrap().try_wait().unwrap() {
-                let out = s.child.take().unwrap().wait_with_output().unwrap();
-                panic!("serve exited with {st}: {}", String::from_utf8_lossy(&out.stderr));
-            }
-            assert!(Instant::now() < deadline, "serve did not listen on {addr} within 30 s");
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        s
-    }
-
-    fn request(&self, method: &str, path: &str, body: Option<&str>) -> (u16, Value) {
-        let mut req = ureq::request(method, &format!("{}{path}", self.api)).timeout(Duration::from_secs(120));
-        if let Some(t) = &self.token {
-            req = req.set("Authorization", &format!("Bearer {t}"));
-        }
-        let res = match body {
-            Some(b) => req.set("Content-Type", "application/json").send_string(b),
-            None => req.call(),
-        };
-        let (code, resp) = match res {
-            Ok(r) => (r.status(), r),
-            Err(ureq::Error::Status(code, r)) => (code, r),
-            Err(e) => panic!("{method} {path}: {e}"),
-        };
-        let text = resp.into_string().unwrap();
-        let v: Value =
-            serde_json::from_str(&text).unwrap_or_else(|e| panic!("{method} {path}: not JSON ({e}): {text}"));
-        if code >= 400 {
-            assert_eq!(v["code"], code, "error body of {method} {path}: {v}");
-            assert!(v["message"].as_str().is_some_and(|m| !m.is_empty()), "{v}");
-        }
-        (code, v)
-    }
-
-    /// GET.
-    pub fn get(&self, path: &str) -> (u16, Value) {
-        self.request("GET", path, None)
-    }
-
-    /// POST with a raw body.
-    pub fn post(&self, path: &str, body: &str) -> (u16, Value) {
-        self.request("POST", path, Some(body))
-    }
-
-    /// POST with a JSON body.
-    pub fn post_json(&self, path: &str, body: &Value) -> (u16, Value) {
-        self.post(path, &body.to_string())
-    }
-
-    /// Sends SIGTERM and waits for the exit; returns (exit code, stderr).
-    pub fn terminate(mut self) -> (Option<i32>, String) {
-        let child = self.child.take().unwrap();
-        let st = Command::new("kill").arg("-TERM").arg(child.id().to_string()).status().unwrap();
-        assert!(st.success());
-        let out = child.wait_with_output().unwrap();
-        (out.status.code(), String::from_utf8_lossy(&out.stderr).into_owned())
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
-
-fn tmp() -> tempfile::TempDir {
-    tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap()
-}
-
-fn s(p: &Path) -> String {
-    p.to_str().unwrap().to_string()
-}
-
-/// Puts `n` keys of `bytes`-byte values in batches.
-fn load(srv: &Server, n: usize, bytes: usize) {
-    let value = "v".repeat(bytes);
-    for batch in (0..n).collect::<Vec<_>>().chunks(50) {
-        let put: serde_json::Map<String, Value> =
-            batch.iter().map(|i| (format!("key-{i:06}"), Value::String(value.clone()))).collect();
-        let (code, v) = srv.post_json("/databases/demo/transactions", &json!({ "put": put }));
-        assert_eq!(code, 200, "{v}");
-    }
-}
+use support::{backset, command, free_port, s, stderr, text, tmp, Server};
 
 #[test]
 fn data_api_commits_and_reads() {
     let dir = tmp();
     let srv = Server::start(&dir.path().join("data"), &[]);
-    let (code, a) = srv.post_json("/databases/demo/transactions", &json!({"put": {"k1": "v1", "k2": "v2"}}));
+    let (code, a) = srv.post_json_checked("/databases/demo/transactions", &json!({"put": {"k1": "v1", "k2": "v2"}}));
     assert_eq!(code, 200, "{a}");
     let ts = a["timestamp"].as_str().unwrap();
     assert_eq!(ts.len(), "2026-11-26T02:42:51.397498Z".len(), "{ts}");
     assert!(ts.ends_with('Z') && &ts[10..11] == "T" && &ts[19..20] == ".", "{ts}");
-    let (code, b) = srv.post_json("/databases/demo/transactions", &json!({"put": {"k1": "v3"}, "delete": ["k2"]}));
+    let (code, b) =
+        srv.post_json_checked("/databases/demo/transactions", &json!({"put": {"k1": "v3"}, "delete": ["k2"]}));
     assert_eq!(code, 200, "{b}");
     assert!(b["txnId"].as_u64().unwrap() > a["txnId"].as_u64().unwrap());
-    assert_eq!(srv.get("/databases/demo/keys/k1"), (200, json!({"key": "k1", "value": "v3"})));
-    assert_eq!(srv.get("/databases/demo/keys/k2").0, 404);
+    assert_eq!(srv.get_checked("/databases/demo/keys/k1"), (200, json!({"key": "k1", "value": "v3"})));
+    assert_eq!(srv.get_checked("/databases/demo/keys/k2").0, 404);
     // Keys with characters that need escaping in a path.
-    let (code, _) = srv.post_json("/databases/demo/transactions", &json!({"put": {"a b/c": "x"}}));
+    let (code, _) = srv.post_json_checked("/databases/demo/transactions", &json!({"put": {"a b/c": "x"}}));
     assert_eq!(code, 200);
-    assert_eq!(srv.get("/databases/demo/keys/a%20b%2Fc").1["value"], "x");
+    assert_eq!(srv.get_checked("/databases/demo/keys/a%20b%2Fc").1["value"], "x");
 }
 
 #[test]
@@ -178,30 +46,30 @@ fn malformed_requests_get_json_errors_and_never_crash_the_server() {
         ("{\"put\": {\"k\": \"v\"}, \"delete\": [\"k\"]}", 400),
         ("\u{0}\u{1}garbage", 400),
     ] {
-        let (got, v) = srv.post(t, body);
+        let (got, v) = srv.post_checked(t, body);
         assert_eq!(got, code, "body {body:?}: {v}");
     }
-    assert_eq!(srv.post_json("/databases/other/transactions", &json!({"put": {"k": "v"}})).0, 404);
-    assert_eq!(srv.get("/databases/other/keys/k").0, 404);
-    assert_eq!(srv.get("/no/such/endpoint").0, 404);
-    assert_eq!(srv.get("/databases/demo/transactions").0, 405);
+    assert_eq!(srv.post_json_checked("/databases/other/transactions", &json!({"put": {"k": "v"}})).0, 404);
+    assert_eq!(srv.get_checked("/databases/other/keys/k").0, 404);
+    assert_eq!(srv.get_checked("/no/such/endpoint").0, 404);
+    assert_eq!(srv.get_checked("/databases/demo/transactions").0, 405);
     for body in
         ["{", "{\"type\": \"full\"", "{\"type\": \"bogus\", \"backupSetDirs\": {\"0\": \"/x\"}}", "{\"type\": 5}"]
     {
-        assert_eq!(srv.post("/databases/demo/hotCopy", body).0, 400, "{body}");
+        assert_eq!(srv.post_checked("/databases/demo/hotCopy", body).0, 400, "{body}");
     }
     for q in
         ["", "?coordinatorStartId=x", "?coordinatorStartId=1&hotCopyId=nope", "?coordinatorStartId=1&timeoutSec=-1"]
     {
-        assert_eq!(srv.get(&format!("/databases/hotCopyStatus{q}")).0, 400, "{q}");
+        assert_eq!(srv.get_checked(&format!("/databases/hotCopyStatus{q}")).0, 400, "{q}");
     }
-    assert_eq!(srv.post("/databases/cancelHotCopy?coordinatorStartId=1", "").0, 400);
-    assert_eq!(srv.get("/databases/demo/hotCopyStatus?minSecondsRunning=abc").0, 400);
+    assert_eq!(srv.post_checked("/databases/cancelHotCopy?coordinatorStartId=1", "").0, 400);
+    assert_eq!(srv.get_checked("/databases/demo/hotCopyStatus?minSecondsRunning=abc").0, 400);
     // A large body within the limit is read; the server still answers after all of it.
     let big = json!({"put": {"big": "x".repeat(1 << 20)}});
-    assert_eq!(srv.post_json(t, &big).0, 200);
-    assert_eq!(srv.get("/databases/demo/keys/big").1["value"].as_str().unwrap().len(), 1 << 20);
-    let (code, _) = srv.post_json(t, &json!({"put": {"still": "alive"}}));
+    assert_eq!(srv.post_json_checked(t, &big).0, 200);
+    assert_eq!(srv.get_checked("/databases/demo/keys/big").1["value"].as_str().unwrap().len(), 1 << 20);
+    let (code, _) = srv.post_json_checked(t, &json!({"put": {"still": "alive"}}));
     assert_eq!(code, 200);
 }
 
@@ -209,10 +77,10 @@ fn malformed_requests_get_json_errors_and_never_crash_the_server() {
 fn hot_copy_endpoints_full_incremental_journal_simple() {
     let dir = tmp();
     let srv = Server::start(&dir.path().join("data"), &[]);
-    load(&srv, 200, 500);
+    srv.load(200, 500);
     let set = dir.path().join("set");
     let body = json!({"type": "full", "backupSetDirs": {"0": s(&set)}, "timeoutSec": 60});
-    let (code, full) = srv.post_json("/databases/demo/hotCopy", &body);
+    let (code, full) = srv.post_json_checked("/databases/demo/hotCopy", &body);
     assert_eq!(code, 200, "{full}");
     for field in ["hotCopyId", "coordinatorStartId", "beginTimestamp", "endTimestamp", "status", "message", "stage"] {
         assert!(!full[field].is_null(), "no {field} in {full}");
@@ -226,7 +94,7 @@ fn hot_copy_endpoints_full_incremental_journal_simple() {
     let uri = full["uri"].as_str().unwrap();
     assert!(uri.ends_with(&format!("/api/1/databases/hotCopyStatus?coordinatorStartId=1&hotCopyId={id}")), "{uri}");
     // The uri answers the same status.
-    let (code, again) = srv.get(uri.split("/api/1").nth(1).unwrap());
+    let (code, again) = srv.get_checked(uri.split("/api/1").nth(1).unwrap());
     assert_eq!((code, &again["status"]), (200, &json!("completed")));
     // Behind a proxy the links follow the Host header; one that is not a host name is ignored.
     for (host, want) in [("backup.example:8443", "http://backup.example:8443/api/1/"), ("a/b\"c", "http://127.0.0.1:")]
@@ -236,89 +104,94 @@ fn hot_copy_endpoints_full_incremental_journal_simple() {
     }
 
     // A second full into the same set is refused: 409 with the engine's message.
-    let (code, e) = srv.post_json("/databases/demo/hotCopy", &body);
+    let (code, e) = srv.post_json_checked("/databases/demo/hotCopy", &body);
     assert_eq!(code, 409, "{e}");
     assert!(e["message"].as_str().unwrap().contains("is not empty"), "{e}");
     // An incremental into a directory without a set: 409.
-    let (code, e) = srv.post_json(
+    let (code, e) = srv.post_json_checked(
         "/databases/demo/hotCopy",
         &json!({"type": "incremental", "backupSetDirs": {"0": s(&dir.path().join("nothing"))}}),
     );
     assert_eq!(code, 409, "{e}");
     // Unknown archive: 400.
     let (code, _) =
-        srv.post_json("/databases/demo/hotCopy", &json!({"type": "full", "backupSetDirs": {"7": "/tmp/x"}}));
+        srv.post_json_checked("/databases/demo/hotCopy", &json!({"type": "full", "backupSetDirs": {"7": "/tmp/x"}}));
     assert_eq!(code, 400);
     let (code, _) =
-        srv.post_json("/databases/demo/hotCopy", &json!({"type": "full", "backupSetDirs": {"a": "/tmp/x"}}));
+        srv.post_json_checked("/databases/demo/hotCopy", &json!({"type": "full", "backupSetDirs": {"a": "/tmp/x"}}));
     assert_eq!(code, 400);
     // A simple hot copy goes through hotCopySimple.
-    let (code, _) = srv.post_json("/databases/demo/hotCopy", &json!({"type": "simple", "backupSetDirs": {"0": "/x"}}));
+    let (code, _) =
+        srv.post_json_checked("/databases/demo/hotCopy", &json!({"type": "simple", "backupSetDirs": {"0": "/x"}}));
     assert_eq!(code, 400);
 
-    load(&srv, 50, 500);
+    srv.load(50, 500);
     for kind in ["incremental", "journal"] {
-        let (code, v) = srv.post_json(
+        let (code, v) = srv.post_json_checked(
             "/databases/demo/hotCopy",
             &json!({"type": kind, "backupSetDirs": {"0": s(&set)}, "timeoutSec": 60, "maxRate": 500_000_000}),
         );
         assert_eq!((code, &v["status"]), (200, &json!("completed")), "{v}");
     }
     // Without a timeout the answer comes at once; the status endpoint waits.
-    load(&srv, 10, 100);
+    srv.load(10, 100);
     let (code, v) =
-        srv.post_json("/databases/demo/hotCopy", &json!({"type": "journal", "backupSetDirs": {"0": s(&set)}}));
+        srv.post_json_checked("/databases/demo/hotCopy", &json!({"type": "journal", "backupSetDirs": {"0": s(&set)}}));
     assert_eq!(code, 200, "{v}");
     let jid = v["hotCopyId"].as_str().unwrap();
-    let (code, v) = srv.get(&format!("/databases/hotCopyStatus?coordinatorStartId=1&hotCopyId={jid}&timeoutSec=60"));
+    let (code, v) =
+        srv.get_checked(&format!("/databases/hotCopyStatus?coordinatorStartId=1&hotCopyId={jid}&timeoutSec=60"));
     assert_eq!((code, &v["status"]), (200, &json!("completed")), "{v}");
 
     // Status by SM and by database.
-    let (code, sm) = srv.get("/databases/hotCopyStatus?coordinatorStartId=1");
+    let (code, sm) = srv.get_checked("/databases/hotCopyStatus?coordinatorStartId=1");
     assert_eq!(code, 200);
     assert_eq!(sm["hotCopyStatuses"]["1"].as_array().unwrap().len(), 4, "{sm}");
-    let (code, db) = srv.get("/databases/demo/hotCopyStatus");
+    let (code, db) = srv.get_checked("/databases/demo/hotCopyStatus");
     assert_eq!(code, 200);
     assert_eq!(db["hotCopyStatuses"]["1"].as_array().unwrap().len(), 4);
     assert!(db["errors"].as_object().unwrap().is_empty());
-    let (_, long) = srv.get("/databases/demo/hotCopyStatus?minSecondsRunning=1000");
+    let (_, long) = srv.get_checked("/databases/demo/hotCopyStatus?minSecondsRunning=1000");
     assert!(long["hotCopyStatuses"]["1"].as_array().unwrap().is_empty(), "{long}");
-    assert_eq!(srv.get("/databases/hotCopyStatus?coordinatorStartId=9").0, 404);
+    assert_eq!(srv.get_checked("/databases/hotCopyStatus?coordinatorStartId=9").0, 404);
     let unknown = "00000000-0000-0000-0000-000000000000";
-    assert_eq!(srv.get(&format!("/databases/hotCopyStatus?coordinatorStartId=1&hotCopyId={unknown}")).0, 404);
-    assert_eq!(srv.get(&format!("/databases/hotCopyStatus?coordinatorStartId=2&hotCopyId={id}")).0, 404);
+    assert_eq!(srv.get_checked(&format!("/databases/hotCopyStatus?coordinatorStartId=1&hotCopyId={unknown}")).0, 404);
+    assert_eq!(srv.get_checked(&format!("/databases/hotCopyStatus?coordinatorStartId=2&hotCopyId={id}")).0, 404);
     // Cancelling an ended hot copy leaves it as it is; an unknown one is 404.
-    let (code, v) = srv.post(&format!("/databases/cancelHotCopy?coordinatorStartId=1&hotCopyId={id}"), "");
+    let (code, v) = srv.post_checked(&format!("/databases/cancelHotCopy?coordinatorStartId=1&hotCopyId={id}"), "");
     assert_eq!((code, &v["status"]), (200, &json!("completed")));
-    assert_eq!(srv.post(&format!("/databases/cancelHotCopy?coordinatorStartId=1&hotCopyId={unknown}"), "").0, 404);
+    assert_eq!(
+        srv.post_checked(&format!("/databases/cancelHotCopy?coordinatorStartId=1&hotCopyId={unknown}"), "").0,
+        404
+    );
 
     // Simple: an archive directory.
     let copy = dir.path().join("simple");
-    let (code, v) = srv.post_json(
+    let (code, v) = srv.post_json_checked(
         "/databases/demo/hotCopySimple",
         &json!({"backupLocations": {"0": {"copyArchiveDir": s(&copy)}}, "timeoutSec": 60}),
     );
     assert_eq!((code, &v["status"]), (200, &json!("completed")), "{v}");
     assert!(copy.join("atoms").is_dir() && copy.join("journal").is_dir());
-    let (code, e) = srv.post_json(
+    let (code, e) = srv.post_json_checked(
         "/databases/demo/hotCopySimple",
         &json!({"defaultBackupLocation": {"copyArchiveDir": "/tmp/a", "copyJournalDir": "/tmp/a"}}),
     );
     assert_eq!(code, 400, "{e}");
 
     // The set the server made passes the offline check.
-    let out = Command::new(env!("CARGO_BIN_EXE_backset")).arg("check").arg(&set).output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stdout));
+    let out = backset(&["check", &s(&set)]);
+    assert!(out.status.success(), "{}", text(&out));
 }
 
 #[test]
 fn a_running_hot_copy_is_cancelled_and_leaves_no_set() {
     let dir = tmp();
     let srv = Server::start(&dir.path().join("data"), &[]);
-    load(&srv, 400, 2000);
+    srv.load(400, 2000);
     let set = dir.path().join("set");
     // 10 kB/s: the copy of about 800 kB takes over a minute.
-    let (code, v) = srv.post_json(
+    let (code, v) = srv.post_json_checked(
         "/databases/demo/hotCopy",
         &json!({"type": "full", "backupSetDirs": {"0": s(&set)}, "maxRate": 10_000}),
     );
@@ -326,21 +199,21 @@ fn a_running_hot_copy_is_cancelled_and_leaves_no_set() {
     assert_eq!((code, &v["status"]), (200, &Value::Null), "{v}");
     let id = v["hotCopyId"].as_str().unwrap();
     assert_eq!(
-        srv.get(&format!("/databases/hotCopyStatus?coordinatorStartId=1&hotCopyId={id}")).1["status"],
+        srv.get_checked(&format!("/databases/hotCopyStatus?coordinatorStartId=1&hotCopyId={id}")).1["status"],
         "running"
     );
     // The server keeps answering while it runs; the running job is listed with minSecondsRunning=0.
-    assert_eq!(srv.get("/databases/demo/keys/key-000001").0, 200);
-    let (_, running) = srv.get("/databases/demo/hotCopyStatus?minSecondsRunning=0");
+    assert_eq!(srv.get_checked("/databases/demo/keys/key-000001").0, 200);
+    let (_, running) = srv.get_checked("/databases/demo/hotCopyStatus?minSecondsRunning=0");
     assert_eq!(running["hotCopyStatuses"]["1"][0]["hotCopyId"], id);
-    let (code, e) = srv.post_json(
+    let (code, e) = srv.post_json_checked(
         "/databases/demo/hotCopy",
         &json!({"type": "full", "backupSetDirs": {"0": s(&dir.path().join("other"))}}),
     );
     assert_eq!(code, 409, "{e}");
     assert_eq!(e["message"], "Only one full hot copy at a time allowed");
     let (code, v) =
-        srv.post(&format!("/databases/cancelHotCopy?coordinatorStartId=1&hotCopyId={id}&timeoutSec=30"), "");
+        srv.post_checked(&format!("/databases/cancelHotCopy?coordinatorStartId=1&hotCopyId={id}&timeoutSec=30"), "");
     assert_eq!((code, &v["status"]), (200, &json!("cancelled")), "{v}");
     assert_eq!(v["message"], "Hot copy cancelled");
     assert!(!set.exists() || std::fs::read_dir(&set).unwrap().count() == 0, "a cancelled full left its set");
@@ -351,9 +224,9 @@ fn sigterm_cancels_running_jobs_closes_the_store_and_exits_0() {
     let dir = tmp();
     let data = dir.path().join("data");
     let srv = Server::start(&data, &[]);
-    load(&srv, 400, 2000);
+    srv.load(400, 2000);
     let set = dir.path().join("set");
-    let (code, v) = srv.post_json(
+    let (code, v) = srv.post_json_checked(
         "/databases/demo/hotCopy",
         &json!({"type": "full", "backupSetDirs": {"0": s(&set)}, "maxRate": 10_000}),
     );
@@ -375,20 +248,16 @@ fn sigterm_cancels_running_jobs_closes_the_store_and_exits_0() {
     assert!(started.elapsed() < Duration::from_secs(20), "shutdown took {:?}", started.elapsed());
     assert!(stderr.contains("SIGTERM") && stderr.contains("database closed"), "{stderr}");
     // The store was closed cleanly: its archive checks without a torn tail, and holds every key.
-    let out = Command::new(env!("CARGO_BIN_EXE_backset"))
-        .args(["archive", "info"])
-        .arg(data.join("database/0"))
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = backset(&["archive", "info", &s(&data.join("database/0"))]);
+    assert!(out.status.success(), "{}", text(&out));
     let info: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(info["keys"], 400);
     assert_eq!(info["tornTail"], false);
     // After a restart the job shows cancelled, and the data is there.
     let srv = Server::start(&data, &[]);
-    let (code, v) = srv.get(&format!("/databases/hotCopyStatus?coordinatorStartId=1&hotCopyId={id}"));
+    let (code, v) = srv.get_checked(&format!("/databases/hotCopyStatus?coordinatorStartId=1&hotCopyId={id}"));
     assert_eq!((code, &v["status"]), (200, &json!("cancelled")), "{v}");
-    assert_eq!(srv.get("/databases/demo/keys/key-000399").0, 200);
+    assert_eq!(srv.get_checked("/databases/demo/keys/key-000399").0, 200);
     let (exit, stderr) = srv.terminate();
     assert_eq!(exit, Some(0), "{stderr}");
 }
@@ -397,18 +266,18 @@ fn sigterm_cancels_running_jobs_closes_the_store_and_exits_0() {
 fn processes_and_filters() {
     let dir = tmp();
     let srv = Server::start(&dir.path().join("data"), &["--sms", "3", "--storage-groups", "3"]);
-    let (code, v) = srv.get("/processes");
+    let (code, v) = srv.get_checked("/processes");
     assert_eq!(code, 200);
     let ids: Vec<u64> =
         v["data"].as_array().unwrap().iter().map(|p| p["startId"].as_str().unwrap().parse().unwrap()).collect();
     assert_eq!(ids, [1, 2, 3]);
     assert_eq!(v["data"][1]["labels"]["storage-groups"], "SG2");
     assert_eq!(v["data"][1]["type"], "SM");
-    let (_, v) = srv.get("/processes?filterQuery=or(label(archive-id%200)%20start_id(3))");
+    let (_, v) = srv.get_checked("/processes?filterQuery=or(label(archive-id%200)%20start_id(3))");
     let ids: Vec<u64> =
         v["data"].as_array().unwrap().iter().map(|p| p["startId"].as_str().unwrap().parse().unwrap()).collect();
     assert_eq!(ids, [1, 3]);
-    let (code, e) = srv.get("/processes?filterQuery=label(archive-id");
+    let (code, e) = srv.get_checked("/processes?filterQuery=label(archive-id");
     assert_eq!(code, 400);
     assert!(e["message"].as_str().unwrap().contains("at position 16"), "{e}");
 }
@@ -417,12 +286,13 @@ fn processes_and_filters() {
 fn storage_groups_and_a_coordinated_hot_copy() {
     let dir = tmp();
     let srv = Server::start(&dir.path().join("data"), &["--sms", "2", "--storage-groups", "2"]);
-    load(&srv, 100, 300);
+    srv.load(100, 300);
     let (a, b) = (dir.path().join("a"), dir.path().join("b"));
-    let (code, e) = srv.post_json("/databases/demo/hotCopy", &json!({"type": "full", "backupSetDirs": {"0": s(&a)}}));
+    let (code, e) =
+        srv.post_json_checked("/databases/demo/hotCopy", &json!({"type": "full", "backupSetDirs": {"0": s(&a)}}));
     assert_eq!(code, 400, "{e}");
     assert_eq!(e["message"], "Not all storage groups are included in hot-copy for dbName=demo, missingSgs=[SG2]");
-    let (code, v) = srv.post_json(
+    let (code, v) = srv.post_json_checked(
         "/databases/demo/hotCopy",
         &json!({"type": "full", "backupSetDirs": {"0": s(&a), "1": s(&b)}, "timeoutSec": 60}),
     );
@@ -430,13 +300,13 @@ fn storage_groups_and_a_coordinated_hot_copy() {
     assert_eq!(v["coordinatorStartId"], 1);
     assert_eq!(v["participants"].as_array().unwrap().len(), 2);
     // With the check off, one archive alone is fine.
-    let (code, v) = srv.post_json(
+    let (code, v) = srv.post_json_checked(
         "/databases/demo/hotCopy",
         &json!({"type": "full", "backupSetDirs": {"1": s(&dir.path().join("c"))}, "checkContainsAllSgs": false, "timeoutSec": 60}),
     );
     assert_eq!((code, &v["status"], &v["coordinatorStartId"]), (200, &json!("completed"), &json!(2)), "{v}");
     // Both SMs list the coordinated one.
-    let (_, info) = srv.get("/databases/demo/hotCopyStatus");
+    let (_, info) = srv.get_checked("/databases/demo/hotCopyStatus");
     assert_eq!(info["hotCopyStatuses"]["1"].as_array().unwrap().len(), 1);
     assert_eq!(info["hotCopyStatuses"]["2"].as_array().unwrap().len(), 2);
 }
@@ -447,29 +317,17 @@ fn bearer_token() {
     let token_file = dir.path().join("token");
     std::fs::write(&token_file, "s3cret-token-0123\n").unwrap();
     // Without a token a non-loopback address is refused at start.
-    let out = Command::new(env!("CARGO_BIN_EXE_backset"))
-        .args(["serve", "--listen", "0.0.0.0:1", "--data-dir"])
-        .arg(dir.path().join("d0"))
-        .output()
-        .unwrap();
+    let out = backset(&["serve", "--listen", "0.0.0.0:1", "--data-dir", &s(&dir.path().join("d0"))]);
     assert_eq!(out.status.code(), Some(1));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("--auth-token-file"));
+    assert!(stderr(&out).contains("--auth-token-file"));
     let tf = s(&token_file);
     let srv =
         Server::start_with_token(&dir.path().join("data"), &["--auth-token-file", &tf], Some("s3cret-token-0123"));
-    assert_eq!(srv.get("/processes").0, 200);
-    let bad = Server {
-        child: None,
-        api: srv.api.clone(),
-        addr: srv.addr.clone(),
-        data: srv.data.clone(),
-        token: Some("s3cret-token-0124".into()),
-    };
-    assert_eq!(bad.get("/processes").0, 401);
-    let none =
-        Server { child: None, api: srv.api.clone(), addr: srv.addr.clone(), data: srv.data.clone(), token: None };
-    assert_eq!(none.get("/processes").0, 401);
-    assert_eq!(none.post_json("/databases/demo/transactions", &json!({"put": {"k": "v"}})).0, 401);
+    assert_eq!(srv.get_checked("/processes").0, 200);
+    assert_eq!(srv.raw("GET", "/processes", None, Some("s3cret-token-0124")).code, 401);
+    assert_eq!(srv.raw("GET", "/processes", None, None).code, 401);
+    let txn = json!({"put": {"k": "v"}}).to_string();
+    assert_eq!(srv.raw("POST", "/databases/demo/transactions", Some(txn.as_bytes()), None).code, 401);
     let (exit, stderr) = srv.terminate();
     assert_eq!(exit, Some(0));
     assert!(!stderr.contains("s3cret"), "the token was logged: {stderr}");
@@ -480,28 +338,23 @@ fn sigint_stops_cleanly_too_and_the_retained_journal_warning_shows() {
     let dir = tmp();
     let data = dir.path().join("data");
     let srv = Server::start(&data, &["--retained-journal-warn-bytes", "10000", "--journal-segment-bytes", "8192"]);
-    load(&srv, 200, 500);
+    srv.load(200, 500);
     // Checkpoints run every second and the warning is measured every 2 s.
     std::thread::sleep(Duration::from_millis(4500));
-    let child = srv.child.as_ref().unwrap();
-    let st = Command::new("kill").arg("-INT").arg(child.id().to_string()).status().unwrap();
-    assert!(st.success());
-    let mut srv = srv;
-    let out = srv.child.take().unwrap().wait_with_output().unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    let (exit, stderr) = srv.stop("INT");
+    assert_eq!(exit, Some(0), "{stderr}");
     assert!(stderr.contains("SIGINT") && stderr.contains("database closed"), "{stderr}");
     assert!(stderr.contains(" WARN ") && stderr.contains("kept for journal hot copies"), "{stderr}");
     // With journal hot copy disabled nothing is retained, and the option shows in the process list.
     let srv = Server::start(&dir.path().join("data2"), &["--journal-hot-copy", "disable"]);
-    let (_, v) = srv.get("/processes");
+    let (_, v) = srv.get_checked("/processes");
     assert_eq!(v["data"][0]["options"]["journal-hot-copy"], "disable");
-    let (code, e) = srv.post_json(
+    let (code, e) = srv.post_json_checked(
         "/databases/demo/hotCopy",
         &json!({"type": "full", "backupSetDirs": {"0": s(&dir.path().join("set"))}, "timeoutSec": 60}),
     );
     assert_eq!((code, &e["status"]), (200, &json!("completed")), "{e}");
-    let (code, e) = srv.post_json(
+    let (code, e) = srv.post_json_checked(
         "/databases/demo/hotCopy",
         &json!({"type": "journal", "backupSetDirs": {"0": s(&dir.path().join("set"))}}),
     );
@@ -511,13 +364,13 @@ fn sigint_stops_cleanly_too_and_the_retained_journal_warning_shows() {
 
 /// Runs `backset serve --config FILE extra...` expecting it to exit at once; returns (exit code, stderr).
 fn serve_fails(config: &Path, extra: &[&str]) -> (Option<i32>, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_backset"))
+    let out = command()
         .args(["serve", "--listen", &format!("127.0.0.1:{}", free_port()), "--config"])
         .arg(config)
         .args(extra)
         .output()
         .unwrap();
-    (out.status.code(), String::from_utf8_lossy(&out.stderr).into_owned())
+    (out.status.code(), stderr(&out))
 }
 
 #[test]
@@ -539,9 +392,9 @@ fn config_file_labels_workload_and_flags_win() {
     let data = dir.path().join("data");
     let srv = Server::start(&data, &["--config", &s(&cfg), "--db-name", "demo"]);
     // The flag won: the database is `demo`, in --data-dir.
-    assert_eq!(srv.get("/databases/fromfile/keys/x").0, 404);
+    assert_eq!(srv.get_checked("/databases/fromfile/keys/x").0, 404);
     assert!(!dir.path().join("not-this-one").exists());
-    let (code, v) = srv.get("/processes?filterQuery=label(role%20hotcopy)");
+    let (code, v) = srv.get_checked("/processes?filterQuery=label(role%20hotcopy)");
     assert_eq!(code, 200, "{v}");
     let ps = v["data"].as_array().unwrap();
     assert_eq!(ps.len(), 1, "{v}");
@@ -550,14 +403,14 @@ fn config_file_labels_workload_and_flags_win() {
     assert_eq!(ps[0]["labels"]["archive-id"], "1");
     // The [[sm]] tables agree on journal-hot-copy, so it wins over the top-level key.
     assert_eq!(ps[0]["options"]["journal-hot-copy"], "enable");
-    let (_, v) = srv.get("/processes?filterQuery=label(zone%20a)");
+    let (_, v) = srv.get_checked("/processes?filterQuery=label(zone%20a)");
     assert_eq!(v["data"].as_array().unwrap().len(), 1, "{v}");
     // A string, as nuoadmin sends it.
     assert_eq!(v["data"][0]["startId"], "1");
     // The workload commits: our own transaction gets an id past the workload's.
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
-        let (code, t) = srv.post_json("/databases/demo/transactions", &json!({"put": {"probe": "1"}}));
+        let (code, t) = srv.post_json_checked("/databases/demo/transactions", &json!({"put": {"probe": "1"}}));
         assert_eq!(code, 200, "{t}");
         if t["txnId"].as_u64().unwrap() > 20 {
             break;
@@ -575,12 +428,8 @@ fn config_file_labels_workload_and_flags_win() {
         .unwrap_or_else(|| panic!("no workload report: {err}"));
     assert!(n > 0, "{err}");
     // Archive-level evidence after the stop: the archive holds the workload's keys.
-    let out = Command::new(env!("CARGO_BIN_EXE_backset"))
-        .args(["archive", "dump"])
-        .arg(data.join("database").join("0"))
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = backset(&["archive", "dump", &s(&data.join("database").join("0"))]);
+    assert!(out.status.success(), "{}", text(&out));
     // Workload values are random bytes: those lines are `{"keyHex": ..}`; "key-" is 6b65792d.
     let dump = String::from_utf8_lossy(&out.stdout);
     assert!(dump.contains("\"key\":\"key-") || dump.contains("\"keyHex\":\"6b65792d"), "no workload key: {dump}");
@@ -620,28 +469,28 @@ fn journal_hot_copy_can_differ_per_sm() {
     std::fs::write(&cfg, "sms = 2\n[[sm]]\njournal-hot-copy = \"enable\"\n[[sm]]\njournal-hot-copy = \"disable\"\n")
         .unwrap();
     let srv = Server::start(&dir.path().join("data"), &["--config", &s(&cfg)]);
-    let (_, v) = srv.get("/processes");
+    let (_, v) = srv.get_checked("/processes");
     let option = |i: usize| v["data"][i]["options"]["journal-hot-copy"].clone();
     assert_eq!((option(0), option(1)), (json!("enable"), json!("disable")), "{v}");
-    let (code, t) = srv.post_json("/databases/demo/transactions", &json!({"put": {"k": "v"}}));
+    let (code, t) = srv.post_json_checked("/databases/demo/transactions", &json!({"put": {"k": "v"}}));
     assert_eq!(code, 200, "{t}");
     let sets = dir.path().join("sets");
     std::fs::create_dir(&sets).unwrap();
     for a in 0..2 {
         let dirs = json!({ a.to_string(): s(&sets.join(a.to_string())) });
-        let (code, e) = srv.post_json(
+        let (code, e) = srv.post_json_checked(
             "/databases/demo/hotCopy",
             &json!({"type": "full", "backupSetDirs": dirs, "timeoutSec": 60, "checkContainsAllSgs": false}),
         );
         assert_eq!((code, &e["status"]), (200, &json!("completed")), "full of archive {a}: {e}");
     }
     // Archive 0 retains its journal for journal hot copies; archive 1 does not, and says so.
-    let (code, e) = srv.post_json(
+    let (code, e) = srv.post_json_checked(
         "/databases/demo/hotCopy",
         &json!({"type": "journal", "backupSetDirs": {"0": s(&sets.join("0"))}, "timeoutSec": 60}),
     );
     assert_eq!((code, &e["status"]), (200, &json!("completed")), "{e}");
-    let (code, e) = srv.post_json(
+    let (code, e) = srv.post_json_checked(
         "/databases/demo/hotCopy",
         &json!({"type": "journal", "backupSetDirs": {"1": s(&sets.join("1"))}, "timeoutSec": 60}),
     );
@@ -650,7 +499,7 @@ fn journal_hot_copy_can_differ_per_sm() {
     // The command line's --journal-hot-copy applies to every SM.
     drop(srv);
     let srv = Server::start(&dir.path().join("data2"), &["--config", &s(&cfg), "--journal-hot-copy", "disable"]);
-    let (_, v) = srv.get("/processes");
+    let (_, v) = srv.get_checked("/processes");
     let option = |i: usize| v["data"][i]["options"]["journal-hot-copy"].clone();
     assert_eq!((option(0), option(1)), (json!("disable"), json!("disable")), "{v}");
 }
@@ -658,7 +507,7 @@ fn journal_hot_copy_can_differ_per_sm() {
 /// Commits one transaction through the data API; returns its txnId.
 fn commit(srv: &Server, put: &[(String, String)], delete: &[String]) -> u64 {
     let put: serde_json::Map<String, Value> = put.iter().map(|(k, v)| (k.clone(), Value::String(v.clone()))).collect();
-    let (code, v) = srv.post_json("/databases/demo/transactions", &json!({"put": put, "delete": delete}));
+    let (code, v) = srv.post_json_checked("/databases/demo/transactions", &json!({"put": put, "delete": delete}));
     assert_eq!(code, 200, "{v}");
     v["txnId"].as_u64().unwrap()
 }
@@ -715,7 +564,7 @@ fn simple_hot_copy_with_a_separate_journal_dir() {
             }
             mine
         });
-        let (code, v) = srv.post_json(
+        let (code, v) = srv.post_json_checked(
             "/databases/demo/hotCopySimple",
             &json!({"backupLocations": {"0": {"copyArchiveDir": s(&copy), "copyJournalDir": s(&journal)}},
                     "maxRate": 200_000, "timeoutSec": 120}),
@@ -736,13 +585,8 @@ fn simple_hot_copy_with_a_separate_journal_dir() {
     assert!(acked.iter().any(|(t, ..)| *t > e), "no transaction after the copy's end point {e}: nothing to tell apart");
     assert_eq!(support::dump(&copy, &["--journal-dir", &s(&journal)]), want, "archive dump --journal-dir at E = {e}");
     for cmd in ["check", "info"] {
-        let out = Command::new(env!("CARGO_BIN_EXE_backset"))
-            .args(["archive", cmd])
-            .arg(&copy)
-            .args(["--journal-dir", &s(&journal)])
-            .output()
-            .unwrap();
-        assert!(out.status.success(), "archive {cmd}: {}", String::from_utf8_lossy(&out.stderr));
+        let out = backset(&["archive", cmd, &s(&copy), "--journal-dir", &s(&journal)]);
+        assert!(out.status.success(), "archive {cmd}: {}", text(&out));
         if cmd == "info" {
             let info: Value = serde_json::from_slice(&out.stdout).unwrap();
             assert_eq!(info["lastTxnId"], e, "{info}");
@@ -757,7 +601,7 @@ fn simple_hot_copy_with_a_separate_journal_dir() {
         (dir.path().join("r3").join("archive"), dir.path().join("r3"), "is inside its copyJournalDir"),
     ];
     for (a, j, why) in &bad {
-        let (code, e) = srv.post_json(
+        let (code, e) = srv.post_json_checked(
             "/databases/demo/hotCopySimple",
             &json!({"defaultBackupLocation": {"copyArchiveDir": s(a), "copyJournalDir": s(j)}, "timeoutSec": 60}),
         );
@@ -768,7 +612,7 @@ fn simple_hot_copy_with_a_separate_journal_dir() {
     }
     // <copyArchiveDir>/journal is the default, accepted as before.
     let plain = dir.path().join("plain");
-    let (code, v) = srv.post_json(
+    let (code, v) = srv.post_json_checked(
         "/databases/demo/hotCopySimple",
         &json!({"defaultBackupLocation": {"copyArchiveDir": s(&plain), "copyJournalDir": s(&plain.join("journal"))},
                 "timeoutSec": 60}),

@@ -3,54 +3,14 @@
 //! get `--api-server` for the free port; the data API's bodies are the README's `curl -d` bodies, sent with ureq).
 //! If a step has to change here, the README's block changes with it.
 
-use std::net::TcpListener;
 use std::path::Path;
-use std::process::{Child, Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::Value;
 
 mod support;
 
-use support::text;
-
-/// The server of step 1, killed when dropped (step 6 stops it with SIGTERM first).
-struct Serve(Option<Child>);
-
-impl Drop for Serve {
-    fn drop(&mut self) {
-        if let Some(mut c) = self.0.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
-
-fn backset(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_backset")).args(args).env_remove("BACKSET_AUTH_TOKEN").output().unwrap()
-}
-
-/// Runs `backset <args>`, asserts exit code 0, and returns stdout.
-fn ok(args: &[&str]) -> String {
-    let out = backset(args);
-    assert_eq!(out.status.code(), Some(0), "backset {args:?}: {}", text(&out));
-    String::from_utf8(out.stdout).unwrap()
-}
-
-/// The value of `name=` in a `HotCopyResponse(...)` line (values other than the message hold no ", ").
-fn field(line: &str, name: &str) -> String {
-    let inner = line.trim().strip_prefix("HotCopyResponse(").and_then(|l| l.strip_suffix(')')).expect(line);
-    let key = format!("{name}=");
-    let start = inner
-        .match_indices(&key)
-        .map(|(i, _)| i)
-        .find(|&i| i == 0 || inner[..i].ends_with(", "))
-        .unwrap_or_else(|| panic!("no {name} in {line}"))
-        + key.len();
-    let rest = &inner[start..];
-    let end = if name == "message" { rest.rfind(", status=").unwrap() } else { rest.find(", ").unwrap_or(rest.len()) };
-    rest[..end].to_string()
-}
+use support::{field, ok, Server};
 
 /// A completed hot copy's response line: asserts it, returns its id.
 fn completed(out: &str) -> String {
@@ -77,24 +37,11 @@ fn s(p: &Path) -> &str {
 fn the_readme_operator_walkthrough() {
     let ops = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
     let (data, set, restored) = (ops.path().join("data"), ops.path().join("set"), ops.path().join("restored"));
-    let addr = format!("127.0.0.1:{}", TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port());
-    let api = ["--api-server", addr.as_str()];
 
-    // README block 1: `backset serve --data-dir /tmp/ops/data --listen 127.0.0.1:8888 &`
-    let child = Command::new(env!("CARGO_BIN_EXE_backset"))
-        .args(["serve", "--data-dir", s(&data), "--listen", &addr])
-        .env_remove("RUST_LOG")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut serve = Serve(Some(child));
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while std::net::TcpStream::connect(&addr).is_err() {
-        assert!(serve.0.as_mut().unwrap().try_wait().unwrap().is_none(), "serve exited");
-        assert!(Instant::now() < deadline, "serve did not listen on {addr} within 30 s");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    // README block 1: `backset serve --data-dir /tmp/ops/data --listen 127.0.0.1:8888 &` (on a free port)
+    let serve = Server::start(&data, &[]);
+    let addr = serve.addr.clone();
+    let api = ["--api-server", addr.as_str()];
 
     // README block 2: `curl -s -X POST .../transactions -d '{"put": {"apple": "red", "banana": "yellow"}}'`
     let v = post_txn(&addr, r#"{"put": {"apple": "red", "banana": "yellow"}}"#);
@@ -125,7 +72,7 @@ fn the_readme_operator_walkthrough() {
     let lines: Vec<&str> = show.lines().collect();
     assert_eq!(lines.len(), 3, "{show}");
     // nuocmd's process line: `[SM] <host>/<address> [start_id = 1] [server_id = <host>] [pid = <serve's>] ...`.
-    let pid = serve.0.as_ref().unwrap().id();
+    let pid = serve.pid();
     assert!(lines[0].starts_with("[SM] ") && lines[0].contains(&format!("/{addr} [start_id = 1] [server_id = ")));
     assert!(lines[0].ends_with(&format!("[pid = {pid}] [node_id = ] [last_ack =  0.00] MONITORED:RUNNING")), "{show}");
     for (line, id) in lines[1..].iter().zip([&full, &journal]) {
@@ -134,12 +81,8 @@ fn the_readme_operator_walkthrough() {
     }
 
     // README block 6: `kill %1` (SIGTERM); the server closes the database and exits 0.
-    let child = serve.0.take().unwrap();
-    let st = Command::new("kill").arg("-TERM").arg(child.id().to_string()).status().unwrap();
-    assert!(st.success());
-    let out = child.wait_with_output().unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let (exit, stderr) = serve.terminate();
+    assert_eq!(exit, Some(0), "{stderr}");
     assert!(stderr.contains(&format!("admin API on http://{addr}")), "{stderr}");
     assert!(stderr.contains("  INFO SM start id 1 serves archive 0 in "), "{stderr}");
     for id in [&full, &journal] {

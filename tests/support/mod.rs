@@ -1,5 +1,6 @@
-//! Shared helpers of the end-to-end tests (reliability tests, crash, walkthrough): the real `backset serve` on a free
-//! loopback port with its output collected, requests that return whatever the server answered, and the offline CLI.
+//! The one test support of the binary's end-to-end tests: the real `backset serve` on a free loopback port with its
+//! output collected, requests that return whatever the server answered, the CLI (offline and against a server), and
+//! the small tools several tests share (a byte flipper, a seeded generator, the nuocmd response parser).
 #![allow(dead_code)]
 
 use std::io::Read;
@@ -9,12 +10,11 @@ use std::process::{Child, Command, Output, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use serde_json::Value;
+use serde_json::{json, Value};
 
 /// `backset archive dump DIR EXTRA...` as a map of key to value (every value these tests write is UTF-8).
 pub fn dump(dir: &Path, extra: &[&str]) -> std::collections::BTreeMap<String, String> {
-    let out =
-        Command::new(env!("CARGO_BIN_EXE_backset")).args(["archive", "dump"]).arg(dir).args(extra).output().unwrap();
+    let out = command().args(["archive", "dump"]).arg(dir).args(extra).output().unwrap();
     assert!(out.status.success(), "archive dump {}: {}", dir.display(), String::from_utf8_lossy(&out.stderr));
     String::from_utf8(out.stdout)
         .unwrap()
@@ -47,20 +47,37 @@ pub fn free_port() -> u16 {
     l.local_addr().unwrap().port()
 }
 
+/// The `backset` binary as a command, without the client settings this process's environment may hold
+/// (`BACKSET_AUTH_TOKEN`, `NUOCMD_API_SERVER`): a test that wants them sets them on the command.
+pub fn command() -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_backset"));
+    cmd.env_remove("BACKSET_AUTH_TOKEN").env_remove("NUOCMD_API_SERVER");
+    cmd
+}
+
 /// Runs the `backset` binary with `args` and returns its output.
 pub fn backset(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_backset")).args(args).output().unwrap()
+    command().args(args).output().unwrap()
+}
+
+/// Runs `backset args`, which must exit 0; returns its stdout.
+pub fn ok(args: &[&str]) -> String {
+    let out = backset(args);
+    assert_eq!(out.status.code(), Some(0), "backset {args:?}: {}", text(&out));
+    stdout(&out)
+}
+
+/// Runs `backset args`, which must exit with `code`; returns its output.
+pub fn fails(args: &[&str], code: i32) -> Output {
+    let out = backset(args);
+    assert_eq!(out.status.code(), Some(code), "backset {args:?}: {}", text(&out));
+    out
 }
 
 /// Runs the `backset` binary with `args` and returns its output once it exits; kills it and fails the test when it
 /// is still running after `timeout` (a command that should refuse at once but runs on, such as a second `serve`).
 pub fn backset_within(args: &[&str], timeout: Duration) -> Output {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_backset"))
-        .args(args)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut child = command().args(args).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
     let exited = wait_until(timeout, || child.try_wait().unwrap().is_some());
     if !exited {
         let _ = child.kill();
@@ -70,14 +87,111 @@ pub fn backset_within(args: &[&str], timeout: Duration) -> Output {
     out
 }
 
+/// A process's stdout, lossily decoded.
+pub fn stdout(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// A process's stderr, lossily decoded.
+pub fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
 /// A process's exit status and both outputs, for assertion messages.
 pub fn text(out: &Output) -> String {
-    format!(
-        "status {:?}\nstdout:\n{}\nstderr:\n{}",
-        out.status.code(),
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
+    format!("status {:?}\nstdout:\n{}\nstderr:\n{}", out.status.code(), stdout(out), stderr(out))
+}
+
+/// XORs the byte at `offset` of `file` with 0x5a (four of its bits flipped): a damage no checksum may miss.
+pub fn flip_byte(file: &Path, offset: u64) {
+    use std::io::{Seek, SeekFrom, Write};
+    let mut f = std::fs::OpenOptions::new().read(true).write(true).open(file).unwrap();
+    let mut b = [0u8; 1];
+    f.seek(SeekFrom::Start(offset)).unwrap();
+    f.read_exact(&mut b).unwrap();
+    f.seek(SeekFrom::Start(offset)).unwrap();
+    f.write_all(&[b[0] ^ 0x5a]).unwrap();
+}
+
+/// A small seeded generator (splitmix64: any seed, 0 included, gives a full-period stream), so that a failure can be
+/// replayed from the seed the test prints.
+pub struct Rng(pub u64);
+
+impl Rng {
+    /// The next 64 random bits.
+    pub fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+
+    /// A number below `n` (below 1 when `n` is 0).
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.next() % n.max(1)
+    }
+}
+
+/// Where field `name=` starts in the inside of a nuocmd response line (at its start or after ", ").
+fn find_field(inner: &str, name: &str) -> Option<usize> {
+    let key = format!("{name}=");
+    inner.match_indices(&key).map(|(i, _)| i).find(|&i| i == 0 || inner[..i].ends_with(", "))
+}
+
+/// The inside of a `HotCopyResponse(...)` line.
+fn response_inner(line: &str) -> &str {
+    line.trim()
+        .strip_prefix("HotCopyResponse(")
+        .and_then(|l| l.strip_suffix(')'))
+        .unwrap_or_else(|| panic!("not a HotCopyResponse line: {line}"))
+}
+
+/// The value of `name=` in a `HotCopyResponse(...)` line, as nuocmd prints it (values other than the message hold no
+/// ", ", and only the status follows the message).
+pub fn field(line: &str, name: &str) -> String {
+    let inner = response_inner(line);
+    let start = find_field(inner, name).unwrap_or_else(|| panic!("no {name} in {line}")) + name.len() + 1;
+    let rest = &inner[start..];
+    let end = if name == "message" { rest.rfind(", status=").unwrap() } else { rest.find(", ").unwrap_or(rest.len()) };
+    rest[..end].to_string()
+}
+
+/// The nuocmd fields present in a `HotCopyResponse(...)` line, in the order printed.
+pub fn field_names(line: &str) -> Vec<String> {
+    let inner = response_inner(line);
+    let mut names: Vec<(usize, String)> =
+        ["begin_timestamp", "coordinator_start_id", "end_timestamp", "id", "message", "status"]
+            .iter()
+            .filter_map(|n| find_field(inner, n).map(|i| (i, n.to_string())))
+            .collect();
+    names.sort();
+    names.into_iter().map(|(_, n)| n).collect()
+}
+
+/// `hotcopy database --db-name demo --type KIND --backup-dirs 0 SET`, then `extra`: the client's hot copy of the
+/// demo database's archive 0 into `set`.
+pub fn hotcopy_args<'a>(kind: &'a str, set: &'a str, extra: &[&'a str]) -> Vec<&'a str> {
+    let mut args = vec!["hotcopy", "database", "--db-name", "demo", "--type", kind, "--backup-dirs", "0", set];
+    args.extend_from_slice(extra);
+    args
+}
+
+/// How long a hot copy started by [`Server::hot_copy`] is waited for (`timeoutSec`): the longest of them, in the
+/// soak, copies minutes of load.
+pub const HOT_COPY_WAIT_SEC: u64 = 600;
+
+/// The endpoint and body of a hot copy of `kind` into `dir` (a simple copy's archive directory, or a backup set)
+/// that waits up to `timeout_sec` for its end.
+pub fn hot_copy_request(kind: &str, dir: &Path, timeout_sec: u64) -> (&'static str, Value) {
+    if kind == "simple" {
+        (
+            "/databases/demo/hotCopySimple",
+            json!({"backupLocations": {"0": {"copyArchiveDir": s(dir)}}, "timeoutSec": timeout_sec}),
+        )
+    } else {
+        ("/databases/demo/hotCopy", json!({"type": kind, "backupSetDirs": {"0": s(dir)}, "timeoutSec": timeout_sec}))
+    }
 }
 
 /// An answer: status, raw body, and the body as JSON when it is JSON.
@@ -125,29 +239,18 @@ impl Server {
     /// `BACKSET_FAULT_PAUSE`).
     pub fn start_with_env(data: &Path, extra: &[&str], env: &[(&str, &str)]) -> Self {
         let addr = format!("127.0.0.1:{}", free_port());
-        Self::start_env(&addr, &addr, data, extra, None, env)
+        Self::start_limited(&addr, &addr, data, extra, None, env, None)
     }
 
     /// Starts `backset serve --listen listen ...` and talks to it at `connect` (e.g. listen on `0.0.0.0:P`, connect
     /// to `127.0.0.1:P`).
     pub fn start_at(listen: &str, connect: &str, data: &Path, extra: &[&str], token: Option<&str>) -> Self {
-        Self::start_env(listen, connect, data, extra, token, &[])
+        Self::start_limited(listen, connect, data, extra, token, &[], None)
     }
 
-    /// As [`start_at`](Self::start_at), with these environment variables set (a test-only fault, `RUST_LOG`).
-    pub fn start_env(
-        listen: &str,
-        connect: &str,
-        data: &Path,
-        extra: &[&str],
-        token: Option<&str>,
-        env: &[(&str, &str)],
-    ) -> Self {
-        Self::start_limited(listen, connect, data, extra, token, env, None)
-    }
-
-    /// As [`start_env`](Self::start_env), with the descriptor limit (`RLIMIT_NOFILE`, soft and hard) set to `nofile`
-    /// for the server (through `sh -c 'ulimit -n N; exec ...'`, so the process is still the server's own pid).
+    /// As [`start_at`](Self::start_at), with these environment variables set (a test-only fault, `RUST_LOG`) and,
+    /// when `nofile` is given, the descriptor limit (`RLIMIT_NOFILE`, soft and hard) set to it for the server (through
+    /// `sh -c 'ulimit -n N; exec ...'`, so the process is still the server's own pid).
     pub fn start_limited(
         listen: &str,
         connect: &str,
@@ -159,18 +262,27 @@ impl Server {
     ) -> Self {
         let addr = connect.to_string();
         let mut cmd = match nofile {
-            None => Command::new(env!("CARGO_BIN_EXE_backset")),
+            None => command(),
             Some(n) => {
                 let mut c = Command::new("sh");
                 c.args(["-c", &format!("ulimit -n {n} && exec \"$0\" \"$@\""), env!("CARGO_BIN_EXE_backset")]);
                 c
             }
         };
+        // Only what the test asks for: no log filter, token or test-only fault from this process's environment.
+        for var in [
+            "RUST_LOG",
+            "BACKSET_AUTH_TOKEN",
+            "BACKSET_FAULT_PAUSE",
+            "BACKSET_FAULT_PAUSE_MARK",
+            "BACKSET_FAULT_PAUSE_DEST",
+        ] {
+            cmd.env_remove(var);
+        }
         let mut child = cmd
             .args(["serve", "--listen", listen, "--data-dir"])
             .arg(data)
             .args(extra)
-            .env_remove("RUST_LOG")
             .envs(env.iter().copied())
             // Its working directory is the test's own directory: a relative path it wrongly accepts lands there.
             .current_dir(data.parent().filter(|p| p.is_dir()).unwrap_or(Path::new(env!("CARGO_TARGET_TMPDIR"))))
@@ -247,7 +359,20 @@ impl Server {
 
     /// Sends a request with this `Authorization` header value (or none).
     pub fn with_authorization(&self, method: &str, path: &str, body: Option<&[u8]>, auth: Option<&str>) -> Answer {
-        let mut req = ureq::request(method, &format!("{}{path}", self.api)).timeout(Duration::from_secs(120));
+        self.send(method, path, body, auth, Duration::from_secs(120)).unwrap_or_else(|e| panic!("{method} {path}: {e}"))
+    }
+
+    /// Sends a request and reads the whole answer within `timeout`; an error when it could not be sent or no whole
+    /// answer came in time.
+    fn send(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<&[u8]>,
+        auth: Option<&str>,
+        timeout: Duration,
+    ) -> Result<Answer, String> {
+        let mut req = ureq::request(method, &format!("{}{path}", self.api)).timeout(timeout);
         if let Some(a) = auth {
             req = req.set("Authorization", a);
         }
@@ -258,13 +383,13 @@ impl Server {
         let resp = match res {
             Ok(r) => r,
             Err(ureq::Error::Status(_, r)) => r,
-            Err(e) => panic!("{method} {path}: {e}"),
+            Err(e) => return Err(e.to_string()),
         };
         let code = resp.status();
         let www_authenticate = resp.header("WWW-Authenticate").map(str::to_string);
-        let text = resp.into_string().unwrap_or_else(|e| panic!("{method} {path}: body not read: {e}"));
+        let text = resp.into_string().map_err(|e| format!("body not read: {e}"))?;
         let json = serde_json::from_str(&text).unwrap_or(Value::Null);
-        Answer { code, text, json, www_authenticate }
+        Ok(Answer { code, text, json, www_authenticate })
     }
 
     /// Sends `request` (a whole HTTP/1.1 request as bytes, head and as much of a body as the test wants, ending with
@@ -307,15 +432,87 @@ impl Server {
     /// Runs the `backset` client with `args` against this server (`--api-server` first, as nuocmd takes it; the
     /// server's token, if any, through `BACKSET_AUTH_TOKEN`).
     pub fn cli(&self, args: &[&str]) -> Output {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_backset"));
-        cmd.args(["--api-server", &self.addr])
-            .args(args)
-            .env_remove("BACKSET_AUTH_TOKEN")
-            .env_remove("NUOCMD_API_SERVER");
+        self.cli_env(args, &[])
+    }
+
+    /// As [`cli`](Self::cli), with these environment variables set for the client.
+    pub fn cli_env(&self, args: &[&str], env: &[(&str, &str)]) -> Output {
+        let mut cmd = command();
+        cmd.args(["--api-server", &self.addr]).args(args);
         if let Some(t) = &self.token {
             cmd.env("BACKSET_AUTH_TOKEN", t);
         }
-        cmd.output().unwrap()
+        cmd.envs(env.iter().copied()).output().unwrap()
+    }
+
+    /// Runs the client with `args` against this server, which must exit 0; returns its stdout.
+    pub fn cli_ok(&self, args: &[&str]) -> String {
+        let out = self.cli(args);
+        assert_eq!(out.status.code(), Some(0), "backset {args:?}: {}", text(&out));
+        stdout(&out)
+    }
+
+    /// Runs the client with `args` against this server, which must exit with `code`; returns its output.
+    pub fn cli_fails(&self, args: &[&str], code: i32) -> Output {
+        let out = self.cli(args);
+        assert_eq!(out.status.code(), Some(code), "backset {args:?}: {}", text(&out));
+        out
+    }
+
+    /// Commits `n` keys (`key-000000`, ...) of `bytes`-byte values through the data API, in transactions of 50.
+    pub fn load(&self, n: usize, bytes: usize) {
+        let value = "v".repeat(bytes);
+        for batch in (0..n).collect::<Vec<_>>().chunks(50) {
+            let put: serde_json::Map<String, Value> =
+                batch.iter().map(|i| (format!("key-{i:06}"), Value::String(value.clone()))).collect();
+            let a = self.post_json("/databases/demo/transactions", &json!({ "put": put }));
+            assert_eq!(a.code, 200, "load: {}", a.text);
+        }
+    }
+
+    /// Runs a hot copy of `kind` into `dir` through the REST API (`simple`: a simple copy with `dir` as its archive
+    /// directory), waiting for its end; returns its final status (200, and no longer running).
+    pub fn hot_copy(&self, kind: &str, dir: &Path) -> Value {
+        let (path, body) = hot_copy_request(kind, dir, HOT_COPY_WAIT_SEC);
+        let a = self.post_json(path, &body);
+        assert_eq!(a.code, 200, "{kind} into {}: {}", dir.display(), a.text);
+        assert_ne!(a.json["status"], "running", "{kind} into {}: {}", dir.display(), a.text);
+        a.json
+    }
+
+    /// As [`hot_copy`](Self::hot_copy), for a hot copy that must complete.
+    pub fn completed(&self, kind: &str, dir: &Path) -> Value {
+        let v = self.hot_copy(kind, dir);
+        assert_eq!(v["status"], "completed", "{kind} into {}: {v}", dir.display());
+        v
+    }
+
+    /// Sends a request with this server's token; its answer must be JSON, and an error's body must carry its status
+    /// as `code` and a non-empty `message`. Returns (status, body).
+    pub fn checked(&self, method: &str, path: &str, body: Option<&[u8]>) -> (u16, Value) {
+        let a = self.request(method, path, body);
+        let v: Value =
+            serde_json::from_str(&a.text).unwrap_or_else(|e| panic!("{method} {path}: not JSON ({e}): {}", a.text));
+        if a.code >= 400 {
+            assert_eq!(v["code"], a.code, "error body of {method} {path}: {v}");
+            assert!(v["message"].as_str().is_some_and(|m| !m.is_empty()), "{v}");
+        }
+        (a.code, v)
+    }
+
+    /// A checked GET (see [`checked`](Self::checked)).
+    pub fn get_checked(&self, path: &str) -> (u16, Value) {
+        self.checked("GET", path, None)
+    }
+
+    /// A checked POST with a raw body (see [`checked`](Self::checked)).
+    pub fn post_checked(&self, path: &str, body: &str) -> (u16, Value) {
+        self.checked("POST", path, Some(body.as_bytes()))
+    }
+
+    /// A checked POST with a JSON body (see [`checked`](Self::checked)).
+    pub fn post_json_checked(&self, path: &str, body: &Value) -> (u16, Value) {
+        self.post_checked(path, &body.to_string())
     }
 
     /// The server answers a health request (`GET /processes`) with 200, and its process is alive.
@@ -333,24 +530,8 @@ impl Server {
     /// Sends a request with this server's token and `timeout` for the whole exchange; `None` when it could not be
     /// sent or no answer came in time (the connection refused, reset or still waiting).
     pub fn try_request(&self, method: &str, path: &str, body: Option<&[u8]>, timeout: Duration) -> Option<Answer> {
-        let mut req = ureq::request(method, &format!("{}{path}", self.api)).timeout(timeout);
-        if let Some(t) = &self.token {
-            req = req.set("Authorization", &format!("Bearer {t}"));
-        }
-        let res = match body {
-            Some(b) => req.set("Content-Type", "application/json").send_bytes(b),
-            None => req.call(),
-        };
-        let resp = match res {
-            Ok(r) => r,
-            Err(ureq::Error::Status(_, r)) => r,
-            Err(_) => return None,
-        };
-        let code = resp.status();
-        let www_authenticate = resp.header("WWW-Authenticate").map(str::to_string);
-        let text = resp.into_string().ok()?;
-        let json = serde_json::from_str(&text).unwrap_or(Value::Null);
-        Some(Answer { code, text, json, www_authenticate })
+        let auth = self.token.as_ref().map(|t| format!("Bearer {t}"));
+        self.send(method, path, body, auth.as_deref(), timeout).ok()
     }
 
     /// Sockets the server process has open now (the entries of /proc/PID/fd that link to `socket:[...]`): its
@@ -362,12 +543,19 @@ impl Server {
             .count()
     }
 
+    /// Sends the signal `name` (`TERM`, `INT`, `KILL`) to the server process; it may still be running when this returns
+    /// (a test that shares the server with other threads signals it through a shared reference).
+    pub fn signal(&self, name: &str) {
+        let pid = self.pid();
+        let st = Command::new("kill").arg(format!("-{name}")).arg(pid.to_string()).status().unwrap();
+        assert!(st.success(), "kill -{name} {pid}");
+    }
+
     /// Sends SIGTERM and waits at most `timeout` for the exit; returns (exit code, everything it printed). Kills it
     /// and fails the test when it is still running then.
     pub fn terminate_within(mut self, timeout: Duration) -> (Option<i32>, String) {
+        self.signal("TERM");
         let mut child = self.child.take().unwrap();
-        let st = Command::new("kill").arg("-TERM").arg(child.id().to_string()).status().unwrap();
-        assert!(st.success());
         let exited = wait_until(timeout, || child.try_wait().unwrap().is_some());
         if !exited {
             let _ = child.kill();
@@ -384,13 +572,33 @@ impl Server {
     }
 
     /// Sends SIGTERM and waits for the exit; returns (exit code, everything it printed).
-    pub fn terminate(mut self) -> (Option<i32>, String) {
-        let mut child = self.child.take().unwrap();
-        let st = Command::new("kill").arg("-TERM").arg(child.id().to_string()).status().unwrap();
-        assert!(st.success());
-        let status = child.wait().unwrap();
+    pub fn terminate(self) -> (Option<i32>, String) {
+        self.stop("TERM")
+    }
+
+    /// Sends the signal `name` and waits for the exit; returns (exit code, everything it printed).
+    pub fn stop(self, name: &str) -> (Option<i32>, String) {
+        self.signal(name);
+        self.wait_exit()
+    }
+
+    /// Waits for the process to exit (after a signal sent through [`signal`](Self::signal)); returns (exit code,
+    /// everything it printed).
+    pub fn wait_exit(mut self) -> (Option<i32>, String) {
+        let status = self.child.take().unwrap().wait().unwrap();
         self.join_readers();
         (status.code(), self.output())
+    }
+
+    /// SIGKILL (never a clean shutdown), unless a [`signal`](Self::signal) sent it already; reaps the process and
+    /// fails the test when it died of anything else.
+    pub fn kill9(mut self) {
+        use std::os::unix::process::ExitStatusExt;
+        let mut child = self.child.take().unwrap();
+        let _ = child.kill(); // std sends SIGKILL on Unix
+        let st = child.wait().unwrap();
+        self.join_readers();
+        assert_eq!(st.signal(), Some(9), "serve did not die of SIGKILL: {st}: {}", self.output());
     }
 }
 
@@ -405,24 +613,23 @@ impl Drop for Server {
 
 /// VmRSS of a process, kB.
 pub fn rss_kb(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next())
-        .and_then(|n| n.parse().ok())
-        .unwrap_or_else(|| panic!("no VmRSS in /proc/{pid}/status"))
+    status_kb(pid, "VmRSS")
 }
 
 /// The peak resident set size of a process so far, kB (VmHWM of /proc/PID/status).
 pub fn hwm_kb(pid: u32) -> u64 {
+    status_kb(pid, "VmHWM")
+}
+
+/// A `<name>: <n> kB` line of /proc/PID/status.
+fn status_kb(pid: u32, name: &str) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
     status
         .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .find_map(|l| l.strip_prefix(name).and_then(|v| v.strip_prefix(':')))
         .and_then(|v| v.split_whitespace().next())
         .and_then(|n| n.parse().ok())
-        .unwrap_or_else(|| panic!("no VmHWM in /proc/{pid}/status"))
+        .unwrap_or_else(|| panic!("no {name} in /proc/{pid}/status"))
 }
 
 /// Polls `cond` every 20 ms until it holds or `timeout` passes; returns whether it held.
