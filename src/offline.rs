@@ -11,13 +11,13 @@ use backset_copier::JobControl;
 use backset_engine::check::{check_archive_with_journal, check_set, CheckOptions};
 use backset_engine::found::{found, missing_archive_part, Found};
 use backset_engine::restore::{
-    for_each_timestamp, refuse_unfinished, report_backups, restore, RestoreError, RestoreOptions, Target,
-    TimestampFilter, TimestampItem,
+    backups, for_each_timestamp, refuse_unfinished, restore, RestoreError, RestoreOptions, Target, TimestampFilter,
+    TimestampItem,
 };
+use backset_engine::set::read_state;
 use backset_engine::store::read_archive_with_journal;
-use backset_format::fsio::read_metadata;
-use backset_format::layout::{JOURNAL_DIR, STATE_FILE};
-use backset_format::{ElementStatus, State};
+use backset_format::layout::JOURNAL_DIR;
+use backset_format::ElementStatus;
 use serde_json::json;
 use uuid::Uuid;
 
@@ -228,9 +228,8 @@ fn cancel_on_signals(control: &Arc<JobControl>) -> Result<Arc<OnceLock<&'static 
 /// `--report-backups`: NuoDB's `<BackupSet>` listing, one element a line, newest first, with Backset's extra
 /// attributes (directory name, status, transaction range).
 fn print_backups(set: &Path) -> Result<()> {
-    let elements = report_backups(set)?;
-    let state: State = read_metadata(&set.join(STATE_FILE))
-        .with_context(|| format!("{} is not a readable backup set", set.display()))?;
+    let state = read_state(set)?;
+    let elements = backups(&state);
     println!(
         "<BackupSet id=\"{}\" database=\"{}\" databaseId=\"{}\" archiveId=\"{}\">",
         state.set_id,

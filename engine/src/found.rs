@@ -5,7 +5,7 @@
 use std::fs;
 use std::path::Path;
 
-use backset_format::layout::{ElementName, ATOMS_DIR, JOURNAL_DIR, STATE_FILE, TMP_DIR};
+use backset_format::layout::{ATOMS_DIR, JOURNAL_DIR};
 
 /// How many entries of an unknown directory a message names.
 const NAMED_ENTRIES: usize = 5;
@@ -41,8 +41,7 @@ pub fn found(path: &Path) -> Found {
         Err(e) => return Found::Absent(format!("it cannot be listed: {e}")),
     };
     // A set whose `state` is lost still holds its elements (or `tmp/`): a damaged set, not another kind of thing.
-    let set_entry = |n: &String| n == STATE_FILE || n == TMP_DIR || n.parse::<ElementName>().is_ok();
-    if names.iter().any(set_entry) {
+    if names.iter().any(|n| crate::set::layout::marks_a_set(n)) {
         return Found::BackupSet;
     }
     if [ATOMS_DIR, JOURNAL_DIR].iter().any(|d| path.join(d).is_dir()) {

@@ -10,6 +10,7 @@
 //! - [`limits`]: every bound the engine puts on sizes, counts and durations.
 //! - [`lock`]: one process per database or archive directory (an advisory lock a running SM holds).
 //! - [`paths`]: destination directories: links resolved as far as a path exists; only the last component created.
+//! - [`set`]: backup sets: the one module that reads and writes their metadata and layout.
 
 pub mod archive;
 pub mod bulk;
@@ -20,6 +21,7 @@ pub mod limits;
 pub mod lock;
 pub mod paths;
 pub mod restore;
+pub mod set;
 pub mod store;
 pub mod workload;
 

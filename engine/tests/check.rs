@@ -13,7 +13,8 @@ use std::time::Duration;
 
 use backset_copier::JobControl;
 use backset_engine::check::{check_archive, check_set, CheckError, CheckOptions, CheckReport, Defect, DefectKind};
-use backset_engine::restore::{restore, RestoreError, RestoreOptions, SetError, Target};
+use backset_engine::restore::{restore, RestoreError, RestoreOptions, Target};
+use backset_engine::set::SetError;
 use backset_engine::store::{Database, Txn};
 use backset_format::journal::{RECORD_HEADER_BYTES, SEGMENT_HEADER_BYTES};
 use backset_format::TxnRange;

@@ -10,7 +10,6 @@
 mod common;
 mod setmaker;
 
-use std::collections::BTreeMap;
 use std::fs;
 use std::os::unix::fs::symlink;
 use std::path::{Path, PathBuf};
@@ -30,7 +29,7 @@ use backset_format::{
     encode_atom, encode_record, AtomState, Catalog, CatalogEntry, ElementEntry, ElementInfo, ElementKind,
     ElementStatus, FileEntry, FileKind, Manifest, Participant, SegmentHeader, State, StorageGroup, TxnRange,
 };
-use common::{assert_entries_eq, tempdir};
+use common::{assert_entries_eq, scan, tempdir};
 use serde::Serialize;
 use setmaker::{copy_tree, template};
 use uuid::Uuid;
@@ -68,32 +67,6 @@ impl Arena {
     fn dest(&self) -> PathBuf {
         self.root().join("dest")
     }
-}
-
-/// Everything under `root` except `skip`: path -> (type, length, BLAKE3 of the content, link target). Never follows
-/// a link.
-fn scan(root: &Path, skip: &Path) -> BTreeMap<PathBuf, String> {
-    let mut out = BTreeMap::new();
-    let mut stack = vec![root.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        for entry in fs::read_dir(&d).unwrap() {
-            let p = entry.unwrap().path();
-            if p == skip {
-                continue;
-            }
-            let md = fs::symlink_metadata(&p).unwrap();
-            let what = if md.file_type().is_symlink() {
-                format!("link -> {}", fs::read_link(&p).unwrap().display())
-            } else if md.is_dir() {
-                stack.push(p.clone());
-                "dir".to_string()
-            } else {
-                format!("file {} {}", md.len(), blake3::hash(&fs::read(&p).unwrap()).to_hex())
-            };
-            out.insert(p, what);
-        }
-    }
-    out
 }
 
 /// Runs `f` and asserts that nothing under `arena` except `arena/dest` changed.

@@ -12,7 +12,8 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use backset_engine::hotcopy::{BackupSet, HotCopyError, HotCopyManager, HotCopyRequest, HotCopyType};
+use backset_engine::hotcopy::{HotCopyError, HotCopyManager, HotCopyRequest, HotCopyType};
+use backset_engine::set::BackupSet;
 use backset_engine::store::{read_archive, Config, Database, StorageGroup};
 use backset_engine::workload::{replay_upto, AckedTxn, Workload, WorkloadConfig};
 use backset_engine::{check, restore};
@@ -115,7 +116,7 @@ fn full_incremental_and_journal_elements_restore_the_state_at_each_end_point() {
     let (base, entries) = restored(&set, e_j3, &scratch);
     assert_eq!(base, "2.inc");
     assert_entries_eq(&entries, &oracle(&report.acked, e_j3), &format!("restore at the last journal E = {e_j3}"));
-    assert_eq!(BackupSet::open(&set).unwrap().restorable_max(), Some(e_j3));
+    assert_eq!(BackupSet::open(&set).unwrap().restorable().last().map(|r| r.last), Some(e_j3));
 
     // The engine's own check and restore read these sets the same way.
     let report = check::check_set(&set, &check::CheckOptions::default()).unwrap();
@@ -232,8 +233,8 @@ fn a_coordinated_hot_copy_of_two_storage_groups_shares_one_end_point() {
     for (a, s) in [(0u64, &sets.join("0")), (1, &sets.join("1"))] {
         let set = BackupSet::open(s).unwrap();
         assert_eq!(set.state().archive_id, a);
-        for e in set.completed() {
-            let info = set.read_control(e).unwrap().info;
+        for e in set.elements() {
+            let info = &e.info;
             assert_eq!(info.coordinator_start_id, 1);
             let parts: Vec<(u64, u64)> = info.participants.iter().map(|p| (p.start_id, p.archive_id)).collect();
             assert_eq!(parts, [(1, 0), (2, 1)]);

@@ -15,7 +15,8 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 
 use backset_engine::archive::{Archive, ArchiveError, ArchiveIdentity, AtomFile, JournalPin, JournalSlice};
-use backset_engine::hotcopy::{BackupSet, HotCopyManager, HotCopyRequest, HotCopyType, JobState, MSG_CANCELLED};
+use backset_engine::hotcopy::{HotCopyManager, HotCopyRequest, HotCopyType, JobState, MSG_CANCELLED};
+use backset_engine::set::read_state;
 use backset_engine::store::{Database, SmArchive};
 use backset_format::layout::TMP_DIR;
 use backset_format::State;
@@ -124,7 +125,7 @@ fn setup(dir: &Path) -> (Arc<Database>, Arc<Faulty>, HotCopyManager) {
 }
 
 fn state_of(set: &Path) -> State {
-    BackupSet::open(set).unwrap().state().clone()
+    read_state(set).unwrap()
 }
 
 fn assert_as_before(set: &Path, before: &State) {

@@ -12,15 +12,16 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use backset_engine::hotcopy::{
-    BackupSet, HotCopyError, HotCopyManager, HotCopyRequest, HotCopyStatus, HotCopyType, JobState, MSG_CANCELLED,
+    HotCopyError, HotCopyManager, HotCopyRequest, HotCopyStatus, HotCopyType, JobState, MSG_CANCELLED,
     MSG_PROCESS_STOPPED,
 };
+use backset_engine::set::{read_state, BackupSet};
 use backset_engine::store::{read_archive, Config, Database, Txn};
 use backset_engine::workload::{key, replay_upto};
-use backset_format::fsio::write_metadata;
+use backset_format::fsio::{read_metadata, write_metadata};
 use backset_format::layout::{ElementName, TMP_DIR};
-use backset_format::{AtomState, ElementEntry, ElementKind, ElementStatus, FileKind, State, TxnRange};
-use common::{assert_entries_eq, config, tempdir, wait_until};
+use backset_format::{AtomState, ElementEntry, ElementInfo, ElementKind, ElementStatus, FileKind, State, TxnRange};
+use common::{assert_entries_eq, config, scan, tempdir, wait_until};
 use support::{check_set, load, range_of, restore_by_hand, wait_completed, wait_end, JOB_TIMEOUT};
 use uuid::Uuid;
 
@@ -55,7 +56,7 @@ fn cancel(m: &HotCopyManager, started: (u64, Uuid)) -> HotCopyStatus {
 }
 
 fn state_of(set: &Path) -> State {
-    BackupSet::open(set).unwrap().state().clone()
+    read_state(set).unwrap()
 }
 
 fn assert_as_before(set: &Path, before: &State) {
@@ -189,7 +190,7 @@ fn atoms_dropped_before_or_during_an_incremental_are_recorded_dropped() {
     wait_completed(&m, m.start(req(HotCopyType::Full)).unwrap());
     let full_catalog = {
         let b = BackupSet::open(&set).unwrap();
-        b.read_control(b.element(ElementName::Full).unwrap()).unwrap().catalog
+        b.catalog(b.position(ElementName::Full).unwrap()).unwrap()
     };
     let keys_of = |atom: u64| keys.iter().filter(|k| db.atom_of(k) == atom).cloned().collect::<Vec<_>>();
 
@@ -218,14 +219,15 @@ fn atoms_dropped_before_or_during_an_incremental_are_recorded_dropped() {
     assert_eq!(s.participants[0].txn_range.unwrap().1, e);
 
     let b = BackupSet::open(&set).unwrap();
-    let ctl = b.read_control(b.element(ElementName::Incremental(1)).unwrap()).unwrap();
+    let inc = b.position(ElementName::Incremental(1)).unwrap();
+    let (catalog, manifest) = (b.catalog(inc).unwrap(), &b.elements()[inc].manifest);
     for atom in [first, last] {
-        let entry = ctl.catalog.get(atom).unwrap();
+        let entry = catalog.get(atom).unwrap();
         assert_eq!(entry.state, AtomState::Dropped, "atom {atom}");
         assert_eq!(entry.lsn, full_catalog.get(atom).unwrap().lsn, "a dropped atom keeps its last known LSN");
-        assert!(!ctl.manifest.files.iter().any(|f| f.kind == FileKind::Atom && f.id == atom));
+        assert!(!manifest.files.iter().any(|f| f.kind == FileKind::Atom && f.id == atom));
     }
-    assert_eq!(ctl.manifest.files.iter().filter(|f| f.kind == FileKind::Atom).count(), atoms.len() - 2);
+    assert_eq!(manifest.files.iter().filter(|f| f.kind == FileKind::Atom).count(), atoms.len() - 2);
     check_set(&set);
     let out = dir.path().join("restored");
     assert_eq!(restore_by_hand(&set, e, &out), "1.inc");
@@ -341,6 +343,64 @@ fn a_failure_names_its_cause_and_leaves_the_set_as_before() {
     assert_as_before(&set, &before);
     wait_completed(&m, m.start(req(HotCopyType::Incremental)).unwrap());
     check_set(&set);
+}
+
+/// An incremental or journal hot copy reads the set it builds on with the strict reader restore uses: an element
+/// directory or its `control/` replaced by a symbolic link (here to the very directory it replaced, so following it
+/// would have worked) refuses both, naming the link and what to do, before anything in the set (or behind the link)
+/// is written or removed; so do control files that disagree with the state. Once repaired, both work again.
+#[test]
+fn a_linked_element_or_control_directory_or_disagreeing_control_files_refuse_incremental_and_journal_hot_copies() {
+    let dir = tempdir();
+    let db = Arc::new(Database::open(dir.path().join("db"), cfg("linked", 1, true)).unwrap());
+    load(&db, 12, 200);
+    db.checkpoint_now().unwrap();
+    let m = HotCopyManager::new(Arc::clone(&db), dir.path().join("manager")).unwrap();
+    let set = dir.path().join("set");
+    let req = |kind| HotCopyRequest::new(kind).backup_dir(0, &set);
+    wait_completed(&m, m.start(req(HotCopyType::Full)).unwrap());
+    load(&db, 13, 50);
+    wait_completed(&m, m.start(req(HotCopyType::Journal)).unwrap());
+    load(&db, 14, 50);
+
+    for rel in ["full/control", "full", "1.jnl/control", "1.jnl"] {
+        let link = set.join(rel);
+        let aside = dir.path().join("aside");
+        std::fs::rename(&link, &aside).unwrap();
+        std::os::unix::fs::symlink(&aside, &link).unwrap();
+        let (set_before, aside_before) = (scan(&set, Path::new("")), scan(&aside, Path::new("")));
+        for kind in [HotCopyType::Incremental, HotCopyType::Journal] {
+            let e = m.start(req(kind)).unwrap_err();
+            let message = e.to_string();
+            let want = format!("{} is a symbolic link where a directory of the backup set belongs", link.display());
+            assert!(message.contains(&want), "{kind} with {rel} linked: expected {want:?} in: {message}");
+            assert!(message.contains(&format!("remove {}", link.display())), "{kind}, {rel}: what to do: {message}");
+            assert_eq!(scan(&set, Path::new("")), set_before, "{kind} with {rel} linked changed the set");
+            assert_eq!(scan(&aside, Path::new("")), aside_before, "{kind} with {rel} linked changed what it leads to");
+        }
+        std::fs::remove_file(&link).unwrap();
+        std::fs::rename(&aside, &link).unwrap();
+    }
+    // The same reader's cross-checks: a journal element whose `control/element` does not list the set's archive
+    // among its participants (restore and check refuse the set) refuses both too.
+    let info_path = set.join("1.jnl/control/element");
+    let info: ElementInfo = read_metadata(&info_path).unwrap();
+    let mut foreign = info.clone();
+    foreign.participants.iter_mut().for_each(|p| p.archive_id += 7);
+    write_metadata(&set.join("1.jnl/control"), "element", &foreign).unwrap();
+    let set_before = scan(&set, Path::new(""));
+    for kind in [HotCopyType::Incremental, HotCopyType::Journal] {
+        let message = m.start(req(kind)).unwrap_err().to_string();
+        assert!(message.contains(&info_path.display().to_string()), "{kind}: names the file: {message}");
+        assert!(message.contains("participants"), "{kind}: says what disagrees: {message}");
+        assert_eq!(scan(&set, Path::new("")), set_before, "{kind} with disagreeing control files changed the set");
+    }
+    write_metadata(&set.join("1.jnl/control"), "element", &info).unwrap();
+    wait_completed(&m, m.start(req(HotCopyType::Incremental)).unwrap());
+    wait_completed(&m, m.start(req(HotCopyType::Journal)).unwrap());
+    let summary = check_set(&set);
+    let names: Vec<&str> = summary.elements.iter().map(|e| e.0.as_str()).collect();
+    assert_eq!(names, ["full", "1.jnl", "1.inc", "2.jnl"]);
 }
 
 #[test]

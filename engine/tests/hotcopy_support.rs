@@ -9,10 +9,12 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use backset_engine::hotcopy::{BackupSet, HotCopyManager, HotCopyStatus, JobState};
+use backset_engine::hotcopy::{HotCopyManager, HotCopyStatus, JobState};
+use backset_engine::set::BackupSet;
 use backset_format::layout::{data_file_path, DATA_DIR, TMP_DIR};
 use backset_format::{
-    AtomHeader, AtomState, Catalog, ElementKind, ElementStatus, FileKind, RecordReader, SegmentHeader, SegmentWriter,
+    AtomHeader, AtomState, Catalog, ElementEntry, ElementInfo, ElementKind, ElementStatus, FileKind, Manifest,
+    RecordReader, SegmentHeader, SegmentWriter,
 };
 use uuid::Uuid;
 
@@ -118,12 +120,13 @@ pub fn check_set(dir: &Path) -> SetSummary {
     let mut prev_journal: Option<(Uuid, u64)> = None;
     let mut full: Option<(Uuid, u64)> = None;
     let mut summary = SetSummary { elements: Vec::new(), hot_copy_ids: Vec::new() };
+    let controls = controls(&set);
     for entry in &set.state().elements {
         assert_eq!(entry.status, ElementStatus::Completed, "{} is completed", entry.name());
-        let ctl = set.read_control(entry).unwrap();
+        let ctl = controls.iter().find(|c| c.entry == entry).unwrap();
         let (first, last) = (entry.txn_range.first, entry.txn_range.last);
         assert!(first <= last);
-        let data = set.element_dir(entry).join(DATA_DIR);
+        let data = element_dir(&set, entry).join(DATA_DIR);
         let listed: BTreeSet<String> = ctl.manifest.files.iter().map(|f| data_file_path(f.kind, f.id)).collect();
         assert_eq!(files_under(&data), listed, "data files of {} are exactly its manifest's", entry.name());
         let mut atoms_in_manifest = BTreeMap::new();
@@ -221,7 +224,7 @@ pub fn check_set(dir: &Path) -> SetSummary {
 /// Returns the base's name.
 pub fn restore_by_hand(set_dir: &Path, t: u64, out: &Path) -> String {
     let set = BackupSet::open(set_dir).unwrap();
-    let controls: Vec<_> = set.completed().map(|e| set.read_control(e).unwrap()).collect();
+    let controls = controls(&set);
     let base_idx = controls
         .iter()
         .rposition(|c| c.entry.kind != ElementKind::Journal && c.entry.txn_range.last <= t)
@@ -240,7 +243,7 @@ pub fn restore_by_hand(set_dir: &Path, t: u64, out: &Path) -> String {
                     .files
                     .iter()
                     .find(|f| f.kind == FileKind::Atom && f.id == e.atom_id && f.hash == hash)
-                    .map(|f| (set.element_dir(&c.entry), f))
+                    .map(|f| (element_dir(&set, c.entry), f))
             })
             .unwrap_or_else(|| panic!("no element holds atom {} with the catalog's hash", e.atom_id));
         let bytes = verified(&dir.join(DATA_DIR).join(data_file_path(f.kind, f.id)), f.size, &f.hash, &f.chunk_hashes);
@@ -250,7 +253,7 @@ pub fn restore_by_hand(set_dir: &Path, t: u64, out: &Path) -> String {
     let mut records: BTreeMap<u64, (u64, Vec<u8>)> = BTreeMap::new();
     let sources = std::iter::once(base).chain(controls.iter().filter(|c| c.entry.kind == ElementKind::Journal));
     for c in sources {
-        let dir = set.element_dir(&c.entry).join(DATA_DIR);
+        let dir = element_dir(&set, c.entry).join(DATA_DIR);
         for f in c.manifest.files.iter().filter(|f| f.kind == FileKind::Journal) {
             let bytes = verified(&dir.join(data_file_path(f.kind, f.id)), f.size, &f.hash, &f.chunk_hashes);
             for (txn, ts, payload) in slice_records(&bytes, f.id, f.offset) {
@@ -280,12 +283,32 @@ pub fn restore_by_hand(set_dir: &Path, t: u64, out: &Path) -> String {
     base.entry.name().to_string()
 }
 
+/// One element's control files, as the set's reader reads them (the catalog is read again on demand).
+struct Ctl<'a> {
+    entry: &'a ElementEntry,
+    info: &'a ElementInfo,
+    manifest: &'a Manifest,
+    catalog: Catalog,
+}
+
+/// The control files of every completed element, in state order.
+fn controls(set: &BackupSet) -> Vec<Ctl<'_>> {
+    let e = set.elements().iter().enumerate();
+    e.map(|(i, e)| Ctl { entry: &e.entry, info: &e.info, manifest: &e.manifest, catalog: set.catalog(i).unwrap() })
+        .collect()
+}
+
+/// `<set>/<element name>`.
+fn element_dir(set: &BackupSet, entry: &ElementEntry) -> PathBuf {
+    set.dir().join(entry.name().to_string())
+}
+
 /// Renames `data/` of every element of a set to `data.away` (as an operator moving data to tape).
 pub fn move_data_away(set_dir: &Path) -> Vec<PathBuf> {
     let set = BackupSet::open(set_dir).unwrap();
     let mut moved = Vec::new();
-    for e in set.completed() {
-        let data = set.element_dir(e).join(DATA_DIR);
+    for e in set.elements() {
+        let data = e.data_dir();
         if data.exists() {
             std::fs::rename(&data, data.with_file_name("data.away")).unwrap();
             moved.push(data);

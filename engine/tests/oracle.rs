@@ -31,8 +31,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use backset_engine::check::{check_set, CheckOptions};
-use backset_engine::hotcopy::{BackupSet, HotCopyManager, HotCopyRequest, HotCopyStatus, HotCopyType, JobState};
+use backset_engine::hotcopy::{HotCopyManager, HotCopyRequest, HotCopyStatus, HotCopyType, JobState};
 use backset_engine::restore::{self, RestoreError, RestoreOptions, Target};
+use backset_engine::set::BackupSet;
 use backset_engine::store::{read_archive, Config, Database, StorageGroup};
 use backset_engine::workload::{replay_upto, AckedTxn, Workload, WorkloadConfig};
 use backset_format::ElementKind;
@@ -182,13 +183,14 @@ struct Elem {
 
 fn elements(set: &Path) -> Vec<Elem> {
     let s = BackupSet::open(set).unwrap();
-    s.completed()
+    s.elements()
+        .iter()
         .map(|e| Elem {
             name: e.name().to_string(),
-            kind: e.kind,
-            id: e.element_id,
-            hot_copy: s.read_control(e).unwrap().info.hot_copy_id,
-            range: (e.txn_range.first, e.txn_range.last),
+            kind: e.kind(),
+            id: e.id(),
+            hot_copy: e.info.hot_copy_id,
+            range: (e.txn_range().first, e.txn_range().last),
         })
         .collect()
 }
@@ -397,7 +399,7 @@ fn verify(
         let expected = expected_ranges(es);
         let got: Vec<(u64, u64)> = report.restorable.iter().map(|r| (r.first, r.last)).collect();
         assert_eq!(got, expected, "restorable ranges of {} by check, and by the elements\n{ctx}", set.display());
-        assert_eq!(restore::BackupSet::open(set).unwrap().restorable(), report.restorable, "{ctx}");
+        assert_eq!(BackupSet::open(set).unwrap().restorable(), report.restorable, "{ctx}");
         per_set.push(expected);
     }
     let common = per_set.iter().skip(1).fold(per_set[0].clone(), |acc, r| intersect(&acc, r));

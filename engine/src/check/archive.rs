@@ -18,7 +18,7 @@ use uuid::Uuid;
 
 use super::{CheckError, Defect, DefectKind, UNREADABLE};
 use crate::lock::{DirKind, DirLock};
-use crate::restore::{chunk_mismatch, open_data_file, size_mismatch, SliceError, FILE_MISMATCH};
+use crate::set::data::{chunk_mismatch, open_data_file, size_mismatch, SliceError, FILE_MISMATCH};
 
 /// A torn tail at the end of the last segment: normal after a crash (the SM truncates it when it opens). At offset 0
 /// it is the whole last segment, cut short while it was being created (`backset_format::read_archive_segment`; the SM

@@ -37,11 +37,7 @@ use std::time::{Duration, Instant};
 
 use backset_copier::{Copier, CopyError, CopyRequest, JobControl};
 use backset_format::atom::ATOM_HEADER_BYTES;
-use backset_format::fsio::TMP_FILE_PREFIX;
-use backset_format::layout::{
-    parse_id_name, ATOMS_DIR, CATALOG_FILE, CONTROL_DIR, DATA_DIR, ELEMENT_INFO_FILE, JOURNAL_DIR, MANIFEST_FILE,
-    STATE_FILE, TMP_DIR,
-};
+use backset_format::layout::{parse_id_name, ATOMS_DIR, CATALOG_FILE, CONTROL_DIR, DATA_DIR, JOURNAL_DIR};
 use backset_format::{AtomState, ElementName, ElementStatus, FileEntry, FileKind, TxnRange};
 
 pub use archive::{check_archive, check_archive_with_journal, ArchiveCheckReport, TornTail};
@@ -49,11 +45,11 @@ pub use archive::{check_archive, check_archive_with_journal, ArchiveCheckReport,
 use archive::{check_atom, check_slice_alone, io_defect_kind, io_what};
 
 use crate::limits::{CHECK_JOURNAL_THREADS, CHECK_MAX_DEFECTS_PER_FILE, CHECK_POOL_BYTES, COPY_BATCH_FILES};
-use crate::restore::set::hex;
-use crate::restore::{
-    chunk_mismatch, for_each_record, mismatch, read_atom_header, size_mismatch, BackupSet, SetError, SliceError,
-    FILE_MISMATCH,
+use crate::set::data::{
+    chunk_mismatch, for_each_record, mismatch, read_atom_header, size_mismatch, SliceError, FILE_MISMATCH,
 };
+use crate::set::layout::{is_write_leftover, top_entry, TopEntry, CONTROL_FILES, ELEMENT_ENTRIES};
+use crate::set::{hex, BackupSet, SetError};
 
 /// How to check.
 #[derive(Debug, Clone)]
@@ -288,10 +284,8 @@ fn set_error_defect(e: &SetError) -> Defect {
     let kind = match e {
         SetError::Metadata { source, .. } if source.is_permission() => DefectKind::Permission,
         SetError::Metadata { .. } => DefectKind::Metadata,
-        SetError::NotADirectory { path, .. } if path.file_name().is_some_and(|n| n == CONTROL_DIR) => {
-            DefectKind::NotRegular
-        }
-        SetError::ElementMissing { .. } | SetError::NotADirectory { .. } => DefectKind::MissingElement,
+        SetError::Link { path, .. } if path.file_name().is_some_and(|n| n == CONTROL_DIR) => DefectKind::NotRegular,
+        SetError::ElementMissing { .. } | SetError::Link { .. } => DefectKind::MissingElement,
         SetError::Inconsistent { .. } => DefectKind::Inconsistent,
         SetError::Chain { .. } => DefectKind::Chain,
         _ => DefectKind::Io,
@@ -395,13 +389,14 @@ fn scan_layout(set: &BackupSet, r: &mut CheckReport) {
     for entry in entries.flatten() {
         let name = entry.file_name().to_string_lossy().into_owned();
         let path = entry.path();
-        if name == STATE_FILE || name.starts_with(TMP_FILE_PREFIX) {
-            if name != STATE_FILE {
+        let kind = top_entry(&name);
+        if matches!(kind, TopEntry::State | TopEntry::WriteLeftover) {
+            if kind == TopEntry::WriteLeftover {
                 r.notes.push(format!("{} is a leftover of an interrupted metadata write", path.display()));
             }
             continue;
         }
-        if name == TMP_DIR {
+        if kind == TopEntry::Tmp {
             if !entry.file_type().is_ok_and(|t| t.is_dir()) {
                 // Never followed: hot copies refuse the set (a link here once led them to empty its target).
                 r.defect(
@@ -433,8 +428,8 @@ fn scan_layout(set: &BackupSet, r: &mut CheckReport) {
             }
             continue;
         }
-        match name.parse::<ElementName>() {
-            Ok(e) => match listed.get(&e) {
+        match kind {
+            TopEntry::Element(e) => match listed.get(&e) {
                 Some(ElementStatus::Completed) => {}
                 Some(ElementStatus::InProgress) => r.notes.push(format!(
                     "element {e} is listed as in progress: it is ignored (an interrupted hot copy left it; the next \
@@ -446,7 +441,7 @@ fn scan_layout(set: &BackupSet, r: &mut CheckReport) {
                         .into()
                 }),
             },
-            Err(_) => top.defect(r, None, Some(path), DefectKind::ExtraFile, || {
+            _ => top.defect(r, None, Some(path), DefectKind::ExtraFile, || {
                 "unexpected entry at the top of the backup set (only state, tmp/ and element directories belong \
                  there): move it out of the set"
                     .into()
@@ -456,16 +451,13 @@ fn scan_layout(set: &BackupSet, r: &mut CheckReport) {
     top.finish(r, None, dir.to_path_buf(), DefectKind::ExtraFile, "unexpected entries at the top of the set");
     let element_dirs = set.elements().iter().map(|e| (e.name(), &e.dir));
     for (element, dir) in element_dirs.chain(set.unread().iter().map(|u| (u.entry.name(), &u.dir))) {
-        let expect: &[&str] = &[CONTROL_DIR, DATA_DIR];
-        for (sub, allowed) in
-            [(None, expect), (Some(CONTROL_DIR), &[ELEMENT_INFO_FILE, MANIFEST_FILE, CATALOG_FILE][..])]
-        {
+        for (sub, allowed) in [(None, &ELEMENT_ENTRIES[..]), (Some(CONTROL_DIR), &CONTROL_FILES[..])] {
             let d = sub.map_or_else(|| dir.clone(), |s| dir.join(s));
             let Ok(rd) = fs::read_dir(&d) else { continue };
             let mut extra = Capped::default();
             for entry in rd.flatten() {
                 let name = entry.file_name().to_string_lossy().into_owned();
-                if name.starts_with(TMP_FILE_PREFIX) {
+                if is_write_leftover(&name) {
                     r.notes.push(format!("{} is a leftover of an interrupted metadata write", entry.path().display()));
                 } else if !allowed.contains(&name.as_str()) {
                     extra.defect(r, Some(element), Some(entry.path()), DefectKind::ExtraFile, || {

@@ -27,7 +27,7 @@ use backset_format::layout::{
 use backset_format::limits::MAX_ELEMENT_SEQUENCE;
 use backset_format::{
     AtomState, Catalog, CatalogEntry, ElementEntry, ElementInfo, ElementKind, ElementStatus, FileEntry, FileKind, Hash,
-    Manifest, Participant, State, StorageGroup, TxnRange,
+    Manifest, Participant, ReadError, State, StorageGroup, TxnRange,
 };
 use uuid::Uuid;
 
@@ -35,10 +35,10 @@ use crate::archive::{Archive, AtomFile, JournalPin, JournalSlice};
 use crate::hotcopy::chains::{ChainOwner, JournalChains};
 use crate::hotcopy::coordinator::{Arrival, Coordinator};
 use crate::hotcopy::fault;
-use crate::hotcopy::set::{dir_content, read_head, BackupSet, Begun, DirContent, SetError, SetHandle};
 use crate::hotcopy::{error_chain, HotCopyError, HotCopyType, Stage};
 use crate::limits::{HOTCOPY_ATOM_BATCH_FILES, HOTCOPY_COPIER_POOL_BYTES, HOTCOPY_READY_POLL};
 use crate::paths::{check_parent, create_dir};
+use crate::set::{dir_content, read_head, BackupSet, Begun, DirContent, SetError, SetWriter};
 use crate::store::now_micros;
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -233,7 +233,7 @@ enum Target {
         journal: Option<PathBuf>,
     },
     Set {
-        handle: SetHandle,
+        handle: SetWriter,
         /// The set's id (its `state`'s `set_id`): which journal chain it is.
         set_id: Uuid,
         begun: Begun,
@@ -370,13 +370,20 @@ pub(crate) fn open_set(
     archive: &dyn Archive,
     dest: &Path,
     missing: impl Fn(String) -> HotCopyError,
-) -> Result<(SetHandle, BackupSet), HotCopyError> {
+) -> Result<(SetWriter, BackupSet), HotCopyError> {
     if !dest.exists() {
         return Err(missing("does not exist".into()));
     }
+    // Strict: an element or `control/` that is a link, control files that disagree, a broken chain refuse the hot
+    // copy here, before the journal is pinned or anything in the set is written or removed.
     let set = match BackupSet::open(dest) {
         Ok(set) => set,
         Err(SetError::NotASet { .. }) => return Err(missing("is not initialised (it has no state file)".into())),
+        Err(SetError::Metadata { element: None, source: ReadError::Io { source, .. }, .. })
+            if source.kind() == std::io::ErrorKind::NotFound =>
+        {
+            return Err(missing("is not initialised (it has no state file)".into()))
+        }
         Err(e) => return Err(e.into()),
     };
     let id = archive.identity();
@@ -390,12 +397,12 @@ pub(crate) fn open_set(
         }
         .into());
     }
-    Ok((SetHandle::new(dest)?, set))
+    Ok((SetWriter::new(dest)?, set))
 }
 
 /// The reason an incremental cannot run on `set`, if any.
 pub(crate) fn incremental_blocker(set: &BackupSet) -> Option<String> {
-    set.newest_base().is_none().then(|| match set.full() {
+    set.newest_base().is_none().then(|| match set.full_entry() {
         Some(_) => "has a full element that is not completed yet".to_string(),
         None => "has no full element".to_string(),
     })
@@ -501,7 +508,7 @@ impl Work<'_> {
                     elements: vec![entry],
                 };
                 let set_id = state.set_id;
-                let begun = SetHandle::new(&dest).and_then(|handle| handle.init(&state).map(|b| (handle, b)));
+                let begun = SetWriter::new(&dest).and_then(|handle| handle.init(&state).map(|b| (handle, b)));
                 let (handle, begun) = match begun {
                     Ok(hb) => hb,
                     Err(e) => {
@@ -520,22 +527,23 @@ impl Work<'_> {
             HotCopyType::Incremental => {
                 let missing = |reason| HotCopyError::NeedsFull { dir: dest.clone(), reason };
                 let (handle, set) = open_set(self.archive(), &dest, missing)?;
+                let set_id = set.state().set_id;
                 let (r, r_prime) = self.pin()?;
                 let mut base = None;
-                let begun = handle.begin(|set| {
+                let begun = handle.begin(set, |set| {
                     if let Some(reason) = incremental_blocker(set) {
                         return Err(HotCopyError::NeedsFull { dir: dest.clone(), reason });
                     }
-                    let entry = set.newest_base().expect("checked").clone();
-                    let control = set.read_control(&entry)?;
+                    let newest = set.newest_base().expect("checked");
+                    let catalog = set.catalog(newest)?;
                     let seq = next_sequence(set.state(), ElementKind::Incremental, &dest)?;
-                    base = Some((entry.element_id, control.catalog));
+                    base = Some((set.elements()[newest].id(), catalog));
                     Ok(Self::new_entry(ElementKind::Incremental, seq, r_prime))
                 })?;
                 let (parent, catalog) = base.expect("set by begin");
                 self.target = Some(Target::Set {
                     handle,
-                    set_id: set.state().set_id,
+                    set_id,
                     begun,
                     created_dir: false,
                     prev_catalog: Some(catalog),
@@ -555,8 +563,8 @@ impl Work<'_> {
                 let set_id = set.state().set_id;
                 let mut parent = None;
                 let archive_id = self.archive_id();
-                let begun = handle.begin(|set| {
-                    let Some(full) = set.full() else {
+                let begun = handle.begin(set, |set| {
+                    let Some(full) = set.full_entry() else {
                         return Err(HotCopyError::NeedsFullForJournal {
                             dir: dest.clone(),
                             reason: format!("has no full element; {START_A_FULL}"),
@@ -564,7 +572,7 @@ impl Work<'_> {
                     };
                     self.ctx.chains.check_journal(archive_id, set_id, &dest)?;
                     let first = set.next_journal_start().expect("the set has a full");
-                    parent = Some(set.newest_journal().unwrap_or(full).element_id);
+                    parent = Some(set.newest_journal().map_or(full.element_id, |j| set.elements()[j].id()));
                     let seq = next_sequence(set.state(), ElementKind::Journal, &dest)?;
                     Ok(Self::new_entry(ElementKind::Journal, seq, first))
                 })?;
@@ -679,8 +687,8 @@ impl Work<'_> {
                 self.fault_pause("before-move")?;
                 if kind == HotCopyType::Journal {
                     // A journal element builds on its parent: the full it started from must still be there.
-                    let set = handle.read()?;
-                    let parent_ok = parent.is_some_and(|p| set.state().elements.iter().any(|e| e.element_id == p));
+                    let state = handle.read_state()?;
+                    let parent_ok = parent.is_some_and(|p| state.elements.iter().any(|e| e.element_id == p));
                     if !parent_ok {
                         return Err(HotCopyError::NeedsFullForJournal {
                             dir: self.spec.dest.clone(),

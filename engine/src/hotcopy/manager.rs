@@ -493,7 +493,7 @@ impl HotCopyManager {
                     },
                 };
                 let (_, set) = open_set(archive, dest, missing)?;
-                match set.full() {
+                match set.full_entry() {
                     None => Err(HotCopyError::NeedsFullForJournal {
                         dir: dest.to_path_buf(),
                         reason: format!("has no full element; {START_A_FULL}"),
@@ -981,9 +981,7 @@ fn persist_final(dir: &Path, status: &HotCopyStatus) -> Result<(), HotCopyError>
 /// hot copy; a simple copy's directory in place, with no `.incomplete` one beside it), with the latest end time of
 /// those elements; `None` when one does not.
 fn completed_on_disk(s: &HotCopyStatus) -> Option<(Vec<Option<String>>, Option<u64>)> {
-    use backset_format::fsio::read_metadata;
-    use backset_format::layout::{ATOMS_DIR, CONTROL_DIR, ELEMENT_INFO_FILE};
-    use backset_format::ElementInfo;
+    use backset_format::layout::ATOMS_DIR;
     if s.participants.is_empty() {
         return None;
     }
@@ -1000,11 +998,8 @@ fn completed_on_disk(s: &HotCopyStatus) -> Option<(Vec<Option<String>>, Option<u
             elements.push(None);
             continue;
         }
-        let set = crate::hotcopy::BackupSet::open(dest).ok()?;
-        let found = set.completed().collect::<Vec<_>>().into_iter().rev().find(|e| {
-            read_metadata::<ElementInfo>(&set.element_dir(e).join(CONTROL_DIR).join(ELEMENT_INFO_FILE))
-                .is_ok_and(|info| info.hot_copy_id == s.id)
-        })?;
+        let set = crate::set::BackupSet::load(dest).ok()?;
+        let found = set.elements().iter().rev().find(|e| e.info.hot_copy_id == s.id).map(|e| &e.entry)?;
         elements.push(Some(found.name().to_string()));
         end = end.max(Some(found.end_micros));
     }

@@ -3,9 +3,8 @@
 //!
 //! - [`HotCopyManager`] ([`manager`]): starts jobs from a [`HotCopyRequest`], reports their [`HotCopyStatus`],
 //!   cancels them, keeps the final statuses across restarts; one rate budget per archive shared by all its jobs.
-//! - [`set`]: backup sets on disk: [`BackupSet`] reads a set (state, then each element's control files) and is
-//!   public for restore and check; the writer (initialise, begin, finish, abort an element, clean leftovers of a
-//!   crash) is the jobs' own.
+//! - Backup sets are read and written through [`crate::set`] (the strict reader; the writer that initialises a set,
+//!   begins, finishes and aborts an element and cleans the leftovers of a crash).
 //! - `job`: what one archive does in a hot copy (pin, atoms, end point, journal, control files, commit).
 //! - `coordinator`: the stage barriers of a (coordinated) hot copy, the choice of one end point E for all
 //!   participants, cancel and failure propagation, and the storage group coverage rule.
@@ -24,7 +23,6 @@ mod coordinator;
 pub(crate) mod fault;
 mod job;
 pub mod manager;
-pub mod set;
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -35,8 +33,8 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use crate::archive::ArchiveError;
+use crate::set::SetError;
 pub use manager::HotCopyManager;
-pub use set::{BackupSet, ElementControl, SetError};
 
 /// Message of a job that completed.
 pub const MSG_COMPLETED: &str = "Hot copy successfully completed";

@@ -32,24 +32,19 @@
 //! database id) and whose content is the database state at T.
 
 mod dest;
-mod journal;
 mod marker;
-pub mod set;
 
 use std::collections::HashMap;
 use std::fs::{self, File};
-use std::io::{BufWriter, Read, Write};
+use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use backset_copier::{Backend, Copier, CopyError, CopyRequest, JobControl};
 use backset_format::atom::ATOM_HEADER_BYTES;
-use backset_format::fsio::read_metadata;
-use backset_format::layout::{atom_file_name, segment_file_name, STATE_FILE};
-use backset_format::{
-    AtomHeader, ElementKind, ElementName, ElementStatus, FileEntry, SegmentHeader, SegmentWriter, State, TxnRange,
-};
+use backset_format::layout::{atom_file_name, segment_file_name};
+use backset_format::{ElementKind, ElementName, ElementStatus, SegmentHeader, SegmentWriter, State, TxnRange};
 use uuid::Uuid;
 
 use crate::hotcopy::fault;
@@ -57,10 +52,10 @@ use crate::limits::{COPY_BATCH_FILES, RESTORE_SEGMENT_BYTES};
 use crate::lock::{check_not_held, DirKind, Holder, LockError};
 use crate::paths::{resolve_existing, CreateDirError};
 use dest::Destination;
-pub(crate) use journal::{for_each_record, open_data_file};
-pub use journal::{SliceError, SliceSummary};
 pub use marker::{refuse_unfinished, UnfinishedRestore, RESTORE_MARKER_FILE};
-pub use set::{describe_ranges, AtomSource, BackupSet, Element, JournalPart, SetError, UnreadElement};
+
+use crate::set::data::{for_each_record, mismatch, read_atom_header, size_mismatch};
+use crate::set::{describe_ranges, read_state, AtomSource, BackupSet, JournalPart, SetError, SliceError};
 
 /// What to restore to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -693,43 +688,6 @@ fn copy_atoms(
     Ok(())
 }
 
-/// What differs between a manifest entry and what was read, if anything.
-pub(crate) fn mismatch(entry: &FileEntry, bytes: u64, hash: &[u8; 32], chunks: &[[u8; 32]]) -> Option<String> {
-    if bytes != entry.size {
-        return Some(format!("{bytes} bytes were read, the manifest says {} (truncated or extended)", entry.size));
-    }
-    if let Some(i) = entry.chunk_hashes.iter().zip(chunks).position(|(a, b)| a != b) {
-        let start = i as u64 * backset_format::limits::CHUNK_BYTES;
-        let end = (start + backset_format::limits::CHUNK_BYTES).min(entry.size);
-        return Some(chunk_mismatch(i, start, end));
-    }
-    if chunks.len() != entry.chunk_hashes.len() || hash != &entry.hash {
-        return Some(FILE_MISMATCH.into());
-    }
-    None
-}
-
-/// What a data file of `found` bytes whose manifest says `expected` is said to be.
-pub(crate) fn size_mismatch(found: u64, expected: u64) -> String {
-    format!("is {found} bytes, the manifest says {expected} (truncated or extended)")
-}
-
-/// What a data file's chunk `index` (bytes `start..end`) that does not match its manifest hash is said to be.
-pub(crate) fn chunk_mismatch(index: usize, start: u64, end: u64) -> String {
-    format!("bytes {start}..{end} (chunk {index}) do not match the manifest's chunk hash (damaged)")
-}
-
-/// What a data file whose whole-file hash does not match its manifest is said to be.
-pub(crate) const FILE_MISMATCH: &str = "the file's BLAKE3 does not match the manifest (damaged)";
-
-/// Reads and parses the header of an atom file.
-pub(crate) fn read_atom_header(path: &Path) -> Result<AtomHeader, String> {
-    let (mut f, _) = open_data_file(path).map_err(|e| e.to_string())?;
-    let mut buf = [0u8; ATOM_HEADER_BYTES];
-    f.read_exact(&mut buf).map_err(|e| format!("reading its {ATOM_HEADER_BYTES}-byte header: {e}"))?;
-    AtomHeader::parse(&buf).map_err(|e| e.to_string())
-}
-
 /// One element as `restore --report-backups` lists it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BackupInfo {
@@ -751,17 +709,12 @@ pub struct BackupInfo {
 
 /// The elements of the set `set_dir`, newest first (`restore --report-backups`). Reads the state only.
 pub fn report_backups(set_dir: impl AsRef<Path>) -> Result<Vec<BackupInfo>, RestoreError> {
-    let set_dir = set_dir.as_ref();
-    let what = crate::found::found(set_dir);
-    if what != crate::found::Found::BackupSet {
-        return Err(SetError::NotASet { reason: what.not_a_set(set_dir), path: set_dir.to_path_buf() }.into());
-    }
-    let state: State = read_metadata(&set_dir.join(STATE_FILE)).map_err(|source| SetError::Metadata {
-        set: set_dir.to_path_buf(),
-        element: None,
-        source,
-    })?;
-    Ok(state
+    Ok(backups(&read_state(set_dir.as_ref())?))
+}
+
+/// The elements a state lists, newest first.
+pub fn backups(state: &State) -> Vec<BackupInfo> {
+    state
         .elements
         .iter()
         .rev()
@@ -774,7 +727,7 @@ pub fn report_backups(set_dir: impl AsRef<Path>) -> Result<Vec<BackupInfo>, Rest
             end: (e.status == ElementStatus::Completed).then(|| micros_to_time(e.end_micros)),
             txn_range: e.txn_range,
         })
-        .collect())
+        .collect()
 }
 
 /// A time from microseconds since the Unix epoch.

@@ -1,5 +1,7 @@
-//! Reading a backup set's journal slice, verified as it streams: each 1 MiB chunk is hashed and compared with the
-//! manifest's chunk hash before any record in it is used, and the whole file's BLAKE3 is compared at the end.
+//! Reading a backup set's data files back, verified against their manifest entries: a journal slice as it streams
+//! (each 1 MiB chunk is hashed and compared with the manifest's chunk hash before any record in it is used, and the
+//! whole file's BLAKE3 is compared at the end), an atom file's header; and the words restore and check use for a
+//! file that differs from its manifest.
 //!
 //! Memory: one chunk plus at most one record (the format's `MAX_RECORD_PAYLOAD_BYTES` plus its header).
 
@@ -8,6 +10,7 @@ use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 
+use backset_format::atom::{AtomHeader, ATOM_HEADER_BYTES};
 use backset_format::fsio::open_regular;
 use backset_format::journal::{RECORD_HEADER_BYTES, REC_LEN_OFFSET, SEGMENT_HEADER_BYTES};
 use backset_format::limits::{CHUNK_BYTES, MAX_RECORD_PAYLOAD_BYTES};
@@ -44,7 +47,7 @@ pub enum SliceError {
         path: PathBuf,
     },
     /// The file's size differs from the manifest's.
-    #[error("{path} {}", super::size_mismatch(*.found, *.expected))]
+    #[error("{path} {}", size_mismatch(*.found, *.expected))]
     Size {
         /// The file.
         path: PathBuf,
@@ -54,7 +57,7 @@ pub enum SliceError {
         found: u64,
     },
     /// A chunk does not match its hash.
-    #[error("{path}: {}", super::chunk_mismatch(*.index, *.start, *.end))]
+    #[error("{path}: {}", chunk_mismatch(*.index, *.start, *.end))]
     Chunk {
         /// The file.
         path: PathBuf,
@@ -66,7 +69,7 @@ pub enum SliceError {
         end: u64,
     },
     /// The whole file does not match its hash.
-    #[error("{path}: {}", super::FILE_MISMATCH)]
+    #[error("{path}: {}", FILE_MISMATCH)]
     Hash {
         /// The file.
         path: PathBuf,
@@ -268,4 +271,41 @@ pub(crate) fn for_each_record<E: From<SliceError>>(
         .into());
     }
     Ok(summary)
+}
+
+/// What differs between a manifest entry and what was read, if anything.
+pub(crate) fn mismatch(entry: &FileEntry, bytes: u64, hash: &[u8; 32], chunks: &[[u8; 32]]) -> Option<String> {
+    if bytes != entry.size {
+        return Some(format!("{bytes} bytes were read, the manifest says {} (truncated or extended)", entry.size));
+    }
+    if let Some(i) = entry.chunk_hashes.iter().zip(chunks).position(|(a, b)| a != b) {
+        let start = i as u64 * backset_format::limits::CHUNK_BYTES;
+        let end = (start + backset_format::limits::CHUNK_BYTES).min(entry.size);
+        return Some(chunk_mismatch(i, start, end));
+    }
+    if chunks.len() != entry.chunk_hashes.len() || hash != &entry.hash {
+        return Some(FILE_MISMATCH.into());
+    }
+    None
+}
+
+/// What a data file of `found` bytes whose manifest says `expected` is said to be.
+pub(crate) fn size_mismatch(found: u64, expected: u64) -> String {
+    format!("is {found} bytes, the manifest says {expected} (truncated or extended)")
+}
+
+/// What a data file's chunk `index` (bytes `start..end`) that does not match its manifest hash is said to be.
+pub(crate) fn chunk_mismatch(index: usize, start: u64, end: u64) -> String {
+    format!("bytes {start}..{end} (chunk {index}) do not match the manifest's chunk hash (damaged)")
+}
+
+/// What a data file whose whole-file hash does not match its manifest is said to be.
+pub(crate) const FILE_MISMATCH: &str = "the file's BLAKE3 does not match the manifest (damaged)";
+
+/// Reads and parses the header of an atom file.
+pub(crate) fn read_atom_header(path: &Path) -> Result<AtomHeader, String> {
+    let (mut f, _) = open_data_file(path).map_err(|e| e.to_string())?;
+    let mut buf = [0u8; ATOM_HEADER_BYTES];
+    f.read_exact(&mut buf).map_err(|e| format!("reading its {ATOM_HEADER_BYTES}-byte header: {e}"))?;
+    AtomHeader::parse(&buf).map_err(|e| e.to_string())
 }

@@ -1,11 +1,6 @@
-//! Backup sets on disk: a reader ([`BackupSet`], public, for hot copies, restore and check) and the writer the hot
-//! copy jobs use (initialise a set, begin, finish and abort an element, clean the leftovers of a crash).
-//!
-//! # Reading
-//! Readers go as FORMAT.md says: `state` first ([`BackupSet::open`]), then each completed element's
-//! `control/element`, `control/manifest` and `control/catalog` ([`BackupSet::read_control`]), which must agree with
-//! the state (ids, kind, sequence, transaction range). Data files are never read here: an incremental or journal hot
-//! copy needs `control/` only. Every failure names the file.
+//! The writer the hot copy jobs use ([`SetWriter`]): initialise a set, begin, finish and abort an element, clean
+//! the leftovers of a crash. What it reads of the set it reads through [`BackupSet`] (strict: an incremental or
+//! journal hot copy builds only on a set restore and check would accept, and needs `control/` only).
 //!
 //! # Writing (FORMAT.md, "Ordering invariants")
 //! 1. A full hot copy writes `state` listing the full as in progress, and creates `tmp/`, before anything is copied.
@@ -26,81 +21,15 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 
 use backset_format::dirfd::{is_link, remove_empty_dir, DirFd, EntryKind};
-use backset_format::fsio::{read_metadata, sync_dir, write_metadata, TMP_FILE_PREFIX};
+use backset_format::fsio::{sync_dir, write_metadata};
 use backset_format::layout::{
     ElementName, CATALOG_FILE, CONTROL_DIR, DATA_DIR, ELEMENT_INFO_FILE, MANIFEST_FILE, STATE_FILE, TMP_DIR,
 };
-use backset_format::{
-    Catalog, ElementEntry, ElementInfo, ElementKind, ElementStatus, Manifest, ReadError, State, WriteError,
-};
+use backset_format::{Catalog, ElementEntry, ElementInfo, ElementKind, ElementStatus, Manifest, State};
 use uuid::Uuid;
 
-/// Why a backup set could not be read or written.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum SetError {
-    /// The directory holds no `state` file.
-    #[error("{dir} is not a backup set: it has no `state` file; give the directory of a backup set")]
-    NotASet {
-        /// The directory.
-        dir: PathBuf,
-    },
-    /// A metadata file is damaged, missing or not a regular file (the error names it).
-    #[error("{source}; run `backset check` on the backup set")]
-    Read {
-        /// The reader's error, naming the file.
-        #[from]
-        source: ReadError,
-    },
-    /// A metadata file could not be written.
-    #[error("{source}")]
-    Write {
-        /// The writer's error, naming the file.
-        #[from]
-        source: WriteError,
-    },
-    /// A file or directory of the set could not be created, renamed, removed or listed.
-    #[error("{op} {path}: {source}")]
-    Io {
-        /// The operation.
-        op: &'static str,
-        /// The file or directory.
-        path: PathBuf,
-        /// The OS error.
-        source: std::io::Error,
-    },
-    /// A directory of the set is a symbolic link, or not a directory: never followed, never removed, and every hot
-    /// copy into the set is refused until it is gone.
-    #[error(
-        "{path} is {what} where a directory of the backup set belongs (a backup set never contains links); hot \
-         copies into this set are refused and nothing under it was touched: run `backset check` on the set, remove \
-         {path} (`rm` removes a link, not what it leads to), and run the hot copy again"
-    )]
-    Link {
-        /// The link (or other non-directory).
-        path: PathBuf,
-        /// `a symbolic link` or `not a directory`.
-        what: &'static str,
-    },
-    /// The control files of an element disagree with the state or with each other.
-    #[error("{path}: {reason}; the backup set is damaged or was edited by hand, run `backset check` on it")]
-    Inconsistent {
-        /// The file that disagrees.
-        path: PathBuf,
-        /// How.
-        reason: String,
-    },
-    /// The set belongs to another database or archive.
-    #[error("backup set {dir} holds {set}, not {archive}; give each archive its own backup set")]
-    Foreign {
-        /// The set.
-        dir: PathBuf,
-        /// Whose the set is: `archive <id> of database <name> (<id>)`.
-        set: String,
-        /// The archive being copied, likewise.
-        archive: String,
-    },
-}
+use super::layout::{top_entry, TopEntry, DATA_DIRS, ELEMENT_ENTRIES};
+use super::{read_state, BackupSet, SetError};
 
 fn io_err(op: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> SetError {
     let path = path.to_path_buf();
@@ -108,171 +37,24 @@ fn io_err(op: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> SetEr
 }
 
 /// Opens the directory `name` of the set below `parent` without following a link: a link (or anything but a
-/// directory) there is [`SetError::Link`].
-fn open_set_dir(parent: &DirFd, name: impl AsRef<Path>) -> Result<DirFd, SetError> {
+/// directory) there is [`SetError::Link`] (part of `element`, if any).
+fn open_set_dir(parent: &DirFd, name: impl AsRef<Path>, element: Option<ElementName>) -> Result<DirFd, SetError> {
     let name = name.as_ref();
     parent.open_dir(name).map_err(|source| {
         let path = parent.join(name);
         if is_link(&source) {
-            SetError::Link { path, what: "a symbolic link" }
+            SetError::Link { path, element, what: "a symbolic link" }
         } else if source.kind() == ErrorKind::NotADirectory {
-            SetError::Link { path, what: "not a directory" }
+            SetError::Link { path, element, what: "not a directory" }
         } else {
             SetError::Io { op: "open directory", path, source }
         }
     })
 }
 
-/// The control files of one element, checked against the state and each other.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ElementControl {
-    /// The state's entry.
-    pub entry: ElementEntry,
-    /// `control/element`.
-    pub info: ElementInfo,
-    /// `control/manifest`.
-    pub manifest: Manifest,
-    /// `control/catalog`.
-    pub catalog: Catalog,
-}
-
-/// A backup set as read from disk: its directory and its `state`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct BackupSet {
-    dir: PathBuf,
-    state: State,
-}
-
-impl BackupSet {
-    /// Reads `dir/state`. [`SetError::NotASet`] when there is none.
-    pub fn open(dir: impl AsRef<Path>) -> Result<Self, SetError> {
-        let dir = dir.as_ref().to_path_buf();
-        let path = dir.join(STATE_FILE);
-        match read_metadata::<State>(&path) {
-            Ok(state) => Ok(Self { dir, state }),
-            Err(ReadError::Io { source, .. }) if source.kind() == ErrorKind::NotFound => Err(SetError::NotASet { dir }),
-            Err(e) => Err(e.into()),
-        }
-    }
-
-    /// The set's directory.
-    pub fn dir(&self) -> &Path {
-        &self.dir
-    }
-
-    /// The state as read.
-    pub fn state(&self) -> &State {
-        &self.state
-    }
-
-    /// The completed elements, in the order they were started.
-    pub fn completed(&self) -> impl Iterator<Item = &ElementEntry> {
-        self.state.elements.iter().filter(|e| e.status == ElementStatus::Completed)
-    }
-
-    /// The full's entry (in progress or completed), if the set has one.
-    pub fn full(&self) -> Option<&ElementEntry> {
-        self.state.elements.iter().find(|e| e.kind == ElementKind::Full)
-    }
-
-    /// The completed element called `name`.
-    pub fn element(&self, name: ElementName) -> Option<&ElementEntry> {
-        self.completed().find(|e| e.name() == name)
-    }
-
-    /// The newest completed full or incremental: what an incremental builds on and what a restore to its E or later
-    /// starts from.
-    pub fn newest_base(&self) -> Option<&ElementEntry> {
-        self.completed()
-            .filter(|e| e.kind != ElementKind::Journal)
-            .max_by_key(|e| (e.kind == ElementKind::Incremental, e.sequence))
-    }
-
-    /// The newest completed journal element.
-    pub fn newest_journal(&self) -> Option<&ElementEntry> {
-        self.completed().filter(|e| e.kind == ElementKind::Journal).max_by_key(|e| e.sequence)
-    }
-
-    /// The directory of an element: `<set>/<name>`.
-    pub fn element_dir(&self, entry: &ElementEntry) -> PathBuf {
-        self.dir.join(entry.name().to_string())
-    }
-
-    /// The first transaction the next journal element starts at: the newest completed journal element's E + 1, or
-    /// the full's R when there is none (the full may still be in progress). `None` without a full.
-    pub fn next_journal_start(&self) -> Option<u64> {
-        match self.newest_journal() {
-            Some(j) => Some(j.txn_range.last + 1),
-            None => self.full().map(|f| f.txn_range.first),
-        }
-    }
-
-    /// The highest transaction a restore of this set can reach: the larger of the newest completed full or
-    /// incremental's E and the last transaction of the journal chain that runs contiguously from the full's R.
-    /// `None` without a completed full or incremental.
-    pub fn restorable_max(&self) -> Option<u64> {
-        let base = self.newest_base()?.txn_range.last;
-        let full = self.full()?;
-        let mut journals: Vec<&ElementEntry> = self.completed().filter(|e| e.kind == ElementKind::Journal).collect();
-        journals.sort_by_key(|e| e.sequence);
-        let mut reach = full.txn_range.first.checked_sub(1);
-        for j in journals {
-            let next = reach.map_or(0, |r| r + 1);
-            if j.txn_range.first > next {
-                break;
-            }
-            reach = Some(reach.map_or(j.txn_range.last, |r| r.max(j.txn_range.last)));
-        }
-        Some(reach.map_or(base, |r| r.max(base)))
-    }
-
-    /// Reads and cross-checks the control files of `entry` (which must be completed): element info, manifest and
-    /// catalog must name the entry's element id, and the info its kind, sequence and transaction range.
-    pub fn read_control(&self, entry: &ElementEntry) -> Result<ElementControl, SetError> {
-        let control = self.element_dir(entry).join(CONTROL_DIR);
-        let info_path = control.join(ELEMENT_INFO_FILE);
-        let info: ElementInfo = read_metadata(&info_path)?;
-        let mismatch = |path: &Path, reason: String| SetError::Inconsistent { path: path.to_path_buf(), reason };
-        if info.element_id != entry.element_id {
-            return Err(mismatch(
-                &info_path,
-                format!("names element {}, the state lists {} as {}", info.element_id, entry.element_id, entry.name()),
-            ));
-        }
-        if (info.kind, info.sequence, info.txn_range) != (entry.kind, entry.sequence, entry.txn_range) {
-            return Err(mismatch(
-                &info_path,
-                format!(
-                    "says {} #{} [{}, {}], the state says {} #{} [{}, {}]",
-                    info.kind.name(),
-                    info.sequence,
-                    info.txn_range.first,
-                    info.txn_range.last,
-                    entry.kind.name(),
-                    entry.sequence,
-                    entry.txn_range.first,
-                    entry.txn_range.last
-                ),
-            ));
-        }
-        let manifest_path = control.join(MANIFEST_FILE);
-        let manifest: Manifest = read_metadata(&manifest_path)?;
-        if manifest.element_id != entry.element_id {
-            return Err(mismatch(
-                &manifest_path,
-                format!("names element {}, expected {}", manifest.element_id, entry.element_id),
-            ));
-        }
-        let catalog_path = control.join(CATALOG_FILE);
-        let catalog: Catalog = read_metadata(&catalog_path)?;
-        if catalog.element_id != entry.element_id {
-            return Err(mismatch(
-                &catalog_path,
-                format!("names element {}, expected {}", catalog.element_id, entry.element_id),
-            ));
-        }
-        Ok(ElementControl { entry: entry.clone(), info, manifest, catalog })
-    }
+/// Reads the state of the set the writer works in.
+fn state_of(dir: &Path) -> Result<State, SetError> {
+    read_state(dir)
 }
 
 /// What this process knows of one set: the lock its state rewrites take and the elements its running jobs build.
@@ -324,18 +106,15 @@ pub(crate) fn dir_content(dir: &Path) -> Result<DirContent, SetError> {
     }
     // An element directory the state does not list as completed is a leftover too: a full killed between moving
     // its element into place and rewriting the state (tests/crash.rs, a killed full at mid-move).
-    let leftover_only = names
-        .iter()
-        .all(|n| n == STATE_FILE || n == TMP_DIR || n.starts_with(TMP_FILE_PREFIX) || n.parse::<ElementName>().is_ok());
+    let leftover_only = names.iter().all(|n| top_entry(n) != TopEntry::Foreign);
     if leftover_only && names.iter().any(|n| n == STATE_FILE) {
-        if let Ok(set) = BackupSet::open(dir) {
+        if let Ok(state) = state_of(dir) {
             // Elements in progress that no job of this process builds were left by a crash: not elements.
             let live = fs::canonicalize(dir)
                 .ok()
                 .and_then(|d| lock(registry()).get(&d).map(|slot| lock(&slot.live).clone()))
                 .unwrap_or_default();
-            let real = set
-                .state
+            let real = state
                 .elements
                 .iter()
                 .filter(|e| e.status == ElementStatus::Completed || live.contains(&e.element_id))
@@ -357,7 +136,7 @@ pub(crate) fn dir_content(dir: &Path) -> Result<DirContent, SetError> {
 
 /// A backup set being written by this process's jobs.
 #[derive(Debug, Clone)]
-pub(crate) struct SetHandle {
+pub(crate) struct SetWriter {
     dir: PathBuf,
     slot: Arc<SetSlot>,
 }
@@ -371,7 +150,7 @@ pub(crate) struct Begun {
     pub tmp: PathBuf,
 }
 
-impl SetHandle {
+impl SetWriter {
     /// The handle of the set in `dir`, which must exist.
     pub fn new(dir: &Path) -> Result<Self, SetError> {
         let canonical = fs::canonicalize(dir).map_err(io_err("resolve", dir))?;
@@ -391,41 +170,50 @@ impl SetHandle {
         let set = DirFd::open(&self.dir).map_err(io_err("open directory", &self.dir))?;
         for name in set.names().map_err(io_err("read directory", &self.dir))? {
             let Some(name) = name.to_str() else { continue };
-            if name == TMP_DIR {
-                open_set_dir(&set, TMP_DIR)?;
-            } else if name.parse::<ElementName>().is_ok() {
-                if set.entry(name).map_err(io_err("stat", &set.join(name)))? == Some(EntryKind::Symlink) {
-                    return Err(SetError::Link { path: set.join(name), what: "a symbolic link" });
+            match top_entry(name) {
+                TopEntry::Tmp => {
+                    open_set_dir(&set, TMP_DIR, None)?;
                 }
-                let Ok(element) = set.open_dir(name) else { continue };
-                for sub in [CONTROL_DIR, DATA_DIR] {
-                    if element.entry(sub).map_err(io_err("stat", &element.join(sub)))?.is_none() {
-                        continue;
+                TopEntry::Element(element_name) => {
+                    let element_name = Some(element_name);
+                    if set.entry(name).map_err(io_err("stat", &set.join(name)))? == Some(EntryKind::Symlink) {
+                        return Err(SetError::Link {
+                            path: set.join(name),
+                            element: element_name,
+                            what: "a symbolic link",
+                        });
                     }
-                    let dir = open_set_dir(&element, sub)?;
-                    if sub == DATA_DIR {
-                        for d in [backset_format::layout::ATOMS_DIR, backset_format::layout::JOURNAL_DIR] {
-                            if dir.entry(d).map_err(io_err("stat", &dir.join(d)))?.is_some() {
-                                open_set_dir(&dir, d)?;
+                    let Ok(element) = set.open_dir(name) else { continue };
+                    for sub in ELEMENT_ENTRIES {
+                        if element.entry(sub).map_err(io_err("stat", &element.join(sub)))?.is_none() {
+                            continue;
+                        }
+                        let dir = open_set_dir(&element, sub, element_name)?;
+                        if sub == DATA_DIR {
+                            for d in DATA_DIRS {
+                                if dir.entry(d).map_err(io_err("stat", &dir.join(d)))?.is_some() {
+                                    open_set_dir(&dir, d, element_name)?;
+                                }
                             }
                         }
                     }
                 }
+                TopEntry::State | TopEntry::WriteLeftover | TopEntry::Foreign => {}
             }
         }
         Ok(set)
     }
 
     /// Reads the state.
-    pub fn read(&self) -> Result<BackupSet, SetError> {
-        BackupSet::open(&self.dir)
+    pub fn read_state(&self) -> Result<State, SetError> {
+        state_of(&self.dir)
     }
 
     /// Initialises the set of a full hot copy: writes `state` (with the full's in-progress entry) durably and
     /// creates `tmp/` and `tmp/<element id>/data`. The directory must exist and be empty or an element-less set.
     pub fn init(&self, state: &State) -> Result<Begun, SetError> {
         let _g = lock(&self.slot.lock);
-        let entry = state.elements.first().cloned().ok_or_else(|| SetError::Inconsistent {
+        let entry = state.elements.first().cloned().ok_or_else(|| SetError::Conflict {
             path: self.dir.join(STATE_FILE),
             reason: "a new set's state must list its full".into(),
         })?;
@@ -438,7 +226,7 @@ impl SetHandle {
             // And the element directories it moved into place without the state saying completed (the caller
             // checked that the state lists no completed element).
             for name in set.names().map_err(io_err("read directory", &self.dir))? {
-                if name.to_str().is_some_and(|n| n.parse::<ElementName>().is_ok()) {
+                if name.to_str().is_some_and(|n| matches!(top_entry(n), TopEntry::Element(_))) {
                     remove_in(&set, &name)?;
                 }
             }
@@ -460,7 +248,7 @@ impl SetHandle {
             set.sync().map_err(io_err("fsync directory", &self.dir))?;
             d
         } else {
-            open_set_dir(set, TMP_DIR)?
+            open_set_dir(set, TMP_DIR, None)?
         };
         let name = entry.element_id.to_string();
         let tmp = tmp_root.join(&name);
@@ -471,18 +259,21 @@ impl SetHandle {
         Ok(Begun { entry: entry.clone(), tmp })
     }
 
-    /// Begins an element in an existing set: under the set's lock, `make` sees the state (after the leftovers of a
+    /// Begins an element in an existing set: under the set's lock, `make` sees the set (after the leftovers of a
     /// crash are gone) and returns the entry to add (in progress), or refuses; the entry is added to the state
-    /// durably and `tmp/<element id>/data` is created.
+    /// durably and `tmp/<element id>/data` is created. `read` is the set as the caller read it (strictly, before
+    /// anything was written): it is read again when its state changed since (another job of this process
+    /// completed an element, or the clean-up removed an entry).
     pub fn begin<E: From<SetError>>(
         &self,
+        read: BackupSet,
         make: impl FnOnce(&BackupSet) -> Result<ElementEntry, E>,
     ) -> Result<Begun, E> {
         let _g = lock(&self.slot.lock);
         let dir = self.clean_locked()?;
-        let set = self.read()?;
+        let set = if self.read_state()? == *read.state() { read } else { BackupSet::open(&self.dir)? };
         let entry = make(&set)?;
-        let mut state = set.state;
+        let mut state = set.state().clone();
         state.elements.push(entry.clone());
         lock(&self.slot.live).insert(entry.element_id);
         let result = (|| {
@@ -503,7 +294,7 @@ impl SetHandle {
         let set = self.open_checked()?;
         let live = lock(&self.slot.live).clone();
         let mut removed = Vec::new();
-        let mut state = self.read()?.state;
+        let mut state = self.read_state()?;
         let before = state.elements.len();
         state.elements.retain(|e| {
             let keep = e.status == ElementStatus::Completed || live.contains(&e.element_id);
@@ -519,15 +310,18 @@ impl SetHandle {
             state.elements.iter().filter(|e| e.status == ElementStatus::Completed).map(|e| e.name()).collect();
         for name in set.names().map_err(io_err("read directory", &self.dir))? {
             let name = name.to_string_lossy().into_owned();
-            let leftover = name.starts_with(TMP_FILE_PREFIX)
-                || name.parse::<ElementName>().is_ok_and(|element| !completed.contains(&element));
+            let leftover = match top_entry(&name) {
+                TopEntry::WriteLeftover => true,
+                TopEntry::Element(element) => !completed.contains(&element),
+                TopEntry::State | TopEntry::Tmp | TopEntry::Foreign => false,
+            };
             if leftover {
                 remove_in(&set, &name)?;
                 removed.push(name);
             }
         }
         if set.entry(TMP_DIR).map_err(io_err("stat", &self.tmp_root()))?.is_some() {
-            let tmp = open_set_dir(&set, TMP_DIR)?;
+            let tmp = open_set_dir(&set, TMP_DIR, None)?;
             for name in tmp.names().map_err(io_err("read directory", &self.tmp_root()))? {
                 let name = name.to_string_lossy().into_owned();
                 let is_live = name.parse::<Uuid>().is_ok_and(|id| live.contains(&id));
@@ -559,7 +353,7 @@ impl SetHandle {
         write_metadata(&control, CATALOG_FILE, catalog)?;
         write_metadata(&control, ELEMENT_INFO_FILE, info)?;
         let data = begun.tmp.join(DATA_DIR);
-        for sub in [backset_format::layout::ATOMS_DIR, backset_format::layout::JOURNAL_DIR] {
+        for sub in DATA_DIRS {
             let d = data.join(sub);
             if d.is_dir() {
                 sync_dir(&d)?;
@@ -587,7 +381,7 @@ impl SetHandle {
         let id = begun.entry.element_id;
         let target = self.dir.join(begun.entry.name().to_string());
         if fs::symlink_metadata(&target).is_ok() {
-            return Err(SetError::Inconsistent {
+            return Err(SetError::Conflict {
                 path: target,
                 reason: "already exists although the state does not list it as completed".into(),
             });
@@ -597,8 +391,8 @@ impl SetHandle {
         let result = (|| {
             sync_dir(&self.tmp_root())?;
             sync_dir(&self.dir)?;
-            let mut state = self.read()?.state;
-            let e = state.elements.iter_mut().find(|e| e.element_id == id).ok_or_else(|| SetError::Inconsistent {
+            let mut state = self.read_state()?;
+            let e = state.elements.iter_mut().find(|e| e.element_id == id).ok_or_else(|| SetError::Conflict {
                 path: self.dir.join(STATE_FILE),
                 reason: format!("the in-progress entry of element {id} vanished while it was being built"),
             })?;
@@ -628,11 +422,11 @@ impl SetHandle {
         lock(&self.slot.live).remove(&id);
         let set = DirFd::open(&self.dir).map_err(io_err("open directory", &self.dir))?;
         if set.entry(TMP_DIR).map_err(io_err("stat", &self.tmp_root()))?.is_some() {
-            let tmp = open_set_dir(&set, TMP_DIR)?;
+            let tmp = open_set_dir(&set, TMP_DIR, None)?;
             remove_in(&tmp, id.to_string())?;
             tmp.sync().map_err(io_err("fsync directory", &self.tmp_root()))?;
         }
-        let mut state = self.read()?.state;
+        let mut state = self.read_state()?;
         let before = state.elements.len();
         state.elements.retain(|e| e.element_id != id || e.status == ElementStatus::Completed);
         let mut dropped = Vec::new();

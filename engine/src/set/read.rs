@@ -1,6 +1,7 @@
 //! Reading a backup set: the `state`, then every completed element's `control/element`, `control/manifest` and
-//! `control/catalog`, in FORMAT.md's reading order; the element chain; the transactions a restore can reach; and,
-//! for a restore, which element holds each atom and which elements hold the journal records.
+//! `control/catalog`, in FORMAT.md's reading order, and the element chain. One set of rules, two modes: strict
+//! ([`BackupSet::open`], restore and hot copies) and collecting ([`BackupSet::load`], check). What a restore can
+//! reach and where its atoms and records come from is in [`super::plan`].
 //!
 //! Names inside the set are derived from ids (`backset_format::layout`), never read from a file; element
 //! directories are examined with `lstat` and files opened without following a link
@@ -19,139 +20,37 @@ use backset_format::layout::{
     data_file_path, CATALOG_FILE, CONTROL_DIR, DATA_DIR, ELEMENT_INFO_FILE, MANIFEST_FILE, STATE_FILE,
 };
 use backset_format::{
-    AtomState, Catalog, ElementEntry, ElementInfo, ElementKind, ElementName, ElementStatus, FileEntry, FileKind,
-    Manifest, ReadError, State, TxnRange,
+    Catalog, ElementEntry, ElementInfo, ElementKind, ElementName, ElementStatus, FileEntry, FileKind, Manifest, State,
+    TxnRange,
 };
 use uuid::Uuid;
 
-/// Why a backup set (or part of it) cannot be read or trusted. Every variant names the set, and the element and
-/// file where there is one.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum SetError {
-    /// The operating system refused an operation on the set.
-    #[error("{op} {path}: {source}; check the backup set's path and permissions")]
-    Io {
-        /// The operation (`stat`, `read directory`, ...).
-        op: &'static str,
-        /// The file or directory.
-        path: PathBuf,
-        /// The OS error.
-        source: std::io::Error,
-    },
-    /// The path is not a backup set directory.
-    #[error("{path} is not a backup set: {reason}")]
-    NotASet {
-        /// The path given.
-        path: PathBuf,
-        /// Why.
-        reason: String,
-    },
-    /// A metadata file (the state or a control file) is missing, damaged, or this user may not read it.
-    #[error(
-        "backup set {set}{}: {source}; {}",
-        .element.map(|e| format!(", element {e}")).unwrap_or_default(),
-        metadata_advice(source)
-    )]
-    Metadata {
-        /// The set.
-        set: PathBuf,
-        /// The element whose control file it is, or `None` for the state.
-        element: Option<ElementName>,
-        /// What is wrong, with the file's path.
-        source: ReadError,
-    },
-    /// The state lists a completed element whose directory is missing.
-    #[error(
-        "backup set {set}: element {element} is listed as completed in the state, but its directory {path} is \
-         missing; put the element back (elements of a set are never deleted one by one)"
-    )]
-    ElementMissing {
-        /// The set.
-        set: PathBuf,
-        /// The element.
-        element: ElementName,
-        /// Its expected directory.
-        path: PathBuf,
-    },
-    /// An element's path is not a directory (a file, or a symbolic link: a set never contains links).
-    #[error(
-        "backup set {set}: element {element}: {path} is not a directory (a backup set never contains symbolic \
-         links); replace it by the element's directory"
-    )]
-    NotADirectory {
-        /// The set.
-        set: PathBuf,
-        /// The element.
-        element: ElementName,
-        /// The path.
-        path: PathBuf,
-    },
-    /// An element's control files disagree with the state or with each other.
-    #[error(
-        "backup set {set}: element {element}: {}: {reason}; the set's metadata is inconsistent (damaged, or \
-         assembled from several sets): restore it from a copy of the set",
-        .file.display()
-    )]
-    Inconsistent {
-        /// The set.
-        set: PathBuf,
-        /// The element.
-        element: ElementName,
-        /// The control file at fault.
-        file: PathBuf,
-        /// What disagrees.
-        reason: String,
-    },
-    /// The element chain is broken: a wrong parent, a gap in the journal chain, end points going backwards.
-    #[error(
-        "backup set {set}: element {element}: {reason}; the element chain is broken: restore the set from a copy \
-         (run `backset check` for every defect)"
-    )]
-    Chain {
-        /// The set.
-        set: PathBuf,
-        /// The element.
-        element: ElementName,
-        /// What is wrong.
-        reason: String,
-    },
+use super::SetError;
+
+/// Reads the `state` of the set in `dir` (and nothing else): what `restore --report-backups` lists and what a hot
+/// copy checks before it reads further. [`SetError::NotASet`] when `dir` is no backup set.
+pub fn read_state(dir: &Path) -> Result<State, SetError> {
+    let what = crate::found::found(dir);
+    if what != crate::found::Found::BackupSet {
+        return Err(SetError::NotASet { reason: what.not_a_set(dir), path: dir.to_path_buf() });
+    }
+    read_metadata(&dir.join(STATE_FILE)).map_err(|source| SetError::Metadata {
+        set: dir.to_path_buf(),
+        element: None,
+        source,
+    })
 }
 
-/// What to do about a metadata file that could not be read: restore a damaged one from a copy; for one the operating
-/// system would not let this user read, nothing is known to be damaged.
-fn metadata_advice(source: &ReadError) -> &'static str {
-    if source.is_permission() {
-        "this user may not read it (the file itself may be intact): run as a user who can read the whole backup set \
-         (its owner, or root)"
-    } else {
-        "the backup set's metadata is damaged: restore the file from a copy of the set (run `backset check` for \
-         every defect)"
-    }
-}
-
-impl SetError {
-    /// The element the error is about, if any.
-    pub fn element(&self) -> Option<ElementName> {
-        match self {
-            Self::Io { .. } | Self::NotASet { .. } => None,
-            Self::Metadata { element, .. } => *element,
-            Self::ElementMissing { element, .. }
-            | Self::NotADirectory { element, .. }
-            | Self::Inconsistent { element, .. }
-            | Self::Chain { element, .. } => Some(*element),
-        }
-    }
-
-    /// The file or directory the error is about, if any.
-    pub fn path(&self) -> Option<PathBuf> {
-        match self {
-            Self::Io { path, .. } | Self::NotASet { path, .. } => Some(path.clone()),
-            Self::Metadata { source, .. } => Some(source.path().to_path_buf()),
-            Self::ElementMissing { path, .. } | Self::NotADirectory { path, .. } => Some(path.clone()),
-            Self::Inconsistent { file, .. } => Some(file.clone()),
-            Self::Chain { set, element, .. } => Some(set.join(element.to_string())),
-        }
+/// Whether `path` (an element directory or its `control/`) is a directory, examined without following a link:
+/// `Some(what)` names what stands there instead (`a symbolic link`, `not a directory`); `None` for a directory or
+/// nothing.
+fn not_a_dir(path: &Path) -> Result<Option<&'static str>, std::io::Error> {
+    match fs::symlink_metadata(path) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e),
+        Ok(md) if md.file_type().is_symlink() => Ok(Some("a symbolic link")),
+        Ok(md) if !md.is_dir() => Ok(Some("not a directory")),
+        Ok(_) => Ok(None),
     }
 }
 
@@ -233,38 +132,14 @@ pub struct UnreadElement {
     pub manifest: Option<Manifest>,
 }
 
-/// Where one atom of a restore comes from.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct AtomSource {
-    /// Atom id.
-    pub atom_id: u64,
-    /// Its LSN as the base's catalog records it.
-    pub lsn: u64,
-    /// Index (in [`BackupSet::elements`]) of the element whose data holds the file.
-    pub element: usize,
-    /// The file's manifest entry in that element.
-    pub file: FileEntry,
-}
-
-/// One step of a journal replay plan: the records with `first <= txn id <= last` come from `element`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct JournalPart {
-    /// Index (in [`BackupSet::elements`]) of the element whose slices hold the records.
-    pub element: usize,
-    /// First transaction id taken from it.
-    pub first: u64,
-    /// Last transaction id taken from it.
-    pub last: u64,
-}
-
 /// A backup set as read from disk: its state and its completed elements. See the [module docs](self).
 #[derive(Debug)]
 pub struct BackupSet {
-    dir: PathBuf,
-    state: State,
-    elements: Vec<Element>,
+    pub(super) dir: PathBuf,
+    pub(super) state: State,
+    pub(super) elements: Vec<Element>,
     unread: Vec<UnreadElement>,
-    problems: Vec<SetError>,
+    pub(super) problems: Vec<SetError>,
 }
 
 impl BackupSet {
@@ -284,15 +159,7 @@ impl BackupSet {
     /// the state itself cannot be read. What check uses.
     pub fn load(dir: impl AsRef<Path>) -> Result<Self, SetError> {
         let dir = dir.as_ref().to_path_buf();
-        let what = crate::found::found(&dir);
-        if what != crate::found::Found::BackupSet {
-            return Err(SetError::NotASet { reason: what.not_a_set(&dir), path: dir });
-        }
-        let state: State = read_metadata(&dir.join(STATE_FILE)).map_err(|source| SetError::Metadata {
-            set: dir.clone(),
-            element: None,
-            source,
-        })?;
+        let state = read_state(&dir)?;
         let mut set = Self { dir, state, elements: Vec::new(), unread: Vec::new(), problems: Vec::new() };
         let entries: Vec<ElementEntry> =
             set.state.elements.iter().filter(|e| e.status == ElementStatus::Completed).cloned().collect();
@@ -317,18 +184,27 @@ impl BackupSet {
                 return Err(vec![SetError::ElementMissing { set: self.dir.clone(), element: name, path: dir }])
             }
             Err(source) => return Err(vec![SetError::Io { op: "stat", path: dir, source }]),
-            Ok(md) if !md.is_dir() => {
-                return Err(vec![SetError::NotADirectory { set: self.dir.clone(), element: name, path: dir }])
-            }
             Ok(_) => {}
+        }
+        match not_a_dir(&dir) {
+            Err(source) => return Err(vec![SetError::Io { op: "stat", path: dir, source }]),
+            Ok(Some(what)) => return Err(vec![SetError::Link { path: dir, element: Some(name), what }]),
+            Ok(None) => {}
         }
         let unread = |manifest| UnreadElement { entry: entry.clone(), dir: dir.clone(), manifest };
         let control = dir.join(CONTROL_DIR);
         // read_metadata refuses a link as the file itself; a link in place of control/ must be refused too, or it
         // would be followed out of the set.
-        if fs::symlink_metadata(&control).is_ok_and(|md| !md.is_dir()) {
-            self.unread.push(unread(None));
-            return Err(vec![SetError::NotADirectory { set: self.dir.clone(), element: name, path: control }]);
+        match not_a_dir(&control) {
+            Err(source) => {
+                self.unread.push(unread(None));
+                return Err(vec![SetError::Io { op: "stat", path: control, source }]);
+            }
+            Ok(Some(what)) => {
+                self.unread.push(unread(None));
+                return Err(vec![SetError::Link { path: control, element: Some(name), what }]);
+            }
+            Ok(None) => {}
         }
         let set = self.dir.clone();
         let meta_err = |source| SetError::Metadata { set: set.clone(), element: Some(name), source };
@@ -553,6 +429,40 @@ impl BackupSet {
         self.elements.iter().position(|e| e.kind() == ElementKind::Full)
     }
 
+    /// Index of the completed element called `name`.
+    pub fn position(&self, name: ElementName) -> Option<usize> {
+        self.elements.iter().position(|e| e.name() == name)
+    }
+
+    /// The state's full entry, completed or still in progress (its id and R are known from the start): what a
+    /// journal hot copy continues from.
+    pub fn full_entry(&self) -> Option<&ElementEntry> {
+        self.state.elements.iter().find(|e| e.kind == ElementKind::Full)
+    }
+
+    /// Index of the newest completed full or incremental: what an incremental builds on.
+    pub fn newest_base(&self) -> Option<usize> {
+        (0..self.elements.len())
+            .filter(|&i| self.elements[i].is_base())
+            .max_by_key(|&i| (self.elements[i].kind() == ElementKind::Incremental, self.elements[i].entry.sequence))
+    }
+
+    /// Index of the newest completed journal element.
+    pub fn newest_journal(&self) -> Option<usize> {
+        (0..self.elements.len())
+            .filter(|&i| self.elements[i].kind() == ElementKind::Journal)
+            .max_by_key(|&i| self.elements[i].entry.sequence)
+    }
+
+    /// The first transaction the next journal element starts at: the newest completed journal element's E + 1, or
+    /// the full's R when there is none (the full may still be in progress). `None` without a full.
+    pub fn next_journal_start(&self) -> Option<u64> {
+        match self.newest_journal() {
+            Some(j) => Some(self.elements[j].txn_range().last + 1),
+            None => self.full_entry().map(|f| f.txn_range.first),
+        }
+    }
+
     /// Reads element `index`'s catalog again from `control/catalog` (it is not kept in memory).
     pub fn catalog(&self, index: usize) -> Result<Catalog, SetError> {
         let e = &self.elements[index];
@@ -572,160 +482,8 @@ impl BackupSet {
         }
         Ok(catalog)
     }
-
-    /// The transactions a restore can reach, as sorted, disjoint, non-adjacent ranges; empty when the set has no
-    /// completed full or [`load`](Self::load) found problems. Normally one range, `[E of the full, max(E of the
-    /// newest full or incremental, end of the journal chain)]`; several when, without journal elements, the
-    /// incrementals' journals leave gaps.
-    pub fn restorable(&self) -> Vec<TxnRange> {
-        if !self.problems.is_empty() {
-            return Vec::new();
-        }
-        self.restorable_with(&|_| true, &|_| true)
-    }
-
-    /// [`restorable`](Self::restorable) when some data is known to be damaged: `atoms_ok(b)` says whether base
-    /// element `b`'s atoms (in whichever elements hold them) are intact, `journal_ok(i)` whether element `i`'s
-    /// journal slices are. A restore to T starts from the newest full or incremental with E <= T and takes the
-    /// records from the elements [`plan_journal`](Self::plan_journal) picks, damaged or not, so a damaged base
-    /// makes its whole window unreachable and a damaged journal source cuts the window where its part begins.
-    pub fn restorable_with(
-        &self,
-        atoms_ok: &dyn Fn(usize) -> bool,
-        journal_ok: &dyn Fn(usize) -> bool,
-    ) -> Vec<TxnRange> {
-        let bases: Vec<usize> = (0..self.elements.len()).filter(|&i| self.elements[i].is_base()).collect();
-        let mut out: Vec<TxnRange> = Vec::new();
-        for (j, &b) in bases.iter().enumerate() {
-            let range = self.elements[b].txn_range();
-            let window_end = match bases.get(j + 1) {
-                Some(&next) => match self.elements[next].txn_range().last.checked_sub(1) {
-                    Some(end) => end,
-                    None => continue,
-                },
-                None => u64::MAX,
-            };
-            if window_end < range.last || !atoms_ok(b) {
-                continue;
-            }
-            // How far the replay from R reaches before a gap or a damaged source.
-            let parts = match self.plan_journal(range.first, window_end, Some(b)) {
-                Ok(parts) => parts,
-                Err(gap) => match gap.checked_sub(1).map(|end| self.plan_journal(range.first, end, Some(b))) {
-                    Some(Ok(parts)) => parts,
-                    _ => continue,
-                },
-            };
-            let mut reach = range.first.checked_sub(1);
-            for p in &parts {
-                if !journal_ok(p.element) {
-                    break;
-                }
-                reach = Some(p.last);
-            }
-            let Some(last) = reach.filter(|&r| r >= range.last) else { continue };
-            let piece = TxnRange { first: range.last, last };
-            match out.last_mut() {
-                Some(prev) if prev.last.checked_add(1).is_some_and(|n| n >= piece.first) => {
-                    prev.last = prev.last.max(piece.last)
-                }
-                _ => out.push(piece),
-            }
-        }
-        out
-    }
-
-    /// Index of the base a restore to `txn` starts from: the newest full or incremental with E <= `txn`.
-    pub fn base_for(&self, txn: u64) -> Option<usize> {
-        (0..self.elements.len()).rev().find(|&i| self.elements[i].is_base() && self.elements[i].txn_range().last <= txn)
-    }
-
-    /// Which elements' journals supply the records with `first <= txn id <= last`: element `prefer` (a restore's
-    /// base: for a target at or before its end point the base is then self-contained) for as long as it covers
-    /// them, then greedily the element that covers the next transaction and reaches furthest (the earliest such
-    /// element on a tie). Fails with the first transaction id no element covers.
-    pub fn plan_journal(&self, first: u64, last: u64, prefer: Option<usize>) -> Result<Vec<JournalPart>, u64> {
-        let mut parts = Vec::new();
-        let mut cur = first;
-        while cur <= last {
-            let preferred = prefer.filter(|&p| parts.is_empty() && self.elements[p].txn_range().contains(cur));
-            let best = match preferred {
-                Some(p) => p,
-                None => (0..self.elements.len())
-                    .filter(|&i| self.elements[i].txn_range().contains(cur))
-                    .max_by_key(|&i| (self.elements[i].txn_range().last, std::cmp::Reverse(i)))
-                    .ok_or(cur)?,
-            };
-            let reach = self.elements[best].txn_range().last;
-            parts.push(JournalPart { element: best, first: cur, last: reach.min(last) });
-            match reach.checked_add(1) {
-                Some(next) if reach < last => cur = next,
-                _ => break,
-            }
-        }
-        Ok(parts)
-    }
-
-    /// The atoms a restore from base element `base` lays down: every atom its catalog lists as present, each taken
-    /// from the newest full or incremental at or before `base` whose manifest lists the atom with the catalog's
-    /// hash. Fails, naming the atom, when no element holds that file.
-    pub fn resolve_atoms(&self, base: usize) -> Result<Vec<AtomSource>, SetError> {
-        let catalog = self.catalog(base)?;
-        let mut wanted: HashMap<u64, (u64, [u8; 32])> = HashMap::with_capacity(catalog.atoms.len());
-        for c in &catalog.atoms {
-            if let AtomState::Present { hash } = c.state {
-                wanted.insert(c.atom_id, (c.lsn, hash));
-            }
-        }
-        let mut out = Vec::with_capacity(wanted.len());
-        for i in (0..=base).rev().filter(|&i| self.elements[i].is_base()) {
-            if wanted.is_empty() {
-                break;
-            }
-            for f in self.elements[i].atom_files() {
-                if let Some(&(lsn, hash)) = wanted.get(&f.id) {
-                    if hash == f.hash {
-                        wanted.remove(&f.id);
-                        out.push(AtomSource { atom_id: f.id, lsn, element: i, file: f.clone() });
-                    }
-                }
-            }
-        }
-        if let Some((&atom_id, &(_, hash))) = wanted.iter().min_by_key(|(id, _)| **id) {
-            let e = &self.elements[base];
-            return Err(SetError::Inconsistent {
-                set: self.dir.clone(),
-                element: e.name(),
-                file: e.control_dir().join(CATALOG_FILE),
-                reason: format!(
-                    "atom {atom_id:#x} is listed as present with BLAKE3 {}, but no full or incremental element up to \
-                     {} holds a file with that hash ({} atoms are missing)",
-                    hex(&hash),
-                    e.name(),
-                    wanted.len()
-                ),
-            });
-        }
-        out.sort_by_key(|a| a.atom_id);
-        Ok(out)
-    }
 }
 
 fn show(id: Option<Uuid>) -> String {
     id.map_or_else(|| "none".to_string(), |u| u.to_string())
-}
-
-/// Lower-case hex of a hash.
-pub(crate) fn hex(hash: &[u8; 32]) -> String {
-    blake3::Hash::from(*hash).to_hex().to_string()
-}
-
-/// Formats ranges as an operator reads them: `range [100, 5000]` or `ranges [1, 5], [9, 12]`.
-pub fn describe_ranges(ranges: &[TxnRange]) -> String {
-    let list: Vec<String> = ranges.iter().map(|r| format!("[{}, {}]", r.first, r.last)).collect();
-    match list.len() {
-        0 => "range (none)".to_string(),
-        1 => format!("range {}", list[0]),
-        _ => format!("ranges {}", list.join(", ")),
-    }
 }
