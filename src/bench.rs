@@ -596,9 +596,9 @@ impl Versus {
 const PHASES: [&str; 3] = ["before", "hot copy", "after"];
 
 fn foreground(args: &ForegroundArgs) -> Result<()> {
-    use backset_engine::bulk::{bulk_load, BulkSpec};
     use backset_engine::hotcopy::{HotCopyManager, HotCopyRequest, HotCopyType};
-    use backset_engine::store::{Config, Database, Txn};
+    use backset_refstore::bulk::{bulk_load, BulkSpec};
+    use backset_refstore::{Config, Database, Txn};
     use std::sync::atomic::AtomicU8;
     use std::sync::Mutex;
 
@@ -612,7 +612,7 @@ fn foreground(args: &ForegroundArgs) -> Result<()> {
     let spec = BulkSpec { bytes_per_archive: args.size_mib << 20, value_bytes: 4096, seed: 7 };
     bulk_load(&db_dir, &config, &spec).context("load the database")?;
     let db = Arc::new(Database::open(&db_dir, config).context("open the database")?);
-    let manager = HotCopyManager::new(Arc::clone(&db), scratch.0.join("admin"))?;
+    let manager = HotCopyManager::new(db.hot_copy_archives(), scratch.0.join("admin"))?;
 
     // Committers: each commits one 256-byte put at its share of the rate, on a fixed schedule, and records the
     // latency under the current phase. Slots missed behind a slow commit are skipped, not made up in a burst.

@@ -13,8 +13,8 @@ use anyhow::{bail, ensure, Context, Result};
 use backset_engine::check::{check_set, CheckOptions};
 use backset_engine::hotcopy::{HotCopyManager, HotCopyRequest, HotCopyStatus, HotCopyType, JobState};
 use backset_engine::restore::{restore, RestoreOptions, Target};
-use backset_engine::store::{read_archive, Config, Database};
-use backset_engine::workload::{replay_upto, Workload, WorkloadConfig};
+use backset_refstore::workload::{replay_upto, Workload, WorkloadConfig};
+use backset_refstore::{read_archive, Config, Database};
 
 use crate::progress;
 use crate::text::{counted, txn_range};
@@ -75,7 +75,8 @@ pub fn run(args: &Args) -> Result<()> {
     println!("workload  2 threads, up to 4000 transactions/s, 20,000 keys, values of 256 B to 4 KiB");
     std::thread::sleep(pause);
 
-    let manager = HotCopyManager::new(Arc::clone(&db), root.join("admin")).context("start the hot copy manager")?;
+    let manager =
+        HotCopyManager::new(db.hot_copy_archives(), root.join("admin")).context("start the hot copy manager")?;
     let mut elements = Vec::new();
     for kind in [HotCopyType::Full, HotCopyType::Journal, HotCopyType::Incremental, HotCopyType::Journal] {
         let status = hot_copy(&manager, kind, &set_dir)?;

@@ -3,7 +3,8 @@
 //! This facade re-exports the workspace's library crates:
 //! - [`format`](mod@format): the on-disk format (journal segments, atom files, backup-set metadata).
 //! - [`copier`]: the io_uring copy engine and the per-SM rate limiter.
-//! - [`engine`]: the `Archive` trait, the reference store, hot copies, restore and check.
+//! - [`engine`]: the `Archive` trait, hot copies, restore and check.
+//! - [`refstore`]: the reference store, the SM that `serve` and `demo` embed.
 //!
 //! It also holds [`lbquery`], NuoDB's process filter expressions (`--process-filter`, `filterQuery`), which depends on
 //! nothing but `std` so that the fuzz crate compiles it alone.
@@ -11,5 +12,6 @@
 pub use backset_copier as copier;
 pub use backset_engine as engine;
 pub use backset_format as format;
+pub use backset_refstore as refstore;
 
 pub mod lbquery;

@@ -15,9 +15,9 @@ use backset_engine::restore::{
     TimestampItem,
 };
 use backset_engine::set::read_state;
-use backset_engine::store::read_archive_with_journal;
 use backset_format::layout::JOURNAL_DIR;
 use backset_format::ElementStatus;
+use backset_refstore::read_archive_with_journal;
 use serde_json::json;
 use uuid::Uuid;
 
@@ -354,7 +354,7 @@ impl ArchiveDirs {
     }
 
     /// Reads the archive.
-    fn read(&self) -> Result<backset_engine::store::ArchiveData> {
+    fn read(&self) -> Result<backset_refstore::ArchiveData> {
         if !self.separate {
             ensure_archive(&self.dir)?;
         }

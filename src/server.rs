@@ -27,14 +27,14 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use backset_engine::hotcopy::{HotCopyError, HotCopyManager, HotCopyRequest, HotCopyStatus, HotCopyType, JobState};
-use backset_engine::limits::{
+use backset_engine::paths::CreateDirError;
+use backset_format::limits::{MAX_RECORD_PAYLOAD_BYTES, MAX_STORAGE_GROUPS};
+use backset_refstore::limits::{
     DEFAULT_RETAINED_JOURNAL_WARN_BYTES, DEFAULT_SEGMENT_BYTES, MAX_CONFIG_SEGMENT_BYTES, MAX_OPS_PER_TXN, MAX_SMS,
     MIN_SEGMENT_BYTES,
 };
-use backset_engine::paths::CreateDirError;
-use backset_engine::store::{CommitError, Config, Database, StorageGroup, StoreError, Txn};
-use backset_engine::workload::{Workload, WorkloadConfig};
-use backset_format::limits::{MAX_RECORD_PAYLOAD_BYTES, MAX_STORAGE_GROUPS};
+use backset_refstore::workload::{Workload, WorkloadConfig};
+use backset_refstore::{CommitError, Config, Database, StorageGroup, StoreError, Txn};
 use serde::Deserialize;
 use tokio::sync::{watch, Semaphore};
 use uuid::Uuid;
@@ -401,8 +401,8 @@ pub fn run(args: &Args) -> Result<()> {
     let db = Arc::new(
         Database::open(&db_root, config).with_context(|| format!("open the database in {}", db_root.display()))?,
     );
-    let manager =
-        HotCopyManager::new(Arc::clone(&db), args.data_dir.join("admin")).context("start the hot copy manager")?;
+    let manager = HotCopyManager::new(db.hot_copy_archives(), args.data_dir.join("admin"))
+        .context("start the hot copy manager")?;
     let app = Arc::new(App {
         db: Arc::clone(&db),
         manager: manager.clone(),
@@ -1318,7 +1318,7 @@ fn all_processes(app: &App) -> Vec<Process> {
                 labels.insert("storage-groups".into(), served.join(","));
             }
             let options = BTreeMap::from([
-                ("archive-dir".to_string(), backset_engine::store::archive_dir(app.db.root(), a).display().to_string()),
+                ("archive-dir".to_string(), backset_refstore::archive_dir(app.db.root(), a).display().to_string()),
                 (
                     "journal-hot-copy".to_string(),
                     if app.db.config().journal_hot_copy_of(a as usize) { "enable" } else { "disable" }.to_string(),

@@ -27,7 +27,7 @@ fn demo_runs_the_whole_cycle_and_proves_the_restore() {
     let names: Vec<_> = state.elements.iter().map(|e| (e.kind, e.status)).collect();
     use backset::format::{ElementKind::*, ElementStatus::Completed};
     assert_eq!(names, [(Full, Completed), (Journal, Completed), (Incremental, Completed), (Journal, Completed)]);
-    let restored = backset::engine::store::read_archive(&work.join("restored")).unwrap();
+    let restored = backset::refstore::read_archive(&work.join("restored")).unwrap();
     assert!(!restored.entries.is_empty());
 }
 

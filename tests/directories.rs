@@ -12,7 +12,7 @@ use std::process::{Output, Stdio};
 use std::time::Duration;
 
 use backset::engine::lock::{DirKind, Holder, LockError, LOCK_FILE};
-use backset::engine::store::{Config, Database, StoreError, Txn};
+use backset::refstore::{Config, Database, StoreError, Txn};
 use serde_json::{json, Value};
 use support::{backset_within, free_port, s, stderr, text, tmp, wait_until, Server};
 

@@ -1,11 +1,14 @@
 //! The smallest storage manager that Backset can hot-copy: the SM author's starting point.
 //!
-//! It keeps one atom file and one journal segment, written with `backset-format`'s writers, and implements
-//! [`Archive`] over them. A real SM keeps the same shape and adds what this one leaves out: a group-commit journal
-//! writer that advances the durable watermark, a checkpointer that rewrites atoms (write new, fsync, rename, fsync
-//! the directory) and advances R, and segment recycling that respects the pins.
+//! It links only the engine (and the format crate the engine is built on, whose writers lay out its files): it keeps
+//! one atom file and one journal segment, implements [`Archive`] over them, gives them to a [`HotCopyManager`], takes
+//! a full hot copy into a backup set, and restores the set into a new archive directory. A real SM keeps the same
+//! shape and adds what this one leaves out: a group-commit journal writer that advances the durable watermark, a
+//! checkpointer that rewrites atoms (write new, fsync, rename, fsync the directory) and advances R, and segment
+//! recycling that respects the pins. The reference store (`backset-refstore`) is such an SM.
 //!
-//! Run: `cargo run -p backset-engine --example embed [DIR]` (default `target/embed-example`).
+//! Run: `cargo run -p backset-engine --example embed [DIR]` (default `target/embed-example`; DIR is replaced). The
+//! engine's test `embed.rs` runs it.
 
 use std::collections::BTreeMap;
 use std::fs::{self, File};
@@ -16,6 +19,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use backset_engine::archive::{Archive, ArchiveError, ArchiveIdentity, AtomFile, JournalPin, JournalSlice};
+use backset_engine::hotcopy::{HotCopyManager, HotCopyRequest, HotCopyType, JobState};
+use backset_engine::restore::{restore, RestoreOptions, RestoreReport, Target};
 use backset_format::layout::{atom_file_name, parse_id_name, segment_file_name, ATOMS_DIR, JOURNAL_DIR};
 use backset_format::{encode_atom, read_segment, AtomHeader, SegmentHeader, SegmentWriter};
 use uuid::Uuid;
@@ -171,13 +176,32 @@ impl Archive for TinySm {
     }
 }
 
-fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let dir = PathBuf::from(std::env::args().nth(1).unwrap_or_else(|| "target/embed-example".into()));
+/// How long the example waits for its hot copy (a few milliseconds of work) before it gives up.
+const HOT_COPY_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// What [`run`] made, for the caller to look at.
+#[allow(dead_code)] // The engine's test reads every field; `main` prints some.
+pub struct Outcome {
+    /// The SM's archive directory.
+    pub archive: PathBuf,
+    /// The backup set the full hot copy wrote.
+    pub set: PathBuf,
+    /// The archive the set was restored into.
+    pub restored: PathBuf,
+    /// What the restore did.
+    pub report: RestoreReport,
+}
+
+/// Creates the SM's archive in `dir/archive`, walks through the [`Archive`] calls a hot copy makes, takes a full
+/// hot copy into the backup set `dir/set` (statuses in `dir/admin`) and restores it into `dir/restored`. `dir` is
+/// replaced.
+pub fn run(dir: &Path) -> Result<Outcome, Box<dyn std::error::Error>> {
     if dir.exists() {
-        backset_format::dirfd::remove_path(&dir)?;
+        backset_format::dirfd::remove_path(dir)?;
     }
-    let sm = TinySm::create(&dir)?;
-    let archive: &dyn Archive = &sm;
+    let archive_dir = dir.join("archive");
+    let sm = Arc::new(TinySm::create(&archive_dir)?);
+    let archive: &dyn Archive = sm.as_ref();
 
     let id = archive.identity();
     println!(
@@ -207,6 +231,35 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         );
     }
     drop(pin);
-    println!("released the pin; journal hot copy enabled: {}", archive.journal_hot_copy_enabled());
+
+    // The same, done by the engine: the manager takes the SM's archives (every archive of its database).
+    let manager = HotCopyManager::new(vec![Arc::clone(&sm) as Arc<dyn Archive>], dir.join("admin"))?;
+    let set = dir.join("set");
+    let mut request = HotCopyRequest::new(HotCopyType::Full);
+    request.default_backup_dir = Some(set.clone());
+    let (coordinator, hot_copy) = manager.start(request)?;
+    let status = manager.status(coordinator, hot_copy, Some(HOT_COPY_TIMEOUT))?;
+    manager.shutdown(HOT_COPY_TIMEOUT);
+    if status.status != JobState::Completed {
+        return Err(format!("full hot copy {hot_copy} did not complete: {}", status.message).into());
+    }
+    println!("full hot copy {hot_copy} into {}: {}", set.display(), status.message);
+
+    let restored = dir.join("restored");
+    let report = restore(&set, &restored, Target::Latest, &RestoreOptions::default())?;
+    println!(
+        "restored {} to transaction {}: {} atom file(s), {} journal record(s), in {}",
+        set.display(),
+        report.target_txn,
+        report.atoms,
+        report.records,
+        restored.display()
+    );
+    Ok(Outcome { archive: archive_dir, set, restored, report })
+}
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let dir = PathBuf::from(std::env::args().nth(1).unwrap_or_else(|| "target/embed-example".into()));
+    run(&dir)?;
     Ok(())
 }

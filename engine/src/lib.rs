@@ -1,11 +1,12 @@
-//! `backset-engine`: the [`Archive`] trait, the reference store, and (to come) hot copy jobs, restore and check.
+//! `backset-engine`: the [`Archive`] trait an SM implements, hot copy jobs, restore and check.
 //!
 //! - [`archive`]: the [`Archive`] trait an SM implements to be hot-copied, with the guarantees a hot copy relies on
-//!   (see DESIGN.md, "Hot copy: the consistency rule"). `examples/embed.rs` is a minimal SM implementing it.
-//! - [`store`]: the reference store, a small real key/value SM (group commit, checkpointer, recovery, storage
-//!   groups, journal-hot-copy retention), the embedded default of the server, the tests and the benchmarks.
-//! - [`workload`]: a seeded workload generator that records every acknowledged transaction (a replay oracle).
-//! - [`bulk`]: a bulk loader that writes gigabytes of atoms directly, for benchmarks.
+//!   (see DESIGN.md, "Hot copy: the consistency rule"). `examples/embed.rs` is a minimal SM implementing it, hot-copied
+//!   into a backup set and restored, linking only this crate. The reference store (`backset-refstore`) is another.
+//! - [`hotcopy`]: hot copy jobs and the [`HotCopyManager`](hotcopy::HotCopyManager) that runs them over the archives
+//!   it is given.
+//! - [`restore`], [`check`]: restoring a backup set, and checking a set or an archive offline.
+//! - [`clock`]: the wall clock in microseconds, as statuses and records carry it.
 //! - [`found`]: what a path given to an offline tool holds (a backup set, an archive, an empty directory, a file).
 //! - [`limits`]: every bound the engine puts on sizes, counts and durations.
 //! - [`lock`]: one process per database or archive directory (an advisory lock a running SM holds).
@@ -13,8 +14,8 @@
 //! - [`set`]: backup sets: the one module that reads and writes their metadata and layout.
 
 pub mod archive;
-pub mod bulk;
 pub mod check;
+pub mod clock;
 pub mod found;
 pub mod hotcopy;
 pub mod limits;
@@ -22,8 +23,5 @@ pub mod lock;
 pub mod paths;
 pub mod restore;
 pub mod set;
-pub mod store;
-pub mod workload;
 
 pub use archive::{Archive, ArchiveError, ArchiveIdentity, AtomFile, JournalPin, JournalSlice};
-pub use store::{Committed, Config, Database, StorageGroup, Txn};

@@ -1,94 +1,20 @@
 //! Every bound the engine puts on a size, a count or a duration, in one place.
 //!
 //! Format bounds (record payload, atom body, segment size) live in [`backset_format::limits`]; the figures here are
-//! the engine's own, and compile-time assertions keep them inside the format's.
+//! the engine's own, and compile-time assertions keep them inside the format's. The reference store's bounds (its
+//! segment rollover, batches, keys and values) are its own crate's (`backset_refstore::limits`).
 
 use std::time::Duration;
 
-use backset_format::limits::{MAX_ATOM_BODY_BYTES, MAX_PARTICIPANTS, MAX_RECORD_PAYLOAD_BYTES, MAX_SEGMENT_BYTES};
-
-/// Default size at which a journal segment rolls over to the next one: 64 MiB. A segment is closed once it reaches
-/// this size, so it can pass it by at most one group-commit batch ([`MAX_BATCH_BYTES`]).
-pub const DEFAULT_SEGMENT_BYTES: u64 = 64 << 20;
-
-/// Smallest configurable rollover size: 4 KiB (tests use small segments to exercise rollover and recycling).
-pub const MIN_SEGMENT_BYTES: u64 = 4 << 10;
-
-/// Largest configurable rollover size: 1 GiB. Recovery reads one segment at a time into memory, so this is also the
-/// most memory recovery of a live archive needs for journal bytes (a restored segment can be up to the format's
-/// `MAX_SEGMENT_BYTES`, 4 GiB).
-pub const MAX_CONFIG_SEGMENT_BYTES: u64 = 1 << 30;
-
-/// Most bytes of records one group-commit batch writes before its fdatasync: 32 MiB. A batch holds at least one
-/// record whatever its size, so one batch is at most this plus one record. Bounds the writer's buffer.
-pub const MAX_BATCH_BYTES: u64 = 32 << 20;
-
-/// Most records one group-commit batch takes from the queue.
-pub const MAX_BATCH_RECORDS: usize = 16 * 1024;
-
-/// Times the journal writer tries a step that leaves nothing half-done when it fails (creating the next segment,
-/// opening the journal directory to fsync it) before the SM stops: a shortage of descriptors (EMFILE) or memory
-/// often passes. Writes and fsyncs are never retried: after a failed fsync the kernel may have dropped the data it
-/// reported, and a retry could claim durable what is not.
-pub const JOURNAL_RETRY_ATTEMPTS: u32 = 8;
-
-/// Pause before the journal writer's first retry; each next one doubles, up to [`JOURNAL_RETRY_MAX_DELAY`]: the
-/// eight attempts span about 3.5 s, during which the SM's commits wait.
-pub const JOURNAL_RETRY_FIRST_DELAY: std::time::Duration = std::time::Duration::from_millis(50);
-
-/// Longest pause between two of the journal writer's attempts.
-pub const JOURNAL_RETRY_MAX_DELAY: std::time::Duration = std::time::Duration::from_secs(1);
-
-/// Default number of atoms (hash buckets) per storage group, fixed at database creation.
-pub const DEFAULT_ATOM_BUCKETS: u32 = 256;
-
-/// Most atoms per storage group. An atom id is `group id << 32 | bucket`, so buckets must fit 32 bits; this bound
-/// keeps the in-memory atom table (about 100 bytes per atom) under 100 MiB per group.
-pub const MAX_ATOM_BUCKETS: u32 = 1 << 20;
-
-/// Most storage managers (archives) in one database: as many as one coordinated hot copy can take.
-pub const MAX_SMS: usize = MAX_PARTICIPANTS;
-
-/// Longest key: 64 KiB.
-pub const MAX_KEY_BYTES: usize = 64 << 10;
-
-/// Longest value a commit may write: 8 MiB, so that one put always fits a journal record. Bulk-loaded values
-/// (written straight into atom files) may be larger, up to the atom limit.
-pub const MAX_VALUE_BYTES: usize = 8 << 20;
-
-/// Most puts and deletes in one transaction.
-pub const MAX_OPS_PER_TXN: usize = 64 * 1024;
-
-/// Largest atom body the store writes: the format's limit. A commit that would grow an atom past it is refused.
-pub const MAX_STORE_ATOM_BODY_BYTES: u64 = MAX_ATOM_BODY_BYTES;
-
-/// Default interval between two background checkpoints.
-pub const DEFAULT_CHECKPOINT_INTERVAL: Duration = Duration::from_secs(1);
-
-/// Retained journal (kept only for journal hot copies) past which an operator should be warned: 1 GiB. The store
-/// only reports the figure ([`crate::store::Database::retained_journal_bytes`]); the server warns.
-pub const DEFAULT_RETAINED_JOURNAL_WARN_BYTES: u64 = 1 << 30;
-
-/// Size of the database's own metadata file (`<root>/backset-db`) at most: 1 MiB. It holds names and the storage
-/// group map only.
-pub const MAX_DB_META_BYTES: u64 = 1 << 20;
-
-/// How often a waiter re-checks a durability condition that no notification covers (a transaction that does not
-/// involve the archive being waited on): at most this long between checks.
-pub const DURABLE_POLL_INTERVAL: Duration = Duration::from_millis(2);
-
-const _: () = assert!(MIN_SEGMENT_BYTES <= DEFAULT_SEGMENT_BYTES && DEFAULT_SEGMENT_BYTES <= MAX_CONFIG_SEGMENT_BYTES);
-// A full segment plus one batch plus one record must stay under the format's segment limit.
-const _: () =
-    assert!(MAX_CONFIG_SEGMENT_BYTES + MAX_BATCH_BYTES + 2 * MAX_RECORD_PAYLOAD_BYTES as u64 + 64 <= MAX_SEGMENT_BYTES);
-const _: () = assert!((MAX_VALUE_BYTES + MAX_KEY_BYTES + 64) < MAX_RECORD_PAYLOAD_BYTES as usize);
-const _: () = assert!(DEFAULT_ATOM_BUCKETS <= MAX_ATOM_BUCKETS);
+use backset_format::limits::{MAX_RECORD_PAYLOAD_BYTES, MAX_SEGMENT_BYTES};
 
 // ---- restore and check (engine/src/restore/, engine/src/check/) ----
 
-/// Size at which a restore closes a journal segment of the archive it writes and starts the next one: 64 MiB, as the
-/// store's default rollover. A segment may pass it by one record (at most the format's record limit).
-pub const RESTORE_SEGMENT_BYTES: u64 = DEFAULT_SEGMENT_BYTES;
+/// Size at which a restore closes a journal segment of the archive it writes and starts the next one: 64 MiB. A
+/// segment may pass it by one record (at most the format's record limit). It is the restore's own figure: an SM
+/// reading the restored archive takes segments of any size up to the format's `MAX_SEGMENT_BYTES`, whatever its own
+/// rollover size (the reference store's default rollover is also 64 MiB).
+pub const RESTORE_SEGMENT_BYTES: u64 = 64 << 20;
 
 /// Most files one copier job of a restore or a check takes: 4096. A job's report holds every file's chunk hashes,
 /// so this bounds the report of one job (4096 files of up to `MAX_ATOM_BODY_BYTES` each: at most 32 MiB of hashes)

@@ -12,7 +12,7 @@
 //! leaves no stale lock; the file itself stays and means nothing on its own (the lock, not the file's presence, is
 //! what counts). Its content only names the holder for the refusal: `pid <pid>` and `program <name>` lines, written
 //! by an exclusive holder once it holds the lock. Locks conflict between two opens of the file in one process too,
-//! so a second [`Database::open`](crate::Database::open) of one directory in the same process is refused as well.
+//! so a second `Database::open` (the reference store's) of one directory in the same process is refused as well.
 //!
 //! Nothing lists the lock file as part of an archive or a set: recovery and `archive check` read `atoms/` and
 //! `journal/` only, hot copies copy what the [`Archive`](crate::Archive) lists (atom files and journal slices), and a

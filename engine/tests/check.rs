@@ -15,9 +15,9 @@ use backset_copier::JobControl;
 use backset_engine::check::{check_archive, check_set, CheckError, CheckOptions, CheckReport, Defect, DefectKind};
 use backset_engine::restore::{restore, RestoreError, RestoreOptions, Target};
 use backset_engine::set::SetError;
-use backset_engine::store::{Database, Txn};
 use backset_format::journal::{RECORD_HEADER_BYTES, SEGMENT_HEADER_BYTES};
 use backset_format::TxnRange;
+use backset_refstore::{Database, Txn};
 use common::{config, file_names, journal_records, segment_files, tempdir};
 use setmaker::template;
 

@@ -23,9 +23,9 @@ use std::time::Duration;
 
 use backset_engine::check::{check_set, CheckOptions, Defect};
 use backset_engine::restore::{restore, RestoreError, RestoreOptions, Target};
-use backset_engine::store::{read_archive, Database};
-use backset_engine::workload::{replay_upto, AckedTxn, Workload, WorkloadConfig};
 use backset_format::{ElementEntry, ElementKind};
+use backset_refstore::workload::{replay_upto, AckedTxn, Workload, WorkloadConfig};
+use backset_refstore::{read_archive, Database};
 use common::{assert_entries_eq, file_names, tempdir};
 use rand::rngs::Xoshiro256PlusPlus;
 use rand::{RngExt, SeedableRng};

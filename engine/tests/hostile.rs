@@ -18,8 +18,6 @@ use std::process::Command;
 use backset_engine::check::{check_set, CheckOptions, CheckReport};
 use backset_engine::limits::restore_memory_bound;
 use backset_engine::restore::{restore, RestoreError, RestoreOptions, Target};
-use backset_engine::store::read_archive;
-use backset_engine::workload::replay_upto;
 use backset_format::atom::{ATOM_BODY_LEN_OFFSET, ATOM_CHECK_OFFSET, ATOM_HEADER_BYTES};
 use backset_format::fsio::{read_metadata, write_metadata};
 use backset_format::journal::{RECORD_HEADER_BYTES, REC_LEN_OFFSET, SEGMENT_HEADER_BYTES};
@@ -29,6 +27,8 @@ use backset_format::{
     encode_atom, encode_record, AtomState, Catalog, CatalogEntry, ElementEntry, ElementInfo, ElementKind,
     ElementStatus, FileEntry, FileKind, Manifest, Participant, SegmentHeader, State, StorageGroup, TxnRange,
 };
+use backset_refstore::read_archive;
+use backset_refstore::workload::replay_upto;
 use common::{assert_entries_eq, scan, tempdir};
 use serde::Serialize;
 use setmaker::{copy_tree, template};

@@ -14,9 +14,9 @@ use std::time::Duration;
 
 use backset_engine::hotcopy::{HotCopyError, HotCopyManager, HotCopyRequest, HotCopyType};
 use backset_engine::set::BackupSet;
-use backset_engine::store::{read_archive, Config, Database, StorageGroup};
-use backset_engine::workload::{replay_upto, AckedTxn, Workload, WorkloadConfig};
 use backset_engine::{check, restore};
+use backset_refstore::workload::{replay_upto, AckedTxn, Workload, WorkloadConfig};
+use backset_refstore::{read_archive, Config, Database, StorageGroup};
 use common::{assert_entries_eq, config, tempdir, wait_until};
 use support::{check_set, move_data_away, move_data_back, range_of, restore_by_hand, wait_completed};
 
@@ -63,7 +63,7 @@ fn full_incremental_and_journal_elements_restore_the_state_at_each_end_point() {
     let db = Arc::new(Database::open(dir.path().join("db"), live_config("chain")).unwrap());
     let wl = Workload::start(Arc::clone(&db), workload(7));
     more_load(&wl, 300);
-    let m = HotCopyManager::new(Arc::clone(&db), dir.path().join("manager")).unwrap();
+    let m = HotCopyManager::new(db.hot_copy_archives(), dir.path().join("manager")).unwrap();
     let set = dir.path().join("set");
     let req = |kind| HotCopyRequest::new(kind).backup_dir(0, &set);
 
@@ -136,7 +136,7 @@ fn a_simple_hot_copy_opens_as_the_database_at_its_end_point() {
     let db = Arc::new(Database::open(dir.path().join("db"), live_config("simple")).unwrap());
     let wl = Workload::start(Arc::clone(&db), workload(21));
     more_load(&wl, 400);
-    let m = HotCopyManager::new(Arc::clone(&db), dir.path().join("manager")).unwrap();
+    let m = HotCopyManager::new(db.hot_copy_archives(), dir.path().join("manager")).unwrap();
     let copy = dir.path().join("copy");
     // A cancelled simple hot copy keeps its `.incomplete` directory (as NuoDB does); the next one replaces it.
     m.set_sm_rate(0, Some(0)).unwrap();
@@ -187,7 +187,7 @@ fn a_coordinated_hot_copy_of_two_storage_groups_shares_one_end_point() {
     let db = Arc::new(Database::open(dir.path().join("db"), grouped("coord")).unwrap());
     let wl = Workload::start(Arc::clone(&db), WorkloadConfig { cross_group_fraction: 0.5, ..workload(33) });
     more_load(&wl, 400);
-    let m = HotCopyManager::new(Arc::clone(&db), dir.path().join("manager")).unwrap();
+    let m = HotCopyManager::new(db.hot_copy_archives(), dir.path().join("manager")).unwrap();
     let sets = dir.path().join("sets");
     std::fs::create_dir(&sets).unwrap();
     let req = |kind| HotCopyRequest::new(kind).default_dir(&sets).shared(true);

@@ -7,7 +7,7 @@ mod support;
 use std::sync::Arc;
 
 use backset_engine::hotcopy::{HotCopyManager, HotCopyRequest, HotCopyType};
-use backset_engine::store::{Database, Txn};
+use backset_refstore::{Database, Txn};
 use common::{config, tempdir};
 use support::{check_set, wait_completed};
 
@@ -17,7 +17,7 @@ fn a_journal_hot_copy_of_a_database_that_committed_nothing_completes_with_nothin
     let mut c = config("empty");
     c.journal_hot_copy = true;
     let db = Arc::new(Database::open(dir.path().join("db"), c).unwrap());
-    let m = HotCopyManager::new(Arc::clone(&db), dir.path().join("manager")).unwrap();
+    let m = HotCopyManager::new(db.hot_copy_archives(), dir.path().join("manager")).unwrap();
     let set = dir.path().join("set");
     let req = |kind| HotCopyRequest::new(kind).backup_dir(0, &set);
     wait_completed(&m, m.start(req(HotCopyType::Full)).unwrap());

@@ -17,9 +17,9 @@ use std::time::Duration;
 use backset_engine::archive::{Archive, ArchiveError, ArchiveIdentity, AtomFile, JournalPin, JournalSlice};
 use backset_engine::hotcopy::{HotCopyManager, HotCopyRequest, HotCopyType, JobState, MSG_CANCELLED};
 use backset_engine::set::read_state;
-use backset_engine::store::{Database, SmArchive};
 use backset_format::layout::TMP_DIR;
 use backset_format::State;
+use backset_refstore::{Database, SmArchive};
 use common::{config, tempdir, wait_until};
 use support::{check_set, load, wait_completed, wait_end, JOB_TIMEOUT};
 
@@ -120,7 +120,7 @@ fn setup(dir: &Path) -> (Arc<Database>, Arc<Faulty>, HotCopyManager) {
         changed: Condvar::new(),
         holding: Mutex::new(false),
     });
-    let m = HotCopyManager::with_archives(vec![Arc::clone(&faulty) as Arc<dyn Archive>], dir.join("manager")).unwrap();
+    let m = HotCopyManager::new(vec![Arc::clone(&faulty) as Arc<dyn Archive>], dir.join("manager")).unwrap();
     (db, faulty, m)
 }
 

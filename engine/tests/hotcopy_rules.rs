@@ -16,11 +16,11 @@ use backset_engine::hotcopy::{
     MSG_PROCESS_STOPPED,
 };
 use backset_engine::set::{read_state, BackupSet};
-use backset_engine::store::{read_archive, Config, Database, Txn};
-use backset_engine::workload::{key, replay_upto};
 use backset_format::fsio::{read_metadata, write_metadata};
 use backset_format::layout::{ElementName, TMP_DIR};
 use backset_format::{AtomState, ElementEntry, ElementInfo, ElementKind, ElementStatus, FileKind, State, TxnRange};
+use backset_refstore::workload::{key, replay_upto};
+use backset_refstore::{read_archive, Config, Database, Txn};
 use common::{assert_entries_eq, config, scan, tempdir, wait_until};
 use support::{check_set, load, range_of, restore_by_hand, wait_completed, wait_end, JOB_TIMEOUT};
 use uuid::Uuid;
@@ -72,7 +72,7 @@ fn refusals_say_which_rule() {
     let db = Arc::new(Database::open(dir.path().join("db"), cfg("rules", 1, true)).unwrap());
     load(&db, 1, 200);
     db.checkpoint_now().unwrap();
-    let m = HotCopyManager::new(Arc::clone(&db), dir.path().join("manager")).unwrap();
+    let m = HotCopyManager::new(db.hot_copy_archives(), dir.path().join("manager")).unwrap();
     let set = dir.path().join("set");
     let req = |kind, d: &Path| HotCopyRequest::new(kind).backup_dir(0, d);
 
@@ -115,7 +115,7 @@ fn refusals_say_which_rule() {
     // Journal hot copy needs the SM's journal retention.
     let db2 = Arc::new(Database::open(dir.path().join("db2"), cfg("noretention", 1, false)).unwrap());
     load(&db2, 2, 50);
-    let m2 = HotCopyManager::new(Arc::clone(&db2), dir.path().join("manager2")).unwrap();
+    let m2 = HotCopyManager::new(db2.hot_copy_archives(), dir.path().join("manager2")).unwrap();
     let set2 = dir.path().join("set2");
     wait_completed(&m2, m2.start(req(HotCopyType::Full, &set2)).unwrap());
     let e = m2.start(req(HotCopyType::Journal, &set2)).unwrap_err();
@@ -130,7 +130,7 @@ fn a_journal_hot_copy_runs_beside_a_running_full() {
     let mut acked = load(&db, 3, 200);
     db.checkpoint_now().unwrap();
     acked.extend(load(&db, 4, 100));
-    let m = HotCopyManager::new(Arc::clone(&db), dir.path().join("manager")).unwrap();
+    let m = HotCopyManager::new(db.hot_copy_archives(), dir.path().join("manager")).unwrap();
     let set = dir.path().join("set");
     let req = |kind| HotCopyRequest::new(kind).backup_dir(0, &set);
 
@@ -184,7 +184,7 @@ fn atoms_dropped_before_or_during_an_incremental_are_recorded_dropped() {
     db.checkpoint_now().unwrap();
     let atoms: Vec<u64> = db.archives()[0].atoms_lsns().iter().map(|a| a.0).collect();
     assert!(atoms.len() > backset_copier::limits::MAX_OPEN_FILES + 16, "{} atoms", atoms.len());
-    let m = HotCopyManager::new(Arc::clone(&db), dir.path().join("manager")).unwrap();
+    let m = HotCopyManager::new(db.hot_copy_archives(), dir.path().join("manager")).unwrap();
     let set = dir.path().join("set");
     let req = |kind| HotCopyRequest::new(kind).backup_dir(0, &set);
     wait_completed(&m, m.start(req(HotCopyType::Full)).unwrap());
@@ -241,7 +241,7 @@ fn cancel_in_each_stage_leaves_the_sets_as_before_and_the_next_hot_copy_works() 
     // is held in Stage2 by a paused SM budget; after a checkpoint it is held in Stage1.
     let db = Arc::new(Database::open(dir.path().join("db"), cfg("cancel", 1, true)).unwrap());
     load(&db, 8, 200);
-    let m = HotCopyManager::new(Arc::clone(&db), dir.path().join("manager")).unwrap();
+    let m = HotCopyManager::new(db.hot_copy_archives(), dir.path().join("manager")).unwrap();
     let set = dir.path().join("set");
     let req = |kind| HotCopyRequest::new(kind).backup_dir(0, &set);
     wait_completed(&m, m.start(req(HotCopyType::Full)).unwrap());
@@ -278,7 +278,7 @@ fn cancel_in_each_stage_leaves_the_sets_as_before_and_the_next_hot_copy_works() 
     let db2 = Arc::new(Database::open(dir.path().join("db2"), cfg("cancel2", 2, true)).unwrap());
     load(&db2, 9, 200);
     db2.archives()[0].checkpoint().unwrap();
-    let m2 = HotCopyManager::new(Arc::clone(&db2), dir.path().join("manager2")).unwrap();
+    let m2 = HotCopyManager::new(db2.hot_copy_archives(), dir.path().join("manager2")).unwrap();
     let sets = dir.path().join("sets");
     std::fs::create_dir(&sets).unwrap();
     let req2 = |kind| HotCopyRequest::new(kind).default_dir(&sets).shared(true);
@@ -315,7 +315,7 @@ fn a_failure_names_its_cause_and_leaves_the_set_as_before() {
     let dir = tempdir();
     let db = Arc::new(Database::open(dir.path().join("db"), cfg("failure", 1, true)).unwrap());
     load(&db, 11, 200);
-    let m = HotCopyManager::new(Arc::clone(&db), dir.path().join("manager")).unwrap();
+    let m = HotCopyManager::new(db.hot_copy_archives(), dir.path().join("manager")).unwrap();
     let set = dir.path().join("set");
     let req = |kind| HotCopyRequest::new(kind).backup_dir(0, &set);
     wait_completed(&m, m.start(req(HotCopyType::Full)).unwrap());
@@ -355,7 +355,7 @@ fn a_linked_element_or_control_directory_or_disagreeing_control_files_refuse_inc
     let db = Arc::new(Database::open(dir.path().join("db"), cfg("linked", 1, true)).unwrap());
     load(&db, 12, 200);
     db.checkpoint_now().unwrap();
-    let m = HotCopyManager::new(Arc::clone(&db), dir.path().join("manager")).unwrap();
+    let m = HotCopyManager::new(db.hot_copy_archives(), dir.path().join("manager")).unwrap();
     let set = dir.path().join("set");
     let req = |kind| HotCopyRequest::new(kind).backup_dir(0, &set);
     wait_completed(&m, m.start(req(HotCopyType::Full)).unwrap());
@@ -409,7 +409,7 @@ fn the_leftovers_of_a_crashed_hot_copy_are_removed_by_the_next_one() {
     let db = Arc::new(Database::open(dir.path().join("db"), cfg("crashed", 1, true)).unwrap());
     let mut acked = load(&db, 14, 150);
     db.checkpoint_now().unwrap();
-    let m = HotCopyManager::new(Arc::clone(&db), dir.path().join("manager")).unwrap();
+    let m = HotCopyManager::new(db.hot_copy_archives(), dir.path().join("manager")).unwrap();
     let set = dir.path().join("set");
     let req = |kind, d: &Path| HotCopyRequest::new(kind).backup_dir(0, d);
     wait_completed(&m, m.start(req(HotCopyType::Full, &set)).unwrap());
@@ -464,7 +464,7 @@ fn statuses_survive_a_restart_and_a_job_of_a_dead_process_shows_failed() {
     let db = Arc::new(Database::open(dir.path().join("db"), cfg("restart", 1, true)).unwrap());
     load(&db, 12, 100);
     let data_dir = dir.path().join("manager");
-    let m = HotCopyManager::new(Arc::clone(&db), &data_dir).unwrap();
+    let m = HotCopyManager::new(db.hot_copy_archives(), &data_dir).unwrap();
     let set = dir.path().join("set");
     let req = |kind| HotCopyRequest::new(kind).backup_dir(0, &set);
     let done = wait_completed(&m, m.start(req(HotCopyType::Full)).unwrap());
@@ -476,7 +476,7 @@ fn statuses_survive_a_restart_and_a_job_of_a_dead_process_shows_failed() {
     assert!(m.statuses(Some(Duration::ZERO)).is_empty(), "no job running any more");
     drop(m);
 
-    let m = HotCopyManager::new(Arc::clone(&db), &data_dir).unwrap();
+    let m = HotCopyManager::new(db.hot_copy_archives(), &data_dir).unwrap();
     assert_eq!(m.status(done.coordinator_start_id, done.id, None).unwrap(), done);
     assert_eq!(m.status(held.0, held.1, None).unwrap(), cancelled);
     let by_sm = m.statuses_by_start_id(None);
@@ -493,7 +493,7 @@ fn statuses_survive_a_restart_and_a_job_of_a_dead_process_shows_failed() {
     dead.end_micros = None;
     let path = data_dir.join("hotcopy").join(format!("{}.json", dead.id));
     std::fs::write(&path, serde_json::to_vec(&dead).unwrap()).unwrap();
-    let m = HotCopyManager::new(Arc::clone(&db), &data_dir).unwrap();
+    let m = HotCopyManager::new(db.hot_copy_archives(), &data_dir).unwrap();
     let s = m.status(dead.coordinator_start_id, dead.id, None).unwrap();
     assert_eq!((s.status, s.message.as_str()), (JobState::Failed, MSG_PROCESS_STOPPED));
     assert!(s.end_micros.is_some());
@@ -510,7 +510,7 @@ fn regression_retained_statuses_were_capped_only_when_loaded() {
     let db = Arc::new(Database::open(dir.path().join("db"), cfg("kept", 1, true)).unwrap());
     load(&db, 4, 100);
     let data_dir = dir.path().join("manager");
-    let m = HotCopyManager::new(Arc::clone(&db), &data_dir).unwrap();
+    let m = HotCopyManager::new(db.hot_copy_archives(), &data_dir).unwrap();
     m.set_max_kept_statuses(3);
     let files = || std::fs::read_dir(data_dir.join("hotcopy")).unwrap().count();
     // A running job is never removed: a held one stays kept while the others come and go.

@@ -23,11 +23,11 @@ pub const JOB_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// Commits `n` transactions with the workload generator (2 threads, 300 keys) and returns them.
 pub fn load(
-    db: &std::sync::Arc<backset_engine::store::Database>,
+    db: &std::sync::Arc<backset_refstore::Database>,
     seed: u64,
     n: u64,
-) -> Vec<backset_engine::workload::AckedTxn> {
-    use backset_engine::workload::{Workload, WorkloadConfig};
+) -> Vec<backset_refstore::workload::AckedTxn> {
+    use backset_refstore::workload::{Workload, WorkloadConfig};
     let wl = Workload::start(
         std::sync::Arc::clone(db),
         WorkloadConfig { seed, threads: 2, key_space: 300, max_txns: Some(n), ..WorkloadConfig::default() },

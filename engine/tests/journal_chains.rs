@@ -15,9 +15,9 @@ use std::sync::Arc;
 use backset_engine::check::CheckOptions;
 use backset_engine::hotcopy::{HotCopyError, HotCopyManager, HotCopyRequest, HotCopyType, JobState};
 use backset_engine::restore::{restore, RestoreOptions, Target};
-use backset_engine::store::{read_archive, Config, Database};
-use backset_engine::workload::{replay_upto, AckedTxn};
 use backset_format::TxnRange;
+use backset_refstore::workload::{replay_upto, AckedTxn};
+use backset_refstore::{read_archive, Config, Database};
 use common::{assert_entries_eq, config, tempdir};
 use support::{check_set, load, range_of, wait_completed, JOB_TIMEOUT};
 
@@ -36,7 +36,7 @@ fn regression_a_new_sets_first_journal_hot_copy_found_its_journal_recycled_by_an
     let dir = tempdir();
     let db = Arc::new(Database::open(dir.path().join("db"), cfg()).unwrap());
     load(&db, 1, 300);
-    let m = HotCopyManager::new(Arc::clone(&db), dir.path().join("manager")).unwrap();
+    let m = HotCopyManager::new(db.hot_copy_archives(), dir.path().join("manager")).unwrap();
     let (a, b) = (dir.path().join("a"), dir.path().join("b"));
     run(&m, HotCopyType::Full, &a);
     load(&db, 2, 300);
@@ -62,13 +62,13 @@ fn a_journal_hot_copy_into_an_older_set_is_refused_also_after_a_restart() {
     load(&db, 4, 200);
     let (a, b) = (dir.path().join("a"), dir.path().join("b"));
     {
-        let m = HotCopyManager::new(Arc::clone(&db), dir.path().join("manager")).unwrap();
+        let m = HotCopyManager::new(db.hot_copy_archives(), dir.path().join("manager")).unwrap();
         run(&m, HotCopyType::Full, &a);
         load(&db, 5, 100);
         run(&m, HotCopyType::Journal, &a);
         run(&m, HotCopyType::Full, &b);
     }
-    let m = HotCopyManager::new(Arc::clone(&db), dir.path().join("manager")).unwrap();
+    let m = HotCopyManager::new(db.hot_copy_archives(), dir.path().join("manager")).unwrap();
     load(&db, 6, 100);
     let e = m.start(HotCopyRequest::new(HotCopyType::Journal).backup_dir(0, &a)).unwrap_err();
     assert!(matches!(e, HotCopyError::JournalChainMoved { archive_id: 0, .. }), "{e:?}");
@@ -101,7 +101,7 @@ fn the_weekly_rotation_moves_the_journal_chain_to_the_new_set_once_its_full_has_
     let dir = tempdir();
     let db = Arc::new(Database::open(dir.path().join("db"), cfg()).unwrap());
     let mut acked = load(&db, 7, 200);
-    let m = HotCopyManager::new(Arc::clone(&db), dir.path().join("manager")).unwrap();
+    let m = HotCopyManager::new(db.hot_copy_archives(), dir.path().join("manager")).unwrap();
     let (old, new) = (dir.path().join("week1"), dir.path().join("week2"));
     run(&m, HotCopyType::Full, &old);
     acked.extend(load(&db, 8, 100));
@@ -154,7 +154,7 @@ fn a_new_full_that_fails_gives_the_chain_back_and_takes_its_journal_elements_wit
     let dir = tempdir();
     let db = Arc::new(Database::open(dir.path().join("db"), cfg()).unwrap());
     let mut acked = load(&db, 21, 200);
-    let m = HotCopyManager::new(Arc::clone(&db), dir.path().join("manager")).unwrap();
+    let m = HotCopyManager::new(db.hot_copy_archives(), dir.path().join("manager")).unwrap();
     let (old, new) = (dir.path().join("week1"), dir.path().join("week2"));
     run(&m, HotCopyType::Full, &old);
     acked.extend(load(&db, 22, 100));

@@ -34,9 +34,9 @@ use backset_engine::check::{check_set, CheckOptions};
 use backset_engine::hotcopy::{HotCopyManager, HotCopyRequest, HotCopyStatus, HotCopyType, JobState};
 use backset_engine::restore::{self, RestoreError, RestoreOptions, Target};
 use backset_engine::set::BackupSet;
-use backset_engine::store::{read_archive, Config, Database, StorageGroup};
-use backset_engine::workload::{replay_upto, AckedTxn, Workload, WorkloadConfig};
 use backset_format::ElementKind;
+use backset_refstore::workload::{replay_upto, AckedTxn, Workload, WorkloadConfig};
+use backset_refstore::{read_archive, Config, Database, StorageGroup};
 use common::{config, tempdir, wait_until};
 use rand::rngs::Xoshiro256PlusPlus;
 use rand::{RngExt, SeedableRng};
@@ -512,7 +512,7 @@ fn one_sm_full_journal_and_incremental_hot_copies_restore_to_the_oracle() {
     let mut rng = Xoshiro256PlusPlus::seed_from_u64(seed);
     let dir = tempdir();
     let db = Arc::new(Database::open(dir.path().join("db"), live(config("oracle"))).unwrap());
-    let m = HotCopyManager::new(Arc::clone(&db), dir.path().join("manager")).unwrap();
+    let m = HotCopyManager::new(db.hot_copy_archives(), dir.path().join("manager")).unwrap();
     let set = dir.path().join("set");
     let wl = Workload::start(Arc::clone(&db), full_speed(seed, 0.0));
     let req = |kind| HotCopyRequest::new(kind).backup_dir(0, &set);
@@ -537,7 +537,7 @@ fn two_storage_groups_coordinated_hot_copies_restore_to_the_oracle() {
         StorageGroup { id: 2, name: "west".into(), archives: vec![1] },
     ]);
     let db = Arc::new(Database::open(dir.path().join("db"), c).unwrap());
-    let m = HotCopyManager::new(Arc::clone(&db), dir.path().join("manager")).unwrap();
+    let m = HotCopyManager::new(db.hot_copy_archives(), dir.path().join("manager")).unwrap();
     let sets = [dir.path().join("set-east"), dir.path().join("set-west")];
     let wl = Workload::start(Arc::clone(&db), full_speed(seed, 0.5));
     let req = |kind| HotCopyRequest::new(kind).backup_dir(0, &sets[0]).backup_dir(1, &sets[1]);
@@ -571,7 +571,7 @@ fn two_storage_groups_coordinated_hot_copies_restore_to_the_oracle() {
 /// that is restores exactly.
 #[test]
 fn a_restore_between_bases_keeps_the_first_transaction_of_a_fully_checkpointed_incremental() {
-    use backset_engine::store::Txn;
+    use backset_refstore::Txn;
     let dir = tempdir();
     let mut c = config("edge");
     c.journal_hot_copy = true;
@@ -585,7 +585,7 @@ fn a_restore_between_bases_keeps_the_first_transaction_of_a_fully_checkpointed_i
     for i in 0..50 {
         commit(&db, format!("a{i}"));
     }
-    let m = HotCopyManager::new(Arc::clone(&db), dir.path().join("manager")).unwrap();
+    let m = HotCopyManager::new(db.hot_copy_archives(), dir.path().join("manager")).unwrap();
     let set = dir.path().join("set");
     let req = |kind| HotCopyRequest::new(kind).backup_dir(0, &set);
     wait_completed(&m, m.start(req(HotCopyType::Full)).unwrap(), "full", 0); // E = 50

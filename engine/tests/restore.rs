@@ -13,9 +13,9 @@ use backset_engine::check::check_archive;
 use backset_engine::restore::{
     report_backups, report_timestamps, restore, RestoreError, RestoreOptions, Target, TimestampFilter,
 };
-use backset_engine::store::{read_archive, Database, Txn};
-use backset_engine::workload::replay_upto;
 use backset_format::{ElementKind, ElementStatus, TxnRange};
+use backset_refstore::workload::replay_upto;
+use backset_refstore::{read_archive, Database, Txn};
 use common::{assert_entries_eq, config, file_names, tempdir};
 use rand::rngs::Xoshiro256PlusPlus;
 use rand::{RngExt, SeedableRng};

@@ -11,9 +11,9 @@ use std::sync::Arc;
 
 use backset_engine::check::{check_set, CheckOptions, DefectKind};
 use backset_engine::restore::{report_timestamps, restore, RestoreError, RestoreOptions, Target, TimestampFilter};
-use backset_engine::store::{read_archive, Database, Txn};
-use backset_engine::workload::{key, replay_upto, AckedTxn};
 use backset_format::limits::CHUNK_BYTES;
+use backset_refstore::workload::{key, replay_upto, AckedTxn};
+use backset_refstore::{read_archive, Database, Txn};
 use common::{assert_entries_eq, config, file_names, tempdir};
 use setmaker::SetMaker;
 

@@ -15,9 +15,9 @@ use backset_engine::restore::{
     for_each_timestamp, report_timestamps, restore, RestoreError, RestoreOptions, Target, TimestampFilter,
     TimestampItem,
 };
-use backset_engine::store::{read_archive, Database, StorageGroup, Txn};
-use backset_engine::workload::{key, replay_upto, AckedTxn, Workload, WorkloadConfig};
 use backset_format::TxnRange;
+use backset_refstore::workload::{key, replay_upto, AckedTxn, Workload, WorkloadConfig};
+use backset_refstore::{read_archive, Database, StorageGroup, Txn};
 use common::{assert_entries_eq, config, tempdir, wait_until};
 use rand::rngs::Xoshiro256PlusPlus;
 use rand::{RngExt, SeedableRng};

@@ -31,9 +31,7 @@
 //! `BACKSET_FAULT_STATUS_FAIL=<file>` makes writing a hot copy's final status fail while `<file>` exists (the status
 //! written when a job starts is not affected).
 //!
-//! `BACKSET_FAULT_JOURNAL_CREATE=<n>` makes the first `n` attempts of the process's journal writers to create their
-//! next segment (at a rollover) fail with an injected I/O error naming the variable, as EMFILE would: fewer than
-//! [`JOURNAL_RETRY_ATTEMPTS`](crate::limits::JOURNAL_RETRY_ATTEMPTS) are retried away, more stop the SM.
+//! The reference store has one more (`BACKSET_FAULT_JOURNAL_CREATE`, in `backset_refstore::fault`).
 //!
 //! Never set these variables outside tests.
 
@@ -64,9 +62,6 @@ pub const RESTORE_PAUSE_POINTS: [&str; 1] = ["created"];
 
 /// The prefix of the restore's other pause: `records:<N>`, after N journal records.
 pub const RESTORE_PAUSE_RECORDS: &str = "records:";
-
-/// The environment variable giving how many journal segment creations fail.
-pub const FAULT_JOURNAL_CREATE_ENV: &str = "BACKSET_FAULT_JOURNAL_CREATE";
 
 /// The pause points, in the order a job reaches them.
 pub const FAULT_POINTS: [&str; 3] = ["begun", "before-move", "mid-move"];
@@ -227,27 +222,5 @@ pub(crate) fn final_status_write(path: &Path) -> Result<(), HotCopyError> {
             reason: format!("test-only {FAULT_STATUS_FAIL_ENV}: failure injected while {} exists", f.display()),
         }),
         _ => Ok(()),
-    }
-}
-
-/// Fails (an injected I/O error) while the test-only `BACKSET_FAULT_JOURNAL_CREATE` count lasts; each call takes one.
-pub(crate) fn journal_create() -> std::io::Result<()> {
-    use std::sync::atomic::{AtomicU64, Ordering};
-    static LEFT: OnceLock<AtomicU64> = OnceLock::new();
-    let left = LEFT.get_or_init(|| {
-        let value = std::env::var(FAULT_JOURNAL_CREATE_ENV).unwrap_or_default();
-        AtomicU64::new(value.parse().unwrap_or_else(|_| {
-            if !value.is_empty() {
-                tracing::warn!("{FAULT_JOURNAL_CREATE_ENV}={value} is not a count; ignored");
-            }
-            0
-        }))
-    });
-    match left.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1)) {
-        Ok(n) => Err(std::io::Error::other(format!(
-            "test-only {FAULT_JOURNAL_CREATE_ENV}: failure injected ({} more to come)",
-            n - 1
-        ))),
-        Err(_) => Ok(()),
     }
 }

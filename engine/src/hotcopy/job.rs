@@ -32,6 +32,7 @@ use backset_format::{
 use uuid::Uuid;
 
 use crate::archive::{Archive, AtomFile, JournalPin, JournalSlice};
+use crate::clock::now_micros;
 use crate::hotcopy::chains::{ChainOwner, JournalChains};
 use crate::hotcopy::coordinator::{Arrival, Coordinator};
 use crate::hotcopy::fault;
@@ -39,7 +40,6 @@ use crate::hotcopy::{error_chain, HotCopyError, HotCopyType, Stage};
 use crate::limits::{HOTCOPY_ATOM_BATCH_FILES, HOTCOPY_COPIER_POOL_BYTES, HOTCOPY_READY_POLL};
 use crate::paths::{check_parent, create_dir};
 use crate::set::{dir_content, read_head, BackupSet, Begun, DirContent, SetError, SetWriter};
-use crate::store::now_micros;
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())

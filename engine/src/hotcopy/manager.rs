@@ -31,6 +31,7 @@ use tokio::sync::watch;
 use uuid::Uuid;
 
 use crate::archive::{Archive, ArchiveIdentity};
+use crate::clock::now_micros;
 use crate::hotcopy::chains::JournalChains;
 use crate::hotcopy::coordinator::{check_storage_groups, Coordinator, Outcome};
 use crate::hotcopy::fault;
@@ -47,7 +48,6 @@ use crate::limits::{
     HOTCOPY_STATUS_RETRY_INTERVAL,
 };
 use crate::paths::resolve_existing;
-use crate::store::{now_micros, Database};
 
 /// Directory of the persisted statuses under the manager's data directory.
 pub const STATUS_DIR: &str = "hotcopy";
@@ -173,7 +173,6 @@ struct Inner {
     /// Most jobs kept (their statuses, in memory and in `status_dir`): [`HOTCOPY_MAX_KEPT_STATUSES`] unless
     /// [`HotCopyManager::set_max_kept_statuses`] said otherwise.
     max_kept: AtomicUsize,
-    _db: Option<Arc<Database>>,
 }
 
 /// Starts, watches and cancels the hot copy jobs of one database's archives. See the [module docs](self).
@@ -196,23 +195,14 @@ impl std::fmt::Debug for HotCopyManager {
 }
 
 impl HotCopyManager {
-    /// A manager of the reference store `db`'s archives, keeping statuses in `data_dir/hotcopy/`.
-    pub fn new(db: Arc<Database>, data_dir: impl AsRef<Path>) -> Result<Self, HotCopyError> {
-        let archives = (0..db.archives().len() as u64).filter_map(|a| db.archive(a)).collect();
-        Self::build(archives, data_dir.as_ref(), Some(db))
-    }
-
     /// A manager of `archives`: every archive of one database (an SM linked with Backset passes its own), keeping
     /// statuses in `data_dir/hotcopy/`.
-    pub fn with_archives(archives: Vec<Arc<dyn Archive>>, data_dir: impl AsRef<Path>) -> Result<Self, HotCopyError> {
-        Self::build(archives, data_dir.as_ref(), None)
-    }
-
-    fn build(
-        archives: Vec<Arc<dyn Archive>>,
-        data_dir: &Path,
-        db: Option<Arc<Database>>,
-    ) -> Result<Self, HotCopyError> {
+    ///
+    /// The manager holds the archives, not the SM serving them: the SM must keep serving them while jobs run (a job
+    /// whose SM stopped fails with the archive's error, `archive N is not available`). Shut the manager down
+    /// ([`HotCopyManager::shutdown`]) before the SM.
+    pub fn new(archives: Vec<Arc<dyn Archive>>, data_dir: impl AsRef<Path>) -> Result<Self, HotCopyError> {
+        let data_dir = data_dir.as_ref();
         let identities: Vec<ArchiveIdentity> = archives.iter().map(|a| a.identity()).collect();
         let Some(first) = identities.first() else {
             return Err(HotCopyError::Request { reason: "a hot copy manager needs at least one archive".into() });
@@ -254,7 +244,6 @@ impl HotCopyManager {
                 start_ids,
                 last_start_id,
                 max_kept: AtomicUsize::new(HOTCOPY_MAX_KEPT_STATUSES),
-                _db: db,
             }),
         })
     }

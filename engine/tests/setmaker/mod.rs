@@ -8,9 +8,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use backset_engine::hotcopy::{HotCopyManager, HotCopyRequest, HotCopyType, JobState};
-use backset_engine::store::Database;
 use backset_format::fsio::read_metadata;
 use backset_format::{ElementEntry, ElementKind, ElementStatus, State};
+use backset_refstore::Database;
 use uuid::Uuid;
 
 /// How long a test waits for one hot copy.
@@ -29,7 +29,7 @@ impl SetMaker {
     /// Makes the full element of a new set in `dir` (archive `archive_id` of `db`).
     pub fn full(dir: &Path, db: &Arc<Database>, archive_id: u64) -> Self {
         let manager_dir = super::common::tempdir();
-        let manager = HotCopyManager::new(Arc::clone(db), manager_dir.path()).unwrap();
+        let manager = HotCopyManager::new(db.hot_copy_archives(), manager_dir.path()).unwrap();
         let maker = Self { dir: dir.to_path_buf(), archive_id, manager, _manager_dir: manager_dir };
         maker.run(HotCopyType::Full);
         maker
@@ -89,7 +89,7 @@ pub struct Template {
     /// Holds the set (`set/`); kept for the whole test run.
     pub dir: tempfile::TempDir,
     /// Every acknowledged transaction, in id order.
-    pub acked: Vec<backset_engine::workload::AckedTxn>,
+    pub acked: Vec<backset_refstore::workload::AckedTxn>,
     /// The completed elements, in order.
     pub elements: Vec<ElementEntry>,
     /// The database id.
@@ -128,8 +128,8 @@ pub fn template() -> &'static Template {
 }
 
 fn make_template() -> Template {
-    use backset_engine::store::Database;
-    use backset_engine::workload::{Workload, WorkloadConfig};
+    use backset_refstore::workload::{Workload, WorkloadConfig};
+    use backset_refstore::Database;
     let db_dir = super::common::tempdir();
     let mut cfg = super::common::config("restore");
     cfg.checkpoint_interval = Some(Duration::from_millis(3));

@@ -1,11 +1,11 @@
 //! Commit, get, scan, reopen: the reference store's basic contract.
 
-mod common;
+mod support;
 
 use backset_engine::check::{check_archive, CheckError};
 use backset_engine::lock::{DirKind, DirLock, Holder, LockError, LOCK_FILE};
-use backset_engine::store::{read_archive, CommitError, Database, StoreError, Txn};
-use common::{config, tempdir};
+use backset_refstore::{read_archive, CommitError, Database, StoreError, Txn};
+use support::{config, tempdir};
 
 #[test]
 fn commit_get_delete_and_reopen() {
@@ -66,7 +66,7 @@ fn a_second_open_of_one_directory_is_refused_until_the_first_closes() {
     };
 
     // A second open in the same process: refused before it reads or writes anything, naming this process.
-    let segments_before = common::file_names(&dir.path().join("0").join("journal"));
+    let segments_before = support::file_names(&dir.path().join("0").join("journal"));
     let Err(StoreError::Locked(e)) = Database::open(dir.path(), config("lock")) else {
         panic!("the second open of {} was not refused as locked", dir.path().display())
     };
@@ -76,7 +76,7 @@ fn a_second_open_of_one_directory_is_refused_until_the_first_closes() {
         format!("database directory {} is in use by {me}; stop it first", dir.path().display()),
         "the message names the directory and the holder"
     );
-    assert_eq!(common::file_names(&dir.path().join("0").join("journal")), segments_before, "nothing written");
+    assert_eq!(support::file_names(&dir.path().join("0").join("journal")), segments_before, "nothing written");
 
     // The offline readers refuse the archive the store holds.
     let archive = dir.path().join("0");

@@ -10,12 +10,12 @@ use uuid::Uuid;
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum StoreError {
-    /// The directory is held by another process (or another open in this one): see [`crate::lock`].
+    /// The directory is held by another process (or another open in this one): see [`backset_engine::lock`].
     #[error(transparent)]
-    Locked(#[from] crate::lock::LockError),
+    Locked(#[from] backset_engine::lock::LockError),
     /// The archive directory is an unfinished restore.
     #[error(transparent)]
-    UnfinishedRestore(#[from] crate::restore::UnfinishedRestore),
+    UnfinishedRestore(#[from] backset_engine::restore::UnfinishedRestore),
     /// A directory read as an archive (not by a running SM) is not one, or lacks `atoms/` or its journal.
     #[error("{path} is not an archive directory: {reason}")]
     NotAnArchive {

@@ -1,96 +1,26 @@
-//! The reference store: a small real key/value database of N storage managers (SMs), each keeping an archive in
-//! exactly FORMAT.md's layout, each implementing [`Archive`]. It is the embedded default
-//! that the server, the tests and the benchmarks use.
-//!
-//! # Layout
-//! ```text
-//! <root>/
-//!   backset-db            database metadata: name, id, SMs, atom buckets, storage groups (see `config`)
-//!   0/atoms/<16 hex>      archive 0: atom files
-//!   0/journal/<16 hex>    archive 0: journal segments
-//!   1/...                 archive 1, ... (archive ids 0..N-1 in start order)
-//! ```
-//!
-//! # Data model
-//! Keys and values are byte strings. A key belongs to a storage group (`blake3(key)` bytes 8..16 as a u64, modulo
-//! the number of groups, in id order; group 0 when the database has no storage groups) and to an atom bucket
-//! (bytes 0..8 modulo `atom_buckets`); its atom id is `group id << 32 | bucket`. An atom's body is the postcard
-//! encoding of its sorted key/value list ([`codec`](self) docs); an atom that holds no key has no file.
-//!
-//! # Commit
-//! [`Database::commit`] validates the transaction, assigns the next transaction id and a timestamp (microseconds,
-//! never below the previous commit's) under one lock, queues one record per involved SM in txn order, and returns
-//! once every involved SM's journal writer has made its record durable (group commit: one write and one fdatasync
-//! per batch) and applied it in memory. Without storage groups every SM is involved; with them, the SMs that serve
-//! a group the transaction touches, each receiving only the operations of its groups.
-//!
-//! # Checkpoints and recovery
-//! A checkpointer thread (every `Config::checkpoint_interval`, or [`Database::checkpoint_now`]) writes each dirty
-//! atom to `atoms/.tmp-<id>`, fsyncs it, renames it over `atoms/<id>`, fsyncs the directory, removes the files of
-//! atoms that became empty, advances R, and deletes journal segments whose records are all below R, unless a
-//! [`JournalPin`](crate::archive::JournalPin) or journal-hot-copy retention holds them. [`Database::open`] recovers
-//! every archive (see `recovery`): atom headers, journal replay above each atom's LSN, torn tail truncated; it then
-//! starts a new segment in every journal and continues the transaction sequence.
-//!
-//! # Known limits
-//! - A crash while a transaction is being written to several journals can leave it durable in some of them and
-//!   not in others. It was never acknowledged, but recovery does not reconcile the SMs: the archives that hold it
-//!   replay it, the others do not (no two-phase commit). Single-SM databases and clean shutdowns are not affected.
-//! - Recovery reads one whole segment into memory at a time (at most `limits::MAX_CONFIG_SEGMENT_BYTES` for
-//!   segments this store wrote, the format's 4 GiB for restored ones); the record index costs 16 bytes per record
-//!   of the segments on disk.
-//! - The commit-time atom size check does not count transactions still in flight to the same atom (see
-//!   `check_atom_sizes`); the checkpointer then refuses to write an oversize atom and reports it.
-
-mod codec;
-mod config;
-mod data;
-mod error;
-mod journal;
-mod recovery;
-mod sm;
+//! The [`Database`]: N storage managers under one transaction sequence, their commits and their checkpointer.
 
 use std::collections::{BTreeMap, HashSet};
-use std::fs::File;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
-use std::time::{SystemTime, UNIX_EPOCH};
 
+use backset_engine::archive::{Archive, ArchiveIdentity};
+use backset_engine::clock::now_micros;
+use backset_engine::lock::{DirKind, DirLock};
 use backset_format::limits::MAX_RECORD_PAYLOAD_BYTES;
 use uuid::Uuid;
 
-pub use codec::Op;
-pub(crate) use codec::{encode_body as codec_encode_body, entry_len};
-pub use config::{archive_dir, Config, DbMeta, StorageGroup, DB_META_FILE};
-pub use error::{CommitError, StoreError};
-pub use recovery::{read_archive, read_archive_with_journal, ArchiveData};
-pub use sm::{CheckpointStats, RecoveryReport, SegmentInfo, SmArchive};
-
-use crate::archive::{Archive, ArchiveIdentity};
+use crate::codec::{self, Op};
+use crate::config::{archive_dir, Config, DbMeta, DB_META_FILE};
+use crate::error::{show_key, CommitError, StoreError};
+use crate::journal::{JournalState, SegmentFile};
 use crate::limits::{MAX_KEY_BYTES, MAX_OPS_PER_TXN, MAX_STORE_ATOM_BODY_BYTES, MAX_VALUE_BYTES};
-use crate::lock::{DirKind, DirLock};
-use error::show_key;
-use journal::{JournalState, SegmentFile};
-use sm::{Pending, SmParts, Stop};
-
-/// Locks a mutex, taking the data of a poisoned one (a thread that panicked holding it): the store's invariants do
-/// not depend on a critical section completing, and refusing every later call would only hide the first panic.
-pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
-}
-
-/// Fsyncs a directory so that names created, renamed or removed in it are durable.
-pub(crate) fn sync_dir(dir: &Path) -> Result<(), StoreError> {
-    File::open(dir).and_then(|d| d.sync_all()).map_err(StoreError::io("fsync directory", dir))
-}
-
-/// Microseconds since the Unix epoch, now.
-pub fn now_micros() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_micros() as u64)
-}
+use crate::sm::{CheckpointStats, Pending, RecoveryReport, SmArchive, SmParts, Stop};
+use crate::sync::{lock, sync_dir};
+use crate::{recovery, writer};
 
 /// A transaction: puts and deletes, each key at most once.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -175,7 +105,7 @@ struct Inner {
     locks: Mutex<Vec<DirLock>>,
 }
 
-/// A running reference store. See the [module documentation](self).
+/// A running reference store. See the [crate documentation](crate).
 ///
 /// All methods take `&self` and may be called from any thread. Dropping it stops its threads after the queued
 /// commits are written, without a final checkpoint (the journal holds everything); [`Database::close`] also
@@ -199,14 +129,14 @@ impl Database {
     /// recovers every archive. Archive directories that exist without metadata (a restore) are recovered too: give
     /// their database id in `config.database_id`.
     ///
-    /// Takes the exclusive lock ([`crate::lock`]) of `root` and of each archive directory before reading them, and
+    /// Takes the exclusive lock ([`backset_engine::lock`]) of `root` and of each archive directory before reading them, and
     /// holds them until [`close`](Self::close), [`crash`](Self::crash) or drop: a second open of the directory, in
     /// this process or another, fails with [`StoreError::Locked`] naming the holder.
     pub fn open(root: impl AsRef<Path>, config: Config) -> Result<Self, StoreError> {
         let root = root.as_ref().to_path_buf();
         config.validate()?;
         std::fs::create_dir_all(&root).map_err(StoreError::io("create directory", &root))?;
-        // One process per directory (crate::lock), before anything is read: the database directory, then each
+        // One process per directory (backset_engine::lock), before anything is read: the database directory, then each
         // archive directory (so the offline tools refuse an archive this process serves).
         let mut locks = vec![DirLock::exclusive(&root, DirKind::Database)?];
         let existing = DbMeta::read(&root)?;
@@ -299,7 +229,7 @@ impl Database {
             let name = format!("journal-{}", sm.archive_id());
             let h = std::thread::Builder::new()
                 .name(name)
-                .spawn(move || journal::writer_loop(sm, seg))
+                .spawn(move || writer::writer_loop(sm, seg))
                 .map_err(StoreError::io("spawn journal writer thread", &inner.root))?;
             threads.push(h);
         }
@@ -488,6 +418,13 @@ impl Database {
     /// The archive with id `archive_id`, as a trait object for hot copy jobs.
     pub fn archive(&self, archive_id: u64) -> Option<Arc<dyn Archive>> {
         self.inner.sms.get(archive_id as usize).map(|sm| Arc::clone(sm) as Arc<dyn Archive>)
+    }
+
+    /// Every archive of the database, in archive id order, as trait objects: what a
+    /// [`HotCopyManager`](backset_engine::hotcopy::HotCopyManager) of this database is made with. The manager holds
+    /// the archives only: keep the database open while its jobs run, and shut it down first.
+    pub fn hot_copy_archives(&self) -> Vec<Arc<dyn Archive>> {
+        self.inner.sms.iter().map(|sm| Arc::clone(sm) as Arc<dyn Archive>).collect()
     }
 
     /// Database name.

@@ -1,7 +1,7 @@
 //! Storage groups: one txn id per transaction with a record in each involved SM's journal, per-journal ids strictly
 //! increasing, the durable watermark D correct under concurrent writers, each archive holding its groups only.
 
-mod common;
+mod support;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -9,9 +9,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use backset_engine::archive::Archive;
-use backset_engine::store::{read_archive, Config, Database, StorageGroup, Txn};
-use backset_engine::workload::{key, replay, Workload, WorkloadConfig};
-use common::{assert_entries_eq, config, journal_records, slice_txns, tempdir, wait_until};
+use backset_refstore::workload::{key, replay, Workload, WorkloadConfig};
+use backset_refstore::{read_archive, Config, Database, StorageGroup, Txn};
+use support::{assert_entries_eq, config, journal_records, slice_txns, tempdir, wait_until};
 
 fn grouped(name: &str) -> Config {
     let mut c = config(name);

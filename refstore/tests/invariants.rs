@@ -3,15 +3,15 @@
 //! an atom without a file holds no key as of R - 1, and no atom file carries an LSN above what was durable (G2).
 //! The expectations come from the workload's acknowledged transactions, not from the store.
 
-mod common;
+mod support;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use backset_engine::store::Database;
-use backset_engine::workload::{replay_upto, Workload, WorkloadConfig};
-use common::{config, tempdir};
+use backset_refstore::workload::{replay_upto, Workload, WorkloadConfig};
+use backset_refstore::Database;
+use support::{config, tempdir};
 
 /// One observation: R of a pin and the LSN of every atom file listed under it.
 struct Seen {

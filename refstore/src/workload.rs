@@ -16,7 +16,8 @@ use std::time::{Duration, Instant};
 use rand::rngs::Xoshiro256PlusPlus;
 use rand::{RngExt, SeedableRng};
 
-use crate::store::{lock, Database, Txn};
+use crate::db::{Database, Txn};
+use crate::sync::lock;
 
 /// What the workload does.
 #[derive(Debug, Clone)]

@@ -3,7 +3,7 @@
 //!
 //! It writes atom files directly instead of committing: keys `bulk-<n>` with values of `value_bytes` pseudo-random
 //! bytes (the BLAKE3 extendable output of the seed and the key, so content does not compress or deduplicate), routed
-//! to atoms exactly as [`Database`](crate::store::Database) routes them. Every atom gets LSN 1, as if one
+//! to atoms exactly as [`Database`](crate::Database) routes them. Every atom gets LSN 1, as if one
 //! transaction 1 had written everything and a checkpoint had followed; journals are left empty, so the database's
 //! next transaction is 2 and its recovery start is 2. Atoms are built one at a time (memory: one atom body).
 
@@ -17,8 +17,13 @@ use backset_format::layout::{atom_file_name, ATOMS_DIR, JOURNAL_DIR};
 use backset_format::limits::MAX_ATOM_BODY_BYTES;
 use backset_format::{encode_atom, AtomHeader};
 
-use crate::lock::{DirKind, DirLock};
-use crate::store::{archive_dir, codec_encode_body, entry_len, routing_of, sync_dir, Config, DbMeta, StoreError};
+use backset_engine::lock::{DirKind, DirLock};
+
+use crate::codec::{encode_body, entry_len};
+use crate::config::{archive_dir, Config, DbMeta};
+use crate::db::routing_of;
+use crate::error::StoreError;
+use crate::sync::sync_dir;
 
 /// What to load.
 #[derive(Debug, Clone)]
@@ -62,7 +67,7 @@ pub fn bulk_value(seed: u64, key: &[u8], len: usize) -> Vec<u8> {
 }
 
 /// Creates the database `config` describes in `root` (which must not hold a database yet), filled per `spec`. Open it
-/// afterwards with [`Database::open`](crate::store::Database::open) and the same `config`.
+/// afterwards with [`Database::open`](crate::Database::open) and the same `config`.
 pub fn bulk_load(root: &Path, config: &Config, spec: &BulkSpec) -> Result<BulkReport, StoreError> {
     let started = Instant::now();
     config.validate()?;
@@ -72,7 +77,7 @@ pub fn bulk_load(root: &Path, config: &Config, spec: &BulkSpec) -> Result<BulkRe
         });
     }
     fs::create_dir_all(root).map_err(StoreError::io("create directory", root))?;
-    // Refuses a directory a running store holds (crate::lock), and keeps one from opening it while this writes.
+    // Refuses a directory a running store holds (backset_engine::lock), and keeps one from opening it while this writes.
     let _lock = DirLock::exclusive(root, DirKind::Database)?;
     if DbMeta::read(root)?.is_some() {
         return Err(StoreError::Config {
@@ -111,11 +116,7 @@ pub fn bulk_load(root: &Path, config: &Config, spec: &BulkSpec) -> Result<BulkRe
         atom_keys.sort();
         let values: Vec<Vec<u8>> = atom_keys.iter().map(|k| bulk_value(spec.seed, k, spec.value_bytes)).collect();
         let mut body = Vec::new();
-        codec_encode_body(
-            atom_keys.len(),
-            atom_keys.iter().map(|k| &k[..]).zip(values.iter().map(|v| &v[..])),
-            &mut body,
-        );
+        encode_body(atom_keys.len(), atom_keys.iter().map(|k| &k[..]).zip(values.iter().map(|v| &v[..])), &mut body);
         drop(values);
         if body.len() as u64 > MAX_ATOM_BODY_BYTES {
             return Err(StoreError::Config {

@@ -29,12 +29,13 @@ use backset_format::limits::MAX_SEGMENT_BYTES;
 use backset_format::{read_archive_segment, ArchiveSegment, Tail};
 use uuid::Uuid;
 
-use crate::lock::{DirKind, DirLock};
-use crate::store::codec::decode_payload;
-use crate::store::data::{read_atom_header, AtomSlot, Data};
-use crate::store::error::StoreError;
-use crate::store::journal::Segment;
-use crate::store::sync_dir;
+use backset_engine::lock::{DirKind, DirLock};
+
+use crate::codec::decode_payload;
+use crate::data::{read_atom_header, AtomSlot, Data};
+use crate::error::StoreError;
+use crate::journal::Segment;
+use crate::sync::sync_dir;
 
 /// What recovery found.
 #[derive(Debug)]
@@ -81,7 +82,7 @@ pub(crate) fn recover(
     live: bool,
 ) -> Result<Recovered, StoreError> {
     // An unfinished restore is never opened, nor read: its journal ends where the restore stopped.
-    crate::restore::refuse_unfinished(dir)?;
+    backset_engine::restore::refuse_unfinished(dir)?;
     let atoms_dir = dir.join(ATOMS_DIR);
     let journal_dir = journal_dir.to_path_buf();
     if live {
@@ -98,7 +99,7 @@ pub(crate) fn recover(
                 backset_format::dirfd::remove_path(&p).map_err(StoreError::io("remove", &p))?;
             }
         }
-    } else if let Some(reason) = crate::found::missing_archive_part(dir, &journal_dir) {
+    } else if let Some(reason) = backset_engine::found::missing_archive_part(dir, &journal_dir) {
         return Err(StoreError::NotAnArchive { path: dir.to_path_buf(), reason });
     }
 
@@ -251,7 +252,7 @@ pub struct ArchiveData {
 /// Reads one archive directory (`atoms/` and `journal/`, such as a restore produces) on its own, without changing
 /// any file: loads every atom and replays the journal over it, exactly as recovery does. For restore verification
 /// and `archive dump`. Holds the whole archive's data in memory. Refuses with [`StoreError::Locked`] an archive a
-/// running SM holds ([`crate::lock`]).
+/// running SM holds ([`backset_engine::lock`]).
 pub fn read_archive(dir: &Path) -> Result<ArchiveData, StoreError> {
     read_archive_with_journal(dir, &dir.join(JOURNAL_DIR))
 }

@@ -2,15 +2,15 @@
 //! boundaries and from mid-segment starts; and a hot copy done by the Archive contract alone restores the state at
 //! its end point while the store runs.
 
-mod common;
+mod support;
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use backset_engine::archive::{Archive, ArchiveError};
-use backset_engine::store::{read_archive, Database, Txn};
-use backset_engine::workload::{replay_upto, Workload, WorkloadConfig};
-use common::{assert_entries_eq, config, slice_txns, tempdir, wait_until, write_slices};
+use backset_refstore::workload::{replay_upto, Workload, WorkloadConfig};
+use backset_refstore::{read_archive, Database, Txn};
+use support::{assert_entries_eq, config, slice_txns, tempdir, wait_until, write_slices};
 
 #[test]
 fn slices_hold_exactly_the_requested_records() {

@@ -1,14 +1,14 @@
 //! The checkpointer: whole atom versions for open readers, dropped atoms, segment rollover and recycling before R,
 //! journal pins and journal-hot-copy retention.
 
-mod common;
+mod support;
 
 use std::io::Read;
 
 use backset_engine::archive::Archive;
-use backset_engine::store::{Config, Database, Txn};
 use backset_format::decode_atom;
-use common::{config, file_names, tempdir};
+use backset_refstore::{Config, Database, Txn};
+use support::{config, file_names, tempdir};
 
 fn fill(db: &Database, from: u64, n: u64) {
     for i in from..from + n {

@@ -1,13 +1,13 @@
 //! The bulk loader's output opens quickly, reads back, and continues the transaction sequence.
 
-mod common;
+mod support;
 
 use std::time::Instant;
 
 use backset_engine::archive::Archive;
-use backset_engine::bulk::{bulk_key, bulk_load, bulk_value, BulkSpec};
-use backset_engine::store::{read_archive, Database, Txn};
-use common::{config, tempdir};
+use backset_refstore::bulk::{bulk_key, bulk_load, bulk_value, BulkSpec};
+use backset_refstore::{read_archive, Database, Txn};
+use support::{config, tempdir};
 
 #[test]
 fn bulk_loaded_archives_open_and_read_back() {

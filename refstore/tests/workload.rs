@@ -1,14 +1,14 @@
 //! The workload generator: reproducible per seed, paced, bounded; its replay oracle equals the store's contents
 //! after concurrent load, after a clean reopen and after a crash.
 
-mod common;
+mod support;
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use backset_engine::store::{read_archive, Database, Txn};
-use backset_engine::workload::{replay, Workload, WorkloadConfig};
-use common::{assert_entries_eq, config, tempdir};
+use backset_refstore::workload::{replay, Workload, WorkloadConfig};
+use backset_refstore::{read_archive, Database, Txn};
+use support::{assert_entries_eq, config, tempdir};
 
 fn run(seed: u64) -> Vec<Txn> {
     let dir = tempdir();

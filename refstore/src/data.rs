@@ -11,8 +11,8 @@ use backset_format::layout::atom_file_name;
 use backset_format::limits::MAX_ATOM_BODY_BYTES;
 use backset_format::{decode_atom, AtomHeader, ReadError};
 
-use crate::store::codec::{self, varint_len, Op};
-use crate::store::error::StoreError;
+use crate::codec::{self, varint_len, Op};
+use crate::error::StoreError;
 
 /// An atom's key/value pairs, sorted by key.
 pub(crate) type Pairs = BTreeMap<Vec<u8>, Vec<u8>>;

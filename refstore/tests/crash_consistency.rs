@@ -1,17 +1,17 @@
 //! What commit acknowledged survives a crash; recovery replays exactly the records above each atom's LSN, is
 //! idempotent, truncates a torn tail and refuses real corruption.
 
-mod common;
+mod support;
 
 use std::fs::OpenOptions;
 use std::io::Write;
 use std::sync::Arc;
 use std::time::Duration;
 
-use backset_engine::store::{Database, StoreError, Txn};
-use backset_engine::workload::{replay, Workload, WorkloadConfig};
 use backset_format::JournalError;
-use common::{assert_entries_eq, config, journal_records, segment_files, tempdir, wait_until};
+use backset_refstore::workload::{replay, Workload, WorkloadConfig};
+use backset_refstore::{Database, StoreError, Txn};
+use support::{assert_entries_eq, config, journal_records, segment_files, tempdir, wait_until};
 
 #[test]
 fn acknowledged_commits_survive_a_crash_under_concurrent_writers_and_checkpoints() {

@@ -14,11 +14,11 @@ use backset_format::limits::{MAX_NAME_BYTES, MAX_STORAGE_GROUPS};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
+use crate::error::StoreError;
 use crate::limits::{
     DEFAULT_ATOM_BUCKETS, DEFAULT_CHECKPOINT_INTERVAL, DEFAULT_SEGMENT_BYTES, MAX_ATOM_BUCKETS,
     MAX_CONFIG_SEGMENT_BYTES, MAX_DB_META_BYTES, MAX_SMS, MIN_SEGMENT_BYTES,
 };
-use crate::store::error::StoreError;
 
 /// File name of the database metadata file in the store's root.
 pub const DB_META_FILE: &str = "backset-db";

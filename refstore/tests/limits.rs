@@ -1,13 +1,13 @@
 //! Limits at the edge: the largest allowed value passes, one more is refused with a message naming the limit.
 
-mod common;
+mod support;
 
-use backset_engine::limits::{
+use backset_format::limits::MAX_RECORD_PAYLOAD_BYTES;
+use backset_refstore::limits::{
     MAX_CONFIG_SEGMENT_BYTES, MAX_KEY_BYTES, MAX_OPS_PER_TXN, MAX_VALUE_BYTES, MIN_SEGMENT_BYTES,
 };
-use backset_engine::store::{CommitError, Database, StoreError, Txn};
-use backset_format::limits::MAX_RECORD_PAYLOAD_BYTES;
-use common::{config, tempdir};
+use backset_refstore::{CommitError, Database, StoreError, Txn};
+use support::{config, tempdir};
 
 #[test]
 fn a_record_payload_at_the_limit_commits_and_one_byte_more_is_refused() {

@@ -15,13 +15,14 @@ use backset_format::encode_atom;
 use backset_format::layout::{atom_file_name, parse_id_name};
 use uuid::Uuid;
 
-use crate::archive::{Archive, ArchiveError, ArchiveIdentity, AtomFile, JournalPin, JournalSlice};
+use backset_engine::archive::{Archive, ArchiveError, ArchiveIdentity, AtomFile, JournalPin, JournalSlice};
+
+use crate::codec::Op;
+use crate::data::{read_atom_header, Data};
+use crate::error::StoreError;
+use crate::journal::JournalState;
 use crate::limits::DURABLE_POLL_INTERVAL;
-use crate::store::codec::Op;
-use crate::store::data::{read_atom_header, Data};
-use crate::store::error::StoreError;
-use crate::store::journal::JournalState;
-use crate::store::{lock, sync_dir};
+use crate::sync::{lock, sync_dir};
 
 /// A record waiting for the journal writer.
 #[derive(Debug)]
