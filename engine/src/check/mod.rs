@@ -29,7 +29,6 @@ mod archive;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt;
-use std::fs;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -46,10 +45,12 @@ use archive::{check_atom, check_slice_alone, io_defect_kind, io_what};
 
 use crate::limits::{CHECK_JOURNAL_THREADS, CHECK_MAX_DEFECTS_PER_FILE, CHECK_POOL_BYTES, COPY_BATCH_FILES};
 use crate::set::data::{
-    chunk_mismatch, for_each_record, mismatch, read_atom_header, size_mismatch, SliceError, FILE_MISMATCH,
+    chunk_mismatch, for_each_record, mismatch, read_set_atom_header, size_mismatch, SliceError, FILE_MISMATCH,
 };
 use crate::set::layout::{is_write_leftover, top_entry, TopEntry, CONTROL_FILES, ELEMENT_ENTRIES};
+use crate::set::storage::{SetStorage, Stat};
 use crate::set::{hex, BackupSet, SetError};
+use backset_format::dirfd::EntryKind;
 
 /// How to check.
 #[derive(Debug, Clone)]
@@ -376,19 +377,20 @@ fn atoms_ok<'a>(bases: &'a HashMap<usize, BaseInfo>, damaged: &'a [bool]) -> imp
 /// The top of the set and each element directory hold only what the format defines.
 fn scan_layout(set: &BackupSet, r: &mut CheckReport) {
     let dir = set.dir();
+    let storage = set.storage();
     let listed: BTreeMap<ElementName, ElementStatus> =
         set.state().elements.iter().map(|e| (e.name(), e.status)).collect();
-    let entries = match fs::read_dir(dir) {
-        Ok(rd) => rd,
+    let entries = match storage.list(Path::new("")) {
+        Ok(names) => names,
         Err(e) => {
             r.defect(None, Some(dir.to_path_buf()), DefectKind::Io, format!("cannot list the set's directory: {e}"));
             return;
         }
     };
     let mut top = Capped::default();
-    for entry in entries.flatten() {
-        let name = entry.file_name().to_string_lossy().into_owned();
-        let path = entry.path();
+    for entry in entries {
+        let name = entry.to_string_lossy().into_owned();
+        let path = storage.show(Path::new(&entry));
         let kind = top_entry(&name);
         if matches!(kind, TopEntry::State | TopEntry::WriteLeftover) {
             if kind == TopEntry::WriteLeftover {
@@ -397,7 +399,8 @@ fn scan_layout(set: &BackupSet, r: &mut CheckReport) {
             continue;
         }
         if kind == TopEntry::Tmp {
-            if !entry.file_type().is_ok_and(|t| t.is_dir()) {
+            let what = storage.kind(Path::new(&entry)).ok().flatten();
+            if !matches!(what, Some(EntryKind::Dir(_))) {
                 // Never followed: hot copies refuse the set (a link here once led them to empty its target).
                 r.defect(
                     None,
@@ -408,17 +411,13 @@ fn scan_layout(set: &BackupSet, r: &mut CheckReport) {
                          never contains links); hot copies refuse this set until it is gone: remove it (`rm {}` \
                          removes a link, not what it leads to)",
                         path.display(),
-                        if entry.file_type().is_ok_and(|t| t.is_symlink()) {
-                            "a symbolic link"
-                        } else {
-                            "not a directory"
-                        },
+                        if what == Some(EntryKind::Symlink) { "a symbolic link" } else { "not a directory" },
                         path.display()
                     ),
                 );
                 continue;
             }
-            let n = fs::read_dir(&path).map(|rd| rd.count()).unwrap_or(0);
+            let n = storage.list(Path::new(&entry)).map_or(0, |names| names.len());
             if n > 0 {
                 r.notes.push(format!(
                     "{} holds {n} element(s) under construction (a hot copy is running, or one was interrupted and \
@@ -449,18 +448,21 @@ fn scan_layout(set: &BackupSet, r: &mut CheckReport) {
         }
     }
     top.finish(r, None, dir.to_path_buf(), DefectKind::ExtraFile, "unexpected entries at the top of the set");
-    let element_dirs = set.elements().iter().map(|e| (e.name(), &e.dir));
-    for (element, dir) in element_dirs.chain(set.unread().iter().map(|u| (u.entry.name(), &u.dir))) {
+    let element_names = set.elements().iter().map(|e| e.name());
+    for element in element_names.chain(set.unread().iter().map(|u| u.entry.name())) {
+        let dir = PathBuf::from(element.to_string());
         for (sub, allowed) in [(None, &ELEMENT_ENTRIES[..]), (Some(CONTROL_DIR), &CONTROL_FILES[..])] {
-            let d = sub.map_or_else(|| dir.clone(), |s| dir.join(s));
-            let Ok(rd) = fs::read_dir(&d) else { continue };
+            let rel = sub.map_or_else(|| dir.clone(), |s| dir.join(s));
+            let d = storage.show(&rel);
+            let Ok(names) = storage.list(&rel) else { continue };
             let mut extra = Capped::default();
-            for entry in rd.flatten() {
-                let name = entry.file_name().to_string_lossy().into_owned();
+            for entry in names {
+                let name = entry.to_string_lossy().into_owned();
+                let path = storage.show(&rel.join(&entry));
                 if is_write_leftover(&name) {
-                    r.notes.push(format!("{} is a leftover of an interrupted metadata write", entry.path().display()));
+                    r.notes.push(format!("{} is a leftover of an interrupted metadata write", path.display()));
                 } else if !allowed.contains(&name.as_str()) {
-                    extra.defect(r, Some(element), Some(entry.path()), DefectKind::ExtraFile, || {
+                    extra.defect(r, Some(element), Some(path), DefectKind::ExtraFile, || {
                         format!(
                             "unexpected entry in {} (the format defines only {}): move it out of the set",
                             d.display(),
@@ -614,6 +616,9 @@ fn check_catalogs(set: &BackupSet, r: &mut CheckReport) -> HashMap<usize, BaseIn
 struct ToRead<'a> {
     element: usize,
     entry: &'a FileEntry,
+    /// The file, relative to the set.
+    rel: PathBuf,
+    /// The file as messages show it.
     path: PathBuf,
 }
 
@@ -626,22 +631,25 @@ struct DataScan {
     damaged: bool,
 }
 
-/// Lists an element's `data/` (`data`): `atoms/` and `journal/` and in them the files named as data files (those of
-/// the manifest `files`, when it is known); every other entry, link or special file is a defect. `Err(damaged)` when
-/// `data/` itself cannot be used (a missing `data/` is a defect only when the manifest lists files).
+/// Lists an element's `data/` (`data`, relative to the set): `atoms/` and `journal/` and in them the files named as
+/// data files (those of the manifest `files`, when it is known); every other entry, link or special file is a
+/// defect. `Err(damaged)` when `data/` itself cannot be used (a missing `data/` is a defect only when the manifest
+/// lists files).
 fn scan_data(
+    storage: &dyn SetStorage,
     name: Option<ElementName>,
     data: &Path,
     files: Option<&[FileEntry]>,
     r: &mut CheckReport,
 ) -> Result<DataScan, bool> {
-    match fs::symlink_metadata(data) {
-        Err(err) if err.kind() == std::io::ErrorKind::NotFound => {
+    let shown = storage.show(data);
+    match storage.kind(data) {
+        Ok(None) => {
             let listed = files.map_or(0, <[FileEntry]>::len);
             if listed > 0 {
                 r.defect(
                     name,
-                    Some(data.to_path_buf()),
+                    Some(shown),
                     DefectKind::DataMissing,
                     format!("data/ is missing ({listed} files listed in the manifest); it was moved away: put it back"),
                 );
@@ -649,55 +657,45 @@ fn scan_data(
             return Err(listed > 0);
         }
         Err(err) => {
-            r.defect(name, Some(data.to_path_buf()), io_defect_kind(&err), format!("cannot stat: {}", io_what(&err)));
+            r.defect(name, Some(shown), io_defect_kind(&err), format!("cannot stat: {}", io_what(&err)));
             return Err(true);
         }
-        Ok(md) if !md.is_dir() => {
-            r.defect(
-                name,
-                Some(data.to_path_buf()),
-                DefectKind::NotRegular,
-                "is not a directory (or is a link)".into(),
-            );
+        Ok(Some(EntryKind::Dir(_))) => {}
+        Ok(Some(_)) => {
+            r.defect(name, Some(shown), DefectKind::NotRegular, "is not a directory (or is a link)".into());
             return Err(true);
         }
-        Ok(_) => {}
     }
     let mut scan = DataScan { found: HashMap::new(), damaged: false };
-    let rd = match fs::read_dir(data) {
-        Ok(rd) => rd,
+    let names = match storage.list(data) {
+        Ok(names) => names,
         Err(err) => {
-            r.defect(
-                name,
-                Some(data.to_path_buf()),
-                io_defect_kind(&err),
-                format!("cannot list the directory: {}", io_what(&err)),
-            );
+            r.defect(name, Some(shown), io_defect_kind(&err), format!("cannot list the directory: {}", io_what(&err)));
             scan.damaged = true;
             return Ok(scan);
         }
     };
-    for entry in rd.flatten() {
-        let sub = entry.file_name().to_string_lossy().into_owned();
-        let kind = match sub.as_str() {
-            ATOMS_DIR => FileKind::Atom,
-            JOURNAL_DIR => FileKind::Journal,
+    for sub in names {
+        let sub_rel = data.join(&sub);
+        let kind = match sub.to_str() {
+            Some(ATOMS_DIR) => FileKind::Atom,
+            Some(JOURNAL_DIR) => FileKind::Journal,
             _ => {
                 r.defect(
                     name,
-                    Some(entry.path()),
+                    Some(storage.show(&sub_rel)),
                     DefectKind::ExtraFile,
                     "unexpected entry in data/ (only atoms/ and journal/ belong there): move it out of the set".into(),
                 );
                 continue;
             }
         };
-        let subdir = entry.path();
-        if !fs::symlink_metadata(&subdir).is_ok_and(|m| m.is_dir()) {
+        let subdir = storage.show(&sub_rel);
+        if !matches!(storage.kind(&sub_rel), Ok(Some(EntryKind::Dir(_)))) {
             r.defect(name, Some(subdir), DefectKind::NotRegular, "is not a directory (or is a link)".into());
             continue;
         }
-        let listing = match fs::read_dir(&subdir) {
+        let listing = match storage.list(&sub_rel) {
             Ok(listing) => listing,
             Err(err) => {
                 r.defect(
@@ -711,9 +709,9 @@ fn scan_data(
             }
         };
         let mut extra = Capped::default();
-        for f in listing.flatten() {
-            let path = f.path();
-            let fname = f.file_name().to_string_lossy().into_owned();
+        for f in listing {
+            let rel = sub_rel.join(&f);
+            let fname = f.to_string_lossy().into_owned();
             let listed =
                 |id: &u64| files.is_none_or(|m| m.binary_search_by_key(&(kind, *id), |m| (m.kind, m.id)).is_ok());
             let Some(id) = parse_id_name(&fname).filter(listed) else {
@@ -722,21 +720,37 @@ fn scan_data(
                 } else {
                     "unexpected file (data file names are 16 lower-case hex digits): move it out of the set"
                 };
-                extra.defect(r, name, Some(path), DefectKind::ExtraFile, || what.into());
+                extra.defect(r, name, Some(storage.show(&rel)), DefectKind::ExtraFile, || what.into());
                 continue;
             };
-            match fs::symlink_metadata(&path) {
-                Ok(md) if md.is_file() => {
-                    scan.found.insert((kind, id), (path, md.len()));
+            match storage.stat(&rel) {
+                Ok(Some(Stat { kind: EntryKind::File, len })) => {
+                    scan.found.insert((kind, id), (rel, len));
                 }
-                Ok(_) => {
+                Ok(Some(_)) => {
                     scan.damaged = true;
-                    r.defect(name, Some(path), DefectKind::NotRegular, "is not a regular file (a backup set never contains links or special files): replace it by the file from a copy of the set".into());
+                    r.defect(name, Some(storage.show(&rel)), DefectKind::NotRegular, "is not a regular file (a backup set never contains links or special files): replace it by the file from a copy of the set".into());
+                    scan.found.insert((kind, id), (PathBuf::new(), u64::MAX));
+                }
+                Ok(None) => {
+                    let err = std::io::Error::from(std::io::ErrorKind::NotFound);
+                    scan.damaged = true;
+                    r.defect(
+                        name,
+                        Some(storage.show(&rel)),
+                        io_defect_kind(&err),
+                        format!("cannot stat: {}", io_what(&err)),
+                    );
                     scan.found.insert((kind, id), (PathBuf::new(), u64::MAX));
                 }
                 Err(err) => {
                     scan.damaged = true;
-                    r.defect(name, Some(path), io_defect_kind(&err), format!("cannot stat: {}", io_what(&err)));
+                    r.defect(
+                        name,
+                        Some(storage.show(&rel)),
+                        io_defect_kind(&err),
+                        format!("cannot stat: {}", io_what(&err)),
+                    );
                     scan.found.insert((kind, id), (PathBuf::new(), u64::MAX));
                 }
             }
@@ -758,7 +772,7 @@ fn check_data(
     let mut to_read: Vec<ToRead<'_>> = Vec::new();
     for (i, e) in set.elements().iter().enumerate() {
         let name = Some(e.name());
-        let found = match scan_data(name, &e.data_dir(), Some(&e.manifest.files), r) {
+        let found = match scan_data(set.storage(), name, &e.data_rel(), Some(&e.manifest.files), r) {
             Ok(scan) => {
                 damaged[i] |= scan.damaged;
                 scan.found
@@ -784,16 +798,19 @@ fn check_data(
                     );
                 }
                 Some((_, u64::MAX)) => {}
-                Some((path, size)) if *size != f.size => {
+                Some((rel, size)) if *size != f.size => {
                     damaged[i] = true;
                     r.defect(
                         name,
-                        Some(path.clone()),
+                        Some(set.storage().show(rel)),
                         DefectKind::Size,
                         format!("{}: restore it from a copy of the set", size_mismatch(*size, f.size)),
                     );
                 }
-                Some((path, _)) => to_read.push(ToRead { element: i, entry: f, path: path.clone() }),
+                Some((rel, _)) => {
+                    let path = set.storage().show(rel);
+                    to_read.push(ToRead { element: i, entry: f, rel: rel.clone(), path })
+                }
             }
         }
     }
@@ -842,14 +859,17 @@ fn check_unread(set: &BackupSet, ctl: &JobControl, r: &mut CheckReport) -> Resul
     for u in set.unread() {
         let name = Some(u.entry.name());
         let files = u.manifest.as_ref().map(|m| &m.files[..]);
-        let Ok(scan) = scan_data(name, &u.dir.join(DATA_DIR), files, r) else { continue };
+        let storage = set.storage();
+        let data = Path::new(&u.entry.name().to_string()).join(DATA_DIR);
+        let Ok(scan) = scan_data(storage, name, &data, files, r) else { continue };
         let mut found: Vec<((FileKind, u64), (PathBuf, u64))> =
             scan.found.into_iter().filter(|(_, (_, size))| *size != u64::MAX).collect();
         found.sort();
         for f in files.unwrap_or_default() {
             if !found.iter().any(|(key, _)| *key == (f.kind, f.id)) {
-                let path = u.dir.join(DATA_DIR).join(backset_format::layout::data_file_path(f.kind, f.id));
-                if fs::symlink_metadata(&path).is_err() {
+                let rel = data.join(backset_format::layout::data_file_path(f.kind, f.id));
+                let path = storage.show(&rel);
+                if !matches!(storage.kind(&rel), Ok(Some(_))) {
                     r.defect(
                         name,
                         Some(path),
@@ -865,19 +885,23 @@ fn check_unread(set: &BackupSet, ctl: &JobControl, r: &mut CheckReport) -> Resul
         }
         let mut verified = 0usize;
         let mut after = u.entry.txn_range.first.saturating_sub(1);
-        for ((kind, id), (path, _)) in found {
+        for ((kind, id), (rel, _)) in found {
             if ctl.is_cancelled() {
                 return Err(CheckError::Cancelled { path: set.dir().to_path_buf() });
             }
+            let path = storage.show(&rel);
+            // The archive checks read a file as `archive check` does: the local file the storage gives for it.
+            let local = storage.copier_path(&rel);
             let entry = files.and_then(|f| f.binary_search_by_key(&(kind, id), |m| (m.kind, m.id)).ok().map(|k| &f[k]));
             let result = match (kind, entry) {
-                (FileKind::Atom, _) => check_atom(&path, id, entry).map(|(_, len)| len),
-                (FileKind::Journal, None) => check_slice_alone(&path, id, after).map(|(last, len)| {
+                (FileKind::Atom, _) => check_atom(&local, id, entry).map(|(_, len)| len),
+                (FileKind::Journal, None) => check_slice_alone(&local, id, after).map(|(last, len)| {
                     after = last;
                     len
                 }),
                 (FileKind::Journal, Some(e)) => {
-                    match for_each_record(&path, e, after, Some(ctl.cancel_flag()), |_| Ok::<bool, SliceError>(true)) {
+                    let cancel = Some(ctl.cancel_flag());
+                    match for_each_record(storage, &rel, e, after, cancel, |_| Ok::<bool, SliceError>(true)) {
                         Ok(summary) => {
                             after = summary.last_txn.unwrap_or(after);
                             Ok(e.size)
@@ -934,7 +958,8 @@ fn check_atoms(
     let mut copier =
         Copier::new(copier_opts).map_err(|source| CheckError::Copier { path: set.dir().to_path_buf(), source })?;
     for batch in atoms.chunks(COPY_BATCH_FILES) {
-        let requests: Vec<CopyRequest> = batch.iter().map(|t| CopyRequest::read(&t.path)).collect();
+        let requests: Vec<CopyRequest> =
+            batch.iter().map(|t| CopyRequest::read(set.storage().copier_path(&t.rel))).collect();
         let results: Vec<Result<backset_copier::FileReport, CopyError>> = match copier.copy(&requests, ctl, None) {
             Ok(job) => {
                 let mut by_request: Vec<Option<backset_copier::FileReport>> = vec![None; requests.len()];
@@ -990,7 +1015,7 @@ fn check_atoms(
                 continue;
             }
             let lsn = bases.get(&t.element).and_then(|b| b.lsns.get(&t.entry.id)).copied();
-            if let Some(why) = atom_header_problem(&t.path, t.entry, lsn, e.txn_range().last) {
+            if let Some(why) = atom_header_problem(set.storage(), &t.rel, t.entry, lsn, e.txn_range().last) {
                 damaged[t.element] = true;
                 r.defect(name, Some(t.path.clone()), DefectKind::Atom, why);
             }
@@ -1096,7 +1121,7 @@ fn element_journal(
         let (f, path) = (t.entry, t.path.clone());
         let slice = out.slices.len();
         let mut outside: Option<(u64, u64)> = None;
-        let res = for_each_record(&path, f, after, Some(ctl.cancel_flag()), |rec| {
+        let res = for_each_record(set.storage(), &t.rel, f, after, Some(ctl.cancel_flag()), |rec| {
             if !range.contains(rec.txn_id) && outside.is_none() {
                 outside = Some((rec.txn_id, rec.offset));
             }
@@ -1214,8 +1239,14 @@ fn kind_name(kind: FileKind) -> &'static str {
 }
 
 /// What is wrong with a copied atom file's header, if anything.
-fn atom_header_problem(path: &Path, entry: &FileEntry, catalog_lsn: Option<u64>, end: u64) -> Option<String> {
-    let h = match read_atom_header(path) {
+fn atom_header_problem(
+    storage: &dyn SetStorage,
+    rel: &Path,
+    entry: &FileEntry,
+    catalog_lsn: Option<u64>,
+    end: u64,
+) -> Option<String> {
+    let h = match read_set_atom_header(storage, rel) {
         Ok(h) => h,
         Err(why) => return Some(format!("{why}: the atom file is damaged")),
     };

@@ -35,7 +35,7 @@ mod dest;
 mod marker;
 
 use std::collections::HashMap;
-use std::fs::{self, File};
+use std::fs::File;
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -55,7 +55,9 @@ use dest::Destination;
 pub use marker::{refuse_unfinished, UnfinishedRestore, RESTORE_MARKER_FILE};
 
 use crate::set::data::{for_each_record, mismatch, read_atom_header, size_mismatch};
+use crate::set::storage::Stat;
 use crate::set::{describe_ranges, read_state, AtomSource, BackupSet, JournalPart, SetError, SliceError};
+use backset_format::dirfd::EntryKind;
 
 /// What to restore to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -340,12 +342,12 @@ pub fn restore(
     let mut needed: Vec<usize> = atoms.iter().map(|a| a.element).chain(plan.iter().map(|p| p.element)).collect();
     needed.sort_unstable();
     needed.dedup();
+    let storage = set.storage();
     for &i in &needed {
         let e = &set.elements()[i];
-        let data = e.data_dir();
-        match fs::symlink_metadata(&data) {
-            Ok(md) if md.is_dir() => {}
-            _ => return Err(RestoreError::DataMissing { set: setp, element: e.name(), path: data }),
+        match storage.kind(&e.data_rel()) {
+            Ok(Some(EntryKind::Dir(_))) => {}
+            _ => return Err(RestoreError::DataMissing { set: setp, element: e.name(), path: e.data_dir() }),
         }
     }
     // lstat only (the copier and the journal reader open each file later): a regular file of the manifest's size.
@@ -355,20 +357,21 @@ pub fn restore(
         .chain(plan.iter().flat_map(|p| set.elements()[p.element].journal_files().map(move |f| (p.element, f))));
     for (i, f) in files {
         let e = &set.elements()[i];
-        let path = e.data_file(f);
+        let (path, rel) = (e.data_file(f), e.data_file_rel(f));
         // `data/atoms` or `data/journal` must be a directory, not a link that leads out of the set.
-        let dir = path.parent().expect("a data file is in a directory");
-        if !fs::symlink_metadata(dir).is_ok_and(|md| md.is_dir()) {
+        let dir = rel.parent().expect("a data file is in a directory");
+        if !matches!(storage.kind(dir), Ok(Some(EntryKind::Dir(_)))) {
+            let dir = storage.show(dir);
             let reason = format!("{} is not a directory (a backup set never contains links)", dir.display());
-            return Err(RestoreError::DataFile { set: setp, element: e.name(), path: dir.to_path_buf(), reason });
+            return Err(RestoreError::DataFile { set: setp, element: e.name(), path: dir, reason });
         }
-        let reason = match fs::symlink_metadata(&path) {
-            Ok(md) if md.is_file() && md.len() == f.size => continue,
-            Ok(md) if md.is_file() => {
-                format!("{} {}", path.display(), size_mismatch(md.len(), f.size))
+        let reason = match storage.stat(&rel) {
+            Ok(Some(Stat { kind: EntryKind::File, len })) if len == f.size => continue,
+            Ok(Some(Stat { kind: EntryKind::File, len })) => {
+                format!("{} {}", path.display(), size_mismatch(len, f.size))
             }
-            Ok(_) => format!("{} is not a regular file (a backup set never contains links)", path.display()),
-            Err(err) if err.kind() == std::io::ErrorKind::NotFound => format!("{} is missing", path.display()),
+            Ok(Some(_)) => format!("{} is not a regular file (a backup set never contains links)", path.display()),
+            Ok(None) => format!("{} is missing", path.display()),
             Err(err) => format!("stat {}: {err}", path.display()),
         };
         return Err(RestoreError::DataFile { set: setp, element: e.name(), path, reason });
@@ -533,7 +536,7 @@ fn write_journal(
         let mut after = range.first.saturating_sub(1);
         for f in e.journal_files() {
             let path = e.data_file(f);
-            let result = for_each_record(&path, f, after, Some(ctl.cancel_flag()), |r| {
+            let result = for_each_record(set.storage(), &e.data_file_rel(f), f, after, Some(ctl.cancel_flag()), |r| {
                 if !range.contains(r.txn_id) {
                     return Err(Phase::Restore(data_error(
                         set,
@@ -820,14 +823,13 @@ pub fn for_each_timestamp(
         let plan = set.plan_journal(run.first, run.last, None).expect("every element's journal covers its range");
         for part in plan {
             let e = &set.elements()[part.element];
-            let data = e.data_dir();
-            if !fs::symlink_metadata(&data).is_ok_and(|md| md.is_dir()) {
-                return Err(RestoreError::DataMissing { set: setp, element: e.name(), path: data });
+            if !matches!(set.storage().kind(&e.data_rel()), Ok(Some(EntryKind::Dir(_)))) {
+                return Err(RestoreError::DataMissing { set: setp, element: e.name(), path: e.data_dir() });
             }
             let mut after = e.txn_range().first.saturating_sub(1);
             for file in e.journal_files() {
                 let path = e.data_file(file);
-                let summary = for_each_record(&path, file, after, None, |r| {
+                let summary = for_each_record(set.storage(), &e.data_file_rel(file), file, after, None, |r| {
                     if r.txn_id > part.last {
                         return Ok::<bool, SliceError>(false);
                     }

@@ -5,17 +5,20 @@
 //!
 //! Memory: one chunk plus at most one record (the format's `MAX_RECORD_PAYLOAD_BYTES` plus its header).
 
-use std::fs::{self, File};
+use std::fs::File;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use backset_format::atom::{AtomHeader, ATOM_HEADER_BYTES};
+use backset_format::dirfd::EntryKind;
 use backset_format::fsio::open_regular;
 use backset_format::journal::{RECORD_HEADER_BYTES, REC_LEN_OFFSET, SEGMENT_HEADER_BYTES};
 use backset_format::limits::{CHUNK_BYTES, MAX_RECORD_PAYLOAD_BYTES};
 use backset_format::manifest::ContentHasher;
 use backset_format::{FileEntry, JournalError, ReadError, Record, RecordReader, SegmentHeader};
+
+use super::storage::SetStorage;
 
 /// A journal slice of a backup set does not match its manifest entry or does not parse.
 #[derive(Debug, thiserror::Error)]
@@ -125,13 +128,18 @@ pub struct SliceSummary {
 /// Opens a data file of a backup set (or an archive) for reading, and returns it with its length: a regular file
 /// only, never through a symbolic link, never blocking on a FIFO ([`open_regular`], the one opener of every reader).
 pub(crate) fn open_data_file(path: &Path) -> Result<(File, u64), SliceError> {
-    open_regular(path).map_err(|e| match e {
+    open_regular(path).map_err(|e| slice_open_error(e, path))
+}
+
+/// What a data file that could not be opened is, as a [`SliceError`].
+fn slice_open_error(e: ReadError, path: &Path) -> SliceError {
+    match e {
         ReadError::Io { source, .. } if source.kind() == std::io::ErrorKind::NotFound => {
             SliceError::Missing { path: path.to_path_buf() }
         }
         ReadError::Io { op, source, .. } => SliceError::Io { op, path: path.to_path_buf(), source },
         _ => SliceError::NotRegular { path: path.to_path_buf() },
-    })
+    }
 }
 
 /// Reads the journal slice `entry` at `path` once, verifying each chunk against the manifest before using the
@@ -139,20 +147,22 @@ pub(crate) fn open_data_file(path: &Path) -> Result<(File, u64), SliceError> {
 /// transaction ids above `after_txn` and increasing; the slice must end exactly after a record. `f` returns
 /// `Ok(false)` to stop early. A slice at offset 0 starts with a segment header, which must name segment `entry.id`.
 pub(crate) fn for_each_record<E: From<SliceError>>(
-    path: &Path,
+    storage: &dyn SetStorage,
+    rel: &Path,
     entry: &FileEntry,
     after_txn: u64,
     cancel: Option<&AtomicBool>,
     mut f: impl FnMut(&Record<'_>) -> Result<bool, E>,
 ) -> Result<SliceSummary, E> {
+    let path = &storage.show(rel);
     // The set's `journal/` directory must not be a link: the path would lead out of the set through it. (`data/`
     // and the element directory are examined by the callers.)
-    if let Some(dir) = path.parent() {
-        if !fs::symlink_metadata(dir).is_ok_and(|md| md.is_dir()) {
-            return Err(SliceError::NotRegular { path: dir.to_path_buf() }.into());
+    if let Some(dir) = rel.parent() {
+        if !matches!(storage.kind(dir), Ok(Some(EntryKind::Dir(_)))) {
+            return Err(SliceError::NotRegular { path: storage.show(dir) }.into());
         }
     }
-    let (mut file, len) = open_data_file(path)?;
+    let (mut file, len) = storage.open(rel).map_err(|e| slice_open_error(e, path))?;
     if len != entry.size {
         return Err(SliceError::Size { path: path.to_path_buf(), expected: entry.size, found: len }.into());
     }
@@ -302,10 +312,20 @@ pub(crate) fn chunk_mismatch(index: usize, start: u64, end: u64) -> String {
 /// What a data file whose whole-file hash does not match its manifest is said to be.
 pub(crate) const FILE_MISMATCH: &str = "the file's BLAKE3 does not match the manifest (damaged)";
 
-/// Reads and parses the header of an atom file.
+/// Reads and parses the header of a local atom file (a restore's destination).
 pub(crate) fn read_atom_header(path: &Path) -> Result<AtomHeader, String> {
     let (mut f, _) = open_data_file(path).map_err(|e| e.to_string())?;
     let mut buf = [0u8; ATOM_HEADER_BYTES];
     f.read_exact(&mut buf).map_err(|e| format!("reading its {ATOM_HEADER_BYTES}-byte header: {e}"))?;
+    AtomHeader::parse(&buf).map_err(|e| e.to_string())
+}
+
+/// Reads and parses the header of the atom file `rel` of a set.
+pub(crate) fn read_set_atom_header(storage: &dyn SetStorage, rel: &Path) -> Result<AtomHeader, String> {
+    let path = storage.show(rel);
+    let buf = storage.read_range(rel, 0, ATOM_HEADER_BYTES).map_err(|e| slice_open_error(e, &path).to_string())?;
+    if buf.len() < ATOM_HEADER_BYTES {
+        return Err(format!("reading its {ATOM_HEADER_BYTES}-byte header: failed to fill whole buffer"));
+    }
     AtomHeader::parse(&buf).map_err(|e| e.to_string())
 }

@@ -11,6 +11,9 @@
 //!   restore and check.
 //! - [`data`]: a data file read back and verified against its manifest entry (journal slices streamed chunk by
 //!   chunk, atom headers), shared by restore and check.
+//! - [`storage`]: the seam under all of it: [`SetStorage`] (list, read whole or a range or streamed, write metadata
+//!   atomically, stage, seal, publish and remove an element) and its implementation for a local directory,
+//!   [`LocalDir`]; object storage is the next.
 //! - `write`: the writer hot copies use (`SetWriter`): initialise a set, begin, finish and abort an element,
 //!   remove the leftovers of a crash, in FORMAT.md's write order.
 
@@ -18,6 +21,7 @@ pub mod data;
 pub mod layout;
 pub mod plan;
 pub mod read;
+pub mod storage;
 pub(crate) mod write;
 
 use std::path::PathBuf;
@@ -27,6 +31,7 @@ use backset_format::{ElementName, ReadError, WriteError};
 pub use data::{SliceError, SliceSummary};
 pub use plan::{describe_ranges, AtomSource, JournalPart};
 pub use read::{read_state, BackupSet, Element, UnreadElement};
+pub use storage::{LocalDir, SetStorage};
 pub(crate) use write::{dir_content, read_head, Begun, DirContent, SetWriter};
 
 /// Why a backup set (or part of it) cannot be read, trusted or written. Every variant names the file or directory,

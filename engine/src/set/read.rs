@@ -12,46 +12,76 @@
 //! again one at a time when needed ([`BackupSet::catalog`]).
 
 use std::collections::HashMap;
-use std::fs;
 use std::path::{Path, PathBuf};
 
-use backset_format::fsio::read_metadata;
+use backset_format::dirfd::EntryKind;
 use backset_format::layout::{
     data_file_path, CATALOG_FILE, CONTROL_DIR, DATA_DIR, ELEMENT_INFO_FILE, MANIFEST_FILE, STATE_FILE,
 };
+use backset_format::limits::MAX_METADATA_BODY_BYTES;
+use backset_format::meta::{self, Metadata, METADATA_HEADER_BYTES};
 use backset_format::{
     Catalog, ElementEntry, ElementInfo, ElementKind, ElementName, ElementStatus, FileEntry, FileKind, Manifest, State,
     TxnRange,
 };
+use backset_format::{MetadataError, ReadError};
+use std::sync::Arc;
 use uuid::Uuid;
 
+use super::storage::{LocalDir, SetStorage};
 use super::SetError;
 
 /// Reads the `state` of the set in `dir` (and nothing else): what `restore --report-backups` lists and what a hot
 /// copy checks before it reads further. [`SetError::NotASet`] when `dir` is no backup set.
 pub fn read_state(dir: &Path) -> Result<State, SetError> {
+    is_a_set(dir)?;
+    read_state_in(&LocalDir::new(dir))
+}
+
+/// [`SetError::NotASet`] when the local directory `dir` is no backup set (saying what it is instead).
+fn is_a_set(dir: &Path) -> Result<(), SetError> {
     let what = crate::found::found(dir);
     if what != crate::found::Found::BackupSet {
         return Err(SetError::NotASet { reason: what.not_a_set(dir), path: dir.to_path_buf() });
     }
-    read_metadata(&dir.join(STATE_FILE)).map_err(|source| SetError::Metadata {
-        set: dir.to_path_buf(),
+    Ok(())
+}
+
+/// Reads the `state` of the set in `storage`.
+pub(crate) fn read_state_in(storage: &dyn SetStorage) -> Result<State, SetError> {
+    read_meta(storage, Path::new(STATE_FILE)).map_err(|source| SetError::Metadata {
+        set: storage.show(Path::new("")),
         element: None,
         source,
     })
 }
 
-/// Whether `path` (an element directory or its `control/`) is a directory, examined without following a link:
+/// Reads and decodes the metadata file `rel` of the set: at most a header plus `MAX_METADATA_BODY_BYTES`, refused
+/// before it is read when longer (as `backset_format::fsio::read_metadata` reads a local file).
+fn read_meta<T: Metadata>(storage: &dyn SetStorage, rel: &Path) -> Result<T, ReadError> {
+    let max = METADATA_HEADER_BYTES as u64 + MAX_METADATA_BODY_BYTES;
+    let bytes = storage.read(rel, max).map_err(|e| match e {
+        ReadError::TooLarge { path, len, .. } => ReadError::Metadata {
+            path,
+            source: MetadataError::BodyTooLarge {
+                declared: len - METADATA_HEADER_BYTES as u64,
+                max: MAX_METADATA_BODY_BYTES,
+            },
+        },
+        other => other,
+    })?;
+    meta::decode(&bytes).map_err(|source| ReadError::Metadata { path: storage.show(rel), source })
+}
+
+/// Whether `rel` (an element directory or its `control/`) is a directory, examined without following a link:
 /// `Some(what)` names what stands there instead (`a symbolic link`, `not a directory`); `None` for a directory or
 /// nothing.
-fn not_a_dir(path: &Path) -> Result<Option<&'static str>, std::io::Error> {
-    match fs::symlink_metadata(path) {
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(e),
-        Ok(md) if md.file_type().is_symlink() => Ok(Some("a symbolic link")),
-        Ok(md) if !md.is_dir() => Ok(Some("not a directory")),
-        Ok(_) => Ok(None),
-    }
+fn not_a_dir(storage: &dyn SetStorage, rel: &Path) -> Result<Option<&'static str>, std::io::Error> {
+    Ok(match storage.kind(rel)? {
+        None | Some(EntryKind::Dir(_)) => None,
+        Some(EntryKind::Symlink) => Some("a symbolic link"),
+        Some(EntryKind::File | EntryKind::Other) => Some("not a directory"),
+    })
 }
 
 /// One completed element, with its control files (the catalog is read on demand: [`BackupSet::catalog`]).
@@ -108,6 +138,16 @@ impl Element {
         self.data_dir().join(data_file_path(f.kind, f.id))
     }
 
+    /// Its `data/`, relative to the set (for [`BackupSet::storage`]).
+    pub fn data_rel(&self) -> PathBuf {
+        Path::new(&self.name().to_string()).join(DATA_DIR)
+    }
+
+    /// A data file the manifest lists, relative to the set (for [`BackupSet::storage`]).
+    pub fn data_file_rel(&self, f: &FileEntry) -> PathBuf {
+        self.data_rel().join(data_file_path(f.kind, f.id))
+    }
+
     /// The manifest's journal slices, in segment order.
     pub fn journal_files(&self) -> impl Iterator<Item = &FileEntry> {
         self.manifest.files.iter().filter(|f| f.kind == FileKind::Journal)
@@ -135,6 +175,7 @@ pub struct UnreadElement {
 /// A backup set as read from disk: its state and its completed elements. See the [module docs](self).
 #[derive(Debug)]
 pub struct BackupSet {
+    storage: Arc<dyn SetStorage>,
     pub(super) dir: PathBuf,
     pub(super) state: State,
     pub(super) elements: Vec<Element>,
@@ -146,7 +187,13 @@ impl BackupSet {
     /// Reads the set and refuses it at the first problem: a damaged or missing control file, a control file that
     /// disagrees with the state, a broken chain. What restore uses.
     pub fn open(dir: impl AsRef<Path>) -> Result<Self, SetError> {
-        let mut set = Self::load(dir)?;
+        is_a_set(dir.as_ref())?;
+        Self::open_in(Arc::new(LocalDir::new(dir.as_ref())))
+    }
+
+    /// [`open`](Self::open) for the set in `storage`.
+    pub fn open_in(storage: Arc<dyn SetStorage>) -> Result<Self, SetError> {
+        let mut set = Self::load_in(storage)?;
         if set.problems.is_empty() {
             Ok(set)
         } else {
@@ -158,9 +205,15 @@ impl BackupSet {
     /// elements whose control files cannot be read are left out of [`elements`](Self::elements). Fails only when
     /// the state itself cannot be read. What check uses.
     pub fn load(dir: impl AsRef<Path>) -> Result<Self, SetError> {
-        let dir = dir.as_ref().to_path_buf();
-        let state = read_state(&dir)?;
-        let mut set = Self { dir, state, elements: Vec::new(), unread: Vec::new(), problems: Vec::new() };
+        is_a_set(dir.as_ref())?;
+        Self::load_in(Arc::new(LocalDir::new(dir.as_ref())))
+    }
+
+    /// [`load`](Self::load) for the set in `storage`.
+    pub fn load_in(storage: Arc<dyn SetStorage>) -> Result<Self, SetError> {
+        let state = read_state_in(&*storage)?;
+        let dir = storage.show(Path::new(""));
+        let mut set = Self { storage, dir, state, elements: Vec::new(), unread: Vec::new(), problems: Vec::new() };
         let entries: Vec<ElementEntry> =
             set.state.elements.iter().filter(|e| e.status == ElementStatus::Completed).cloned().collect();
         for entry in entries {
@@ -178,24 +231,24 @@ impl BackupSet {
     /// in [`unread`](Self::unread), with its manifest when that one reads.
     fn load_element(&mut self, entry: &ElementEntry) -> Result<Element, Vec<SetError>> {
         let name = entry.name();
-        let dir = self.dir.join(name.to_string());
-        match fs::symlink_metadata(&dir) {
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                return Err(vec![SetError::ElementMissing { set: self.dir.clone(), element: name, path: dir }])
-            }
+        let rel = PathBuf::from(name.to_string());
+        let dir = self.storage.copier_path(&rel);
+        match self.storage.kind(&rel) {
+            Ok(None) => return Err(vec![SetError::ElementMissing { set: self.dir.clone(), element: name, path: dir }]),
             Err(source) => return Err(vec![SetError::Io { op: "stat", path: dir, source }]),
-            Ok(_) => {}
+            Ok(Some(_)) => {}
         }
-        match not_a_dir(&dir) {
+        match not_a_dir(&*self.storage, &rel) {
             Err(source) => return Err(vec![SetError::Io { op: "stat", path: dir, source }]),
             Ok(Some(what)) => return Err(vec![SetError::Link { path: dir, element: Some(name), what }]),
             Ok(None) => {}
         }
         let unread = |manifest| UnreadElement { entry: entry.clone(), dir: dir.clone(), manifest };
         let control = dir.join(CONTROL_DIR);
-        // read_metadata refuses a link as the file itself; a link in place of control/ must be refused too, or it
+        let control_rel = rel.join(CONTROL_DIR);
+        // A metadata read refuses a link as the file itself; a link in place of control/ must be refused too, or it
         // would be followed out of the set.
-        match not_a_dir(&control) {
+        match not_a_dir(&*self.storage, &control_rel) {
             Err(source) => {
                 self.unread.push(unread(None));
                 return Err(vec![SetError::Io { op: "stat", path: control, source }]);
@@ -208,9 +261,10 @@ impl BackupSet {
         }
         let set = self.dir.clone();
         let meta_err = |source| SetError::Metadata { set: set.clone(), element: Some(name), source };
-        let info = read_metadata::<ElementInfo>(&control.join(ELEMENT_INFO_FILE)).map_err(meta_err);
-        let manifest = read_metadata::<Manifest>(&control.join(MANIFEST_FILE)).map_err(meta_err);
-        let catalog = read_metadata::<Catalog>(&control.join(CATALOG_FILE)).map_err(meta_err);
+        let storage = &*self.storage;
+        let info = read_meta::<ElementInfo>(storage, &control_rel.join(ELEMENT_INFO_FILE)).map_err(meta_err);
+        let manifest = read_meta::<Manifest>(storage, &control_rel.join(MANIFEST_FILE)).map_err(meta_err);
+        let catalog = read_meta::<Catalog>(storage, &control_rel.join(CATALOG_FILE)).map_err(meta_err);
         let (info, manifest, catalog) = match (info, manifest, catalog) {
             (Ok(info), Ok(manifest), Ok(catalog)) => (info, manifest, catalog),
             (info, manifest, catalog) => {
@@ -393,6 +447,11 @@ impl BackupSet {
         &self.dir
     }
 
+    /// Where the set's bytes are: every read of its data files goes through it.
+    pub fn storage(&self) -> &dyn SetStorage {
+        &*self.storage
+    }
+
     /// The state.
     pub fn state(&self) -> &State {
         &self.state
@@ -467,7 +526,8 @@ impl BackupSet {
     pub fn catalog(&self, index: usize) -> Result<Catalog, SetError> {
         let e = &self.elements[index];
         let path = e.control_dir().join(CATALOG_FILE);
-        let catalog: Catalog = read_metadata(&path).map_err(|source| SetError::Metadata {
+        let rel = Path::new(&e.name().to_string()).join(CONTROL_DIR).join(CATALOG_FILE);
+        let catalog: Catalog = read_meta(&*self.storage, &rel).map_err(|source| SetError::Metadata {
             set: self.dir.clone(),
             element: Some(e.name()),
             source,

@@ -16,19 +16,21 @@
 
 use std::collections::{HashMap, HashSet};
 use std::fs;
-use std::io::{ErrorKind, Read};
+use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 
-use backset_format::dirfd::{is_link, remove_empty_dir, DirFd, EntryKind};
-use backset_format::fsio::{sync_dir, write_metadata};
+use backset_format::dirfd::EntryKind;
 use backset_format::layout::{
-    ElementName, CATALOG_FILE, CONTROL_DIR, DATA_DIR, ELEMENT_INFO_FILE, MANIFEST_FILE, STATE_FILE, TMP_DIR,
+    ElementName, CATALOG_FILE, CONTROL_DIR, ELEMENT_INFO_FILE, MANIFEST_FILE, STATE_FILE, TMP_DIR,
 };
-use backset_format::{Catalog, ElementEntry, ElementInfo, ElementKind, ElementStatus, Manifest, State};
+use backset_format::meta::{self, Metadata};
+use backset_format::{Catalog, ElementEntry, ElementInfo, ElementKind, ElementStatus, Manifest, State, WriteError};
 use uuid::Uuid;
 
-use super::layout::{top_entry, TopEntry, DATA_DIRS, ELEMENT_ENTRIES};
+use super::layout::{top_entry, TopEntry};
+use super::read::read_state_in;
+use super::storage::{LocalDir, SetStorage};
 use super::{read_state, BackupSet, SetError};
 
 fn io_err(op: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> SetError {
@@ -36,23 +38,7 @@ fn io_err(op: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> SetEr
     move |source| SetError::Io { op, path, source }
 }
 
-/// Opens the directory `name` of the set below `parent` without following a link: a link (or anything but a
-/// directory) there is [`SetError::Link`] (part of `element`, if any).
-fn open_set_dir(parent: &DirFd, name: impl AsRef<Path>, element: Option<ElementName>) -> Result<DirFd, SetError> {
-    let name = name.as_ref();
-    parent.open_dir(name).map_err(|source| {
-        let path = parent.join(name);
-        if is_link(&source) {
-            SetError::Link { path, element, what: "a symbolic link" }
-        } else if source.kind() == ErrorKind::NotADirectory {
-            SetError::Link { path, element, what: "not a directory" }
-        } else {
-            SetError::Io { op: "open directory", path, source }
-        }
-    })
-}
-
-/// Reads the state of the set the writer works in.
+/// Reads the state of the set in the local directory `dir`.
 fn state_of(dir: &Path) -> Result<State, SetError> {
     read_state(dir)
 }
@@ -89,17 +75,15 @@ pub(crate) enum DirContent {
 
 /// Looks at `dir` for a full hot copy: absent, empty (or an element-less set), or something else.
 pub(crate) fn dir_content(dir: &Path) -> Result<DirContent, SetError> {
-    match fs::symlink_metadata(dir) {
-        Err(e) if e.kind() == ErrorKind::NotFound => return Ok(DirContent::Absent),
+    let storage = LocalDir::new(dir);
+    match storage.kind(Path::new("")) {
+        Ok(None) => return Ok(DirContent::Absent),
         Err(e) => return Err(SetError::Io { op: "stat", path: dir.to_path_buf(), source: e }),
-        Ok(md) if !md.is_dir() => return Ok(DirContent::NotADirectory),
-        Ok(_) => {}
+        Ok(Some(EntryKind::Dir(_))) => {}
+        Ok(Some(_)) => return Ok(DirContent::NotADirectory),
     }
-    let mut names = Vec::new();
-    for entry in fs::read_dir(dir).map_err(io_err("read directory", dir))? {
-        let entry = entry.map_err(io_err("read directory", dir))?;
-        names.push(entry.file_name().to_string_lossy().into_owned());
-    }
+    let listed = storage.list(Path::new("")).map_err(io_err("read directory", dir))?;
+    let mut names: Vec<String> = listed.iter().map(|n| n.to_string_lossy().into_owned()).collect();
     names.sort();
     if names.is_empty() {
         return Ok(DirContent::Empty);
@@ -134,20 +118,29 @@ pub(crate) fn dir_content(dir: &Path) -> Result<DirContent, SetError> {
     )))
 }
 
-/// A backup set being written by this process's jobs.
+/// A backup set being written by this process's jobs, through its storage.
 #[derive(Debug, Clone)]
 pub(crate) struct SetWriter {
     dir: PathBuf,
+    storage: Arc<dyn SetStorage>,
     slot: Arc<SetSlot>,
 }
 
-/// An element begun in `tmp/`.
+/// An element begun (staged: `tmp/<element id>/` in a local directory).
 #[derive(Debug, Clone)]
 pub(crate) struct Begun {
     /// The state entry (in progress).
     pub entry: ElementEntry,
-    /// `tmp/<element id>`.
+    /// Where it is staged, relative to the set.
+    staged: PathBuf,
+    /// Where the copier writes its files (`<staged>/data/...`): the staged element as a local directory.
     pub tmp: PathBuf,
+}
+
+/// A metadata value encoded for writing (checked against the format's rules first): `(name, bytes)`.
+fn encoded<T: Metadata>(dir: &Path, name: &'static str, value: &T) -> Result<(&'static str, Vec<u8>), SetError> {
+    let bytes = meta::encode(value).map_err(|source| WriteError::Metadata { path: dir.join(name), source })?;
+    Ok((name, bytes))
 }
 
 impl SetWriter {
@@ -155,62 +148,22 @@ impl SetWriter {
     pub fn new(dir: &Path) -> Result<Self, SetError> {
         let canonical = fs::canonicalize(dir).map_err(io_err("resolve", dir))?;
         let slot = Arc::clone(lock(registry()).entry(canonical.clone()).or_default());
-        Ok(Self { dir: canonical, slot })
-    }
-
-    fn tmp_root(&self) -> PathBuf {
-        self.dir.join(TMP_DIR)
-    }
-
-    /// Opens the set's directory and checks, without following any link, every directory a hot copy works in:
-    /// `tmp/` and each element directory with its `control/`, `data/`, `data/atoms/` and `data/journal/`. A link
-    /// (or a non-directory) in place of one refuses the hot copy ([`SetError::Link`]) before anything is written or
-    /// removed.
-    fn open_checked(&self) -> Result<DirFd, SetError> {
-        let set = DirFd::open(&self.dir).map_err(io_err("open directory", &self.dir))?;
-        for name in set.names().map_err(io_err("read directory", &self.dir))? {
-            let Some(name) = name.to_str() else { continue };
-            match top_entry(name) {
-                TopEntry::Tmp => {
-                    open_set_dir(&set, TMP_DIR, None)?;
-                }
-                TopEntry::Element(element_name) => {
-                    let element_name = Some(element_name);
-                    if set.entry(name).map_err(io_err("stat", &set.join(name)))? == Some(EntryKind::Symlink) {
-                        return Err(SetError::Link {
-                            path: set.join(name),
-                            element: element_name,
-                            what: "a symbolic link",
-                        });
-                    }
-                    let Ok(element) = set.open_dir(name) else { continue };
-                    for sub in ELEMENT_ENTRIES {
-                        if element.entry(sub).map_err(io_err("stat", &element.join(sub)))?.is_none() {
-                            continue;
-                        }
-                        let dir = open_set_dir(&element, sub, element_name)?;
-                        if sub == DATA_DIR {
-                            for d in DATA_DIRS {
-                                if dir.entry(d).map_err(io_err("stat", &dir.join(d)))?.is_some() {
-                                    open_set_dir(&dir, d, element_name)?;
-                                }
-                            }
-                        }
-                    }
-                }
-                TopEntry::State | TopEntry::WriteLeftover | TopEntry::Foreign => {}
-            }
-        }
-        Ok(set)
+        Ok(Self { storage: Arc::new(LocalDir::new(&canonical)), dir: canonical, slot })
     }
 
     /// Reads the state.
     pub fn read_state(&self) -> Result<State, SetError> {
-        state_of(&self.dir)
+        read_state_in(&*self.storage)
+    }
+
+    /// Writes the state (atomically, durably).
+    fn write_state(&self, state: &State) -> Result<(), SetError> {
+        let (name, bytes) = encoded(&self.dir, STATE_FILE, state)?;
+        Ok(self.storage.write_metadata(Path::new(""), name, &bytes)?)
     }
 
     /// Initialises the set of a full hot copy: writes `state` (with the full's in-progress entry) durably and
-    /// creates `tmp/` and `tmp/<element id>/data`. The directory must exist and be empty or an element-less set.
+    /// stages the full. The directory must exist and be empty or an element-less set.
     pub fn init(&self, state: &State) -> Result<Begun, SetError> {
         let _g = lock(&self.slot.lock);
         let entry = state.elements.first().cloned().ok_or_else(|| SetError::Conflict {
@@ -219,19 +172,19 @@ impl SetWriter {
         })?;
         lock(&self.slot.live).insert(entry.element_id);
         let result = (|| {
-            let set = self.open_checked()?;
+            self.storage.refuse_links()?;
             // A set a failed or crashed full left behind: clear its tmp/ first (nothing in it is live: the type rule
             // allows one full per archive, and a journal hot copy needs a full entry, which the set had not).
-            remove_in(&set, TMP_DIR)?;
+            self.storage.remove(Path::new(TMP_DIR))?;
             // And the element directories it moved into place without the state saying completed (the caller
             // checked that the state lists no completed element).
-            for name in set.names().map_err(io_err("read directory", &self.dir))? {
+            for name in self.storage.list(Path::new("")).map_err(io_err("read directory", &self.dir))? {
                 if name.to_str().is_some_and(|n| matches!(top_entry(n), TopEntry::Element(_))) {
-                    remove_in(&set, &name)?;
+                    self.storage.remove(Path::new(&name))?;
                 }
             }
-            write_metadata(&self.dir, STATE_FILE, state)?;
-            self.make_tmp(&set, &entry)
+            self.write_state(state)?;
+            self.stage(&entry)
         })();
         if result.is_err() {
             lock(&self.slot.live).remove(&entry.element_id);
@@ -239,46 +192,33 @@ impl SetWriter {
         result
     }
 
-    /// Creates `tmp/` (when absent) and `tmp/<element id>/data` below the set's open directory, never through a
-    /// link.
-    fn make_tmp(&self, set: &DirFd, entry: &ElementEntry) -> Result<Begun, SetError> {
-        let tmp_root = self.tmp_root();
-        let tmp_dir = if set.entry(TMP_DIR).map_err(io_err("stat", &tmp_root))?.is_none() {
-            let d = set.create_dir(TMP_DIR).map_err(io_err("create directory", &tmp_root))?;
-            set.sync().map_err(io_err("fsync directory", &self.dir))?;
-            d
-        } else {
-            open_set_dir(set, TMP_DIR, None)?
-        };
-        let name = entry.element_id.to_string();
-        let tmp = tmp_root.join(&name);
-        let element = tmp_dir.create_dir(&name).map_err(io_err("create directory", &tmp))?;
-        element.create_dir(DATA_DIR).map_err(io_err("create directory", &tmp.join(DATA_DIR)))?;
-        element.sync().map_err(io_err("fsync directory", &tmp))?;
-        tmp_dir.sync().map_err(io_err("fsync directory", &tmp_root))?;
-        Ok(Begun { entry: entry.clone(), tmp })
+    /// Stages a new element (`tmp/<element id>/data` in a local directory, `tmp/` created when absent).
+    fn stage(&self, entry: &ElementEntry) -> Result<Begun, SetError> {
+        let staged = self.storage.stage(entry.element_id)?;
+        Ok(Begun { entry: entry.clone(), tmp: self.storage.copier_path(&staged), staged })
     }
 
     /// Begins an element in an existing set: under the set's lock, `make` sees the set (after the leftovers of a
     /// crash are gone) and returns the entry to add (in progress), or refuses; the entry is added to the state
-    /// durably and `tmp/<element id>/data` is created. `read` is the set as the caller read it (strictly, before
-    /// anything was written): it is read again when its state changed since (another job of this process
-    /// completed an element, or the clean-up removed an entry).
+    /// durably and the element is staged. `read` is the set as the caller read it (strictly, before anything was
+    /// written): it is read again when its state changed since (another job of this process completed an element,
+    /// or the clean-up removed an entry).
     pub fn begin<E: From<SetError>>(
         &self,
         read: BackupSet,
         make: impl FnOnce(&BackupSet) -> Result<ElementEntry, E>,
     ) -> Result<Begun, E> {
         let _g = lock(&self.slot.lock);
-        let dir = self.clean_locked()?;
-        let set = if self.read_state()? == *read.state() { read } else { BackupSet::open(&self.dir)? };
+        self.clean_locked()?;
+        let set =
+            if self.read_state()? == *read.state() { read } else { BackupSet::open_in(Arc::clone(&self.storage))? };
         let entry = make(&set)?;
         let mut state = set.state().clone();
         state.elements.push(entry.clone());
         lock(&self.slot.live).insert(entry.element_id);
         let result = (|| {
-            write_metadata(&self.dir, STATE_FILE, &state)?;
-            self.make_tmp(&dir, &entry)
+            self.write_state(&state)?;
+            self.stage(&entry)
         })();
         if result.is_err() {
             lock(&self.slot.live).remove(&entry.element_id);
@@ -286,12 +226,13 @@ impl SetWriter {
         result.map_err(E::from)
     }
 
-    /// Removes what a crashed job left: `tmp/` entries and in-progress state entries that no running job of this
+    /// Removes what a crashed job left: staged elements and in-progress state entries that no running job of this
     /// process owns, element directories the state does not list as completed, stray atomic-write temporaries.
-    /// Returns the set's directory, opened and checked ([`open_checked`](Self::open_checked)). Called with the
-    /// set's lock held.
-    fn clean_locked(&self) -> Result<DirFd, SetError> {
-        let set = self.open_checked()?;
+    /// Refuses the set first when a link stands where one of its directories belongs
+    /// ([`SetStorage::refuse_links`]). Called with the set's lock held.
+    fn clean_locked(&self) -> Result<(), SetError> {
+        let storage = &*self.storage;
+        storage.refuse_links()?;
         let live = lock(&self.slot.live).clone();
         let mut removed = Vec::new();
         let mut state = self.read_state()?;
@@ -304,11 +245,11 @@ impl SetWriter {
             keep
         });
         if state.elements.len() != before {
-            write_metadata(&self.dir, STATE_FILE, &state)?;
+            self.write_state(&state)?;
         }
         let completed: HashSet<ElementName> =
             state.elements.iter().filter(|e| e.status == ElementStatus::Completed).map(|e| e.name()).collect();
-        for name in set.names().map_err(io_err("read directory", &self.dir))? {
+        for name in storage.list(Path::new("")).map_err(io_err("read directory", &self.dir))? {
             let name = name.to_string_lossy().into_owned();
             let leftover = match top_entry(&name) {
                 TopEntry::WriteLeftover => true,
@@ -316,30 +257,30 @@ impl SetWriter {
                 TopEntry::State | TopEntry::Tmp | TopEntry::Foreign => false,
             };
             if leftover {
-                remove_in(&set, &name)?;
+                storage.remove(Path::new(&name))?;
                 removed.push(name);
             }
         }
-        if set.entry(TMP_DIR).map_err(io_err("stat", &self.tmp_root()))?.is_some() {
-            let tmp = open_set_dir(&set, TMP_DIR, None)?;
-            for name in tmp.names().map_err(io_err("read directory", &self.tmp_root()))? {
+        let tmp_root = Path::new(TMP_DIR);
+        if storage.kind(tmp_root).map_err(io_err("stat", &self.dir.join(TMP_DIR)))?.is_some() {
+            for name in storage.list(tmp_root).map_err(io_err("read directory", &self.dir.join(TMP_DIR)))? {
                 let name = name.to_string_lossy().into_owned();
                 let is_live = name.parse::<Uuid>().is_ok_and(|id| live.contains(&id));
                 if !is_live {
-                    remove_in(&tmp, &name)?;
+                    storage.remove(&tmp_root.join(&name))?;
                     removed.push(format!("{TMP_DIR}/{name}"));
                 }
             }
-            tmp.sync().map_err(io_err("fsync directory", &self.tmp_root()))?;
+            storage.sync(tmp_root)?;
         }
         if !removed.is_empty() {
-            sync_dir(&self.dir)?;
+            storage.sync(Path::new(""))?;
             tracing::warn!(set = %self.dir.display(), ?removed, "removed the leftovers of an interrupted hot copy");
         }
-        Ok(set)
+        Ok(())
     }
 
-    /// Writes the control files of a begun element and makes the whole `tmp/<id>` durable (FORMAT.md step 2).
+    /// Writes the control files of a begun element and makes the whole staged element durable (FORMAT.md step 2).
     pub fn write_control(
         &self,
         begun: &Begun,
@@ -348,26 +289,17 @@ impl SetWriter {
         info: &ElementInfo,
     ) -> Result<(), SetError> {
         let control = begun.tmp.join(CONTROL_DIR);
-        fs::create_dir(&control).map_err(io_err("create directory", &control))?;
-        write_metadata(&control, MANIFEST_FILE, manifest)?;
-        write_metadata(&control, CATALOG_FILE, catalog)?;
-        write_metadata(&control, ELEMENT_INFO_FILE, info)?;
-        let data = begun.tmp.join(DATA_DIR);
-        for sub in DATA_DIRS {
-            let d = data.join(sub);
-            if d.is_dir() {
-                sync_dir(&d)?;
-            }
-        }
-        sync_dir(&data)?;
-        sync_dir(&begun.tmp)?;
-        sync_dir(&self.tmp_root())?;
-        Ok(())
+        let files = [
+            encoded(&control, MANIFEST_FILE, manifest)?,
+            encoded(&control, CATALOG_FILE, catalog)?,
+            encoded(&control, ELEMENT_INFO_FILE, info)?,
+        ];
+        self.storage.seal(&begun.staged, &files)
     }
 
-    /// Moves a prepared element into place and records it completed with range `[first, last]` (FORMAT.md step 3):
-    /// rename `tmp/<id>` to its name, call `after_rename` (the test-only `mid-move` pause), fsync `tmp/` and the
-    /// set's directory, then rewrite the state.
+    /// Publishes a prepared element and records it completed with range `[first, last]` (FORMAT.md step 3): the
+    /// storage publishes it (a local directory renames `tmp/<id>` to its name, calls `after_rename`, the test-only
+    /// `mid-move` pause, and fsyncs `tmp/` and the set's directory), then the state is rewritten.
     pub fn commit(
         &self,
         begun: &Begun,
@@ -375,22 +307,18 @@ impl SetWriter {
         end_micros: u64,
         after_rename: impl FnOnce(),
     ) -> Result<(), SetError> {
-        // Under the set's lock from the rename to the state rewrite, so that another job's clean-up never sees the
-        // element in place but not completed.
+        // Under the set's lock from the publication to the state rewrite, so that another job's clean-up never sees
+        // the element in place but not completed.
         let _g = lock(&self.slot.lock);
         let id = begun.entry.element_id;
-        let target = self.dir.join(begun.entry.name().to_string());
-        if fs::symlink_metadata(&target).is_ok() {
-            return Err(SetError::Conflict {
-                path: target,
-                reason: "already exists although the state does not list it as completed".into(),
-            });
-        }
-        fs::rename(&begun.tmp, &target).map_err(io_err("rename", &begun.tmp))?;
-        after_rename();
+        let name = begun.entry.name();
+        let mut after = Some(after_rename);
+        self.storage.publish(&begun.staged, name, &mut || {
+            if let Some(f) = after.take() {
+                f()
+            }
+        })?;
         let result = (|| {
-            sync_dir(&self.tmp_root())?;
-            sync_dir(&self.dir)?;
             let mut state = self.read_state()?;
             let e = state.elements.iter_mut().find(|e| e.element_id == id).ok_or_else(|| SetError::Conflict {
                 path: self.dir.join(STATE_FILE),
@@ -399,32 +327,31 @@ impl SetWriter {
             e.status = ElementStatus::Completed;
             e.txn_range = txn_range;
             e.end_micros = end_micros.max(e.begin_micros);
-            write_metadata(&self.dir, STATE_FILE, &state)?;
-            Ok(())
+            self.write_state(&state)
         })();
         if result.is_err() {
-            // Not completed in the state: the directory is not an element. Move it back so the abort removes it.
-            let _ = fs::rename(&target, &begun.tmp);
+            // Not completed in the state: the directory is not an element. Stage it again so the abort removes it.
+            self.storage.unpublish(&begun.staged, name);
         } else {
             lock(&self.slot.live).remove(&id);
         }
         result
     }
 
-    /// Aborts a begun element: removes `tmp/<id>` and its in-progress entry, so the set is as valid as before. A
-    /// full also takes with it the journal elements completed into its set while it ran (they continue from it, and
-    /// nothing restores without it): the state first, then their directories. For a full whose set then lists no
-    /// element, also removes `state` and `tmp/` (and the directory when `remove_dir` and it is empty), so the
-    /// directory is as it was before the hot copy.
+    /// Aborts a begun element: removes the staged element and its in-progress entry, so the set is as valid as
+    /// before. A full also takes with it the journal elements completed into its set while it ran (they continue
+    /// from it, and nothing restores without it): the state first, then their directories. For a full whose set
+    /// then lists no element, also removes `state` and `tmp/` (and the directory when `remove_dir` and it is
+    /// empty), so the directory is as it was before the hot copy.
     pub fn abort(&self, begun: &Begun, remove_dir: bool) -> Result<(), SetError> {
         let _g = lock(&self.slot.lock);
+        let storage = &*self.storage;
         let id = begun.entry.element_id;
         lock(&self.slot.live).remove(&id);
-        let set = DirFd::open(&self.dir).map_err(io_err("open directory", &self.dir))?;
-        if set.entry(TMP_DIR).map_err(io_err("stat", &self.tmp_root()))?.is_some() {
-            let tmp = open_set_dir(&set, TMP_DIR, None)?;
-            remove_in(&tmp, id.to_string())?;
-            tmp.sync().map_err(io_err("fsync directory", &self.tmp_root()))?;
+        let tmp_root = Path::new(TMP_DIR);
+        if storage.kind(tmp_root).map_err(io_err("stat", &self.dir.join(TMP_DIR)))?.is_some() {
+            storage.remove(&begun.staged)?;
+            storage.sync(tmp_root)?;
         }
         let mut state = self.read_state()?;
         let before = state.elements.len();
@@ -434,51 +361,43 @@ impl SetWriter {
             state.elements.retain(|e| {
                 let built_on_it = e.kind == ElementKind::Journal && e.status == ElementStatus::Completed;
                 if built_on_it {
-                    dropped.push(self.dir.join(e.name().to_string()));
+                    dropped.push(e.name().to_string());
                 }
                 !built_on_it
             });
         }
         if !dropped.is_empty() {
+            let removed: Vec<PathBuf> = dropped.iter().map(|d| self.dir.join(d)).collect();
             tracing::warn!(
-                set = %self.dir.display(), removed = ?dropped,
+                set = %self.dir.display(), ?removed,
                 "the full hot copy did not complete: removing the journal elements taken into its set while it ran \
                  (journal hot copies continue in the set that had them before)"
             );
         }
         let remove_dropped = || -> Result<(), SetError> {
             for d in &dropped {
-                remove_in(&set, d.file_name().expect("an element directory has a name"))?;
+                storage.remove(Path::new(d))?;
             }
             Ok(())
         };
         let unused = state.elements.is_empty() && lock(&self.slot.live).is_empty();
         if begun.entry.kind == ElementKind::Full && unused {
-            remove_in(&set, STATE_FILE)?;
+            storage.remove(Path::new(STATE_FILE))?;
             remove_dropped()?;
-            remove_in(&set, TMP_DIR)?;
-            sync_dir(&self.dir)?;
-            if remove_dir && remove_empty_dir(&self.dir).is_ok() {
-                if let Some(parent) = self.dir.parent() {
-                    sync_dir(parent)?;
-                }
+            storage.remove(tmp_root)?;
+            storage.sync(Path::new(""))?;
+            if remove_dir {
+                storage.remove_if_empty()?;
             }
         } else if state.elements.len() != before {
-            write_metadata(&self.dir, STATE_FILE, &state)?;
+            self.write_state(&state)?;
             if !dropped.is_empty() {
                 remove_dropped()?;
-                sync_dir(&self.dir)?;
+                storage.sync(Path::new(""))?;
             }
         }
         Ok(())
     }
-}
-
-/// Removes the file or directory tree `name` of the set directory `dir` ([`DirFd::remove_tree`]: never following a
-/// link, nothing outside `dir`).
-fn remove_in(dir: &DirFd, name: impl AsRef<Path>) -> Result<(), SetError> {
-    let name = name.as_ref();
-    dir.remove_tree(name).map_err(io_err("remove", &dir.join(name)))
 }
 
 /// Reads the header of a copied atom file (its first bytes), for its LSN.
