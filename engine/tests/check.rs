@@ -2,11 +2,10 @@
 //! file, and refused by restore, which then leaves its destination empty); metadata-only check; check of an
 //! archive directory.
 
-mod common;
-mod setmaker;
+mod support;
 
 use std::fs::{self, OpenOptions};
-use std::io::{Read, Seek, SeekFrom, Write};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -18,20 +17,11 @@ use backset_engine::set::SetError;
 use backset_format::journal::{RECORD_HEADER_BYTES, SEGMENT_HEADER_BYTES};
 use backset_format::TxnRange;
 use backset_refstore::{Database, Txn};
-use common::{config, file_names, journal_records, segment_files, tempdir};
-use setmaker::template;
+use support::setmaker::template;
+use support::{config, file_names, flip_byte, journal_records, segment_files, tempdir};
 
 fn full_check(set: &Path) -> CheckReport {
     check_set(set, &CheckOptions::default()).unwrap()
-}
-
-fn flip_byte(path: &Path, offset: u64) {
-    let mut f = OpenOptions::new().read(true).write(true).open(path).unwrap();
-    let mut b = [0u8; 1];
-    f.seek(SeekFrom::Start(offset)).unwrap();
-    f.read_exact(&mut b).unwrap();
-    f.seek(SeekFrom::Start(offset)).unwrap();
-    f.write_all(&[b[0] ^ 0x40]).unwrap();
 }
 
 /// The first file (by name) in `dir`.
@@ -53,6 +43,17 @@ fn assert_restore_refused(set: &Path, target: Target) -> RestoreError {
     let err = restore(set, dest.path(), target, &RestoreOptions::default()).unwrap_err();
     assert!(file_names(dest.path()).is_empty(), "{err}: the destination holds {:?}", file_names(dest.path()));
     err
+}
+
+/// A restore to the element `name` of `set` is refused for the data file `file` of that element.
+fn assert_restore_refused_for_data_file(set: &Path, name: &str, file: &Path) {
+    match assert_restore_refused(set, element_target(name)) {
+        RestoreError::DataFile { element, path, .. } => {
+            assert_eq!(element.to_string(), name);
+            assert_eq!(path, file);
+        }
+        other => panic!("{other}"),
+    }
 }
 
 fn element_target(name: &str) -> Target {
@@ -134,26 +135,20 @@ fn check_progress_counts_every_data_byte_and_a_cancelled_check_stops() {
 fn a_flipped_byte_in_an_atom_file() {
     let (_keep, set) = template().copy();
     let atom = first_file(&set.join("full/data/atoms"));
-    flip_byte(&atom, 100);
+    flip_byte(&atom, 100, 0x40);
     let r = full_check(&set);
     assert_defect(&r.defects, DefectKind::Hash, Some("full"), &atom);
     assert_eq!(r.defects.len(), 1, "{:#?}", r.defects);
     // The full's window is no longer restorable; later bases do not need that file only if they re-copied it.
     assert!(r.restorable.first().is_none_or(|x| x.first > template().element("full").txn_range.last));
-    match assert_restore_refused(&set, element_target("full")) {
-        RestoreError::DataFile { element, path, .. } => {
-            assert_eq!(element.to_string(), "full");
-            assert_eq!(path, atom);
-        }
-        other => panic!("{other}"),
-    }
+    assert_restore_refused_for_data_file(&set, "full", &atom);
 }
 
 #[test]
 fn a_flipped_byte_in_a_journal_slice() {
     let (_keep, set) = template().copy();
     let slice = first_file(&set.join("1.jnl/data/journal"));
-    flip_byte(&slice, fs::metadata(&slice).unwrap().len() / 2);
+    flip_byte(&slice, fs::metadata(&slice).unwrap().len() / 2, 0x40);
     let r = full_check(&set);
     assert_defect(&r.defects, DefectKind::Hash, Some("1.jnl"), &slice);
     // A restore that needs the slice refuses: to 1.jnl's end point, the base is the full and the records after the
@@ -184,7 +179,7 @@ fn a_flipped_byte_in_each_control_file() {
     for file in ["element", "manifest", "catalog"] {
         let (_keep, set) = template().copy();
         let path = set.join("1.inc/control").join(file);
-        flip_byte(&path, 60);
+        flip_byte(&path, 60, 0x40);
         let r = full_check(&set);
         assert_defect(&r.defects, DefectKind::Metadata, Some("1.inc"), &path);
         assert!(r.restorable.is_empty(), "a set with damaged metadata is not restorable: {:?}", r.restorable);
@@ -204,7 +199,7 @@ fn a_flipped_byte_in_each_control_file() {
 fn a_flipped_byte_in_the_state() {
     let (_keep, set) = template().copy();
     let state = set.join("state");
-    flip_byte(&state, 70);
+    flip_byte(&state, 70, 0x40);
     let r = full_check(&set);
     assert_defect(&r.defects, DefectKind::Metadata, None, &state);
     assert!(r.restorable.is_empty());
@@ -238,13 +233,7 @@ fn a_missing_data_file() {
     fs::remove_file(&atom).unwrap();
     let r = full_check(&set);
     assert_defect(&r.defects, DefectKind::MissingFile, Some("full"), &atom);
-    match assert_restore_refused(&set, element_target("full")) {
-        RestoreError::DataFile { element, path, .. } => {
-            assert_eq!(element.to_string(), "full");
-            assert_eq!(path, atom);
-        }
-        other => panic!("{other}"),
-    }
+    assert_restore_refused_for_data_file(&set, "full", &atom);
 }
 
 #[test]
@@ -291,7 +280,7 @@ fn several_defects_are_all_reported() {
     let a = first_file(&set.join("full/data/atoms"));
     let b = first_file(&set.join("2.inc/data/journal"));
     let c = first_file(&set.join("3.jnl/data/journal"));
-    flip_byte(&a, 90);
+    flip_byte(&a, 90, 0x40);
     fs::remove_file(&b).unwrap();
     let len = fs::metadata(&c).unwrap().len();
     OpenOptions::new().write(true).open(&c).unwrap().set_len(len + 3).unwrap();
@@ -331,19 +320,19 @@ fn check_archive_finds_a_flipped_atom_byte_and_a_corrupt_record() {
 
     // A flipped byte in an atom body.
     let copy = tempdir();
-    setmaker::copy_tree(&dir, copy.path());
+    support::copy_tree(&dir, copy.path());
     let atom = first_file(&copy.path().join("atoms"));
-    flip_byte(&atom, fs::metadata(&atom).unwrap().len() - 1);
+    flip_byte(&atom, fs::metadata(&atom).unwrap().len() - 1, 0x40);
     let r = check_archive(copy.path()).unwrap();
     assert_defect(&r.defects, DefectKind::Hash, None, &atom);
 
     // A corrupt record with valid records after it: corruption, named with its segment and offset.
     let copy = tempdir();
-    setmaker::copy_tree(&dir, copy.path());
+    support::copy_tree(&dir, copy.path());
     let records = journal_records(copy.path());
     let seg = records.iter().map(|r| r.0).find(|s| records.iter().filter(|r| r.0 == *s).count() >= 3).unwrap();
     let path = segment_files(copy.path()).into_iter().find(|p| p.ends_with(format!("{seg:016x}"))).unwrap();
-    flip_byte(&path, (SEGMENT_HEADER_BYTES + RECORD_HEADER_BYTES + 2) as u64);
+    flip_byte(&path, (SEGMENT_HEADER_BYTES + RECORD_HEADER_BYTES + 2) as u64, 0x40);
     let r = check_archive(copy.path()).unwrap();
     assert_defect(&r.defects, DefectKind::Journal, None, &path);
     let d = r.defects.iter().find(|d| d.file.as_deref() == Some(path.as_path())).unwrap();
@@ -355,7 +344,7 @@ fn check_archive_finds_a_flipped_atom_byte_and_a_corrupt_record() {
 
     // A torn tail at the end of the last segment is reported as such, and is not a defect.
     let copy = tempdir();
-    setmaker::copy_tree(&dir, copy.path());
+    support::copy_tree(&dir, copy.path());
     let last_seg = segment_files(copy.path()).pop().unwrap();
     let len = fs::metadata(&last_seg).unwrap().len();
     OpenOptions::new().append(true).open(&last_seg).unwrap().write_all(&[7u8; 10]).unwrap();

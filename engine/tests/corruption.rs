@@ -12,11 +12,9 @@
 //! files), every element.
 //! Run: `cargo test -p backset-engine --test corruption -- --nocapture`.
 
-mod common;
-mod setmaker;
+mod support;
 
 use std::fs::{self, OpenOptions};
-use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -26,14 +24,10 @@ use backset_engine::restore::{restore, RestoreError, RestoreOptions, Target};
 use backset_format::{ElementEntry, ElementKind};
 use backset_refstore::workload::{replay_upto, AckedTxn, Workload, WorkloadConfig};
 use backset_refstore::{read_archive, Database};
-use common::{assert_entries_eq, file_names, tempdir};
-use rand::rngs::Xoshiro256PlusPlus;
-use rand::{RngExt, SeedableRng};
-use setmaker::{copy_tree, template, SetMaker};
-
-fn long() -> bool {
-    std::env::var("BACKSET_LONG_TESTS").is_ok_and(|v| v == "1")
-}
+use rand::RngExt;
+use support::copy_tree;
+use support::setmaker::{template, SetMaker};
+use support::{assert_entries_eq, config, file_names, flip_byte, link_tree, live, long, more_load, rng, tempdir, Rng};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Damage {
@@ -63,7 +57,7 @@ struct Item {
 }
 
 /// Every kind of file and directory of the template set; for data, one file per element picked by `rng`.
-fn items(set: &Path, elements: &[ElementEntry], rng: &mut Xoshiro256PlusPlus) -> Vec<Item> {
+fn items(set: &Path, elements: &[ElementEntry], rng: &mut Rng) -> Vec<Item> {
     let mut v = vec![Item { rel: "state".into(), element: None, is_file: true, what: What::Metadata }];
     for e in elements {
         let name = e.name().to_string();
@@ -91,35 +85,13 @@ fn items(set: &Path, elements: &[ElementEntry], rng: &mut Xoshiro256PlusPlus) ->
     v
 }
 
-/// A copy of the tree `from` at `to` whose files are hard links (a case breaks the link of the file it damages).
-fn link_tree(from: &Path, to: &Path) {
-    fs::create_dir_all(to).unwrap();
-    for entry in fs::read_dir(from).unwrap() {
-        let entry = entry.unwrap();
-        let target = to.join(entry.file_name());
-        if entry.file_type().unwrap().is_dir() {
-            link_tree(&entry.path(), &target);
-        } else {
-            fs::hard_link(entry.path(), target).unwrap();
-        }
-    }
-}
-
-fn flip_byte(path: &Path, offset: u64) {
-    let mut f = OpenOptions::new().read(true).write(true).open(path).unwrap();
-    let mut b = [0u8; 1];
-    f.seek(SeekFrom::Start(offset)).unwrap();
-    f.read_exact(&mut b).unwrap();
-    f.seek(SeekFrom::Start(offset)).unwrap();
-    f.write_all(&[b[0] ^ (1 << (offset % 8))]).unwrap();
-}
-
 /// Applies `damage` to `path`; returns the path a defect must name (the extra file for `Extra`).
-fn apply(path: &Path, is_file: bool, damage: Damage, rng: &mut Xoshiro256PlusPlus, zero: bool) -> PathBuf {
+fn apply(path: &Path, is_file: bool, damage: Damage, rng: &mut Rng, zero: bool) -> PathBuf {
     match damage {
         Damage::Flip => {
             let len = fs::metadata(path).unwrap().len();
-            flip_byte(path, rng.random_range(0..len));
+            let offset = rng.random_range(0..len);
+            flip_byte(path, offset, 1 << (offset % 8));
         }
         Damage::Truncate => {
             let len = fs::metadata(path).unwrap().len();
@@ -212,7 +184,7 @@ fn every_kind_of_file_times_every_damage() {
     let mut tally = Tally::default();
     let latest = t.latest();
     for seed in seeds {
-        let mut rng = Xoshiro256PlusPlus::seed_from_u64(seed);
+        let mut rng = rng(seed);
         // Short: one element of each type (the full, the first incremental, the last journal element, which every
         // restore to latest needs). Long: every element.
         let elements: Vec<ElementEntry> = if long() {
@@ -304,16 +276,11 @@ fn make_sets() -> Sets {
     let dir = tempdir();
     let make = |name: &str, seed: u64, sets: &[&str]| {
         let db_dir = tempdir();
-        let mut cfg = common::config(name);
-        cfg.checkpoint_interval = Some(Duration::from_millis(3));
-        cfg.journal_hot_copy = true;
+        let cfg = live(config(name), Duration::from_millis(3));
         let db = Arc::new(Database::open(db_dir.path(), cfg).unwrap());
         let wl =
             Workload::start(Arc::clone(&db), WorkloadConfig { seed, threads: 2, key_space: 200, ..Default::default() });
-        let more = |n: u64| {
-            let seen = wl.acked_count();
-            common::wait_until("commits", Duration::from_secs(60), || wl.acked_count() >= seen + n);
-        };
+        let more = |n: u64| more_load(&wl, n, Duration::from_secs(60));
         more(100);
         // One set after the other: a database keeps the journal for the journal hot copies of its latest set.
         let mut elements = Vec::new();

@@ -5,14 +5,14 @@
 #[path = "../examples/embed.rs"]
 mod embed;
 
-mod common;
+mod support;
 
 use backset_format::layout::{atom_file_name, ATOMS_DIR, JOURNAL_DIR};
 use backset_format::{decode_atom, read_segment};
 
 #[test]
 fn the_embedding_example_hot_copies_its_sm_and_the_set_restores_its_state() {
-    let dir = common::tempdir();
+    let dir = support::tempdir();
     let out = embed::run(&dir.path().join("embed")).expect("the example runs");
 
     // The example's SM holds atom 1 at LSN 2 (txns 1 and 2) and txns 1 to 3 in its journal, with R = E = 3.

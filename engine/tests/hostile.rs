@@ -7,8 +7,7 @@
 //! Short variant: 100,000 tiny atoms. `BACKSET_LONG_TESTS=1`: 1,000,000.
 //! Run: `cargo test -p backset-engine --test hostile -- --nocapture`.
 
-mod common;
-mod setmaker;
+mod support;
 
 use std::fs;
 use std::os::unix::fs::symlink;
@@ -29,14 +28,11 @@ use backset_format::{
 };
 use backset_refstore::read_archive;
 use backset_refstore::workload::replay_upto;
-use common::{assert_entries_eq, scan, tempdir};
 use serde::Serialize;
-use setmaker::{copy_tree, template};
+use support::copy_tree;
+use support::setmaker::template;
+use support::{assert_entries_eq, long, scan, tempdir};
 use uuid::Uuid;
-
-fn long() -> bool {
-    std::env::var("BACKSET_LONG_TESTS").is_ok_and(|v| v == "1")
-}
 
 // ---------------------------------------------------------------------------------------------------------------
 // The arena: a sentinel parent directory holding the set, files outside it, and the restore destination.
@@ -191,7 +187,7 @@ fn rehash(set: &Path, element: &str, kind: FileKind, id: u64) {
 }
 
 fn first_file(dir: &Path) -> (PathBuf, u64) {
-    let name = common::file_names(dir).into_iter().next().unwrap();
+    let name = support::file_names(dir).into_iter().next().unwrap();
     (dir.join(&name), u64::from_str_radix(&name, 16).unwrap())
 }
 
@@ -680,7 +676,7 @@ fn very_many_tiny_entries_restore_within_the_memory_bound() {
         let id = i as u64 + 1;
         assert_eq!(&fs::read(dest.join("atoms").join(format!("{id:016x}"))).unwrap(), bytes, "atom {id}");
     }
-    assert_eq!(common::file_names(&dest.join("atoms")).len() as u64, atoms);
+    assert_eq!(support::file_names(&dest.join("atoms")).len() as u64, atoms);
 
     let (peak, outcome) = probe("check", &set, &dest);
     println!("{atoms} atoms: check peak {} MiB (bound {} MiB): {outcome}", peak >> 20, bound >> 20);

@@ -3,8 +3,6 @@
 //! also with every earlier `data/` moved away; a simple hot copy opens as the database at its end point; a
 //! coordinated hot copy of two storage groups shares one end point, and the storage group rule refuses a partial one.
 
-mod common;
-#[path = "hotcopy_support.rs"]
 mod support;
 
 use std::collections::BTreeMap;
@@ -16,16 +14,16 @@ use backset_engine::hotcopy::{HotCopyError, HotCopyManager, HotCopyRequest, HotC
 use backset_engine::set::BackupSet;
 use backset_engine::{check, restore};
 use backset_refstore::workload::{replay_upto, AckedTxn, Workload, WorkloadConfig};
-use backset_refstore::{read_archive, Config, Database, StorageGroup};
-use common::{assert_entries_eq, config, tempdir, wait_until};
-use support::{check_set, move_data_away, move_data_back, range_of, restore_by_hand, wait_completed};
+use backset_refstore::{read_archive, Config, Database};
+use support::hotcopy::{check_set, move_data_away, move_data_back, range_of, restore_by_hand, wait_completed};
+use support::{assert_entries_eq, config, east_west, live, more_load, tempdir, wait_until};
 
+/// How long a test waits for the workload to make progress.
+const LOAD_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Background checkpoints: atoms change and the journal recycles while they are copied.
 fn live_config(name: &str) -> Config {
-    let mut c = config(name);
-    c.journal_hot_copy = true;
-    // Atoms change and journal recycles while they are copied.
-    c.checkpoint_interval = Some(Duration::from_millis(5));
-    c
+    live(config(name), Duration::from_millis(5))
 }
 
 fn workload(seed: u64) -> WorkloadConfig {
@@ -37,12 +35,6 @@ fn workload(seed: u64) -> WorkloadConfig {
         delete_fraction: 0.25,
         ..WorkloadConfig::default()
     }
-}
-
-/// Waits until the workload has acknowledged `n` more transactions.
-fn more_load(wl: &Workload, n: u64) {
-    let seen = wl.acked_count();
-    wait_until("more load", Duration::from_secs(30), || wl.acked_count() >= seen + n);
 }
 
 /// Restores `set` to `t` by hand and returns the restored key/value content.
@@ -62,7 +54,7 @@ fn full_incremental_and_journal_elements_restore_the_state_at_each_end_point() {
     let dir = tempdir();
     let db = Arc::new(Database::open(dir.path().join("db"), live_config("chain")).unwrap());
     let wl = Workload::start(Arc::clone(&db), workload(7));
-    more_load(&wl, 300);
+    more_load(&wl, 300, LOAD_TIMEOUT);
     let m = HotCopyManager::new(db.hot_copy_archives(), dir.path().join("manager")).unwrap();
     let set = dir.path().join("set");
     let req = |kind| HotCopyRequest::new(kind).backup_dir(0, &set);
@@ -71,25 +63,25 @@ fn full_incremental_and_journal_elements_restore_the_state_at_each_end_point() {
     assert_eq!(full.coordinator_start_id, 1);
     assert_eq!(full.participants[0].element.as_deref(), Some("full"));
     assert!(full.bytes_done > 0 && full.bytes_done == full.bytes_total, "{full:?}");
-    more_load(&wl, 200);
+    more_load(&wl, 200, LOAD_TIMEOUT);
     wait_completed(&m, m.start(req(HotCopyType::Journal)).unwrap());
-    more_load(&wl, 200);
+    more_load(&wl, 200, LOAD_TIMEOUT);
     // An incremental and a journal hot copy read only control/: move every data/ away first.
     let moved = move_data_away(&set);
     let inc1 = wait_completed(&m, m.start(req(HotCopyType::Incremental)).unwrap());
     assert_eq!(inc1.participants[0].element.as_deref(), Some("1.inc"));
-    more_load(&wl, 200);
+    more_load(&wl, 200, LOAD_TIMEOUT);
     let moved2 = move_data_away(&set);
     wait_completed(&m, m.start(req(HotCopyType::Journal)).unwrap());
-    more_load(&wl, 200);
+    more_load(&wl, 200, LOAD_TIMEOUT);
     let moved3 = move_data_away(&set);
     wait_completed(&m, m.start(req(HotCopyType::Incremental)).unwrap());
-    more_load(&wl, 200);
+    more_load(&wl, 200, LOAD_TIMEOUT);
     let j3 = wait_completed(&m, m.start(req(HotCopyType::Journal)).unwrap());
     move_data_back(&moved);
     move_data_back(&moved2);
     move_data_back(&moved3);
-    more_load(&wl, 50);
+    more_load(&wl, 50, LOAD_TIMEOUT);
     let report = wl.stop();
     assert!(report.errors.is_empty(), "{:?}", report.errors);
     let acked_all = report.acked.clone();
@@ -135,7 +127,7 @@ fn a_simple_hot_copy_opens_as_the_database_at_its_end_point() {
     let dir = tempdir();
     let db = Arc::new(Database::open(dir.path().join("db"), live_config("simple")).unwrap());
     let wl = Workload::start(Arc::clone(&db), workload(21));
-    more_load(&wl, 400);
+    more_load(&wl, 400, LOAD_TIMEOUT);
     let m = HotCopyManager::new(db.hot_copy_archives(), dir.path().join("manager")).unwrap();
     let copy = dir.path().join("copy");
     // A cancelled simple hot copy keeps its `.incomplete` directory (as NuoDB does); the next one replaces it.
@@ -144,18 +136,18 @@ fn a_simple_hot_copy_opens_as_the_database_at_its_end_point() {
     wait_until("the simple hot copy copying atoms", Duration::from_secs(30), || {
         m.status(held.0, held.1, None).unwrap().message == "Stage1: Copy atoms"
     });
-    let cancelled = m.cancel(held.0, held.1, Some(support::JOB_TIMEOUT)).unwrap();
+    let cancelled = m.cancel(held.0, held.1, Some(support::hotcopy::JOB_TIMEOUT)).unwrap();
     assert_eq!(cancelled.message, "Hot copy cancelled");
     assert!(dir.path().join("copy.incomplete/atoms").is_dir() && !copy.exists());
     m.set_sm_rate(0, None).unwrap();
     let status = wait_completed(&m, m.start(HotCopyRequest::new(HotCopyType::Simple).backup_dir(0, &copy)).unwrap());
     let (_, e) = status.participants[0].txn_range.unwrap();
     assert!(!dir.path().join("copy.incomplete").exists(), "the .incomplete directory was renamed");
-    more_load(&wl, 100);
+    more_load(&wl, 100, LOAD_TIMEOUT);
     let report = wl.stop();
     assert!(report.errors.is_empty(), "{:?}", report.errors);
     // Every segment file of the copy starts with its header (copied from offset 0).
-    for seg in common::segment_files(&copy) {
+    for seg in support::segment_files(&copy) {
         let bytes = std::fs::read(&seg).unwrap();
         backset_format::read_segment(&bytes).unwrap();
     }
@@ -172,13 +164,7 @@ fn a_simple_hot_copy_opens_as_the_database_at_its_end_point() {
 }
 
 fn grouped(name: &str) -> Config {
-    let mut c = live_config(name);
-    c.sms = 2;
-    c.storage_groups = Some(vec![
-        StorageGroup { id: 1, name: "east".into(), archives: vec![0] },
-        StorageGroup { id: 2, name: "west".into(), archives: vec![1] },
-    ]);
-    c
+    east_west(live_config(name))
 }
 
 #[test]
@@ -186,7 +172,7 @@ fn a_coordinated_hot_copy_of_two_storage_groups_shares_one_end_point() {
     let dir = tempdir();
     let db = Arc::new(Database::open(dir.path().join("db"), grouped("coord")).unwrap());
     let wl = Workload::start(Arc::clone(&db), WorkloadConfig { cross_group_fraction: 0.5, ..workload(33) });
-    more_load(&wl, 400);
+    more_load(&wl, 400, LOAD_TIMEOUT);
     let m = HotCopyManager::new(db.hot_copy_archives(), dir.path().join("manager")).unwrap();
     let sets = dir.path().join("sets");
     std::fs::create_dir(&sets).unwrap();
@@ -204,7 +190,7 @@ fn a_coordinated_hot_copy_of_two_storage_groups_shares_one_end_point() {
     assert_eq!(full.coordinator_start_id, 1);
     let e_full = full.participants[0].txn_range.unwrap().1;
     assert_eq!(full.participants[1].txn_range.unwrap().1, e_full, "one end point for both archives");
-    more_load(&wl, 300);
+    more_load(&wl, 300, LOAD_TIMEOUT);
     let jnl = wait_completed(&m, m.start(req(HotCopyType::Journal)).unwrap());
     let e_jnl = jnl.participants[0].txn_range.unwrap().1;
     assert_eq!(jnl.participants[1].txn_range.unwrap().1, e_jnl);

@@ -1,15 +1,13 @@
 //! Edges of the hot copy jobs found by the server's tests.
 
-mod common;
-#[path = "hotcopy_support.rs"]
 mod support;
 
 use std::sync::Arc;
 
 use backset_engine::hotcopy::{HotCopyManager, HotCopyRequest, HotCopyType};
 use backset_refstore::{Database, Txn};
-use common::{config, tempdir};
-use support::{check_set, wait_completed};
+use support::hotcopy::{check_set, wait_completed};
+use support::{config, tempdir};
 
 #[test]
 fn a_journal_hot_copy_of_a_database_that_committed_nothing_completes_with_nothing_to_copy() {

@@ -6,8 +6,6 @@
 //! The archive is the real reference store's, wrapped so that one call can be held or made to fail: the store, the
 //! copier and the backup set are real; only the timing or the outcome of that one call is forced.
 
-mod common;
-#[path = "hotcopy_support.rs"]
 mod support;
 
 use std::path::Path;
@@ -16,12 +14,9 @@ use std::time::Duration;
 
 use backset_engine::archive::{Archive, ArchiveError, ArchiveIdentity, AtomFile, JournalPin, JournalSlice};
 use backset_engine::hotcopy::{HotCopyManager, HotCopyRequest, HotCopyType, JobState, MSG_CANCELLED};
-use backset_engine::set::read_state;
-use backset_format::layout::TMP_DIR;
-use backset_format::State;
 use backset_refstore::{Database, SmArchive};
-use common::{config, tempdir, wait_until};
-use support::{check_set, load, wait_completed, wait_end, JOB_TIMEOUT};
+use support::hotcopy::{check_set, load, wait_completed, wait_end, JOB_TIMEOUT};
+use support::{assert_as_before, config, state_of, tempdir, wait_until};
 
 /// What the wrapped archive does wrong.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -122,16 +117,6 @@ fn setup(dir: &Path) -> (Arc<Database>, Arc<Faulty>, HotCopyManager) {
     });
     let m = HotCopyManager::new(vec![Arc::clone(&faulty) as Arc<dyn Archive>], dir.join("manager")).unwrap();
     (db, faulty, m)
-}
-
-fn state_of(set: &Path) -> State {
-    read_state(set).unwrap()
-}
-
-fn assert_as_before(set: &Path, before: &State) {
-    assert_eq!(&state_of(set), before, "state of {} unchanged", set.display());
-    let left: Vec<_> = std::fs::read_dir(set.join(TMP_DIR)).unwrap().map(|e| e.unwrap().file_name()).collect();
-    assert!(left.is_empty(), "tmp/ of {} holds {left:?}", set.display());
 }
 
 #[test]

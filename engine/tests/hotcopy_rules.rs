@@ -2,12 +2,10 @@
 //! each stage (held there deterministically by a paused rate budget) and a failure, each leaving the sets as valid
 //! as before with the next hot copy working, and statuses that survive a restart of the manager.
 
-mod common;
-#[path = "hotcopy_support.rs"]
 mod support;
 
 use std::collections::BTreeMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -15,14 +13,14 @@ use backset_engine::hotcopy::{
     HotCopyError, HotCopyManager, HotCopyRequest, HotCopyStatus, HotCopyType, JobState, MSG_CANCELLED,
     MSG_PROCESS_STOPPED,
 };
-use backset_engine::set::{read_state, BackupSet};
+use backset_engine::set::BackupSet;
 use backset_format::fsio::{read_metadata, write_metadata};
 use backset_format::layout::{ElementName, TMP_DIR};
 use backset_format::{AtomState, ElementEntry, ElementInfo, ElementKind, ElementStatus, FileKind, State, TxnRange};
 use backset_refstore::workload::{key, replay_upto};
 use backset_refstore::{read_archive, Config, Database, Txn};
-use common::{assert_entries_eq, config, scan, tempdir, wait_until};
-use support::{check_set, load, range_of, restore_by_hand, wait_completed, wait_end, JOB_TIMEOUT};
+use support::hotcopy::{check_set, load, range_of, restore_by_hand, wait_completed, wait_end, JOB_TIMEOUT};
+use support::{assert_as_before, assert_entries_eq, config, scan, state_of, tempdir, wait_until};
 use uuid::Uuid;
 
 fn cfg(name: &str, sms: usize, journal_hot_copy: bool) -> Config {
@@ -53,17 +51,6 @@ fn cancel(m: &HotCopyManager, started: (u64, Uuid)) -> HotCopyStatus {
     // The copier stops within 100 ms; the rest is removing the element and rewriting the state (fsyncs).
     assert!(t.elapsed() < Duration::from_secs(5), "cancel took {:?}", t.elapsed());
     s
-}
-
-fn state_of(set: &Path) -> State {
-    read_state(set).unwrap()
-}
-
-fn assert_as_before(set: &Path, before: &State) {
-    assert_eq!(&state_of(set), before, "state of {} unchanged", set.display());
-    let tmp = set.join(TMP_DIR);
-    let left: Vec<_> = std::fs::read_dir(&tmp).unwrap().map(|e| e.unwrap().file_name()).collect();
-    assert!(left.is_empty(), "{} holds {left:?}", tmp.display());
 }
 
 #[test]
@@ -234,18 +221,25 @@ fn atoms_dropped_before_or_during_an_incremental_are_recorded_dropped() {
     assert_entries_eq(&read_archive(&out).unwrap().entries, &model, "restore of the incremental");
 }
 
+/// A one-SM database (`dir/db`, journal hot copies on) loaded with 200 transactions of workload seed `seed`, its
+/// manager, and a full hot copy of it in `dir/set` with that set's state.
+fn one_sm_with_a_full(dir: &Path, name: &str, seed: u64) -> (Arc<Database>, HotCopyManager, PathBuf, State) {
+    let db = Arc::new(Database::open(dir.join("db"), cfg(name, 1, true)).unwrap());
+    load(&db, seed, 200);
+    let m = HotCopyManager::new(db.hot_copy_archives(), dir.join("manager")).unwrap();
+    let set = dir.join("set");
+    wait_completed(&m, m.start(HotCopyRequest::new(HotCopyType::Full).backup_dir(0, &set)).unwrap());
+    let before = state_of(&set);
+    (db, m, set, before)
+}
+
 #[test]
 fn cancel_in_each_stage_leaves_the_sets_as_before_and_the_next_hot_copy_works() {
     let dir = tempdir();
     // One SM whose atoms are all in its journal (never checkpointed): an incremental passes its atoms at once and
     // is held in Stage2 by a paused SM budget; after a checkpoint it is held in Stage1.
-    let db = Arc::new(Database::open(dir.path().join("db"), cfg("cancel", 1, true)).unwrap());
-    load(&db, 8, 200);
-    let m = HotCopyManager::new(db.hot_copy_archives(), dir.path().join("manager")).unwrap();
-    let set = dir.path().join("set");
+    let (db, m, set, before) = one_sm_with_a_full(dir.path(), "cancel", 8);
     let req = |kind| HotCopyRequest::new(kind).backup_dir(0, &set);
-    wait_completed(&m, m.start(req(HotCopyType::Full)).unwrap());
-    let before = state_of(&set);
 
     m.set_sm_rate(0, Some(0)).unwrap();
     let inc = m.start(req(HotCopyType::Incremental)).unwrap();
@@ -313,13 +307,8 @@ fn cancel_in_each_stage_leaves_the_sets_as_before_and_the_next_hot_copy_works() 
 #[test]
 fn a_failure_names_its_cause_and_leaves_the_set_as_before() {
     let dir = tempdir();
-    let db = Arc::new(Database::open(dir.path().join("db"), cfg("failure", 1, true)).unwrap());
-    load(&db, 11, 200);
-    let m = HotCopyManager::new(db.hot_copy_archives(), dir.path().join("manager")).unwrap();
-    let set = dir.path().join("set");
+    let (_db, m, set, before) = one_sm_with_a_full(dir.path(), "failure", 11);
     let req = |kind| HotCopyRequest::new(kind).backup_dir(0, &set);
-    wait_completed(&m, m.start(req(HotCopyType::Full)).unwrap());
-    let before = state_of(&set);
 
     // Held while copying its journal, the element under construction is moved away: the hot copy cannot finish.
     m.set_sm_rate(0, Some(0)).unwrap();

@@ -5,8 +5,6 @@
 //! (not the old one), the old set stays restorable up to its last element and the new one from its full's end
 //! point; a new full that fails gives the chain back to the old set.
 
-mod common;
-#[path = "hotcopy_support.rs"]
 mod support;
 
 use std::path::Path;
@@ -18,8 +16,8 @@ use backset_engine::restore::{restore, RestoreOptions, Target};
 use backset_format::TxnRange;
 use backset_refstore::workload::{replay_upto, AckedTxn};
 use backset_refstore::{read_archive, Config, Database};
-use common::{assert_entries_eq, config, tempdir};
-use support::{check_set, load, range_of, wait_completed, JOB_TIMEOUT};
+use support::hotcopy::{check_set, load, range_of, wait_completed, JOB_TIMEOUT};
+use support::{assert_entries_eq, config, tempdir};
 
 fn cfg() -> Config {
     let mut c = config("chains");

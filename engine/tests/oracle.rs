@@ -22,7 +22,7 @@
 //! matter (the restored atoms alone differ from the oracle for some targets), journal elements and incrementals must
 //! actually be used by some restores.
 
-mod common;
+mod support;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
@@ -36,10 +36,9 @@ use backset_engine::restore::{self, RestoreError, RestoreOptions, Target};
 use backset_engine::set::BackupSet;
 use backset_format::ElementKind;
 use backset_refstore::workload::{replay_upto, AckedTxn, Workload, WorkloadConfig};
-use backset_refstore::{read_archive, Config, Database, StorageGroup};
-use common::{config, tempdir, wait_until};
-use rand::rngs::Xoshiro256PlusPlus;
-use rand::{RngExt, SeedableRng};
+use backset_refstore::{read_archive, Database};
+use rand::RngExt;
+use support::{config, east_west, live, more_load, rng, tempdir, wait_until, Rng};
 use uuid::Uuid;
 
 type Entries = BTreeMap<Vec<u8>, Vec<u8>>;
@@ -68,12 +67,8 @@ fn seed(test: &str) -> u64 {
     seed
 }
 
-fn live(mut c: Config) -> Config {
-    c.journal_hot_copy = true;
-    // Atoms change and R moves while they are copied; incrementals find changed atoms.
-    c.checkpoint_interval = Some(Duration::from_millis(5));
-    c
-}
+/// Background checkpoints: atoms change and R moves while they are copied; incrementals find changed atoms.
+const CHECKPOINT_INTERVAL: Duration = Duration::from_millis(5);
 
 fn full_speed(seed: u64, cross_group_fraction: f64) -> WorkloadConfig {
     WorkloadConfig {
@@ -87,12 +82,6 @@ fn full_speed(seed: u64, cross_group_fraction: f64) -> WorkloadConfig {
         cross_group_fraction,
         max_txns: None,
     }
-}
-
-/// Waits for the workload to acknowledge `n` more transactions.
-fn more_load(wl: &Workload, n: u64) {
-    let seen = wl.acked_count();
-    wait_until("the workload to make progress", DEADLINE, || wl.acked_count() >= seen + n);
 }
 
 /// Waits for a job to end (with a deadline) and requires it to have completed.
@@ -123,7 +112,7 @@ fn drive(
     m: &HotCopyManager,
     wl: &Workload,
     req: &dyn Fn(HotCopyType) -> HotCopyRequest,
-    rng: &mut Xoshiro256PlusPlus,
+    rng: &mut Rng,
     seed: u64,
 ) -> Vec<String> {
     let mut log = Vec::new();
@@ -138,7 +127,7 @@ fn drive(
         assert_eq!(ends.len(), 1, "seed {seed}: the participants of {kind} {} end at different points: {s:?}", s.id);
         log.push(describe(&format!("{kind} {}", s.id), &s));
     };
-    more_load(wl, 200);
+    more_load(wl, 200, DEADLINE);
     let full = run(HotCopyType::Full, &mut log);
     finish(full, HotCopyType::Full, &mut log);
     let total = rng.random_range(12..=20usize);
@@ -382,7 +371,7 @@ fn verify(
     sets: &[PathBuf],
     acked: &[AckedTxn],
     owner: &dyn Fn(&[u8]) -> usize,
-    rng: &mut Xoshiro256PlusPlus,
+    rng: &mut Rng,
     seed: u64,
     schedule: &[String],
 ) -> Coverage {
@@ -509,9 +498,9 @@ fn stop(wl: Workload, seed: u64) -> Vec<AckedTxn> {
 fn one_sm_full_journal_and_incremental_hot_copies_restore_to_the_oracle() {
     let started = Instant::now();
     let seed = seed("one_sm");
-    let mut rng = Xoshiro256PlusPlus::seed_from_u64(seed);
+    let mut rng = rng(seed);
     let dir = tempdir();
-    let db = Arc::new(Database::open(dir.path().join("db"), live(config("oracle"))).unwrap());
+    let db = Arc::new(Database::open(dir.path().join("db"), live(config("oracle"), CHECKPOINT_INTERVAL)).unwrap());
     let m = HotCopyManager::new(db.hot_copy_archives(), dir.path().join("manager")).unwrap();
     let set = dir.path().join("set");
     let wl = Workload::start(Arc::clone(&db), full_speed(seed, 0.0));
@@ -528,14 +517,9 @@ fn one_sm_full_journal_and_incremental_hot_copies_restore_to_the_oracle() {
 fn two_storage_groups_coordinated_hot_copies_restore_to_the_oracle() {
     let started = Instant::now();
     let seed = seed("two_storage_groups");
-    let mut rng = Xoshiro256PlusPlus::seed_from_u64(seed);
+    let mut rng = rng(seed);
     let dir = tempdir();
-    let mut c = live(config("oracle2"));
-    c.sms = 2;
-    c.storage_groups = Some(vec![
-        StorageGroup { id: 1, name: "east".into(), archives: vec![0] },
-        StorageGroup { id: 2, name: "west".into(), archives: vec![1] },
-    ]);
+    let c = live(east_west(config("oracle2")), CHECKPOINT_INTERVAL);
     let db = Arc::new(Database::open(dir.path().join("db"), c).unwrap());
     let m = HotCopyManager::new(db.hot_copy_archives(), dir.path().join("manager")).unwrap();
     let sets = [dir.path().join("set-east"), dir.path().join("set-west")];

@@ -1,8 +1,7 @@
 //! Restore of a backup set made under load (full, incrementals and journal elements), compared key for key with the
 //! workload's replay oracle; the restore's refusals; the reports of `--report-backups` and `--report-timestamps`.
 
-mod common;
-mod setmaker;
+mod support;
 
 use std::path::Path;
 use std::sync::Arc;
@@ -16,10 +15,9 @@ use backset_engine::restore::{
 use backset_format::{ElementKind, ElementStatus, TxnRange};
 use backset_refstore::workload::replay_upto;
 use backset_refstore::{read_archive, Database, Txn};
-use common::{assert_entries_eq, config, file_names, tempdir};
-use rand::rngs::Xoshiro256PlusPlus;
-use rand::{RngExt, SeedableRng};
-use setmaker::template;
+use rand::RngExt;
+use support::setmaker::template;
+use support::{assert_entries_eq, config, file_names, rng, tempdir};
 use uuid::Uuid;
 
 /// The base a restore to `txn` must start from, by the semantics: the newest full or incremental with E <= txn.
@@ -66,7 +64,7 @@ fn restores_to_latest_to_every_element_and_to_random_transactions() {
     for e in &t.elements {
         restore_and_compare(Target::Element(e.element_id), e.txn_range.last);
     }
-    let mut rng = Xoshiro256PlusPlus::seed_from_u64(99);
+    let mut rng = rng(99);
     let mut targets: Vec<u64> = (0..8).map(|_| rng.random_range(full_end..=latest)).collect();
     targets.extend([full_end, full_end + 1, latest - 1]);
     for txn in targets {

@@ -2,11 +2,9 @@
 //! chunk by chunk (each verified before its records are used) by restore, check and report-timestamps; a damaged
 //! chunk in the middle of a slice is named by check and refused by restore.
 
-mod common;
-mod setmaker;
+mod support;
 
-use std::fs::{self, OpenOptions};
-use std::io::{Read, Seek, SeekFrom, Write};
+use std::fs;
 use std::sync::Arc;
 
 use backset_engine::check::{check_set, CheckOptions, DefectKind};
@@ -14,8 +12,8 @@ use backset_engine::restore::{report_timestamps, restore, RestoreError, RestoreO
 use backset_format::limits::CHUNK_BYTES;
 use backset_refstore::workload::{key, replay_upto, AckedTxn};
 use backset_refstore::{read_archive, Database, Txn};
-use common::{assert_entries_eq, config, file_names, tempdir};
-use setmaker::SetMaker;
+use support::setmaker::SetMaker;
+use support::{assert_entries_eq, config, file_names, flip_byte, tempdir};
 
 /// Commits `n` transactions of one or two values of 100 to 300 KB each.
 fn commit_large(db: &Database, n: u64, salt: u64, acked: &mut Vec<AckedTxn>) {
@@ -78,14 +76,7 @@ fn multi_chunk_atoms_and_slices_restore_check_and_report() {
     // A flipped byte in the third chunk of the biggest slice.
     let name = file_names(&slices).into_iter().max_by_key(|n| fs::metadata(slices.join(n)).unwrap().len()).unwrap();
     let path = slices.join(name);
-    let mut f = OpenOptions::new().read(true).write(true).open(&path).unwrap();
-    let at = 2 * CHUNK_BYTES + 12345;
-    let mut b = [0u8];
-    f.seek(SeekFrom::Start(at)).unwrap();
-    f.read_exact(&mut b).unwrap();
-    f.seek(SeekFrom::Start(at)).unwrap();
-    f.write_all(&[!b[0]]).unwrap();
-    drop(f);
+    flip_byte(&path, 2 * CHUNK_BYTES + 12345, 0xff);
     let report = check_set(&set, &CheckOptions::default()).unwrap();
     let d = report.defects.iter().find(|d| d.file.as_deref() == Some(path.as_path())).expect("a defect for the slice");
     assert_eq!(d.kind, DefectKind::Hash);

@@ -3,8 +3,7 @@
 //! groups (its journal has records for only some transaction ids); `--report-timestamps` lists exactly the
 //! transactions a restore accepts.
 
-mod common;
-mod setmaker;
+mod support;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -17,15 +16,14 @@ use backset_engine::restore::{
 };
 use backset_format::TxnRange;
 use backset_refstore::workload::{key, replay_upto, AckedTxn, Workload, WorkloadConfig};
-use backset_refstore::{read_archive, Database, StorageGroup, Txn};
-use common::{assert_entries_eq, config, tempdir, wait_until};
-use rand::rngs::Xoshiro256PlusPlus;
-use rand::{RngExt, SeedableRng};
-use setmaker::SetMaker;
+use backset_refstore::{read_archive, Database, Txn};
+use rand::RngExt;
+use support::setmaker::SetMaker;
+use support::{assert_entries_eq, config, east_west, live, more_load, rng, tempdir};
 
 /// Commits `n` transactions one after another, recording each as the workload would.
 fn commit_n(db: &Database, n: u64, salt: u64, acked: &mut Vec<AckedTxn>) {
-    let mut rng = Xoshiro256PlusPlus::seed_from_u64(salt);
+    let mut rng = rng(salt);
     for _ in 0..n {
         let k = key(rng.random_range(0..120));
         let txn = if rng.random_bool(0.2) {
@@ -103,23 +101,13 @@ fn without_journal_elements_transactions_between_bases_need_the_later_incrementa
 #[test]
 fn a_set_of_an_archive_with_some_storage_groups_restores_its_groups_at_any_transaction() {
     let dir = tempdir();
-    let mut cfg = config("groups");
-    cfg.sms = 2;
-    cfg.storage_groups = Some(vec![
-        StorageGroup { id: 1, name: "east".into(), archives: vec![0] },
-        StorageGroup { id: 2, name: "west".into(), archives: vec![1] },
-    ]);
-    cfg.checkpoint_interval = Some(Duration::from_millis(3));
-    cfg.journal_hot_copy = true;
+    let cfg = live(east_west(config("groups")), Duration::from_millis(3));
     let db = Arc::new(Database::open(dir.path(), cfg).unwrap());
     let wl = Workload::start(
         Arc::clone(&db),
         WorkloadConfig { seed: 3, threads: 3, key_space: 300, cross_group_fraction: 0.3, ..WorkloadConfig::default() },
     );
-    let more = |n: u64| {
-        let seen = wl.acked_count();
-        wait_until("commits", Duration::from_secs(60), || wl.acked_count() >= seen + n);
-    };
+    let more = |n: u64| more_load(&wl, n, Duration::from_secs(60));
     more(200);
     let sets = tempdir();
     let set = sets.path().join("set");
@@ -149,7 +137,7 @@ fn a_set_of_an_archive_with_some_storage_groups_restores_its_groups_at_any_trans
         |a: &AckedTxn| a.txn.puts.iter().map(|(k, _)| k).chain(&a.txn.deletes).any(|k| db.group_of(k) == Some(2));
     let skipped = report.acked.iter().find(|a| a.txn_id > e_full && a.txn_id <= latest && !involves(a)).unwrap().txn_id;
 
-    let mut rng = Xoshiro256PlusPlus::seed_from_u64(5);
+    let mut rng = rng(5);
     let mut targets: Vec<u64> = (0..6).map(|_| rng.random_range(e_full..=latest)).collect();
     targets.extend(elements.iter().map(|e| e.txn_range.last));
     targets.push(skipped);

@@ -1,4 +1,5 @@
-//! Helpers shared by the reference store's integration tests, and by the engine's (engine/tests/common).
+//! The reference store's integration test support: every helper two of its test files need, once. The engine's
+//! tests use it too (engine/tests/support), since they hot-copy the store's archives.
 #![allow(dead_code)]
 
 use std::path::Path;

@@ -1,9 +1,6 @@
-//! Helpers of the hot copy tests (`hotcopy.rs`, `hotcopy_rules.rs` include this file as a module): a structural
-//! read-back of a backup set that recomputes every hash from the data files, and a restore done by the test itself
-//! (independent of the engine's restore) that lays a set out as an archive the store can read.
-//!
-//! Cargo also builds it on its own as a test target, which holds no test.
-#![allow(dead_code)]
+//! Helpers of the hot copy tests: a structural read-back of a backup set that recomputes every hash from the data
+//! files, and a restore done by the test itself (independent of the engine's restore) that lays a set out as an
+//! archive the store can read; waits for a job's end.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};

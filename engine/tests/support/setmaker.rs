@@ -1,8 +1,7 @@
 //! Backup sets for the restore and check tests, made by the engine's hot copy jobs ([`HotCopyManager`]) of the
-//! reference store, and helpers around them: a shared template set made under load, tree copies.
+//! reference store, and the template set made under load that the restore and check tests share.
 #![allow(dead_code)]
 
-use std::fs;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -28,7 +27,7 @@ pub struct SetMaker {
 impl SetMaker {
     /// Makes the full element of a new set in `dir` (archive `archive_id` of `db`).
     pub fn full(dir: &Path, db: &Arc<Database>, archive_id: u64) -> Self {
-        let manager_dir = super::common::tempdir();
+        let manager_dir = super::tempdir();
         let manager = HotCopyManager::new(db.hot_copy_archives(), manager_dir.path()).unwrap();
         let maker = Self { dir: dir.to_path_buf(), archive_id, manager, _manager_dir: manager_dir };
         maker.run(HotCopyType::Full);
@@ -68,20 +67,6 @@ impl SetMaker {
     }
 }
 
-/// Copies a directory tree (regular files and directories only).
-pub fn copy_tree(from: &Path, to: &Path) {
-    fs::create_dir_all(to).unwrap();
-    for entry in fs::read_dir(from).unwrap() {
-        let entry = entry.unwrap();
-        let target = to.join(entry.file_name());
-        if entry.file_type().unwrap().is_dir() {
-            copy_tree(&entry.path(), &target);
-        } else {
-            fs::copy(entry.path(), target).unwrap();
-        }
-    }
-}
-
 /// A backup set made under load, shared by the tests of one test binary: full, 1.jnl, 1.inc, 2.jnl, 2.inc, 3.jnl,
 /// each made while the workload commits at full speed; with the workload's record of every acknowledged
 /// transaction (the oracle).
@@ -104,9 +89,9 @@ impl Template {
 
     /// A private copy of the set: `(its temp dir, the set's path)`.
     pub fn copy(&self) -> (tempfile::TempDir, PathBuf) {
-        let d = super::common::tempdir();
+        let d = super::tempdir();
         let set = d.path().join("set");
-        copy_tree(&self.set(), &set);
+        super::copy_tree(&self.set(), &set);
         (d, set)
     }
 
@@ -130,22 +115,17 @@ pub fn template() -> &'static Template {
 fn make_template() -> Template {
     use backset_refstore::workload::{Workload, WorkloadConfig};
     use backset_refstore::Database;
-    let db_dir = super::common::tempdir();
-    let mut cfg = super::common::config("restore");
-    cfg.checkpoint_interval = Some(Duration::from_millis(3));
-    cfg.journal_hot_copy = true;
+    let db_dir = super::tempdir();
+    let cfg = super::live(super::config("restore"), Duration::from_millis(3));
     let db = Arc::new(Database::open(db_dir.path(), cfg).unwrap());
     let database_id = db.database_id();
     let wl = Workload::start(
         Arc::clone(&db),
         WorkloadConfig { seed: 7, threads: 3, key_space: 300, delete_fraction: 0.3, ..WorkloadConfig::default() },
     );
-    let more = |n: u64| {
-        let seen = wl.acked_count();
-        super::common::wait_until("commits", Duration::from_secs(60), || wl.acked_count() >= seen + n);
-    };
+    let more = |n: u64| super::more_load(&wl, n, Duration::from_secs(60));
     more(300);
-    let dir = super::common::tempdir();
+    let dir = super::tempdir();
     let mut maker = SetMaker::full(&dir.path().join("set"), &db, 0);
     more(200);
     maker.journal();
