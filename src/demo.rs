@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, ensure, Context, Result};
 use backset_engine::check::{check_set, CheckOptions};
 use backset_engine::hotcopy::{HotCopyManager, HotCopyRequest, HotCopyStatus, HotCopyType, JobState};
-use backset_engine::restore::{restore, RestoreOptions, Target};
+use backset_engine::restore::{restore, RestoreOptions, RestorePoint};
 use backset_refstore::workload::{replay_upto, Workload, WorkloadConfig};
 use backset_refstore::{read_archive, Config, Database};
 
@@ -109,9 +109,10 @@ pub fn run(args: &Args) -> Result<()> {
     let target = inc_end + (last_end - inc_end) / 2;
     let control = Arc::new(backset_copier::JobControl::new());
     let opts = RestoreOptions { control: Some(Arc::clone(&control)), ..RestoreOptions::default() };
-    let restored_report =
-        progress::follow("restore", &control, || restore(&set_dir, &restored, Target::Transaction(target), &opts))
-            .context("restore")?;
+    let restored_report = progress::follow("restore", &control, || {
+        restore(&set_dir, &restored, RestorePoint::Transaction(target), &opts)
+    })
+    .context("restore")?;
     println!(
         "restore   to transaction {target} -> {}: {} ({}) from {}, {}, {:.2} s",
         restored.display(),

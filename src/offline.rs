@@ -11,8 +11,8 @@ use backset_copier::JobControl;
 use backset_engine::check::{check_archive_with_journal, check_set, CheckOptions};
 use backset_engine::found::{found, missing_archive_part, Found};
 use backset_engine::restore::{
-    backups, for_each_timestamp, refuse_unfinished, restore, RestoreError, RestoreOptions, Target, TimestampFilter,
-    TimestampItem,
+    backups, for_each_timestamp, refuse_unfinished, restore, RestoreError, RestoreOptions, RestorePoint,
+    TimestampFilter, TimestampItem,
 };
 use backset_engine::set::read_state;
 use backset_format::layout::JOURNAL_DIR;
@@ -156,9 +156,9 @@ pub fn run_restore(args: &RestoreArgs) -> Result<()> {
     }
     let Some(dest) = &args.restore_dir else { bail!("give --restore-dir DIR (a new archive directory)") };
     let target = match (args.restore_snapshot, args.backup_element_id) {
-        (Some(txn), _) => Target::Transaction(txn),
-        (None, Some(id)) => Target::Element(id),
-        (None, None) => Target::Latest,
+        (Some(txn), _) => RestorePoint::Transaction(txn),
+        (None, Some(id)) => RestorePoint::Element(id),
+        (None, None) => RestorePoint::Latest,
     };
     let control = Arc::new(JobControl::new());
     let signal = cancel_on_signals(&control)?;

@@ -20,7 +20,7 @@ use std::time::Duration;
 
 use backset_engine::archive::{Archive, ArchiveError, ArchiveIdentity, AtomFile, JournalPin, JournalSlice};
 use backset_engine::hotcopy::{HotCopyManager, HotCopyRequest, HotCopyType, JobState};
-use backset_engine::restore::{restore, RestoreOptions, RestoreReport, Target};
+use backset_engine::restore::{restore, RestoreOptions, RestorePoint, RestoreReport};
 use backset_format::layout::{atom_file_name, parse_id_name, segment_file_name, ATOMS_DIR, JOURNAL_DIR};
 use backset_format::{encode_atom, read_segment, AtomHeader, SegmentHeader, SegmentWriter};
 use uuid::Uuid;
@@ -246,7 +246,7 @@ pub fn run(dir: &Path) -> Result<Outcome, Box<dyn std::error::Error>> {
     println!("full hot copy {hot_copy} into {}: {}", set.display(), status.message);
 
     let restored = dir.join("restored");
-    let report = restore(&set, &restored, Target::Latest, &RestoreOptions::default())?;
+    let report = restore(&set, &restored, RestorePoint::Latest, &RestoreOptions::default())?;
     println!(
         "restored {} to transaction {}: {} atom file(s), {} journal record(s), in {}",
         set.display(),

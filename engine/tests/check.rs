@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use backset_copier::JobControl;
 use backset_engine::check::{check_archive, check_set, CheckError, CheckOptions, CheckReport, Defect, DefectKind};
-use backset_engine::restore::{restore, RestoreError, RestoreOptions, Target};
+use backset_engine::restore::{restore, RestoreError, RestoreOptions, RestorePoint};
 use backset_engine::set::SetError;
 use backset_format::journal::{RECORD_HEADER_BYTES, SEGMENT_HEADER_BYTES};
 use backset_format::TxnRange;
@@ -38,7 +38,7 @@ fn assert_defect(defects: &[Defect], kind: DefectKind, element: Option<&str>, fi
 }
 
 /// Restore to `target` is refused, and the destination is left empty; returns the error.
-fn assert_restore_refused(set: &Path, target: Target) -> RestoreError {
+fn assert_restore_refused(set: &Path, target: RestorePoint) -> RestoreError {
     let dest = tempdir();
     let err = restore(set, dest.path(), target, &RestoreOptions::default()).unwrap_err();
     assert!(file_names(dest.path()).is_empty(), "{err}: the destination holds {:?}", file_names(dest.path()));
@@ -56,8 +56,8 @@ fn assert_restore_refused_for_data_file(set: &Path, name: &str, file: &Path) {
     }
 }
 
-fn element_target(name: &str) -> Target {
-    Target::Element(template().element(name).element_id)
+fn element_target(name: &str) -> RestorePoint {
+    RestorePoint::Element(template().element(name).element_id)
 }
 
 fn expected_range() -> Vec<TxnRange> {
@@ -185,7 +185,7 @@ fn a_flipped_byte_in_each_control_file() {
         assert!(r.restorable.is_empty(), "a set with damaged metadata is not restorable: {:?}", r.restorable);
         let m = check_set(&set, &CheckOptions { metadata_only: true, ..CheckOptions::default() }).unwrap();
         assert_defect(&m.defects, DefectKind::Metadata, Some("1.inc"), &path);
-        match assert_restore_refused(&set, Target::Latest) {
+        match assert_restore_refused(&set, RestorePoint::Latest) {
             RestoreError::Set(e @ SetError::Metadata { .. }) => {
                 assert_eq!(e.element().unwrap().to_string(), "1.inc");
                 assert_eq!(e.path().as_deref(), Some(path.as_path()));
@@ -203,7 +203,7 @@ fn a_flipped_byte_in_the_state() {
     let r = full_check(&set);
     assert_defect(&r.defects, DefectKind::Metadata, None, &state);
     assert!(r.restorable.is_empty());
-    let err = assert_restore_refused(&set, Target::Latest);
+    let err = assert_restore_refused(&set, RestorePoint::Latest);
     assert!(matches!(&err, RestoreError::Set(SetError::Metadata { element: None, .. })), "{err}");
     assert!(err.to_string().contains(&state.display().to_string()), "{err}");
 }
@@ -389,7 +389,7 @@ fn control_files_that_decode_but_disagree() {
     let r = full_check(&set);
     assert_defect(&r.defects, DefectKind::Chain, Some("2.inc"), &set.join("2.inc"));
     assert!(r.restorable.is_empty());
-    assert!(matches!(assert_restore_refused(&set, Target::Latest), RestoreError::Set(SetError::Chain { .. })));
+    assert!(matches!(assert_restore_refused(&set, RestorePoint::Latest), RestoreError::Set(SetError::Chain { .. })));
 
     // A gap in the journal chain: 2.jnl starts 3 transactions late (state and element info agree).
     let (_keep, set) = template().copy();
@@ -501,7 +501,7 @@ fn leftovers_of_an_interrupted_hot_copy_are_notes_not_defects() {
     assert!(r.notes.iter().any(|n| n.contains("under construction")), "{:?}", r.notes);
     assert_eq!(r.restorable, expected_range());
     let dest = tempdir();
-    let report = restore(&set, dest.path(), Target::Latest, &RestoreOptions::default()).unwrap();
+    let report = restore(&set, dest.path(), RestorePoint::Latest, &RestoreOptions::default()).unwrap();
     assert_eq!(report.target_txn, t.latest());
 }
 

@@ -20,7 +20,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use backset_engine::check::{check_set, CheckOptions, Defect};
-use backset_engine::restore::{restore, RestoreError, RestoreOptions, Target};
+use backset_engine::restore::{restore, RestoreError, RestoreOptions, RestorePoint};
 use backset_format::{ElementEntry, ElementKind};
 use backset_refstore::workload::{replay_upto, AckedTxn, Workload, WorkloadConfig};
 use backset_refstore::{read_archive, Database};
@@ -128,7 +128,7 @@ struct Tally {
 #[allow(clippy::too_many_arguments)]
 fn restore_case(
     set: &Path,
-    target: Target,
+    target: RestorePoint,
     txn: u64,
     acked: &[AckedTxn],
     named: &Path,
@@ -230,7 +230,7 @@ fn every_kind_of_file_times_every_damage() {
                 };
                 restore_case(
                     &set,
-                    Target::Latest,
+                    RestorePoint::Latest,
                     latest,
                     &t.acked,
                     &named,
@@ -242,7 +242,7 @@ fn every_kind_of_file_times_every_damage() {
                 let e = item.element.as_ref().unwrap_or_else(|| t.elements.last().unwrap());
                 restore_case(
                     &set,
-                    Target::Element(e.element_id),
+                    RestorePoint::Element(e.element_id),
                     e.txn_range.last,
                     &t.acked,
                     &named,
@@ -325,7 +325,7 @@ fn elements_copied_from_another_set_of_the_same_or_another_database() {
             let report = check_set(&set, &CheckOptions::default()).unwrap();
             assert_named(&report.defects, Some(&name), &set.join(&name), &case);
             assert!(report.restorable.is_empty(), "{case}: {:?}", report.restorable);
-            for target in [Target::Latest, Target::Element(e.element_id)] {
+            for target in [RestorePoint::Latest, RestorePoint::Element(e.element_id)] {
                 let dest = keep.path().join("dest");
                 let err = restore(&set, &dest, target, &RestoreOptions::default())
                     .err()

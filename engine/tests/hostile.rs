@@ -16,7 +16,7 @@ use std::process::Command;
 
 use backset_engine::check::{check_set, CheckOptions, CheckReport};
 use backset_engine::limits::restore_memory_bound;
-use backset_engine::restore::{restore, RestoreError, RestoreOptions, Target};
+use backset_engine::restore::{restore, RestoreError, RestoreOptions, RestorePoint};
 use backset_format::atom::{ATOM_BODY_LEN_OFFSET, ATOM_CHECK_OFFSET, ATOM_HEADER_BYTES};
 use backset_format::fsio::{read_metadata, write_metadata};
 use backset_format::journal::{RECORD_HEADER_BYTES, REC_LEN_OFFSET, SEGMENT_HEADER_BYTES};
@@ -81,9 +81,10 @@ fn nothing_written_outside<R>(arena: &Arena, f: impl FnOnce() -> R) -> R {
 /// A restore of the arena's set (through `set`, which may be another path to it) to latest is refused with an error
 /// naming `named` (and `element`), leaves no destination, and writes nothing elsewhere.
 fn assert_refused(arena: &Arena, set: &Path, named: &Path, element: Option<&str>, case: &str) -> RestoreError {
-    let err = nothing_written_outside(arena, || restore(set, arena.dest(), Target::Latest, &RestoreOptions::default()))
-        .err()
-        .unwrap_or_else(|| panic!("{case}: the restore accepted a hostile set"));
+    let err =
+        nothing_written_outside(arena, || restore(set, arena.dest(), RestorePoint::Latest, &RestoreOptions::default()))
+            .err()
+            .unwrap_or_else(|| panic!("{case}: the restore accepted a hostile set"));
     assert!(!arena.dest().exists(), "{case}: {err}: the refused restore left its destination");
     let msg = err.to_string();
     assert!(msg.contains(&named.display().to_string()), "{case}: the error does not name {}: {msg}", named.display());
@@ -97,7 +98,7 @@ fn assert_refused(arena: &Arena, set: &Path, named: &Path, element: Option<&str>
 fn assert_restores_exactly(arena: &Arena, set: &Path, case: &str) {
     let t = template();
     let report =
-        nothing_written_outside(arena, || restore(set, arena.dest(), Target::Latest, &RestoreOptions::default()))
+        nothing_written_outside(arena, || restore(set, arena.dest(), RestorePoint::Latest, &RestoreOptions::default()))
             .unwrap_or_else(|e| panic!("{case}: {e}"));
     assert_eq!(report.target_txn, t.latest(), "{case}");
     let restored = read_archive(&arena.dest()).unwrap();
@@ -625,7 +626,7 @@ fn memory_probe() {
             }
             Err(e) => format!("check error: {e}"),
         },
-        "restore" => match restore(set, dest, Target::Latest, &RestoreOptions::default()) {
+        "restore" => match restore(set, dest, RestorePoint::Latest, &RestoreOptions::default()) {
             Ok(r) => format!("restored {} atoms", r.atoms),
             Err(e) => format!("restore error: {e}"),
         },
@@ -639,7 +640,7 @@ fn memory_probe() {
                 (c.edit)(&s);
                 let r = check_set(&s, &CheckOptions::default()).unwrap();
                 assert!(!r.is_ok(), "{}", c.name);
-                let e = restore(&s, keep.path().join("dest"), Target::Latest, &RestoreOptions::default());
+                let e = restore(&s, keep.path().join("dest"), RestorePoint::Latest, &RestoreOptions::default());
                 assert!(e.is_err(), "{}", c.name);
                 refused += 1;
             }
@@ -869,8 +870,9 @@ fn regression_a_refused_restore_left_the_parent_directories_it_had_created() {
     bytes[last] ^= 1;
     fs::write(&atom, bytes).unwrap();
     let dest = arena.dest().join("new/parents/archive");
-    let err = nothing_written_outside(&arena, || restore(&set, &dest, Target::Latest, &RestoreOptions::default()))
-        .expect_err("missing parents refuse the restore");
+    let err =
+        nothing_written_outside(&arena, || restore(&set, &dest, RestorePoint::Latest, &RestoreOptions::default()))
+            .expect_err("missing parents refuse the restore");
     assert!(
         err.to_string().starts_with(&format!(
             "Failed to create restore directory {}: No such file or directory (its parent directory {} does not exist",
@@ -881,8 +883,9 @@ fn regression_a_refused_restore_left_the_parent_directories_it_had_created() {
     );
     assert!(!arena.dest().exists(), "{err}: the refused restore left {:?}", scan(&arena.dest(), Path::new("")));
     let dest = arena.dest();
-    let err = nothing_written_outside(&arena, || restore(&set, &dest, Target::Latest, &RestoreOptions::default()))
-        .expect_err("a damaged atom refuses the restore");
+    let err =
+        nothing_written_outside(&arena, || restore(&set, &dest, RestorePoint::Latest, &RestoreOptions::default()))
+            .expect_err("a damaged atom refuses the restore");
     assert!(matches!(err, RestoreError::DataFile { .. }), "{err}");
     assert!(err.to_string().contains(&atom.display().to_string()), "{err}");
     assert!(!arena.dest().exists(), "{err}: the refused restore left {:?}", scan(&arena.dest(), Path::new("")));

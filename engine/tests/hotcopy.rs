@@ -116,7 +116,8 @@ fn full_incremental_and_journal_elements_restore_the_state_at_each_end_point() {
     assert_eq!(report.restorable_max(), Some(e_j3));
     for t in [range_of(&set, "full").1, between, e_j3] {
         let dest = scratch.join(format!("engine-restore-{t}"));
-        restore::restore(&set, &dest, restore::Target::Transaction(t), &restore::RestoreOptions::default()).unwrap();
+        restore::restore(&set, &dest, restore::RestorePoint::Transaction(t), &restore::RestoreOptions::default())
+            .unwrap();
         let entries = read_archive(&dest).unwrap().entries;
         assert_entries_eq(&entries, &oracle(&acked_all, t), &format!("the engine's restore to {t}"));
     }

@@ -12,7 +12,7 @@ use std::sync::Arc;
 
 use backset_engine::check::CheckOptions;
 use backset_engine::hotcopy::{HotCopyError, HotCopyManager, HotCopyRequest, HotCopyType, JobState};
-use backset_engine::restore::{restore, RestoreOptions, Target};
+use backset_engine::restore::{restore, RestoreOptions, RestorePoint};
 use backset_format::TxnRange;
 use backset_refstore::workload::{replay_upto, AckedTxn};
 use backset_refstore::{read_archive, Config, Database};
@@ -83,7 +83,7 @@ fn a_journal_hot_copy_into_an_older_set_is_refused_also_after_a_restart() {
 fn restores_exactly(set: &Path, txn: u64, acked: &[AckedTxn]) {
     let out = tempdir();
     let dest = out.path().join("r");
-    restore(set, &dest, Target::Transaction(txn), &RestoreOptions::default())
+    restore(set, &dest, RestorePoint::Transaction(txn), &RestoreOptions::default())
         .unwrap_or_else(|e| panic!("restore {} to {txn}: {e}", set.display()));
     assert_entries_eq(&read_archive(&dest).unwrap().entries, &replay_upto(acked, txn), &format!("restore to {txn}"));
 }

@@ -32,7 +32,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use backset_engine::check::{check_set, CheckOptions};
 use backset_engine::hotcopy::{HotCopyManager, HotCopyRequest, HotCopyStatus, HotCopyType, JobState};
-use backset_engine::restore::{self, RestoreError, RestoreOptions, Target};
+use backset_engine::restore::{self, RestoreError, RestoreOptions, RestorePoint};
 use backset_engine::set::BackupSet;
 use backset_format::ElementKind;
 use backset_refstore::workload::{replay_upto, AckedTxn, Workload, WorkloadConfig};
@@ -290,7 +290,7 @@ struct Coverage {
 fn restore_and_compare(
     sets: &[PathBuf],
     elems: &[Vec<Elem>],
-    targets: &[Target],
+    targets: &[RestorePoint],
     t: u64,
     acked: &[AckedTxn],
     owner: &dyn Fn(&[u8]) -> usize,
@@ -416,7 +416,7 @@ fn verify(
             continue;
         }
         let t = es[0].range.1;
-        let targets: Vec<Target> = es.iter().map(|e| Target::Element(e.id)).collect();
+        let targets: Vec<RestorePoint> = es.iter().map(|e| RestorePoint::Element(e.id)).collect();
         failures.extend(
             restore_and_compare(sets, &elems, &targets, t, acked, owner, scratch, &mut cov)
                 .into_iter()
@@ -443,7 +443,7 @@ fn verify(
         }
     }
     for &t in &ts {
-        let targets = vec![Target::Transaction(t); sets.len()];
+        let targets = vec![RestorePoint::Transaction(t); sets.len()];
         failures.extend(restore_and_compare(sets, &elems, &targets, t, acked, owner, scratch, &mut cov));
     }
     // Just outside each set's ranges, and in their gaps: refused, the destination left empty.
@@ -452,7 +452,7 @@ fn verify(
         outside.extend(ranges.windows(2).flat_map(|w| [w[0].1 + 1, w[1].0 - 1]));
         for t in outside {
             let dest = scratch.join("outside");
-            match restore::restore(set, &dest, Target::Transaction(t), &RestoreOptions::default()) {
+            match restore::restore(set, &dest, RestorePoint::Transaction(t), &RestoreOptions::default()) {
                 Err(RestoreError::OutOfRange { txn, .. }) if txn == t => {}
                 other => failures.push(format!("restore of {} to {t} (outside): {other:?}", set.display())),
             }
@@ -596,7 +596,7 @@ fn a_restore_between_bases_keeps_the_first_transaction_of_a_fully_checkpointed_i
     let mut wrong = Vec::new();
     for t in report.restorable.iter().flat_map(|r| r.first..=r.last) {
         let dest = dir.path().join(format!("restore-{t}"));
-        let r = restore::restore(&set, &dest, Target::Transaction(t), &RestoreOptions::default()).unwrap();
+        let r = restore::restore(&set, &dest, RestorePoint::Transaction(t), &RestoreOptions::default()).unwrap();
         if let Some(d) = diff(&read_archive(&dest).unwrap().entries, &replay_upto(&acked, t)) {
             wrong.push(format!("T = {t} (base {}, records {:?}): {d}", r.base, r.journal_txns));
         }

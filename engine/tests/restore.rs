@@ -10,7 +10,7 @@ use std::time::{Duration, UNIX_EPOCH};
 use backset_copier::JobControl;
 use backset_engine::check::check_archive;
 use backset_engine::restore::{
-    report_backups, report_timestamps, restore, RestoreError, RestoreOptions, Target, TimestampFilter,
+    report_backups, report_timestamps, restore, RestoreError, RestoreOptions, RestorePoint, TimestampFilter,
 };
 use backset_format::{ElementKind, ElementStatus, TxnRange};
 use backset_refstore::workload::replay_upto;
@@ -33,7 +33,7 @@ fn expected_base(txn: u64) -> String {
 }
 
 /// Restores to `target` into a fresh directory and compares the archive with the oracle at the expected txn.
-fn restore_and_compare(target: Target, expected_txn: u64) {
+fn restore_and_compare(target: RestorePoint, expected_txn: u64) {
     let t = template();
     let dest = tempdir();
     let ctl = Arc::new(JobControl::new());
@@ -60,15 +60,15 @@ fn restores_to_latest_to_every_element_and_to_random_transactions() {
     let t = template();
     let full_end = t.element("full").txn_range.last;
     let latest = t.latest();
-    restore_and_compare(Target::Latest, latest);
+    restore_and_compare(RestorePoint::Latest, latest);
     for e in &t.elements {
-        restore_and_compare(Target::Element(e.element_id), e.txn_range.last);
+        restore_and_compare(RestorePoint::Element(e.element_id), e.txn_range.last);
     }
     let mut rng = rng(99);
     let mut targets: Vec<u64> = (0..8).map(|_| rng.random_range(full_end..=latest)).collect();
     targets.extend([full_end, full_end + 1, latest - 1]);
     for txn in targets {
-        restore_and_compare(Target::Transaction(txn), txn);
+        restore_and_compare(RestorePoint::Transaction(txn), txn);
     }
 }
 
@@ -78,7 +78,7 @@ fn a_restored_archive_opens_as_a_database_and_continues_after_the_target() {
     let inc = t.element("1.inc").txn_range.last;
     let txn = inc + (t.element("2.jnl").txn_range.last - inc) / 2;
     let root = tempdir();
-    restore(t.set(), root.path().join("0"), Target::Transaction(txn), &RestoreOptions::default()).unwrap();
+    restore(t.set(), root.path().join("0"), RestorePoint::Transaction(txn), &RestoreOptions::default()).unwrap();
     let mut cfg = config("restore");
     cfg.database_id = Some(t.database_id);
     let db = Database::open(root.path(), cfg).unwrap();
@@ -100,14 +100,14 @@ fn refuses_a_non_empty_destination_a_transaction_outside_the_range_and_an_unknow
     let latest = t.latest();
     let dest = tempdir();
     std::fs::write(dest.path().join("keep"), b"mine").unwrap();
-    let err = restore(t.set(), dest.path(), Target::Latest, &RestoreOptions::default()).unwrap_err();
+    let err = restore(t.set(), dest.path(), RestorePoint::Latest, &RestoreOptions::default()).unwrap_err();
     assert!(matches!(err, RestoreError::DestinationNotEmpty { .. }), "{err}");
     assert_eq!(file_names(dest.path()), ["keep"]);
 
     let dest = tempdir();
     let target = dest.path().join("new");
     for txn in [full_end - 1, latest + 1, 0] {
-        let err = restore(t.set(), &target, Target::Transaction(txn), &RestoreOptions::default()).unwrap_err();
+        let err = restore(t.set(), &target, RestorePoint::Transaction(txn), &RestoreOptions::default()).unwrap_err();
         let expected = format!(
             "transaction {txn} is outside the restorable range [{full_end}, {latest}] of backup set {}",
             t.set().display()
@@ -120,7 +120,7 @@ fn refuses_a_non_empty_destination_a_transaction_outside_the_range_and_an_unknow
     }
 
     let unknown = Uuid::new_v4();
-    let err = restore(t.set(), &target, Target::Element(unknown), &RestoreOptions::default()).unwrap_err();
+    let err = restore(t.set(), &target, RestorePoint::Element(unknown), &RestoreOptions::default()).unwrap_err();
     assert!(matches!(err, RestoreError::UnknownElement { id, .. } if id == unknown), "{err}");
     assert!(err.to_string().contains(&unknown.to_string()));
     assert!(!target.exists());
@@ -134,7 +134,8 @@ fn refuses_while_data_is_moved_away_and_succeeds_once_it_is_back() {
     let away = tempdir();
     std::fs::rename(set.join("full/data"), away.path().join("data")).unwrap();
     let dest = tempdir();
-    let err = restore(&set, dest.path(), Target::Element(full.element_id), &RestoreOptions::default()).unwrap_err();
+    let err =
+        restore(&set, dest.path(), RestorePoint::Element(full.element_id), &RestoreOptions::default()).unwrap_err();
     match &err {
         RestoreError::DataMissing { element, path, .. } => {
             assert_eq!(element.to_string(), "full");
@@ -150,16 +151,16 @@ fn refuses_while_data_is_moved_away_and_succeeds_once_it_is_back() {
     // Only what the restore needs must be there: 3.jnl's data is needed after 2.inc's end point only.
     std::fs::rename(set.join("3.jnl/data"), away.path().join("3.jnl-data")).unwrap();
     let inc = t.element("1.inc");
-    restore(&set, dest.path(), Target::Element(inc.element_id), &RestoreOptions::default()).unwrap();
+    restore(&set, dest.path(), RestorePoint::Element(inc.element_id), &RestoreOptions::default()).unwrap();
     let restored = read_archive(dest.path()).unwrap();
     assert_entries_eq(&restored.entries, &replay_upto(&t.acked, inc.txn_range.last), "1.inc without 3.jnl's data");
     let dest = tempdir();
-    let err = restore(&set, dest.path(), Target::Latest, &RestoreOptions::default()).unwrap_err();
+    let err = restore(&set, dest.path(), RestorePoint::Latest, &RestoreOptions::default()).unwrap_err();
     assert!(matches!(&err, RestoreError::DataMissing { element, .. } if element.to_string() == "3.jnl"), "{err}");
     assert_absent_or_empty(dest.path());
     std::fs::rename(away.path().join("3.jnl-data"), set.join("3.jnl/data")).unwrap();
     let dest = tempdir();
-    restore(&set, dest.path(), Target::Element(full.element_id), &RestoreOptions::default()).unwrap();
+    restore(&set, dest.path(), RestorePoint::Element(full.element_id), &RestoreOptions::default()).unwrap();
     let restored = read_archive(dest.path()).unwrap();
     assert_entries_eq(&restored.entries, &replay_upto(&t.acked, full.txn_range.last), "after data/ came back");
 }
@@ -172,14 +173,14 @@ fn a_cancelled_restore_leaves_nothing() {
     let root = tempdir();
     let dest = root.path().join("dest");
     let opts = RestoreOptions { control: Some(ctl), ..RestoreOptions::default() };
-    let err = restore(t.set(), &dest, Target::Latest, &opts).unwrap_err();
+    let err = restore(t.set(), &dest, RestorePoint::Latest, &opts).unwrap_err();
     assert!(matches!(err, RestoreError::Cancelled { .. }), "{err}");
     assert!(!dest.exists(), "the destination the restore created is removed");
     // Into an existing empty directory: it stays, empty.
     let dest = tempdir();
     let opts = RestoreOptions { control: Some(Arc::new(JobControl::new())), ..RestoreOptions::default() };
     opts.control.as_ref().unwrap().cancel();
-    assert!(matches!(restore(t.set(), dest.path(), Target::Latest, &opts), Err(RestoreError::Cancelled { .. })));
+    assert!(matches!(restore(t.set(), dest.path(), RestorePoint::Latest, &opts), Err(RestoreError::Cancelled { .. })));
     assert_absent_or_empty(dest.path());
 }
 

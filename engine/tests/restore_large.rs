@@ -8,7 +8,9 @@ use std::fs;
 use std::sync::Arc;
 
 use backset_engine::check::{check_set, CheckOptions, DefectKind};
-use backset_engine::restore::{report_timestamps, restore, RestoreError, RestoreOptions, Target, TimestampFilter};
+use backset_engine::restore::{
+    report_timestamps, restore, RestoreError, RestoreOptions, RestorePoint, TimestampFilter,
+};
 use backset_format::limits::CHUNK_BYTES;
 use backset_refstore::workload::{key, replay_upto, AckedTxn};
 use backset_refstore::{read_archive, Database, Txn};
@@ -64,7 +66,7 @@ fn multi_chunk_atoms_and_slices_restore_check_and_report() {
     let (e_full, e_jnl) = (full.txn_range.last, jnl.txn_range.last);
     for txn in [e_full, e_full + 1, (e_full + e_jnl) / 2, e_jnl - 1, e_jnl] {
         let dest = tempdir();
-        restore(&set, dest.path(), Target::Transaction(txn), &RestoreOptions::default()).unwrap();
+        restore(&set, dest.path(), RestorePoint::Transaction(txn), &RestoreOptions::default()).unwrap();
         let restored = read_archive(dest.path()).unwrap();
         assert_entries_eq(&restored.entries, &replay_upto(&acked, txn), &format!("restore to {txn}"));
     }
@@ -82,7 +84,7 @@ fn multi_chunk_atoms_and_slices_restore_check_and_report() {
     assert_eq!(d.kind, DefectKind::Hash);
     assert!(d.what.contains(&format!("bytes {}..{} (chunk 2)", 2 * CHUNK_BYTES, 3 * CHUNK_BYTES)), "{}", d.what);
     let dest = tempdir();
-    match restore(&set, dest.path(), Target::Transaction(e_jnl), &RestoreOptions::default()).unwrap_err() {
+    match restore(&set, dest.path(), RestorePoint::Transaction(e_jnl), &RestoreOptions::default()).unwrap_err() {
         RestoreError::DataFile { element, path: p, reason, .. } => {
             assert_eq!((element.to_string(), p), ("1.jnl".to_string(), path.clone()));
             assert!(reason.contains("(chunk 2)"), "{reason}");

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use backset_engine::check::{check_set, CheckOptions};
 use backset_engine::restore::{
-    for_each_timestamp, report_timestamps, restore, RestoreError, RestoreOptions, Target, TimestampFilter,
+    for_each_timestamp, report_timestamps, restore, RestoreError, RestoreOptions, RestorePoint, TimestampFilter,
     TimestampItem,
 };
 use backset_format::TxnRange;
@@ -38,7 +38,7 @@ fn commit_n(db: &Database, n: u64, salt: u64, acked: &mut Vec<AckedTxn>) {
 
 fn restore_matches(set: &std::path::Path, txn: u64, acked: &[AckedTxn]) {
     let dest = tempdir();
-    let report = restore(set, dest.path(), Target::Transaction(txn), &RestoreOptions::default())
+    let report = restore(set, dest.path(), RestorePoint::Transaction(txn), &RestoreOptions::default())
         .unwrap_or_else(|e| panic!("restore to {txn}: {e}"));
     assert_eq!(report.target_txn, txn);
     let restored = read_archive(dest.path()).unwrap();
@@ -84,7 +84,8 @@ fn without_journal_elements_transactions_between_bases_need_the_later_incrementa
                 restore_matches(&set, txn, &acked);
             } else {
                 let dest = tempdir();
-                let err = restore(&set, dest.path(), Target::Transaction(txn), &RestoreOptions::default()).unwrap_err();
+                let err =
+                    restore(&set, dest.path(), RestorePoint::Transaction(txn), &RestoreOptions::default()).unwrap_err();
                 assert!(matches!(err, RestoreError::OutOfRange { .. }), "{err}");
                 let text = format!(
                     "transaction {txn} is outside the restorable ranges [{e_full}, {e_full}], [{e_inc}, {e_inc}] of \
@@ -143,7 +144,7 @@ fn a_set_of_an_archive_with_some_storage_groups_restores_its_groups_at_any_trans
     targets.push(skipped);
     for txn in targets {
         let dest = tempdir();
-        let r = restore(&set, dest.path(), Target::Transaction(txn), &RestoreOptions::default()).unwrap();
+        let r = restore(&set, dest.path(), RestorePoint::Transaction(txn), &RestoreOptions::default()).unwrap();
         let restored = read_archive(dest.path()).unwrap();
         assert_entries_eq(&restored.entries, &west(replay_upto(&report.acked, txn)), &format!("archive 1 at {txn}"));
         assert!(restored.last_txn <= txn && r.journal_txns.is_none_or(|j| j.last <= txn));
@@ -202,7 +203,7 @@ fn report_timestamps_lists_exactly_the_restore_points_and_where_a_gap_lies() {
     }
     for txn in [e_full - 1, e_inc - 1] {
         let dest = tempdir();
-        let err = restore(&set, dest.path(), Target::Transaction(txn), &RestoreOptions::default()).unwrap_err();
+        let err = restore(&set, dest.path(), RestorePoint::Transaction(txn), &RestoreOptions::default()).unwrap_err();
         assert!(matches!(err, RestoreError::OutOfRange { .. }), "{txn}: {err}");
     }
 

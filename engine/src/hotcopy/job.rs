@@ -167,7 +167,7 @@ pub(crate) fn run_participant(
             spec,
             live,
             runner: Runner { copier, limiter, coord: ctx.coord, live },
-            target: None,
+            output: None,
             pin: None,
             committed: false,
             journal_moved: false,
@@ -225,14 +225,17 @@ impl Runner<'_> {
     }
 }
 
-enum Target {
-    Simple {
+/// What a participant writes.
+enum Output {
+    /// A simple hot copy's archive copy.
+    ArchiveCopy {
         /// `<dest>.incomplete`.
         incomplete: PathBuf,
         /// `<journal dir>.incomplete` of a separate journal directory.
         journal: Option<PathBuf>,
     },
-    Set {
+    /// An element of a backup set, built in its `tmp/<id>/`.
+    Element {
         handle: SetWriter,
         /// The set's id (its `state`'s `set_id`): which journal chain it is.
         set_id: Uuid,
@@ -242,6 +245,14 @@ enum Target {
         prev_catalog: Option<Catalog>,
         parent: Option<Uuid>,
     },
+}
+
+/// What `Stage1: Copy atoms` did: the listing, the atoms copied, those gone before they could be copied.
+#[derive(Default)]
+struct CopiedAtoms {
+    listing: Vec<AtomFile>,
+    copied: BTreeMap<u64, CopiedAtom>,
+    vanished: HashSet<u64>,
 }
 
 /// An atom copied: its LSN from the copied file's header, and the copier's report.
@@ -255,7 +266,7 @@ struct Work<'a> {
     spec: &'a ParticipantSpec,
     live: &'a ParticipantLive,
     runner: Runner<'a>,
-    target: Option<Target>,
+    output: Option<Output>,
     pin: Option<JournalPin>,
     committed: bool,
     /// A simple hot copy's separate journal directory has its final name (its archive directory not yet).
@@ -458,308 +469,423 @@ impl Work<'_> {
         }
     }
 
+    /// Runs the participant's hot copy, by type.
     fn run(&mut self) -> Result<(), HotCopyError> {
         self.set_stage(Stage::Begin)?;
-        let kind = self.ctx.kind;
-        let dest = self.spec.dest.clone();
-        // (first txn of the journal to copy, first txn of the element's range, R' for the end point)
-        let (copy_from, range_first, r_prime) = match kind {
-            HotCopyType::Simple => {
-                preflight_simple(&dest, self.spec.journal_dir.as_deref(), true)?;
-                let incomplete = incomplete_dir(&dest);
-                let journal = self.spec.journal_dir.as_deref().map(incomplete_dir);
-                // Only the last components (the parent rule, crate::paths); preflight_simple removed leftovers.
-                if !incomplete.is_dir() {
-                    create_dir(&incomplete, &dest, ARCHIVE_COPY)?;
-                }
-                if let (Some(j), Some(shown)) = (&journal, self.spec.journal_dir.as_deref()) {
-                    if !j.is_dir() {
-                        create_dir(j, shown, JOURNAL_COPY)?;
-                    }
-                }
-                let journal_target = journal.clone().unwrap_or_else(|| incomplete.join(JOURNAL_DIR));
-                for d in [incomplete.join(ATOMS_DIR), journal_target] {
-                    if !d.is_dir() {
-                        fs::create_dir(&d).map_err(io_err("create directory", &d))?;
-                    }
-                }
-                self.target = Some(Target::Simple { incomplete, journal });
-                let (r, r_prime) = self.pin()?;
-                (r, r_prime, Some(r_prime))
-            }
-            HotCopyType::Full => {
-                let (r, r_prime) = self.pin()?;
-                let created_dir = preflight_full(&dest)? == DirContent::Absent;
-                if created_dir {
-                    create_dir(&dest, &dest, BACKUP_SET)?;
-                }
-                let id = self.archive().identity();
-                let entry = Self::new_entry(ElementKind::Full, 0, r_prime);
-                let state = State {
-                    set_id: Uuid::new_v4(),
-                    database_name: id.database_name.clone(),
-                    database_id: id.database_id,
-                    archive_id: id.archive_id,
-                    storage_groups: id
-                        .storage_groups
-                        .iter()
-                        .map(|(id, name)| StorageGroup { id: *id, name: name.clone() })
-                        .collect(),
-                    elements: vec![entry],
-                };
-                let set_id = state.set_id;
-                let begun = SetWriter::new(&dest).and_then(|handle| handle.init(&state).map(|b| (handle, b)));
-                let (handle, begun) = match begun {
-                    Ok(hb) => hb,
-                    Err(e) => {
-                        if created_dir {
-                            let _ = remove_empty_dir(&dest);
-                        }
-                        return Err(e.into());
-                    }
-                };
-                self.target =
-                    Some(Target::Set { handle, set_id, begun, created_dir, prev_catalog: None, parent: None });
-                // From here on journal hot copies of this archive go into this set (see `chains`).
-                self.ctx.chains.begin_full(id.archive_id, ChainOwner { set_id, dir: dest.clone() });
-                (r, r_prime, Some(r_prime))
-            }
-            HotCopyType::Incremental => {
-                let missing = |reason| HotCopyError::NeedsFull { dir: dest.clone(), reason };
-                let (handle, set) = open_set(self.archive(), &dest, missing)?;
-                let set_id = set.state().set_id;
-                let (r, r_prime) = self.pin()?;
-                let mut base = None;
-                let begun = handle.begin(set, |set| {
-                    if let Some(reason) = incremental_blocker(set) {
-                        return Err(HotCopyError::NeedsFull { dir: dest.clone(), reason });
-                    }
-                    let newest = set.newest_base().expect("checked");
-                    let catalog = set.catalog(newest)?;
-                    let seq = next_sequence(set.state(), ElementKind::Incremental, &dest)?;
-                    base = Some((set.elements()[newest].id(), catalog));
-                    Ok(Self::new_entry(ElementKind::Incremental, seq, r_prime))
-                })?;
-                let (parent, catalog) = base.expect("set by begin");
-                self.target = Some(Target::Set {
-                    handle,
-                    set_id,
-                    begun,
-                    created_dir: false,
-                    prev_catalog: Some(catalog),
-                    parent: Some(parent),
-                });
-                (r, r_prime, Some(r_prime))
-            }
-            HotCopyType::Journal => {
-                if !self.archive().journal_hot_copy_enabled() {
-                    return Err(HotCopyError::JournalDisabled { archive_id: self.archive_id() });
-                }
-                let missing = |reason| HotCopyError::NeedsFullForJournal {
-                    dir: dest.clone(),
-                    reason: format!("{reason}; {START_A_FULL}"),
-                };
-                let (handle, set) = open_set(self.archive(), &dest, missing)?;
-                let set_id = set.state().set_id;
-                let mut parent = None;
-                let archive_id = self.archive_id();
-                let begun = handle.begin(set, |set| {
-                    let Some(full) = set.full_entry() else {
-                        return Err(HotCopyError::NeedsFullForJournal {
-                            dir: dest.clone(),
-                            reason: format!("has no full element; {START_A_FULL}"),
-                        });
-                    };
-                    self.ctx.chains.check_journal(archive_id, set_id, &dest)?;
-                    let first = set.next_journal_start().expect("the set has a full");
-                    parent = Some(set.newest_journal().map_or(full.element_id, |j| set.elements()[j].id()));
-                    let seq = next_sequence(set.state(), ElementKind::Journal, &dest)?;
-                    Ok(Self::new_entry(ElementKind::Journal, seq, first))
-                })?;
-                let first = begun.entry.txn_range.first;
-                self.target =
-                    Some(Target::Set { handle, set_id, begun, created_dir: false, prev_catalog: None, parent });
-                // The chain may start at 0 (the full of a database that had committed nothing): no record has id 0.
-                (first.max(1), first, None)
-            }
-        };
-        if let Some(Target::Set { begun, .. }) = &self.target {
-            lock(&self.live.info).element = Some(begun.entry.name().to_string());
-        }
-        self.live.set_initialised();
-        self.fault_pause("begun")?;
-
-        // Stage 1: atoms.
-        let mut listing = Vec::new();
-        let mut copied = BTreeMap::new();
-        let mut vanished = HashSet::new();
-        let mut max_lsn = 0;
-        if kind != HotCopyType::Journal {
-            self.set_stage(Stage::CopyAtoms)?;
-            listing = self.archive().atoms()?;
-            let prev = match &self.target {
-                Some(Target::Set { prev_catalog: Some(c), .. }) => Some(c),
-                _ => None,
-            };
-            let wanted: Vec<AtomFile> = listing
-                .iter()
-                .filter(|a| match prev.and_then(|c| c.get(a.atom_id)) {
-                    Some(CatalogEntry { lsn, state: AtomState::Present { .. }, .. }) => *lsn != a.lsn,
-                    _ => true,
-                })
-                .cloned()
-                .collect();
-            let dir = self.data_dir().join(ATOMS_DIR);
-            self.copy_atoms(&wanted, &dir, &mut copied, &mut vanished)?;
-            max_lsn = copied.values().map(|c: &CopiedAtom| c.lsn).max().unwrap_or(0);
-        }
-
-        // Stage 2: end point, journal.
-        self.set_stage(Stage::WaitEndPoint)?;
-        let e = self.ctx.coord.arrive_end_point(self.spec.index, Arrival { r_prime, max_lsn })?;
-        let coord = self.ctx.coord;
-        coord.wait_durable(self.archive(), e)?;
-        if let Some((id, c)) = copied.iter().find(|(_, c)| c.lsn > e) {
-            return Err(HotCopyError::BadAtom {
-                path: self.archive().dir().join(ATOMS_DIR).join(atom_file_name(*id)),
-                reason: format!("copied with LSN {} above the end point {e} (guarantee G2 broken)", c.lsn),
-            });
-        }
-        // An incremental claims only the journal it holds: [R, E] (or [E, E] when R > E: it restores to E from its
-        // atoms alone). R' = R - 1 (an archive fully checkpointed at the pin) has no record in it, and claiming it
-        // would let a restore from an earlier base take transaction R' from this element and silently skip it
-        // (engine/tests/oracle.rs, a_restore_between_bases_keeps_the_first_transaction_of_a_fully_checkpointed_
-        // incremental). The full keeps R', where the journal chain starts.
-        let range_first = if kind == HotCopyType::Incremental { copy_from.min(e) } else { range_first };
-        // Transaction ids start at 1: a journal element of a database that has committed nothing has nothing to copy.
-        let nothing = kind == HotCopyType::Journal && e < copy_from;
-        lock(&self.live.info).txn_range = (!nothing).then_some((range_first, e));
-        self.set_stage(Stage::CopyJournal)?;
-        let mut journal_files = Vec::new();
-        if !nothing && copy_from <= e {
-            let slices = self.archive().journal_slices(copy_from, e)?;
-            journal_files = self.copy_journal(&slices)?;
-        }
-
-        // Stage 3: metadata, commit.
-        self.set_stage(Stage::WriteMetadata)?;
-        if nothing {
-            // No transaction since the previous journal element: no element to add.
-            if let Some(Target::Set { handle, begun, .. }) = self.target.take() {
-                handle.abort(&begun, false)?;
-            }
-            lock(&self.live.info).element = None;
-            self.ctx.coord.arrive_commit()?;
-            self.committed = true;
-            return Ok(());
-        }
-        let end_micros = now_micros();
-        match &self.target {
-            Some(Target::Set { handle, set_id, begun, prev_catalog, parent, .. }) => {
-                let mut files: Vec<FileEntry> = copied
-                    .iter()
-                    .map(|(id, c)| file_entry(FileKind::Atom, *id, 0, &c.report))
-                    .chain(journal_files.iter().map(|(s, r)| file_entry(FileKind::Journal, s.segment, s.offset, r)))
-                    .collect();
-                files.sort_by_key(|f| (f.kind, f.id));
-                let element_id = begun.entry.element_id;
-                let manifest = Manifest { element_id, files };
-                let atoms = match kind {
-                    HotCopyType::Journal => Vec::new(),
-                    _ => catalog_entries(&listing, &copied, &vanished, prev_catalog.as_ref()),
-                };
-                let catalog = Catalog { element_id, atoms };
-                let info = ElementInfo {
-                    element_id,
-                    kind: begun.entry.kind,
-                    sequence: begun.entry.sequence,
-                    hot_copy_id: self.ctx.id,
-                    coordinator_start_id: self.ctx.coordinator_start_id,
-                    participants: self.ctx.participants.to_vec(),
-                    txn_range: TxnRange { first: range_first, last: e },
-                    begin_micros: begun.entry.begin_micros,
-                    end_micros: end_micros.max(begun.entry.begin_micros),
-                    parent: *parent,
-                };
-                check_data_files(&begun.tmp.join(DATA_DIR), &manifest.files)?;
-                handle.write_control(begun, &manifest, &catalog, &info)?;
-                self.ctx.coord.arrive_commit()?;
-                self.fault_pause("before-move")?;
-                if kind == HotCopyType::Journal {
-                    // A journal element builds on its parent: the full it started from must still be there.
-                    let state = handle.read_state()?;
-                    let parent_ok = parent.is_some_and(|p| state.elements.iter().any(|e| e.element_id == p));
-                    if !parent_ok {
-                        return Err(HotCopyError::NeedsFullForJournal {
-                            dir: self.spec.dest.clone(),
-                            reason: format!(
-                                "lost the full hot copy this journal element started from (it failed or was \
-                                 cancelled); {START_A_FULL}"
-                            ),
-                        });
-                    }
-                }
-                let (id, dest) = (self.ctx.id, &self.spec.dest);
-                handle.commit(begun, info.txn_range, info.end_micros, || {
-                    let _ = fault::pause("mid-move", kind, dest, id, None);
-                })?;
-                self.committed = true;
-                let archive_id = self.archive_id();
-                match kind {
-                    // Only the set that continues the chain moves the archive's mark (see `chains`).
-                    HotCopyType::Journal if self.ctx.chains.continues(archive_id, *set_id) => {
-                        self.archive().journal_copied_up_to(e)
-                    }
-                    HotCopyType::Full => {
-                        // The pin still holds the journal from range_first on: retention takes over from here, and
-                        // this set continues the chain.
-                        self.archive().journal_retain_from(range_first);
-                        let owner = ChainOwner { set_id: *set_id, dir: dest.to_path_buf() };
-                        if let Err(e) = self.ctx.chains.set_owner(archive_id, owner) {
-                            tracing::warn!(archive = archive_id, set = %dest.display(), "the full hot copy completed, but its set could not be recorded as the one that continues the journal chain: {e}");
-                        }
-                    }
-                    _ => {}
-                }
-            }
-            Some(Target::Simple { incomplete, journal }) => {
-                let (incomplete, journal) = (incomplete.clone(), journal.clone());
-                let journal_target = journal.clone().unwrap_or_else(|| incomplete.join(JOURNAL_DIR));
-                for d in [&incomplete.join(ATOMS_DIR), &journal_target, &incomplete] {
-                    sync_dir(d).map_err(SetError::from)?;
-                }
-                self.ctx.coord.arrive_commit()?;
-                self.fault_pause("before-move")?;
-                // Everything is durable: the journal directory first, then the archive directory, whose name
-                // without `.incomplete` says the copy is complete.
-                if let (Some(from), Some(to)) = (&journal, &self.spec.journal_dir) {
-                    fs::rename(from, to).map_err(io_err("rename", from))?;
-                    self.journal_moved = true;
-                    sync_parent(to)?;
-                    let _ = fault::pause("mid-move", kind, &self.spec.dest, self.ctx.id, None);
-                }
-                fs::rename(&incomplete, &dest).map_err(io_err("rename", &incomplete))?;
-                sync_parent(&dest)?;
-                self.committed = true;
-            }
-            None => unreachable!("a target is set in stage 1"),
+        match self.ctx.kind {
+            HotCopyType::Simple => self.run_simple()?,
+            HotCopyType::Full => self.run_full()?,
+            HotCopyType::Incremental => self.run_incremental()?,
+            HotCopyType::Journal => self.run_journal()?,
         }
         self.pin = None;
         Ok(())
     }
 
+    /// A simple hot copy: the archive's atoms and its journal `[R, E]` into `<dest>.incomplete` (and a separate
+    /// `<journal dir>.incomplete`), renamed into place once durable.
+    fn run_simple(&mut self) -> Result<(), HotCopyError> {
+        let (r, r_prime) = self.begin_archive_copy()?;
+        self.begun()?;
+        let atoms = self.copy_atoms_stage()?;
+        let e = self.end_point(Some(r_prime), &atoms)?;
+        self.copy_journal_stage(r, Some(TxnRange { first: r_prime, last: e }), e)?;
+        self.publish_archive_copy()
+    }
+
+    /// A full hot copy: a new set whose first element holds every atom and the journal `[R', E]`; the set then
+    /// continues the archive's journal chain.
+    fn run_full(&mut self) -> Result<(), HotCopyError> {
+        let (r, r_prime) = self.pin()?;
+        self.begin_set(r_prime)?;
+        self.begun()?;
+        let atoms = self.copy_atoms_stage()?;
+        let e = self.end_point(Some(r_prime), &atoms)?;
+        let range = TxnRange { first: r_prime, last: e };
+        let journal = self.copy_journal_stage(r, Some(range), e)?;
+        let info = self.write_element(&atoms, &journal, range)?;
+        let set_id = self.publish_element(&info)?;
+        // The pin still holds the journal from R' on: retention takes over from here, and this set continues the
+        // chain.
+        let archive_id = self.archive_id();
+        self.archive().journal_retain_from(r_prime);
+        let dest = &self.spec.dest;
+        let owner = ChainOwner { set_id, dir: dest.clone() };
+        if let Err(e) = self.ctx.chains.set_owner(archive_id, owner) {
+            tracing::warn!(archive = archive_id, set = %dest.display(), "the full hot copy completed, but its set could not be recorded as the one that continues the journal chain: {e}");
+        }
+        Ok(())
+    }
+
+    /// An incremental hot copy: the atoms new or changed since the newest full or incremental, a cumulative
+    /// catalog, and the journal `[R, E]`.
+    fn run_incremental(&mut self) -> Result<(), HotCopyError> {
+        let (r, r_prime) = self.begin_incremental()?;
+        self.begun()?;
+        let atoms = self.copy_atoms_stage()?;
+        let e = self.end_point(Some(r_prime), &atoms)?;
+        // An incremental claims only the journal it holds: [R, E] (or [E, E] when R > E: it restores to E from its
+        // atoms alone). R' = R - 1 (an archive fully checkpointed at the pin) has no record in it, and claiming it
+        // would let a restore from an earlier base take transaction R' from this element and silently skip it
+        // (engine/tests/oracle.rs, a_restore_between_bases_keeps_the_first_transaction_of_a_fully_checkpointed_
+        // incremental). The full keeps R', where the journal chain starts.
+        let range = TxnRange { first: r.min(e), last: e };
+        let journal = self.copy_journal_stage(r, Some(range), e)?;
+        let info = self.write_element(&atoms, &journal, range)?;
+        self.publish_element(&info)?;
+        Ok(())
+    }
+
+    /// A journal hot copy: the journal from the end of the set's chain (the previous journal element's E + 1, or
+    /// the full's R') to E, without atoms; no element when nothing was committed since.
+    fn run_journal(&mut self) -> Result<(), HotCopyError> {
+        let first = self.begin_journal()?;
+        self.begun()?;
+        // The chain may start at 0 (the full of a database that had committed nothing): no record has id 0.
+        let copy_from = first.max(1);
+        let e = self.end_point(None, &CopiedAtoms::default())?;
+        // Transaction ids start at 1: a journal element of a database that has committed nothing has nothing to copy.
+        if e < copy_from {
+            self.copy_journal_stage(copy_from, None, e)?;
+            return self.drop_empty_element();
+        }
+        let range = TxnRange { first, last: e };
+        let journal = self.copy_journal_stage(copy_from, Some(range), e)?;
+        let info = self.write_element(&CopiedAtoms::default(), &journal, range)?;
+        self.check_journal_parent()?;
+        let set_id = self.publish_element(&info)?;
+        // Only the set that continues the chain moves the archive's mark (see `chains`).
+        if self.ctx.chains.continues(self.archive_id(), set_id) {
+            self.archive().journal_copied_up_to(e);
+        }
+        Ok(())
+    }
+
+    /// Stage 1 of a simple hot copy: the `.incomplete` directories (only their last components, the parent rule of
+    /// `crate::paths`; `preflight_simple` removed leftovers), then the pin. Returns `(R, R')`.
+    fn begin_archive_copy(&mut self) -> Result<(u64, u64), HotCopyError> {
+        let dest = self.spec.dest.clone();
+        preflight_simple(&dest, self.spec.journal_dir.as_deref(), true)?;
+        let incomplete = incomplete_dir(&dest);
+        let journal = self.spec.journal_dir.as_deref().map(incomplete_dir);
+        if !incomplete.is_dir() {
+            create_dir(&incomplete, &dest, ARCHIVE_COPY)?;
+        }
+        if let (Some(j), Some(shown)) = (&journal, self.spec.journal_dir.as_deref()) {
+            if !j.is_dir() {
+                create_dir(j, shown, JOURNAL_COPY)?;
+            }
+        }
+        let journal_target = journal.clone().unwrap_or_else(|| incomplete.join(JOURNAL_DIR));
+        for d in [incomplete.join(ATOMS_DIR), journal_target] {
+            if !d.is_dir() {
+                fs::create_dir(&d).map_err(io_err("create directory", &d))?;
+            }
+        }
+        self.output = Some(Output::ArchiveCopy { incomplete, journal });
+        self.pin()
+    }
+
+    /// Stage 1 of a full hot copy, once pinned: the set directory (when absent) and its `state` with the full in
+    /// progress, starting at `r_prime`. From here on journal hot copies of this archive go into this set.
+    fn begin_set(&mut self, r_prime: u64) -> Result<(), HotCopyError> {
+        let dest = self.spec.dest.clone();
+        let created_dir = preflight_full(&dest)? == DirContent::Absent;
+        if created_dir {
+            create_dir(&dest, &dest, BACKUP_SET)?;
+        }
+        let id = self.archive().identity();
+        let entry = Self::new_entry(ElementKind::Full, 0, r_prime);
+        let state = State {
+            set_id: Uuid::new_v4(),
+            database_name: id.database_name.clone(),
+            database_id: id.database_id,
+            archive_id: id.archive_id,
+            storage_groups: id
+                .storage_groups
+                .iter()
+                .map(|(id, name)| StorageGroup { id: *id, name: name.clone() })
+                .collect(),
+            elements: vec![entry],
+        };
+        let set_id = state.set_id;
+        let begun = SetWriter::new(&dest).and_then(|handle| handle.init(&state).map(|b| (handle, b)));
+        let (handle, begun) = match begun {
+            Ok(hb) => hb,
+            Err(e) => {
+                if created_dir {
+                    let _ = remove_empty_dir(&dest);
+                }
+                return Err(e.into());
+            }
+        };
+        self.output = Some(Output::Element { handle, set_id, begun, created_dir, prev_catalog: None, parent: None });
+        self.ctx.chains.begin_full(id.archive_id, ChainOwner { set_id, dir: dest });
+        Ok(())
+    }
+
+    /// Stage 1 of an incremental: the set read strictly, the pin, and the element begun on the newest full or
+    /// incremental (whose catalog it compares atoms with). Returns `(R, R')`.
+    fn begin_incremental(&mut self) -> Result<(u64, u64), HotCopyError> {
+        let dest = self.spec.dest.clone();
+        let missing = |reason| HotCopyError::NeedsFull { dir: dest.clone(), reason };
+        let (handle, set) = open_set(self.archive(), &dest, missing)?;
+        let set_id = set.state().set_id;
+        let (r, r_prime) = self.pin()?;
+        let mut base = None;
+        let begun = handle.begin(set, |set| {
+            if let Some(reason) = incremental_blocker(set) {
+                return Err(HotCopyError::NeedsFull { dir: dest.clone(), reason });
+            }
+            let newest = set.newest_base().expect("checked");
+            let catalog = set.catalog(newest)?;
+            let seq = next_sequence(set.state(), ElementKind::Incremental, &dest)?;
+            base = Some((set.elements()[newest].id(), catalog));
+            Ok(Self::new_entry(ElementKind::Incremental, seq, r_prime))
+        })?;
+        let (parent, catalog) = base.expect("set by begin");
+        self.output = Some(Output::Element {
+            handle,
+            set_id,
+            begun,
+            created_dir: false,
+            prev_catalog: Some(catalog),
+            parent: Some(parent),
+        });
+        Ok((r, r_prime))
+    }
+
+    /// Stage 1 of a journal hot copy: the set read strictly and the element begun where the chain ends (no pin:
+    /// retention holds the journal from there). Returns that first transaction.
+    fn begin_journal(&mut self) -> Result<u64, HotCopyError> {
+        if !self.archive().journal_hot_copy_enabled() {
+            return Err(HotCopyError::JournalDisabled { archive_id: self.archive_id() });
+        }
+        let dest = self.spec.dest.clone();
+        let missing = |reason| HotCopyError::NeedsFullForJournal {
+            dir: dest.clone(),
+            reason: format!("{reason}; {START_A_FULL}"),
+        };
+        let (handle, set) = open_set(self.archive(), &dest, missing)?;
+        let set_id = set.state().set_id;
+        let mut parent = None;
+        let archive_id = self.archive_id();
+        let begun = handle.begin(set, |set| {
+            let Some(full) = set.full_entry() else {
+                return Err(HotCopyError::NeedsFullForJournal {
+                    dir: dest.clone(),
+                    reason: format!("has no full element; {START_A_FULL}"),
+                });
+            };
+            self.ctx.chains.check_journal(archive_id, set_id, &dest)?;
+            let first = set.next_journal_start().expect("the set has a full");
+            parent = Some(set.newest_journal().map_or(full.element_id, |j| set.elements()[j].id()));
+            let seq = next_sequence(set.state(), ElementKind::Journal, &dest)?;
+            Ok(Self::new_entry(ElementKind::Journal, seq, first))
+        })?;
+        let first = begun.entry.txn_range.first;
+        self.output = Some(Output::Element { handle, set_id, begun, created_dir: false, prev_catalog: None, parent });
+        Ok(first)
+    }
+
+    /// The end of stage 1: the element's name in the status, the participant initialised (a journal hot copy may
+    /// start), the test-only `begun` fault point.
+    fn begun(&mut self) -> Result<(), HotCopyError> {
+        if let Some(Output::Element { begun, .. }) = &self.output {
+            lock(&self.live.info).element = Some(begun.entry.name().to_string());
+        }
+        self.live.set_initialised();
+        self.fault_pause("begun")
+    }
+
+    /// `Stage1: Copy atoms`: lists the atoms and copies all of them, or those new or changed since the previous
+    /// catalog (an incremental).
+    fn copy_atoms_stage(&mut self) -> Result<CopiedAtoms, HotCopyError> {
+        self.set_stage(Stage::CopyAtoms)?;
+        let listing = self.archive().atoms()?;
+        let prev = match &self.output {
+            Some(Output::Element { prev_catalog: Some(c), .. }) => Some(c),
+            _ => None,
+        };
+        let wanted: Vec<AtomFile> = listing
+            .iter()
+            .filter(|a| match prev.and_then(|c| c.get(a.atom_id)) {
+                Some(CatalogEntry { lsn, state: AtomState::Present { .. }, .. }) => *lsn != a.lsn,
+                _ => true,
+            })
+            .cloned()
+            .collect();
+        let dir = self.data_dir().join(ATOMS_DIR);
+        let mut atoms = CopiedAtoms { listing, ..CopiedAtoms::default() };
+        self.copy_atoms(&wanted, &dir, &mut atoms.copied, &mut atoms.vanished)?;
+        Ok(atoms)
+    }
+
+    /// `Stage2: Wait for end point`: arrives at the coordinator's barrier (with R', none for a journal hot copy, and
+    /// the highest LSN copied), which picks E; waits until E is durable here. A copied atom above E fails the job.
+    fn end_point(&mut self, r_prime: Option<u64>, atoms: &CopiedAtoms) -> Result<u64, HotCopyError> {
+        self.set_stage(Stage::WaitEndPoint)?;
+        let max_lsn = atoms.copied.values().map(|c| c.lsn).max().unwrap_or(0);
+        let e = self.ctx.coord.arrive_end_point(self.spec.index, Arrival { r_prime, max_lsn })?;
+        self.ctx.coord.wait_durable(self.archive(), e)?;
+        if let Some((id, c)) = atoms.copied.iter().find(|(_, c)| c.lsn > e) {
+            return Err(HotCopyError::BadAtom {
+                path: self.archive().dir().join(ATOMS_DIR).join(atom_file_name(*id)),
+                reason: format!("copied with LSN {} above the end point {e} (guarantee G2 broken)", c.lsn),
+            });
+        }
+        Ok(e)
+    }
+
+    /// `Stage2: Copy journal`: the status shows `range` (none: no element will be made), then the journal slices
+    /// of `[copy_from, e]` are copied (none when `copy_from > e`).
+    fn copy_journal_stage(
+        &mut self,
+        copy_from: u64,
+        range: Option<TxnRange>,
+        e: u64,
+    ) -> Result<Vec<(JournalSlice, FileReport)>, HotCopyError> {
+        lock(&self.live.info).txn_range = range.map(|r| (r.first, r.last));
+        self.set_stage(Stage::CopyJournal)?;
+        if copy_from > e {
+            return Ok(Vec::new());
+        }
+        let slices = self.archive().journal_slices(copy_from, e)?;
+        self.copy_journal(&slices)
+    }
+
+    /// `Stage3: Write metadata` of a journal hot copy with no transaction since the previous journal element: the
+    /// element begun is removed (no element to add) and the participant passes the commit barrier.
+    fn drop_empty_element(&mut self) -> Result<(), HotCopyError> {
+        self.set_stage(Stage::WriteMetadata)?;
+        if let Some(Output::Element { handle, begun, .. }) = self.output.take() {
+            handle.abort(&begun, false)?;
+        }
+        lock(&self.live.info).element = None;
+        self.ctx.coord.arrive_commit()?;
+        self.committed = true;
+        Ok(())
+    }
+
+    /// `Stage3: Write metadata` of an element: its manifest, catalog and element info written and durable in
+    /// `tmp/<id>/`, the commit barrier passed, then the test-only `before-move` fault point. Returns the info.
+    fn write_element(
+        &mut self,
+        atoms: &CopiedAtoms,
+        journal: &[(JournalSlice, FileReport)],
+        range: TxnRange,
+    ) -> Result<ElementInfo, HotCopyError> {
+        self.set_stage(Stage::WriteMetadata)?;
+        let end_micros = now_micros();
+        let Some(Output::Element { handle, begun, prev_catalog, parent, .. }) = &self.output else {
+            unreachable!("a hot copy into a set writes an element")
+        };
+        let mut files: Vec<FileEntry> = atoms
+            .copied
+            .iter()
+            .map(|(id, c)| file_entry(FileKind::Atom, *id, 0, &c.report))
+            .chain(journal.iter().map(|(s, r)| file_entry(FileKind::Journal, s.segment, s.offset, r)))
+            .collect();
+        files.sort_by_key(|f| (f.kind, f.id));
+        let element_id = begun.entry.element_id;
+        let manifest = Manifest { element_id, files };
+        let atoms = match begun.entry.kind {
+            ElementKind::Journal => Vec::new(),
+            _ => catalog_entries(&atoms.listing, &atoms.copied, &atoms.vanished, prev_catalog.as_ref()),
+        };
+        let catalog = Catalog { element_id, atoms };
+        let info = ElementInfo {
+            element_id,
+            kind: begun.entry.kind,
+            sequence: begun.entry.sequence,
+            hot_copy_id: self.ctx.id,
+            coordinator_start_id: self.ctx.coordinator_start_id,
+            participants: self.ctx.participants.to_vec(),
+            txn_range: range,
+            begin_micros: begun.entry.begin_micros,
+            end_micros: end_micros.max(begun.entry.begin_micros),
+            parent: *parent,
+        };
+        check_data_files(&begun.tmp.join(DATA_DIR), &manifest.files)?;
+        handle.write_control(begun, &manifest, &catalog, &info)?;
+        self.ctx.coord.arrive_commit()?;
+        self.fault_pause("before-move")?;
+        Ok(info)
+    }
+
+    /// A journal element builds on its parent: the full it started from must still be in the set.
+    fn check_journal_parent(&self) -> Result<(), HotCopyError> {
+        let Some(Output::Element { handle, parent, .. }) = &self.output else {
+            unreachable!("a journal hot copy writes an element")
+        };
+        let state = handle.read_state()?;
+        if parent.is_some_and(|p| state.elements.iter().any(|e| e.element_id == p)) {
+            return Ok(());
+        }
+        Err(HotCopyError::NeedsFullForJournal {
+            dir: self.spec.dest.clone(),
+            reason: format!(
+                "lost the full hot copy this journal element started from (it failed or was cancelled); \
+                 {START_A_FULL}"
+            ),
+        })
+    }
+
+    /// Moves the element written by [`write_element`](Self::write_element) into place and marks it completed in
+    /// the state. Returns the set's id.
+    fn publish_element(&mut self, info: &ElementInfo) -> Result<Uuid, HotCopyError> {
+        let Some(Output::Element { handle, set_id, begun, .. }) = &self.output else {
+            unreachable!("a hot copy into a set writes an element")
+        };
+        let (kind, id, dest) = (self.ctx.kind, self.ctx.id, &self.spec.dest);
+        handle.commit(begun, info.txn_range, info.end_micros, || {
+            let _ = fault::pause("mid-move", kind, dest, id, None);
+        })?;
+        let set_id = *set_id;
+        self.committed = true;
+        Ok(set_id)
+    }
+
+    /// `Stage3: Write metadata` of a simple hot copy: everything made durable, the commit barrier passed, then the
+    /// journal directory renamed into place, then the archive directory, whose name without `.incomplete` says the
+    /// copy is complete.
+    fn publish_archive_copy(&mut self) -> Result<(), HotCopyError> {
+        self.set_stage(Stage::WriteMetadata)?;
+        let Some(Output::ArchiveCopy { incomplete, journal }) = &self.output else {
+            unreachable!("a simple hot copy writes an archive copy")
+        };
+        let (incomplete, journal) = (incomplete.clone(), journal.clone());
+        let journal_target = journal.clone().unwrap_or_else(|| incomplete.join(JOURNAL_DIR));
+        for d in [&incomplete.join(ATOMS_DIR), &journal_target, &incomplete] {
+            sync_dir(d).map_err(SetError::from)?;
+        }
+        self.ctx.coord.arrive_commit()?;
+        self.fault_pause("before-move")?;
+        if let (Some(from), Some(to)) = (&journal, &self.spec.journal_dir) {
+            fs::rename(from, to).map_err(io_err("rename", from))?;
+            self.journal_moved = true;
+            sync_parent(to)?;
+            let _ = fault::pause("mid-move", self.ctx.kind, &self.spec.dest, self.ctx.id, None);
+        }
+        let dest = &self.spec.dest;
+        fs::rename(&incomplete, dest).map_err(io_err("rename", &incomplete))?;
+        sync_parent(dest)?;
+        self.committed = true;
+        Ok(())
+    }
+
     /// Where data files go: `tmp/<id>/data` of the element, or the simple copy's `.incomplete` directory.
     fn data_dir(&self) -> PathBuf {
-        match self.target.as_ref().expect("begun") {
-            Target::Simple { incomplete, .. } => incomplete.clone(),
-            Target::Set { begun, .. } => begun.tmp.join(DATA_DIR),
+        match self.output.as_ref().expect("begun") {
+            Output::ArchiveCopy { incomplete, .. } => incomplete.clone(),
+            Output::Element { begun, .. } => begun.tmp.join(DATA_DIR),
         }
     }
 
     /// Where journal files go: `<data dir>/journal`, or a simple copy's separate `<journal dir>.incomplete`.
     fn journal_dir(&self) -> PathBuf {
-        match self.target.as_ref().expect("begun") {
-            Target::Simple { journal: Some(j), .. } => j.clone(),
+        match self.output.as_ref().expect("begun") {
+            Output::ArchiveCopy { journal: Some(j), .. } => j.clone(),
             _ => self.data_dir().join(JOURNAL_DIR),
         }
     }
@@ -833,7 +959,7 @@ impl Work<'_> {
         if slices.is_empty() {
             return Ok(Vec::new());
         }
-        let simple = matches!(self.target, Some(Target::Simple { .. }));
+        let simple = matches!(self.output, Some(Output::ArchiveCopy { .. }));
         let dir = self.journal_dir();
         let requests: Vec<CopyRequest> = slices
             .iter()
@@ -857,20 +983,20 @@ impl Work<'_> {
         if self.committed {
             return Ok(());
         }
-        match self.target.take() {
-            Some(Target::Set { handle, set_id, begun, created_dir, .. }) => {
+        match self.output.take() {
+            Some(Output::Element { handle, set_id, begun, created_dir, .. }) => {
                 if begun.entry.kind == ElementKind::Full {
                     self.ctx.chains.abandon_full(self.archive_id(), set_id);
                 }
                 handle.abort(&begun, created_dir)?
             }
-            Some(Target::Simple { journal: Some(from), .. }) if self.journal_moved => {
+            Some(Output::ArchiveCopy { journal: Some(from), .. }) if self.journal_moved => {
                 // The archive directory could not be moved: the journal directory gets its `.incomplete` back.
                 let to = self.spec.journal_dir.clone().expect("a separate journal directory");
                 fs::rename(&to, &from).map_err(io_err("rename", &to))?;
                 sync_parent(&from)?;
             }
-            Some(Target::Simple { .. }) | None => {}
+            Some(Output::ArchiveCopy { .. }) | None => {}
         }
         Ok(())
     }

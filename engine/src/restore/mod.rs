@@ -59,9 +59,10 @@ use crate::set::storage::Stat;
 use crate::set::{describe_ranges, read_state, AtomSource, BackupSet, JournalPart, SetError, SliceError};
 use backset_format::dirfd::EntryKind;
 
-/// What to restore to.
+/// The point in the database's history a restore brings the archive to: a transaction, given directly or as an
+/// element's end point, or the latest the set can restore.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Target {
+pub enum RestorePoint {
     /// The latest restorable transaction (`restore` without `--restore-snapshot` or `--backup-element-id`).
     Latest,
     /// The end point E of this completed element (`--backup-element-id`).
@@ -305,7 +306,7 @@ impl From<SliceError> for Phase {
 pub fn restore(
     set_dir: impl AsRef<Path>,
     dest_dir: impl AsRef<Path>,
-    target: Target,
+    target: RestorePoint,
     opts: &RestoreOptions,
 ) -> Result<RestoreReport, RestoreError> {
     let started = Instant::now();
@@ -319,9 +320,9 @@ pub fn restore(
         return Err(RestoreError::NothingRestorable { set: setp });
     };
     let txn = match target {
-        Target::Latest => latest,
-        Target::Transaction(t) => t,
-        Target::Element(id) => match set.element_by_id(id) {
+        RestorePoint::Latest => latest,
+        RestorePoint::Transaction(t) => t,
+        RestorePoint::Element(id) => match set.element_by_id(id) {
             Some(i) => set.elements()[i].txn_range().last,
             None => return Err(RestoreError::UnknownElement { set: setp, id }),
         },
