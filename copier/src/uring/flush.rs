@@ -6,7 +6,7 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::sync::mpsc;
 use std::time::Duration;
 
-use super::file_state::Stage;
+use super::files::Stage;
 use super::ops::Op;
 use super::{bug, Run};
 use crate::error::CopyError;

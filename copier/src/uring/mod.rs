@@ -17,8 +17,9 @@
 //!
 //! One module per seam: [`ring`] sets the ring up and owns it with the pool; [`ops`] is every operation the kernel
 //! is given, its SQE, and the queue that keeps it until its completion is reaped (the backend's `unsafe` is there
-//! and in `ring.rs`); [`file_state`] is a file's stages and what each completion does to it; [`flush`] hands buffers
-//! to the hashing thread and batches fsyncs and write-back flushes.
+//! and in `ring.rs`); [`files`] is the table of open files, each one's stage and what it holds; [`file_state`] is
+//! what each completion does to a file; [`flush`] hands buffers to the hashing thread and batches fsyncs and
+//! write-back flushes. Imports go one way: `files` <- `ops` <- `file_state`.
 //!
 //! Sound on every path: what an operation points into (a path, a `statx` buffer, a pool buffer, a descriptor) lives
 //! until its completion is reaped. A job's [`Run`] owns all of it, and its `Drop` is the guard: it waits out every
@@ -33,6 +34,7 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 mod file_state;
+mod files;
 mod flush;
 mod ops;
 mod ring;
@@ -45,7 +47,8 @@ use crate::job::{CopyRequest, FileReport, JobControl, Throttle};
 use crate::limits::CANCEL_POLL_MS;
 use crate::pool::{Buf, BufferPool};
 use crate::Options;
-use file_state::{created_path, Files};
+use file_state::created_path;
+use files::Files;
 use ops::{Completion, Op, Queue, Side};
 
 /// One job on the ring: its files, the operations in flight, the hashing thread's channels. Its `Drop` is the guard

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use io_uring::{opcode, squeue, types, IoUring};
 
-use super::file_state::Files;
+use super::files::Files;
 use super::{bug, errno, Run};
 use crate::error::CopyError;
 use crate::file::{allocation_len, io_len, SOURCE_OPEN_FLAGS, STATX_MASK, TARGET_MODE, TARGET_OPEN_FLAGS};
