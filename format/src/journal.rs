@@ -40,6 +40,8 @@ pub const SEG_CHECK_OFFSET: usize = SEG_FIRST_TXN_OFFSET + 8;
 /// Size of the segment header; the first record starts here.
 pub const SEGMENT_HEADER_BYTES: usize = SEG_CHECK_OFFSET + 8;
 const _: () = assert!(SEGMENT_HEADER_BYTES == 64);
+// A torn segment is at least its header.
+const _: () = assert!(MAX_TORN_SEGMENT_BYTES >= SEGMENT_HEADER_BYTES as u64);
 
 /// Offset of a record's transaction id (u64).
 pub const REC_TXN_OFFSET: usize = 0;

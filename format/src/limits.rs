@@ -62,4 +62,3 @@ const _: () = assert!(MAX_CHUNKS_PER_FILE == 1 << 20);
 const _: () = assert!(MAX_ATOM_BODY_BYTES <= MAX_DATA_FILE_BYTES);
 const _: () = assert!((MAX_RECORD_PAYLOAD_BYTES as u64) < MAX_SEGMENT_BYTES);
 const _: () = assert!(MAX_SEGMENT_BYTES <= MAX_DATA_FILE_BYTES);
-const _: () = assert!(MAX_TORN_SEGMENT_BYTES >= crate::journal::SEGMENT_HEADER_BYTES as u64);
