@@ -1,0 +1,378 @@
+//! [`ObjectClient`]: the operations on one `s3://bucket/prefix` that a backup set needs, blocking, over
+//! object_store's S3 client.
+//!
+//! The engine's threads (the copier, restore, check) are not async: each call here blocks its caller while the
+//! client's own runtime ([`RUNTIME_WORKER_THREADS`] threads) runs the requests, so it must not be called from inside
+//! an async task (the server calls the engine from blocking threads). Names given to the operations (`rel`) are
+//! `/`-separated and relative to the location's prefix; messages show the whole `s3://bucket/key`.
+
+use std::collections::VecDeque;
+use std::fmt;
+use std::ops::Range;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use futures::StreamExt;
+use object_store::aws::{AmazonS3, AmazonS3Builder, AmazonS3ConfigKey};
+use object_store::path::Path;
+use object_store::{
+    BackoffConfig, ClientOptions, GetOptions, MultipartUpload, ObjectStore, ObjectStoreExt, PutMode, PutOptions,
+    PutPayload, RetryConfig,
+};
+use tokio::task::JoinHandle;
+
+use crate::config::S3Config;
+use crate::error::{classify, ObjStoreError};
+use crate::limits::{
+    CONNECT_TIMEOUT, MAX_PARTS, MAX_PART_BYTES, MIN_PART_BYTES, MULTIPART_PARTS_IN_FLIGHT, REQUEST_TIMEOUT,
+    RETRY_BACKOFF_BASE, RUNTIME_WORKER_THREADS,
+};
+use crate::location::S3Url;
+
+/// The default region when none is configured.
+pub const DEFAULT_REGION: &str = "us-east-1";
+
+/// An object as a listing or a `head` shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ObjectInfo {
+    /// Its name relative to the location's prefix.
+    pub rel: String,
+    /// Its size in bytes.
+    pub size: u64,
+    /// Its ETag, as the store gives it.
+    pub e_tag: Option<String>,
+}
+
+/// What a put stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Stored {
+    /// The object's ETag, as the store gives it.
+    pub e_tag: Option<String>,
+}
+
+/// A client for one `s3://bucket/prefix`. `Debug` shows the location and the endpoint, never a credential.
+pub struct ObjectClient {
+    store: Arc<AmazonS3>,
+    runtime: tokio::runtime::Runtime,
+    url: S3Url,
+    endpoint: String,
+    max_retries: usize,
+}
+
+impl fmt::Debug for ObjectClient {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ObjectClient").field("url", &self.url.to_string()).field("endpoint", &self.endpoint).finish()
+    }
+}
+
+impl ObjectClient {
+    /// A client for `url` with `config`: the endpoint checked (plain HTTP only to loopback unless allowed),
+    /// credentials required, retries as configured. No request is made yet.
+    pub fn new(url: S3Url, config: &S3Config) -> Result<Self, ObjStoreError> {
+        let endpoint = config.checked_endpoint()?;
+        let region = config.region.clone().unwrap_or_else(|| DEFAULT_REGION.to_owned());
+        let shown_endpoint = endpoint.clone().unwrap_or_else(|| format!("https://s3.{region}.amazonaws.com"));
+        let retry = RetryConfig {
+            backoff: BackoffConfig {
+                init_backoff: config.retry.backoff_initial,
+                max_backoff: config.retry.backoff_max,
+                base: RETRY_BACKOFF_BASE,
+            },
+            max_retries: config.retry.max_retries,
+            retry_timeout: config.retry.timeout,
+        };
+        let plain_http = endpoint.as_deref().is_some_and(|e| e.starts_with("http://"));
+        let options = ClientOptions::new()
+            .with_connect_timeout(CONNECT_TIMEOUT)
+            .with_timeout(REQUEST_TIMEOUT)
+            .with_allow_http(plain_http);
+        let mut builder = AmazonS3Builder::new()
+            .with_bucket_name(url.bucket())
+            .with_region(region)
+            .with_retry(retry)
+            .with_client_options(options)
+            .with_allow_http(plain_http);
+        if let Some(endpoint) = endpoint {
+            builder = builder.with_endpoint(endpoint);
+        }
+        match &config.credentials {
+            Some(creds) => {
+                builder = builder
+                    .with_access_key_id(&creds.access_key_id)
+                    .with_secret_access_key(creds.secret_access_key.expose());
+                if let Some(token) = &creds.session_token {
+                    builder = builder.with_token(token.expose());
+                }
+            }
+            None => {
+                let provides = |name: &str| config.ambient.iter().any(|(k, _)| k == name);
+                if !(provides("AWS_WEB_IDENTITY_TOKEN_FILE")
+                    || provides("AWS_CONTAINER_CREDENTIALS_RELATIVE_URI")
+                    || provides("AWS_CONTAINER_CREDENTIALS_FULL_URI"))
+                {
+                    return Err(ObjStoreError::MissingCredentials { url: url.to_string() });
+                }
+                for (name, value) in &config.ambient {
+                    if let Ok(key) = name.to_ascii_lowercase().parse::<AmazonS3ConfigKey>() {
+                        builder = builder.with_config(key, value);
+                    }
+                }
+            }
+        }
+        let store = builder
+            .build()
+            .map_err(|e| ObjStoreError::InvalidEndpoint { endpoint: shown_endpoint.clone(), why: e.to_string() })?;
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(RUNTIME_WORKER_THREADS)
+            .thread_name("backset-s3")
+            .enable_all()
+            .build()
+            .map_err(ObjStoreError::Runtime)?;
+        Ok(Self {
+            store: Arc::new(store),
+            runtime,
+            url,
+            endpoint: shown_endpoint,
+            max_retries: config.retry.max_retries,
+        })
+    }
+
+    /// The location.
+    pub fn url(&self) -> &S3Url {
+        &self.url
+    }
+
+    /// The endpoint requests go to.
+    pub fn endpoint(&self) -> &str {
+        &self.endpoint
+    }
+
+    fn path(&self, rel: &str) -> Result<Path, ObjStoreError> {
+        Path::parse(self.url.key(rel)).map_err(|e| ObjStoreError::Store {
+            op: "name",
+            object: self.url.show(rel),
+            message: format!("not a valid object key: {e}"),
+        })
+    }
+
+    fn err(&self, op: &'static str, rel: &str) -> impl FnOnce(object_store::Error) -> ObjStoreError + '_ {
+        let object = self.url.show(rel);
+        move |e| classify(op, object, self.url.bucket(), &self.endpoint, self.max_retries, e)
+    }
+
+    /// Stores `data` as `rel` in one request, replacing what was there.
+    pub fn put(&self, rel: &str, data: Bytes) -> Result<Stored, ObjStoreError> {
+        self.put_mode(rel, data, PutMode::Overwrite, "put")
+    }
+
+    /// Stores `data` as `rel` only if nothing is there (`If-None-Match: *`): of two racing writers exactly one
+    /// succeeds; the other gets [`ObjStoreError::AlreadyExists`] and nothing is overwritten. The commit point of an
+    /// element on object storage.
+    pub fn put_create(&self, rel: &str, data: Bytes) -> Result<Stored, ObjStoreError> {
+        self.put_mode(rel, data, PutMode::Create, "create")
+    }
+
+    fn put_mode(&self, rel: &str, data: Bytes, mode: PutMode, op: &'static str) -> Result<Stored, ObjStoreError> {
+        let path = self.path(rel)?;
+        let options = PutOptions { mode, ..Default::default() };
+        let result = self
+            .runtime
+            .block_on(self.store.put_opts(&path, PutPayload::from(data), options))
+            .map_err(self.err(op, rel))?;
+        Ok(Stored { e_tag: result.e_tag })
+    }
+
+    /// Starts a multipart upload of `rel`: parts go from the caller's buffers, at most
+    /// [`MULTIPART_PARTS_IN_FLIGHT`] at once; the object appears only at [`Upload::finish`]. An upload dropped
+    /// unfinished is aborted.
+    pub fn upload(&self, rel: &str) -> Result<Upload<'_>, ObjStoreError> {
+        let path = self.path(rel)?;
+        let inner = self.runtime.block_on(self.store.put_multipart(&path)).map_err(self.err("upload", rel))?;
+        Ok(Upload {
+            client: self,
+            rel: rel.to_owned(),
+            inner: Some(inner),
+            in_flight: VecDeque::new(),
+            parts: 0,
+            last_len: 0,
+        })
+    }
+
+    /// The whole object `rel`, refused ([`ObjStoreError::TooLarge`]) before its body is read when longer than
+    /// `max` bytes.
+    pub fn get(&self, rel: &str, max: u64) -> Result<Bytes, ObjStoreError> {
+        let path = self.path(rel)?;
+        self.runtime.block_on(async {
+            let result = self.store.get_opts(&path, GetOptions::default()).await.map_err(self.err("get", rel))?;
+            if result.meta.size > max {
+                return Err(ObjStoreError::TooLarge { object: self.url.show(rel), size: result.meta.size, max });
+            }
+            result.bytes().await.map_err(self.err("get", rel))
+        })
+    }
+
+    /// The bytes `range` of `rel` (fewer at its end).
+    pub fn get_range(&self, rel: &str, range: Range<u64>) -> Result<Bytes, ObjStoreError> {
+        let path = self.path(rel)?;
+        self.runtime.block_on(self.store.get_range(&path, range)).map_err(self.err("get", rel))
+    }
+
+    /// What `rel` is, or `None` when there is no such object.
+    pub fn head(&self, rel: &str) -> Result<Option<ObjectInfo>, ObjStoreError> {
+        let path = self.path(rel)?;
+        match self.runtime.block_on(self.store.head(&path)).map_err(self.err("head", rel)) {
+            Ok(meta) => Ok(Some(ObjectInfo { rel: rel.to_owned(), size: meta.size, e_tag: meta.e_tag })),
+            Err(ObjStoreError::NotFound { .. }) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Every object below `rel` (`rel` empty: below the location's prefix), at any depth, in key order.
+    pub fn list(&self, rel: &str) -> Result<Vec<ObjectInfo>, ObjStoreError> {
+        let key = self.url.key(rel);
+        let prefix = if key.is_empty() { None } else { Some(self.path(rel)?) };
+        let base = if self.url.prefix().is_empty() { String::new() } else { format!("{}/", self.url.prefix()) };
+        let mut objects = self.runtime.block_on(async {
+            let mut stream = self.store.list(prefix.as_ref());
+            let mut objects = Vec::new();
+            while let Some(meta) = stream.next().await {
+                let meta = meta.map_err(self.err("list", rel))?;
+                let full = meta.location.to_string();
+                let rel = full.strip_prefix(&base).unwrap_or(&full).to_owned();
+                objects.push(ObjectInfo { rel, size: meta.size, e_tag: meta.e_tag });
+            }
+            Ok::<_, ObjStoreError>(objects)
+        })?;
+        objects.sort_by(|a, b| a.rel.cmp(&b.rel));
+        Ok(objects)
+    }
+
+    /// Deletes `rel`; deleting an object that is not there succeeds (as S3 does).
+    pub fn delete(&self, rel: &str) -> Result<(), ObjStoreError> {
+        let path = self.path(rel)?;
+        match self.runtime.block_on(self.store.delete(&path)).map_err(self.err("delete", rel)) {
+            Ok(()) | Err(ObjStoreError::NotFound { .. }) => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+}
+
+/// A multipart upload in progress (see [`ObjectClient::upload`]).
+pub struct Upload<'a> {
+    client: &'a ObjectClient,
+    rel: String,
+    inner: Option<Box<dyn MultipartUpload>>,
+    in_flight: VecDeque<JoinHandle<object_store::Result<()>>>,
+    parts: usize,
+    last_len: usize,
+}
+
+impl fmt::Debug for Upload<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Upload").field("object", &self.client.url.show(&self.rel)).field("parts", &self.parts).finish()
+    }
+}
+
+impl Upload<'_> {
+    /// Sends `data` as the next part. Every part but the last must have at least [`MIN_PART_BYTES`] (checked when
+    /// the next part comes); at most [`MAX_PART_BYTES`] and [`MAX_PARTS`] parts. Waits for the oldest part to be
+    /// stored when [`MULTIPART_PARTS_IN_FLIGHT`] are in flight. On an error the upload is aborted.
+    pub fn put_part(&mut self, data: Bytes) -> Result<(), ObjStoreError> {
+        let object = || self.client.url.show(&self.rel);
+        let part = self.parts + 1;
+        let refused = if self.parts > 0 && self.last_len < MIN_PART_BYTES {
+            Some(ObjStoreError::PartTooSmall { object: object(), part: self.parts, len: self.last_len })
+        } else if part > MAX_PARTS || data.len() > MAX_PART_BYTES {
+            Some(ObjStoreError::PartLimit { object: object(), part, len: data.len() })
+        } else {
+            None
+        };
+        if let Some(e) = refused {
+            self.abort_now();
+            return Err(e);
+        }
+        while self.in_flight.len() >= MULTIPART_PARTS_IN_FLIGHT {
+            self.wait_oldest()?;
+        }
+        self.last_len = data.len();
+        self.parts = part;
+        let Some(inner) = self.inner.as_mut() else { unreachable!("an upload is used after it ended") };
+        let future = inner.put_part(PutPayload::from(data));
+        self.in_flight.push_back(self.client.runtime.spawn(future));
+        Ok(())
+    }
+
+    /// Parts sent so far.
+    pub fn parts(&self) -> usize {
+        self.parts
+    }
+
+    /// Parts sent and not yet stored (at most [`MULTIPART_PARTS_IN_FLIGHT`]).
+    pub fn in_flight(&self) -> usize {
+        self.in_flight.len()
+    }
+
+    fn wait_oldest(&mut self) -> Result<(), ObjStoreError> {
+        let Some(handle) = self.in_flight.pop_front() else { return Ok(()) };
+        let result = match self.client.runtime.block_on(handle) {
+            Ok(result) => result,
+            Err(join) => Err(object_store::Error::JoinError { source: join }),
+        };
+        result.map_err(|e| {
+            self.abort_now();
+            self.client.err("upload", &self.rel)(e)
+        })
+    }
+
+    /// Waits for every part, then completes the upload: the object appears whole, or not at all. An upload with
+    /// no part stores an empty object.
+    pub fn finish(mut self) -> Result<Stored, ObjStoreError> {
+        if self.parts == 0 {
+            self.put_part(Bytes::new())?;
+        }
+        while !self.in_flight.is_empty() {
+            self.wait_oldest()?;
+        }
+        let Some(mut inner) = self.inner.take() else { unreachable!("an upload is finished twice") };
+        match self.client.runtime.block_on(inner.complete()) {
+            Ok(result) => Ok(Stored { e_tag: result.e_tag }),
+            Err(e) => {
+                let _ = self.client.runtime.block_on(inner.abort());
+                Err(self.client.err("complete upload", &self.rel)(e))
+            }
+        }
+    }
+
+    /// Abandons the upload: the parts already stored are deleted and no object appears.
+    pub fn abort(mut self) -> Result<(), ObjStoreError> {
+        for handle in self.in_flight.drain(..) {
+            let _ = self.client.runtime.block_on(handle);
+        }
+        match self.inner.take() {
+            Some(mut inner) => {
+                self.client.runtime.block_on(inner.abort()).map_err(self.client.err("abort upload", &self.rel))
+            }
+            None => Ok(()),
+        }
+    }
+
+    /// Best-effort abort after an error (the error the caller gets is the first one).
+    fn abort_now(&mut self) {
+        for handle in self.in_flight.drain(..) {
+            handle.abort();
+        }
+        if let Some(mut inner) = self.inner.take() {
+            if let Err(e) = self.client.runtime.block_on(inner.abort()) {
+                tracing::warn!(object = %self.client.url.show(&self.rel), error = %e, "abort multipart upload");
+            }
+        }
+    }
+}
+
+impl Drop for Upload<'_> {
+    fn drop(&mut self) {
+        if self.inner.is_some() {
+            self.abort_now();
+        }
+    }
+}

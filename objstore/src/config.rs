@@ -1,0 +1,285 @@
+//! How a client reaches a store: endpoint, region, credentials, plain-HTTP policy, retries. From the standard `AWS_*`
+//! environment variables ([`S3Config::from_env`]) or given explicitly (what `serve --config` gives).
+//!
+//! The variables read, and nothing else:
+//!
+//! | variable | meaning |
+//! | --- | --- |
+//! | `AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY` | the keys (both or neither) |
+//! | `AWS_SESSION_TOKEN` | the session token of temporary keys |
+//! | `AWS_ENDPOINT_URL_S3`, else `AWS_ENDPOINT_URL` | an S3-compatible server (default: AWS S3 of the region) |
+//! | `AWS_REGION`, else `AWS_DEFAULT_REGION` | the region (default `us-east-1`) |
+//! | `AWS_ALLOW_HTTP` | `true`: allow a plain `http://` endpoint that is not a loopback address |
+//! | `AWS_WEB_IDENTITY_TOKEN_FILE`, `AWS_ROLE_ARN`, `AWS_ROLE_SESSION_NAME`, `AWS_ENDPOINT_URL_STS` | web identity (Kubernetes) credentials, when no keys are set |
+//! | `AWS_CONTAINER_CREDENTIALS_RELATIVE_URI`, `AWS_CONTAINER_CREDENTIALS_FULL_URI`, `AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE` | container (ECS) credentials, when no keys are set |
+//!
+//! Instance-profile credentials (the EC2 metadata service) are not read: without keys, web identity or container
+//! credentials, building a client fails with [`ObjStoreError::MissingCredentials`] before any request.
+
+use std::fmt;
+use std::time::Duration;
+
+use crate::error::ObjStoreError;
+use crate::limits::{RETRY_BACKOFF_INITIAL, RETRY_BACKOFF_MAX, RETRY_MAX, RETRY_TIMEOUT};
+
+/// A secret (a secret access key, a session token): never shown. Its `Debug` prints `Secret(redacted)`; it has no
+/// `Display`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    /// Wraps a secret.
+    pub fn new(secret: impl Into<String>) -> Self {
+        Self(secret.into())
+    }
+
+    pub(crate) fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(redacted)")
+    }
+}
+
+/// Static credentials.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct S3Credentials {
+    /// The access key id (not a secret: stores log it).
+    pub access_key_id: String,
+    /// The secret access key.
+    pub secret_access_key: Secret,
+    /// The session token of temporary credentials.
+    pub session_token: Option<Secret>,
+}
+
+/// Retries of requests that fail in a way worth retrying (5xx such as 503 `SlowDown`, 429, 408, a connection
+/// refused or reset), with exponential backoff and jitter: object_store's [`RetryConfig`](object_store::RetryConfig)
+/// and [`BackoffConfig`](object_store::BackoffConfig). Defaults: the constants of [`crate::limits`].
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RetrySettings {
+    /// Retries of one request ([`RETRY_MAX`]).
+    pub max_retries: usize,
+    /// No retry after this long from the first attempt ([`RETRY_TIMEOUT`]).
+    pub timeout: Duration,
+    /// First wait ([`RETRY_BACKOFF_INITIAL`]).
+    pub backoff_initial: Duration,
+    /// Longest wait ([`RETRY_BACKOFF_MAX`]).
+    pub backoff_max: Duration,
+}
+
+impl Default for RetrySettings {
+    fn default() -> Self {
+        Self {
+            max_retries: RETRY_MAX,
+            timeout: RETRY_TIMEOUT,
+            backoff_initial: RETRY_BACKOFF_INITIAL,
+            backoff_max: RETRY_BACKOFF_MAX,
+        }
+    }
+}
+
+/// Everything a client needs besides the location. `Debug` never shows a secret.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct S3Config {
+    /// The server's URL (`https://...`, or `http://` to a loopback address); `None`: AWS S3 of the region.
+    pub endpoint: Option<String>,
+    /// The region; `None`: `us-east-1`.
+    pub region: Option<String>,
+    /// Static credentials; `None`: web identity or container credentials from `ambient`, else an error.
+    pub credentials: Option<S3Credentials>,
+    /// Allow a plain `http://` endpoint that is not a loopback address (`AWS_ALLOW_HTTP=true`).
+    pub allow_http: bool,
+    /// Retries and backoff.
+    pub retry: RetrySettings,
+    /// The web identity and container credential variables that were set (names and values; none is a secret:
+    /// they are file paths, ARNs and URIs).
+    pub ambient: Vec<(String, String)>,
+}
+
+/// The web identity and container variables passed through to object_store (see the [module docs](self)).
+const AMBIENT_VARS: [&str; 7] = [
+    "AWS_WEB_IDENTITY_TOKEN_FILE",
+    "AWS_ROLE_ARN",
+    "AWS_ROLE_SESSION_NAME",
+    "AWS_ENDPOINT_URL_STS",
+    "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI",
+    "AWS_CONTAINER_CREDENTIALS_FULL_URI",
+    "AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE",
+];
+
+impl S3Config {
+    /// From the process's environment (see the [module docs](self)).
+    pub fn from_env() -> Result<Self, ObjStoreError> {
+        Self::from_vars(|name| std::env::var(name).ok())
+    }
+
+    /// From the variables `var` gives (the process's environment in [`from_env`](Self::from_env)); empty values
+    /// count as unset.
+    pub fn from_vars(var: impl Fn(&str) -> Option<String>) -> Result<Self, ObjStoreError> {
+        let var = |name: &str| var(name).filter(|v| !v.is_empty());
+        let credentials = match (var("AWS_ACCESS_KEY_ID"), var("AWS_SECRET_ACCESS_KEY")) {
+            (Some(access_key_id), Some(secret)) => Some(S3Credentials {
+                access_key_id,
+                secret_access_key: Secret::new(secret),
+                session_token: var("AWS_SESSION_TOKEN").map(Secret::new),
+            }),
+            (None, None) => None,
+            (Some(_), None) => {
+                return Err(ObjStoreError::HalfCredentials {
+                    url: "object storage".into(),
+                    given: "AWS_ACCESS_KEY_ID",
+                    missing: "AWS_SECRET_ACCESS_KEY",
+                })
+            }
+            (None, Some(_)) => {
+                return Err(ObjStoreError::HalfCredentials {
+                    url: "object storage".into(),
+                    given: "AWS_SECRET_ACCESS_KEY",
+                    missing: "AWS_ACCESS_KEY_ID",
+                })
+            }
+        };
+        let allow_http = match var("AWS_ALLOW_HTTP") {
+            None => false,
+            Some(v) if v.eq_ignore_ascii_case("true") || v == "1" => true,
+            Some(v) if v.eq_ignore_ascii_case("false") || v == "0" => false,
+            Some(v) => {
+                return Err(ObjStoreError::InvalidEndpoint {
+                    endpoint: format!("AWS_ALLOW_HTTP={v}"),
+                    why: "AWS_ALLOW_HTTP must be true or false".into(),
+                })
+            }
+        };
+        Ok(Self {
+            endpoint: var("AWS_ENDPOINT_URL_S3").or_else(|| var("AWS_ENDPOINT_URL")),
+            region: var("AWS_REGION").or_else(|| var("AWS_DEFAULT_REGION")),
+            credentials,
+            allow_http,
+            retry: RetrySettings::default(),
+            ambient: AMBIENT_VARS.iter().filter_map(|&name| var(name).map(|v| (name.to_owned(), v))).collect(),
+        })
+    }
+
+    /// The endpoint, checked: `https://`, or `http://` to a loopback address (`localhost`, `127.0.0.0/8`, `::1`)
+    /// or with [`allow_http`](Self::allow_http); no credentials, query or fragment in it.
+    pub fn checked_endpoint(&self) -> Result<Option<String>, ObjStoreError> {
+        let Some(endpoint) = &self.endpoint else { return Ok(None) };
+        let invalid = |why: &str| ObjStoreError::InvalidEndpoint { endpoint: endpoint.clone(), why: why.to_owned() };
+        let url = url::Url::parse(endpoint).map_err(|e| invalid(&e.to_string()))?;
+        if !url.username().is_empty() || url.password().is_some() {
+            return Err(invalid(
+                "credentials do not go in the endpoint; set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY",
+            ));
+        }
+        if url.query().is_some() || url.fragment().is_some() {
+            return Err(invalid("an endpoint has no query or fragment"));
+        }
+        let loopback = match url.host() {
+            None => return Err(invalid("it has no host")),
+            Some(url::Host::Domain(d)) => d.eq_ignore_ascii_case("localhost"),
+            Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+            Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+        };
+        match url.scheme() {
+            "https" => {}
+            "http" if loopback || self.allow_http => {}
+            "http" => return Err(ObjStoreError::InsecureEndpoint { endpoint: endpoint.clone() }),
+            other => return Err(invalid(&format!("the scheme {other}:// is neither http:// nor https://"))),
+        }
+        Ok(Some(endpoint.trim_end_matches('/').to_owned()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn vars(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
+        let pairs: Vec<(String, String)> = pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        move |name| pairs.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone())
+    }
+
+    #[test]
+    fn standard_variables_are_read() {
+        let c = S3Config::from_vars(vars(&[
+            ("AWS_ACCESS_KEY_ID", "AKIDEXAMPLE"),
+            ("AWS_SECRET_ACCESS_KEY", "wJalrXUtnFEMI-example-secret"),
+            ("AWS_SESSION_TOKEN", "session-token-example"),
+            ("AWS_ENDPOINT_URL", "http://127.0.0.1:9000"),
+            ("AWS_DEFAULT_REGION", "eu-west-1"),
+            ("AWS_ROLE_ARN", "arn:aws:iam::123:role/backup"),
+        ]))
+        .unwrap();
+        let creds = c.credentials.as_ref().unwrap();
+        assert_eq!(creds.access_key_id, "AKIDEXAMPLE");
+        assert_eq!(creds.secret_access_key.expose(), "wJalrXUtnFEMI-example-secret");
+        assert_eq!(creds.session_token.as_ref().unwrap().expose(), "session-token-example");
+        assert_eq!(c.endpoint.as_deref(), Some("http://127.0.0.1:9000"));
+        assert_eq!(c.region.as_deref(), Some("eu-west-1"));
+        assert_eq!(c.ambient, vec![("AWS_ROLE_ARN".to_owned(), "arn:aws:iam::123:role/backup".to_owned())]);
+        assert!(!c.allow_http);
+    }
+
+    #[test]
+    fn specific_variables_win() {
+        let c = S3Config::from_vars(vars(&[
+            ("AWS_ENDPOINT_URL", "https://general.example"),
+            ("AWS_ENDPOINT_URL_S3", "https://s3.example"),
+            ("AWS_REGION", "us-west-2"),
+            ("AWS_DEFAULT_REGION", "eu-west-1"),
+            ("AWS_ALLOW_HTTP", "true"),
+        ]))
+        .unwrap();
+        assert_eq!(c.endpoint.as_deref(), Some("https://s3.example"));
+        assert_eq!(c.region.as_deref(), Some("us-west-2"));
+        assert!(c.allow_http);
+    }
+
+    #[test]
+    fn half_credentials_are_refused() {
+        let e = S3Config::from_vars(vars(&[("AWS_ACCESS_KEY_ID", "AKID")])).unwrap_err().to_string();
+        assert!(e.contains("AWS_ACCESS_KEY_ID is set but AWS_SECRET_ACCESS_KEY is not"), "{e}");
+        let e = S3Config::from_vars(vars(&[("AWS_SECRET_ACCESS_KEY", "s")])).unwrap_err().to_string();
+        assert!(e.contains("AWS_SECRET_ACCESS_KEY is set but AWS_ACCESS_KEY_ID is not"), "{e}");
+        assert!(S3Config::from_vars(vars(&[("AWS_ALLOW_HTTP", "yes")])).is_err());
+    }
+
+    fn endpoint(url: &str, allow_http: bool) -> Result<Option<String>, String> {
+        S3Config { endpoint: Some(url.into()), allow_http, ..Default::default() }
+            .checked_endpoint()
+            .map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn plain_http_only_to_loopback_unless_allowed() {
+        for ok in ["http://127.0.0.1:9000", "http://127.8.9.10:1", "http://localhost:9000/", "http://[::1]:9000"] {
+            assert!(endpoint(ok, false).is_ok(), "{ok}");
+        }
+        assert_eq!(endpoint("http://localhost:9000/", false).unwrap().as_deref(), Some("http://localhost:9000"));
+        assert!(endpoint("https://s3.example.com", false).is_ok());
+        for remote in ["http://10.0.0.5:9000", "http://minio.internal:9000", "http://[fd00::1]:9000"] {
+            let e = endpoint(remote, false).unwrap_err();
+            assert!(e.contains("plain http:// is refused") && e.contains("AWS_ALLOW_HTTP=true"), "{e}");
+            assert!(endpoint(remote, true).is_ok(), "{remote} with allow_http");
+        }
+        assert!(endpoint("ftp://127.0.0.1", false).unwrap_err().contains("neither http:// nor https://"));
+        assert!(endpoint("127.0.0.1:9000", false).is_err());
+        assert!(endpoint("http://key:secret@127.0.0.1:9000", false).unwrap_err().contains("credentials do not go"));
+    }
+
+    #[test]
+    fn secrets_are_not_in_debug_output() {
+        let c = S3Config::from_vars(vars(&[
+            ("AWS_ACCESS_KEY_ID", "AKIDEXAMPLE"),
+            ("AWS_SECRET_ACCESS_KEY", "wJalrXUtnFEMI-example-secret"),
+            ("AWS_SESSION_TOKEN", "session-token-example"),
+        ]))
+        .unwrap();
+        let shown = format!("{c:?} {c:#?}");
+        assert!(!shown.contains("wJalrXUtnFEMI-example-secret") && !shown.contains("session-token-example"), "{shown}");
+        assert!(shown.contains("AKIDEXAMPLE") && shown.contains("Secret(redacted)"), "{shown}");
+    }
+}

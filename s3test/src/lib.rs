@@ -1,0 +1,441 @@
+//! S3-compatible servers on loopback for Backset's tests (a dev-dependency only).
+//!
+//! - [`S3sServer`]: `s3s-fs` served in-process on `127.0.0.1`, over a fresh directory, with one bucket and SigV4
+//!   credentials. The ordinary suite uses it: `cargo test` needs nothing installed.
+//! - [`MotoServer`]: moto's server (`moto_server`, PyPI `moto[server]`, pinned in `.ci/run`) for protocol-fidelity
+//!   tests. When it is not installed, [`MotoServer::start`] prints why and gives `None` (the test returns), unless
+//!   `BACKSET_REQUIRE_MOTO` is set (as `.ci/run` sets it): then it panics, so CI cannot skip those tests.
+//! - [`FaultServer`]: a loopback HTTP server that answers every request with one fixed status and S3 error (503
+//!   `SlowDown`), counting the requests: what a throttling store does, to test retries and their final error.
+//!
+//! One deliberate difference from S3: `s3s-fs` checks `If-None-Match: *` before it writes, not atomically with the
+//! write, so two racing create-only puts could both succeed. [`S3sServer`] serializes the conditional writes (a put
+//! or a multipart completion with `If-None-Match`) behind one lock, which is what S3 guarantees; moto's server runs
+//! the same race test unchanged. And one fix: `s3s-fs` creates a missing bucket's directory on a put; the wrapper
+//! answers `NoSuchBucket` there, as S3 does.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use s3s::dto::*;
+use s3s::{S3Request, S3Response, S3Result, S3};
+
+/// The bucket every test server is started with.
+pub const TEST_BUCKET: &str = "backset-test";
+
+/// The access key id the test servers accept.
+pub const TEST_ACCESS_KEY_ID: &str = "backset-test-key";
+
+/// The secret access key the test servers accept. Tests that check a secret is never shown look for this string.
+pub const TEST_SECRET_ACCESS_KEY: &str = "backset-test-secret-7f3a9c";
+
+/// How long a test waits for a server it started to accept connections: 60 s (moto's first start imports a lot of
+/// Python on a loaded machine).
+pub const START_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Where a test server listens and the credentials it accepts.
+#[derive(Debug, Clone)]
+pub struct Endpoint {
+    /// `http://127.0.0.1:PORT`.
+    pub url: String,
+    /// The bucket that exists on it ([`TEST_BUCKET`]).
+    pub bucket: String,
+    /// The access key id it accepts.
+    pub access_key_id: String,
+    /// The secret access key it accepts.
+    pub secret_access_key: String,
+}
+
+/// `s3s-fs` served in-process on a loopback port, over a fresh temporary directory holding [`TEST_BUCKET`]. Dropping
+/// it (or [`stop`](Self::stop)) stops the server: the listener and every open connection close.
+pub struct S3sServer {
+    endpoint: Endpoint,
+    runtime: Option<tokio::runtime::Runtime>,
+    root: tempfile::TempDir,
+}
+
+impl std::fmt::Debug for S3sServer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("S3sServer").field("url", &self.endpoint.url).field("root", &self.root.path()).finish()
+    }
+}
+
+impl S3sServer {
+    /// Starts a server with a fresh root directory (under `BACKSET_TEST_DIR` when set, else the system's temporary
+    /// directory) and the bucket [`TEST_BUCKET`].
+    pub fn start() -> Self {
+        let root = match std::env::var_os("BACKSET_TEST_DIR") {
+            Some(dir) => tempfile::Builder::new().prefix("s3s-").tempdir_in(dir),
+            None => tempfile::Builder::new().prefix("s3s-").tempdir(),
+        }
+        .expect("create the S3 server's root directory");
+        std::fs::create_dir(root.path().join(TEST_BUCKET)).expect("create the test bucket's directory");
+        let fs = s3s_fs::FileSystem::new(root.path()).expect("open the S3 server's root directory");
+        let service = {
+            let mut b = s3s::service::S3ServiceBuilder::new(SerializedCreates {
+                fs,
+                root: root.path().to_owned(),
+                lock: tokio::sync::Mutex::new(()),
+            });
+            b.set_auth(s3s::auth::SimpleAuth::from_single(TEST_ACCESS_KEY_ID, TEST_SECRET_ACCESS_KEY));
+            b.build()
+        };
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name("s3s-fs")
+            .enable_all()
+            .build()
+            .expect("start the S3 server's runtime");
+        let listener = runtime
+            .block_on(tokio::net::TcpListener::bind((Ipv4Addr::LOCALHOST, 0)))
+            .expect("bind the S3 server to a loopback port");
+        let addr = listener.local_addr().expect("the S3 server's address");
+        runtime.spawn(async move {
+            let http = hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new());
+            loop {
+                let Ok((socket, _)) = listener.accept().await else { continue };
+                let conn = http.serve_connection(hyper_util::rt::TokioIo::new(socket), service.clone()).into_owned();
+                tokio::spawn(async move {
+                    let _ = conn.await;
+                });
+            }
+        });
+        let endpoint = Endpoint {
+            url: format!("http://{addr}"),
+            bucket: TEST_BUCKET.to_owned(),
+            access_key_id: TEST_ACCESS_KEY_ID.to_owned(),
+            secret_access_key: TEST_SECRET_ACCESS_KEY.to_owned(),
+        };
+        Self { endpoint, runtime: Some(runtime), root }
+    }
+
+    /// Where it listens and what it accepts.
+    pub fn endpoint(&self) -> &Endpoint {
+        &self.endpoint
+    }
+
+    /// The directory the server keeps its buckets in (`<root>/<bucket>/<key>`).
+    pub fn root(&self) -> &Path {
+        self.root.path()
+    }
+
+    /// The file that holds `key` of [`TEST_BUCKET`].
+    pub fn object_file(&self, key: &str) -> PathBuf {
+        self.root.path().join(TEST_BUCKET).join(key)
+    }
+
+    /// Stops the server: its listener and every connection close (a client then gets "connection refused").
+    pub fn stop(&mut self) {
+        if let Some(runtime) = self.runtime.take() {
+            runtime.shutdown_timeout(Duration::from_secs(5));
+        }
+    }
+}
+
+impl Drop for S3sServer {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// `s3s-fs` with its conditional writes serialized (see the crate docs); every other call passes straight through.
+struct SerializedCreates {
+    fs: s3s_fs::FileSystem,
+    root: PathBuf,
+    lock: tokio::sync::Mutex<()>,
+}
+
+impl SerializedCreates {
+    /// S3's answer to a write into a bucket that does not exist.
+    fn bucket_exists(&self, bucket: &str) -> S3Result<()> {
+        if self.root.join(bucket).is_dir() {
+            Ok(())
+        } else {
+            Err(s3s::s3_error!(NoSuchBucket, "The specified bucket does not exist"))
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl S3 for SerializedCreates {
+    async fn put_object(&self, req: S3Request<PutObjectInput>) -> S3Result<S3Response<PutObjectOutput>> {
+        self.bucket_exists(&req.input.bucket)?;
+        if req.input.if_none_match.is_some() || req.input.if_match.is_some() {
+            let _serial = self.lock.lock().await;
+            self.fs.put_object(req).await
+        } else {
+            self.fs.put_object(req).await
+        }
+    }
+    async fn complete_multipart_upload(
+        &self,
+        req: S3Request<CompleteMultipartUploadInput>,
+    ) -> S3Result<S3Response<CompleteMultipartUploadOutput>> {
+        if req.input.if_none_match.is_some() || req.input.if_match.is_some() {
+            let _serial = self.lock.lock().await;
+            self.fs.complete_multipart_upload(req).await
+        } else {
+            self.fs.complete_multipart_upload(req).await
+        }
+    }
+    async fn abort_multipart_upload(
+        &self,
+        req: S3Request<AbortMultipartUploadInput>,
+    ) -> S3Result<S3Response<AbortMultipartUploadOutput>> {
+        self.fs.abort_multipart_upload(req).await
+    }
+    async fn create_bucket(&self, req: S3Request<CreateBucketInput>) -> S3Result<S3Response<CreateBucketOutput>> {
+        self.fs.create_bucket(req).await
+    }
+    async fn create_multipart_upload(
+        &self,
+        req: S3Request<CreateMultipartUploadInput>,
+    ) -> S3Result<S3Response<CreateMultipartUploadOutput>> {
+        self.bucket_exists(&req.input.bucket)?;
+        self.fs.create_multipart_upload(req).await
+    }
+    async fn copy_object(&self, req: S3Request<CopyObjectInput>) -> S3Result<S3Response<CopyObjectOutput>> {
+        self.fs.copy_object(req).await
+    }
+    async fn delete_object(&self, req: S3Request<DeleteObjectInput>) -> S3Result<S3Response<DeleteObjectOutput>> {
+        self.fs.delete_object(req).await
+    }
+    async fn delete_objects(&self, req: S3Request<DeleteObjectsInput>) -> S3Result<S3Response<DeleteObjectsOutput>> {
+        self.fs.delete_objects(req).await
+    }
+    async fn get_object(&self, req: S3Request<GetObjectInput>) -> S3Result<S3Response<GetObjectOutput>> {
+        self.fs.get_object(req).await
+    }
+    async fn head_bucket(&self, req: S3Request<HeadBucketInput>) -> S3Result<S3Response<HeadBucketOutput>> {
+        self.fs.head_bucket(req).await
+    }
+    async fn head_object(&self, req: S3Request<HeadObjectInput>) -> S3Result<S3Response<HeadObjectOutput>> {
+        self.fs.head_object(req).await
+    }
+    async fn list_objects(&self, req: S3Request<ListObjectsInput>) -> S3Result<S3Response<ListObjectsOutput>> {
+        self.fs.list_objects(req).await
+    }
+    async fn list_objects_v2(&self, req: S3Request<ListObjectsV2Input>) -> S3Result<S3Response<ListObjectsV2Output>> {
+        self.fs.list_objects_v2(req).await
+    }
+    async fn list_parts(&self, req: S3Request<ListPartsInput>) -> S3Result<S3Response<ListPartsOutput>> {
+        self.fs.list_parts(req).await
+    }
+    async fn upload_part(&self, req: S3Request<UploadPartInput>) -> S3Result<S3Response<UploadPartOutput>> {
+        self.fs.upload_part(req).await
+    }
+}
+
+/// moto's S3 server (`moto_server`), started on a free loopback port with the bucket [`TEST_BUCKET`]; killed when
+/// dropped. moto accepts any credentials (it does not check signatures unless told to).
+#[derive(Debug)]
+pub struct MotoServer {
+    endpoint: Endpoint,
+    child: Child,
+}
+
+/// The variable that names the `moto_server` executable (`.ci/run` sets it to the one in its virtual environment).
+pub const MOTO_SERVER_VAR: &str = "BACKSET_MOTO_SERVER";
+
+/// The variable that makes a missing moto a failure instead of a skip (`.ci/run` sets it to 1).
+pub const REQUIRE_MOTO_VAR: &str = "BACKSET_REQUIRE_MOTO";
+
+impl MotoServer {
+    /// Starts moto's server, or prints why not and gives `None` when it is not installed (`BACKSET_MOTO_SERVER`
+    /// unset and no `moto_server` on `PATH`). Panics instead of skipping when `BACKSET_REQUIRE_MOTO` is set.
+    pub fn start(test: &str) -> Option<Self> {
+        let program = match std::env::var_os(MOTO_SERVER_VAR) {
+            Some(p) => PathBuf::from(p),
+            None => match find_on_path("moto_server") {
+                Some(p) => p,
+                None => {
+                    let why = format!(
+                        "{test}: moto's server is not installed (no {MOTO_SERVER_VAR}, no moto_server on PATH); \
+                         .ci/run installs it (pip install 'moto[server]' in target/moto-venv)"
+                    );
+                    if std::env::var_os(REQUIRE_MOTO_VAR).is_some() {
+                        panic!("{why}, and {REQUIRE_MOTO_VAR} says it must be there");
+                    }
+                    eprintln!("skipped: {why}");
+                    return None;
+                }
+            },
+        };
+        let port = free_port();
+        let child = Command::new(&program)
+            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("start {}: {e}", program.display()));
+        let mut server = Self {
+            endpoint: Endpoint {
+                url: format!("http://127.0.0.1:{port}"),
+                bucket: TEST_BUCKET.to_owned(),
+                access_key_id: TEST_ACCESS_KEY_ID.to_owned(),
+                secret_access_key: TEST_SECRET_ACCESS_KEY.to_owned(),
+            },
+            child,
+        };
+        let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
+        let deadline = Instant::now() + START_TIMEOUT;
+        // moto answers PUT /<bucket> (CreateBucket) without a signature: that is both the readiness probe and the
+        // bucket's creation.
+        loop {
+            if let Ok(status) = http_request(addr, "PUT", &format!("/{TEST_BUCKET}")) {
+                assert_eq!(status, 200, "moto: create bucket {TEST_BUCKET}: HTTP {status}");
+                break;
+            }
+            if let Ok(Some(exit)) = server.child.try_wait() {
+                panic!("{} exited at start ({exit}); run it by hand to see why", program.display());
+            }
+            assert!(Instant::now() < deadline, "moto's server did not answer on {addr} within {START_TIMEOUT:?}");
+            thread::sleep(Duration::from_millis(100));
+        }
+        Some(server)
+    }
+
+    /// Where it listens and what it accepts.
+    pub fn endpoint(&self) -> &Endpoint {
+        &self.endpoint
+    }
+}
+
+impl Drop for MotoServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A loopback HTTP server that answers every request with one status and an S3 error body, and counts the requests
+/// it answered. Stops when dropped.
+#[derive(Debug)]
+pub struct FaultServer {
+    url: String,
+    requests: Arc<AtomicUsize>,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    addr: SocketAddr,
+}
+
+impl FaultServer {
+    /// Answers every request with `503 Service Unavailable` and S3's `SlowDown` error, as a throttling store does.
+    pub fn slow_down() -> Self {
+        Self::start(503, "Service Unavailable", "SlowDown", "Please reduce your request rate.")
+    }
+
+    /// Answers every request with `status` and the S3 error `code`/`message`.
+    pub fn start(status: u16, reason: &'static str, code: &'static str, message: &'static str) -> Self {
+        let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).expect("bind the fault server");
+        let addr = listener.local_addr().expect("the fault server's address");
+        let requests = Arc::new(AtomicUsize::new(0));
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (count, stopped) = (requests.clone(), stop.clone());
+        thread::spawn(move || {
+            for stream in listener.incoming() {
+                if stopped.load(Ordering::SeqCst) {
+                    break;
+                }
+                let Ok(stream) = stream else { continue };
+                let count = count.clone();
+                thread::spawn(move || answer_all(stream, status, reason, code, message, &count));
+            }
+        });
+        Self { url: format!("http://{addr}"), requests, stop, addr }
+    }
+
+    /// `http://127.0.0.1:PORT`.
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// Requests answered so far.
+    pub fn requests(&self) -> usize {
+        self.requests.load(Ordering::SeqCst)
+    }
+}
+
+impl Drop for FaultServer {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        let _ = TcpStream::connect(self.addr); // wakes the accept loop to see `stop`
+    }
+}
+
+/// Answers each request on one connection (keep-alive) until the client closes it.
+fn answer_all(stream: TcpStream, status: u16, reason: &str, code: &str, message: &str, count: &AtomicUsize) {
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(10)));
+    let mut writer = match stream.try_clone() {
+        Ok(w) => w,
+        Err(_) => return,
+    };
+    let mut reader = BufReader::new(stream);
+    loop {
+        let mut content_length = 0usize;
+        let mut line = String::new();
+        match reader.read_line(&mut line) {
+            Ok(0) | Err(_) => return,
+            Ok(_) => {}
+        }
+        loop {
+            let mut header = String::new();
+            if reader.read_line(&mut header).unwrap_or(0) == 0 {
+                return;
+            }
+            let header = header.trim_end();
+            if header.is_empty() {
+                break;
+            }
+            if let Some((name, value)) = header.split_once(':') {
+                if name.eq_ignore_ascii_case("content-length") {
+                    content_length = value.trim().parse().unwrap_or(0);
+                }
+            }
+        }
+        let mut body = vec![0; content_length];
+        if reader.read_exact(&mut body).is_err() {
+            return;
+        }
+        count.fetch_add(1, Ordering::SeqCst);
+        let xml = format!(
+            "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Error><Code>{code}</Code><Message>{message}</Message></Error>"
+        );
+        let response = format!(
+            "HTTP/1.1 {status} {reason}\r\nContent-Type: application/xml\r\nContent-Length: {}\r\n\r\n{xml}",
+            xml.len()
+        );
+        if writer.write_all(response.as_bytes()).is_err() {
+            return;
+        }
+    }
+}
+
+/// A loopback port free right now (the OS picks it; the listener is closed again for the server to bind).
+pub fn free_port() -> u16 {
+    TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).and_then(|l| l.local_addr()).expect("pick a free loopback port").port()
+}
+
+/// One bodiless HTTP/1.1 request; its status code.
+fn http_request(addr: SocketAddr, method: &str, path: &str) -> std::io::Result<u16> {
+    let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
+    stream.set_read_timeout(Some(Duration::from_secs(10)))?;
+    write!(stream, "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")?;
+    let mut status_line = String::new();
+    BufReader::new(stream).read_line(&mut status_line)?;
+    status_line
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| std::io::Error::other(format!("not an HTTP response: {status_line:?}")))
+}
+
+fn find_on_path(name: &str) -> Option<PathBuf> {
+    std::env::split_paths(&std::env::var_os("PATH")?).map(|dir| dir.join(name)).find(|p| p.is_file())
+}
