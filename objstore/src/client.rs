@@ -43,6 +43,27 @@ pub struct ObjectInfo {
     pub e_tag: Option<String>,
 }
 
+/// What stands at a name: an object, or a prefix with objects below it (what a directory is on object storage).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Entry {
+    /// An object of this size.
+    Object {
+        /// Its size in bytes.
+        size: u64,
+    },
+    /// No object, but objects below `name/`.
+    Prefix,
+}
+
+/// One level of names below a prefix, as [`ObjectClient::list_dir`] gives it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DirListing {
+    /// The names (last component only) that have objects below them, in key order.
+    pub prefixes: Vec<String>,
+    /// The objects at this level, with their last component as `rel`, in key order.
+    pub objects: Vec<ObjectInfo>,
+}
+
 /// What a put stored.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Stored {
@@ -53,7 +74,7 @@ pub struct Stored {
 /// A client for one `s3://bucket/prefix`. `Debug` shows the location and the endpoint, never a credential.
 pub struct ObjectClient {
     store: Arc<AmazonS3>,
-    runtime: tokio::runtime::Runtime,
+    runtime: Arc<tokio::runtime::Runtime>,
     url: S3Url,
     endpoint: String,
     max_retries: usize,
@@ -130,7 +151,7 @@ impl ObjectClient {
             .map_err(ObjStoreError::Runtime)?;
         Ok(Self {
             store: Arc::new(store),
-            runtime,
+            runtime: Arc::new(runtime),
             url,
             endpoint: shown_endpoint,
             max_retries: config.retry.max_retries,
@@ -247,6 +268,70 @@ impl ObjectClient {
         Ok(objects)
     }
 
+    /// What stands at `rel`: an object, a prefix with objects below it, or nothing (`rel` empty: the location's
+    /// prefix itself, never an object).
+    pub fn stat(&self, rel: &str) -> Result<Option<Entry>, ObjStoreError> {
+        if !rel.is_empty() {
+            if let Some(info) = self.head(rel)? {
+                return Ok(Some(Entry::Object { size: info.size }));
+            }
+        }
+        let key = self.url.key(rel);
+        let prefix = if key.is_empty() { None } else { Some(self.path(rel)?) };
+        let first = self.runtime.block_on(async { self.store.list(prefix.as_ref()).next().await });
+        match first {
+            None => Ok(None),
+            Some(Ok(_)) => Ok(Some(Entry::Prefix)),
+            Some(Err(e)) => Err(self.err("list", rel)(e)),
+        }
+    }
+
+    /// The names one level below `rel` (`rel` empty: below the location's prefix): the prefixes that have objects
+    /// below them, and the objects.
+    pub fn list_dir(&self, rel: &str) -> Result<DirListing, ObjStoreError> {
+        let key = self.url.key(rel);
+        let prefix = if key.is_empty() { None } else { Some(self.path(rel)?) };
+        let listed =
+            self.runtime.block_on(self.store.list_with_delimiter(prefix.as_ref())).map_err(self.err("list", rel))?;
+        let last = |p: &Path| p.filename().unwrap_or_default().to_owned();
+        let mut listing = DirListing {
+            prefixes: listed.common_prefixes.iter().map(last).collect(),
+            objects: listed
+                .objects
+                .into_iter()
+                .map(|m| ObjectInfo { rel: last(&m.location), size: m.size, e_tag: m.e_tag })
+                .collect(),
+        };
+        listing.prefixes.sort();
+        listing.objects.sort_by(|a, b| a.rel.cmp(&b.rel));
+        Ok(listing)
+    }
+
+    /// The object `rel` to stream from, and its size: a [`Read`](std::io::Read) that holds one chunk of the
+    /// response at a time (never the whole object). A failure mid-stream, or a body shorter than the size, is a
+    /// read error naming the object, never a short read.
+    pub fn open(&self, rel: &str) -> Result<(ObjectReader, u64), ObjStoreError> {
+        let path = self.path(rel)?;
+        let result =
+            self.runtime.block_on(self.store.get_opts(&path, GetOptions::default())).map_err(self.err("get", rel))?;
+        let size = result.meta.size;
+        let object = self.url.show(rel);
+        let classify_err: ErrFn = {
+            let (bucket, endpoint, retries) = (self.url.bucket().to_owned(), self.endpoint.clone(), self.max_retries);
+            let object = object.clone();
+            Box::new(move |e| classify("get", object.clone(), &bucket, &endpoint, retries, e))
+        };
+        let reader = ObjectReader {
+            runtime: self.runtime.clone(),
+            stream: result.into_stream(),
+            chunk: Bytes::new(),
+            remaining: size,
+            object,
+            classify: classify_err,
+        };
+        Ok((reader, size))
+    }
+
     /// Deletes `rel`; deleting an object that is not there succeeds (as S3 does).
     pub fn delete(&self, rel: &str) -> Result<(), ObjStoreError> {
         let path = self.path(rel)?;
@@ -254,6 +339,46 @@ impl ObjectClient {
             Ok(()) | Err(ObjStoreError::NotFound { .. }) => Ok(()),
             Err(e) => Err(e),
         }
+    }
+}
+
+type ErrFn = Box<dyn Fn(object_store::Error) -> ObjStoreError + Send + Sync>;
+
+/// A streamed object (see [`ObjectClient::open`]).
+pub struct ObjectReader {
+    runtime: Arc<tokio::runtime::Runtime>,
+    stream: futures::stream::BoxStream<'static, object_store::Result<Bytes>>,
+    chunk: Bytes,
+    remaining: u64,
+    object: String,
+    classify: ErrFn,
+}
+
+impl fmt::Debug for ObjectReader {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ObjectReader").field("object", &self.object).field("remaining", &self.remaining).finish()
+    }
+}
+
+impl std::io::Read for ObjectReader {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        while self.chunk.is_empty() {
+            match self.runtime.block_on(self.stream.next()) {
+                Some(Ok(chunk)) => self.chunk = chunk,
+                Some(Err(e)) => return Err(std::io::Error::other((self.classify)(e))),
+                None if self.remaining > 0 => {
+                    return Err(std::io::Error::new(
+                        std::io::ErrorKind::UnexpectedEof,
+                        format!("get {}: the store ended the object {} bytes early", self.object, self.remaining),
+                    ))
+                }
+                None => return Ok(0),
+            }
+        }
+        let n = buf.len().min(self.chunk.len());
+        buf[..n].copy_from_slice(&self.chunk.split_to(n));
+        self.remaining = self.remaining.saturating_sub(n as u64);
+        Ok(n)
     }
 }
 

@@ -6,8 +6,10 @@
 //! - [`config`]: endpoint, region, credentials (the standard `AWS_*` variables, or given explicitly), the plain-HTTP
 //!   policy and retries; secrets are never shown.
 //! - [`client`]: [`ObjectClient`], blocking operations on one location: put, create-only put (the publish step),
-//!   multipart upload from the caller's buffers with a bounded number of parts in flight, get, ranged get, head,
-//!   list, delete.
+//!   multipart upload from the caller's buffers with a bounded number of parts in flight, get, ranged get, a
+//!   streamed get ([`ObjectReader`]), head, what stands at a name ([`Entry`]: an object or a prefix), list (every
+//!   object below a prefix, or one level of it), delete: what the storage seam of a backup set reads and writes
+//!   through.
 //! - [`error`]: [`ObjStoreError`], each failure with what to do.
 //! - [`limits`]: every bound and retry setting, named.
 //!
@@ -20,7 +22,7 @@ pub mod error;
 pub mod limits;
 pub mod location;
 
-pub use client::{ObjectClient, ObjectInfo, Stored, Upload};
+pub use client::{DirListing, Entry, ObjectClient, ObjectInfo, ObjectReader, Stored, Upload};
 pub use config::{RetrySettings, S3Config, S3Credentials, Secret};
 pub use error::ObjStoreError;
 pub use location::{Location, LocationError, S3Url};

@@ -2,11 +2,14 @@
 //! (protocol fidelity; skipped with a printed reason when it is not installed, a failure when `.ci/run` requires
 //! it). Every test that does not depend on one server's quirks runs on both.
 
+use std::io::Read;
 use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
 
 use backset_objstore::limits::{MIN_PART_BYTES, MULTIPART_PARTS_IN_FLIGHT};
-use backset_objstore::{Location, ObjStoreError, ObjectClient, RetrySettings, S3Config, S3Credentials, S3Url, Secret};
+use backset_objstore::{
+    DirListing, Entry, Location, ObjStoreError, ObjectClient, RetrySettings, S3Config, S3Credentials, S3Url, Secret,
+};
 use backset_s3test::{Endpoint, FaultServer, MotoServer, S3sServer, TEST_SECRET_ACCESS_KEY};
 use bytes::Bytes;
 
@@ -292,4 +295,75 @@ fn throttling_is_retried_then_reported_with_the_stores_message() {
     assert!(text.contains("lower --max-rate or the number of concurrent jobs"), "{text}");
     assert!(!text.contains('\n'), "{text}");
     assert_eq!(fault.requests(), 3, "one request and two retries");
+}
+
+#[test]
+fn stat_and_list_dir_see_prefixes_as_directories() {
+    on_both("stat_and_list_dir_see_prefixes_as_directories", |ep| {
+        let c = client(ep, "dirs/demo");
+        for rel in ["state", "full/control/manifest", "full/data/atoms/1", "full/data/atoms/2", "incr-1/control/x"] {
+            c.put(rel, Bytes::from(rel.as_bytes().to_vec())).unwrap();
+        }
+        assert_eq!(c.stat("state").unwrap(), Some(Entry::Object { size: 5 }));
+        assert_eq!(c.stat("full").unwrap(), Some(Entry::Prefix));
+        assert_eq!(c.stat("full/data/atoms").unwrap(), Some(Entry::Prefix));
+        assert_eq!(c.stat("").unwrap(), Some(Entry::Prefix));
+        assert_eq!(c.stat("ful").unwrap(), None, "a name is not a prefix of a longer name");
+        assert_eq!(c.stat("nothing").unwrap(), None);
+        assert_eq!(client(ep, "dirs/empty").stat("").unwrap(), None);
+
+        let top = c.list_dir("").unwrap();
+        assert_eq!(top.prefixes, ["full", "incr-1"]);
+        assert_eq!(top.objects.iter().map(|o| (o.rel.as_str(), o.size)).collect::<Vec<_>>(), [("state", 5)]);
+        let atoms = c.list_dir("full/data/atoms").unwrap();
+        assert!(atoms.prefixes.is_empty());
+        assert_eq!(atoms.objects.iter().map(|o| o.rel.as_str()).collect::<Vec<_>>(), ["1", "2"]);
+        assert_eq!(c.list_dir("nothing").unwrap(), DirListing::default());
+    });
+}
+
+#[test]
+fn open_streams_an_object_chunk_by_chunk() {
+    on_both("open_streams_an_object_chunk_by_chunk", |ep| {
+        let c = client(ep, "stream");
+        let data = pattern(3 << 20, 5);
+        c.put("big", Bytes::from(data.clone())).unwrap();
+        let (mut reader, size) = c.open("big").unwrap();
+        assert_eq!(size, data.len() as u64);
+        let mut read = Vec::new();
+        let mut buf = vec![0; 100_000];
+        loop {
+            let n = reader.read(&mut buf).unwrap();
+            if n == 0 {
+                break;
+            }
+            read.extend_from_slice(&buf[..n]);
+        }
+        assert!(read == data, "streamed bytes differ from the object's");
+        let missing = c.open("missing").unwrap_err();
+        assert!(matches!(missing, ObjStoreError::NotFound { .. }), "{missing:?}");
+    });
+}
+
+#[test]
+fn a_server_stopped_mid_stream_is_a_read_error_not_a_short_read() {
+    let mut server = S3sServer::start();
+    let c = client(server.endpoint(), "cut");
+    let size = 64 << 20;
+    c.put("big", Bytes::from(pattern(size, 9))).unwrap();
+    let (mut reader, _) = c.open("big").unwrap();
+    let mut buf = vec![0; 1 << 16];
+    assert!(reader.read(&mut buf).unwrap() > 0);
+    server.stop();
+    let mut total = 0usize;
+    let e = loop {
+        match reader.read(&mut buf) {
+            Ok(0) => panic!("the stream ended after {total} more bytes without an error"),
+            Ok(n) => total += n,
+            Err(e) => break e,
+        }
+    };
+    assert!(total < size);
+    let text = e.to_string();
+    assert!(text.contains(&format!("get s3://{}/cut/big", server.endpoint().bucket)), "{text}");
 }

@@ -11,8 +11,9 @@
 //! One deliberate difference from S3: `s3s-fs` checks `If-None-Match: *` before it writes, not atomically with the
 //! write, so two racing create-only puts could both succeed. [`S3sServer`] serializes the conditional writes (a put
 //! or a multipart completion with `If-None-Match`) behind one lock, which is what S3 guarantees; moto's server runs
-//! the same race test unchanged. And one fix: `s3s-fs` creates a missing bucket's directory on a put; the wrapper
-//! answers `NoSuchBucket` there, as S3 does.
+//! the same race test unchanged. And two fixes where a directory shows through: `s3s-fs` creates a missing bucket's
+//! directory on a put, and answers 500 to a get or head of a key that is a directory on its disk (`a` when `a/b`
+//! exists); the wrapper answers `NoSuchBucket` and `NoSuchKey` there, as S3 does.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
@@ -160,6 +161,15 @@ impl SerializedCreates {
             Err(s3s::s3_error!(NoSuchBucket, "The specified bucket does not exist"))
         }
     }
+
+    /// S3's answer to a get or head of a key that is only a prefix of other keys.
+    fn not_a_directory(&self, bucket: &str, key: &str) -> S3Result<()> {
+        if self.root.join(bucket).join(key).is_dir() {
+            Err(s3s::s3_error!(NoSuchKey, "The specified key does not exist."))
+        } else {
+            Ok(())
+        }
+    }
 }
 
 #[async_trait::async_trait]
@@ -210,12 +220,14 @@ impl S3 for SerializedCreates {
         self.fs.delete_objects(req).await
     }
     async fn get_object(&self, req: S3Request<GetObjectInput>) -> S3Result<S3Response<GetObjectOutput>> {
+        self.not_a_directory(&req.input.bucket, &req.input.key)?;
         self.fs.get_object(req).await
     }
     async fn head_bucket(&self, req: S3Request<HeadBucketInput>) -> S3Result<S3Response<HeadBucketOutput>> {
         self.fs.head_bucket(req).await
     }
     async fn head_object(&self, req: S3Request<HeadObjectInput>) -> S3Result<S3Response<HeadObjectOutput>> {
+        self.not_a_directory(&req.input.bucket, &req.input.key)?;
         self.fs.head_object(req).await
     }
     async fn list_objects(&self, req: S3Request<ListObjectsInput>) -> S3Result<S3Response<ListObjectsOutput>> {
