@@ -214,7 +214,7 @@ pub struct Process {
     pub message: Option<String>,
 }
 
-impl crate::lbquery::Selectable for Process {
+impl crate::process_filter::Selectable for Process {
     fn start_id(&self) -> u64 {
         self.start_id
     }

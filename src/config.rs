@@ -10,8 +10,17 @@ use std::path::{Path, PathBuf};
 use anyhow::Result;
 use serde::Deserialize;
 
-use crate::cli::UsageError;
-use crate::server::Toggle;
+use crate::usage::UsageError;
+
+/// `enable` or `disable`.
+#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Toggle {
+    /// On.
+    Enable,
+    /// Off.
+    Disable,
+}
 
 /// The whole file.
 #[derive(Debug, Default, Deserialize)]

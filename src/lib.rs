@@ -6,12 +6,12 @@
 //! - [`engine`]: the `Archive` trait, hot copies, restore and check.
 //! - [`refstore`]: the reference store, the SM that `serve` and `demo` embed.
 //!
-//! It also holds [`lbquery`], NuoDB's process filter expressions (`--process-filter`, `filterQuery`), which depends on
-//! nothing but `std` so that the fuzz crate compiles it alone.
+//! It also holds [`process_filter`], NuoDB's process filter expressions (`--process-filter`, `filterQuery`), which
+//! depends on nothing but `std` so that the fuzz crate compiles it alone.
 
 pub use backset_copier as copier;
 pub use backset_engine as engine;
 pub use backset_format as format;
 pub use backset_refstore as refstore;
 
-pub mod lbquery;
+pub mod process_filter;

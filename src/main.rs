@@ -33,11 +33,12 @@ mod paging;
 mod progress;
 mod server;
 mod text;
+mod usage;
 
 use std::process::ExitCode;
 
 // The process filter parser lives in the library (the fuzz crate compiles it alone; see its docs).
-use backset::lbquery;
+use backset::process_filter;
 use clap::{Parser, Subcommand};
 
 /// Backset: hot copies of a running database into backup sets, restore to any transaction, offline validation.
@@ -81,7 +82,7 @@ enum Command {
     /// or SIGTERM.
     ///
     /// Example: `backset serve --data-dir /var/lib/backset --sms 2 --storage-groups 2`
-    Serve(server::Args),
+    Serve(server::settings::Args),
     /// Start a hot copy (nuocmd's `hotcopy database`) through the admin server.
     ///
     /// Example: `backset hotcopy database --db-name demo --type full --backup-dirs 0 /backups/set1 --timeout 600`
@@ -155,7 +156,7 @@ fn main() -> ExitCode {
         Command::Restore(args) => no_server("restore", &|| offline::run_restore(&args)),
         Command::Check(args) => no_server("check", &|| offline::run_check(&args)),
         Command::Archive(cmd) => no_server("archive", &|| offline::run_archive(&cmd)),
-        Command::Serve(args) => no_server("serve", &|| server::run(&args)),
+        Command::Serve(args) => no_server("serve", &|| server::startup::run(&args)),
         Command::Completion(args) => no_server("completion", &|| completion(&args)),
         Command::Hotcopy(cli::HotcopyCommand::Database(args)) => {
             cli::hotcopy_database(&args.client.with_leading(lead), &args)
@@ -179,7 +180,7 @@ fn main() -> ExitCode {
         // A closed pipe (`backset archive dump DIR | head`) is not an error.
         Err(e) if broken_pipe(&e) => ExitCode::SUCCESS,
         // A mistake on the command line that clap could not see: clap's exit code.
-        Err(e) if e.downcast_ref::<cli::UsageError>().is_some() => {
+        Err(e) if e.downcast_ref::<usage::UsageError>().is_some() => {
             if logging::json() {
                 tracing::error!(usage = true, "{e}");
             } else {

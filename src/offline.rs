@@ -21,9 +21,9 @@ use backset_refstore::read_archive_with_journal;
 use serde_json::json;
 use uuid::Uuid;
 
-use crate::cli::UsageError;
 use crate::progress;
 use crate::text::{counted, txn_range};
+use crate::usage::UsageError;
 
 /// Options of `backset restore`.
 #[derive(clap::Args, Debug)]

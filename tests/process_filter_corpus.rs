@@ -4,7 +4,7 @@
 
 use std::path::PathBuf;
 
-use backset::lbquery::fuzz::process_filter;
+use backset::process_filter::fuzz::process_filter;
 
 #[test]
 fn every_process_filter_corpus_and_crash_file_passes() {

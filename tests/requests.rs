@@ -694,7 +694,7 @@ fn bad_cli_arguments_exit_2_with_a_usage_message() {
 }
 
 // Regressions: each failed before its fix (relative paths, targets in an archive: engine/src/hotcopy/manager.rs;
-// duplicate ids, maxRate 0, wrong-type field names: src/server.rs).
+// duplicate ids, maxRate 0: src/server/nuoadmin.rs; wrong-type field names: src/server/http.rs).
 
 /// Every path given to a hot copy must be absolute: the server would otherwise resolve it against its own working
 /// directory (which the client cannot know), and an empty path fails later with `resolve : No such file`.

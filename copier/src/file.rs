@@ -23,9 +23,9 @@ pub(crate) struct Source {
     pub(crate) len: u64,
 }
 
-/// An open, newly created target.
+/// A newly created target file, open for writing, and whether it is written with direct I/O.
 #[derive(Debug)]
-pub(crate) struct Target {
+pub(crate) struct TargetFile {
     pub(crate) file: File,
     pub(crate) direct: bool,
 }
@@ -112,9 +112,9 @@ pub(crate) fn source_from_stat(
 }
 
 /// Sets up a newly created target for writing; `stx` is its `statx`, needed only when direct I/O is wanted.
-pub(crate) fn target_from_stat(file: File, stx: Option<&libc::statx>, want_direct: bool) -> Target {
+pub(crate) fn target_from_stat(file: File, stx: Option<&libc::statx>, want_direct: bool) -> TargetFile {
     let direct = set_flags(&file, TARGET_OPEN_FLAGS, want_direct && stx.is_some_and(direct_possible));
-    Target { file, direct }
+    TargetFile { file, direct }
 }
 
 pub(crate) fn open_source(req: &CopyRequest, want_direct: bool) -> Result<Source, CopyError> {
@@ -142,7 +142,7 @@ pub(crate) fn create_target(
     len: u64,
     want_direct: bool,
     created: &mut Created,
-) -> Result<Target, CopyError> {
+) -> Result<TargetFile, CopyError> {
     if let Some(parent) = path.parent() {
         created.create_dirs(parent)?;
     }
@@ -190,7 +190,7 @@ pub(crate) fn presize_len(len: u64, direct: bool) -> u64 {
 }
 
 /// Gives a new target its [`presize_len`], if any.
-pub(crate) fn presize(target: &Target, len: u64, path: &Path) -> Result<(), CopyError> {
+pub(crate) fn presize(target: &TargetFile, len: u64, path: &Path) -> Result<(), CopyError> {
     match presize_len(len, target.direct) {
         0 => Ok(()),
         size => target.file.set_len(size).map_err(|e| CopyError::io("set the size of", path, e)),
@@ -266,7 +266,7 @@ pub(crate) fn fsynced_alone(len: u64) -> bool {
 }
 
 /// Cuts a direct-I/O target back to its size after a padded last write.
-pub(crate) fn truncate_target(target: &Target, len: u64, path: &Path) -> Result<(), CopyError> {
+pub(crate) fn truncate_target(target: &TargetFile, len: u64, path: &Path) -> Result<(), CopyError> {
     if target.direct && !len.is_multiple_of(DIRECT_ALIGN as u64) {
         target.file.set_len(len).map_err(|e| CopyError::io("truncate", path, e))?;
     }

@@ -6,7 +6,7 @@ use std::fs::File;
 
 use super::bug;
 use crate::error::CopyError;
-use crate::file::{Source, Target};
+use crate::file::{Source, TargetFile};
 use crate::job::FileReport;
 use crate::pool::Buf;
 
@@ -35,14 +35,14 @@ pub(super) struct OpenFile<'a> {
     pub(super) stage: Stage,
     /// Operations of the current setup or closing stage in flight.
     pub(super) setup: usize,
-    /// Opened descriptors, until `statx` made them a `Source` / `Target`.
+    /// Opened descriptors, until `statx` made them a `Source` / `TargetFile`.
     pub(super) src_file: Option<File>,
     pub(super) dst_file: Option<File>,
     pub(super) src_stat: Option<libc::statx>,
     pub(super) dst_stat: Option<libc::statx>,
     pub(super) src: Option<Source>,
     /// `None` when the request only reads and hashes.
-    pub(super) dst: Option<Target>,
+    pub(super) dst: Option<TargetFile>,
     /// Whether the hashing thread was asked for the file's hashes.
     pub(super) finish_sent: bool,
     /// The file's BLAKE3 and chunk hashes, once the hashing thread answered.
@@ -109,7 +109,7 @@ impl OpenFile<'_> {
     }
 
     /// The target, once set up.
-    pub(super) fn dst(&self) -> Result<&Target, CopyError> {
+    pub(super) fn dst(&self) -> Result<&TargetFile, CopyError> {
         self.dst.as_ref().ok_or_else(|| bug(format!("request {} used a target it has not set up", self.request)))
     }
 }

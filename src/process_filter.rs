@@ -39,7 +39,7 @@ pub trait Selectable {
 /// A parsed filter. It prints as the shortest expression that parses to it: one space only between two words,
 /// `label(k v)`, `and(any label(k v)not(any))`.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Filter {
+pub enum ProcessFilter {
     /// Every process.
     Any,
     /// Start id matches.
@@ -53,13 +53,13 @@ pub enum Filter {
     /// The option exists and its value matches.
     Option(String, Pattern),
     /// The filter does not admit the process.
-    Not(Box<Filter>),
+    Not(Box<ProcessFilter>),
     /// Every filter admits it.
-    And(Vec<Filter>),
+    And(Vec<ProcessFilter>),
     /// Some filter admits it.
-    Or(Vec<Filter>),
+    Or(Vec<ProcessFilter>),
     /// What the first filter that admits any process admits.
-    First(Vec<Filter>),
+    First(Vec<ProcessFilter>),
 }
 
 /// A value pattern: alternatives separated by commas, each `*`, `value`, `value*` or `*value`.
@@ -103,7 +103,7 @@ impl fmt::Display for Pattern {
     }
 }
 
-impl fmt::Display for Filter {
+impl fmt::Display for ProcessFilter {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Self::Any => f.write_str("any"),
@@ -135,7 +135,7 @@ impl fmt::Display for Filter {
 
 /// A filter that does not parse: what was expected, and where (byte offset into the input).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ParseError {
+pub struct FilterParseError {
     /// Byte offset where the error is.
     pub position: usize,
     /// What is wrong.
@@ -143,7 +143,7 @@ pub struct ParseError {
     input: String,
 }
 
-impl fmt::Display for ParseError {
+impl fmt::Display for FilterParseError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "invalid process filter at position {}: {}", self.position, self.message)?;
         if self.input.len() <= 200 && !self.input.contains(['\n', '\r']) {
@@ -153,7 +153,7 @@ impl fmt::Display for ParseError {
     }
 }
 
-impl std::error::Error for ParseError {}
+impl std::error::Error for FilterParseError {}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Tok<'a> {
@@ -169,8 +169,8 @@ struct Parser<'a> {
 }
 
 impl<'a> Parser<'a> {
-    fn err(&self, position: usize, message: impl Into<String>) -> ParseError {
-        ParseError { position, message: message.into(), input: self.input.to_string() }
+    fn err(&self, position: usize, message: impl Into<String>) -> FilterParseError {
+        FilterParseError { position, message: message.into(), input: self.input.to_string() }
     }
 
     /// The next token and its position, without consuming it.
@@ -200,7 +200,7 @@ impl<'a> Parser<'a> {
         (at, tok)
     }
 
-    fn expect(&mut self, want: Tok<'static>, what: &str) -> Result<(), ParseError> {
+    fn expect(&mut self, want: Tok<'static>, what: &str) -> Result<(), FilterParseError> {
         let (at, tok) = self.next();
         if tok == want {
             Ok(())
@@ -209,14 +209,14 @@ impl<'a> Parser<'a> {
         }
     }
 
-    fn word(&mut self, what: &str) -> Result<(usize, &'a str), ParseError> {
+    fn word(&mut self, what: &str) -> Result<(usize, &'a str), FilterParseError> {
         match self.next() {
             (at, Tok::Word(w)) => Ok((at, w)),
             (at, tok) => Err(self.err(at, format!("expected {what}, found {}", describe(tok)))),
         }
     }
 
-    fn pattern(&mut self) -> Result<Pattern, ParseError> {
+    fn pattern(&mut self) -> Result<Pattern, FilterParseError> {
         let (at, w) = self.word("a value pattern (*, value, value*, *value, or several joined by commas)")?;
         let mut alts = Vec::new();
         let mut offset = at;
@@ -248,11 +248,11 @@ impl<'a> Parser<'a> {
         Ok(Pattern(alts))
     }
 
-    fn filter(&mut self, depth: usize) -> Result<Filter, ParseError> {
+    fn filter(&mut self, depth: usize) -> Result<ProcessFilter, FilterParseError> {
         let (at, name) =
             self.word("a filter (any, start_id, hostname, address, label, option, not, and, or, first)")?;
         if name == "any" {
-            return Ok(Filter::Any);
+            return Ok(ProcessFilter::Any);
         }
         let known = ["start_id", "hostname", "address", "label", "option", "not", "and", "or", "first"];
         if !known.contains(&name) {
@@ -268,28 +268,28 @@ impl<'a> Parser<'a> {
         }
         self.expect(Tok::Open, &format!("'(' after {name}"))?;
         let f = match name {
-            "start_id" => Filter::StartId(self.pattern()?),
-            "hostname" => Filter::Hostname(self.pattern()?),
-            "address" => Filter::Address(self.pattern()?),
+            "start_id" => ProcessFilter::StartId(self.pattern()?),
+            "hostname" => ProcessFilter::Hostname(self.pattern()?),
+            "address" => ProcessFilter::Address(self.pattern()?),
             "label" | "option" => {
                 let (_, key) = self.word(&format!("the {name}'s key"))?;
                 let p = self.pattern()?;
                 if name == "label" {
-                    Filter::Label(key.to_string(), p)
+                    ProcessFilter::Label(key.to_string(), p)
                 } else {
-                    Filter::Option(key.to_string(), p)
+                    ProcessFilter::Option(key.to_string(), p)
                 }
             }
-            "not" => Filter::Not(Box::new(self.filter(depth + 1)?)),
+            "not" => ProcessFilter::Not(Box::new(self.filter(depth + 1)?)),
             _ => {
                 let mut list = vec![self.filter(depth + 1)?];
                 while !matches!(self.peek().1, Tok::Close | Tok::End) {
                     list.push(self.filter(depth + 1)?);
                 }
                 match name {
-                    "and" => Filter::And(list),
-                    "or" => Filter::Or(list),
-                    _ => Filter::First(list),
+                    "and" => ProcessFilter::And(list),
+                    "or" => ProcessFilter::Or(list),
+                    _ => ProcessFilter::First(list),
                 }
             }
         };
@@ -307,9 +307,9 @@ fn describe(tok: Tok<'_>) -> String {
     }
 }
 
-impl Filter {
+impl ProcessFilter {
     /// Parses a filter expression.
-    pub fn parse(input: &str) -> Result<Self, ParseError> {
+    pub fn parse(input: &str) -> Result<Self, FilterParseError> {
         let mut p = Parser { input, pos: 0 };
         if input.len() > MAX_FILTER_BYTES {
             // At the first character that does not fit (a position is always a character boundary).
@@ -356,7 +356,7 @@ impl Filter {
 /// The fuzz target's body, shared by `fuzz/fuzz_targets/process_filter.rs` and by the test that replays
 /// `fuzz/corpus/process_filter/` and `fuzz/artifacts/process_filter/` (`tests/process_filter_corpus.rs`).
 pub mod fuzz {
-    use super::{Filter, Selectable};
+    use super::{ProcessFilter, Selectable};
 
     struct Sm {
         start_id: u64,
@@ -411,7 +411,7 @@ pub mod fuzz {
     /// which parses back to an equal filter printing the same, and it selects among processes. Never a panic.
     pub fn process_filter(data: &[u8]) {
         let input = String::from_utf8_lossy(data);
-        match Filter::parse(&input) {
+        match ProcessFilter::parse(&input) {
             Err(e) => {
                 assert!(e.position <= input.len() && input.is_char_boundary(e.position), "{input:?}: {e}");
                 let _ = e.to_string();
@@ -419,13 +419,13 @@ pub mod fuzz {
             Ok(filter) => {
                 let printed = filter.to_string();
                 assert!(printed.len() <= input.len(), "{input:?} prints longer, as {printed:?}");
-                let again = Filter::parse(&printed)
+                let again = ProcessFilter::parse(&printed)
                     .unwrap_or_else(|e| panic!("{input:?} prints as {printed:?}, which does not parse: {e}"));
                 assert_eq!(again, filter, "{input:?} prints as {printed:?}");
                 assert_eq!(again.to_string(), printed);
                 let admitted = filter.admits(&PROCESSES);
                 assert_eq!(admitted.len(), PROCESSES.len());
-                let negated = Filter::Not(Box::new(filter)).admits(&PROCESSES);
+                let negated = ProcessFilter::Not(Box::new(filter)).admits(&PROCESSES);
                 assert!(admitted.iter().zip(&negated).all(|(a, n)| a != n), "{input:?}");
             }
         }
@@ -475,7 +475,7 @@ mod tests {
     }
 
     fn admitted(filter: &str, ps: &[Process]) -> Vec<u64> {
-        let f = Filter::parse(filter).unwrap_or_else(|e| panic!("{filter}: {e}"));
+        let f = ProcessFilter::parse(filter).unwrap_or_else(|e| panic!("{filter}: {e}"));
         f.admits(ps).iter().zip(ps).filter(|(b, _)| **b).map(|(_, p)| p.start_id).collect()
     }
 
@@ -494,9 +494,9 @@ mod tests {
                 "or(start_id(1,3)hostname(*-3)address(127.0.0.1:*)option(k v))",
             ),
         ] {
-            let f = Filter::parse(input).unwrap();
+            let f = ProcessFilter::parse(input).unwrap();
             assert_eq!(f.to_string(), printed);
-            assert_eq!(Filter::parse(printed).unwrap(), f);
+            assert_eq!(ProcessFilter::parse(printed).unwrap(), f);
             fuzz::process_filter(input.as_bytes());
         }
     }
@@ -540,12 +540,12 @@ mod tests {
             (")", 0, "found ')'"),
         ];
         for (input, position, message) in cases {
-            let e = Filter::parse(input).expect_err(input);
+            let e = ProcessFilter::parse(input).expect_err(input);
             assert_eq!(e.position, position, "{input:?}: {e}");
             assert!(e.message.contains(message), "{input:?}: {e}");
             assert!(e.to_string().contains(&format!("at position {position}")));
         }
-        let e = Filter::parse("label(role x").unwrap_err().to_string();
+        let e = ProcessFilter::parse("label(role x").unwrap_err().to_string();
         assert!(e.ends_with("\n  label(role x\n              ^"), "{e}");
     }
 
@@ -573,14 +573,14 @@ mod tests {
     #[test]
     fn length_and_depth_are_bounded() {
         let deep = format!("{}any{}", "not(".repeat(MAX_FILTER_DEPTH + 1), ")".repeat(MAX_FILTER_DEPTH + 1));
-        let e = Filter::parse(&deep).unwrap_err();
+        let e = ProcessFilter::parse(&deep).unwrap_err();
         assert!(e.message.contains("nest deeper"), "{e}");
         let ok = format!("{}any{}", "not(".repeat(MAX_FILTER_DEPTH), ")".repeat(MAX_FILTER_DEPTH));
-        assert!(Filter::parse(&ok).is_ok());
+        assert!(ProcessFilter::parse(&ok).is_ok());
         let long = format!("start_id({})", "1,".repeat(MAX_FILTER_BYTES));
-        assert!(Filter::parse(&long).unwrap_err().message.contains("longer than"));
+        assert!(ProcessFilter::parse(&long).unwrap_err().message.contains("longer than"));
         // A multi-byte character across the length limit: the error points at its start.
-        let e = Filter::parse(&format!("{}\u{e9}", "a".repeat(MAX_FILTER_BYTES - 1))).unwrap_err();
+        let e = ProcessFilter::parse(&format!("{}\u{e9}", "a".repeat(MAX_FILTER_BYTES - 1))).unwrap_err();
         assert_eq!(e.position, MAX_FILTER_BYTES - 1, "{e}");
         for s in ["\u{e9}(", "not(\u{e9}", "label(\u{e9} *\u{e9})", "first(any", "*", "(((", "label(k *,*)"] {
             fuzz::process_filter(s.as_bytes());

@@ -1,0 +1,180 @@
+//! `backset bench foreground`: commit latency of the embedded database before, during and after a full hot copy at
+//! `--max-rate`, and the p99 ratio (DESIGN.md's bar: within 1.2x at 50 MB/s).
+
+use std::path::PathBuf;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+
+use super::files::Scratch;
+
+/// Options of `backset bench foreground`.
+#[derive(clap::Args, Debug)]
+pub struct ForegroundArgs {
+    /// Directory on the disk to measure; a temporary directory is made in it (database and backup set) and removed
+    /// afterwards.
+    dir: PathBuf,
+    /// Size of the archive in MiB; the full hot copy at --max-rate should outlast --seconds.
+    #[arg(long, default_value_t = 1024, allow_negative_numbers = true, value_parser = clap::builder::RangedI64ValueParser::<u64>::new().range(1..=1_048_576))]
+    size_mib: u64,
+    /// The hot copy's rate limit in MB/s (MB = 10^6 bytes).
+    #[arg(long, default_value_t = 50, allow_negative_numbers = true, value_parser = clap::builder::RangedI64ValueParser::<u64>::new().range(1..=100_000))]
+    max_rate: u64,
+    /// Length of each phase in seconds.
+    #[arg(long, default_value_t = 10, allow_negative_numbers = true, value_parser = clap::builder::RangedI64ValueParser::<u64>::new().range(1..=3600))]
+    seconds: u64,
+    /// Commits per second, over two committer threads.
+    #[arg(long, default_value_t = 400, allow_negative_numbers = true, value_parser = clap::builder::RangedI64ValueParser::<u64>::new().range(2..=100_000))]
+    commit_rate: u64,
+    /// Print one JSON object instead of text.
+    #[arg(long)]
+    json: bool,
+}
+
+/// Phases of `bench foreground`, in order.
+const PHASES: [&str; 3] = ["before", "hot copy", "after"];
+
+pub(super) fn foreground(args: &ForegroundArgs) -> Result<()> {
+    use backset_engine::hotcopy::{HotCopyManager, HotCopyRequest, HotCopyType};
+    use backset_refstore::bulk::{bulk_load, BulkSpec};
+    use backset_refstore::{Config, Database, Txn};
+    use std::sync::atomic::AtomicU8;
+    use std::sync::Mutex;
+
+    std::fs::create_dir_all(&args.dir).with_context(|| format!("create {}", args.dir.display()))?;
+    // Hot copy destinations must be absolute.
+    let dir = std::fs::canonicalize(&args.dir).with_context(|| format!("resolve {}", args.dir.display()))?;
+    let scratch = Scratch(dir.join(format!(".backset-foreground-{}", uuid::Uuid::new_v4().simple())));
+    std::fs::create_dir(&scratch.0).with_context(|| format!("create {}", scratch.0.display()))?;
+    let (db_dir, set) = (scratch.0.join("database"), scratch.0.join("set"));
+    let config = Config::new("foreground");
+    let spec = BulkSpec { bytes_per_archive: args.size_mib << 20, value_bytes: 4096, seed: 7 };
+    bulk_load(&db_dir, &config, &spec).context("load the database")?;
+    let db = Arc::new(Database::open(&db_dir, config).context("open the database")?);
+    let manager = HotCopyManager::new(db.hot_copy_archives(), scratch.0.join("admin"))?;
+
+    // Committers: each commits one 256-byte put at its share of the rate, on a fixed schedule, and records the
+    // latency under the current phase. Slots missed behind a slow commit are skipped, not made up in a burst.
+    let phase = AtomicU8::new(0);
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    let samples: Mutex<Vec<(u8, Duration)>> = Mutex::new(Vec::new());
+    let threads = 2u64;
+    let interval = Duration::from_secs_f64(threads as f64 / args.commit_rate as f64);
+    let phase_len = Duration::from_secs(args.seconds);
+    let mut copy_secs = None;
+    std::thread::scope(|sc| -> Result<()> {
+        for t in 0..threads {
+            let (db, phase, stop, samples) = (&db, &phase, &stop, &samples);
+            sc.spawn(move || {
+                let mut next = Instant::now();
+                let mut mine = Vec::new();
+                let mut n = 0u64;
+                while !stop.load(Relaxed) {
+                    next = (next + interval).max(Instant::now());
+                    std::thread::sleep(next.saturating_duration_since(Instant::now()));
+                    let txn = Txn {
+                        puts: vec![(format!("fg-{t}-{}", n % 10_000).into_bytes(), vec![n as u8; 256])],
+                        deletes: Vec::new(),
+                    };
+                    n += 1;
+                    let p = phase.load(Relaxed);
+                    let started = Instant::now();
+                    if db.commit(&txn).is_err() {
+                        break;
+                    }
+                    mine.push((p, started.elapsed()));
+                }
+                samples.lock().expect("samples").extend(mine);
+            });
+        }
+        let finish = |e: anyhow::Error| {
+            stop.store(true, Relaxed);
+            e
+        };
+        std::thread::sleep(phase_len);
+        phase.store(1, Relaxed);
+        let started = Instant::now();
+        let req = HotCopyRequest::new(HotCopyType::Full).backup_dir(0, &set).max_rate(Some(args.max_rate * 1_000_000));
+        let (start_id, id) = manager.start(req).map_err(|e| finish(e.into()))?;
+        let status = manager.status(start_id, id, Some(phase_len)).map_err(|e| finish(e.into()))?;
+        if status.is_terminal() {
+            copy_secs = Some(started.elapsed().as_secs_f64());
+        } else {
+            manager.cancel(start_id, id, Some(Duration::from_secs(60))).map_err(|e| finish(e.into()))?;
+        }
+        phase.store(2, Relaxed);
+        std::thread::sleep(phase_len);
+        stop.store(true, Relaxed);
+        Ok(())
+    })?;
+    db.close().context("close the database")?;
+
+    let samples = samples.into_inner().expect("samples");
+    let stats: Vec<Latency> = (0..PHASES.len() as u8)
+        .map(|p| Latency::of(samples.iter().filter(|(q, _)| *q == p).map(|(_, d)| *d).collect()))
+        .collect();
+    let baseline = Latency::of(samples.iter().filter(|(q, _)| *q != 1).map(|(_, d)| *d).collect());
+    let ratio = stats[1].p99 / baseline.p99;
+    if args.json {
+        let phase_json =
+            |l: &Latency| serde_json::json!({ "commits": l.n, "p50_ms": l.p50, "p99_ms": l.p99, "max_ms": l.max });
+        let json = serde_json::json!({
+            "size_mib": args.size_mib,
+            "max_rate_mb": args.max_rate,
+            "seconds": args.seconds,
+            "commit_rate": args.commit_rate,
+            "before": phase_json(&stats[0]),
+            "hot_copy": phase_json(&stats[1]),
+            "after": phase_json(&stats[2]),
+            "copy_completed_seconds": copy_secs,
+            "p99_ratio": ratio,
+        });
+        println!("{json}");
+    } else {
+        println!(
+            "archive {} MiB, full hot copy at {} MB/s, {} commits/s, phases of {} s",
+            args.size_mib, args.max_rate, args.commit_rate, args.seconds
+        );
+        for (name, l) in PHASES.iter().zip(&stats) {
+            println!("{name:<9} {:>6} commits  p50 {:7.3} ms  p99 {:7.3} ms  max {:8.3} ms", l.n, l.p50, l.p99, l.max);
+        }
+        if let Some(s) = copy_secs {
+            println!("warning: the hot copy ended after {s:.1} s, before the phase did; give a larger --size-mib");
+        }
+        println!("p99 during the hot copy / p99 without: {ratio:.2}x (DESIGN.md's bar: at most 1.2x at 50 MB/s)");
+    }
+    Ok(())
+}
+
+/// Commit latencies of one phase, in milliseconds.
+struct Latency {
+    n: usize,
+    p50: f64,
+    p99: f64,
+    max: f64,
+}
+
+impl Latency {
+    fn of(mut v: Vec<Duration>) -> Self {
+        v.sort();
+        let at = |q: f64| {
+            v.get(((v.len() as f64 * q).ceil() as usize).saturating_sub(1)).map_or(f64::NAN, |d| d.as_secs_f64() * 1e3)
+        };
+        Self { n: v.len(), p50: at(0.5), p99: at(0.99), max: at(1.0) }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    #[test]
+    fn latency_percentiles_are_nearest_rank() {
+        let v: Vec<Duration> = (1..=200).rev().map(Duration::from_millis).collect();
+        let l = super::Latency::of(v);
+        assert_eq!((l.n, l.p50, l.p99, l.max), (200, 100.0, 198.0, 200.0));
+        assert!(super::Latency::of(Vec::new()).p99.is_nan());
+    }
+}

@@ -1,0 +1,55 @@
+//! `backset bench`: measure the copier on this machine's disks, one module per bench: [`copy`] (a tree, one or more
+//! jobs under one rate limit), [`disk`] (write, read and copy rates, and a `--max-rate` to start from),
+//! [`versus_cp`] (the copier against `cp -a`, alternating, from a cold cache) and [`foreground`] (what a throttled hot
+//! copy costs the commits of a running database). [`files`] holds what they share: the source tree walk and the
+//! scratch directory.
+
+mod copy;
+mod disk;
+mod files;
+mod foreground;
+mod versus_cp;
+
+use anyhow::Result;
+
+use copy::CopyArgs;
+use disk::DiskArgs;
+use foreground::ForegroundArgs;
+use versus_cp::VersusArgs;
+
+/// `backset bench ...`
+#[derive(clap::Subcommand, Debug)]
+pub enum Command {
+    /// Copy a directory tree with the copier and report bytes, seconds, MB/s, backend, direct-I/O files, time
+    /// waited on the limiter and the BLAKE3 of the manifest.
+    ///
+    /// Example: `backset bench copy /data/archive /backup/copy --max-rate 200`
+    Copy(CopyArgs),
+    /// Measure the disk under DIR with the copier's own engine: sequential write, sequential read (O_DIRECT,
+    /// hashed), and a copy (concurrent read + write); then suggest a `--max-rate`.
+    ///
+    /// Example: `backset bench disk /backup --size-mib 2048`
+    Disk(DiskArgs),
+    /// Copy a directory tree with the copier and with `cp -a` (then `sync`), alternating which goes first, every run
+    /// from a cold page cache (as root), and report each side's best and median time and their ratios: DESIGN.md's
+    /// way to compare on a noisy disk.
+    ///
+    /// Example: `backset bench versus-cp target/bench-data/large target/versus --runs 5`
+    VersusCp(VersusArgs),
+    /// Measure what a throttled hot copy costs the running database: commit latency of the embedded database (a
+    /// bulk-loaded archive, committers at a steady rate) without a hot copy, during a full hot copy at --max-rate,
+    /// and without again; prints p50, p99 and the worst commit of each phase and the p99 ratio (DESIGN.md's bar:
+    /// within 1.2x at 50 MB/s).
+    ///
+    /// Example: `backset bench foreground target/fg --size-mib 1024 --max-rate 50`
+    Foreground(ForegroundArgs),
+}
+
+pub fn run(cmd: &Command) -> Result<()> {
+    match cmd {
+        Command::Copy(args) => copy::copy(args),
+        Command::Disk(args) => disk::disk(args),
+        Command::VersusCp(args) => versus_cp::versus_cp(args),
+        Command::Foreground(args) => foreground::foreground(args),
+    }
+}

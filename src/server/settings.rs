@@ -1,0 +1,192 @@
+//! The options of `backset serve` in force: the command line over the `--config` file ([`crate::config`]) over the
+//! defaults, with the ranges the store would refuse checked first (usage errors, exit 2).
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use anyhow::Result;
+use backset_format::limits::MAX_STORAGE_GROUPS;
+use backset_refstore::limits::{
+    DEFAULT_RETAINED_JOURNAL_WARN_BYTES, DEFAULT_SEGMENT_BYTES, MAX_CONFIG_SEGMENT_BYTES, MAX_SMS, MIN_SEGMENT_BYTES,
+};
+use backset_refstore::workload::WorkloadConfig;
+
+use crate::config::{FileConfig, Toggle};
+use crate::logging::LogFormat;
+use crate::usage::UsageError;
+
+/// Options of `backset serve`. Each can also be set in the `--config` file (a key of the same name); the command line
+/// wins.
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// TOML file with any of these options (same names, without `--`), labels per SM (`[[sm]]`) and a built-in
+    /// workload (`[workload]`); see docs/CLI.md. Options given here win over the file.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Address to listen on (default 127.0.0.1:8888). A non-loopback address needs `--auth-token-file`.
+    #[arg(long)]
+    pub listen: Option<SocketAddr>,
+    /// Name of the embedded database (default demo).
+    #[arg(long)]
+    pub db_name: Option<String>,
+    /// Directory of the embedded database (`database/`) and of the hot copy statuses (`admin/`) (default
+    /// backset-data).
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+    /// Number of SMs (archives 0..N-1; default 1). Fixed when the database is created. Each start gives the SMs new
+    /// start ids, following the last ones.
+    #[arg(long, allow_negative_numbers = true, value_parser = crate::cli::count::<usize>)]
+    pub sms: Option<usize>,
+    /// Storage groups SG1..SGN, group i served by archive (i-1) mod sms (needs N >= sms). Fixed when the database
+    /// is created. Without it every SM holds all data.
+    #[arg(long, value_name = "N", allow_negative_numbers = true, value_parser = crate::cli::count::<usize>)]
+    pub storage_groups: Option<usize>,
+    /// Whether the SMs keep their journal until a journal hot copy copied it (default enable; NuoDB's default is
+    /// disable).
+    #[arg(long, value_enum)]
+    pub journal_hot_copy: Option<Toggle>,
+    /// Size at which an SM's journal segment rolls over to a new one, bytes (4 KiB to 1 GiB; default 64 MiB).
+    #[arg(long, value_name = "BYTES", allow_negative_numbers = true, value_parser = crate::cli::count::<u64>)]
+    pub journal_segment_bytes: Option<u64>,
+    /// Warn when the journal kept for journal hot copies grows past this many bytes (over all SMs; default 1 GiB).
+    #[arg(long, value_name = "BYTES", allow_negative_numbers = true, value_parser = crate::cli::count::<u64>)]
+    pub retained_journal_warn_bytes: Option<u64>,
+    /// File holding a bearer token every request must carry (`Authorization: Bearer <token>`). Required to listen
+    /// on a non-loopback address. The token is never logged.
+    #[arg(long, value_name = "FILE")]
+    pub auth_token_file: Option<PathBuf>,
+    /// Format of the log on stderr: text (default; each line with its UTC time) or json (one JSON object a line).
+    /// The level is RUST_LOG's (default info).
+    #[arg(long, value_enum)]
+    pub log_format: Option<LogFormat>,
+}
+
+/// The options in force: the command line over the config file over the defaults.
+#[derive(Debug)]
+pub(super) struct Settings {
+    pub(super) listen: SocketAddr,
+    pub(super) db_name: String,
+    pub(super) data_dir: PathBuf,
+    pub(super) sms: usize,
+    pub(super) storage_groups: Option<usize>,
+    pub(super) journal_hot_copy: Toggle,
+    /// Per SM (archive id order) when the config file gives it per SM and the command line does not override it.
+    pub(super) journal_hot_copy_per_sm: Option<Vec<Toggle>>,
+    pub(super) journal_segment_bytes: u64,
+    pub(super) retained_journal_warn_bytes: u64,
+    pub(super) auth_token_file: Option<PathBuf>,
+    pub(super) log_format: LogFormat,
+    /// Extra labels per archive id.
+    pub(super) labels: Vec<BTreeMap<String, String>>,
+    pub(super) workload: Option<WorkloadConfig>,
+}
+
+/// Labels the server sets itself; the config file may not override them.
+const RESERVED_LABELS: [&str; 2] = ["archive-id", "storage-groups"];
+
+impl Settings {
+    pub(super) fn resolve(args: &Args) -> Result<Self> {
+        let file = match &args.config {
+            Some(p) => crate::config::load(p)?,
+            None => FileConfig::default(),
+        };
+        let cfg = args.config.as_ref().map(|p| p.display().to_string()).unwrap_or_default();
+        let usage = |msg: String| anyhow::Error::new(UsageError(format!("config file {cfg}: {msg}")));
+        let sms = args.sms.or(file.sms).unwrap_or(1);
+        let journal_hot_copy = args.journal_hot_copy.or(file.journal_hot_copy);
+        if !file.sm.is_empty() && file.sm.len() != sms {
+            return Err(usage(format!("{} [[sm]] tables for {sms} SMs: give one per SM, or none", file.sm.len())));
+        }
+        // The command line's --journal-hot-copy applies to every SM; else each [[sm]]'s own, else the file's.
+        let journal_hot_copy_per_sm = (args.journal_hot_copy.is_none()
+            && file.sm.iter().any(|s| s.journal_hot_copy.is_some()))
+        .then(|| file.sm.iter().map(|s| s.journal_hot_copy.or(journal_hot_copy).unwrap_or(Toggle::Enable)).collect());
+        let mut labels = Vec::with_capacity(file.sm.len());
+        for (i, sm) in file.sm.iter().enumerate() {
+            if let Some(k) = sm.labels.keys().find(|k| RESERVED_LABELS.contains(&k.as_str())) {
+                return Err(usage(format!("[[sm]] {i}: the label {k:?} is set by the server; choose another name")));
+            }
+            labels.push(sm.labels.clone());
+        }
+        let workload = match file.workload {
+            None => None,
+            Some(w) => {
+                let c = WorkloadConfig {
+                    seed: w.seed.unwrap_or(1),
+                    threads: w.threads.unwrap_or(1),
+                    rate_txns_per_second: w.rate,
+                    key_space: w.key_space.unwrap_or(1000),
+                    value_bytes: {
+                        let n = w.value_bytes.unwrap_or(64);
+                        n..=n
+                    },
+                    delete_fraction: w.delete_fraction.unwrap_or(0.2),
+                    ..WorkloadConfig::default()
+                };
+                if !(1..=64).contains(&c.threads) {
+                    return Err(usage(format!("workload.threads {}: give 1 to 64", c.threads)));
+                }
+                if c.key_space == 0 {
+                    return Err(usage("workload.key-space 0: give at least 1".into()));
+                }
+                if !(1..=1 << 20).contains(w.value_bytes.as_ref().unwrap_or(&64)) {
+                    return Err(usage("workload.value-bytes: give 1 to 1048576".into()));
+                }
+                if !(0.0..=1.0).contains(&c.delete_fraction) {
+                    return Err(usage(format!("workload.delete-fraction {}: give 0 to 1", c.delete_fraction)));
+                }
+                if c.rate_txns_per_second.is_some_and(|r| !(r > 0.0 && r.is_finite())) {
+                    return Err(usage("workload.rate: give a positive number of transactions per second".into()));
+                }
+                Some(c)
+            }
+        };
+        let settings = Self {
+            listen: args.listen.or(file.listen).unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 8888))),
+            db_name: args.db_name.clone().or(file.db_name).unwrap_or_else(|| "demo".into()),
+            data_dir: args.data_dir.clone().or(file.data_dir).unwrap_or_else(|| PathBuf::from("backset-data")),
+            sms,
+            storage_groups: args.storage_groups.or(file.storage_groups),
+            journal_hot_copy: journal_hot_copy.unwrap_or(Toggle::Enable),
+            journal_hot_copy_per_sm,
+            journal_segment_bytes: args
+                .journal_segment_bytes
+                .or(file.journal_segment_bytes)
+                .unwrap_or(DEFAULT_SEGMENT_BYTES),
+            retained_journal_warn_bytes: args
+                .retained_journal_warn_bytes
+                .or(file.retained_journal_warn_bytes)
+                .unwrap_or(DEFAULT_RETAINED_JOURNAL_WARN_BYTES),
+            auth_token_file: args.auth_token_file.clone().or(file.auth_token_file),
+            log_format: args.log_format.or(file.log_format).unwrap_or_default(),
+            labels,
+            workload,
+        };
+        settings.check_ranges()?;
+        Ok(settings)
+    }
+
+    /// Refuses, as usage errors naming the option, the values the store would refuse when it opens.
+    fn check_ranges(&self) -> Result<()> {
+        let usage = |msg: String| Err(anyhow::Error::new(UsageError(msg)));
+        if !(1..=MAX_SMS).contains(&self.sms) {
+            return usage(format!("--sms {}: give 1 to {MAX_SMS} SMs", self.sms));
+        }
+        if let Some(n) = self.storage_groups {
+            if !(self.sms..=MAX_STORAGE_GROUPS).contains(&n) {
+                return usage(format!(
+                    "--storage-groups {n}: give at least one group per SM (--sms {}) and at most {MAX_STORAGE_GROUPS}",
+                    self.sms
+                ));
+            }
+        }
+        if !(MIN_SEGMENT_BYTES..=MAX_CONFIG_SEGMENT_BYTES).contains(&self.journal_segment_bytes) {
+            return usage(format!(
+                "--journal-segment-bytes {}: give {MIN_SEGMENT_BYTES} to {MAX_CONFIG_SEGMENT_BYTES} bytes",
+                self.journal_segment_bytes
+            ));
+        }
+        Ok(())
+    }
+}
