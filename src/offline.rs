@@ -4,11 +4,11 @@
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use anyhow::{bail, Context, Result};
 use backset_copier::JobControl;
-use backset_engine::check::{check_archive_with_journal, check_set, CheckOptions};
+use backset_engine::check::{check_archive_with_journal, check_set, CheckOptions, Select};
 use backset_engine::found::{found, missing_archive_part, Found};
 use backset_engine::restore::{
     backups, for_each_timestamp, refuse_unfinished, restore, RestoreError, RestoreOptions, RestorePoint,
@@ -79,6 +79,19 @@ pub struct CheckArgs {
     /// restorable).
     #[arg(long)]
     pub metadata_only: bool,
+    /// Read the data of only the elements not verified without defect by an earlier check (the set's
+    /// verification record), and the metadata and chain of the whole set.
+    #[arg(long, conflicts_with_all = ["metadata_only", "since"])]
+    pub new: bool,
+    /// Read the data of only the elements not verified without defect within DURATION (`12h`, `7d`; `0s` is every
+    /// element), and the metadata and chain of the whole set.
+    #[arg(long, value_name = "DURATION", conflicts_with = "metadata_only", value_parser = parse_duration)]
+    pub since: Option<Duration>,
+}
+
+/// A duration as `90s`, `12h`, `7d`, `1h 30m`.
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    humantime::parse_duration(s.trim()).map_err(|e| format!("{s:?} is not a duration like 12h or 7d: {e}"))
 }
 
 /// `backset archive`: an archive directory (`atoms/`, `journal/`) that no SM is using.
@@ -270,8 +283,18 @@ fn xml_escape(s: &str) -> String {
 /// a defect.
 pub fn run_check(args: &CheckArgs) -> Result<()> {
     let control = Arc::new(JobControl::new());
-    let opts =
-        CheckOptions { metadata_only: args.metadata_only, control: Some(Arc::clone(&control)), ..Default::default() };
+    let select = match (args.new, args.since) {
+        (true, _) => Select::New,
+        (false, Some(age)) => Select::OlderThan(age),
+        (false, None) => Select::All,
+    };
+    let opts = CheckOptions {
+        metadata_only: args.metadata_only,
+        select,
+        record: !args.metadata_only,
+        control: Some(Arc::clone(&control)),
+        ..Default::default()
+    };
     let report = progress::follow("check", &control, || check_set(&args.set, &opts))?;
     for d in &report.defects {
         println!("defect: {d}");
@@ -281,8 +304,13 @@ pub fn run_check(args: &CheckArgs) -> Result<()> {
     }
     let ranges: Vec<String> = report.restorable.iter().map(|r| txn_range(r.first, r.last)).collect();
     let what = if report.metadata_only { "metadata checked" } else { "verified" };
+    let before = if report.verified_before > 0 {
+        format!(" ({} verified before, data not read)", report.verified_before)
+    } else {
+        String::new()
+    };
     println!(
-        "backup set {}: {}, {} ({} bytes) {what}, {}; restorable transactions: {}",
+        "backup set {}: {}{before}, {} ({} bytes) {what}, {}; restorable transactions: {}",
         args.set.display(),
         counted(report.elements as u64, "completed element"),
         counted(report.files_read, "data file"),

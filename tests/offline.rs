@@ -854,3 +854,158 @@ fn regression_the_archive_tools_read_a_directory_without_atoms_or_journal_as_an_
         &format!("{} is not an archive directory: it has neither atoms/ nor journal/", p(&neither)),
     );
 }
+
+/// The figures of a `backset check` summary line: (elements verified before and not read, data bytes read).
+fn check_figures(out: &Output) -> (u64, u64) {
+    let (_, _, summary) = check_lines(out);
+    let before = summary
+        .split_once(" verified before, data not read)")
+        .map_or(0, |(head, _)| head.rsplit('(').next().unwrap().parse().unwrap());
+    let bytes = summary.split_once(" bytes) ").unwrap_or_else(|| panic!("no byte count in {summary:?}")).0;
+    (before, bytes.rsplit('(').next().unwrap().parse().unwrap())
+}
+
+/// Total size of the regular files under `dir`, walked here (not by the code under test).
+fn bytes_under(dir: &Path) -> u64 {
+    let mut total = 0;
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let entry = entry.unwrap();
+        let meta = std::fs::symlink_metadata(entry.path()).unwrap();
+        total += if meta.is_dir() { bytes_under(&entry.path()) } else { meta.len() };
+    }
+    total
+}
+
+/// Bytes of the data files of every element of `set`.
+fn data_bytes_of_set(set: &Path) -> u64 {
+    std::fs::read_dir(set)
+        .unwrap()
+        .map(|e| e.unwrap().path().join("data"))
+        .filter(|d| d.is_dir())
+        .map(|d| bytes_under(&d))
+        .sum()
+}
+
+#[test]
+fn check_new_after_an_incremental_reads_only_that_elements_data() {
+    let tmp = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    let srv = support::Server::start(&tmp.path().join("data"), &[]);
+    let set = tmp.path().join("set");
+    srv.load(400, 200);
+    srv.completed("full", &set);
+    let full = ok(&["check", p(&set)]);
+    assert!(full.contains(", 0 defects"), "{full}");
+    assert!(set.join("verified").is_file(), "check wrote no verification record");
+    srv.load(20, 200);
+    srv.completed("incremental", &set);
+    let out = backset(&["check", "--new", p(&set)]);
+    assert!(out.status.success(), "{}", text(&out));
+    let (before, bytes) = check_figures(&out);
+    let inc_data = bytes_under(&set.join("1.inc/data"));
+    assert!(inc_data > 0, "the incremental copied nothing");
+    assert_eq!((before, bytes), (1, inc_data), "check --new must read the incremental's data only: {}", text(&out));
+    // Everything is verified now: a second --new reads no data; a full check reads it all.
+    assert_eq!(check_figures(&ok_output(&["check", "--new", p(&set)])), (2, 0));
+    assert_eq!(check_figures(&ok_output(&["check", p(&set)])), (0, data_bytes_of_set(&set)));
+    // A hot copy never depends on the record: with the record damaged, the next incremental completes.
+    flip_byte(&set.join("verified"), 60);
+    srv.load(20, 200);
+    srv.completed("incremental", &set);
+    ok(&["check", p(&set)]);
+}
+
+/// Runs `backset args`, which must succeed; returns the whole output.
+fn ok_output(args: &[&str]) -> Output {
+    let out = backset(args);
+    assert!(out.status.success(), "backset {args:?}: {}", text(&out));
+    out
+}
+
+#[test]
+fn a_flipped_byte_in_a_verified_element_is_found_by_check_and_since_0s_not_by_new() {
+    let tmp = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    let copy = copy_of_set(tmp.path());
+    let _ = std::fs::remove_file(copy.join("verified"));
+    ok(&["check", p(&copy)]);
+    let atoms = copy.join("1.inc/data/atoms");
+    let victim = std::fs::read_dir(&atoms).unwrap().next().unwrap().unwrap().path();
+    flip_byte(&victim, std::fs::metadata(&victim).unwrap().len() - 1);
+    // Verified before, without defect: --new and a --since longer than its age do not read it again.
+    assert_eq!(check_figures(&ok_output(&["check", "--new", p(&copy)])), (4, 0));
+    assert_eq!(check_figures(&ok_output(&["check", "--since", "1h", p(&copy)])), (4, 0));
+    let named = |out: &Output| {
+        let (defects, _, _) = check_lines(out);
+        defects.iter().any(|d| d.contains("element 1.inc") && d.contains(p(&victim)))
+    };
+    let out = fails(&["check", "--since", "0s", p(&copy)], 1);
+    assert!(named(&out), "check --since 0s missed the damaged {}: {}", victim.display(), text(&out));
+    let out = fails(&["check", p(&copy)], 1);
+    assert!(named(&out), "check missed the damaged {}: {}", victim.display(), text(&out));
+    // An element last verified with a defect is never skipped.
+    let out = fails(&["check", "--new", p(&copy)], 1);
+    assert!(named(&out), "check --new skipped an element that failed its last check: {}", text(&out));
+    assert_eq!(check_figures(&out).0, 3, "{}", text(&out));
+}
+
+#[test]
+fn a_damaged_or_hostile_verification_record_is_refused_without_harm() {
+    let tmp = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    let copy = copy_of_set(tmp.path());
+    let record = copy.join("verified");
+    let _ = std::fs::remove_file(&record);
+    let everything = check_figures(&ok_output(&["check", p(&copy)])).1;
+    assert_eq!(everything, data_bytes_of_set(&copy));
+    let state_before = std::fs::read(copy.join("state")).unwrap();
+    let damages: [(&str, &dyn Fn()); 3] = [
+        ("a flipped byte", &|| flip_byte(&record, 60)),
+        ("a link to the state", &|| {
+            std::fs::remove_file(&record).unwrap();
+            std::os::unix::fs::symlink(copy.join("state"), &record).unwrap();
+        }),
+        ("a truncated file", &|| {
+            let bytes = std::fs::read(&record).unwrap();
+            std::fs::write(&record, &bytes[..bytes.len() / 2]).unwrap();
+        }),
+    ];
+    for (what, damage) in damages {
+        ok(&["check", p(&copy)]);
+        damage();
+        let out = ok_output(&["check", "--new", p(&copy)]);
+        let (_, notes, _) = check_lines(&out);
+        let refused = format!("the verification record {} is refused", p(&record));
+        assert!(notes.iter().any(|n| n.contains(&refused)), "{what}: no note refusing the record: {}", text(&out));
+        assert_eq!(check_figures(&out), (0, everything), "{what}: not every element was verified: {}", text(&out));
+        // The set is as it was, and the record is a good one again.
+        assert_eq!(std::fs::read(copy.join("state")).unwrap(), state_before, "{what}");
+        assert!(std::fs::symlink_metadata(&record).unwrap().is_file(), "{what}: the record was not replaced");
+        assert_eq!(check_figures(&ok_output(&["check", "--new", p(&copy)])), (4, 0), "{what}");
+    }
+}
+
+#[test]
+fn two_checks_at_once_leave_a_whole_verification_record() {
+    let tmp = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    let copy = copy_of_set(tmp.path());
+    let _ = std::fs::remove_file(copy.join("verified"));
+    for round in 0..3 {
+        let children: Vec<std::process::Child> = (0..2)
+            .map(|_| {
+                support::command()
+                    .args(["check", p(&copy)])
+                    .stdout(std::process::Stdio::piped())
+                    .stderr(std::process::Stdio::piped())
+                    .spawn()
+                    .unwrap()
+            })
+            .collect();
+        for child in children {
+            let out = child.wait_with_output().unwrap();
+            assert!(out.status.success(), "round {round}: {}", text(&out));
+        }
+        let out = ok_output(&["check", "--new", p(&copy)]);
+        let (_, notes, _) = check_lines(&out);
+        assert!(notes.iter().all(|n| !n.contains("verification record")), "round {round}: {}", text(&out));
+        assert_eq!(check_figures(&out), (4, 0), "round {round}: {}", text(&out));
+        std::fs::remove_file(copy.join("verified")).unwrap();
+    }
+}

@@ -8,10 +8,11 @@ use crate::atom::{decode_atom, encode_atom, AtomHeader, ATOM_HEADER_BYTES};
 use crate::journal::{read_archive_segment, read_segment, ArchiveSegment, RecordReader, Tail};
 use crate::limits::MAX_TORN_SEGMENT_BYTES;
 use crate::meta::{self, Metadata};
-use crate::{Catalog, ElementInfo, Manifest, State};
+use crate::{Catalog, ElementInfo, Manifest, State, Verification};
 
 /// Names of the fuzz targets, as in `fuzz/Cargo.toml` and `fuzz/corpus/<name>/`.
-pub const TARGETS: [&str; 6] = ["journal_segment", "atom_header", "state", "manifest", "catalog", "element_info"];
+pub const TARGETS: [&str; 7] =
+    ["journal_segment", "atom_header", "state", "manifest", "catalog", "element_info", "verification"];
 
 /// Runs the target called `name` on `data`. Panics on an unknown name.
 pub fn run(name: &str, data: &[u8]) {
@@ -22,6 +23,7 @@ pub fn run(name: &str, data: &[u8]) {
         "manifest" => metadata::<Manifest>(data),
         "catalog" => metadata::<Catalog>(data),
         "element_info" => metadata::<ElementInfo>(data),
+        "verification" => metadata::<Verification>(data),
         other => panic!("unknown fuzz target {other:?}"),
     }
 }

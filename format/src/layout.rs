@@ -12,6 +12,8 @@ use crate::manifest::FileKind;
 
 /// The backup set's state file, at its top.
 pub const STATE_FILE: &str = "state";
+/// The backup set's verification record, at its top: what `check` verified, when (only check reads it).
+pub const VERIFICATION_FILE: &str = "verified";
 /// Directory name of the full element.
 pub const ELEMENT_NAME_FULL: &str = "full";
 /// Directory of elements under construction, at the top of a backup set.

@@ -4,7 +4,8 @@
 //!   Backset.
 //! - [`atom`]: atom files (header with atom id, LSN and body hash, then the body).
 //! - Backup-set metadata, each a metadata file ([`meta`]: fixed header + postcard body): the set's [`State`], and
-//!   per element in `control/` the [`Manifest`], the atom [`Catalog`] and the [`ElementInfo`].
+//!   per element in `control/` the [`Manifest`], the atom [`Catalog`] and the [`ElementInfo`]; and the set's
+//!   [`Verification`] record, which only check reads.
 //! - [`layout`]: the names of files and directories; [`limits`]: every bound; [`fsio`]: reading metadata files and
 //!   writing them atomically; [`dirfd`]: directories opened without following links, and every removal.
 //!
@@ -26,6 +27,7 @@ pub mod limits;
 pub mod manifest;
 pub mod meta;
 pub mod state;
+pub mod verification;
 
 pub use atom::{decode_atom, encode_atom, AtomHeader};
 pub use catalog::{AtomState, Catalog, CatalogEntry};
@@ -39,3 +41,4 @@ pub use layout::ElementName;
 pub use manifest::{FileEntry, FileKind, Hash, Manifest};
 pub use meta::{Metadata, MetadataKind, FORMAT_VERSION};
 pub use state::{ElementEntry, ElementKind, ElementStatus, State, StorageGroup, TxnRange};
+pub use verification::{Verification, Verified, VerifyResult};

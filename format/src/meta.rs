@@ -53,6 +53,8 @@ pub enum MetadataKind {
     Catalog = 3,
     /// An element's `control/element`.
     ElementInfo = 4,
+    /// The backup set's verification record, `verified`.
+    Verification = 5,
 }
 
 impl MetadataKind {
@@ -63,6 +65,7 @@ impl MetadataKind {
             Self::Manifest => "manifest",
             Self::Catalog => "catalog",
             Self::ElementInfo => "element info",
+            Self::Verification => "verification record",
         }
     }
 
@@ -73,6 +76,7 @@ impl MetadataKind {
             2 => Some(Self::Manifest),
             3 => Some(Self::Catalog),
             4 => Some(Self::ElementInfo),
+            5 => Some(Self::Verification),
             _ => None,
         }
     }

@@ -94,6 +94,11 @@ fn element_info_golden() {
 }
 
 #[test]
+fn verification_golden() {
+    metadata_golden("verified", common::sample_verification(), 5);
+}
+
+#[test]
 fn a_metadata_file_of_another_kind_is_refused() {
     let bytes = meta::encode(&common::sample_catalog()).unwrap();
     let err = meta::decode::<Manifest>(&bytes).unwrap_err();

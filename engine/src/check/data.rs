@@ -168,16 +168,18 @@ pub(super) fn scan_data(
     Ok(scan)
 }
 
-/// The data of every element against its manifest. Returns, per element, whether its data is damaged.
+/// The data of every element to `read` against its manifest. Returns, per element, whether its data is damaged
+/// (`false` for an element not read).
 pub(super) fn check_data(
     set: &BackupSet,
     bases: &HashMap<usize, BaseInfo>,
     opts: &CheckOptions,
+    read: &[bool],
     r: &mut CheckReport,
 ) -> Result<Vec<bool>, CheckError> {
     let mut damaged = vec![false; set.elements().len()];
     let mut to_read: Vec<ToRead<'_>> = Vec::new();
-    for (i, e) in set.elements().iter().enumerate() {
+    for (i, e) in set.elements().iter().enumerate().filter(|(i, _)| read[*i]) {
         let name = Some(e.name());
         let found = match scan_data(set.storage(), name, &e.data_rel(), Some(&e.manifest.files), r) {
             Ok(scan) => {

@@ -30,7 +30,7 @@ pub(super) fn scan_layout(set: &BackupSet, r: &mut CheckReport) {
         let name = entry.to_string_lossy().into_owned();
         let path = storage.show(Path::new(&entry));
         let kind = top_entry(&name);
-        if matches!(kind, TopEntry::State | TopEntry::WriteLeftover) {
+        if matches!(kind, TopEntry::State | TopEntry::Verification | TopEntry::WriteLeftover) {
             if kind == TopEntry::WriteLeftover {
                 r.notes.push(format!("{} is a leftover of an interrupted metadata write", path.display()));
             }
@@ -79,8 +79,8 @@ pub(super) fn scan_layout(set: &BackupSet, r: &mut CheckReport) {
                 }),
             },
             _ => top.defect(r, None, Some(path), DefectKind::ExtraFile, || {
-                "unexpected entry at the top of the backup set (only state, tmp/ and element directories belong \
-                 there): move it out of the set"
+                "unexpected entry at the top of the backup set (only state, verified, tmp/ and element directories \
+                 belong there): move it out of the set"
                     .into()
             }),
         }

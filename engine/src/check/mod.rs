@@ -22,6 +22,12 @@
 //!   its segment, the set's database and archive when the slice starts the segment, records that parse, with
 //!   increasing transaction ids within the element's range, and no torn tail.
 //!
+//! `check --new` ([`Select::New`]) and `check --since` ([`Select::OlderThan`]) read the data of only the elements
+//! the set's verification record ([`crate::set::verified`]) does not show as verified without defect (recently
+//! enough), and everything else above for the whole set: the elements skipped count as they were last verified.
+//! Records shared between elements are compared among the elements read. With [`CheckOptions::record`], each
+//! element read is recorded with its result.
+//!
 //! The metadata-only mode reads the state and `control/` only (never `data/`): it answers which transactions can
 //! be restored, in a time bounded by the size of the control files.
 //!
@@ -39,14 +45,16 @@ mod report;
 
 use std::path::Path;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use backset_copier::JobControl;
-use backset_format::ElementStatus;
+use backset_format::{ElementStatus, Verification, Verified, VerifyResult};
 
 pub use archive::{check_archive, check_archive_with_journal, ArchiveCheckReport, TornTail};
 
 use crate::limits::CHECK_POOL_BYTES;
+pub use crate::set::verified::RecordError;
+use crate::set::verified::{read_verified, record_verified};
 use crate::set::BackupSet;
 use catalog::{atoms_ok, check_catalogs};
 use data::check_data;
@@ -54,11 +62,31 @@ use layout::scan_layout;
 use report::{set_error_defect, UNREADABLE};
 pub use report::{CheckError, CheckReport, Defect, DefectKind};
 
+/// Which elements' data a check reads (the metadata and chain of the whole set are always checked).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Select {
+    /// Every element (a full check).
+    #[default]
+    All,
+    /// Only the elements the set's verification record does not show as verified without defect (`check --new`).
+    New,
+    /// The elements not verified without defect within this long before the check (`check --since`); `0s` is every
+    /// element.
+    OlderThan(Duration),
+}
+
 /// How to check.
 #[derive(Debug, Clone)]
 pub struct CheckOptions {
     /// Read the state and `control/` only, never `data/`.
     pub metadata_only: bool,
+    /// Which elements' data to read ([`Select::All`] unless `metadata_only`). Any other choice reads the set's
+    /// verification record ([`crate::set::verified`]); when it cannot be used, every element is read and a note says
+    /// why.
+    pub select: Select,
+    /// Record what was verified in the set's verification record (written through the storage seam; a set that
+    /// cannot be written is still checked, and a note says the record was not written).
+    pub record: bool,
     /// Progress and cancel of the data reads (the copier's read-only jobs). `None`: a private control.
     pub control: Option<Arc<JobControl>>,
     /// The copier's options (backend, pool size, direct I/O) for the atom files; by default a pool of
@@ -70,6 +98,8 @@ impl Default for CheckOptions {
     fn default() -> Self {
         Self {
             metadata_only: false,
+            select: Select::All,
+            record: false,
             control: None,
             copier: backset_copier::Options { pool_bytes: CHECK_POOL_BYTES, ..backset_copier::Options::default() },
         }
@@ -94,6 +124,7 @@ pub fn check_set(dir: impl AsRef<Path>, opts: &CheckOptions) -> Result<CheckRepo
         restorable: Vec::new(),
         metadata_only: opts.metadata_only,
         elements: 0,
+        verified_before: 0,
         files_read: 0,
         bytes_read: 0,
         elapsed: Duration::ZERO,
@@ -130,10 +161,71 @@ pub fn check_set(dir: impl AsRef<Path>, opts: &CheckOptions) -> Result<CheckRepo
         r.elapsed = started.elapsed();
         return Ok(r);
     }
-    let damaged = check_data(&set, &bases, opts, &mut r)?;
+    let now = SystemTime::now();
+    let record = if opts.select != Select::All || opts.record {
+        match read_verified(set.storage(), set.state()) {
+            Ok(record) => record,
+            Err(e) => {
+                r.notes.push(e.to_string());
+                None
+            }
+        }
+    } else {
+        None
+    };
+    let read: Vec<bool> =
+        set.elements().iter().map(|e| !verified_before(record.as_ref(), e.id(), opts.select, now)).collect();
+    r.verified_before = read.iter().filter(|read| !**read).count();
+    let damaged = check_data(&set, &bases, opts, &read, &mut r)?;
     if structural_ok {
         r.restorable = set.restorable_with(&atoms_ok(&bases, &damaged), &|i| !damaged[i]);
     }
+    if opts.record {
+        write_record(&set, &read, &damaged, now, &mut r);
+    }
     r.elapsed = started.elapsed();
     Ok(r)
+}
+
+/// Whether the record shows the element `id` verified without defect recently enough for `select` to skip it.
+fn verified_before(record: Option<&Verification>, id: uuid::Uuid, select: Select, now: SystemTime) -> bool {
+    let Some(v) = record.and_then(|r| r.get(id)) else { return false };
+    if v.result != VerifyResult::Passed {
+        return false;
+    }
+    match select {
+        Select::All => false,
+        Select::New => true,
+        Select::OlderThan(age) => {
+            let at = UNIX_EPOCH + Duration::from_micros(v.verified_micros);
+            now.duration_since(at).is_ok_and(|since| since < age)
+        }
+    }
+}
+
+/// Records each element read in the set's verification record, with the defects found in it.
+fn write_record(set: &BackupSet, read: &[bool], damaged: &[bool], now: SystemTime, r: &mut CheckReport) {
+    let micros = now.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_micros() as u64);
+    let entries: Vec<Verified> = set
+        .elements()
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| read[*i])
+        .map(|(i, e)| {
+            let defects = r.defects.iter().filter(|d| d.element == Some(e.name())).count() as u64;
+            let defects = if damaged[i] { defects.max(1) } else { defects };
+            let result = if defects == 0 { VerifyResult::Passed } else { VerifyResult::Failed { defects } };
+            let data_bytes = e.manifest.files.iter().map(|f| f.size).sum();
+            Verified { element_id: e.id(), verified_micros: micros, data_bytes, result }
+        })
+        .collect();
+    if entries.is_empty() {
+        return;
+    }
+    if let Err(e) = record_verified(set.storage(), set.state(), &entries) {
+        r.notes.push(format!(
+            "the verification record was not written ({e}): the set was checked all the same, but a later `check \
+             --new` verifies these elements again"
+        ));
+    }
 }

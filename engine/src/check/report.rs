@@ -95,6 +95,9 @@ pub struct CheckReport {
     pub metadata_only: bool,
     /// Completed elements listed in the state.
     pub elements: usize,
+    /// Elements whose data was not read because the set's verification record shows them verified without defect
+    /// (`check --new`, `--since`); 0 for a full check.
+    pub verified_before: usize,
     /// Data files read and hashed.
     pub files_read: u64,
     /// Bytes of data read and hashed.

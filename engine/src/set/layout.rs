@@ -2,7 +2,7 @@
 //! writer's clean-up, check's layout scan and [`crate::found`]:
 //!
 //! ```text
-//! <set>/            state, tmp/, element directories (full, <n>.inc, <n>.jnl), .tmp-* (an interrupted metadata write)
+//! <set>/            state, verified, tmp/, element directories (full, <n>.inc, <n>.jnl), .tmp-* (an interrupted metadata write)
 //!   <element>/      control/, data/
 //!     control/      element, manifest, catalog, .tmp-*
 //!     data/         atoms/, journal/ (files named by id, derived from the manifest, never read from a file)
@@ -11,6 +11,7 @@
 use backset_format::fsio::TMP_FILE_PREFIX;
 use backset_format::layout::{
     ATOMS_DIR, CATALOG_FILE, CONTROL_DIR, DATA_DIR, ELEMENT_INFO_FILE, JOURNAL_DIR, MANIFEST_FILE, STATE_FILE, TMP_DIR,
+    VERIFICATION_FILE,
 };
 use backset_format::ElementName;
 
@@ -26,6 +27,8 @@ pub const DATA_DIRS: [&str; 2] = [ATOMS_DIR, JOURNAL_DIR];
 pub enum TopEntry {
     /// `state`.
     State,
+    /// `verified`, the verification record (check's only).
+    Verification,
     /// `tmp/`, elements under construction.
     Tmp,
     /// An element directory's name.
@@ -40,6 +43,8 @@ pub enum TopEntry {
 pub fn top_entry(name: &str) -> TopEntry {
     if name == STATE_FILE {
         TopEntry::State
+    } else if name == VERIFICATION_FILE {
+        TopEntry::Verification
     } else if name == TMP_DIR {
         TopEntry::Tmp
     } else if is_write_leftover(name) {

@@ -14,6 +14,7 @@
 //! - [`storage`]: the seam under all of it: [`SetStorage`] (list, read whole or a range or streamed, write metadata
 //!   atomically, stage, seal, publish and remove an element) and its implementation for a local directory,
 //!   [`LocalDir`]; object storage is the next.
+//! - [`verified`]: the set's verification record, which only check reads and writes (`check --new`, `--since`).
 //! - `write`: the writer hot copies use (`SetWriter`): initialise a set, begin, finish and abort an element,
 //!   remove the leftovers of a crash, in FORMAT.md's write order.
 
@@ -22,6 +23,7 @@ pub mod layout;
 pub mod plan;
 pub mod read;
 pub mod storage;
+pub mod verified;
 pub(crate) mod write;
 
 use std::path::PathBuf;

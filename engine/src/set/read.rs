@@ -58,7 +58,7 @@ pub(crate) fn read_state_in(storage: &dyn SetStorage) -> Result<State, SetError>
 
 /// Reads and decodes the metadata file `rel` of the set: at most a header plus `MAX_METADATA_BODY_BYTES`, refused
 /// before it is read when longer (as `backset_format::fsio::read_metadata` reads a local file).
-fn read_meta<T: Metadata>(storage: &dyn SetStorage, rel: &Path) -> Result<T, ReadError> {
+pub(super) fn read_meta<T: Metadata>(storage: &dyn SetStorage, rel: &Path) -> Result<T, ReadError> {
     let max = METADATA_HEADER_BYTES as u64 + MAX_METADATA_BODY_BYTES;
     let bytes = storage.read(rel, max).map_err(|e| match e {
         ReadError::TooLarge { path, len, .. } => ReadError::Metadata {

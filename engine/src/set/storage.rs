@@ -269,7 +269,7 @@ impl SetStorage for LocalDir {
                         }
                     }
                 }
-                TopEntry::State | TopEntry::WriteLeftover | TopEntry::Foreign => {}
+                TopEntry::State | TopEntry::Verification | TopEntry::WriteLeftover | TopEntry::Foreign => {}
             }
         }
         Ok(())

@@ -254,7 +254,7 @@ impl SetWriter {
             let leftover = match top_entry(&name) {
                 TopEntry::WriteLeftover => true,
                 TopEntry::Element(element) => !completed.contains(&element),
-                TopEntry::State | TopEntry::Tmp | TopEntry::Foreign => false,
+                TopEntry::State | TopEntry::Verification | TopEntry::Tmp | TopEntry::Foreign => false,
             };
             if leftover {
                 storage.remove(Path::new(&name))?;

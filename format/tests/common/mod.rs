@@ -110,6 +110,26 @@ pub fn sample_element_info() -> ElementInfo {
     }
 }
 
+pub fn sample_verification() -> Verification {
+    Verification {
+        set_id: SET_ID,
+        elements: vec![
+            Verified {
+                element_id: FULL_ID,
+                verified_micros: T0 + 50_000_000,
+                data_bytes: 1 << 30,
+                result: VerifyResult::Passed,
+            },
+            Verified {
+                element_id: INC_ID,
+                verified_micros: T0 + 60_000_000,
+                data_bytes: 4096,
+                result: VerifyResult::Failed { defects: 2 },
+            },
+        ],
+    }
+}
+
 pub fn sample_segment_header() -> SegmentHeader {
     SegmentHeader { database_id: DB_ID, archive_id: 0, segment: 3, first_txn: 4480 }
 }
