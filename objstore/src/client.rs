@@ -332,6 +332,32 @@ impl ObjectClient {
         Ok((reader, size))
     }
 
+    /// Deletes `rel` and every object below `rel/` (`rel` empty: everything below the location's prefix), in bulk
+    /// requests of up to 1000 keys (S3's `DeleteObjects`); an object of a sibling prefix that shares the first
+    /// letters (`full2` beside `full`) is not touched. Gives how many objects were deleted.
+    pub fn delete_tree(&self, rel: &str) -> Result<usize, ObjStoreError> {
+        let mut paths = Vec::new();
+        if !rel.is_empty() && self.head(rel)?.is_some() {
+            paths.push(self.path(rel)?);
+        }
+        for object in self.list(rel)? {
+            paths.push(self.path(&object.rel)?);
+        }
+        let count = paths.len();
+        self.runtime.block_on(async {
+            let locations = futures::stream::iter(paths.into_iter().map(Ok)).boxed();
+            let mut deleted = self.store.delete_stream(locations);
+            while let Some(result) = deleted.next().await {
+                match result {
+                    Ok(_) | Err(object_store::Error::NotFound { .. }) => {}
+                    Err(e) => return Err(self.err("delete", rel)(e)),
+                }
+            }
+            Ok(())
+        })?;
+        Ok(count)
+    }
+
     /// Deletes `rel`; deleting an object that is not there succeeds (as S3 does).
     pub fn delete(&self, rel: &str) -> Result<(), ObjStoreError> {
         let path = self.path(rel)?;

@@ -367,3 +367,31 @@ fn a_server_stopped_mid_stream_is_a_read_error_not_a_short_read() {
     let text = e.to_string();
     assert!(text.contains(&format!("get s3://{}/cut/big", server.endpoint().bucket)), "{text}");
 }
+
+#[test]
+fn delete_tree_removes_everything_below_and_nothing_beside() {
+    on_both("delete_tree_removes_everything_below_and_nothing_beside", |ep| {
+        let c = client(ep, "tree/demo");
+        let keep = ["full2/control/manifest", "fullx", "state"];
+        for rel in keep {
+            c.put(rel, Bytes::from_static(b"keep")).unwrap();
+        }
+        let mut gone: Vec<String> = Vec::new();
+        gone.extend((0..1001).map(|i| format!("full/data/atoms/{i:04}")));
+        gone.push("full/control/manifest".into());
+        for rel in &gone {
+            c.put(rel, Bytes::from_static(b"x")).unwrap();
+        }
+        assert_eq!(c.delete_tree("full").unwrap(), gone.len(), "every object below");
+        let left: Vec<String> = c.list("").unwrap().into_iter().map(|o| o.rel).collect();
+        assert_eq!(left, keep);
+        assert_eq!(c.delete_tree("full").unwrap(), 0);
+        assert_eq!(c.delete_tree("").unwrap(), keep.len());
+        assert!(c.list("").unwrap().is_empty());
+        // Another set's prefix that shares the first letters keeps its objects.
+        let sibling = client(ep, "tree/demo2");
+        sibling.put("state", Bytes::from_static(b"other")).unwrap();
+        assert_eq!(c.delete_tree("").unwrap(), 0);
+        assert!(sibling.head("state").unwrap().is_some());
+    });
+}
