@@ -2,8 +2,9 @@
 //! object_store's S3 client.
 //!
 //! The engine's threads (the copier, restore, check) are not async: each call here blocks its caller while the
-//! client's own runtime ([`RUNTIME_WORKER_THREADS`] threads) runs the requests, so it must not be called from inside
-//! an async task (the server calls the engine from blocking threads). Names given to the operations (`rel`) are
+//! client's own runtime ([`RUNTIME_WORKER_THREADS`] threads) runs the requests, so a client must not be called, nor
+//! dropped, from inside an async task (tokio forbids blocking there; the server calls the engine from blocking
+//! threads). Names given to the operations (`rel`) are
 //! `/`-separated and relative to the location's prefix; messages show the whole `s3://bucket/key`.
 
 use std::collections::VecDeque;
