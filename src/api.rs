@@ -68,12 +68,26 @@ pub struct HotCopyResponse {
     /// Backset: bytes copied so far over all participants.
     #[serde(default)]
     pub bytes_done: u64,
-    /// Backset: bytes to copy as known so far.
+    /// Backset: bytes to copy in all: known before the copy starts (the atoms listed and the journal up to the
+    /// durable end), exact once the end point is chosen; equal to `bytesDone` once the copying is over.
     #[serde(default)]
     pub bytes_total: u64,
+    /// Backset: files copied so far over all participants.
+    #[serde(default)]
+    pub files_done: u64,
+    /// Backset: files to copy in all, planned as `bytesTotal` is.
+    #[serde(default)]
+    pub files_total: u64,
     /// Backset: current copy rate, bytes per second.
     #[serde(default)]
     pub rate_bytes_per_sec: f64,
+    /// Backset: seconds left while running, at the current rate capped by `maxRate` and the SM's rate; absent once
+    /// ended, and while nothing is copying and nothing limits the rate.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub eta_sec: Option<f64>,
+    /// Backset: the hot copy's `maxRate` (bytes per second per SM) as now set; absent when unlimited.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_rate: Option<u64>,
     /// Backset: each archive's part.
     #[serde(default)]
     pub participants: Vec<Participant>,
@@ -95,6 +109,21 @@ pub struct Participant {
     pub message: String,
     /// Bytes copied.
     pub bytes_done: u64,
+    /// Bytes to copy in all (see `HotCopyResponse::bytes_total`).
+    #[serde(default)]
+    pub bytes_total: u64,
+    /// Files copied.
+    #[serde(default)]
+    pub files_done: u64,
+    /// Files to copy in all.
+    #[serde(default)]
+    pub files_total: u64,
+    /// Current copy rate, bytes per second.
+    #[serde(default)]
+    pub rate_bytes_per_sec: f64,
+    /// Seconds left while running (see `HotCopyResponse::eta_sec`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub eta_sec: Option<f64>,
     /// Element made (`full`, `1.inc`, `2.jnl`), once begun.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub element: Option<String>,
@@ -123,7 +152,11 @@ impl HotCopyResponse {
             kind: status.kind.name().to_string(),
             bytes_done: status.bytes_done,
             bytes_total: status.bytes_total,
+            files_done: status.files_done,
+            files_total: status.files_total,
             rate_bytes_per_sec: status.rate_bytes_per_sec,
+            eta_sec: status.eta_secs,
+            max_rate: status.max_rate,
             participants: status.participants.iter().map(Participant::from_status).collect(),
         }
     }
@@ -138,6 +171,11 @@ impl Participant {
             stage: p.stage,
             message: p.message.clone(),
             bytes_done: p.bytes_done,
+            bytes_total: p.bytes_total,
+            files_done: p.files_done,
+            files_total: p.files_total,
+            rate_bytes_per_sec: p.rate_bytes_per_sec,
+            eta_sec: p.eta_secs,
             element: p.element.clone(),
             txn_range: p.txn_range,
         }

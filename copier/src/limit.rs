@@ -447,14 +447,20 @@ impl<C: Clock> JobLimiter<C> {
         lock(&self.state).cap.rate()
     }
 
+    /// The fastest this job may copy now: the slower of its cap and its SM's budget, bytes per second (`None` when
+    /// neither limits it). The SM's budget is shared: with other jobs of the SM running, the job gets less.
+    pub fn limit(&self) -> Option<u64> {
+        match (self.rate(), lock(&self.sm.state).level.rate()) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (Some(r), None) | (None, Some(r)) => Some(r),
+            (None, None) => None,
+        }
+    }
+
     /// Largest read this job should ask for at once: [`THROTTLE_GRAIN`] of the slower of its cap and its SM's
     /// budget, rounded down to [`DIRECT_ALIGN`] and at least that; `u64::MAX` when neither limits it.
     pub fn grain(&self) -> u64 {
-        let rate = match (self.rate(), lock(&self.sm.state).level.rate()) {
-            (Some(a), Some(b)) => a.min(b),
-            (Some(r), None) | (None, Some(r)) => r,
-            (None, None) => return u64::MAX,
-        };
+        let Some(rate) = self.limit() else { return u64::MAX };
         let bytes = u128::from(rate) * THROTTLE_GRAIN.as_nanos() / 1_000_000_000;
         let align = DIRECT_ALIGN as u128;
         u64::try_from((bytes / align * align).max(align)).unwrap_or(u64::MAX)

@@ -19,7 +19,9 @@ use crate::api::{
 };
 use crate::progress;
 use crate::usage::usage;
-use print::{check_format, full, hotcopy_fields, info_line, process_fields, process_line, render, short};
+use print::{
+    check_format, full, hotcopy_fields, info_line, process_fields, process_line, progress_note, render, short,
+};
 use print::{HOTCOPY_FIELDS, PROCESS_FIELDS, PROCESS_FORMAT};
 
 /// Suffix of the message printed when `--timeout` expires before the hot copy ended (nuocmd's).
@@ -247,7 +249,10 @@ pub struct ShowInfoArgs {
     #[arg(long, default_value = PROCESS_FORMAT)]
     pub process_format: String,
     /// Format of a hot copy's line; fields: {id} {status} {timestamp_range} {message} {stage} {type}
-    /// {coordinator_start_id} {begin_timestamp} {end_timestamp} {destination_directory}.
+    /// {coordinator_start_id} {begin_timestamp} {end_timestamp} {destination_directory}, and Backset's progress:
+    /// {bytes_done} {bytes_total} {files_done} {files_total} {rate} (MB/s) {eta} (seconds left, no value once ended
+    /// or unknown) {eta_text} (`1m05s`). Example: `--hotcopy-format '{id} [{status}] {bytes_done}/{bytes_total}
+    /// bytes, ETA {eta_text::-}'`.
     #[arg(long, default_value = "{id} [{status}] {timestamp_range} : {message} ({stage})")]
     pub hotcopy_format: String,
     #[command(flatten)]
@@ -410,7 +415,7 @@ fn wait_for_end(client: &Client, first: HotCopyResponse, timeout: Duration) -> R
     let mut step = POLL_FIRST;
     while r.status == "running" {
         progress::update(&bar, r.bytes_done, r.bytes_total);
-        bar.set_message(r.message.clone());
+        bar.set_message(progress_note(&r));
         let left = deadline.map_or(Duration::MAX, |d| d.saturating_duration_since(Instant::now()));
         if left.is_zero() {
             break;

@@ -14,6 +14,29 @@ pub(super) fn short(coordinator_start_id: u64, hot_copy_id: &str) -> String {
     format!("HotCopyResponse(coordinator_start_id={coordinator_start_id}, id={hot_copy_id})")
 }
 
+/// What the wait's progress bar shows beside the bytes: the stage, the files, and the time left when known
+/// (`Stage1: Copy atoms, 12/40 files, ETA 1m05s`).
+pub(super) fn progress_note(r: &HotCopyResponse) -> String {
+    let mut note = r.message.clone();
+    if r.files_total > 0 {
+        note.push_str(&format!(", {}/{} files", r.files_done, r.files_total));
+    }
+    if let Some(eta) = r.eta_sec {
+        note.push_str(&format!(", ETA {}", eta_text(eta)));
+    }
+    note
+}
+
+/// Seconds left as `45s`, `1m05s`, `2h03m`.
+fn eta_text(secs: f64) -> String {
+    let s = secs.max(0.0).ceil() as u64;
+    match s {
+        0..60 => format!("{s}s"),
+        60..3600 => format!("{}m{:02}s", s / 60, s % 60),
+        _ => format!("{}h{:02}m", s / 3600, s % 3600 / 60),
+    }
+}
+
 /// `HotCopyResponse(begin_timestamp=.., coordinator_start_id=.., end_timestamp=.., id=.., message=.., status=..,
 /// timestamp_range=..)`: nuocmd's fields (pynuoadmin 2.7's, `timestamp_range` included), sorted by name
 /// (end_timestamp once ended).
@@ -191,7 +214,7 @@ pub(super) const PROCESS_FIELDS: [&str; 14] = [
     "state",
 ];
 /// The fields of `--hotcopy-format`.
-pub(super) const HOTCOPY_FIELDS: [&str; 10] = [
+pub(super) const HOTCOPY_FIELDS: [&str; 17] = [
     "id",
     "status",
     "timestamp_range",
@@ -202,6 +225,13 @@ pub(super) const HOTCOPY_FIELDS: [&str; 10] = [
     "begin_timestamp",
     "end_timestamp",
     "destination_directory",
+    "bytes_done",
+    "bytes_total",
+    "files_done",
+    "files_total",
+    "rate",
+    "eta",
+    "eta_text",
 ];
 
 /// Checks a format against its fields (unknown field, unclosed `{`) before anything is fetched or printed.
@@ -222,6 +252,13 @@ pub(super) fn hotcopy_fields(r: &HotCopyResponse) -> BTreeMap<&'static str, Opti
         ("begin_timestamp", text(&r.begin_timestamp)),
         ("end_timestamp", r.end_timestamp.as_deref().and_then(text)),
         ("destination_directory", text(&r.destination_directory)),
+        ("bytes_done", Some(Val::Int(r.bytes_done.into()))),
+        ("bytes_total", Some(Val::Int(r.bytes_total.into()))),
+        ("files_done", Some(Val::Int(r.files_done.into()))),
+        ("files_total", Some(Val::Int(r.files_total.into()))),
+        ("rate", Some(Val::Float(r.rate_bytes_per_sec / 1e6))),
+        ("eta", r.eta_sec.map(Val::Float)),
+        ("eta_text", r.eta_sec.map(|e| Val::Text(eta_text(e)))),
     ])
 }
 
@@ -307,7 +344,11 @@ mod tests {
             kind: "full".into(),
             bytes_done: 0,
             bytes_total: 0,
+            files_done: 0,
+            files_total: 0,
             rate_bytes_per_sec: 0.0,
+            eta_sec: None,
+            max_rate: None,
             participants: Vec::new(),
         }
     }
@@ -330,6 +371,17 @@ mod tests {
             short(2, "832c7a5f-11c2-44ed-8802-00237c347c4e"),
             "HotCopyResponse(coordinator_start_id=2, id=832c7a5f-11c2-44ed-8802-00237c347c4e)"
         );
+    }
+
+    #[test]
+    fn the_wait_shows_files_and_time_left() {
+        let mut r = response(None);
+        assert_eq!(progress_note(&r), "Stage1: Copy atoms");
+        (r.files_done, r.files_total, r.eta_sec) = (12, 40, Some(64.2));
+        assert_eq!(progress_note(&r), "Stage1: Copy atoms, 12/40 files, ETA 1m05s");
+        assert_eq!(eta_text(0.0), "0s");
+        assert_eq!(eta_text(59.5), "1m00s");
+        assert_eq!(eta_text(7380.0), "2h03m");
     }
 
     #[test]

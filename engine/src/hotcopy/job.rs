@@ -12,7 +12,6 @@
 use std::collections::{BTreeMap, HashSet};
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -67,15 +66,55 @@ pub(crate) struct ParticipantSpec {
     pub journal_dir: Option<PathBuf>,
 }
 
-/// What a running participant shows: stage, element, range, bytes.
+/// What a running participant shows: stage, element, range, bytes and files.
 #[derive(Debug)]
 pub(crate) struct ParticipantLive {
     pub info: Mutex<LiveInfo>,
     /// Signalled when `info.initialised` becomes true.
     initialised: Condvar,
-    done: AtomicU64,
-    total: AtomicU64,
-    current: Mutex<Option<Arc<JobControl>>>,
+    /// Updated once per copier call (never per byte): the batch in flight is read from its own job control.
+    counts: Mutex<Counts>,
+}
+
+/// What a participant has copied and still plans to copy, outside the copier call in flight.
+#[derive(Debug, Default)]
+struct Counts {
+    /// Bytes and files of the copier calls that finished.
+    done: Amount,
+    /// Atoms listed (and to copy) not yet handed to the copier: their sizes at the listing.
+    atoms_ahead: Amount,
+    /// The journal not yet handed to the copier: estimated from the range `[R, durable now]` until the end point is
+    /// chosen, then the exact slices of `[R, E]`.
+    journal_ahead: Amount,
+    /// The copier call in flight, and the bytes and files planned for it.
+    current: Option<(Arc<JobControl>, Amount)>,
+}
+
+/// An amount of copying: bytes and files.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Amount {
+    pub bytes: u64,
+    pub files: u64,
+}
+
+impl Amount {
+    fn take(&mut self, w: Amount) {
+        self.bytes = self.bytes.saturating_sub(w.bytes);
+        self.files = self.files.saturating_sub(w.files);
+    }
+}
+
+/// A participant's progress: what [`ParticipantLive::progress`] reads.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) struct LiveProgress {
+    pub bytes_done: u64,
+    /// Bytes done plus those planned: the listed atoms' sizes and the journal range's bytes (estimated until the end
+    /// point is chosen). Equal to `bytes_done` once everything is copied.
+    pub bytes_total: u64,
+    pub files_done: u64,
+    pub files_total: u64,
+    /// Rate of the copier call in flight over about the last second (0 between calls).
+    pub rate_bytes_per_sec: f64,
 }
 
 /// The changing part of a participant's status.
@@ -94,24 +133,41 @@ impl ParticipantLive {
         Self {
             info: Mutex::new(LiveInfo { stage: Stage::Begin, element: None, txn_range: None, initialised: false }),
             initialised: Condvar::new(),
-            done: AtomicU64::new(0),
-            total: AtomicU64::new(0),
-            current: Mutex::new(None),
+            counts: Mutex::new(Counts::default()),
         }
     }
 
-    /// `(bytes done, bytes total, current rate)`.
-    pub fn progress(&self) -> (u64, u64, f64) {
-        let current = lock(&self.current).clone();
-        let (mut done, mut total) = (self.done.load(Ordering::Acquire), self.total.load(Ordering::Acquire));
-        let mut rate = 0.0;
-        if let Some(c) = current {
-            let p = c.progress();
-            done += p.bytes_done;
-            total += p.bytes_total;
-            rate = p.rate_bytes_per_sec;
+    /// Bytes and files done and in all (as planned so far), and the current rate.
+    pub fn progress(&self) -> LiveProgress {
+        let counts = lock(&self.counts);
+        let ahead = [counts.atoms_ahead, counts.journal_ahead];
+        let mut p = LiveProgress {
+            bytes_done: counts.done.bytes,
+            bytes_total: counts.done.bytes + ahead.iter().map(|w| w.bytes).sum::<u64>(),
+            files_done: counts.done.files,
+            files_total: counts.done.files + ahead.iter().map(|w| w.files).sum::<u64>(),
+            rate_bytes_per_sec: 0.0,
+        };
+        if let Some((ctl, planned)) = &counts.current {
+            let c = ctl.progress();
+            p.bytes_done += c.bytes_done;
+            p.files_done += c.files_done;
+            // The copier's total grows as it opens files: until then the call counts as planned.
+            p.bytes_total += c.bytes_total.max(planned.bytes).max(c.bytes_done);
+            p.files_total += c.files_total.max(planned.files).max(c.files_done);
+            p.rate_bytes_per_sec = c.rate_bytes_per_sec;
         }
-        (done, total.max(done), rate)
+        p
+    }
+
+    /// Plans the atoms listed to copy (replacing any earlier plan of them).
+    fn plan_atoms(&self, w: Amount) {
+        lock(&self.counts).atoms_ahead = w;
+    }
+
+    /// Plans the journal to copy (an estimate, or the exact slices once the end point is chosen).
+    fn plan_journal(&self, w: Amount) {
+        lock(&self.counts).journal_ahead = w;
     }
 
     fn set_stage(&self, stage: Stage) {
@@ -202,21 +258,53 @@ struct Runner<'a> {
     live: &'a ParticipantLive,
 }
 
+/// Which part of the plan a copier call takes its work from.
+#[derive(Debug, Clone, Copy)]
+enum Part {
+    Atoms,
+    Journal,
+}
+
+impl Counts {
+    fn ahead(&mut self, part: Part) -> &mut Amount {
+        match part {
+            Part::Atoms => &mut self.atoms_ahead,
+            Part::Journal => &mut self.journal_ahead,
+        }
+    }
+}
+
 impl Runner<'_> {
-    fn copy(&mut self, requests: &[CopyRequest]) -> Result<JobReport, HotCopyError> {
+    /// Runs one copier call for `planned` of the `part` planned: in the progress, that work moves from the plan to
+    /// the call in flight, then to what is done (the bytes and files copied; back to the plan when the call fails).
+    fn copy(&mut self, requests: &[CopyRequest], part: Part, planned: Amount) -> Result<JobReport, HotCopyError> {
         self.coord.check()?;
         let ctl = Arc::new(JobControl::new());
-        *lock(&self.live.current) = Some(Arc::clone(&ctl));
+        {
+            let mut counts = lock(&self.live.counts);
+            counts.ahead(part).take(planned);
+            counts.current = Some((Arc::clone(&ctl), planned));
+        }
         self.coord.register(&ctl);
         let result = self.copier.copy(requests, &ctl, Some(self.limiter as &dyn Throttle));
         self.coord.unregister(&ctl);
-        *lock(&self.live.current) = None;
-        match result {
-            Ok(report) => {
-                self.live.done.fetch_add(report.bytes, Ordering::AcqRel);
-                self.live.total.fetch_add(report.bytes, Ordering::AcqRel);
-                Ok(report)
+        {
+            let mut counts = lock(&self.live.counts);
+            counts.current = None;
+            match &result {
+                Ok(report) => {
+                    counts.done.bytes += report.bytes;
+                    counts.done.files += report.files.len() as u64;
+                }
+                Err(_) => {
+                    let ahead = counts.ahead(part);
+                    ahead.bytes += planned.bytes;
+                    ahead.files += planned.files;
+                }
             }
+        }
+        match result {
+            Ok(report) => Ok(report),
             Err(e) => {
                 self.coord.check()?;
                 Err(e.into())
@@ -487,7 +575,7 @@ impl Work<'_> {
     fn run_simple(&mut self) -> Result<(), HotCopyError> {
         let (r, r_prime) = self.begin_archive_copy()?;
         self.begun()?;
-        let atoms = self.copy_atoms_stage()?;
+        let atoms = self.copy_atoms_stage(r)?;
         let e = self.end_point(Some(r_prime), &atoms)?;
         self.copy_journal_stage(r, Some(TxnRange { first: r_prime, last: e }), e)?;
         self.publish_archive_copy()
@@ -499,7 +587,7 @@ impl Work<'_> {
         let (r, r_prime) = self.pin()?;
         self.begin_set(r_prime)?;
         self.begun()?;
-        let atoms = self.copy_atoms_stage()?;
+        let atoms = self.copy_atoms_stage(r)?;
         let e = self.end_point(Some(r_prime), &atoms)?;
         let range = TxnRange { first: r_prime, last: e };
         let journal = self.copy_journal_stage(r, Some(range), e)?;
@@ -522,7 +610,7 @@ impl Work<'_> {
     fn run_incremental(&mut self) -> Result<(), HotCopyError> {
         let (r, r_prime) = self.begin_incremental()?;
         self.begun()?;
-        let atoms = self.copy_atoms_stage()?;
+        let atoms = self.copy_atoms_stage(r)?;
         let e = self.end_point(Some(r_prime), &atoms)?;
         // An incremental claims only the journal it holds: [R, E] (or [E, E] when R > E: it restores to E from its
         // atoms alone). R' = R - 1 (an archive fully checkpointed at the pin) has no record in it, and claiming it
@@ -543,6 +631,7 @@ impl Work<'_> {
         self.begun()?;
         // The chain may start at 0 (the full of a database that had committed nothing): no record has id 0.
         let copy_from = first.max(1);
+        self.plan_journal(copy_from);
         let e = self.end_point(None, &CopiedAtoms::default())?;
         // Transaction ids start at 1: a journal element of a database that has committed nothing has nothing to copy.
         if e < copy_from {
@@ -699,8 +788,9 @@ impl Work<'_> {
     }
 
     /// `Stage1: Copy atoms`: lists the atoms and copies all of them, or those new or changed since the previous
-    /// catalog (an incremental).
-    fn copy_atoms_stage(&mut self) -> Result<CopiedAtoms, HotCopyError> {
+    /// catalog (an incremental). Before the first byte is copied, the progress plans them (their sizes now) and the
+    /// journal from `journal_from` (R) to the durable end now.
+    fn copy_atoms_stage(&mut self, journal_from: u64) -> Result<CopiedAtoms, HotCopyError> {
         self.set_stage(Stage::CopyAtoms)?;
         let listing = self.archive().atoms()?;
         let prev = match &self.output {
@@ -715,9 +805,13 @@ impl Work<'_> {
             })
             .cloned()
             .collect();
+        // An atom gone since the listing counts 0 bytes here; the copy leaves it out.
+        let sizes: Vec<u64> = wanted.iter().map(|a| fs::symlink_metadata(&a.path).map_or(0, |m| m.len())).collect();
+        self.live.plan_atoms(Amount { bytes: sizes.iter().sum(), files: wanted.len() as u64 });
+        self.plan_journal(journal_from);
         let dir = self.data_dir().join(ATOMS_DIR);
         let mut atoms = CopiedAtoms { listing, ..CopiedAtoms::default() };
-        self.copy_atoms(&wanted, &dir, &mut atoms.copied, &mut atoms.vanished)?;
+        self.copy_atoms(&wanted, &sizes, &dir, &mut atoms.copied, &mut atoms.vanished)?;
         Ok(atoms)
     }
 
@@ -748,9 +842,11 @@ impl Work<'_> {
         lock(&self.live.info).txn_range = range.map(|r| (r.first, r.last));
         self.set_stage(Stage::CopyJournal)?;
         if copy_from > e {
+            self.live.plan_journal(Amount::default());
             return Ok(Vec::new());
         }
         let slices = self.archive().journal_slices(copy_from, e)?;
+        self.live.plan_journal(self.journal_amount(&slices));
         self.copy_journal(&slices)
     }
 
@@ -897,23 +993,44 @@ impl Work<'_> {
         fault::fail(point, self.ctx.kind, &self.spec.dest)
     }
 
-    /// Copies `atoms` in batches; an atom whose file is gone when the copier opens it is left out (`vanished`).
+    /// Plans the journal from `first` to the durable end now (what the progress shows until the end point is
+    /// chosen); nothing when that range is empty or its slices cannot be read now (the copy reports that itself).
+    fn plan_journal(&self, first: u64) {
+        let durable = self.archive().durable_txn();
+        let slices = if first <= durable { self.archive().journal_slices(first, durable).ok() } else { None };
+        self.live.plan_journal(slices.map_or(Amount::default(), |s| self.journal_amount(&s)));
+    }
+
+    /// The bytes and files [`copy_journal`](Self::copy_journal) copies for `slices`.
+    fn journal_amount(&self, slices: &[JournalSlice]) -> Amount {
+        let simple = matches!(self.output, Some(Output::ArchiveCopy { .. }));
+        let bytes = slices.iter().map(|s| if simple { s.offset + s.len } else { s.len }).sum();
+        Amount { bytes, files: slices.len() as u64 }
+    }
+
+    /// Copies `atoms` (of `sizes` at the listing) in batches; an atom whose file is gone when the copier opens it is
+    /// left out (`vanished`).
     fn copy_atoms(
         &mut self,
         atoms: &[AtomFile],
+        sizes: &[u64],
         dir: &Path,
         copied: &mut BTreeMap<u64, CopiedAtom>,
         vanished: &mut HashSet<u64>,
     ) -> Result<(), HotCopyError> {
-        for batch in atoms.chunks(HOTCOPY_ATOM_BATCH_FILES) {
-            let mut pending: Vec<&AtomFile> = batch.iter().collect();
+        let batches = atoms.chunks(HOTCOPY_ATOM_BATCH_FILES).zip(sizes.chunks(HOTCOPY_ATOM_BATCH_FILES));
+        for (batch, batch_sizes) in batches {
+            let mut pending: Vec<(&AtomFile, u64)> = batch.iter().zip(batch_sizes.iter().copied()).collect();
             let mut retries = 0;
             while !pending.is_empty() {
-                let requests: Vec<CopyRequest> =
-                    pending.iter().map(|a| CopyRequest::file(&a.path, dir.join(atom_file_name(a.atom_id)))).collect();
-                match self.runner.copy(&requests) {
+                let requests: Vec<CopyRequest> = pending
+                    .iter()
+                    .map(|(a, _)| CopyRequest::file(&a.path, dir.join(atom_file_name(a.atom_id))))
+                    .collect();
+                let planned = Amount { bytes: pending.iter().map(|(_, size)| size).sum(), files: pending.len() as u64 };
+                match self.runner.copy(&requests, Part::Atoms, planned) {
                     Ok(report) => {
-                        for (a, file) in pending.iter().zip(report.files) {
+                        for ((a, _), file) in pending.iter().zip(report.files) {
                             let lsn = self.copied_lsn(a, dir, &file)?;
                             copied.insert(a.atom_id, CopiedAtom { lsn, report: file });
                         }
@@ -922,13 +1039,16 @@ impl Work<'_> {
                     Err(HotCopyError::Copy(CopyError::Io { op: "open", path, source }))
                         if source.kind() == std::io::ErrorKind::NotFound
                             && retries < batch.len()
-                            && pending.iter().any(|a| a.path == path) =>
+                            && pending.iter().any(|(a, _)| a.path == path) =>
                     {
                         retries += 1;
                         if fs::symlink_metadata(&path).is_err() {
                             // Dropped by the checkpointer since the listing.
-                            let gone = pending.iter().position(|a| a.path == path).expect("checked");
-                            vanished.insert(pending.remove(gone).atom_id);
+                            let gone = pending.iter().position(|(a, _)| a.path == path).expect("checked");
+                            let (atom, size) = pending.remove(gone);
+                            vanished.insert(atom.atom_id);
+                            // No longer planned: the total drops by what the listing counted for it.
+                            lock(&self.live.counts).atoms_ahead.take(Amount { bytes: size, files: 1 });
                         }
                     }
                     Err(e) => return Err(e),
@@ -972,7 +1092,8 @@ impl Work<'_> {
                 }
             })
             .collect();
-        let report = self.runner.copy(&requests)?;
+        let planned = self.journal_amount(slices);
+        let report = self.runner.copy(&requests, Part::Journal, planned)?;
         Ok(slices.iter().cloned().zip(report.files).collect())
     }
 

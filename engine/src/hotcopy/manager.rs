@@ -116,16 +116,24 @@ impl Job {
             .iter()
             .map(|p| {
                 let info = lock(&p.live.info).clone();
-                let (bytes_done, bytes_total, rate) = p.live.progress();
+                let progress = p.live.progress();
                 ParticipantStatus {
                     start_id: p.start_id,
                     archive_id: p.archive_id,
                     destination: p.dest.clone(),
                     stage: info.stage.number(),
                     message: info.stage.message().to_string(),
-                    bytes_done,
-                    bytes_total,
-                    rate_bytes_per_sec: rate,
+                    bytes_done: progress.bytes_done,
+                    bytes_total: progress.bytes_total,
+                    files_done: progress.files_done,
+                    files_total: progress.files_total,
+                    rate_bytes_per_sec: progress.rate_bytes_per_sec,
+                    eta_secs: eta_secs(
+                        progress.bytes_done,
+                        progress.bytes_total,
+                        progress.rate_bytes_per_sec,
+                        p.limiter.limit(),
+                    ),
                     element: info.element,
                     txn_range: info.txn_range,
                 }
@@ -144,7 +152,11 @@ impl Job {
             end_micros: None,
             bytes_done: participants.iter().map(|p| p.bytes_done).sum(),
             bytes_total: participants.iter().map(|p| p.bytes_total).sum(),
+            files_done: participants.iter().map(|p| p.files_done).sum(),
+            files_total: participants.iter().map(|p| p.files_total).sum(),
             rate_bytes_per_sec: participants.iter().map(|p| p.rate_bytes_per_sec).sum(),
+            // The participants copy side by side: the job ends with the slowest.
+            eta_secs: participants.iter().map(|p| p.eta_secs).try_fold(0.0, |a: f64, e| e.map(|e| a.max(e))),
             max_rate: *lock(&run.max_rate),
             participants,
         }
@@ -154,6 +166,26 @@ impl Job {
         let guard = lock(&self.terminal);
         drop(self.ended.wait_timeout_while(guard, timeout, |t| t.is_none()).unwrap_or_else(|p| p.into_inner()));
     }
+}
+
+/// Seconds to copy the `total - done` bytes left at `rate` (bytes per second, measured), never faster than `limit`
+/// (the job's cap and its SM's budget), and at `limit` while nothing is measured. `None` while nothing is planned
+/// yet (`total` 0) and when the rate is unknown: nothing is measured and nothing limits the job.
+fn eta_secs(done: u64, total: u64, rate: f64, limit: Option<u64>) -> Option<f64> {
+    let left = total.saturating_sub(done);
+    if total == 0 {
+        return None;
+    }
+    if left == 0 {
+        return Some(0.0);
+    }
+    let rate = match limit {
+        Some(l) if rate > 0.0 => rate.min(l as f64),
+        Some(l) => l as f64,
+        None if rate > 0.0 => rate,
+        None => return None,
+    };
+    (rate > 0.0).then(|| left as f64 / rate)
 }
 
 struct Inner {
@@ -877,8 +909,10 @@ fn run_job(inner: &Inner, job: &Job, specs: Vec<ParticipantSpec>) {
     status.message = message.clone();
     status.end_micros = Some(now_micros());
     status.rate_bytes_per_sec = 0.0;
+    status.eta_secs = None;
     for (p, r) in status.participants.iter_mut().zip(&results) {
         p.rate_bytes_per_sec = 0.0;
+        p.eta_secs = None;
         p.message = match r {
             Ok(()) => MSG_COMPLETED.to_string(),
             Err(HotCopyError::Stopped { .. }) => message.clone(),
@@ -1121,10 +1155,12 @@ fn load_statuses(dir: &Path) -> Result<Vec<HotCopyStatus>, HotCopyError> {
                         s.message = format!("{MSG_COMPLETED} ({MSG_RECOGNISED})");
                         s.end_micros = Some(end.unwrap_or_else(now_micros));
                         s.rate_bytes_per_sec = 0.0;
+                        s.eta_secs = None;
                         for (p, element) in s.participants.iter_mut().zip(elements) {
                             p.message = MSG_COMPLETED.to_string();
                             p.stage = Stage::WriteMetadata.number();
                             p.rate_bytes_per_sec = 0.0;
+                            p.eta_secs = None;
                             p.element = element;
                         }
                         persist(dir, &s)?;
@@ -1135,9 +1171,11 @@ fn load_statuses(dir: &Path) -> Result<Vec<HotCopyStatus>, HotCopyError> {
                     s.message = MSG_PROCESS_STOPPED.to_string();
                     s.end_micros = Some(now_micros());
                     s.rate_bytes_per_sec = 0.0;
+                    s.eta_secs = None;
                     for p in &mut s.participants {
                         p.message = MSG_PROCESS_STOPPED.to_string();
                         p.rate_bytes_per_sec = 0.0;
+                        p.eta_secs = None;
                         p.element = None;
                     }
                     persist(dir, &s)?;
@@ -1159,4 +1197,23 @@ fn load_statuses(dir: &Path) -> Result<Vec<HotCopyStatus>, HotCopyError> {
         }
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::eta_secs;
+
+    #[test]
+    fn the_eta_follows_the_rate_capped_by_the_limit() {
+        // Nothing planned yet: unknown.
+        assert_eq!(eta_secs(0, 0, 0.0, Some(100)), None);
+        // Everything copied: nothing left.
+        assert_eq!(eta_secs(500, 500, 0.0, None), Some(0.0));
+        // At the measured rate, never faster than the limit; at the limit while nothing is measured.
+        assert_eq!(eta_secs(0, 1000, 100.0, None), Some(10.0));
+        assert_eq!(eta_secs(0, 1000, 400.0, Some(200)), Some(5.0));
+        assert_eq!(eta_secs(0, 1000, 50.0, Some(200)), Some(20.0));
+        assert_eq!(eta_secs(0, 1000, 0.0, Some(200)), Some(5.0));
+        assert_eq!(eta_secs(0, 1000, 0.0, None), None);
+    }
 }

@@ -287,10 +287,22 @@ pub struct ParticipantStatus {
     pub message: String,
     /// Bytes copied so far (atoms and journal).
     pub bytes_done: u64,
-    /// Bytes to copy as known so far (grows as files are opened).
+    /// Bytes to copy in all: those done, plus the listed atoms' sizes and the journal range's bytes not copied yet
+    /// (estimated up to the durable end until the end point is chosen, then exact). Equal to `bytes_done` once the
+    /// copying is over.
     pub bytes_total: u64,
+    /// Files copied so far (atoms and journal segments).
+    #[serde(default)]
+    pub files_done: u64,
+    /// Files to copy in all, planned as `bytes_total` is.
+    #[serde(default)]
+    pub files_total: u64,
     /// Copy rate over about the last second, bytes per second (0 when not copying).
     pub rate_bytes_per_sec: f64,
+    /// Seconds left: the bytes left at the current rate, never faster than the job's `--max-rate` and its SM's
+    /// rate (at that rate while nothing is copying; `None` when then nothing limits it). `None` once ended.
+    #[serde(default)]
+    pub eta_secs: Option<f64>,
     /// Name of the element made (`full`, `2.inc`, `1.jnl`), once begun; `None` for a simple hot copy, and for a
     /// journal hot copy that found nothing to copy.
     pub element: Option<String>,
@@ -323,10 +335,20 @@ pub struct HotCopyStatus {
     pub end_micros: Option<u64>,
     /// Bytes copied so far over all participants.
     pub bytes_done: u64,
-    /// Bytes to copy as known so far over all participants.
+    /// Bytes to copy in all over all participants (see [`ParticipantStatus::bytes_total`]).
     pub bytes_total: u64,
+    /// Files copied so far over all participants.
+    #[serde(default)]
+    pub files_done: u64,
+    /// Files to copy in all over all participants.
+    #[serde(default)]
+    pub files_total: u64,
     /// Current copy rate over all participants, bytes per second.
     pub rate_bytes_per_sec: f64,
+    /// Seconds left: the longest of the participants' ([`ParticipantStatus::eta_secs`]; `None` when one's is
+    /// unknown). `None` once ended.
+    #[serde(default)]
+    pub eta_secs: Option<f64>,
     /// The job's `--max-rate` (bytes per second per SM), as now set.
     pub max_rate: Option<u64>,
     /// Every participant, by archive id.
