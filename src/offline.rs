@@ -62,6 +62,10 @@ pub struct RestoreArgs {
     /// With `--report-timestamps`: only transactions at or before this UTC time (`2021-02-19T17:00:30`).
     #[arg(long, value_name = "T", requires = "report_timestamps", value_parser = parse_time)]
     pub end_time: Option<SystemTime>,
+    /// Print one JSON document instead of text; with `--report-timestamps`, one JSON object a line (docs/CLI.md,
+    /// "JSON output").
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// A UTC time as `2021-02-19T17:00:30` (or with a space, fractional seconds, a trailing `Z`).
@@ -87,6 +91,9 @@ pub struct CheckArgs {
     /// element), and the metadata and chain of the whole set.
     #[arg(long, value_name = "DURATION", conflicts_with = "metadata_only", value_parser = parse_duration)]
     pub since: Option<Duration>,
+    /// Print one JSON document instead of text (docs/CLI.md, "JSON output").
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// A duration as `90s`, `12h`, `7d`, `1h 30m`.
@@ -117,6 +124,9 @@ pub enum ArchiveCommand {
         /// The archive's journal directory, when it is not DIR/journal (a simple hot copy with copyJournalDir).
         #[arg(long, value_name = "DIR")]
         journal_dir: Option<PathBuf>,
+        /// Print one JSON document (the default: `info` always prints JSON) (docs/CLI.md, "JSON output").
+        #[arg(long)]
+        json: bool,
     },
     /// Verify every atom file's checksum and every journal record's framing; exit 1 on any defect.
     ///
@@ -127,6 +137,9 @@ pub enum ArchiveCommand {
         /// The archive's journal directory, when it is not DIR/journal (a simple hot copy with copyJournalDir).
         #[arg(long, value_name = "DIR")]
         journal_dir: Option<PathBuf>,
+        /// Print one JSON document instead of text (docs/CLI.md, "JSON output").
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -134,7 +147,7 @@ pub enum ArchiveCommand {
 pub fn run_restore(args: &RestoreArgs) -> Result<()> {
     let set = &args.set;
     if args.report_backups {
-        return print_backups(set);
+        return print_backups(set, args.json);
     }
     if args.report_timestamps {
         if let (Some(start), Some(end)) = (args.start_time, args.end_time) {
@@ -153,9 +166,20 @@ pub fn run_restore(args: &RestoreArgs) -> Result<()> {
         let mut write_err = None;
         for_each_timestamp(set, &filter, |item| {
             if write_err.is_none() {
-                let written = match item {
-                    TimestampItem::Line(line) => writeln!(out, "{line}"),
-                    TimestampItem::Gap(r) => writeln!(out, "# {gap}: transactions {} to {}", r.first, r.last),
+                let written = match (item, args.json) {
+                    (TimestampItem::Line(line), false) => writeln!(out, "{line}"),
+                    (TimestampItem::Gap(r), false) => {
+                        writeln!(out, "# {gap}: transactions {} to {}", r.first, r.last)
+                    }
+                    (TimestampItem::Line(line), true) => {
+                        let time = humantime::format_rfc3339_micros(
+                            std::time::UNIX_EPOCH + Duration::from_micros(line.timestamp_micros),
+                        );
+                        writeln!(out, "{}", json!({ "time": time.to_string(), "txnId": line.txn_id }))
+                    }
+                    (TimestampItem::Gap(r), true) => {
+                        writeln!(out, "{}", json!({ "gap": gap, "firstTxn": r.first, "lastTxn": r.last }))
+                    }
                 };
                 if let Err(e) = written {
                     write_err = Some(e);
@@ -185,6 +209,25 @@ pub fn run_restore(args: &RestoreArgs) -> Result<()> {
         Err(e) => return Err(e.into()),
     };
     let names = |v: &[backset_format::ElementName]| v.iter().map(ToString::to_string).collect::<Vec<_>>().join(" + ");
+    if args.json {
+        let list = |v: &[backset_format::ElementName]| v.iter().map(ToString::to_string).collect::<Vec<_>>();
+        let out = json!({
+            "set": set.display().to_string(),
+            "restoreDir": dest.display().to_string(),
+            "targetTxn": report.target_txn,
+            "base": report.base.to_string(),
+            "baseId": report.base_id.to_string(),
+            "atoms": report.atoms,
+            "atomBytes": report.atom_bytes,
+            "atomElements": list(&report.atom_elements),
+            "records": report.records,
+            "journalBytes": report.journal_bytes,
+            "journalElements": list(&report.journal_elements),
+            "elapsedSeconds": report.elapsed.as_secs_f64(),
+        });
+        println!("{}", serde_json::to_string_pretty(&out)?);
+        return Ok(());
+    }
     println!(
         "restored backup set {} to transaction {} in {}: {} ({} bytes) from {}, {} from {}, base {} ({}), {:.2} s",
         set.display(),
@@ -240,9 +283,35 @@ fn cancel_on_signals(control: &Arc<JobControl>) -> Result<Arc<OnceLock<&'static 
 
 /// `--report-backups`: NuoDB's `<BackupSet>` listing, one element a line, newest first, with Backset's extra
 /// attributes (directory name, status, transaction range).
-fn print_backups(set: &Path) -> Result<()> {
+fn print_backups(set: &Path, as_json: bool) -> Result<()> {
     let state = read_state(set)?;
     let elements = backups(&state);
+    if as_json {
+        let list: Vec<serde_json::Value> = elements
+            .iter()
+            .map(|e| {
+                json!({
+                    "id": e.element_id.to_string(),
+                    "name": e.name.to_string(),
+                    "type": e.kind.name(),
+                    "status": if e.status == ElementStatus::Completed { "completed" } else { "in-progress" },
+                    "startDate": date(e.begin),
+                    "endDate": e.end.map(date),
+                    "firstTxn": e.txn_range.first,
+                    "lastTxn": e.txn_range.last,
+                })
+            })
+            .collect();
+        let out = json!({
+            "id": state.set_id.to_string(),
+            "database": state.database_name,
+            "databaseId": state.database_id.to_string(),
+            "archiveId": state.archive_id,
+            "elements": list,
+        });
+        println!("{}", serde_json::to_string_pretty(&out)?);
+        return Ok(());
+    }
     println!(
         "<BackupSet id=\"{}\" database=\"{}\" databaseId=\"{}\" archiveId=\"{}\">",
         state.set_id,
@@ -279,23 +348,8 @@ fn xml_escape(s: &str) -> String {
     s.replace('&', "&amp;").replace('"', "&quot;").replace('<', "&lt;").replace('>', "&gt;")
 }
 
-/// Runs `backset check`: prints every defect (element, file, what) and the restorable ranges; fails when there is
-/// a defect.
-pub fn run_check(args: &CheckArgs) -> Result<()> {
-    let control = Arc::new(JobControl::new());
-    let select = match (args.new, args.since) {
-        (true, _) => Select::New,
-        (false, Some(age)) => Select::OlderThan(age),
-        (false, None) => Select::All,
-    };
-    let opts = CheckOptions {
-        metadata_only: args.metadata_only,
-        select,
-        record: !args.metadata_only,
-        control: Some(Arc::clone(&control)),
-        ..Default::default()
-    };
-    let report = progress::follow("check", &control, || check_set(&args.set, &opts))?;
+/// `check`'s text: each defect and note on a line, then the summary.
+fn print_check(args: &CheckArgs, report: &backset_engine::check::CheckReport) {
     for d in &report.defects {
         println!("defect: {d}");
     }
@@ -318,8 +372,66 @@ pub fn run_check(args: &CheckArgs) -> Result<()> {
         counted(report.defects_total(), "defect"),
         if ranges.is_empty() { "none".to_string() } else { ranges.join(", ") }
     );
+}
+
+/// Runs `backset check`: prints every defect (element, file, what) and the restorable ranges; fails when there is
+/// a defect.
+pub fn run_check(args: &CheckArgs) -> Result<()> {
+    let control = Arc::new(JobControl::new());
+    let select = match (args.new, args.since) {
+        (true, _) => Select::New,
+        (false, Some(age)) => Select::OlderThan(age),
+        (false, None) => Select::All,
+    };
+    let opts = CheckOptions {
+        metadata_only: args.metadata_only,
+        select,
+        record: !args.metadata_only,
+        control: Some(Arc::clone(&control)),
+        ..Default::default()
+    };
+    let report = progress::follow("check", &control, || check_set(&args.set, &opts))?;
+    if args.json {
+        let defects: Vec<serde_json::Value> = report
+            .defects
+            .iter()
+            .map(|d| {
+                json!({
+                    "element": d.element.map(|e| e.to_string()),
+                    "file": d.file.as_ref().map(|f| f.display().to_string()),
+                    "kind": d.kind.name(),
+                    "message": d.what,
+                })
+            })
+            .collect();
+        let (select, since) = match select {
+            Select::All => ("all", None),
+            Select::New => ("new", None),
+            Select::OlderThan(age) => ("since", Some(age.as_secs_f64())),
+        };
+        let out = json!({
+            "set": args.set.display().to_string(),
+            "ok": report.is_ok(),
+            "metadataOnly": report.metadata_only,
+            "select": select,
+            "sinceSeconds": since,
+            "elements": report.elements,
+            "verifiedBefore": report.verified_before,
+            "filesRead": report.files_read,
+            "bytesRead": report.bytes_read,
+            "defectsTotal": report.defects_total(),
+            "defects": defects,
+            "notes": report.notes,
+            "restorable": report.restorable.iter().map(|r| json!({ "firstTxn": r.first, "lastTxn": r.last })).collect::<Vec<_>>(),
+            "elapsedSeconds": report.elapsed.as_secs_f64(),
+        });
+        println!("{}", serde_json::to_string_pretty(&out)?);
+    } else {
+        print_check(args, &report);
+    }
     if !report.is_ok() {
-        bail!("backup set {} has {} (listed above)", args.set.display(), counted(report.defects_total(), "defect"));
+        let listed = if args.json { "listed in the JSON" } else { "listed above" };
+        bail!("backup set {} has {} ({listed})", args.set.display(), counted(report.defects_total(), "defect"));
     }
     Ok(())
 }
@@ -328,8 +440,10 @@ pub fn run_check(args: &CheckArgs) -> Result<()> {
 pub fn run_archive(cmd: &ArchiveCommand) -> Result<()> {
     match cmd {
         ArchiveCommand::Dump { dir, journal_dir } => dump(&ArchiveDirs::new(dir, journal_dir.as_deref())?),
-        ArchiveCommand::Info { dir, journal_dir } => info(&ArchiveDirs::new(dir, journal_dir.as_deref())?),
-        ArchiveCommand::Check { dir, journal_dir } => check_dir(&ArchiveDirs::new(dir, journal_dir.as_deref())?),
+        ArchiveCommand::Info { dir, journal_dir, json: _ } => info(&ArchiveDirs::new(dir, journal_dir.as_deref())?),
+        ArchiveCommand::Check { dir, journal_dir, json } => {
+            check_dir(&ArchiveDirs::new(dir, journal_dir.as_deref())?, *json)
+        }
     }
 }
 
@@ -444,9 +558,43 @@ fn info(archive: &ArchiveDirs) -> Result<()> {
     Ok(())
 }
 
-fn check_dir(archive: &ArchiveDirs) -> Result<()> {
+fn check_dir(archive: &ArchiveDirs, as_json: bool) -> Result<()> {
     let dir = &archive.dir;
     let report = check_archive_with_journal(dir, &archive.journal)?;
+    if as_json {
+        let defects: Vec<serde_json::Value> = report
+            .defects
+            .iter()
+            .map(|d| {
+                json!({
+                    "file": d.file.as_ref().map(|f| f.display().to_string()),
+                    "kind": d.kind.name(),
+                    "message": d.what,
+                })
+            })
+            .collect();
+        let out = json!({
+            "directory": dir.display().to_string(),
+            "journalDirectory": archive.journal.display().to_string(),
+            "ok": report.is_ok(),
+            "atoms": report.atoms,
+            "segments": report.segments,
+            "records": report.records,
+            "lastTxnId": report.last_txn,
+            "databaseId": report.database_id.map(|u| u.to_string()),
+            "tornTail": report.torn_tail.map(|t| json!({ "segment": t.segment, "offset": t.offset, "len": t.len })),
+            "defects": defects,
+        });
+        println!("{}", serde_json::to_string_pretty(&out)?);
+        if !report.is_ok() {
+            bail!(
+                "archive {} has {} (listed in the JSON)",
+                dir.display(),
+                counted(report.defects.len() as u64, "defect")
+            );
+        }
+        return Ok(());
+    }
     for d in &report.defects {
         println!("defect: {d}");
     }

@@ -1009,3 +1009,233 @@ fn two_checks_at_once_leave_a_whole_verification_record() {
         std::fs::remove_file(copy.join("verified")).unwrap();
     }
 }
+
+/// `backset args`, which must exit with `code`, parsed as one JSON document (stdout only).
+fn json_of(args: &[&str], code: i32) -> serde_json::Value {
+    let out = backset(args);
+    assert_eq!(out.status.code(), Some(code), "backset {args:?}: {}", text(&out));
+    serde_json::from_str(&stdout(&out))
+        .unwrap_or_else(|e| panic!("backset {args:?}: not one JSON document ({e}): {}", text(&out)))
+}
+
+/// `value` is an object with exactly the fields `fields` (the documented schema, docs/CLI.md "JSON output").
+fn assert_fields(value: &serde_json::Value, fields: &[&str], what: &str) {
+    let mut found: Vec<&str> = value
+        .as_object()
+        .unwrap_or_else(|| panic!("{what}: not an object: {value}"))
+        .keys()
+        .map(String::as_str)
+        .collect();
+    found.sort_unstable();
+    let mut want = fields.to_vec();
+    want.sort_unstable();
+    assert_eq!(found, want, "{what}: {value}");
+}
+
+#[test]
+fn every_offline_command_prints_json_with_the_documented_fields() {
+    let tmp = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    let listed = elements();
+
+    // restore --report-backups --json: the elements the XML lists, in its order.
+    let backups = json_of(&["restore", "--report-backups", "--json", p(&set())], 0);
+    assert_fields(&backups, &["id", "database", "databaseId", "archiveId", "elements"], "report-backups");
+    assert_eq!(backups["database"], "demo");
+    let items = backups["elements"].as_array().unwrap();
+    assert_eq!(items.len(), listed.len());
+    for (item, (id, name, kind, first, last)) in items.iter().zip(&listed) {
+        assert_fields(
+            item,
+            &["id", "name", "type", "status", "startDate", "endDate", "firstTxn", "lastTxn"],
+            "report-backups element",
+        );
+        assert_eq!(
+            (&item["id"], &item["name"], &item["type"], &item["firstTxn"], &item["lastTxn"]),
+            (&json!(id), &json!(name), &json!(kind), &json!(first), &json!(last))
+        );
+        assert_eq!(item["status"], "completed");
+    }
+
+    // restore --report-timestamps --json: one object a line, the transactions the text lists.
+    let text_ids: Vec<u64> = ok(&["restore", "--report-timestamps", p(&set())])
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .map(|l| l.split_once(' ').unwrap().1.parse().unwrap())
+        .collect();
+    let lines = ok(&["restore", "--report-timestamps", "--all-journal", "--json", p(&set())]);
+    let mut all = 0;
+    for line in lines.lines() {
+        let v: serde_json::Value = serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}"));
+        if v.get("gap").is_some() {
+            assert_fields(&v, &["gap", "firstTxn", "lastTxn"], "report-timestamps gap");
+        } else {
+            assert_fields(&v, &["time", "txnId"], "report-timestamps line");
+            assert!(v["time"].as_str().unwrap().ends_with('Z'), "{v}");
+            all += 1;
+        }
+    }
+    assert!(all >= text_ids.len(), "--all-journal lists {all} transactions, the restore points are {}", text_ids.len());
+    let ids: Vec<u64> = ok(&["restore", "--report-timestamps", "--json", p(&set())])
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .filter_map(|v| v["txnId"].as_u64())
+        .collect();
+    assert_eq!(ids, text_ids);
+
+    // restore --json.
+    let dest = tmp.path().join("restored");
+    let restored = json_of(&["restore", "--restore-dir", p(&dest), "--json", p(&set())], 0);
+    assert_fields(
+        &restored,
+        &[
+            "set",
+            "restoreDir",
+            "targetTxn",
+            "base",
+            "baseId",
+            "atoms",
+            "atomBytes",
+            "atomElements",
+            "records",
+            "journalBytes",
+            "journalElements",
+            "elapsedSeconds",
+        ],
+        "restore",
+    );
+    let latest = listed.iter().map(|e| e.4).max().unwrap();
+    assert_eq!((&restored["targetTxn"], &restored["restoreDir"]), (&json!(latest), &json!(p(&dest))));
+    assert_eq!(restored["atoms"].as_u64().unwrap(), std::fs::read_dir(dest.join("atoms")).unwrap().count() as u64);
+
+    // check --json of a healthy set.
+    let checked = json_of(&["check", "--json", p(&set())], 0);
+    let check_fields = [
+        "set",
+        "ok",
+        "metadataOnly",
+        "select",
+        "sinceSeconds",
+        "elements",
+        "verifiedBefore",
+        "filesRead",
+        "bytesRead",
+        "defectsTotal",
+        "defects",
+        "notes",
+        "restorable",
+        "elapsedSeconds",
+    ];
+    assert_fields(&checked, &check_fields, "check");
+    assert_eq!((&checked["ok"], &checked["elements"], &checked["defects"]), (&json!(true), &json!(4), &json!([])));
+    assert_eq!(checked["bytesRead"].as_u64().unwrap(), data_bytes_of_set(&set()));
+    assert_eq!(checked["restorable"].as_array().unwrap().last().unwrap()["lastTxn"], json!(latest));
+    let since = json_of(&["check", "--since", "1h", "--json", p(&set())], 0);
+    assert_eq!((&since["select"], &since["sinceSeconds"]), (&json!("since"), &json!(3600.0)));
+
+    // archive info --json and archive check --json of the restored archive.
+    let info_json = json_of(&["archive", "info", "--json", p(&dest)], 0);
+    assert_eq!(info_json, info(&dest), "archive info prints the same JSON with or without --json");
+    assert_fields(
+        &info_json,
+        &[
+            "directory",
+            "journalDirectory",
+            "lastTxnId",
+            "databaseId",
+            "archiveId",
+            "keys",
+            "atoms",
+            "recordsReplayed",
+            "tornTail",
+        ],
+        "archive info",
+    );
+    let archive = json_of(&["archive", "check", "--json", p(&dest)], 0);
+    assert_fields(
+        &archive,
+        &[
+            "directory",
+            "journalDirectory",
+            "ok",
+            "atoms",
+            "segments",
+            "records",
+            "lastTxnId",
+            "databaseId",
+            "tornTail",
+            "defects",
+        ],
+        "archive check",
+    );
+    assert_eq!(
+        (&archive["ok"], &archive["lastTxnId"], &archive["atoms"]),
+        (&json!(true), &json!(latest), &restored["atoms"])
+    );
+
+    // archive check --json of a damaged archive names the file.
+    let victim = std::fs::read_dir(dest.join("atoms")).unwrap().next().unwrap().unwrap().path();
+    flip_byte(&victim, std::fs::metadata(&victim).unwrap().len() - 1);
+    let damaged = json_of(&["archive", "check", "--json", p(&dest)], 1);
+    let defects = damaged["defects"].as_array().unwrap();
+    assert_eq!(defects.len(), 1, "{damaged}");
+    assert_fields(&defects[0], &["file", "kind", "message"], "archive check defect");
+    assert_eq!((&defects[0]["file"], &defects[0]["kind"]), (&json!(p(&victim)), &json!("hash")));
+}
+
+#[test]
+fn check_json_lists_every_defect_of_a_defect_ridden_set() {
+    let tmp = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    let copy = copy_of_set(tmp.path());
+    let first = |dir: &Path| {
+        let mut files: Vec<PathBuf> = std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().path()).collect();
+        files.sort();
+        files.remove(0)
+    };
+    // A damaged atom file, a missing journal slice, a file that does not belong, a damaged control file.
+    let atom = first(&copy.join("1.inc/data/atoms"));
+    flip_byte(&atom, std::fs::metadata(&atom).unwrap().len() - 1);
+    let slice = first(&copy.join("2.jnl/data/journal"));
+    std::fs::remove_file(&slice).unwrap();
+    let extra = copy.join("full/data/journal/not-a-slice");
+    std::fs::write(&extra, b"x").unwrap();
+    let catalog = copy.join("1.jnl/control/catalog");
+    flip_byte(&catalog, 60);
+    let expected = [
+        ("1.inc", &atom, "hash"),
+        ("2.jnl", &slice, "missing_file"),
+        ("full", &extra, "extra_file"),
+        ("1.jnl", &catalog, "metadata"),
+    ];
+
+    let text_out = fails(&["check", p(&copy)], 1);
+    let (text_defects, _, _) = check_lines(&text_out);
+    let report = json_of(&["check", "--json", p(&copy)], 1);
+    assert_eq!(report["ok"], false);
+    let defects = report["defects"].as_array().unwrap();
+    for d in defects {
+        assert_fields(d, &["element", "file", "kind", "message"], "check defect");
+    }
+    for (element, file, kind) in expected {
+        assert!(
+            defects.iter().any(|d| d["element"] == element && d["file"] == p(file) && d["kind"] == kind),
+            "no {kind} defect of element {element} naming {}: {report:#}",
+            file.display()
+        );
+    }
+    // Every defect the text lists is in the JSON, and nothing else.
+    assert_eq!(report["defectsTotal"], json!(text_defects.len()), "{report:#}");
+    let as_text: Vec<String> = defects
+        .iter()
+        .map(|d| {
+            let mut line = "defect: ".to_string();
+            if let Some(e) = d["element"].as_str() {
+                line += &format!("element {e}: ");
+            }
+            if let Some(f) = d["file"].as_str() {
+                line += &format!("{f}: ");
+            }
+            line + d["message"].as_str().unwrap()
+        })
+        .collect();
+    assert_eq!(as_text, text_defects, "check --json and check list different defects");
+}

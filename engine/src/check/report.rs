@@ -48,6 +48,29 @@ pub enum DefectKind {
     Permission,
 }
 
+impl DefectKind {
+    /// The kind's stable name, as `check --json` prints it (`docs/CLI.md`): snake case of the variant.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Self::Metadata => "metadata",
+            Self::MissingElement => "missing_element",
+            Self::Inconsistent => "inconsistent",
+            Self::Chain => "chain",
+            Self::Catalog => "catalog",
+            Self::DataMissing => "data_missing",
+            Self::MissingFile => "missing_file",
+            Self::ExtraFile => "extra_file",
+            Self::NotRegular => "not_regular",
+            Self::Size => "size",
+            Self::Hash => "hash",
+            Self::Atom => "atom",
+            Self::Journal => "journal",
+            Self::Io => "io",
+            Self::Permission => "permission",
+        }
+    }
+}
+
 /// What a defect of kind [`DefectKind::Permission`] says to do.
 pub(crate) const UNREADABLE: &str =
     "this user may not read it (it may be intact): run as a user who can read it all (its owner, or root)";
