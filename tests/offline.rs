@@ -956,7 +956,13 @@ fn a_damaged_or_hostile_verification_record_is_refused_without_harm() {
     let everything = check_figures(&ok_output(&["check", p(&copy)])).1;
     assert_eq!(everything, data_bytes_of_set(&copy));
     let state_before = std::fs::read(copy.join("state")).unwrap();
-    let damages: [(&str, &dyn Fn()); 3] = [
+    let damages: [(&str, &dyn Fn()); 4] = [
+        ("a record of another set", &|| {
+            let bytes = std::fs::read(&record).unwrap();
+            let mut other: backset_format::Verification = backset_format::meta::decode(&bytes).unwrap();
+            other.set_id = uuid::Uuid::new_v4();
+            std::fs::write(&record, backset_format::meta::encode(&other).unwrap()).unwrap();
+        }),
         ("a flipped byte", &|| flip_byte(&record, 60)),
         ("a link to the state", &|| {
             std::fs::remove_file(&record).unwrap();
