@@ -6,38 +6,11 @@ mod support;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use serde_json::{json, Value};
-use support::{s, tmp, Server};
-
-/// A server whose demo database has about 1 MB in atom files (written by the checkpoint of a clean stop) and
-/// 100 kB more in its journal.
-fn server_with_atoms_and_journal(data: &Path) -> Server {
-    let srv = Server::start(data, &[]);
-    srv.load(400, 2000);
-    let (code, out) = srv.terminate();
-    assert_eq!(code, Some(0), "{out}");
-    let srv = Server::start(data, &[]);
-    srv.load(50, 2000);
-    srv
-}
+use serde_json::Value;
+use support::{tmp, Server};
 
 /// A hot copy: `(coordinator start id, hot copy id)`.
 type Id = (u64, String);
-
-/// Starts a full hot copy of the demo database into `set`, limited to `max_rate` bytes per second, without waiting.
-fn start_throttled(srv: &Server, set: &Path, max_rate: u64) -> Id {
-    let body = json!({"type": "full", "backupSetDirs": {"0": s(set)}, "maxRate": max_rate});
-    let (code, v) = srv.post_json_checked("/databases/demo/hotCopy", &body);
-    assert_eq!(code, 200, "{v}");
-    (u(&v, "coordinatorStartId"), v["hotCopyId"].as_str().unwrap().to_string())
-}
-
-/// The hot copy's status now.
-fn status(srv: &Server, (sm, id): &Id) -> Value {
-    let (code, v) = srv.get_checked(&format!("/databases/hotCopyStatus?coordinatorStartId={sm}&hotCopyId={id}"));
-    assert_eq!(code, 200, "{v}");
-    v
-}
 
 fn u(v: &Value, field: &str) -> u64 {
     v[field].as_u64().unwrap_or_else(|| panic!("no {field} in {v}"))
@@ -48,7 +21,7 @@ fn u(v: &Value, field: &str) -> u64 {
 fn follow(srv: &Server, id: &Id, mut each: impl FnMut(&Value, Instant)) -> (Value, Instant) {
     let deadline = Instant::now() + Duration::from_secs(120);
     loop {
-        let v = status(srv, id);
+        let v = srv.hot_copy_status(id);
         let now = Instant::now();
         if v["status"] != "running" {
             return (v, now);
@@ -78,11 +51,11 @@ fn files_and_bytes(dir: &Path) -> (u64, u64) {
 #[test]
 fn the_total_is_planned_before_the_copy_and_bytes_done_reach_it_exactly_at_the_end() {
     let dir = tmp();
-    let srv = server_with_atoms_and_journal(&dir.path().join("data"));
+    let srv = Server::start_with_atoms(&dir.path().join("data"));
     let set = dir.path().join("set");
     // About 1 MB at 400 kB/s: a few seconds, many polls. Nothing is committed while it runs, so the journal range
     // planned at the start (up to the durable end then) is the one copied.
-    let hc = start_throttled(&srv, &set, 400_000);
+    let hc = srv.start_throttled_full(&set, 400_000);
     let id = hc.1.clone();
     let mut first_planned: Option<Value> = None;
     let mut last_done = 0;
@@ -139,10 +112,10 @@ fn the_total_is_planned_before_the_copy_and_bytes_done_reach_it_exactly_at_the_e
 #[test]
 fn the_eta_of_a_throttled_hot_copy_is_within_reason() {
     let dir = tmp();
-    let srv = server_with_atoms_and_journal(&dir.path().join("data"));
+    let srv = Server::start_with_atoms(&dir.path().join("data"));
     let set = dir.path().join("set");
     let max_rate = 250_000;
-    let hc = start_throttled(&srv, &set, max_rate);
+    let hc = srv.start_throttled_full(&set, max_rate);
     // The ETA read once a fifth of the bytes is done, and when.
     let mut read: Option<(f64, Instant, Value)> = None;
     let (end, ended) = follow(&srv, &hc, |v, now| {

@@ -13,12 +13,14 @@
 //! The modules: [`settings`] (the options, from the command line and the config file), [`startup`] (from the
 //! options to a listening server, and the shutdown), [`connections`] (the accept loop and its caps), [`http`] (the
 //! plumbing every endpoint shares: errors, the body and query extractors, the token check), [`nuoadmin`] (the hot
-//! copy and process endpoints), [`data`] (the reference store's data API) and [`routes`] (which joins them). The
+//! copy and process endpoints), [`data`] (the reference store's data API), [`metrics`] (`GET /metrics`) and [`routes`]
+//! (which joins them). The
 //! limits and the state every request shares ([`App`]) are here.
 
 mod connections;
 mod data;
 mod http;
+mod metrics;
 mod nuoadmin;
 mod routes;
 pub mod settings;

@@ -1,4 +1,5 @@
-//! The routes: every endpoint of the admin API under [`API_PREFIX`], the token check in front of them, and the JSON
+//! The routes: every endpoint of the admin API under [`API_PREFIX`] and `GET /metrics`, the token check in front of
+//! them, and the JSON
 //! answers to an unknown path or method.
 
 use std::sync::Arc;
@@ -10,6 +11,7 @@ use axum::Router;
 
 use super::data::{key, transaction};
 use super::http::{authorize, HttpError};
+use super::metrics::metrics;
 use super::nuoadmin::{cancel, database_status, hot_copy, hot_copy_simple, processes, status};
 use super::{App, MAX_BODY_BYTES};
 use crate::api::API_PREFIX;
@@ -27,6 +29,7 @@ pub(super) fn router(app: Arc<App>) -> Router {
         .route("/databases/{db}/keys/{key}", get(key));
     Router::new()
         .nest(API_PREFIX, api)
+        .route("/metrics", get(metrics))
         .fallback(|| async { HttpError::new(StatusCode::NOT_FOUND, "no such endpoint; see docs/CLI.md for the API") })
         .method_not_allowed_fallback(|| async {
             HttpError::new(StatusCode::METHOD_NOT_ALLOWED, "this endpoint does not take that method")

@@ -362,6 +362,42 @@ impl Server {
         self.send(method, path, body, auth, Duration::from_secs(120)).unwrap_or_else(|e| panic!("{method} {path}: {e}"))
     }
 
+    /// A server whose demo database has about 1 MB in some 200 atom files (written by the checkpoint of a clean
+    /// stop) and 100 kB more in its journal: a hot copy's progress moves file by file (the copier counts a file's
+    /// bytes as it writes them, so a single journal file's come at once).
+    pub fn start_with_atoms(data: &Path) -> Self {
+        let srv = Self::start(data, &[]);
+        srv.load(400, 2000);
+        let (code, out) = srv.terminate();
+        assert_eq!(code, Some(0), "{out}");
+        let srv = Self::start(data, &[]);
+        srv.load(50, 2000);
+        srv
+    }
+
+    /// `GET /metrics` (beside the API, not under its prefix), with `token` as bearer token when given.
+    pub fn metrics(&self, token: Option<&str>) -> Answer {
+        let auth = token.map(|t| format!("Bearer {t}"));
+        self.send_url("GET", &format!("http://{}/metrics", self.addr), None, auth.as_deref(), Duration::from_secs(60))
+            .unwrap_or_else(|e| panic!("GET /metrics: {e}"))
+    }
+
+    /// Starts a full hot copy of the demo database's archive 0 into `set`, limited to `max_rate` bytes per second,
+    /// without waiting; returns `(coordinator start id, hot copy id)`.
+    pub fn start_throttled_full(&self, set: &Path, max_rate: u64) -> (u64, String) {
+        let body = json!({"type": "full", "backupSetDirs": {"0": s(set)}, "maxRate": max_rate});
+        let (code, v) = self.post_json_checked("/databases/demo/hotCopy", &body);
+        assert_eq!(code, 200, "{v}");
+        (v["coordinatorStartId"].as_u64().unwrap(), v["hotCopyId"].as_str().unwrap().to_string())
+    }
+
+    /// The status of hot copy `(coordinator start id, hot copy id)` now.
+    pub fn hot_copy_status(&self, (sm, id): &(u64, String)) -> Value {
+        let (code, v) = self.get_checked(&format!("/databases/hotCopyStatus?coordinatorStartId={sm}&hotCopyId={id}"));
+        assert_eq!(code, 200, "{v}");
+        v
+    }
+
     /// Sends a request and reads the whole answer within `timeout`; an error when it could not be sent or no whole
     /// answer came in time.
     fn send(
@@ -372,7 +408,19 @@ impl Server {
         auth: Option<&str>,
         timeout: Duration,
     ) -> Result<Answer, String> {
-        let mut req = ureq::request(method, &format!("{}{path}", self.api)).timeout(timeout);
+        self.send_url(method, &format!("{}{path}", self.api), body, auth, timeout)
+    }
+
+    /// [`send`](Self::send) to a whole URL.
+    fn send_url(
+        &self,
+        method: &str,
+        url: &str,
+        body: Option<&[u8]>,
+        auth: Option<&str>,
+        timeout: Duration,
+    ) -> Result<Answer, String> {
+        let mut req = ureq::request(method, url).timeout(timeout);
         if let Some(a) = auth {
             req = req.set("Authorization", a);
         }

@@ -49,6 +49,8 @@ use crate::limits::{
 };
 use crate::paths::resolve_existing;
 
+mod metrics;
+
 /// Directory of the persisted statuses under the manager's data directory.
 pub const STATUS_DIR: &str = "hotcopy";
 
@@ -205,6 +207,20 @@ struct Inner {
     /// Most jobs kept (their statuses, in memory and in `status_dir`): [`HOTCOPY_MAX_KEPT_STATUSES`] unless
     /// [`HotCopyManager::set_max_kept_statuses`] said otherwise.
     max_kept: AtomicUsize,
+    /// What the jobs that ended since this manager started did, per archive and type (the counters of
+    /// [`HotCopyManager::record_metrics`]); updated once per job end.
+    ended: Mutex<BTreeMap<(u64, HotCopyType), EndedJobs>>,
+}
+
+/// What the jobs of one archive and type that ended since the manager started did.
+#[derive(Debug, Default, Clone, Copy)]
+struct EndedJobs {
+    pub failures: u64,
+    pub cancellations: u64,
+    /// Bytes copied by them (whatever their end).
+    pub bytes: u64,
+    /// Time their participant of this archive waited on the rate limiter.
+    pub waited: Duration,
 }
 
 /// Starts, watches and cancels the hot copy jobs of one database's archives. See the [module docs](self).
@@ -276,6 +292,7 @@ impl HotCopyManager {
                 start_ids,
                 last_start_id,
                 max_kept: AtomicUsize::new(HOTCOPY_MAX_KEPT_STATUSES),
+                ended: Mutex::new(BTreeMap::new()),
             }),
         })
     }
@@ -923,6 +940,16 @@ fn run_job(inner: &Inner, job: &Job, specs: Vec<ParticipantSpec>) {
         }
     }
     log_end(&status);
+    {
+        let mut ended = lock(&inner.ended);
+        for (p, rp) in status.participants.iter().zip(&run.participants) {
+            let e = ended.entry((p.archive_id, job.kind)).or_default();
+            e.failures += u64::from(state == JobState::Failed);
+            e.cancellations += u64::from(state == JobState::Cancelled);
+            e.bytes += p.bytes_done;
+            e.waited += rp.limiter.waited();
+        }
+    }
     // Saved before the job reports its end: a status read after the end is on disk, unless this failed.
     let saved = persist_final(&inner.status_dir, &status);
     {
