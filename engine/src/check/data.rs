@@ -139,18 +139,9 @@ pub(super) fn scan_data(
                     r.defect(name, Some(storage.show(&rel)), DefectKind::NotRegular, "is not a regular file (a backup set never contains links or special files): replace it by the file from a copy of the set".into());
                     scan.found.insert((kind, id), (PathBuf::new(), u64::MAX));
                 }
-                Ok(None) => {
-                    let err = std::io::Error::from(std::io::ErrorKind::NotFound);
-                    scan.damaged = true;
-                    r.defect(
-                        name,
-                        Some(storage.show(&rel)),
-                        io_defect_kind(&err),
-                        format!("cannot stat: {}", io_what(&err)),
-                    );
-                    scan.found.insert((kind, id), (PathBuf::new(), u64::MAX));
-                }
-                Err(err) => {
+                // Listed a moment ago and gone now: what a failed stat says.
+                found @ (Ok(None) | Err(_)) => {
+                    let err = found.err().unwrap_or_else(|| std::io::ErrorKind::NotFound.into());
                     scan.damaged = true;
                     r.defect(
                         name,
