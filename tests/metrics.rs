@@ -59,7 +59,7 @@ fn promtool() -> Option<PathBuf> {
         tool.display()
     );
     eprintln!(
-        "skipped: `promtool check metrics`: {} cannot be run (install Debian's `prometheus` package, or set \
+        "skipped: promtool: {} cannot be run (install Debian's `prometheus` package, or set \
          BACKSET_PROMTOOL)",
         tool.display()
     );
@@ -180,7 +180,7 @@ fn metrics_follow_a_throttled_hot_copy_and_match_its_status() {
 }
 
 #[test]
-fn metrics_take_the_api_token() {
+fn metrics_and_health_take_the_api_token() {
     let dir = tmp();
     let token_file = dir.path().join("token");
     std::fs::write(&token_file, "s3cret-token-0123\n").unwrap();
@@ -192,4 +192,34 @@ fn metrics_take_the_api_token() {
     let a = srv.metrics(Some("s3cret-token-0123"));
     assert_eq!(a.code, 200, "{}", a.text);
     assert!(a.text.contains("backset_hot_copy_running{"), "{}", a.text);
+    assert_eq!(srv.get_beside_api("/health", None).code, 401);
+    let h = srv.get_beside_api("/health", Some("s3cret-token-0123"));
+    assert_eq!((h.code, &h.json["status"]), (200, &serde_json::json!("OK")), "{}", h.text);
+}
+
+/// The example alert rules of docs/OPERATIONS.md are valid rules (`promtool check rules`), and every metric they
+/// name is one the metrics table of that page lists.
+#[test]
+fn the_documented_alert_rules_pass_promtool() {
+    let doc = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/OPERATIONS.md")).unwrap();
+    let rules = doc
+        .split("```yaml\n")
+        .skip(1)
+        .map(|b| b.split("```").next().unwrap())
+        .find(|b| b.starts_with("groups:"))
+        .expect("docs/OPERATIONS.md has no ```yaml block of alert rules");
+    for name in rules.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_')).filter(|w| w.starts_with("backset_")) {
+        assert!(doc.contains(&format!("| `{name}` |")), "the alert rules name {name}, which the metrics table lacks");
+    }
+    let Some(tool) = promtool() else { return };
+    let dir = tmp();
+    let file = dir.path().join("rules.yml");
+    std::fs::write(&file, rules).unwrap();
+    let out = Command::new(&tool).args(["check", "rules"]).arg(&file).output().unwrap();
+    assert!(
+        out.status.success(),
+        "promtool check rules: {}{}\n{rules}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
 }

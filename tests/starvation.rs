@@ -351,6 +351,9 @@ fn a_transient_journal_writer_failure_is_retried() {
     assert!(!out.contains("journal writer failed"), "{out}");
     let a = srv.get("/processes");
     assert_eq!(a.json["data"][0]["state"], "RUNNING", "{}", a.text);
+    let h = srv.get_beside_api("/health", None);
+    assert_eq!((h.code, &h.json["status"]), (200, &json!("OK")), "{}", h.text);
+    assert!(srv.metrics(None).text.contains("backset_sm_running{database=\"demo\",archive=\"0\"} 1\n"));
 }
 
 #[test]
@@ -379,6 +382,14 @@ fn a_persistent_journal_writer_failure_stops_the_sm_visibly() {
     assert!(p["message"].as_str().unwrap().contains("BACKSET_FAULT_JOURNAL_CREATE"), "{}", a.text);
     let out = srv.cli(&["get", "processes"]);
     assert!(String::from_utf8_lossy(&out.stdout).contains("engine_state=FAILED"), "{}", support::text(&out));
+    // So do the health endpoint (503, naming the SM and the cause) and the metric an alert watches.
+    let h = srv.get_beside_api("/health", None);
+    assert_eq!((h.code, &h.json["status"]), (503, &json!("FAILED")), "{}", h.text);
+    let m = h.json["message"].as_str().unwrap();
+    assert!(m.contains("archive 0 of database demo is FAILED") && m.contains("BACKSET_FAULT_JOURNAL_CREATE"), "{m}");
+    assert_eq!(h.json["processes"][0]["state"], "FAILED", "{}", h.text);
+    let metrics = srv.metrics(None).text;
+    assert!(metrics.contains("backset_sm_running{database=\"demo\",archive=\"0\"} 0\n"), "{metrics}");
     let (code, _) = srv.terminate_within(Duration::from_secs(60));
     assert!(code.is_some(), "the server did not exit on SIGTERM");
 }

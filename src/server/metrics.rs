@@ -1,5 +1,6 @@
-//! `GET /metrics`: the hot copy manager's metrics (`HotCopyManager::record_metrics`) and each SM's retained journal,
-//! in the Prometheus text format (0.0.4), behind the same token check as the API. docs/OPERATIONS.md lists them.
+//! `GET /metrics`: the hot copy manager's metrics (`HotCopyManager::record_metrics`), each SM's retained journal and
+//! whether it takes commits, in the Prometheus text format (0.0.4), behind the same token check as the API.
+//! docs/OPERATIONS.md lists them.
 
 use std::sync::Arc;
 
@@ -26,10 +27,15 @@ pub(super) async fn metrics(State(app): State<Arc<App>>) -> Response {
             Unit::Bytes,
             "Journal bytes the SM keeps only for journal hot copies (not copied by one yet)."
         );
+        describe_gauge!(
+            "backset_sm_running",
+            "1 while the SM takes commits (state RUNNING), 0 once its journal writer failed (state FAILED)."
+        );
         for sm in app.db.archives() {
             let id = sm.identity();
             let labels = [("database", id.database_name), ("archive", id.archive_id.to_string())];
             gauge!("backset_journal_retained_bytes", &labels).set(sm.retained_journal_bytes() as f64);
+            gauge!("backset_sm_running", &labels).set(if sm.writer_failure().is_none() { 1.0 } else { 0.0 });
         }
     });
     ([(CONTENT_TYPE, CONTENT_TYPE_TEXT)], recorder.handle().render()).into_response()

@@ -19,6 +19,7 @@
 
 mod connections;
 mod data;
+mod health;
 mod http;
 mod metrics;
 mod nuoadmin;

@@ -342,7 +342,7 @@ pub(super) async fn cancel(State(app): State<Arc<App>>, headers: HeaderMap, q: P
 }
 
 /// Every SM of the embedded database.
-fn all_processes(app: &App) -> Vec<Process> {
+pub(super) fn all_processes(app: &App) -> Vec<Process> {
     let groups = app.db.meta().storage_groups.clone().unwrap_or_default();
     app.manager
         .archive_ids()

@@ -1,6 +1,5 @@
-//! The routes: every endpoint of the admin API under [`API_PREFIX`] and `GET /metrics`, the token check in front of
-//! them, and the JSON
-//! answers to an unknown path or method.
+//! The routes: every endpoint of the admin API under [`API_PREFIX`], `GET /metrics` and `GET /health`, the token
+//! check in front of them, and the JSON answers to an unknown path or method.
 
 use std::sync::Arc;
 
@@ -10,6 +9,7 @@ use axum::routing::{get, post};
 use axum::Router;
 
 use super::data::{key, transaction};
+use super::health::health;
 use super::http::{authorize, HttpError};
 use super::metrics::metrics;
 use super::nuoadmin::{cancel, database_status, hot_copy, hot_copy_simple, processes, status};
@@ -30,6 +30,7 @@ pub(super) fn router(app: Arc<App>) -> Router {
     Router::new()
         .nest(API_PREFIX, api)
         .route("/metrics", get(metrics))
+        .route("/health", get(health))
         .fallback(|| async { HttpError::new(StatusCode::NOT_FOUND, "no such endpoint; see docs/CLI.md for the API") })
         .method_not_allowed_fallback(|| async {
             HttpError::new(StatusCode::METHOD_NOT_ALLOWED, "this endpoint does not take that method")

@@ -377,9 +377,15 @@ impl Server {
 
     /// `GET /metrics` (beside the API, not under its prefix), with `token` as bearer token when given.
     pub fn metrics(&self, token: Option<&str>) -> Answer {
+        self.get_beside_api("/metrics", token)
+    }
+
+    /// `GET <path>` beside the API (not under its prefix: `/metrics`, `/health`), with `token` as bearer token when
+    /// given.
+    pub fn get_beside_api(&self, path: &str, token: Option<&str>) -> Answer {
         let auth = token.map(|t| format!("Bearer {t}"));
-        self.send_url("GET", &format!("http://{}/metrics", self.addr), None, auth.as_deref(), Duration::from_secs(60))
-            .unwrap_or_else(|e| panic!("GET /metrics: {e}"))
+        self.send_url("GET", &format!("http://{}{path}", self.addr), None, auth.as_deref(), Duration::from_secs(60))
+            .unwrap_or_else(|e| panic!("GET {path}: {e}"))
     }
 
     /// Starts a full hot copy of the demo database's archive 0 into `set`, limited to `max_rate` bytes per second,
