@@ -1,8 +1,9 @@
-//! End to end: `backset bench copy` and `backset bench disk` as the real binary on the real disk.
+//! End to end: `backset bench copy`, `disk`, `versus-cp` and `foreground` as the real binary on the real disk, and
+//! the plots of `bench copy|foreground --plot`.
 
 mod support;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use support::{command, stderr, stdout};
@@ -190,6 +191,8 @@ fn bench_versus_cp_times_both_sides_alternately_and_leaves_its_scratch_empty() {
 #[test]
 fn bench_foreground_measures_commits_in_each_phase_and_cleans_up() {
     let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    let plot_dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    let plot = plot_dir.path().join("fg.svg");
     let (ok, out, err) = backset(&[
         "bench".as_ref(),
         "foreground".as_ref(),
@@ -203,6 +206,8 @@ fn bench_foreground_measures_commits_in_each_phase_and_cleans_up() {
         "--max-rate".as_ref(),
         "5".as_ref(),
         "--json".as_ref(),
+        "--plot".as_ref(),
+        plot.as_os_str(),
     ]);
     assert!(ok, "{err}");
     for phase in ["before", "hot_copy", "after"] {
@@ -220,4 +225,251 @@ fn bench_foreground_measures_commits_in_each_phase_and_cleans_up() {
     // 16 MiB at 5 MB/s takes over 3 s: the copy was still running when its one-second phase ended.
     assert_eq!(field(&out, "copy_completed_seconds"), "null", "{out}");
     assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0, "the database and the set are removed");
+
+    // The plot: above, the hot copy's MB/s per second against --max-rate, from its start; below, the commits'
+    // p50 and p99 per second from the committers' start. 16 MiB at 5 MB/s outlasts the one-second phase: at least
+    // one whole window of the copy.
+    let svg = Plot::read(&plot);
+    let (rate, latency) = (svg.panel(0.0, 400.0), svg.panel(400.0, 800.0));
+    rate.assert_limit("--max-rate 5 MB/s", 5.0);
+    let copy_windows = numbers(&out, "copy_window_mb_per_sec");
+    assert!(!copy_windows.is_empty(), "{out}");
+    let began: f64 = field(&out, "copy_began_seconds").parse().unwrap();
+    rate.assert_points("MB/s of each whole 1 s window", began + 1.0, &copy_windows);
+    let commit_windows = json(&out)["commit_windows"].as_array().unwrap().clone();
+    let commits: u64 = commit_windows.iter().map(|w| w["commits"].as_u64().unwrap()).sum();
+    let phases: u64 = ["before", "hot_copy", "after"].iter().map(|p| json(&out)[p]["commits"].as_u64().unwrap()).sum();
+    assert_eq!(commits, phases, "every commit is in one window: {out}");
+    for (label, q) in [("p50", "p50_ms"), ("p99", "p99_ms")] {
+        // A second without a commit (a stall of the machine) has no value (`null`) and no point.
+        let values: Vec<f64> = commit_windows.iter().map(|w| w[q].as_f64().unwrap_or(f64::NAN)).collect();
+        latency.assert_points(&format!("{label} of the commits begun in each second"), 1.0, &values);
+    }
+}
+
+/// A plot `--plot` wrote, read as a person reads it: parsed as XML (it must be well-formed, with `<svg>` at its
+/// root), its axes read from their tick labels, its series found by their legend entries.
+struct Plot {
+    /// Every `<text>`: text-anchor, x, y, content.
+    texts: Vec<(String, f64, f64, String)>,
+    /// Every `<polyline>`: stroke and points.
+    lines: Vec<(String, Vec<(f64, f64)>)>,
+    /// Every `<circle>`: stroke, cx, cy.
+    circles: Vec<(String, f64, f64)>,
+}
+
+impl Plot {
+    fn read(path: &Path) -> Self {
+        let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("read the plot {}: {e}", path.display()));
+        let doc =
+            roxmltree::Document::parse(&text).unwrap_or_else(|e| panic!("{} is not well-formed: {e}", path.display()));
+        assert_eq!(doc.root_element().tag_name().name(), "svg", "{}", path.display());
+        assert_eq!(doc.root_element().tag_name().namespace(), Some("http://www.w3.org/2000/svg"));
+        let num = |n: roxmltree::Node, a: &str| -> f64 {
+            n.attribute(a).unwrap_or_else(|| panic!("no {a} in {n:?}")).parse().unwrap()
+        };
+        let (mut texts, mut lines, mut circles) = (Vec::new(), Vec::new(), Vec::new());
+        for n in doc.descendants().filter(roxmltree::Node::is_element) {
+            match n.tag_name().name() {
+                "text" => texts.push((
+                    n.attribute("text-anchor").unwrap_or("").to_string(),
+                    num(n, "x"),
+                    num(n, "y"),
+                    n.text().unwrap_or("").trim().to_string(),
+                )),
+                "polyline" => {
+                    let points = n.attribute("points").unwrap().split_whitespace().map(|p| {
+                        let (x, y) = p.split_once(',').unwrap();
+                        (x.parse().unwrap(), y.parse().unwrap())
+                    });
+                    lines.push((n.attribute("stroke").unwrap_or("").to_string(), points.collect()));
+                }
+                "circle" => circles.push((n.attribute("stroke").unwrap_or("").to_string(), num(n, "cx"), num(n, "cy"))),
+                _ => {}
+            }
+        }
+        Self { texts, lines, circles }
+    }
+
+    /// The part of the plot between `top` and `bottom` pixels (one panel of a stacked plot).
+    fn panel(&self, top: f64, bottom: f64) -> Self {
+        let inside = |y: f64| (top..bottom).contains(&y);
+        Self {
+            texts: self.texts.iter().filter(|t| inside(t.2)).cloned().collect(),
+            lines: self.lines.iter().filter(|l| l.1.iter().all(|p| inside(p.1))).cloned().collect(),
+            circles: self.circles.iter().filter(|c| inside(c.2)).cloned().collect(),
+        }
+    }
+
+    /// The axis whose tick labels have this text-anchor (`end`: the y axis, at their y; `middle`: the x axis, at
+    /// their x): the value at a pixel, and how much value two pixels are (plotters draws on whole pixels).
+    fn axis(&self, anchor: &str) -> (impl Fn(f64) -> f64, f64) {
+        let ticks: Vec<(f64, f64)> = self
+            .texts
+            .iter()
+            .filter(|t| t.0 == anchor)
+            .filter_map(|t| t.3.parse::<f64>().ok().map(|v| (if anchor == "end" { t.2 } else { t.1 }, v)))
+            .collect();
+        assert!(ticks.len() >= 2, "fewer than two {anchor} tick labels: {:?}", self.texts);
+        let ((p0, v0), (p1, v1)) = (ticks[0], ticks[ticks.len() - 1]);
+        let per_pixel = (v1 - v0) / (p1 - p0);
+        (move |p: f64| v0 + (p - p0) * per_pixel, 2.0 * per_pixel.abs())
+    }
+
+    /// The stroke of the series whose legend entry reads `label`: the short line drawn left of that text.
+    fn stroke(&self, label: &str) -> String {
+        let text = self.texts.iter().find(|t| t.3 == label).unwrap_or_else(|| panic!("no legend {label:?}"));
+        let swatch = self
+            .lines
+            .iter()
+            .filter(|l| l.1.len() == 2 && l.1[0].1 == l.1[1].1 && l.1[1].0 <= text.1 && text.1 - l.1[1].0 <= 20.0)
+            .min_by(|a, b| (a.1[0].1 - text.2).abs().total_cmp(&(b.1[0].1 - text.2).abs()))
+            .unwrap_or_else(|| panic!("no legend line beside {label:?}"));
+        swatch.0.clone()
+    }
+
+    /// The series drawn with `stroke` (its legend line left out).
+    fn series(&self, stroke: &str) -> Vec<&Vec<(f64, f64)>> {
+        self.lines
+            .iter()
+            .filter(|l| l.0 == stroke && (l.1.len() > 2 || l.1[1].0 - l.1[0].0 > 20.0))
+            .map(|l| &l.1)
+            .collect()
+    }
+
+    /// The points (circles) drawn with `stroke`, left to right.
+    fn points(&self, stroke: &str) -> Vec<(f64, f64)> {
+        let mut p: Vec<(f64, f64)> = self.circles.iter().filter(|c| c.0 == stroke).map(|c| (c.1, c.2)).collect();
+        p.sort_by(|a, b| a.0.total_cmp(&b.0));
+        p
+    }
+
+    /// Asserts that the line labelled `label` is drawn level at `value` on the y axis, across the whole x axis.
+    fn assert_limit(&self, label: &str, value: f64) {
+        let (y_at, y_tol) = self.axis("end");
+        let (x_at, _) = self.axis("middle");
+        let limit = self.series(&self.stroke(label));
+        assert_eq!(limit.len(), 1, "one line labelled {label:?}: {limit:?}");
+        let line = limit[0];
+        assert_eq!(line.len(), 2, "a straight line: {line:?}");
+        assert_eq!(line[0].1, line[1].1, "level: {line:?}");
+        assert!((y_at(line[0].1) - value).abs() <= y_tol, "{label:?} drawn at {}, not {value}", y_at(line[0].1));
+        assert!(x_at(line[0].0).abs() <= 0.05, "{label:?} starts at 0 s: {line:?}");
+    }
+
+    /// Asserts that the points of the series labelled `label` are `values`, one a second, the first at `first` s
+    /// (a window without a value, NaN, has no point).
+    fn assert_points(&self, label: &str, first: f64, values: &[f64]) {
+        let (y_at, y_tol) = self.axis("end");
+        let (x_at, x_tol) = self.axis("middle");
+        let points = self.points(&self.stroke(label));
+        let values: Vec<(usize, f64)> = values.iter().copied().enumerate().filter(|(_, v)| !v.is_nan()).collect();
+        assert_eq!(points.len(), values.len(), "{label:?}: one point per window: {points:?} for {values:?}");
+        for ((x, y), (i, v)) in points.iter().zip(&values) {
+            let second = first + *i as f64;
+            assert!((x_at(*x) - second).abs() <= x_tol, "{label:?} point {i} at {} s, not {second} s", x_at(*x));
+            assert!((y_at(*y) - v).abs() <= y_tol, "{label:?} point {i} at {}, not {v}", y_at(*y));
+        }
+    }
+}
+
+/// `field` of a JSON object: an array of numbers.
+fn numbers(out: &str, name: &str) -> Vec<f64> {
+    let v = json(out);
+    v[name]
+        .as_array()
+        .unwrap_or_else(|| panic!("no {name} array in {out}"))
+        .iter()
+        .map(|n| n.as_f64().unwrap())
+        .collect()
+}
+
+#[test]
+fn bench_copy_plot_draws_every_window_against_the_max_rate() {
+    // 2.5 MB at 1 MB/s: two whole one-second windows.
+    let (dir, src) = source_tree([("f".to_string(), vec![5u8; 2_500_000])]);
+    let plot = dir.path().join("rate.svg");
+    let (ok, out, err) = backset(&[
+        "bench".as_ref(),
+        "copy".as_ref(),
+        src.as_os_str(),
+        dir.path().join("copy").as_os_str(),
+        "--max-rate".as_ref(),
+        "1".as_ref(),
+        "--json".as_ref(),
+        "--plot".as_ref(),
+        plot.as_os_str(),
+    ]);
+    assert!(ok, "{err}");
+    let windows = numbers(&out, "window_mb_per_sec");
+    assert!(windows.len() >= 2, "2.5 MB at 1 MB/s: {out}");
+    let svg = Plot::read(&plot);
+    svg.assert_limit("--max-rate 1 MB/s", 1.0);
+    // The points are the windows the JSON lists, each at the end of its second.
+    svg.assert_points("MB/s of each whole 1 s window", 1.0, &windows);
+    let left: Vec<_> = std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
+    assert_eq!(left.len(), 3, "src, copy and the plot, no temporary file: {left:?}");
+
+    // Text output names the plot; an existing plot is replaced.
+    let (ok, text, err) = backset(&[
+        "bench".as_ref(),
+        "copy".as_ref(),
+        src.as_os_str(),
+        dir.path().join("copy2").as_os_str(),
+        "--plot".as_ref(),
+        plot.as_os_str(),
+    ]);
+    assert!(ok, "{err}");
+    assert!(text.contains(&format!("plot             {}", plot.display())), "{text}");
+    let svg = Plot::read(&plot);
+    assert!(svg.texts.iter().all(|t| !t.3.contains("--max-rate")), "no --max-rate, no limit line: {:?}", svg.texts);
+}
+
+#[test]
+fn bench_plot_to_a_path_that_cannot_be_written_fails_before_the_bench_runs() {
+    let (dir, src) = source_tree([("f".to_string(), vec![1u8; 1000])]);
+    let target = dir.path().join("copy");
+    let refused = |plot: &Path, why: &str| {
+        let out = command().args(["bench", "copy"]).arg(&src).arg(&target).arg("--plot").arg(plot).output().unwrap();
+        let err = stderr(&out);
+        assert_eq!(out.status.code(), Some(1), "{err}");
+        assert!(err.contains(&format!("--plot {}", plot.display())) && err.contains(why), "{why}: {err}");
+        assert!(!target.exists(), "the copy did not run: {err}");
+    };
+    refused(&dir.path().join("no/such/dir/rate.svg"), "does not exist");
+    refused(dir.path(), "is a directory");
+    refused(&src.join("f/rate.svg"), "is not a directory");
+    // A directory without write permission: root writes there all the same, so this part needs another user.
+    let locked = dir.path().join("locked");
+    std::fs::create_dir(&locked).unwrap();
+    std::fs::set_permissions(&locked, std::os::unix::fs::PermissionsExt::from_mode(0o500)).unwrap();
+    if std::fs::write(locked.join("probe"), b"").is_ok() {
+        println!("not checked: a directory of mode 0500 is writable by this user (root); the other paths are");
+    } else {
+        refused(&locked.join("rate.svg"), "cannot create a file in");
+    }
+    // A bench that fails after the check leaves no file behind.
+    let out = command()
+        .args(["bench", "copy"])
+        .arg(dir.path().join("no-source"))
+        .arg(&target)
+        .arg("--plot")
+        .arg(dir.path().join("rate.svg"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let left: Vec<_> = std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
+    assert_eq!(left.len(), 2, "src and locked only: {left:?}");
+}
+
+#[test]
+fn plot_on_a_bench_that_cannot_plot_is_a_usage_error() {
+    let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    let plot = dir.path().join("x.svg");
+    for bench in [&["disk", "d"][..], &["versus-cp", "a", "b"]] {
+        let out = command().arg("bench").args(bench).arg("--plot").arg(&plot).output().unwrap();
+        assert_eq!(out.status.code(), Some(2), "bench {bench:?} --plot: {}", stderr(&out));
+        assert!(stderr(&out).contains("--plot"), "{}", stderr(&out));
+    }
+    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0, "nothing was written or measured");
 }

@@ -13,6 +13,7 @@ use backset_copier::{
 };
 
 use super::files::walk;
+use super::plot::{copy_svg, PlotFile, Windows};
 
 /// Options of `backset bench copy`.
 #[derive(clap::Args, Debug)]
@@ -36,6 +37,10 @@ pub struct CopyArgs {
     /// Print one JSON object instead of text.
     #[arg(long)]
     json: bool,
+    /// Also draw the rate of each whole 1-second window against --max-rate as an SVG into this file (replaced if it
+    /// exists; its directory must exist and be writable, which is checked before the copy starts).
+    #[arg(long, value_name = "FILE.svg")]
+    plot: Option<PathBuf>,
 }
 
 /// Most concurrent jobs of `bench copy --jobs` (each has its own 64 MiB buffer pool).
@@ -70,6 +75,7 @@ struct Measured {
 }
 
 pub(super) fn copy(args: &CopyArgs) -> Result<()> {
+    let plot = args.plot.as_deref().map(PlotFile::create).transpose()?;
     if args.target.exists() {
         bail!("{} exists; bench copy creates its target, give a new path", args.target.display());
     }
@@ -79,6 +85,19 @@ pub(super) fn copy(args: &CopyArgs) -> Result<()> {
     let jobs = usize::from(args.jobs);
     let measured = run_jobs(&requests, jobs, &opts, args.max_rate)?;
     print_report(args, &files, &measured);
+    if let Some(plot) = plot {
+        let caption = format!(
+            "backset bench copy: {} file{}, {:.1} MB, {} job{}",
+            files.len(),
+            if files.len() == 1 { "" } else { "s" },
+            measured.job.bytes as f64 / 1e6,
+            args.jobs,
+            if args.jobs == 1 { "" } else { "s" }
+        );
+        let rates: Vec<f64> = measured.windows.iter().map(|w| w / 1e6).collect();
+        let svg = copy_svg(&caption, &Windows { start: 0.0, values: &rates }, args.max_rate.map(|r| r as f64 / 1e6))?;
+        plot.write(&svg)?;
+    }
     Ok(())
 }
 
@@ -283,5 +302,8 @@ fn print_report(args: &CopyArgs, files: &[PathBuf], m: &Measured) {
         );
         println!("limiter wait     {:.3} s", report.waited.as_secs_f64());
         println!("manifest BLAKE3  {manifest}");
+        if let Some(plot) = &args.plot {
+            println!("plot             {}", plot.display());
+        }
     }
 }

@@ -2,12 +2,13 @@
 //! jobs under one rate limit), [`disk`] (write, read and copy rates, and a `--max-rate` to start from),
 //! [`versus_cp`] (the copier against `cp -a`, alternating, from a cold cache) and [`foreground`] (what a throttled hot
 //! copy costs the commits of a running database). [`files`] holds what they share: the source tree walk and the
-//! scratch directory.
+//! scratch directory; [`plot`] draws the per-second samples of `copy` and `foreground` (`--plot FILE.svg`).
 
 mod copy;
 mod disk;
 mod files;
 mod foreground;
+mod plot;
 mod versus_cp;
 
 use anyhow::Result;
