@@ -3,10 +3,10 @@
 //!
 //! Compiled only with the feature `fault-injection`, which nothing but this crate's own tests turns on (the crate
 //! lists itself as a dev-dependency with it): `cargo build` and `cargo build --release` of Backset, and every
-//! dependent's normal build, do not have it. Arm it with [`crate::Copier::panic_at_completion`]; read what happened
-//! with [`crate::Copier::take_unwound`].
+//! dependent's normal build, do not have it. Arm it with [`crate::SmCopier::panic_at_completion`]; read what
+//! happened with [`crate::SmCopier::take_unwound`].
 
-/// What the io_uring backend's guard found and did when a job ended by unwinding from a panic.
+/// What the io_uring backend found and did when a job ended by a panic of its own code (caught on the ring thread).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Unwound {
     /// Operations the kernel still owned when the panic reached the guard (their memory must not be freed yet).
@@ -17,15 +17,13 @@ pub struct Unwound {
     pub hashes_outstanding_after: usize,
 }
 
-/// The hook's state, kept by the ring between jobs.
+/// The hook's state, one per job on the ring.
 #[derive(Debug, Default)]
 pub(crate) struct FaultState {
-    /// Panic while handling this completion (1 for the first) of the next job.
+    /// Panic while handling this completion (1 for the first) of the job.
     pub(crate) panic_at: Option<u64>,
-    /// Completions handled in the job running now.
+    /// Completions of the job handled so far.
     pub(crate) handled: u64,
-    /// What the guard did when the last job that unwound ended.
-    pub(crate) unwound: Option<Unwound>,
 }
 
 impl FaultState {

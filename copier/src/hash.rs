@@ -5,6 +5,7 @@
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::sync::mpsc::{Receiver, Sender};
+use std::sync::Arc;
 
 use crate::file::FileHasher;
 
@@ -14,8 +15,8 @@ pub(crate) struct BufPtr(*const u8);
 // SAFETY: the pointer is only dereferenced by the hashing thread, for `len` bytes of a pool buffer whose token the
 // ring thread keeps (in a write operation, or parked) and never writes through, nor gives back to the pool, until
 // the hashing thread has answered for it (see `uring/flush.rs`, `hash_and_write` and `hash_done`). A token dropped
-// on a failed job's way out does not return its buffer to the pool until `BufferPool::reclaim`, after the job, whose
-// hashing thread has ended by then (it is a scoped thread of the job).
+// on a failed job's way out does not return its buffer to the pool until `BufferPool::release_owner`, once the job
+// ended, and a job ends only when its hashing thread has answered for every buffer it was given (or is gone).
 unsafe impl Send for BufPtr {}
 
 impl BufPtr {
@@ -42,14 +43,15 @@ pub(crate) enum Done {
 
 /// The hashing thread's loop: runs until the sender is dropped. Once `abandon` is set (the job failed or was
 /// cancelled) it answers for the chunks still queued without hashing them, so the job stops promptly.
-pub(crate) fn worker(rx: Receiver<Msg>, tx: Sender<Done>, enabled: bool, abandon: &AtomicBool) {
+pub(crate) fn worker(rx: Receiver<Msg>, tx: Sender<Done>, enabled: bool, abandon: Arc<AtomicBool>) {
     let mut hashers: HashMap<usize, FileHasher> = HashMap::new();
     for msg in rx {
         let done = match msg {
             Msg::Chunk { buf, .. } if abandon.load(Relaxed) => Done::Chunk { buf },
             Msg::Chunk { request, ptr, len, buf } => {
                 // SAFETY: `ptr` is the start of a pool buffer of `BUFFER_BYTES >= len` bytes that stays mapped (the
-                // pool outlives the job) and that nobody writes until this thread answers for it (see `BufPtr`).
+                // ring thread holds the pool until every job ended, and a job ends only once this thread answered for
+                // every buffer it was given) and that nobody writes until this thread answers for it (see `BufPtr`).
                 let bytes = unsafe { std::slice::from_raw_parts(ptr.0, len) };
                 hashers.entry(request).or_insert_with(|| FileHasher::new(enabled)).chunk(bytes);
                 Done::Chunk { buf }

@@ -1,15 +1,20 @@
 //! `backset-copier`: the copy engine with BLAKE3 on the fly and a per-SM rate limit.
 //!
-//! A [`Copier`] owns a pool of page-aligned buffers (one anonymous mapping, [`limits::POOL_BYTES_DEFAULT`]) and an
-//! io_uring ring with those buffers registered; it copies a job's files (whole, or byte ranges) with O_DIRECT where
+//! An [`SmCopier`], one per storage manager (SM), owns a pool of page-aligned buffers (one anonymous mapping,
+//! [`limits::POOL_BYTES_DEFAULT`]) and an io_uring ring with those buffers registered, on a thread of its own; every
+//! job of the SM (hot copy atoms, journal copies, whatever else runs there) submits to it, and the jobs running at the
+//! same time share the ring and the pool fairly. It copies a job's files (whole, or byte ranges) with O_DIRECT where
 //! the file system allows, hashes every byte from the buffer it was read into, makes targets and their directories
 //! durable before it returns (an fsync each, or one `syncfs` for small targets: [`limits::BATCH_SYNC_MAX_BYTES`]),
 //! and reports each file's size, BLAKE3 and 1 MiB chunk hashes: exactly what `backset-format`'s
 //! manifests store. When the ring cannot be set up (ENOSYS, EPERM from a seccomp filter, ENOMEM) or when
 //! `BACKSET_IO=portable`, a portable pread/pwrite backend gives the same output.
 //!
-//! A job runs on the calling thread (io_uring) or a few scoped threads (portable); one job at a time per `Copier`.
-//! Watch and cancel it through its [`JobControl`]; rate-limit it with a [`Throttle`] (see [`limit`]).
+//! [`SmCopier::copy`] blocks its caller until the job is done; call it from as many threads as there are jobs. The
+//! ring and the pool are set up once, when the handle is made, not per job. Each job keeps its own control, progress,
+//! error and cleanup: one job's failure, cancel or panic never touches another's. Watch and cancel a job through its
+//! [`JobControl`]; rate-limit it with a [`Throttle`] (see [`limit`]: one [`limit::SmLimiter`] per SM, one
+//! [`limit::JobLimiter`] per job). A [`Copier`] is the same for a caller that runs one job at a time.
 //!
 //! See DESIGN.md, "The copier" and "Rate limit".
 
@@ -26,8 +31,9 @@ mod portable;
 mod uring;
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::sync::{Mutex, PoisonError};
-use std::time::Instant;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::{mpsc, Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
 
 pub use error::CopyError;
 pub use job::{Backend, CopyRequest, FileReport, JobControl, JobReport, Progress, Throttle};
@@ -47,7 +53,7 @@ pub enum BackendChoice {
     Portable,
 }
 
-/// How a [`Copier`] works.
+/// How an [`SmCopier`] (or a [`Copier`]) works, for all its jobs.
 #[derive(Debug, Clone)]
 pub struct Options {
     /// Backend.
@@ -67,24 +73,119 @@ impl Default for Options {
     }
 }
 
-/// The copy engine: a buffer pool and, for io_uring, a ring with the pool registered.
+/// What an [`SmCopier`] set up and has run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CopierStats {
+    /// The backend its jobs run on.
+    pub backend: Backend,
+    /// io_uring rings this handle set up: 1 on io_uring, 0 on the portable backend, however many jobs ran.
+    pub rings_set_up: u64,
+    /// Buffers of the pool (one mapping, made once).
+    pub pool_buffers: usize,
+    /// Buffers registered with the ring (the rest are used unregistered): as many as RLIMIT_MEMLOCK allowed.
+    pub registered_buffers: usize,
+    /// Buffers free now.
+    pub free_buffers: usize,
+    /// Time the setup took (the pool's mapping, the ring, the registration): what each job would pay without a
+    /// shared handle.
+    pub setup: Duration,
+    /// Jobs started on this handle.
+    pub jobs_started: u64,
+    /// Jobs running now.
+    pub jobs_running: u64,
+    /// The most jobs that were on the ring at once (0 on the portable backend).
+    pub jobs_on_ring_max: u64,
+}
+
+/// The copier of one SM: one buffer pool and, on io_uring, one ring on a thread of its own, set up once and shared by
+/// every job of the SM. Cheap to clone: clones are handles to the same copier, which stops when the last is dropped.
+///
+/// Jobs call [`copy`](Self::copy) from their own threads at the same time; the ring thread runs them side by side,
+/// in turn, each within an equal share of the pool's buffers and of the open files (so a small journal copy is not
+/// held up by a large atom copy), and each with its own control, throttle, error and cleanup.
+#[derive(Debug, Clone)]
+pub struct SmCopier {
+    shared: Arc<Shared>,
+}
+
 #[derive(Debug)]
-pub struct Copier {
-    io: Io,
+struct Shared {
     opts: Options,
     note: Option<String>,
+    pool: Arc<BufferPool>,
+    /// The ring thread (io_uring), `None` on the portable backend.
+    ring: Option<RingThread>,
+    registered: usize,
+    setup: Duration,
+    /// The next job's owner key in the pool (from 1).
+    next_owner: AtomicU64,
+    jobs_started: AtomicU64,
+    jobs_running: AtomicU64,
+    counters: Arc<uring::RingCounters>,
+    /// Test only: the next job's armed panic, and what the last job that panicked left.
+    #[cfg(feature = "fault-injection")]
+    fault: Mutex<(Option<u64>, Option<fault::Unwound>)>,
 }
 
-/// The backend and its buffer pool. The ring owns the pool whose buffers it registered, and unregisters them before
-/// the pool is unmapped (`uring::Uring`'s `Drop`).
+/// The ring thread and the way jobs reach it.
 #[derive(Debug)]
-enum Io {
-    Uring(Box<uring::Uring>),
-    Portable(BufferPool),
+struct RingThread {
+    jobs: Option<mpsc::Sender<uring::JobMsg>>,
+    thread: Option<std::thread::JoinHandle<()>>,
 }
 
-impl Copier {
-    /// Sets up the pool and the backend.
+impl std::fmt::Debug for uring::JobMsg {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("JobMsg").field("owner", &self.owner).finish_non_exhaustive()
+    }
+}
+
+impl Drop for RingThread {
+    /// Closes the channel (the thread ends once it has no job left) and waits for the thread, which drops the ring
+    /// (unregistering the buffers) before it ends.
+    fn drop(&mut self) {
+        self.jobs = None;
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+impl RingThread {
+    /// Starts the ring thread, which sets up the ring over `pool` and registers its buffers; returns once that is
+    /// done, with the number of registered buffers, or the setup's error.
+    fn start(
+        pool: &Arc<BufferPool>,
+        opts: &Options,
+        counters: &Arc<uring::RingCounters>,
+    ) -> std::io::Result<(Self, usize)> {
+        let (jobs_tx, jobs_rx) = mpsc::channel();
+        let (ready_tx, ready_rx) = mpsc::sync_channel(1);
+        let (pool, opts, counters) = (Arc::clone(pool), opts.clone(), Arc::clone(counters));
+        let thread =
+            std::thread::Builder::new().name("backset-ring".into()).spawn(move || match uring::Uring::new(pool) {
+                Ok(u) => {
+                    let _ = ready_tx.send(Ok(u.registered()));
+                    uring::serve(u, &opts, jobs_rx, &counters);
+                }
+                Err((_, e)) => {
+                    let _ = ready_tx.send(Err(e));
+                }
+            })?;
+        let mut ring = Self { jobs: Some(jobs_tx), thread: Some(thread) };
+        match ready_rx.recv() {
+            Ok(Ok(registered)) => Ok((ring, registered)),
+            Ok(Err(e)) => Err(e),
+            Err(_) => {
+                ring.jobs = None;
+                Err(std::io::Error::other("the io_uring thread stopped while setting up its ring"))
+            }
+        }
+    }
+}
+
+impl SmCopier {
+    /// Sets up the pool and the backend (on io_uring, the ring and its thread), once for all the SM's jobs.
     pub fn new(opts: Options) -> Result<Self, CopyError> {
         let ok_size = (limits::POOL_BYTES_MIN..=limits::POOL_BYTES_MAX).contains(&opts.pool_bytes)
             && opts.pool_bytes.is_multiple_of(limits::BUFFER_BYTES);
@@ -100,21 +201,24 @@ impl Copier {
                 ),
             });
         }
-        let pool = BufferPool::new(opts.pool_bytes / limits::BUFFER_BYTES)
-            .map_err(|e| CopyError::Setup { backend: "copier", reason: format!("mmap of the buffer pool: {e}") })?;
+        let started = Instant::now();
+        let pool =
+            Arc::new(BufferPool::new(opts.pool_bytes / limits::BUFFER_BYTES).map_err(|e| CopyError::Setup {
+                backend: "copier",
+                reason: format!("mmap of the buffer pool: {e}"),
+            })?);
+        let counters = Arc::new(uring::RingCounters::default());
         let env_portable = std::env::var("BACKSET_IO").is_ok_and(|v| v == "portable");
-        let (io, note) = match opts.backend {
-            BackendChoice::Portable => (Io::Portable(pool), None),
-            BackendChoice::Auto if env_portable => (Io::Portable(pool), Some("BACKSET_IO=portable".to_string())),
-            BackendChoice::Auto => match uring::Uring::new(pool) {
-                Ok(u) => (Io::Uring(Box::new(u)), None),
-                Err((pool, e)) => {
-                    (Io::Portable(pool), Some(format!("io_uring unavailable ({e}), using the portable backend")))
-                }
+        let (ring, note) = match opts.backend {
+            BackendChoice::Portable => (None, None),
+            BackendChoice::Auto if env_portable => (None, Some("BACKSET_IO=portable".to_string())),
+            BackendChoice::Auto => match RingThread::start(&pool, &opts, &counters) {
+                Ok(ring) => (Some(ring), None),
+                Err(e) => (None, Some(format!("io_uring unavailable ({e}), using the portable backend"))),
             },
-            BackendChoice::Uring => match uring::Uring::new(pool) {
-                Ok(u) => (Io::Uring(Box::new(u)), None),
-                Err((_, e)) => {
+            BackendChoice::Uring => match RingThread::start(&pool, &opts, &counters) {
+                Ok(ring) => (Some(ring), None),
+                Err(e) => {
                     return Err(CopyError::Setup {
                         backend: "uring",
                         reason: format!("{e} (io_uring needs Linux 5.11+ and no seccomp filter blocking it)"),
@@ -122,59 +226,92 @@ impl Copier {
                 }
             },
         };
-        Ok(Self { io, opts, note })
+        let (ring, registered) = match ring {
+            Some((ring, registered)) => (Some(ring), registered),
+            None => (None, 0),
+        };
+        Ok(Self {
+            shared: Arc::new(Shared {
+                opts,
+                note,
+                pool,
+                ring,
+                registered,
+                setup: started.elapsed(),
+                next_owner: AtomicU64::new(1),
+                jobs_started: AtomicU64::new(0),
+                jobs_running: AtomicU64::new(0),
+                counters,
+                #[cfg(feature = "fault-injection")]
+                fault: Mutex::new((None, None)),
+            }),
+        })
     }
 
     /// The backend jobs run on.
     pub fn backend(&self) -> Backend {
-        match self.io {
-            Io::Uring(_) => Backend::Uring,
-            Io::Portable(_) => Backend::Portable,
+        match self.shared.ring {
+            Some(_) => Backend::Uring,
+            None => Backend::Portable,
         }
     }
 
     /// Why the backend is portable, when it was not asked for.
     pub fn backend_note(&self) -> Option<&str> {
-        self.note.as_deref()
+        self.shared.note.as_deref()
     }
 
-    /// Copies `requests`. Blocks until done, failed or cancelled (through `ctl`). On failure or cancellation every
-    /// target the job created is removed. On success every target and its directory is durable. A panic inside the
-    /// job (a bug) is returned as [`CopyError::Internal`] once every operation it had in flight completed; the
-    /// copier then runs the next job as usual.
+    /// What the copier set up and has run.
+    pub fn stats(&self) -> CopierStats {
+        let s = &self.shared;
+        CopierStats {
+            backend: self.backend(),
+            rings_set_up: u64::from(s.ring.is_some()),
+            pool_buffers: s.pool.count(),
+            registered_buffers: s.registered,
+            free_buffers: s.pool.free_count(),
+            setup: s.setup,
+            jobs_started: s.jobs_started.load(Relaxed),
+            jobs_running: s.jobs_running.load(Relaxed),
+            jobs_on_ring_max: s.counters.on_ring_max.load(Relaxed),
+        }
+    }
+
+    /// Copies `requests` as one job, beside the SM's other jobs. Blocks until done, failed or cancelled (through
+    /// `ctl`). On failure or cancellation every target the job created is removed. On success every target and its
+    /// directory is durable. A panic inside the job (a bug) is returned as [`CopyError::Internal`] once every
+    /// operation it had in flight completed; the other jobs run on, and the copier runs the next jobs as usual.
     pub fn copy(
-        &mut self,
+        &self,
         requests: &[CopyRequest],
         ctl: &JobControl,
         throttle: Option<&dyn Throttle>,
     ) -> Result<JobReport, CopyError> {
+        let s = &*self.shared;
         let started = ctl.start();
-        ctl.files_total.fetch_add(requests.len() as u64, std::sync::atomic::Ordering::Relaxed);
+        ctl.files_total.fetch_add(requests.len() as u64, Relaxed);
         let known: u64 = requests.iter().filter_map(|r| r.len).sum();
-        ctl.bytes_total.fetch_add(known, std::sync::atomic::Ordering::Relaxed);
+        ctl.bytes_total.fetch_add(known, Relaxed);
+        s.jobs_started.fetch_add(1, Relaxed);
+        s.jobs_running.fetch_add(1, Relaxed);
+        let _running = Running(&s.jobs_running);
+        let owner = s.next_owner.fetch_add(1, Relaxed);
         let created = Mutex::new(Created::default());
-        let lock = || created.lock().unwrap_or_else(PoisonError::into_inner);
-        // Sound to unwind from: a job waits out its operations on every path (see `uring`), and what a panicked job
-        // leaves is thrown away (`created` and the progress counters belong to this job) or made whole (the pool).
-        let job = catch_unwind(AssertUnwindSafe(|| match &mut self.io {
-            Io::Uring(u) => uring::run(u, requests, ctl, throttle, &self.opts, &mut lock()),
-            Io::Portable(pool) => portable::run(pool, requests, ctl, throttle, &self.opts, &created),
-        }));
-        let result = job.unwrap_or_else(|panic| {
-            let what = panic
-                .downcast_ref::<&str>()
-                .copied()
-                .or_else(|| panic.downcast_ref::<String>().map(String::as_str))
-                .unwrap_or("a panic without a message");
-            Err(CopyError::Internal { backend: self.backend().name(), reason: format!("the job panicked: {what}") })
-        });
-        // Buffers whose token a failed job dropped come back here; a job that succeeded gave every one back.
-        let lost = self.pool_mut().reclaim();
-        debug_assert!(result.is_err() || lost == 0, "a successful job lost {lost} buffers");
-        #[cfg(feature = "fault-injection")]
-        if let Io::Uring(u) = &mut self.io {
-            u.fault().panic_at = None;
-        }
+        let result = match &s.ring {
+            Some(ring) => self.run_on_ring(ring, owner, requests, ctl, throttle, &created),
+            None => {
+                // Sound to unwind from: the job's threads are joined by then, and what a panicked job leaves is thrown
+                // away (`created` and the progress counters belong to this job) or made whole (its pool buffers).
+                let job = catch_unwind(AssertUnwindSafe(|| {
+                    portable::run(&s.pool, owner, requests, ctl, throttle, &s.opts, &created)
+                }));
+                // Buffers whose token a failed job dropped come back here; a job that succeeded gave every one back.
+                let lost = s.pool.release_owner(owner);
+                let result = job.unwrap_or_else(|panic| Err(panicked("portable", &*panic)));
+                debug_assert!(result.is_err() || lost == 0, "a successful job lost {lost} buffers");
+                result
+            }
+        };
         let mut created = created.into_inner().unwrap_or_else(PoisonError::into_inner);
         let (files, synced_file_systems) = match result.and_then(|files| Ok((files, created.make_durable()?))) {
             Ok(done) => done,
@@ -189,14 +326,11 @@ impl Copier {
             elapsed: Instant::now() - started,
             waited: ctl.progress().waited,
             backend: self.backend(),
-            backend_note: self.note.clone(),
-            registered_buffers: match &self.io {
-                Io::Uring(u) => u.registered(),
-                Io::Portable(_) => 0,
-            },
+            backend_note: s.note.clone(),
+            registered_buffers: s.registered,
             direct_sources: count(|f| f.direct_source),
             direct_targets: count(|f| f.direct_target),
-            direct_fallbacks: if self.opts.direct { count(|f| !f.direct_target) } else { 0 },
+            direct_fallbacks: if s.opts.direct { count(|f| !f.direct_target) } else { 0 },
             batch_synced: created.batched(),
             synced_file_systems,
             flushes: created.flushes(),
@@ -204,39 +338,152 @@ impl Copier {
         })
     }
 
-    fn pool_mut(&mut self) -> &mut BufferPool {
-        match &mut self.io {
-            Io::Uring(u) => u.pool_mut(),
-            Io::Portable(pool) => pool,
+    /// Hands the job to the ring thread and waits for its end.
+    fn run_on_ring(
+        &self,
+        ring: &RingThread,
+        owner: u64,
+        reqs: &[CopyRequest],
+        ctl: &JobControl,
+        throttle: Option<&dyn Throttle>,
+        created: &Mutex<Created>,
+    ) -> Result<Vec<FileReport>, CopyError> {
+        let end = Arc::new(uring::JobEnd::default());
+        let refs = uring::JobRefs { reqs, ctl, throttle, created };
+        // SAFETY: only the lifetime changes (same type, same layout). The ring thread uses these references only while
+        // the job is in its table, and drops them (with the job's state) before it sets `end`: `Driver::end`, on
+        // every path, its guard's included. This function neither returns nor unwinds before `end` is set: it waits
+        // for it below, and `_waiting`'s `Drop` waits for it should anything in between unwind. A job that never
+        // reaches the ring thread (the send fails, or the thread is gone with the message unread) sets `end` when
+        // its message is dropped, having used nothing. So no use of the references outlives the borrows they came
+        // from.
+        let refs = unsafe { std::mem::transmute::<uring::JobRefs<'_>, uring::JobRefs<'static>>(refs) };
+        let _waiting = AwaitEnd(&end);
+        let msg = uring::JobMsg {
+            refs,
+            owner,
+            end: uring::EndOnDrop(Arc::clone(&end)),
+            #[cfg(feature = "fault-injection")]
+            panic_at: self.fault().0.take(),
+        };
+        if let Some(jobs) = &ring.jobs {
+            // A failed send gives the message back, and dropping it ends the job.
+            let _ = jobs.send(msg);
         }
+        let outcome = end.take();
+        #[cfg(feature = "fault-injection")]
+        if outcome.unwound.is_some() {
+            self.fault().1 = outcome.unwound;
+        }
+        outcome.result
+    }
+
+    #[cfg(feature = "fault-injection")]
+    fn fault(&self) -> std::sync::MutexGuard<'_, (Option<u64>, Option<fault::Unwound>)> {
+        self.shared.fault.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     /// Test only (feature `fault-injection`, see [`fault`]): the io_uring backend's completion handler panics while
     /// handling the `completion`-th completion (1 for the first) of the next job. Does nothing on the portable backend.
     #[cfg(feature = "fault-injection")]
-    pub fn panic_at_completion(&mut self, completion: u64) {
-        if let Io::Uring(u) = &mut self.io {
-            u.fault().panic_at = Some(completion);
-        }
+    pub fn panic_at_completion(&self, completion: u64) {
+        self.fault().0 = Some(completion);
     }
 
-    /// Test only (feature `fault-injection`): what the io_uring backend's guard did when the last job that panicked
-    /// unwound, if one did since the last call.
+    /// Test only (feature `fault-injection`): what the io_uring backend did when the last job that panicked ended, if
+    /// one did since the last call.
     #[cfg(feature = "fault-injection")]
-    pub fn take_unwound(&mut self) -> Option<fault::Unwound> {
-        match &mut self.io {
-            Io::Uring(u) => u.fault().unwound.take(),
-            Io::Portable(_) => None,
-        }
+    pub fn take_unwound(&self) -> Option<fault::Unwound> {
+        self.fault().1.take()
     }
 
     /// Test only (feature `fault-injection`): buffers of the pool free now, and the pool's size.
     #[cfg(feature = "fault-injection")]
     pub fn free_buffers(&self) -> (usize, usize) {
-        let pool = match &self.io {
-            Io::Uring(u) => u.pool(),
-            Io::Portable(pool) => pool,
-        };
-        (pool.free_count(), pool.count())
+        (self.shared.pool.free_count(), self.shared.pool.count())
+    }
+}
+
+/// Counts a job out of the running ones when its `copy` returns (or unwinds).
+struct Running<'a>(&'a AtomicU64);
+
+impl Drop for Running<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Relaxed);
+    }
+}
+
+/// Waits for a job's end when dropped: `SmCopier::run_on_ring` cannot unwind past the job's borrowed references.
+struct AwaitEnd<'a>(&'a uring::JobEnd);
+
+impl Drop for AwaitEnd<'_> {
+    fn drop(&mut self) {
+        self.0.wait();
+    }
+}
+
+/// A job's panic, as an error.
+fn panicked(backend: &'static str, panic: &(dyn std::any::Any + Send)) -> CopyError {
+    let what = panic
+        .downcast_ref::<&str>()
+        .copied()
+        .or_else(|| panic.downcast_ref::<String>().map(String::as_str))
+        .unwrap_or("a panic without a message");
+    CopyError::Internal { backend, reason: format!("the job panicked: {what}") }
+}
+
+/// A copier for a caller that runs one job at a time (a restore, a check, a benchmark): an [`SmCopier`] of its own.
+#[derive(Debug)]
+pub struct Copier {
+    sm: SmCopier,
+}
+
+impl Copier {
+    /// Sets up the pool and the backend.
+    pub fn new(opts: Options) -> Result<Self, CopyError> {
+        Ok(Self { sm: SmCopier::new(opts)? })
+    }
+
+    /// The backend jobs run on.
+    pub fn backend(&self) -> Backend {
+        self.sm.backend()
+    }
+
+    /// Why the backend is portable, when it was not asked for.
+    pub fn backend_note(&self) -> Option<&str> {
+        self.sm.backend_note()
+    }
+
+    /// What the copier set up and has run.
+    pub fn stats(&self) -> CopierStats {
+        self.sm.stats()
+    }
+
+    /// Copies `requests`: [`SmCopier::copy`].
+    pub fn copy(
+        &mut self,
+        requests: &[CopyRequest],
+        ctl: &JobControl,
+        throttle: Option<&dyn Throttle>,
+    ) -> Result<JobReport, CopyError> {
+        self.sm.copy(requests, ctl, throttle)
+    }
+
+    /// Test only (feature `fault-injection`): [`SmCopier::panic_at_completion`].
+    #[cfg(feature = "fault-injection")]
+    pub fn panic_at_completion(&mut self, completion: u64) {
+        self.sm.panic_at_completion(completion);
+    }
+
+    /// Test only (feature `fault-injection`): [`SmCopier::take_unwound`].
+    #[cfg(feature = "fault-injection")]
+    pub fn take_unwound(&mut self) -> Option<fault::Unwound> {
+        self.sm.take_unwound()
+    }
+
+    /// Test only (feature `fault-injection`): [`SmCopier::free_buffers`].
+    #[cfg(feature = "fault-injection")]
+    pub fn free_buffers(&self) -> (usize, usize) {
+        self.sm.free_buffers()
     }
 }

@@ -4,9 +4,11 @@
 //! token is holding the buffer. While an io_uring operation uses a buffer, its token sits in that operation's slot
 //! (or, for a read, with the chunk being read), so no slice of the buffer exists in user space during the operation.
 //!
-//! A token borrows its pool, so a job cannot keep one past its end; a token dropped instead of given back (a job
-//! that stopped on an error or a panic) only makes its buffer unavailable until [`BufferPool::reclaim`], which
-//! `Copier::copy` calls after every job: `&mut` to the pool proves no token is left.
+//! The pool is shared by every job of its SM (`SmCopier`): each buffer taken is recorded with the job that took it
+//! (its owner key). A token dropped instead of given back (a job that stopped on an error or a panic) only makes its
+//! buffer unavailable until [`BufferPool::release_owner`], which runs once that job has ended: on the ring thread
+//! after the job's state (where all its tokens live) is dropped, and for the portable backend after the job's threads
+//! are joined. Other jobs' buffers are untouched by it.
 
 use std::marker::PhantomData;
 use std::ptr::NonNull;
@@ -34,8 +36,19 @@ impl Buf<'_> {
 pub(crate) struct BufferPool {
     base: NonNull<u8>,
     count: usize,
-    free: Mutex<Vec<u16>>,
+    owners: Mutex<Owners>,
 }
+
+/// Which buffers are free, and which job holds each of the others.
+#[derive(Debug)]
+struct Owners {
+    free: Vec<u16>,
+    /// The owner key of the job holding each buffer (`FREE`: none).
+    owner: Vec<u64>,
+}
+
+/// No job holds the buffer. Owner keys start at 1.
+const FREE: u64 = 0;
 
 // SAFETY: the mapping is plain memory owned by the pool; access to each buffer goes through its unique `Buf` token
 // (see `slice_mut`), and the free list is behind a mutex, so sharing the pool between threads is sound.
@@ -63,7 +76,8 @@ impl BufferPool {
             return Err(std::io::Error::last_os_error());
         }
         let base = NonNull::new(ptr.cast::<u8>()).expect("mmap does not return null on success");
-        Ok(Self { base, count, free: Mutex::new((0..count as u16).rev().collect()) })
+        let owners = Owners { free: (0..count as u16).rev().collect(), owner: vec![FREE; count] };
+        Ok(Self { base, count, owners: Mutex::new(owners) })
     }
 
     /// Number of buffers.
@@ -71,39 +85,50 @@ impl BufferPool {
         self.count
     }
 
-    /// A free buffer, if any.
-    pub(crate) fn take(&self) -> Option<Buf<'_>> {
-        let index = self.free_list().pop()?;
+    /// A free buffer for the job `owner` (a key above 0, unique to the job), if any.
+    pub(crate) fn take(&self, owner: u64) -> Option<Buf<'_>> {
+        assert_ne!(owner, FREE, "owner keys start at 1");
+        let mut owners = self.owners();
+        let index = owners.free.pop()?;
+        owners.owner[index as usize] = owner;
         Some(Buf { index, pool_id: self.base.as_ptr() as usize, _pool: PhantomData })
     }
 
     /// Returns a buffer to the pool.
     pub(crate) fn give_back(&self, buf: Buf<'_>) {
         assert_eq!(buf.pool_id, self.base.as_ptr() as usize, "buffer returned to another pool");
-        self.free_list().push(buf.index);
+        let mut owners = self.owners();
+        owners.owner[buf.index as usize] = FREE;
+        owners.free.push(buf.index);
     }
 
-    /// Makes every buffer free again and returns how many had not been given back (their tokens were dropped: a job
-    /// that stopped on an error or a panic). Sound because `&mut self` means no token borrows the pool any more.
-    pub(crate) fn reclaim(&mut self) -> usize {
-        let free = self.free.get_mut().unwrap_or_else(PoisonError::into_inner);
-        let lost = self.count - free.len();
-        if lost > 0 {
-            *free = (0..self.count as u16).rev().collect();
+    /// Makes the buffers the job `owner` still holds free again and returns how many there were: those whose token
+    /// the job dropped instead of giving it back (it stopped on an error or a panic). Call it only once the job has
+    /// ended: its tokens are gone (they live in the job's state, dropped by then) and no kernel operation and no
+    /// hashing thread uses its buffers (a job waits them out before it ends). Other jobs' buffers are untouched.
+    pub(crate) fn release_owner(&self, owner: u64) -> usize {
+        let mut owners = self.owners();
+        let Owners { free, owner: owned } = &mut *owners;
+        let mut lost = 0;
+        for (index, o) in owned.iter_mut().enumerate() {
+            if *o == owner {
+                *o = FREE;
+                free.push(index as u16);
+                lost += 1;
+            }
         }
         lost
     }
 
     /// Buffers free now.
-    #[cfg(feature = "fault-injection")]
     pub(crate) fn free_count(&self) -> usize {
-        self.free_list().len()
+        self.owners().free.len()
     }
 
-    /// The free list. No code panics while holding it, so a poisoned lock (a panic elsewhere in that thread) holds a
-    /// consistent list.
-    fn free_list(&self) -> MutexGuard<'_, Vec<u16>> {
-        self.free.lock().unwrap_or_else(PoisonError::into_inner)
+    /// The ownership table. No code panics while holding it, so a poisoned lock (a panic elsewhere in that thread)
+    /// holds a consistent table.
+    fn owners(&self) -> MutexGuard<'_, Owners> {
+        self.owners.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     /// Start address of buffer `index`: page-aligned, `BUFFER_BYTES` long, valid while the pool lives.
@@ -116,10 +141,12 @@ impl BufferPool {
     /// The buffer's bytes, writable.
     pub(crate) fn slice_mut<'a>(&'a self, buf: &'a mut Buf<'_>) -> &'a mut [u8] {
         assert_eq!(buf.pool_id, self.base.as_ptr() as usize);
-        // SAFETY: the range is inside the mapping (see `ptr`); `buf` is the unique token of this buffer and is
-        // borrowed mutably for the slice's lifetime, so this is the only reference to these bytes; no kernel
-        // operation and no hashing thread uses the buffer while user code holds its token (a buffer handed to the
-        // hashing thread or to a write moves its token into that operation or into `parked`, see uring/flush.rs).
+        // SAFETY: the range is inside the mapping (see `ptr`); `buf` is the unique token of this buffer (only `take`
+        // makes one, for a free buffer, and a buffer is free again only through `give_back`, which consumes its
+        // token, or `release_owner` once the job that held it ended, its tokens gone) and is borrowed mutably for
+        // the slice's lifetime, so this is the only reference to these bytes; no kernel operation and no hashing
+        // thread uses the buffer while user code holds its token (a buffer handed to the hashing thread or to a
+        // write moves its token into that operation or into `parked`, see uring/flush.rs).
         unsafe { std::slice::from_raw_parts_mut(self.ptr(buf.index), BUFFER_BYTES) }
     }
 
@@ -135,8 +162,8 @@ impl Drop for BufferPool {
     fn drop(&mut self) {
         // SAFETY: base/len are exactly the mapping made in `new`. Nothing uses the memory any more: a job borrows the
         // pool and waits out every operation in flight before it ends, on every path (the io_uring backend's guard,
-        // `uring::Run`'s `Drop`); a ring with the buffers registered owns the pool (`uring::Uring`) and unregisters
-        // them in its `Drop`, which runs before this one.
+        // `uring::Driver`'s `Drop`); a ring with the buffers registered holds the pool (`uring::Uring`, through an
+        // `Arc`) and unregisters them in its `Drop`, before its reference to the pool goes.
         unsafe {
             libc::munmap(self.base.as_ptr().cast(), self.count * BUFFER_BYTES);
         }

@@ -12,8 +12,12 @@ use crate::limits::{BUFFER_BYTES, CANCEL_POLL_MS, PORTABLE_THREADS};
 use crate::pool::{Buf, BufferPool};
 use crate::Options;
 
+/// Runs a job on the calling thread and up to [`PORTABLE_THREADS`] scoped threads, one pool buffer each (the pool is
+/// shared with the SM's other jobs: the job waits for a first buffer, cancellably, and runs on as many as it got).
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn run(
     pool: &BufferPool,
+    owner: u64,
     reqs: &[CopyRequest],
     ctl: &JobControl,
     throttle: Option<&dyn Throttle>,
@@ -24,15 +28,24 @@ pub(crate) fn run(
     let stop = AtomicBool::new(false);
     let reports = Mutex::new(vec![None; reqs.len()]);
     let first_error = Mutex::new(None);
-    let threads = PORTABLE_THREADS.min(pool.count()).min(reqs.len()).max(1);
+    let threads = PORTABLE_THREADS.min(reqs.len()).max(1);
+    let mut bufs = Vec::with_capacity(threads);
+    while bufs.len() < threads {
+        match pool.take(owner) {
+            Some(buf) => bufs.push(buf),
+            None if !bufs.is_empty() => break,
+            None if ctl.is_cancelled() => return Err(CopyError::Cancelled),
+            None => std::thread::sleep(Duration::from_millis(1)),
+        }
+    }
     std::thread::scope(|s| {
-        for _ in 0..threads {
-            s.spawn(|| {
-                let mut buf = pool.take().expect("one buffer per thread");
+        for mut buf in bufs {
+            let (next, stop, reports, first_error) = (&next, &stop, &reports, &first_error);
+            s.spawn(move || {
                 while !stop.load(Relaxed) {
                     let i = next.fetch_add(1, Relaxed);
                     let Some(req) = reqs.get(i) else { break };
-                    match copy_one(pool, &mut buf, i, req, ctl, throttle, opts, created, &stop) {
+                    match copy_one(pool, &mut buf, i, req, ctl, throttle, opts, created, stop) {
                         Ok(r) => reports.lock().unwrap()[i] = Some(r),
                         Err(e) => {
                             stop.store(true, Relaxed);

@@ -5,11 +5,10 @@ use std::os::fd::IntoRawFd;
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 use std::sync::atomic::Ordering::Relaxed;
-use std::time::Duration;
 
 use super::files::{OpenFile, Reading, Stage};
 use super::ops::{Completion, Op, Side};
-use super::{bug, errno, target_path, Run};
+use super::{bug, errno, target_path, Blocked, Run};
 use crate::error::CopyError;
 use crate::file::{
     allocation_len, allocation_unsupported, create_error, fsynced_alone, presize, source_from_stat, target_from_stat,
@@ -22,7 +21,7 @@ impl<'a> Run<'a> {
     /// Starts new files while fewer than `max_open` are open: queues the source's open and the target's
     /// creation (its missing directories are made first, synchronously).
     pub(super) fn open_files(&mut self) -> Result<(), CopyError> {
-        while self.open < self.max_open && self.next_request < self.reqs.len() {
+        while self.open < self.share.files && self.next_request < self.reqs.len() {
             let i = self.next_request;
             let req = &self.reqs[i];
             self.next_request += 1;
@@ -30,7 +29,7 @@ impl<'a> Run<'a> {
             let dst_path = match &req.target {
                 Some(t) => {
                     if let Some(parent) = t.parent() {
-                        self.created.create_dirs(parent)?;
+                        self.created().create_dirs(parent)?;
                     }
                     Some(c_path(t)?)
                 }
@@ -116,17 +115,17 @@ impl<'a> Run<'a> {
         self.maybe_finish(file)
     }
 
-    /// Queues reads into free buffers, file by file in request order. Returns how long the throttle asks to wait,
-    /// if it refused. A throttled job reads in pieces of at most `Throttle::grain` bytes, queued as the throttle
+    /// Queues reads into free buffers within the job's share, file by file in request order. Returns why it stopped
+    /// early: the throttle refused (and how long it asks to wait), or the pool had no free buffer. A throttled job reads in pieces of at most `Throttle::grain` bytes, queued as the throttle
     /// admits them, without waiting for earlier pieces to complete.
-    pub(super) fn submit_reads(&mut self) -> Result<Option<Duration>, CopyError> {
+    pub(super) fn submit_reads(&mut self) -> Result<Option<Blocked>, CopyError> {
         let throttle = self.throttle;
         let grain = throttle.map_or(BUFFER_BYTES, |t| t.grain().min(BUFFER_BYTES as u64) as usize);
         let mut order = self.files.slots_in(Stage::Copying);
         order.sort_by_key(|&s| self.files.get(s).map(|f| f.request).ok());
         for slot in order {
             loop {
-                if self.reads >= self.pool.count() {
+                if self.reads >= self.share.buffers {
                     return Ok(None);
                 }
                 let f = self.files.get_mut(slot)?;
@@ -136,9 +135,13 @@ impl<'a> Run<'a> {
                         break;
                     }
                     // Take the buffer before asking the throttle, so no admitted byte goes unread.
-                    let Some(buf) = self.pool.take() else {
+                    if self.held >= self.share.buffers {
                         return Ok(None);
+                    }
+                    let Some(buf) = self.take_buf() else {
+                        return Ok(Some(Blocked::NoBuffer));
                     };
+                    let f = self.files.get_mut(slot)?;
                     let want = (len - f.next_read).min(BUFFER_BYTES as u64) as usize;
                     let rel = f.next_read;
                     f.next_read += want as u64;
@@ -149,7 +152,7 @@ impl<'a> Run<'a> {
                 let chunk = f.reading.get_mut(&rel).ok_or_else(|| bug("admitting a chunk that is not being read"))?;
                 let (start, end) = (chunk.admitted, chunk.want.min(chunk.admitted + grain));
                 if let Some(Err(wait)) = throttle.map(|t| t.try_acquire((end - start) as u64)) {
-                    return Ok(Some(wait));
+                    return Ok(Some(Blocked::Throttle(wait)));
                 }
                 chunk.admitted = end;
                 if end == chunk.want {
@@ -342,7 +345,7 @@ impl<'a> Run<'a> {
                 f.stage = Stage::Written;
                 return Ok(());
             }
-            self.created.defer_sync();
+            self.created.lock().unwrap_or_else(std::sync::PoisonError::into_inner).defer_sync();
         }
         // Nothing to fsync: no target, or a small one that the job's batch sync makes durable.
         f.stage = Stage::Syncing;

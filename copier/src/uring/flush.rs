@@ -4,7 +4,6 @@
 
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::mpsc;
-use std::time::Duration;
 
 use super::files::Stage;
 use super::ops::Op;
@@ -57,7 +56,7 @@ impl<'a> Run<'a> {
     /// A buffer's write is done: back to the pool if the hashing thread is done with it too, else parked.
     pub(super) fn release(&mut self, buf: Buf<'a>) {
         if self.hashed_bufs.remove(&buf.index()) {
-            self.pool.give_back(buf);
+            self.give_buf(buf);
         } else {
             self.parked.insert(buf.index(), buf);
         }
@@ -66,22 +65,15 @@ impl<'a> Run<'a> {
     /// The hashing thread is done with buffer `idx`: back to the pool if its write is done too.
     pub(super) fn hashed_buf(&mut self, idx: u16) {
         match self.parked.remove(&idx) {
-            Some(buf) => self.pool.give_back(buf),
+            Some(buf) => self.give_buf(buf),
             None => {
                 self.hashed_bufs.insert(idx);
             }
         }
     }
 
-    /// Handles the hashing thread's answers: all that are there, after waiting up to `wait` for one.
-    pub(super) fn poll_hashes(&mut self, wait: Option<Duration>) -> Result<(), CopyError> {
-        if let Some(w) = wait {
-            match self.hash_rx.recv_timeout(w) {
-                Ok(done) => self.hash_done(done)?,
-                Err(mpsc::RecvTimeoutError::Timeout) => return Ok(()),
-                Err(mpsc::RecvTimeoutError::Disconnected) => return Err(hashing_stopped()),
-            }
-        }
+    /// Handles the hashing thread's answers that are there.
+    pub(super) fn poll_hashes(&mut self) -> Result<(), CopyError> {
         loop {
             match self.hash_rx.try_recv() {
                 Ok(done) => self.hash_done(done)?,
@@ -115,7 +107,7 @@ impl<'a> Run<'a> {
             return Ok(());
         }
         let copying = self.files.iter().filter(|f| f.stage < Stage::Written).count();
-        let slots_needed = self.open >= self.max_open && self.next_request < self.reqs.len();
+        let slots_needed = self.open >= self.share.files && self.next_request < self.reqs.len();
         if copying > 0 && !slots_needed {
             return Ok(());
         }
@@ -130,8 +122,13 @@ impl<'a> Run<'a> {
     /// has written `FLUSH_AFTER_BYTES` since its last flush and none is in flight, flushes `file`.
     pub(super) fn wrote(&mut self, file: usize, data: usize, len: usize) -> Result<(), CopyError> {
         self.ctl.bytes_done.fetch_add(data as u64, Relaxed);
-        self.created.wrote(len as u64, self.throttle.is_some_and(|t| t.is_limited()));
-        if !self.flushing && self.created.start_flush() {
+        let limited = self.throttle.is_some_and(|t| t.is_limited());
+        let flush = {
+            let mut created = self.created();
+            created.wrote(len as u64, limited);
+            !self.flushing && created.start_flush()
+        };
+        if flush {
             self.flushing = true;
             self.files.get_mut(file)?.writes_in_flight += 1;
             self.push(Op::Flush { file })?;

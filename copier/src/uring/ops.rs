@@ -1,8 +1,10 @@
-//! Every operation the ring is given: what it owns until it completes, the SQE built from it, and the [`Queue`] that
-//! keeps it, with that memory, until its completion is reaped. This is where the backend's `unsafe` is (beside the
-//! buffer registration in `ring.rs`): pushing an SQE, and taking ownership of the descriptor an open returned.
+//! Every operation the ring is given: what it owns until it completes, the SQE built from it, the job's [`Queue`]
+//! that keeps it, with that memory, until its completion is reaped, and the [`Ring`] the jobs of an SM share. This is
+//! where the backend's `unsafe` is (beside the buffer registration in `ring.rs`): pushing an SQE, and taking
+//! ownership of the descriptor an open returned.
 
 use std::cell::UnsafeCell;
+use std::collections::VecDeque;
 use std::ffi::CString;
 use std::fs::File;
 use std::os::fd::{AsRawFd, FromRawFd};
@@ -106,54 +108,123 @@ pub(super) enum Completion<'a> {
     Done(Op<'a>, i32),
 }
 
-/// The ring as a job uses it: every operation given to the kernel sits in a slot, with whatever it owns, until its
-/// completion is reaped; `in_flight` counts them.
+/// A job's operations: every operation the job queues sits in a slot, with whatever it owns, from its `push` until
+/// its completion is reaped. Its SQE waits in `pending` until the [`Ring`] moves it into the ring's submission queue,
+/// in turn with the other jobs' (a job that stopped still has its pending SQEs submitted, and waits for them).
 pub(super) struct Queue<'a> {
-    ring: &'a mut IoUring,
-    /// Pool buffers below this index are registered with the ring.
-    registered: usize,
+    /// The job's key on the ring (the upper half of its operations' user data).
+    key: u32,
     slots: Vec<Option<Op<'a>>>,
     free: Vec<usize>,
+    /// SQEs built and not yet given to the ring.
+    pending: VecDeque<squeue::Entry>,
+    /// Operations queued (pending or given to the kernel) whose completion is not reaped yet.
     in_flight: usize,
 }
 
 impl<'a> Queue<'a> {
-    pub(super) fn new(ring: &'a mut IoUring, registered: usize) -> Self {
-        Self { ring, registered, slots: Vec::new(), free: Vec::new(), in_flight: 0 }
+    pub(super) fn new(key: u32) -> Self {
+        Self { key, slots: Vec::new(), free: Vec::new(), pending: VecDeque::new(), in_flight: 0 }
     }
 
-    /// Operations given to the kernel whose completion is not reaped yet.
+    /// Operations queued or given to the kernel whose completion is not reaped yet.
     pub(super) fn in_flight(&self) -> usize {
         self.in_flight
     }
 
-    /// Queues `entry`, built by [`entry`] from `op`, and keeps `op` until its completion is reaped. Private to this
-    /// module: only [`Run::push`] calls it, with an entry built from the very `op`.
-    fn push(&mut self, op: Op<'a>, entry: squeue::Entry) -> Result<(), CopyError> {
+    /// Keeps `op` in a slot until its completion is reaped and queues `entry`, built by [`entry`] from `op`. Private
+    /// to this module: only [`Run::push`] calls it, with an entry built from the very `op`.
+    fn push(&mut self, op: Op<'a>, entry: squeue::Entry) {
         let id = self.free.pop().unwrap_or(self.slots.len());
         if id == self.slots.len() {
             self.slots.push(None);
         }
-        let entry = entry.user_data(id as u64);
-        // SAFETY: `entry` was built by `entry` from `op` and points only at:
-        // - memory `op` owns on the heap (an open's path, a `statx` buffer), which moves with `op` into
-        //   `self.slots[id]` below without moving itself, and stays there until `reap` hands it back with its
-        //   completion; a job waits out every operation in flight before its state is dropped, on every path
-        //   (`Run::drain`, called on return and by `Run`'s `Drop` on unwinding, which aborts if it cannot);
-        // - a pool buffer, mapped for as long as the pool is borrowed (`'a` outlives the job) and used by nothing else
-        //   meanwhile: a write owns its buffer's token (in `op`), a read's token stays with its chunk in the file's
-        //   `reading` until every piece completed (pieces of a chunk read disjoint ranges), and nothing touches it
-        //   there; the registered index given with a fixed read or write is below `registered`;
-        // - a descriptor owned by the file's `OpenFile`, which is dropped only once all its operations completed (its
-        //   `Closing` stage is over, or the drain waited them out), or by a `Close` itself (a raw descriptor).
-        // When the queue is full nothing is queued, and `op` is dropped unused.
-        if unsafe { self.ring.submission().push(&entry) }.is_err() {
-            self.free.push(id);
-            return Err(bug("the submission queue is full, though the ring has room for every operation"));
-        }
+        self.pending.push_back(entry.user_data(u64::from(self.key) << 32 | id as u64));
         self.slots[id] = Some(op);
         self.in_flight += 1;
-        Ok(())
+    }
+
+    /// Takes the operation of slot `id` out, with the result of its completion. A completion for no operation of
+    /// this job in flight (a bug) is an error.
+    pub(super) fn complete(&mut self, id: u32, res: i32) -> Result<Completion<'a>, CopyError> {
+        let id = id as usize;
+        let Some(op) = self.slots.get_mut(id).and_then(Option::take) else {
+            return Err(bug(format!("a completion for operation {id}, which is not in flight")));
+        };
+        self.free.push(id);
+        self.in_flight -= 1;
+        Ok(match op {
+            Op::Open { file, side, path } => {
+                let result = if res < 0 {
+                    Err(errno(res))
+                } else {
+                    // SAFETY: `res` is the result of this open's completion (the kernel's answer to the SQE whose
+                    // user data named this job and slot `id`, the slot `op` was in), so a non-negative value is a
+                    // new descriptor that nothing else owns; it is taken once, here.
+                    Ok(unsafe { File::from_raw_fd(res) })
+                };
+                Completion::Opened { file, side, path, result }
+            }
+            op => Completion::Done(op, res),
+        })
+    }
+}
+
+/// The ring as the jobs share it: the driver moves their SQEs into it, in turn, while the kernel has room for them,
+/// and hands each completion back to the job its user data names.
+pub(super) struct Ring<'r> {
+    ring: &'r mut IoUring,
+    /// SQEs given to the kernel whose completion is not reaped yet (all jobs).
+    in_kernel: usize,
+    /// Most operations in the kernel at once: the submission queue's size, so that the completion queue (twice as
+    /// large) never overflows.
+    capacity: usize,
+}
+
+impl<'r> Ring<'r> {
+    pub(super) fn new(ring: &'r mut IoUring) -> Self {
+        let capacity = ring.params().sq_entries() as usize;
+        Self { ring, in_kernel: 0, capacity }
+    }
+
+    /// Operations in the kernel (all jobs).
+    pub(super) fn in_kernel(&self) -> usize {
+        self.in_kernel
+    }
+
+    /// Room for more operations in the kernel.
+    pub(super) fn room(&self) -> usize {
+        self.capacity - self.in_kernel
+    }
+
+    /// Moves the oldest pending SQE of `queue` into the submission queue; `false` when it has none or the ring has
+    /// no room.
+    pub(super) fn submit_one(&mut self, queue: &mut Queue<'_>) -> bool {
+        if self.room() == 0 {
+            return false;
+        }
+        let Some(entry) = queue.pending.front() else { return false };
+        // SAFETY: `entry` was built by `entry` from the operation in `queue`'s slot named by its user data, and
+        // points only at:
+        // - memory that operation owns on the heap (an open's path, a `statx` buffer), which stays in that slot,
+        //   without moving, until its completion is reaped (`Queue::complete`); a job's queue is dropped only once
+        //   none of its operations is in the kernel: the driver ends a job only when its `in_flight` is 0, and
+        //   the driver's `Drop` waits out every operation of every job before any job is dropped, also on unwinding
+        //   (it aborts if it cannot);
+        // - a pool buffer, mapped for as long as the ring thread holds the pool (until every job ended), and used by
+        //   nothing else meanwhile: a write owns its buffer's token (in its slot), a read's token stays with its
+        //   chunk in the file's `reading` until every piece completed (pieces of a chunk read disjoint ranges), and
+        //   nothing touches it there; the registered index given with a fixed read or write is below `registered`;
+        // - a descriptor owned by the file's `OpenFile`, which is dropped only once all its operations completed (its
+        //   `Closing` stage is over, or the job ended with nothing in flight), or by a `Close` itself (a raw
+        //   descriptor).
+        if unsafe { self.ring.submission().push(entry) }.is_err() {
+            // The submission queue is full of SQEs not yet submitted: submit them first, try again next time.
+            return false;
+        }
+        queue.pending.pop_front();
+        self.in_kernel += 1;
+        true
     }
 
     /// Submits what is queued and waits up to `timeout` for a completion.
@@ -172,50 +243,27 @@ impl<'a> Queue<'a> {
     pub(super) fn wait_or_abort(&mut self) {
         if let Err(e) = self.ring.submit_and_wait(1) {
             if !matches!(e.raw_os_error(), Some(libc::EINTR) | Some(libc::EAGAIN) | Some(libc::EBUSY)) {
-                eprintln!("backset-copier: io_uring_enter failed with {} operations in flight: {e}", self.in_flight);
+                eprintln!("backset-copier: io_uring_enter failed with {} operations in flight: {e}", self.in_kernel);
                 std::process::abort();
             }
         }
     }
 
-    /// Takes every completion there out of the ring, each with its operation out of its slot. A completion for no
-    /// operation in flight (a bug) is left out and reported as the error.
-    pub(super) fn reap(&mut self) -> (Vec<Completion<'a>>, Option<CopyError>) {
-        let cqes: Vec<(u64, i32)> = self.ring.completion().map(|c| (c.user_data(), c.result())).collect();
-        let mut done = Vec::with_capacity(cqes.len());
-        let mut unexpected = None;
-        for (id, res) in cqes {
-            let Some(op) = usize::try_from(id).ok().and_then(|i| self.slots.get_mut(i)).and_then(Option::take) else {
-                unexpected
-                    .get_or_insert_with(|| bug(format!("a completion for operation {id}, which is not in flight")));
-                continue;
-            };
-            self.free.push(id as usize);
-            self.in_flight -= 1;
-            done.push(match op {
-                Op::Open { file, side, path } => {
-                    let result = if res < 0 {
-                        Err(errno(res))
-                    } else {
-                        // SAFETY: `res` is the result of this open's completion (the kernel's answer to the SQE
-                        // whose user data is `id`, the slot `op` was in), so a non-negative value is a new
-                        // descriptor that nothing else owns; it is taken once, here.
-                        Ok(unsafe { File::from_raw_fd(res) })
-                    };
-                    Completion::Opened { file, side, path, result }
-                }
-                op => Completion::Done(op, res),
-            });
-        }
-        (done, unexpected)
+    /// Takes every completion there out of the ring: (job key, slot, result) each.
+    pub(super) fn reap(&mut self) -> Vec<(u32, u32, i32)> {
+        let done: Vec<(u32, u32, i32)> =
+            self.ring.completion().map(|c| ((c.user_data() >> 32) as u32, c.user_data() as u32, c.result())).collect();
+        self.in_kernel -= done.len().min(self.in_kernel);
+        done
     }
 }
 
 impl<'a> Run<'a> {
     /// Builds the SQE for `op` and queues it; `op` then sits in the queue until its completion is reaped.
     pub(super) fn push(&mut self, op: Op<'a>) -> Result<(), CopyError> {
-        let entry = entry(&op, &self.files, self.pool, self.queue.registered)?;
-        self.queue.push(op, entry)
+        let entry = entry(&op, &self.files, self.pool, self.registered)?;
+        self.queue.push(op, entry);
+        Ok(())
     }
 }
 

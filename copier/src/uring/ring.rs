@@ -1,30 +1,20 @@
-//! The ring and its setup: a [`Uring`] owns the ring and the buffer pool whose buffers are registered with it, so
-//! the buffers are unregistered before the pool is unmapped whatever the order of its fields.
+//! The ring and its setup: a [`Uring`] owns the ring and holds the buffer pool whose buffers are registered with it,
+//! so the buffers are unregistered before the pool can be unmapped whatever the order of its fields.
+
+use std::sync::Arc;
 
 use io_uring::IoUring;
 
 use crate::limits::{open_files_allowed, IO_WORKERS, MAX_OPEN_FILES, MAX_RING_ENTRIES};
 use crate::pool::BufferPool;
 
-/// A ring with (some of) the pool's buffers registered, and the pool.
+/// A ring with (some of) the pool's buffers registered, and the pool. It lives on the SM's ring thread.
 pub(crate) struct Uring {
     ring: IoUring,
-    pool: BufferPool,
+    pool: Arc<BufferPool>,
     registered: usize,
-    /// Files a job keeps open at once (`limits::open_files_allowed` of the descriptor limit).
+    /// Files the jobs keep open at once, in all (`limits::open_files_allowed` of the descriptor limit).
     max_open: usize,
-    #[cfg(feature = "fault-injection")]
-    fault: crate::fault::FaultState,
-}
-
-/// What a job borrows of a [`Uring`] while it runs.
-pub(super) struct Parts<'a> {
-    pub(super) ring: &'a mut IoUring,
-    pub(super) pool: &'a BufferPool,
-    pub(super) registered: usize,
-    pub(super) max_open: usize,
-    #[cfg(feature = "fault-injection")]
-    pub(super) fault: &'a mut crate::fault::FaultState,
 }
 
 impl std::fmt::Debug for Uring {
@@ -35,8 +25,9 @@ impl std::fmt::Debug for Uring {
 
 impl Uring {
     /// Sets up a ring over `pool` and registers as many of its buffers as RLIMIT_MEMLOCK allows (after raising the
-    /// soft limit to the hard one); the rest are used unregistered. On failure the pool comes back with the error.
-    pub(crate) fn new(pool: BufferPool) -> Result<Self, (BufferPool, std::io::Error)> {
+    /// soft limit to the hard one); the rest are used unregistered. Called on the thread that submits to the ring
+    /// (the io_uring worker limit applies to the submitting thread). On failure the pool comes back with the error.
+    pub(crate) fn new(pool: Arc<BufferPool>) -> Result<Self, (Arc<BufferPool>, std::io::Error)> {
         let ring = match IoUring::new(ring_entries(pool.count())) {
             Ok(ring) => ring,
             Err(e) => return Err((pool, e)),
@@ -51,24 +42,17 @@ impl Uring {
             if n == 0 {
                 break 0;
             }
-            // SAFETY: the iovecs describe pool buffers, which stay mapped for as long as the pool lives. The pool
-            // moves into the `Uring` built below (moving it does not move the mapping), whose `Drop` unregisters
-            // the buffers before the pool is dropped and unmapped; buffers are only used by operations through
-            // their unique tokens (`pool::Buf`).
+            // SAFETY: the iovecs describe pool buffers, which stay mapped for as long as the pool lives. The
+            // `Uring` built below holds the pool (an `Arc`: the mapping does not move) and its `Drop` unregisters
+            // the buffers before its reference to the pool goes; buffers are only used by operations through their
+            // unique tokens (`pool::Buf`).
             match unsafe { ring.submitter().register_buffers(&iovecs[..n]) } {
                 Ok(()) => break n,
                 Err(e) if matches!(e.raw_os_error(), Some(libc::ENOMEM) | Some(libc::EPERM)) => n /= 2,
                 Err(e) => return Err((pool, e)),
             }
         };
-        Ok(Self {
-            ring,
-            pool,
-            registered,
-            max_open,
-            #[cfg(feature = "fault-injection")]
-            fault: Default::default(),
-        })
+        Ok(Self { ring, pool, registered, max_open })
     }
 
     /// Buffers registered with the ring.
@@ -76,40 +60,16 @@ impl Uring {
         self.registered
     }
 
-    /// The buffer pool.
-    #[cfg(feature = "fault-injection")]
-    pub(crate) fn pool(&self) -> &BufferPool {
-        &self.pool
-    }
-
-    /// The buffer pool, to reclaim it between jobs.
-    pub(crate) fn pool_mut(&mut self) -> &mut BufferPool {
-        &mut self.pool
-    }
-
-    /// The test-only fault hook's state.
-    #[cfg(feature = "fault-injection")]
-    pub(crate) fn fault(&mut self) -> &mut crate::fault::FaultState {
-        &mut self.fault
-    }
-
-    /// Borrows the ring and the pool for one job.
-    pub(super) fn parts(&mut self) -> Parts<'_> {
-        Parts {
-            ring: &mut self.ring,
-            pool: &self.pool,
-            registered: self.registered,
-            max_open: self.max_open,
-            #[cfg(feature = "fault-injection")]
-            fault: &mut self.fault,
-        }
+    /// The ring, the pool, the registered buffers and the open-file limit, for the driver.
+    pub(super) fn parts(&mut self) -> (&mut IoUring, &BufferPool, usize, usize) {
+        (&mut self.ring, &self.pool, self.registered, self.max_open)
     }
 }
 
 impl Drop for Uring {
     /// Unregisters the buffers; the fields (the ring, then the pool, whose `Drop` unmaps it) are dropped after this,
-    /// in whatever order. Nothing is in flight: a job borrows the `Uring` and waits out its operations before it ends,
-    /// on every path. Should unregistering fail, the kernel keeps the registered pages pinned until the ring's
+    /// in whatever order. Nothing is in flight: the driver borrows the `Uring` and waits out every job's operations
+    /// before it ends, on every path. Should unregistering fail, the kernel keeps the registered pages pinned until the ring's
     /// descriptor closes, so unmapping the pool cannot hand memory the kernel still references to anyone else.
     fn drop(&mut self) {
         if self.registered == 0 {
