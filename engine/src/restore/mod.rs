@@ -17,9 +17,10 @@
 //!    created as its last component only (its parent must exist: [`crate::paths`]).
 //! 5. Writes the journal records as new segments `journal/0000000000000001`, ... (headers with the set's database
 //!    and archive ids, each segment's first txn its first record's), from chunks verified against the manifest
-//!    before use; then copies the atom files to `atoms/<id>` through the copier (parallel I/O, progress and cancel
-//!    through the caller's [`JobControl`]), and compares what the copier hashed (whole BLAKE3 and every 1 MiB chunk)
-//!    with the manifest, and each copied atom's header with the catalog.
+//!    before use; meanwhile (on a second thread) copies the atom files to `atoms/<id>` through the copier (parallel
+//!    I/O, progress and cancel through the caller's [`JobControl`]), and compares what the copier hashed (whole
+//!    BLAKE3 and every 1 MiB chunk) with the manifest, and each copied atom's header with the catalog. The first of
+//!    the two to fail cancels the other through the [`JobControl`].
 //! 6. Checks that the destination's names still lead to the directories it created, and makes everything durable.
 //!    On any error or cancel, removes everything it created: the destination is left as it was (empty, or absent).
 //!
@@ -48,7 +49,7 @@ use backset_format::{ElementKind, ElementName, ElementStatus, SegmentHeader, Seg
 use uuid::Uuid;
 
 use crate::hotcopy::fault;
-use crate::limits::{COPY_BATCH_FILES, RESTORE_SEGMENT_BYTES};
+use crate::limits::{COPY_BATCH_FILES, RESTORE_SEGMENT_BYTES, RESTORE_WRITE_BUFFER_BYTES};
 use crate::lock::{check_not_held, DirKind, Holder, LockError};
 use crate::paths::{resolve_existing, CreateDirError};
 use dest::Destination;
@@ -412,11 +413,35 @@ pub fn restore(
     used.dedup();
     report.atom_elements = used.iter().map(|&i| set.elements()[i].name()).collect();
 
-    let result = write_journal(&set, &plan, &out, ctl, &mut report)
-        .and_then(|()| copy_atoms(&set, base, &atoms, &out, ctl, opts, &mut report))
-        .and_then(|()| out.verify())
-        .and_then(|()| out.sync())
-        .and_then(|()| out.finish());
+    // The journal (read, verified and written by this thread's helper) and the atoms (through the copier's ring)
+    // at the same time: neither waits for the other's I/O. The first to fail cancels the other.
+    let (journal, copied) = std::thread::scope(|scope| {
+        let journal = scope.spawn(|| {
+            let written = write_journal(&set, &plan, &out, ctl);
+            if written.is_err() {
+                ctl.cancel();
+            }
+            written
+        });
+        let copied = copy_atoms(&set, base, &atoms, &out, ctl, opts, &mut report);
+        if copied.is_err() {
+            ctl.cancel();
+        }
+        (journal.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic)), copied)
+    });
+    let result = match (journal, copied) {
+        (Ok(j), Ok(())) => {
+            report.records = j.records;
+            report.segments = j.segments;
+            report.journal_bytes = j.bytes;
+            report.journal_txns = j.txns;
+            Ok(())
+        }
+        // The cause, not the cancel it made the other half see.
+        (Err(e), Err(c)) | (Err(c), Err(e)) if cancelled(&c) && !cancelled(&e) => Err(e),
+        (Err(e), _) | (_, Err(e)) => Err(e),
+    };
+    let result = result.and_then(|()| out.verify()).and_then(|()| out.sync()).and_then(|()| out.finish());
     match result {
         Ok(()) => {
             report.elapsed = started.elapsed();
@@ -426,15 +451,14 @@ pub fn restore(
         }
         Err(e) => {
             out.remove();
-            let e = match e {
-                RestoreError::Copy { source: CopyError::Cancelled, .. } => {
-                    RestoreError::Cancelled { set: setp, dest: dest.clone() }
-                }
-                other => other,
-            };
-            Err(e)
+            Err(if cancelled(&e) { RestoreError::Cancelled { set: setp, dest: dest.clone() } } else { e })
         }
     }
+}
+
+/// Whether `e` is the copier's (or the journal reader's) answer to a cancel.
+fn cancelled(e: &RestoreError) -> bool {
+    matches!(e, RestoreError::Copy { source: CopyError::Cancelled, .. })
 }
 
 /// Refuses a destination that is the set or inside it, or that is or is inside a directory a running process
@@ -485,7 +509,8 @@ impl JournalOut<'_> {
                 segment: number,
                 first_txn: txn_id,
             };
-            let w = SegmentWriter::create(BufWriter::new(file), header).map_err(Self::io("write", &path))?;
+            let w = SegmentWriter::create(BufWriter::with_capacity(RESTORE_WRITE_BUFFER_BYTES, file), header)
+                .map_err(Self::io("write", &path))?;
             self.segments = number;
             self.current = Some((w, path));
         }
@@ -513,14 +538,21 @@ impl JournalOut<'_> {
     }
 }
 
+/// What [`write_journal`] wrote.
+struct JournalWritten {
+    records: u64,
+    segments: u64,
+    bytes: u64,
+    txns: Option<TxnRange>,
+}
+
 /// Writes the records of the plan into `dest/journal`, verified chunk by chunk before use.
 fn write_journal(
     set: &BackupSet,
     plan: &[JournalPart],
     dest: &Destination,
     ctl: &JobControl,
-    report: &mut RestoreReport,
-) -> Result<(), RestoreError> {
+) -> Result<JournalWritten, RestoreError> {
     let state = set.state();
     let mut out = JournalOut {
         dest,
@@ -531,6 +563,7 @@ fn write_journal(
         bytes: 0,
     };
     let mut written: Option<TxnRange> = None;
+    let mut records = 0;
     for part in plan {
         let e = &set.elements()[part.element];
         let range = e.txn_range();
@@ -561,11 +594,11 @@ fn write_journal(
                     return Ok(false);
                 }
                 out.append(r.txn_id, r.timestamp_micros, r.payload).map_err(Phase::Restore)?;
-                report.records += 1;
-                if fault::restore_pause_after() == Some(report.records) {
+                records += 1;
+                if fault::restore_pause_after() == Some(records) {
                     // What a kill here leaves is on disk: the records so far, durable.
                     out.sync().map_err(Phase::Restore)?;
-                    fault::restore_pause_records(dest.path(), report.records, &|| ctl.is_cancelled());
+                    fault::restore_pause_records(dest.path(), records, &|| ctl.is_cancelled());
                     return Err(Phase::Slice(SliceError::Cancelled));
                 }
                 let w = written.get_or_insert(TxnRange { first: r.txn_id, last: r.txn_id });
@@ -608,10 +641,7 @@ fn write_journal(
         }
     }
     out.finish()?;
-    report.segments = out.segments;
-    report.journal_bytes = out.bytes;
-    report.journal_txns = written;
-    Ok(())
+    Ok(JournalWritten { records, segments: out.segments, bytes: out.bytes, txns: written })
 }
 
 fn data_error(set: &BackupSet, element: ElementName, path: &Path, reason: String) -> RestoreError {
