@@ -130,11 +130,21 @@ fn status_of(srv: &Server, id: &str) -> Value {
 /// A server on a new directory's `data/` that fails to write final statuses while the returned file exists (the
 /// test-only `BACKSET_FAULT_STATUS_FAIL`), with one transaction committed.
 fn failing_final_statuses() -> (tempfile::TempDir, std::path::PathBuf, std::path::PathBuf, Server) {
+    failing_final_statuses_with(&[])
+}
+
+/// [`failing_final_statuses`] with more environment variables for the server.
+fn failing_final_statuses_with(
+    env: &[(&str, &str)],
+) -> (tempfile::TempDir, std::path::PathBuf, std::path::PathBuf, Server) {
     let dir = tmp();
     let data = dir.path().join("data");
     let fault = dir.path().join("fail-final-statuses");
     std::fs::write(&fault, "").unwrap();
-    let srv = Server::start_with_env(&data, &[], &[("BACKSET_FAULT_STATUS_FAIL", &s(&fault))]);
+    let fault_env = s(&fault);
+    let env: Vec<(&str, &str)> =
+        [("BACKSET_FAULT_STATUS_FAIL", fault_env.as_str())].into_iter().chain(env.iter().copied()).collect();
+    let srv = Server::start_with_env(&data, &[], &env);
     let a = srv.post_json("/databases/demo/transactions", &json!({"put": {"k": "v"}}));
     assert_eq!(a.code, 200, "{}", a.text);
     (dir, data, fault, srv)
@@ -174,6 +184,34 @@ fn regression_a_final_status_that_could_not_be_saved_was_lost_silently() {
     assert!(live, "the live status is not the saved one: {}", status_of(&srv, &id));
     let line = line_with(&srv, "the final status of the hot copy is saved after all");
     assert!(line.contains(" WARN ") && line.contains(&id), "{line}");
+}
+
+/// The limit of the retries (`HOTCOPY_STATUS_RETRIES`, here 3 through the test-only
+/// `BACKSET_FAULT_STATUS_RETRIES`): exactly that many after the first attempt, then the live status says for good that
+/// it is not saved; a shutdown tries once more.
+#[test]
+fn a_final_status_is_retried_its_limit_then_given_up_and_tried_once_more_at_shutdown() {
+    let (dir, data, fault, srv) = failing_final_statuses_with(&[("BACKSET_FAULT_STATUS_RETRIES", "3")]);
+    let done = srv.hot_copy("full", &dir.path().join("set"));
+    let id = done["hotCopyId"].as_str().unwrap().to_string();
+    let line = line_with(&srv, "could not persist the final status of the hot copy; gave up");
+    assert!(line.contains(" ERROR ") && line.contains(&id), "{line}");
+    let attempts =
+        |out: &str| out.lines().filter(|l| l.contains("final status write ") && l.contains(" failed")).count();
+    assert_eq!(attempts(&srv.output()), 1 + 3, "{}", srv.output());
+    let message = status_of(&srv, &id)["message"].as_str().unwrap().to_string();
+    assert!(message.contains("gave up after 3 more attempts"), "{message}");
+    // The cause cleared, the shutdown's attempt saves it.
+    std::fs::remove_file(&fault).unwrap();
+    let (code, out) = srv.terminate();
+    assert_eq!(code, Some(0), "{out}");
+    assert_eq!(attempts(&out), 1 + 3, "{out}");
+    let file = data.join("admin/hotcopy").join(format!("{id}.json"));
+    let on_disk: Value = serde_json::from_slice(&std::fs::read(&file).unwrap()).unwrap();
+    assert_eq!(
+        (&on_disk["status"], &on_disk["message"]),
+        (&json!("completed"), &json!("Hot copy successfully completed"))
+    );
 }
 
 #[test]

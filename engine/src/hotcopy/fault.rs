@@ -29,19 +29,24 @@
 //! it.
 //!
 //! `BACKSET_FAULT_STATUS_FAIL=<file>` makes writing a hot copy's final status fail while `<file>` exists (the status
-//! written when a job starts is not affected).
+//! written when a job starts is not affected); each failure it injects is logged (`final status write <n> failed`),
+//! so a test counts the attempts. `BACKSET_FAULT_STATUS_RETRIES=<N>` makes the manager retry a final status N times
+//! instead of `HOTCOPY_STATUS_RETRIES` (600), so a test reaches that limit in seconds.
 //!
 //! The reference store has one more (`BACKSET_FAULT_JOURNAL_CREATE`, in `backset_refstore::fault`).
 //!
 //! Never set these variables outside tests.
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicU64;
+use std::sync::atomic::Ordering::Relaxed;
 use std::sync::OnceLock;
 use std::time::Duration;
 
 use uuid::Uuid;
 
 use crate::hotcopy::{HotCopyError, HotCopyType};
+use crate::limits::HOTCOPY_STATUS_RETRIES;
 
 /// The environment variable naming the pause point.
 pub const FAULT_PAUSE_ENV: &str = "BACKSET_FAULT_PAUSE";
@@ -214,13 +219,30 @@ pub const FAULT_STATUS_FAIL_ENV: &str = "BACKSET_FAULT_STATUS_FAIL";
 /// Fails with an injected I/O error while the file the test-only [`FAULT_STATUS_FAIL_ENV`] names exists.
 pub(crate) fn final_status_write(path: &Path) -> Result<(), HotCopyError> {
     static CONFIG: OnceLock<Option<PathBuf>> = OnceLock::new();
+    static INJECTED: AtomicU64 = AtomicU64::new(0);
     let file =
         CONFIG.get_or_init(|| std::env::var_os(FAULT_STATUS_FAIL_ENV).filter(|v| !v.is_empty()).map(PathBuf::from));
     match file {
-        Some(f) if f.exists() => Err(HotCopyError::Persist {
-            path: path.to_path_buf(),
-            reason: format!("test-only {FAULT_STATUS_FAIL_ENV}: failure injected while {} exists", f.display()),
-        }),
+        Some(f) if f.exists() => {
+            let n = INJECTED.fetch_add(1, Relaxed) + 1;
+            tracing::warn!("test-only {FAULT_STATUS_FAIL_ENV}: final status write {n} failed ({})", path.display());
+            Err(HotCopyError::Persist {
+                path: path.to_path_buf(),
+                reason: format!("test-only {FAULT_STATUS_FAIL_ENV}: failure injected while {} exists", f.display()),
+            })
+        }
         _ => Ok(()),
     }
+}
+
+/// The environment variable that sets how many times a final status is retried (test-only).
+pub const FAULT_STATUS_RETRIES_ENV: &str = "BACKSET_FAULT_STATUS_RETRIES";
+
+/// How many times the manager retries a final status it could not write: [`HOTCOPY_STATUS_RETRIES`], unless the
+/// test-only [`FAULT_STATUS_RETRIES_ENV`] says otherwise.
+pub(crate) fn status_retries() -> u32 {
+    static CONFIG: OnceLock<u32> = OnceLock::new();
+    *CONFIG.get_or_init(|| {
+        std::env::var(FAULT_STATUS_RETRIES_ENV).ok().and_then(|v| v.parse().ok()).unwrap_or(HOTCOPY_STATUS_RETRIES)
+    })
 }

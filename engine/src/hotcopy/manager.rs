@@ -11,7 +11,8 @@
 //! - Statuses persist as JSON in `<data dir>/hotcopy/<id>.json` (atomic writes): when a job starts and when it ends.
 //!   A job's final status is written before the job reports its end. When that write fails, the live status says so
 //!   ([`MSG_NOT_SAVED`]), it is logged at level error, and the job's thread retries it every
-//!   [`HOTCOPY_STATUS_RETRY_INTERVAL`], [`HOTCOPY_STATUS_RETRIES`] times (and [`HotCopyManager::shutdown`] once more).
+//!   [`HOTCOPY_STATUS_RETRY_INTERVAL`], [`HOTCOPY_STATUS_RETRIES`](crate::limits::HOTCOPY_STATUS_RETRIES) times
+//!   (and [`HotCopyManager::shutdown`] once more).
 //!   A manager that starts and finds a job persisted as running looks at its destinations: a job whose element every
 //!   backup set lists as completed (its `control/element` names the hot copy), or a simple copy whose directory is in
 //!   place, completed and is reported so ([`MSG_RECOGNISED`]); any other is marked failed ([`MSG_PROCESS_STOPPED`]):
@@ -44,8 +45,7 @@ use crate::hotcopy::{
     MSG_CANCELLED, MSG_COMPLETED, MSG_FAILED_PREFIX, MSG_NOT_SAVED, MSG_PROCESS_STOPPED, MSG_RECOGNISED,
 };
 use crate::limits::{
-    HOTCOPY_MAX_KEPT_STATUSES, HOTCOPY_MAX_STATUS_FILE_BYTES, HOTCOPY_READY_TIMEOUT, HOTCOPY_STATUS_RETRIES,
-    HOTCOPY_STATUS_RETRY_INTERVAL,
+    HOTCOPY_MAX_KEPT_STATUSES, HOTCOPY_MAX_STATUS_FILE_BYTES, HOTCOPY_READY_TIMEOUT, HOTCOPY_STATUS_RETRY_INTERVAL,
 };
 use crate::paths::resolve_existing;
 
@@ -962,7 +962,7 @@ fn run_job(inner: &Inner, job: &Job, specs: Vec<ParticipantSpec>) {
         Ok(()) => *lock(&job.terminal) = Some(status),
         Err(e) => {
             tracing::error!(id = %job.id, error = %e, "could not persist the final status of the hot copy; retrying \
-                every {HOTCOPY_STATUS_RETRY_INTERVAL:?}, {HOTCOPY_STATUS_RETRIES} times");
+                every {HOTCOPY_STATUS_RETRY_INTERVAL:?}, {} times", fault::status_retries());
             // The live status first, then what is to be saved: a save in between (at shutdown) finds nothing.
             *lock(&job.terminal) = Some(not_saved(&status, &format!("{e}; retrying")));
             *lock(&job.unsaved) = Some(status);
@@ -998,7 +998,8 @@ fn save_unsaved(dir: &Path, job: &Job) -> Option<Result<(), HotCopyError>> {
 /// saved.
 fn retry_final(inner: &Inner, job: &Job) {
     let mut last = None;
-    for attempt in 1..=HOTCOPY_STATUS_RETRIES {
+    let retries = fault::status_retries();
+    for attempt in 1..=retries {
         std::thread::sleep(HOTCOPY_STATUS_RETRY_INTERVAL);
         match save_unsaved(&inner.status_dir, job) {
             None => return,
@@ -1012,7 +1013,7 @@ fn retry_final(inner: &Inner, job: &Job) {
     let unsaved = lock(&job.unsaved);
     if let (Some(status), Some(e)) = (unsaved.as_ref(), last) {
         let why = format!(
-            "{e}; gave up after {HOTCOPY_STATUS_RETRIES} more attempts: after a restart, a completed hot copy is \
+            "{e}; gave up after {retries} more attempts: after a restart, a completed hot copy is \
              recognised from its destinations"
         );
         tracing::error!(id = %job.id, error = %e, "could not persist the final status of the hot copy; gave up");
