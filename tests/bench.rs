@@ -189,6 +189,53 @@ fn bench_versus_cp_times_both_sides_alternately_and_leaves_its_scratch_empty() {
 }
 
 #[test]
+fn bench_versus_cp_restore_restores_the_set_each_run_and_leaves_its_scratch_empty() {
+    let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    let set = dir.path().join("set");
+    {
+        let srv = support::Server::start(&dir.path().join("data"), &[]);
+        srv.load(200, 2000);
+        srv.hot_copy("full", &set);
+        srv.load(100, 2000);
+        srv.hot_copy("journal", &set);
+    }
+    // What a restore writes, measured on a restore of its own: the sizes of the files in atoms/ and journal/.
+    let restored = dir.path().join("restored");
+    let out = support::backset(&["restore", "--restore-dir", &support::s(&restored), &support::s(&set)]);
+    assert!(out.status.success(), "{}", support::text(&out));
+    let written: u64 = ["atoms", "journal"]
+        .iter()
+        .flat_map(|d| std::fs::read_dir(restored.join(d)).unwrap())
+        .map(|e| e.unwrap().metadata().unwrap().len())
+        .sum();
+    let scratch = dir.path().join("scratch");
+    let (ok, out, err) = backset(&[
+        "bench".as_ref(),
+        "versus-cp".as_ref(),
+        set.as_os_str(),
+        scratch.as_os_str(),
+        "--restore".as_ref(),
+        "--runs".as_ref(),
+        "2".as_ref(),
+        "--json".as_ref(),
+    ]);
+    assert!(ok, "{err}");
+    assert_eq!(json(&out)["restore"], true, "{out}");
+    assert_eq!(field(&out, "bytes"), written.to_string(), "{out}");
+    assert_eq!(json(&out)["backset_seconds"].as_array().unwrap().len(), 2, "{out}");
+    assert_eq!(std::fs::read_dir(&scratch).unwrap().count(), 0, "the restores and the copies are removed");
+    // Not a backup set: the restore's own error, exit 1.
+    let (ok, _, err) = backset(&[
+        "bench".as_ref(),
+        "versus-cp".as_ref(),
+        restored.as_os_str(),
+        scratch.as_os_str(),
+        "--restore".as_ref(),
+    ]);
+    assert!(!ok && err.contains("backup set"), "{err}");
+}
+
+#[test]
 fn bench_foreground_measures_commits_in_each_phase_and_cleans_up() {
     let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
     let plot_dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();

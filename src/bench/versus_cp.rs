@@ -1,11 +1,13 @@
-//! `backset bench versus-cp`: the copier against `cp -a` (then `sync`) on the same tree, alternating which goes
-//! first, every run from a cold page cache, reported as each side's best and median.
+//! `backset bench versus-cp`: the copier (or, with `--restore`, a restore of the backup set) against `cp -a` (then
+//! `sync`) of the same tree, alternating which goes first, every run from a cold page cache, reported as each side's
+//! best and median.
 
 use std::path::PathBuf;
 use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 use backset_copier::{Copier, CopyRequest, JobControl, Options};
+use backset_engine::restore::{RestoreOptions, RestorePoint};
 
 use super::copy::backend;
 use super::files::{walk, Scratch};
@@ -13,7 +15,7 @@ use super::files::{walk, Scratch};
 /// Options of `backset bench versus-cp`.
 #[derive(clap::Args, Debug)]
 pub struct VersusArgs {
-    /// Directory to copy (regular files, recursively; symlinks are skipped).
+    /// Directory to copy (regular files, recursively; symlinks are skipped); with --restore, a backup set.
     source: PathBuf,
     /// Directory (on the disk to measure) in which the copies are made (one per run and side, all removed at the
     /// end: it needs twice --runs times the source's size free); created if missing.
@@ -24,6 +26,10 @@ pub struct VersusArgs {
     /// I/O backend: uring or portable (default: uring where available).
     #[arg(long, value_parser = ["uring", "portable"])]
     io: Option<String>,
+    /// Measure a restore of the backup set SOURCE (to its latest restorable transaction, every byte verified, made
+    /// durable) instead of a copy with the copier; `cp -a` still copies the whole set.
+    #[arg(long)]
+    restore: bool,
     /// Print one JSON object instead of text.
     #[arg(long)]
     json: bool,
@@ -50,7 +56,7 @@ pub(super) fn versus_cp(args: &VersusArgs) -> Result<()> {
     let scratch = Scratch(args.scratch.join(format!(".backset-versus-{}", uuid::Uuid::new_v4().simple())));
     std::fs::create_dir(&scratch.0).with_context(|| format!("create {}", scratch.0.display()))?;
     let opts = Options { backend: backend(args.io.as_deref()), ..Options::default() };
-    let mut copier = Copier::new(opts)?;
+    let mut copier = Copier::new(opts.clone())?;
     let mut cold = true;
     let mut bytes = 0;
     let (mut ours, mut theirs) = (Vec::new(), Vec::new());
@@ -62,9 +68,16 @@ pub(super) fn versus_cp(args: &VersusArgs) -> Result<()> {
         *cold &= cold_cache()?;
         // The walk is timed too: `cp -a` finds its files as it goes.
         let started = Instant::now();
-        let files = walk(&args.source)?;
-        let requests: Vec<_> = files.iter().map(|f| CopyRequest::file(args.source.join(f), target.join(f))).collect();
-        bytes = copier.copy(&requests, &JobControl::new(), None)?.bytes;
+        if args.restore {
+            let restore = RestoreOptions { copier: opts.clone(), ..RestoreOptions::default() };
+            let report = backset_engine::restore::restore(&args.source, &target, RestorePoint::Latest, &restore)?;
+            bytes = report.atom_bytes + report.journal_bytes;
+        } else {
+            let files = walk(&args.source)?;
+            let requests: Vec<_> =
+                files.iter().map(|f| CopyRequest::file(args.source.join(f), target.join(f))).collect();
+            bytes = copier.copy(&requests, &JobControl::new(), None)?.bytes;
+        }
         Ok(started.elapsed().as_secs_f64())
     };
     let run_cp = |run: u16, cold: &mut bool| -> Result<f64> {
@@ -102,6 +115,7 @@ pub(super) fn versus_cp(args: &VersusArgs) -> Result<()> {
     if args.json {
         let json = serde_json::json!({
             "bytes": bytes,
+            "restore": args.restore,
             "backend": backend,
             "cold_cache": cold,
             "backset_seconds": ours,
@@ -119,7 +133,8 @@ pub(super) fn versus_cp(args: &VersusArgs) -> Result<()> {
         if !cold {
             println!("warning: could not drop the page cache (needs root): cp -a may have read from it");
         }
-        println!("bytes {bytes}, backend {backend}, {} runs each, alternating who goes first", args.runs);
+        let what = if args.restore { "restored (atoms and journal written)" } else { "copied" };
+        println!("bytes {what} {bytes}, backend {backend}, {} runs each, alternating who goes first", args.runs);
         println!(
             "best     backset {:.3} s, cp -a + sync {:.3} s: backset {:.2}x as fast",
             summary.best.0,
