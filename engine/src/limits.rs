@@ -90,7 +90,8 @@ pub const HOTCOPY_READY_TIMEOUT: Duration = Duration::from_secs(10);
 /// How often a wait for a participant's initialisation also checks whether its job ended.
 pub const HOTCOPY_READY_POLL: Duration = Duration::from_millis(50);
 
-/// Buffer pool of the copier each hot copy participant makes (one per archive per job): the copier's default.
+/// Buffer pool of each archive's copier (one per SM, shared by all its hot copy jobs, kept while the manager lives):
+/// the copier's default.
 pub const HOTCOPY_COPIER_POOL_BYTES: usize = backset_copier::limits::POOL_BYTES_DEFAULT;
 
 const _: () = assert!(HOTCOPY_ATOM_BATCH_FILES >= 1);

@@ -16,7 +16,7 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use backset_copier::limit::JobLimiter;
-use backset_copier::{Copier, CopyError, CopyRequest, FileReport, JobControl, JobReport, Options, Throttle};
+use backset_copier::{CopyError, CopyRequest, FileReport, JobControl, JobReport, SmCopier, Throttle};
 use backset_format::atom::{AtomHeader, ATOM_HEADER_BYTES};
 use backset_format::dirfd::{remove_empty_dir, remove_path};
 use backset_format::fsio::sync_dir;
@@ -36,7 +36,7 @@ use crate::hotcopy::chains::{ChainOwner, JournalChains};
 use crate::hotcopy::coordinator::{Arrival, Coordinator};
 use crate::hotcopy::fault;
 use crate::hotcopy::{error_chain, HotCopyError, HotCopyType, Stage};
-use crate::limits::{HOTCOPY_ATOM_BATCH_FILES, HOTCOPY_COPIER_POOL_BYTES, HOTCOPY_READY_POLL};
+use crate::limits::{HOTCOPY_ATOM_BATCH_FILES, HOTCOPY_READY_POLL};
 use crate::paths::{check_parent, create_dir};
 use crate::set::{dir_content, read_head, BackupSet, Begun, DirContent, SetError, SetWriter};
 
@@ -207,16 +207,19 @@ pub(crate) struct JobContext<'a> {
     pub chains: &'a JournalChains,
 }
 
-/// Runs one participant to the end. On an error it tells the coordinator (which stops the others) and leaves its
-/// set as valid as before.
+/// Runs one participant to the end, copying through its SM's copier (`None`: the manager serves no such archive). On
+/// an error it tells the coordinator (which stops the others) and leaves its set as valid as before.
 pub(crate) fn run_participant(
     ctx: &JobContext<'_>,
     spec: &ParticipantSpec,
     live: &ParticipantLive,
     limiter: &JobLimiter,
+    copier: Option<Result<SmCopier, CopyError>>,
 ) -> Result<(), HotCopyError> {
     let archive_id = spec.archive.identity().archive_id;
-    let copier = Copier::new(Options { pool_bytes: HOTCOPY_COPIER_POOL_BYTES, ..Options::default() });
+    let copier = copier.unwrap_or_else(|| {
+        Err(CopyError::Setup { backend: "copier", reason: format!("no copier for archive {archive_id}") })
+    });
     let mut work = match copier {
         Ok(copier) => Work {
             ctx,
@@ -249,10 +252,10 @@ pub(crate) fn run_participant(
     result
 }
 
-/// Copies through the participant's copier, one copier call per batch, each with its own job control registered
-/// with the coordinator (so a cancel reaches it) and shown in the progress.
+/// Copies through the SM's copier (shared with the SM's other jobs), one copier call per batch, each with its own job
+/// control registered with the coordinator (so a cancel reaches it) and shown in the progress.
 struct Runner<'a> {
-    copier: Copier,
+    copier: SmCopier,
     limiter: &'a JobLimiter,
     coord: &'a Coordinator,
     live: &'a ParticipantLive,

@@ -2,6 +2,10 @@
 //!
 //! - Every archive has one [`SmLimiter`] (its SM's budget, unlimited until [`HotCopyManager::set_sm_rate`]) shared by
 //!   all its jobs; each job of each archive has its own [`JobLimiter`] capped at the request's `max_rate`.
+//! - Every archive has one [`SmCopier`] (its SM's buffer pool and io_uring ring, set up by the first job that needs it
+//!   and kept while the manager lives), to which all its jobs submit their copies: a full or incremental hot copy's
+//!   atoms and journal and a journal hot copy running beside it share the ring and the pool, fairly, instead of each
+//!   setting up its own ([`HotCopyManager::sm_copier`]).
 //! - Start ids: unique per start, as NuoDB's are. Each manager (each start of the SMs it serves) gives every archive's
 //!   SM a new start id, following the last one handed out in its data directory ([`LAST_START_ID_FILE`], written
 //!   durably before any is used; the first start gives `1..=N` in archive id order). A job keeps the start ids it was
@@ -25,6 +29,7 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use backset_copier::limit::{JobLimiter, SmLimiter};
+use backset_copier::{CopyError, Options, SmCopier};
 use backset_format::dirfd::{is_link, DirFd};
 use backset_format::fsio::{write_file_atomic, TMP_FILE_PREFIX};
 use backset_format::Participant;
@@ -45,7 +50,8 @@ use crate::hotcopy::{
     MSG_CANCELLED, MSG_COMPLETED, MSG_FAILED_PREFIX, MSG_NOT_SAVED, MSG_PROCESS_STOPPED, MSG_RECOGNISED,
 };
 use crate::limits::{
-    HOTCOPY_MAX_KEPT_STATUSES, HOTCOPY_MAX_STATUS_FILE_BYTES, HOTCOPY_READY_TIMEOUT, HOTCOPY_STATUS_RETRY_INTERVAL,
+    HOTCOPY_COPIER_POOL_BYTES, HOTCOPY_MAX_KEPT_STATUSES, HOTCOPY_MAX_STATUS_FILE_BYTES, HOTCOPY_READY_TIMEOUT,
+    HOTCOPY_STATUS_RETRY_INTERVAL,
 };
 use crate::paths::resolve_existing;
 
@@ -195,6 +201,8 @@ struct Inner {
     archives: BTreeMap<u64, Arc<dyn Archive>>,
     identities: Vec<ArchiveIdentity>,
     limiters: BTreeMap<u64, SmLimiter>,
+    /// Each archive's copier, made by the first job that needs it (`None` until then, or after its setup failed).
+    copiers: BTreeMap<u64, Mutex<Option<SmCopier>>>,
     status_dir: PathBuf,
     jobs: Mutex<BTreeMap<Uuid, Arc<Job>>>,
     running_types: Mutex<HashSet<(u64, HotCopyType)>>,
@@ -283,6 +291,7 @@ impl HotCopyManager {
             inner: Arc::new(Inner {
                 database_name: first.database_name.clone(),
                 limiters: map.keys().map(|&a| (a, SmLimiter::new(None))).collect(),
+                copiers: map.keys().map(|&a| (a, Mutex::new(None))).collect(),
                 archives: map,
                 identities,
                 status_dir,
@@ -321,6 +330,13 @@ impl HotCopyManager {
     /// The SM budget of an archive, shared by all its jobs (to read or change its rate).
     pub fn sm_limiter(&self, archive_id: u64) -> Option<&SmLimiter> {
         self.inner.limiters.get(&archive_id)
+    }
+
+    /// The copier of an archive's SM, shared by all its jobs: made (its pool mapped, its ring set up) by the first
+    /// call, then the same handle for every job. `None` for an archive this manager does not serve; a setup that
+    /// fails is tried again by the next call.
+    pub fn sm_copier(&self, archive_id: u64) -> Option<Result<SmCopier, CopyError>> {
+        self.inner.copiers.get(&archive_id).map(sm_copier)
     }
 
     /// Sets the SM budget of an archive, bytes per second (`None`: unlimited; `Some(0)`: paused), for all its jobs
@@ -828,6 +844,17 @@ impl HotCopyManager {
     }
 }
 
+/// The copier in `slot`, made on first use (see [`HotCopyManager::sm_copier`]).
+fn sm_copier(slot: &Mutex<Option<SmCopier>>) -> Result<SmCopier, CopyError> {
+    let mut slot = lock(slot);
+    if let Some(copier) = &*slot {
+        return Ok(copier.clone());
+    }
+    let copier = SmCopier::new(Options { pool_bytes: HOTCOPY_COPIER_POOL_BYTES, ..Options::default() })?;
+    *slot = Some(copier.clone());
+    Ok(copier)
+}
+
 /// Whether one of two directories is, or is inside, the other (lexically).
 fn overlap(a: &Path, b: &Path) -> bool {
     a.starts_with(b) || b.starts_with(a)
@@ -885,8 +912,10 @@ fn run_job(inner: &Inner, job: &Job, specs: Vec<ParticipantSpec>) {
     };
     let one = |spec: &ParticipantSpec| {
         let p = &run.participants[spec.index];
-        let r =
-            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| run_participant(&ctx, spec, &p.live, &p.limiter)));
+        let copier = inner.copiers.get(&p.archive_id).map(sm_copier);
+        let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            run_participant(&ctx, spec, &p.live, &p.limiter, copier)
+        }));
         r.unwrap_or_else(|panic| {
             let what = panic
                 .downcast_ref::<&str>()
