@@ -2,6 +2,7 @@
 //! structurally and restore (by the test's own restore) to exactly the workload's replay oracle at each end point,
 //! also with every earlier `data/` moved away; a simple hot copy opens as the database at its end point; a
 //! coordinated hot copy of two storage groups shares one end point, and the storage group rule refuses a partial one.
+//! Every job of an archive copies through its SM's one copier.
 
 mod support;
 
@@ -78,6 +79,11 @@ fn full_incremental_and_journal_elements_restore_the_state_at_each_end_point() {
     wait_completed(&m, m.start(req(HotCopyType::Incremental)).unwrap());
     more_load(&wl, 200, LOAD_TIMEOUT);
     let j3 = wait_completed(&m, m.start(req(HotCopyType::Journal)).unwrap());
+    // All six jobs of archive 0 copied through its SM's one copier: one ring and one pool, set up once for all.
+    let stats = m.sm_copier(0).unwrap().unwrap().stats();
+    assert!(stats.jobs_started >= 6, "six jobs, one copier call or more each: {stats:?}");
+    assert_eq!(stats.rings_set_up, u64::from(stats.backend.name() == "uring"), "{stats:?}");
+    assert_eq!(stats.jobs_running, 0, "{stats:?}");
     move_data_back(&moved);
     move_data_back(&moved2);
     move_data_back(&moved3);
@@ -200,6 +206,10 @@ fn a_coordinated_hot_copy_of_two_storage_groups_shares_one_end_point() {
         m.start(HotCopyRequest::new(HotCopyType::Full).backup_dir(0, &alone).partial_storage_groups(true)).unwrap(),
     );
     assert_eq!(partial.participants.len(), 1);
+    // Each SM has its own copier, which all its jobs used: archive 0 ran three jobs, archive 1 two.
+    let jobs_of = |a| m.sm_copier(a).unwrap().unwrap().stats().jobs_started;
+    assert!(jobs_of(0) >= 3 && jobs_of(1) >= 2, "{} and {} copier calls", jobs_of(0), jobs_of(1));
+    assert!(m.sm_copier(2).is_none(), "no copier for an archive the manager does not serve");
     let report = wl.stop();
     assert!(report.errors.is_empty(), "{:?}", report.errors);
     let crossing = report

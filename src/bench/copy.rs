@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Result};
 use backset_copier::limit::{JobLimiter, SmLimiter};
 use backset_copier::{
-    BackendChoice, Copier, CopyError, CopyRequest, FileReport, JobControl, JobReport, Options, Throttle,
+    BackendChoice, CopyError, CopyRequest, FileReport, JobControl, JobReport, Options, SmCopier, Throttle,
 };
 
 use super::files::walk;
@@ -110,30 +110,28 @@ pub(super) fn backend(io: Option<&str>) -> BackendChoice {
 }
 
 /// Runs `requests` as `jobs` concurrent jobs (request i in job i % jobs) sharing one SM budget of `max_rate`, and
-/// samples the bytes read at every window boundary and when the last byte was read. The jobs' copiers are set up
-/// (rings, registered pools) before the SM budget and the windows start, as an SM's copiers would be: the windows
-/// measure the throttle, not the setup.
+/// samples the bytes read at every window boundary and when the last byte was read. The jobs share one SM copier (one
+/// ring, one registered pool), set up before the SM budget and the windows start, as an SM's is: the windows measure
+/// the throttle, not the setup.
 fn run_jobs(requests: &[CopyRequest], jobs: usize, opts: &Options, max_rate: Option<u64>) -> Result<Measured> {
     let sm = OnceLock::new();
     let (set_up, go) = (Barrier::new(jobs + 1), Barrier::new(jobs + 1));
     let ctls: Vec<JobControl> = (0..jobs).map(|_| JobControl::new()).collect();
     let running = AtomicUsize::new(jobs);
-    // The job's seconds count the copiers' setup too; the windows start after it.
+    // The job's seconds count the copier's setup too; the windows start after it.
     let begun = Instant::now();
+    let copier = SmCopier::new(opts.clone())?;
     let (results, (windows, reading)) = std::thread::scope(|s| {
         let handles: Vec<_> = (0..jobs)
             .map(|j| {
-                let (sm, ctls, running, set_up, go) = (&sm, &ctls, &running, &set_up, &go);
+                let (sm, ctls, running, set_up, go, copier) = (&sm, &ctls, &running, &set_up, &go, &copier);
                 s.spawn(move || {
                     let mine: Vec<CopyRequest> = requests.iter().skip(j).step_by(jobs).cloned().collect();
-                    let copier = Copier::new(opts.clone());
                     set_up.wait();
                     go.wait();
-                    let result = copier.and_then(|mut copier| {
-                        // The SM budget is the bench's whole budget; jobs have no cap of their own.
-                        let limiter = max_rate.map(|_| JobLimiter::new(sm.get().expect("set before go"), None));
-                        copier.copy(&mine, &ctls[j], limiter.as_ref().map(|l| l as &dyn Throttle))
-                    });
+                    // The SM budget is the bench's whole budget; jobs have no cap of their own.
+                    let limiter = max_rate.map(|_| JobLimiter::new(sm.get().expect("set before go"), None));
+                    let result = copier.copy(&mine, &ctls[j], limiter.as_ref().map(|l| l as &dyn Throttle));
                     if result.is_err() {
                         // One failed job stops the others.
                         ctls.iter().for_each(JobControl::cancel);

@@ -504,8 +504,13 @@ impl Drop for Driver<'_> {
         }
         let abort = AbortOnUnwind;
         self.stop_all(&bug("the SM's io_uring thread stopped"));
-        while self.ring.in_kernel() > 0 || self.jobs.iter().any(|j| j.run.queue.in_flight() > 0) {
+        loop {
+            // What the jobs queued goes in too (it may point into their state as much as what is in the kernel), so
+            // that every job's `in_flight` reaches 0.
             self.submit();
+            if self.ring.in_kernel() == 0 {
+                break;
+            }
             self.ring.wait_or_abort();
             self.dispatch();
         }
