@@ -36,6 +36,8 @@ pub struct FileConfig {
     pub sms: Option<usize>,
     /// `--storage-groups`.
     pub storage_groups: Option<usize>,
+    /// `--atom-buckets`.
+    pub atom_buckets: Option<u32>,
     /// `--journal-hot-copy`.
     pub journal_hot_copy: Option<Toggle>,
     /// `--journal-segment-bytes`.

@@ -13,6 +13,7 @@ use anyhow::{bail, ensure, Context, Result};
 use backset_engine::check::{check_set, CheckOptions};
 use backset_engine::hotcopy::{HotCopyManager, HotCopyRequest, HotCopyStatus, HotCopyType, JobState};
 use backset_engine::restore::{restore, RestoreOptions, RestorePoint};
+use backset_refstore::limits::MAX_ATOM_BUCKETS;
 use backset_refstore::workload::{replay_upto, Workload, WorkloadConfig};
 use backset_refstore::{read_archive, Config, Database};
 
@@ -29,6 +30,10 @@ pub struct Args {
     /// Seconds the workload runs before the first hot copy and between hot copies.
     #[arg(long, default_value_t = 2.0, allow_negative_numbers = true, value_parser = parse_seconds)]
     pause: f64,
+    /// Atoms per storage group of the database the demo creates, 1 to 1048576. The default, 4096, suits the demo's
+    /// tens of megabytes (atoms of about 10 KiB); the store's own default (65536) is for databases of 1 GiB and more.
+    #[arg(long, value_name = "N", default_value_t = DEMO_ATOM_BUCKETS, value_parser = clap::value_parser!(u32).range(1..=i64::from(MAX_ATOM_BUCKETS)))]
+    atom_buckets: u32,
 }
 
 fn parse_seconds(s: &str) -> Result<f64, String> {
@@ -37,6 +42,9 @@ fn parse_seconds(s: &str) -> Result<f64, String> {
         _ => Err(format!("{s:?} is not a number of seconds between 0 and 600")),
     }
 }
+
+/// Atoms of the demo's database (`--atom-buckets`).
+const DEMO_ATOM_BUCKETS: u32 = 4096;
 
 /// Longest the demo waits for one hot copy.
 const HOT_COPY_TIMEOUT: Duration = Duration::from_secs(600);
@@ -55,10 +63,14 @@ pub fn run(args: &Args) -> Result<()> {
     let (db_dir, set_dir, restored) = (root.join("database"), root.join("backup-set"), root.join("restored"));
 
     // The embedded database keeps its journal until journal hot copies have copied it (DESIGN.md: `serve`'s default).
-    let config = Config { journal_hot_copy: true, ..Config::new("demo") };
+    let config = Config { journal_hot_copy: true, atom_buckets: Some(args.atom_buckets), ..Config::new("demo") };
     backset_engine::lock::set_program_name("backset demo");
     let db = Arc::new(Database::open(&db_dir, config).context("open the embedded database")?);
-    println!("database  demo: 1 storage manager, journal-hot-copy enabled, archive in {}", db_dir.join("0").display());
+    println!(
+        "database  demo: 1 storage manager, {} atoms, journal-hot-copy enabled, archive in {}",
+        db.meta().atom_buckets,
+        db_dir.join("0").display()
+    );
     let workload = Workload::start(
         Arc::clone(&db),
         WorkloadConfig {

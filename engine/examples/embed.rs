@@ -118,7 +118,7 @@ impl Archive for TinySm {
             let bytes = fs::read(&path).map_err(io("read", &path))?;
             let header = AtomHeader::parse(&bytes)
                 .map_err(|e| ArchiveError::Damaged { path: path.clone(), reason: e.to_string() })?;
-            out.push(AtomFile { atom_id, path, lsn: header.lsn });
+            out.push(AtomFile { atom_id, path, lsn: header.lsn, bytes: Some(bytes.len() as u64) });
         }
         out.sort_by_key(|a| a.atom_id);
         Ok(out)

@@ -70,6 +70,9 @@ pub struct AtomFile {
     /// The atom's LSN as of the listing. The file may be replaced (by a newer version) before it is copied: the
     /// header of the copied file is authoritative, never this figure.
     pub lsn: u64,
+    /// The file's size as of the listing, when the SM knows it without a system call (`None`: the hot copy takes it
+    /// from the file). Only the progress plan uses it; the copy reports what it copied.
+    pub bytes: Option<u64>,
 }
 
 /// A byte range of one journal segment that holds whole records, as returned by [`Archive::journal_slices`].
@@ -232,6 +235,13 @@ pub trait Archive: Send + Sync {
 
     /// The atom files on disk now, in increasing atom id order, with their LSNs as of the listing. An atom that
     /// holds no data has no file (a "dropped" atom); it may reappear later with a new file.
+    ///
+    /// An incremental copies an atom only when its listed LSN differs from the previous catalog's, so a listed LSN
+    /// must be that of a version holding every change below the recovery start of any pin taken before the listing
+    /// (G1): the file on disk at the listing, or the one it replaced while R could not pass the replacement. Every
+    /// hot copy calls this once per archive and the cost is per atom: an SM should answer from what it holds in
+    /// memory, without a system call per atom, as the reference store does (reading each file's header costs an
+    /// open, a read and a close per atom, which dominates a hot copy with nothing changed).
     fn atoms(&self) -> Result<Vec<AtomFile>, ArchiveError>;
 
     /// The archive's durable watermark: the highest t such that every record of this archive with txn id `<= t` is

@@ -152,7 +152,7 @@ fn a_journal_hot_copy_runs_beside_a_running_full() {
 fn atoms_dropped_before_or_during_an_incremental_are_recorded_dropped() {
     let dir = tempdir();
     let mut c = cfg("dropped", 1, true);
-    c.atom_buckets = backset_copier::limits::MAX_OPEN_FILES as u32 + 40;
+    c.atom_buckets = Some(backset_copier::limits::MAX_OPEN_FILES as u32 + 40);
     let db = Arc::new(Database::open(dir.path().join("db"), c).unwrap());
     let mut model = BTreeMap::new();
     let mut commit = |db: &Database, txn: Txn| {

@@ -39,7 +39,7 @@ fn multi_chunk_atoms_and_slices_restore_check_and_report() {
     let dir = tempdir();
     let mut cfg = config("large");
     cfg.segment_bytes = 64 << 20;
-    cfg.atom_buckets = 2;
+    cfg.atom_buckets = Some(2);
     cfg.journal_hot_copy = true;
     let db = Arc::new(Database::open(dir.path(), cfg).unwrap());
     let mut acked = Vec::new();

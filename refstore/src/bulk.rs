@@ -84,7 +84,7 @@ pub fn bulk_load(root: &Path, config: &Config, spec: &BulkSpec) -> Result<BulkRe
             reason: format!("{} already holds a database; bulk load into an empty directory", root.display()),
         });
     }
-    let meta = DbMeta::from_config(config);
+    let meta = DbMeta::from_config(config)?;
     let routing = routing_of(&meta);
     let sms = config.sms;
 

@@ -16,8 +16,8 @@ use uuid::Uuid;
 
 use crate::error::StoreError;
 use crate::limits::{
-    DEFAULT_ATOM_BUCKETS, DEFAULT_CHECKPOINT_INTERVAL, DEFAULT_SEGMENT_BYTES, MAX_ATOM_BUCKETS,
-    MAX_CONFIG_SEGMENT_BYTES, MAX_DB_META_BYTES, MAX_SMS, MIN_SEGMENT_BYTES,
+    default_atom_buckets, DEFAULT_ATOM_BUCKETS, DEFAULT_CHECKPOINT_INTERVAL, DEFAULT_SEGMENT_BYTES, MAX_ARCHIVE_ATOMS,
+    MAX_ATOM_BUCKETS, MAX_CONFIG_SEGMENT_BYTES, MAX_DB_META_BYTES, MAX_SMS, MIN_SEGMENT_BYTES,
 };
 
 /// File name of the database metadata file in the store's root.
@@ -46,8 +46,10 @@ pub struct Config {
     pub database_id: Option<Uuid>,
     /// Number of SMs, archive ids `0..sms` (*fixed*).
     pub sms: usize,
-    /// Atoms per storage group, 1..=`MAX_ATOM_BUCKETS` (*fixed*).
-    pub atom_buckets: u32,
+    /// Atoms (hash buckets) per storage group, 1..=`MAX_ATOM_BUCKETS` (*fixed*): `None` takes the stored count, or
+    /// at creation `limits::default_atom_buckets` (`DEFAULT_ATOM_BUCKETS` unless one archive serves many storage
+    /// groups). At creation the archive serving the most groups may have at most `MAX_ARCHIVE_ATOMS` atoms.
+    pub atom_buckets: Option<u32>,
     /// Storage groups (*fixed*); `None`: every SM holds all data and journals every commit.
     pub storage_groups: Option<Vec<StorageGroup>>,
     /// Journal segment rollover size, `MIN_SEGMENT_BYTES..=MAX_CONFIG_SEGMENT_BYTES`.
@@ -62,14 +64,15 @@ pub struct Config {
 }
 
 impl Config {
-    /// Defaults for database `name`: one SM, no storage groups, `DEFAULT_ATOM_BUCKETS`, `DEFAULT_SEGMENT_BYTES`,
+    /// Defaults for database `name`: one SM, no storage groups, the stored atom buckets (`DEFAULT_ATOM_BUCKETS` for
+    /// a new database), `DEFAULT_SEGMENT_BYTES`,
     /// checkpoints every `DEFAULT_CHECKPOINT_INTERVAL`, journal hot copy disabled (NuoDB's default).
     pub fn new(name: impl Into<String>) -> Self {
         Self {
             name: name.into(),
             database_id: None,
             sms: 1,
-            atom_buckets: DEFAULT_ATOM_BUCKETS,
+            atom_buckets: None,
             storage_groups: None,
             segment_bytes: DEFAULT_SEGMENT_BYTES,
             checkpoint_interval: Some(DEFAULT_CHECKPOINT_INTERVAL),
@@ -81,6 +84,27 @@ impl Config {
     /// Whether SM `archive_id` retains its journal for journal hot copies.
     pub fn journal_hot_copy_of(&self, archive_id: usize) -> bool {
         self.journal_hot_copy_per_sm.as_ref().and_then(|v| v.get(archive_id).copied()).unwrap_or(self.journal_hot_copy)
+    }
+
+    /// Storage groups served by the archive that serves the most (1 without storage groups).
+    pub fn groups_per_archive(&self) -> u64 {
+        match &self.storage_groups {
+            None => 1,
+            Some(groups) => {
+                let mut served = vec![0u64; self.sms];
+                for &a in groups.iter().flat_map(|g| &g.archives) {
+                    if let Some(n) = served.get_mut(a as usize) {
+                        *n += 1;
+                    }
+                }
+                served.into_iter().max().unwrap_or(1).max(1)
+            }
+        }
+    }
+
+    /// The atom buckets a database created with this configuration gets.
+    pub fn atom_buckets_at_creation(&self) -> u32 {
+        self.atom_buckets.unwrap_or_else(|| default_atom_buckets(self.groups_per_archive()))
     }
 
     /// Checks every setting against its limit.
@@ -97,8 +121,11 @@ impl Config {
         if self.sms == 0 || self.sms > MAX_SMS {
             return bad(format!("sms = {}, must be 1..={MAX_SMS}", self.sms));
         }
-        if self.atom_buckets == 0 || self.atom_buckets > MAX_ATOM_BUCKETS {
-            return bad(format!("atom_buckets = {}, must be 1..={MAX_ATOM_BUCKETS}", self.atom_buckets));
+        if let Some(n) = self.atom_buckets.filter(|n| !(1..=MAX_ATOM_BUCKETS).contains(n)) {
+            return bad(format!(
+                "atom_buckets = {n}, must be 1..={MAX_ATOM_BUCKETS} (atoms per storage group; the default is \
+                 {DEFAULT_ATOM_BUCKETS})"
+            ));
         }
         if !(MIN_SEGMENT_BYTES..=MAX_CONFIG_SEGMENT_BYTES).contains(&self.segment_bytes) {
             return bad(format!(
@@ -164,23 +191,38 @@ pub struct DbMeta {
     pub database_id: Uuid,
     /// Number of SMs.
     pub sms: u64,
-    /// Atoms per storage group.
+    /// Atoms (hash buckets) per storage group, as chosen at creation.
     pub atom_buckets: u32,
     /// Storage groups, if any.
     pub storage_groups: Option<Vec<StorageGroup>>,
 }
 
 impl DbMeta {
-    /// The metadata of a new database made with `config` (a new random id unless the config gives one).
-    pub fn from_config(config: &Config) -> Self {
-        Self {
+    /// The metadata of a new database made with `config` (a new random id unless the config gives one). Refuses
+    /// atom buckets that would give an archive more than `MAX_ARCHIVE_ATOMS` atoms (a limit of new databases only:
+    /// one created before it opens as it is).
+    pub fn from_config(config: &Config) -> Result<Self, StoreError> {
+        let atom_buckets = config.atom_buckets_at_creation();
+        let groups = config.groups_per_archive();
+        let atoms = u64::from(atom_buckets) * groups;
+        if atoms > MAX_ARCHIVE_ATOMS {
+            return Err(StoreError::Config {
+                reason: format!(
+                    "atom_buckets = {atom_buckets} per storage group, times {groups} storage groups on one archive, \
+                     gives {atoms} atoms, more than the limit of {MAX_ARCHIVE_ATOMS} atoms per archive; give at most \
+                     {} atom buckets",
+                    MAX_ARCHIVE_ATOMS / groups
+                ),
+            });
+        }
+        Ok(Self {
             version: DB_META_VERSION,
             name: config.name.clone(),
             database_id: config.database_id.unwrap_or_else(Uuid::new_v4),
             sms: config.sms as u64,
-            atom_buckets: config.atom_buckets,
+            atom_buckets,
             storage_groups: config.storage_groups.clone(),
-        }
+        })
     }
 
     /// Checks that `config` asks for this database.
@@ -197,8 +239,8 @@ impl DbMeta {
         if self.sms != config.sms as u64 {
             return mismatch("sms", self.sms.to_string(), config.sms.to_string());
         }
-        if self.atom_buckets != config.atom_buckets {
-            return mismatch("atom_buckets", self.atom_buckets.to_string(), config.atom_buckets.to_string());
+        if let Some(n) = config.atom_buckets.filter(|&n| n != self.atom_buckets) {
+            return mismatch("atom_buckets", self.atom_buckets.to_string(), n.to_string());
         }
         if self.storage_groups != config.storage_groups {
             return mismatch(

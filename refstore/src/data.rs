@@ -28,16 +28,20 @@ pub(crate) struct AtomSlot {
     entries_len: u64,
     /// Body length from the file header, valid while not loaded.
     file_body_len: u64,
+    /// The atom file on disk as this store last wrote or found it: `(LSN, bytes)`, `None` when it has no file. What
+    /// the hot copy's listing reports without touching the file (`Archive::atoms`).
+    pub file: Option<(u64, u64)>,
 }
 
 impl AtomSlot {
     /// An atom known from its file header only.
     pub fn unloaded(lsn: u64, file_body_len: u64) -> Self {
-        Self { lsn, map: None, entries_len: 0, file_body_len }
+        let file = Some((lsn, ATOM_HEADER_BYTES as u64 + file_body_len));
+        Self { lsn, map: None, entries_len: 0, file_body_len, file }
     }
 
     fn empty() -> Self {
-        Self { lsn: 0, map: Some(BTreeMap::new()), entries_len: 0, file_body_len: 0 }
+        Self { lsn: 0, map: Some(BTreeMap::new()), entries_len: 0, file_body_len: 0, file: None }
     }
 
     /// Exact length of the atom's encoded body.

@@ -145,7 +145,7 @@ impl Database {
                 m.check(&root.join(DB_META_FILE), &config)?;
                 m.clone()
             }
-            None => DbMeta::from_config(&config),
+            None => DbMeta::from_config(&config)?,
         };
         let routing = routing_of(&meta);
         let mut recovered = Vec::with_capacity(config.sms);

@@ -20,7 +20,7 @@ fn fill(db: &Database, from: u64, n: u64) {
 fn a_reader_that_opened_an_atom_file_keeps_a_whole_version_across_a_checkpoint() {
     let dir = tempdir();
     let mut cfg = config("rename");
-    cfg.atom_buckets = 1;
+    cfg.atom_buckets = Some(1);
     let db = Database::open(dir.path(), cfg).unwrap();
     fill(&db, 0, 20);
     db.checkpoint_now().unwrap();
@@ -145,4 +145,55 @@ fn journal_hot_copy_retention_keeps_segments_until_they_are_copied() {
     db.checkpoint_now().unwrap();
     assert_eq!(sm.segments().len(), 1);
     assert_eq!(db.retained_journal_bytes(), 0);
+}
+
+#[test]
+fn the_atom_listing_from_memory_matches_the_files_on_disk() {
+    use backset_format::atom::{AtomHeader, ATOM_HEADER_BYTES};
+    let dir = tempdir();
+    let mut c = config("listing");
+    c.atom_buckets = Some(64);
+    let db = Database::open(dir.path(), c).unwrap();
+    let on_disk = |db: &Database| {
+        let atoms = db.root().join("0").join("atoms");
+        let mut v: Vec<(u64, u64, u64)> = std::fs::read_dir(&atoms)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.file_name().unwrap().len() == 16)
+            .map(|p| {
+                let bytes = std::fs::read(&p).unwrap();
+                let h = AtomHeader::parse(&bytes[..ATOM_HEADER_BYTES]).unwrap();
+                (h.atom_id, h.lsn, bytes.len() as u64)
+            })
+            .collect();
+        v.sort();
+        v
+    };
+    let listed = |db: &Database| {
+        let v: Vec<(u64, u64, u64)> =
+            db.archives()[0].atoms().unwrap().into_iter().map(|a| (a.atom_id, a.lsn, a.bytes.unwrap())).collect();
+        v
+    };
+    for round in 0..4u32 {
+        let mut txn = Txn::new();
+        for i in 0..200u32 {
+            if (i + round) % 3 == 0 {
+                txn = txn.delete(format!("k{i}"));
+            } else {
+                txn = txn.put(format!("k{i}"), vec![round as u8; (i as usize % 7) * 10 + 1]);
+            }
+        }
+        db.commit(&txn).unwrap();
+        // Not checkpointed yet: the listing still names the files as they are.
+        assert_eq!(listed(&db), on_disk(&db), "round {round} before its checkpoint");
+        db.checkpoint_now().unwrap();
+        assert_eq!(listed(&db), on_disk(&db), "round {round} after its checkpoint");
+    }
+    // Every key deleted: every atom file removed, none listed.
+    let mut txn = Txn::new();
+    txn.deletes = (0..200u32).map(|i| format!("k{i}").into_bytes()).collect();
+    db.commit(&txn).unwrap();
+    db.checkpoint_now().unwrap();
+    assert_eq!(listed(&db), Vec::new());
+    assert_eq!(on_disk(&db), Vec::new());
 }

@@ -45,7 +45,7 @@ fn acknowledged_commits_survive_a_crash_under_concurrent_writers_and_checkpoints
 fn recovery_replays_exactly_the_records_above_the_atom_lsn_and_is_idempotent() {
     let dir = tempdir();
     let mut cfg = config("replay");
-    cfg.atom_buckets = 1; // one atom: its LSN decides for every record
+    cfg.atom_buckets = Some(1); // one atom: its LSN decides for every record
     let db = Database::open(dir.path(), cfg.clone()).unwrap();
     for i in 0..10 {
         db.commit(&Txn::new().put(format!("k{i}"), "v1")).unwrap();

@@ -67,3 +67,68 @@ fn segment_size_is_bounded_both_ways() {
     c.segment_bytes = MAX_CONFIG_SEGMENT_BYTES;
     Database::open(dir.path(), c).unwrap().close().unwrap();
 }
+
+#[test]
+fn atom_buckets_are_bounded_per_group_and_per_archive() {
+    use backset_refstore::limits::{default_atom_buckets, DEFAULT_ATOM_BUCKETS, MAX_ARCHIVE_ATOMS, MAX_ATOM_BUCKETS};
+    use backset_refstore::StorageGroup;
+    let dir = tempdir();
+    // Per storage group: MAX_ATOM_BUCKETS opens, one more (and 0) is refused naming the limit.
+    for bad in [0, MAX_ATOM_BUCKETS + 1] {
+        let mut c = config("buckets");
+        c.atom_buckets = Some(bad);
+        let e = Database::open(dir.path().join("bad"), c).unwrap_err();
+        assert!(matches!(e, StoreError::Config { .. }), "{e}");
+        assert!(e.to_string().contains(&format!("atom_buckets = {bad}, must be 1..={MAX_ATOM_BUCKETS}")), "{e}");
+    }
+    let mut c = config("buckets");
+    c.atom_buckets = Some(MAX_ATOM_BUCKETS);
+    let db = Database::open(dir.path().join("max"), c).unwrap();
+    db.commit(&Txn::new().put("k", "v")).unwrap();
+    assert!(db.atom_of(b"k") < u64::from(MAX_ATOM_BUCKETS));
+    db.close().unwrap();
+
+    // Per archive: buckets times the groups one archive serves, at most MAX_ARCHIVE_ATOMS.
+    let groups = |n: u32| {
+        Some((1..=n).map(|id| StorageGroup { id, name: format!("g{id}"), archives: vec![0] }).collect::<Vec<_>>())
+    };
+    let per_group = (MAX_ARCHIVE_ATOMS / 2) as u32;
+    let mut c = config("archive");
+    (c.storage_groups, c.atom_buckets) = (groups(2), Some(per_group));
+    Database::open(dir.path().join("two"), c).unwrap().close().unwrap();
+    let mut c = config("archive");
+    (c.storage_groups, c.atom_buckets) = (groups(3), Some(per_group));
+    let e = Database::open(dir.path().join("three"), c).unwrap_err();
+    assert!(e.to_string().contains(&format!("more than the limit of {MAX_ARCHIVE_ATOMS} atoms per archive")), "{e}");
+    // Without a count, the default shrinks to fit the archive serving the most groups.
+    assert_eq!(default_atom_buckets(1), DEFAULT_ATOM_BUCKETS);
+    let many = MAX_ARCHIVE_ATOMS / u64::from(DEFAULT_ATOM_BUCKETS) * 4;
+    assert_eq!(u64::from(default_atom_buckets(many)), MAX_ARCHIVE_ATOMS / many);
+    let mut c = config("archive");
+    (c.storage_groups, c.atom_buckets) = (groups(many as u32), None);
+    let db = Database::open(dir.path().join("many"), c).unwrap();
+    assert_eq!(u64::from(db.meta().atom_buckets) * many, MAX_ARCHIVE_ATOMS);
+}
+
+#[test]
+fn a_database_keeps_the_atom_buckets_it_was_created_with() {
+    let dir = tempdir();
+    let mut c = config("kept");
+    c.atom_buckets = Some(300);
+    let db = Database::open(dir.path(), c).unwrap();
+    db.commit(&Txn::new().put("k", "v")).unwrap();
+    db.close().unwrap();
+    drop(db);
+    // Opened without a count (as a database created before the default changed is): the stored one.
+    let mut c = config("kept");
+    c.atom_buckets = None;
+    let db = Database::open(dir.path(), c).unwrap();
+    assert_eq!(db.meta().atom_buckets, 300);
+    assert_eq!(db.get(b"k").unwrap().as_deref(), Some(&b"v"[..]));
+    db.close().unwrap();
+    drop(db);
+    let mut c = config("kept");
+    c.atom_buckets = Some(256);
+    let e = Database::open(dir.path(), c).unwrap_err();
+    assert!(e.to_string().contains("created with atom_buckets = 300, the configuration asks for 256"), "{e}");
+}

@@ -166,7 +166,7 @@ fn storage_group_configuration_is_checked() {
     db.close().unwrap();
     drop(db);
     let mut c = grouped("bad");
-    c.atom_buckets = 8;
+    c.atom_buckets = Some(8);
     let e = Database::open(dir.path(), c).unwrap_err();
     assert!(e.to_string().contains("atom_buckets = 16"), "{e}");
 }

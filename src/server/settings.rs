@@ -8,7 +8,8 @@ use std::path::PathBuf;
 use anyhow::Result;
 use backset_format::limits::MAX_STORAGE_GROUPS;
 use backset_refstore::limits::{
-    DEFAULT_RETAINED_JOURNAL_WARN_BYTES, DEFAULT_SEGMENT_BYTES, MAX_CONFIG_SEGMENT_BYTES, MAX_SMS, MIN_SEGMENT_BYTES,
+    DEFAULT_ATOM_BUCKETS, DEFAULT_RETAINED_JOURNAL_WARN_BYTES, DEFAULT_SEGMENT_BYTES, MAX_ARCHIVE_ATOMS,
+    MAX_ATOM_BUCKETS, MAX_CONFIG_SEGMENT_BYTES, MAX_SMS, MIN_SEGMENT_BYTES,
 };
 use backset_refstore::workload::WorkloadConfig;
 
@@ -42,6 +43,12 @@ pub struct Args {
     /// is created. Without it every SM holds all data.
     #[arg(long, value_name = "N", allow_negative_numbers = true, value_parser = crate::cli::count::<usize>)]
     pub storage_groups: Option<usize>,
+    /// Atoms per storage group (hash buckets the keys are spread over), 1 to 1048576. Fixed when the database is
+    /// created (default 65536: atoms of about 16 KiB in an archive of 1 GiB, 16 MiB in one of 1 TiB); an existing
+    /// database keeps its own, and giving another is refused. An incremental copies every atom changed since the
+    /// previous one whole: more, smaller atoms make incrementals of scattered changes smaller.
+    #[arg(long, value_name = "N", allow_negative_numbers = true, value_parser = crate::cli::count::<u32>)]
+    pub atom_buckets: Option<u32>,
     /// Whether the SMs keep their journal until a journal hot copy copied it (default enable; NuoDB's default is
     /// disable).
     #[arg(long, value_enum)]
@@ -70,6 +77,7 @@ pub(super) struct Settings {
     pub(super) data_dir: PathBuf,
     pub(super) sms: usize,
     pub(super) storage_groups: Option<usize>,
+    pub(super) atom_buckets: Option<u32>,
     pub(super) journal_hot_copy: Toggle,
     /// Per SM (archive id order) when the config file gives it per SM and the command line does not override it.
     pub(super) journal_hot_copy_per_sm: Option<Vec<Toggle>>,
@@ -148,6 +156,7 @@ impl Settings {
             data_dir: args.data_dir.clone().or(file.data_dir).unwrap_or_else(|| PathBuf::from("backset-data")),
             sms,
             storage_groups: args.storage_groups.or(file.storage_groups),
+            atom_buckets: args.atom_buckets.or(file.atom_buckets),
             journal_hot_copy: journal_hot_copy.unwrap_or(Toggle::Enable),
             journal_hot_copy_per_sm,
             journal_segment_bytes: args
@@ -178,6 +187,24 @@ impl Settings {
                 return usage(format!(
                     "--storage-groups {n}: give at least one group per SM (--sms {}) and at most {MAX_STORAGE_GROUPS}",
                     self.sms
+                ));
+            }
+        }
+        if let Some(n) = self.atom_buckets.filter(|n| !(1..=MAX_ATOM_BUCKETS).contains(n)) {
+            return usage(format!(
+                "--atom-buckets {n}: give 1 to {MAX_ATOM_BUCKETS} atoms per storage group (default \
+                 {DEFAULT_ATOM_BUCKETS})"
+            ));
+        }
+        if let (Some(n), Some(groups)) = (self.atom_buckets, self.storage_groups) {
+            // Group i is served by archive (i-1) mod sms: the first archive serves the most.
+            let per_archive = groups.div_ceil(self.sms) as u64;
+            if u64::from(n) * per_archive > MAX_ARCHIVE_ATOMS {
+                return usage(format!(
+                    "--atom-buckets {n} with {per_archive} storage groups on one archive gives {} atoms, more than \
+                     the limit of {MAX_ARCHIVE_ATOMS} atoms per archive: give at most {} atom buckets",
+                    u64::from(n) * per_archive,
+                    MAX_ARCHIVE_ATOMS / per_archive
                 ));
             }
         }

@@ -61,6 +61,7 @@ pub fn run(args: &Args) -> Result<()> {
     config.journal_hot_copy_per_sm =
         args.journal_hot_copy_per_sm.as_ref().map(|v| v.iter().map(|&t| t == Toggle::Enable).collect());
     config.segment_bytes = args.journal_segment_bytes;
+    config.atom_buckets = args.atom_buckets;
     if let Some(n) = args.storage_groups {
         config.storage_groups = Some(
             (1..=n)
@@ -126,6 +127,7 @@ pub fn run(args: &Args) -> Result<()> {
             args.listen,
             if app.token.is_some() { " (bearer token required)" } else { "" }
         );
+        tracing::info!("{} atoms per storage group (chosen when the database was created)", db.meta().atom_buckets);
         tracing::info!(
             "descriptor limit {nofile}: at most {max_connections} connections, {} of them waiting for hot copies; \
              idle connections close after {:?}",

@@ -366,7 +366,7 @@ impl Server {
     /// stop) and 100 kB more in its journal: a hot copy's progress moves file by file (the copier counts a file's
     /// bytes as it writes them, so a single journal file's come at once).
     pub fn start_with_atoms(data: &Path) -> Self {
-        let srv = Self::start(data, &[]);
+        let srv = Self::start(data, &["--atom-buckets", "256"]);
         srv.load(400, 2000);
         let (code, out) = srv.terminate();
         assert_eq!(code, Some(0), "{out}");

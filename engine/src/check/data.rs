@@ -266,7 +266,8 @@ pub(super) fn check_unread(set: &BackupSet, ctl: &JobControl, r: &mut CheckRepor
             scan.found.into_iter().filter(|(_, (_, size))| *size != u64::MAX).collect();
         found.sort();
         for f in files.unwrap_or_default() {
-            if !found.iter().any(|(key, _)| *key == (f.kind, f.id)) {
+            // `found` is sorted: a binary search, not a scan per file (a manifest may list millions of atoms).
+            if found.binary_search_by(|(key, _)| key.cmp(&(f.kind, f.id))).is_err() {
                 let rel = data.join(backset_format::layout::data_file_path(f.kind, f.id));
                 let path = storage.show(&rel);
                 if !matches!(storage.kind(&rel), Ok(Some(_))) {

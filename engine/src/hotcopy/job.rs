@@ -795,21 +795,21 @@ impl Work<'_> {
     /// journal from `journal_from` (R) to the durable end now.
     fn copy_atoms_stage(&mut self, journal_from: u64) -> Result<CopiedAtoms, HotCopyError> {
         self.set_stage(Stage::CopyAtoms)?;
-        let listing = self.archive().atoms()?;
+        let mut listing = self.archive().atoms()?;
+        if !listing.is_sorted_by_key(|a| a.atom_id) {
+            listing.sort_by_key(|a| a.atom_id);
+        }
         let prev = match &self.output {
             Some(Output::Element { prev_catalog: Some(c), .. }) => Some(c),
             _ => None,
         };
-        let wanted: Vec<AtomFile> = listing
+        let wanted = changed_atoms(&listing, prev);
+        // An atom gone since the listing counts 0 bytes here; the copy leaves it out. A stat only for an atom whose
+        // SM did not give its size.
+        let sizes: Vec<u64> = wanted
             .iter()
-            .filter(|a| match prev.and_then(|c| c.get(a.atom_id)) {
-                Some(CatalogEntry { lsn, state: AtomState::Present { .. }, .. }) => *lsn != a.lsn,
-                _ => true,
-            })
-            .cloned()
+            .map(|a| a.bytes.unwrap_or_else(|| fs::symlink_metadata(&a.path).map_or(0, |m| m.len())))
             .collect();
-        // An atom gone since the listing counts 0 bytes here; the copy leaves it out.
-        let sizes: Vec<u64> = wanted.iter().map(|a| fs::symlink_metadata(&a.path).map_or(0, |m| m.len())).collect();
         self.live.plan_atoms(Amount { bytes: sizes.iter().sum(), files: wanted.len() as u64 });
         self.plan_journal(journal_from);
         let dir = self.data_dir().join(ATOMS_DIR);
@@ -1158,30 +1158,62 @@ fn file_entry(kind: FileKind, id: u64, offset: u64, r: &FileReport) -> FileEntry
     FileEntry { kind, id, offset, size: r.bytes, hash: r.hash, chunk_hashes: r.chunk_hashes.clone() }
 }
 
+/// The atoms of `listing` (sorted by atom id) to copy: all of them without a previous catalog (a full), else those
+/// the previous catalog does not have present with the same LSN. One merge of the two sorted lists: linear in the
+/// atoms of both, no lookup per atom.
+fn changed_atoms(listing: &[AtomFile], prev: Option<&Catalog>) -> Vec<AtomFile> {
+    let Some(prev) = prev else { return listing.to_vec() };
+    let mut old = prev.atoms.iter().peekable();
+    let mut wanted = Vec::new();
+    for a in listing {
+        while old.next_if(|e| e.atom_id < a.atom_id).is_some() {}
+        let unchanged = old
+            .next_if(|e| e.atom_id == a.atom_id)
+            .is_some_and(|e| matches!(e.state, AtomState::Present { .. }) && e.lsn == a.lsn);
+        if !unchanged {
+            wanted.push(a.clone());
+        }
+    }
+    wanted
+}
+
 /// The cumulative catalog of a full or incremental: every atom of the listing (copied: LSN and hash of the copy;
 /// unchanged: the previous catalog's entry), and `Dropped` (with its last known LSN) for each atom the previous
-/// catalog had present that is gone now.
+/// catalog had present that is gone now. One merge of the listing, the copied atoms and the previous catalog, all
+/// sorted by atom id: linear in their lengths.
 fn catalog_entries(
     listing: &[AtomFile],
     copied: &BTreeMap<u64, CopiedAtom>,
     vanished: &HashSet<u64>,
     prev: Option<&Catalog>,
 ) -> Vec<CatalogEntry> {
-    let mut out: BTreeMap<u64, CatalogEntry> = BTreeMap::new();
+    let prev_atoms = prev.map(|p| p.atoms.as_slice()).unwrap_or_default();
+    let mut out: Vec<CatalogEntry> = Vec::with_capacity(listing.len().max(prev_atoms.len()));
+    let mut copied = copied.iter().peekable();
+    let mut old = prev_atoms.iter().peekable();
+    // What the previous catalog's entry becomes when the atom is not in the listing (or vanished before its copy).
+    let dropped = |e: &CatalogEntry| {
+        matches!(e.state, AtomState::Present { .. }).then_some(CatalogEntry {
+            atom_id: e.atom_id,
+            lsn: e.lsn,
+            state: AtomState::Dropped,
+        })
+    };
     for a in listing {
-        if let Some(c) = copied.get(&a.atom_id) {
+        while let Some(e) = old.next_if(|e| e.atom_id < a.atom_id) {
+            out.extend(dropped(e));
+        }
+        let before = old.next_if(|e| e.atom_id == a.atom_id);
+        while copied.next_if(|(&id, _)| id < a.atom_id).is_some() {}
+        if let Some((_, c)) = copied.next_if(|(&id, _)| id == a.atom_id) {
             let hash: Hash = c.report.hash;
-            out.insert(a.atom_id, CatalogEntry { atom_id: a.atom_id, lsn: c.lsn, state: AtomState::Present { hash } });
-        } else if !vanished.contains(&a.atom_id) {
-            if let Some(e) = prev.and_then(|p| p.get(a.atom_id)) {
-                out.insert(a.atom_id, *e);
-            }
+            out.push(CatalogEntry { atom_id: a.atom_id, lsn: c.lsn, state: AtomState::Present { hash } });
+        } else if vanished.contains(&a.atom_id) {
+            out.extend(before.and_then(dropped));
+        } else if let Some(e) = before {
+            out.push(*e);
         }
     }
-    for e in prev.map(|p| p.atoms.as_slice()).unwrap_or_default() {
-        if matches!(e.state, AtomState::Present { .. }) && !out.contains_key(&e.atom_id) {
-            out.insert(e.atom_id, CatalogEntry { atom_id: e.atom_id, lsn: e.lsn, state: AtomState::Dropped });
-        }
-    }
-    out.into_values().collect()
+    out.extend(old.filter_map(dropped));
+    out
 }

@@ -18,7 +18,7 @@ pub fn config(name: &str) -> Config {
     let mut c = Config::new(name);
     c.checkpoint_interval = None;
     c.segment_bytes = backset_refstore::limits::MIN_SEGMENT_BYTES;
-    c.atom_buckets = 16;
+    c.atom_buckets = Some(16);
     c
 }
 
