@@ -1,4 +1,5 @@
-//! End to end: `backset bench copy`, `disk`, `versus-cp` and `foreground` as the real binary on the real disk, and
+//! End to end: `backset bench copy`, `disk`, `versus-cp`, `foreground` and `incremental` as the real binary on the
+//! real disk, and
 //! the plots of `bench copy|foreground --plot`.
 
 mod support;
@@ -519,4 +520,38 @@ fn plot_on_a_bench_that_cannot_plot_is_a_usage_error() {
         assert!(stderr(&out).contains("--plot"), "{}", stderr(&out));
     }
     assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0, "nothing was written or measured");
+}
+
+#[test]
+fn bench_incremental_copies_the_changed_atoms_only_and_cleans_up() {
+    let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    let (ok, out, err) = backset(&[
+        "bench".as_ref(),
+        "incremental".as_ref(),
+        dir.path().as_os_str(),
+        "--size-mib".as_ref(),
+        "2".as_ref(),
+        "--atoms".as_ref(),
+        "1000".as_ref(),
+        "--json".as_ref(),
+    ]);
+    assert!(ok, "{err}");
+    let v = json(&out);
+    let n = |path: &[&str]| path.iter().fold(&v, |v, k| &v[*k]).as_u64().unwrap_or_else(|| panic!("{path:?}: {out}"));
+    // The atoms of the bulk-loaded keys (`bulk-<n, 12 digits>`) by the store's documented routing, and those the
+    // bench changes at 1%: every 100th atom id.
+    let atoms: std::collections::BTreeSet<u64> = (0..n(&["keys"]))
+        .map(|k| {
+            let h = blake3::hash(format!("bulk-{k:012}").as_bytes());
+            u64::from_le_bytes(h.as_bytes()[..8].try_into().unwrap()) % 1000
+        })
+        .collect();
+    let changed = atoms.iter().filter(|a| *a % 100 == 0).count() as u64;
+    assert!(changed > 0, "{out}");
+    assert_eq!(n(&["full", "files"]), atoms.len() as u64, "the full copies every atom: {out}");
+    assert_eq!(n(&["incremental", "files"]), changed, "the incremental copies the changed atoms: {out}");
+    assert_eq!(n(&["unchanged_incremental", "files"]), 0, "{out}");
+    assert_eq!(n(&["unchanged_incremental", "bytes"]), 0, "{out}");
+    assert!(n(&["incremental", "bytes"]) * 100 <= n(&["full", "bytes"]) * 3, "{out}");
+    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0, "the database and the set are removed");
 }

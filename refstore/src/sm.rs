@@ -3,7 +3,6 @@
 
 use std::collections::{BTreeMap, VecDeque};
 use std::fs;
-use std::io::Write;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -22,7 +21,7 @@ use crate::data::Data;
 use crate::error::StoreError;
 use crate::journal::JournalState;
 use crate::limits::{CHECKPOINT_SYNC_THREADS, DURABLE_POLL_INTERVAL};
-use crate::sync::{lock, sync_dir};
+use crate::sync::{lock, sync_dir, sync_files};
 
 /// A checkpoint's work on one atom: its id, and its new version (LSN, encoded file) or `None` to remove its file.
 type AtomJob = (u64, Option<(u64, Vec<u8>)>);
@@ -387,34 +386,17 @@ impl SmArchive {
         let tmp_of = |atom_id: u64| {
             self.atoms_dir.join(format!("{}{}", backset_format::fsio::TMP_FILE_PREFIX, atom_file_name(atom_id)))
         };
-        let mut written: Vec<(PathBuf, fs::File)> = Vec::new();
+        let mut written: Vec<PathBuf> = Vec::new();
         for (atom_id, job) in jobs {
             if let Some((_, bytes)) = job {
                 let tmp = tmp_of(*atom_id);
-                let file = fs::File::create(&tmp)
-                    .map_err(StoreError::io("create", &tmp))
-                    .and_then(|mut f| f.write_all(bytes).map(|()| f).map_err(StoreError::io("write", &tmp)));
-                match file {
-                    Ok(f) => written.push((tmp, f)),
-                    Err(e) => return (0, Err(e)),
+                if let Err(e) = fs::write(&tmp, bytes).map_err(StoreError::io("write", &tmp)) {
+                    return (0, Err(e));
                 }
+                written.push(tmp);
             }
         }
-        let threads = CHECKPOINT_SYNC_THREADS.min(written.len()).max(1);
-        let per_thread = written.len().div_ceil(threads).max(1);
-        let synced: Result<(), StoreError> = std::thread::scope(|scope| {
-            let handles: Vec<_> = written
-                .chunks(per_thread)
-                .map(|chunk| {
-                    scope.spawn(move || {
-                        chunk.iter().try_for_each(|(tmp, f)| f.sync_all().map_err(StoreError::io("fsync", tmp)))
-                    })
-                })
-                .collect();
-            handles.into_iter().try_for_each(|h| h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
-        });
-        drop(written);
-        if let Err(e) = synced {
+        if let Err(e) = sync_files(&written, CHECKPOINT_SYNC_THREADS) {
             return (0, Err(e));
         }
         for (done, (atom_id, job)) in jobs.iter().enumerate() {

@@ -1,13 +1,14 @@
 //! `backset bench`: measure the copier on this machine's disks, one module per bench: [`copy`] (a tree, one or more
 //! jobs under one rate limit), [`disk`] (write, read and copy rates, and a `--max-rate` to start from),
-//! [`versus_cp`] (the copier against `cp -a`, alternating, from a cold cache) and [`foreground`] (what a throttled hot
-//! copy costs the commits of a running database). [`files`] holds what they share: the source tree walk and the
-//! scratch directory; [`plot`] draws the per-second samples of `copy` and `foreground` (`--plot FILE.svg`).
+//! [`versus_cp`] (the copier against `cp -a`, alternating, from a cold cache), [`foreground`] (what a throttled hot
+//! copy costs the commits of a running database) and [`incremental`] (an incremental against a full). [`files`]
+//! holds what they share: the source tree walk and the scratch directory; [`plot`] draws the per-second samples of `copy` and `foreground` (`--plot FILE.svg`).
 
 mod copy;
 mod disk;
 mod files;
 mod foreground;
+mod incremental;
 mod plot;
 mod versus_cp;
 
@@ -16,6 +17,7 @@ use anyhow::Result;
 use copy::CopyArgs;
 use disk::DiskArgs;
 use foreground::ForegroundArgs;
+use incremental::IncrementalArgs;
 use versus_cp::VersusArgs;
 
 /// `backset bench ...`
@@ -44,6 +46,13 @@ pub enum Command {
     ///
     /// Example: `backset bench foreground target/fg --size-mib 1024 --max-rate 50`
     Foreground(ForegroundArgs),
+    /// What an incremental hot copy costs against a full: bulk-loads an archive of --size-mib in --atoms atoms, takes
+    /// a full, rewrites one key in --changed-percent of the atoms, takes an incremental, then one with nothing
+    /// changed (the listing and catalog cost), and reports the bytes, files and seconds of each and the ratios
+    /// (docs/PERFORMANCE.md's bar: at most 3% of a full after changes to 1% of the atoms).
+    ///
+    /// Example: `backset bench incremental target/inc --size-mib 1024 --atoms 1000000`
+    Incremental(IncrementalArgs),
 }
 
 pub fn run(cmd: &Command) -> Result<()> {
@@ -52,5 +61,6 @@ pub fn run(cmd: &Command) -> Result<()> {
         Command::Disk(args) => disk::disk(args),
         Command::VersusCp(args) => versus_cp::versus_cp(args),
         Command::Foreground(args) => foreground::foreground(args),
+        Command::Incremental(args) => incremental::incremental(args),
     }
 }

@@ -1,0 +1,187 @@
+//! `backset bench incremental`: what an incremental hot copy costs against a full, on a bulk-loaded archive of a
+//! given size and atom count: a full, changes to a share of the atoms (one key each), an incremental, and an
+//! incremental with nothing changed (the listing and catalog cost alone). docs/PERFORMANCE.md, "Incremental cost".
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, ensure, Context, Result};
+use backset_engine::hotcopy::{HotCopyManager, HotCopyRequest, HotCopyStatus, HotCopyType, JobState};
+use backset_refstore::bulk::{bulk_key, bulk_load, bulk_value, BulkSpec};
+use backset_refstore::limits::{MAX_ATOM_BUCKETS, MAX_OPS_PER_TXN, MAX_VALUE_BYTES};
+use backset_refstore::{Config, Database, Txn};
+
+use super::files::Scratch;
+
+/// Options of `backset bench incremental`.
+#[derive(clap::Args, Debug)]
+pub struct IncrementalArgs {
+    /// Directory on the disk to measure; a temporary directory is made in it (database and backup set) and removed
+    /// afterwards.
+    dir: PathBuf,
+    /// Size of the archive in MiB (keys and values).
+    #[arg(long, default_value_t = 1024, allow_negative_numbers = true, value_parser = clap::builder::RangedI64ValueParser::<u64>::new().range(1..=1_048_576))]
+    size_mib: u64,
+    /// Atoms of the database (`--atom-buckets` of its one storage group), 1 to 1048576; every atom gets keys.
+    #[arg(long, default_value_t = 65_536, allow_negative_numbers = true, value_parser = clap::builder::RangedI64ValueParser::<u32>::new().range(1..=i64::from(MAX_ATOM_BUCKETS)))]
+    atoms: u32,
+    /// Share of the atoms changed between the full and the incremental, in percent (one key rewritten in each).
+    #[arg(long, default_value_t = 1.0, allow_negative_numbers = true, value_parser = percent)]
+    changed_percent: f64,
+    /// Print one JSON object instead of text.
+    #[arg(long)]
+    json: bool,
+}
+
+fn percent(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(v) if v > 0.0 && v <= 100.0 => Ok(v),
+        _ => Err(format!("{s:?} is not a percentage above 0 and at most 100")),
+    }
+}
+
+/// Keys per atom the bulk load aims at: enough that nearly every atom holds one (an atom without a key has no
+/// file), few enough that an atom stays small.
+const KEYS_PER_ATOM: u64 = 4;
+
+/// Smallest value the bench writes, bytes.
+const MIN_VALUE_BYTES: u64 = 16;
+
+/// Longest the bench waits for one hot copy.
+const HOT_COPY_TIMEOUT: Duration = Duration::from_secs(24 * 3600);
+
+/// Bytes of values one transaction of the change phase carries at most (a journal record stays well under the
+/// format's limit).
+const CHANGE_TXN_BYTES: u64 = 8 << 20;
+
+/// One hot copy's figures.
+struct Copied {
+    bytes: u64,
+    files: u64,
+    secs: f64,
+}
+
+impl Copied {
+    fn json(&self) -> serde_json::Value {
+        serde_json::json!({ "bytes": self.bytes, "files": self.files, "seconds": self.secs })
+    }
+}
+
+pub(super) fn incremental(args: &IncrementalArgs) -> Result<()> {
+    std::fs::create_dir_all(&args.dir).with_context(|| format!("create {}", args.dir.display()))?;
+    // Hot copy destinations must be absolute.
+    let dir = std::fs::canonicalize(&args.dir).with_context(|| format!("resolve {}", args.dir.display()))?;
+    let scratch = Scratch(dir.join(format!(".backset-incremental-{}", uuid::Uuid::new_v4().simple())));
+    std::fs::create_dir(&scratch.0).with_context(|| format!("create {}", scratch.0.display()))?;
+    let (db_dir, set) = (scratch.0.join("database"), scratch.0.join("set"));
+
+    let bytes = args.size_mib << 20;
+    let per_key = (bytes / (u64::from(args.atoms) * KEYS_PER_ATOM)).max(MIN_VALUE_BYTES);
+    let value_bytes = per_key.saturating_sub(32).clamp(MIN_VALUE_BYTES, MAX_VALUE_BYTES as u64) as usize;
+    let config = Config { atom_buckets: Some(args.atoms), checkpoint_interval: None, ..Config::new("incremental") };
+    let seed = 11;
+    let spec = BulkSpec { bytes_per_archive: bytes, value_bytes, seed };
+    let loaded = bulk_load(&db_dir, &config, &spec).context("load the database")?;
+    let db = Arc::new(Database::open(&db_dir, config).context("open the database")?);
+    let manager = HotCopyManager::new(db.hot_copy_archives(), scratch.0.join("admin"))?;
+    let run = |kind: HotCopyType| -> Result<Copied> {
+        let (start_id, id) = manager.start(HotCopyRequest::new(kind).backup_dir(0, &set))?;
+        let s: HotCopyStatus = manager.status(start_id, id, Some(HOT_COPY_TIMEOUT))?;
+        if s.status != JobState::Completed {
+            bail!("the {} hot copy did not complete: {}", kind.name(), s.message);
+        }
+        let secs = s.end_micros.unwrap_or(s.begin_micros).saturating_sub(s.begin_micros) as f64 / 1e6;
+        Ok(Copied { bytes: s.bytes_done, files: s.files_done, secs })
+    };
+
+    let full = run(HotCopyType::Full)?;
+
+    // One key in each of the chosen atoms: every `stride`-th atom id, so the changes are spread over the archive.
+    let stride = (100.0 / args.changed_percent).round().max(1.0) as u64;
+    let mut chosen: std::collections::BTreeMap<u64, Vec<u8>> = std::collections::BTreeMap::new();
+    for n in 0..loaded.keys {
+        let key = bulk_key(n);
+        let atom = db.atom_of(&key);
+        if atom % stride == 0 {
+            chosen.entry(atom).or_insert(key);
+        }
+    }
+    ensure!(!chosen.is_empty(), "no atom was chosen to change; give a larger --changed-percent");
+    let changes_began = Instant::now();
+    let mut txn = Txn::new();
+    let mut txn_bytes = 0;
+    for key in chosen.values() {
+        let value = bulk_value(seed + 1, key, value_bytes);
+        txn_bytes += value.len() as u64;
+        txn.puts.push((key.clone(), value));
+        if txn.puts.len() == MAX_OPS_PER_TXN || txn_bytes >= CHANGE_TXN_BYTES {
+            db.commit(&txn).context("commit the changes")?;
+            (txn, txn_bytes) = (Txn::new(), 0);
+        }
+    }
+    if !txn.puts.is_empty() {
+        db.commit(&txn).context("commit the changes")?;
+    }
+    let checkpoint = db.checkpoint_now().context("checkpoint the changes")?;
+    let changes_secs = changes_began.elapsed().as_secs_f64();
+
+    let inc = run(HotCopyType::Incremental)?;
+    let unchanged = run(HotCopyType::Incremental)?;
+    db.close().context("close the database")?;
+
+    let atom_files = loaded.atom_files;
+    let ratio = |a: f64, b: f64| if b > 0.0 { a / b } else { f64::NAN };
+    let bytes_ratio = ratio(inc.bytes as f64, full.bytes as f64);
+    let time_ratio = ratio(inc.secs, full.secs);
+    let time_ratio_less_listing = ratio((inc.secs - unchanged.secs).max(0.0), full.secs);
+    if args.json {
+        let json = serde_json::json!({
+            "size_mib": args.size_mib,
+            "atom_buckets": args.atoms,
+            "atom_files": atom_files,
+            "keys": loaded.keys,
+            "value_bytes": value_bytes,
+            "changed_atoms": chosen.len(),
+            "changed_percent_of_atoms": 100.0 * chosen.len() as f64 / atom_files.max(1) as f64,
+            "changes_seconds": changes_secs,
+            "checkpointed_atoms": checkpoint.atoms_written,
+            "full": full.json(),
+            "incremental": inc.json(),
+            "unchanged_incremental": unchanged.json(),
+            "bytes_ratio": bytes_ratio,
+            "time_ratio": time_ratio,
+            "time_ratio_less_listing": time_ratio_less_listing,
+        });
+        println!("{json}");
+    } else {
+        let mb = |b: u64| b as f64 / 1e6;
+        println!(
+            "archive {} MiB: {} keys of {value_bytes} B in {atom_files} atom files ({} atom buckets), loaded in {:.1} s",
+            args.size_mib,
+            loaded.keys,
+            args.atoms,
+            loaded.elapsed.as_secs_f64()
+        );
+        println!("full                   {:>12.1} MB {:>9} files {:>9.2} s", mb(full.bytes), full.files, full.secs);
+        println!(
+            "changes                {:>12} atoms ({:.2}% of the atom files), committed and checkpointed in {changes_secs:.2} s",
+            chosen.len(),
+            100.0 * chosen.len() as f64 / atom_files.max(1) as f64
+        );
+        println!("incremental            {:>12.1} MB {:>9} files {:>9.2} s", mb(inc.bytes), inc.files, inc.secs);
+        println!(
+            "incremental, unchanged {:>12.1} MB {:>9} files {:>9.2} s (listing and catalog)",
+            mb(unchanged.bytes),
+            unchanged.files,
+            unchanged.secs
+        );
+        println!(
+            "incremental / full: {:.2}% of the bytes, {:.2}% of the time ({:.2}% without the unchanged one's)",
+            100.0 * bytes_ratio,
+            100.0 * time_ratio,
+            100.0 * time_ratio_less_listing
+        );
+    }
+    Ok(())
+}
