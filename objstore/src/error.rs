@@ -209,6 +209,14 @@ pub(crate) fn classify(
         }
         _ => {}
     }
+    // A listing's refusal comes back as a generic error with the status and S3's code in its text.
+    if message.contains("403 Forbidden")
+        || message.contains("SignatureDoesNotMatch")
+        || message.contains("InvalidAccessKeyId")
+        || message.contains("<Code>AccessDenied</Code>")
+    {
+        return ObjStoreError::Denied { op, object, message };
+    }
     if let Some(kind) = http_error_kind(&err) {
         use object_store::client::HttpErrorKind as K;
         if matches!(kind, K::Connect | K::Timeout | K::Interrupted | K::Request) {

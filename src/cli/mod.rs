@@ -468,6 +468,10 @@ fn wait_and_print(client: &Client, cli: &ClientArgs, first: HotCopyResponse, tim
 /// Refuses a relative path: the admin server resolves paths on its own host, against a working directory the client
 /// cannot know.
 fn absolute(option: &str, p: &Path) -> Result<()> {
+    // An object-storage location (`s3://bucket/prefix`) is checked here as far as its text goes.
+    if let Some(url) = backset_engine::set::object::s3_location(p) {
+        return url.map(drop).map_err(|e| usage(format!("{option}: {e}")));
+    }
     if p.is_absolute() {
         Ok(())
     } else {

@@ -33,35 +33,48 @@ pub(super) fn check_atoms(
     }
     let mut copier_opts = opts.copier.clone();
     copier_opts.hash = true;
-    let mut copier =
-        Copier::new(copier_opts).map_err(|source| CheckError::Copier { path: set.dir().to_path_buf(), source })?;
+    let local = set.storage().is_local();
+    let mut copier = if local {
+        Some(Copier::new(copier_opts).map_err(|source| CheckError::Copier { path: set.dir().to_path_buf(), source })?)
+    } else {
+        None
+    };
     for batch in atoms.chunks(COPY_BATCH_FILES) {
         let requests: Vec<CopyRequest> =
             batch.iter().map(|t| CopyRequest::read(set.storage().copier_path(&t.rel))).collect();
-        let results: Vec<Result<backset_copier::FileReport, CopyError>> = match copier.copy(&requests, ctl, None) {
-            Ok(job) => {
-                let mut by_request: Vec<Option<backset_copier::FileReport>> = vec![None; requests.len()];
-                for f in job.files {
-                    let k = f.request;
-                    by_request[k] = Some(f);
+        let results: Vec<Result<backset_copier::FileReport, CopyError>> = match copier.as_mut() {
+            // Object storage: each file streamed and hashed chunk by chunk, nothing written locally.
+            None => {
+                if ctl.is_cancelled() {
+                    return Err(CheckError::Cancelled { path: set.dir().to_path_buf() });
                 }
-                by_request.into_iter().map(|f| f.ok_or(CopyError::Cancelled)).collect()
+                batch.iter().enumerate().map(|(k, t)| streamed_report(set, t, k, &requests[k].source)).collect()
             }
-            Err(CopyError::Cancelled) => return Err(CheckError::Cancelled { path: set.dir().to_path_buf() }),
-            // One file failed: read them one by one to name every failure.
-            Err(_) => {
-                let mut v = Vec::with_capacity(requests.len());
-                for req in &requests {
-                    match copier.copy(std::slice::from_ref(req), ctl, None) {
-                        Ok(mut job) => v.push(job.files.pop().ok_or(CopyError::Cancelled)),
-                        Err(CopyError::Cancelled) if ctl.is_cancelled() => {
-                            return Err(CheckError::Cancelled { path: set.dir().to_path_buf() })
-                        }
-                        Err(e) => v.push(Err(e)),
+            Some(copier) => match copier.copy(&requests, ctl, None) {
+                Ok(job) => {
+                    let mut by_request: Vec<Option<backset_copier::FileReport>> = vec![None; requests.len()];
+                    for f in job.files {
+                        let k = f.request;
+                        by_request[k] = Some(f);
                     }
+                    by_request.into_iter().map(|f| f.ok_or(CopyError::Cancelled)).collect()
                 }
-                v
-            }
+                Err(CopyError::Cancelled) => return Err(CheckError::Cancelled { path: set.dir().to_path_buf() }),
+                // One file failed: read them one by one to name every failure.
+                Err(_) => {
+                    let mut v = Vec::with_capacity(requests.len());
+                    for req in &requests {
+                        match copier.copy(std::slice::from_ref(req), ctl, None) {
+                            Ok(mut job) => v.push(job.files.pop().ok_or(CopyError::Cancelled)),
+                            Err(CopyError::Cancelled) if ctl.is_cancelled() => {
+                                return Err(CheckError::Cancelled { path: set.dir().to_path_buf() })
+                            }
+                            Err(e) => v.push(Err(e)),
+                        }
+                    }
+                    v
+                }
+            },
         };
         for (t, res) in batch.iter().zip(results) {
             let e = &set.elements()[t.element];
@@ -127,4 +140,20 @@ pub(super) fn atom_header_problem(
         Some(lsn) if lsn != h.lsn => Some(format!("its LSN is {}, the catalog says {lsn}", h.lsn)),
         _ => None,
     }
+}
+
+/// What the copier would report for the atom file `t`, read by streaming it from the set's storage.
+fn streamed_report(
+    set: &BackupSet,
+    t: &ToRead<'_>,
+    request: usize,
+    shown: &Path,
+) -> Result<backset_copier::FileReport, CopyError> {
+    let io = |source: std::io::Error| CopyError::Io { op: "read", path: shown.to_path_buf(), source };
+    let (reader, _) = set.storage().open(&t.rel).map_err(|e| match e {
+        backset_format::ReadError::Io { source, .. } => io(source),
+        other => io(std::io::Error::other(other.to_string())),
+    })?;
+    let (bytes, hash, chunk_hashes) = crate::set::data::hash_stream(reader, None).map_err(io)?;
+    Ok(backset_copier::FileReport { request, bytes, hash, chunk_hashes, direct_source: false, direct_target: false })
 }

@@ -295,6 +295,26 @@ pub(super) fn check_unread(set: &BackupSet, ctl: &JobControl, r: &mut CheckRepor
             let local = storage.copier_path(&rel);
             let entry = files.and_then(|f| f.binary_search_by_key(&(kind, id), |m| (m.kind, m.id)).ok().map(|k| &f[k]));
             let result = match (kind, entry) {
+                // Object storage: without a local file, such a file is verified against its manifest entry only.
+                (FileKind::Atom, Some(e)) if !storage.is_local() => {
+                    match storage.open(&rel).map_err(|err| err.to_string()).and_then(|(reader, _)| {
+                        crate::set::data::hash_stream(reader, None).map_err(|err| err.to_string())
+                    }) {
+                        Ok((bytes, hash, chunks)) => match crate::set::data::mismatch(e, bytes, &hash, &chunks) {
+                            None => Ok(bytes),
+                            Some(why) => Err((DefectKind::Hash, why)),
+                        },
+                        Err(why) => Err((DefectKind::Io, format!("cannot be read: {why}"))),
+                    }
+                }
+                (_, None) if !storage.is_local() => {
+                    r.notes.push(format!(
+                        "{}: not verified (no readable manifest entry, and a file on object storage is verified \
+                         against its manifest only)",
+                        path.display()
+                    ));
+                    continue;
+                }
                 (FileKind::Atom, _) => check_atom(&local, id, entry).map(|(_, len)| len),
                 (FileKind::Journal, None) => check_slice_alone(&local, id, after).map(|(last, len)| {
                     after = last;

@@ -55,7 +55,7 @@ pub use archive::{check_archive, check_archive_with_journal, ArchiveCheckReport,
 use crate::limits::CHECK_POOL_BYTES;
 pub use crate::set::verified::RecordError;
 use crate::set::verified::{read_verified, record_verified};
-use crate::set::BackupSet;
+use crate::set::{BackupSet, SetError};
 use catalog::{atoms_ok, check_catalogs};
 use data::check_data;
 use layout::scan_layout;
@@ -112,9 +112,12 @@ impl Default for CheckOptions {
 pub fn check_set(dir: impl AsRef<Path>, opts: &CheckOptions) -> Result<CheckReport, CheckError> {
     let started = Instant::now();
     let dir = dir.as_ref().to_path_buf();
-    let what = crate::found::found(&dir);
-    if what != crate::found::Found::BackupSet {
-        return Err(CheckError::NotASet { reason: what.not_a_set(&dir), path: dir });
+    let on_store = crate::set::object::s3_location(&dir).is_some();
+    if !on_store {
+        let what = crate::found::found(&dir);
+        if what != crate::found::Found::BackupSet {
+            return Err(CheckError::NotASet { reason: what.not_a_set(&dir), path: dir });
+        }
     }
     let mut r = CheckReport {
         set_dir: dir.clone(),
@@ -131,6 +134,11 @@ pub fn check_set(dir: impl AsRef<Path>, opts: &CheckOptions) -> Result<CheckRepo
     };
     let mut set = match BackupSet::load(&dir) {
         Ok(set) => set,
+        // On object storage, a prefix without a set or a store that cannot be read is no defect of a set.
+        Err(SetError::NotASet { path, reason }) if on_store => return Err(CheckError::NotASet { path, reason }),
+        Err(source @ SetError::ObjectStore { .. }) if on_store => {
+            return Err(CheckError::Store { path: dir, source: Box::new(source) })
+        }
         Err(e) => {
             r.defects.push(set_error_defect(&e));
             r.elapsed = started.elapsed();

@@ -227,6 +227,14 @@ pub enum CheckError {
         /// What it is, and what to do.
         reason: String,
     },
+    /// The set on object storage cannot be reached (no such bucket, refused credentials, unreachable store).
+    #[error("cannot check {path}: {source}")]
+    Store {
+        /// The set.
+        path: PathBuf,
+        /// Why.
+        source: Box<crate::set::SetError>,
+    },
     /// The archive directory is an unfinished restore (`archive check`).
     #[error(transparent)]
     UnfinishedRestore(#[from] crate::restore::UnfinishedRestore),

@@ -38,6 +38,7 @@ use crate::hotcopy::fault;
 use crate::hotcopy::{error_chain, HotCopyError, HotCopyType, Stage};
 use crate::limits::{HOTCOPY_ATOM_BATCH_FILES, HOTCOPY_READY_POLL};
 use crate::paths::{check_parent, create_dir};
+use crate::set::object::s3_location;
 use crate::set::{dir_content, read_head, BackupSet, Begun, DirContent, SetError, SetWriter};
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -473,7 +474,7 @@ pub(crate) fn open_set(
     dest: &Path,
     missing: impl Fn(String) -> HotCopyError,
 ) -> Result<(SetWriter, BackupSet), HotCopyError> {
-    if !dest.exists() {
+    if s3_location(dest).is_none() && !dest.exists() {
         return Err(missing("does not exist".into()));
     }
     // Strict: an element or `control/` that is a link, control files that disagree, a broken chain refuse the hot

@@ -381,7 +381,7 @@ impl HotCopyManager {
         if req.shared {
             match &req.default_backup_dir {
                 None => return bad("--shared needs --default-backup-dir (the shared directory)".into()),
-                Some(d) if !d.is_dir() => {
+                Some(d) if crate::set::object::s3_location(d).is_none() && !d.is_dir() => {
                     return bad(format!(
                         "--shared: the default backup directory {} does not exist; it must be shared storage that \
                          exists on every host",
@@ -438,6 +438,15 @@ impl HotCopyManager {
                     dest.display()
                 ));
             }
+            if let Some(url) = crate::set::object::s3_location(&dest) {
+                if req.kind == HotCopyType::Simple {
+                    return bad(format!(
+                        "a simple hot copy makes an archive an SM can open, so it stays local-only and cannot go to                          {}: give a directory, or run a full hot copy (--type full) to object storage",
+                        dest.display()
+                    ));
+                }
+                url.map_err(|e| HotCopyError::Request { reason: format!("archive {a}: {e}") })?;
+            }
             self.outside_archives(a, &dest, "backup directory")?;
             let journal = req.journal_dirs.get(&a).or(req.default_journal_dir.as_ref());
             if let Some(j) = journal {
@@ -467,6 +476,9 @@ impl HotCopyManager {
     /// a relative path would be resolved against the server's working directory, which the client cannot know, and
     /// a copy into a live archive would pollute it. Symbolic links in what exists of `dir` are resolved first.
     fn outside_archives(&self, a: u64, dir: &Path, what: &str) -> Result<(), HotCopyError> {
+        if crate::set::object::s3_location(dir).is_some() {
+            return Ok(());
+        }
         if !dir.is_absolute() {
             return Err(HotCopyError::Request {
                 reason: format!(

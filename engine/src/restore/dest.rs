@@ -177,6 +177,14 @@ impl Destination {
         Ok((f, shown))
     }
 
+    /// Creates the atom file `name` (never an existing file, never through a link), for a restore that streams it
+    /// from object storage; returns it and its path for messages.
+    pub fn create_atom(&self, name: &str) -> Result<(File, PathBuf), RestoreError> {
+        let shown = self.atoms().join(name);
+        let f = self.atoms().create_file(name).map_err(io("create", shown.clone()))?;
+        Ok((f, shown))
+    }
+
     /// The path the copier writes the atom file `name` to: through the open `atoms/` descriptor.
     pub fn atom_target(&self, name: &str) -> PathBuf {
         self.atoms().fd_path().join(name)

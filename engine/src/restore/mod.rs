@@ -659,6 +659,9 @@ fn copy_atoms(
     opts: &RestoreOptions,
     report: &mut RestoreReport,
 ) -> Result<(), RestoreError> {
+    if !set.storage().is_local() {
+        return copy_atoms_streamed(set, base, atoms, dest, ctl, report);
+    }
     let setp = set.dir().to_path_buf();
     let mut copier_opts = opts.copier.clone();
     copier_opts.hash = true;
@@ -699,25 +702,93 @@ fn copy_atoms(
             if let Some(reason) = mismatch(&a.file, r.bytes, &r.hash, &r.chunk_hashes) {
                 return Err(data_error(set, e.name(), src, format!("{}: {reason}", src.display())));
             }
-            let header = read_atom_header(target)
-                .map_err(|reason| data_error(set, e.name(), src, format!("{}: {reason}", src.display())))?;
-            let problem = if header.atom_id != a.atom_id {
-                Some(format!("the file holds atom {:#x}, not {:#x}", header.atom_id, a.atom_id))
-            } else if header.lsn != a.lsn {
-                Some(format!("its header's LSN is {}, the catalog says {}", header.lsn, a.lsn))
-            } else if header.lsn > end {
-                Some(format!("its LSN {} is beyond the base's end point {end}", header.lsn))
-            } else if header.body_len + ATOM_HEADER_BYTES as u64 != a.file.size {
-                Some(format!("its header declares {} body bytes, the file is {} bytes", header.body_len, a.file.size))
-            } else {
-                None
-            };
-            if let Some(p) = problem {
-                return Err(data_error(set, e.name(), src, format!("atom file {}: {p}", src.display())));
-            }
+            check_restored_atom(set, e.name(), src, target, a, end)?;
             report.atoms += 1;
             report.atom_bytes += r.bytes;
         }
+    }
+    Ok(())
+}
+
+/// Checks the header of the restored atom file `target` (copied from `src`) against the catalog's `a` and the
+/// base's end point.
+fn check_restored_atom(
+    set: &BackupSet,
+    element: ElementName,
+    src: &Path,
+    target: &Path,
+    a: &AtomSource,
+    end: u64,
+) -> Result<(), RestoreError> {
+    let header = read_atom_header(target)
+        .map_err(|reason| data_error(set, element, src, format!("{}: {reason}", src.display())))?;
+    let problem = if header.atom_id != a.atom_id {
+        Some(format!("the file holds atom {:#x}, not {:#x}", header.atom_id, a.atom_id))
+    } else if header.lsn != a.lsn {
+        Some(format!("its header's LSN is {}, the catalog says {}", header.lsn, a.lsn))
+    } else if header.lsn > end {
+        Some(format!("its LSN {} is beyond the base's end point {end}", header.lsn))
+    } else if header.body_len + ATOM_HEADER_BYTES as u64 != a.file.size {
+        Some(format!("its header declares {} body bytes, the file is {} bytes", header.body_len, a.file.size))
+    } else {
+        None
+    };
+    match problem {
+        Some(p) => Err(data_error(set, element, src, format!("atom file {}: {p}", src.display()))),
+        None => Ok(()),
+    }
+}
+
+/// [`copy_atoms`] for a set the copier cannot read directly (object storage): each atom streamed from the store
+/// into its file, hashed chunk by chunk as it goes and checked against the manifest, then its header checked.
+/// Memory: one chunk.
+fn copy_atoms_streamed(
+    set: &BackupSet,
+    base: usize,
+    atoms: &[AtomSource],
+    dest: &Destination,
+    ctl: &JobControl,
+    report: &mut RestoreReport,
+) -> Result<(), RestoreError> {
+    let setp = set.dir().to_path_buf();
+    let end = set.elements()[base].txn_range().last;
+    for a in atoms {
+        if ctl.is_cancelled() {
+            return Err(RestoreError::Copy { set: setp, element: None, source: CopyError::Cancelled });
+        }
+        let e = &set.elements()[a.element];
+        let src = e.data_file(&a.file);
+        let rel = e.data_file_rel(&a.file);
+        let (reader, _) = set.storage().open(&rel).map_err(|err| data_error(set, e.name(), &src, err.to_string()))?;
+        let (mut out, target) = dest.create_atom(&atom_file_name(a.atom_id))?;
+        let write_err = |op: &'static str, source: std::io::Error| RestoreError::Copy {
+            set: setp.clone(),
+            element: None,
+            source: CopyError::Io { op, path: target.clone(), source },
+        };
+        // A write error is the destination's, a read error the set's.
+        let mut written: std::io::Result<()> = Ok(());
+        let summary = crate::set::data::hash_stream(
+            reader,
+            Some(&mut |chunk: &[u8]| {
+                written = out.write_all(chunk);
+                written.as_ref().map(drop).map_err(|e| std::io::Error::new(e.kind(), "write"))
+            }),
+        );
+        if let Err(source) = written {
+            return Err(write_err("write", source));
+        }
+        let (bytes, hash, chunks) = match summary {
+            Ok(s) => s,
+            Err(err) => return Err(data_error(set, e.name(), &src, format!("{}: {err}", src.display()))),
+        };
+        out.sync_all().map_err(|source| write_err("fsync", source))?;
+        if let Some(reason) = mismatch(&a.file, bytes, &hash, &chunks) {
+            return Err(data_error(set, e.name(), &src, format!("{}: {reason}", src.display())));
+        }
+        check_restored_atom(set, e.name(), &src, &target, a, end)?;
+        report.atoms += 1;
+        report.atom_bytes += bytes;
     }
     Ok(())
 }

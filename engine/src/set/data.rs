@@ -329,3 +329,42 @@ pub(crate) fn read_set_atom_header(storage: &dyn SetStorage, rel: &Path) -> Resu
     }
     AtomHeader::parse(&buf).map_err(|e| e.to_string())
 }
+
+/// Where [`hash_stream`] hands each chunk.
+pub(crate) type ChunkSink<'a> = &'a mut dyn FnMut(&[u8]) -> std::io::Result<()>;
+
+/// Reads `reader` to its end in [`CHUNK_BYTES`] chunks, hashing each as the manifest does ([`ContentHasher`]) and
+/// handing it to `sink` when there is one (a restore's or an upload's target). Gives the bytes read, the whole
+/// file's BLAKE3 and the chunk hashes, for [`mismatch`] against a manifest entry. Memory: one chunk.
+pub(crate) fn hash_stream(
+    mut reader: impl Read,
+    mut sink: Option<ChunkSink<'_>>,
+) -> std::io::Result<(u64, [u8; 32], Vec<[u8; 32]>)> {
+    let mut hasher = ContentHasher::new();
+    let mut chunks = Vec::new();
+    let mut buf = vec![0u8; CHUNK_BYTES as usize];
+    let mut total = 0u64;
+    loop {
+        let mut n = 0;
+        while n < buf.len() {
+            match reader.read(&mut buf[n..]) {
+                Ok(0) => break,
+                Ok(k) => n += k,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        if n == 0 {
+            break;
+        }
+        chunks.push(hasher.chunk(&buf[..n]));
+        if let Some(sink) = sink.as_mut() {
+            sink(&buf[..n])?;
+        }
+        total += n as u64;
+        if n < buf.len() {
+            break;
+        }
+    }
+    Ok((total, hasher.finalize(), chunks))
+}

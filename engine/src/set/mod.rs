@@ -13,13 +13,16 @@
 //!   chunk, atom headers), shared by restore and check.
 //! - [`storage`]: the seam under all of it: [`SetStorage`] (list, read whole or a range or streamed, write metadata
 //!   atomically, stage, seal, publish and remove an element) and its implementation for a local directory,
-//!   [`LocalDir`]; object storage is the next.
+//!   [`LocalDir`].
+//! - [`object`]: [`ObjectStore`], the set on S3-compatible object storage (`s3://bucket/prefix`): elements
+//!   published by a create-only commit record, `state` derived from the commit records.
 //! - [`verified`]: the set's verification record, which only check reads and writes (`check --new`, `--since`).
 //! - `write`: the writer hot copies use (`SetWriter`): initialise a set, begin, finish and abort an element,
 //!   remove the leftovers of a crash, in FORMAT.md's write order.
 
 pub mod data;
 pub mod layout;
+pub mod object;
 pub mod plan;
 pub mod read;
 pub mod storage;
@@ -31,6 +34,7 @@ use std::path::PathBuf;
 use backset_format::{ElementName, ReadError, WriteError};
 
 pub use data::{SliceError, SliceSummary};
+pub use object::ObjectStore;
 pub use plan::{describe_ranges, AtomSource, JournalPart};
 pub use read::{read_state, BackupSet, Element, UnreadElement};
 pub use storage::{LocalDir, SetStorage};
@@ -151,6 +155,12 @@ pub enum SetError {
         /// How.
         reason: String,
     },
+    /// An operation on object storage failed (the store's error names the object and says what to do).
+    #[error("{source}")]
+    ObjectStore {
+        /// The store's error.
+        source: backset_objstore::ObjStoreError,
+    },
     /// The set belongs to another database or archive.
     #[error("backup set {dir} holds {set}, not {archive}; give each archive its own backup set")]
     Foreign {
@@ -183,6 +193,7 @@ impl SetError {
             | Self::NotASet { .. }
             | Self::Write { .. }
             | Self::Conflict { .. }
+            | Self::ObjectStore { .. }
             | Self::Foreign { .. } => None,
             Self::Metadata { element, .. } | Self::Link { element, .. } => *element,
             Self::ElementMissing { element, .. } | Self::Inconsistent { element, .. } | Self::Chain { element, .. } => {
@@ -199,7 +210,7 @@ impl SetError {
             Self::Write { source: WriteError::Io { path, .. } | WriteError::Metadata { path, .. } } => {
                 Some(path.clone())
             }
-            Self::Write { .. } => None,
+            Self::Write { .. } | Self::ObjectStore { .. } => None,
             Self::ElementMissing { path, .. } | Self::Link { path, .. } => Some(path.clone()),
             Self::Inconsistent { file, .. } => Some(file.clone()),
             Self::Chain { set, element, .. } => Some(set.join(element.to_string())),

@@ -34,8 +34,29 @@ use super::SetError;
 /// Reads the `state` of the set in `dir` (and nothing else): what `restore --report-backups` lists and what a hot
 /// copy checks before it reads further. [`SetError::NotASet`] when `dir` is no backup set.
 pub fn read_state(dir: &Path) -> Result<State, SetError> {
-    is_a_set(dir)?;
-    read_state_in(&LocalDir::new(dir))
+    read_state_in(&*located(dir)?)
+}
+
+/// The storage of the set at `dir` (a local directory, or an `s3://bucket/prefix`), refused with
+/// [`SetError::NotASet`] when nothing there is a backup set.
+fn located(dir: &Path) -> Result<Arc<dyn SetStorage>, SetError> {
+    let Some(url) = super::object::s3_location(dir) else {
+        is_a_set(dir)?;
+        return Ok(Arc::new(LocalDir::new(dir)));
+    };
+    let store = super::object::object_store(&url?)?;
+    // The bucket, the credentials and the store itself first, so that their errors say what they are.
+    super::object::probe(&store)?;
+    let state =
+        store.derived_state().map_err(|source| SetError::Metadata { set: dir.to_path_buf(), element: None, source })?;
+    if state.is_none() {
+        return Err(SetError::NotASet {
+            path: dir.to_path_buf(),
+            reason: "no element is published under this prefix (it is empty, or holds only what hot copies that did                      not complete left); check the URL"
+                .into(),
+        });
+    }
+    Ok(store)
 }
 
 /// [`SetError::NotASet`] when the local directory `dir` is no backup set (saying what it is instead).
@@ -187,8 +208,7 @@ impl BackupSet {
     /// Reads the set and refuses it at the first problem: a damaged or missing control file, a control file that
     /// disagrees with the state, a broken chain. What restore uses.
     pub fn open(dir: impl AsRef<Path>) -> Result<Self, SetError> {
-        is_a_set(dir.as_ref())?;
-        Self::open_in(Arc::new(LocalDir::new(dir.as_ref())))
+        Self::open_in(located(dir.as_ref())?)
     }
 
     /// [`open`](Self::open) for the set in `storage`.
@@ -205,8 +225,7 @@ impl BackupSet {
     /// elements whose control files cannot be read are left out of [`elements`](Self::elements). Fails only when
     /// the state itself cannot be read. What check uses.
     pub fn load(dir: impl AsRef<Path>) -> Result<Self, SetError> {
-        is_a_set(dir.as_ref())?;
-        Self::load_in(Arc::new(LocalDir::new(dir.as_ref())))
+        Self::load_in(located(dir.as_ref())?)
     }
 
     /// [`load`](Self::load) for the set in `storage`.

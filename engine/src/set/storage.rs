@@ -1,5 +1,6 @@
 //! The storage seam under a backup set: every byte the set module reads or writes goes through [`SetStorage`], so
-//! that where a set lives (a local directory today, object storage next) is one implementation of one trait and the
+//! that where a set lives (a local directory, [`LocalDir`], or object storage, [`super::object::ObjectStore`]) is one
+//! implementation of one trait and the
 //! reader, the writer, restore and check stay as they are.
 //!
 //! Paths given to the trait are relative to the set (`state`, `full/control/manifest`, `tmp/<id>/data`), built from
@@ -11,9 +12,9 @@
 //! everything durable, [`publish`](SetStorage::publish) makes it an element of the set under its name. On a local
 //! directory ([`LocalDir`]) the place is `tmp/<id>/` and publishing is a rename, fsyncs of `tmp/` and the set's
 //! directory; the writer then rewrites `state`. On object storage (DESIGN.md, "Storage backends") there is no
-//! rename: the element's objects are written under its own name, publishing is one create-only put of its commit
-//! record, written last, and `state` is derived from the published commit records. Readers trust only what is
-//! published either way.
+//! rename: the element's objects are written under its own name and id, publishing is one create-only put of its
+//! commit record, written last, and `state` is derived from the published commit records. Readers trust only what
+//! is published either way.
 
 use std::ffi::OsString;
 use std::fmt;
@@ -71,8 +72,17 @@ pub trait SetStorage: fmt::Debug + Send + Sync {
     /// copy writes or removes anything.
     fn refuse_links(&self) -> Result<(), SetError>;
 
-    /// Gives the new element `id` a place of its own, with an empty `data/`; returns it (relative to the set).
-    fn stage(&self, id: Uuid) -> Result<PathBuf, SetError>;
+    /// Whether the set is in a local directory, whose files the copier reads directly ([`copier_path`](
+    /// Self::copier_path) of a published element is a real file); elsewhere readers stream through
+    /// [`open`](Self::open).
+    fn is_local(&self) -> bool {
+        true
+    }
+
+    /// Gives the new element `id`, to be published as `name`, a place of its own, with an empty `data/`; returns
+    /// it (relative to the set). The name is known from the start so that a backend without rename can store the
+    /// element's objects under it (and the id: two jobs racing for one name never write the same object).
+    fn stage(&self, id: Uuid, name: ElementName) -> Result<PathBuf, SetError>;
 
     /// Stores the control files of the staged element `staged` (`control/<name>`) and makes it durable whole.
     fn seal(&self, staged: &Path, control: &[(&str, Vec<u8>)]) -> Result<(), SetError>;
@@ -275,7 +285,7 @@ impl SetStorage for LocalDir {
         Ok(())
     }
 
-    fn stage(&self, id: Uuid) -> Result<PathBuf, SetError> {
+    fn stage(&self, id: Uuid, _name: ElementName) -> Result<PathBuf, SetError> {
         let set = self.open_root()?;
         let tmp_root = self.root.join(TMP_DIR);
         let tmp_dir = if set.entry(TMP_DIR).map_err(io_err("stat", tmp_root.clone()))?.is_none() {

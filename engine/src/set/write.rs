@@ -59,6 +59,14 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
+/// The key of the set at `dir` in the registry: its canonical path, or its `s3://` URL as written.
+fn registry_key(dir: &Path) -> Result<PathBuf, SetError> {
+    match super::object::s3_location(dir) {
+        Some(url) => Ok(PathBuf::from(url?.to_string())),
+        None => fs::canonicalize(dir).map_err(io_err("resolve", dir)),
+    }
+}
+
 /// What a directory holds, for the "absent or empty" rule of a full hot copy.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum DirContent {
@@ -75,6 +83,26 @@ pub(crate) enum DirContent {
 
 /// Looks at `dir` for a full hot copy: absent, empty (or an element-less set), or something else.
 pub(crate) fn dir_content(dir: &Path) -> Result<DirContent, SetError> {
+    if let Some(url) = super::object::s3_location(dir) {
+        // A prefix exists only through its objects: "empty" is no object that counts (unpublished objects of jobs
+        // that did not complete do not), and no element in progress here.
+        let store = super::object::object_store(&url?)?;
+        super::object::probe(&store)?;
+        if let Some(what) = super::object::prefix_content(&store)? {
+            return Ok(DirContent::Other(what));
+        }
+        let state = store.derived_state().map_err(|source| SetError::Metadata {
+            set: dir.to_path_buf(),
+            element: None,
+            source,
+        })?;
+        let live = lock(registry()).get(&registry_key(dir)?).map(|slot| lock(&slot.live).clone()).unwrap_or_default();
+        let running = state.map_or(0, |s| s.elements.iter().filter(|e| live.contains(&e.element_id)).count());
+        if running > 0 {
+            return Ok(DirContent::Other(format!("a backup set with {running} element(s) in progress")));
+        }
+        return Ok(DirContent::Empty);
+    }
     let storage = LocalDir::new(dir);
     match storage.kind(Path::new("")) {
         Ok(None) => return Ok(DirContent::Absent),
@@ -146,9 +174,13 @@ fn encoded<T: Metadata>(dir: &Path, name: &'static str, value: &T) -> Result<(&'
 impl SetWriter {
     /// The handle of the set in `dir`, which must exist.
     pub fn new(dir: &Path) -> Result<Self, SetError> {
-        let canonical = fs::canonicalize(dir).map_err(io_err("resolve", dir))?;
-        let slot = Arc::clone(lock(registry()).entry(canonical.clone()).or_default());
-        Ok(Self { storage: Arc::new(LocalDir::new(&canonical)), dir: canonical, slot })
+        let key = registry_key(dir)?;
+        let slot = Arc::clone(lock(registry()).entry(key.clone()).or_default());
+        let storage: Arc<dyn SetStorage> = match super::object::s3_location(dir) {
+            Some(url) => super::object::object_store(&url?)?,
+            None => Arc::new(LocalDir::new(&key)),
+        };
+        Ok(Self { storage, dir: key, slot })
     }
 
     /// Reads the state.
@@ -177,8 +209,14 @@ impl SetWriter {
             // allows one full per archive, and a journal hot copy needs a full entry, which the set had not).
             self.storage.remove(Path::new(TMP_DIR))?;
             // And the element directories it moved into place without the state saying completed (the caller
-            // checked that the state lists no completed element).
-            for name in self.storage.list(Path::new("")).map_err(io_err("read directory", &self.dir))? {
+            // checked that the state lists no completed element). On object storage an element is there only once
+            // published, by whoever published it: never removed here.
+            let listed = if self.storage.is_local() {
+                self.storage.list(Path::new("")).map_err(io_err("read directory", &self.dir))?
+            } else {
+                Vec::new()
+            };
+            for name in listed {
                 if name.to_str().is_some_and(|n| matches!(top_entry(n), TopEntry::Element(_))) {
                     self.storage.remove(Path::new(&name))?;
                 }
@@ -194,7 +232,7 @@ impl SetWriter {
 
     /// Stages a new element (`tmp/<element id>/data` in a local directory, `tmp/` created when absent).
     fn stage(&self, entry: &ElementEntry) -> Result<Begun, SetError> {
-        let staged = self.storage.stage(entry.element_id)?;
+        let staged = self.storage.stage(entry.element_id, entry.name())?;
         Ok(Begun { entry: entry.clone(), tmp: self.storage.copier_path(&staged), staged })
     }
 

@@ -1,0 +1,811 @@
+//! [`ObjectStore`]: a backup set on S3-compatible object storage (`s3://bucket/prefix`), the second implementation
+//! of [`SetStorage`] (DESIGN.md, "Storage backends"; the layout and the publish protocol are in FORMAT.md, "Backup
+//! sets on object storage").
+//!
+//! ```text
+//! <prefix>/<element>/commit                      the commit record: written last, create-only (If-None-Match: *)
+//! <prefix>/<element>/<element id>/control/...    element, manifest, catalog
+//! <prefix>/<element>/<element id>/data/...       atoms/<id>, journal/<segment>
+//! <prefix>/verified                              check's verification record (check's own; overwritten)
+//! ```
+//!
+//! - **Readers see the set as a directory.** A path `full/control/manifest` given to the trait is the object
+//!   `full/<element id>/control/manifest`, where the element id is the one the element's commit record names: an
+//!   element without a commit record does not exist for a reader, and of two jobs that raced for one element
+//!   number only the winner's objects are ever read. Commit records are never rewritten, so once read they are
+//!   cached.
+//! - **`state` is derived**, never stored: the set's header and the completed entries come from the commit records
+//!   (each is a `state` holding the set's header and exactly its own element, completed), the in-progress entries
+//!   from what this process's writer last wrote (kept in memory, as only its own jobs can be in progress for it).
+//! - **Staging** is a local spool directory per element (`tmp/<element id>` as the copier sees it), which the copier
+//!   writes as it writes a local set; [`seal`](SetStorage::seal) uploads each data file (whole when it fits one
+//!   part, as a multipart upload of [`UPLOAD_PART_BYTES`] parts otherwise, at most
+//!   [`MULTIPART_PARTS_IN_FLIGHT`](backset_objstore::limits::MULTIPART_PARTS_IN_FLIGHT) in flight), hashing every
+//!   byte it sends and comparing it with the manifest (so what is stored is what the copier hashed from the
+//!   archive), removes the spooled file, then stores the control objects and checks every object's size in one
+//!   listing; [`publish`](SetStorage::publish) is the create-only put of the commit record. Memory: at most
+//!   `(MULTIPART_PARTS_IN_FLIGHT + 1) * UPLOAD_PART_BYTES` (40 MiB) per element being sealed. Disk: the spool holds
+//!   the element's data files until they are uploaded.
+//! - **One process writes a set at a time** (as for a local set): unpublished objects of a job of another process
+//!   are never removed by this one; an aborted job removes its own objects. `backset set gc` (not yet) is where
+//!   the objects of jobs killed outright go.
+
+use std::collections::HashMap;
+use std::ffi::OsString;
+use std::fs::{self, File};
+use std::io::{ErrorKind, Read};
+use std::path::{Component, Path, PathBuf};
+use std::sync::{Mutex, MutexGuard};
+
+use backset_format::dirfd::{DirId, EntryKind};
+use backset_format::layout::{CONTROL_DIR, DATA_DIR, ELEMENT_INFO_FILE, MANIFEST_FILE, STATE_FILE, TMP_DIR};
+use backset_format::meta;
+use backset_format::{
+    ElementEntry, ElementInfo, ElementKind, ElementName, ElementStatus, Manifest, ReadError, State, WriteError,
+};
+use backset_objstore::{Entry, ObjStoreError, ObjectClient, S3Url};
+use bytes::Bytes;
+use uuid::Uuid;
+
+use super::data::hash_stream;
+use super::storage::{SetStorage, Stat};
+use super::SetError;
+
+/// The name of an element's commit record, below the element's name.
+pub const COMMIT_OBJECT: &str = "commit";
+
+/// The largest commit record read (a `state` with one element is a few hundred bytes).
+pub const MAX_COMMIT_BYTES: u64 = 1 << 20;
+
+/// The part size of a multipart upload of a data file, and the largest file uploaded in one put: 8 MiB.
+pub const UPLOAD_PART_BYTES: usize = 8 << 20;
+
+/// Where the spool directories of staged elements go when `BACKSET_SPOOL_DIR` is not set: the system's temporary
+/// directory.
+pub const SPOOL_DIR_VAR: &str = "BACKSET_SPOOL_DIR";
+
+/// An element staged by this process: its name and its spool directory.
+#[derive(Debug, Clone)]
+struct Staged {
+    name: ElementName,
+    spool: PathBuf,
+    info: Option<ElementInfo>,
+}
+
+#[derive(Debug, Default)]
+struct Inner {
+    /// Commit records read: element name -> (element id, the record).
+    published: HashMap<ElementName, (Uuid, State)>,
+    /// The state this process's writer last wrote (its in-progress entries).
+    pending: Option<State>,
+    /// Elements staged by this process, by element id.
+    staged: HashMap<Uuid, Staged>,
+    /// Keys seen as prefixes (directories) under published elements: a restore asks for `data/atoms` once per
+    /// file, and a prefix costs two requests.
+    dirs: std::collections::HashSet<String>,
+}
+
+/// A backup set under an `s3://bucket/prefix`. See the [module docs](self).
+#[derive(Debug)]
+pub struct ObjectStore {
+    client: ObjectClient,
+    spool_root: PathBuf,
+    inner: Mutex<Inner>,
+}
+
+fn io_other(e: ObjStoreError) -> std::io::Error {
+    match e {
+        ObjStoreError::NotFound { .. } => std::io::Error::new(ErrorKind::NotFound, e.to_string()),
+        e => std::io::Error::other(e.to_string()),
+    }
+}
+
+impl ObjectStore {
+    /// The set at `client`'s location. No request is made yet.
+    pub fn new(client: ObjectClient) -> Self {
+        let base = std::env::var_os(SPOOL_DIR_VAR).map(PathBuf::from).unwrap_or_else(std::env::temp_dir);
+        let spool_root = base.join(format!("backset-spool-{}", Uuid::new_v4()));
+        Self { client, spool_root, inner: Mutex::new(Inner::default()) }
+    }
+
+    /// The location.
+    pub fn url(&self) -> &S3Url {
+        self.client.url()
+    }
+
+    /// The client.
+    pub fn client(&self) -> &ObjectClient {
+        &self.client
+    }
+
+    fn inner(&self) -> MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn set_err(&self, e: ObjStoreError) -> SetError {
+        SetError::ObjectStore { source: e }
+    }
+
+    /// The commit record of `name`, if the element is published (cached once read).
+    fn commit_of(&self, name: ElementName) -> Result<Option<(Uuid, State)>, ReadError> {
+        if let Some(c) = self.inner().published.get(&name) {
+            return Ok(Some(c.clone()));
+        }
+        let rel = format!("{name}/{COMMIT_OBJECT}");
+        let path = PathBuf::from(self.client.url().show(&rel));
+        let bytes = match self.client.get(&rel, MAX_COMMIT_BYTES) {
+            Ok(b) => b,
+            Err(ObjStoreError::NotFound { .. }) => return Ok(None),
+            Err(ObjStoreError::TooLarge { size, max, .. }) => return Err(ReadError::TooLarge { path, len: size, max }),
+            Err(e) => return Err(ReadError::Io { op: "get", path, source: io_other(e) }),
+        };
+        let record: State =
+            meta::decode(&bytes).map_err(|source| ReadError::Metadata { path: path.clone(), source })?;
+        let bad = |why: String| ReadError::Io {
+            op: "read",
+            path: path.clone(),
+            source: std::io::Error::new(ErrorKind::InvalidData, why),
+        };
+        let [entry] = record.elements.as_slice() else {
+            return Err(bad(format!(
+                "a commit record holds exactly one element, this one {}: the object is not Backset's or was altered",
+                record.elements.len()
+            )));
+        };
+        if entry.name() != name || entry.status != ElementStatus::Completed {
+            return Err(bad(format!(
+                "the commit record of element {name} names element {} ({:?}): the object is not Backset's or was \
+                 altered; remove the set's prefix and make a new full hot copy, or restore it from a copy",
+                entry.name(),
+                entry.status
+            )));
+        }
+        let id = entry.element_id;
+        self.inner().published.insert(name, (id, record.clone()));
+        Ok(Some((id, record)))
+    }
+
+    /// The names at the top of the prefix: element names (published or not) and other names.
+    fn top(&self) -> Result<(Vec<String>, Vec<String>), ObjStoreError> {
+        let listing = self.client.list_dir("")?;
+        Ok((listing.prefixes, listing.objects.into_iter().map(|o| o.rel).collect()))
+    }
+
+    /// The published elements, by name.
+    fn published(&self) -> Result<Vec<(ElementName, Uuid, State)>, ReadError> {
+        let (prefixes, _) = self.top().map_err(|e| ReadError::Io {
+            op: "list",
+            path: PathBuf::from(self.client.url().to_string()),
+            source: io_other(e),
+        })?;
+        let mut out = Vec::new();
+        for p in prefixes {
+            let Ok(name) = p.parse::<ElementName>() else { continue };
+            if let Some((id, record)) = self.commit_of(name)? {
+                out.push((name, id, record));
+            }
+        }
+        Ok(out)
+    }
+
+    /// The state derived from the commit records and this process's in-progress entries; `None` when there is no
+    /// set here yet.
+    pub fn derived_state(&self) -> Result<Option<State>, ReadError> {
+        let published = self.published()?;
+        let pending = self.inner().pending.clone();
+        let state_path = PathBuf::from(self.client.url().show(STATE_FILE));
+        let mut header: Option<State> = None;
+        let mut entries: Vec<ElementEntry> = Vec::new();
+        for (name, _, record) in &published {
+            match &header {
+                None => header = Some(State { elements: Vec::new(), ..record.clone() }),
+                Some(h) => {
+                    if h.set_id != record.set_id
+                        || h.database_id != record.database_id
+                        || h.archive_id != record.archive_id
+                    {
+                        return Err(ReadError::Io {
+                            op: "read",
+                            path: state_path,
+                            source: std::io::Error::new(
+                                ErrorKind::InvalidData,
+                                format!(
+                                    "the commit record of element {name} belongs to set {} and another element's to \
+                                     set {}: the prefix holds elements of two sets; give each set its own prefix",
+                                    record.set_id, h.set_id
+                                ),
+                            ),
+                        });
+                    }
+                }
+            }
+            entries.extend(record.elements.iter().cloned());
+        }
+        if let Some(p) = &pending {
+            if header.as_ref().is_none_or(|h| h.set_id == p.set_id) {
+                if header.is_none() {
+                    header = Some(State { elements: Vec::new(), ..p.clone() });
+                }
+                for e in &p.elements {
+                    if e.status == ElementStatus::InProgress && !entries.iter().any(|x| x.element_id == e.element_id) {
+                        entries.push(e.clone());
+                    }
+                }
+            }
+        }
+        let Some(mut state) = header else { return Ok(None) };
+        state.elements = order(entries);
+        Ok(Some(state))
+    }
+
+    /// The object key of `rel`, a path of the set as the reader and writer give it: `None` when it names nothing
+    /// that can exist (an unpublished element, the derived `state`, `tmp/`).
+    fn key(&self, rel: &Path) -> Result<Option<String>, ReadError> {
+        let parts: Vec<&str> = rel
+            .components()
+            .filter_map(|c| match c {
+                Component::Normal(s) => s.to_str(),
+                _ => None,
+            })
+            .collect();
+        let Some(first) = parts.first() else { return Ok(Some(String::new())) };
+        if let Ok(name) = first.parse::<ElementName>() {
+            let Some((id, _)) = self.commit_of(name)? else { return Ok(None) };
+            let mut key = format!("{name}/{id}");
+            for p in &parts[1..] {
+                key.push('/');
+                key.push_str(p);
+            }
+            return Ok(Some(key));
+        }
+        Ok(Some(parts.join("/")))
+    }
+
+    fn spool_of(&self, rel: &Path) -> Option<PathBuf> {
+        let rest = rel.strip_prefix(TMP_DIR).ok()?;
+        Some(self.spool_root.join(rest))
+    }
+
+    fn read_err(&self, op: &'static str, rel: &Path) -> impl FnOnce(ObjStoreError) -> ReadError + '_ {
+        let path = self.show(rel);
+        move |e| match e {
+            ObjStoreError::TooLarge { size, max, .. } => ReadError::TooLarge { path, len: size, max },
+            e => ReadError::Io { op, path, source: io_other(e) },
+        }
+    }
+
+    fn not_found(&self, rel: &Path) -> ReadError {
+        ReadError::Io {
+            op: "get",
+            path: self.show(rel),
+            source: std::io::Error::new(ErrorKind::NotFound, "no such object"),
+        }
+    }
+
+    /// Uploads the spooled data file `local` as `key`, checking every byte against `entry` of the manifest.
+    fn upload_file(&self, local: &Path, key: &str, entry: &backset_format::FileEntry) -> Result<(), SetError> {
+        let io = |op: &'static str| {
+            let path = local.to_path_buf();
+            move |source| SetError::Io { op, path, source }
+        };
+        let file = File::open(local).map_err(io("open"))?;
+        let len = file.metadata().map_err(io("stat"))?.len();
+        let shown = self.client.url().show(key);
+        let mut sink = PartSink::new(&self.client, key, len);
+        let summary = hash_stream(file, Some(&mut |chunk: &[u8]| sink.push(chunk)));
+        let (bytes, hash, chunks) = match summary {
+            Ok(s) => s,
+            Err(e) => {
+                sink.abort();
+                return Err(match e.into_inner_store() {
+                    Ok(store) => self.set_err(store),
+                    Err(source) => SetError::Io { op: "read", path: local.to_path_buf(), source },
+                });
+            }
+        };
+        if let Some(why) = super::data::mismatch(entry, bytes, &hash, &chunks) {
+            sink.abort();
+            return Err(SetError::Conflict {
+                path: local.to_path_buf(),
+                reason: format!(
+                    "the spooled copy differs from what was read from the archive ({why}); nothing was published: \
+                     check the spool directory's disk ({SPOOL_DIR_VAR}) and run the hot copy again"
+                ),
+            });
+        }
+        sink.finish().map_err(|e| self.set_err(e))?;
+        tracing::debug!(object = %shown, bytes, "uploaded");
+        Ok(())
+    }
+}
+
+/// An error of a chunk sink carried through `hash_stream`'s `io::Error`.
+trait StoreCarrier {
+    fn into_inner_store(self) -> Result<ObjStoreError, std::io::Error>;
+}
+
+impl StoreCarrier for std::io::Error {
+    fn into_inner_store(self) -> Result<ObjStoreError, std::io::Error> {
+        if self.get_ref().is_some_and(|e| e.is::<ObjStoreError>()) {
+            let inner = self.into_inner().expect("checked");
+            Ok(*inner.downcast::<ObjStoreError>().expect("checked"))
+        } else {
+            Err(self)
+        }
+    }
+}
+
+/// Sends a file's bytes to an object: in one put when the file fits one part, else as a multipart upload of
+/// [`UPLOAD_PART_BYTES`] parts.
+struct PartSink<'a> {
+    client: &'a ObjectClient,
+    key: String,
+    buf: Vec<u8>,
+    upload: Option<backset_objstore::Upload<'a>>,
+    multipart: bool,
+}
+
+impl<'a> PartSink<'a> {
+    fn new(client: &'a ObjectClient, key: &str, len: u64) -> Self {
+        let rel = key.to_owned();
+        let multipart = len > UPLOAD_PART_BYTES as u64;
+        let cap = if multipart { UPLOAD_PART_BYTES } else { len as usize };
+        Self { client, key: rel, buf: Vec::with_capacity(cap), upload: None, multipart }
+    }
+
+    fn push(&mut self, chunk: &[u8]) -> std::io::Result<()> {
+        self.buf.extend_from_slice(chunk);
+        if self.multipart && self.buf.len() >= UPLOAD_PART_BYTES {
+            self.send_part().map_err(std::io::Error::other)?;
+        }
+        Ok(())
+    }
+
+    fn send_part(&mut self) -> Result<(), ObjStoreError> {
+        if self.upload.is_none() {
+            self.upload = Some(self.client.upload(&self.key)?);
+        }
+        let part = std::mem::replace(&mut self.buf, Vec::with_capacity(UPLOAD_PART_BYTES));
+        self.upload.as_mut().expect("started").put_part(Bytes::from(part))
+    }
+
+    fn finish(mut self) -> Result<(), ObjStoreError> {
+        if !self.multipart {
+            let data = std::mem::take(&mut self.buf);
+            return self.client.put(&self.key, Bytes::from(data)).map(drop);
+        }
+        if !self.buf.is_empty() {
+            self.send_part()?;
+        }
+        match self.upload.take() {
+            Some(u) => u.finish().map(drop),
+            None => self.client.put(&self.key, Bytes::new()).map(drop),
+        }
+    }
+
+    fn abort(mut self) {
+        if let Some(u) = self.upload.take() {
+            let _ = u.abort();
+        }
+    }
+}
+
+/// The entries of a derived state in an order the format accepts: the full first, each kind's sequence numbers
+/// increasing, otherwise in the order they began.
+fn order(mut entries: Vec<ElementEntry>) -> Vec<ElementEntry> {
+    entries.sort_by_key(|e| (e.kind != ElementKind::Full, e.begin_micros, e.kind as u8, e.sequence));
+    for kind in [ElementKind::Full, ElementKind::Incremental, ElementKind::Journal] {
+        let slots: Vec<usize> = (0..entries.len()).filter(|&i| entries[i].kind == kind).collect();
+        let mut of_kind: Vec<ElementEntry> = slots.iter().map(|&i| entries[i].clone()).collect();
+        of_kind.sort_by_key(|e| e.sequence);
+        for (slot, e) in slots.into_iter().zip(of_kind) {
+            entries[slot] = e;
+        }
+    }
+    entries
+}
+
+/// A stable pseudo directory id for a key (object storage has no inodes).
+fn dir_id(key: &str) -> DirId {
+    let h = blake3::hash(key.as_bytes());
+    let b = h.as_bytes();
+    DirId { dev: u64::MAX, ino: u64::from_le_bytes(b[..8].try_into().expect("8 bytes")) }
+}
+
+impl SetStorage for ObjectStore {
+    fn show(&self, rel: &Path) -> PathBuf {
+        let rel = rel.to_str().unwrap_or_default();
+        PathBuf::from(self.client.url().show(rel).trim_end_matches('/'))
+    }
+
+    fn is_local(&self) -> bool {
+        false
+    }
+
+    fn stat(&self, rel: &Path) -> std::io::Result<Option<Stat>> {
+        if let Some(spool) = self.spool_of(rel) {
+            return match fs::symlink_metadata(spool) {
+                Err(e) if e.kind() == ErrorKind::NotFound => Ok(None),
+                Err(e) => Err(e),
+                Ok(md) if md.is_dir() => {
+                    Ok(Some(Stat { kind: EntryKind::Dir(dir_id(&rel.to_string_lossy())), len: 0 }))
+                }
+                Ok(md) if md.is_file() => Ok(Some(Stat { kind: EntryKind::File, len: md.len() })),
+                Ok(_) => Ok(Some(Stat { kind: EntryKind::Other, len: 0 })),
+            };
+        }
+        if rel.as_os_str().is_empty() {
+            return Ok(Some(Stat { kind: EntryKind::Dir(dir_id(self.client.url().prefix())), len: 0 }));
+        }
+        if rel == Path::new(STATE_FILE) {
+            let state = self.derived_state().map_err(std::io::Error::other)?;
+            return Ok(state
+                .map(|s| Stat { kind: EntryKind::File, len: meta::encode(&s).map(|b| b.len() as u64).unwrap_or(0) }));
+        }
+        let Some(key) = self.key(rel).map_err(std::io::Error::other)? else { return Ok(None) };
+        if self.inner().dirs.contains(&key) {
+            return Ok(Some(Stat { kind: EntryKind::Dir(dir_id(&key)), len: 0 }));
+        }
+        match self.client.stat(&key).map_err(io_other)? {
+            None => Ok(None),
+            Some(Entry::Object { size }) => Ok(Some(Stat { kind: EntryKind::File, len: size })),
+            Some(Entry::Prefix) => {
+                self.inner().dirs.insert(key.clone());
+                Ok(Some(Stat { kind: EntryKind::Dir(dir_id(&key)), len: 0 }))
+            }
+        }
+    }
+
+    fn list(&self, rel: &Path) -> std::io::Result<Vec<OsString>> {
+        if rel == Path::new(TMP_DIR) {
+            return Ok(self.inner().staged.keys().map(|id| OsString::from(id.to_string())).collect());
+        }
+        if let Some(spool) = self.spool_of(rel) {
+            return fs::read_dir(spool)?.map(|e| e.map(|e| e.file_name())).collect();
+        }
+        if rel.as_os_str().is_empty() {
+            let (prefixes, objects) = self.top().map_err(io_other)?;
+            let mut names = Vec::new();
+            if self.derived_state().map_err(std::io::Error::other)?.is_some() {
+                names.push(OsString::from(STATE_FILE));
+            }
+            for p in prefixes {
+                match p.parse::<ElementName>() {
+                    Ok(name) => {
+                        if self.commit_of(name).map_err(std::io::Error::other)?.is_some() {
+                            names.push(p.into());
+                        }
+                    }
+                    Err(_) => names.push(p.into()),
+                }
+            }
+            names.extend(objects.into_iter().map(OsString::from));
+            return Ok(names);
+        }
+        let Some(key) = self.key(rel).map_err(std::io::Error::other)? else {
+            return Err(std::io::Error::new(
+                ErrorKind::NotFound,
+                format!("{}: no such element", self.show(rel).display()),
+            ));
+        };
+        let listing = self.client.list_dir(&key).map_err(io_other)?;
+        Ok(listing
+            .prefixes
+            .into_iter()
+            .map(OsString::from)
+            .chain(listing.objects.into_iter().map(|o| o.rel.into()))
+            .collect())
+    }
+
+    fn read(&self, rel: &Path, max: u64) -> Result<Vec<u8>, ReadError> {
+        if let Some(spool) = self.spool_of(rel) {
+            return backset_format::fsio::read_regular(&spool, max);
+        }
+        if rel == Path::new(STATE_FILE) {
+            let Some(state) = self.derived_state()? else { return Err(self.not_found(rel)) };
+            return meta::encode(&state).map_err(|source| ReadError::Metadata { path: self.show(rel), source });
+        }
+        let Some(key) = self.key(rel)? else { return Err(self.not_found(rel)) };
+        self.client.get(&key, max).map(|b| b.to_vec()).map_err(self.read_err("get", rel))
+    }
+
+    fn open(&self, rel: &Path) -> Result<(Box<dyn Read + Send>, u64), ReadError> {
+        if let Some(spool) = self.spool_of(rel) {
+            let (f, len) = backset_format::fsio::open_regular(&spool)?;
+            return Ok((Box::new(f), len));
+        }
+        let Some(key) = self.key(rel)? else { return Err(self.not_found(rel)) };
+        let (reader, len) = self.client.open(&key).map_err(self.read_err("get", rel))?;
+        Ok((Box::new(reader), len))
+    }
+
+    fn read_range(&self, rel: &Path, offset: u64, len: usize) -> Result<Vec<u8>, ReadError> {
+        let Some(key) = self.key(rel)? else { return Err(self.not_found(rel)) };
+        if len == 0 {
+            return Ok(Vec::new());
+        }
+        self.client.get_range(&key, offset..offset + len as u64).map(|b| b.to_vec()).map_err(self.read_err("get", rel))
+    }
+
+    fn copier_path(&self, rel: &Path) -> PathBuf {
+        self.spool_of(rel).unwrap_or_else(|| self.show(rel))
+    }
+
+    fn write_metadata(&self, dir: &Path, name: &str, bytes: &[u8]) -> Result<(), WriteError> {
+        let rel = dir.join(name);
+        let werr = |source: std::io::Error| WriteError::Io { op: "put", path: self.show(&rel), source };
+        if dir.as_os_str().is_empty() && name == STATE_FILE {
+            // The state is derived: keep this process's in-progress entries, store nothing.
+            let state: State = meta::decode(bytes).map_err(|e| werr(std::io::Error::other(e.to_string())))?;
+            self.inner().pending = Some(state);
+            return Ok(());
+        }
+        if let Some(spool) = self.spool_of(dir) {
+            return backset_format::fsio::write_file_atomic(&spool, name, bytes);
+        }
+        let key = match self.key(&rel) {
+            Ok(Some(k)) => k,
+            Ok(None) => return Err(werr(std::io::Error::new(ErrorKind::NotFound, "no such element"))),
+            Err(e) => return Err(werr(std::io::Error::other(e.to_string()))),
+        };
+        self.client.put(&key, Bytes::copy_from_slice(bytes)).map(drop).map_err(|e| werr(io_other(e)))
+    }
+
+    fn refuse_links(&self) -> Result<(), SetError> {
+        Ok(())
+    }
+
+    fn stage(&self, id: Uuid, name: ElementName) -> Result<PathBuf, SetError> {
+        let spool = self.spool_root.join(id.to_string());
+        let data = spool.join(DATA_DIR);
+        fs::create_dir_all(&data).map_err(|source| SetError::Io {
+            op: "create directory",
+            path: data.clone(),
+            source,
+        })?;
+        self.inner().staged.insert(id, Staged { name, spool, info: None });
+        Ok(Path::new(TMP_DIR).join(id.to_string()))
+    }
+
+    fn seal(&self, staged: &Path, control: &[(&str, Vec<u8>)]) -> Result<(), SetError> {
+        let id: Uuid = staged
+            .file_name()
+            .and_then(|n| n.to_str())
+            .and_then(|n| n.parse().ok())
+            .expect("a staged element is tmp/<element id>");
+        let Staged { name, spool, .. } = self.inner().staged.get(&id).cloned().expect("staged by this store");
+        let find = |file: &str| control.iter().find(|(n, _)| *n == file).map(|(_, b)| b.as_slice());
+        let decode_err = |file: &str, e: backset_format::MetadataError| SetError::Write {
+            source: WriteError::Metadata { path: spool.join(CONTROL_DIR).join(file), source: e },
+        };
+        let manifest: Manifest =
+            meta::decode(find(MANIFEST_FILE).expect("a manifest")).map_err(|e| decode_err(MANIFEST_FILE, e))?;
+        let info: ElementInfo = meta::decode(find(ELEMENT_INFO_FILE).expect("an element file"))
+            .map_err(|e| decode_err(ELEMENT_INFO_FILE, e))?;
+        let base = format!("{name}/{id}");
+        let mut expected: Vec<(String, u64)> = Vec::new();
+        for f in &manifest.files {
+            let file = backset_format::layout::data_file_path(f.kind, f.id);
+            let local = spool.join(DATA_DIR).join(&file);
+            let key = format!("{base}/{DATA_DIR}/{file}");
+            self.upload_file(&local, &key, f)?;
+            let _ = fs::remove_file(&local);
+            expected.push((key, f.size));
+        }
+        for (file, bytes) in control {
+            let key = format!("{base}/{CONTROL_DIR}/{file}");
+            self.client.put(&key, Bytes::copy_from_slice(bytes)).map_err(|e| self.set_err(e))?;
+            expected.push((key, bytes.len() as u64));
+        }
+        // Every object there with its size, in one listing.
+        let stored: HashMap<String, u64> =
+            self.client.list(&base).map_err(|e| self.set_err(e))?.into_iter().map(|o| (o.rel, o.size)).collect();
+        for (key, size) in expected {
+            match stored.get(&key) {
+                Some(s) if *s == size => {}
+                found => {
+                    return Err(SetError::Conflict {
+                        path: PathBuf::from(self.client.url().show(&key)),
+                        reason: format!(
+                            "stored as {} where {size} bytes were sent; nothing was published: run the hot copy again",
+                            found.map_or("missing".to_owned(), |s| format!("{s} bytes"))
+                        ),
+                    })
+                }
+            }
+        }
+        if let Some(s) = self.inner().staged.get_mut(&id) {
+            s.info = Some(info);
+        }
+        Ok(())
+    }
+
+    fn publish(&self, staged: &Path, name: ElementName, published: &mut dyn FnMut()) -> Result<(), SetError> {
+        let id: Uuid = staged.file_name().and_then(|n| n.to_str()).and_then(|n| n.parse().ok()).expect("tmp/<id>");
+        let (staged_el, pending) = {
+            let inner = self.inner();
+            (inner.staged.get(&id).cloned().expect("staged by this store"), inner.pending.clone())
+        };
+        let info = staged_el.info.expect("sealed before it is published");
+        let header = pending.expect("the writer wrote the state before it publishes");
+        let entry = ElementEntry {
+            kind: info.kind,
+            sequence: info.sequence,
+            element_id: id,
+            status: ElementStatus::Completed,
+            txn_range: info.txn_range,
+            begin_micros: info.begin_micros,
+            end_micros: info.end_micros.max(info.begin_micros),
+        };
+        let record = State { elements: vec![entry], ..header };
+        let rel = format!("{name}/{COMMIT_OBJECT}");
+        let bytes = meta::encode(&record)
+            .map_err(|source| WriteError::Metadata { path: PathBuf::from(self.client.url().show(&rel)), source })?;
+        match self.client.put_create(&rel, Bytes::from(bytes)) {
+            Ok(_) => {}
+            Err(ObjStoreError::AlreadyExists { object }) => {
+                return Err(SetError::Conflict {
+                    path: PathBuf::from(object),
+                    reason: format!(
+                        "another hot copy published element {name} first (two hot copies raced for the same element \
+                         number; the set holds the other one's element, this one's objects are removed and nothing \
+                         of it is trusted): run this hot copy again"
+                    ),
+                })
+            }
+            Err(e) => return Err(self.set_err(e)),
+        }
+        self.inner().published.insert(name, (id, record));
+        published();
+        let mut inner = self.inner();
+        if let Some(s) = inner.staged.remove(&id) {
+            let _ = fs::remove_dir_all(&s.spool);
+        }
+        Ok(())
+    }
+
+    fn unpublish(&self, _staged: &Path, _name: ElementName) {
+        // The state is derived from the commit records: recording a publication cannot fail after it.
+    }
+
+    fn remove(&self, rel: &Path) -> Result<(), SetError> {
+        if rel == Path::new(STATE_FILE) {
+            self.inner().pending = None;
+            return Ok(());
+        }
+        if rel == Path::new(TMP_DIR) {
+            let staged: Vec<Uuid> = self.inner().staged.keys().copied().collect();
+            for id in staged {
+                self.remove(&Path::new(TMP_DIR).join(id.to_string()))?;
+            }
+            return Ok(());
+        }
+        if let Ok(rest) = rel.strip_prefix(TMP_DIR) {
+            let id: Option<Uuid> = rest.to_str().and_then(|s| s.parse().ok());
+            let staged = id.and_then(|id| self.inner().staged.remove(&id).map(|s| (id, s)));
+            if let Some((id, s)) = staged {
+                let _ = fs::remove_dir_all(&s.spool);
+                // The job's own objects (never another job's: they are under its own element id).
+                self.client.delete_tree(&format!("{}/{id}", s.name)).map_err(|e| self.set_err(e))?;
+            }
+            return Ok(());
+        }
+        let first = rel.to_str().unwrap_or_default();
+        if let Ok(name) = first.parse::<ElementName>() {
+            // A published element taken back (a journal element of a full that failed): the commit record first,
+            // so that no reader trusts what follows.
+            if let Some((id, _)) = self.commit_of(name).map_err(|source| SetError::Metadata {
+                set: self.show(Path::new("")),
+                element: Some(name),
+                source,
+            })? {
+                self.client.delete(&format!("{name}/{COMMIT_OBJECT}")).map_err(|e| self.set_err(e))?;
+                self.inner().published.remove(&name);
+                self.client.delete_tree(&format!("{name}/{id}")).map_err(|e| self.set_err(e))?;
+            }
+            return Ok(());
+        }
+        self.client.delete_tree(first).map(drop).map_err(|e| self.set_err(e))
+    }
+
+    fn sync(&self, _rel: &Path) -> Result<(), SetError> {
+        // Every put is durable once the store answers it.
+        Ok(())
+    }
+
+    fn remove_if_empty(&self) -> Result<bool, SetError> {
+        // A prefix exists only through its objects.
+        Ok(true)
+    }
+}
+
+impl Drop for ObjectStore {
+    fn drop(&mut self) {
+        let _ = fs::remove_dir_all(&self.spool_root);
+    }
+}
+
+/// What stands under the prefix, for the "absent or empty" rule of a full hot copy: `None` when nothing that
+/// counts does (no object, or only the unpublished objects of jobs that did not complete), else a description.
+pub fn prefix_content(store: &ObjectStore) -> Result<Option<String>, SetError> {
+    let (prefixes, objects) = store.top().map_err(|e| store.set_err(e))?;
+    let mut foreign: Vec<String> = objects;
+    let mut published = 0usize;
+    for p in prefixes {
+        match p.parse::<ElementName>() {
+            Ok(name) => {
+                let commit = store.commit_of(name).map_err(|source| SetError::Metadata {
+                    set: store.show(Path::new("")),
+                    element: Some(name),
+                    source,
+                })?;
+                if commit.is_some() {
+                    published += 1;
+                }
+            }
+            Err(_) => foreign.push(format!("{p}/")),
+        }
+    }
+    if published > 0 {
+        return Ok(Some(format!("a backup set with {published} published element(s)")));
+    }
+    if foreign.is_empty() {
+        return Ok(None);
+    }
+    foreign.sort();
+    let shown: Vec<&str> = foreign.iter().take(5).map(String::as_str).collect();
+    Ok(Some(format!(
+        "{} objects or prefixes that are not a backup set's: {}{}",
+        foreign.len(),
+        shown.join(", "),
+        if foreign.len() > 5 { ", ..." } else { "" }
+    )))
+}
+
+/// The `s3://bucket/prefix` a set's "directory" names, when it names one: `None` for a local path. The engine takes
+/// a set's location as a path everywhere; an object-storage location is that path's text.
+pub fn s3_location(dir: &Path) -> Option<Result<S3Url, SetError>> {
+    let text = dir.to_str()?;
+    match backset_objstore::Location::parse(text) {
+        Ok(backset_objstore::Location::S3(url)) => Some(Ok(url)),
+        Ok(backset_objstore::Location::Local(_)) => None,
+        Err(e) => Some(Err(SetError::ObjectStore { source: e.into() })),
+    }
+}
+
+fn stores() -> &'static Mutex<HashMap<String, std::sync::Arc<ObjectStore>>> {
+    static STORES: std::sync::OnceLock<Mutex<HashMap<String, std::sync::Arc<ObjectStore>>>> =
+        std::sync::OnceLock::new();
+    STORES.get_or_init(Default::default)
+}
+
+/// The process's one [`ObjectStore`] for `url` on the endpoint the environment configures (the standard `AWS_*`
+/// variables, `AWS_ENDPOINT_URL`): one per set and endpoint, so that the writer's in-progress entries are seen by
+/// every job of this process, as a local set's `state` is.
+pub fn object_store(url: &S3Url) -> Result<std::sync::Arc<ObjectStore>, SetError> {
+    let config = backset_objstore::S3Config::from_env().map_err(|source| SetError::ObjectStore { source })?;
+    let endpoint = config.checked_endpoint().map_err(|source| SetError::ObjectStore { source })?;
+    let key = format!("{} {url}", endpoint.unwrap_or_default());
+    let mut stores = stores().lock().unwrap_or_else(|p| p.into_inner());
+    if let Some(s) = stores.get(&key) {
+        return Ok(std::sync::Arc::clone(s));
+    }
+    let client = ObjectClient::new(url.clone(), &config).map_err(|source| SetError::ObjectStore { source })?;
+    let store = std::sync::Arc::new(ObjectStore::new(client));
+    stores.insert(key, std::sync::Arc::clone(&store));
+    Ok(store)
+}
+
+/// The storage of the set at `dir`: a local directory, or the object store its `s3://` text names.
+pub fn storage_for(dir: &Path) -> Result<std::sync::Arc<dyn SetStorage>, SetError> {
+    match s3_location(dir) {
+        None => Ok(std::sync::Arc::new(super::storage::LocalDir::new(dir))),
+        Some(url) => Ok(object_store(&url?)?),
+    }
+}
+
+/// Checks that the bucket is there and the credentials are accepted, before a job writes anything: one listing of
+/// the prefix.
+pub fn probe(store: &ObjectStore) -> Result<(), SetError> {
+    store.client.list_dir("").map(drop).map_err(|source| SetError::ObjectStore { source })
+}

@@ -1,0 +1,326 @@
+//! Backup sets on S3-compatible object storage, through the real binary against `s3s-fs` served in-process on a
+//! loopback port (`backset_s3test::S3sServer`): hot copies into `s3://` URLs, restore and check from them, two
+//! publishers racing for one element, objects deleted or altered behind Backset's back, and the errors an operator
+//! meets first (a typo in the URL, a missing bucket, wrong credentials).
+
+mod support;
+
+use std::path::{Path, PathBuf};
+use std::process::Output;
+
+use backset_s3test::{Endpoint, S3sServer};
+use serde_json::Value;
+use support::*;
+
+/// Waits for the hot copy's end (and fails the command unless it completed).
+const WAIT: &[&str] = &["--timeout", "600"];
+
+/// The environment of a process that talks to `e` (standard `AWS_*` variables).
+fn s3_env(e: &Endpoint) -> Vec<(&'static str, String)> {
+    vec![
+        ("AWS_ENDPOINT_URL", e.url.clone()),
+        ("AWS_ACCESS_KEY_ID", e.access_key_id.clone()),
+        ("AWS_SECRET_ACCESS_KEY", e.secret_access_key.clone()),
+        ("AWS_REGION", "us-east-1".to_owned()),
+    ]
+}
+
+fn as_refs<'a>(env: &'a [(&'static str, String)]) -> Vec<(&'static str, &'a str)> {
+    env.iter().map(|(k, v)| (*k, v.as_str())).collect()
+}
+
+/// `backset ARGS` offline with the store's environment.
+fn offline(e: &Endpoint, args: &[&str]) -> Output {
+    command().args(args).envs(s3_env(e)).output().unwrap()
+}
+
+fn offline_ok(e: &Endpoint, args: &[&str]) -> String {
+    let out = offline(e, args);
+    assert_eq!(out.status.code(), Some(0), "backset {args:?}: {}", text(&out));
+    stdout(&out)
+}
+
+/// The serve process, talking to the store.
+fn serve(data: &Path, e: &Endpoint) -> Server {
+    Server::start_with_env(data, &[], &as_refs(&s3_env(e)))
+}
+
+/// The serve process after `n` keys of `bytes` were committed and made atom files by a clean stop (a store writes
+/// its atoms at a checkpoint), restarted with the store's environment.
+fn serve_with_atoms(data: &Path, e: &Endpoint, n: usize, bytes: usize) -> Server {
+    let srv = serve(data, e);
+    srv.load(n, bytes);
+    restart(srv, data, e)
+}
+
+/// Stops `srv` cleanly (its atoms written) and starts it again.
+fn restart(srv: Server, data: &Path, e: &Endpoint) -> Server {
+    let (code, out) = srv.terminate();
+    assert_eq!(code, Some(0), "{out}");
+    serve(data, e)
+}
+
+/// `restore --report-backups --json` of `set`: (name, id) of each element.
+fn elements(e: &Endpoint, set: &str) -> Vec<(String, String)> {
+    let out = offline_ok(e, &["restore", "--report-backups", "--json", set]);
+    let v: Value = serde_json::from_str(&out).unwrap();
+    v["elements"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no elements in {v}"))
+        .iter()
+        .map(|x| (x["name"].as_str().unwrap().to_owned(), x["id"].as_str().unwrap().to_owned()))
+        .collect()
+}
+
+fn id_of(list: &[(String, String)], name: &str) -> String {
+    list.iter().find(|(n, _)| n == name).unwrap_or_else(|| panic!("no element {name} in {list:?}")).1.clone()
+}
+
+/// Restores `set` (to `extra`) into a new directory under `root` and returns its data.
+fn restored(
+    e: &Endpoint,
+    root: &Path,
+    name: &str,
+    set: &str,
+    extra: &[&str],
+) -> std::collections::BTreeMap<String, String> {
+    let dir = root.join(name);
+    let mut args = vec!["restore", "--restore-dir", dir.to_str().unwrap()];
+    args.extend_from_slice(extra);
+    args.push(set);
+    offline_ok(e, &args);
+    dump(&dir, &[])
+}
+
+/// Every object file the store keeps below `prefix` of the test bucket.
+fn objects(store: &S3sServer, prefix: &str) -> Vec<PathBuf> {
+    fn walk(dir: &Path, out: &mut Vec<PathBuf>) {
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let p = entry.unwrap().path();
+            if p.is_dir() {
+                walk(&p, out);
+            } else {
+                out.push(p);
+            }
+        }
+    }
+    let mut out = Vec::new();
+    let root = store.object_file(prefix);
+    if root.is_dir() {
+        walk(&root, &mut out);
+    }
+    out.sort();
+    out
+}
+
+#[test]
+fn full_incremental_and_journal_to_s3_restore_as_the_same_sequence_on_a_local_set() {
+    let store = S3sServer::start();
+    let e = store.endpoint().clone();
+    let work = tmp();
+    let data = work.path().join("data");
+    let srv = serve_with_atoms(&data, &e, 300, 2000);
+    let local = work.path().join("local");
+    let later = work.path().join("later");
+    let url = "s3://backset-test/demo/set1";
+    // Each pair without a write between: the same content, one set local, one on the store.
+    srv.cli_ok(&hotcopy_args("full", &s(&local), WAIT));
+    srv.cli_ok(&hotcopy_args("full", url, WAIT));
+    srv.load(120, 3000);
+    let srv = restart(srv, &data, &e);
+    srv.cli_ok(&hotcopy_args("incremental", &s(&local), WAIT));
+    srv.cli_ok(&hotcopy_args("incremental", url, WAIT));
+    srv.load(80, 100);
+    // The s3 set continues the journal chain (its full is the newest): a journal element there, then a local full
+    // of the same content.
+    srv.cli_ok(&hotcopy_args("journal", url, WAIT));
+    srv.cli_ok(&hotcopy_args("full", &s(&later), WAIT));
+
+    let list = elements(&e, url);
+    let names: Vec<&str> = list.iter().map(|(n, _)| n.as_str()).collect();
+    assert_eq!(names.len(), 3, "{list:?}");
+    for n in ["full", "1.inc", "1.jnl"] {
+        assert!(names.contains(&n), "{n} missing from {list:?}");
+    }
+    let local_list = elements(&e, &s(&local));
+    let out = work.path();
+    let full_s3 = restored(&e, out, "full-s3", url, &["--backup-element-id", &id_of(&list, "full")]);
+    let full_local = restored(&e, out, "full-local", &s(&local), &["--backup-element-id", &id_of(&local_list, "full")]);
+    assert_eq!(full_s3.len(), 300);
+    assert_eq!(full_s3, full_local, "the full on s3 restores what the local full restores");
+    let inc_s3 = restored(&e, out, "inc-s3", url, &["--backup-element-id", &id_of(&list, "1.inc")]);
+    let inc_local = restored(&e, out, "inc-local", &s(&local), &[]);
+    assert_eq!(inc_s3, inc_local, "the incremental on s3 restores what the local one restores");
+    assert_ne!(inc_s3, full_s3);
+    let latest_s3 = restored(&e, out, "latest-s3", url, &[]);
+    let latest_local = restored(&e, out, "latest-local", &s(&later), &[]);
+    assert_eq!(latest_s3.len(), 300);
+    assert_eq!(latest_s3, latest_local, "the journal element on s3 restores to what a full taken then holds");
+
+    // Check reads every byte from the store and writes nothing locally.
+    let checked = offline_ok(&e, &["check", url]);
+    assert!(checked.contains("3"), "{checked}");
+    let ts = offline_ok(&e, &["restore", "--report-timestamps", url]);
+    assert!(!ts.trim().is_empty(), "--report-timestamps prints the transactions of the s3 set");
+    // The layout: a commit record per element, the element's objects under its own id, no `state` object.
+    assert!(store.object_file("demo/set1/full/commit").is_file());
+    assert!(!store.object_file("demo/set1/state").exists(), "the state is derived, never stored");
+    let full_id = id_of(&list, "full");
+    assert!(store.object_file(&format!("demo/set1/full/{full_id}/control/manifest")).is_file());
+    let atoms = objects(&store, &format!("demo/set1/full/{full_id}/data/atoms"));
+    assert!(atoms.len() > 1, "the full holds atom files: {atoms:?}");
+    let inc_atoms = objects(&store, &format!("demo/set1/1.inc/{}/data/atoms", id_of(&list, "1.inc")));
+    assert!(!inc_atoms.is_empty(), "the incremental holds the atoms that changed");
+}
+
+#[test]
+fn two_fulls_racing_for_one_prefix_publish_one_and_the_loser_fails_clearly() {
+    let store = S3sServer::start();
+    let e = store.endpoint().clone();
+    let work = tmp();
+    let a = serve(&work.path().join("a"), &e);
+    let b = serve(&work.path().join("b"), &e);
+    // Enough to copy that, throttled, both jobs are staged before either publishes.
+    a.load(400, 4000);
+    b.load(400, 4000);
+    let url = Path::new("s3://backset-test/race");
+    // About 4 s each at 400 kB/s.
+    let ja = a.start_throttled_full(url, 400_000);
+    let jb = b.start_throttled_full(url, 400_000);
+    let end = |srv: &Server, j: &(u64, String)| {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+        loop {
+            let v = srv.hot_copy_status(j);
+            if v["status"] != "running" {
+                return v;
+            }
+            assert!(std::time::Instant::now() < deadline, "the hot copy did not end: {v}");
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+    };
+    let (va, vb) = (end(&a, &ja), end(&b, &jb));
+    let statuses = [va["status"].as_str().unwrap(), vb["status"].as_str().unwrap()];
+    assert!(statuses.contains(&"completed") && statuses.contains(&"failed"), "{va}\n{vb}");
+    let (winner, loser) = if va["status"] == "completed" { (&a, &vb) } else { (&b, &va) };
+    let message = loser["message"].as_str().unwrap();
+    assert!(message.contains("another hot copy published element full first"), "{message}");
+    assert!(message.contains("run this hot copy again"), "{message}");
+    // The set is the winner's, whole: check passes and it restores the winner's data.
+    offline_ok(&e, &["check", "s3://backset-test/race"]);
+    let data = restored(&e, work.path(), "r", "s3://backset-test/race", &[]);
+    assert_eq!(data.len(), 400);
+    let _ = winner;
+    // Nothing of the loser's job is left: one element id under full/.
+    let ids: std::collections::BTreeSet<String> = objects(&store, "race/full")
+        .iter()
+        .filter_map(|p| {
+            p.strip_prefix(store.object_file("race/full")).ok()?.iter().next().map(|c| c.to_string_lossy().into_owned())
+        })
+        .filter(|c| c != "commit")
+        .collect();
+    assert_eq!(ids.len(), 1, "{ids:?}");
+}
+
+#[test]
+fn check_names_the_element_and_object_deleted_or_altered_behind_backsets_back() {
+    let store = S3sServer::start();
+    let e = store.endpoint().clone();
+    let work = tmp();
+    let srv = serve_with_atoms(&work.path().join("data"), &e, 200, 2000);
+    let url = "s3://backset-test/damaged";
+    srv.cli_ok(&hotcopy_args("full", url, WAIT));
+    offline_ok(&e, &["check", url]);
+    let atoms: Vec<PathBuf> =
+        objects(&store, "damaged/full").into_iter().filter(|p| p.to_string_lossy().contains("/data/atoms/")).collect();
+    assert!(atoms.len() >= 2, "{atoms:?}");
+    std::fs::remove_file(&atoms[0]).unwrap();
+    flip_byte(&atoms[1], 40);
+    let out = offline(&e, &["check", url]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let t = text(&out);
+    let name = |p: &Path| p.file_name().unwrap().to_string_lossy().into_owned();
+    assert!(t.contains("full"), "{t}");
+    assert!(t.contains(&format!("s3://backset-test/damaged/full/data/atoms/{}", name(&atoms[0]))), "{t}");
+    assert!(t.contains(&format!("s3://backset-test/damaged/full/data/atoms/{}", name(&atoms[1]))), "{t}");
+    // A restore refuses it too, naming the object.
+    let out = offline(&e, &["restore", "--restore-dir", work.path().join("r").to_str().unwrap(), url]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(text(&out).contains("s3://backset-test/damaged/full/data/atoms/"), "{}", text(&out));
+}
+
+#[test]
+fn a_typo_a_missing_bucket_and_wrong_credentials_each_say_what_to_do() {
+    let store = S3sServer::start();
+    let e = store.endpoint().clone();
+    let work = tmp();
+    let srv = serve(&work.path().join("data"), &e);
+    srv.load(10, 10);
+    // A typo in the URL: refused before anything is sent, exit 2.
+    let out = srv.cli_fails(&hotcopy_args("full", "s3:/backset-test/x", &[]), 2);
+    assert!(text(&out).contains("write s3://backset-test/x"), "{}", text(&out));
+    let out = offline(&e, &["restore", "--report-backups", "s3//backset-test/x"]);
+    assert_ne!(out.status.code(), Some(0), "{}", text(&out));
+    // A bucket that does not exist.
+    let out = srv.cli(&hotcopy_args("full", "s3://no-such-bucket/x", &[]));
+    assert_ne!(out.status.code(), Some(0), "{}", text(&out));
+    let t = text(&out);
+    assert!(t.contains("the bucket \"no-such-bucket\" does not exist") && t.contains("create it"), "{t}");
+    let out = offline(&e, &["check", "s3://no-such-bucket/x"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(text(&out).contains("does not exist"), "{}", text(&out));
+    // A prefix without a set.
+    let out = offline(
+        &e,
+        &["restore", "--restore-dir", work.path().join("r").to_str().unwrap(), "s3://backset-test/nothing"],
+    );
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(text(&out).contains("no element is published under this prefix"), "{}", text(&out));
+    // Wrong credentials: the store's refusal, and what to check.
+    let mut env = s3_env(&e);
+    env.retain(|(k, _)| *k != "AWS_SECRET_ACCESS_KEY");
+    env.push(("AWS_SECRET_ACCESS_KEY", "not-the-secret".to_owned()));
+    let out = command().args(["check", "s3://backset-test/x"]).envs(env).output().unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let t = text(&out);
+    assert!(t.contains("access denied") && t.contains("AWS_SECRET_ACCESS_KEY"), "{t}");
+    assert!(!t.contains("not-the-secret"), "a secret is never shown: {t}");
+    // A simple hot copy stays local-only.
+    let out = srv.cli(&hotcopy_args("simple", "s3://backset-test/simple", &[]));
+    assert_ne!(out.status.code(), Some(0), "{}", text(&out));
+    assert!(text(&out).contains("local-only"), "{}", text(&out));
+    // Nothing was written for any of them.
+    assert!(objects(&store, "").is_empty(), "{:?}", objects(&store, ""));
+}
+
+#[test]
+fn a_shared_default_backup_dir_on_s3_and_the_rest_api_take_urls() {
+    let store = S3sServer::start();
+    let e = store.endpoint().clone();
+    let work = tmp();
+    let srv = serve(&work.path().join("data"), &e);
+    srv.load(20, 100);
+    // --shared with a URL: each archive writes into <url>/<archive id>.
+    srv.cli_ok(&[
+        "hotcopy",
+        "database",
+        "--db-name",
+        "demo",
+        "--type",
+        "full",
+        "--default-backup-dir",
+        "s3://backset-test/shared",
+        "--shared",
+        "--timeout",
+        "600",
+    ]);
+    let list = elements(&e, "s3://backset-test/shared/0");
+    assert_eq!(list.len(), 1, "{list:?}");
+    // The REST API's backupSetDirs takes the same URLs.
+    srv.load(5, 100);
+    let v = srv.completed("incremental", Path::new("s3://backset-test/shared/0"));
+    assert_eq!(v["destinationDirectory"], "s3://backset-test/shared/0", "{v}");
+    let list = elements(&e, "s3://backset-test/shared/0");
+    assert_eq!(list.len(), 2, "{list:?}");
+    let data = restored(&e, work.path(), "r", "s3://backset-test/shared/0", &[]);
+    assert_eq!(data.len(), 25);
+}
