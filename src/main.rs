@@ -73,6 +73,11 @@ enum Command {
     ///
     /// Example: `backset check /backups/set1`
     Check(offline::CheckArgs),
+    /// Operations on a whole backup set: `gc` (a set on object storage).
+    ///
+    /// Example: `backset set gc s3://backups/demo/2026-w49`
+    #[command(subcommand)]
+    Set(offline::SetCommand),
     /// Inspect an archive directory that no SM is using: its data, its metadata, its checksums.
     ///
     /// Example: `backset archive info /tmp/restored`
@@ -156,6 +161,7 @@ fn main() -> ExitCode {
         Command::Restore(args) => no_server("restore", &|| offline::run_restore(&args)),
         Command::Check(args) => no_server("check", &|| offline::run_check(&args)),
         Command::Archive(cmd) => no_server("archive", &|| offline::run_archive(&cmd)),
+        Command::Set(cmd) => no_server("set", &|| offline::run_set(&cmd)),
         Command::Serve(args) => no_server("serve", &|| server::startup::run(&args)),
         Command::Completion(args) => no_server("completion", &|| completion(&args)),
         Command::Hotcopy(cli::HotcopyCommand::Database(args)) => {

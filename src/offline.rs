@@ -96,6 +96,56 @@ pub struct CheckArgs {
     pub json: bool,
 }
 
+/// `backset set`: operations on a whole backup set.
+#[derive(clap::Subcommand, Debug)]
+pub enum SetCommand {
+    /// Remove the objects of a set on object storage that no published element uses: those of hot copies that
+    /// failed, were killed or lost a race, once the newest of a job's objects is older than --min-age (a job that
+    /// may still be writing is left alone). Published elements are never touched.
+    ///
+    /// Example: `backset set gc s3://backups/demo/2026-w49`
+    Gc {
+        /// The set: `s3://bucket/prefix`.
+        set: PathBuf,
+        /// Remove a job's objects only once its newest object is at least this old (`1h`, `30m`; `0s`: now).
+        #[arg(long, value_name = "DURATION", value_parser = parse_duration, default_value = "1h")]
+        min_age: Duration,
+    },
+}
+
+/// Runs `backset set ...`.
+pub fn run_set(cmd: &SetCommand) -> Result<()> {
+    match cmd {
+        SetCommand::Gc { set, min_age } => {
+            let Some(url) = backset_engine::set::object::s3_location(set) else {
+                return Err(anyhow::Error::new(UsageError(format!(
+                    "{}: set gc is for a set on object storage (s3://bucket/prefix); in a directory, the next hot \
+                     copy into the set removes what an interrupted one left",
+                    set.display()
+                ))));
+            };
+            let url = url.map_err(|e| anyhow::Error::new(UsageError(e.to_string())))?;
+            let report = backset_engine::set::object::gc(&url, *min_age)?;
+            for (job, objects) in &report.removed {
+                println!("removed {job}/ ({objects} objects of a hot copy that did not publish)");
+            }
+            for job in &report.kept {
+                println!(
+                    "kept {job}/ (written less than {} ago: it may still be running)",
+                    humantime::format_duration(*min_age)
+                );
+            }
+            println!(
+                "{url}: {} published element(s) kept, {} unpublished job(s) removed, {} kept",
+                report.published,
+                report.removed.len(),
+                report.kept.len()
+            );
+            Ok(())
+        }
+    }
+}
+
 /// A duration as `90s`, `12h`, `7d`, `1h 30m`.
 fn parse_duration(s: &str) -> Result<Duration, String> {
     humantime::parse_duration(s.trim()).map_err(|e| format!("{s:?} is not a duration like 12h or 7d: {e}"))

@@ -316,11 +316,72 @@ fn a_shared_default_backup_dir_on_s3_and_the_rest_api_take_urls() {
     let list = elements(&e, "s3://backset-test/shared/0");
     assert_eq!(list.len(), 1, "{list:?}");
     // The REST API's backupSetDirs takes the same URLs.
-    srv.load(5, 100);
+    srv.load(30, 100);
     let v = srv.completed("incremental", Path::new("s3://backset-test/shared/0"));
     assert_eq!(v["destinationDirectory"], "s3://backset-test/shared/0", "{v}");
     let list = elements(&e, "s3://backset-test/shared/0");
     assert_eq!(list.len(), 2, "{list:?}");
     let data = restored(&e, work.path(), "r", "s3://backset-test/shared/0", &[]);
-    assert_eq!(data.len(), 25);
+    assert_eq!(data.len(), 30, "the incremental's keys are restored from the store");
+}
+
+#[test]
+fn a_serve_killed_before_it_publishes_leaves_the_set_as_it_was_and_set_gc_removes_its_objects() {
+    let store = S3sServer::start();
+    let e = store.endpoint().clone();
+    let work = tmp();
+    let data = work.path().join("data");
+    let url = "s3://backset-test/killed";
+    let srv = serve_with_atoms(&data, &e, 200, 2000);
+    srv.cli_ok(&hotcopy_args("full", url, WAIT));
+    let before = restored(&e, work.path(), "before", url, &[]);
+    srv.load(60, 3000);
+    let (code, out) = srv.terminate();
+    assert_eq!(code, Some(0), "{out}");
+    // An incremental held just before its commit record is written (every object uploaded), then kill -9.
+    let mark = work.path().join("mark");
+    let mut env = s3_env(&e);
+    env.push(("BACKSET_FAULT_PAUSE", "incremental:before-move".to_owned()));
+    env.push(("BACKSET_FAULT_PAUSE_MARK", s(&mark)));
+    let srv = Server::start_with_env(&data, &[], &as_refs(&env));
+    let body = serde_json::json!({"type": "incremental", "backupSetDirs": {"0": url}});
+    let (code, v) = srv.post_json_checked("/databases/demo/hotCopy", &body);
+    assert_eq!(code, 200, "{v}");
+    let job = (v["coordinatorStartId"].as_u64().unwrap(), v["hotCopyId"].as_str().unwrap().to_owned());
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    while !mark.exists() {
+        assert!(std::time::Instant::now() < deadline, "the incremental never reached its pause: {}", srv.output());
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    srv.kill9();
+    let left = objects(&store, "killed/1.inc");
+    assert!(!left.is_empty(), "the killed job had uploaded its objects");
+    assert!(!store.object_file("killed/1.inc/commit").exists(), "and published nothing");
+
+    // After a restart: the job reads failed, the set is as before.
+    let srv = serve(&data, &e);
+    let status = srv.hot_copy_status(&job);
+    assert_eq!(status["status"], "failed", "{status}");
+    let list = elements(&e, url);
+    assert_eq!(list.iter().map(|(n, _)| n.as_str()).collect::<Vec<_>>(), ["full"], "{list:?}");
+    offline_ok(&e, &["check", url]);
+    assert_eq!(restored(&e, work.path(), "after", url, &[]), before);
+
+    // set gc: a job written less than --min-age ago may be running, and is kept; with --min-age 0s it is removed,
+    // and the published full is never touched.
+    let out = offline_ok(&e, &["set", "gc", url]);
+    assert!(out.contains("0 unpublished job(s) removed, 1 kept"), "{out}");
+    assert_eq!(objects(&store, "killed/1.inc"), left);
+    let out = offline_ok(&e, &["set", "gc", "--min-age", "0s", url]);
+    assert!(out.contains("1 published element(s) kept, 1 unpublished job(s) removed"), "{out}");
+    assert!(objects(&store, "killed/1.inc").is_empty(), "{:?}", objects(&store, "killed/1.inc"));
+    offline_ok(&e, &["check", url]);
+    // The next incremental completes and restores what the database holds.
+    srv.cli_ok(&hotcopy_args("incremental", url, WAIT));
+    let after = restored(&e, work.path(), "next", url, &[]);
+    assert_eq!(after.len(), 200);
+    assert_ne!(after, before);
+    // A directory is not for set gc.
+    let out = offline(&e, &["set", "gc", work.path().to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
 }

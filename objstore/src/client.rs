@@ -42,6 +42,18 @@ pub struct ObjectInfo {
     pub size: u64,
     /// Its ETag, as the store gives it.
     pub e_tag: Option<String>,
+    /// When it was last written, as the store gives it.
+    pub modified: std::time::SystemTime,
+}
+
+/// An object's `last_modified` as a [`SystemTime`](std::time::SystemTime).
+fn modified(meta: &object_store::ObjectMeta) -> std::time::SystemTime {
+    let millis = meta.last_modified.timestamp_millis();
+    if millis >= 0 {
+        std::time::UNIX_EPOCH + std::time::Duration::from_millis(millis as u64)
+    } else {
+        std::time::UNIX_EPOCH
+    }
 }
 
 /// What stands at a name: an object, or a prefix with objects below it (what a directory is on object storage).
@@ -243,7 +255,12 @@ impl ObjectClient {
     pub fn head(&self, rel: &str) -> Result<Option<ObjectInfo>, ObjStoreError> {
         let path = self.path(rel)?;
         match self.runtime.block_on(self.store.head(&path)).map_err(self.err("head", rel)) {
-            Ok(meta) => Ok(Some(ObjectInfo { rel: rel.to_owned(), size: meta.size, e_tag: meta.e_tag })),
+            Ok(meta) => Ok(Some(ObjectInfo {
+                rel: rel.to_owned(),
+                size: meta.size,
+                modified: modified(&meta),
+                e_tag: meta.e_tag,
+            })),
             Err(ObjStoreError::NotFound { .. }) => Ok(None),
             Err(e) => Err(e),
         }
@@ -261,7 +278,7 @@ impl ObjectClient {
                 let meta = meta.map_err(self.err("list", rel))?;
                 let full = meta.location.to_string();
                 let rel = full.strip_prefix(&base).unwrap_or(&full).to_owned();
-                objects.push(ObjectInfo { rel, size: meta.size, e_tag: meta.e_tag });
+                objects.push(ObjectInfo { rel, size: meta.size, modified: modified(&meta), e_tag: meta.e_tag });
             }
             Ok::<_, ObjStoreError>(objects)
         })?;
@@ -300,7 +317,7 @@ impl ObjectClient {
             objects: listed
                 .objects
                 .into_iter()
-                .map(|m| ObjectInfo { rel: last(&m.location), size: m.size, e_tag: m.e_tag })
+                .map(|m| ObjectInfo { rel: last(&m.location), size: m.size, modified: modified(&m), e_tag: m.e_tag })
                 .collect(),
         };
         listing.prefixes.sort();

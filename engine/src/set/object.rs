@@ -809,3 +809,59 @@ pub fn storage_for(dir: &Path) -> Result<std::sync::Arc<dyn SetStorage>, SetErro
 pub fn probe(store: &ObjectStore) -> Result<(), SetError> {
     store.client.list_dir("").map(drop).map_err(|source| SetError::ObjectStore { source })
 }
+
+/// How old the newest object of an unpublished job must be before [`gc`] removes the job's objects, unless told
+/// otherwise: 1 hour. A running job uploads continuously while it seals its element and publishes right after, so
+/// its objects are never that old; a job killed outright stops writing.
+pub const GC_MIN_AGE: std::time::Duration = std::time::Duration::from_secs(3600);
+
+/// What [`gc`] did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct GcReport {
+    /// The unpublished jobs removed (`<element>/<element id>`), and how many objects each had.
+    pub removed: Vec<(String, usize)>,
+    /// The unpublished jobs kept because an object of theirs is younger than the minimum age (they may be running).
+    pub kept: Vec<String>,
+    /// Published elements (never touched).
+    pub published: usize,
+}
+
+/// `backset set gc`: removes the objects of the set at `url` that no commit record names (jobs that failed, were
+/// killed, or lost a race) once the newest of each job's objects is at least `min_age` old; never a published
+/// element's, never those of a job that may still be writing.
+pub fn gc(url: &S3Url, min_age: std::time::Duration) -> Result<GcReport, SetError> {
+    let store = object_store(url)?;
+    probe(&store)?;
+    let err = |source| SetError::ObjectStore { source };
+    let mut jobs: std::collections::BTreeMap<(ElementName, Uuid), (usize, std::time::SystemTime)> = Default::default();
+    for o in store.client.list("").map_err(err)? {
+        let mut parts = o.rel.splitn(3, '/');
+        let (Some(name), Some(id), Some(_)) = (parts.next(), parts.next(), parts.next()) else { continue };
+        let (Ok(name), Ok(id)) = (name.parse::<ElementName>(), id.parse::<Uuid>()) else { continue };
+        let job = jobs.entry((name, id)).or_insert((0, std::time::UNIX_EPOCH));
+        job.0 += 1;
+        job.1 = job.1.max(o.modified);
+    }
+    let mut report = GcReport::default();
+    let now = std::time::SystemTime::now();
+    for ((name, id), (count, newest)) in jobs {
+        let commit = store.commit_of(name).map_err(|source| SetError::Metadata {
+            set: store.show(Path::new("")),
+            element: Some(name),
+            source,
+        })?;
+        if commit.is_some_and(|(published, _)| published == id) {
+            report.published += 1;
+            continue;
+        }
+        let job = format!("{name}/{id}");
+        if now.duration_since(newest).unwrap_or_default() < min_age {
+            report.kept.push(job);
+            continue;
+        }
+        store.client.delete_tree(&job).map_err(err)?;
+        tracing::info!(set = %url, job = %job, objects = count, "removed the objects of an unpublished hot copy");
+        report.removed.push((job, count));
+    }
+    Ok(report)
+}
