@@ -73,7 +73,8 @@ enum Command {
     ///
     /// Example: `backset check /backups/set1`
     Check(offline::CheckArgs),
-    /// Operations on a whole backup set: `gc` (a set on object storage).
+    /// Operations on a whole backup set: `copy` (between a directory and object storage), `gc` (a set on object
+    /// storage).
     ///
     /// Example: `backset set gc s3://backups/demo/2026-w49`
     #[command(subcommand)]

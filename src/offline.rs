@@ -111,11 +111,46 @@ pub enum SetCommand {
         #[arg(long, value_name = "DURATION", value_parser = parse_duration, default_value = "1h")]
         min_age: Duration,
     },
+    /// Copy a completed backup set between a directory and object storage (either way): every data file read back
+    /// and verified against its manifest, each element published only after its data, in the set's order. Resumable:
+    /// an element the destination already holds is not sent again.
+    ///
+    /// Example: `backset set copy /backups/set1 s3://backups/demo/set1`
+    Copy {
+        /// The set to copy (a directory or `s3://bucket/prefix`).
+        src: PathBuf,
+        /// Where to copy it: absent, empty, or an earlier (interrupted) copy of the same set.
+        dst: PathBuf,
+    },
 }
 
 /// Runs `backset set ...`.
 pub fn run_set(cmd: &SetCommand) -> Result<()> {
     match cmd {
+        SetCommand::Copy { src, dst } => {
+            for p in [src, dst] {
+                if let Some(Err(e)) = backset_engine::set::object::s3_location(p) {
+                    return Err(anyhow::Error::new(UsageError(e.to_string())));
+                }
+            }
+            let r = backset_engine::set::copy::copy_set(src, dst)?;
+            for name in &r.skipped {
+                println!("{name}: already in {} (not sent again)", dst.display());
+            }
+            for name in &r.copied {
+                println!("{name}: copied and published");
+            }
+            println!(
+                "copied {} element(s) ({} data files, {} bytes) of {} to {}, {} already there",
+                r.copied.len(),
+                r.files,
+                r.bytes,
+                src.display(),
+                dst.display(),
+                r.skipped.len()
+            );
+            Ok(())
+        }
         SetCommand::Gc { set, min_age } => {
             let Some(url) = backset_engine::set::object::s3_location(set) else {
                 return Err(anyhow::Error::new(UsageError(format!(

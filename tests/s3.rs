@@ -385,3 +385,60 @@ fn a_serve_killed_before_it_publishes_leaves_the_set_as_it_was_and_set_gc_remove
     let out = offline(&e, &["set", "gc", work.path().to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(2), "{}", text(&out));
 }
+
+#[test]
+fn set_copy_ships_a_local_set_to_s3_and_back_verified_and_resumes_with_what_is_missing() {
+    let store = S3sServer::start();
+    let e = store.endpoint().clone();
+    let work = tmp();
+    let data = work.path().join("data");
+    let srv = serve_with_atoms(&data, &e, 200, 2000);
+    let local = work.path().join("local");
+    srv.cli_ok(&hotcopy_args("full", &s(&local), WAIT));
+    srv.load(40, 3000);
+    let srv = restart(srv, &data, &e);
+    srv.cli_ok(&hotcopy_args("incremental", &s(&local), WAIT));
+    srv.load(10, 100);
+    srv.cli_ok(&hotcopy_args("journal", &s(&local), WAIT));
+    let original = restored(&e, work.path(), "original", &s(&local), &[]);
+
+    // Local -> s3: every element published, check passes on the store, it restores the same.
+    let url = "s3://backset-test/shipped";
+    let out = offline_ok(&e, &["set", "copy", &s(&local), url]);
+    assert!(out.contains("copied 3 element(s)"), "{out}");
+    offline_ok(&e, &["check", url]);
+    assert_eq!(restored(&e, work.path(), "from-s3", url, &[]), original);
+    assert_eq!(elements(&e, url), elements(&e, &s(&local)), "the same elements, ids and order");
+
+    // Interrupted before the journal element's commit record: the next run sends only that element.
+    let jnl = id_of(&elements(&e, url), "1.jnl");
+    std::fs::remove_file(store.object_file("shipped/1.jnl/commit")).unwrap();
+    std::fs::remove_dir_all(store.object_file(&format!("shipped/1.jnl/{jnl}"))).unwrap();
+    let out = offline_ok(&e, &["set", "copy", &s(&local), url]);
+    assert!(out.contains("full: already in") && out.contains("1.inc: already in"), "{out}");
+    assert!(out.contains("1.jnl: copied and published") && out.contains("copied 1 element(s)"), "{out}");
+    offline_ok(&e, &["check", url]);
+
+    // s3 -> local: the round trip checks and restores what the original restores.
+    let back = work.path().join("back");
+    offline_ok(&e, &["set", "copy", url, &s(&back)]);
+    offline_ok(&e, &["check", &s(&back)]);
+    assert_eq!(restored(&e, work.path(), "from-back", &s(&back), &[]), original);
+    // Again: nothing to send.
+    let out = offline_ok(&e, &["set", "copy", url, &s(&back)]);
+    assert!(out.contains("copied 0 element(s)") && out.contains("3 already there"), "{out}");
+
+    // A damaged source is refused naming the element and object, and publishes nothing.
+    let atom =
+        objects(&store, "shipped/full").into_iter().find(|p| p.to_string_lossy().contains("/data/atoms/")).unwrap();
+    flip_byte(&atom, 50);
+    let again = work.path().join("again");
+    let out = offline(&e, &["set", "copy", url, &s(&again)]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(
+        text(&out).contains("element full") && text(&out).contains("s3://backset-test/shipped/full/data/atoms/"),
+        "{}",
+        text(&out)
+    );
+    assert!(!again.join("full").exists(), "nothing of the element was published");
+}

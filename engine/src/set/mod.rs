@@ -16,10 +16,13 @@
 //!   [`LocalDir`].
 //! - [`object`]: [`ObjectStore`], the set on S3-compatible object storage (`s3://bucket/prefix`): elements
 //!   published by a create-only commit record, `state` derived from the commit records.
+//! - [`copy`]: `backset set copy`, a completed set copied between a directory and object storage (either way)
+//!   through the destination's writer, every byte verified, each element published after its data, resumable.
 //! - [`verified`]: the set's verification record, which only check reads and writes (`check --new`, `--since`).
 //! - `write`: the writer hot copies use (`SetWriter`): initialise a set, begin, finish and abort an element,
 //!   remove the leftovers of a crash, in FORMAT.md's write order.
 
+pub mod copy;
 pub mod data;
 pub mod layout;
 pub mod object;
