@@ -55,6 +55,11 @@ const _: () = assert!(
 /// so this bounds the bytes copied twice for one dropped atom.
 pub const HOTCOPY_ATOM_BATCH_FILES: usize = 1024;
 
+/// Smallest batch of atom files a hot copy hands to the copier after dropped atoms made calls fail: 32. Each failure
+/// halves the batches down to it (each success doubles them again, up to [`HOTCOPY_ATOM_BATCH_FILES`]), so on an
+/// archive whose small atoms keep being dropped a dropped atom costs at most this many files copied again.
+pub const HOTCOPY_ATOM_MIN_BATCH_FILES: usize = 32;
+
 /// Longest a hot copy waits for its end point E to become durable on its archive (`Archive::wait_durable`) before
 /// it fails: the SM's journal writer is stalled.
 pub const HOTCOPY_DURABLE_TIMEOUT: Duration = Duration::from_secs(300);
@@ -94,7 +99,7 @@ pub const HOTCOPY_READY_POLL: Duration = Duration::from_millis(50);
 /// the copier's default.
 pub const HOTCOPY_COPIER_POOL_BYTES: usize = backset_copier::limits::POOL_BYTES_DEFAULT;
 
-const _: () = assert!(HOTCOPY_ATOM_BATCH_FILES >= 1);
+const _: () = assert!(HOTCOPY_ATOM_MIN_BATCH_FILES >= 1 && HOTCOPY_ATOM_MIN_BATCH_FILES <= HOTCOPY_ATOM_BATCH_FILES);
 const _: () = assert!(HOTCOPY_CANCEL_POLL.as_millis() <= 50);
 
 // ---- Memory of a restore or a check (`docs/RESTORE.md`, "Limits and memory") ----

@@ -36,7 +36,7 @@ use crate::hotcopy::chains::{ChainOwner, JournalChains};
 use crate::hotcopy::coordinator::{Arrival, Coordinator};
 use crate::hotcopy::fault;
 use crate::hotcopy::{error_chain, HotCopyError, HotCopyType, Stage};
-use crate::limits::{HOTCOPY_ATOM_BATCH_FILES, HOTCOPY_READY_POLL};
+use crate::limits::{HOTCOPY_ATOM_BATCH_FILES, HOTCOPY_ATOM_MIN_BATCH_FILES, HOTCOPY_READY_POLL};
 use crate::paths::{check_parent, create_dir};
 use crate::set::object::s3_location;
 use crate::set::{dir_content, read_head, BackupSet, Begun, DirContent, SetError, SetWriter};
@@ -1014,6 +1014,12 @@ impl Work<'_> {
 
     /// Copies `atoms` (of `sizes` at the listing) in batches; an atom whose file is gone when the copier opens it is
     /// left out (`vanished`).
+    ///
+    /// A file gone makes the copier's call fail and undo the batch, so each such failure costs the batch again. With
+    /// small atoms, many of them hold a key or two and are dropped as soon as those are deleted, so a busy archive can
+    /// drop several during one batch: after a failure every atom of the batch that is gone is left out at once (one
+    /// `stat` each, only then), and the batches halve down to [`HOTCOPY_ATOM_MIN_BATCH_FILES`] (doubling again after
+    /// each success), which bounds what one dropped atom costs to re-copy.
     fn copy_atoms(
         &mut self,
         atoms: &[AtomFile],
@@ -1022,41 +1028,46 @@ impl Work<'_> {
         copied: &mut BTreeMap<u64, CopiedAtom>,
         vanished: &mut HashSet<u64>,
     ) -> Result<(), HotCopyError> {
-        let batches = atoms.chunks(HOTCOPY_ATOM_BATCH_FILES).zip(sizes.chunks(HOTCOPY_ATOM_BATCH_FILES));
-        for (batch, batch_sizes) in batches {
-            let mut pending: Vec<(&AtomFile, u64)> = batch.iter().zip(batch_sizes.iter().copied()).collect();
-            let mut retries = 0;
-            while !pending.is_empty() {
-                let requests: Vec<CopyRequest> = pending
-                    .iter()
-                    .map(|(a, _)| CopyRequest::file(&a.path, dir.join(atom_file_name(a.atom_id))))
-                    .collect();
-                let planned = Amount { bytes: pending.iter().map(|(_, size)| size).sum(), files: pending.len() as u64 };
-                match self.runner.copy(&requests, Part::Atoms, planned) {
-                    Ok(report) => {
-                        for ((a, _), file) in pending.iter().zip(report.files) {
-                            let lsn = self.copied_lsn(a, dir, &file)?;
-                            copied.insert(a.atom_id, CopiedAtom { lsn, report: file });
-                        }
-                        break;
+        let mut rest: std::collections::VecDeque<(&AtomFile, u64)> = atoms.iter().zip(sizes.iter().copied()).collect();
+        let mut batch_files = HOTCOPY_ATOM_BATCH_FILES;
+        // Each failure leaves out at least the atom it names, or finds it back: at most one retry per atom.
+        let mut retries = 0;
+        while !rest.is_empty() {
+            let pending: Vec<(&AtomFile, u64)> = rest.drain(..batch_files.min(rest.len())).collect();
+            let requests: Vec<CopyRequest> =
+                pending.iter().map(|(a, _)| CopyRequest::file(&a.path, dir.join(atom_file_name(a.atom_id)))).collect();
+            let planned = Amount { bytes: pending.iter().map(|(_, size)| size).sum(), files: pending.len() as u64 };
+            match self.runner.copy(&requests, Part::Atoms, planned) {
+                Ok(report) => {
+                    for ((a, _), file) in pending.iter().zip(report.files) {
+                        let lsn = self.copied_lsn(a, dir, &file)?;
+                        copied.insert(a.atom_id, CopiedAtom { lsn, report: file });
                     }
-                    Err(HotCopyError::Copy(CopyError::Io { op: "open", path, source }))
-                        if source.kind() == std::io::ErrorKind::NotFound
-                            && retries < batch.len()
-                            && pending.iter().any(|(a, _)| a.path == path) =>
-                    {
-                        retries += 1;
-                        if fs::symlink_metadata(&path).is_err() {
-                            // Dropped by the checkpointer since the listing.
-                            let gone = pending.iter().position(|(a, _)| a.path == path).expect("checked");
-                            let (atom, size) = pending.remove(gone);
-                            vanished.insert(atom.atom_id);
-                            // No longer planned: the total drops by what the listing counted for it.
-                            lock(&self.live.counts).atoms_ahead.take(Amount { bytes: size, files: 1 });
-                        }
-                    }
-                    Err(e) => return Err(e),
+                    batch_files = (batch_files * 2).min(HOTCOPY_ATOM_BATCH_FILES);
                 }
+                Err(HotCopyError::Copy(CopyError::Io { op: "open", path, source }))
+                    if source.kind() == std::io::ErrorKind::NotFound
+                        && retries < atoms.len()
+                        && pending.iter().any(|(a, _)| a.path == path) =>
+                {
+                    retries += 1;
+                    batch_files = (batch_files / 2).max(HOTCOPY_ATOM_MIN_BATCH_FILES);
+                    // Dropped by the checkpointer since the listing: no longer planned, the total drops by what the
+                    // listing counted for each.
+                    let mut kept = Vec::with_capacity(pending.len());
+                    for (atom, size) in pending {
+                        if fs::symlink_metadata(&atom.path).is_err() {
+                            vanished.insert(atom.atom_id);
+                            lock(&self.live.counts).atoms_ahead.take(Amount { bytes: size, files: 1 });
+                        } else {
+                            kept.push((atom, size));
+                        }
+                    }
+                    for item in kept.into_iter().rev() {
+                        rest.push_front(item);
+                    }
+                }
+                Err(e) => return Err(e),
             }
         }
         Ok(())
