@@ -30,8 +30,9 @@ pub struct Args {
     /// Seconds the workload runs before the first hot copy and between hot copies.
     #[arg(long, default_value_t = 2.0, allow_negative_numbers = true, value_parser = parse_seconds)]
     pause: f64,
-    /// Atoms per storage group of the database the demo creates, 1 to 1048576. The default, 4096, suits the demo's
-    /// tens of megabytes (atoms of about 10 KiB); the store's own default (65536) is for databases of 1 GiB and more.
+    /// Atoms per storage group of the database the demo creates, 1 to 1048576. The default, 256, suits the demo's
+    /// tens of megabytes and its short pauses (a checkpoint ends between two hot copies, so the incremental has
+    /// atoms); the store's own default (65536) is for databases of 1 GiB and more.
     #[arg(long, value_name = "N", default_value_t = DEMO_ATOM_BUCKETS, value_parser = clap::value_parser!(u32).range(1..=i64::from(MAX_ATOM_BUCKETS)))]
     atom_buckets: u32,
 }
@@ -44,7 +45,7 @@ fn parse_seconds(s: &str) -> Result<f64, String> {
 }
 
 /// Atoms of the demo's database (`--atom-buckets`).
-const DEMO_ATOM_BUCKETS: u32 = 4096;
+const DEMO_ATOM_BUCKETS: u32 = 256;
 
 /// Longest the demo waits for one hot copy.
 const HOT_COPY_TIMEOUT: Duration = Duration::from_secs(600);
