@@ -11,7 +11,9 @@
 //! copier reads with O_DIRECT, so without this `cp -a` would read the source from the cache it filled in its first
 //! sample while the copier reads the disk every time.
 //!
-//! Data sets are made once under `target/bench-data/` (a real disk, never a tmpfs) and kept between runs.
+//! Data sets are made once under `target/bench-data/` (a real disk, never a tmpfs) and kept between runs. Under
+//! `cargo bench -- --test` (one iteration of each, to check that they run) they are small ones of their own
+//! (`large-test`: 8 x 1 MiB, `small-test`: 500 x 16 KiB; `throttle/accuracy` keeps its two seconds a sample).
 //! Run: `cargo bench --bench copy` (or one group: `cargo bench --bench copy -- copy/large`). This machine's disk
 //! is noisy (DESIGN.md, "Measures"): compare ratios within one run, best of several.
 
@@ -27,6 +29,11 @@ use backset::copier::{BackendChoice, Copier, CopyRequest, JobControl, Options, T
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 
 const MIB: usize = 1 << 20;
+
+/// Whether criterion runs under `--test`: each bench once, to check that it runs.
+fn test_mode() -> bool {
+    std::env::args().any(|a| a == "--test")
+}
 
 fn data_root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/bench-data")
@@ -81,11 +88,15 @@ fn fresh_target(name: &str) -> PathBuf {
     t
 }
 
-fn time_copier(copier: &mut Copier, source: &Path, name: &str, throttle: Option<&dyn Throttle>) -> Duration {
+/// Times one copy of `source`, at `max_rate` bytes per second when given: the SM budget is made just before the copy
+/// starts (it starts empty), after the target is prepared, so that the sync and cache drop before it fill no burst.
+fn time_copier(copier: &mut Copier, source: &Path, name: &str, max_rate: Option<u64>) -> Duration {
     let target = fresh_target(name);
     let reqs = requests(source, &target);
+    let sm = SmLimiter::new(max_rate);
+    let job = max_rate.map(|_| JobLimiter::new(&sm, None));
     let start = Instant::now();
-    copier.copy(&reqs, &JobControl::new(), throttle).unwrap();
+    copier.copy(&reqs, &JobControl::new(), job.as_ref().map(|j| j as &dyn Throttle)).unwrap();
     let t = start.elapsed();
     backset_format::dirfd::remove_path(&target).unwrap();
     t
@@ -117,20 +128,27 @@ fn three_way(c: &mut Criterion, group: &str, source: &Path, bytes: u64) {
     g.finish();
 }
 
+/// The large set, 8 x 256 MiB (8 x 1 MiB under `--test`), and its bytes.
+fn large_set() -> (PathBuf, u64) {
+    let (name, size) = if test_mode() { ("large-test", MIB) } else { ("large", 256 * MIB) };
+    (dataset(name, 8, size), 8 * size as u64)
+}
+
 fn large(c: &mut Criterion) {
-    let source = dataset("large", 8, 256 * MIB);
-    three_way(c, "copy/large", &source, 8 * 256 * MIB as u64);
+    let (source, bytes) = large_set();
+    three_way(c, "copy/large", &source, bytes);
 }
 
 fn small(c: &mut Criterion) {
-    let source = dataset("small", 50_000, 16 << 10);
-    three_way(c, "copy/small", &source, 50_000 * (16 << 10));
+    let (name, count) = if test_mode() { ("small-test", 500) } else { ("small", 50_000) };
+    let source = dataset(name, count, 16 << 10);
+    three_way(c, "copy/small", &source, count as u64 * (16 << 10));
 }
 
 fn hash_overhead(c: &mut Criterion) {
-    let source = dataset("large", 8, 256 * MIB);
+    let (source, bytes) = large_set();
     let mut g = c.benchmark_group("copy/hash-overhead");
-    g.sample_size(10).throughput(Throughput::Bytes(8 * 256 * MIB as u64));
+    g.sample_size(10).throughput(Throughput::Bytes(bytes));
     for (name, hash) in [("blake3", true), ("no-hash", false)] {
         let mut cp = copier(BackendChoice::Uring, hash);
         g.bench_function(name, |b| {
@@ -144,7 +162,7 @@ fn throttle(c: &mut Criterion) {
     let mut g = c.benchmark_group("throttle/accuracy");
     g.sample_size(10);
     for mb in [10u64, 50, 200] {
-        // Two seconds of traffic per sample.
+        // Two seconds of traffic per sample (under `--test` too: a shorter sample measures the limiter's start).
         let files = (2 * mb as usize).div_ceil(64).max(1);
         let source = dataset(&format!("throttle-{mb}"), files, (2 * mb as usize * 1_000_000) / files);
         let bytes: u64 =
@@ -155,9 +173,7 @@ fn throttle(c: &mut Criterion) {
             b.iter_custom(|n| {
                 let mut total = Duration::ZERO;
                 for _ in 0..n {
-                    let sm = SmLimiter::new(Some(mb * 1_000_000));
-                    let job = JobLimiter::new(&sm, None);
-                    let t = time_copier(&mut cp, &source, "throttle", Some(&job));
+                    let t = time_copier(&mut cp, &source, "throttle", Some(mb * 1_000_000));
                     let achieved = bytes as f64 / t.as_secs_f64() / 1e6;
                     eprintln!(
                         "throttle {mb} MB/s: achieved {achieved:.2} MB/s ({:+.2}%)",
