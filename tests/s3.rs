@@ -442,3 +442,49 @@ fn set_copy_ships_a_local_set_to_s3_and_back_verified_and_resumes_with_what_is_m
     );
     assert!(!again.join("full").exists(), "nothing of the element was published");
 }
+
+#[test]
+fn a_serve_killed_just_after_the_commit_record_leaves_the_element_published_and_the_job_completed() {
+    let store = S3sServer::start();
+    let e = store.endpoint().clone();
+    let work = tmp();
+    let data = work.path().join("data");
+    let url = "s3://backset-test/published";
+    let srv = serve_with_atoms(&data, &e, 100, 2000);
+    srv.cli_ok(&hotcopy_args("full", url, WAIT));
+    srv.load(150, 2500);
+    let (code, out) = srv.terminate();
+    assert_eq!(code, Some(0), "{out}");
+    // Held right after the commit record was created (the test-only `mid-move` point), then kill -9.
+    let mark = work.path().join("mark");
+    let mut env = s3_env(&e);
+    env.push(("BACKSET_FAULT_PAUSE", "incremental:mid-move".to_owned()));
+    env.push(("BACKSET_FAULT_PAUSE_MARK", s(&mark)));
+    let srv = Server::start_with_env(&data, &[], &as_refs(&env));
+    let expected: std::collections::BTreeMap<String, String> =
+        (0..150).map(|i| (format!("key-{i:06}"), "v".repeat(2500))).collect();
+    let body = serde_json::json!({"type": "incremental", "backupSetDirs": {"0": url}});
+    let (code, v) = srv.post_json_checked("/databases/demo/hotCopy", &body);
+    assert_eq!(code, 200, "{v}");
+    let job = (v["coordinatorStartId"].as_u64().unwrap(), v["hotCopyId"].as_str().unwrap().to_owned());
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    while !mark.exists() {
+        assert!(std::time::Instant::now() < deadline, "the incremental never reached its pause: {}", srv.output());
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    srv.kill9();
+    assert!(store.object_file("published/1.inc/commit").is_file(), "the commit record was written");
+
+    // The element is published: the restarted server reports the job completed (recognised from the set), check
+    // passes, and the set restores the data as of the incremental.
+    let srv = serve(&data, &e);
+    let status = srv.hot_copy_status(&job);
+    assert_eq!(status["status"], "completed", "{status}");
+    let list = elements(&e, url);
+    assert!(list.iter().any(|(n, _)| n == "1.inc"), "{list:?}");
+    offline_ok(&e, &["check", url]);
+    assert_eq!(restored(&e, work.path(), "r", url, &[]), expected);
+    // Nothing is left for gc.
+    let out = offline_ok(&e, &["set", "gc", "--min-age", "0s", url]);
+    assert!(out.contains("2 published element(s) kept, 0 unpublished job(s) removed"), "{out}");
+}
