@@ -26,9 +26,9 @@
 //!   listing; [`publish`](SetStorage::publish) is the create-only put of the commit record. Memory: at most
 //!   `(MULTIPART_PARTS_IN_FLIGHT + 1) * UPLOAD_PART_BYTES` (40 MiB) per element being sealed. Disk: the spool holds
 //!   the element's data files until they are uploaded.
-//! - **One process writes a set at a time** (as for a local set): unpublished objects of a job of another process
-//!   are never removed by this one; an aborted job removes its own objects. `backset set gc` (not yet) is where
-//!   the objects of jobs killed outright go.
+//! - **One process writes a set at a time** (as for a local set). An aborted job removes its own objects; the
+//!   objects of a job killed outright are removed by the next hot copy's clean-up (listed under `tmp/`) or by
+//!   `backset set gc`, once nothing was written for them for [`GC_MIN_AGE`]: never those of a job that may still run.
 
 use std::collections::HashMap;
 use std::ffi::OsString;
@@ -83,6 +83,8 @@ struct Inner {
     /// Keys seen as prefixes (directories) under published elements: a restore asks for `data/atoms` once per
     /// file, and a prefix costs two requests.
     dirs: std::collections::HashSet<String>,
+    /// Unpublished jobs of other (dead) processes that the last listing of `tmp/` found, by element id.
+    stale: HashMap<Uuid, ElementName>,
 }
 
 /// A backup set under an `s3://bucket/prefix`. See the [module docs](self).
@@ -183,6 +185,31 @@ impl ObjectStore {
             let Ok(name) = p.parse::<ElementName>() else { continue };
             if let Some((id, record)) = self.commit_of(name)? {
                 out.push((name, id, record));
+            }
+        }
+        Ok(out)
+    }
+
+    /// The unpublished jobs under the prefix (`<element>/<element id>/` that no commit record names): element,
+    /// id, object count and newest object's time. One listing of the top, one per element, one per such job.
+    fn unpublished(&self) -> Result<Vec<(ElementName, Uuid, usize, std::time::SystemTime)>, SetError> {
+        let err = |source| SetError::ObjectStore { source };
+        let (prefixes, _) = self.top().map_err(err)?;
+        let mut out = Vec::new();
+        for p in prefixes {
+            let Ok(name) = p.parse::<ElementName>() else { continue };
+            let published = self
+                .commit_of(name)
+                .map_err(|source| SetError::Metadata { set: self.show(Path::new("")), element: Some(name), source })?
+                .map(|(id, _)| id);
+            for job in self.client.list_dir(&p).map_err(err)?.prefixes {
+                let Ok(id) = job.parse::<Uuid>() else { continue };
+                if Some(id) == published {
+                    continue;
+                }
+                let objects = self.client.list(&format!("{name}/{id}")).map_err(err)?;
+                let newest = objects.iter().map(|o| o.modified).max().unwrap_or(std::time::UNIX_EPOCH);
+                out.push((name, id, objects.len(), newest));
             }
         }
         Ok(out)
@@ -423,6 +450,10 @@ impl SetStorage for ObjectStore {
     }
 
     fn stat(&self, rel: &Path) -> std::io::Result<Option<Stat>> {
+        if rel == Path::new(TMP_DIR) {
+            // Always there: what it lists is this process's staged elements and other processes' stale jobs.
+            return Ok(Some(Stat { kind: EntryKind::Dir(dir_id(TMP_DIR)), len: 0 }));
+        }
         if let Some(spool) = self.spool_of(rel) {
             return match fs::symlink_metadata(spool) {
                 Err(e) if e.kind() == ErrorKind::NotFound => Ok(None),
@@ -458,7 +489,22 @@ impl SetStorage for ObjectStore {
 
     fn list(&self, rel: &Path) -> std::io::Result<Vec<OsString>> {
         if rel == Path::new(TMP_DIR) {
-            return Ok(self.inner().staged.keys().map(|id| OsString::from(id.to_string())).collect());
+            // This process's staged elements, and the unpublished jobs of processes that no longer run (nothing
+            // written for `clean_min_age()`): what a hot copy's clean-up removes when no job of its own owns them.
+            let stale: HashMap<Uuid, ElementName> = self
+                .unpublished()
+                .map_err(std::io::Error::other)?
+                .into_iter()
+                .filter(|(_, _, _, newest)| {
+                    std::time::SystemTime::now().duration_since(*newest).unwrap_or_default() >= clean_min_age()
+                })
+                .map(|(name, id, _, _)| (id, name))
+                .collect();
+            let mut inner = self.inner();
+            let mut ids: Vec<Uuid> = inner.staged.keys().copied().collect();
+            ids.extend(stale.keys().filter(|id| !inner.staged.contains_key(id)));
+            inner.stale = stale;
+            return Ok(ids.into_iter().map(|id| OsString::from(id.to_string())).collect());
         }
         if let Some(spool) = self.spool_of(rel) {
             return fs::read_dir(spool)?.map(|e| e.map(|e| e.file_name())).collect();
@@ -687,6 +733,9 @@ impl SetStorage for ObjectStore {
                 let _ = fs::remove_dir_all(&s.spool);
                 // The job's own objects (never another job's: they are under its own element id).
                 self.client.delete_tree(&format!("{}/{id}", s.name)).map_err(|e| self.set_err(e))?;
+            } else if let Some((id, name)) = id.and_then(|id| self.inner().stale.remove(&id).map(|n| (id, n))) {
+                // A stale job of a process that no longer runs.
+                self.client.delete_tree(&format!("{name}/{id}")).map_err(|e| self.set_err(e))?;
             }
             return Ok(());
         }
@@ -815,6 +864,18 @@ pub fn probe(store: &ObjectStore) -> Result<(), SetError> {
 /// its objects are never that old; a job killed outright stops writing.
 pub const GC_MIN_AGE: std::time::Duration = std::time::Duration::from_secs(3600);
 
+/// Test-only: `BACKSET_TEST_CLEAN_MIN_AGE_MS` replaces [`GC_MIN_AGE`] as the age past which a hot copy's clean-up
+/// takes another process's unpublished job for dead (so a test need not wait an hour). Never set it outside tests.
+pub const CLEAN_MIN_AGE_ENV: &str = "BACKSET_TEST_CLEAN_MIN_AGE_MS";
+
+/// How old another process's unpublished job must be before a hot copy's clean-up removes it: [`GC_MIN_AGE`].
+fn clean_min_age() -> std::time::Duration {
+    std::env::var(CLEAN_MIN_AGE_ENV)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .map_or(GC_MIN_AGE, std::time::Duration::from_millis)
+}
+
 /// What [`gc`] did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct GcReport {
@@ -833,27 +894,21 @@ pub fn gc(url: &S3Url, min_age: std::time::Duration) -> Result<GcReport, SetErro
     let store = object_store(url)?;
     probe(&store)?;
     let err = |source| SetError::ObjectStore { source };
-    let mut jobs: std::collections::BTreeMap<(ElementName, Uuid), (usize, std::time::SystemTime)> = Default::default();
-    for o in store.client.list("").map_err(err)? {
-        let mut parts = o.rel.splitn(3, '/');
-        let (Some(name), Some(id), Some(_)) = (parts.next(), parts.next(), parts.next()) else { continue };
-        let (Ok(name), Ok(id)) = (name.parse::<ElementName>(), id.parse::<Uuid>()) else { continue };
-        let job = jobs.entry((name, id)).or_insert((0, std::time::UNIX_EPOCH));
-        job.0 += 1;
-        job.1 = job.1.max(o.modified);
-    }
     let mut report = GcReport::default();
-    let now = std::time::SystemTime::now();
-    for ((name, id), (count, newest)) in jobs {
-        let commit = store.commit_of(name).map_err(|source| SetError::Metadata {
-            set: store.show(Path::new("")),
-            element: Some(name),
-            source,
-        })?;
-        if commit.is_some_and(|(published, _)| published == id) {
-            report.published += 1;
-            continue;
+    let (prefixes, _) = store.top().map_err(err)?;
+    for p in prefixes {
+        if let Ok(name) = p.parse::<ElementName>() {
+            if store
+                .commit_of(name)
+                .map_err(|source| SetError::Metadata { set: store.show(Path::new("")), element: Some(name), source })?
+                .is_some()
+            {
+                report.published += 1;
+            }
         }
+    }
+    let now = std::time::SystemTime::now();
+    for (name, id, count, newest) in store.unpublished()? {
         let job = format!("{name}/{id}");
         if now.duration_since(newest).unwrap_or_default() < min_age {
             report.kept.push(job);
