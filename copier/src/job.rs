@@ -51,6 +51,9 @@ pub struct FileReport {
     pub direct_source: bool,
     /// The target was written with O_DIRECT (false without a target).
     pub direct_target: bool,
+    /// The first bytes read (of the file, or of the range for a ranged request): `min(`[`HEAD_BYTES`](crate::limits::HEAD_BYTES)`,
+    /// bytes)` of them, copied from the read buffer (no extra I/O), for a caller that checks a header.
+    pub head: Vec<u8>,
 }
 
 /// Which I/O backend ran a job.

@@ -74,11 +74,18 @@ pub const CANCEL_POLL_MS: u64 = 10;
 /// 48 KiB instead of a 1 MiB chunk (21% of a second's budget); from 100 MiB/s on pieces are whole chunks.
 pub const THROTTLE_GRAIN: std::time::Duration = std::time::Duration::from_millis(10);
 
+/// Bytes at the start of each file (or range) a job hands back in its report ([`crate::FileReport::head`]), taken
+/// from the buffer the first chunk was read into: no extra I/O. A caller that checks a header (a restore and a check
+/// parse each atom's 80-byte header) reads it there instead of opening the file again. Costs this much per file of a
+/// job's report, beside its chunk hashes.
+pub const HEAD_BYTES: usize = 128;
+
 /// Threads of the portable backend.
 pub const PORTABLE_THREADS: usize = 4;
 
 const _: () = assert!(BUFFER_BYTES.is_multiple_of(DIRECT_ALIGN));
 const _: () = assert!(POOL_BYTES_DEFAULT.is_multiple_of(BUFFER_BYTES));
+const _: () = assert!(HEAD_BYTES <= BUFFER_BYTES);
 const _: () = assert!(POOL_BYTES_DEFAULT / BUFFER_BYTES <= u16::MAX as usize);
 const _: () = assert!(POOL_BYTES_MAX / BUFFER_BYTES <= u16::MAX as usize);
 const _: () = assert!(2 * (POOL_BYTES_MAX / BUFFER_BYTES) + 2 * MAX_OPEN_FILES <= MAX_RING_ENTRIES as usize);

@@ -8,7 +8,7 @@ use std::time::Duration;
 use crate::error::CopyError;
 use crate::file::{create_target, fsynced_alone, io_len, open_source, truncate_target, Created, FileHasher};
 use crate::job::{CopyRequest, FileReport, JobControl, Throttle};
-use crate::limits::{BUFFER_BYTES, CANCEL_POLL_MS, PORTABLE_THREADS};
+use crate::limits::{BUFFER_BYTES, CANCEL_POLL_MS, HEAD_BYTES, PORTABLE_THREADS};
 use crate::pool::{Buf, BufferPool};
 use crate::Options;
 
@@ -102,6 +102,7 @@ fn copy_one(
     let mut hasher = FileHasher::new(opts.hash);
     let grain = throttle.map_or(BUFFER_BYTES, |t| t.grain().min(BUFFER_BYTES as u64) as usize);
     let mut done = 0u64;
+    let mut head = Vec::new();
     while done < src.len {
         // Another thread's failure stops this file too (the job reports that first error, not this one).
         if ctl.is_cancelled() || stop.load(Relaxed) {
@@ -133,6 +134,9 @@ fn copy_one(
             }
         }
         let bytes = pool.slice_mut(buf);
+        if done == 0 {
+            head = bytes[..want.min(HEAD_BYTES)].to_vec();
+        }
         hasher.chunk(&bytes[..want]);
         if let Some((dst, path)) = &dst {
             let write_len = io_len(want, dst.direct);
@@ -167,5 +171,6 @@ fn copy_one(
         chunk_hashes,
         direct_source: src.direct,
         direct_target: dst.is_some_and(|(d, _)| d.direct),
+        head,
     })
 }

@@ -637,6 +637,58 @@ fn read_only_requests_hash_without_writing() {
     }
 }
 
+/// Each file's report carries the first `HEAD_BYTES` it read (all of a shorter file, none of an empty one, the start of
+/// the range for a ranged request), for copies and read-only requests, hashing on or off: what a restore and a check
+/// parse the atom headers from instead of reading each file again. (`check_copy` checks the head of every copy of the
+/// other tests too, throttled reads in pieces among them.)
+#[test]
+fn each_report_carries_the_first_bytes_read_of_its_file_or_range() {
+    let h = limits::HEAD_BYTES;
+    for hash in [true, false] {
+        let opts = |backend| Options { backend, hash, ..Options::default() };
+        let mut copiers: Vec<Copier> =
+            uring_copier().map(|_| Copier::new(opts(BackendChoice::Uring)).unwrap()).into_iter().collect();
+        copiers.push(Copier::new(opts(BackendChoice::Portable)).unwrap());
+        for mut copier in copiers {
+            let dir = scratch();
+            let sizes = [0, 1, h - 1, h, h + 1, 4097, 2 * MIB + 5];
+            let srcs = write_sources(dir.path(), "f", &sizes);
+            let contents: Vec<Vec<u8>> = srcs.iter().map(|s| std::fs::read(s).unwrap()).collect();
+            let mut reqs = vec![];
+            let mut expected: Vec<&[u8]> = vec![];
+            for (i, src) in srcs.iter().enumerate() {
+                reqs.push(CopyRequest::file(src, dir.path().join(format!("copy/{i}"))));
+                expected.push(&contents[i]);
+                reqs.push(CopyRequest::read(src));
+                expected.push(&contents[i]);
+            }
+            // Ranges: aligned and not, shorter than a head, from the middle of a chunk and across chunks.
+            let big = &contents[sizes.len() - 1];
+            for (i, (o, l)) in [(0, 10), (777, 50), (777, 4000), (4096, MIB + 100), (MIB - 3, 8), (2 * MIB + 5, 0)]
+                .into_iter()
+                .enumerate()
+            {
+                reqs.push(CopyRequest::range(
+                    srcs.last().unwrap(),
+                    dir.path().join(format!("range/{i}")),
+                    o as u64,
+                    l as u64,
+                ));
+                expected.push(&big[o..o + l]);
+                let source = srcs.last().unwrap().clone();
+                reqs.push(CopyRequest { source, target: None, offset: o as u64, len: Some(l as u64) });
+                expected.push(&big[o..o + l]);
+            }
+            let report = copier.copy(&reqs, &JobControl::new(), None).unwrap();
+            assert_eq!(report.files.len(), reqs.len());
+            for (r, bytes) in report.files.iter().zip(&expected) {
+                assert_eq!(r.bytes, bytes.len() as u64, "{:?} request {}", copier.backend(), r.request);
+                check_head(r, bytes);
+            }
+        }
+    }
+}
+
 /// The io_uring backend's guard. A completion handler panics mid-job (the test-only fault hook: feature
 /// `fault-injection`, which only this crate's tests turn on): the panic unwinds only after every operation the kernel
 /// still owned completed, so no path, `statx` buffer or pool buffer it may write to was freed under it; the job

@@ -20,9 +20,10 @@ pub const RESTORE_SEGMENT_BYTES: u64 = 64 << 20;
 /// `write`s rather than the 8 KiB of a default buffer (a restore of the demo set made 5,070 of them).
 pub const RESTORE_WRITE_BUFFER_BYTES: usize = 1 << 20;
 
-/// Most files one copier job of a restore or a check takes: 4096. A job's report holds every file's chunk hashes,
-/// so this bounds the report of one job (4096 files of up to `MAX_ATOM_BODY_BYTES` each: at most 32 MiB of hashes)
-/// and lets a cancel or an error name its batch quickly.
+/// Most files one copier job of a restore or a check takes: 4096. A job's report holds every file's chunk hashes
+/// and its first [`HEAD_BYTES`](backset_copier::limits::HEAD_BYTES) (where the atom headers are checked, instead of
+/// reading each file again), so this bounds the report of one job (4096 files of up to `MAX_ATOM_BODY_BYTES` each:
+/// at most 32 MiB of hashes and 512 KiB of heads) and lets a cancel or an error name its batch quickly.
 pub const COPY_BATCH_FILES: usize = 4096;
 
 /// Threads that read a check's journal slices (each takes whole elements; the copier hashes the atom files beside
@@ -41,6 +42,8 @@ pub const CHECK_MAX_DEFECTS_PER_FILE: usize = 1000;
 
 const _: () = assert!(RESTORE_SEGMENT_BYTES + MAX_RECORD_PAYLOAD_BYTES as u64 + 64 <= MAX_SEGMENT_BYTES);
 const _: () = assert!(COPY_BATCH_FILES > 0);
+// The atom headers a restore and a check parse come from the copier's reports.
+const _: () = assert!(backset_copier::limits::HEAD_BYTES >= backset_format::atom::ATOM_HEADER_BYTES);
 const _: () = assert!(CHECK_JOURNAL_THREADS >= 1);
 const _: () = assert!(
     CHECK_POOL_BYTES.is_multiple_of(backset_copier::limits::BUFFER_BYTES)

@@ -17,7 +17,7 @@ use std::process::Command;
 use backset_engine::check::{check_set, CheckOptions, CheckReport};
 use backset_engine::limits::restore_memory_bound;
 use backset_engine::restore::{restore, RestoreError, RestoreOptions, RestorePoint};
-use backset_format::atom::{ATOM_BODY_LEN_OFFSET, ATOM_CHECK_OFFSET, ATOM_HEADER_BYTES};
+use backset_format::atom::{ATOM_BODY_LEN_OFFSET, ATOM_CHECK_OFFSET, ATOM_HEADER_BYTES, ATOM_ID_OFFSET};
 use backset_format::fsio::{read_metadata, write_metadata};
 use backset_format::journal::{RECORD_HEADER_BYTES, REC_LEN_OFFSET, SEGMENT_HEADER_BYTES};
 use backset_format::limits::{CHUNK_BYTES, MAX_ATOM_BODY_BYTES, MAX_METADATA_BODY_BYTES};
@@ -436,6 +436,34 @@ fn length_cases() -> Vec<LengthCase> {
     }
     let _ = RECORD_HEADER_BYTES;
     v
+}
+
+/// An atom file shorter than its header, or with a damaged header, whose manifest and catalog were made to match its
+/// bytes: the check and the restore parse the header from the first bytes the copier read, and name the file and
+/// what is wrong with it.
+#[test]
+fn atom_files_with_short_or_damaged_headers_are_named_by_check_and_restore() {
+    type Edit = fn(&mut Vec<u8>);
+    let cases: [(&str, Edit, &str); 4] = [
+        ("empty", |b| b.clear(), "80-byte header"),
+        ("10 bytes", |b| b.truncate(10), "80-byte header"),
+        ("one byte short of a header", |b| b.truncate(ATOM_HEADER_BYTES - 1), "80-byte header"),
+        ("a flipped byte of the header's atom id", |b| b[ATOM_ID_OFFSET] ^= 1, "the atom file is damaged"),
+    ];
+    for (case, edit, says) in cases {
+        let arena = Arena::new();
+        let set = arena.set();
+        let (p, id) = first_file(&set.join("2.inc/data/atoms"));
+        let mut bytes = fs::read(&p).unwrap();
+        edit(&mut bytes);
+        fs::write(&p, bytes).unwrap();
+        rehash(&set, "2.inc", FileKind::Atom, id);
+        let r = assert_check_names(&set, Some("2.inc"), &p, case);
+        let d = r.defects.iter().find(|d| d.file.as_deref() == Some(p.as_path())).unwrap();
+        assert!(d.what.contains(says), "{case}: the check says {:?}", d.what);
+        let msg = assert_refused(&arena, &set, &p, Some("2.inc"), case).to_string();
+        assert!(msg.contains(if says == "80-byte header" { says } else { "header" }), "{case}: {msg}");
+    }
 }
 
 #[test]

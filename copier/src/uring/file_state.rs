@@ -312,6 +312,7 @@ impl<'a> Run<'a> {
             chunk_hashes,
             direct_source: src.direct,
             direct_target: dst.as_ref().is_some_and(|d| d.direct),
+            head: std::mem::take(&mut f.head),
         });
         f.stage = Stage::Closing;
         self.push_setup(Op::Close { file, side: Side::Source, fd: src.file.into_raw_fd() })?;

@@ -61,6 +61,8 @@ pub(super) struct OpenFile<'a> {
     pub(super) admitting: Option<u64>,
     /// Writes of the target in flight, and its write-back flush (which must complete before the target is closed).
     pub(super) writes_in_flight: usize,
+    /// The first bytes read (`limits::HEAD_BYTES` at most), copied from the first chunk's buffer, for the report.
+    pub(super) head: Vec<u8>,
     /// Set once the target is durable (or, reading only, the last byte hashed), while the descriptors close.
     pub(super) report: Option<FileReport>,
 }
@@ -99,6 +101,7 @@ impl OpenFile<'_> {
             reading: BTreeMap::new(),
             admitting: None,
             writes_in_flight: 0,
+            head: Vec::new(),
             report: None,
         }
     }

@@ -11,6 +11,7 @@ use super::{bug, Run};
 use crate::error::CopyError;
 use crate::file::io_len;
 use crate::hash::{BufPtr, Done, Msg};
+use crate::limits::HEAD_BYTES;
 use crate::pool::Buf;
 
 impl<'a> Run<'a> {
@@ -29,6 +30,11 @@ impl<'a> Run<'a> {
             let len = dst_direct.map_or(data, |direct| io_len(data, direct));
             if len > data {
                 self.pool.slice_mut(&mut buf)[data..len].fill(0);
+            }
+            if rel == 0 {
+                // The file's (or range's) first bytes, for its report, before the hashing thread reads the buffer.
+                let head = self.pool.slice_mut(&mut buf)[..data.min(HEAD_BYTES)].to_vec();
+                self.files.get_mut(file)?.head = head;
             }
             let idx = buf.index();
             let ptr = BufPtr::new(self.pool.ptr(idx).cast_const());

@@ -87,6 +87,18 @@ pub fn check_copy(report: &FileReport, target: &Path, expected: &[u8]) {
     assert_eq!(report.bytes, expected.len() as u64);
     assert_eq!(report.hash, *blake3::hash(expected).as_bytes(), "{}", target.display());
     assert_eq!(report.chunk_hashes, expected_chunks(expected), "{}", target.display());
+    check_head(report, expected);
+}
+
+/// The report's head is the first `HEAD_BYTES` of `expected` (all of it when shorter).
+pub fn check_head(report: &FileReport, expected: &[u8]) {
+    let n = expected.len().min(limits::HEAD_BYTES);
+    assert!(
+        report.head == expected[..n],
+        "request {}: head of {} bytes, expected the first {n}",
+        report.request,
+        report.head.len()
+    );
 }
 
 /// Whether the tests run as root (who reads any file and has no memlock limit).

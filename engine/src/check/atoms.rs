@@ -13,8 +13,7 @@ use super::data::ToRead;
 use super::report::{CheckError, CheckReport, DefectKind};
 use super::CheckOptions;
 use crate::limits::COPY_BATCH_FILES;
-use crate::set::data::{mismatch, read_set_atom_header};
-use crate::set::storage::SetStorage;
+use crate::set::data::{keep_head, mismatch, parse_atom_head};
 use crate::set::BackupSet;
 
 /// Hashes the atom files `atoms` through the copier's read-only requests and checks their headers against the
@@ -106,7 +105,7 @@ pub(super) fn check_atoms(
                 continue;
             }
             let lsn = bases.get(&t.element).and_then(|b| b.lsns.get(&t.entry.id)).copied();
-            if let Some(why) = atom_header_problem(set.storage(), &t.rel, t.entry, lsn, e.txn_range().last) {
+            if let Some(why) = atom_header_problem(&report.head, t.entry, lsn, e.txn_range().last) {
                 damaged[t.element] = true;
                 r.defect(name, Some(t.path.clone()), DefectKind::Atom, why);
             }
@@ -115,15 +114,15 @@ pub(super) fn check_atoms(
     Ok(())
 }
 
-/// What is wrong with a copied atom file's header, if anything.
+/// What is wrong with an atom file's header, if anything, from `head`: its first bytes as the copier read and
+/// hashed them (no second read of the file).
 pub(super) fn atom_header_problem(
-    storage: &dyn SetStorage,
-    rel: &Path,
+    head: &[u8],
     entry: &FileEntry,
     catalog_lsn: Option<u64>,
     end: u64,
 ) -> Option<String> {
-    let h = match read_set_atom_header(storage, rel) {
+    let h = match parse_atom_head(head) {
         Ok(h) => h,
         Err(why) => return Some(format!("{why}: the atom file is damaged")),
     };
@@ -154,6 +153,22 @@ fn streamed_report(
         backset_format::ReadError::Io { source, .. } => io(source),
         other => io(std::io::Error::other(other.to_string())),
     })?;
-    let (bytes, hash, chunk_hashes) = crate::set::data::hash_stream(reader, None).map_err(io)?;
-    Ok(backset_copier::FileReport { request, bytes, hash, chunk_hashes, direct_source: false, direct_target: false })
+    let mut head = Vec::new();
+    let (bytes, hash, chunk_hashes) = crate::set::data::hash_stream(
+        reader,
+        Some(&mut |chunk: &[u8]| {
+            keep_head(&mut head, chunk);
+            Ok(())
+        }),
+    )
+    .map_err(io)?;
+    Ok(backset_copier::FileReport {
+        request,
+        bytes,
+        hash,
+        chunk_hashes,
+        direct_source: false,
+        direct_target: false,
+        head,
+    })
 }

@@ -55,7 +55,7 @@ use crate::paths::{resolve_existing, CreateDirError};
 use dest::Destination;
 pub use marker::{refuse_unfinished, UnfinishedRestore, RESTORE_MARKER_FILE};
 
-use crate::set::data::{for_each_record, mismatch, read_atom_header, size_mismatch};
+use crate::set::data::{for_each_record, keep_head, mismatch, parse_atom_head, size_mismatch};
 use crate::set::storage::Stat;
 use crate::set::{describe_ranges, read_state, AtomSource, BackupSet, JournalPart, SetError, SliceError};
 use backset_format::dirfd::EntryKind;
@@ -698,11 +698,10 @@ fn copy_atoms(
         for (r, a) in job.files.iter().zip(batch) {
             let e = &set.elements()[a.element];
             let src = &requests[r.request].source;
-            let target = requests[r.request].target.as_deref().expect("copies have targets");
             if let Some(reason) = mismatch(&a.file, r.bytes, &r.hash, &r.chunk_hashes) {
                 return Err(data_error(set, e.name(), src, format!("{}: {reason}", src.display())));
             }
-            check_restored_atom(set, e.name(), src, target, a, end)?;
+            check_restored_atom(set, e.name(), src, &r.head, a, end)?;
             report.atoms += 1;
             report.atom_bytes += r.bytes;
         }
@@ -710,17 +709,17 @@ fn copy_atoms(
     Ok(())
 }
 
-/// Checks the header of the restored atom file `target` (copied from `src`) against the catalog's `a` and the
-/// base's end point.
+/// Checks the header of the atom file restored from `src`, whose first bytes (as the copy read and hashed them) are
+/// `head`, against the catalog's `a` and the base's end point.
 fn check_restored_atom(
     set: &BackupSet,
     element: ElementName,
     src: &Path,
-    target: &Path,
+    head: &[u8],
     a: &AtomSource,
     end: u64,
 ) -> Result<(), RestoreError> {
-    let header = read_atom_header(target)
+    let header = parse_atom_head(head)
         .map_err(|reason| data_error(set, element, src, format!("{}: {reason}", src.display())))?;
     let problem = if header.atom_id != a.atom_id {
         Some(format!("the file holds atom {:#x}, not {:#x}", header.atom_id, a.atom_id))
@@ -768,9 +767,11 @@ fn copy_atoms_streamed(
         };
         // A write error is the destination's, a read error the set's.
         let mut written: std::io::Result<()> = Ok(());
+        let mut head = Vec::new();
         let summary = crate::set::data::hash_stream(
             reader,
             Some(&mut |chunk: &[u8]| {
+                keep_head(&mut head, chunk);
                 written = out.write_all(chunk);
                 written.as_ref().map(drop).map_err(|e| std::io::Error::new(e.kind(), "write"))
             }),
@@ -786,7 +787,7 @@ fn copy_atoms_streamed(
         if let Some(reason) = mismatch(&a.file, bytes, &hash, &chunks) {
             return Err(data_error(set, e.name(), &src, format!("{}: {reason}", src.display())));
         }
-        check_restored_atom(set, e.name(), &src, &target, a, end)?;
+        check_restored_atom(set, e.name(), &src, &head, a, end)?;
         report.atoms += 1;
         report.atom_bytes += bytes;
     }

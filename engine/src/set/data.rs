@@ -312,22 +312,23 @@ pub(crate) fn chunk_mismatch(index: usize, start: u64, end: u64) -> String {
 /// What a data file whose whole-file hash does not match its manifest is said to be.
 pub(crate) const FILE_MISMATCH: &str = "the file's BLAKE3 does not match the manifest (damaged)";
 
-/// Reads and parses the header of a local atom file (a restore's destination).
-pub(crate) fn read_atom_header(path: &Path) -> Result<AtomHeader, String> {
-    let (mut f, _) = open_data_file(path).map_err(|e| e.to_string())?;
-    let mut buf = [0u8; ATOM_HEADER_BYTES];
-    f.read_exact(&mut buf).map_err(|e| format!("reading its {ATOM_HEADER_BYTES}-byte header: {e}"))?;
-    AtomHeader::parse(&buf).map_err(|e| e.to_string())
-}
-
-/// Reads and parses the header of the atom file `rel` of a set.
-pub(crate) fn read_set_atom_header(storage: &dyn SetStorage, rel: &Path) -> Result<AtomHeader, String> {
-    let path = storage.show(rel);
-    let buf = storage.read_range(rel, 0, ATOM_HEADER_BYTES).map_err(|e| slice_open_error(e, &path).to_string())?;
-    if buf.len() < ATOM_HEADER_BYTES {
+/// Parses an atom file's header from `head`, the first bytes the copier read of it ([`FileReport::head`], or
+/// [`keep_head`] of a streamed file): no second read of the file.
+///
+/// [`FileReport::head`]: backset_copier::FileReport::head
+pub(crate) fn parse_atom_head(head: &[u8]) -> Result<AtomHeader, String> {
+    if head.len() < ATOM_HEADER_BYTES {
         return Err(format!("reading its {ATOM_HEADER_BYTES}-byte header: failed to fill whole buffer"));
     }
-    AtomHeader::parse(&buf).map_err(|e| e.to_string())
+    AtomHeader::parse(head).map_err(|e| e.to_string())
+}
+
+/// Appends to `head` the bytes of `chunk` it still lacks to hold a file's first
+/// [`HEAD_BYTES`](backset_copier::limits::HEAD_BYTES): what the copier's report gives, for a file streamed chunk by
+/// chunk ([`hash_stream`]'s sink).
+pub(crate) fn keep_head(head: &mut Vec<u8>, chunk: &[u8]) {
+    let want = backset_copier::limits::HEAD_BYTES.saturating_sub(head.len()).min(chunk.len());
+    head.extend_from_slice(&chunk[..want]);
 }
 
 /// Where [`hash_stream`] hands each chunk.
