@@ -439,13 +439,15 @@ impl HotCopyManager {
                 ));
             }
             if let Some(url) = crate::set::object::s3_location(&dest) {
+                // A location that is neither a path nor a valid URL (empty, a typo) says so first.
+                url.map_err(|e| HotCopyError::Request { reason: format!("archive {a}: {e}") })?;
                 if req.kind == HotCopyType::Simple {
                     return bad(format!(
-                        "a simple hot copy makes an archive an SM can open, so it stays local-only and cannot go to                          {}: give a directory, or run a full hot copy (--type full) to object storage",
+                        "a simple hot copy makes an archive an SM can open, so it stays local-only and cannot go to \
+                         {}: give a directory, or run a full hot copy (--type full) to object storage",
                         dest.display()
                     ));
                 }
-                url.map_err(|e| HotCopyError::Request { reason: format!("archive {a}: {e}") })?;
             }
             self.outside_archives(a, &dest, "backup directory")?;
             let journal = req.journal_dirs.get(&a).or(req.default_journal_dir.as_ref());
