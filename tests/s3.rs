@@ -29,6 +29,27 @@ fn as_refs<'a>(env: &'a [(&'static str, String)]) -> Vec<(&'static str, &'a str)
     env.iter().map(|(k, v)| (*k, v.as_str())).collect()
 }
 
+/// `serve` on `data` with the store's environment and the test-only pause at `point`, writing `mark` when reached.
+fn paused_server(data: &Path, e: &Endpoint, point: &str, mark: &Path) -> Server {
+    let mut env = s3_env(e);
+    env.push(("BACKSET_FAULT_PAUSE", point.to_owned()));
+    env.push(("BACKSET_FAULT_PAUSE_MARK", s(mark)));
+    Server::start_with_env(data, &[], &as_refs(&env))
+}
+
+/// Starts an incremental into `url` on `srv` (started by [`paused_server`]), waits for it to reach its pause
+/// (`mark` written), then kills the server with SIGKILL; returns the job's (coordinator start id, hot copy id).
+fn incremental_killed_at_its_pause(srv: Server, url: &str, mark: &Path) -> (u64, String) {
+    let body = serde_json::json!({"type": "incremental", "backupSetDirs": {"0": url}});
+    let (code, v) = srv.post_json_checked("/databases/demo/hotCopy", &body);
+    assert_eq!(code, 200, "{v}");
+    let job = (v["coordinatorStartId"].as_u64().unwrap(), v["hotCopyId"].as_str().unwrap().to_owned());
+    let paused = wait_until(std::time::Duration::from_secs(120), || mark.exists());
+    assert!(paused, "the incremental never reached its pause: {}", srv.output());
+    srv.kill9();
+    job
+}
+
 /// `backset ARGS` offline with the store's environment.
 fn offline(e: &Endpoint, args: &[&str]) -> Output {
     command().args(args).envs(s3_env(e)).output().unwrap()
@@ -342,20 +363,8 @@ fn killed_before_publish(
     let (code, out) = srv.terminate();
     assert_eq!(code, Some(0), "{out}");
     let mark = work.join("mark");
-    let mut env = s3_env(&e);
-    env.push(("BACKSET_FAULT_PAUSE", "incremental:before-move".to_owned()));
-    env.push(("BACKSET_FAULT_PAUSE_MARK", s(&mark)));
-    let srv = Server::start_with_env(&data, &[], &as_refs(&env));
-    let body = serde_json::json!({"type": "incremental", "backupSetDirs": {"0": url}});
-    let (code, v) = srv.post_json_checked("/databases/demo/hotCopy", &body);
-    assert_eq!(code, 200, "{v}");
-    let job = (v["coordinatorStartId"].as_u64().unwrap(), v["hotCopyId"].as_str().unwrap().to_owned());
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
-    while !mark.exists() {
-        assert!(std::time::Instant::now() < deadline, "the incremental never reached its pause: {}", srv.output());
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    }
-    srv.kill9();
+    let srv = paused_server(&data, &e, "incremental:before-move", &mark);
+    let job = incremental_killed_at_its_pause(srv, url, &mark);
     let prefix = url.strip_prefix("s3://backset-test/").unwrap();
     let left = objects(store, &format!("{prefix}/1.inc"));
     assert!(!left.is_empty(), "the killed job had uploaded its objects");
@@ -502,22 +511,10 @@ fn a_serve_killed_just_after_the_commit_record_leaves_the_element_published_and_
     assert_eq!(code, Some(0), "{out}");
     // Held right after the commit record was created (the test-only `mid-move` point), then kill -9.
     let mark = work.path().join("mark");
-    let mut env = s3_env(&e);
-    env.push(("BACKSET_FAULT_PAUSE", "incremental:mid-move".to_owned()));
-    env.push(("BACKSET_FAULT_PAUSE_MARK", s(&mark)));
-    let srv = Server::start_with_env(&data, &[], &as_refs(&env));
+    let srv = paused_server(&data, &e, "incremental:mid-move", &mark);
     let expected: std::collections::BTreeMap<String, String> =
         (0..150).map(|i| (format!("key-{i:06}"), "v".repeat(2500))).collect();
-    let body = serde_json::json!({"type": "incremental", "backupSetDirs": {"0": url}});
-    let (code, v) = srv.post_json_checked("/databases/demo/hotCopy", &body);
-    assert_eq!(code, 200, "{v}");
-    let job = (v["coordinatorStartId"].as_u64().unwrap(), v["hotCopyId"].as_str().unwrap().to_owned());
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
-    while !mark.exists() {
-        assert!(std::time::Instant::now() < deadline, "the incremental never reached its pause: {}", srv.output());
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    }
-    srv.kill9();
+    let job = incremental_killed_at_its_pause(srv, url, &mark);
     assert!(store.object_file("published/1.inc/commit").is_file(), "the commit record was written");
 
     // The element is published: the restarted server reports the job completed (recognised from the set), check
