@@ -530,3 +530,33 @@ fn a_serve_killed_just_after_the_commit_record_leaves_the_element_published_and_
     let out = offline_ok(&e, &["set", "gc", "--min-age", "0s", url]);
     assert!(out.contains("2 published element(s) kept, 0 unpublished job(s) removed"), "{out}");
 }
+
+#[test]
+fn hot_copies_and_a_set_copy_to_s3_leave_no_spool_directory_behind() {
+    let store = S3sServer::start();
+    let e = store.endpoint().clone();
+    let work = tmp();
+    let data = work.path().join("data");
+    let spool = work.path().join("spool");
+    std::fs::create_dir(&spool).unwrap();
+    let mut env = s3_env(&e);
+    env.push(("BACKSET_SPOOL_DIR", s(&spool)));
+    let srv = Server::start_with_env(&data, &[], &as_refs(&env));
+    srv.load(60, 2000);
+    let (code, out) = srv.terminate();
+    assert_eq!(code, Some(0), "{out}");
+    let srv = Server::start_with_env(&data, &[], &as_refs(&env));
+    let url = "s3://backset-test/spooled";
+    srv.cli_ok(&hotcopy_args("full", url, WAIT));
+    srv.load(20, 100);
+    srv.cli_ok(&hotcopy_args("journal", url, WAIT));
+    let left = |dir: &Path| std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().path()).collect::<Vec<_>>();
+    assert_eq!(left(&spool), Vec::<PathBuf>::new(), "the hot copies left their spool behind");
+    let local = work.path().join("local");
+    srv.cli_ok(&hotcopy_args("full", &s(&local), WAIT));
+    let out = command().args(["set", "copy", &s(&local), "s3://backset-test/shipped"]).envs(env.clone()).output();
+    let out = out.unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert_eq!(left(&spool), Vec::<PathBuf>::new(), "set copy left its spool behind");
+    offline_ok(&e, &["check", url]);
+}

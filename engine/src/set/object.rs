@@ -309,6 +309,21 @@ impl ObjectStore {
         }
     }
 
+    /// Forgets the staged element `id` and removes its spool directory, and the store's spool root once no element
+    /// is staged any more (a process makes many stores' worth of jobs; none may leave a directory behind).
+    fn unspool(&self, id: Uuid) -> Option<Staged> {
+        let mut inner = self.inner();
+        let staged = inner.staged.remove(&id);
+        if let Some(s) = &staged {
+            let _ = fs::remove_dir_all(&s.spool);
+        }
+        if inner.staged.is_empty() {
+            // Only when empty: another job's staging creates it again under the same lock.
+            let _ = fs::remove_dir(&self.spool_root);
+        }
+        staged
+    }
+
     /// Uploads the spooled data file `local` as `key`, checking every byte against `entry` of the manifest.
     fn upload_file(&self, local: &Path, key: &str, entry: &backset_format::FileEntry) -> Result<(), SetError> {
         let io = |op: &'static str| {
@@ -604,12 +619,14 @@ impl SetStorage for ObjectStore {
     fn stage(&self, id: Uuid, name: ElementName) -> Result<PathBuf, SetError> {
         let spool = self.spool_root.join(id.to_string());
         let data = spool.join(DATA_DIR);
+        // Under the lock: the spool root is removed under it once no element is staged (`unspool`).
+        let mut inner = self.inner();
         fs::create_dir_all(&data).map_err(|source| SetError::Io {
             op: "create directory",
             path: data.clone(),
             source,
         })?;
-        self.inner().staged.insert(id, Staged { name, spool, info: None });
+        inner.staged.insert(id, Staged { name, spool, info: None });
         Ok(Path::new(TMP_DIR).join(id.to_string()))
     }
 
@@ -703,10 +720,7 @@ impl SetStorage for ObjectStore {
         }
         self.inner().published.insert(name, (id, record));
         published();
-        let mut inner = self.inner();
-        if let Some(s) = inner.staged.remove(&id) {
-            let _ = fs::remove_dir_all(&s.spool);
-        }
+        self.unspool(id);
         Ok(())
     }
 
@@ -728,9 +742,8 @@ impl SetStorage for ObjectStore {
         }
         if let Ok(rest) = rel.strip_prefix(TMP_DIR) {
             let id: Option<Uuid> = rest.to_str().and_then(|s| s.parse().ok());
-            let staged = id.and_then(|id| self.inner().staged.remove(&id).map(|s| (id, s)));
+            let staged = id.and_then(|id| self.unspool(id).map(|s| (id, s)));
             if let Some((id, s)) = staged {
-                let _ = fs::remove_dir_all(&s.spool);
                 // The job's own objects (never another job's: they are under its own element id).
                 self.client.delete_tree(&format!("{}/{id}", s.name)).map_err(|e| self.set_err(e))?;
             } else if let Some((id, name)) = id.and_then(|id| self.inner().stale.remove(&id).map(|n| (id, n))) {
