@@ -95,6 +95,10 @@ pub struct CopierStats {
     pub jobs_running: u64,
     /// The most jobs that were on the ring at once (0 on the portable backend).
     pub jobs_on_ring_max: u64,
+    /// The ring runs with `IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_DEFER_TASKRUN` (Linux 6.1+): the kernel runs
+    /// the completion work of its operations in one batch when the ring thread waits, instead of interrupting it for
+    /// each. False on older kernels (a plain ring, same results) and on the portable backend.
+    pub deferred_task_work: bool,
 }
 
 /// The copier of one SM: one buffer pool and, on io_uring, one ring on a thread of its own, set up once and shared by
@@ -116,6 +120,8 @@ struct Shared {
     /// The ring thread (io_uring), `None` on the portable backend.
     ring: Option<RingThread>,
     registered: usize,
+    /// The ring has `IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_DEFER_TASKRUN`.
+    deferred: bool,
     setup: Duration,
     /// The next job's owner key in the pool (from 1).
     next_owner: AtomicU64,
@@ -153,28 +159,32 @@ impl Drop for RingThread {
 
 impl RingThread {
     /// Starts the ring thread, which sets up the ring over `pool` and registers its buffers; returns once that is
-    /// done, with the number of registered buffers, or the setup's error.
+    /// done, with the number of registered buffers and whether the ring defers its task work (asked for with
+    /// `want_deferred`), or the setup's error.
     fn start(
         pool: &Arc<BufferPool>,
         opts: &Options,
         counters: &Arc<uring::RingCounters>,
-    ) -> std::io::Result<(Self, usize)> {
+        want_deferred: bool,
+    ) -> std::io::Result<(Self, usize, bool)> {
         let (jobs_tx, jobs_rx) = mpsc::channel();
         let (ready_tx, ready_rx) = mpsc::sync_channel(1);
         let (pool, opts, counters) = (Arc::clone(pool), opts.clone(), Arc::clone(counters));
         let thread =
-            std::thread::Builder::new().name("backset-ring".into()).spawn(move || match uring::Uring::new(pool) {
-                Ok(u) => {
-                    let _ = ready_tx.send(Ok(u.registered()));
-                    uring::serve(u, &opts, jobs_rx, &counters);
-                }
-                Err((_, e)) => {
-                    let _ = ready_tx.send(Err(e));
+            std::thread::Builder::new().name("backset-ring".into()).spawn(move || {
+                match uring::Uring::new(pool, want_deferred) {
+                    Ok(u) => {
+                        let _ = ready_tx.send(Ok((u.registered(), u.deferred())));
+                        uring::serve(u, &opts, jobs_rx, &counters);
+                    }
+                    Err((_, e)) => {
+                        let _ = ready_tx.send(Err(e));
+                    }
                 }
             })?;
         let mut ring = Self { jobs: Some(jobs_tx), thread: Some(thread) };
         match ready_rx.recv() {
-            Ok(Ok(registered)) => Ok((ring, registered)),
+            Ok(Ok((registered, deferred))) => Ok((ring, registered, deferred)),
             Ok(Err(e)) => Err(e),
             Err(_) => {
                 ring.jobs = None;
@@ -187,6 +197,18 @@ impl RingThread {
 impl SmCopier {
     /// Sets up the pool and the backend (on io_uring, the ring and its thread), once for all the SM's jobs.
     pub fn new(opts: Options) -> Result<Self, CopyError> {
+        Self::with_ring(opts, true)
+    }
+
+    /// Test only (feature `fault-injection`): [`SmCopier::new`] with a plain ring, as on a kernel without
+    /// `IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_DEFER_TASKRUN` (before 6.1): the fallback path, on any kernel.
+    #[cfg(feature = "fault-injection")]
+    pub fn new_without_deferred_task_work(opts: Options) -> Result<Self, CopyError> {
+        Self::with_ring(opts, false)
+    }
+
+    /// [`SmCopier::new`], asking for a ring that defers its task work or not.
+    fn with_ring(opts: Options, want_deferred: bool) -> Result<Self, CopyError> {
         let ok_size = (limits::POOL_BYTES_MIN..=limits::POOL_BYTES_MAX).contains(&opts.pool_bytes)
             && opts.pool_bytes.is_multiple_of(limits::BUFFER_BYTES);
         if !ok_size {
@@ -212,11 +234,11 @@ impl SmCopier {
         let (ring, note) = match opts.backend {
             BackendChoice::Portable => (None, None),
             BackendChoice::Auto if env_portable => (None, Some("BACKSET_IO=portable".to_string())),
-            BackendChoice::Auto => match RingThread::start(&pool, &opts, &counters) {
+            BackendChoice::Auto => match RingThread::start(&pool, &opts, &counters, want_deferred) {
                 Ok(ring) => (Some(ring), None),
                 Err(e) => (None, Some(format!("io_uring unavailable ({e}), using the portable backend"))),
             },
-            BackendChoice::Uring => match RingThread::start(&pool, &opts, &counters) {
+            BackendChoice::Uring => match RingThread::start(&pool, &opts, &counters, want_deferred) {
                 Ok(ring) => (Some(ring), None),
                 Err(e) => {
                     return Err(CopyError::Setup {
@@ -226,9 +248,9 @@ impl SmCopier {
                 }
             },
         };
-        let (ring, registered) = match ring {
-            Some((ring, registered)) => (Some(ring), registered),
-            None => (None, 0),
+        let (ring, registered, deferred) = match ring {
+            Some((ring, registered, deferred)) => (Some(ring), registered, deferred),
+            None => (None, 0, false),
         };
         Ok(Self {
             shared: Arc::new(Shared {
@@ -237,6 +259,7 @@ impl SmCopier {
                 pool,
                 ring,
                 registered,
+                deferred,
                 setup: started.elapsed(),
                 next_owner: AtomicU64::new(1),
                 jobs_started: AtomicU64::new(0),
@@ -274,6 +297,7 @@ impl SmCopier {
             jobs_started: s.jobs_started.load(Relaxed),
             jobs_running: s.jobs_running.load(Relaxed),
             jobs_on_ring_max: s.counters.on_ring_max.load(Relaxed),
+            deferred_task_work: s.deferred,
         }
     }
 

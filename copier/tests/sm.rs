@@ -339,3 +339,40 @@ fn three_jobs_on_one_sm_copier_never_read_faster_than_the_sm_budget() {
 
 /// Held by the tests whose throttled jobs may flush the device (a flush in flight holds every read and write on it).
 static DEVICE_FLUSHES: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+/// Whether the running kernel is at least `major.minor` (from /proc/sys/kernel/osrelease, e.g. "6.18.44-...").
+fn kernel_at_least(major: u32, minor: u32) -> bool {
+    let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap();
+    let mut parts = release.trim().split(|c: char| !c.is_ascii_digit()).map(|p| p.parse::<u32>().unwrap_or(0));
+    (parts.next().unwrap_or(0), parts.next().unwrap_or(0)) >= (major, minor)
+}
+
+/// The ring defers its task work (IORING_SETUP_SINGLE_ISSUER | DEFER_TASKRUN) on kernels that have it (6.1+), and
+/// the fallback a kernel without it gets, a plain ring (forced here), runs concurrent jobs of small and large files
+/// to the same bytes and hashes.
+#[test]
+fn the_ring_defers_its_task_work_where_the_kernel_can_and_a_plain_ring_copies_the_same() {
+    let opts = Options { backend: BackendChoice::Uring, ..Options::default() };
+    let Some(deferred) = uring_or_skip(SmCopier::new(opts.clone())) else { return };
+    let plain = SmCopier::new_without_deferred_task_work(opts).unwrap();
+    assert_eq!(deferred.stats().deferred_task_work, kernel_at_least(6, 1), "{:?}", deferred.stats());
+    assert!(!plain.stats().deferred_task_work, "the fallback was forced: {:?}", plain.stats());
+    let sizes: [Vec<usize>; 2] = [(0..200).map(|i| 16 * 1024 + i % 3).collect(), vec![5 * MIB + 3, 0, 4096]];
+    for (name, copier) in [("deferred", deferred), ("plain", plain)] {
+        let dir = scratch();
+        let gate = Gate::new(2);
+        std::thread::scope(|s| {
+            for (j, sizes) in sizes.iter().enumerate() {
+                let job = TestJob::write(dir.path(), &format!("{name}-job{j}"), sizes, 7 * j as u64);
+                let (copier, gate) = (copier.clone(), &gate);
+                s.spawn(move || {
+                    let report = copier.copy(&job.reqs, &JobControl::new(), Some(&Gated::new(gate, None))).unwrap();
+                    assert_eq!(report.backend, Backend::Uring);
+                    job.check(&report);
+                });
+            }
+        });
+        assert!(copier.stats().jobs_on_ring_max >= 2, "{name}: {:?}", copier.stats());
+        assert_idle(&copier);
+    }
+}

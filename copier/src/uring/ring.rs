@@ -15,21 +15,28 @@ pub(crate) struct Uring {
     registered: usize,
     /// Files the jobs keep open at once, in all (`limits::open_files_allowed` of the descriptor limit).
     max_open: usize,
+    /// Set up with `IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_DEFER_TASKRUN` (see [`build`]).
+    deferred: bool,
 }
 
 impl std::fmt::Debug for Uring {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Uring").field("registered", &self.registered).field("max_open", &self.max_open).finish()
+        f.debug_struct("Uring")
+            .field("registered", &self.registered)
+            .field("max_open", &self.max_open)
+            .field("deferred", &self.deferred)
+            .finish()
     }
 }
 
 impl Uring {
     /// Sets up a ring over `pool` and registers as many of its buffers as RLIMIT_MEMLOCK allows (after raising the
     /// soft limit to the hard one); the rest are used unregistered. Called on the thread that submits to the ring
-    /// (the io_uring worker limit applies to the submitting thread). On failure the pool comes back with the error.
-    pub(crate) fn new(pool: Arc<BufferPool>) -> Result<Self, (Arc<BufferPool>, std::io::Error)> {
-        let ring = match IoUring::new(ring_entries(pool.count())) {
-            Ok(ring) => ring,
+    /// (the io_uring worker limit applies to the submitting thread, and with `want_deferred` only the thread that set
+    /// the ring up may enter it: see [`build`]). On failure the pool comes back with the error.
+    pub(crate) fn new(pool: Arc<BufferPool>, want_deferred: bool) -> Result<Self, (Arc<BufferPool>, std::io::Error)> {
+        let (ring, deferred) = match build(ring_entries(pool.count()), want_deferred) {
+            Ok(built) => built,
             Err(e) => return Err((pool, e)),
         };
         // Best effort: kernels before 5.15 refuse it and keep their default (four workers per CPU).
@@ -52,12 +59,17 @@ impl Uring {
                 Err(e) => return Err((pool, e)),
             }
         };
-        Ok(Self { ring, pool, registered, max_open })
+        Ok(Self { ring, pool, registered, max_open, deferred })
     }
 
     /// Buffers registered with the ring.
     pub(crate) fn registered(&self) -> usize {
         self.registered
+    }
+
+    /// Whether the ring runs with `IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_DEFER_TASKRUN`.
+    pub(crate) fn deferred(&self) -> bool {
+        self.deferred
     }
 
     /// The ring, the pool, the registered buffers and the open-file limit, for the driver.
@@ -81,6 +93,30 @@ impl Drop for Uring {
             }
         }
     }
+}
+
+/// Sets up a ring of `entries`, with `want_deferred` asking for `IORING_SETUP_SINGLE_ISSUER |
+/// IORING_SETUP_DEFER_TASKRUN` (Linux 6.1+) and falling back to a plain ring where the kernel refuses them (EINVAL).
+/// Returns the ring and whether it has them.
+///
+/// With them, the kernel runs the completion work of the ring's operations (the task work of each operation its
+/// worker threads finished: every open, create and `statx` of a small file) only when the ring thread enters the
+/// ring to wait for completions, in one batch, instead of interrupting the ring thread for each one wherever it is;
+/// and it skips the locking a ring shared between submitting threads needs. The copier meets their one condition
+/// by construction: the ring thread sets the ring up, registers with it, submits, waits and drops it; nothing else
+/// touches it (another thread's `io_uring_enter` or `io_uring_register` would fail with EEXIST). Every wait of the
+/// driver enters the ring with `IORING_ENTER_GETEVENTS` (`submit_with_args` and `submit_and_wait` with a minimum
+/// of one), which is what runs the deferred work.
+fn build(entries: u32, want_deferred: bool) -> std::io::Result<(IoUring, bool)> {
+    if want_deferred {
+        match IoUring::builder().setup_single_issuer().setup_defer_taskrun().build(entries) {
+            Ok(ring) => return Ok((ring, true)),
+            // Kernels before 6.1 (6.0 for SINGLE_ISSUER) refuse the flags they do not know with EINVAL.
+            Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok((IoUring::new(entries)?, false))
 }
 
 /// Ring size for a pool of `buffers`: at most one read per buffer is in flight (a throttled chunk's pieces share

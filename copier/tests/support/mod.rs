@@ -38,7 +38,8 @@ pub fn sm_backends(pool_bytes: usize) -> Vec<SmCopier> {
     out
 }
 
-fn uring_or_skip<T>(made: Result<T, CopyError>) -> Option<T> {
+/// `made`, or `None` (saying why) where the ring cannot be set up: a failure with `BACKSET_REQUIRE_URING=1`.
+pub fn uring_or_skip<T>(made: Result<T, CopyError>) -> Option<T> {
     match made {
         Ok(c) => Some(c),
         Err(e) if std::env::var_os("BACKSET_REQUIRE_URING").is_some_and(|v| v == "1") => {
