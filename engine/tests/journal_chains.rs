@@ -3,7 +3,8 @@
 //! first journal hot copy found its journal recycled), and a journal hot copy into an older set is refused, also
 //! after a restart of the manager. The weekly rotation: once a new full has begun, journal hot copies go into its set
 //! (not the old one), the old set stays restorable up to its last element and the new one from its full's end
-//! point; a new full that fails gives the chain back to the old set.
+//! point; a new full that fails gives the chain back to the old set. The first journal hot copy after the full of a
+//! bulk-loaded database (whose journal never held the full's first transaction) starts the chain there all the same.
 
 mod support;
 
@@ -177,4 +178,30 @@ fn a_new_full_that_fails_gives_the_chain_back_and_takes_its_journal_elements_wit
     assert_eq!(latest, acked.iter().map(|a| a.txn_id).max().unwrap());
     restores_exactly(&old, latest, &acked);
     check_set(&old);
+}
+
+#[test]
+fn regression_the_first_journal_hot_copy_after_the_full_of_a_bulk_loaded_database() {
+    use backset_refstore::bulk::{bulk_key, bulk_load, bulk_value, BulkSpec};
+    use backset_refstore::Txn;
+    let dir = tempdir();
+    let root = dir.path().join("db");
+    let spec = BulkSpec { bytes_per_archive: 1 << 20, value_bytes: 4096, seed: 3 };
+    let loaded = bulk_load(&root, &cfg(), &spec).unwrap();
+    let db = Arc::new(Database::open(&root, cfg()).unwrap());
+    let m = HotCopyManager::new(db.hot_copy_archives(), dir.path().join("manager")).unwrap();
+    let set = dir.path().join("set");
+    // Nothing committed since the load: the full pins a fully checkpointed archive (R = 2) and claims [1, 1], while
+    // the journal never held a record of transaction 1. Before the fix the journal hot copy asked for it and failed.
+    run(&m, HotCopyType::Full, &set);
+    assert_eq!(range_of(&set, "full").0, loaded.txn_id);
+    let mut acked = load(&db, 2, 50);
+    run(&m, HotCopyType::Journal, &set);
+    let (first, last) = range_of(&set, "1.jnl");
+    assert_eq!(first, loaded.txn_id, "the chain starts at the full's first transaction");
+    check_set(&set);
+    assert_eq!(restorable(&set), vec![TxnRange { first: loaded.txn_id, last }]);
+    let puts = (0..loaded.keys).map(|n| (bulk_key(n), bulk_value(spec.seed, &bulk_key(n), spec.value_bytes))).collect();
+    acked.push(AckedTxn { txn_id: loaded.txn_id, timestamp_micros: 0, txn: Txn { puts, deletes: Vec::new() } });
+    restores_exactly(&set, last, &acked);
 }

@@ -30,12 +30,12 @@ use backset_format::{
 };
 use uuid::Uuid;
 
-use crate::archive::{Archive, AtomFile, JournalPin, JournalSlice};
+use crate::archive::{Archive, ArchiveError, AtomFile, JournalPin, JournalSlice};
 use crate::clock::now_micros;
 use crate::hotcopy::chains::{ChainOwner, JournalChains};
 use crate::hotcopy::coordinator::{Arrival, Coordinator};
 use crate::hotcopy::fault;
-use crate::hotcopy::{error_chain, HotCopyError, HotCopyType, Stage};
+use crate::hotcopy::{error_chain, on_archive, HotCopyError, HotCopyType, Stage};
 use crate::limits::{HOTCOPY_ATOM_BATCH_FILES, HOTCOPY_ATOM_MIN_BATCH_FILES, HOTCOPY_READY_POLL};
 use crate::paths::{check_parent, create_dir};
 use crate::set::object::s3_location;
@@ -234,14 +234,14 @@ pub(crate) fn run_participant(
         },
         Err(e) => {
             let e = HotCopyError::from(e);
-            ctx.coord.fail(format!("archive {archive_id}: {}", error_chain(&e)));
+            ctx.coord.fail(on_archive(archive_id, &e));
             return Err(e);
         }
     };
     let result = work.run();
     if let Err(e) = &result {
         if !matches!(e, HotCopyError::Stopped { .. }) {
-            ctx.coord.fail(format!("archive {archive_id}: {}", error_chain(e)));
+            ctx.coord.fail(on_archive(archive_id, e));
         }
         if let Err(cleanup) = work.abort() {
             tracing::error!(
@@ -631,10 +631,9 @@ impl Work<'_> {
     /// A journal hot copy: the journal from the end of the set's chain (the previous journal element's E + 1, or
     /// the full's R') to E, without atoms; no element when nothing was committed since.
     fn run_journal(&mut self) -> Result<(), HotCopyError> {
-        let first = self.begin_journal()?;
+        let (first, chain_start) = self.begin_journal()?;
         self.begun()?;
-        // The chain may start at 0 (the full of a database that had committed nothing): no record has id 0.
-        let copy_from = first.max(1);
+        let copy_from = self.journal_copy_from(first, chain_start);
         self.plan_journal(copy_from);
         let e = self.end_point(None, &CopiedAtoms::default())?;
         // Transaction ids start at 1: a journal element of a database that has committed nothing has nothing to copy.
@@ -749,8 +748,9 @@ impl Work<'_> {
     }
 
     /// Stage 1 of a journal hot copy: the set read strictly and the element begun where the chain ends (no pin:
-    /// retention holds the journal from there). Returns that first transaction.
-    fn begin_journal(&mut self) -> Result<u64, HotCopyError> {
+    /// retention holds the journal from there). Returns that first transaction, and whether the element is the first
+    /// of its chain (it starts at the full's R').
+    fn begin_journal(&mut self) -> Result<(u64, bool), HotCopyError> {
         if !self.archive().journal_hot_copy_enabled() {
             return Err(HotCopyError::JournalDisabled { archive_id: self.archive_id() });
         }
@@ -761,7 +761,7 @@ impl Work<'_> {
         };
         let (handle, set) = open_set(self.archive(), &dest, missing)?;
         let set_id = set.state().set_id;
-        let mut parent = None;
+        let (mut parent, mut chain_start) = (None, false);
         let archive_id = self.archive_id();
         let begun = handle.begin(set, |set| {
             let Some(full) = set.full_entry() else {
@@ -772,13 +772,32 @@ impl Work<'_> {
             };
             self.ctx.chains.check_journal(archive_id, set_id, &dest)?;
             let first = set.next_journal_start().expect("the set has a full");
+            chain_start = set.newest_journal().is_none();
             parent = Some(set.newest_journal().map_or(full.element_id, |j| set.elements()[j].id()));
             let seq = next_sequence(set.state(), ElementKind::Journal, &dest)?;
             Ok(Self::new_entry(ElementKind::Journal, seq, first))
         })?;
         let first = begun.entry.txn_range.first;
         self.output = Some(Output::Element { handle, set_id, begun, created_dir: false, prev_catalog: None, parent });
-        Ok(first)
+        Ok((first, chain_start))
+    }
+
+    /// The first transaction whose records a journal element starting at `first` copies. Ids start at 1, and a chain
+    /// may start at 0 (the full of a database that had committed nothing). The first element of a chain starts at its
+    /// full's R' = min(R, D): when that full pinned a fully checkpointed archive (R = D + 1), the pin did not hold the
+    /// record of R' and the archive may no longer have it (a bulk-loaded database never journalled it). Every change
+    /// of R' is then in the full's atoms, and no restore from the set needs the record (each base ends at or after the
+    /// full's E >= R'), so the copy starts at R' + 1 when the archive's journal starts there. Any other gap fails the
+    /// copy, as recycled records must.
+    fn journal_copy_from(&self, first: u64, chain_start: bool) -> u64 {
+        let from = first.max(1);
+        if !chain_start || from > self.archive().durable_txn() {
+            return from;
+        }
+        match self.archive().journal_slices(from, from) {
+            Err(ArchiveError::Recycled { recycled_below, .. }) if recycled_below == from + 1 => recycled_below,
+            _ => from,
+        }
     }
 
     /// The end of stage 1: the element's name in the status, the participant initialised (a journal hot copy may

@@ -46,8 +46,8 @@ use crate::hotcopy::job::{
     ParticipantLive, ParticipantSpec, START_A_FULL,
 };
 use crate::hotcopy::{
-    error_chain, HotCopyError, HotCopyRequest, HotCopyStatus, HotCopyType, JobState, ParticipantStatus, Stage,
-    MSG_CANCELLED, MSG_COMPLETED, MSG_FAILED_PREFIX, MSG_NOT_SAVED, MSG_PROCESS_STOPPED, MSG_RECOGNISED,
+    error_chain, on_archive, HotCopyError, HotCopyRequest, HotCopyStatus, HotCopyType, JobState, ParticipantStatus,
+    Stage, MSG_CANCELLED, MSG_COMPLETED, MSG_FAILED_PREFIX, MSG_NOT_SAVED, MSG_PROCESS_STOPPED, MSG_RECOGNISED,
 };
 use crate::limits::{
     HOTCOPY_COPIER_POOL_BYTES, HOTCOPY_MAX_KEPT_STATUSES, HOTCOPY_MAX_STATUS_FILE_BYTES, HOTCOPY_READY_TIMEOUT,
@@ -976,7 +976,7 @@ fn run_job(inner: &Inner, job: &Job, specs: Vec<ParticipantSpec>) {
         p.message = match r {
             Ok(()) => MSG_COMPLETED.to_string(),
             Err(HotCopyError::Stopped { .. }) => message.clone(),
-            Err(e) => format!("{MSG_FAILED_PREFIX}archive {}: {}", p.archive_id, error_chain(e)),
+            Err(e) => format!("{MSG_FAILED_PREFIX}{}", on_archive(p.archive_id, e)),
         };
         if r.is_err() {
             p.element = None;

@@ -552,3 +552,29 @@ pub fn error_chain(err: &(dyn std::error::Error + 'static)) -> String {
     }
     msg
 }
+
+/// `error_chain(err)` prefixed by `archive <id>: `, unless the archive's own message already starts so.
+pub(crate) fn on_archive(archive_id: u64, err: &(dyn std::error::Error + 'static)) -> String {
+    let prefix = format!("archive {archive_id}: ");
+    let msg = error_chain(err);
+    if msg.starts_with(&prefix) {
+        msg
+    } else {
+        prefix + &msg
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_failure_names_its_archive_once() {
+        let recycled = HotCopyError::from(ArchiveError::Recycled { archive_id: 3, first: 1, recycled_below: 2 });
+        let msg = on_archive(3, &recycled);
+        assert!(msg.starts_with("archive 3: journal records from transaction 1"), "{msg}");
+        assert_eq!(msg.matches("archive 3").count(), 1, "{msg}");
+        let other = HotCopyError::Stopped { reason: "x".into() };
+        assert!(on_archive(3, &other).starts_with("archive 3: "));
+    }
+}
