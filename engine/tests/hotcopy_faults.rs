@@ -27,6 +27,8 @@ enum Fault {
     FailAtoms,
     FailWaitDurable,
     FailSlices,
+    /// `atoms` lists the first atom with the file of the second (an SM whose listing is wrong).
+    MislabelAtom,
 }
 
 const INJECTED: &str = "injected by the test";
@@ -74,7 +76,12 @@ impl Archive for Faulty {
 
     fn atoms(&self) -> Result<Vec<AtomFile>, ArchiveError> {
         self.fail_if(Fault::FailAtoms)?;
-        self.inner.atoms()
+        let mut atoms = self.inner.atoms()?;
+        if *self.fault.lock().unwrap() == Fault::MislabelAtom && atoms.len() >= 2 {
+            atoms[0].path = atoms[1].path.clone();
+            atoms[0].bytes = atoms[1].bytes;
+        }
+        Ok(atoms)
     }
 
     fn durable_txn(&self) -> u64 {
@@ -194,6 +201,37 @@ fn a_failure_in_each_stage_names_its_cause_and_leaves_the_set_as_before() {
             wait_completed(&m, m.start(req(kind)).unwrap());
         }
     }
+    check_set(&set);
+}
+
+#[test]
+fn an_atom_file_whose_header_names_another_atom_fails_the_hot_copy_and_leaves_the_set_as_before() {
+    let dir = tempdir();
+    let (db, faulty, m) = setup(dir.path());
+    let set = dir.path().join("set");
+    let req = |kind| HotCopyRequest::new(kind).backup_dir(0, &set);
+    wait_completed(&m, m.start(req(HotCopyType::Full)).unwrap());
+    let before = state_of(&set);
+    // Atoms new since the full, so the incremental copies the first one (from the second's file).
+    load(&db, 40, 400);
+    db.checkpoint_now().unwrap();
+    let listed = faulty.inner.atoms().unwrap();
+    assert!(listed.len() >= 2, "the case needs two atoms: {listed:?}");
+    let (first, second) = (&listed[0], &listed[1]);
+    faulty.set(Fault::MislabelAtom);
+    let s = wait_end(&m, m.start(req(HotCopyType::Incremental)).unwrap());
+    faulty.set(Fault::None);
+    assert_eq!(s.status, JobState::Failed, "{s:?}");
+    let expected = format!("the header names atom {}", second.atom_id);
+    assert!(
+        s.message.contains(&expected) && s.message.contains(&second.path.display().to_string()),
+        "atom {} listed with {}: {}",
+        first.atom_id,
+        second.path.display(),
+        s.message
+    );
+    assert_as_before(&set, &before);
+    wait_completed(&m, m.start(req(HotCopyType::Incremental)).unwrap());
     check_set(&set);
 }
 

@@ -39,7 +39,7 @@ use crate::hotcopy::{error_chain, on_archive, HotCopyError, HotCopyType, Stage};
 use crate::limits::{HOTCOPY_ATOM_BATCH_FILES, HOTCOPY_ATOM_MIN_BATCH_FILES, HOTCOPY_READY_POLL};
 use crate::paths::{check_parent, create_dir};
 use crate::set::object::s3_location;
-use crate::set::{dir_content, read_head, BackupSet, Begun, DirContent, SetError, SetWriter};
+use crate::set::{dir_content, BackupSet, Begun, DirContent, SetError, SetWriter};
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
@@ -1059,7 +1059,7 @@ impl Work<'_> {
             match self.runner.copy(&requests, Part::Atoms, planned) {
                 Ok(report) => {
                     for ((a, _), file) in pending.iter().zip(report.files) {
-                        let lsn = self.copied_lsn(a, dir, &file)?;
+                        let lsn = copied_lsn(a, &file)?;
                         copied.insert(a.atom_id, CopiedAtom { lsn, report: file });
                     }
                     batch_files = (batch_files * 2).min(HOTCOPY_ATOM_BATCH_FILES);
@@ -1090,21 +1090,6 @@ impl Work<'_> {
             }
         }
         Ok(())
-    }
-
-    /// The LSN in the header of the copied file of `atom`, checked against its id and size.
-    fn copied_lsn(&self, atom: &AtomFile, dir: &Path, file: &FileReport) -> Result<u64, HotCopyError> {
-        let target = dir.join(atom_file_name(atom.atom_id));
-        let head = read_head(&target, ATOM_HEADER_BYTES).map_err(io_err("read", &target))?;
-        let bad = |reason: String| HotCopyError::BadAtom { path: atom.path.clone(), reason };
-        let h = AtomHeader::parse(&head).map_err(|e| bad(e.to_string()))?;
-        if h.atom_id != atom.atom_id {
-            return Err(bad(format!("the header names atom {}", h.atom_id)));
-        }
-        if ATOM_HEADER_BYTES as u64 + h.body_len != file.bytes {
-            return Err(bad(format!("copied {} bytes, the header declares a {}-byte body", file.bytes, h.body_len)));
-        }
-        Ok(h.lsn)
     }
 
     /// Copies journal slices: into the element's `data/journal/<segment>` as they are, or for a simple hot copy
@@ -1155,6 +1140,20 @@ impl Work<'_> {
         }
         Ok(())
     }
+}
+
+/// The LSN in the header of the copied file of `atom` (its first bytes, as the copier read them: no second read),
+/// checked against its id and size.
+fn copied_lsn(atom: &AtomFile, file: &FileReport) -> Result<u64, HotCopyError> {
+    let bad = |reason: String| HotCopyError::BadAtom { path: atom.path.clone(), reason };
+    let h = AtomHeader::parse(&file.head).map_err(|e| bad(e.to_string()))?;
+    if h.atom_id != atom.atom_id {
+        return Err(bad(format!("the header names atom {}", h.atom_id)));
+    }
+    if ATOM_HEADER_BYTES as u64 + h.body_len != file.bytes {
+        return Err(bad(format!("copied {} bytes, the header declares a {}-byte body", file.bytes, h.body_len)));
+    }
+    Ok(h.lsn)
 }
 
 /// Makes the entry of `path` in its parent directory durable.

@@ -41,7 +41,7 @@ pub use object::ObjectStore;
 pub use plan::{describe_ranges, AtomSource, JournalPart};
 pub use read::{read_state, BackupSet, Element, UnreadElement};
 pub use storage::{LocalDir, SetStorage};
-pub(crate) use write::{dir_content, read_head, Begun, DirContent, SetWriter};
+pub(crate) use write::{dir_content, Begun, DirContent, SetWriter};
 
 /// Why a backup set (or part of it) cannot be read, trusted or written. Every variant names the file or directory,
 /// and the set and element where there is one.

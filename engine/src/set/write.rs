@@ -16,7 +16,6 @@
 
 use std::collections::{HashMap, HashSet};
 use std::fs;
-use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 
@@ -436,19 +435,4 @@ impl SetWriter {
         }
         Ok(())
     }
-}
-
-/// Reads the header of a copied atom file (its first bytes), for its LSN.
-pub(crate) fn read_head(path: &Path, len: usize) -> std::io::Result<Vec<u8>> {
-    let mut f = fs::File::open(path)?;
-    let mut buf = vec![0u8; len];
-    let mut n = 0;
-    while n < len {
-        match f.read(&mut buf[n..])? {
-            0 => break,
-            k => n += k,
-        }
-    }
-    buf.truncate(n);
-    Ok(buf)
 }
