@@ -523,7 +523,7 @@ fn plot_on_a_bench_that_cannot_plot_is_a_usage_error() {
 }
 
 #[test]
-fn bench_incremental_copies_the_changed_atoms_only_and_cleans_up() {
+fn bench_incremental_copies_and_checks_the_changed_atoms_only_and_cleans_up() {
     let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
     let (ok, out, err) = backset(&[
         "bench".as_ref(),
@@ -553,5 +553,12 @@ fn bench_incremental_copies_the_changed_atoms_only_and_cleans_up() {
     assert_eq!(n(&["unchanged_incremental", "files"]), 0, "{out}");
     assert_eq!(n(&["unchanged_incremental", "bytes"]), 0, "{out}");
     assert!(n(&["incremental", "bytes"]) * 100 <= n(&["full", "bytes"]) * 3, "{out}");
+    // The check after the full reads everything the full copied; `check --new` after the incremental reads only what
+    // the incremental copied.
+    for (check, copy) in [("check", "full"), ("check_new", "incremental")] {
+        for what in ["files", "bytes"] {
+            assert_eq!(n(&[check, what]), n(&[copy, what]), "{check} {what}: {out}");
+        }
+    }
     assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0, "the database and the set are removed");
 }

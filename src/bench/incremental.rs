@@ -1,12 +1,15 @@
 //! `backset bench incremental`: what an incremental hot copy costs against a full, on a bulk-loaded archive of a
 //! given size and atom count: a full, changes to a share of the atoms (one key each), an incremental, and an
-//! incremental with nothing changed (the listing and catalog cost alone). docs/PERFORMANCE.md, "Incremental cost".
+//! incremental with nothing changed (the listing and catalog cost alone); and what verifying the incremental costs
+//! against a full `check`: a `check` after the full, then `check --new` after the incremental (each recording what
+//! it verified). docs/PERFORMANCE.md, "Incremental cost".
 
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, ensure, Context, Result};
+use backset_engine::check::{check_set, CheckOptions, Select};
 use backset_engine::hotcopy::{HotCopyManager, HotCopyRequest, HotCopyStatus, HotCopyType, JobState};
 use backset_refstore::bulk::{bulk_key, bulk_load, bulk_value, BulkSpec};
 use backset_refstore::limits::{MAX_ATOM_BUCKETS, MAX_OPS_PER_TXN, MAX_VALUE_BYTES};
@@ -95,7 +98,16 @@ pub(super) fn incremental(args: &IncrementalArgs) -> Result<()> {
         Ok(Copied { bytes: s.bytes_done, files: s.files_done, secs })
     };
 
+    // Each check records what it verified, so `check --new` after the incremental reads only what is new.
+    let check = |select: Select| -> Result<Copied> {
+        let opts = CheckOptions { select, record: true, ..CheckOptions::default() };
+        let report = check_set(&set, &opts)?;
+        ensure!(report.is_ok(), "the check of {} found defects: {:?}", set.display(), report.defects);
+        Ok(Copied { bytes: report.bytes_read, files: report.files_read, secs: report.elapsed.as_secs_f64() })
+    };
+
     let full = run(HotCopyType::Full)?;
+    let full_check = check(Select::All)?;
 
     // One key in each of the chosen atoms: every `stride`-th atom id, so the changes are spread over the archive.
     let stride = (100.0 / args.changed_percent).round().max(1.0) as u64;
@@ -127,6 +139,7 @@ pub(super) fn incremental(args: &IncrementalArgs) -> Result<()> {
     let changes_secs = changes_began.elapsed().as_secs_f64();
 
     let inc = run(HotCopyType::Incremental)?;
+    let new_check = check(Select::New)?;
     let unchanged = run(HotCopyType::Incremental)?;
     db.close().context("close the database")?;
 
@@ -135,6 +148,8 @@ pub(super) fn incremental(args: &IncrementalArgs) -> Result<()> {
     let bytes_ratio = ratio(inc.bytes as f64, full.bytes as f64);
     let time_ratio = ratio(inc.secs, full.secs);
     let time_ratio_less_listing = ratio((inc.secs - unchanged.secs).max(0.0), full.secs);
+    let check_bytes_ratio = ratio(new_check.bytes as f64, full_check.bytes as f64);
+    let check_time_ratio = ratio(new_check.secs, full_check.secs);
     if args.json {
         let json = serde_json::json!({
             "size_mib": args.size_mib,
@@ -152,6 +167,10 @@ pub(super) fn incremental(args: &IncrementalArgs) -> Result<()> {
             "bytes_ratio": bytes_ratio,
             "time_ratio": time_ratio,
             "time_ratio_less_listing": time_ratio_less_listing,
+            "check": full_check.json(),
+            "check_new": new_check.json(),
+            "check_new_bytes_ratio": check_bytes_ratio,
+            "check_new_time_ratio": check_time_ratio,
         });
         println!("{json}");
     } else {
@@ -181,6 +200,16 @@ pub(super) fn incremental(args: &IncrementalArgs) -> Result<()> {
             100.0 * bytes_ratio,
             100.0 * time_ratio,
             100.0 * time_ratio_less_listing
+        );
+        let line = |what: &str, c: &Copied| {
+            println!("{what:<22} {:>12.1} MB {:>9} files {:>9.2} s", mb(c.bytes), c.files, c.secs);
+        };
+        line("check after the full", &full_check);
+        line("check --new after inc", &new_check);
+        println!(
+            "check --new / check: {:.2}% of the bytes, {:.2}% of the time",
+            100.0 * check_bytes_ratio,
+            100.0 * check_time_ratio
         );
     }
     Ok(())

@@ -49,7 +49,8 @@ pub enum Command {
     /// What an incremental hot copy costs against a full: bulk-loads an archive of --size-mib in --atoms atoms, takes
     /// a full, rewrites one key in --changed-percent of the atoms, takes an incremental, then one with nothing
     /// changed (the listing and catalog cost), and reports the bytes, files and seconds of each and the ratios
-    /// (docs/PERFORMANCE.md's bar: at most 3% of a full after changes to 1% of the atoms).
+    /// (docs/PERFORMANCE.md's bar: at most 3% of a full after changes to 1% of the atoms); and `check` after the
+    /// full against `check --new` after the incremental (bar: at most 3% of the full check's bytes and time).
     ///
     /// Example: `backset bench incremental target/inc --size-mib 1024 --atoms 1000000`
     Incremental(IncrementalArgs),
