@@ -99,6 +99,10 @@ pub struct CopierStats {
     /// the completion work of its operations in one batch when the ring thread waits, instead of interrupting it for
     /// each. False on older kernels (a plain ring, same results) and on the portable backend.
     pub deferred_task_work: bool,
+    /// `statx` operations the ring ran for the jobs that ended (0 on the portable backend): one per source and one
+    /// per directory that targets went to, or a few more when many targets of a directory were created at once
+    /// (at most [`limits::MAX_OPEN_FILES`] of them before the first one's `statx` completed).
+    pub statx_ops: u64,
 }
 
 /// The copier of one SM: one buffer pool and, on io_uring, one ring on a thread of its own, set up once and shared by
@@ -298,6 +302,7 @@ impl SmCopier {
             jobs_running: s.jobs_running.load(Relaxed),
             jobs_on_ring_max: s.counters.on_ring_max.load(Relaxed),
             deferred_task_work: s.deferred,
+            statx_ops: s.counters.statx.load(Relaxed),
         }
     }
 

@@ -740,3 +740,34 @@ fn a_panic_in_a_completion_handler_waits_out_the_ring_and_leaves_the_copier_usab
         }
     }
 }
+
+/// Targets after the first ones of a directory are created with O_DIRECT, or without, by the verdict of the first one
+/// stated there, and not stated themselves: 600 small files into one directory and 3 into another take one `statx`
+/// per source and at most one per target created before the first target of its directory was stated (at most
+/// `MAX_OPEN_FILES` are open at once), not one per target; every target of a directory gets the same verdict.
+#[test]
+fn targets_after_the_first_of_a_directory_are_not_stated() {
+    let Some(mut copier) = uring_copier() else { return };
+    let dir = scratch();
+    let sizes: Vec<usize> = (0..603).map(|i| 16 * 1024 + i % 5).collect();
+    let sources = write_sources(dir.path(), "many", &sizes);
+    let reqs: Vec<CopyRequest> = sources
+        .iter()
+        .enumerate()
+        .map(|(i, src)| {
+            let sub = if i < 600 { "one" } else { "other" };
+            CopyRequest::file(src, dir.path().join(sub).join(format!("dst-{i}")))
+        })
+        .collect();
+    let report = copier.copy(&reqs, &JobControl::new(), None).unwrap();
+    for ((r, req), &len) in report.files.iter().zip(&reqs).zip(&sizes) {
+        check_copy(r, req.target.as_deref().unwrap(), &pattern(len, r.request as u64));
+    }
+    let n = reqs.len() as u64;
+    let targets_stated = copier.stats().statx_ops - n;
+    assert!(
+        (2..=limits::MAX_OPEN_FILES as u64 + 3).contains(&targets_stated),
+        "{targets_stated} targets stated of {n} (the first of each directory at least)"
+    );
+    assert!(report.direct_targets == 0 || report.direct_targets == n, "{report:?}");
+}

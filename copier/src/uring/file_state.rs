@@ -12,7 +12,7 @@ use super::{bug, errno, target_path, Blocked, Run};
 use crate::error::CopyError;
 use crate::file::{
     allocation_len, allocation_unsupported, create_error, fsynced_alone, presize, source_from_stat, target_from_stat,
-    truncate_target,
+    truncate_target, TargetFile,
 };
 use crate::job::FileReport;
 use crate::limits::{BUFFER_BYTES, DIRECT_ALIGN};
@@ -26,20 +26,25 @@ impl<'a> Run<'a> {
             let req = &self.reqs[i];
             self.next_request += 1;
             let src_path = c_path(&req.source)?;
+            let mut known = None;
             let dst_path = match &req.target {
                 Some(t) => {
                     if let Some(parent) = t.parent() {
                         self.created().create_dirs(parent)?;
+                        known = self.target_dirs.get(parent).copied();
                     }
                     Some(c_path(t)?)
                 }
                 None => None,
             };
-            let slot = self.files.insert(OpenFile::new(i));
+            let mut file = OpenFile::new(i);
+            file.dst_known = known;
+            let slot = self.files.insert(file);
             self.open += 1;
-            self.push_setup(Op::Open { file: slot, side: Side::Source, path: src_path })?;
+            self.push_setup(Op::Open { file: slot, side: Side::Source, path: src_path, direct: false })?;
             if let Some(path) = dst_path {
-                self.push_setup(Op::Open { file: slot, side: Side::Target, path })?;
+                let direct = known == Some(true);
+                self.push_setup(Op::Open { file: slot, side: Side::Target, path, direct })?;
             }
         }
         Ok(())
@@ -61,10 +66,13 @@ impl<'a> Run<'a> {
         match f.stage {
             Stage::Opening => {
                 f.stage = Stage::Stating;
-                let want_dst_stat = f.dst_file.is_some() && self.opts.direct;
+                // A target whose directory's verdict was known at its creation needs no `statx`.
+                let want_dst_stat = f.dst_file.is_some() && self.opts.direct && f.dst_known.is_none();
                 self.push_setup(Op::statx(file, Side::Source))?;
+                self.statx += 1;
                 if want_dst_stat {
                     self.push_setup(Op::statx(file, Side::Target))?;
+                    self.statx += 1;
                 }
                 Ok(())
             }
@@ -99,7 +107,19 @@ impl<'a> Run<'a> {
             self.ctl.bytes_total.fetch_add(src.len, Relaxed);
         }
         if let Some(dst_file) = f.dst_file.take() {
-            f.dst = Some(target_from_stat(dst_file, f.dst_stat.as_ref(), self.opts.direct));
+            let dst = match f.dst_known {
+                Some(direct) => TargetFile { file: dst_file, direct },
+                None => {
+                    let dst = target_from_stat(dst_file, f.dst_stat.as_ref(), self.opts.direct);
+                    if self.opts.direct {
+                        if let Some(parent) = target_path(req)?.parent() {
+                            self.target_dirs.insert(parent.to_path_buf(), dst.direct);
+                        }
+                    }
+                    dst
+                }
+            };
+            f.dst = Some(dst);
         }
         let len = src.len;
         f.src = Some(src);
@@ -168,13 +188,20 @@ impl<'a> Run<'a> {
     /// What a completion does to its file.
     pub(super) fn handle(&mut self, done: Completion<'a>) -> Result<(), CopyError> {
         let (op, res) = match done {
-            Completion::Opened { file, side, result, .. } => {
+            Completion::Opened { file, side, result, path } => {
                 let f = self.files.get_mut(file)?;
                 let request = &self.reqs[f.request];
                 let opened = match (side, result) {
                     (_, Ok(opened)) => opened,
                     (Side::Source, Err(e)) => return Err(CopyError::io("open", &request.source, e)),
-                    (Side::Target, Err(e)) => return Err(create_error(target_path(request)?, e)),
+                    (Side::Target, Err(e)) => {
+                        if f.dst_known == Some(true) && e.raw_os_error() == Some(libc::EINVAL) {
+                            // A file system that refuses O_DIRECT does so after creating the file (which O_EXCL
+                            // made new, if it exists): it is the job's, removed with the rest when the job fails.
+                            self.created().record_file(created_path(&path));
+                        }
+                        return Err(create_error(target_path(request)?, e));
+                    }
                 };
                 match side {
                     Side::Source => f.src_file = Some(opened),

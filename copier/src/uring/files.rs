@@ -40,6 +40,9 @@ pub(super) struct OpenFile<'a> {
     pub(super) dst_file: Option<File>,
     pub(super) src_stat: Option<libc::statx>,
     pub(super) dst_stat: Option<libc::statx>,
+    /// Whether the target is written with direct I/O, when its directory's verdict was known at its creation (it
+    /// was then created with O_DIRECT or without, and is not stated): see `Run::target_dirs`.
+    pub(super) dst_known: Option<bool>,
     pub(super) src: Option<Source>,
     /// `None` when the request only reads and hashes.
     pub(super) dst: Option<TargetFile>,
@@ -90,6 +93,7 @@ impl OpenFile<'_> {
             dst_file: None,
             src_stat: None,
             dst_stat: None,
+            dst_known: None,
             src: None,
             dst: None,
             finish_sent: false,

@@ -2,8 +2,8 @@
 //! the SM that runs at the same time.
 //!
 //! Every step of a file goes through the ring, for up to `MAX_OPEN_FILES` files at once in all (fewer under a low
-//! descriptor limit: `limits::open_files_allowed`): open the source and create
-//! the target, `statx` both, allocate the target (`fallocate`), read, write, fsync, close both. Only flag changes
+//! descriptor limit: `limits::open_files_allowed`): open the source and create the target, `statx` the source (and
+//! the target when it is among the first of its directory: `Run::target_dirs`), allocate the target (`fallocate`), read, write, fsync, close both. Only flag changes
 //! (`fcntl`), directory creation, the size a small direct target gets before its write (`file::presize`) and the
 //! truncation after a padded direct write are plain system calls.
 //!
@@ -160,6 +160,8 @@ fn stopped() -> Outcome {
 pub(crate) struct RingCounters {
     pub(crate) on_ring: AtomicU64,
     pub(crate) on_ring_max: AtomicU64,
+    /// `statx` operations the jobs that ended gave the ring.
+    pub(crate) statx: AtomicU64,
 }
 
 /// What a running job may hold at once: the pool's buffers and the open files of the SM, divided by the jobs
@@ -478,6 +480,7 @@ impl<'a> Driver<'a> {
         });
         let Job { owner, mut run, ended, end, .. } = job;
         run.give_back_all();
+        self.counters.statx.fetch_add(run.statx, Relaxed);
         let result = match ended {
             Some(Ok(())) => run.take_reports(),
             Some(Err(e)) => Err(e),
@@ -558,6 +561,13 @@ struct Run<'a> {
     /// A write-back flush is in flight (a job has at most one).
     flushing: bool,
     files: Files<'a>,
+    /// Whether the targets created in each directory are written with direct I/O, from the first target stated
+    /// there (direct I/O wanted): later targets in the directory are created with O_DIRECT, or without, and not
+    /// stated. A new file gets its direct-I/O support from its directory (the file system, and on ext4 the flags a
+    /// new inode inherits: data journalling, encryption), so every new file of a directory gets the same verdict.
+    target_dirs: HashMap<std::path::PathBuf, bool>,
+    /// `statx` operations queued.
+    statx: u64,
     /// Reads in flight (kept within the job's share of buffers).
     reads: usize,
     next_request: usize,
@@ -611,6 +621,8 @@ impl<'a> Run<'a> {
             throttled_since: None,
             flushing: false,
             files: Files::default(),
+            target_dirs: HashMap::new(),
+            statx: 0,
             reads: 0,
             next_request: 0,
             open: 0,

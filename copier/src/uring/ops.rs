@@ -28,11 +28,13 @@ pub(super) enum Side {
 /// An operation of file slot `file`. What an operation owns (a path, a `statx` buffer, a buffer's token, a raw
 /// descriptor) stays in its [`Queue`] slot until its completion is reaped.
 pub(super) enum Op<'a> {
-    /// Open the source or create the target; the path must live until the operation completes.
+    /// Open the source or create the target (`direct`: with O_DIRECT); the path must live until the operation
+    /// completes.
     Open {
         file: usize,
         side: Side,
         path: CString,
+        direct: bool,
     },
     /// `statx` into a buffer that lives until the operation completes.
     Statx {
@@ -154,7 +156,7 @@ impl<'a> Queue<'a> {
         self.free.push(id);
         self.in_flight -= 1;
         Ok(match op {
-            Op::Open { file, side, path } => {
+            Op::Open { file, side, path, .. } => {
                 let result = if res < 0 {
                     Err(errno(res))
                 } else {
@@ -273,10 +275,12 @@ fn entry(op: &Op<'_>, files: &Files<'_>, pool: &BufferPool, registered: usize) -
         Op::Open { side: Side::Source, path, .. } => {
             opcode::OpenAt::new(types::Fd(libc::AT_FDCWD), path.as_ptr()).flags(SOURCE_OPEN_FLAGS).build()
         }
-        Op::Open { side: Side::Target, path, .. } => opcode::OpenAt::new(types::Fd(libc::AT_FDCWD), path.as_ptr())
-            .flags(TARGET_OPEN_FLAGS)
-            .mode(TARGET_MODE)
-            .build(),
+        Op::Open { side: Side::Target, path, direct, .. } => {
+            opcode::OpenAt::new(types::Fd(libc::AT_FDCWD), path.as_ptr())
+                .flags(if *direct { TARGET_OPEN_FLAGS | libc::O_DIRECT } else { TARGET_OPEN_FLAGS })
+                .mode(TARGET_MODE)
+                .build()
+        }
         Op::Statx { file, side, buf } => {
             let f = files.get(*file)?;
             let opened = match side {
