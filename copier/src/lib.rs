@@ -10,6 +10,10 @@
 //! manifests store. When the ring cannot be set up (ENOSYS, EPERM from a seccomp filter, ENOMEM) or when
 //! `BACKSET_IO=portable`, a portable pread/pwrite backend gives the same output.
 //!
+//! [`SmCopier::stream`] runs a job that writes nothing: it lends each buffer it read and hashed, in file order, to a
+//! consumer ([`ChunkSink`], an upload to object storage) as a [`Chunk`], which returns to the pool when dropped; the
+//! pool then bounds the copy and its consumer together, and a slow consumer holds the reads back.
+//!
 //! [`SmCopier::copy`] blocks its caller until the job is done; call it from as many threads as there are jobs. The
 //! ring and the pool are set up once, when the handle is made, not per job. Each job keeps its own control, progress,
 //! error and cleanup: one job's failure, cancel or panic never touches another's. Watch and cancel a job through its
@@ -28,6 +32,7 @@ pub mod limit;
 pub mod limits;
 mod pool;
 mod portable;
+mod stream;
 mod uring;
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -37,6 +42,7 @@ use std::time::{Duration, Instant};
 
 pub use error::CopyError;
 pub use job::{Backend, CopyRequest, FileReport, JobControl, JobReport, Progress, Throttle};
+pub use stream::{Chunk, ChunkSink};
 
 use file::Created;
 use pool::BufferPool;
@@ -316,6 +322,39 @@ impl SmCopier {
         ctl: &JobControl,
         throttle: Option<&dyn Throttle>,
     ) -> Result<JobReport, CopyError> {
+        self.run(requests, ctl, throttle, None)
+    }
+
+    /// Reads and hashes `requests` (each without a target) as one job, as [`copy`](Self::copy) does, and hands
+    /// every buffer read, once hashed, to `sink` as a [`Chunk`] (each file's in order) instead of writing it: see
+    /// the `stream` module. The buffers stay out of the pool until the consumer drops their chunks, so the pool
+    /// bounds the memory of the copy and of its consumer together, and the job's reads wait while the consumer
+    /// holds every free buffer. Each report is as [`copy`](Self::copy)'s (its hashes are those of the bytes lent).
+    /// Files of no bytes give no chunk. On failure or cancellation the chunks already handed on stay the
+    /// consumer's: the copier neither knows nor undoes what it did with them.
+    pub fn stream(
+        &self,
+        requests: &[CopyRequest],
+        ctl: &JobControl,
+        throttle: Option<&dyn Throttle>,
+        sink: &dyn ChunkSink,
+    ) -> Result<JobReport, CopyError> {
+        if let Some(r) = requests.iter().find(|r| r.target.is_some()) {
+            return Err(CopyError::BadRequest {
+                path: r.source.clone(),
+                reason: "a streaming job hands its chunks to its consumer: its requests have no target".into(),
+            });
+        }
+        self.run(requests, ctl, throttle, Some(sink))
+    }
+
+    fn run(
+        &self,
+        requests: &[CopyRequest],
+        ctl: &JobControl,
+        throttle: Option<&dyn Throttle>,
+        sink: Option<&dyn ChunkSink>,
+    ) -> Result<JobReport, CopyError> {
         let s = &*self.shared;
         let started = ctl.start();
         ctl.files_total.fetch_add(requests.len() as u64, Relaxed);
@@ -327,12 +366,12 @@ impl SmCopier {
         let owner = s.next_owner.fetch_add(1, Relaxed);
         let created = Mutex::new(Created::default());
         let result = match &s.ring {
-            Some(ring) => self.run_on_ring(ring, owner, requests, ctl, throttle, &created),
+            Some(ring) => self.run_on_ring(ring, owner, requests, ctl, throttle, sink, &created),
             None => {
                 // Sound to unwind from: the job's threads are joined by then, and what a panicked job leaves is thrown
                 // away (`created` and the progress counters belong to this job) or made whole (its pool buffers).
                 let job = catch_unwind(AssertUnwindSafe(|| {
-                    portable::run(&s.pool, owner, requests, ctl, throttle, &s.opts, &created)
+                    portable::run(&s.pool, owner, requests, ctl, throttle, sink, &s.opts, &created)
                 }));
                 // Buffers whose token a failed job dropped come back here; a job that succeeded gave every one back.
                 let lost = s.pool.release_owner(owner);
@@ -368,6 +407,7 @@ impl SmCopier {
     }
 
     /// Hands the job to the ring thread and waits for its end.
+    #[allow(clippy::too_many_arguments)]
     fn run_on_ring(
         &self,
         ring: &RingThread,
@@ -375,10 +415,11 @@ impl SmCopier {
         reqs: &[CopyRequest],
         ctl: &JobControl,
         throttle: Option<&dyn Throttle>,
+        sink: Option<&dyn ChunkSink>,
         created: &Mutex<Created>,
     ) -> Result<Vec<FileReport>, CopyError> {
         let end = Arc::new(uring::JobEnd::default());
-        let refs = uring::JobRefs { reqs, ctl, throttle, created };
+        let refs = uring::JobRefs { reqs, ctl, throttle, sink, created };
         // SAFETY: only the lifetime changes (same type, same layout). The ring thread uses these references only while
         // the job is in its table, and drops them (with the job's state) before it sets `end`: `Driver::end`, on
         // every path, its guard's included. This function neither returns nor unwinds before `end` is set: it waits
@@ -496,6 +537,17 @@ impl Copier {
         throttle: Option<&dyn Throttle>,
     ) -> Result<JobReport, CopyError> {
         self.sm.copy(requests, ctl, throttle)
+    }
+
+    /// Streams `requests` to `sink`: [`SmCopier::stream`].
+    pub fn stream(
+        &mut self,
+        requests: &[CopyRequest],
+        ctl: &JobControl,
+        throttle: Option<&dyn Throttle>,
+        sink: &dyn ChunkSink,
+    ) -> Result<JobReport, CopyError> {
+        self.sm.stream(requests, ctl, throttle, sink)
     }
 
     /// Test only (feature `fault-injection`): [`SmCopier::panic_at_completion`].

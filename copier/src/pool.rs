@@ -50,6 +50,11 @@ struct Owners {
 /// No job holds the buffer. Owner keys start at 1.
 const FREE: u64 = 0;
 
+/// The buffer is lent to a streaming job's consumer (a [`crate::Chunk`]): no job's, so [`BufferPool::release_owner`]
+/// never frees it; only [`BufferPool::give_back_lent`], when the chunk is dropped, does. Job keys count up from 1
+/// and never reach it.
+const LENT: u64 = u64::MAX;
+
 // SAFETY: the mapping is plain memory owned by the pool; access to each buffer goes through its unique `Buf` token
 // (see `slice_mut`), and the free list is behind a mutex, so sharing the pool between threads is sound.
 unsafe impl Send for BufferPool {}
@@ -87,7 +92,7 @@ impl BufferPool {
 
     /// A free buffer for the job `owner` (a key above 0, unique to the job), if any.
     pub(crate) fn take(&self, owner: u64) -> Option<Buf<'_>> {
-        assert_ne!(owner, FREE, "owner keys start at 1");
+        assert!(owner != FREE && owner != LENT, "owner keys start at 1 and stay below u64::MAX");
         let mut owners = self.owners();
         let index = owners.free.pop()?;
         owners.owner[index as usize] = owner;
@@ -100,6 +105,23 @@ impl BufferPool {
         let mut owners = self.owners();
         owners.owner[buf.index as usize] = FREE;
         owners.free.push(buf.index);
+    }
+
+    /// Lends a buffer out of its job (to a streaming job's consumer): it stays taken, under no job, until
+    /// [`give_back_lent`](Self::give_back_lent). The token is consumed, so no code of the job can reach the buffer
+    /// any more. Returns its index.
+    pub(crate) fn lend(&self, buf: Buf<'_>) -> u16 {
+        assert_eq!(buf.pool_id, self.base.as_ptr() as usize, "buffer lent from another pool");
+        self.owners().owner[buf.index as usize] = LENT;
+        buf.index
+    }
+
+    /// Returns a lent buffer to the pool (the consumer dropped its chunk).
+    pub(crate) fn give_back_lent(&self, index: u16) {
+        let mut owners = self.owners();
+        assert_eq!(owners.owner[index as usize], LENT, "buffer {index} given back as lent but not lent");
+        owners.owner[index as usize] = FREE;
+        owners.free.push(index);
     }
 
     /// Makes the buffers the job `owner` still holds free again and returns how many there were: those whose token
@@ -143,7 +165,8 @@ impl BufferPool {
         assert_eq!(buf.pool_id, self.base.as_ptr() as usize);
         // SAFETY: the range is inside the mapping (see `ptr`); `buf` is the unique token of this buffer (only `take`
         // makes one, for a free buffer, and a buffer is free again only through `give_back`, which consumes its
-        // token, or `release_owner` once the job that held it ended, its tokens gone) and is borrowed mutably for
+        // token, `release_owner` once the job that held it ended, its tokens gone, or `give_back_lent` for a lent
+        // buffer, which has no token: `lend` consumed it) and is borrowed mutably for
         // the slice's lifetime, so this is the only reference to these bytes; no kernel operation and no hashing
         // thread uses the buffer while user code holds its token (a buffer handed to the hashing thread or to a
         // write moves its token into that operation or into `parked`, see uring/flush.rs).

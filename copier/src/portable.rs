@@ -2,7 +2,7 @@
 
 use std::os::unix::fs::FileExt;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::Relaxed};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use crate::error::CopyError;
@@ -10,17 +10,19 @@ use crate::file::{create_target, fsynced_alone, io_len, open_source, truncate_ta
 use crate::job::{CopyRequest, FileReport, JobControl, Throttle};
 use crate::limits::{BUFFER_BYTES, CANCEL_POLL_MS, HEAD_BYTES, PORTABLE_THREADS};
 use crate::pool::{Buf, BufferPool};
+use crate::stream::{Chunk, ChunkSink};
 use crate::Options;
 
 /// Runs a job on the calling thread and up to [`PORTABLE_THREADS`] scoped threads, one pool buffer each (the pool is
 /// shared with the SM's other jobs: the job waits for a first buffer, cancellably, and runs on as many as it got).
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn run(
-    pool: &BufferPool,
+    pool: &Arc<BufferPool>,
     owner: u64,
     reqs: &[CopyRequest],
     ctl: &JobControl,
     throttle: Option<&dyn Throttle>,
+    sink: Option<&dyn ChunkSink>,
     opts: &Options,
     created: &Mutex<Created>,
 ) -> Result<Vec<FileReport>, CopyError> {
@@ -34,18 +36,19 @@ pub(crate) fn run(
         match pool.take(owner) {
             Some(buf) => bufs.push(buf),
             None if !bufs.is_empty() => break,
-            None if ctl.is_cancelled() => return Err(CopyError::Cancelled),
-            None => std::thread::sleep(Duration::from_millis(1)),
+            None => bufs.push(wait_for_buffer(pool, owner, ctl, &stop)?),
         }
     }
     std::thread::scope(|s| {
-        for mut buf in bufs {
+        for buf in bufs {
+            let mut buf = Some(buf);
             let (next, stop, reports, first_error) = (&next, &stop, &reports, &first_error);
             s.spawn(move || {
                 while !stop.load(Relaxed) {
                     let i = next.fetch_add(1, Relaxed);
                     let Some(req) = reqs.get(i) else { break };
-                    match copy_one(pool, &mut buf, i, req, ctl, throttle, opts, created, stop) {
+                    let job = Job { pool, owner, ctl, throttle, sink, opts, created, stop };
+                    match copy_one(&job, &mut buf, i, req) {
                         Ok(r) => reports.lock().unwrap()[i] = Some(r),
                         Err(e) => {
                             stop.store(true, Relaxed);
@@ -53,7 +56,9 @@ pub(crate) fn run(
                         }
                     }
                 }
-                pool.give_back(buf);
+                if let Some(buf) = buf {
+                    pool.give_back(buf);
+                }
             });
         }
     });
@@ -61,6 +66,37 @@ pub(crate) fn run(
         return Err(e);
     }
     Ok(reports.into_inner().unwrap().into_iter().map(|r| r.expect("every request copied")).collect())
+}
+
+/// A free buffer of the pool for the job `owner`, waited for (another job, or this streaming job's consumer, holds
+/// them all), checking for cancellation and for the job's stop every millisecond.
+fn wait_for_buffer<'p>(
+    pool: &'p BufferPool,
+    owner: u64,
+    ctl: &JobControl,
+    stop: &AtomicBool,
+) -> Result<Buf<'p>, CopyError> {
+    loop {
+        if let Some(buf) = pool.take(owner) {
+            return Ok(buf);
+        }
+        if ctl.is_cancelled() || stop.load(Relaxed) {
+            return Err(CopyError::Cancelled);
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
+
+/// What every file of a job shares.
+struct Job<'j> {
+    pool: &'j Arc<BufferPool>,
+    owner: u64,
+    ctl: &'j JobControl,
+    throttle: Option<&'j dyn Throttle>,
+    sink: Option<&'j dyn ChunkSink>,
+    opts: &'j Options,
+    created: &'j Mutex<Created>,
+    stop: &'j AtomicBool,
 }
 
 /// Blocks until the throttle admits `bytes`, checking for cancellation at least every `CANCEL_POLL_MS`.
@@ -81,18 +117,16 @@ pub(crate) fn acquire(throttle: Option<&dyn Throttle>, bytes: u64, ctl: &JobCont
     }
 }
 
-#[allow(clippy::too_many_arguments)]
-fn copy_one(
-    pool: &BufferPool,
-    buf: &mut Buf,
+/// Copies (or reads, or streams) one request with the thread's buffer `slot`. A streaming job lends each buffer to
+/// its consumer once hashed (leaving `slot` empty) and waits for a new one before its next read: a consumer that
+/// holds every other buffer holds the job back.
+fn copy_one<'p>(
+    job: &Job<'p>,
+    slot: &mut Option<Buf<'p>>,
     index: usize,
     req: &CopyRequest,
-    ctl: &JobControl,
-    throttle: Option<&dyn Throttle>,
-    opts: &Options,
-    created: &Mutex<Created>,
-    stop: &AtomicBool,
 ) -> Result<FileReport, CopyError> {
+    let Job { pool, ctl, throttle, opts, created, stop, .. } = *job;
     let src = open_source(req, opts.direct)?;
     ctl.bytes_total.fetch_add(if req.len.is_none() { src.len } else { 0 }, Relaxed);
     let dst = match &req.target {
@@ -109,6 +143,10 @@ fn copy_one(
             return Err(CopyError::Cancelled);
         }
         let want = (src.len - done).min(BUFFER_BYTES as u64) as usize;
+        if slot.is_none() {
+            *slot = Some(wait_for_buffer(pool, job.owner, ctl, stop)?);
+        }
+        let buf = slot.as_mut().expect("a buffer, taken just above");
         let mut filled = 0;
         while filled < want {
             // A throttled job reads the chunk in pieces (see `Throttle::grain`); only the last one is padded.
@@ -150,6 +188,11 @@ fn copy_one(
             if flush {
                 dst.file.sync_data().map_err(|e| CopyError::io("fdatasync", path, e))?;
             }
+        }
+        if let Some(sink) = job.sink {
+            // Hashed: the buffer goes to the consumer; the next read waits for another.
+            let read = slot.take().expect("the buffer just read");
+            sink.chunk(Chunk::lend(pool, read, index, done, want, src.len));
         }
         done += want as u64;
         ctl.bytes_done.fetch_add(want as u64, Relaxed);

@@ -13,6 +13,7 @@ use crate::file::io_len;
 use crate::hash::{BufPtr, Done, Msg};
 use crate::limits::HEAD_BYTES;
 use crate::pool::Buf;
+use crate::stream::Chunk;
 
 impl<'a> Run<'a> {
     /// Hands the reads that are next in file order to the hashing thread and queues their writes from the same
@@ -25,7 +26,7 @@ impl<'a> Run<'a> {
             };
             let rel = f.hashed;
             f.hashed += data as u64;
-            let (request, dst_direct) = (f.request, f.dst.as_ref().map(|d| d.direct));
+            let (request, dst_direct, file_len) = (f.request, f.dst.as_ref().map(|d| d.direct), f.src()?.len);
             // Pad a direct write's tail before anyone else reads the buffer.
             let len = dst_direct.map_or(data, |direct| io_len(data, direct));
             if len > data {
@@ -40,6 +41,9 @@ impl<'a> Run<'a> {
             let ptr = BufPtr::new(self.pool.ptr(idx).cast_const());
             self.send_hash(Msg::Chunk { request, ptr, len: data, buf: idx })?;
             if dst_direct.is_none() {
+                if self.sink.is_some() {
+                    self.to_lend.insert(idx, (request, rel, data, file_len));
+                }
                 self.parked.insert(idx, buf);
                 self.ctl.bytes_done.fetch_add(data as u64, Relaxed);
                 continue;
@@ -68,10 +72,20 @@ impl<'a> Run<'a> {
         }
     }
 
-    /// The hashing thread is done with buffer `idx`: back to the pool if its write is done too.
+    /// The hashing thread is done with buffer `idx`: back to the pool if its write is done too; a streaming job's
+    /// buffer (it has no write) goes to the consumer instead, unless the job stopped early.
     pub(super) fn hashed_buf(&mut self, idx: u16) {
+        let lend = self.to_lend.remove(&idx);
         match self.parked.remove(&idx) {
-            Some(buf) => self.give_buf(buf),
+            Some(buf) => match (self.sink, lend) {
+                (Some(sink), Some((request, offset, len, file_len))) if !self.abandon.load(Relaxed) => {
+                    // Nothing uses the buffer any more: its read completed and the hashing thread answered for it
+                    // (this call), and a streaming job queues no write. Lent, it is no longer the job's.
+                    self.held -= 1;
+                    sink.chunk(Chunk::lend(self.pool, buf, request, offset, len, file_len));
+                }
+                _ => self.give_buf(buf),
+            },
             None => {
                 self.hashed_bufs.insert(idx);
             }

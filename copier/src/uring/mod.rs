@@ -13,7 +13,8 @@
 //! returns to the pool when both are done. When a file's last write completes it is truncated (after a padded direct
 //! write) and, if larger than `BATCH_SYNC_MAX_BYTES`, fsynced through the ring in a batch with the job's other
 //! written files (`sync_written`; smaller targets are made durable by the job's one `syncfs` at its end); it closes
-//! once it is durable and its hashes are in. Short reads and writes are resubmitted for their remainder; nothing
+//! once it is durable and its hashes are in. A streaming job (`stream.rs`) has no write: once hashed, each buffer is
+//! lent to the job's consumer instead of going back to the pool (`flush.rs`, `hashed_buf`). Short reads and writes are resubmitted for their remainder; nothing
 //! relies on linked operations.
 //!
 //! **Sharing.** The ring thread ([`serve`]) runs a [`Driver`]: a table of the jobs on the ring, each a [`Run`] with
@@ -62,6 +63,7 @@ use crate::hash::{self, Done, Msg};
 use crate::job::{CopyRequest, FileReport, JobControl, Throttle};
 use crate::limits::CANCEL_POLL_MS;
 use crate::pool::{Buf, BufferPool};
+use crate::stream::ChunkSink;
 use crate::Options;
 use file_state::created_path;
 use files::Files;
@@ -79,6 +81,8 @@ pub(crate) struct JobRefs<'j> {
     pub(crate) reqs: &'j [CopyRequest],
     pub(crate) ctl: &'j JobControl,
     pub(crate) throttle: Option<&'j dyn Throttle>,
+    /// A streaming job's consumer: each buffer read and hashed is lent to it instead of going back to the pool.
+    pub(crate) sink: Option<&'j dyn ChunkSink>,
     /// What the job created, for its caller to make durable or remove.
     pub(crate) created: &'j Mutex<Created>,
 }
@@ -348,7 +352,7 @@ impl Job<'_> {
 /// The jobs on the ring and the ring they share. Its `Drop` is the guard (see the module's docs).
 struct Driver<'a> {
     ring: Ring<'a>,
-    pool: &'a BufferPool,
+    pool: &'a Arc<BufferPool>,
     registered: usize,
     /// Files open at once, in all.
     max_open: usize,
@@ -544,7 +548,7 @@ struct Run<'a> {
     queue: Queue<'a>,
     /// What the job may hold now (set by the driver before each step).
     share: Share,
-    pool: &'a BufferPool,
+    pool: &'a Arc<BufferPool>,
     /// The job's owner key in the pool.
     owner: u64,
     /// Buffers the job holds (taken and not given back).
@@ -556,6 +560,11 @@ struct Run<'a> {
     opts: &'a Options,
     created: &'a Mutex<Created>,
     throttle: Option<&'a dyn Throttle>,
+    /// A streaming job's consumer (see `stream.rs`).
+    sink: Option<&'a dyn ChunkSink>,
+    /// Buffers of a streaming job with the hashing thread, to be lent once hashed: (request, offset, bytes, the
+    /// file's length).
+    to_lend: HashMap<u16, (usize, u64, usize, u64)>,
     /// Since when the throttle refused the job, if it did at its last step.
     throttled_since: Option<Instant>,
     /// A write-back flush is in flight (a job has at most one).
@@ -594,7 +603,7 @@ impl<'a> Run<'a> {
         key: u32,
         owner: u64,
         refs: JobRefs<'a>,
-        pool: &'a BufferPool,
+        pool: &'a Arc<BufferPool>,
         registered: usize,
         opts: &'a Options,
     ) -> Result<Self, CopyError> {
@@ -618,6 +627,8 @@ impl<'a> Run<'a> {
             opts,
             created: refs.created,
             throttle: refs.throttle,
+            sink: refs.sink,
+            to_lend: HashMap::new(),
             throttled_since: None,
             flushing: false,
             files: Files::default(),

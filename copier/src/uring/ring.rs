@@ -73,7 +73,7 @@ impl Uring {
     }
 
     /// The ring, the pool, the registered buffers and the open-file limit, for the driver.
-    pub(super) fn parts(&mut self) -> (&mut IoUring, &BufferPool, usize, usize) {
+    pub(super) fn parts(&mut self) -> (&mut IoUring, &Arc<BufferPool>, usize, usize) {
         (&mut self.ring, &self.pool, self.registered, self.max_open)
     }
 }
