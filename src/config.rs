@@ -53,6 +53,42 @@ pub struct FileConfig {
     pub sm: Vec<SmConfig>,
     /// The built-in workload.
     pub workload: Option<WorkloadFile>,
+    /// Object storage: endpoint, region, keys, plain-HTTP policy, retries.
+    pub s3: Option<S3File>,
+}
+
+/// The `[s3]` table: what the standard `AWS_*` variables say, for the hot copies of this server; each key wins over
+/// its variables (docs/CLI.md, "serve --config FILE"). `Debug` never shows the secrets.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct S3File {
+    /// `AWS_ENDPOINT_URL`: an S3-compatible server.
+    pub endpoint_url: Option<String>,
+    /// `AWS_REGION`.
+    pub region: Option<String>,
+    /// `AWS_ACCESS_KEY_ID`.
+    pub access_key_id: Option<String>,
+    /// `AWS_SECRET_ACCESS_KEY`.
+    pub secret_access_key: Option<SecretString>,
+    /// `AWS_SESSION_TOKEN`.
+    pub session_token: Option<SecretString>,
+    /// `AWS_ALLOW_HTTP`: plain `http://` to a host that is not a loopback address.
+    pub allow_http: Option<bool>,
+    /// Retries of a request that failed in a way worth retrying (0 to `MAX_CONFIG_RETRIES`).
+    pub max_retries: Option<usize>,
+    /// No retry after this long from a request's first attempt (`30s`, `2m`; at most `MAX_CONFIG_RETRY_TIMEOUT`).
+    pub retry_timeout: Option<String>,
+}
+
+/// A secret read from the file: never shown (`Debug` prints `Secret(redacted)`).
+#[derive(Debug, Deserialize)]
+#[serde(from = "String")]
+pub struct SecretString(pub backset_objstore::Secret);
+
+impl From<String> for SecretString {
+    fn from(s: String) -> Self {
+        Self(backset_objstore::Secret::new(s))
+    }
 }
 
 /// An `[[sm]]` table.
@@ -139,5 +175,20 @@ mod tests {
         let c = parse("sms = 2\n[[sm]]\nlabels = { role = \"hotcopy\" }\n[[sm]]\n", p).unwrap();
         assert_eq!(c.sm.len(), 2);
         assert_eq!(c.sm[0].labels["role"], "hotcopy");
+        let e = parse("[s3]\nendpoint = \"x\"\n", p).unwrap_err().to_string();
+        assert!(e.contains("key `s3.endpoint`"), "{e}");
+    }
+
+    #[test]
+    fn the_s3_table_is_read_and_its_secrets_are_not_shown() {
+        let text = "[s3]\nendpoint-url = \"http://127.0.0.1:9000\"\naccess-key-id = \"AKID\"\n\
+                    secret-access-key = \"very-secret-1\"\nsession-token = \"very-secret-2\"\nallow-http = true\n\
+                    max-retries = 3\nretry-timeout = \"20s\"\n";
+        let c = parse(text, Path::new("x.toml")).unwrap();
+        let s3 = c.s3.as_ref().unwrap();
+        assert_eq!(s3.endpoint_url.as_deref(), Some("http://127.0.0.1:9000"));
+        assert_eq!((s3.allow_http, s3.max_retries), (Some(true), Some(3)));
+        let shown = format!("{c:?}");
+        assert!(!shown.contains("very-secret-1") && !shown.contains("very-secret-2"), "{shown}");
     }
 }

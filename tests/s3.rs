@@ -560,3 +560,113 @@ fn hot_copies_and_a_set_copy_to_s3_leave_no_spool_directory_behind() {
     assert_eq!(left(&spool), Vec::<PathBuf>::new(), "set copy left its spool behind");
     offline_ok(&e, &["check", url]);
 }
+
+/// A `serve --config` file with an `[s3]` table for `e` (its keys, endpoint and region) and `extra` lines in it.
+fn s3_config_file(dir: &Path, e: &Endpoint, extra: &str) -> PathBuf {
+    let path = dir.join("serve.toml");
+    let text = format!(
+        "[s3]\nendpoint-url = \"{}\"\nregion = \"us-east-1\"\naccess-key-id = \"{}\"\nsecret-access-key = \"{}\"\n{extra}",
+        e.url, e.access_key_id, e.secret_access_key
+    );
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+#[test]
+fn serve_config_s3_keys_win_over_the_environment_and_the_secret_is_never_logged_nor_answered() {
+    let store = S3sServer::start();
+    let e = store.endpoint().clone();
+    let work = tmp();
+    let config = s3_config_file(work.path(), &e, "");
+    // The environment names another endpoint and another secret: the file's keys win, so the hot copies reach the
+    // store with the file's credentials. The log at debug level, to see everything the server would ever log.
+    let env = [
+        ("AWS_ENDPOINT_URL", format!("http://127.0.0.1:{}", free_port())),
+        ("AWS_ACCESS_KEY_ID", "env-key-id".to_owned()),
+        ("AWS_SECRET_ACCESS_KEY", "env-secret-not-used".to_owned()),
+        ("RUST_LOG", "debug".to_owned()),
+    ];
+    let srv = Server::start_with_env(&work.path().join("data"), &["--config", &s(&config)], &as_refs(&env));
+    srv.load(50, 100);
+    let url = "s3://backset-test/configured";
+    let mut answers = Vec::new();
+    let full = srv.completed("full", Path::new(url));
+    answers.push(full.to_string());
+    srv.load(10, 100);
+    answers.push(srv.completed("incremental", Path::new(url)).to_string());
+    // A job that fails (a bucket that does not exist) with the same keys: its message says so, without them.
+    let (path, body) = hot_copy_request("full", Path::new("s3://no-such-bucket/configured"), 600);
+    let failed = srv.post_json(path, &body);
+    assert_eq!(failed.code, 500, "{}", failed.text);
+    assert!(failed.json["message"].as_str().unwrap().contains("does not exist"), "{}", failed.text);
+    answers.push(failed.text);
+    let one = format!(
+        "/databases/hotCopyStatus?coordinatorStartId={}&hotCopyId={}",
+        full["coordinatorStartId"],
+        full["hotCopyId"].as_str().unwrap()
+    );
+    for path in [one.as_str(), "/databases/demo/hotCopyStatus", "/processes"] {
+        let a = srv.get(path);
+        assert_eq!(a.code, 200, "{path}: {}", a.text);
+        answers.push(a.text);
+    }
+    let list = elements(&e, url);
+    assert_eq!(list.len(), 2, "{list:?}");
+    let (code, log) = srv.terminate();
+    assert_eq!(code, Some(0), "{log}");
+    assert!(log.contains("DEBUG"), "the log was at debug level: {log}");
+    for secret in [e.secret_access_key.as_str(), "env-secret-not-used"] {
+        assert!(!log.contains(secret), "the log shows a secret ({secret}): {log}");
+        for a in &answers {
+            assert!(!a.contains(secret), "an answer shows a secret ({secret}): {a}");
+        }
+    }
+}
+
+#[test]
+fn serve_config_refuses_plain_http_off_loopback_unless_allowed_and_names_the_key() {
+    let work = tmp();
+    let remote = Endpoint {
+        url: "http://10.255.255.1:9000".to_owned(),
+        bucket: "b".to_owned(),
+        access_key_id: "k".to_owned(),
+        secret_access_key: "config-secret-3d1e".to_owned(),
+    };
+    let config = s3_config_file(work.path(), &remote, "");
+    let data = work.path().join("data");
+    let out = command()
+        .args(["serve", "--listen", &format!("127.0.0.1:{}", free_port()), "--data-dir", &s(&data)])
+        .args(["--config", &s(&config)])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    let t = text(&out);
+    assert!(t.contains("s3.endpoint-url") && t.contains("plain http:// is refused"), "{t}");
+    assert!(!t.contains("config-secret-3d1e"), "{t}");
+    assert!(!data.exists(), "nothing is created when the file is refused");
+    // Half the keys: refused, naming the file's keys.
+    let half = work.path().join("half.toml");
+    std::fs::write(&half, "[s3]\naccess-key-id = \"k\"\n").unwrap();
+    let out = command()
+        .args(["serve", "--listen", &format!("127.0.0.1:{}", free_port()), "--data-dir", &s(&data)])
+        .args(["--config", &s(&half)])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(text(&out).contains("access-key-id is set but secret-access-key is not"), "{}", text(&out));
+    // Retry settings past their limits.
+    let many = s3_config_file(work.path(), &remote, "allow-http = true\nmax-retries = 101\n");
+    let out = command()
+        .args(["serve", "--listen", &format!("127.0.0.1:{}", free_port()), "--data-dir", &s(&data)])
+        .args(["--config", &s(&many)])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(text(&out).contains("key `s3.max-retries`: 101: give 0 to 100"), "{}", text(&out));
+    // Allowed explicitly (a trusted network): the server starts.
+    let allowed =
+        s3_config_file(work.path(), &remote, "allow-http = true\nmax-retries = 100\nretry-timeout = \"10m\"\n");
+    let srv = Server::start(&data, &["--config", &s(&allowed)]);
+    let (code, log) = srv.terminate();
+    assert_eq!(code, Some(0), "{log}");
+}

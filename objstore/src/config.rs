@@ -99,6 +99,35 @@ pub struct S3Config {
     pub ambient: Vec<(String, String)>,
 }
 
+/// Settings given explicitly (the `[s3]` table of `serve --config`), each winning over the environment variables
+/// of the same meaning ([`S3Config::from_env_with`]). `Debug` never shows a secret.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct S3Overrides {
+    /// The server's URL (`endpoint-url`).
+    pub endpoint: Option<String>,
+    /// The region (`region`).
+    pub region: Option<String>,
+    /// The access key id (`access-key-id`).
+    pub access_key_id: Option<String>,
+    /// The secret access key (`secret-access-key`).
+    pub secret_access_key: Option<Secret>,
+    /// The session token of temporary keys (`session-token`).
+    pub session_token: Option<Secret>,
+    /// Allow a plain `http://` endpoint that is not a loopback address (`allow-http`).
+    pub allow_http: Option<bool>,
+    /// Retries and backoff (`max-retries`, `retry-timeout`).
+    pub retry: RetrySettings,
+}
+
+/// The `serve --config` key of an `AWS_*` credential variable, for messages about the `[s3]` table.
+fn config_key(var: &'static str) -> &'static str {
+    match var {
+        "AWS_ACCESS_KEY_ID" => "access-key-id",
+        "AWS_SECRET_ACCESS_KEY" => "secret-access-key",
+        other => other,
+    }
+}
+
 /// The web identity and container variables passed through to object_store (see the [module docs](self)).
 const AMBIENT_VARS: [&str; 7] = [
     "AWS_WEB_IDENTITY_TOKEN_FILE",
@@ -114,6 +143,40 @@ impl S3Config {
     /// From the process's environment (see the [module docs](self)).
     pub fn from_env() -> Result<Self, ObjStoreError> {
         Self::from_vars(|name| std::env::var(name).ok())
+    }
+
+    /// From the process's environment with `given` winning over it (what `serve --config` gives; see
+    /// [`S3Overrides`]).
+    pub fn from_env_with(given: &S3Overrides) -> Result<Self, ObjStoreError> {
+        Self::from_vars_with(|name| std::env::var(name).ok(), given)
+    }
+
+    /// From the variables `var` gives, each setting of `given` winning over its variables: the endpoint over
+    /// `AWS_ENDPOINT_URL_S3` and `AWS_ENDPOINT_URL`, the region over `AWS_REGION` and `AWS_DEFAULT_REGION`,
+    /// `allow_http` over `AWS_ALLOW_HTTP`; the keys as a whole (when `given` has an access key id or a secret, none
+    /// of `AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY` and `AWS_SESSION_TOKEN` is read: a key id of one source and
+    /// a secret of the other never meet). The retries are `given`'s.
+    pub fn from_vars_with(var: impl Fn(&str) -> Option<String>, given: &S3Overrides) -> Result<Self, ObjStoreError> {
+        let keys_given = given.access_key_id.is_some() || given.secret_access_key.is_some();
+        let mut config = Self::from_vars(|name| match name {
+            "AWS_ENDPOINT_URL_S3" | "AWS_ENDPOINT_URL" if given.endpoint.is_some() => given.endpoint.clone(),
+            "AWS_REGION" | "AWS_DEFAULT_REGION" if given.region.is_some() => given.region.clone(),
+            "AWS_ALLOW_HTTP" if given.allow_http.is_some() => given.allow_http.map(|a| a.to_string()),
+            "AWS_ACCESS_KEY_ID" if keys_given => given.access_key_id.clone(),
+            "AWS_SECRET_ACCESS_KEY" if keys_given => given.secret_access_key.as_ref().map(|s| s.expose().to_owned()),
+            "AWS_SESSION_TOKEN" if keys_given => given.session_token.as_ref().map(|s| s.expose().to_owned()),
+            _ => var(name),
+        })
+        .map_err(|e| match e {
+            ObjStoreError::HalfCredentials { given: g, missing, .. } if keys_given => ObjStoreError::HalfCredentials {
+                url: "object storage (serve --config, [s3])".into(),
+                given: config_key(g),
+                missing: config_key(missing),
+            },
+            e => e,
+        })?;
+        config.retry = given.retry;
+        Ok(config)
     }
 
     /// From the variables `var` gives (the process's environment in [`from_env`](Self::from_env)); empty values
@@ -268,6 +331,45 @@ mod tests {
         assert!(endpoint("ftp://127.0.0.1", false).unwrap_err().contains("neither http:// nor https://"));
         assert!(endpoint("127.0.0.1:9000", false).is_err());
         assert!(endpoint("http://key:secret@127.0.0.1:9000", false).unwrap_err().contains("credentials do not go"));
+    }
+
+    #[test]
+    fn given_settings_win_over_the_variables_and_keys_come_from_one_source() {
+        let env = vars(&[
+            ("AWS_ACCESS_KEY_ID", "ENV-KEY"),
+            ("AWS_SECRET_ACCESS_KEY", "env-secret"),
+            ("AWS_SESSION_TOKEN", "env-token"),
+            ("AWS_ENDPOINT_URL_S3", "https://env.example"),
+            ("AWS_DEFAULT_REGION", "eu-west-1"),
+            ("AWS_ALLOW_HTTP", "true"),
+        ]);
+        let given = S3Overrides {
+            endpoint: Some("http://10.0.0.5:9000".into()),
+            region: Some("ap-south-1".into()),
+            access_key_id: Some("FILE-KEY".into()),
+            secret_access_key: Some(Secret::new("file-secret")),
+            allow_http: Some(false),
+            retry: RetrySettings { max_retries: 2, ..RetrySettings::default() },
+            ..S3Overrides::default()
+        };
+        let c = S3Config::from_vars_with(&env, &given).unwrap();
+        assert_eq!(c.endpoint.as_deref(), Some("http://10.0.0.5:9000"));
+        assert_eq!(c.region.as_deref(), Some("ap-south-1"));
+        let creds = c.credentials.as_ref().unwrap();
+        assert_eq!((creds.access_key_id.as_str(), creds.secret_access_key.expose()), ("FILE-KEY", "file-secret"));
+        assert_eq!(creds.session_token, None, "the environment's token does not go with the file's keys");
+        assert!(!c.allow_http);
+        assert_eq!(c.retry.max_retries, 2);
+        assert!(c.checked_endpoint().unwrap_err().to_string().contains("plain http:// is refused"));
+        // Nothing given: the environment's.
+        let c = S3Config::from_vars_with(&env, &S3Overrides::default()).unwrap();
+        assert_eq!(c.endpoint.as_deref(), Some("https://env.example"));
+        assert_eq!(c.credentials.unwrap().session_token.unwrap().expose(), "env-token");
+        // Half the keys in the file: an error naming the file's keys, not completed from the environment.
+        let half = S3Overrides { access_key_id: Some("FILE-KEY".into()), ..S3Overrides::default() };
+        let e = S3Config::from_vars_with(&env, &half).unwrap_err().to_string();
+        assert!(e.contains("access-key-id is set but secret-access-key is not") && e.contains("serve --config"), "{e}");
+        assert!(!e.contains("env-secret"), "{e}");
     }
 
     #[test]

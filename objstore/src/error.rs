@@ -25,7 +25,7 @@ pub enum ObjStoreError {
     #[error(
         "object storage endpoint {endpoint}: plain http:// is refused for a host that is not a loopback address \
          (credentials and data would cross the network unencrypted): use https://, or set AWS_ALLOW_HTTP=true \
-         (allow_http) if this network is trusted"
+         (allow-http = true in serve --config's [s3]) if this network is trusted"
     )]
     InsecureEndpoint {
         /// The endpoint as given.

@@ -33,6 +33,13 @@ pub const RETRY_MAX: usize = 10;
 /// default; its requests are signed once, and signatures of S3 expire after 15 minutes).
 pub const RETRY_TIMEOUT: Duration = Duration::from_secs(180);
 
+/// Most retries a configuration may ask for (`serve --config`'s `max-retries`; 0 is allowed: no retry): 100.
+pub const MAX_CONFIG_RETRIES: usize = 100;
+
+/// Longest retry timeout a configuration may ask for (`serve --config`'s `retry-timeout`): 10 minutes, under the
+/// 15 minutes after which S3 refuses a signature (object_store signs a request once, for all its retries).
+pub const MAX_CONFIG_RETRY_TIMEOUT: Duration = Duration::from_secs(600);
+
 /// First wait before a retry: 100 ms, doubled (with jitter) on each further retry up to [`RETRY_BACKOFF_MAX`].
 pub const RETRY_BACKOFF_INITIAL: Duration = Duration::from_millis(100);
 
@@ -54,3 +61,5 @@ const _: () = assert!(MULTIPART_PARTS_IN_FLIGHT >= 1 && MULTIPART_PARTS_IN_FLIGH
 const _: () = assert!(RUNTIME_WORKER_THREADS >= 1);
 const _: () = assert!(RETRY_BACKOFF_INITIAL.as_millis() <= RETRY_BACKOFF_MAX.as_millis());
 const _: () = assert!(MAX_PREFIX_BYTES < 1024);
+const _: () = assert!(RETRY_MAX <= MAX_CONFIG_RETRIES);
+const _: () = assert!(RETRY_TIMEOUT.as_secs() <= MAX_CONFIG_RETRY_TIMEOUT.as_secs());

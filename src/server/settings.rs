@@ -88,6 +88,46 @@ pub(super) struct Settings {
     /// Extra labels per archive id.
     pub(super) labels: Vec<BTreeMap<String, String>>,
     pub(super) workload: Option<WorkloadConfig>,
+    /// The `[s3]` table, checked (its secrets never shown).
+    pub(super) s3: Option<backset_objstore::S3Overrides>,
+}
+
+/// The `[s3]` table of the config file `cfg` as the engine takes it, checked as the environment it completes: the
+/// retry settings in their ranges, the keys both or neither, the endpoint a URL (plain HTTP only to a loopback
+/// address unless `allow-http`). Usage errors name the file and the key; no message carries a secret.
+fn s3_overrides(t: crate::config::S3File, cfg: &str) -> Result<backset_objstore::S3Overrides> {
+    use backset_objstore::limits::{MAX_CONFIG_RETRIES, MAX_CONFIG_RETRY_TIMEOUT};
+    let usage = |msg: String| anyhow::Error::new(UsageError(format!("config file {cfg}: {msg}")));
+    let mut retry = backset_objstore::RetrySettings::default();
+    if let Some(n) = t.max_retries {
+        if n > MAX_CONFIG_RETRIES {
+            return Err(usage(format!("key `s3.max-retries`: {n}: give 0 to {MAX_CONFIG_RETRIES}")));
+        }
+        retry.max_retries = n;
+    }
+    if let Some(text) = &t.retry_timeout {
+        let d = humantime::parse_duration(text.trim())
+            .map_err(|e| usage(format!("key `s3.retry-timeout`: {text:?} is not a duration like 30s or 2m: {e}")))?;
+        if d > MAX_CONFIG_RETRY_TIMEOUT {
+            return Err(usage(format!(
+                "key `s3.retry-timeout`: {text}: give at most {}",
+                humantime::format_duration(MAX_CONFIG_RETRY_TIMEOUT)
+            )));
+        }
+        retry.timeout = d;
+    }
+    let given = backset_objstore::S3Overrides {
+        endpoint: t.endpoint_url,
+        region: t.region,
+        access_key_id: t.access_key_id,
+        secret_access_key: t.secret_access_key.map(|s| s.0),
+        session_token: t.session_token.map(|s| s.0),
+        allow_http: t.allow_http,
+        retry,
+    };
+    let config = backset_objstore::S3Config::from_env_with(&given).map_err(|e| usage(format!("[s3]: {e}")))?;
+    config.checked_endpoint().map_err(|e| usage(format!("key `s3.endpoint-url`: {e}")))?;
+    Ok(given)
 }
 
 /// Labels the server sets itself; the config file may not override them.
@@ -150,6 +190,7 @@ impl Settings {
                 Some(c)
             }
         };
+        let s3 = file.s3.map(|t| s3_overrides(t, &cfg)).transpose()?;
         let settings = Self {
             listen: args.listen.or(file.listen).unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 8888))),
             db_name: args.db_name.clone().or(file.db_name).unwrap_or_else(|| "demo".into()),
@@ -171,6 +212,7 @@ impl Settings {
             log_format: args.log_format.or(file.log_format).unwrap_or_default(),
             labels,
             workload,
+            s3,
         };
         settings.check_ranges()?;
         Ok(settings)

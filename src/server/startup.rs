@@ -24,6 +24,9 @@ use crate::usage::UsageError;
 pub fn run(args: &Args) -> Result<()> {
     let args = &Settings::resolve(args)?;
     crate::logging::init(args.log_format, tracing_subscriber::filter::LevelFilter::INFO, true);
+    if let Some(s3) = &args.s3 {
+        backset_engine::set::object::configure(s3.clone());
+    }
     if !args.listen.ip().is_loopback() && args.auth_token_file.is_none() {
         bail!(
             "listening on {} (not a loopback address) needs --auth-token-file: anyone who reaches it could start \

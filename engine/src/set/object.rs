@@ -841,11 +841,25 @@ fn stores() -> &'static Mutex<HashMap<String, std::sync::Arc<ObjectStore>>> {
     STORES.get_or_init(Default::default)
 }
 
-/// The process's one [`ObjectStore`] for `url` on the endpoint the environment configures (the standard `AWS_*`
-/// variables, `AWS_ENDPOINT_URL`): one per set and endpoint, so that the writer's in-progress entries are seen by
-/// every job of this process, as a local set's `state` is.
+/// The settings given to this process explicitly (`serve --config`'s `[s3]` table), set once at its start.
+static GIVEN: std::sync::OnceLock<backset_objstore::S3Overrides> = std::sync::OnceLock::new();
+
+/// Gives this process's object-storage settings (`serve --config`'s `[s3]` table): each wins over the environment
+/// variables of the same meaning for every store opened afterwards ([`backset_objstore::S3Config::from_env_with`]).
+/// Once per process, before the first store is opened; a second call is refused (`false`).
+pub fn configure(given: backset_objstore::S3Overrides) -> bool {
+    GIVEN.set(given).is_ok()
+}
+
+/// The process's one [`ObjectStore`] for `url` on the endpoint configured (the standard `AWS_*` variables,
+/// `AWS_ENDPOINT_URL`, under what [`configure`] gave): one per set and endpoint, so that the writer's in-progress
+/// entries are seen by every job of this process, as a local set's `state` is.
 pub fn object_store(url: &S3Url) -> Result<std::sync::Arc<ObjectStore>, SetError> {
-    let config = backset_objstore::S3Config::from_env().map_err(|source| SetError::ObjectStore { source })?;
+    let config = match GIVEN.get() {
+        Some(given) => backset_objstore::S3Config::from_env_with(given),
+        None => backset_objstore::S3Config::from_env(),
+    }
+    .map_err(|source| SetError::ObjectStore { source })?;
     let endpoint = config.checked_endpoint().map_err(|source| SetError::ObjectStore { source })?;
     let key = format!("{} {url}", endpoint.unwrap_or_default());
     let mut stores = stores().lock().unwrap_or_else(|p| p.into_inner());
