@@ -1,6 +1,5 @@
-//! End to end: `backset bench copy`, `disk`, `versus-cp`, `foreground` and `incremental` as the real binary on the
-//! real disk, and
-//! the plots of `bench copy|foreground --plot`.
+//! End to end: `backset bench copy`, `disk`, `versus-cp`, `foreground`, `incremental` and `metrics` as the real
+//! binary on the real disk, and the plots of `bench copy|foreground --plot`.
 
 mod support;
 
@@ -561,4 +560,34 @@ fn bench_incremental_copies_and_checks_the_changed_atoms_only_and_cleans_up() {
         }
     }
     assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0, "the database and the set are removed");
+}
+
+#[test]
+fn bench_metrics_scrapes_during_every_scraped_hot_copy_and_cleans_up() {
+    let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    let (ok, out, err) = backset(&[
+        "bench".as_ref(),
+        "metrics".as_ref(),
+        dir.path().as_os_str(),
+        "--size-mib".as_ref(),
+        "2".as_ref(),
+        "--runs".as_ref(),
+        "2".as_ref(),
+        "--scrape-ms".as_ref(),
+        "1".as_ref(),
+        "--json".as_ref(),
+    ]);
+    assert!(ok, "{err}");
+    let v = json(&out);
+    for side in ["with_scrapes_seconds", "without_seconds"] {
+        let runs = v[side].as_array().unwrap_or_else(|| panic!("{side}: {out}"));
+        assert_eq!(runs.len(), 2, "{side}: {out}");
+        assert!(runs.iter().all(|s| s.as_f64().is_some_and(|s| s > 0.0)), "{side}: {out}");
+    }
+    let scrapes = v["scrapes"].as_array().unwrap();
+    assert!(scrapes.len() == 2 && scrapes.iter().all(|n| n.as_u64().is_some_and(|n| n > 0)), "{out}");
+    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0, "the database and the sets are removed");
+
+    let out = command().args(["bench", "metrics", "--runs", "0"]).arg(dir.path()).output().unwrap();
+    assert_eq!(out.status.code(), Some(2), "--runs 0 is a usage error: {}", stderr(&out));
 }

@@ -1,8 +1,13 @@
-//! What the benches share: the regular files of a source tree, and a scratch directory removed however a bench ends.
+//! What the benches share: the regular files of a source tree, a scratch directory removed however a bench ends, and
+//! a bulk-loaded database with a hot copy manager in one.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use anyhow::{Context, Result};
+use backset_engine::hotcopy::HotCopyManager;
+use backset_refstore::bulk::{bulk_load, BulkReport, BulkSpec};
+use backset_refstore::{Config, Database};
 
 /// Regular files under `root`, sorted, as paths relative to it.
 pub(super) fn walk(root: &Path) -> Result<Vec<PathBuf>> {
@@ -32,4 +37,29 @@ impl Drop for Scratch {
     fn drop(&mut self) {
         let _ = backset_format::dirfd::remove_path(&self.0);
     }
+}
+
+/// A database bulk-loaded per `spec` and opened, with its hot copy manager, in a scratch directory made under a
+/// bench's `DIR`; everything is removed when it drops (the fields drop in order: the scratch directory last).
+pub(super) struct Loaded {
+    pub(super) db: Arc<Database>,
+    pub(super) manager: HotCopyManager,
+    pub(super) report: BulkReport,
+    /// `<scratch>/set`, where the hot copies go (absolute, as hot copy destinations must be).
+    pub(super) set: PathBuf,
+    _scratch: Scratch,
+}
+
+/// Makes `<dir>/.backset-<bench>-<uuid>` (creating `dir` if needed), bulk-loads `config`'s database in it per `spec`
+/// and opens it.
+pub(super) fn bulk_loaded(dir: &Path, bench: &str, config: Config, spec: &BulkSpec) -> Result<Loaded> {
+    std::fs::create_dir_all(dir).with_context(|| format!("create {}", dir.display()))?;
+    let dir = std::fs::canonicalize(dir).with_context(|| format!("resolve {}", dir.display()))?;
+    let scratch = Scratch(dir.join(format!(".backset-{bench}-{}", uuid::Uuid::new_v4().simple())));
+    std::fs::create_dir(&scratch.0).with_context(|| format!("create {}", scratch.0.display()))?;
+    let db_dir = scratch.0.join("database");
+    let report = bulk_load(&db_dir, &config, spec).context("load the database")?;
+    let db = Arc::new(Database::open(&db_dir, config).context("open the database")?);
+    let manager = HotCopyManager::new(db.hot_copy_archives(), scratch.0.join("admin"))?;
+    Ok(Loaded { db, manager, report, set: scratch.0.join("set"), _scratch: scratch })
 }

@@ -3,12 +3,11 @@
 
 use std::path::PathBuf;
 use std::sync::atomic::Ordering::Relaxed;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 
-use super::files::Scratch;
+use super::files::bulk_loaded;
 use super::plot::{foreground_svg, PlotFile, Windows};
 
 /// Options of `backset bench foreground`.
@@ -46,24 +45,16 @@ const PHASES: [&str; 3] = ["before", "hot copy", "after"];
 const WINDOW: Duration = Duration::from_secs(1);
 
 pub(super) fn foreground(args: &ForegroundArgs) -> Result<()> {
-    use backset_engine::hotcopy::{HotCopyManager, HotCopyRequest, HotCopyType};
-    use backset_refstore::bulk::{bulk_load, BulkSpec};
-    use backset_refstore::{Config, Database, Txn};
+    use backset_engine::hotcopy::{HotCopyRequest, HotCopyType};
+    use backset_refstore::bulk::BulkSpec;
+    use backset_refstore::{Config, Txn};
     use std::sync::atomic::AtomicU8;
     use std::sync::Mutex;
 
     let plot = args.plot.as_deref().map(PlotFile::create).transpose()?;
-    std::fs::create_dir_all(&args.dir).with_context(|| format!("create {}", args.dir.display()))?;
-    // Hot copy destinations must be absolute.
-    let dir = std::fs::canonicalize(&args.dir).with_context(|| format!("resolve {}", args.dir.display()))?;
-    let scratch = Scratch(dir.join(format!(".backset-foreground-{}", uuid::Uuid::new_v4().simple())));
-    std::fs::create_dir(&scratch.0).with_context(|| format!("create {}", scratch.0.display()))?;
-    let (db_dir, set) = (scratch.0.join("database"), scratch.0.join("set"));
-    let config = Config::new("foreground");
     let spec = BulkSpec { bytes_per_archive: args.size_mib << 20, value_bytes: 4096, seed: 7 };
-    bulk_load(&db_dir, &config, &spec).context("load the database")?;
-    let db = Arc::new(Database::open(&db_dir, config).context("open the database")?);
-    let manager = HotCopyManager::new(db.hot_copy_archives(), scratch.0.join("admin"))?;
+    let loaded = bulk_loaded(&args.dir, "foreground", Config::new("foreground"), &spec)?;
+    let (db, manager, set) = (&loaded.db, &loaded.manager, &loaded.set);
 
     // Committers: each commits one 256-byte put at its share of the rate, on a fixed schedule, and records the
     // latency under the current phase, with when the commit began. Slots missed behind a slow commit are skipped,
@@ -111,7 +102,7 @@ pub(super) fn foreground(args: &ForegroundArgs) -> Result<()> {
         std::thread::sleep(phase_len);
         phase.store(1, Relaxed);
         let started = Instant::now();
-        let req = HotCopyRequest::new(HotCopyType::Full).backup_dir(0, &set).max_rate(Some(args.max_rate * 1_000_000));
+        let req = HotCopyRequest::new(HotCopyType::Full).backup_dir(0, set).max_rate(Some(args.max_rate * 1_000_000));
         copy_began = started - origin;
         let (start_id, id) = manager.start(req).map_err(|e| finish(e.into()))?;
         // Wait for the copy to end or the phase to, looking at its bytes done at each window boundary.

@@ -5,17 +5,16 @@
 //! it verified). docs/PERFORMANCE.md, "Incremental cost".
 
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, ensure, Context, Result};
 use backset_engine::check::{check_set, CheckOptions, Select};
-use backset_engine::hotcopy::{HotCopyManager, HotCopyRequest, HotCopyStatus, HotCopyType, JobState};
-use backset_refstore::bulk::{bulk_key, bulk_load, bulk_value, BulkSpec};
+use backset_engine::hotcopy::{HotCopyRequest, HotCopyStatus, HotCopyType, JobState};
+use backset_refstore::bulk::{bulk_key, bulk_value, BulkSpec};
 use backset_refstore::limits::{MAX_ATOM_BUCKETS, MAX_OPS_PER_TXN, MAX_VALUE_BYTES};
-use backset_refstore::{Config, Database, Txn};
+use backset_refstore::{Config, Txn};
 
-use super::files::Scratch;
+use super::files::bulk_loaded;
 
 /// Options of `backset bench incremental`.
 #[derive(clap::Args, Debug)]
@@ -72,24 +71,16 @@ impl Copied {
 }
 
 pub(super) fn incremental(args: &IncrementalArgs) -> Result<()> {
-    std::fs::create_dir_all(&args.dir).with_context(|| format!("create {}", args.dir.display()))?;
-    // Hot copy destinations must be absolute.
-    let dir = std::fs::canonicalize(&args.dir).with_context(|| format!("resolve {}", args.dir.display()))?;
-    let scratch = Scratch(dir.join(format!(".backset-incremental-{}", uuid::Uuid::new_v4().simple())));
-    std::fs::create_dir(&scratch.0).with_context(|| format!("create {}", scratch.0.display()))?;
-    let (db_dir, set) = (scratch.0.join("database"), scratch.0.join("set"));
-
     let bytes = args.size_mib << 20;
     let per_key = (bytes / (u64::from(args.atoms) * KEYS_PER_ATOM)).max(MIN_VALUE_BYTES);
     let value_bytes = per_key.saturating_sub(32).clamp(MIN_VALUE_BYTES, MAX_VALUE_BYTES as u64) as usize;
     let config = Config { atom_buckets: Some(args.atoms), checkpoint_interval: None, ..Config::new("incremental") };
     let seed = 11;
     let spec = BulkSpec { bytes_per_archive: bytes, value_bytes, seed };
-    let loaded = bulk_load(&db_dir, &config, &spec).context("load the database")?;
-    let db = Arc::new(Database::open(&db_dir, config).context("open the database")?);
-    let manager = HotCopyManager::new(db.hot_copy_archives(), scratch.0.join("admin"))?;
+    let bench = bulk_loaded(&args.dir, "incremental", config, &spec)?;
+    let (db, manager, set, loaded) = (&bench.db, &bench.manager, &bench.set, &bench.report);
     let run = |kind: HotCopyType| -> Result<Copied> {
-        let (start_id, id) = manager.start(HotCopyRequest::new(kind).backup_dir(0, &set))?;
+        let (start_id, id) = manager.start(HotCopyRequest::new(kind).backup_dir(0, set))?;
         let s: HotCopyStatus = manager.status(start_id, id, Some(HOT_COPY_TIMEOUT))?;
         if s.status != JobState::Completed {
             bail!("the {} hot copy did not complete: {}", kind.name(), s.message);
@@ -101,7 +92,7 @@ pub(super) fn incremental(args: &IncrementalArgs) -> Result<()> {
     // Each check records what it verified, so `check --new` after the incremental reads only what is new.
     let check = |select: Select| -> Result<Copied> {
         let opts = CheckOptions { select, record: true, ..CheckOptions::default() };
-        let report = check_set(&set, &opts)?;
+        let report = check_set(set, &opts)?;
         ensure!(report.is_ok(), "the check of {} found defects: {:?}", set.display(), report.defects);
         Ok(Copied { bytes: report.bytes_read, files: report.files_read, secs: report.elapsed.as_secs_f64() })
     };

@@ -1,14 +1,17 @@
 //! `backset bench`: measure the copier on this machine's disks, one module per bench: [`copy`] (a tree, one or more
 //! jobs under one rate limit), [`disk`] (write, read and copy rates, and a `--max-rate` to start from),
 //! [`versus_cp`] (the copier against `cp -a`, alternating, from a cold cache), [`foreground`] (what a throttled hot
-//! copy costs the commits of a running database) and [`incremental`] (an incremental against a full). [`files`]
-//! holds what they share: the source tree walk and the scratch directory; [`plot`] draws the per-second samples of `copy` and `foreground` (`--plot FILE.svg`).
+//! copy costs the commits of a running database), [`incremental`] (an incremental against a full) and [`metrics`]
+//! (what scraping `/metrics` costs a hot copy). [`files`] holds what they share: the source tree walk, the scratch
+//! directory and a bulk-loaded database; [`plot`] draws the per-second samples of `copy` and `foreground`
+//! (`--plot FILE.svg`).
 
 mod copy;
 mod disk;
 mod files;
 mod foreground;
 mod incremental;
+mod metrics;
 mod plot;
 mod versus_cp;
 
@@ -18,6 +21,7 @@ use copy::CopyArgs;
 use disk::DiskArgs;
 use foreground::ForegroundArgs;
 use incremental::IncrementalArgs;
+use metrics::MetricsArgs;
 use versus_cp::VersusArgs;
 
 /// `backset bench ...`
@@ -54,6 +58,12 @@ pub enum Command {
     ///
     /// Example: `backset bench incremental target/inc --size-mib 1024 --atoms 1000000`
     Incremental(IncrementalArgs),
+    /// What scraping the metrics costs a hot copy: full hot copies of a bulk-loaded archive, alternately with and
+    /// without a scraper rendering `/metrics` every --scrape-ms, each from a cold page cache (as root); reports each
+    /// side's best and median time, their ratio and the spread of the runs without (the noise).
+    ///
+    /// Example: `backset bench metrics target/metrics --size-mib 1024 --runs 5`
+    Metrics(MetricsArgs),
 }
 
 pub fn run(cmd: &Command) -> Result<()> {
@@ -63,5 +73,6 @@ pub fn run(cmd: &Command) -> Result<()> {
         Command::VersusCp(args) => versus_cp::versus_cp(args),
         Command::Foreground(args) => foreground::foreground(args),
         Command::Incremental(args) => incremental::incremental(args),
+        Command::Metrics(args) => metrics::metrics(args),
     }
 }

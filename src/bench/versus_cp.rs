@@ -37,7 +37,7 @@ pub struct VersusArgs {
 
 /// Writes back dirty pages and, as root, drops the page cache, dentries and inodes, so the next run reads the disk.
 /// Returns whether the cache could be dropped.
-fn cold_cache() -> Result<bool> {
+pub(super) fn cold_cache() -> Result<bool> {
     sync()?;
     Ok(std::fs::write("/proc/sys/vm/drop_caches", "3").is_ok())
 }
@@ -153,14 +153,14 @@ pub(super) fn versus_cp(args: &VersusArgs) -> Result<()> {
 }
 
 /// Best and median (ours, theirs), and how many runs we won (run i against run i).
-struct Versus {
-    best: (f64, f64),
-    median: (f64, f64),
-    wins: usize,
+pub(super) struct Versus {
+    pub(super) best: (f64, f64),
+    pub(super) median: (f64, f64),
+    pub(super) wins: usize,
 }
 
 impl Versus {
-    fn new(ours: &[f64], theirs: &[f64]) -> Self {
+    pub(super) fn new(ours: &[f64], theirs: &[f64]) -> Self {
         let best = |v: &[f64]| v.iter().copied().fold(f64::INFINITY, f64::min);
         let median = |v: &[f64]| {
             let mut v = v.to_vec();

@@ -21,7 +21,7 @@ mod connections;
 mod data;
 mod health;
 mod http;
-mod metrics;
+pub(crate) mod metrics;
 mod nuoadmin;
 mod routes;
 pub mod settings;
