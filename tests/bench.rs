@@ -178,7 +178,8 @@ fn bench_versus_cp_times_both_sides_alternately_and_leaves_its_scratch_empty() {
     assert_eq!(field(&out, "bytes"), ((2 << 20) + 5 + 5).to_string());
     let times =
         |name: &str| -> Vec<f64> { json(&out)[name].as_array().unwrap().iter().map(|t| t.as_f64().unwrap()).collect() };
-    let (ours, theirs) = (times("backset_seconds"), times("cp_seconds"));
+    let (ours, theirs) = (times("backset_seconds"), times("baseline_seconds"));
+    assert_eq!(field(&out, "baseline"), "\"cp\"");
     assert_eq!((ours.len(), theirs.len()), (3, 3), "{out}");
     let best: f64 = field(&out, "backset_best").parse().unwrap();
     assert_eq!(best, ours.iter().copied().fold(f64::INFINITY, f64::min));
@@ -186,6 +187,25 @@ fn bench_versus_cp_times_both_sides_alternately_and_leaves_its_scratch_empty() {
     assert_eq!(wins, ours.iter().zip(&theirs).filter(|(a, b)| a < b).count());
     assert_eq!(std::fs::read_dir(&scratch).unwrap().count(), 0, "both copies and the run directory are removed");
     assert_eq!(std::fs::read(src.join("d/small")).unwrap(), b"small", "the source is untouched");
+}
+
+#[test]
+fn bench_versus_cp_with_xcp_absent_says_how_to_install_it() {
+    let (dir, src) = source_tree([("f".to_string(), b"x".to_vec())]);
+    // A PATH with `sync` (which every run calls) and no `xcp`.
+    let bin = dir.path().join("bin");
+    std::fs::create_dir(&bin).unwrap();
+    let sync = ["/usr/bin/sync", "/bin/sync"].into_iter().find(|p| Path::new(p).exists()).expect("sync is installed");
+    std::os::unix::fs::symlink(sync, bin.join("sync")).unwrap();
+    let out = command()
+        .args(["bench", "versus-cp", "--baseline", "xcp", "--runs", "1"])
+        .arg(&src)
+        .arg(dir.path().join("scratch"))
+        .env("PATH", &bin)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(stderr(&out).contains("cargo install xcp"), "{}", stderr(&out));
 }
 
 #[test]

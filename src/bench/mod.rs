@@ -37,9 +37,9 @@ pub enum Command {
     ///
     /// Example: `backset bench disk /backup --size-mib 2048`
     Disk(DiskArgs),
-    /// Copy a directory tree with the copier and with `cp -a` (then `sync`), alternating which goes first, every run
-    /// from a cold page cache (as root), and report each side's best and median time and their ratios: DESIGN.md's
-    /// way to compare on a noisy disk.
+    /// Copy a directory tree with the copier and with `cp -a` (or `--baseline xcp`: `xcp -r`), then `sync`,
+    /// alternating which goes first, every run from a cold page cache (as root), and report each side's best and
+    /// median time and their ratios: DESIGN.md's way to compare on a noisy disk.
     ///
     /// Example: `backset bench versus-cp target/bench-data/large target/versus --runs 5`
     VersusCp(VersusArgs),

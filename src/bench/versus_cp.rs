@@ -1,6 +1,6 @@
-//! `backset bench versus-cp`: the copier (or, with `--restore`, a restore of the backup set) against `cp -a` (then
-//! `sync`) of the same tree, alternating which goes first, every run from a cold page cache, reported as each side's
-//! best and median.
+//! `backset bench versus-cp`: the copier (or, with `--restore`, a restore of the backup set) against `cp -a` (or, with
+//! `--baseline xcp`, `xcp -r`), then `sync`, of the same tree, alternating which goes first, every run from a cold page
+//! cache, reported as each side's best and median.
 
 use std::path::PathBuf;
 use std::time::Instant;
@@ -30,9 +30,21 @@ pub struct VersusArgs {
     /// durable) instead of a copy with the copier; `cp -a` still copies the whole set.
     #[arg(long)]
     restore: bool,
+    /// The copy to compare with: `cp` (`cp -a SOURCE DIR`) or `xcp` (`xcp -r SOURCE DIR`, which must be on the
+    /// PATH: `cargo install xcp`); either followed by `sync`.
+    #[arg(long, default_value = "cp", value_parser = ["cp", "xcp"])]
+    baseline: String,
     /// Print one JSON object instead of text.
     #[arg(long)]
     json: bool,
+}
+
+/// The baseline's command line, without its source and target, as the report names it.
+fn baseline_command(name: &str) -> (&'static str, &'static str) {
+    match name {
+        "xcp" => ("xcp", "-r"),
+        _ => ("cp", "-a"),
+    }
 }
 
 /// Writes back dirty pages and, as root, drops the page cache, dentries and inodes, so the next run reads the disk.
@@ -80,14 +92,19 @@ pub(super) fn versus_cp(args: &VersusArgs) -> Result<()> {
         }
         Ok(started.elapsed().as_secs_f64())
     };
+    let (program, flag) = baseline_command(&args.baseline);
+    let them = format!("{program} {flag} + sync");
     let run_cp = |run: u16, cold: &mut bool| -> Result<f64> {
-        let target = scratch.0.join(format!("cp-{run}"));
+        let target = scratch.0.join(format!("{program}-{run}"));
         *cold &= cold_cache()?;
         let started = Instant::now();
-        let status = std::process::Command::new("cp").arg("-a").arg(&args.source).arg(&target).status();
-        let status = status.context("run cp -a")?;
+        let status = std::process::Command::new(program).arg(flag).arg(&args.source).arg(&target).status();
+        let status = status.with_context(|| match program {
+            "xcp" => "run xcp (is it installed? `cargo install xcp`)".to_string(),
+            _ => format!("run {program} {flag}"),
+        })?;
         if !status.success() {
-            bail!("cp -a {} {} failed: {status}", args.source.display(), target.display());
+            bail!("{program} {flag} {} {} failed: {status}", args.source.display(), target.display());
         }
         sync()?;
         Ok(started.elapsed().as_secs_f64())
@@ -103,7 +120,7 @@ pub(super) fn versus_cp(args: &VersusArgs) -> Result<()> {
         }
         if !args.json {
             println!(
-                "run {:>3}: backset {:8.3} s   cp -a + sync {:8.3} s",
+                "run {:>3}: backset {:8.3} s   {them} {:8.3} s",
                 run + 1,
                 ours[run as usize],
                 theirs[run as usize]
@@ -118,12 +135,13 @@ pub(super) fn versus_cp(args: &VersusArgs) -> Result<()> {
             "restore": args.restore,
             "backend": backend,
             "cold_cache": cold,
+            "baseline": args.baseline,
             "backset_seconds": ours,
-            "cp_seconds": theirs,
+            "baseline_seconds": theirs,
             "backset_best": summary.best.0,
-            "cp_best": summary.best.1,
+            "baseline_best": summary.best.1,
             "backset_median": summary.median.0,
-            "cp_median": summary.median.1,
+            "baseline_median": summary.median.1,
             "speedup_best": summary.best.1 / summary.best.0,
             "speedup_median": summary.median.1 / summary.median.0,
             "backset_wins": summary.wins,
@@ -131,18 +149,18 @@ pub(super) fn versus_cp(args: &VersusArgs) -> Result<()> {
         println!("{json}");
     } else {
         if !cold {
-            println!("warning: could not drop the page cache (needs root): cp -a may have read from it");
+            println!("warning: could not drop the page cache (needs root): {program} may have read from it");
         }
         let what = if args.restore { "restored (atoms and journal written)" } else { "copied" };
         println!("bytes {what} {bytes}, backend {backend}, {} runs each, alternating who goes first", args.runs);
         println!(
-            "best     backset {:.3} s, cp -a + sync {:.3} s: backset {:.2}x as fast",
+            "best     backset {:.3} s, {them} {:.3} s: backset {:.2}x as fast",
             summary.best.0,
             summary.best.1,
             summary.best.1 / summary.best.0
         );
         println!(
-            "median   backset {:.3} s, cp -a + sync {:.3} s: backset {:.2}x as fast",
+            "median   backset {:.3} s, {them} {:.3} s: backset {:.2}x as fast",
             summary.median.0,
             summary.median.1,
             summary.median.1 / summary.median.0
