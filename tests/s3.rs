@@ -670,3 +670,203 @@ fn serve_config_refuses_plain_http_off_loopback_unless_allowed_and_names_the_key
     let (code, log) = srv.terminate();
     assert_eq!(code, Some(0), "{log}");
 }
+
+/// `serve` on `data` with the store's keys, reaching it at `endpoint_url` (the store, or a proxy in front of it),
+/// with the request retries bounded by its config file (`[s3] max-retries`, `retry-timeout`: a failing store fails
+/// the job in about a second, not after object_store's minutes), and the test-only pause at `pause` (point, mark).
+fn serve_bounded_retries(data: &Path, e: &Endpoint, endpoint_url: &str, pause: Option<(&str, &Path)>) -> Server {
+    let config = data.with_extension("retries.toml");
+    std::fs::write(&config, "[s3]\nmax-retries = 3\nretry-timeout = \"10s\"\n").unwrap();
+    let mut env = s3_env(e);
+    env.retain(|(k, _)| *k != "AWS_ENDPOINT_URL");
+    env.push(("AWS_ENDPOINT_URL", endpoint_url.to_owned()));
+    if let Some((point, mark)) = pause {
+        env.push(("BACKSET_FAULT_PAUSE", point.to_owned()));
+        env.push(("BACKSET_FAULT_PAUSE_MARK", s(mark)));
+    }
+    Server::start_with_env(data, &["--config", &s(&config)], &as_refs(&env))
+}
+
+/// Starts an incremental into `url` on `srv` and waits until it blocks at its test-only pause (`mark` written).
+fn incremental_at_its_pause(srv: &Server, url: &str, mark: &Path) -> (u64, String) {
+    let body = serde_json::json!({"type": "incremental", "backupSetDirs": {"0": url}});
+    let (code, v) = srv.post_json_checked("/databases/demo/hotCopy", &body);
+    assert_eq!(code, 200, "{v}");
+    let job = (v["coordinatorStartId"].as_u64().unwrap(), v["hotCopyId"].as_str().unwrap().to_owned());
+    let paused = wait_until(std::time::Duration::from_secs(120), || mark.exists());
+    assert!(paused, "the incremental never reached its pause: {}", srv.output());
+    job
+}
+
+/// The status of `job` once it is no longer running (at most 120 s).
+fn final_status(srv: &Server, job: &(u64, String)) -> Value {
+    let mut v = Value::Null;
+    let ended = wait_until(std::time::Duration::from_secs(120), || {
+        v = srv.hot_copy_status(job);
+        v["status"] != "running"
+    });
+    assert!(ended, "the hot copy did not end: {v}");
+    v
+}
+
+/// The objects of the unpublished job under `<prefix>/<element>/`: (data objects, control objects).
+fn job_objects(store: &S3sServer, element: &str) -> (Vec<PathBuf>, Vec<PathBuf>) {
+    let all = objects(store, element);
+    let data = all.iter().filter(|p| p.to_string_lossy().contains("/data/")).cloned().collect();
+    let control = all.iter().filter(|p| p.to_string_lossy().contains("/control/")).cloned().collect();
+    (data, control)
+}
+
+/// kill -9 of a `serve` (on `data`) whose incremental into `url` is held between its data and its control objects
+/// (the test-only `before-control` point); `element` is where that incremental writes (`<prefix>/N.inc`).
+fn killed_between_data_and_control(store: &S3sServer, data: &Path, url: &str, element: &str) -> (u64, String) {
+    let e = store.endpoint();
+    let mark = data.with_extension("mark");
+    let _ = std::fs::remove_file(&mark);
+    let srv = paused_server(data, e, "incremental:before-control", &mark);
+    let job = incremental_at_its_pause(&srv, url, &mark);
+    srv.kill9();
+    let (data_objects, control) = job_objects(store, element);
+    assert!(!data_objects.is_empty(), "the data objects were uploaded");
+    assert!(control.is_empty(), "no control object was: {control:?}");
+    assert!(!store.object_file(&format!("{element}/commit")).exists(), "nothing was published");
+    job
+}
+
+#[test]
+fn a_serve_killed_between_the_data_and_the_control_objects_leaves_the_set_as_it_was_and_both_clean_ups_work() {
+    let store = S3sServer::start();
+    let e = store.endpoint().clone();
+    let work = tmp();
+    let data = work.path().join("data");
+    let url = "s3://backset-test/between";
+    let srv = serve_with_atoms(&data, &e, 200, 2000);
+    srv.cli_ok(&hotcopy_args("full", url, WAIT));
+    let before = restored(&e, work.path(), "before", url, &[]);
+    srv.load(60, 3000);
+    let (code, out) = srv.terminate();
+    assert_eq!(code, Some(0), "{out}");
+    let first = killed_between_data_and_control(&store, &data, url, "between/1.inc");
+
+    // Restarted: the job reads failed, the set is as before; the next hot copy (which takes the killed job's
+    // objects for dead at once, the age lowered for the test) removes them and publishes its own.
+    let mut env = s3_env(&e);
+    env.push(("BACKSET_TEST_CLEAN_MIN_AGE_MS", "0".to_owned()));
+    let srv = Server::start_with_env(&data, &[], &as_refs(&env));
+    assert_eq!(srv.hot_copy_status(&first)["status"], "failed");
+    let list = elements(&e, url);
+    assert_eq!(list.iter().map(|(n, _)| n.as_str()).collect::<Vec<_>>(), ["full"], "{list:?}");
+    offline_ok(&e, &["check", url]);
+    assert_eq!(restored(&e, work.path(), "after-kill", url, &[]), before);
+    srv.cli_ok(&hotcopy_args("incremental", url, WAIT));
+    let list = elements(&e, url);
+    let inc = id_of(&list, "1.inc");
+    let left: Vec<PathBuf> = objects(&store, "between/1.inc")
+        .into_iter()
+        .filter(|p| !p.starts_with(store.object_file(&format!("between/1.inc/{inc}"))) && !p.ends_with("commit"))
+        .collect();
+    assert!(left.is_empty(), "the killed job's objects are gone: {left:?}");
+    let after_inc = restored(&e, work.path(), "inc", url, &[]);
+    assert_eq!(after_inc.len(), 200);
+    srv.load(40, 3000);
+    let (code, out) = srv.terminate();
+    assert_eq!(code, Some(0), "{out}");
+
+    // Again, and this time set gc removes what the killed job left; the earlier elements restore exactly.
+    let second = killed_between_data_and_control(&store, &data, url, "between/2.inc");
+    let srv = serve(&data, &e);
+    assert_eq!(srv.hot_copy_status(&second)["status"], "failed");
+    offline_ok(&e, &["check", url]);
+    assert_eq!(restored(&e, work.path(), "latest", url, &[]), after_inc);
+    assert_eq!(restored(&e, work.path(), "full", url, &["--backup-element-id", &id_of(&list, "full")]), before);
+    let out = offline_ok(&e, &["set", "gc", url]);
+    assert!(out.contains("0 unpublished job(s) removed, 1 kept"), "{out}");
+    let out = offline_ok(&e, &["set", "gc", "--min-age", "0s", url]);
+    assert!(out.contains("2 published element(s) kept, 1 unpublished job(s) removed"), "{out}");
+    assert_eq!(objects(&store, "between/2.inc"), Vec::<PathBuf>::new());
+    offline_ok(&e, &["check", url]);
+}
+
+#[test]
+fn the_store_stopped_mid_upload_fails_the_job_naming_the_store_and_leaves_the_set_as_it_was() {
+    let mut store = S3sServer::start();
+    let e = store.endpoint().clone();
+    let work = tmp();
+    let data = work.path().join("data");
+    let url = "s3://backset-test/stopped";
+    let mark = work.path().join("mark");
+    let srv = serve_with_atoms(&data, &e, 200, 2000);
+    srv.cli_ok(&hotcopy_args("full", url, WAIT));
+    let before = restored(&e, work.path(), "before", url, &[]);
+    srv.load(60, 3000);
+    let (code, out) = srv.terminate();
+    assert_eq!(code, Some(0), "{out}");
+    let srv = serve_bounded_retries(&data, &e, &e.url, Some(("incremental:before-control", &mark)));
+    let job = incremental_at_its_pause(&srv, url, &mark);
+    // The store goes away with the element's data uploaded and its control objects still to send.
+    store.stop();
+    std::fs::remove_file(&mark).unwrap();
+    let status = final_status(&srv, &job);
+    assert_eq!(status["status"], "failed", "{status}");
+    let message = status["message"].as_str().unwrap();
+    assert!(!message.contains('\n'), "one line: {message}");
+    assert!(message.contains(&format!("cannot reach the store at {}", e.url)), "{message}");
+    assert!(message.contains("check that it is running"), "{message}");
+    assert!(message.contains("s3://backset-test/stopped/1.inc/"), "names the object: {message}");
+
+    // The store back: the set is as it was, and what the job left is an unpublished job's objects.
+    store.restart();
+    let list = elements(&e, url);
+    assert_eq!(list.iter().map(|(n, _)| n.as_str()).collect::<Vec<_>>(), ["full"], "{list:?}");
+    offline_ok(&e, &["check", url]);
+    assert_eq!(restored(&e, work.path(), "after", url, &[]), before);
+    let out = offline_ok(&e, &["set", "gc", "--min-age", "0s", url]);
+    assert!(out.contains("1 published element(s) kept, 1 unpublished job(s) removed"), "{out}");
+    offline_ok(&e, &["check", url]);
+}
+
+#[test]
+fn throttling_by_the_store_is_retried_then_fails_the_job_with_the_stores_message_and_leaves_the_set_as_it_was() {
+    let store = S3sServer::start();
+    let e = store.endpoint().clone();
+    let proxy = backset_s3test::SlowDownProxy::start(&e.url);
+    let work = tmp();
+    let data = work.path().join("data");
+    let url = "s3://backset-test/throttled";
+    let mark = work.path().join("mark");
+    let srv = serve_bounded_retries(&data, &e, proxy.url(), None);
+    srv.load(200, 2000);
+    let (code, out) = srv.terminate();
+    assert_eq!(code, Some(0), "{out}");
+    // A few SlowDowns (fewer than the 3 retries of one request): retried, and the full completes.
+    let srv = serve_bounded_retries(&data, &e, proxy.url(), Some(("incremental:before-control", &mark)));
+    proxy.fail_next(3);
+    srv.cli_ok(&hotcopy_args("full", url, WAIT));
+    assert_eq!(proxy.slow_downs(), 3, "the store answered SlowDown 3 times");
+    let before = restored(&e, work.path(), "before", url, &[]);
+    assert_eq!(before.len(), 200);
+    srv.load(60, 3000);
+    let (code, out) = srv.terminate();
+    assert_eq!(code, Some(0), "{out}");
+
+    // Throttled for good, mid-job: the job fails with the store's words after its retries.
+    let srv = serve_bounded_retries(&data, &e, proxy.url(), Some(("incremental:before-control", &mark)));
+    let job = incremental_at_its_pause(&srv, url, &mark);
+    let answered = proxy.slow_downs();
+    proxy.fail_next(usize::MAX);
+    std::fs::remove_file(&mark).unwrap();
+    let status = final_status(&srv, &job);
+    assert_eq!(status["status"], "failed", "{status}");
+    let message = status["message"].as_str().unwrap();
+    assert!(!message.contains('\n'), "one line: {message}");
+    assert!(message.contains("the store is throttling requests"), "{message}");
+    assert!(message.contains(backset_s3test::SLOW_DOWN_MESSAGE), "the store's own words: {message}");
+    assert!(message.contains("retry later"), "what to do: {message}");
+    assert!(message.contains("s3://backset-test/throttled/1.inc/"), "names the object: {message}");
+    assert!(proxy.slow_downs() >= answered + 4, "a first attempt and 3 retries: {}", proxy.slow_downs());
+    proxy.fail_next(0);
+    let list = elements(&e, url);
+    assert_eq!(list.iter().map(|(n, _)| n.as_str()).collect::<Vec<_>>(), ["full"], "{list:?}");
+    offline_ok(&e, &["check", url]);
+    assert_eq!(restored(&e, work.path(), "after", url, &[]), before);
+}

@@ -7,6 +7,8 @@
 //!   `BACKSET_REQUIRE_MOTO` is set (as `.ci/run` sets it): then it panics, so CI cannot skip those tests.
 //! - [`FaultServer`]: a loopback HTTP server that answers every request with one fixed status and S3 error (503
 //!   `SlowDown`), counting the requests: what a throttling store does, to test retries and their final error.
+//! - [`SlowDownProxy`]: a TCP proxy in front of a real server that answers the next N requests with 503 `SlowDown`
+//!   and forwards the others: throttling injected on the network in front of a store that never throttles.
 //!
 //! One deliberate difference from S3: `s3s-fs` checks `If-None-Match: *` before it writes, not atomically with the
 //! write, so two racing create-only puts could both succeed. [`S3sServer`] serializes the conditional writes (a put
@@ -77,6 +79,23 @@ impl S3sServer {
         }
         .expect("create the S3 server's root directory");
         std::fs::create_dir(root.path().join(TEST_BUCKET)).expect("create the test bucket's directory");
+        let mut server = Self {
+            endpoint: Endpoint {
+                url: String::new(),
+                bucket: TEST_BUCKET.to_owned(),
+                access_key_id: TEST_ACCESS_KEY_ID.to_owned(),
+                secret_access_key: TEST_SECRET_ACCESS_KEY.to_owned(),
+            },
+            runtime: None,
+            root,
+        };
+        server.serve_on(SocketAddr::from((Ipv4Addr::LOCALHOST, 0)));
+        server
+    }
+
+    /// Serves the root directory on `addr` (port 0: one the OS picks), and sets the endpoint's URL.
+    fn serve_on(&mut self, addr: SocketAddr) {
+        let root = &self.root;
         let fs = s3s_fs::FileSystem::new(root.path()).expect("open the S3 server's root directory");
         let service = {
             let mut b = s3s::service::S3ServiceBuilder::new(SerializedCreates {
@@ -93,9 +112,8 @@ impl S3sServer {
             .enable_all()
             .build()
             .expect("start the S3 server's runtime");
-        let listener = runtime
-            .block_on(tokio::net::TcpListener::bind((Ipv4Addr::LOCALHOST, 0)))
-            .expect("bind the S3 server to a loopback port");
+        let listener =
+            runtime.block_on(tokio::net::TcpListener::bind(addr)).expect("bind the S3 server to a loopback port");
         let addr = listener.local_addr().expect("the S3 server's address");
         runtime.spawn(async move {
             let http = hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new());
@@ -107,13 +125,8 @@ impl S3sServer {
                 });
             }
         });
-        let endpoint = Endpoint {
-            url: format!("http://{addr}"),
-            bucket: TEST_BUCKET.to_owned(),
-            access_key_id: TEST_ACCESS_KEY_ID.to_owned(),
-            secret_access_key: TEST_SECRET_ACCESS_KEY.to_owned(),
-        };
-        Self { endpoint, runtime: Some(runtime), root }
+        self.endpoint.url = format!("http://{addr}");
+        self.runtime = Some(runtime);
     }
 
     /// Where it listens and what it accepts.
@@ -136,6 +149,17 @@ impl S3sServer {
         if let Some(runtime) = self.runtime.take() {
             runtime.shutdown_timeout(Duration::from_secs(5));
         }
+    }
+}
+
+impl S3sServer {
+    /// Starts the server again after [`stop`](Self::stop), on the same port and over the same directory: what was
+    /// stored is there again, at the same endpoint.
+    pub fn restart(&mut self) {
+        assert!(self.runtime.is_none(), "restart a stopped server");
+        let addr: SocketAddr =
+            self.endpoint.url.strip_prefix("http://").and_then(|a| a.parse().ok()).expect("the server's address");
+        self.serve_on(addr);
     }
 }
 
@@ -416,16 +440,139 @@ fn answer_all(stream: TcpStream, status: u16, reason: &str, code: &str, message:
             return;
         }
         count.fetch_add(1, Ordering::SeqCst);
-        let xml = format!(
-            "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Error><Code>{code}</Code><Message>{message}</Message></Error>"
-        );
-        let response = format!(
-            "HTTP/1.1 {status} {reason}\r\nContent-Type: application/xml\r\nContent-Length: {}\r\n\r\n{xml}",
-            xml.len()
-        );
+        let response = error_response(status, reason, code, message);
         if writer.write_all(response.as_bytes()).is_err() {
             return;
         }
+    }
+}
+
+/// A loopback TCP proxy in front of a real S3 server that answers the next N requests itself with `503 Service
+/// Unavailable` and S3's `SlowDown` error (a throttling store, on the network), and forwards every other request
+/// unchanged (its signature stays valid: the client signed the proxy's host, which the request carries). Stops when
+/// dropped.
+///
+/// Each connection is read request by request (head, then a `Content-Length` body): a request to fail is answered on
+/// the same connection (keep-alive, as S3 does); a request to forward goes to the server on a connection of its own
+/// with `Connection: close`, whose whole answer is relayed before the client's connection is closed too (the
+/// client opens a new one for its next request, which the proxy judges again).
+#[derive(Debug)]
+pub struct SlowDownProxy {
+    url: String,
+    fail_left: Arc<AtomicUsize>,
+    answered: Arc<AtomicUsize>,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    addr: SocketAddr,
+}
+
+/// The message of the proxy's `SlowDown` errors (S3's own words).
+pub const SLOW_DOWN_MESSAGE: &str = "Please reduce your request rate.";
+
+impl SlowDownProxy {
+    /// Starts a proxy to `upstream` (`http://HOST:PORT`) that forwards everything until told to fail.
+    pub fn start(upstream: &str) -> Self {
+        let upstream: SocketAddr =
+            upstream.strip_prefix("http://").and_then(|a| a.parse().ok()).expect("an upstream http://IP:PORT");
+        let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).expect("bind the proxy");
+        let addr = listener.local_addr().expect("the proxy's address");
+        let fail_left = Arc::new(AtomicUsize::new(0));
+        let answered = Arc::new(AtomicUsize::new(0));
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (fail, count, stopped) = (fail_left.clone(), answered.clone(), stop.clone());
+        thread::spawn(move || {
+            for stream in listener.incoming() {
+                if stopped.load(Ordering::SeqCst) {
+                    break;
+                }
+                let Ok(stream) = stream else { continue };
+                let (fail, count) = (fail.clone(), count.clone());
+                thread::spawn(move || proxy_connection(stream, upstream, &fail, &count));
+            }
+        });
+        Self { url: format!("http://{addr}"), fail_left, answered, stop, addr }
+    }
+
+    /// `http://127.0.0.1:PORT`: the endpoint to give the client.
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// Answers the next `n` requests with `SlowDown` (`usize::MAX`: every request from now on; 0: forward all).
+    pub fn fail_next(&self, n: usize) {
+        self.fail_left.store(n, Ordering::SeqCst);
+    }
+
+    /// `SlowDown` answers given so far.
+    pub fn slow_downs(&self) -> usize {
+        self.answered.load(Ordering::SeqCst)
+    }
+}
+
+impl Drop for SlowDownProxy {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        let _ = TcpStream::connect(self.addr); // wakes the accept loop to see `stop`
+    }
+}
+
+/// One request read off a connection: its head's lines (without the line ends) and its body.
+fn read_request(reader: &mut BufReader<TcpStream>) -> Option<(Vec<String>, Vec<u8>)> {
+    let mut lines = Vec::new();
+    loop {
+        let mut line = String::new();
+        if reader.read_line(&mut line).ok()? == 0 {
+            return None;
+        }
+        let line = line.trim_end_matches(['\r', '\n']).to_owned();
+        if line.is_empty() {
+            break;
+        }
+        lines.push(line);
+    }
+    let length = lines
+        .iter()
+        .filter_map(|l| l.split_once(':'))
+        .find(|(name, _)| name.eq_ignore_ascii_case("content-length"))
+        .map_or(0, |(_, v)| v.trim().parse().unwrap_or(0));
+    let mut body = vec![0; length];
+    reader.read_exact(&mut body).ok()?;
+    Some((lines, body))
+}
+
+/// An S3 error response: `status reason` with `<Error><Code>code</Code><Message>message</Message></Error>`.
+fn error_response(status: u16, reason: &str, code: &str, message: &str) -> String {
+    let xml = format!(
+        "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Error><Code>{code}</Code><Message>{message}</Message></Error>"
+    );
+    format!("HTTP/1.1 {status} {reason}\r\nContent-Type: application/xml\r\nContent-Length: {}\r\n\r\n{xml}", xml.len())
+}
+
+/// Serves one client connection of a [`SlowDownProxy`].
+fn proxy_connection(stream: TcpStream, upstream: SocketAddr, fail_left: &AtomicUsize, answered: &AtomicUsize) {
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(60)));
+    let Ok(mut writer) = stream.try_clone() else { return };
+    let mut reader = BufReader::new(stream);
+    while let Some((lines, body)) = read_request(&mut reader) {
+        if fail_left.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1)).is_ok() {
+            answered.fetch_add(1, Ordering::SeqCst);
+            let answer = error_response(503, "Service Unavailable", "SlowDown", SLOW_DOWN_MESSAGE);
+            if writer.write_all(answer.as_bytes()).is_err() {
+                return;
+            }
+            continue;
+        }
+        let Ok(mut server) = TcpStream::connect(upstream) else { return };
+        let mut head = String::new();
+        for line in lines.iter().filter(|l| !l.to_ascii_lowercase().starts_with("connection:")) {
+            head.push_str(line);
+            head.push_str("\r\n");
+        }
+        head.push_str("Connection: close\r\n\r\n");
+        if server.write_all(head.as_bytes()).and_then(|()| server.write_all(&body)).is_err() {
+            return;
+        }
+        let _ = std::io::copy(&mut server, &mut writer);
+        return;
     }
 }
 

@@ -14,6 +14,10 @@
 //!   completed; a simple hot copy with a separate journal directory whose journal directory is renamed but the
 //!   archive directory not yet.
 //!
+//! - `before-control` (a set on object storage only): every data object of the element uploaded, none of its control
+//!   objects yet; the job blocks until the process dies or, with a mark, until the test removes the mark (so a test
+//!   can stop the store there and let the job go on).
+//!
 //! A job blocked at `begun` or `before-move` still ends on a cancel; at `mid-move` it blocks until the process dies.
 //!
 //! `BACKSET_FAULT_FAIL=<point>` or `<type>:<point>` (`begun` or `before-move`) makes every job (of that type) that
@@ -69,7 +73,7 @@ pub const RESTORE_PAUSE_POINTS: [&str; 1] = ["created"];
 pub const RESTORE_PAUSE_RECORDS: &str = "records:";
 
 /// The pause points, in the order a job reaches them.
-pub const FAULT_POINTS: [&str; 3] = ["begun", "before-move", "mid-move"];
+pub const FAULT_POINTS: [&str; 4] = ["begun", "before-control", "before-move", "mid-move"];
 /// The failure points.
 pub const FAIL_POINTS: [&str; 2] = ["begun", "before-move"];
 
@@ -150,6 +154,27 @@ pub(crate) fn pause(
         if let Some(check) = check {
             check()?;
         }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// The `before-control` point of an element of `kind` (element id `id`) sealed on object storage: blocks when the
+/// test-only pause names it, until the test removes the mark (without a mark, until the process dies).
+pub(crate) fn pause_before_control(kind: backset_format::ElementKind, id: Uuid) {
+    const POINT: &str = "before-control";
+    let kind = match kind {
+        backset_format::ElementKind::Full => HotCopyType::Full,
+        backset_format::ElementKind::Incremental => HotCopyType::Incremental,
+        backset_format::ElementKind::Journal => HotCopyType::Journal,
+    };
+    let Some(p) = config().filter(|p| p.point == POINT && p.kind.is_none_or(|k| k == kind)) else { return };
+    tracing::warn!("test-only {FAULT_PAUSE_ENV}: element {id} blocks at {POINT}");
+    if let Some(mark) = &p.mark {
+        if let Err(e) = std::fs::write(mark, format!("{id} {POINT}\n")) {
+            tracing::warn!("test-only {FAULT_PAUSE_ENV}: cannot write the mark {}: {e}", mark.display());
+        }
+    }
+    while p.mark.as_ref().is_none_or(|m| m.exists()) {
         std::thread::sleep(Duration::from_millis(20));
     }
 }

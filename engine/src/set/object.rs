@@ -655,6 +655,7 @@ impl SetStorage for ObjectStore {
             let _ = fs::remove_file(&local);
             expected.push((key, f.size));
         }
+        crate::hotcopy::fault::pause_before_control(info.kind, id);
         for (file, bytes) in control {
             let key = format!("{base}/{CONTROL_DIR}/{file}");
             self.client.put(&key, Bytes::copy_from_slice(bytes)).map_err(|e| self.set_err(e))?;
