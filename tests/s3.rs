@@ -1,7 +1,11 @@
 //! Backup sets on S3-compatible object storage, through the real binary against `s3s-fs` served in-process on a
 //! loopback port (`backset_s3test::S3sServer`): hot copies into `s3://` URLs, restore and check from them, two
-//! publishers racing for one element, objects deleted or altered behind Backset's back, and the errors an operator
-//! meets first (a typo in the URL, a missing bucket, wrong credentials).
+//! publishers racing for one element, objects deleted or altered behind Backset's back, the errors an operator
+//! meets first (a typo in the URL, a missing bucket, wrong credentials), kill -9 of `serve` at aimed points, the
+//! store stopped mid-upload, throttling (a proxy answering 503 `SlowDown`), the keys of `serve --config`. The
+//! `moto_*` tests run the set-level protocol (multipart, create-only commit records, the race) against moto's
+//! server: skipped with a printed reason when it is not installed, failed instead when `BACKSET_REQUIRE_MOTO` is set
+//! (as `.ci/run` sets it).
 
 mod support;
 
@@ -194,43 +198,36 @@ fn full_incremental_and_journal_to_s3_restore_as_the_same_sequence_on_a_local_se
     assert!(!inc_atoms.is_empty(), "the incremental holds the atoms that changed");
 }
 
+/// Two servers on `e` each start a throttled full into `url` at once: one completes, the other reads `failed`
+/// saying another hot copy published first; `check` passes and the set restores the winner's 400 keys.
+fn two_fulls_race(e: &Endpoint, work: &Path, url: &str) {
+    let a = serve(&work.join("a"), e);
+    let b = serve(&work.join("b"), e);
+    // Enough to copy that, throttled, both jobs are staged before either publishes.
+    a.load(400, 4000);
+    b.load(400, 4000);
+    // About 4 s each at 400 kB/s.
+    let ja = a.start_throttled_full(Path::new(url), 400_000);
+    let jb = b.start_throttled_full(Path::new(url), 400_000);
+    let (va, vb) = (final_status(&a, &ja), final_status(&b, &jb));
+    let statuses = [va["status"].as_str().unwrap(), vb["status"].as_str().unwrap()];
+    assert!(statuses.contains(&"completed") && statuses.contains(&"failed"), "{va}\n{vb}");
+    let loser = if va["status"] == "completed" { &vb } else { &va };
+    let message = loser["message"].as_str().unwrap();
+    assert!(message.contains("another hot copy published element full first"), "{message}");
+    assert!(message.contains("run this hot copy again"), "{message}");
+    // The set is the winner's, whole: check passes and it restores the winner's data.
+    offline_ok(e, &["check", url]);
+    let data = restored(e, work, "r", url, &[]);
+    assert_eq!(data.len(), 400);
+}
+
 #[test]
 fn two_fulls_racing_for_one_prefix_publish_one_and_the_loser_fails_clearly() {
     let store = S3sServer::start();
     let e = store.endpoint().clone();
     let work = tmp();
-    let a = serve(&work.path().join("a"), &e);
-    let b = serve(&work.path().join("b"), &e);
-    // Enough to copy that, throttled, both jobs are staged before either publishes.
-    a.load(400, 4000);
-    b.load(400, 4000);
-    let url = Path::new("s3://backset-test/race");
-    // About 4 s each at 400 kB/s.
-    let ja = a.start_throttled_full(url, 400_000);
-    let jb = b.start_throttled_full(url, 400_000);
-    let end = |srv: &Server, j: &(u64, String)| {
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
-        loop {
-            let v = srv.hot_copy_status(j);
-            if v["status"] != "running" {
-                return v;
-            }
-            assert!(std::time::Instant::now() < deadline, "the hot copy did not end: {v}");
-            std::thread::sleep(std::time::Duration::from_millis(100));
-        }
-    };
-    let (va, vb) = (end(&a, &ja), end(&b, &jb));
-    let statuses = [va["status"].as_str().unwrap(), vb["status"].as_str().unwrap()];
-    assert!(statuses.contains(&"completed") && statuses.contains(&"failed"), "{va}\n{vb}");
-    let (winner, loser) = if va["status"] == "completed" { (&a, &vb) } else { (&b, &va) };
-    let message = loser["message"].as_str().unwrap();
-    assert!(message.contains("another hot copy published element full first"), "{message}");
-    assert!(message.contains("run this hot copy again"), "{message}");
-    // The set is the winner's, whole: check passes and it restores the winner's data.
-    offline_ok(&e, &["check", "s3://backset-test/race"]);
-    let data = restored(&e, work.path(), "r", "s3://backset-test/race", &[]);
-    assert_eq!(data.len(), 400);
-    let _ = winner;
+    two_fulls_race(&e, work.path(), "s3://backset-test/race");
     // Nothing of the loser's job is left: one element id under full/.
     let ids: std::collections::BTreeSet<String> = objects(&store, "race/full")
         .iter()
@@ -869,4 +866,110 @@ fn throttling_by_the_store_is_retried_then_fails_the_job_with_the_stores_message
     assert_eq!(list.iter().map(|(n, _)| n.as_str()).collect::<Vec<_>>(), ["full"], "{list:?}");
     offline_ok(&e, &["check", url]);
     assert_eq!(restored(&e, work.path(), "after", url, &[]), before);
+}
+
+/// The objects below `prefix` of the test bucket on moto's server, as (key, size, ETag), through an unsigned
+/// ListObjectsV2 (moto does not check signatures; its own listing, not Backset's).
+fn moto_objects(e: &Endpoint, prefix: &str) -> Vec<(String, u64, String)> {
+    use std::io::{Read, Write};
+    let addr = e.url.strip_prefix("http://").unwrap();
+    let mut stream = std::net::TcpStream::connect(addr).unwrap();
+    write!(
+        stream,
+        "GET /{}?list-type=2&max-keys=1000&prefix={prefix} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n",
+        e.bucket
+    )
+    .unwrap();
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).unwrap();
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    let field = |block: &str, name: &str| {
+        let start = block.find(&format!("<{name}>")).map(|i| i + name.len() + 2)?;
+        let end = block[start..].find(&format!("</{name}>"))? + start;
+        Some(block[start..end].to_owned())
+    };
+    answer
+        .split("<Contents>")
+        .skip(1)
+        .map(|block| {
+            (
+                field(block, "Key").unwrap(),
+                field(block, "Size").unwrap().parse().unwrap(),
+                field(block, "ETag").unwrap_or_default(),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn moto_full_incremental_and_journal_restore_what_was_committed_with_multipart_and_create_only_puts() {
+    let Some(moto) = backset_s3test::MotoServer::start("moto_full_incremental_and_journal") else { return };
+    let e = moto.endpoint().clone();
+    let work = tmp();
+    let data = work.path().join("data");
+    let start = |data: &Path| Server::start_with_env(data, &["--atom-buckets", "64"], &as_refs(&s3_env(&e)));
+    let url = "s3://backset-test/moto";
+    // A full before any checkpoint: the whole 12 MB of journal is one data file, uploaded in parts.
+    let srv = start(&data);
+    srv.load(300, 40_000);
+    srv.cli_ok(&hotcopy_args("full", url, WAIT));
+    let (code, out) = srv.terminate();
+    assert_eq!(code, Some(0), "{out}");
+    let srv = start(&data);
+    srv.load(100, 3000);
+    let (code, out) = srv.terminate();
+    assert_eq!(code, Some(0), "{out}");
+    let srv = start(&data);
+    srv.cli_ok(&hotcopy_args("incremental", url, WAIT));
+    srv.load(50, 100);
+    srv.cli_ok(&hotcopy_args("journal", url, WAIT));
+
+    // What was committed (the test's own writes): key i of the last write to it.
+    let value = |i: usize| {
+        "v".repeat(if i < 50 {
+            100
+        } else if i < 100 {
+            3000
+        } else {
+            40_000
+        })
+    };
+    let committed = |upto: &dyn Fn(usize) -> String| -> std::collections::BTreeMap<String, String> {
+        (0..300).map(|i| (format!("key-{i:06}"), upto(i))).collect()
+    };
+    let list = elements(&e, url);
+    let names: Vec<&str> = list.iter().map(|(n, _)| n.as_str()).collect();
+    assert_eq!(names.len(), 3, "{list:?}");
+    offline_ok(&e, &["check", url]);
+    let full = restored(&e, work.path(), "full", url, &["--backup-element-id", &id_of(&list, "full")]);
+    assert_eq!(full, committed(&|_| "v".repeat(40_000)));
+    let inc = restored(&e, work.path(), "inc", url, &["--backup-element-id", &id_of(&list, "1.inc")]);
+    assert_eq!(inc, committed(&|i| "v".repeat(if i < 100 { 3000 } else { 40_000 })));
+    assert_eq!(restored(&e, work.path(), "latest", url, &[]), committed(&value));
+
+    // On moto's own listing: the full's journal went as a multipart upload (its ETag `<md5>-<parts>`), and each
+    // element has its commit record (created with If-None-Match: *; the race below is what that guards).
+    let full_objects = moto_objects(&e, &format!("moto/full/{}/data/", id_of(&list, "full")));
+    let large: Vec<_> = full_objects.iter().filter(|(_, size, _)| *size > 8 << 20).collect();
+    assert!(!large.is_empty(), "a data file over one part: {full_objects:?}");
+    assert!(large.iter().all(|(_, _, etag)| etag.contains('-')), "uploaded in parts: {large:?}");
+    for name in ["full", "1.inc", "1.jnl"] {
+        assert_eq!(moto_objects(&e, &format!("moto/{name}/commit")).len(), 1, "{name}");
+    }
+}
+
+#[test]
+fn moto_two_fulls_racing_for_one_prefix_publish_one_and_the_loser_fails_clearly() {
+    let Some(moto) = backset_s3test::MotoServer::start("moto_two_fulls_racing") else { return };
+    let e = moto.endpoint().clone();
+    let work = tmp();
+    two_fulls_race(&e, work.path(), "s3://backset-test/race");
+    // One element id under full/ on moto's listing: the loser removed its objects.
+    let ids: std::collections::BTreeSet<String> = moto_objects(&e, "race/full/")
+        .into_iter()
+        .filter_map(|(key, _, _)| {
+            key.strip_prefix("race/full/").and_then(|k| k.split_once('/')).map(|(id, _)| id.to_owned())
+        })
+        .collect();
+    assert_eq!(ids.len(), 1, "{ids:?}");
 }
