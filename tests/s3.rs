@@ -973,3 +973,79 @@ fn moto_two_fulls_racing_for_one_prefix_publish_one_and_the_loser_fails_clearly(
         .collect();
     assert_eq!(ids.len(), 1, "{ids:?}");
 }
+
+/// Bytes of the data objects (`<element>/<id>/data/...`) the store holds below `prefix` now.
+fn data_bytes(store: &S3sServer, prefix: &str) -> u64 {
+    let data = objects(store, prefix).into_iter().filter(|p| p.components().any(|c| c.as_os_str() == "data"));
+    data.map(|p| std::fs::metadata(&p).map_or(0, |m| m.len())).sum()
+}
+
+#[test]
+fn a_hot_copy_to_s3_under_max_rate_stores_what_it_reads_as_it_reads_it_within_the_budget() {
+    let store = S3sServer::start();
+    let e = store.endpoint().clone();
+    let work = tmp();
+    let data = work.path().join("data");
+    let srv = serve_with_atoms(&data, &e, 400, 2000);
+    let url = "s3://backset-test/throttled";
+    let max_rate: u64 = 250_000;
+    let asked = std::time::Instant::now();
+    let body = serde_json::json!({"type": "full", "backupSetDirs": {"0": url}, "maxRate": max_rate});
+    let (code, v) = srv.post_json_checked("/databases/demo/hotCopy", &body);
+    assert_eq!(code, 200, "{v}");
+    let job = (v["coordinatorStartId"].as_u64().unwrap(), v["hotCopyId"].as_str().unwrap().to_owned());
+    // (seconds since the request, data bytes stored, bytes read and planned) while it runs.
+    let mut samples: Vec<(f64, u64, u64)> = Vec::new();
+    let end = loop {
+        let v = srv.hot_copy_status(&job);
+        let t = asked.elapsed().as_secs_f64();
+        samples.push((t, data_bytes(&store, "throttled"), v["bytesTotal"].as_u64().unwrap_or(0)));
+        if v["status"] != "running" {
+            break v;
+        }
+        assert!(t < 120.0, "the hot copy still runs after 120 s: {v}");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    let took = asked.elapsed().as_secs_f64();
+    assert_eq!(end["status"], "completed", "{end}");
+    let total = end["bytesTotal"].as_u64().unwrap();
+    let stored = data_bytes(&store, "throttled");
+    assert!(total > 3 * max_rate, "a job of several seconds at the rate: {total} bytes");
+    // Every byte read is stored, and nothing else counts: the data objects are the bytes the copier read.
+    assert_eq!(stored, total, "{end}");
+    // The copier reads at most the rate from the job's start (no burst: limit.rs), and the store gets only what was
+    // read: at every moment, the data stored is within the budget since the request, and the whole took at least
+    // the bytes at the rate.
+    for &(t, bytes, _) in &samples {
+        assert!(
+            bytes as f64 <= max_rate as f64 * t,
+            "{bytes} bytes stored {t:.2} s after the request at {max_rate} B/s"
+        );
+    }
+    assert!(took >= total as f64 / max_rate as f64, "{total} bytes in {took:.2} s at {max_rate} B/s");
+    // Stored as it is read, not after: half way through the job's time, a good part of the data is on the store.
+    let half = samples.iter().find(|s| s.0 >= took / 2.0).expect("a sample half way");
+    assert!(half.1 >= total / 4, "only {} of {total} bytes stored {:.2} s into a {took:.2} s job", half.1, half.0);
+}
+
+#[test]
+fn an_atom_larger_than_a_part_is_stored_as_a_multipart_upload_that_checks_and_restores() {
+    let store = S3sServer::start();
+    let e = store.endpoint().clone();
+    let work = tmp();
+    let data = work.path().join("data");
+    // One atom holding every key: over 8 MiB (UPLOAD_PART_BYTES), so its object goes up in parts.
+    let srv = Server::start_with_env(&data, &["--atom-buckets", "1"], &as_refs(&s3_env(&e)));
+    srv.load(1100, 10_000);
+    let srv = restart(srv, &data, &e);
+    let url = "s3://backset-test/large";
+    srv.cli_ok(&hotcopy_args("full", url, WAIT));
+    let full = id_of(&elements(&e, url), "full");
+    let atoms = objects(&store, &format!("large/full/{full}/data/atoms"));
+    let largest = atoms.iter().map(|p| std::fs::metadata(p).unwrap().len()).max().unwrap_or(0);
+    assert!(largest > 8 << 20, "an atom object larger than one part: {largest} bytes in {atoms:?}");
+    offline_ok(&e, &["check", url]);
+    let expected: std::collections::BTreeMap<String, String> =
+        (0..1100).map(|i| (format!("key-{i:06}"), "v".repeat(10_000))).collect();
+    assert_eq!(restored(&e, work.path(), "r", url, &[]), expected);
+}

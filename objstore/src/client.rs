@@ -216,6 +216,17 @@ impl ObjectClient {
         Ok(Stored { e_tag: result.e_tag })
     }
 
+    /// Starts storing `pieces`, one after the other, as `rel` in one request (replacing what was there) on the
+    /// client's runtime, and returns at once: the pieces are sent as they are (no copy into one buffer), and each
+    /// is dropped once the request is done. [`PendingPut::wait`] gives the outcome.
+    pub fn put_pieces(&self, rel: &str, pieces: Vec<Bytes>) -> Result<PendingPut, ObjStoreError> {
+        let path = self.path(rel)?;
+        let store = Arc::clone(&self.store);
+        let payload: PutPayload = pieces.into_iter().collect();
+        let handle = self.runtime.spawn(async move { store.put(&path, payload).await });
+        Ok(PendingPut { rel: rel.to_owned(), handle })
+    }
+
     /// Starts a multipart upload of `rel`: parts go from the caller's buffers, at most
     /// [`MULTIPART_PARTS_IN_FLIGHT`] at once; the object appears only at [`Upload::finish`]. An upload dropped
     /// unfinished is aborted.
@@ -426,6 +437,24 @@ impl std::io::Read for ObjectReader {
     }
 }
 
+/// A put started by [`ObjectClient::put_pieces`].
+#[derive(Debug)]
+pub struct PendingPut {
+    rel: String,
+    handle: JoinHandle<object_store::Result<object_store::PutResult>>,
+}
+
+impl PendingPut {
+    /// Waits for the put (on `client`, which started it) to be stored or to fail.
+    pub fn wait(self, client: &ObjectClient) -> Result<Stored, ObjStoreError> {
+        let result = match client.runtime.block_on(self.handle) {
+            Ok(result) => result,
+            Err(join) => Err(object_store::Error::JoinError { source: join }),
+        };
+        result.map(|r| Stored { e_tag: r.e_tag }).map_err(client.err("put", &self.rel))
+    }
+}
+
 /// A multipart upload in progress (see [`ObjectClient::upload`]).
 pub struct Upload<'a> {
     client: &'a ObjectClient,
@@ -447,12 +476,19 @@ impl Upload<'_> {
     /// the next part comes); at most [`MAX_PART_BYTES`] and [`MAX_PARTS`] parts. Waits for the oldest part to be
     /// stored when [`MULTIPART_PARTS_IN_FLIGHT`] are in flight. On an error the upload is aborted.
     pub fn put_part(&mut self, data: Bytes) -> Result<(), ObjStoreError> {
+        self.put_part_pieces(vec![data])
+    }
+
+    /// Sends `pieces`, one after the other, as the next part (no copy into one buffer; each piece is dropped once
+    /// its part is stored): as [`put_part`](Self::put_part).
+    pub fn put_part_pieces(&mut self, pieces: Vec<Bytes>) -> Result<(), ObjStoreError> {
+        let data: PutPayload = pieces.into_iter().collect();
         let object = || self.client.url.show(&self.rel);
         let part = self.parts + 1;
         let refused = if self.parts > 0 && self.last_len < MIN_PART_BYTES {
             Some(ObjStoreError::PartTooSmall { object: object(), part: self.parts, len: self.last_len })
-        } else if part > MAX_PARTS || data.len() > MAX_PART_BYTES {
-            Some(ObjStoreError::PartLimit { object: object(), part, len: data.len() })
+        } else if part > MAX_PARTS || data.content_length() > MAX_PART_BYTES {
+            Some(ObjStoreError::PartLimit { object: object(), part, len: data.content_length() })
         } else {
             None
         };
@@ -463,10 +499,10 @@ impl Upload<'_> {
         while self.in_flight.len() >= MULTIPART_PARTS_IN_FLIGHT {
             self.wait_oldest()?;
         }
-        self.last_len = data.len();
+        self.last_len = data.content_length();
         self.parts = part;
         let Some(inner) = self.inner.as_mut() else { unreachable!("an upload is used after it ended") };
-        let future = inner.put_part(PutPayload::from(data));
+        let future = inner.put_part(data);
         self.in_flight.push_back(self.client.runtime.spawn(future));
         Ok(())
     }

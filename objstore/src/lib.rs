@@ -22,7 +22,7 @@ pub mod error;
 pub mod limits;
 pub mod location;
 
-pub use client::{DirListing, Entry, ObjectClient, ObjectInfo, ObjectReader, Stored, Upload};
+pub use client::{DirListing, Entry, ObjectClient, ObjectInfo, ObjectReader, PendingPut, Stored, Upload};
 pub use config::{RetrySettings, S3Config, S3Credentials, S3Overrides, Secret};
 pub use error::ObjStoreError;
 pub use location::{Location, LocationError, S3Url};

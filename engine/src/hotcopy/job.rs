@@ -16,7 +16,7 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use backset_copier::limit::JobLimiter;
-use backset_copier::{CopyError, CopyRequest, FileReport, JobControl, JobReport, SmCopier, Throttle};
+use backset_copier::{ChunkSink, CopyError, CopyRequest, FileReport, JobControl, JobReport, SmCopier, Throttle};
 use backset_format::atom::{AtomHeader, ATOM_HEADER_BYTES};
 use backset_format::dirfd::{remove_empty_dir, remove_path};
 use backset_format::fsio::sync_dir;
@@ -281,7 +281,17 @@ impl Counts {
 impl Runner<'_> {
     /// Runs one copier call for `planned` of the `part` planned: in the progress, that work moves from the plan to
     /// the call in flight, then to what is done (the bytes and files copied; back to the plan when the call fails).
-    fn copy(&mut self, requests: &[CopyRequest], part: Part, planned: Amount) -> Result<JobReport, HotCopyError> {
+    ///
+    /// With `stream` (an element of a set whose storage takes its data files streamed, see
+    /// `SetStorage::stream_data`), the copier reads the requests' sources and hands its buffers to the storage
+    /// instead of writing the targets, which name the files within the staged element.
+    fn copy(
+        &mut self,
+        requests: &[CopyRequest],
+        part: Part,
+        planned: Amount,
+        stream: Option<(&SetWriter, &Begun)>,
+    ) -> Result<JobReport, HotCopyError> {
         self.coord.check()?;
         let ctl = Arc::new(JobControl::new());
         {
@@ -290,7 +300,29 @@ impl Runner<'_> {
             counts.current = Some((Arc::clone(&ctl), planned));
         }
         self.coord.register(&ctl);
-        let result = self.copier.copy(requests, &ctl, Some(self.limiter as &dyn Throttle));
+        let throttle = Some(self.limiter as &dyn Throttle);
+        let mut stored = Ok(());
+        let result = match stream {
+            None => self.copier.copy(requests, &ctl, throttle),
+            Some((handle, begun)) => {
+                let files: Vec<PathBuf> = requests
+                    .iter()
+                    .map(|r| r.target.as_deref().and_then(|t| t.strip_prefix(&begun.tmp).ok()).map(Path::to_path_buf))
+                    .collect::<Option<_>>()
+                    .expect("the targets of an element's copy are in its staged directory");
+                let reads: Vec<CopyRequest> =
+                    requests.iter().map(|r| CopyRequest { target: None, ..r.clone() }).collect();
+                let copier = &self.copier;
+                let mut copy = |sink: &dyn ChunkSink| copier.stream(&reads, &ctl, throttle, sink);
+                match handle.stream_data(begun, &files, &ctl, &mut copy) {
+                    Ok(result) => result,
+                    Err(e) => {
+                        stored = Err(e);
+                        Err(CopyError::Cancelled)
+                    }
+                }
+            }
+        };
         self.coord.unregister(&ctl);
         {
             let mut counts = lock(&self.live.counts);
@@ -307,6 +339,7 @@ impl Runner<'_> {
                 }
             }
         }
+        stored?;
         match result {
             Ok(report) => Ok(report),
             Err(e) => {
@@ -314,6 +347,14 @@ impl Runner<'_> {
                 Err(e.into())
             }
         }
+    }
+}
+
+/// The set and element a copy streams its data files to, when the set's storage takes them so.
+fn streaming(output: &Option<Output>) -> Option<(&SetWriter, &Begun)> {
+    match output {
+        Some(Output::Element { handle, begun, .. }) if handle.streams_data() => Some((handle, begun)),
+        _ => None,
     }
 }
 
@@ -925,7 +966,10 @@ impl Work<'_> {
             end_micros: end_micros.max(begun.entry.begin_micros),
             parent: *parent,
         };
-        check_data_files(&begun.tmp.join(DATA_DIR), &manifest.files)?;
+        if !handle.streams_data() {
+            // Streamed files were checked as they were stored, and are checked again when the element is sealed.
+            check_data_files(&begun.tmp.join(DATA_DIR), &manifest.files)?;
+        }
         handle.write_control(begun, &manifest, &catalog, &info)?;
         self.ctx.coord.arrive_commit()?;
         self.fault_pause("before-move")?;
@@ -1056,7 +1100,7 @@ impl Work<'_> {
             let requests: Vec<CopyRequest> =
                 pending.iter().map(|(a, _)| CopyRequest::file(&a.path, dir.join(atom_file_name(a.atom_id)))).collect();
             let planned = Amount { bytes: pending.iter().map(|(_, size)| size).sum(), files: pending.len() as u64 };
-            match self.runner.copy(&requests, Part::Atoms, planned) {
+            match self.runner.copy(&requests, Part::Atoms, planned, streaming(&self.output)) {
                 Ok(report) => {
                     for ((a, _), file) in pending.iter().zip(report.files) {
                         let lsn = copied_lsn(a, &file)?;
@@ -1112,7 +1156,7 @@ impl Work<'_> {
             })
             .collect();
         let planned = self.journal_amount(slices);
-        let report = self.runner.copy(&requests, Part::Journal, planned)?;
+        let report = self.runner.copy(&requests, Part::Journal, planned, streaming(&self.output))?;
         Ok(slices.iter().cloned().zip(report.files).collect())
     }
 

@@ -17,15 +17,30 @@
 //! - **`state` is derived**, never stored: the set's header and the completed entries come from the commit records
 //!   (each is a `state` holding the set's header and exactly its own element, completed), the in-progress entries
 //!   from what this process's writer last wrote (kept in memory, as only its own jobs can be in progress for it).
-//! - **Staging** is a local spool directory per element (`tmp/<element id>` as the copier sees it), which the copier
-//!   writes as it writes a local set; [`seal`](SetStorage::seal) uploads each data file (whole when it fits one
-//!   part, as a multipart upload of [`UPLOAD_PART_BYTES`] parts otherwise, at most
-//!   [`MULTIPART_PARTS_IN_FLIGHT`](backset_objstore::limits::MULTIPART_PARTS_IN_FLIGHT) in flight), hashing every
-//!   byte it sends and comparing it with the manifest (so what is stored is what the copier hashed from the
-//!   archive), removes the spooled file, then stores the control objects and checks every object's size in one
-//!   listing; [`publish`](SetStorage::publish) is the create-only put of the commit record. Memory: at most
-//!   `(MULTIPART_PARTS_IN_FLIGHT + 1) * UPLOAD_PART_BYTES` (40 MiB) per element being sealed. Disk: the spool holds
-//!   the element's data files until they are uploaded.
+//! - **Data files go up from the copier's buffers** ([`stream_data`](SetStorage::stream_data)): a hot copy's
+//!   copier reads the archive as for a local set (io_uring, O_DIRECT, BLAKE3 from the read buffer, the per-SM
+//!   rate limit counting the bytes read) but writes nothing: it lends each buffer, once hashed, to this store
+//!   (`backset_copier::SmCopier::stream`), which sends it on as it comes: a file of at most [`UPLOAD_PART_BYTES`]
+//!   in one put (at most [`STREAM_PUTS_IN_FLIGHT`] puts in flight), a larger one as a multipart upload of
+//!   [`UPLOAD_PART_BYTES`] parts made of the buffers themselves (at most
+//!   [`MULTIPART_PARTS_IN_FLIGHT`](backset_objstore::limits::MULTIPART_PARTS_IN_FLIGHT) in flight). A buffer goes
+//!   back to the copier's pool once its put or part is stored. **Memory**: the data in flight is the SM copier's
+//!   pool (`HOTCOPY_COPIER_POOL_BYTES`, 64 MiB), nothing more: a buffer being read, hashed, waiting for its part
+//!   or being sent is a pool buffer, and when the store is slower than the archive every buffer ends up waiting
+//!   to be sent and the reads wait for one to come back. Beyond the pool: the keys and sizes of the job's files,
+//!   and the HTTP client's own buffers (headers, TLS records). **Rate**: what is stored is exactly what was read,
+//!   as it is read, so `--max-rate` holds for the upload too. The copier's hash of each file is recorded and
+//!   compared with the manifest at [`seal`](SetStorage::seal), with the size of every stored object in one
+//!   listing. A streaming job holds the buffers of one part being filled per file it is reading (one file at a
+//!   time on io_uring, up to `backset_copier::limits::PORTABLE_THREADS` on the portable backend): the pool must hold
+//!   that many parts for each hot copy to object storage running on the SM at once (64 MiB: 8 parts).
+//! - **Staging** is also a local spool directory per element (`tmp/<element id>` as the copier sees it), for what
+//!   is written as files (`backset set copy` writes an element's data there):
+//!   [`seal`](SetStorage::seal) uploads each data file found there the same way, hashing every byte it sends and
+//!   comparing it with the manifest, removes the spooled file, then stores the control objects and checks every
+//!   object's size in one listing; [`publish`](SetStorage::publish) is the create-only put of the commit record.
+//!   Memory of a spooled upload: at most `(MULTIPART_PARTS_IN_FLIGHT + 1) * UPLOAD_PART_BYTES` (40 MiB) per element
+//!   being sealed. The spool is removed when the job ends, and the store's spool root once no element is staged.
 //! - **One process writes a set at a time** (as for a local set). An aborted job removes its own objects; the
 //!   objects of a job killed outright are removed by the next hot copy's clean-up (listed under `tmp/`) or by
 //!   `backset set gc`, once nothing was written for them for [`GC_MIN_AGE`]: never those of a job that may still run.
@@ -35,8 +50,9 @@ use std::ffi::OsString;
 use std::fs::{self, File};
 use std::io::{ErrorKind, Read};
 use std::path::{Component, Path, PathBuf};
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{mpsc, Mutex, MutexGuard};
 
+use backset_copier::{Chunk, ChunkSink, CopyError, JobControl, JobReport};
 use backset_format::dirfd::{DirId, EntryKind};
 use backset_format::layout::{CONTROL_DIR, DATA_DIR, ELEMENT_INFO_FILE, MANIFEST_FILE, STATE_FILE, TMP_DIR};
 use backset_format::meta;
@@ -60,6 +76,11 @@ pub const MAX_COMMIT_BYTES: u64 = 1 << 20;
 /// The part size of a multipart upload of a data file, and the largest file uploaded in one put: 8 MiB.
 pub const UPLOAD_PART_BYTES: usize = 8 << 20;
 
+/// Single puts of streamed data files (files of at most [`UPLOAD_PART_BYTES`]) in flight at once, for one job: 16.
+/// Each holds its file's chunks (pool buffers) until it is stored, so the copier's pool bounds their memory; a
+/// small file costs a round trip, which this many side by side hide.
+pub const STREAM_PUTS_IN_FLIGHT: usize = 16;
+
 /// Where the spool directories of staged elements go when `BACKSET_SPOOL_DIR` is not set: the system's temporary
 /// directory.
 pub const SPOOL_DIR_VAR: &str = "BACKSET_SPOOL_DIR";
@@ -70,6 +91,9 @@ struct Staged {
     name: ElementName,
     spool: PathBuf,
     info: Option<ElementInfo>,
+    /// Data files stored from the copier's buffers ([`SetStorage::stream_data`]): key -> (bytes, the BLAKE3 the
+    /// copier computed from those buffers), checked against the manifest when the element is sealed.
+    streamed: HashMap<String, (u64, [u8; 32])>,
 }
 
 #[derive(Debug, Default)]
@@ -361,6 +385,106 @@ impl ObjectStore {
     }
 }
 
+/// A hash as messages show it.
+fn hex(hash: &[u8; 32]) -> String {
+    hash.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The element id of a staged element (`tmp/<element id>`).
+fn staged_id(staged: &Path) -> Uuid {
+    staged
+        .file_name()
+        .and_then(|n| n.to_str())
+        .and_then(|n| n.parse().ok())
+        .expect("a staged element is tmp/<element id>")
+}
+
+/// A data file being stored from the copier's chunks: the chunks of its part not sent yet, and its multipart
+/// upload once it has more than one part.
+struct Storing<'c> {
+    pieces: Vec<Bytes>,
+    piece_bytes: usize,
+    got: u64,
+    upload: Option<backset_objstore::Upload<'c>>,
+}
+
+impl ObjectStore {
+    /// Stores the data files `keys[i]` from the chunks of request `i` coming through `chunks`, until the channel
+    /// closes (the copier's job ended): a file of at most [`UPLOAD_PART_BYTES`] in one put (at most
+    /// [`STREAM_PUTS_IN_FLIGHT`] at once), a larger one as a multipart upload of [`UPLOAD_PART_BYTES`] parts
+    /// (at most [`MULTIPART_PARTS_IN_FLIGHT`](backset_objstore::limits::MULTIPART_PARTS_IN_FLIGHT) in flight), each
+    /// part the chunks themselves (no copy). Every chunk goes back to the copier's pool once its request is done.
+    /// Returns the bytes stored of each file stored whole; on a store error, cancels the copier's job (`ctl`) and
+    /// returns the error (an upload left unfinished is aborted as it drops).
+    fn store_chunks(
+        &self,
+        keys: &[String],
+        chunks: mpsc::Receiver<Chunk>,
+        ctl: &JobControl,
+    ) -> Result<HashMap<usize, u64>, SetError> {
+        let mut files: HashMap<usize, Storing<'_>> = HashMap::new();
+        let mut puts: std::collections::VecDeque<backset_objstore::PendingPut> = std::collections::VecDeque::new();
+        let mut stored = HashMap::new();
+        let result = (|| {
+            for chunk in chunks.iter() {
+                let i = chunk.request();
+                let key = &keys[i];
+                let last = chunk.is_last();
+                let f = files.entry(i).or_insert_with(|| Storing {
+                    pieces: Vec::new(),
+                    piece_bytes: 0,
+                    got: 0,
+                    upload: None,
+                });
+                f.got += chunk.len() as u64;
+                f.piece_bytes += chunk.len();
+                f.pieces.push(Bytes::from_owner(chunk));
+                if f.piece_bytes >= UPLOAD_PART_BYTES && !last {
+                    if f.upload.is_none() {
+                        f.upload = Some(self.client.upload(key)?);
+                    }
+                    f.piece_bytes = 0;
+                    f.upload.as_mut().expect("started").put_part_pieces(std::mem::take(&mut f.pieces))?;
+                }
+                if !last {
+                    continue;
+                }
+                let f = files.remove(&i).expect("just there");
+                match f.upload {
+                    None => {
+                        puts.push_back(self.client.put_pieces(key, f.pieces)?);
+                        while puts.len() > STREAM_PUTS_IN_FLIGHT {
+                            puts.pop_front().expect("more than one").wait(&self.client)?;
+                        }
+                    }
+                    Some(mut upload) => {
+                        if !f.pieces.is_empty() {
+                            upload.put_part_pieces(f.pieces)?;
+                        }
+                        upload.finish()?;
+                    }
+                }
+                tracing::debug!(object = %self.client.url().show(key), bytes = f.got, "stored from the copier's buffers");
+                stored.insert(i, f.got);
+            }
+            while let Some(put) = puts.pop_front() {
+                put.wait(&self.client)?;
+            }
+            Ok(())
+        })();
+        match result {
+            Ok(()) => Ok(stored),
+            Err(e) => {
+                ctl.cancel();
+                for put in puts {
+                    let _ = put.wait(&self.client);
+                }
+                Err(self.set_err(e))
+            }
+        }
+    }
+}
+
 /// An error of a chunk sink carried through `hash_stream`'s `io::Error`.
 trait StoreCarrier {
     fn into_inner_store(self) -> Result<ObjStoreError, std::io::Error>;
@@ -626,8 +750,57 @@ impl SetStorage for ObjectStore {
             path: data.clone(),
             source,
         })?;
-        inner.staged.insert(id, Staged { name, spool, info: None });
+        inner.staged.insert(id, Staged { name, spool, info: None, streamed: HashMap::new() });
         Ok(Path::new(TMP_DIR).join(id.to_string()))
+    }
+
+    fn streams_data(&self) -> bool {
+        true
+    }
+
+    fn stream_data(
+        &self,
+        staged: &Path,
+        files: &[PathBuf],
+        ctl: &JobControl,
+        copy: &mut dyn FnMut(&dyn ChunkSink) -> Result<JobReport, CopyError>,
+    ) -> Result<Result<JobReport, CopyError>, SetError> {
+        let id = staged_id(staged);
+        let name = self.inner().staged.get(&id).map(|s| s.name).expect("staged by this store");
+        let keys: Vec<String> = files.iter().map(|f| format!("{name}/{id}/{}", f.to_string_lossy())).collect();
+        let (tx, rx) = mpsc::channel::<Chunk>();
+        let (copied, stored) = std::thread::scope(|s| {
+            let storing = s.spawn(|| self.store_chunks(&keys, rx, ctl));
+            let copied = copy(&tx);
+            drop(tx);
+            (copied, storing.join())
+        });
+        let stored = stored.unwrap_or_else(|panic| std::panic::resume_unwind(panic))?;
+        let report = match copied {
+            Ok(report) => report,
+            Err(e) => return Ok(Err(e)),
+        };
+        let mut streamed = Vec::with_capacity(report.files.len());
+        for (i, file) in report.files.iter().enumerate() {
+            let got = stored.get(&i).copied().unwrap_or(0);
+            if file.bytes == 0 {
+                // An empty file gives the sink no chunk.
+                self.client.put(&keys[i], Bytes::new()).map_err(|e| self.set_err(e))?;
+            } else if got != file.bytes {
+                return Err(SetError::Conflict {
+                    path: PathBuf::from(self.client.url().show(&keys[i])),
+                    reason: format!(
+                        "{got} of its {} bytes were stored; nothing was published: run the hot copy again",
+                        file.bytes
+                    ),
+                });
+            }
+            streamed.push((keys[i].clone(), (file.bytes, file.hash)));
+        }
+        if let Some(s) = self.inner().staged.get_mut(&id) {
+            s.streamed.extend(streamed);
+        }
+        Ok(Ok(report))
     }
 
     fn seal(&self, staged: &Path, control: &[(&str, Vec<u8>)]) -> Result<(), SetError> {
@@ -636,7 +809,7 @@ impl SetStorage for ObjectStore {
             .and_then(|n| n.to_str())
             .and_then(|n| n.parse().ok())
             .expect("a staged element is tmp/<element id>");
-        let Staged { name, spool, .. } = self.inner().staged.get(&id).cloned().expect("staged by this store");
+        let Staged { name, spool, streamed, .. } = self.inner().staged.get(&id).cloned().expect("staged by this store");
         let find = |file: &str| control.iter().find(|(n, _)| *n == file).map(|(_, b)| b.as_slice());
         let decode_err = |file: &str, e: backset_format::MetadataError| SetError::Write {
             source: WriteError::Metadata { path: spool.join(CONTROL_DIR).join(file), source: e },
@@ -651,8 +824,27 @@ impl SetStorage for ObjectStore {
             let file = backset_format::layout::data_file_path(f.kind, f.id);
             let local = spool.join(DATA_DIR).join(&file);
             let key = format!("{base}/{DATA_DIR}/{file}");
-            self.upload_file(&local, &key, f)?;
-            let _ = fs::remove_file(&local);
+            match streamed.get(&key) {
+                // Stored from the very buffers the copier hashed: its hash and size must be the manifest's.
+                Some(&(bytes, hash)) => {
+                    if bytes != f.size || hash != f.hash {
+                        return Err(SetError::Conflict {
+                            path: PathBuf::from(self.client.url().show(&key)),
+                            reason: format!(
+                                "stored {bytes} bytes whose BLAKE3 the copier computed as {}, where the manifest \
+                                 says {} bytes of {}; nothing was published: run the hot copy again",
+                                hex(&hash),
+                                f.size,
+                                hex(&f.hash)
+                            ),
+                        });
+                    }
+                }
+                None => {
+                    self.upload_file(&local, &key, f)?;
+                    let _ = fs::remove_file(&local);
+                }
+            }
             expected.push((key, f.size));
         }
         crate::hotcopy::fault::pause_before_control(info.kind, id);

@@ -22,6 +22,7 @@ use std::fs::{self, File};
 use std::io::{ErrorKind, Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 
+use backset_copier::{ChunkSink, CopyError, JobControl, JobReport};
 use backset_format::dirfd::{is_link, remove_empty_dir, DirFd, EntryKind};
 use backset_format::fsio::{open_regular, read_regular, sync_dir, write_file_atomic};
 use backset_format::layout::{CONTROL_DIR, DATA_DIR, TMP_DIR};
@@ -83,6 +84,30 @@ pub trait SetStorage: fmt::Debug + Send + Sync {
     /// it (relative to the set). The name is known from the start so that a backend without rename can store the
     /// element's objects under it (and the id: two jobs racing for one name never write the same object).
     fn stage(&self, id: Uuid, name: ElementName) -> Result<PathBuf, SetError>;
+
+    /// Whether the copier hands the staged element's data files to [`stream_data`](Self::stream_data) instead of
+    /// writing them under [`copier_path`](Self::copier_path): a backend without local files.
+    fn streams_data(&self) -> bool {
+        false
+    }
+
+    /// Runs `copy`, a streaming copier job whose request `i` reads the data file `files[i]` (relative to the staged
+    /// element `staged`: `data/atoms/<id>`, ...), and stores each file from the chunks the job hands to the sink it
+    /// is given; returns the job's result once every file it read whole is stored, or `Err` when storing failed
+    /// (the job was cancelled through `ctl` then). Only where [`streams_data`](Self::streams_data).
+    fn stream_data(
+        &self,
+        staged: &Path,
+        files: &[PathBuf],
+        ctl: &JobControl,
+        copy: &mut dyn FnMut(&dyn ChunkSink) -> Result<JobReport, CopyError>,
+    ) -> Result<Result<JobReport, CopyError>, SetError> {
+        let _ = (files, ctl, copy);
+        Err(SetError::Conflict {
+            path: self.show(staged),
+            reason: "this storage takes its data files from the copier's targets, not streamed".into(),
+        })
+    }
 
     /// Stores the control files of the staged element `staged` (`control/<name>`) and makes it durable whole.
     fn seal(&self, staged: &Path, control: &[(&str, Vec<u8>)]) -> Result<(), SetError>;

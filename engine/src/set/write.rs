@@ -317,6 +317,26 @@ impl SetWriter {
         Ok(())
     }
 
+    /// Whether the copier streams data files to the set's storage ([`stream_data`](Self::stream_data)) instead of
+    /// writing them under [`Begun::tmp`].
+    pub fn streams_data(&self) -> bool {
+        self.storage.streams_data()
+    }
+
+    /// Runs the streaming copier job `copy` for `files` of `begun` (relative to `begun.tmp`): see
+    /// [`SetStorage::stream_data`].
+    pub fn stream_data(
+        &self,
+        begun: &Begun,
+        files: &[PathBuf],
+        ctl: &backset_copier::JobControl,
+        copy: &mut dyn FnMut(
+            &dyn backset_copier::ChunkSink,
+        ) -> Result<backset_copier::JobReport, backset_copier::CopyError>,
+    ) -> Result<Result<backset_copier::JobReport, backset_copier::CopyError>, SetError> {
+        self.storage.stream_data(&begun.staged, files, ctl, copy)
+    }
+
     /// Writes the control files of a begun element and makes the whole staged element durable (FORMAT.md step 2).
     pub fn write_control(
         &self,
