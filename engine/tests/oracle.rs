@@ -14,6 +14,10 @@
 //!   two storage groups, cross-group transactions, and coordinated hot copies (one request covering both archives,
 //!   two sets): both sets are restored to each common end point and to random transactions; each restored archive
 //!   holds exactly its group's part of the oracle and their union is the oracle.
+//! - `..._on_object_storage_...`: each of the two above with its sets on S3-compatible object storage
+//!   (`s3://backset-test/<test>/<set>` on `s3s-fs` served in-process on a loopback port,
+//!   `backset_s3test::S3sServer::shared`): the same schedule, the same restores and checks, read from the store; the
+//!   test also requires every element's commit record to be on the server and nothing of the sets on local disk.
 //! - `a_restore_between_bases_keeps_the_first_transaction_of_a_fully_checkpointed_incremental`: a deterministic edge
 //!   case against the oracle that the engine gets wrong today (ignored; see its documentation).
 //!
@@ -37,6 +41,7 @@ use backset_engine::set::BackupSet;
 use backset_format::ElementKind;
 use backset_refstore::workload::{replay_upto, AckedTxn, Workload, WorkloadConfig};
 use backset_refstore::{read_archive, Database};
+use backset_s3test::S3sServer;
 use rand::RngExt;
 use support::{config, east_west, live, more_load, rng, tempdir, wait_until, Rng};
 use uuid::Uuid;
@@ -49,6 +54,56 @@ const DEADLINE: Duration = Duration::from_secs(60);
 const PACE: Duration = Duration::from_millis(50);
 /// Random restore targets drawn from the restorable ranges.
 const RANDOM_TARGETS: usize = 50;
+
+/// Where a test's backup sets live: the parameter of the oracle tests.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Location {
+    /// Directories under the test's temporary directory.
+    Local,
+    /// `s3://` prefixes on the process's shared in-process S3 server.
+    ObjectStorage,
+}
+
+/// The backup sets of one test, at their [`Location`].
+struct Sets {
+    paths: Vec<PathBuf>,
+    /// The object-storage server and the test's prefix on it (held for the test's length).
+    server: Option<(Arc<S3sServer>, String)>,
+    /// The test's temporary directory (local sets are below it).
+    dir: PathBuf,
+}
+
+impl Sets {
+    /// The sets `names` of the test `test`: `dir/<name>`, or `s3://<bucket>/<test>/<name>`.
+    fn new(location: Location, test: &str, dir: &Path, names: &[&str]) -> Self {
+        match location {
+            Location::Local => {
+                Self { paths: names.iter().map(|n| dir.join(n)).collect(), server: None, dir: dir.to_owned() }
+            }
+            Location::ObjectStorage => {
+                let server = S3sServer::shared();
+                let bucket = &server.endpoint().bucket;
+                let paths = names.iter().map(|n| PathBuf::from(format!("s3://{bucket}/{test}/{n}"))).collect();
+                Self { paths, server: Some((server, test.to_owned())), dir: dir.to_owned() }
+            }
+        }
+    }
+
+    /// For sets on object storage: every element's commit record is an object on the server, and nothing of the
+    /// sets is on local disk (the test is not passing on local sets).
+    fn assert_where_they_are(&self, names: &[&str]) {
+        let Some((server, test)) = &self.server else { return };
+        for (set, name) in self.paths.iter().zip(names) {
+            assert!(!self.dir.join(name).exists(), "{}: a local set beside the one on object storage", set.display());
+            let elems = elements(set);
+            assert!(!elems.is_empty(), "{}: no element", set.display());
+            for e in elems {
+                let commit = server.object_file(&format!("{test}/{name}/{}/commit", e.name));
+                assert!(commit.is_file(), "{}: element {} has no commit record on the server", set.display(), e.name);
+            }
+        }
+    }
+}
 
 /// The seed of this run: `BACKSET_ORACLE_SEED`, or a fresh one; printed either way.
 fn seed(test: &str) -> u64 {
@@ -494,40 +549,54 @@ fn stop(wl: Workload, seed: u64) -> Vec<AckedTxn> {
     report.acked
 }
 
-#[test]
-fn one_sm_full_journal_and_incremental_hot_copies_restore_to_the_oracle() {
+/// One SM, its set at `location`.
+fn one_sm(location: Location, test: &str) {
     let started = Instant::now();
-    let seed = seed("one_sm");
+    let seed = seed(test);
     let mut rng = rng(seed);
     let dir = tempdir();
     let db = Arc::new(Database::open(dir.path().join("db"), live(config("oracle"), CHECKPOINT_INTERVAL)).unwrap());
     let m = HotCopyManager::new(db.hot_copy_archives(), dir.path().join("manager")).unwrap();
-    let set = dir.path().join("set");
+    let sets = Sets::new(location, test, dir.path(), &["set"]);
+    let set = &sets.paths[0];
     let wl = Workload::start(Arc::clone(&db), full_speed(seed, 0.0));
-    let req = |kind| HotCopyRequest::new(kind).backup_dir(0, &set);
+    let req = |kind| HotCopyRequest::new(kind).backup_dir(0, set);
     let schedule = drive(&m, &wl, &req, &mut rng, seed);
     let acked = stop(wl, seed);
     let copied = started.elapsed();
-    verify(std::slice::from_ref(&set), &acked, &|_| 0, &mut rng, seed, &schedule);
+    sets.assert_where_they_are(&["set"]);
+    verify(&sets.paths, &acked, &|_| 0, &mut rng, seed, &schedule);
     db.close().unwrap();
-    eprintln!("one_sm: hot copies {copied:?}, in all {:?}", started.elapsed());
+    eprintln!("{test}: hot copies {copied:?}, in all {:?}", started.elapsed());
 }
 
 #[test]
-fn two_storage_groups_coordinated_hot_copies_restore_to_the_oracle() {
+fn one_sm_full_journal_and_incremental_hot_copies_restore_to_the_oracle() {
+    one_sm(Location::Local, "one_sm");
+}
+
+#[test]
+fn one_sm_full_journal_and_incremental_hot_copies_on_object_storage_restore_to_the_oracle() {
+    one_sm(Location::ObjectStorage, "one_sm_s3");
+}
+
+/// Two SMs serving two storage groups, their two sets at `location`.
+fn two_storage_groups(location: Location, test: &str) {
     let started = Instant::now();
-    let seed = seed("two_storage_groups");
+    let seed = seed(test);
     let mut rng = rng(seed);
     let dir = tempdir();
     let c = live(east_west(config("oracle2")), CHECKPOINT_INTERVAL);
     let db = Arc::new(Database::open(dir.path().join("db"), c).unwrap());
     let m = HotCopyManager::new(db.hot_copy_archives(), dir.path().join("manager")).unwrap();
-    let sets = [dir.path().join("set-east"), dir.path().join("set-west")];
+    let names = ["set-east", "set-west"];
+    let sets = Sets::new(location, test, dir.path(), &names);
     let wl = Workload::start(Arc::clone(&db), full_speed(seed, 0.5));
-    let req = |kind| HotCopyRequest::new(kind).backup_dir(0, &sets[0]).backup_dir(1, &sets[1]);
+    let req = |kind| HotCopyRequest::new(kind).backup_dir(0, &sets.paths[0]).backup_dir(1, &sets.paths[1]);
     let schedule = drive(&m, &wl, &req, &mut rng, seed);
     let acked = stop(wl, seed);
     let copied = started.elapsed();
+    sets.assert_where_they_are(&names);
     // The load has transactions across both groups.
     let crossing = acked
         .iter()
@@ -542,9 +611,19 @@ fn two_storage_groups_coordinated_hot_copies_restore_to_the_oracle() {
         Some(2) => 1,
         g => panic!("key {} in group {g:?}", String::from_utf8_lossy(k)),
     };
-    verify(&sets, &acked, &owner, &mut rng, seed, &schedule);
+    verify(&sets.paths, &acked, &owner, &mut rng, seed, &schedule);
     db.close().unwrap();
-    eprintln!("two_storage_groups: hot copies {copied:?}, in all {:?}", started.elapsed());
+    eprintln!("{test}: hot copies {copied:?}, in all {:?}", started.elapsed());
+}
+
+#[test]
+fn two_storage_groups_coordinated_hot_copies_restore_to_the_oracle() {
+    two_storage_groups(Location::Local, "two_storage_groups");
+}
+
+#[test]
+fn two_storage_groups_coordinated_hot_copies_on_object_storage_restore_to_the_oracle() {
+    two_storage_groups(Location::ObjectStorage, "two_storage_groups_s3");
 }
 
 /// A deterministic edge of the rule, against the oracle: an incremental pinned while the archive was fully

@@ -55,6 +55,18 @@ pub struct Endpoint {
     pub secret_access_key: String,
 }
 
+impl Endpoint {
+    /// The standard `AWS_*` variables a client of this server is configured with (what `backset` reads).
+    pub fn env(&self) -> Vec<(&'static str, String)> {
+        vec![
+            ("AWS_ENDPOINT_URL", self.url.clone()),
+            ("AWS_ACCESS_KEY_ID", self.access_key_id.clone()),
+            ("AWS_SECRET_ACCESS_KEY", self.secret_access_key.clone()),
+            ("AWS_REGION", "us-east-1".to_owned()),
+        ]
+    }
+}
+
 /// `s3s-fs` served in-process on a loopback port, over a fresh temporary directory holding [`TEST_BUCKET`]. Dropping
 /// it (or [`stop`](Self::stop)) stops the server: the listener and every open connection close.
 pub struct S3sServer {
@@ -119,6 +131,9 @@ impl S3sServer {
             let http = hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new());
             loop {
                 let Ok((socket, _)) = listener.accept().await else { continue };
+                // A response's head and body go out in separate writes: with Nagle's algorithm the body waits for
+                // the client's delayed ACK of the head (40 ms a request on Linux).
+                let _ = socket.set_nodelay(true);
                 let conn = http.serve_connection(hyper_util::rt::TokioIo::new(socket), service.clone()).into_owned();
                 tokio::spawn(async move {
                     let _ = conn.await;
@@ -127,6 +142,25 @@ impl S3sServer {
         });
         self.endpoint.url = format!("http://{addr}");
         self.runtime = Some(runtime);
+    }
+
+    /// The server the tests of this process that call the engine in-process share, started by the first caller:
+    /// the engine reads its store's endpoint and keys from the process's environment (the standard `AWS_*`
+    /// variables), which this sets to the server's ([`Endpoint::env`]). The server stops when the last holder drops
+    /// its handle; the next call starts a fresh one and sets the environment again (no test of this process is
+    /// using the old one then). Tests on one server keep apart by their prefixes.
+    pub fn shared() -> Arc<Self> {
+        static SHARED: std::sync::Mutex<std::sync::Weak<S3sServer>> = std::sync::Mutex::new(std::sync::Weak::new());
+        let mut shared = SHARED.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(server) = shared.upgrade() {
+            return server;
+        }
+        let server = Arc::new(Self::start());
+        for (name, value) in server.endpoint.env() {
+            std::env::set_var(name, value);
+        }
+        *shared = Arc::downgrade(&server);
+        server
     }
 
     /// Where it listens and what it accepts.
