@@ -305,6 +305,13 @@ impl ObjectClient {
                 return Ok(Some(Entry::Object { size: info.size }));
             }
         }
+        self.stat_prefix(rel)
+    }
+
+    /// [`stat`](Self::stat) of a key the caller's layout makes a prefix, never an object: one listing, no HEAD
+    /// (some S3-compatible servers that keep objects as files, `s3s-fs` among them, answer a HEAD of such a key with
+    /// 500 rather than 404). `Some(Entry::Prefix)` when an object lies below `rel`, else `None`.
+    pub fn stat_prefix(&self, rel: &str) -> Result<Option<Entry>, ObjStoreError> {
         let key = self.url.key(rel);
         let prefix = if key.is_empty() { None } else { Some(self.path(rel)?) };
         let first = self.runtime.block_on(async { self.store.list(prefix.as_ref()).next().await });
@@ -369,6 +376,17 @@ impl ObjectClient {
         if !rel.is_empty() && self.head(rel)?.is_some() {
             paths.push(self.path(rel)?);
         }
+        self.delete_listed(rel, paths)
+    }
+
+    /// [`delete_tree`](Self::delete_tree) of a key the caller's layout makes a prefix, never an object: the objects
+    /// below `rel/` only, without a HEAD of `rel` (see [`stat_prefix`](Self::stat_prefix)).
+    pub fn delete_prefix(&self, rel: &str) -> Result<usize, ObjStoreError> {
+        self.delete_listed(rel, Vec::new())
+    }
+
+    /// Deletes `paths` and every object below `rel/`.
+    fn delete_listed(&self, rel: &str, mut paths: Vec<Path>) -> Result<usize, ObjStoreError> {
         for object in self.list(rel)? {
             paths.push(self.path(&object.rel)?);
         }

@@ -46,7 +46,7 @@
 //!   `backset set gc`, once nothing was written for them for [`GC_MIN_AGE`]: never those of a job that may still run.
 
 use std::collections::HashMap;
-use std::ffi::OsString;
+use std::ffi::{OsStr, OsString};
 use std::fs::{self, File};
 use std::io::{ErrorKind, Read};
 use std::path::{Component, Path, PathBuf};
@@ -54,7 +54,9 @@ use std::sync::{mpsc, Mutex, MutexGuard};
 
 use backset_copier::{Chunk, ChunkSink, CopyError, JobControl, JobReport};
 use backset_format::dirfd::{DirId, EntryKind};
-use backset_format::layout::{CONTROL_DIR, DATA_DIR, ELEMENT_INFO_FILE, MANIFEST_FILE, STATE_FILE, TMP_DIR};
+use backset_format::layout::{
+    ATOMS_DIR, CONTROL_DIR, DATA_DIR, ELEMENT_INFO_FILE, JOURNAL_DIR, MANIFEST_FILE, STATE_FILE, TMP_DIR,
+};
 use backset_format::meta;
 use backset_format::{
     ElementEntry, ElementInfo, ElementKind, ElementName, ElementStatus, Manifest, ReadError, State, WriteError,
@@ -616,7 +618,8 @@ impl SetStorage for ObjectStore {
         if self.inner().dirs.contains(&key) {
             return Ok(Some(Stat { kind: EntryKind::Dir(dir_id(&key)), len: 0 }));
         }
-        match self.client.stat(&key).map_err(io_other)? {
+        let entry = if layout_dir(rel) { self.client.stat_prefix(&key) } else { self.client.stat(&key) };
+        match entry.map_err(io_other)? {
             None => Ok(None),
             Some(Entry::Object { size }) => Ok(Some(Stat { kind: EntryKind::File, len: size })),
             Some(Entry::Prefix) => {
@@ -938,10 +941,10 @@ impl SetStorage for ObjectStore {
             let staged = id.and_then(|id| self.unspool(id).map(|s| (id, s)));
             if let Some((id, s)) = staged {
                 // The job's own objects (never another job's: they are under its own element id).
-                self.client.delete_tree(&format!("{}/{id}", s.name)).map_err(|e| self.set_err(e))?;
+                self.client.delete_prefix(&format!("{}/{id}", s.name)).map_err(|e| self.set_err(e))?;
             } else if let Some((id, name)) = id.and_then(|id| self.inner().stale.remove(&id).map(|n| (id, n))) {
                 // A stale job of a process that no longer runs.
-                self.client.delete_tree(&format!("{name}/{id}")).map_err(|e| self.set_err(e))?;
+                self.client.delete_prefix(&format!("{name}/{id}")).map_err(|e| self.set_err(e))?;
             }
             return Ok(());
         }
@@ -956,7 +959,7 @@ impl SetStorage for ObjectStore {
             })? {
                 self.client.delete(&format!("{name}/{COMMIT_OBJECT}")).map_err(|e| self.set_err(e))?;
                 self.inner().published.remove(&name);
-                self.client.delete_tree(&format!("{name}/{id}")).map_err(|e| self.set_err(e))?;
+                self.client.delete_prefix(&format!("{name}/{id}")).map_err(|e| self.set_err(e))?;
             }
             return Ok(());
         }
@@ -1026,6 +1029,21 @@ pub fn s3_location(dir: &Path) -> Option<Result<S3Url, SetError>> {
         Ok(backset_objstore::Location::Local(_)) => None,
         Err(e) => Some(Err(SetError::ObjectStore { source: e.into() })),
     }
+}
+
+/// Whether `rel` is a directory of an element by the set's layout (`<element>`, its `control`, `data`,
+/// `data/atoms`, `data/journal`): a prefix on the store, never an object, so [`SetStorage::stat`] lists it without a
+/// HEAD first (one request instead of two; and `s3s-fs` answers a HEAD of a prefix with 500).
+fn layout_dir(rel: &Path) -> bool {
+    let parts: Vec<&OsStr> = rel.iter().collect();
+    let element = parts.first().and_then(|p| p.to_str()).is_some_and(|p| p.parse::<ElementName>().is_ok());
+    element
+        && match parts[1..] {
+            [] => true,
+            [d] => d == OsStr::new(CONTROL_DIR) || d == OsStr::new(DATA_DIR),
+            [d, sub] => d == OsStr::new(DATA_DIR) && (sub == OsStr::new(ATOMS_DIR) || sub == OsStr::new(JOURNAL_DIR)),
+            _ => false,
+        }
 }
 
 fn stores() -> &'static Mutex<HashMap<String, std::sync::Arc<ObjectStore>>> {
@@ -1134,9 +1152,37 @@ pub fn gc(url: &S3Url, min_age: std::time::Duration) -> Result<GcReport, SetErro
             report.kept.push(job);
             continue;
         }
-        store.client.delete_tree(&job).map_err(err)?;
+        store.client.delete_prefix(&job).map_err(err)?;
         tracing::info!(set = %url, job = %job, objects = count, "removed the objects of an unpublished hot copy");
         report.removed.push((job, count));
     }
     Ok(report)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::layout_dir;
+    use std::path::Path;
+
+    #[test]
+    fn the_directories_of_an_element_are_layout_dirs_and_its_files_and_other_paths_are_not() {
+        for dir in ["full", "3.inc", "12.jnl", "full/control", "full/data", "2.inc/data/atoms", "4.jnl/data/journal"] {
+            assert!(layout_dir(Path::new(dir)), "{dir}");
+        }
+        for other in [
+            "",
+            "tmp",
+            "state",
+            "verified",
+            "full/commit",
+            "full/control/manifest",
+            "full/data/atoms/0000000100000001",
+            "full/data/journal/000000000000001",
+            "full/atoms",
+            "notanelement",
+            "notanelement/data",
+        ] {
+            assert!(!layout_dir(Path::new(other)), "{other}");
+        }
+    }
 }
