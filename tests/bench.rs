@@ -611,3 +611,102 @@ fn bench_metrics_scrapes_during_every_scraped_hot_copy_and_cleans_up() {
     let out = command().args(["bench", "metrics", "--runs", "0"]).arg(dir.path()).output().unwrap();
     assert_eq!(out.status.code(), Some(2), "--runs 0 is a usage error: {}", stderr(&out));
 }
+
+#[test]
+fn bench_s3_refuses_bad_arguments_and_says_how_to_install_a_missing_tool() {
+    let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    let d = dir.path().join("d");
+    let run = |args: &[&str]| command().args(["bench", "s3"]).arg(&d).args(args).output().unwrap();
+    for (args, names) in [
+        (&["--runs", "0"][..], "--runs"),
+        (&["--rates", "0"], "--rates"),
+        (&["--rates", "20,x"], "--rates"),
+        (&["--rates", "100001"], "--rates"),
+        (&["--small-files", "-1"], "--small-files"),
+        (&["--size-mib", "0"], "--size-mib"),
+        (&["--throttle-seconds", "0"], "--throttle-seconds"),
+        (&["--bucket", "b"], "--endpoint"),
+        (&["--endpoint", "http://127.0.0.1:1", "--s3s-fs", "/x"], "--s3s-fs"),
+    ] {
+        let out = run(args);
+        assert_eq!(out.status.code(), Some(2), "bench s3 {args:?}: {}", stderr(&out));
+        assert!(stderr(&out).contains(names), "bench s3 {args:?}: {}", stderr(&out));
+    }
+    // The highest rate is taken (the run then fails for want of rclone, not as a usage error).
+    let out = run(&["--rates", "100000", "--rclone", "/nonexistent/rclone"]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(stderr(&out).contains("rclone not found at /nonexistent/rclone"), "{}", stderr(&out));
+    assert!(stderr(&out).contains("apt-get install rclone"), "{}", stderr(&out));
+    // rclone is only looked for at this point: any file will do.
+    let out = run(&["--rclone", env!("CARGO_BIN_EXE_backset"), "--s3s-fs", "/nonexistent/s3s-fs"]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(stderr(&out).contains("cargo install s3s-fs --features binary --version 0.14.1"), "{}", stderr(&out));
+    let out = command().args(["bench", "s3"]).arg(&d).env("PATH", "/nonexistent").output().unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(stderr(&out).contains("rclone is not installed (not on PATH)"), "{}", stderr(&out));
+    assert!(!d.exists(), "nothing was created or measured");
+}
+
+/// `name` on PATH.
+fn on_path(name: &str) -> Option<PathBuf> {
+    std::env::split_paths(&std::env::var_os("PATH")?).map(|dir| dir.join(name)).find(|p| p.is_file())
+}
+
+#[test]
+fn bench_s3_times_both_sides_against_s3s_fs_and_cleans_up() {
+    let missing: Vec<&str> = ["rclone", "s3s-fs"].into_iter().filter(|t| on_path(t).is_none()).collect();
+    if !missing.is_empty() {
+        eprintln!(
+            "skipped: {} not on PATH (apt-get install rclone; cargo install s3s-fs --features binary --version \
+             0.14.1)",
+            missing.join(" and ")
+        );
+        return;
+    }
+    let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    let (ok, out, err) = backset(&[
+        "bench".as_ref(),
+        "s3".as_ref(),
+        dir.path().as_os_str(),
+        "--size-mib".as_ref(),
+        "2".as_ref(),
+        "--small-files".as_ref(),
+        "20".as_ref(),
+        "--runs".as_ref(),
+        "2".as_ref(),
+        "--rates".as_ref(),
+        "50".as_ref(),
+        "--throttle-seconds".as_ref(),
+        "1".as_ref(),
+        "--json".as_ref(),
+    ]);
+    assert!(ok, "{err}");
+    let v = json(&out);
+    for archive in ["large", "small"] {
+        let a = &v[archive];
+        assert!(a["files"].as_u64().unwrap() > 0 && a["bytes"].as_u64().unwrap() > 0, "{archive}: {out}");
+        assert!(a["hot_copy_bytes"].as_u64().unwrap() > 0, "{archive}: {out}");
+        for side in ["upload", "restore"] {
+            for key in ["backset_seconds", "rclone_seconds"] {
+                let secs = a[side][key].as_array().unwrap_or_else(|| panic!("{archive} {side} {key}: {out}"));
+                assert_eq!(secs.len(), 2, "{archive} {side} {key}: two runs: {out}");
+                assert!(secs.iter().all(|s| s.as_f64().unwrap() > 0.0), "{archive} {side} {key}: {out}");
+            }
+            assert!(a[side]["speedup_median"].as_f64().unwrap() > 0.0, "{archive} {side}: {out}");
+        }
+        for what in ["hot_copy_memory", "restore_memory"] {
+            let peak = a[what]["peak_rss_bytes"].as_u64().unwrap_or_else(|| panic!("{archive} {what}: {out}"));
+            assert!(peak >= a[what]["rss_before_bytes"].as_u64().unwrap(), "{archive} {what}: {out}");
+        }
+    }
+    // 20 atom buckets of about 16 KiB: at most one file each (and the archive's other files).
+    assert!(v["small"]["files"].as_u64().unwrap() >= 10, "{out}");
+    let throttle = v["throttle"].as_array().unwrap();
+    assert_eq!(throttle.len(), 1, "{out}");
+    assert_eq!(throttle[0]["max_rate_mb"], 50, "{out}");
+    assert_eq!(
+        std::fs::read_dir(dir.path()).unwrap().count(),
+        0,
+        "the databases, restores and server data are removed"
+    );
+}

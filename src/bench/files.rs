@@ -47,6 +47,8 @@ pub(super) struct Loaded {
     pub(super) report: BulkReport,
     /// `<scratch>/set`, where the hot copies go (absolute, as hot copy destinations must be).
     pub(super) set: PathBuf,
+    /// `<scratch>/database`, the database's directory (its archives below it).
+    pub(super) database: PathBuf,
     _scratch: Scratch,
 }
 
@@ -61,5 +63,5 @@ pub(super) fn bulk_loaded(dir: &Path, bench: &str, config: Config, spec: &BulkSp
     let report = bulk_load(&db_dir, &config, spec).context("load the database")?;
     let db = Arc::new(Database::open(&db_dir, config).context("open the database")?);
     let manager = HotCopyManager::new(db.hot_copy_archives(), scratch.0.join("admin"))?;
-    Ok(Loaded { db, manager, report, set: scratch.0.join("set"), _scratch: scratch })
+    Ok(Loaded { db, manager, report, set: scratch.0.join("set"), database: db_dir, _scratch: scratch })
 }

@@ -1,10 +1,10 @@
 //! `backset bench`: measure the copier on this machine's disks, one module per bench: [`copy`] (a tree, one or more
 //! jobs under one rate limit), [`disk`] (write, read and copy rates, and a `--max-rate` to start from),
 //! [`versus_cp`] (the copier against `cp -a`, alternating, from a cold cache), [`foreground`] (what a throttled hot
-//! copy costs the commits of a running database), [`incremental`] (an incremental against a full) and [`metrics`]
-//! (what scraping `/metrics` costs a hot copy). [`files`] holds what they share: the source tree walk, the scratch
-//! directory and a bulk-loaded database; [`plot`] draws the per-second samples of `copy` and `foreground`
-//! (`--plot FILE.svg`).
+//! copy costs the commits of a running database), [`incremental`] (an incremental against a full), [`metrics`]
+//! (what scraping `/metrics` costs a hot copy) and [`s3`] (backup sets on object storage against `rclone`). [`files`]
+//! holds what they share: the source tree walk, the scratch directory and a bulk-loaded database; [`plot`] draws the
+//! per-second samples of `copy` and `foreground` (`--plot FILE.svg`).
 
 mod copy;
 mod disk;
@@ -13,6 +13,7 @@ mod foreground;
 mod incremental;
 mod metrics;
 mod plot;
+mod s3;
 mod versus_cp;
 
 use anyhow::Result;
@@ -22,6 +23,7 @@ use disk::DiskArgs;
 use foreground::ForegroundArgs;
 use incremental::IncrementalArgs;
 use metrics::MetricsArgs;
+use s3::S3Args;
 use versus_cp::VersusArgs;
 
 /// `backset bench ...`
@@ -64,6 +66,15 @@ pub enum Command {
     ///
     /// Example: `backset bench metrics target/metrics --size-mib 1024 --runs 5`
     Metrics(MetricsArgs),
+    /// Backup sets on S3-compatible object storage against `rclone` on the same server: a full hot copy of a
+    /// bulk-loaded archive of --size-mib (and of one of --small-files 16 KiB atom files) to the server against
+    /// `rclone copy` of its files, a restore from the server against `rclone copy` down (then `sync -f`), alternating
+    /// which goes first, each side's best and median and the ratios; the throttle (--rates) over --throttle-seconds
+    /// and in every 1-second window; the peak memory of the hot copy and of the restore. Starts `s3s-fs` on a
+    /// loopback port unless --endpoint names a server; needs `rclone`.
+    ///
+    /// Example: `backset bench s3 target/s3bench --size-mib 1024 --small-files 50000 --runs 5`
+    S3(S3Args),
 }
 
 pub fn run(cmd: &Command) -> Result<()> {
@@ -74,5 +85,6 @@ pub fn run(cmd: &Command) -> Result<()> {
         Command::Foreground(args) => foreground::foreground(args),
         Command::Incremental(args) => incremental::incremental(args),
         Command::Metrics(args) => metrics::metrics(args),
+        Command::S3(args) => s3::s3(args),
     }
 }

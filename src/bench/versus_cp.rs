@@ -55,7 +55,7 @@ pub(super) fn cold_cache() -> Result<bool> {
 }
 
 /// Runs `sync`: every dirty page of every file system written back.
-fn sync() -> Result<()> {
+pub(super) fn sync() -> Result<()> {
     let status = std::process::Command::new("sync").status().context("run sync")?;
     if !status.success() {
         bail!("sync failed: {status}");
