@@ -32,8 +32,10 @@
 //!   as it is read, so `--max-rate` holds for the upload too. The copier's hash of each file is recorded and
 //!   compared with the manifest at [`seal`](SetStorage::seal), with the size of every stored object in one
 //!   listing. A streaming job holds the buffers of one part being filled per file it is reading (one file at a
-//!   time on io_uring, up to `backset_copier::limits::PORTABLE_THREADS` on the portable backend): the pool must hold
-//!   that many parts for each hot copy to object storage running on the SM at once (64 MiB: 8 parts).
+//!   time on io_uring, up to `backset_copier::limits::PORTABLE_THREADS` on the portable backend); when no chunk
+//!   came for [`STREAM_STALL`] (several hot copies to object storage on one SM holding the pool in unfilled parts,
+//!   or a pool smaller than a part), those parts are copied out of the pool: the bound is then the pool plus one
+//!   part per file being read.
 //! - **Staging** is also a local spool directory per element (`tmp/<element id>` as the copier sees it), for what
 //!   is written as files (`backset set copy` writes an element's data there):
 //!   [`seal`](SetStorage::seal) uploads each data file found there the same way, hashing every byte it sends and
@@ -82,6 +84,14 @@ pub const UPLOAD_PART_BYTES: usize = 8 << 20;
 /// Each holds its file's chunks (pool buffers) until it is stored, so the copier's pool bounds their memory; a
 /// small file costs a round trip, which this many side by side hide.
 pub const STREAM_PUTS_IN_FLIGHT: usize = 16;
+
+/// When a streaming job's store has waited this long for the next chunk, the parts still being filled are copied
+/// out of the copier's buffers (at most one part, [`UPLOAD_PART_BYTES`], per file being read), which go back to the
+/// pool: 100 ms. Each part holds its buffers until it is full, so hot copies to object storage running side by side
+/// on one SM (or a small pool, or the portable backend reading several files at once) could otherwise hold every
+/// buffer in unfilled parts, and the reads that would fill them wait for a buffer forever. A job whose chunks come
+/// faster than this (any rate from 10 MB/s on) never copies; a slower one copies each chunk at most once more.
+pub const STREAM_STALL: std::time::Duration = std::time::Duration::from_millis(100);
 
 /// Where the spool directories of staged elements go when `BACKSET_SPOOL_DIR` is not set: the system's temporary
 /// directory.
@@ -405,6 +415,8 @@ fn staged_id(staged: &Path) -> Uuid {
 /// upload once it has more than one part.
 struct Storing<'c> {
     pieces: Vec<Bytes>,
+    /// Of `pieces`, how many are the copier's buffers (the others are copies: see [`STREAM_STALL`]).
+    lent: usize,
     piece_bytes: usize,
     got: u64,
     upload: Option<backset_objstore::Upload<'c>>,
@@ -428,12 +440,30 @@ impl ObjectStore {
         let mut puts: std::collections::VecDeque<backset_objstore::PendingPut> = std::collections::VecDeque::new();
         let mut stored = HashMap::new();
         let result = (|| {
-            for chunk in chunks.iter() {
+            loop {
+                let chunk = match chunks.recv_timeout(STREAM_STALL) {
+                    Ok(chunk) => chunk,
+                    Err(mpsc::RecvTimeoutError::Disconnected) => break,
+                    Err(mpsc::RecvTimeoutError::Timeout) => {
+                        // No chunk for a while: the parts being filled may hold the pool's last buffers. Copied
+                        // out, their buffers go back and the reads go on (see `STREAM_STALL`).
+                        for f in files.values_mut().filter(|f| f.lent > 0) {
+                            // The lent pieces are the last ones (those before were copied at an earlier stall).
+                            let lent = f.pieces.split_off(f.pieces.len() - f.lent);
+                            let mut copy = Vec::with_capacity(lent.iter().map(Bytes::len).sum());
+                            lent.iter().for_each(|p| copy.extend_from_slice(p));
+                            f.pieces.push(Bytes::from(copy));
+                            f.lent = 0;
+                        }
+                        continue;
+                    }
+                };
                 let i = chunk.request();
                 let key = &keys[i];
                 let last = chunk.is_last();
                 let f = files.entry(i).or_insert_with(|| Storing {
                     pieces: Vec::new(),
+                    lent: 0,
                     piece_bytes: 0,
                     got: 0,
                     upload: None,
@@ -441,11 +471,13 @@ impl ObjectStore {
                 f.got += chunk.len() as u64;
                 f.piece_bytes += chunk.len();
                 f.pieces.push(Bytes::from_owner(chunk));
+                f.lent += 1;
                 if f.piece_bytes >= UPLOAD_PART_BYTES && !last {
                     if f.upload.is_none() {
                         f.upload = Some(self.client.upload(key)?);
                     }
                     f.piece_bytes = 0;
+                    f.lent = 0;
                     f.upload.as_mut().expect("started").put_part_pieces(std::mem::take(&mut f.pieces))?;
                 }
                 if !last {
