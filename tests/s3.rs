@@ -19,6 +19,13 @@ use support::*;
 /// Waits for the hot copy's end (and fails the command unless it completed).
 const WAIT: &[&str] = &["--timeout", "600"];
 
+/// A test's object store (kept running while it is held), its endpoint, and a scratch directory.
+fn s3_case() -> (S3sServer, Endpoint, tempfile::TempDir) {
+    let store = S3sServer::start();
+    let e = store.endpoint().clone();
+    (store, e, tmp())
+}
+
 /// The environment of a process that talks to `e` (standard `AWS_*` variables).
 fn s3_env(e: &Endpoint) -> Vec<(&'static str, String)> {
     vec![
@@ -140,9 +147,7 @@ fn objects(store: &S3sServer, prefix: &str) -> Vec<PathBuf> {
 
 #[test]
 fn full_incremental_and_journal_to_s3_restore_as_the_same_sequence_on_a_local_set() {
-    let store = S3sServer::start();
-    let e = store.endpoint().clone();
-    let work = tmp();
+    let (store, e, work) = s3_case();
     let data = work.path().join("data");
     let srv = serve_with_atoms(&data, &e, 300, 2000);
     let local = work.path().join("local");
@@ -224,9 +229,7 @@ fn two_fulls_race(e: &Endpoint, work: &Path, url: &str) {
 
 #[test]
 fn two_fulls_racing_for_one_prefix_publish_one_and_the_loser_fails_clearly() {
-    let store = S3sServer::start();
-    let e = store.endpoint().clone();
-    let work = tmp();
+    let (store, e, work) = s3_case();
     two_fulls_race(&e, work.path(), "s3://backset-test/race");
     // Nothing of the loser's job is left: one element id under full/.
     let ids: std::collections::BTreeSet<String> = objects(&store, "race/full")
@@ -241,9 +244,7 @@ fn two_fulls_racing_for_one_prefix_publish_one_and_the_loser_fails_clearly() {
 
 #[test]
 fn check_names_the_element_and_object_deleted_or_altered_behind_backsets_back() {
-    let store = S3sServer::start();
-    let e = store.endpoint().clone();
-    let work = tmp();
+    let (store, e, work) = s3_case();
     let srv = serve_with_atoms(&work.path().join("data"), &e, 200, 2000);
     let url = "s3://backset-test/damaged";
     srv.cli_ok(&hotcopy_args("full", url, WAIT));
@@ -268,9 +269,7 @@ fn check_names_the_element_and_object_deleted_or_altered_behind_backsets_back() 
 
 #[test]
 fn a_typo_a_missing_bucket_and_wrong_credentials_each_say_what_to_do() {
-    let store = S3sServer::start();
-    let e = store.endpoint().clone();
-    let work = tmp();
+    let (store, e, work) = s3_case();
     let srv = serve(&work.path().join("data"), &e);
     srv.load(10, 10);
     // A typo in the URL: refused before anything is sent, exit 2.
@@ -312,9 +311,7 @@ fn a_typo_a_missing_bucket_and_wrong_credentials_each_say_what_to_do() {
 
 #[test]
 fn a_shared_default_backup_dir_on_s3_and_the_rest_api_take_urls() {
-    let store = S3sServer::start();
-    let e = store.endpoint().clone();
-    let work = tmp();
+    let (_store, e, work) = s3_case();
     let srv = serve(&work.path().join("data"), &e);
     srv.load(20, 100);
     // --shared with a URL: each archive writes into <url>/<archive id>.
@@ -371,9 +368,7 @@ fn killed_before_publish(
 
 #[test]
 fn a_serve_killed_before_it_publishes_leaves_the_set_as_it_was_and_set_gc_removes_its_objects() {
-    let store = S3sServer::start();
-    let e = store.endpoint().clone();
-    let work = tmp();
+    let (store, e, work) = s3_case();
     let url = "s3://backset-test/killed";
     let (data, job, left, before) = killed_before_publish(&store, work.path(), url);
 
@@ -407,9 +402,7 @@ fn a_serve_killed_before_it_publishes_leaves_the_set_as_it_was_and_set_gc_remove
 
 #[test]
 fn the_next_hot_copy_removes_the_objects_a_killed_one_left_once_they_are_stale() {
-    let store = S3sServer::start();
-    let e = store.endpoint().clone();
-    let work = tmp();
+    let (store, e, work) = s3_case();
     let url = "s3://backset-test/stale";
     let (data, _, left, _) = killed_before_publish(&store, work.path(), url);
     let killed_id = left[0]
@@ -439,9 +432,7 @@ fn the_next_hot_copy_removes_the_objects_a_killed_one_left_once_they_are_stale()
 
 #[test]
 fn set_copy_ships_a_local_set_to_s3_and_back_verified_and_resumes_with_what_is_missing() {
-    let store = S3sServer::start();
-    let e = store.endpoint().clone();
-    let work = tmp();
+    let (store, e, work) = s3_case();
     let data = work.path().join("data");
     let srv = serve_with_atoms(&data, &e, 200, 2000);
     let local = work.path().join("local");
@@ -496,9 +487,7 @@ fn set_copy_ships_a_local_set_to_s3_and_back_verified_and_resumes_with_what_is_m
 
 #[test]
 fn a_serve_killed_just_after_the_commit_record_leaves_the_element_published_and_the_job_completed() {
-    let store = S3sServer::start();
-    let e = store.endpoint().clone();
-    let work = tmp();
+    let (store, e, work) = s3_case();
     let data = work.path().join("data");
     let url = "s3://backset-test/published";
     let srv = serve_with_atoms(&data, &e, 100, 2000);
@@ -530,9 +519,7 @@ fn a_serve_killed_just_after_the_commit_record_leaves_the_element_published_and_
 
 #[test]
 fn hot_copies_and_a_set_copy_to_s3_leave_no_spool_directory_behind() {
-    let store = S3sServer::start();
-    let e = store.endpoint().clone();
-    let work = tmp();
+    let (_store, e, work) = s3_case();
     let data = work.path().join("data");
     let spool = work.path().join("spool");
     std::fs::create_dir(&spool).unwrap();
@@ -571,9 +558,7 @@ fn s3_config_file(dir: &Path, e: &Endpoint, extra: &str) -> PathBuf {
 
 #[test]
 fn serve_config_s3_keys_win_over_the_environment_and_the_secret_is_never_logged_nor_answered() {
-    let store = S3sServer::start();
-    let e = store.endpoint().clone();
-    let work = tmp();
+    let (_store, e, work) = s3_case();
     let config = s3_config_file(work.path(), &e, "");
     // The environment names another endpoint and another secret: the file's keys win, so the hot copies reach the
     // store with the file's credentials. The log at debug level, to see everything the server would ever log.
@@ -732,9 +717,7 @@ fn killed_between_data_and_control(store: &S3sServer, data: &Path, url: &str, el
 
 #[test]
 fn a_serve_killed_between_the_data_and_the_control_objects_leaves_the_set_as_it_was_and_both_clean_ups_work() {
-    let store = S3sServer::start();
-    let e = store.endpoint().clone();
-    let work = tmp();
+    let (store, e, work) = s3_case();
     let data = work.path().join("data");
     let url = "s3://backset-test/between";
     let srv = serve_with_atoms(&data, &e, 200, 2000);
@@ -982,9 +965,7 @@ fn data_bytes(store: &S3sServer, prefix: &str) -> u64 {
 
 #[test]
 fn a_hot_copy_to_s3_under_max_rate_stores_what_it_reads_as_it_reads_it_within_the_budget() {
-    let store = S3sServer::start();
-    let e = store.endpoint().clone();
-    let work = tmp();
+    let (store, e, work) = s3_case();
     let data = work.path().join("data");
     let srv = serve_with_atoms(&data, &e, 400, 2000);
     let url = "s3://backset-test/throttled";
@@ -1030,9 +1011,7 @@ fn a_hot_copy_to_s3_under_max_rate_stores_what_it_reads_as_it_reads_it_within_th
 
 #[test]
 fn an_atom_larger_than_a_part_is_stored_as_a_multipart_upload_that_checks_and_restores() {
-    let store = S3sServer::start();
-    let e = store.endpoint().clone();
-    let work = tmp();
+    let (store, e, work) = s3_case();
     let data = work.path().join("data");
     // One atom holding every key: over 8 MiB (UPLOAD_PART_BYTES), so its object goes up in parts.
     let srv = Server::start_with_env(&data, &["--atom-buckets", "1"], &as_refs(&s3_env(&e)));
