@@ -161,9 +161,13 @@ impl ParticipantLive {
         p
     }
 
-    /// Plans the atoms listed to copy (replacing any earlier plan of them).
-    fn plan_atoms(&self, w: Amount) {
-        lock(&self.counts).atoms_ahead = w;
+    /// Plans the atoms listed to copy and the journal (replacing any earlier plan of them), at once: a status read
+    /// meanwhile shows either no plan or all of it, never the atoms without the journal (a total that would then
+    /// grow by the journal's files and bytes).
+    fn plan(&self, atoms: Amount, journal: Amount) {
+        let mut counts = lock(&self.counts);
+        counts.atoms_ahead = atoms;
+        counts.journal_ahead = journal;
     }
 
     /// Plans the journal to copy (an estimate, or the exact slices once the end point is chosen).
@@ -675,7 +679,7 @@ impl Work<'_> {
         let (first, chain_start) = self.begin_journal()?;
         self.begun()?;
         let copy_from = self.journal_copy_from(first, chain_start);
-        self.plan_journal(copy_from);
+        self.live.plan_journal(self.journal_estimate(copy_from));
         let e = self.end_point(None, &CopiedAtoms::default())?;
         // Transaction ids start at 1: a journal element of a database that has committed nothing has nothing to copy.
         if e < copy_from {
@@ -871,8 +875,8 @@ impl Work<'_> {
             .iter()
             .map(|a| a.bytes.unwrap_or_else(|| fs::symlink_metadata(&a.path).map_or(0, |m| m.len())))
             .collect();
-        self.live.plan_atoms(Amount { bytes: sizes.iter().sum(), files: wanted.len() as u64 });
-        self.plan_journal(journal_from);
+        let journal = self.journal_estimate(journal_from);
+        self.live.plan(Amount { bytes: sizes.iter().sum(), files: wanted.len() as u64 }, journal);
         let dir = self.data_dir().join(ATOMS_DIR);
         let mut atoms = CopiedAtoms { listing, ..CopiedAtoms::default() };
         self.copy_atoms(&wanted, &sizes, &dir, &mut atoms.copied, &mut atoms.vanished)?;
@@ -1060,12 +1064,12 @@ impl Work<'_> {
         fault::fail(point, self.ctx.kind, &self.spec.dest)
     }
 
-    /// Plans the journal from `first` to the durable end now (what the progress shows until the end point is
-    /// chosen); nothing when that range is empty or its slices cannot be read now (the copy reports that itself).
-    fn plan_journal(&self, first: u64) {
+    /// The journal from `first` to the durable end now (what the progress plans until the end point is chosen);
+    /// nothing when that range is empty or its slices cannot be read now (the copy reports that itself).
+    fn journal_estimate(&self, first: u64) -> Amount {
         let durable = self.archive().durable_txn();
         let slices = if first <= durable { self.archive().journal_slices(first, durable).ok() } else { None };
-        self.live.plan_journal(slices.map_or(Amount::default(), |s| self.journal_amount(&s)));
+        slices.map_or(Amount::default(), |s| self.journal_amount(&s))
     }
 
     /// The bytes and files [`copy_journal`](Self::copy_journal) copies for `slices`.
