@@ -1,4 +1,4 @@
-//! End to end: `backset bench copy`, `disk`, `versus-cp`, `foreground`, `incremental` and `metrics` as the real
+//! End to end: `backset bench copy`, `disk`, `versus-cp`, `foreground`, `incremental`, `restore-set` and `metrics` as the real
 //! binary on the real disk, and the plots of `bench copy|foreground --plot`.
 
 mod support;
@@ -580,6 +580,91 @@ fn bench_incremental_copies_and_checks_the_changed_atoms_only_and_cleans_up() {
         }
     }
     assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0, "the database and the set are removed");
+}
+
+#[test]
+fn bench_restore_set_keeps_a_full_incrementals_and_journal_elements_that_versus_cp_restores() {
+    let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    let set = dir.path().join("set");
+    let (ok, out, err) = backset(&[
+        "bench".as_ref(),
+        "restore-set".as_ref(),
+        set.as_os_str(),
+        "--size-mib".as_ref(),
+        "2".as_ref(),
+        "--atoms".as_ref(),
+        "200".as_ref(),
+        "--rounds".as_ref(),
+        "2".as_ref(),
+        "--json".as_ref(),
+    ]);
+    assert!(ok, "{err}");
+    let v = json(&out);
+    let elements = v["elements"].as_array().unwrap_or_else(|| panic!("no elements: {out}"));
+    let kinds: Vec<_> =
+        elements.iter().map(|e| (e["kind"].as_str().unwrap(), e["element"].as_str().unwrap())).collect();
+    assert_eq!(
+        kinds,
+        [
+            ("full", "full"),
+            ("journal", "1.jnl"),
+            ("incremental", "1.inc"),
+            ("journal", "2.jnl"),
+            ("incremental", "2.inc"),
+            ("journal", "3.jnl")
+        ],
+        "{out}"
+    );
+    // The set holds those elements (and the set's own files); the database beside it is removed.
+    let mut dirs: Vec<_> = std::fs::read_dir(&set)
+        .unwrap()
+        .map(|e| e.unwrap())
+        .filter(|e| e.file_type().unwrap().is_dir() && e.file_name() != "tmp")
+        .map(|e| e.file_name().into_string().unwrap())
+        .collect();
+    dirs.sort();
+    assert_eq!(dirs, ["1.inc", "1.jnl", "2.inc", "2.jnl", "3.jnl", "full"], "{out}");
+    let beside: Vec<_> = std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
+    assert_eq!(beside, ["set"], "only the set stays");
+    // Each round changes atoms, one key (one transaction) each; the incrementals copy just those.
+    for e in elements {
+        match e["kind"].as_str().unwrap() {
+            "journal" => assert!(e["changed_atoms"].as_u64().unwrap() > 0, "{out}"),
+            "incremental" => assert!(e["files"].as_u64().unwrap() > 0, "{out}"),
+            _ => assert_eq!(e["files"], v["atom_files"], "the full copies every atom: {out}"),
+        }
+    }
+    // The latest restore needs the last incremental and the records of the last journal element past it: one per
+    // key the last round changed.
+    let restored = dir.path().join("restored");
+    let out_r = support::backset(&["restore", "--restore-dir", &support::s(&restored), &support::s(&set)]);
+    assert!(out_r.status.success(), "{}", support::text(&out_r));
+    let last = elements.last().unwrap()["changed_atoms"].as_u64().unwrap();
+    let said = support::text(&out_r);
+    assert!(said.contains("from full + 1.inc + 2.inc,"), "{said}");
+    assert!(said.contains(&format!("{last} journal records from 2.inc + 3.jnl")), "{said}");
+    std::fs::remove_dir_all(&restored).unwrap();
+    let scratch = dir.path().join("scratch");
+    let (ok, out, err) = backset(&[
+        "bench".as_ref(),
+        "versus-cp".as_ref(),
+        set.as_os_str(),
+        scratch.as_os_str(),
+        "--restore".as_ref(),
+        "--runs".as_ref(),
+        "1".as_ref(),
+        "--json".as_ref(),
+    ]);
+    assert!(ok, "{err}");
+    for side in ["backset_seconds", "baseline_seconds"] {
+        let secs = json(&out)[side].as_array().unwrap_or_else(|| panic!("no {side}: {out}")).clone();
+        assert!(secs.len() == 1 && secs[0].as_f64().unwrap() > 0.0, "{side}: {out}");
+    }
+    // A set that is there already is refused, and left as it was.
+    let (ok, _, err) =
+        backset(&["bench".as_ref(), "restore-set".as_ref(), set.as_os_str(), "--size-mib".as_ref(), "1".as_ref()]);
+    assert!(!ok && err.contains("not empty"), "{err}");
+    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 2, "the set and the scratch directory only");
 }
 
 #[test]

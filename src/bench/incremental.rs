@@ -4,15 +4,15 @@
 //! against a full `check`: a `check` after the full, then `check --new` after the incremental (each recording what
 //! it verified). docs/PERFORMANCE.md, "Incremental cost".
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, ensure, Context, Result};
 use backset_engine::check::{check_set, CheckOptions, Select};
-use backset_engine::hotcopy::{HotCopyRequest, HotCopyStatus, HotCopyType, JobState};
-use backset_refstore::bulk::{bulk_key, bulk_value, BulkSpec};
+use backset_engine::hotcopy::{HotCopyManager, HotCopyRequest, HotCopyStatus, HotCopyType, JobState};
+use backset_refstore::bulk::{bulk_key, bulk_value, BulkReport, BulkSpec};
 use backset_refstore::limits::{MAX_ATOM_BUCKETS, MAX_OPS_PER_TXN, MAX_VALUE_BYTES};
-use backset_refstore::{Config, Txn};
+use backset_refstore::{Config, Database, Txn};
 
 use super::files::bulk_loaded;
 
@@ -36,7 +36,7 @@ pub struct IncrementalArgs {
     json: bool,
 }
 
-fn percent(s: &str) -> Result<f64, String> {
+pub(super) fn percent(s: &str) -> Result<f64, String> {
     match s.parse::<f64>() {
         Ok(v) if v > 0.0 && v <= 100.0 => Ok(v),
         _ => Err(format!("{s:?} is not a percentage above 0 and at most 100")),
@@ -58,36 +58,88 @@ const HOT_COPY_TIMEOUT: Duration = Duration::from_secs(24 * 3600);
 const CHANGE_TXN_BYTES: u64 = 8 << 20;
 
 /// One hot copy's figures.
-struct Copied {
-    bytes: u64,
-    files: u64,
-    secs: f64,
+pub(super) struct Copied {
+    pub(super) bytes: u64,
+    pub(super) files: u64,
+    pub(super) secs: f64,
 }
 
 impl Copied {
-    fn json(&self) -> serde_json::Value {
+    pub(super) fn json(&self) -> serde_json::Value {
         serde_json::json!({ "bytes": self.bytes, "files": self.files, "seconds": self.secs })
     }
 }
 
-pub(super) fn incremental(args: &IncrementalArgs) -> Result<()> {
-    let bytes = args.size_mib << 20;
-    let per_key = (bytes / (u64::from(args.atoms) * KEYS_PER_ATOM)).max(MIN_VALUE_BYTES);
+/// The database and bulk load of an archive of `size_mib` MiB in `atoms` atoms (`KEYS_PER_ATOM` keys each), and the
+/// bytes of each value.
+pub(super) fn bulk_spec(name: &str, size_mib: u64, atoms: u32, journal_hot_copy: bool) -> (Config, BulkSpec) {
+    let bytes = size_mib << 20;
+    let per_key = (bytes / (u64::from(atoms) * KEYS_PER_ATOM)).max(MIN_VALUE_BYTES);
     let value_bytes = per_key.saturating_sub(32).clamp(MIN_VALUE_BYTES, MAX_VALUE_BYTES as u64) as usize;
-    let config = Config { atom_buckets: Some(args.atoms), checkpoint_interval: None, ..Config::new("incremental") };
-    let seed = 11;
-    let spec = BulkSpec { bytes_per_archive: bytes, value_bytes, seed };
+    let config = Config { atom_buckets: Some(atoms), checkpoint_interval: None, journal_hot_copy, ..Config::new(name) };
+    (config, BulkSpec { bytes_per_archive: bytes, value_bytes, seed: BULK_SEED })
+}
+
+/// The seed of the bulk-loaded values; round `r` of changes writes values of seed `BULK_SEED + 1 + r`.
+const BULK_SEED: u64 = 11;
+
+/// Runs one hot copy of `kind` into `set` to its end.
+pub(super) fn hot_copy(manager: &HotCopyManager, kind: HotCopyType, set: &Path) -> Result<(HotCopyStatus, Copied)> {
+    let (start_id, id) = manager.start(HotCopyRequest::new(kind).backup_dir(0, set))?;
+    let s: HotCopyStatus = manager.status(start_id, id, Some(HOT_COPY_TIMEOUT))?;
+    if s.status != JobState::Completed {
+        bail!("the {} hot copy into {} did not complete: {}", kind.name(), set.display(), s.message);
+    }
+    let secs = s.end_micros.unwrap_or(s.begin_micros).saturating_sub(s.begin_micros) as f64 / 1e6;
+    let copied = Copied { bytes: s.bytes_done, files: s.files_done, secs };
+    Ok((s, copied))
+}
+
+/// Round `round` of changes to a bulk-loaded database: one key rewritten (committed, not checkpointed) in each atom
+/// whose id is `round` modulo the stride `100 / changed_percent`, so the changes are spread over the archive and
+/// successive rounds change other atoms; at most `keys_per_txn` keys (and `CHANGE_TXN_BYTES`) a transaction.
+/// Returns how many atoms were changed.
+pub(super) fn change_atoms(
+    db: &Database,
+    loaded: &BulkReport,
+    spec: &BulkSpec,
+    changed_percent: f64,
+    round: u64,
+    keys_per_txn: usize,
+) -> Result<usize> {
+    let stride = (100.0 / changed_percent).round().max(1.0) as u64;
+    let mut chosen: std::collections::BTreeMap<u64, Vec<u8>> = std::collections::BTreeMap::new();
+    for n in 0..loaded.keys {
+        let key = bulk_key(n);
+        let atom = db.atom_of(&key);
+        if atom % stride == round % stride {
+            chosen.entry(atom).or_insert(key);
+        }
+    }
+    ensure!(!chosen.is_empty(), "no atom was chosen to change; give a larger --changed-percent");
+    let mut txn = Txn::new();
+    let mut txn_bytes = 0;
+    for key in chosen.values() {
+        let value = bulk_value(spec.seed + 1 + round, key, spec.value_bytes);
+        txn_bytes += value.len() as u64;
+        txn.puts.push((key.clone(), value));
+        if txn.puts.len() >= keys_per_txn.clamp(1, MAX_OPS_PER_TXN) || txn_bytes >= CHANGE_TXN_BYTES {
+            db.commit(&txn).context("commit the changes")?;
+            (txn, txn_bytes) = (Txn::new(), 0);
+        }
+    }
+    if !txn.puts.is_empty() {
+        db.commit(&txn).context("commit the changes")?;
+    }
+    Ok(chosen.len())
+}
+
+pub(super) fn incremental(args: &IncrementalArgs) -> Result<()> {
+    let (config, spec) = bulk_spec("incremental", args.size_mib, args.atoms, false);
+    let value_bytes = spec.value_bytes;
     let bench = bulk_loaded(&args.dir, "incremental", config, &spec)?;
     let (db, manager, set, loaded) = (&bench.db, &bench.manager, &bench.set, &bench.report);
-    let run = |kind: HotCopyType| -> Result<Copied> {
-        let (start_id, id) = manager.start(HotCopyRequest::new(kind).backup_dir(0, set))?;
-        let s: HotCopyStatus = manager.status(start_id, id, Some(HOT_COPY_TIMEOUT))?;
-        if s.status != JobState::Completed {
-            bail!("the {} hot copy did not complete: {}", kind.name(), s.message);
-        }
-        let secs = s.end_micros.unwrap_or(s.begin_micros).saturating_sub(s.begin_micros) as f64 / 1e6;
-        Ok(Copied { bytes: s.bytes_done, files: s.files_done, secs })
-    };
+    let run = |kind: HotCopyType| -> Result<Copied> { Ok(hot_copy(manager, kind, set)?.1) };
 
     // Each check records what it verified, so `check --new` after the incremental reads only what is new.
     let check = |select: Select| -> Result<Copied> {
@@ -100,32 +152,8 @@ pub(super) fn incremental(args: &IncrementalArgs) -> Result<()> {
     let full = run(HotCopyType::Full)?;
     let full_check = check(Select::All)?;
 
-    // One key in each of the chosen atoms: every `stride`-th atom id, so the changes are spread over the archive.
-    let stride = (100.0 / args.changed_percent).round().max(1.0) as u64;
-    let mut chosen: std::collections::BTreeMap<u64, Vec<u8>> = std::collections::BTreeMap::new();
-    for n in 0..loaded.keys {
-        let key = bulk_key(n);
-        let atom = db.atom_of(&key);
-        if atom % stride == 0 {
-            chosen.entry(atom).or_insert(key);
-        }
-    }
-    ensure!(!chosen.is_empty(), "no atom was chosen to change; give a larger --changed-percent");
     let changes_began = Instant::now();
-    let mut txn = Txn::new();
-    let mut txn_bytes = 0;
-    for key in chosen.values() {
-        let value = bulk_value(seed + 1, key, value_bytes);
-        txn_bytes += value.len() as u64;
-        txn.puts.push((key.clone(), value));
-        if txn.puts.len() == MAX_OPS_PER_TXN || txn_bytes >= CHANGE_TXN_BYTES {
-            db.commit(&txn).context("commit the changes")?;
-            (txn, txn_bytes) = (Txn::new(), 0);
-        }
-    }
-    if !txn.puts.is_empty() {
-        db.commit(&txn).context("commit the changes")?;
-    }
+    let changed = change_atoms(db, loaded, &spec, args.changed_percent, 0, MAX_OPS_PER_TXN)?;
     let checkpoint = db.checkpoint_now().context("checkpoint the changes")?;
     let changes_secs = changes_began.elapsed().as_secs_f64();
 
@@ -148,8 +176,8 @@ pub(super) fn incremental(args: &IncrementalArgs) -> Result<()> {
             "atom_files": atom_files,
             "keys": loaded.keys,
             "value_bytes": value_bytes,
-            "changed_atoms": chosen.len(),
-            "changed_percent_of_atoms": 100.0 * chosen.len() as f64 / atom_files.max(1) as f64,
+            "changed_atoms": changed,
+            "changed_percent_of_atoms": 100.0 * changed as f64 / atom_files.max(1) as f64,
             "changes_seconds": changes_secs,
             "checkpointed_atoms": checkpoint.atoms_written,
             "full": full.json(),
@@ -176,8 +204,8 @@ pub(super) fn incremental(args: &IncrementalArgs) -> Result<()> {
         println!("full                   {:>12.1} MB {:>9} files {:>9.2} s", mb(full.bytes), full.files, full.secs);
         println!(
             "changes                {:>12} atoms ({:.2}% of the atom files), committed and checkpointed in {changes_secs:.2} s",
-            chosen.len(),
-            100.0 * chosen.len() as f64 / atom_files.max(1) as f64
+            changed,
+            100.0 * changed as f64 / atom_files.max(1) as f64
         );
         println!("incremental            {:>12.1} MB {:>9} files {:>9.2} s", mb(inc.bytes), inc.files, inc.secs);
         println!(

@@ -2,7 +2,8 @@
 //! jobs under one rate limit), [`disk`] (write, read and copy rates, and a `--max-rate` to start from),
 //! [`versus_cp`] (the copier against `cp -a`, alternating, from a cold cache), [`foreground`] (what a throttled hot
 //! copy costs the commits of a running database), [`incremental`] (an incremental against a full), [`metrics`]
-//! (what scraping `/metrics` costs a hot copy) and [`s3`] (backup sets on object storage against `rclone`). [`files`]
+//! (what scraping `/metrics` costs a hot copy), [`restore_set`] (a kept backup set of full, incrementals and
+//! journal elements to measure restores on) and [`s3`] (backup sets on object storage against `rclone`). [`files`]
 //! holds what they share: the source tree walk, the scratch directory and a bulk-loaded database; [`plot`] draws the
 //! per-second samples of `copy` and `foreground` (`--plot FILE.svg`).
 
@@ -13,6 +14,7 @@ mod foreground;
 mod incremental;
 mod metrics;
 mod plot;
+mod restore_set;
 mod s3;
 mod versus_cp;
 
@@ -23,6 +25,7 @@ use disk::DiskArgs;
 use foreground::ForegroundArgs;
 use incremental::IncrementalArgs;
 use metrics::MetricsArgs;
+use restore_set::RestoreSetArgs;
 use s3::S3Args;
 use versus_cp::VersusArgs;
 
@@ -60,6 +63,14 @@ pub enum Command {
     ///
     /// Example: `backset bench incremental target/inc --size-mib 1024 --atoms 1000000`
     Incremental(IncrementalArgs),
+    /// Make and keep a backup set to measure restores on: bulk-loads an archive of --size-mib in --atoms atoms, takes
+    /// a full, then --rounds times rewrites one key in --changed-percent of the atoms (other atoms each round), takes
+    /// a journal hot copy and an incremental; last, changes once more and takes a journal hot copy, so the latest
+    /// restore needs the last incremental and journal records past it. The database is removed; the set stays.
+    /// Measure with `bench versus-cp SET DIR --restore`.
+    ///
+    /// Example: `backset bench restore-set target/rs/set --size-mib 1024 --rounds 3`
+    RestoreSet(RestoreSetArgs),
     /// What scraping the metrics costs a hot copy: full hot copies of a bulk-loaded archive, alternately with and
     /// without a scraper rendering `/metrics` every --scrape-ms, each from a cold page cache (as root); reports each
     /// side's best and median time, their ratio and the spread of the runs without (the noise).
@@ -85,6 +96,7 @@ pub fn run(cmd: &Command) -> Result<()> {
         Command::Foreground(args) => foreground::foreground(args),
         Command::Incremental(args) => incremental::incremental(args),
         Command::Metrics(args) => metrics::metrics(args),
+        Command::RestoreSet(args) => restore_set::restore_set(args),
         Command::S3(args) => s3::s3(args),
     }
 }
