@@ -124,11 +124,11 @@ fn long_polling_status_requests_do_not_exhaust_the_server() {
 
     let path = format!("/databases/hotCopyStatus?coordinatorStartId={waited_sm}&hotCopyId={waited}&timeoutSec=3600");
     let mut waiters: Vec<TcpStream> = (0..WAITERS).map(|_| send_get(&srv.addr, &path)).collect();
-    // Every wait accepted: a socket each, besides the listener.
+    // Every wait accepted: a connection each.
     assert!(
-        wait_until(Duration::from_secs(60), || srv.open_sockets() > WAITERS),
-        "the server did not accept the {WAITERS} waits: {} sockets open",
-        srv.open_sockets()
+        wait_until(Duration::from_secs(60), || srv.open_connections() >= WAITERS),
+        "the server did not accept the {WAITERS} waits: {} connections open",
+        srv.open_connections()
     );
 
     // With every wait open, each kind of request is answered.
@@ -163,13 +163,13 @@ fn long_polling_status_requests_do_not_exhaust_the_server() {
 
     // A wait whose client leaves ends: its connection closes on the server's side too.
     waiters.truncate(WAITERS / 2);
-    // Its listener, the other waits and the few connections this test's client keeps: far fewer than all waits.
+    // The other waits and the few connections this test's client keeps: far fewer than all waits.
     let most = WAITERS / 2 + 20;
     assert!(
-        wait_until(Duration::from_secs(30), || srv.open_sockets() <= most),
-        "{} waits' clients left, but the server still has {} sockets open (expected at most {most})",
+        wait_until(Duration::from_secs(30), || srv.open_connections() <= most),
+        "{} waits' clients left, but the server still has {} connections open (expected at most {most})",
         WAITERS / 2,
-        srv.open_sockets()
+        srv.open_connections()
     );
 
     // SIGTERM with the other waits open: the server cancels the hot copy, answers the waits and exits 0.
@@ -217,6 +217,9 @@ fn idle_and_half_sent_connections_are_closed_after_the_idle_timeout() {
 /// of that (64).
 const LOW_NOFILE: u64 = 256;
 
+/// The connections a server with [`LOW_NOFILE`] takes at once.
+const LOW_NOFILE_CONNECTIONS: usize = 128;
+
 /// A server whose descriptor limit, soft and hard, is [`LOW_NOFILE`] (so it cannot raise it).
 fn low_limit_server(data: &Path, extra: &[&str], env: &[(&str, &str)]) -> Server {
     let addr = format!("127.0.0.1:{}", support::free_port());
@@ -238,7 +241,11 @@ fn many_idle_connections_under_a_low_descriptor_limit_do_not_stop_commits() {
     );
     // More idle connections than the server has descriptors.
     let mut idle: Vec<TcpStream> = (0..400).map(|_| TcpStream::connect(&srv.addr).unwrap()).collect();
-    assert!(wait_until(Duration::from_secs(30), || srv.open_sockets() > 128), "the server took no connections");
+    assert!(
+        wait_until(Duration::from_secs(30), || srv.open_connections() >= LOW_NOFILE_CONNECTIONS),
+        "the server never held {LOW_NOFILE_CONNECTIONS} connections: {} open",
+        srv.open_connections()
+    );
     // Commits that roll the journal over to a new segment every few transactions: answered once idle connections
     // time out (the commit's connection waits in the listen queue meanwhile), never refused for want of a
     // descriptor.
@@ -252,8 +259,9 @@ fn many_idle_connections_under_a_low_descriptor_limit_do_not_stop_commits() {
             Duration::from_secs(120),
         );
         assert_eq!(a.code, 200, "commit {i}: {}", a.text);
-        // Never more connections than the cap, whatever the clients hold (the listener besides).
-        assert!(srv.open_sockets() <= 129, "{} sockets open", srv.open_sockets());
+        // Never more connections than the cap, whatever the clients hold.
+        let open = srv.open_connections();
+        assert!(open <= LOW_NOFILE_CONNECTIONS, "{open} connections open, above the cap of {LOW_NOFILE_CONNECTIONS}");
     }
     let a = answered(&srv, "GET", "/databases/demo/keys/k29", None, Duration::from_secs(60));
     assert_eq!((a.code, a.json["value"].as_str()), (200, Some(value.as_str())), "{}", a.text);

@@ -3,6 +3,7 @@
 //! the small tools several tests share (a byte flipper, a seeded generator, the nuocmd response parser).
 #![allow(dead_code)]
 
+use std::collections::HashSet;
 use std::io::Read;
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
@@ -588,13 +589,31 @@ impl Server {
         self.send(method, path, body, auth.as_deref(), timeout).ok()
     }
 
-    /// Sockets the server process has open now (the entries of /proc/PID/fd that link to `socket:[...]`): its
-    /// listener and its connections.
-    pub fn open_sockets(&self) -> usize {
-        let Ok(dir) = std::fs::read_dir(format!("/proc/{}/fd", self.pid())) else { return 0 };
-        dir.filter_map(Result::ok)
-            .filter(|e| std::fs::read_link(e.path()).is_ok_and(|l| l.to_string_lossy().starts_with("socket:")))
-            .count()
+    /// The server's TCP connections now: its sockets (entries of /proc/PID/fd linking to `socket:[inode]`) that are
+    /// TCP sockets not listening (in /proc/PID/net/tcp and tcp6). Not its listener, nor the other sockets a process
+    /// holds (tokio's signal socket pair). The TCP table is read first, so a socket opened while the descriptors are
+    /// listed is not counted: what is counted was open together at some instant.
+    pub fn open_connections(&self) -> usize {
+        const LISTEN: &str = "0A";
+        let pid = self.pid();
+        let mut tcp = HashSet::new();
+        for table in ["tcp", "tcp6"] {
+            let Ok(text) = std::fs::read_to_string(format!("/proc/{pid}/net/{table}")) else { continue };
+            for line in text.lines().skip(1) {
+                let f: Vec<&str> = line.split_whitespace().collect();
+                if f.len() > 9 && f[3] != LISTEN {
+                    tcp.insert(f[9].to_string());
+                }
+            }
+        }
+        let Ok(dir) = std::fs::read_dir(format!("/proc/{pid}/fd")) else { return 0 };
+        let open: HashSet<String> = dir
+            .filter_map(Result::ok)
+            .filter_map(|e| std::fs::read_link(e.path()).ok())
+            .filter_map(|l| Some(l.to_str()?.strip_prefix("socket:[")?.strip_suffix(']')?.to_string()))
+            .filter(|inode| tcp.contains(inode))
+            .collect();
+        open.len()
     }
 
     /// Sends the signal `name` (`TERM`, `INT`, `KILL`) to the server process; it may still be running when this returns
