@@ -517,32 +517,89 @@ fn a_serve_killed_just_after_the_commit_record_leaves_the_element_published_and_
     assert!(out.contains("2 published element(s) kept, 0 unpublished job(s) removed"), "{out}");
 }
 
+/// The environment of a process that talks to `e` and has no writable temporary directory: `BACKSET_SPOOL_DIR`
+/// (where object-storage staging once went) and `TMPDIR` both name the regular file `not_a_dir`, so any attempt to
+/// stage locally fails (even as root, which a directory's mode would not stop).
+fn no_local_staging_env(e: &Endpoint, not_a_dir: &Path) -> Vec<(&'static str, String)> {
+    std::fs::write(not_a_dir, b"not a directory").unwrap();
+    let mut env = s3_env(e);
+    env.push(("BACKSET_SPOOL_DIR", s(not_a_dir)));
+    env.push(("TMPDIR", s(not_a_dir)));
+    env
+}
+
 #[test]
-fn hot_copies_and_a_set_copy_to_s3_leave_no_spool_directory_behind() {
-    let (_store, e, work) = s3_case();
+fn hot_copies_and_set_copies_to_and_between_stores_stage_nothing_on_local_disk() {
+    let (store, e, work) = s3_case();
     let data = work.path().join("data");
-    let spool = work.path().join("spool");
-    std::fs::create_dir(&spool).unwrap();
-    let mut env = s3_env(&e);
-    env.push(("BACKSET_SPOOL_DIR", s(&spool)));
-    let srv = Server::start_with_env(&data, &[], &as_refs(&env));
-    srv.load(60, 2000);
+    let not_a_dir = work.path().join("no-staging-here");
+    let env = no_local_staging_env(&e, &not_a_dir);
+    // One atom holding every key: over 8 MiB (UPLOAD_PART_BYTES), so each copy of it goes up in parts.
+    let srv = Server::start_with_env(&data, &["--atom-buckets", "1"], &as_refs(&env));
+    srv.load(1100, 10_000);
     let (code, out) = srv.terminate();
     assert_eq!(code, Some(0), "{out}");
     let srv = Server::start_with_env(&data, &[], &as_refs(&env));
-    let url = "s3://backset-test/spooled";
-    srv.cli_ok(&hotcopy_args("full", url, WAIT));
+    let hot = "s3://backset-test/hot";
+    srv.cli_ok(&hotcopy_args("full", hot, WAIT));
     srv.load(20, 100);
-    srv.cli_ok(&hotcopy_args("journal", url, WAIT));
-    let left = |dir: &Path| std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().path()).collect::<Vec<_>>();
-    assert_eq!(left(&spool), Vec::<PathBuf>::new(), "the hot copies left their spool behind");
+    srv.cli_ok(&hotcopy_args("journal", hot, WAIT));
     let local = work.path().join("local");
     srv.cli_ok(&hotcopy_args("full", &s(&local), WAIT));
-    let out = command().args(["set", "copy", &s(&local), "s3://backset-test/shipped"]).envs(env.clone()).output();
-    let out = out.unwrap();
-    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
-    assert_eq!(left(&spool), Vec::<PathBuf>::new(), "set copy left its spool behind");
-    offline_ok(&e, &["check", url]);
+    srv.load(20, 100);
+    srv.cli_ok(&hotcopy_args("journal", &s(&local), WAIT));
+    let original = restored(&e, work.path(), "original", &s(&local), &[]);
+
+    let run = |args: &[&str]| {
+        let out = command().args(args).envs(env.clone()).output().unwrap();
+        assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+        stdout(&out)
+    };
+    // Local -> s3, then s3 -> s3: each element sent without a local copy, multipart for the large atom.
+    let shipped = "s3://backset-test/shipped";
+    let out = run(&["set", "copy", &s(&local), shipped]);
+    assert!(out.contains("copied 2 element(s)"), "{out}");
+    let full = id_of(&elements(&e, shipped), "full");
+    let largest = objects(&store, &format!("shipped/full/{full}/data/atoms"))
+        .iter()
+        .map(|p| std::fs::metadata(p).unwrap().len())
+        .max()
+        .unwrap_or(0);
+    assert!(largest > 8 << 20, "an atom object larger than one part: {largest} bytes");
+    let again = "s3://backset-test/again";
+    let out = run(&["set", "copy", shipped, again]);
+    assert!(out.contains("copied 2 element(s)"), "{out}");
+    assert_eq!(std::fs::read(&not_a_dir).unwrap(), b"not a directory", "the stand-in file is untouched");
+    for url in [hot, shipped, again] {
+        offline_ok(&e, &["check", url]);
+    }
+    assert_eq!(restored(&e, work.path(), "from-again", again, &[]), original);
+    assert_eq!(elements(&e, again), elements(&e, &s(&local)), "the same elements, ids and order");
+}
+
+#[test]
+fn set_copy_to_s3_of_a_source_altered_behind_backsets_back_fails_naming_the_file_and_publishes_nothing() {
+    let (store, e, work) = s3_case();
+    let srv = serve_with_atoms(&work.path().join("data"), &e, 200, 2000);
+    let local = work.path().join("local");
+    srv.cli_ok(&hotcopy_args("full", &s(&local), WAIT));
+    offline_ok(&e, &["check", &s(&local)]);
+    let atoms = local.join("full/data/atoms");
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&atoms).unwrap().map(|d| d.unwrap().path()).collect();
+    files.sort();
+    let altered = files.last().unwrap();
+    flip_byte(altered, 40);
+
+    let url = "s3://backset-test/altered";
+    let out = offline(&e, &["set", "copy", &s(&local), url]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let t = text(&out);
+    assert!(t.contains("element full") && t.contains(&s(altered)), "names the element and the file: {t}");
+    assert!(t.contains("match the manifest"), "{t}");
+    // Nothing published, and the aborted copy removed what it had stored.
+    assert_eq!(objects(&store, "altered"), Vec::<PathBuf>::new());
+    let out = offline(&e, &["restore", "--report-backups", "--json", url]);
+    assert_eq!(out.status.code(), Some(1), "no set there: {}", text(&out));
 }
 
 /// A `serve --config` file with an `[s3]` table for `e` (its keys, endpoint and region) and `extra` lines in it.

@@ -40,7 +40,7 @@ pub use data::{SliceError, SliceSummary};
 pub use object::ObjectStore;
 pub use plan::{describe_ranges, AtomSource, JournalPart};
 pub use read::{read_state, BackupSet, Element, UnreadElement};
-pub use storage::{LocalDir, SetStorage};
+pub use storage::{LocalDir, PieceSink, SetStorage};
 pub(crate) use write::{dir_content, Begun, DirContent, SetWriter};
 
 /// Why a backup set (or part of it) cannot be read, trusted or written. Every variant names the file or directory,

@@ -36,20 +36,27 @@
 //!   came for [`STREAM_STALL`] (several hot copies to object storage on one SM holding the pool in unfilled parts,
 //!   or a pool smaller than a part), those parts are copied out of the pool: the bound is then the pool plus one
 //!   part per file being read.
-//! - **Staging** is also a local spool directory per element (`tmp/<element id>` as the copier sees it), for what
-//!   is written as files (`backset set copy` writes an element's data there):
-//!   [`seal`](SetStorage::seal) uploads each data file found there the same way, hashing every byte it sends and
-//!   comparing it with the manifest, removes the spooled file, then stores the control objects and checks every
-//!   object's size in one listing; [`publish`](SetStorage::publish) is the create-only put of the commit record.
-//!   Memory of a spooled upload: at most `(MULTIPART_PARTS_IN_FLIGHT + 1) * UPLOAD_PART_BYTES` (40 MiB) per element
-//!   being sealed. The spool is removed when the job ends, and the store's spool root once no element is staged.
+//! - **`backset set copy` to object storage** ([`store_data`](SetStorage::store_data)) sends each data file from
+//!   its source the same way, through the same uploader: the copy reads the source (a local file or another
+//!   store's object), hashes every byte as the manifest does and hands it on in pieces, which are stored as they
+//!   come (one put, or a multipart upload of [`UPLOAD_PART_BYTES`] parts). Nothing is written to local disk: there
+//!   is no spool. **Memory**: the pieces held (being sent, in a part being filled, waiting to be taken) are
+//!   allocated against the copy's budget (`set::copy::SET_COPY_BUFFER_BYTES`, 64 MiB) and returned to it once
+//!   stored, so the data held is at most that budget, plus the copy's one read buffer
+//!   (`backset_format::limits::CHUNK_BYTES`, 1 MiB) and the source reader's and HTTP client's own buffers. Each
+//!   file's last piece is handed on only once the whole file matched the manifest, so a source that does not
+//!   match never completes an object.
+//! - **Staging** is in memory only: a staged element (`tmp/<element id>` as the writer names it) is its name and
+//!   id, and what was stored of it; its objects are under `<element>/<element id>/` from the start.
+//!   [`seal`](SetStorage::seal) compares each stored data file's size and BLAKE3 (the copier's, or the set
+//!   copy's) with the manifest, stores the control objects and checks every object's size in one listing;
+//!   [`publish`](SetStorage::publish) is the create-only put of the commit record.
 //! - **One process writes a set at a time** (as for a local set). An aborted job removes its own objects; the
 //!   objects of a job killed outright are removed by the next hot copy's clean-up (listed under `tmp/`) or by
 //!   `backset set gc`, once nothing was written for them for [`GC_MIN_AGE`]: never those of a job that may still run.
 
 use std::collections::HashMap;
 use std::ffi::{OsStr, OsString};
-use std::fs::{self, File};
 use std::io::{ErrorKind, Read};
 use std::path::{Component, Path, PathBuf};
 use std::sync::{mpsc, Mutex, MutexGuard};
@@ -67,8 +74,7 @@ use backset_objstore::{Entry, ObjStoreError, ObjectClient, S3Url};
 use bytes::Bytes;
 use uuid::Uuid;
 
-use super::data::hash_stream;
-use super::storage::{SetStorage, Stat};
+use super::storage::{PieceSink, SetStorage, Stat};
 use super::SetError;
 
 /// The name of an element's commit record, below the element's name.
@@ -93,18 +99,13 @@ pub const STREAM_PUTS_IN_FLIGHT: usize = 16;
 /// faster than this (any rate from 10 MB/s on) never copies; a slower one copies each chunk at most once more.
 pub const STREAM_STALL: std::time::Duration = std::time::Duration::from_millis(100);
 
-/// Where the spool directories of staged elements go when `BACKSET_SPOOL_DIR` is not set: the system's temporary
-/// directory.
-pub const SPOOL_DIR_VAR: &str = "BACKSET_SPOOL_DIR";
-
-/// An element staged by this process: its name and its spool directory.
+/// An element staged by this process: its name, and what was stored of it.
 #[derive(Debug, Clone)]
 struct Staged {
     name: ElementName,
-    spool: PathBuf,
     info: Option<ElementInfo>,
-    /// Data files stored from the copier's buffers ([`SetStorage::stream_data`]): key -> (bytes, the BLAKE3 the
-    /// copier computed from those buffers), checked against the manifest when the element is sealed.
+    /// Data files stored ([`SetStorage::stream_data`], [`SetStorage::store_data`]): key -> (bytes, the BLAKE3
+    /// computed from the very bytes that were stored), checked against the manifest when the element is sealed.
     streamed: HashMap<String, (u64, [u8; 32])>,
 }
 
@@ -127,7 +128,6 @@ struct Inner {
 #[derive(Debug)]
 pub struct ObjectStore {
     client: ObjectClient,
-    spool_root: PathBuf,
     inner: Mutex<Inner>,
 }
 
@@ -141,9 +141,7 @@ fn io_other(e: ObjStoreError) -> std::io::Error {
 impl ObjectStore {
     /// The set at `client`'s location. No request is made yet.
     pub fn new(client: ObjectClient) -> Self {
-        let base = std::env::var_os(SPOOL_DIR_VAR).map(PathBuf::from).unwrap_or_else(std::env::temp_dir);
-        let spool_root = base.join(format!("backset-spool-{}", Uuid::new_v4()));
-        Self { client, spool_root, inner: Mutex::new(Inner::default()) }
+        Self { client, inner: Mutex::new(Inner::default()) }
     }
 
     /// The location.
@@ -324,9 +322,10 @@ impl ObjectStore {
         Ok(Some(parts.join("/")))
     }
 
-    fn spool_of(&self, rel: &Path) -> Option<PathBuf> {
-        let rest = rel.strip_prefix(TMP_DIR).ok()?;
-        Some(self.spool_root.join(rest))
+    /// Whether `rel` is below `tmp/`, where staged elements are named: nothing there is stored under that name (a
+    /// staged element's objects are under `<element>/<element id>/`).
+    fn in_tmp(rel: &Path) -> bool {
+        rel.starts_with(TMP_DIR)
     }
 
     fn read_err(&self, op: &'static str, rel: &Path) -> impl FnOnce(ObjStoreError) -> ReadError + '_ {
@@ -345,55 +344,64 @@ impl ObjectStore {
         }
     }
 
-    /// Forgets the staged element `id` and removes its spool directory, and the store's spool root once no element
-    /// is staged any more (a process makes many stores' worth of jobs; none may leave a directory behind).
-    fn unspool(&self, id: Uuid) -> Option<Staged> {
-        let mut inner = self.inner();
-        let staged = inner.staged.remove(&id);
-        if let Some(s) = &staged {
-            let _ = fs::remove_dir_all(&s.spool);
-        }
-        if inner.staged.is_empty() {
-            // Only when empty: another job's staging creates it again under the same lock.
-            let _ = fs::remove_dir(&self.spool_root);
-        }
-        staged
+    /// Forgets the staged element `id`.
+    fn forget(&self, id: Uuid) -> Option<Staged> {
+        self.inner().staged.remove(&id)
     }
 
-    /// Uploads the spooled data file `local` as `key`, checking every byte against `entry` of the manifest.
-    fn upload_file(&self, local: &Path, key: &str, entry: &backset_format::FileEntry) -> Result<(), SetError> {
-        let io = |op: &'static str| {
-            let path = local.to_path_buf();
-            move |source| SetError::Io { op, path, source }
-        };
-        let file = File::open(local).map_err(io("open"))?;
-        let len = file.metadata().map_err(io("stat"))?.len();
-        let shown = self.client.url().show(key);
-        let mut sink = PartSink::new(&self.client, key, len);
-        let summary = hash_stream(file, Some(&mut |chunk: &[u8]| sink.push(chunk)));
-        let (bytes, hash, chunks) = match summary {
-            Ok(s) => s,
-            Err(e) => {
-                sink.abort();
-                return Err(match e.into_inner_store() {
-                    Ok(store) => self.set_err(store),
-                    Err(source) => SetError::Io { op: "read", path: local.to_path_buf(), source },
+    /// Records the data files `keys[i]` of the staged element `id` as stored, `sums[i]` (bytes, BLAKE3) as read,
+    /// given what [`store_chunks`](Self::store_chunks) stored of each (`stored`): an empty file (which gives no
+    /// piece) is put here; a file of which fewer bytes were stored than read is refused.
+    fn record_stored(
+        &self,
+        id: Uuid,
+        keys: &[String],
+        sums: impl IntoIterator<Item = (u64, [u8; 32])>,
+        stored: &HashMap<usize, u64>,
+        again: &str,
+    ) -> Result<(), SetError> {
+        let mut streamed = Vec::with_capacity(keys.len());
+        for (i, (bytes, hash)) in sums.into_iter().enumerate() {
+            let got = stored.get(&i).copied().unwrap_or(0);
+            if bytes == 0 {
+                // An empty file gives no piece.
+                self.client.put(&keys[i], Bytes::new()).map_err(|e| self.set_err(e))?;
+            } else if got != bytes {
+                return Err(SetError::Conflict {
+                    path: PathBuf::from(self.client.url().show(&keys[i])),
+                    reason: format!("{got} of its {bytes} bytes were stored; nothing was published: run {again} again"),
                 });
             }
-        };
-        if let Some(why) = super::data::mismatch(entry, bytes, &hash, &chunks) {
-            sink.abort();
-            return Err(SetError::Conflict {
-                path: local.to_path_buf(),
-                reason: format!(
-                    "the spooled copy differs from what was read from the archive ({why}); nothing was published: \
-                     check the spool directory's disk ({SPOOL_DIR_VAR}) and run the hot copy again"
-                ),
-            });
+            streamed.push((keys[i].clone(), (bytes, hash)));
         }
-        sink.finish().map_err(|e| self.set_err(e))?;
-        tracing::debug!(object = %shown, bytes, "uploaded");
+        if let Some(s) = self.inner().staged.get_mut(&id) {
+            s.streamed.extend(streamed);
+        }
         Ok(())
+    }
+
+    /// The staged element `staged`'s id and the keys of its files `files` (relative to it).
+    fn staged_keys(&self, staged: &Path, files: &[PathBuf]) -> (Uuid, Vec<String>) {
+        let id = staged_id(staged);
+        let name = self.inner().staged.get(&id).map(|s| s.name).expect("staged by this store");
+        (id, files.iter().map(|f| format!("{name}/{id}/{}", f.to_string_lossy())).collect())
+    }
+
+    /// Runs `produce` with a sender of the pieces of the files `keys[i]`, while
+    /// [`store_chunks`](Self::store_chunks) stores them on a thread of its own; `produce`'s result and what was
+    /// stored.
+    fn storing<R>(
+        &self,
+        keys: &[String],
+        ctl: &JobControl,
+        produce: impl FnOnce(mpsc::Sender<Piece>) -> R,
+    ) -> (R, Result<HashMap<usize, u64>, SetError>) {
+        let (tx, rx) = mpsc::channel::<Piece>();
+        std::thread::scope(|s| {
+            let storing = s.spawn(|| self.store_chunks(keys, rx, ctl));
+            let produced = produce(tx);
+            (produced, storing.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic)))
+        })
     }
 }
 
@@ -411,11 +419,42 @@ fn staged_id(staged: &Path) -> Uuid {
         .expect("a staged element is tmp/<element id>")
 }
 
-/// A data file being stored from the copier's chunks: the chunks of its part not sent yet, and its multipart
-/// upload once it has more than one part.
+/// Bytes of one data file to store: a copier's chunk ([`Chunk`], lent from its pool) or a piece a set copy read
+/// ([`PieceSink`]).
+struct Piece {
+    request: usize,
+    bytes: Bytes,
+    last: bool,
+    /// Whether the bytes are a copier's pool buffer (see [`STREAM_STALL`]).
+    lent: bool,
+}
+
+/// Hands a streaming copier job's chunks to [`ObjectStore::store_chunks`].
+struct Lend(mpsc::Sender<Piece>);
+
+impl ChunkSink for Lend {
+    fn chunk(&self, chunk: Chunk) {
+        let (request, last) = (chunk.request(), chunk.is_last());
+        // Once the store is gone, the chunk is dropped (its buffer back in the pool).
+        let _ = self.0.send(Piece { request, last, lent: true, bytes: Bytes::from_owner(chunk) });
+    }
+}
+
+/// Hands a set copy's pieces to [`ObjectStore::store_chunks`].
+struct Pieces(mpsc::Sender<Piece>);
+
+impl PieceSink for Pieces {
+    fn piece(&self, request: usize, bytes: Bytes, last: bool) -> bool {
+        self.0.send(Piece { request, bytes, last, lent: false }).is_ok()
+    }
+}
+
+/// A data file being stored from its pieces: the pieces of its part not sent yet, and its multipart upload once it
+/// has more than one part.
 struct Storing<'c> {
     pieces: Vec<Bytes>,
-    /// Of `pieces`, how many are the copier's buffers (the others are copies: see [`STREAM_STALL`]).
+    /// Of `pieces`, how many are the copier's buffers (the others are copies, see [`STREAM_STALL`], or a set
+    /// copy's own pieces).
     lent: usize,
     piece_bytes: usize,
     got: u64,
@@ -423,8 +462,8 @@ struct Storing<'c> {
 }
 
 impl ObjectStore {
-    /// Stores the data files `keys[i]` from the chunks of request `i` coming through `chunks`, until the channel
-    /// closes (the copier's job ended): a file of at most [`UPLOAD_PART_BYTES`] in one put (at most
+    /// Stores the data files `keys[i]` from the pieces of request `i` coming through `chunks`, until the channel
+    /// closes (the copier's job, or the set copy's reads, ended): a file of at most [`UPLOAD_PART_BYTES`] in one put (at most
     /// [`STREAM_PUTS_IN_FLIGHT`] at once), a larger one as a multipart upload of [`UPLOAD_PART_BYTES`] parts
     /// (at most [`MULTIPART_PARTS_IN_FLIGHT`](backset_objstore::limits::MULTIPART_PARTS_IN_FLIGHT) in flight), each
     /// part the chunks themselves (no copy). Every chunk goes back to the copier's pool once its request is done.
@@ -433,7 +472,7 @@ impl ObjectStore {
     fn store_chunks(
         &self,
         keys: &[String],
-        chunks: mpsc::Receiver<Chunk>,
+        chunks: mpsc::Receiver<Piece>,
         ctl: &JobControl,
     ) -> Result<HashMap<usize, u64>, SetError> {
         let mut files: HashMap<usize, Storing<'_>> = HashMap::new();
@@ -458,9 +497,9 @@ impl ObjectStore {
                         continue;
                     }
                 };
-                let i = chunk.request();
+                let i = chunk.request;
                 let key = &keys[i];
-                let last = chunk.is_last();
+                let last = chunk.last;
                 let f = files.entry(i).or_insert_with(|| Storing {
                     pieces: Vec::new(),
                     lent: 0,
@@ -468,10 +507,15 @@ impl ObjectStore {
                     got: 0,
                     upload: None,
                 });
-                f.got += chunk.len() as u64;
-                f.piece_bytes += chunk.len();
-                f.pieces.push(Bytes::from_owner(chunk));
-                f.lent += 1;
+                f.got += chunk.bytes.len() as u64;
+                f.piece_bytes += chunk.bytes.len();
+                f.pieces.push(chunk.bytes);
+                if chunk.lent {
+                    f.lent += 1;
+                } else {
+                    // Copies at a stall take the last `lent` pieces: a set copy's pieces are never copied.
+                    f.lent = 0;
+                }
                 if f.piece_bytes >= UPLOAD_PART_BYTES && !last {
                     if f.upload.is_none() {
                         f.upload = Some(self.client.upload(key)?);
@@ -519,77 +563,6 @@ impl ObjectStore {
     }
 }
 
-/// An error of a chunk sink carried through `hash_stream`'s `io::Error`.
-trait StoreCarrier {
-    fn into_inner_store(self) -> Result<ObjStoreError, std::io::Error>;
-}
-
-impl StoreCarrier for std::io::Error {
-    fn into_inner_store(self) -> Result<ObjStoreError, std::io::Error> {
-        if self.get_ref().is_some_and(|e| e.is::<ObjStoreError>()) {
-            let inner = self.into_inner().expect("checked");
-            Ok(*inner.downcast::<ObjStoreError>().expect("checked"))
-        } else {
-            Err(self)
-        }
-    }
-}
-
-/// Sends a file's bytes to an object: in one put when the file fits one part, else as a multipart upload of
-/// [`UPLOAD_PART_BYTES`] parts.
-struct PartSink<'a> {
-    client: &'a ObjectClient,
-    key: String,
-    buf: Vec<u8>,
-    upload: Option<backset_objstore::Upload<'a>>,
-    multipart: bool,
-}
-
-impl<'a> PartSink<'a> {
-    fn new(client: &'a ObjectClient, key: &str, len: u64) -> Self {
-        let rel = key.to_owned();
-        let multipart = len > UPLOAD_PART_BYTES as u64;
-        let cap = if multipart { UPLOAD_PART_BYTES } else { len as usize };
-        Self { client, key: rel, buf: Vec::with_capacity(cap), upload: None, multipart }
-    }
-
-    fn push(&mut self, chunk: &[u8]) -> std::io::Result<()> {
-        self.buf.extend_from_slice(chunk);
-        if self.multipart && self.buf.len() >= UPLOAD_PART_BYTES {
-            self.send_part().map_err(std::io::Error::other)?;
-        }
-        Ok(())
-    }
-
-    fn send_part(&mut self) -> Result<(), ObjStoreError> {
-        if self.upload.is_none() {
-            self.upload = Some(self.client.upload(&self.key)?);
-        }
-        let part = std::mem::replace(&mut self.buf, Vec::with_capacity(UPLOAD_PART_BYTES));
-        self.upload.as_mut().expect("started").put_part(Bytes::from(part))
-    }
-
-    fn finish(mut self) -> Result<(), ObjStoreError> {
-        if !self.multipart {
-            let data = std::mem::take(&mut self.buf);
-            return self.client.put(&self.key, Bytes::from(data)).map(drop);
-        }
-        if !self.buf.is_empty() {
-            self.send_part()?;
-        }
-        match self.upload.take() {
-            Some(u) => u.finish().map(drop),
-            None => self.client.put(&self.key, Bytes::new()).map(drop),
-        }
-    }
-
-    fn abort(mut self) {
-        if let Some(u) = self.upload.take() {
-            let _ = u.abort();
-        }
-    }
-}
-
 /// The entries of a derived state in an order the format accepts: the full first, each kind's sequence numbers
 /// increasing, otherwise in the order they began.
 fn order(mut entries: Vec<ElementEntry>) -> Vec<ElementEntry> {
@@ -627,16 +600,15 @@ impl SetStorage for ObjectStore {
             // Always there: what it lists is this process's staged elements and other processes' stale jobs.
             return Ok(Some(Stat { kind: EntryKind::Dir(dir_id(TMP_DIR)), len: 0 }));
         }
-        if let Some(spool) = self.spool_of(rel) {
-            return match fs::symlink_metadata(spool) {
-                Err(e) if e.kind() == ErrorKind::NotFound => Ok(None),
-                Err(e) => Err(e),
-                Ok(md) if md.is_dir() => {
-                    Ok(Some(Stat { kind: EntryKind::Dir(dir_id(&rel.to_string_lossy())), len: 0 }))
-                }
-                Ok(md) if md.is_file() => Ok(Some(Stat { kind: EntryKind::File, len: md.len() })),
-                Ok(_) => Ok(Some(Stat { kind: EntryKind::Other, len: 0 })),
-            };
+        if Self::in_tmp(rel) {
+            // A staged element is there while this process stages it; nothing below it is stored under that name.
+            let staged = rel.parent() == Some(Path::new(TMP_DIR))
+                && rel
+                    .file_name()
+                    .and_then(|n| n.to_str())
+                    .and_then(|n| n.parse::<Uuid>().ok())
+                    .is_some_and(|id| self.inner().staged.contains_key(&id));
+            return Ok(staged.then(|| Stat { kind: EntryKind::Dir(dir_id(&rel.to_string_lossy())), len: 0 }));
         }
         if rel.as_os_str().is_empty() {
             return Ok(Some(Stat { kind: EntryKind::Dir(dir_id(self.client.url().prefix())), len: 0 }));
@@ -680,8 +652,8 @@ impl SetStorage for ObjectStore {
             inner.stale = stale;
             return Ok(ids.into_iter().map(|id| OsString::from(id.to_string())).collect());
         }
-        if let Some(spool) = self.spool_of(rel) {
-            return fs::read_dir(spool)?.map(|e| e.map(|e| e.file_name())).collect();
+        if Self::in_tmp(rel) {
+            return Ok(Vec::new());
         }
         if rel.as_os_str().is_empty() {
             let (prefixes, objects) = self.top().map_err(io_other)?;
@@ -718,8 +690,8 @@ impl SetStorage for ObjectStore {
     }
 
     fn read(&self, rel: &Path, max: u64) -> Result<Vec<u8>, ReadError> {
-        if let Some(spool) = self.spool_of(rel) {
-            return backset_format::fsio::read_regular(&spool, max);
+        if Self::in_tmp(rel) {
+            return Err(self.not_found(rel));
         }
         if rel == Path::new(STATE_FILE) {
             let Some(state) = self.derived_state()? else { return Err(self.not_found(rel)) };
@@ -730,9 +702,8 @@ impl SetStorage for ObjectStore {
     }
 
     fn open(&self, rel: &Path) -> Result<(Box<dyn Read + Send>, u64), ReadError> {
-        if let Some(spool) = self.spool_of(rel) {
-            let (f, len) = backset_format::fsio::open_regular(&spool)?;
-            return Ok((Box::new(f), len));
+        if Self::in_tmp(rel) {
+            return Err(self.not_found(rel));
         }
         let Some(key) = self.key(rel)? else { return Err(self.not_found(rel)) };
         let (reader, len) = self.client.open(&key).map_err(self.read_err("get", rel))?;
@@ -748,7 +719,7 @@ impl SetStorage for ObjectStore {
     }
 
     fn copier_path(&self, rel: &Path) -> PathBuf {
-        self.spool_of(rel).unwrap_or_else(|| self.show(rel))
+        self.show(rel)
     }
 
     fn write_metadata(&self, dir: &Path, name: &str, bytes: &[u8]) -> Result<(), WriteError> {
@@ -760,8 +731,11 @@ impl SetStorage for ObjectStore {
             self.inner().pending = Some(state);
             return Ok(());
         }
-        if let Some(spool) = self.spool_of(dir) {
-            return backset_format::fsio::write_file_atomic(&spool, name, bytes);
+        if Self::in_tmp(dir) {
+            return Err(werr(std::io::Error::new(
+                ErrorKind::Unsupported,
+                "a staged element's control files are stored when it is sealed, not written one by one",
+            )));
         }
         let key = match self.key(&rel) {
             Ok(Some(k)) => k,
@@ -776,16 +750,7 @@ impl SetStorage for ObjectStore {
     }
 
     fn stage(&self, id: Uuid, name: ElementName) -> Result<PathBuf, SetError> {
-        let spool = self.spool_root.join(id.to_string());
-        let data = spool.join(DATA_DIR);
-        // Under the lock: the spool root is removed under it once no element is staged (`unspool`).
-        let mut inner = self.inner();
-        fs::create_dir_all(&data).map_err(|source| SetError::Io {
-            op: "create directory",
-            path: data.clone(),
-            source,
-        })?;
-        inner.staged.insert(id, Staged { name, spool, info: None, streamed: HashMap::new() });
+        self.inner().staged.insert(id, Staged { name, info: None, streamed: HashMap::new() });
         Ok(Path::new(TMP_DIR).join(id.to_string()))
     }
 
@@ -800,42 +765,36 @@ impl SetStorage for ObjectStore {
         ctl: &JobControl,
         copy: &mut dyn FnMut(&dyn ChunkSink) -> Result<JobReport, CopyError>,
     ) -> Result<Result<JobReport, CopyError>, SetError> {
-        let id = staged_id(staged);
-        let name = self.inner().staged.get(&id).map(|s| s.name).expect("staged by this store");
-        let keys: Vec<String> = files.iter().map(|f| format!("{name}/{id}/{}", f.to_string_lossy())).collect();
-        let (tx, rx) = mpsc::channel::<Chunk>();
-        let (copied, stored) = std::thread::scope(|s| {
-            let storing = s.spawn(|| self.store_chunks(&keys, rx, ctl));
-            let copied = copy(&tx);
-            drop(tx);
-            (copied, storing.join())
-        });
-        let stored = stored.unwrap_or_else(|panic| std::panic::resume_unwind(panic))?;
+        let (id, keys) = self.staged_keys(staged, files);
+        let (copied, stored) = self.storing(&keys, ctl, |tx| copy(&Lend(tx)));
+        let stored = stored?;
         let report = match copied {
             Ok(report) => report,
             Err(e) => return Ok(Err(e)),
         };
-        let mut streamed = Vec::with_capacity(report.files.len());
-        for (i, file) in report.files.iter().enumerate() {
-            let got = stored.get(&i).copied().unwrap_or(0);
-            if file.bytes == 0 {
-                // An empty file gives the sink no chunk.
-                self.client.put(&keys[i], Bytes::new()).map_err(|e| self.set_err(e))?;
-            } else if got != file.bytes {
-                return Err(SetError::Conflict {
-                    path: PathBuf::from(self.client.url().show(&keys[i])),
-                    reason: format!(
-                        "{got} of its {} bytes were stored; nothing was published: run the hot copy again",
-                        file.bytes
-                    ),
-                });
-            }
-            streamed.push((keys[i].clone(), (file.bytes, file.hash)));
-        }
-        if let Some(s) = self.inner().staged.get_mut(&id) {
-            s.streamed.extend(streamed);
-        }
+        self.record_stored(id, &keys, report.files.iter().map(|f| (f.bytes, f.hash)), &stored, "the hot copy")?;
         Ok(Ok(report))
+    }
+
+    fn store_data(
+        &self,
+        staged: &Path,
+        files: &[PathBuf],
+        ctl: &JobControl,
+        produce: &mut super::storage::Produce<'_>,
+    ) -> Result<(), SetError> {
+        let (id, keys) = self.staged_keys(staged, files);
+        let (produced, stored) = self.storing(&keys, ctl, |tx| {
+            let produced = produce(&Pieces(tx));
+            if produced.is_err() {
+                // Stops the store too: a file cut short is never completed (its upload is aborted).
+                ctl.cancel();
+            }
+            produced
+        });
+        let stored = stored?;
+        let sums = produced?;
+        self.record_stored(id, &keys, sums, &stored, "the set copy")
     }
 
     fn seal(&self, staged: &Path, control: &[(&str, Vec<u8>)]) -> Result<(), SetError> {
@@ -844,10 +803,10 @@ impl SetStorage for ObjectStore {
             .and_then(|n| n.to_str())
             .and_then(|n| n.parse().ok())
             .expect("a staged element is tmp/<element id>");
-        let Staged { name, spool, streamed, .. } = self.inner().staged.get(&id).cloned().expect("staged by this store");
+        let Staged { name, streamed, .. } = self.inner().staged.get(&id).cloned().expect("staged by this store");
         let find = |file: &str| control.iter().find(|(n, _)| *n == file).map(|(_, b)| b.as_slice());
         let decode_err = |file: &str, e: backset_format::MetadataError| SetError::Write {
-            source: WriteError::Metadata { path: spool.join(CONTROL_DIR).join(file), source: e },
+            source: WriteError::Metadata { path: self.show(&staged.join(CONTROL_DIR).join(file)), source: e },
         };
         let manifest: Manifest =
             meta::decode(find(MANIFEST_FILE).expect("a manifest")).map_err(|e| decode_err(MANIFEST_FILE, e))?;
@@ -857,7 +816,6 @@ impl SetStorage for ObjectStore {
         let mut expected: Vec<(String, u64)> = Vec::new();
         for f in &manifest.files {
             let file = backset_format::layout::data_file_path(f.kind, f.id);
-            let local = spool.join(DATA_DIR).join(&file);
             let key = format!("{base}/{DATA_DIR}/{file}");
             match streamed.get(&key) {
                 // Stored from the very buffers the copier hashed: its hash and size must be the manifest's.
@@ -876,8 +834,12 @@ impl SetStorage for ObjectStore {
                     }
                 }
                 None => {
-                    self.upload_file(&local, &key, f)?;
-                    let _ = fs::remove_file(&local);
+                    return Err(SetError::Conflict {
+                        path: PathBuf::from(self.client.url().show(&key)),
+                        reason: "was not stored although the manifest lists it; nothing was published: run the \
+                                 copy again"
+                            .into(),
+                    })
                 }
             }
             expected.push((key, f.size));
@@ -948,7 +910,7 @@ impl SetStorage for ObjectStore {
         }
         self.inner().published.insert(name, (id, record));
         published();
-        self.unspool(id);
+        self.forget(id);
         Ok(())
     }
 
@@ -970,7 +932,7 @@ impl SetStorage for ObjectStore {
         }
         if let Ok(rest) = rel.strip_prefix(TMP_DIR) {
             let id: Option<Uuid> = rest.to_str().and_then(|s| s.parse().ok());
-            let staged = id.and_then(|id| self.unspool(id).map(|s| (id, s)));
+            let staged = id.and_then(|id| self.forget(id).map(|s| (id, s)));
             if let Some((id, s)) = staged {
                 // The job's own objects (never another job's: they are under its own element id).
                 self.client.delete_prefix(&format!("{}/{id}", s.name)).map_err(|e| self.set_err(e))?;
@@ -1006,12 +968,6 @@ impl SetStorage for ObjectStore {
     fn remove_if_empty(&self) -> Result<bool, SetError> {
         // A prefix exists only through its objects.
         Ok(true)
-    }
-}
-
-impl Drop for ObjectStore {
-    fn drop(&mut self) {
-        let _ = fs::remove_dir_all(&self.spool_root);
     }
 }
 

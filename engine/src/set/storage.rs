@@ -60,8 +60,8 @@ pub trait SetStorage: fmt::Debug + Send + Sync {
     fn read_range(&self, rel: &Path, offset: u64, len: usize) -> Result<Vec<u8>, ReadError>;
 
     /// The local file or directory the copier reads `rel` from or writes it to, and that check's verification of an
-    /// element without a readable manifest reads (both work on files; a backend without local files gives them a
-    /// spool here).
+    /// element without a readable manifest reads (both work on files; a backend without local files gives the path
+    /// as messages show it, [`show`](Self::show), and takes its data files streamed instead).
     fn copier_path(&self, rel: &Path) -> PathBuf;
 
     /// Writes the metadata file `name` in the directory `dir` atomically and durably, replacing what was there: a
@@ -109,6 +109,25 @@ pub trait SetStorage: fmt::Debug + Send + Sync {
         })
     }
 
+    /// Runs `produce`, which reads the data files `files[i]` of the staged element `staged` (relative to it:
+    /// `data/atoms/<id>`, ...) from wherever they come from (`backset set copy`: another set), hands each file's
+    /// bytes to the sink it is given and returns each file's size and BLAKE3 as it read and verified them; stores
+    /// each file from its pieces as they come, nothing written locally. Returns `produce`'s error, or the storing's
+    /// (which stops the sink taking pieces) first. Only where [`streams_data`](Self::streams_data).
+    fn store_data(
+        &self,
+        staged: &Path,
+        files: &[PathBuf],
+        ctl: &JobControl,
+        produce: &mut Produce<'_>,
+    ) -> Result<(), SetError> {
+        let _ = (files, ctl, produce);
+        Err(SetError::Conflict {
+            path: self.show(staged),
+            reason: "this storage takes its data files written under its staged element, not streamed".into(),
+        })
+    }
+
     /// Stores the control files of the staged element `staged` (`control/<name>`) and makes it durable whole.
     fn seal(&self, staged: &Path, control: &[(&str, Vec<u8>)]) -> Result<(), SetError>;
 
@@ -129,6 +148,18 @@ pub trait SetStorage: fmt::Debug + Send + Sync {
     /// Removes the set's own directory when it is empty (a failed full leaves nothing behind); whether it did.
     fn remove_if_empty(&self) -> Result<bool, SetError>;
 }
+
+/// Where a [`SetStorage::store_data`] producer hands the bytes of the data files it reads: each file's pieces in
+/// order, its last one marked (an empty file gives none). A piece is held until it is stored, so what the producer
+/// allocates for its pieces bounds the memory of the upload.
+pub trait PieceSink: Sync {
+    /// Takes the next piece of file `request`; `false` once the storage takes no more (storing failed: stop).
+    fn piece(&self, request: usize, bytes: bytes::Bytes, last: bool) -> bool;
+}
+
+/// A [`SetStorage::store_data`] producer: reads the data files, hands their pieces to the sink, and returns each
+/// file's size and BLAKE3 as it read and verified them.
+pub type Produce<'a> = dyn FnMut(&dyn PieceSink) -> Result<Vec<(u64, [u8; 32])>, SetError> + 'a;
 
 /// What stands at a path of the set.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

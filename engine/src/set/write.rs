@@ -337,6 +337,18 @@ impl SetWriter {
         self.storage.stream_data(&begun.staged, files, ctl, copy)
     }
 
+    /// Stores `files` of `begun` (relative to `begun.tmp`) from what `produce` reads: see
+    /// [`SetStorage::store_data`].
+    pub fn store_data(
+        &self,
+        begun: &Begun,
+        files: &[PathBuf],
+        ctl: &backset_copier::JobControl,
+        produce: &mut super::storage::Produce<'_>,
+    ) -> Result<(), SetError> {
+        self.storage.store_data(&begun.staged, files, ctl, produce)
+    }
+
     /// Writes the control files of a begun element and makes the whole staged element durable (FORMAT.md step 2).
     pub fn write_control(
         &self,
