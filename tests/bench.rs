@@ -708,7 +708,10 @@ fn bench_s3_refuses_bad_arguments_and_says_how_to_install_a_missing_tool() {
         (&["--rates", "20,x"], "--rates"),
         (&["--rates", "100001"], "--rates"),
         (&["--small-files", "-1"], "--small-files"),
-        (&["--size-mib", "0"], "--size-mib"),
+        (&["--size-mib", "-1"], "--size-mib"),
+        (&["--measures", "upload,speed"], "--measures"),
+        // Nothing to upload or restore is refused before any tool is looked for.
+        (&["--size-mib", "0", "--small-files", "0", "--measures", "upload,throttle"], "leave no archive to upload"),
         (&["--throttle-seconds", "0"], "--throttle-seconds"),
         (&["--bucket", "b"], "--endpoint"),
         (&["--endpoint", "http://127.0.0.1:1", "--s3s-fs", "/x"], "--s3s-fs"),
@@ -737,8 +740,8 @@ fn on_path(name: &str) -> Option<PathBuf> {
     std::env::split_paths(&std::env::var_os("PATH")?).map(|dir| dir.join(name)).find(|p| p.is_file())
 }
 
-#[test]
-fn bench_s3_times_both_sides_against_s3s_fs_and_cleans_up() {
+/// Whether `rclone` and `s3s-fs` are on PATH; says why not (the test is then skipped).
+fn s3_bench_tools() -> bool {
     let missing: Vec<&str> = ["rclone", "s3s-fs"].into_iter().filter(|t| on_path(t).is_none()).collect();
     if !missing.is_empty() {
         eprintln!(
@@ -746,25 +749,28 @@ fn bench_s3_times_both_sides_against_s3s_fs_and_cleans_up() {
              0.14.1)",
             missing.join(" and ")
         );
+    }
+    missing.is_empty()
+}
+
+/// `backset bench s3 DIR ARGS --json`: (success, stdout, stderr).
+fn bench_s3(dir: &Path, args: &[&str]) -> (bool, String, String) {
+    let mut all: Vec<&std::ffi::OsStr> = vec!["bench".as_ref(), "s3".as_ref(), dir.as_os_str(), "--json".as_ref()];
+    all.extend(args.iter().map(std::ffi::OsStr::new));
+    backset(&all)
+}
+
+#[test]
+fn bench_s3_times_both_sides_against_s3s_fs_and_cleans_up() {
+    if !s3_bench_tools() {
         return;
     }
     let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
-    let (ok, out, err) = backset(&[
-        "bench".as_ref(),
-        "s3".as_ref(),
-        dir.path().as_os_str(),
-        "--size-mib".as_ref(),
-        "2".as_ref(),
-        "--small-files".as_ref(),
-        "20".as_ref(),
-        "--runs".as_ref(),
-        "2".as_ref(),
-        "--rates".as_ref(),
-        "50".as_ref(),
-        "--throttle-seconds".as_ref(),
-        "1".as_ref(),
-        "--json".as_ref(),
-    ]);
+    // The throttle at 2 MB/s over 2 s needs more than the 2 MiB archive: the bench loads one of its own.
+    let (ok, out, err) = bench_s3(
+        dir.path(),
+        &["--size-mib", "2", "--small-files", "20", "--runs", "2", "--rates", "2", "--throttle-seconds", "2"],
+    );
     assert!(ok, "{err}");
     let v = json(&out);
     for archive in ["large", "small"] {
@@ -778,20 +784,91 @@ fn bench_s3_times_both_sides_against_s3s_fs_and_cleans_up() {
                 assert!(secs.iter().all(|s| s.as_f64().unwrap() > 0.0), "{archive} {side} {key}: {out}");
             }
             assert!(a[side]["speedup_median"].as_f64().unwrap() > 0.0, "{archive} {side}: {out}");
+            for run in 1..=2 {
+                // Each run's figures are on stderr as soon as it ends.
+                let line = format!("bench s3: {archive} archive: {side} run {run}/2: backset ");
+                assert!(err.contains(&line), "no {line:?} in {err}");
+            }
         }
         for what in ["hot_copy_memory", "restore_memory"] {
             let peak = a[what]["peak_rss_bytes"].as_u64().unwrap_or_else(|| panic!("{archive} {what}: {out}"));
             assert!(peak >= a[what]["rss_before_bytes"].as_u64().unwrap(), "{archive} {what}: {out}");
         }
+        // rclone's own peak resident set: a running Go program holds well over 1 MiB.
+        for what in ["rclone_upload_peak_rss_bytes", "rclone_download_peak_rss_bytes"] {
+            let peak = a[what].as_u64().unwrap_or_else(|| panic!("{archive} {what}: {out}"));
+            assert!(peak > 1 << 20, "{archive} {what}: {out}");
+        }
     }
+    // The large archive is a few large files (128 MiB atoms: one for 2 MiB, with the archive's other files).
+    assert!(v["large"]["files"].as_u64().unwrap() <= 5, "{out}");
     // 20 atom buckets of about 16 KiB: at most one file each (and the archive's other files).
     assert!(v["small"]["files"].as_u64().unwrap() >= 10, "{out}");
+    assert_eq!(v["throttle_archive"]["name"], "throttle", "{out}");
+    // At least 2 MB/s over the 2 s and one more second (and about 10% more).
+    assert!(v["throttle_archive"]["bytes"].as_u64().unwrap() >= 6_000_000, "{out}");
     let throttle = v["throttle"].as_array().unwrap();
     assert_eq!(throttle.len(), 1, "{out}");
-    assert_eq!(throttle[0]["max_rate_mb"], 50, "{out}");
+    assert_eq!(throttle[0]["max_rate_mb"], 2, "{out}");
+    assert_eq!(throttle[0]["ended_early"], false, "the throttle's archive lasts the span: {out}");
+    assert_eq!(throttle[0]["windows_mb"].as_array().unwrap().len(), 2, "{out}");
+    assert!(err.contains("bench s3: throttle     2 MB/s: "), "{err}");
+    assert!(err.contains("bench s3: loaded the small archive: "), "{err}");
     assert_eq!(
         std::fs::read_dir(dir.path()).unwrap().count(),
         0,
         "the databases, restores and server data are removed"
     );
+}
+
+#[test]
+fn bench_s3_runs_each_measure_and_archive_on_its_own() {
+    if !s3_bench_tools() {
+        return;
+    }
+    let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    // Restores of the large archive only: one untimed hot copy makes the set they read.
+    let (ok, out, err) =
+        bench_s3(dir.path(), &["--measures", "restore", "--size-mib", "1", "--small-files", "0", "--runs", "1"]);
+    assert!(ok, "{err}");
+    let v = json(&out);
+    assert_eq!(v["measures"], serde_json::json!(["restore"]), "{out}");
+    assert!(v["large"]["upload"].is_null() && v["large"]["hot_copy_memory"].is_null(), "{out}");
+    assert_eq!(v["large"]["restore"]["backset_seconds"].as_array().unwrap().len(), 1, "{out}");
+    assert!(v["large"]["rclone_download_peak_rss_bytes"].as_u64().is_some(), "{out}");
+    assert!(v["small"].is_null() && v["throttle"].is_null() && v["throttle_archive"].is_null(), "{out}");
+    assert!(err.contains("bench s3: large archive: made the set to restore in "), "{err}");
+
+    // Uploads of the small-file archive only.
+    let (ok, out, err) =
+        bench_s3(dir.path(), &["--measures", "upload", "--size-mib", "0", "--small-files", "10", "--runs", "1"]);
+    assert!(ok, "{err}");
+    let v = json(&out);
+    assert!(v["large"].is_null() && v["small"]["restore"].is_null(), "{out}");
+    assert_eq!(v["small"]["upload"]["rclone_seconds"].as_array().unwrap().len(), 1, "{out}");
+    assert!(!err.contains("large archive"), "{err}");
+
+    // The throttle alone, in an archive it sizes itself.
+    let (ok, out, err) = bench_s3(
+        dir.path(),
+        &[
+            "--measures",
+            "throttle",
+            "--size-mib",
+            "0",
+            "--small-files",
+            "0",
+            "--rates",
+            "1,3",
+            "--throttle-seconds",
+            "1",
+        ],
+    );
+    assert!(ok, "{err}");
+    let v = json(&out);
+    assert!(v["large"].is_null() && v["small"].is_null(), "{out}");
+    let throttle = v["throttle"].as_array().unwrap();
+    assert_eq!(throttle.len(), 2, "{out}");
+    assert!(throttle.iter().all(|t| t["ended_early"] == false), "the archive lasts the span at 3 MB/s: {out}");
+    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0, "everything is removed");
 }

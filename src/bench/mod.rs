@@ -81,10 +81,11 @@ pub enum Command {
     /// bulk-loaded archive of --size-mib (and of one of --small-files 16 KiB atom files) to the server against
     /// `rclone copy` of its files, a restore from the server against `rclone copy` down (then `sync -f`), alternating
     /// which goes first, each side's best and median and the ratios; the throttle (--rates) over --throttle-seconds
-    /// and in every 1-second window; the peak memory of the hot copy and of the restore. Starts `s3s-fs` on a
-    /// loopback port unless --endpoint names a server; needs `rclone`.
+    /// and in every 1-second window; the peak memory of both sides' uploads and restores. --measures picks the
+    /// parts (and --size-mib 0 or --small-files 0 leaves an archive out); each run's figures go to stderr as it ends.
+    /// Starts `s3s-fs` on a loopback port unless --endpoint names a server; needs `rclone`.
     ///
-    /// Example: `backset bench s3 target/s3bench --size-mib 1024 --small-files 50000 --runs 5`
+    /// Example: `backset bench s3 target/s3bench --measures upload --size-mib 1024 --small-files 0 --runs 5`
     S3(S3Args),
 }
 

@@ -2,8 +2,10 @@
 //! a full hot copy of a bulk-loaded archive (and of an archive of many small atom files) to the server against
 //! `rclone copy` of the archive's files, a restore from the server against `rclone copy` of the set down (then
 //! `sync -f`), alternating which goes first, each side's best and median; the throttle (`--max-rate`) of hot copies to
-//! the server over a fixed span and in every 1-second window; and the peak memory of the hot copy and the restore.
-//! docs/PERFORMANCE.md, "Upload to object storage".
+//! the server over a fixed span and in every 1-second window; and the peak memory of both sides' uploads and
+//! restores. `--measures` picks the parts, and each run's figures go to stderr as it ends, so that the measures fit in
+//! separate invocations and a run cut short still leaves its figures. docs/PERFORMANCE.md, "The bench commands" and
+//! "Upload to object storage".
 
 use std::net::{Ipv4Addr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
@@ -26,21 +28,27 @@ pub struct S3Args {
     /// Directory on the disk to measure; a temporary directory is made in it (the databases, the restores, and the
     /// data of the `s3s-fs` server the bench starts) and removed afterwards.
     dir: PathBuf,
-    /// Size of the large archive in MiB (keys and values, in 4 KiB values).
-    #[arg(long, default_value_t = 1024, allow_negative_numbers = true, value_parser = clap::builder::RangedI64ValueParser::<u64>::new().range(1..=1_048_576))]
+    /// Size of the large archive in MiB (keys and values, in 4 KiB values); 0 leaves the large archive's upload and
+    /// restore out (the throttle loads an archive of its own when this one is too small for it).
+    #[arg(long, default_value_t = 1024, allow_negative_numbers = true, value_parser = clap::builder::RangedI64ValueParser::<u64>::new().range(0..=1_048_576))]
     size_mib: u64,
     /// Atom files of the small-file archive, about 16 KiB each (one atom bucket per file); 0 leaves the small-file
     /// measures out.
     #[arg(long, default_value_t = 50_000, allow_negative_numbers = true, value_parser = clap::builder::RangedI64ValueParser::<u32>::new().range(0..=i64::from(MAX_ATOM_BUCKETS)))]
     small_files: u32,
+    /// What to measure (comma-separated): `upload` (full hot copies against `rclone copy` up), `restore` (restores
+    /// against `rclone copy` down; without `upload`, one untimed hot copy makes the set first), `throttle` (one
+    /// throttled hot copy per --rates). The peak memory of both sides is measured in every upload and restore run.
+    #[arg(long, value_delimiter = ',', default_values_t = [Measure::Upload, Measure::Restore, Measure::Throttle], value_name = "MEASURE,...")]
+    measures: Vec<Measure>,
     /// Runs of each side (upload and restore, each archive).
     #[arg(long, default_value_t = 5, allow_negative_numbers = true, value_parser = clap::value_parser!(u16).range(1..=100))]
     runs: u16,
     /// The rates (MB/s, comma-separated) of the throttled hot copies of the large archive to the server, one each.
     #[arg(long, value_delimiter = ',', default_values_t = [20, 50, 100, 200], value_parser = parse_rate, value_name = "MB/s,...")]
     rates: Vec<u64>,
-    /// Span of each throttled hot copy, in seconds: it is cancelled then (when the archive lasts that long at the
-    /// rate: --size-mib at least rate times span).
+    /// Span of each throttled hot copy, in seconds, after which it is cancelled. The throttle uses the large archive
+    /// when it lasts the span at the highest rate (with a margin) and otherwise loads an archive of that size.
     #[arg(long, default_value_t = 10, allow_negative_numbers = true, value_parser = clap::value_parser!(u64).range(1..=3600))]
     throttle_seconds: u64,
     /// An S3-compatible server that is already running (`http://HOST:PORT`; its keys from AWS_ACCESS_KEY_ID and
@@ -60,6 +68,24 @@ pub struct S3Args {
     /// Print one JSON object instead of text.
     #[arg(long)]
     json: bool,
+}
+
+/// One measure of `bench s3` (`--measures`).
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+enum Measure {
+    /// Full hot copies to the server against `rclone copy` of the archive's files.
+    Upload,
+    /// Restores from the server against `rclone copy` of the set down, then `sync -f`.
+    Restore,
+    /// One throttled full hot copy to the server per `--rates`.
+    Throttle,
+}
+
+impl std::fmt::Display for Measure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        use clap::ValueEnum;
+        f.write_str(self.to_possible_value().expect("no variant is skipped").get_name())
+    }
 }
 
 fn parse_rate(s: &str) -> Result<u64, String> {
@@ -92,6 +118,23 @@ const WINDOW: Duration = Duration::from_secs(1);
 
 /// How often the bench looks for a throttled hot copy's first byte.
 const FIRST_BYTE_POLL: Duration = Duration::from_millis(5);
+
+/// How much more than the highest `--rates` times (`--throttle-seconds` + [`THROTTLE_EXTRA_SECONDS`]) the throttle's
+/// archive holds, in percent: the job must still be reading when the span ends (the span starts at the first byte
+/// read, the first window reads a few percent over the rate, and the last files are read as a whole).
+const THROTTLE_MARGIN_PERCENT: u64 = 10;
+
+/// Seconds at the highest rate the throttle's archive holds beyond `--throttle-seconds` (see
+/// [`THROTTLE_MARGIN_PERCENT`]).
+const THROTTLE_EXTRA_SECONDS: u64 = 1;
+
+/// Size of the large archive's atom files (and the throttle's): `--size-mib` in files of this size (the last one
+/// smaller), so that the large measure is one of large objects (multipart uploads), as the small-file one is of
+/// many small ones. Half of the largest atom body (`MAX_ATOM_BODY_BYTES`), as atoms vary in size around it.
+const LARGE_FILE_BYTES: u64 = 128 << 20;
+
+/// How often the bench reads `rclone`'s peak resident set while it runs (growth in its last interval is not seen).
+const RCLONE_MEMORY_POLL: Duration = Duration::from_millis(10);
 
 /// The bucket of the server the bench starts.
 const BENCH_BUCKET: &str = "backset-bench";
@@ -206,16 +249,55 @@ fn rclone(program: &Path, store: &Store, config: &Path) -> Command {
     cmd
 }
 
-/// Runs `rclone ARGS`, failing with its output when it fails; returns the seconds it took.
-fn run_rclone(program: &Path, store: &Store, config: &Path, args: &[&std::ffi::OsStr]) -> Result<f64> {
+/// Runs `rclone ARGS`, failing with its output when it fails; returns the seconds it took and its peak resident set
+/// in bytes (see [`child_peak`]; `None` when it could not be read).
+fn run_rclone(program: &Path, store: &Store, config: &Path, args: &[&std::ffi::OsStr]) -> Result<(f64, Option<u64>)> {
     let started = Instant::now();
-    let out =
-        rclone(program, store, config).args(args).output().with_context(|| format!("run {}", program.display()))?;
+    let mut child =
+        rclone(program, store, config).args(args).spawn().with_context(|| format!("run {}", program.display()))?;
+    // Opened before the child can be waited for, so the file stays bound to this process.
+    let status_file = std::fs::File::open(format!("/proc/{}/status", child.id())).ok();
+    let (stop, stopped) = std::sync::mpsc::channel::<()>();
+    let poller = std::thread::spawn(move || status_file.and_then(|f| child_peak(f, &stopped)));
+    let mut stderr = child.stderr.take().expect("rclone's stderr is piped");
+    let reader = std::thread::spawn(move || {
+        let mut out = String::new();
+        let _ = std::io::Read::read_to_string(&mut stderr, &mut out);
+        out
+    });
+    let status = child.wait().with_context(|| format!("wait for {}", program.display()))?;
     let secs = started.elapsed().as_secs_f64();
-    if !out.status.success() {
-        bail!("rclone {args:?} failed ({}): {}", out.status, String::from_utf8_lossy(&out.stderr).trim());
+    drop(stop);
+    let peak = poller.join().expect("the memory poller does not panic");
+    let err = reader.join().expect("the stderr reader does not panic");
+    if !status.success() {
+        bail!("rclone {args:?} failed ({status}): {}", err.trim());
     }
-    Ok(secs)
+    Ok((secs, peak))
+}
+
+/// A child's peak resident set in bytes: the highest `VmHWM` read from its `/proc/PID/status` (`status`), read every
+/// [`RCLONE_MEMORY_POLL`] until `stop` is dropped (once the child has ended, its status has no `VmHWM`).
+fn child_peak(mut status: std::fs::File, stop: &std::sync::mpsc::Receiver<()>) -> Option<u64> {
+    use std::io::{Read, Seek};
+    let mut peak = None;
+    let mut text = String::new();
+    loop {
+        text.clear();
+        if status.rewind().is_ok() && status.read_to_string(&mut text).is_ok() {
+            if let Some(kib) = status_kib(&text, "VmHWM:") {
+                peak = peak.max(Some(kib * 1024));
+            }
+        }
+        if !matches!(stop.recv_timeout(RCLONE_MEMORY_POLL), Err(std::sync::mpsc::RecvTimeoutError::Timeout)) {
+            return peak;
+        }
+    }
+}
+
+/// The value in KiB of the field `name` (`VmRSS:`, `VmHWM:`) of a `/proc/PID/status` text.
+fn status_kib(status: &str, name: &str) -> Option<u64> {
+    status.lines().find_map(|l| l.strip_prefix(name)).and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
 }
 
 /// `sync -f PATH`: the file system holding `path` made durable (what a restore does at its end, `syncfs`), not
@@ -231,13 +313,7 @@ fn syncfs(path: &Path) -> Result<()> {
 /// The process's resident set: (now, peak since the last [`reset_peak`]), in bytes, from /proc/self/status.
 fn rss() -> Option<(u64, u64)> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let kib = |name: &str| {
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix(name))
-            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
-    };
-    Some((kib("VmRSS:")? * 1024, kib("VmHWM:")? * 1024))
+    Some((status_kib(&status, "VmRSS:")? * 1024, status_kib(&status, "VmHWM:")? * 1024))
 }
 
 /// Resets the process's peak resident set (VmHWM) to what it holds now (Linux's `clear_refs` 5); whether it could.
@@ -288,8 +364,19 @@ struct Archive {
     loaded: Loaded,
 }
 
-fn load(name: &'static str, scratch: &Path, bytes: u64, atoms: Option<u32>, value_bytes: usize) -> Result<Archive> {
-    let config = Config { atom_buckets: atoms, checkpoint_interval: None, ..Config::new(name) };
+impl Archive {
+    /// Closes the database; everything is removed as it drops.
+    fn close(self) -> Result<()> {
+        self.loaded.db.close().with_context(|| format!("close the {} database", self.name))
+    }
+}
+
+/// Bulk-loads the archive `name` of `bytes` (keys and values) in `atoms` atom buckets (one file each), saying on stderr when it
+/// starts and how long it took.
+fn load(name: &'static str, scratch: &Path, bytes: u64, atoms: u32, value_bytes: usize) -> Result<Archive> {
+    progress(format_args!("loading the {name} archive ({:.1} MiB in {atoms} atom buckets) ...", mib(bytes)));
+    let started = Instant::now();
+    let config = Config { atom_buckets: Some(atoms), checkpoint_interval: None, ..Config::new(name) };
     let spec = BulkSpec { bytes_per_archive: bytes, value_bytes, seed: 13 };
     let loaded = bulk_loaded(scratch, name, config, &spec).with_context(|| format!("the {name} archive"))?;
     let dir = backset_refstore::archive_dir(&loaded.database, 0);
@@ -299,7 +386,27 @@ fn load(name: &'static str, scratch: &Path, bytes: u64, atoms: Option<u32>, valu
         files += 1;
         total += std::fs::metadata(dir.join(&f))?.len();
     }
+    progress(format_args!(
+        "loaded the {name} archive: {files} files, {:.1} MiB, in {:.1} s",
+        mib(total),
+        started.elapsed().as_secs_f64()
+    ));
     Ok(Archive { name, dir, files, bytes: total, loaded })
+}
+
+/// A progress line on stderr (stdout is for the final report): a run cut short still leaves its figures.
+fn progress(line: std::fmt::Arguments<'_>) {
+    eprintln!("bench s3: {line}");
+}
+
+/// Bytes in MiB.
+fn mib(bytes: u64) -> f64 {
+    bytes as f64 / f64::from(1 << 20)
+}
+
+/// ", peak N MiB" when the peak was measured.
+fn peak_text(peak: Option<u64>) -> String {
+    peak.map_or_else(String::new, |p| format!(", peak {:.1} MiB", mib(p)))
 }
 
 /// One side against the other, run by run.
@@ -338,17 +445,25 @@ impl Sides {
     }
 }
 
-/// What one archive measured.
+/// What one archive measured (`None`: not in `--measures`, or the peak could not be read).
 struct Measured {
-    upload: Sides,
-    restore: Sides,
+    name: &'static str,
+    files: u64,
+    bytes: u64,
+    upload: Option<Sides>,
+    restore: Option<Sides>,
     hot_copy_memory: Option<Memory>,
     restore_memory: Option<Memory>,
+    /// `rclone`'s peak resident set over its `copy` runs up, bytes.
+    rclone_upload_peak: Option<u64>,
+    /// `rclone`'s peak resident set over its `copy` runs down, bytes.
+    rclone_download_peak: Option<u64>,
     hot_copy_bytes: u64,
 }
 
-/// Uploads `a` with a full hot copy and with `rclone copy`, then restores the first uploaded set and copies it down
-/// with `rclone copy` (then `sync -f`), alternating which goes first.
+/// Per `--measures`: uploads `a` with full hot copies and with `rclone copy`; restores the first uploaded set and
+/// copies the same set down with `rclone copy` (then `sync -f`), alternating which goes first, every run from a
+/// cold cache (as root). Each run's figures go to stderr as it ends.
 fn versus(
     a: &Archive,
     args: &S3Args,
@@ -358,9 +473,21 @@ fn versus(
     cold: &mut bool,
 ) -> Result<Measured> {
     let rclone_config = scratch.join("rclone.conf");
-    let (mut upload, mut hot_copy_memory, mut hot_copy_bytes) = (Sides::default(), None, 0);
+    let runs = args.runs;
+    let mut m = Measured {
+        name: a.name,
+        files: a.files,
+        bytes: a.bytes,
+        upload: None,
+        restore: None,
+        hot_copy_memory: None,
+        restore_memory: None,
+        rclone_upload_peak: None,
+        rclone_download_peak: None,
+        hot_copy_bytes: 0,
+    };
     let set = |run: u16| store.set_url(&format!("{}/backset-{run}", a.name));
-    let hot_copy = |run: u16, cold: &mut bool, memory: &mut Option<Memory>, bytes: &mut u64| -> Result<f64> {
+    let hot_copy = |run: u16, cold: &mut bool| -> Result<(f64, u64, Option<Memory>)> {
         *cold &= cold_cache()?;
         let req = HotCopyRequest::new(HotCopyType::Full).backup_dir(0, set(run));
         let ((secs, done), mem) = Memory::of(|| {
@@ -372,39 +499,66 @@ fn versus(
             }
             Ok((started.elapsed().as_secs_f64(), s.bytes_done))
         })?;
-        *memory = Memory::max(*memory, mem);
-        *bytes = done;
-        Ok(secs)
+        Ok((secs, done, mem))
     };
-    let rclone_up = |run: u16, cold: &mut bool| -> Result<f64> {
+    let rclone_up = |run: u16, cold: &mut bool| -> Result<(f64, Option<u64>)> {
         *cold &= cold_cache()?;
         let to = store.remote(&format!("{}/rclone-{run}", a.name));
         run_rclone(rclone_bin, store, &rclone_config, &["copy".as_ref(), a.dir.as_os_str(), to.as_ref()])
     };
-    for run in 0..args.runs {
-        if run % 2 == 0 {
-            upload.ours.push(hot_copy(run, cold, &mut hot_copy_memory, &mut hot_copy_bytes)?);
-            upload.theirs.push(rclone_up(run, cold)?);
-        } else {
-            upload.theirs.push(rclone_up(run, cold)?);
-            upload.ours.push(hot_copy(run, cold, &mut hot_copy_memory, &mut hot_copy_bytes)?);
+    if args.measures.contains(&Measure::Upload) {
+        let mut upload = Sides::default();
+        for run in 0..runs {
+            let ((ours, done, mem), (theirs, peak)) = if run % 2 == 0 {
+                let ours = hot_copy(run, cold)?;
+                (ours, rclone_up(run, cold)?)
+            } else {
+                let theirs = rclone_up(run, cold)?;
+                (hot_copy(run, cold)?, theirs)
+            };
+            progress(format_args!(
+                "{} archive: upload run {}/{runs}: backset {ours:.2} s{}, rclone {theirs:.2} s{}",
+                a.name,
+                run + 1,
+                peak_text(mem.map(|m| m.peak)),
+                peak_text(peak)
+            ));
+            upload.ours.push(ours);
+            upload.theirs.push(theirs);
+            m.hot_copy_bytes = done;
+            m.hot_copy_memory = Memory::max(m.hot_copy_memory, mem);
+            m.rclone_upload_peak = m.rclone_upload_peak.max(peak);
         }
+        m.upload = Some(upload);
+    } else if args.measures.contains(&Measure::Restore) {
+        progress(format_args!("{} archive: a full hot copy to the server for the restores ...", a.name));
+        let (secs, done, _) = hot_copy(0, cold)?;
+        m.hot_copy_bytes = done;
+        progress(format_args!("{} archive: made the set to restore in {secs:.1} s (not measured)", a.name));
     }
+    if !args.measures.contains(&Measure::Restore) {
+        return Ok(m);
+    }
+    // Both sides read the same objects (the first set) from the same server, and both end durable (a restore with
+    // `syncfs`, rclone's copy with `sync -f`). Every run's copy is kept until the end of the series: creating many
+    // files right after removing many is slow on ext4 (docs/PERFORMANCE.md), which would measure the clean-up.
     let source = set(0);
-    let restore = |run: u16, memory: &mut Option<Memory>| -> Result<f64> {
+    let mut targets = Vec::new();
+    let restore = |run: u16, cold: &mut bool, targets: &mut Vec<PathBuf>| -> Result<(f64, Option<Memory>)> {
+        *cold &= cold_cache()?;
         let target = scratch.join(format!("{}-restore-{run}", a.name));
-        let (secs, mem) = Memory::of(|| {
+        targets.push(target.clone());
+        Memory::of(|| {
             let started = Instant::now();
             backset_engine::restore::restore(&source, &target, RestorePoint::Latest, &RestoreOptions::default())
                 .with_context(|| format!("restore {source}"))?;
             Ok(started.elapsed().as_secs_f64())
-        })?;
-        *memory = Memory::max(*memory, mem);
-        backset_format::dirfd::remove_path(&target).with_context(|| format!("remove {}", target.display()))?;
-        Ok(secs)
+        })
     };
-    let rclone_down = |run: u16| -> Result<f64> {
+    let rclone_down = |run: u16, cold: &mut bool, targets: &mut Vec<PathBuf>| -> Result<(f64, Option<u64>)> {
+        *cold &= cold_cache()?;
         let target = scratch.join(format!("{}-rclone-down-{run}", a.name));
+        targets.push(target.clone());
         let from = store.remote(&format!("{}/backset-0", a.name));
         let started = Instant::now();
         let mut args: Vec<&std::ffi::OsStr> = vec!["copy".as_ref(), from.as_ref(), target.as_os_str()];
@@ -413,23 +567,36 @@ fn versus(
             // (S3 answers 404), which rclone retries with backoff for about 90 s before it goes on to list.
             args.extend([std::ffi::OsStr::new("--low-level-retries"), std::ffi::OsStr::new("1")]);
         }
-        run_rclone(rclone_bin, store, &rclone_config, &args)?;
+        let (_, peak) = run_rclone(rclone_bin, store, &rclone_config, &args)?;
         syncfs(&target)?;
-        let secs = started.elapsed().as_secs_f64();
-        backset_format::dirfd::remove_path(&target).with_context(|| format!("remove {}", target.display()))?;
-        Ok(secs)
+        Ok((started.elapsed().as_secs_f64(), peak))
     };
-    let (mut restored, mut restore_memory) = (Sides::default(), None);
-    for run in 0..args.runs {
-        if run % 2 == 0 {
-            restored.ours.push(restore(run, &mut restore_memory)?);
-            restored.theirs.push(rclone_down(run)?);
+    let mut restored = Sides::default();
+    for run in 0..runs {
+        let ((ours, mem), (theirs, peak)) = if run % 2 == 0 {
+            let ours = restore(run, cold, &mut targets)?;
+            (ours, rclone_down(run, cold, &mut targets)?)
         } else {
-            restored.theirs.push(rclone_down(run)?);
-            restored.ours.push(restore(run, &mut restore_memory)?);
-        }
+            let theirs = rclone_down(run, cold, &mut targets)?;
+            (restore(run, cold, &mut targets)?, theirs)
+        };
+        progress(format_args!(
+            "{} archive: restore run {}/{runs}: backset {ours:.2} s{}, rclone {theirs:.2} s{}",
+            a.name,
+            run + 1,
+            peak_text(mem.map(|m| m.peak)),
+            peak_text(peak)
+        ));
+        restored.ours.push(ours);
+        restored.theirs.push(theirs);
+        m.restore_memory = Memory::max(m.restore_memory, mem);
+        m.rclone_download_peak = m.rclone_download_peak.max(peak);
     }
-    Ok(Measured { upload, restore: restored, hot_copy_memory, restore_memory, hot_copy_bytes })
+    for target in targets {
+        backset_format::dirfd::remove_path(&target).with_context(|| format!("remove {}", target.display()))?;
+    }
+    m.restore = Some(restored);
+    Ok(m)
 }
 
 /// One throttled hot copy to the store.
@@ -457,6 +624,21 @@ impl Throttled {
 
     fn error_percent(&self) -> f64 {
         100.0 * (self.achieved_mb() - self.max_rate_mb as f64) / self.max_rate_mb as f64
+    }
+
+    /// The throttle's figures in one line of text.
+    fn line(&self) -> String {
+        let windows: Vec<String> = self.windows.iter().map(|w| format!("{w:.1}")).collect();
+        format!(
+            "throttle {:>5} MB/s: {:7.2} MB/s over {:.1} s ({:+.2}%), worst 1 s window {}{}; windows [{}]",
+            self.max_rate_mb,
+            self.achieved_mb(),
+            self.seconds,
+            self.error_percent(),
+            self.worst_window_error_percent().map_or("none".to_owned(), |w| format!("{w:+.2}%")),
+            if self.ended_early { " (the job ended before the span)" } else { "" },
+            windows.join(", ")
+        )
     }
 
     fn worst_window_error_percent(&self) -> Option<f64> {
@@ -518,7 +700,25 @@ fn throttle(a: &Archive, store: &Store, rate: u64, span: Duration) -> Result<Thr
     Ok(Throttled { max_rate_mb: rate, seconds, bytes, windows, ended_early })
 }
 
+/// Bytes the throttle's archive needs: the highest rate over the span, and [`THROTTLE_MARGIN_PERCENT`] more.
+fn throttle_archive_bytes(rates: &[u64], seconds: u64) -> u64 {
+    let highest = rates.iter().copied().max().unwrap_or(0);
+    highest * 1_000_000 * (seconds + THROTTLE_EXTRA_SECONDS) * (100 + THROTTLE_MARGIN_PERCENT) / 100
+}
+
+/// Atom buckets of a large archive of `bytes`: files of about [`LARGE_FILE_BYTES`].
+fn large_atoms(bytes: u64) -> u32 {
+    u32::try_from(bytes.div_ceil(LARGE_FILE_BYTES)).unwrap_or(MAX_ATOM_BUCKETS).clamp(1, MAX_ATOM_BUCKETS)
+}
+
 pub(super) fn s3(args: &S3Args) -> Result<()> {
+    let versus_wanted = args.measures.iter().any(|m| matches!(m, Measure::Upload | Measure::Restore));
+    if versus_wanted && args.size_mib == 0 && args.small_files == 0 {
+        return Err(crate::usage::usage(
+            "--size-mib 0 and --small-files 0 leave no archive to upload or restore: give either a size, or \
+             --measures throttle alone",
+        ));
+    }
     let rclone_bin = tool(args.rclone.as_deref(), "rclone", "apt-get install rclone")?;
     let s3s_fs = match &args.endpoint {
         Some(_) => None,
@@ -577,30 +777,55 @@ pub(super) fn s3(args: &S3Args) -> Result<()> {
 
 fn measure(args: &S3Args, store: &Store, rclone_bin: &Path, scratch: &Path) -> Result<()> {
     let mut cold = true;
-    let large = load("large", scratch, args.size_mib << 20, None, 4096)?;
-    let large_m = versus(&large, args, store, rclone_bin, scratch, &mut cold)?;
-    let small = if args.small_files > 0 {
+    let wants = |m: Measure| args.measures.contains(&m);
+    let versus_wanted = wants(Measure::Upload) || wants(Measure::Restore);
+    let throttle_bytes = throttle_archive_bytes(&args.rates, args.throttle_seconds);
+    let mut measured = Vec::new();
+    let mut large = None;
+    if versus_wanted && args.size_mib > 0 {
+        let a = load("large", scratch, args.size_mib << 20, large_atoms(args.size_mib << 20), 4096)?;
+        measured.push(versus(&a, args, store, rclone_bin, scratch, &mut cold)?);
+        if wants(Measure::Throttle) && a.bytes >= throttle_bytes {
+            large = Some(a);
+        } else {
+            a.close()?;
+        }
+    }
+    if versus_wanted && args.small_files > 0 {
         let n = u64::from(args.small_files);
         let value_bytes = (SMALL_FILE_BYTES / KEYS_PER_ATOM - 32) as usize;
-        let small = load("small", scratch, n * SMALL_FILE_BYTES, Some(args.small_files), value_bytes)?;
-        let m = versus(&small, args, store, rclone_bin, scratch, &mut cold)?;
-        small.loaded.db.close().context("close the small database")?;
-        Some((small, m))
-    } else {
-        None
-    };
-    let span = Duration::from_secs(args.throttle_seconds);
-    let throttled = args.rates.iter().map(|&r| throttle(&large, store, r, span)).collect::<Result<Vec<_>>>()?;
-    large.loaded.db.close().context("close the large database")?;
+        let a = load("small", scratch, n * SMALL_FILE_BYTES, args.small_files, value_bytes)?;
+        measured.push(versus(&a, args, store, rclone_bin, scratch, &mut cold)?);
+        a.close()?;
+    }
+    let mut throttled = Vec::new();
+    let mut throttle_archive = None;
+    if wants(Measure::Throttle) {
+        let a = match large {
+            Some(a) => a,
+            None => load("throttle", scratch, throttle_bytes, large_atoms(throttle_bytes), 4096)?,
+        };
+        throttle_archive = Some((a.name, a.bytes));
+        let span = Duration::from_secs(args.throttle_seconds);
+        for &rate in &args.rates {
+            let t = throttle(&a, store, rate, span)?;
+            progress(format_args!("{}", t.line()));
+            throttled.push(t);
+        }
+        a.close()?;
+    }
+    let find = |name: &str| measured.iter().find(|m| m.name == name);
 
     let server = if store.server.is_some() { "s3s-fs (started by the bench)" } else { "given (--endpoint)" };
     if args.json {
-        let archive = |a: &Archive, m: &Measured| {
+        let archive = |m: &Measured| {
             serde_json::json!({
-                "files": a.files, "bytes": a.bytes, "hot_copy_bytes": m.hot_copy_bytes,
-                "upload": m.upload.json(), "restore": m.restore.json(),
+                "files": m.files, "bytes": m.bytes, "hot_copy_bytes": m.hot_copy_bytes,
+                "upload": m.upload.as_ref().map(Sides::json), "restore": m.restore.as_ref().map(Sides::json),
                 "hot_copy_memory": Memory::json(m.hot_copy_memory),
                 "restore_memory": Memory::json(m.restore_memory),
+                "rclone_upload_peak_rss_bytes": m.rclone_upload_peak,
+                "rclone_download_peak_rss_bytes": m.rclone_download_peak,
             })
         };
         let throttle: Vec<_> = throttled
@@ -616,10 +841,12 @@ fn measure(args: &S3Args, store: &Store, rclone_bin: &Path, scratch: &Path) -> R
             .collect();
         let json = serde_json::json!({
             "endpoint": store.url, "server": server, "runs": args.runs, "cold_cache": cold,
-            "large": archive(&large, &large_m),
-            "small": small.as_ref().map(|(a, m)| archive(a, m)),
+            "measures": args.measures.iter().map(Measure::to_string).collect::<Vec<_>>(),
+            "large": find("large").map(archive),
+            "small": find("small").map(archive),
             "throttle_seconds": args.throttle_seconds,
-            "throttle": throttle,
+            "throttle_archive": throttle_archive.map(|(name, bytes)| serde_json::json!({ "name": name, "bytes": bytes })),
+            "throttle": wants(Measure::Throttle).then_some(throttle),
         });
         println!("{json}");
         return Ok(());
@@ -628,7 +855,6 @@ fn measure(args: &S3Args, store: &Store, rclone_bin: &Path, scratch: &Path) -> R
     if !cold {
         println!("warning: could not drop the page cache (needs root): the archive may have been read from it");
     }
-    let mib = |b: u64| b as f64 / f64::from(1 << 20);
     let mem = |what: &str, m: Option<Memory>| match m {
         Some(m) => println!(
             "  peak memory of the {what}: {:.1} MiB resident ({:.1} MiB above the {:.1} MiB before it)",
@@ -638,29 +864,28 @@ fn measure(args: &S3Args, store: &Store, rclone_bin: &Path, scratch: &Path) -> R
         ),
         None => println!("  peak memory of the {what}: not measured (/proc/self/clear_refs not writable)"),
     };
-    let print = |a: &Archive, m: &Measured| {
-        println!("{} archive: {} files, {:.1} MiB", a.name, a.files, mib(a.bytes));
-        m.upload.print("  upload");
-        m.restore.print("  restore");
-        mem("hot copy", m.hot_copy_memory);
-        mem("restore", m.restore_memory);
+    let rclone_mem = |what: &str, peak: Option<u64>| match peak {
+        Some(p) => println!("  peak memory of rclone's copy {what}: {:.1} MiB resident", mib(p)),
+        None => println!("  peak memory of rclone's copy {what}: not measured (its /proc/PID/status was not readable)"),
     };
-    print(&large, &large_m);
-    if let Some((a, m)) = &small {
-        print(a, m);
+    for m in &measured {
+        println!("{} archive: {} files, {:.1} MiB", m.name, m.files, mib(m.bytes));
+        if let Some(upload) = &m.upload {
+            upload.print("  upload");
+            mem("hot copy", m.hot_copy_memory);
+            rclone_mem("up", m.rclone_upload_peak);
+        }
+        if let Some(restore) = &m.restore {
+            restore.print("  restore");
+            mem("restore", m.restore_memory);
+            rclone_mem("down", m.rclone_download_peak);
+        }
+    }
+    if let Some((name, bytes)) = throttle_archive {
+        println!("throttle: the {name} archive, {:.1} MiB, {} s a rate", mib(bytes), args.throttle_seconds);
     }
     for t in &throttled {
-        let windows: Vec<String> = t.windows.iter().map(|w| format!("{w:.1}")).collect();
-        println!(
-            "throttle {:>5} MB/s: {:7.2} MB/s over {:.1} s ({:+.2}%), worst 1 s window {}{}; windows [{}]",
-            t.max_rate_mb,
-            t.achieved_mb(),
-            t.seconds,
-            t.error_percent(),
-            t.worst_window_error_percent().map_or("none".to_owned(), |w| format!("{w:+.2}%")),
-            if t.ended_early { " (the job ended before the span: give a larger --size-mib)" } else { "" },
-            windows.join(", ")
-        );
+        println!("{}", t.line());
     }
     Ok(())
 }
