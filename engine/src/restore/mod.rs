@@ -35,7 +35,7 @@
 mod dest;
 mod marker;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fs::File;
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
@@ -357,15 +357,20 @@ pub fn restore(
         .iter()
         .map(|a| (a.element, &a.file))
         .chain(plan.iter().flat_map(|p| set.elements()[p.element].journal_files().map(move |f| (p.element, f))));
+    // Each element's `data/atoms` and `data/journal` is examined once, not once per file in it.
+    let mut dirs_checked: HashSet<PathBuf> = HashSet::new();
     for (i, f) in files {
         let e = &set.elements()[i];
         let (path, rel) = (e.data_file(f), e.data_file_rel(f));
         // `data/atoms` or `data/journal` must be a directory, not a link that leads out of the set.
         let dir = rel.parent().expect("a data file is in a directory");
-        if !matches!(storage.kind(dir), Ok(Some(EntryKind::Dir(_)))) {
-            let dir = storage.show(dir);
-            let reason = format!("{} is not a directory (a backup set never contains links)", dir.display());
-            return Err(RestoreError::DataFile { set: setp, element: e.name(), path: dir, reason });
+        if !dirs_checked.contains(dir) {
+            if !matches!(storage.kind(dir), Ok(Some(EntryKind::Dir(_)))) {
+                let dir = storage.show(dir);
+                let reason = format!("{} is not a directory (a backup set never contains links)", dir.display());
+                return Err(RestoreError::DataFile { set: setp, element: e.name(), path: dir, reason });
+            }
+            dirs_checked.insert(dir.to_path_buf());
         }
         let reason = match storage.stat(&rel) {
             Ok(Some(Stat { kind: EntryKind::File, len })) if len == f.size => continue,
