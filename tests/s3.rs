@@ -863,6 +863,27 @@ fn the_store_stopped_mid_upload_fails_the_job_naming_the_store_and_leaves_the_se
 }
 
 #[test]
+fn a_restore_from_s3_streams_several_atoms_at_once_and_restores_them_exactly() {
+    let (_store, e, work) = s3_case();
+    let data = work.path().join("data");
+    let url = "s3://backset-test/streams";
+    let srv = serve_with_atoms(&data, &e, 300, 2000);
+    srv.cli_ok(&hotcopy_args("full", url, WAIT));
+    let (code, out) = srv.terminate();
+    assert_eq!(code, Some(0), "{out}");
+    let direct = restored(&e, work.path(), "direct", url, &[]);
+    assert_eq!(direct.len(), 300);
+    // The same restore through a proxy that counts the requests in flight: one stream of atoms and the journal's
+    // thread would make at most 2 at once.
+    let proxy = backset_s3test::SlowDownProxy::start(&e.url);
+    let through = Endpoint { url: proxy.url().to_owned(), ..e.clone() };
+    assert_eq!(restored(&through, work.path(), "proxied", url, &[]), direct);
+    let most = proxy.most_in_flight();
+    let cap = backset_engine::limits::RESTORE_STREAMS_IN_FLIGHT + 1;
+    assert!((3..=cap).contains(&most), "requests in flight at once: {most} (atoms streamed at once, and the journal)");
+}
+
+#[test]
 fn throttling_by_the_store_is_retried_then_fails_the_job_with_the_stores_message_and_leaves_the_set_as_it_was() {
     let store = S3sServer::start();
     let e = store.endpoint().clone();

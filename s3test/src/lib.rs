@@ -483,8 +483,8 @@ fn answer_all(stream: TcpStream, status: u16, reason: &str, code: &str, message:
 
 /// A loopback TCP proxy in front of a real S3 server that answers the next N requests itself with `503 Service
 /// Unavailable` and S3's `SlowDown` error (a throttling store, on the network), and forwards every other request
-/// unchanged (its signature stays valid: the client signed the proxy's host, which the request carries). Stops when
-/// dropped.
+/// unchanged (its signature stays valid: the client signed the proxy's host, which the request carries); it counts the
+/// requests it forwards at once ([`most_in_flight`](Self::most_in_flight)). Stops when dropped.
 ///
 /// Each connection is read request by request (head, then a `Content-Length` body): a request to fail is answered on
 /// the same connection (keep-alive, as S3 does); a request to forward goes to the server on a connection of its own
@@ -495,8 +495,16 @@ pub struct SlowDownProxy {
     url: String,
     fail_left: Arc<AtomicUsize>,
     answered: Arc<AtomicUsize>,
+    flight: Arc<Flight>,
     stop: Arc<std::sync::atomic::AtomicBool>,
     addr: SocketAddr,
+}
+
+/// Requests a [`SlowDownProxy`] is forwarding now, and the most it forwarded at once.
+#[derive(Debug, Default)]
+struct Flight {
+    now: AtomicUsize,
+    most: AtomicUsize,
 }
 
 /// The message of the proxy's `SlowDown` errors (S3's own words).
@@ -511,19 +519,20 @@ impl SlowDownProxy {
         let addr = listener.local_addr().expect("the proxy's address");
         let fail_left = Arc::new(AtomicUsize::new(0));
         let answered = Arc::new(AtomicUsize::new(0));
+        let flight = Arc::new(Flight::default());
         let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let (fail, count, stopped) = (fail_left.clone(), answered.clone(), stop.clone());
+        let (fail, count, flying, stopped) = (fail_left.clone(), answered.clone(), flight.clone(), stop.clone());
         thread::spawn(move || {
             for stream in listener.incoming() {
                 if stopped.load(Ordering::SeqCst) {
                     break;
                 }
                 let Ok(stream) = stream else { continue };
-                let (fail, count) = (fail.clone(), count.clone());
-                thread::spawn(move || proxy_connection(stream, upstream, &fail, &count));
+                let (fail, count, flying) = (fail.clone(), count.clone(), flying.clone());
+                thread::spawn(move || proxy_connection(stream, upstream, &fail, &count, &flying));
             }
         });
-        Self { url: format!("http://{addr}"), fail_left, answered, stop, addr }
+        Self { url: format!("http://{addr}"), fail_left, answered, flight, stop, addr }
     }
 
     /// `http://127.0.0.1:PORT`: the endpoint to give the client.
@@ -539,6 +548,11 @@ impl SlowDownProxy {
     /// `SlowDown` answers given so far.
     pub fn slow_downs(&self) -> usize {
         self.answered.load(Ordering::SeqCst)
+    }
+
+    /// The most requests forwarded to the server at once so far (each from its head read to its answer relayed).
+    pub fn most_in_flight(&self) -> usize {
+        self.flight.most.load(Ordering::SeqCst)
     }
 }
 
@@ -582,7 +596,13 @@ fn error_response(status: u16, reason: &str, code: &str, message: &str) -> Strin
 }
 
 /// Serves one client connection of a [`SlowDownProxy`].
-fn proxy_connection(stream: TcpStream, upstream: SocketAddr, fail_left: &AtomicUsize, answered: &AtomicUsize) {
+fn proxy_connection(
+    stream: TcpStream,
+    upstream: SocketAddr,
+    fail_left: &AtomicUsize,
+    answered: &AtomicUsize,
+    flight: &Flight,
+) {
     let _ = stream.set_read_timeout(Some(Duration::from_secs(60)));
     let Ok(mut writer) = stream.try_clone() else { return };
     let mut reader = BufReader::new(stream);
@@ -595,19 +615,28 @@ fn proxy_connection(stream: TcpStream, upstream: SocketAddr, fail_left: &AtomicU
             }
             continue;
         }
-        let Ok(mut server) = TcpStream::connect(upstream) else { return };
-        let mut head = String::new();
-        for line in lines.iter().filter(|l| !l.to_ascii_lowercase().starts_with("connection:")) {
-            head.push_str(line);
-            head.push_str("\r\n");
-        }
-        head.push_str("Connection: close\r\n\r\n");
-        if server.write_all(head.as_bytes()).and_then(|()| server.write_all(&body)).is_err() {
-            return;
-        }
-        let _ = std::io::copy(&mut server, &mut writer);
+        let now = flight.now.fetch_add(1, Ordering::SeqCst) + 1;
+        flight.most.fetch_max(now, Ordering::SeqCst);
+        forward(&mut writer, upstream, &lines, &body);
+        flight.now.fetch_sub(1, Ordering::SeqCst);
         return;
     }
+}
+
+/// Sends one request (its head's `lines` and its `body`) to `upstream` on a connection of its own and relays the
+/// whole answer to `client`.
+fn forward(client: &mut TcpStream, upstream: SocketAddr, lines: &[String], body: &[u8]) {
+    let Ok(mut server) = TcpStream::connect(upstream) else { return };
+    let mut head = String::new();
+    for line in lines.iter().filter(|l| !l.to_ascii_lowercase().starts_with("connection:")) {
+        head.push_str(line);
+        head.push_str("\r\n");
+    }
+    head.push_str("Connection: close\r\n\r\n");
+    if server.write_all(head.as_bytes()).and_then(|()| server.write_all(body)).is_err() {
+        return;
+    }
+    let _ = std::io::copy(&mut server, client);
 }
 
 /// A loopback port free right now (the OS picks it; the listener is closed again for the server to bind).

@@ -185,6 +185,12 @@ impl Destination {
         Ok((f, shown))
     }
 
+    /// Makes the atom files written by [`create_atom`](Self::create_atom) durable, all at once: one `syncfs` of the
+    /// file system `atoms/` is on.
+    pub fn sync_atoms(&self) -> std::io::Result<()> {
+        self.atoms().sync_file_system()
+    }
+
     /// The path the copier writes the atom file `name` to: through the open `atoms/` descriptor.
     pub fn atom_target(&self, name: &str) -> PathBuf {
         self.atoms().fd_path().join(name)

@@ -39,7 +39,8 @@ use std::collections::{HashMap, HashSet};
 use std::fs::File;
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use backset_copier::{Backend, Copier, CopyError, CopyRequest, JobControl};
@@ -49,7 +50,7 @@ use backset_format::{ElementKind, ElementName, ElementStatus, SegmentHeader, Seg
 use uuid::Uuid;
 
 use crate::hotcopy::fault;
-use crate::limits::{COPY_BATCH_FILES, RESTORE_SEGMENT_BYTES, RESTORE_WRITE_BUFFER_BYTES};
+use crate::limits::{COPY_BATCH_FILES, RESTORE_SEGMENT_BYTES, RESTORE_STREAMS_IN_FLIGHT, RESTORE_WRITE_BUFFER_BYTES};
 use crate::lock::{check_not_held, DirKind, Holder, LockError};
 use crate::paths::{resolve_existing, CreateDirError};
 use dest::Destination;
@@ -743,9 +744,11 @@ fn check_restored_atom(
     }
 }
 
-/// [`copy_atoms`] for a set the copier cannot read directly (object storage): each atom streamed from the store
-/// into its file, hashed chunk by chunk as it goes and checked against the manifest, then its header checked.
-/// Memory: one chunk.
+/// [`copy_atoms`] for a set the copier cannot read directly (object storage): [`RESTORE_STREAMS_IN_FLIGHT`] atoms
+/// at a time, each streamed from the store into its file, hashed chunk by chunk as it goes and checked against the
+/// manifest, then its header checked; the files are made durable together at the end (one `syncfs`, as the copier
+/// does for small targets). The first failure stops the others after the atom each is on. Memory: one chunk per
+/// stream.
 fn copy_atoms_streamed(
     set: &BackupSet,
     base: usize,
@@ -754,49 +757,94 @@ fn copy_atoms_streamed(
     ctl: &JobControl,
     report: &mut RestoreReport,
 ) -> Result<(), RestoreError> {
-    let setp = set.dir().to_path_buf();
     let end = set.elements()[base].txn_range().last;
-    for a in atoms {
-        if ctl.is_cancelled() {
-            return Err(RestoreError::Copy { set: setp, element: None, source: CopyError::Cancelled });
+    let next = AtomicUsize::new(0);
+    let stop = AtomicBool::new(false);
+    let failed: Mutex<Option<RestoreError>> = Mutex::new(None);
+    let copied: Mutex<(u64, u64)> = Mutex::new((0, 0));
+    std::thread::scope(|scope| {
+        for _ in 0..RESTORE_STREAMS_IN_FLIGHT.min(atoms.len()) {
+            scope.spawn(|| {
+                let (mut files, mut bytes) = (0, 0);
+                while !stop.load(Ordering::Relaxed) {
+                    let Some(a) = atoms.get(next.fetch_add(1, Ordering::Relaxed)) else { break };
+                    match stream_atom(set, end, a, dest, ctl) {
+                        Ok(n) => (files, bytes) = (files + 1, bytes + n),
+                        Err(e) => {
+                            stop.store(true, Ordering::Relaxed);
+                            // The cause, not the cancel another stream's failure may have made this one see.
+                            let mut first = failed.lock().unwrap_or_else(|p| p.into_inner());
+                            if first.as_ref().is_none_or(cancelled) {
+                                *first = Some(e);
+                            }
+                            break;
+                        }
+                    }
+                }
+                let mut c = copied.lock().unwrap_or_else(|p| p.into_inner());
+                (c.0, c.1) = (c.0 + files, c.1 + bytes);
+            });
         }
-        let e = &set.elements()[a.element];
-        let src = e.data_file(&a.file);
-        let rel = e.data_file_rel(&a.file);
-        let (reader, _) = set.storage().open(&rel).map_err(|err| data_error(set, e.name(), &src, err.to_string()))?;
-        let (mut out, target) = dest.create_atom(&atom_file_name(a.atom_id))?;
-        let write_err = |op: &'static str, source: std::io::Error| RestoreError::Copy {
-            set: setp.clone(),
-            element: None,
-            source: CopyError::Io { op, path: target.clone(), source },
-        };
-        // A write error is the destination's, a read error the set's.
-        let mut written: std::io::Result<()> = Ok(());
-        let mut head = Vec::new();
-        let summary = crate::set::data::hash_stream(
-            reader,
-            Some(&mut |chunk: &[u8]| {
-                keep_head(&mut head, chunk);
-                written = out.write_all(chunk);
-                written.as_ref().map(drop).map_err(|e| std::io::Error::new(e.kind(), "write"))
-            }),
-        );
-        if let Err(source) = written {
-            return Err(write_err("write", source));
-        }
-        let (bytes, hash, chunks) = match summary {
-            Ok(s) => s,
-            Err(err) => return Err(data_error(set, e.name(), &src, format!("{}: {err}", src.display()))),
-        };
-        out.sync_all().map_err(|source| write_err("fsync", source))?;
-        if let Some(reason) = mismatch(&a.file, bytes, &hash, &chunks) {
-            return Err(data_error(set, e.name(), &src, format!("{}: {reason}", src.display())));
-        }
-        check_restored_atom(set, e.name(), &src, &head, a, end)?;
-        report.atoms += 1;
-        report.atom_bytes += bytes;
+    });
+    if let Some(e) = failed.into_inner().unwrap_or_else(|p| p.into_inner()) {
+        return Err(e);
     }
+    dest.sync_atoms().map_err(|source| RestoreError::Copy {
+        set: set.dir().to_path_buf(),
+        element: None,
+        source: CopyError::Io { op: "syncfs", path: dest.path().to_path_buf(), source },
+    })?;
+    let (files, bytes) = copied.into_inner().unwrap_or_else(|p| p.into_inner());
+    report.atoms += files;
+    report.atom_bytes += bytes;
     Ok(())
+}
+
+/// Streams the atom `a` from the store into its file, hashed and checked as [`copy_atoms_streamed`] says; gives its
+/// bytes.
+fn stream_atom(
+    set: &BackupSet,
+    end: u64,
+    a: &AtomSource,
+    dest: &Destination,
+    ctl: &JobControl,
+) -> Result<u64, RestoreError> {
+    let setp = set.dir().to_path_buf();
+    if ctl.is_cancelled() {
+        return Err(RestoreError::Copy { set: setp, element: None, source: CopyError::Cancelled });
+    }
+    let e = &set.elements()[a.element];
+    let src = e.data_file(&a.file);
+    let rel = e.data_file_rel(&a.file);
+    let (reader, _) = set.storage().open(&rel).map_err(|err| data_error(set, e.name(), &src, err.to_string()))?;
+    let (mut out, target) = dest.create_atom(&atom_file_name(a.atom_id))?;
+    // A write error is the destination's, a read error the set's.
+    let mut written: std::io::Result<()> = Ok(());
+    let mut head = Vec::new();
+    let summary = crate::set::data::hash_stream(
+        reader,
+        Some(&mut |chunk: &[u8]| {
+            keep_head(&mut head, chunk);
+            written = out.write_all(chunk);
+            written.as_ref().map(drop).map_err(|e| std::io::Error::new(e.kind(), "write"))
+        }),
+    );
+    if let Err(source) = written {
+        return Err(RestoreError::Copy {
+            set: setp,
+            element: None,
+            source: CopyError::Io { op: "write", path: target, source },
+        });
+    }
+    let (bytes, hash, chunks) = match summary {
+        Ok(s) => s,
+        Err(err) => return Err(data_error(set, e.name(), &src, format!("{}: {err}", src.display()))),
+    };
+    if let Some(reason) = mismatch(&a.file, bytes, &hash, &chunks) {
+        return Err(data_error(set, e.name(), &src, format!("{}: {reason}", src.display())));
+    }
+    check_restored_atom(set, e.name(), &src, &head, a, end)?;
+    Ok(bytes)
 }
 
 /// One element as `restore --report-backups` lists it.
