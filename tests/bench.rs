@@ -37,6 +37,21 @@ fn source_tree(files: impl IntoIterator<Item = (String, Vec<u8>)>) -> (tempfile:
     (dir, src)
 }
 
+/// `backset bench versus-cp SET SCRATCH --restore --runs RUNS --json`: success, stdout, stderr.
+fn versus_cp_restore(set: &Path, scratch: &Path, runs: u32) -> (bool, String, String) {
+    let runs = runs.to_string();
+    backset(&[
+        "bench".as_ref(),
+        "versus-cp".as_ref(),
+        set.as_os_str(),
+        scratch.as_os_str(),
+        "--restore".as_ref(),
+        "--runs".as_ref(),
+        runs.as_ref(),
+        "--json".as_ref(),
+    ])
+}
+
 #[test]
 fn bench_copy_copies_a_tree_and_equal_trees_give_equal_manifests() {
     let (dir, src) = source_tree([
@@ -229,16 +244,7 @@ fn bench_versus_cp_restore_restores_the_set_each_run_and_leaves_its_scratch_empt
         .map(|e| e.unwrap().metadata().unwrap().len())
         .sum();
     let scratch = dir.path().join("scratch");
-    let (ok, out, err) = backset(&[
-        "bench".as_ref(),
-        "versus-cp".as_ref(),
-        set.as_os_str(),
-        scratch.as_os_str(),
-        "--restore".as_ref(),
-        "--runs".as_ref(),
-        "2".as_ref(),
-        "--json".as_ref(),
-    ]);
+    let (ok, out, err) = versus_cp_restore(&set, &scratch, 2);
     assert!(ok, "{err}");
     assert_eq!(json(&out)["restore"], true, "{out}");
     assert_eq!(field(&out, "bytes"), written.to_string(), "{out}");
@@ -645,16 +651,7 @@ fn bench_restore_set_keeps_a_full_incrementals_and_journal_elements_that_versus_
     assert!(said.contains(&format!("{last} journal records from 2.inc + 3.jnl")), "{said}");
     std::fs::remove_dir_all(&restored).unwrap();
     let scratch = dir.path().join("scratch");
-    let (ok, out, err) = backset(&[
-        "bench".as_ref(),
-        "versus-cp".as_ref(),
-        set.as_os_str(),
-        scratch.as_os_str(),
-        "--restore".as_ref(),
-        "--runs".as_ref(),
-        "1".as_ref(),
-        "--json".as_ref(),
-    ]);
+    let (ok, out, err) = versus_cp_restore(&set, &scratch, 1);
     assert!(ok, "{err}");
     for side in ["backset_seconds", "baseline_seconds"] {
         let secs = json(&out)[side].as_array().unwrap_or_else(|| panic!("no {side}: {out}")).clone();

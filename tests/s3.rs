@@ -26,23 +26,13 @@ fn s3_case() -> (S3sServer, Endpoint, tempfile::TempDir) {
     (store, e, tmp())
 }
 
-/// The environment of a process that talks to `e` (standard `AWS_*` variables).
-fn s3_env(e: &Endpoint) -> Vec<(&'static str, String)> {
-    vec![
-        ("AWS_ENDPOINT_URL", e.url.clone()),
-        ("AWS_ACCESS_KEY_ID", e.access_key_id.clone()),
-        ("AWS_SECRET_ACCESS_KEY", e.secret_access_key.clone()),
-        ("AWS_REGION", "us-east-1".to_owned()),
-    ]
-}
-
 fn as_refs<'a>(env: &'a [(&'static str, String)]) -> Vec<(&'static str, &'a str)> {
     env.iter().map(|(k, v)| (*k, v.as_str())).collect()
 }
 
 /// `serve` on `data` with the store's environment and the test-only pause at `point`, writing `mark` when reached.
 fn paused_server(data: &Path, e: &Endpoint, point: &str, mark: &Path) -> Server {
-    let mut env = s3_env(e);
+    let mut env = e.env();
     env.push(("BACKSET_FAULT_PAUSE", point.to_owned()));
     env.push(("BACKSET_FAULT_PAUSE_MARK", s(mark)));
     Server::start_with_env(data, &[], &as_refs(&env))
@@ -63,7 +53,7 @@ fn incremental_killed_at_its_pause(srv: Server, url: &str, mark: &Path) -> (u64,
 
 /// `backset ARGS` offline with the store's environment.
 fn offline(e: &Endpoint, args: &[&str]) -> Output {
-    command().args(args).envs(s3_env(e)).output().unwrap()
+    command().args(args).envs(e.env()).output().unwrap()
 }
 
 fn offline_ok(e: &Endpoint, args: &[&str]) -> String {
@@ -74,7 +64,7 @@ fn offline_ok(e: &Endpoint, args: &[&str]) -> String {
 
 /// The serve process, talking to the store.
 fn serve(data: &Path, e: &Endpoint) -> Server {
-    Server::start_with_env(data, &[], &as_refs(&s3_env(e)))
+    Server::start_with_env(data, &[], &as_refs(&e.env()))
 }
 
 /// The serve process after `n` keys of `bytes` were committed and made atom files by a clean stop (a store writes
@@ -293,7 +283,7 @@ fn a_typo_a_missing_bucket_and_wrong_credentials_each_say_what_to_do() {
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
     assert!(text(&out).contains("no element is published under this prefix"), "{}", text(&out));
     // Wrong credentials: the store's refusal, and what to check.
-    let mut env = s3_env(&e);
+    let mut env = e.env();
     env.retain(|(k, _)| *k != "AWS_SECRET_ACCESS_KEY");
     env.push(("AWS_SECRET_ACCESS_KEY", "not-the-secret".to_owned()));
     let out = command().args(["check", "s3://backset-test/x"]).envs(env).output().unwrap();
@@ -414,7 +404,7 @@ fn the_next_hot_copy_removes_the_objects_a_killed_one_left_once_they_are_stale()
         .to_string_lossy()
         .into_owned();
     // The age past which another process's unpublished job is taken for dead (1 h) lowered for the test.
-    let mut env = s3_env(&e);
+    let mut env = e.env();
     env.push(("BACKSET_TEST_CLEAN_MIN_AGE_MS", "0".to_owned()));
     let srv = Server::start_with_env(&data, &[], &as_refs(&env));
     srv.cli_ok(&hotcopy_args("incremental", url, WAIT));
@@ -522,7 +512,7 @@ fn a_serve_killed_just_after_the_commit_record_leaves_the_element_published_and_
 /// stage locally fails (even as root, which a directory's mode would not stop).
 fn no_local_staging_env(e: &Endpoint, not_a_dir: &Path) -> Vec<(&'static str, String)> {
     std::fs::write(not_a_dir, b"not a directory").unwrap();
-    let mut env = s3_env(e);
+    let mut env = e.env();
     env.push(("BACKSET_SPOOL_DIR", s(not_a_dir)));
     env.push(("TMPDIR", s(not_a_dir)));
     env
@@ -716,7 +706,7 @@ fn serve_config_refuses_plain_http_off_loopback_unless_allowed_and_names_the_key
 fn serve_bounded_retries(data: &Path, e: &Endpoint, endpoint_url: &str, pause: Option<(&str, &Path)>) -> Server {
     let config = data.with_extension("retries.toml");
     std::fs::write(&config, "[s3]\nmax-retries = 3\nretry-timeout = \"10s\"\n").unwrap();
-    let mut env = s3_env(e);
+    let mut env = e.env();
     env.retain(|(k, _)| *k != "AWS_ENDPOINT_URL");
     env.push(("AWS_ENDPOINT_URL", endpoint_url.to_owned()));
     if let Some((point, mark)) = pause {
@@ -787,7 +777,7 @@ fn a_serve_killed_between_the_data_and_the_control_objects_leaves_the_set_as_it_
 
     // Restarted: the job reads failed, the set is as before; the next hot copy (which takes the killed job's
     // objects for dead at once, the age lowered for the test) removes them and publishes its own.
-    let mut env = s3_env(&e);
+    let mut env = e.env();
     env.push(("BACKSET_TEST_CLEAN_MIN_AGE_MS", "0".to_owned()));
     let srv = Server::start_with_env(&data, &[], &as_refs(&env));
     assert_eq!(srv.hot_copy_status(&first)["status"], "failed");
@@ -968,7 +958,7 @@ fn moto_full_incremental_and_journal_restore_what_was_committed_with_multipart_a
     let e = moto.endpoint().clone();
     let work = tmp();
     let data = work.path().join("data");
-    let start = |data: &Path| Server::start_with_env(data, &["--atom-buckets", "64"], &as_refs(&s3_env(&e)));
+    let start = |data: &Path| Server::start_with_env(data, &["--atom-buckets", "64"], &as_refs(&e.env()));
     let url = "s3://backset-test/moto";
     // A full before any checkpoint: the whole 12 MB of journal is one data file, uploaded in parts.
     let srv = start(&data);
@@ -1092,7 +1082,7 @@ fn an_atom_larger_than_a_part_is_stored_as_a_multipart_upload_that_checks_and_re
     let (store, e, work) = s3_case();
     let data = work.path().join("data");
     // One atom holding every key: over 8 MiB (UPLOAD_PART_BYTES), so its object goes up in parts.
-    let srv = Server::start_with_env(&data, &["--atom-buckets", "1"], &as_refs(&s3_env(&e)));
+    let srv = Server::start_with_env(&data, &["--atom-buckets", "1"], &as_refs(&e.env()));
     srv.load(1100, 10_000);
     let srv = restart(srv, &data, &e);
     let url = "s3://backset-test/large";
