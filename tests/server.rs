@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
-use support::{backset, command, free_port, s, stderr, text, tmp, Server};
+use support::{backset, command, free_port, s, stderr, text, tmp, Server, PORT_RETRIES};
 
 #[test]
 fn data_api_commits_and_reads() {
@@ -619,4 +619,70 @@ fn simple_hot_copy_with_a_separate_journal_dir() {
     );
     assert_eq!((code, &v["status"]), (200, &json!("completed")), "{v}");
     assert!(plain.join("journal").is_dir());
+}
+
+/// Whether `listener` (non-blocking) has a connection waiting: someone connected to it.
+fn was_connected_to(listener: &std::net::TcpListener) -> bool {
+    listener.set_nonblocking(true).unwrap();
+    match listener.accept() {
+        Ok(_) => true,
+        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => false,
+        Err(e) => panic!("accept on {:?}: {e}", listener.local_addr()),
+    }
+}
+
+/// A server whose address another socket listens on is not taken as started: readiness is the server process's own
+/// listening socket, not a connection that succeeds (which another test's server, holding the port, would accept).
+#[test]
+fn a_server_whose_address_is_held_by_another_listener_is_not_taken_as_started() {
+    let dir = tmp();
+    let foreign = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = foreign.local_addr().unwrap().to_string();
+    let data = dir.path().join("data");
+    let started = std::panic::catch_unwind(|| Server::start_at(&addr, &addr, &data, &[], None).pid());
+    let msg = match started {
+        Ok(pid) => panic!("start_at({addr}) returned a server (pid {pid}) while another socket held {addr}"),
+        Err(p) => p.downcast_ref::<String>().cloned().unwrap_or_default(),
+    };
+    assert!(msg.contains(&format!("listen on {addr}")) && msg.contains("Address already in use"), "{msg}");
+    assert!(!was_connected_to(&foreign), "the start of the server on {addr} connected to the other listener there");
+}
+
+/// A server on a port the scaffolding picked that another socket took in between is started again on another port
+/// (what two tests that picked the same free port meet), and never talks to the other socket.
+#[test]
+fn a_server_on_a_picked_port_that_was_taken_moves_to_another_port() {
+    let dir = tmp();
+    let foreign = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let taken = foreign.local_addr().unwrap().port();
+    let mut picks = Vec::new();
+    let mut pick = || {
+        let port = if picks.is_empty() { taken } else { free_port() };
+        picks.push(port);
+        port
+    };
+    let srv = Server::start_picking_port(&mut pick, &dir.path().join("data"), &[], None, &[]);
+    assert_eq!(picks.len(), 2, "ports tried: {picks:?}");
+    assert_eq!(srv.addr, format!("127.0.0.1:{}", picks[1]));
+    assert_eq!(srv.get_checked("/processes").0, 200);
+    // A port that stays taken: PORT_RETRIES more tries, then a panic that shows the server's refusal.
+    let mut tries = 0;
+    let gave_up = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        Server::start_picking_port(
+            || {
+                tries += 1;
+                taken
+            },
+            &dir.path().join("data2"),
+            &[],
+            None,
+            &[],
+        )
+        .pid()
+    }));
+    let msg = gave_up.map(|pid| format!("started as pid {pid}")).unwrap_err();
+    let msg = msg.downcast_ref::<String>().cloned().unwrap_or_default();
+    assert_eq!(tries, PORT_RETRIES + 1, "{msg}");
+    assert!(msg.contains("Address already in use"), "{msg}");
+    assert!(!was_connected_to(&foreign), "the start of a server on port {taken} connected to the other listener there");
 }

@@ -42,7 +42,8 @@ pub fn s(p: &Path) -> String {
     p.to_str().unwrap().to_string()
 }
 
-/// A port nothing listens on right now.
+/// A port nothing listens on right now (another thread or process may take it before the caller binds it: a
+/// [`Server`] started on one it picked itself moves to another when that happens, see [`PORT_RETRIES`]).
 pub fn free_port() -> u16 {
     let l = TcpListener::bind("127.0.0.1:0").unwrap();
     l.local_addr().unwrap().port()
@@ -224,27 +225,64 @@ pub struct Server {
     readers: Vec<std::thread::JoinHandle<()>>,
 }
 
+/// How many more ports a [`Server`] started on a port [`free_port`] picked tries when its `serve` exits because that
+/// address is in use: the tests of one binary run in parallel threads, and another test's server (or a client's
+/// source port) may take a picked port before this `serve` binds it.
+pub const PORT_RETRIES: usize = 5;
+
+/// How long a started `serve` has to listen.
+const START_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Why a `serve` did not come up (its output included).
+enum StartError {
+    /// It exited because its listen address was in use.
+    AddressInUse(String),
+    /// It exited for another reason, or did not listen in time.
+    Other(String),
+}
+
 impl Server {
-    /// Starts `backset serve --data-dir data --listen 127.0.0.1:<free port> extra...` and waits until it accepts.
+    /// Starts `backset serve --data-dir data --listen 127.0.0.1:<free port> extra...` and waits until it listens.
     pub fn start(data: &Path, extra: &[&str]) -> Self {
         Self::start_with_token(data, extra, None)
     }
 
     /// As [`start`](Self::start), sending `token` with every request.
     pub fn start_with_token(data: &Path, extra: &[&str], token: Option<&str>) -> Self {
-        let addr = format!("127.0.0.1:{}", free_port());
-        Self::start_at(&addr, &addr, data, extra, token)
+        Self::start_picking_port(free_port, data, extra, token, &[])
     }
 
     /// As [`start`](Self::start), with these environment variables set for the server (test-only knobs such as
     /// `BACKSET_FAULT_PAUSE`).
     pub fn start_with_env(data: &Path, extra: &[&str], env: &[(&str, &str)]) -> Self {
-        let addr = format!("127.0.0.1:{}", free_port());
-        Self::start_limited(&addr, &addr, data, extra, None, env, None)
+        Self::start_picking_port(free_port, data, extra, None, env)
+    }
+
+    /// Starts `serve` on `127.0.0.1:<pick()>`; when it exits because that address is in use, on the next port
+    /// `pick` gives, [`PORT_RETRIES`] times at most ([`start`](Self::start) picks with [`free_port`]).
+    pub fn start_picking_port(
+        mut pick: impl FnMut() -> u16,
+        data: &Path,
+        extra: &[&str],
+        token: Option<&str>,
+        env: &[(&str, &str)],
+    ) -> Self {
+        let mut taken = Vec::new();
+        loop {
+            let addr = format!("127.0.0.1:{}", pick());
+            match Self::launch(&addr, &addr, data, extra, token, env, None) {
+                Ok(s) => return s,
+                Err(StartError::AddressInUse(_)) if taken.len() < PORT_RETRIES => taken.push(addr),
+                Err(StartError::AddressInUse(out) | StartError::Other(out)) => {
+                    panic!("{out}\n(addresses found in use before: {taken:?})")
+                }
+            }
+        }
     }
 
     /// Starts `backset serve --listen listen ...` and talks to it at `connect` (e.g. listen on `0.0.0.0:P`, connect
-    /// to `127.0.0.1:P`).
+    /// to `127.0.0.1:P`). Panics with the server's output when it does not listen there (an address in use, too: the
+    /// caller chose it).
     pub fn start_at(listen: &str, connect: &str, data: &Path, extra: &[&str], token: Option<&str>) -> Self {
         Self::start_limited(listen, connect, data, extra, token, &[], None)
     }
@@ -261,6 +299,24 @@ impl Server {
         env: &[(&str, &str)],
         nofile: Option<u64>,
     ) -> Self {
+        Self::launch(listen, connect, data, extra, token, env, nofile)
+            .unwrap_or_else(|(StartError::AddressInUse(out) | StartError::Other(out))| panic!("{out}"))
+    }
+
+    /// [`start_limited`](Self::start_limited), returning why the server did not come up instead of panicking.
+    fn launch(
+        listen: &str,
+        connect: &str,
+        data: &Path,
+        extra: &[&str],
+        token: Option<&str>,
+        env: &[(&str, &str)],
+        nofile: Option<u64>,
+    ) -> Result<Self, StartError> {
+        let port = listen
+            .parse::<std::net::SocketAddr>()
+            .unwrap_or_else(|e| panic!("--listen {listen} for a test server: not an IP address and port ({e})"))
+            .port();
         let addr = connect.to_string();
         let mut cmd = match nofile {
             None => command(),
@@ -316,16 +372,32 @@ impl Server {
             out,
             readers,
         };
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while std::net::TcpStream::connect(&addr).is_err() {
+        // Ready once this very process listens on the port: a connection that succeeds proves nothing when another
+        // test's server took the port (this one then exits with "Address already in use"), nor when the client's
+        // source port happens to be the one connected to (a TCP self-connect).
+        let deadline = Instant::now() + START_TIMEOUT;
+        while !listens_on(s.pid(), port) {
             if let Some(st) = s.child.as_mut().unwrap().try_wait().unwrap() {
                 s.join_readers();
-                panic!("serve exited with {st}: {}", s.output());
+                let out = s.output();
+                let msg = format!("serve --listen {listen} exited with {st}: {out}");
+                return Err(
+                    if out.contains(&format!("listen on {listen}")) && out.contains("Address already in use") {
+                        StartError::AddressInUse(msg)
+                    } else {
+                        StartError::Other(msg)
+                    },
+                );
             }
-            assert!(Instant::now() < deadline, "serve did not listen on {addr} within 30 s: {}", s.output());
+            if Instant::now() >= deadline {
+                return Err(StartError::Other(format!(
+                    "serve did not listen on {listen} within {START_TIMEOUT:?}: {}",
+                    s.output()
+                )));
+            }
             std::thread::sleep(Duration::from_millis(20));
         }
-        s
+        Ok(s)
     }
 
     fn join_readers(&mut self) {
@@ -594,26 +666,10 @@ impl Server {
     /// holds (tokio's signal socket pair). The TCP table is read first, so a socket opened while the descriptors are
     /// listed is not counted: what is counted was open together at some instant.
     pub fn open_connections(&self) -> usize {
-        const LISTEN: &str = "0A";
         let pid = self.pid();
-        let mut tcp = HashSet::new();
-        for table in ["tcp", "tcp6"] {
-            let Ok(text) = std::fs::read_to_string(format!("/proc/{pid}/net/{table}")) else { continue };
-            for line in text.lines().skip(1) {
-                let f: Vec<&str> = line.split_whitespace().collect();
-                if f.len() > 9 && f[3] != LISTEN {
-                    tcp.insert(f[9].to_string());
-                }
-            }
-        }
-        let Ok(dir) = std::fs::read_dir(format!("/proc/{pid}/fd")) else { return 0 };
-        let open: HashSet<String> = dir
-            .filter_map(Result::ok)
-            .filter_map(|e| std::fs::read_link(e.path()).ok())
-            .filter_map(|l| Some(l.to_str()?.strip_prefix("socket:[")?.strip_suffix(']')?.to_string()))
-            .filter(|inode| tcp.contains(inode))
-            .collect();
-        open.len()
+        let tcp: HashSet<String> =
+            tcp_sockets(pid).into_iter().filter(|t| t.state != TCP_LISTEN).map(|t| t.inode).collect();
+        process_sockets(pid).intersection(&tcp).count()
     }
 
     /// Sends the signal `name` (`TERM`, `INT`, `KILL`) to the server process; it may still be running when this returns
@@ -682,6 +738,53 @@ impl Drop for Server {
             let _ = c.wait();
         }
     }
+}
+
+/// The state of a listening socket in /proc/net/tcp (`TCP_LISTEN`).
+const TCP_LISTEN: &str = "0A";
+
+/// A row of /proc/PID/net/tcp or tcp6.
+struct TcpSocket {
+    /// Its local port.
+    port: u16,
+    /// Its state, as the table writes it (hex: `0A` listening, `01` established, ...).
+    state: String,
+    /// Its inode, the number in the `socket:[inode]` link of a descriptor that holds it.
+    inode: String,
+}
+
+/// The TCP sockets (IPv4 and IPv6) of the network namespace of process `pid`.
+fn tcp_sockets(pid: u32) -> Vec<TcpSocket> {
+    let mut out = Vec::new();
+    for table in ["tcp", "tcp6"] {
+        let Ok(text) = std::fs::read_to_string(format!("/proc/{pid}/net/{table}")) else { continue };
+        for line in text.lines().skip(1) {
+            let f: Vec<&str> = line.split_whitespace().collect();
+            let port = f.get(1).and_then(|a| a.rsplit_once(':')).and_then(|(_, p)| u16::from_str_radix(p, 16).ok());
+            if let (Some(port), true) = (port, f.len() > 9) {
+                out.push(TcpSocket { port, state: f[3].to_string(), inode: f[9].to_string() });
+            }
+        }
+    }
+    out
+}
+
+/// The inodes of the sockets process `pid` holds: its entries of /proc/PID/fd that link to `socket:[inode]` (none
+/// once it has exited).
+fn process_sockets(pid: u32) -> HashSet<String> {
+    let Ok(dir) = std::fs::read_dir(format!("/proc/{pid}/fd")) else { return HashSet::new() };
+    dir.filter_map(Result::ok)
+        .filter_map(|e| std::fs::read_link(e.path()).ok())
+        .filter_map(|l| Some(l.to_str()?.strip_prefix("socket:[")?.strip_suffix(']')?.to_string()))
+        .collect()
+}
+
+/// Whether process `pid` itself holds a socket listening on TCP `port` (any address, IPv4 or IPv6): not merely
+/// whether something accepts connections there.
+pub fn listens_on(pid: u32, port: u16) -> bool {
+    let listening: HashSet<String> =
+        tcp_sockets(pid).into_iter().filter(|t| t.state == TCP_LISTEN && t.port == port).map(|t| t.inode).collect();
+    !listening.is_empty() && !process_sockets(pid).is_disjoint(&listening)
 }
 
 /// VmRSS of a process, kB.
