@@ -1078,6 +1078,45 @@ fn a_hot_copy_to_s3_under_max_rate_stores_what_it_reads_as_it_reads_it_within_th
 }
 
 #[test]
+fn a_hot_copy_to_s3_completes_a_large_file_while_the_next_goes_up() {
+    let (store, e, work) = s3_case();
+    let data = work.path().join("data");
+    let proxy = backset_s3test::SlowDownProxy::start(&e.url);
+    let through = Endpoint { url: proxy.url().to_owned(), ..e.clone() };
+    // Two atoms of about 12 MB and a journal of 24 MB: three files over 8 MiB (UPLOAD_PART_BYTES), each a
+    // multipart upload.
+    let srv = Server::start_with_env(&data, &["--atom-buckets", "2"], &as_refs(&through.env()));
+    srv.load(2400, 10_000);
+    let srv = restart(srv, &data, &through);
+    let url = "s3://backset-test/overlap";
+    proxy.hold_completions();
+    let (most_held, out) = std::thread::scope(|scope| {
+        let copy = scope.spawn(|| srv.cli(&hotcopy_args("full", url, WAIT)));
+        // One completion at a time would hold the job at the first: wait for a second (or give up and release).
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        let mut most = 0;
+        while most < 2 && std::time::Instant::now() < deadline {
+            most = most.max(proxy.held_completions());
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        proxy.release_completions();
+        (most, copy.join().unwrap())
+    });
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert!(most_held >= 2, "completions of multipart uploads waiting at once: {most_held}, where 2 files could be");
+    let full = id_of(&elements(&e, url), "full");
+    let large = objects(&store, &format!("overlap/full/{full}/data"))
+        .iter()
+        .filter(|p| std::fs::metadata(p).unwrap().len() > 8 << 20)
+        .count();
+    assert!(large >= 2, "{large} objects larger than one part");
+    offline_ok(&e, &["check", url]);
+    let expected: std::collections::BTreeMap<String, String> =
+        (0..2400).map(|i| (format!("key-{i:06}"), "v".repeat(10_000))).collect();
+    assert_eq!(restored(&e, work.path(), "r", url, &[]), expected);
+}
+
+#[test]
 fn an_atom_larger_than_a_part_is_stored_as_a_multipart_upload_that_checks_and_restores() {
     let (store, e, work) = s3_case();
     let data = work.path().join("data");

@@ -15,6 +15,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use futures::StreamExt;
 use object_store::aws::{AmazonS3, AmazonS3Builder, AmazonS3ConfigKey};
+use object_store::list::{PaginatedListOptions, PaginatedListStore};
 use object_store::path::Path;
 use object_store::{
     BackoffConfig, ClientOptions, GetOptions, MultipartUpload, ObjectStore, ObjectStoreExt, PutMode, PutOptions,
@@ -25,8 +26,8 @@ use tokio::task::JoinHandle;
 use crate::config::S3Config;
 use crate::error::{classify, ObjStoreError};
 use crate::limits::{
-    CONNECT_TIMEOUT, MAX_PARTS, MAX_PART_BYTES, MIN_PART_BYTES, MULTIPART_PARTS_IN_FLIGHT, REQUEST_TIMEOUT,
-    RETRY_BACKOFF_BASE, RUNTIME_WORKER_THREADS,
+    CONNECT_TIMEOUT, LIST_PAGE_KEYS, MAX_PARTS, MAX_PART_BYTES, MIN_PART_BYTES, MULTIPART_PARTS_IN_FLIGHT,
+    REQUEST_TIMEOUT, RETRY_BACKOFF_BASE, RUNTIME_WORKER_THREADS,
 };
 use crate::location::S3Url;
 
@@ -224,7 +225,7 @@ impl ObjectClient {
         let store = Arc::clone(&self.store);
         let payload: PutPayload = pieces.into_iter().collect();
         let handle = self.runtime.spawn(async move { store.put(&path, payload).await });
-        Ok(PendingPut { rel: rel.to_owned(), handle })
+        Ok(PendingPut { rel: rel.to_owned(), op: "put", handle })
     }
 
     /// Starts a multipart upload of `rel`: parts go from the caller's buffers, at most
@@ -282,14 +283,23 @@ impl ObjectClient {
         let key = self.url.key(rel);
         let prefix = if key.is_empty() { None } else { Some(self.path(rel)?) };
         let base = if self.url.prefix().is_empty() { String::new() } else { format!("{}/", self.url.prefix()) };
+        // Below the prefix as a directory, as `ObjectStore::list` asks: `a/b/`, not `a/b` (which `a/bc` extends).
+        let below = prefix.map(|p| format!("{p}{}", object_store::path::DELIMITER));
         let mut objects = self.runtime.block_on(async {
-            let mut stream = self.store.list(prefix.as_ref());
             let mut objects = Vec::new();
-            while let Some(meta) = stream.next().await {
-                let meta = meta.map_err(self.err("list", rel))?;
-                let full = meta.location.to_string();
-                let rel = full.strip_prefix(&base).unwrap_or(&full).to_owned();
-                objects.push(ObjectInfo { rel, size: meta.size, modified: modified(&meta), e_tag: meta.e_tag });
+            let mut page_token = None;
+            loop {
+                let opts = PaginatedListOptions { max_keys: Some(LIST_PAGE_KEYS), page_token, ..Default::default() };
+                let page = self.store.list_paginated(below.as_deref(), opts).await.map_err(self.err("list", rel))?;
+                for meta in page.result.objects {
+                    let full = meta.location.to_string();
+                    let rel = full.strip_prefix(&base).unwrap_or(&full).to_owned();
+                    objects.push(ObjectInfo { rel, size: meta.size, modified: modified(&meta), e_tag: meta.e_tag });
+                }
+                page_token = page.page_token;
+                if page_token.is_none() {
+                    break;
+                }
             }
             Ok::<_, ObjStoreError>(objects)
         })?;
@@ -455,10 +465,13 @@ impl std::io::Read for ObjectReader {
     }
 }
 
-/// A put started by [`ObjectClient::put_pieces`].
+/// A put started by [`ObjectClient::put_pieces`], or a multipart upload being completed
+/// ([`Upload::finish_in_background`]).
 #[derive(Debug)]
 pub struct PendingPut {
     rel: String,
+    /// The operation an error names: `put` or `complete upload`.
+    op: &'static str,
     handle: JoinHandle<object_store::Result<object_store::PutResult>>,
 }
 
@@ -469,7 +482,7 @@ impl PendingPut {
             Ok(result) => result,
             Err(join) => Err(object_store::Error::JoinError { source: join }),
         };
-        result.map(|r| Stored { e_tag: r.e_tag }).map_err(client.err("put", &self.rel))
+        result.map(|r| Stored { e_tag: r.e_tag }).map_err(client.err(self.op, &self.rel))
     }
 }
 
@@ -549,21 +562,44 @@ impl Upload<'_> {
 
     /// Waits for every part, then completes the upload: the object appears whole, or not at all. An upload with
     /// no part stores an empty object.
-    pub fn finish(mut self) -> Result<Stored, ObjStoreError> {
+    pub fn finish(self) -> Result<Stored, ObjStoreError> {
+        let client = self.client;
+        self.finish_in_background()?.wait(client)
+    }
+
+    /// As [`finish`](Self::finish), but returns at once: the parts still in flight and the completion run on the
+    /// client's runtime while the caller goes on (with the next object's upload, say), and [`PendingPut::wait`]
+    /// gives the outcome. If a part or the completion fails, the upload is aborted (its stored parts deleted) and
+    /// the wait returns that error. The parts' buffers are held until their part is stored, as before.
+    pub fn finish_in_background(mut self) -> Result<PendingPut, ObjStoreError> {
         if self.parts == 0 {
             self.put_part(Bytes::new())?;
         }
-        while !self.in_flight.is_empty() {
-            self.wait_oldest()?;
-        }
+        let mut parts = std::mem::take(&mut self.in_flight);
         let Some(mut inner) = self.inner.take() else { unreachable!("an upload is finished twice") };
-        match self.client.runtime.block_on(inner.complete()) {
-            Ok(result) => Ok(Stored { e_tag: result.e_tag }),
-            Err(e) => {
-                let _ = self.client.runtime.block_on(inner.abort());
-                Err(self.client.err("complete upload", &self.rel)(e))
+        let handle = self.client.runtime.spawn(async move {
+            let mut failed = None;
+            while let Some(part) = parts.pop_front() {
+                let result = match part.await {
+                    Ok(result) => result,
+                    Err(join) => Err(object_store::Error::JoinError { source: join }),
+                };
+                if let Err(e) = result {
+                    failed = Some(e);
+                    break;
+                }
             }
-        }
+            let result = match failed {
+                None => inner.complete().await,
+                Some(e) => Err(e),
+            };
+            if result.is_err() {
+                parts.iter().for_each(JoinHandle::abort);
+                let _ = inner.abort().await;
+            }
+            result
+        });
+        Ok(PendingPut { rel: self.rel.clone(), op: "complete upload", handle })
     }
 
     /// Abandons the upload: the parts already stored are deleted and no object appears.

@@ -6,11 +6,11 @@ use std::io::Read;
 use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
 
-use backset_objstore::limits::{MIN_PART_BYTES, MULTIPART_PARTS_IN_FLIGHT};
+use backset_objstore::limits::{LIST_PAGE_KEYS, MIN_PART_BYTES, MULTIPART_PARTS_IN_FLIGHT};
 use backset_objstore::{
     DirListing, Entry, Location, ObjStoreError, ObjectClient, RetrySettings, S3Config, S3Credentials, S3Url, Secret,
 };
-use backset_s3test::{Endpoint, FaultServer, MotoServer, S3sServer, TEST_SECRET_ACCESS_KEY};
+use backset_s3test::{Endpoint, FaultServer, MotoServer, S3sServer, SlowDownProxy, TEST_SECRET_ACCESS_KEY};
 use bytes::Bytes;
 
 /// Retries short enough for a test of a failure: 2 retries, 10 to 50 ms apart.
@@ -128,6 +128,71 @@ fn multipart_upload_stores_the_parts_in_order() {
         assert_eq!(whole.len(), parts.iter().map(Vec::len).sum::<usize>());
         assert!(whole[..] == parts.concat()[..], "the object is not the parts in order");
     });
+}
+
+#[test]
+fn an_upload_finished_in_the_background_completes_while_the_next_objects_go_up() {
+    let server = S3sServer::start();
+    let proxy = SlowDownProxy::start(&server.endpoint().url);
+    let c = client(&Endpoint { url: proxy.url().to_owned(), ..server.endpoint().clone() }, "background");
+    proxy.hold_completions();
+    let mut a = c.upload("a").unwrap();
+    let parts = [pattern(MIN_PART_BYTES, 1), pattern(1000, 2)];
+    for part in &parts {
+        a.put_part(Bytes::from(part.clone())).unwrap();
+    }
+    // Returns although its last part may still be in flight and its completion is held.
+    let pending = a.finish_in_background().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while proxy.held_completions() == 0 {
+        assert!(Instant::now() < deadline, "the completion of `a` never reached the store");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    // Meanwhile other objects go up: a put, and the parts of another upload.
+    c.put("b", Bytes::from(pattern(100, 3))).unwrap();
+    let mut d = c.upload("d").unwrap();
+    d.put_part(Bytes::from(pattern(MIN_PART_BYTES, 4))).unwrap();
+    assert_eq!(c.head("b").unwrap().map(|i| i.size), Some(100));
+    assert_eq!(c.head("a").unwrap(), None, "`a` appears only when its upload completes");
+    proxy.release_completions();
+    pending.wait(&c).unwrap();
+    assert!(c.get("a", u64::MAX).unwrap()[..] == parts.concat()[..], "`a` is not its parts in order");
+    d.finish().unwrap();
+    assert_eq!(c.head("d").unwrap().map(|i| i.size), Some(MIN_PART_BYTES as u64));
+}
+
+/// Puts `n` one-byte objects `data/atoms/NNNNN` and one beside the prefix (`datax`); returns the keys below it.
+fn many_objects(c: &ObjectClient, n: usize) -> Vec<String> {
+    let keys: Vec<String> = (0..n).map(|i| format!("data/atoms/{i:05}")).collect();
+    for batch in keys.chunks(16) {
+        let puts: Vec<_> = batch.iter().map(|k| c.put_pieces(k, vec![Bytes::from_static(b"x")]).unwrap()).collect();
+        puts.into_iter().for_each(|p| drop(p.wait(c).unwrap()));
+    }
+    c.put("datax", Bytes::from_static(b"beside the prefix")).unwrap();
+    keys
+}
+
+#[test]
+fn a_listing_of_more_than_one_page_returns_every_object_below_the_prefix_in_order() {
+    on_both("a_listing_of_more_than_one_page_returns_every_object_below_the_prefix_in_order", |ep| {
+        let c = client(ep, "pages");
+        let keys = many_objects(&c, 2_500);
+        let listed: Vec<String> = c.list("data").unwrap().into_iter().map(|o| o.rel).collect();
+        assert_eq!(listed, keys, "every object below data/, in key order, and nothing beside it");
+    });
+}
+
+#[test]
+fn a_listing_asks_for_pages_of_list_page_keys() {
+    // S3 answers 1,000 keys a page whatever is asked; s3s-fs answers what is asked, so 2,500 objects take one
+    // request of LIST_PAGE_KEYS where pages of 1,000 would take 3.
+    let server = S3sServer::start();
+    let keys = many_objects(&client(server.endpoint(), "pages"), 2_500);
+    assert!(keys.len() <= LIST_PAGE_KEYS && keys.len() > 2_000);
+    let proxy = SlowDownProxy::start(&server.endpoint().url);
+    let through = client(&Endpoint { url: proxy.url().to_owned(), ..server.endpoint().clone() }, "pages");
+    assert_eq!(through.list("data").unwrap().len(), keys.len());
+    assert_eq!(proxy.forwarded(), 1, "list requests for {} objects", keys.len());
 }
 
 #[test]

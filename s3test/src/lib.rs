@@ -484,7 +484,8 @@ fn answer_all(stream: TcpStream, status: u16, reason: &str, code: &str, message:
 /// A loopback TCP proxy in front of a real S3 server that answers the next N requests itself with `503 Service
 /// Unavailable` and S3's `SlowDown` error (a throttling store, on the network), and forwards every other request
 /// unchanged (its signature stays valid: the client signed the proxy's host, which the request carries); it counts the
-/// requests it forwards at once ([`most_in_flight`](Self::most_in_flight)). Stops when dropped.
+/// requests it forwards at once ([`most_in_flight`](Self::most_in_flight)), and can hold the completions of multipart
+/// uploads ([`hold_completions`](Self::hold_completions)). Stops when dropped.
 ///
 /// Each connection is read request by request (head, then a `Content-Length` body): a request to fail is answered on
 /// the same connection (keep-alive, as S3 does); a request to forward goes to the server on a connection of its own
@@ -496,8 +497,36 @@ pub struct SlowDownProxy {
     fail_left: Arc<AtomicUsize>,
     answered: Arc<AtomicUsize>,
     flight: Arc<Flight>,
+    hold: Arc<Hold>,
     stop: Arc<std::sync::atomic::AtomicBool>,
     addr: SocketAddr,
+}
+
+/// Whether a [`SlowDownProxy`] holds the completions of multipart uploads, and how many it holds now.
+#[derive(Debug, Default)]
+struct Hold {
+    holding: std::sync::Mutex<bool>,
+    released: std::sync::Condvar,
+    held: AtomicUsize,
+}
+
+impl Hold {
+    /// Waits while completions are held, counted in `held`.
+    fn pass(&self) {
+        let mut holding = self.holding.lock().unwrap();
+        if *holding {
+            self.held.fetch_add(1, Ordering::SeqCst);
+            while *holding {
+                holding = self.released.wait(holding).unwrap();
+            }
+            self.held.fetch_sub(1, Ordering::SeqCst);
+        }
+    }
+
+    fn set(&self, hold: bool) {
+        *self.holding.lock().unwrap() = hold;
+        self.released.notify_all();
+    }
 }
 
 /// Requests a [`SlowDownProxy`] is forwarding now, and the most it forwarded at once.
@@ -505,6 +534,7 @@ pub struct SlowDownProxy {
 struct Flight {
     now: AtomicUsize,
     most: AtomicUsize,
+    total: AtomicUsize,
 }
 
 /// The message of the proxy's `SlowDown` errors (S3's own words).
@@ -520,19 +550,37 @@ impl SlowDownProxy {
         let fail_left = Arc::new(AtomicUsize::new(0));
         let answered = Arc::new(AtomicUsize::new(0));
         let flight = Arc::new(Flight::default());
+        let hold = Arc::new(Hold::default());
         let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let (fail, count, flying, stopped) = (fail_left.clone(), answered.clone(), flight.clone(), stop.clone());
+        let (fail, count, flying, holding, stopped) =
+            (fail_left.clone(), answered.clone(), flight.clone(), hold.clone(), stop.clone());
         thread::spawn(move || {
             for stream in listener.incoming() {
                 if stopped.load(Ordering::SeqCst) {
                     break;
                 }
                 let Ok(stream) = stream else { continue };
-                let (fail, count, flying) = (fail.clone(), count.clone(), flying.clone());
-                thread::spawn(move || proxy_connection(stream, upstream, &fail, &count, &flying));
+                let (fail, count, flying, holding) = (fail.clone(), count.clone(), flying.clone(), holding.clone());
+                thread::spawn(move || proxy_connection(stream, upstream, &fail, &count, &flying, &holding));
             }
         });
-        Self { url: format!("http://{addr}"), fail_left, answered, flight, stop, addr }
+        Self { url: format!("http://{addr}"), fail_left, answered, flight, hold, stop, addr }
+    }
+
+    /// From now on, holds each completion of a multipart upload (`POST ...?uploadId=...`) before forwarding it,
+    /// until [`release_completions`](Self::release_completions) (or the proxy is dropped).
+    pub fn hold_completions(&self) {
+        self.hold.set(true);
+    }
+
+    /// Forwards the completions held, and every later one.
+    pub fn release_completions(&self) {
+        self.hold.set(false);
+    }
+
+    /// Completions held now.
+    pub fn held_completions(&self) -> usize {
+        self.hold.held.load(Ordering::SeqCst)
     }
 
     /// `http://127.0.0.1:PORT`: the endpoint to give the client.
@@ -550,6 +598,11 @@ impl SlowDownProxy {
         self.answered.load(Ordering::SeqCst)
     }
 
+    /// Requests forwarded to the server so far.
+    pub fn forwarded(&self) -> usize {
+        self.flight.total.load(Ordering::SeqCst)
+    }
+
     /// The most requests forwarded to the server at once so far (each from its head read to its answer relayed).
     pub fn most_in_flight(&self) -> usize {
         self.flight.most.load(Ordering::SeqCst)
@@ -559,6 +612,7 @@ impl SlowDownProxy {
 impl Drop for SlowDownProxy {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::SeqCst);
+        self.hold.set(false);
         let _ = TcpStream::connect(self.addr); // wakes the accept loop to see `stop`
     }
 }
@@ -602,6 +656,7 @@ fn proxy_connection(
     fail_left: &AtomicUsize,
     answered: &AtomicUsize,
     flight: &Flight,
+    hold: &Hold,
 ) {
     let _ = stream.set_read_timeout(Some(Duration::from_secs(60)));
     let Ok(mut writer) = stream.try_clone() else { return };
@@ -615,6 +670,10 @@ fn proxy_connection(
             }
             continue;
         }
+        if lines.first().is_some_and(|l| l.starts_with("POST ") && l.contains("uploadId=")) {
+            hold.pass();
+        }
+        flight.total.fetch_add(1, Ordering::SeqCst);
         let now = flight.now.fetch_add(1, Ordering::SeqCst) + 1;
         flight.most.fetch_max(now, Ordering::SeqCst);
         forward(&mut writer, upstream, &lines, &body);

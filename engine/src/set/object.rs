@@ -21,9 +21,10 @@
 //!   copier reads the archive as for a local set (io_uring, O_DIRECT, BLAKE3 from the read buffer, the per-SM
 //!   rate limit counting the bytes read) but writes nothing: it lends each buffer, once hashed, to this store
 //!   (`backset_copier::SmCopier::stream`), which sends it on as it comes: a file of at most [`UPLOAD_PART_BYTES`]
-//!   in one put (at most [`STREAM_PUTS_IN_FLIGHT`] puts in flight), a larger one as a multipart upload of
-//!   [`UPLOAD_PART_BYTES`] parts made of the buffers themselves (at most
-//!   [`MULTIPART_PARTS_IN_FLIGHT`](backset_objstore::limits::MULTIPART_PARTS_IN_FLIGHT) in flight). A buffer goes
+//!   in one put, a larger one as a multipart upload of [`UPLOAD_PART_BYTES`] parts made of the buffers
+//!   themselves (at most [`MULTIPART_PARTS_IN_FLIGHT`](backset_objstore::limits::MULTIPART_PARTS_IN_FLIGHT) in
+//!   flight), completed while the next files go up (at most [`STREAM_PUTS_IN_FLIGHT`] puts and completing
+//!   uploads at once). A buffer goes
 //!   back to the copier's pool once its put or part is stored. **Memory**: the data in flight is the SM copier's
 //!   pool (`HOTCOPY_COPIER_POOL_BYTES`, 64 MiB), nothing more: a buffer being read, hashed, waiting for its part
 //!   or being sent is a pool buffer, and when the store is slower than the archive every buffer ends up waiting
@@ -86,9 +87,11 @@ pub const MAX_COMMIT_BYTES: u64 = 1 << 20;
 /// The part size of a multipart upload of a data file, and the largest file uploaded in one put: 8 MiB.
 pub const UPLOAD_PART_BYTES: usize = 8 << 20;
 
-/// Single puts of streamed data files (files of at most [`UPLOAD_PART_BYTES`]) in flight at once, for one job: 16.
-/// Each holds its file's chunks (pool buffers) until it is stored, so the copier's pool bounds their memory; a
-/// small file costs a round trip, which this many side by side hide.
+/// Data files being stored at once by one job, besides the multipart upload being filled: 16. That is single puts
+/// (files of at most [`UPLOAD_PART_BYTES`]) and multipart uploads whose last parts are in flight or which are being
+/// completed. Each holds its file's chunks (pool buffers) until they are stored, so the copier's pool bounds their
+/// memory; a small file costs a round trip, and a large one the server's completion (which may copy the whole
+/// object), which this many side by side hide.
 pub const STREAM_PUTS_IN_FLIGHT: usize = 16;
 
 /// When a streaming job's store has waited this long for the next chunk, the parts still being filled are copied
@@ -463,10 +466,11 @@ struct Storing<'c> {
 
 impl ObjectStore {
     /// Stores the data files `keys[i]` from the pieces of request `i` coming through `chunks`, until the channel
-    /// closes (the copier's job, or the set copy's reads, ended): a file of at most [`UPLOAD_PART_BYTES`] in one put (at most
-    /// [`STREAM_PUTS_IN_FLIGHT`] at once), a larger one as a multipart upload of [`UPLOAD_PART_BYTES`] parts
-    /// (at most [`MULTIPART_PARTS_IN_FLIGHT`](backset_objstore::limits::MULTIPART_PARTS_IN_FLIGHT) in flight), each
-    /// part the chunks themselves (no copy). Every chunk goes back to the copier's pool once its request is done.
+    /// closes (the copier's job, or the set copy's reads, ended): a file of at most [`UPLOAD_PART_BYTES`] in one
+    /// put, a larger one as a multipart upload of [`UPLOAD_PART_BYTES`] parts (at most
+    /// [`MULTIPART_PARTS_IN_FLIGHT`](backset_objstore::limits::MULTIPART_PARTS_IN_FLIGHT) in flight), each part the
+    /// chunks themselves (no copy), completed in the background; at most [`STREAM_PUTS_IN_FLIGHT`] puts and
+    /// completing uploads at once. Every chunk goes back to the copier's pool once its request is done.
     /// Returns the bytes stored of each file stored whole; on a store error, cancels the copier's job (`ctl`) and
     /// returns the error (an upload left unfinished is aborted as it drops).
     fn store_chunks(
@@ -528,21 +532,20 @@ impl ObjectStore {
                     continue;
                 }
                 let f = files.remove(&i).expect("just there");
-                match f.upload {
-                    None => {
-                        puts.push_back(self.client.put_pieces(key, f.pieces)?);
-                        while puts.len() > STREAM_PUTS_IN_FLIGHT {
-                            puts.pop_front().expect("more than one").wait(&self.client)?;
-                        }
-                    }
+                puts.push_back(match f.upload {
+                    None => self.client.put_pieces(key, f.pieces)?,
                     Some(mut upload) => {
                         if !f.pieces.is_empty() {
                             upload.put_part_pieces(f.pieces)?;
                         }
-                        upload.finish()?;
+                        // Its last parts and its completion overlap the next file's parts.
+                        upload.finish_in_background()?
                     }
+                });
+                while puts.len() > STREAM_PUTS_IN_FLIGHT {
+                    puts.pop_front().expect("more than one").wait(&self.client)?;
                 }
-                tracing::debug!(object = %self.client.url().show(key), bytes = f.got, "stored from the copier's buffers");
+                tracing::debug!(object = %self.client.url().show(key), bytes = f.got, "sent from the copier's buffers");
                 stored.insert(i, f.got);
             }
             while let Some(put) = puts.pop_front() {
