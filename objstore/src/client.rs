@@ -126,7 +126,8 @@ impl ObjectClient {
             .with_region(region)
             .with_retry(retry)
             .with_client_options(options)
-            .with_allow_http(plain_http);
+            .with_allow_http(plain_http)
+            .with_unsigned_payload(!config.signs_payloads());
         if let Some(endpoint) = endpoint {
             builder = builder.with_endpoint(endpoint);
         }

@@ -240,12 +240,7 @@ impl S3Config {
         if url.query().is_some() || url.fragment().is_some() {
             return Err(invalid("an endpoint has no query or fragment"));
         }
-        let loopback = match url.host() {
-            None => return Err(invalid("it has no host")),
-            Some(url::Host::Domain(d)) => d.eq_ignore_ascii_case("localhost"),
-            Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
-            Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
-        };
+        let Some(loopback) = is_loopback(&url) else { return Err(invalid("it has no host")) };
         match url.scheme() {
             "https" => {}
             "http" if loopback || self.allow_http => {}
@@ -254,6 +249,27 @@ impl S3Config {
         }
         Ok(Some(endpoint.trim_end_matches('/').to_owned()))
     }
+
+    /// Whether request bodies are signed (their SHA-256 in each request's signature, which the server checks
+    /// against the body): only over plain HTTP to a host that is not a loopback address ([`allow_http`]), where
+    /// nothing else keeps a body from being altered on its way. Over HTTPS, TLS does, and a loopback endpoint has
+    /// nothing on the way: there requests say `UNSIGNED-PAYLOAD` (SigV4's option for this), where a SHA-256 would
+    /// cost the client and the server a hash of every byte for nothing.
+    ///
+    /// [`allow_http`]: Self::allow_http
+    pub fn signs_payloads(&self) -> bool {
+        let url = self.endpoint.as_deref().and_then(|e| url::Url::parse(e).ok());
+        url.is_some_and(|u| u.scheme() == "http" && is_loopback(&u) != Some(true))
+    }
+}
+
+/// Whether `url`'s host is a loopback address (`localhost`, `127.0.0.0/8`, `::1`); `None` when it has no host.
+fn is_loopback(url: &url::Url) -> Option<bool> {
+    Some(match url.host()? {
+        url::Host::Domain(d) => d.eq_ignore_ascii_case("localhost"),
+        url::Host::Ipv4(ip) => ip.is_loopback(),
+        url::Host::Ipv6(ip) => ip.is_loopback(),
+    })
 }
 
 #[cfg(test)]
@@ -263,6 +279,21 @@ mod tests {
     fn vars(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
         let pairs: Vec<(String, String)> = pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
         move |name| pairs.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone())
+    }
+
+    #[test]
+    fn payloads_are_signed_only_over_plain_http_beyond_loopback() {
+        let signs = |endpoint: Option<&str>| {
+            let c = S3Config { endpoint: endpoint.map(str::to_owned), allow_http: true, ..S3Config::default() };
+            c.signs_payloads()
+        };
+        assert!(signs(Some("http://minio.internal:9000")));
+        assert!(signs(Some("http://10.0.0.5:9000")));
+        assert!(!signs(Some("https://minio.internal:9000")));
+        assert!(!signs(Some("http://127.0.0.1:9000")));
+        assert!(!signs(Some("http://localhost:9000")));
+        assert!(!signs(Some("http://[::1]:9000")));
+        assert!(!signs(None), "AWS S3 itself, over HTTPS");
     }
 
     #[test]

@@ -16,10 +16,11 @@ pub const MAX_PART_BYTES: usize = 5 << 30;
 /// S3's most parts in one multipart upload: 10,000.
 pub const MAX_PARTS: usize = 10_000;
 
-/// Parts of one multipart upload in flight at once: 4. The caller's buffers are held until their part is stored,
-/// so one upload holds at most 4 parts of memory (4 x 8 MiB with the copier's default part size); the next
-/// [`put_part`](crate::Upload::put_part) waits for the oldest part to be stored.
-pub const MULTIPART_PARTS_IN_FLIGHT: usize = 4;
+/// Parts of one multipart upload in flight at once: 6. The caller's buffers are held until their part is stored,
+/// so one upload holds at most 6 parts of memory (48 MiB with 8 MiB parts, which the hot copy's pool or the set
+/// copy's budget bounds in turn); the next [`put_part`](crate::Upload::put_part) waits for the oldest part to be
+/// stored. With 4, a hot copy of large files to `s3s-fs` on loopback was slower than rclone's 4 files x 4 parts.
+pub const MULTIPART_PARTS_IN_FLIGHT: usize = 6;
 
 /// Keys asked for in one page of a listing ([`ObjectClient::list`](crate::ObjectClient::list)): 10,000. S3 answers
 /// at most 1,000 a page whatever is asked (MinIO and Ceph's RGW by default too), so there this changes nothing; a
