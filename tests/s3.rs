@@ -853,7 +853,7 @@ fn the_store_stopped_mid_upload_fails_the_job_naming_the_store_and_leaves_the_se
 }
 
 #[test]
-fn a_restore_from_s3_streams_several_atoms_at_once_and_restores_them_exactly() {
+fn a_restore_and_a_check_from_s3_stream_several_atoms_at_once_and_restore_them_exactly() {
     let (_store, e, work) = s3_case();
     let data = work.path().join("data");
     let url = "s3://backset-test/streams";
@@ -871,6 +871,13 @@ fn a_restore_from_s3_streams_several_atoms_at_once_and_restores_them_exactly() {
     let most = proxy.most_in_flight();
     let cap = backset_engine::limits::RESTORE_STREAMS_IN_FLIGHT + 1;
     assert!((3..=cap).contains(&most), "requests in flight at once: {most} (atoms streamed at once, and the journal)");
+    // A check streams several atom files at once too (one at a time, beside the journal's 2 threads, makes 3 at most).
+    let proxy = backset_s3test::SlowDownProxy::start(&e.url);
+    let through = Endpoint { url: proxy.url().to_owned(), ..e.clone() };
+    offline_ok(&through, &["check", url]);
+    let most = proxy.most_in_flight();
+    let cap = backset_engine::limits::CHECK_STREAMS_IN_FLIGHT + backset_engine::limits::CHECK_JOURNAL_THREADS;
+    assert!((4..=cap).contains(&most), "requests of a check in flight at once: {most}");
 }
 
 #[test]

@@ -32,6 +32,11 @@ pub const COPY_BATCH_FILES: usize = 4096;
 /// took 60 ms an atom, four times `rclone copy` with its 4 transfers).
 pub const RESTORE_STREAMS_IN_FLIGHT: usize = 16;
 
+/// Atom files a check of a set on object storage streams and hashes at once (a thread each, one GET in flight
+/// each): 16, as for a restore ([`RESTORE_STREAMS_IN_FLIGHT`]). Each holds one chunk of `CHUNK_BYTES` (1 MiB) and
+/// the file's report (its chunk hashes and head): 16 MiB of chunks in all, and nothing written to local disk.
+pub const CHECK_STREAMS_IN_FLIGHT: usize = 16;
+
 /// Threads that read a check's journal slices (each takes whole elements; the copier hashes the atom files beside
 /// them): 2. Each holds one journal chunk and one record being verified (see [`RESTORE_FIXED_MEMORY_BYTES`]).
 pub const CHECK_JOURNAL_THREADS: usize = 2;
@@ -49,6 +54,7 @@ pub const CHECK_MAX_DEFECTS_PER_FILE: usize = 1000;
 const _: () = assert!(RESTORE_SEGMENT_BYTES + MAX_RECORD_PAYLOAD_BYTES as u64 + 64 <= MAX_SEGMENT_BYTES);
 const _: () = assert!(COPY_BATCH_FILES > 0);
 const _: () = assert!(RESTORE_STREAMS_IN_FLIGHT > 0);
+const _: () = assert!(CHECK_STREAMS_IN_FLIGHT > 0);
 // The atom headers a restore and a check parse come from the copier's reports.
 const _: () = assert!(backset_copier::limits::HEAD_BYTES >= backset_format::atom::ATOM_HEADER_BYTES);
 const _: () = assert!(CHECK_JOURNAL_THREADS >= 1);

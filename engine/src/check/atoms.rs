@@ -12,7 +12,7 @@ use super::catalog::BaseInfo;
 use super::data::ToRead;
 use super::report::{CheckError, CheckReport, DefectKind};
 use super::CheckOptions;
-use crate::limits::COPY_BATCH_FILES;
+use crate::limits::{CHECK_STREAMS_IN_FLIGHT, COPY_BATCH_FILES};
 use crate::set::data::{keep_head, mismatch, parse_atom_head};
 use crate::set::BackupSet;
 
@@ -42,12 +42,12 @@ pub(super) fn check_atoms(
         let requests: Vec<CopyRequest> =
             batch.iter().map(|t| CopyRequest::read(set.storage().copier_path(&t.rel))).collect();
         let results: Vec<Result<backset_copier::FileReport, CopyError>> = match copier.as_mut() {
-            // Object storage: each file streamed and hashed chunk by chunk, nothing written locally.
+            // Object storage: each file streamed and hashed chunk by chunk, nothing written locally, several at once.
             None => {
                 if ctl.is_cancelled() {
                     return Err(CheckError::Cancelled { path: set.dir().to_path_buf() });
                 }
-                batch.iter().enumerate().map(|(k, t)| streamed_report(set, t, k, &requests[k].source)).collect()
+                streamed_reports(set, batch, &requests)
             }
             Some(copier) => match copier.copy(&requests, ctl, None) {
                 Ok(job) => {
@@ -139,6 +139,33 @@ pub(super) fn atom_header_problem(
         Some(lsn) if lsn != h.lsn => Some(format!("its LSN is {}, the catalog says {lsn}", h.lsn)),
         _ => None,
     }
+}
+
+/// [`streamed_report`] of each of `batch` (whose copier requests are `requests`), [`CHECK_STREAMS_IN_FLIGHT`] at
+/// once, in the batch's order.
+fn streamed_reports(
+    set: &BackupSet,
+    batch: &[ToRead<'_>],
+    requests: &[CopyRequest],
+) -> Vec<Result<backset_copier::FileReport, CopyError>> {
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let mut results: Vec<_> = std::thread::scope(|scope| {
+        let streams: Vec<_> = (0..CHECK_STREAMS_IN_FLIGHT.min(batch.len()))
+            .map(|_| {
+                scope.spawn(|| {
+                    let mut done = Vec::new();
+                    loop {
+                        let k = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        let Some(t) = batch.get(k) else { break done };
+                        done.push((k, streamed_report(set, t, k, &requests[k].source)));
+                    }
+                })
+            })
+            .collect();
+        streams.into_iter().flat_map(|s| s.join().expect("a check stream panicked")).collect()
+    });
+    results.sort_unstable_by_key(|(k, _)| *k);
+    results.into_iter().map(|(_, r)| r).collect()
 }
 
 /// What the copier would report for the atom file `t`, read by streaming it from the set's storage.
