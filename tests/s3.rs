@@ -1084,6 +1084,31 @@ fn a_hot_copy_to_s3_under_max_rate_stores_what_it_reads_as_it_reads_it_within_th
     assert!(half.1 >= total / 4, "only {} of {total} bytes stored {:.2} s into a {took:.2} s job", half.1, half.0);
 }
 
+/// Threads of process `pid` named `name` (`/proc/PID/task/*/comm`).
+fn threads_named(pid: u32, name: &str) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/task"))
+        .unwrap()
+        .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("comm")).ok())
+        .filter(|comm| comm.trim_end() == name)
+        .count()
+}
+
+#[test]
+fn a_server_that_wrote_to_many_urls_keeps_the_clients_of_none_it_no_longer_uses() {
+    let (_store, e, work) = s3_case();
+    let data = work.path().join("data");
+    let srv = serve_with_atoms(&data, &e, 20, 1000);
+    // A set a week, as an operator's nightly script names them: each a client of its own while it is written.
+    for week in 0..6 {
+        srv.cli_ok(&hotcopy_args("full", &format!("s3://backset-test/2026-w{week}"), WAIT));
+    }
+    srv.cli_ok(&hotcopy_args("full", "s3://backset-test/2026-w6", WAIT));
+    // The last client may stay until the next is opened (its runtime's 2 workers, and a blocking thread or two it
+    // may still keep); those of the six before it are gone with their threads, where each kept 2 before.
+    let threads = threads_named(srv.pid(), "backset-s3");
+    assert!(threads <= 4, "{threads} object-storage client threads after 7 sets written one after the other");
+}
+
 #[test]
 fn a_hot_copy_to_s3_completes_a_large_file_while_the_next_goes_up() {
     let (store, e, work) = s3_case();

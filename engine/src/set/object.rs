@@ -1054,8 +1054,10 @@ pub fn configure(given: backset_objstore::S3Overrides) -> bool {
 }
 
 /// The process's one [`ObjectStore`] for `url` on the endpoint configured (the standard `AWS_*` variables,
-/// `AWS_ENDPOINT_URL`, under what [`configure`] gave): one per set and endpoint, so that the writer's in-progress
-/// entries are seen by every job of this process, as a local set's `state` is.
+/// `AWS_ENDPOINT_URL`, under what [`configure`] gave): one per set and endpoint while anything holds it, so that
+/// the writer's in-progress entries are seen by every job of this process, as a local set's `state` is. The stores
+/// nothing holds any more (no job, no open set) are dropped here, with their client's runtime threads and
+/// connections: a `serve` that writes to a new URL every night keeps only the stores its running jobs use.
 pub fn object_store(url: &S3Url) -> Result<std::sync::Arc<ObjectStore>, SetError> {
     let config = match GIVEN.get() {
         Some(given) => backset_objstore::S3Config::from_env_with(given),
@@ -1065,6 +1067,7 @@ pub fn object_store(url: &S3Url) -> Result<std::sync::Arc<ObjectStore>, SetError
     let endpoint = config.checked_endpoint().map_err(|source| SetError::ObjectStore { source })?;
     let key = format!("{} {url}", endpoint.unwrap_or_default());
     let mut stores = stores().lock().unwrap_or_else(|p| p.into_inner());
+    stores.retain(|k, s| *k == key || std::sync::Arc::strong_count(s) > 1);
     if let Some(s) = stores.get(&key) {
         return Ok(std::sync::Arc::clone(s));
     }
