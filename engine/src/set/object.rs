@@ -24,8 +24,7 @@
 //!   in one put, a larger one as a multipart upload of [`UPLOAD_PART_BYTES`] parts made of the buffers
 //!   themselves (at most [`MULTIPART_PARTS_IN_FLIGHT`](backset_objstore::limits::MULTIPART_PARTS_IN_FLIGHT) in
 //!   flight), completed while the next files go up (at most [`STREAM_PUTS_IN_FLIGHT`] puts and completing
-//!   uploads at once). A buffer goes
-//!   back to the copier's pool once its put or part is stored. **Memory**: the data in flight is the SM copier's
+//!   uploads at once). A buffer goes back to the copier's pool once its put or part is stored. **Memory**: the data in flight is the SM copier's
 //!   pool (`HOTCOPY_COPIER_POOL_BYTES`, 64 MiB), nothing more: a buffer being read, hashed, waiting for its part
 //!   or being sent is a pool buffer, and when the store is slower than the archive every buffer ends up waiting
 //!   to be sent and the reads wait for one to come back. Beyond the pool: the keys and sizes of the job's files,
