@@ -866,14 +866,14 @@ fn a_restore_and_a_check_from_s3_stream_several_atoms_at_once_and_restore_them_e
     // The same restore through a proxy that counts the requests in flight: one stream of atoms and the journal's
     // thread would make at most 2 at once.
     let proxy = backset_s3test::SlowDownProxy::start(&e.url);
-    let through = Endpoint { url: proxy.url().to_owned(), ..e.clone() };
+    let through = proxy.endpoint_for(&e);
     assert_eq!(restored(&through, work.path(), "proxied", url, &[]), direct);
     let most = proxy.most_in_flight();
     let cap = backset_engine::limits::RESTORE_STREAMS_IN_FLIGHT + 1;
     assert!((3..=cap).contains(&most), "requests in flight at once: {most} (atoms streamed at once, and the journal)");
     // A check streams several atom files at once too (one at a time, beside the journal's 2 threads, makes 3 at most).
     let proxy = backset_s3test::SlowDownProxy::start(&e.url);
-    let through = Endpoint { url: proxy.url().to_owned(), ..e.clone() };
+    let through = proxy.endpoint_for(&e);
     offline_ok(&through, &["check", url]);
     let most = proxy.most_in_flight();
     let cap = backset_engine::limits::CHECK_STREAMS_IN_FLIGHT + backset_engine::limits::CHECK_JOURNAL_THREADS;
@@ -1114,7 +1114,7 @@ fn a_hot_copy_to_s3_completes_a_large_file_while_the_next_goes_up() {
     let (store, e, work) = s3_case();
     let data = work.path().join("data");
     let proxy = backset_s3test::SlowDownProxy::start(&e.url);
-    let through = Endpoint { url: proxy.url().to_owned(), ..e.clone() };
+    let through = proxy.endpoint_for(&e);
     // Two atoms of about 12 MB and a journal of 24 MB: three files over 8 MiB (UPLOAD_PART_BYTES), each a
     // multipart upload.
     let srv = Server::start_with_env(&data, &["--atom-buckets", "2"], &as_refs(&through.env()));

@@ -134,7 +134,7 @@ fn multipart_upload_stores_the_parts_in_order() {
 fn an_upload_finished_in_the_background_completes_while_the_next_objects_go_up() {
     let server = S3sServer::start();
     let proxy = SlowDownProxy::start(&server.endpoint().url);
-    let c = client(&Endpoint { url: proxy.url().to_owned(), ..server.endpoint().clone() }, "background");
+    let c = client(&proxy.endpoint_for(server.endpoint()), "background");
     proxy.hold_completions();
     let mut a = c.upload("a").unwrap();
     let parts = [pattern(MIN_PART_BYTES, 1), pattern(1000, 2)];
@@ -190,7 +190,7 @@ fn a_listing_asks_for_pages_of_list_page_keys() {
     let keys = many_objects(&client(server.endpoint(), "pages"), 2_500);
     assert!(keys.len() <= LIST_PAGE_KEYS && keys.len() > 2_000);
     let proxy = SlowDownProxy::start(&server.endpoint().url);
-    let through = client(&Endpoint { url: proxy.url().to_owned(), ..server.endpoint().clone() }, "pages");
+    let through = client(&proxy.endpoint_for(server.endpoint()), "pages");
     assert_eq!(through.list("data").unwrap().len(), keys.len());
     assert_eq!(proxy.forwarded(), 1, "list requests for {} objects", keys.len());
 }

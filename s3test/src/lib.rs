@@ -588,6 +588,11 @@ impl SlowDownProxy {
         &self.url
     }
 
+    /// `upstream`'s endpoint (bucket and keys) reached through this proxy.
+    pub fn endpoint_for(&self, upstream: &Endpoint) -> Endpoint {
+        Endpoint { url: self.url.clone(), ..upstream.clone() }
+    }
+
     /// Answers the next `n` requests with `SlowDown` (`usize::MAX`: every request from now on; 0: forward all).
     pub fn fail_next(&self, n: usize) {
         self.fail_left.store(n, Ordering::SeqCst);
