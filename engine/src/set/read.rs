@@ -98,11 +98,16 @@ pub(super) fn read_meta<T: Metadata>(storage: &dyn SetStorage, rel: &Path) -> Re
 /// `Some(what)` names what stands there instead (`a symbolic link`, `not a directory`); `None` for a directory or
 /// nothing.
 fn not_a_dir(storage: &dyn SetStorage, rel: &Path) -> Result<Option<&'static str>, std::io::Error> {
-    Ok(match storage.kind(rel)? {
+    Ok(not_a_dir_kind(storage.kind(rel)?))
+}
+
+/// [`not_a_dir`] of a kind already examined.
+fn not_a_dir_kind(kind: Option<EntryKind>) -> Option<&'static str> {
+    match kind {
         None | Some(EntryKind::Dir(_)) => None,
         Some(EntryKind::Symlink) => Some("a symbolic link"),
         Some(EntryKind::File | EntryKind::Other) => Some("not a directory"),
-    })
+    }
 }
 
 /// One completed element, with its control files (the catalog is read on demand: [`BackupSet::catalog`]).
@@ -252,15 +257,15 @@ impl BackupSet {
         let name = entry.name();
         let rel = PathBuf::from(name.to_string());
         let dir = self.storage.copier_path(&rel);
+        // One examination of the element's directory (on object storage each is a request): missing, or not one.
         match self.storage.kind(&rel) {
             Ok(None) => return Err(vec![SetError::ElementMissing { set: self.dir.clone(), element: name, path: dir }]),
             Err(source) => return Err(vec![SetError::Io { op: "stat", path: dir, source }]),
-            Ok(Some(_)) => {}
-        }
-        match not_a_dir(&*self.storage, &rel) {
-            Err(source) => return Err(vec![SetError::Io { op: "stat", path: dir, source }]),
-            Ok(Some(what)) => return Err(vec![SetError::Link { path: dir, element: Some(name), what }]),
-            Ok(None) => {}
+            Ok(kind) => {
+                if let Some(what) = not_a_dir_kind(kind) {
+                    return Err(vec![SetError::Link { path: dir, element: Some(name), what }]);
+                }
+            }
         }
         let unread = |manifest| UnreadElement { entry: entry.clone(), dir: dir.clone(), manifest };
         let control = dir.join(CONTROL_DIR);
