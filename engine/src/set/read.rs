@@ -94,15 +94,10 @@ pub(super) fn read_meta<T: Metadata>(storage: &dyn SetStorage, rel: &Path) -> Re
     meta::decode(&bytes).map_err(|source| ReadError::Metadata { path: storage.show(rel), source })
 }
 
-/// Whether `rel` (an element directory or its `control/`) is a directory, examined without following a link:
-/// `Some(what)` names what stands there instead (`a symbolic link`, `not a directory`); `None` for a directory or
+/// Whether what stands at an element directory or its `control/`, of the `kind` examined without following a link,
+/// is a directory: `Some(what)` names what stands there instead (`a symbolic link`, `not a directory`); `None` for a directory or
 /// nothing.
-fn not_a_dir(storage: &dyn SetStorage, rel: &Path) -> Result<Option<&'static str>, std::io::Error> {
-    Ok(not_a_dir_kind(storage.kind(rel)?))
-}
-
-/// [`not_a_dir`] of a kind already examined.
-fn not_a_dir_kind(kind: Option<EntryKind>) -> Option<&'static str> {
+fn not_a_dir(kind: Option<EntryKind>) -> Option<&'static str> {
     match kind {
         None | Some(EntryKind::Dir(_)) => None,
         Some(EntryKind::Symlink) => Some("a symbolic link"),
@@ -258,21 +253,20 @@ impl BackupSet {
         let rel = PathBuf::from(name.to_string());
         let dir = self.storage.copier_path(&rel);
         // One examination of the element's directory (on object storage each is a request): missing, or not one.
-        match self.storage.kind(&rel) {
+        let kind = match self.storage.kind(&rel) {
             Ok(None) => return Err(vec![SetError::ElementMissing { set: self.dir.clone(), element: name, path: dir }]),
             Err(source) => return Err(vec![SetError::Io { op: "stat", path: dir, source }]),
-            Ok(kind) => {
-                if let Some(what) = not_a_dir_kind(kind) {
-                    return Err(vec![SetError::Link { path: dir, element: Some(name), what }]);
-                }
-            }
+            Ok(kind) => kind,
+        };
+        if let Some(what) = not_a_dir(kind) {
+            return Err(vec![SetError::Link { path: dir, element: Some(name), what }]);
         }
         let unread = |manifest| UnreadElement { entry: entry.clone(), dir: dir.clone(), manifest };
         let control = dir.join(CONTROL_DIR);
         let control_rel = rel.join(CONTROL_DIR);
         // A metadata read refuses a link as the file itself; a link in place of control/ must be refused too, or it
         // would be followed out of the set.
-        match not_a_dir(&*self.storage, &control_rel) {
+        match self.storage.kind(&control_rel).map(not_a_dir) {
             Err(source) => {
                 self.unread.push(unread(None));
                 return Err(vec![SetError::Io { op: "stat", path: control, source }]);
